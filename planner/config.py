@@ -1,0 +1,101 @@
+"""The planner's settings: `[tool.planner]` in pyproject.toml, defaulting to the reference template."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_STATUSES = ("Proposed", "Planned", "In Progress", "Completed")
+DEFAULT_PRIORITIES = ("High", "Medium", "Low")
+DEFAULT_COMPLEXITIES = ("Simple", "Moderate", "Complex")
+DEFAULT_SECTIONS = (
+    "Goal",
+    "User Benefit",
+    "Design Proposal",
+    "Implementation Steps",
+    "Open Questions",
+    "Alternatives Considered",
+)
+# Working days per unit: a week is five working days, a month twenty.
+DEFAULT_UNITS = {"day": 1.0, "week": 5.0, "month": 20.0}
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    """Everything a project may configure; `root` is the folder holding pyproject.toml (or the cwd)."""
+
+    root: Path = field(default_factory=Path.cwd)
+    plans_dir: str = "plans"
+    design_dir: str = "docs/design"
+    statuses: tuple[str, ...] = DEFAULT_STATUSES
+    priorities: tuple[str, ...] = DEFAULT_PRIORITIES
+    complexities: tuple[str, ...] = DEFAULT_COMPLEXITIES
+    sections: tuple[str, ...] = DEFAULT_SECTIONS
+    units: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_UNITS))
+    lanes: int = 2
+
+    @property
+    def plans_path(self) -> Path:
+        return self.root / self.plans_dir
+
+    @property
+    def design_path(self) -> Path:
+        return self.root / self.design_dir
+
+
+class ConfigError(Exception):
+    """`[tool.planner]` holds a value of the wrong type; the message names the key."""
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The nearest folder at or above `start` holding pyproject.toml, else `start` itself."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").is_file():
+            return folder
+    return here
+
+
+def load_config(root: Path | None = None) -> PlannerConfig:
+    """Read `[tool.planner]` from `root/pyproject.toml` (found upwards from the cwd when not given)."""
+    root = find_root(root) if root is None else root.resolve()
+    table: dict[str, object] = {}
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{pyproject}: {exc}") from exc
+        table = data.get("tool", {}).get("planner", {})
+    kwargs: dict[str, object] = {"root": root}
+    for key in ("plans_dir", "design_dir"):
+        if key in table:
+            kwargs[key] = _expect(table[key], str, key)
+    for key in ("statuses", "priorities", "complexities", "sections"):
+        if key in table:
+            values = _expect(table[key], list, key)
+            if not values or not all(isinstance(v, str) and v for v in values):
+                raise ConfigError(f"[tool.planner] {key}: expected a non-empty list of strings")
+            kwargs[key] = tuple(values)
+    if "units" in table:
+        units = _expect(table["units"], dict, "units")
+        if not all(isinstance(v, int | float) and v > 0 for v in units.values()):
+            raise ConfigError("[tool.planner] units: expected positive numbers of working days per unit")
+        kwargs["units"] = {str(k): float(v) for k, v in units.items()}
+    if "lanes" in table:
+        lanes = _expect(table["lanes"], int, "lanes")
+        if lanes < 1:
+            raise ConfigError("[tool.planner] lanes: expected a whole number of at least 1")
+        kwargs["lanes"] = lanes
+    unknown = sorted(set(table) - {f for f in PlannerConfig.__dataclass_fields__ if f != "root"})
+    if unknown:
+        raise ConfigError(f"[tool.planner] unknown key(s): {', '.join(unknown)}")
+    return PlannerConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def _expect(value: object, kind: type, key: str) -> Any:
+    if not isinstance(value, kind):
+        raise ConfigError(f"[tool.planner] {key}: expected {kind.__name__}, got {type(value).__name__}")
+    return value
