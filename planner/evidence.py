@@ -4,8 +4,8 @@ File format (version 1)::
 
     {"version": 1, "generated_at": "2026-11-26T04:00:00+00:00", "git_commit": "f6ad2cb...",
      "gateway_version": "0.1.0", "gateway_url": null,
-     "features": {"response-caching": {"passed": 4, "failed": 1, "skipped": 0,
-                  "tests": [{"name": "tests/acceptance/test_response_caching.py::test_hit", "outcome": "passed"}]}}}
+     "features": {"response-caching": {"passed": 4, "failed": 1, "skipped": 0, "tests": [
+         {"name": "tests/acceptance/test_response_caching.py::test_hit", "outcome": "passed"}]}}}
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ OUTCOMES = ("passed", "failed", "skipped")
 
 
 @dataclass(frozen=True)
-class TestOutcome:
+class RecordedTest:
     name: str
     outcome: str  # one of OUTCOMES
 
@@ -30,7 +30,7 @@ class FeatureEvidence:
     passed: int = 0
     failed: int = 0
     skipped: int = 0
-    tests: tuple[TestOutcome, ...] = ()
+    tests: tuple[RecordedTest, ...] = ()
 
     @property
     def total(self) -> int:
@@ -91,7 +91,7 @@ def load_evidence(path: Path) -> Evidence | None:
                 passed=int(fe["passed"]),
                 failed=int(fe["failed"]),
                 skipped=int(fe["skipped"]),
-                tests=tuple(TestOutcome(str(t["name"]), str(t["outcome"])) for t in fe.get("tests", [])),
+                tests=tuple(RecordedTest(str(t["name"]), str(t["outcome"])) for t in fe.get("tests", [])),
             )
             for slug, fe in data["features"].items()
         }

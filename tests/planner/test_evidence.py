@@ -6,7 +6,7 @@ from planner.evidence import (
     Evidence,
     EvidenceError,
     FeatureEvidence,
-    TestOutcome,
+    RecordedTest,
     load_evidence,
     write_evidence,
 )
@@ -19,7 +19,7 @@ def test_round_trip(tmp_path: Path) -> None:
         git_commit="abc",
         gateway_version="0.1.0",
         gateway_url=None,
-        features={"rate-limiting": FeatureEvidence(2, 1, 0, (TestOutcome("t::a", "passed"),))},
+        features={"rate-limiting": FeatureEvidence(2, 1, 0, (RecordedTest("t::a", "passed"),))},
     )
     write_evidence(path, evidence)
     assert load_evidence(path) == evidence
