@@ -1,0 +1,120 @@
+"""Prices per model and the cost of a request, in exact decimal arithmetic.
+
+Prices are USD per one million tokens, input and output separately. A model route's ``pricing`` in the config
+wins; otherwise the bundled table ``gateway/prices.yaml`` is consulted by the route's upstream model name.
+
+Money is counted in whole nano-dollars (10^-9 USD) everywhere it is stored or added up (budget counters, the
+usage ledger), so sums are exact integers. The cost of one request is computed exactly as a Decimal, then
+rounded half-up to a nano-dollar; reservations are rounded up so they never undershoot the real cost.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
+from importlib import resources
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+NANOS_PER_USD = 10**9
+_TOKENS_PER_PRICE_UNIT = Decimal(1_000_000)
+
+NonNegativeDecimal = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+
+
+class ModelPrice(BaseModel):
+    """USD per one million input (prompt) and output (completion) tokens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input: NonNegativeDecimal
+    output: NonNegativeDecimal
+
+
+def usd_to_nanos(amount: Decimal, *, round_up: bool = False) -> int:
+    """Convert USD to whole nano-dollars, half-up by default or up (toward +inf) with ``round_up``."""
+    rounding = ROUND_CEILING if round_up else ROUND_HALF_UP
+    return int((amount * NANOS_PER_USD).to_integral_value(rounding=rounding))
+
+
+def nanos_to_usd(nanos: int) -> Decimal:
+    """Convert nano-dollars to an exact USD Decimal."""
+    return Decimal(nanos).scaleb(-9)
+
+
+def format_usd(nanos: int) -> str:
+    """Format nano-dollars as a plain decimal string, no exponent or trailing zeros (``0.00042``, ``0``)."""
+    text = format(nanos_to_usd(nanos), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def cost_usd(price: ModelPrice, prompt_tokens: int, completion_tokens: int) -> Decimal:
+    """The exact cost of ``prompt_tokens`` and ``completion_tokens`` at ``price``."""
+    return (price.input * prompt_tokens + price.output * completion_tokens) / _TOKENS_PER_PRICE_UNIT
+
+
+def cost_nanos(price: ModelPrice | None, prompt_tokens: int, completion_tokens: int) -> int:
+    """The cost of one request in nano-dollars (0 for an unpriced model), rounded half-up."""
+    if price is None:
+        return 0
+    return usd_to_nanos(cost_usd(price, prompt_tokens, completion_tokens))
+
+
+def max_cost_nanos(price: ModelPrice | None, prompt_tokens: int, completion_tokens: int) -> int:
+    """The most a request can cost in nano-dollars, rounded up: what a budget reserves before forwarding."""
+    if price is None:
+        return 0
+    return usd_to_nanos(cost_usd(price, prompt_tokens, completion_tokens), round_up=True)
+
+
+class PriceTable:
+    """A lookup from upstream model name to price: exact name first, then the longest ``name-`` prefix."""
+
+    def __init__(self, prices: dict[str, ModelPrice]) -> None:
+        self._prices = dict(prices)
+        # Longest first, so "gpt-4o-mini-2024-07-18" matches "gpt-4o-mini" before "gpt-4o".
+        self._by_length = sorted(self._prices, key=len, reverse=True)
+
+    def lookup(self, model: str) -> ModelPrice | None:
+        """The price of ``model``, or None when neither its name nor a prefix of it is in the table."""
+        name = model.rsplit("/", 1)[-1].lower()
+        if name in self._prices:
+            return self._prices[name]
+        for candidate in self._by_length:
+            if name.startswith(candidate + "-"):
+                return self._prices[candidate]
+        return None
+
+    def __len__(self) -> int:
+        return len(self._prices)
+
+
+class PriceTableError(ValueError):
+    """The price table file is malformed; the message names the file and the entry."""
+
+
+def parse_price_table(data: Any, source: str) -> PriceTable:
+    """Build a PriceTable from YAML ``{"models": {name: {input, output}}}``; ``source`` names the file."""
+    if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
+        raise PriceTableError(f"{source}: expected a mapping with a 'models' mapping")
+    prices: dict[str, ModelPrice] = {}
+    problems: list[str] = []
+    for name, entry in data["models"].items():
+        try:
+            prices[str(name).lower()] = ModelPrice.model_validate(entry)
+        except ValidationError as exc:
+            for error in exc.errors():
+                field = ".".join(str(part) for part in error["loc"])
+                problems.append(f"{source}: models.{name}.{field}: {error['msg']}")
+    if problems:
+        raise PriceTableError("\n".join(problems))
+    return PriceTable(prices)
+
+
+def bundled_price_table() -> PriceTable:
+    """The default price table shipped with the gateway (``gateway/prices.yaml``)."""
+    text = resources.files("gateway").joinpath("prices.yaml").read_text(encoding="utf-8")
+    return parse_price_table(yaml.safe_load(text), "gateway/prices.yaml")

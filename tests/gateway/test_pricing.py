@@ -1,0 +1,145 @@
+"""Prices, exact decimal cost, nano-dollar rounding and the token estimators."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from gateway.pricing import (
+    ModelPrice,
+    PriceTable,
+    PriceTableError,
+    bundled_price_table,
+    cost_nanos,
+    cost_usd,
+    format_usd,
+    max_cost_nanos,
+    nanos_to_usd,
+    parse_price_table,
+    usd_to_nanos,
+)
+from gateway.token_estimate import (
+    IMAGE_TOKEN_ALLOWANCE,
+    estimate_prompt_tokens,
+    estimate_text_tokens,
+    max_prompt_tokens,
+)
+
+
+def test_cost_is_exact_decimal_arithmetic() -> None:
+    price = ModelPrice(input=Decimal("0.15"), output=Decimal("0.60"))
+    # 0.1 + 0.2 style float errors would show here: 3 * 0.15 / 1e6 is not exact in binary floating point.
+    assert cost_usd(price, 3, 0) == Decimal("0.00000045")
+    assert cost_usd(price, 1_000_000, 1_000_000) == Decimal("0.75")
+    assert cost_nanos(price, 1000, 500) == 450_000
+
+
+def test_float_config_values_become_the_decimal_they_look_like() -> None:
+    price = ModelPrice.model_validate({"input": 0.1, "output": 2.5})
+    assert price.input == Decimal("0.1")
+    assert cost_nanos(price, 10, 0) == 1000
+
+
+def test_rounding_half_up_for_cost_and_up_for_reservations() -> None:
+    price = ModelPrice(input=Decimal("0.0375"), output=Decimal("0"))
+    # 1 token at $0.0375 / 1M = 37.5 nano-dollars
+    assert cost_nanos(price, 1, 0) == 38
+    assert max_cost_nanos(price, 1, 0) == 38
+    price = ModelPrice(input=Decimal("0.0371"), output=Decimal("0"))
+    assert cost_nanos(price, 1, 0) == 37
+    assert max_cost_nanos(price, 1, 0) == 38
+    assert max_cost_nanos(price, 1, 0) >= cost_nanos(price, 1, 0)
+
+
+def test_unpriced_model_costs_nothing() -> None:
+    assert cost_nanos(None, 1000, 1000) == 0
+    assert max_cost_nanos(None, 1000, 1000) == 0
+
+
+def test_negative_prices_are_rejected() -> None:
+    with pytest.raises(ValueError, match="greater than or equal to 0"):
+        ModelPrice.model_validate({"input": -1, "output": 1})
+
+
+@pytest.mark.parametrize(
+    ("nanos", "text"),
+    [(0, "0"), (1, "0.000000001"), (450_000, "0.00045"), (10**9, "1"), (12_345_000_000, "12.345")],
+)
+def test_format_usd(nanos: int, text: str) -> None:
+    assert format_usd(nanos) == text
+    assert usd_to_nanos(Decimal(text)) == nanos
+    assert nanos_to_usd(nanos) == Decimal(text)
+
+
+def test_bundled_table_prices_common_models_and_the_mock() -> None:
+    table = bundled_price_table()
+    for model in ["gpt-4o", "gpt-4o-mini", "gpt-4.1", "o3-mini", "claude-3-5-sonnet", "mock"]:
+        price = table.lookup(model)
+        assert price is not None, model
+        assert price.input > 0 and price.output > 0
+    assert table.lookup("gpt-4o") == ModelPrice(input=Decimal("2.50"), output=Decimal("10.00"))
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("gpt-4o-2024-08-06", "gpt-4o"),
+        ("gpt-4o-mini-2024-07-18", "gpt-4o-mini"),
+        ("claude-3-5-sonnet-20241022", "claude-3-5-sonnet"),
+        ("openai/gpt-4.1", "gpt-4.1"),
+        ("GPT-4o", "gpt-4o"),
+        ("mock-fast", "mock"),
+    ],
+)
+def test_lookup_by_longest_dash_prefix(model: str, expected: str) -> None:
+    table = bundled_price_table()
+    assert table.lookup(model) == table.lookup(expected)
+
+
+def test_lookup_does_not_match_a_bare_prefix() -> None:
+    table = PriceTable({"o3": ModelPrice(input=Decimal(1), output=Decimal(1))})
+    assert table.lookup("o3x") is None
+    assert table.lookup("llama-3") is None
+
+
+def test_malformed_table_names_file_and_entry() -> None:
+    with pytest.raises(PriceTableError) as info:
+        parse_price_table({"models": {"x": {"input": "abc", "output": 1}, "y": {"input": 1}}}, "prices.yaml")
+    message = str(info.value)
+    assert "prices.yaml: models.x.input" in message
+    assert "prices.yaml: models.y.output" in message
+    with pytest.raises(PriceTableError, match=r"prices\.yaml: expected a mapping"):
+        parse_price_table([], "prices.yaml")
+
+
+def test_text_estimate_is_about_four_ascii_characters_per_token() -> None:
+    assert estimate_text_tokens("") == 0
+    assert estimate_text_tokens("abcd") == 1
+    assert estimate_text_tokens("abcde") == 2
+    assert estimate_text_tokens("日本語") == 3
+
+
+def test_prompt_upper_bound_is_at_least_the_utf8_byte_length() -> None:
+    text = "héllo wörld 日本語 " * 20
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": text}]
+    bound = max_prompt_tokens(messages)
+    assert bound >= len(text.encode()) + len(b"be brief")
+    assert bound >= estimate_prompt_tokens(messages)
+
+
+def test_prompt_estimates_count_parts_images_and_tools() -> None:
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "what is this"},
+                {"type": "image_url", "image_url": {"url": "https://example.test/a.png"}},
+            ],
+        }
+    ]
+    assert estimate_prompt_tokens(messages) >= IMAGE_TOKEN_ALLOWANCE + estimate_text_tokens("what is this")
+    without_tools = max_prompt_tokens(messages)
+    assert without_tools >= IMAGE_TOKEN_ALLOWANCE
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]
+    assert max_prompt_tokens(messages, tools) > without_tools
