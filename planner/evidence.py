@@ -5,7 +5,10 @@ File format (version 1)::
     {"version": 1, "generated_at": "2026-11-26T04:00:00+00:00", "git_commit": "f6ad2cb...",
      "gateway_version": "0.1.0", "gateway_url": null,
      "features": {"response-caching": {"passed": 4, "failed": 1, "skipped": 0, "tests": [
-         {"name": "tests/acceptance/test_response_caching.py::test_hit", "outcome": "passed"}]}}}
+         {"name": "tests/acceptance/test_response_caching.py::test_hit", "outcome": "passed"}]}},
+     "gateway_features": {"response-caching": true}}
+
+`gateway_features` (added later, optional) is what the gateway's `GET /admin/features` reported.
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ class Evidence:
     gateway_version: str | None
     gateway_url: str | None
     features: dict[str, FeatureEvidence] = field(default_factory=dict)
+    # What the gateway's `GET /admin/features` reported (slug -> enabled by its config); None when the run
+    # could not ask (no master key for a live gateway, or no acceptance test started a gateway).
+    gateway_features: dict[str, bool] | None = None
 
     def for_feature(self, slug: str) -> FeatureEvidence | None:
         return self.features.get(slug)
@@ -73,6 +79,9 @@ class Evidence:
                 }
                 for slug, fe in sorted(self.features.items())
             },
+            "gateway_features": (
+                None if self.gateway_features is None else dict(sorted(self.gateway_features.items()))
+            ),
         }
 
 
@@ -95,12 +104,15 @@ def load_evidence(path: Path) -> Evidence | None:
             )
             for slug, fe in data["features"].items()
         }
+        reported = data.get("gateway_features")
+        gateway_features = None if reported is None else {str(k): bool(v) for k, v in reported.items()}
         return Evidence(
             generated_at=str(data["generated_at"]),
             git_commit=data.get("git_commit"),
             gateway_version=data.get("gateway_version"),
             gateway_url=data.get("gateway_url"),
             features=features,
+            gateway_features=gateway_features,
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise EvidenceError(
