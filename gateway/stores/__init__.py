@@ -1,0 +1,55 @@
+"""Shared state for features that several gateway replicas must agree on (see `base.py` for the interface).
+
+`open_store(StateConfig)` picks the backend: Redis when `state.redis_url` is set, else in-process memory.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.stores.base import AtomicOp, MemoryData, OnError, Store, StoreUnavailable, hashed_id, store_key
+from gateway.stores.memory import MemoryStore
+from gateway.stores.redis import RedisStore
+
+__all__ = [
+    "AtomicOp",
+    "MemoryData",
+    "MemoryStore",
+    "OnError",
+    "RedisStore",
+    "StateConfig",
+    "Store",
+    "StoreUnavailable",
+    "hashed_id",
+    "open_store",
+    "store_key",
+]
+
+
+class StateConfig(BaseModel):
+    """`state:` in the gateway config: where shared state lives and what happens when it is unreachable."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    redis_url: str | None = Field(
+        default=None, description="redis://[:password@]host:port/db; unset keeps state in this process"
+    )
+    on_error: Literal["fail_open", "fail_closed"] = Field(
+        default="fail_open",
+        description="When Redis is down: fail_open lets requests through uncached and unlimited, "
+        "fail_closed answers 503",
+    )
+    timeout_seconds: float = Field(default=1.0, gt=0, description="Redis connect and command timeout")
+    memory_max_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="Memory backend: bound on stored values (LRU eviction)"
+    )
+    memory_max_entries: int = Field(default=100_000, gt=0, description="Memory backend: bound on entries")
+
+
+def open_store(config: StateConfig) -> Store:
+    """The store `config` describes; Redis connects lazily, on first use."""
+    if config.redis_url:
+        return RedisStore(config.redis_url, on_error=config.on_error, timeout=config.timeout_seconds)
+    return MemoryStore(max_bytes=config.memory_max_bytes, max_entries=config.memory_max_entries)

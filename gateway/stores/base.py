@@ -1,0 +1,107 @@
+"""The state store interface shared by every feature that replicas must agree on.
+
+A store holds two kinds of state:
+
+* **values**: opaque bytes with an optional TTL (`get`/`set`/`delete`), used for cache entries and flags
+  such as a route's cooldown;
+* **atomic operations**: named read-modify-write steps (`run`) such as "check and update a rate limit" or
+  "reserve an amount if it fits under a limit". Each `AtomicOp` carries two implementations of the same
+  semantics: a Lua script (Redis runs it atomically, loaded once and called by EVALSHA) and a plain Python
+  function (the memory backend runs it without awaiting, so no other coroutine can interleave).
+
+Adding an atomic operation is one `AtomicOp(...)` value next to the feature that needs it; no backend changes.
+Operations read the clock of the store (Redis `TIME` or the memory backend's clock), so replicas with skewed
+clocks still agree. Arguments and results are integers (microseconds for time, micro-units for money),
+because Redis truncates Lua numbers to integers on the way out.
+
+Keys are built with `store_key(feature, *parts)`. Parts must never contain a raw API key: use the key's
+hashed identity (`gateway.stores.hashed_id`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+OnError = Literal["fail_open", "fail_closed"]
+
+
+class StoreUnavailable(Exception):
+    """The shared store could not be reached and `state.on_error` is `fail_closed`.
+
+    Stages turn this into a 503 in the OpenAI error envelope; the message never contains the store URL.
+    """
+
+
+class MemoryData(Protocol):
+    """What an atomic operation's Python implementation may touch in the memory backend.
+
+    Values are plain Python objects (ints, dicts); they live apart from the bytes values of `Store.set`, so
+    the cache's LRU eviction never drops a rate-limit counter or a budget reservation.
+    """
+
+    now_us: int
+
+    def get(self, key: str) -> Any | None:
+        """The live value under `key`, or None when absent or expired."""
+
+    def set(self, key: str, value: Any, ttl_ms: int | None = None) -> None:
+        """Store `value` under `key`, expiring after `ttl_ms` milliseconds (None: never)."""
+
+    def delete(self, key: str) -> None:
+        """Remove `key` if present."""
+
+
+MemoryImpl = Callable[[MemoryData, Sequence[str], Sequence[int]], list[int]]
+
+
+@dataclass(frozen=True)
+class AtomicOp:
+    """One atomic read-modify-write operation, implemented once per backend with the same semantics.
+
+    `lua` receives `KEYS` and integer `ARGV`, and returns a flat array of integers. `memory(data, keys, args)`
+    does the same against `MemoryData`. `fail_open(keys, args)` is the result the store returns instead when
+    Redis is down and `state.on_error` is `fail_open`, so each operation states what "let it through" means.
+    """
+
+    name: str
+    lua: str
+    memory: MemoryImpl
+    fail_open: Callable[[Sequence[str], Sequence[int]], list[int]]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Shared state for the gateway's features: bytes values with TTL plus named atomic operations."""
+
+    backend: str
+
+    async def get(self, key: str) -> bytes | None:
+        """The value under `key`, or None when absent, expired, or (fail open) the store is down."""
+
+    async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        """Store `value` under `key` for `ttl` seconds (None: no expiry); memory evicts LRU."""
+
+    async def delete(self, key: str) -> None:
+        """Remove `key` if present."""
+
+    async def run(self, op: AtomicOp, keys: Sequence[str], args: Sequence[int]) -> list[int]:
+        """Run `op` atomically on `keys` with integer `args`; returns the operation's integer results."""
+
+    async def close(self) -> None:
+        """Release connections; the store must not be used afterwards."""
+
+
+def store_key(feature: str, *parts: str) -> str:
+    """The key for `parts` in `feature`'s namespace, e.g. `gw:rl:<key id>:rpm`.
+
+    One prefix per feature keeps features from colliding and lets an operator inspect or flush one feature.
+    """
+    return ":".join(("gw", feature, *parts))
+
+
+def hashed_id(secret: str) -> str:
+    """A stable, non-reversible identity for a secret (an API key) that is safe in store keys and logs."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:24]

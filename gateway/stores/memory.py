@@ -1,0 +1,133 @@
+"""In-process memory backend: the default for a single gateway replica.
+
+Atomicity comes from the event loop: `run` calls the operation's Python implementation without awaiting, so no
+other coroutine can interleave between its read and its write. Bytes values are bounded (total bytes and
+entries) and evicted least recently used; operation state (counters, reservations) lives apart and is never
+evicted, only expired.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from gateway.stores.base import AtomicOp
+
+# Expired entries are also removed lazily on access; a periodic sweep bounds what idle keys cost.
+_SWEEP_EVERY = 1024
+
+
+class _OpData:
+    """The `MemoryData` view an operation's Python implementation works on."""
+
+    def __init__(self, table: dict[str, tuple[Any, int | None]], now_us: int) -> None:
+        self._table = table
+        self.now_us = now_us
+
+    def get(self, key: str) -> Any | None:
+        entry = self._table.get(key)
+        if entry is None:
+            return None
+        value, expires = entry
+        if expires is not None and expires <= self.now_us:
+            del self._table[key]
+            return None
+        return value
+
+    def set(self, key: str, value: Any, ttl_ms: int | None = None) -> None:
+        expires = None if ttl_ms is None else self.now_us + max(1, ttl_ms) * 1000
+        self._table[key] = (value, expires)
+
+    def delete(self, key: str) -> None:
+        self._table.pop(key, None)
+
+
+class MemoryStore:
+    """A `Store` kept in this process; state is lost on restart and not shared between replicas."""
+
+    backend = "memory"
+
+    def __init__(
+        self,
+        *,
+        max_bytes: int = 64 * 1024 * 1024,
+        max_entries: int = 100_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.max_entries = max_entries
+        self._clock = clock
+        self._values: OrderedDict[str, tuple[bytes, int | None]] = OrderedDict()
+        self._bytes = 0
+        self._ops: dict[str, tuple[Any, int | None]] = {}
+        self._calls = 0
+
+    def _now_us(self) -> int:
+        return int(self._clock() * 1_000_000)
+
+    @property
+    def size_bytes(self) -> int:
+        """Total bytes of the values currently held (what `max_bytes` bounds)."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    async def get(self, key: str) -> bytes | None:
+        """The value under `key` (and mark it recently used), or None."""
+        self._tick()
+        entry = self._values.get(key)
+        if entry is None:
+            return None
+        value, expires = entry
+        if expires is not None and expires <= self._now_us():
+            self._drop(key)
+            return None
+        self._values.move_to_end(key)
+        return value
+
+    async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        """Store `value`; a value larger than `max_bytes` is not stored; older values are evicted to fit."""
+        self._tick()
+        self._drop(key)
+        if len(value) > self.max_bytes:
+            return
+        expires = None if ttl is None else self._now_us() + int(ttl * 1_000_000)
+        self._values[key] = (value, expires)
+        self._bytes += len(value)
+        while self._bytes > self.max_bytes or len(self._values) > self.max_entries:
+            oldest = next(iter(self._values))
+            self._drop(oldest)
+
+    async def delete(self, key: str) -> None:
+        """Remove `key` from values and operation state."""
+        self._drop(key)
+        self._ops.pop(key, None)
+
+    async def run(self, op: AtomicOp, keys: Sequence[str], args: Sequence[int]) -> list[int]:
+        """Run `op`'s Python implementation; nothing awaits inside, so it is atomic within the event loop."""
+        self._tick()
+        return op.memory(_OpData(self._ops, self._now_us()), list(keys), [int(a) for a in args])
+
+    async def close(self) -> None:
+        """Drop all state."""
+        self._values.clear()
+        self._ops.clear()
+        self._bytes = 0
+
+    def _drop(self, key: str) -> None:
+        entry = self._values.pop(key, None)
+        if entry is not None:
+            self._bytes -= len(entry[0])
+
+    def _tick(self) -> None:
+        self._calls += 1
+        if self._calls % _SWEEP_EVERY:
+            return
+        now = self._now_us()
+        for key in [k for k, (_, exp) in self._values.items() if exp is not None and exp <= now]:
+            self._drop(key)
+        for key in [k for k, (_, exp) in self._ops.items() if exp is not None and exp <= now]:
+            del self._ops[key]

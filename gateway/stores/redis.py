@@ -1,0 +1,120 @@
+"""Redis backend: state shared by several gateway replicas.
+
+Every atomic operation is a Lua script registered once per process and called by EVALSHA (redis-py reloads
+it if the server restarted and lost its script cache), so a check and its update are one step on the server.
+
+When Redis cannot be reached the store follows `on_error`: `fail_open` answers as if the state allowed the
+request (a cache miss, the operation's `fail_open` result), `fail_closed` raises `StoreUnavailable`. Each
+transition between reachable and unreachable is logged once, never with the URL's password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from gateway.stores.base import AtomicOp, OnError, StoreUnavailable
+
+log = logging.getLogger("gateway.stores")
+
+
+_OUTAGE_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
+
+
+def redacted(url: str) -> str:
+    """`url` without credentials, safe for logs: `redis://host:port/db`."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+class RedisStore:
+    """A `Store` in Redis, shared by every replica that points at the same server."""
+
+    backend = "redis"
+
+    def __init__(self, url: str, *, on_error: OnError = "fail_open", timeout: float = 1.0) -> None:
+        self.on_error = on_error
+        self._where = redacted(url)
+        # No automatic retries: a retried script (a rate-limit update, a reservation) could apply twice.
+        self._client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._scripts: dict[str, AsyncScript] = {}
+        self.healthy = True
+
+    async def get(self, key: str) -> bytes | None:
+        """The value under `key`; None when absent or (fail open) Redis is down."""
+        value = await self._call(lambda: self._client.get(key), None)
+        return None if value is None else bytes(value)
+
+    async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        """Store `value` (TTL kept to the millisecond); size limits are Redis's own `maxmemory` policy."""
+        px = None if ttl is None else max(1, int(ttl * 1000))
+        await self._call(lambda: self._client.set(key, value, px=px), None)
+
+    async def delete(self, key: str) -> None:
+        """Remove `key`."""
+        await self._call(lambda: self._client.delete(key), None)
+
+    async def run(self, op: AtomicOp, keys: Sequence[str], args: Sequence[int]) -> list[int]:
+        """Run `op`'s Lua script atomically on the server."""
+        script = self._scripts.get(op.name)
+        if script is None:
+            script = self._scripts[op.name] = self._client.register_script(op.lua)
+        result = await self._call(
+            lambda: script(keys=list(keys), args=[int(a) for a in args]), op.fail_open(keys, args)
+        )
+        return [int(x) for x in result]
+
+    async def ping(self) -> bool:
+        """True when Redis answers now (used by health checks)."""
+        try:
+            await self._client.ping()
+        except _OUTAGE_ERRORS:
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()
+
+    async def _call(self, command: Callable[[], Awaitable[Any]], fallback: Any) -> Any:
+        try:
+            result = await command()
+        except _OUTAGE_ERRORS as exc:
+            self._mark(False, exc)
+            if self.on_error == "fail_closed":
+                raise StoreUnavailable("the shared state store is unavailable") from None
+            return fallback
+        self._mark(True, None)
+        return result
+
+    def _mark(self, healthy: bool, exc: BaseException | None) -> None:
+        if healthy == self.healthy:
+            return
+        self.healthy = healthy
+        if healthy:
+            log.warning("state store %s is reachable again", self._where)
+        else:
+            action = "letting requests through" if self.on_error == "fail_open" else "refusing requests (503)"
+            log.error(
+                "state store %s is unreachable (%s); %s until it is back",
+                self._where,
+                type(exc).__name__,
+                action,
+            )
