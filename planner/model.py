@@ -51,6 +51,8 @@ class Plan:
     body: str  # the Markdown after the front matter (or after the legacy metadata lines)
     legacy: bool  # True when read from the `**Status:** ...` form
     extra: dict[str, object] = field(default_factory=dict)  # unknown front-matter keys
+    # (line, column) where each metadata key's value is written, for diagnostics about it.
+    positions: dict[str, tuple[int, int]] = field(default_factory=dict, compare=False, repr=False)
 
     def section(self, title: str) -> Section | None:
         return next((s for s in self.sections if s.title == title), None)
