@@ -204,14 +204,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--gateway-url", metavar="URL", default=None, help="run acceptance tests against this live gateway"
     )
+    # Keys default to environment variables so that `planner track` need not put them on a command line.
     group.addoption(
-        "--gateway-key", metavar="KEY", default=None, help="a virtual key of that gateway allowed every model"
+        "--gateway-key",
+        metavar="KEY",
+        default=os.environ.get("PLANNER_GATEWAY_KEY"),
+        help="a virtual key of that gateway allowed every model (default: $PLANNER_GATEWAY_KEY)",
     )
     group.addoption(
         "--gateway-master-key",
         metavar="KEY",
-        default=None,
-        help="that gateway's master key (admin endpoints)",
+        default=os.environ.get("PLANNER_GATEWAY_MASTER_KEY"),
+        help="that gateway's master key, for admin routes (default: $PLANNER_GATEWAY_MASTER_KEY)",
     )
 
 
