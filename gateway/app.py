@@ -1,0 +1,131 @@
+"""The app factory: ``create_app(config)`` builds one gateway with no module-level state.
+
+Everything a request needs is computed once here (key ring, model table, providers, the bound stage
+chain) and held by one :class:`Gateway` object that the routes close over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway import __version__
+from gateway.auth import KeyRing
+from gateway.config import GatewayConfig, ModelConfig
+from gateway.errors import GatewayError, model_not_allowed, unknown_model
+from gateway.logging import AccessLog
+from gateway.middleware import GatewayMiddleware
+from gateway.pipeline import KeyIdentity, Stage, build_chain, run_hooks
+from gateway.providers.registry import build_providers
+from gateway.router import FirstRouteRouter
+from gateway.transport import default_transport
+
+
+def build_stages(config: GatewayConfig, gateway: Gateway) -> list[Stage]:
+    """The pipeline after authentication, in order: rate limit → budget → cache → router.
+
+    Each feature adds one line here (``if config.features.<name>: stages.append(...)``), in that order.
+    """
+    stages: list[Stage] = []
+    stages.append(FirstRouteRouter(gateway.providers))
+    return stages
+
+
+class Gateway:
+    """One gateway instance: config, keys, models, providers and the stage chain, built once."""
+
+    def __init__(self, config: GatewayConfig, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.config = config
+        self.keys = KeyRing(config.auth)
+        self.models: dict[str, ModelConfig] = {m.name: m for m in config.models}
+        self.max_body_bytes = config.server.max_body_bytes
+        self.client = httpx.AsyncClient(
+            transport=transport if transport is not None else default_transport(),
+            timeout=httpx.Timeout(60.0, connect=5.0),
+        )
+        self.providers = build_providers(config, self.client)
+        self.stages = build_stages(config, self)
+        self.handle = build_chain(self.stages)
+        self.started = False
+        self.closing = False
+        self._start_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Run every stage's ``start`` hook once (the lifespan calls this; requests do too if it did not)."""
+        async with self._start_lock:
+            if not self.started:
+                await run_hooks(self.stages, "start")
+                self.started = True
+
+    async def close(self) -> None:
+        """Run every stage's ``close`` hook in reverse order, then close the upstream client."""
+        self.closing = True
+        try:
+            if self.started:
+                await run_hooks(reversed(self.stages), "close")
+        finally:
+            self.started = False
+            await self.client.aclose()
+
+    def resolve(self, key: KeyIdentity, model: str) -> ModelConfig:
+        """The model config for ``model``; 404 when unknown, 403 when ``key`` may not use it."""
+        config = self.models.get(model)
+        if config is None:
+            raise unknown_model(model)
+        if not key.may_use(model):
+            raise model_not_allowed(model)
+        return config
+
+    def visible_models(self, key: KeyIdentity) -> list[str]:
+        """The aliases ``key`` may use, in config order."""
+        return [name for name in self.models if key.may_use(name)]
+
+
+def create_app(config: GatewayConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
+    """A FastAPI app serving ``config``; ``transport`` replaces the upstream HTTP transport (tests)."""
+    from gateway.routes import admin, health, openai
+
+    gateway = Gateway(config, transport)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.close()
+
+    app = FastAPI(title="LLM gateway", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.gateway = gateway
+    openai.add_routes(app, gateway)
+    health.add_routes(app, gateway)
+    app.include_router(admin.router(gateway))
+
+    async def gateway_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, GatewayError)
+        call = request.scope["state"].get("call")
+        headers = {**call.response_headers, **exc.headers} if call is not None else exc.headers
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        error = GatewayError(
+            exc.status_code, str(exc.detail), "invalid_request_error", _http_code(exc.status_code)
+        )
+        return JSONResponse(error.body(), status_code=exc.status_code, headers=exc.headers)
+
+    app.add_exception_handler(GatewayError, gateway_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_middleware(GatewayMiddleware, access_log=AccessLog())
+    return app
+
+
+def _http_code(status: int) -> str:
+    return {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")

@@ -1,0 +1,147 @@
+"""``gateway`` command line: ``gateway run``, ``gateway mock-upstream``, ``gateway check``.
+
+Thin commands: they parse options, call library functions and print; config problems are printed as a
+list (file:line: key: problem) with exit code 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+from fastapi import FastAPI
+
+from gateway import __version__
+from gateway.config import ConfigError, GatewayConfig, load_config
+
+CONFIG_ENV = "GATEWAY_CONFIG"
+
+
+def _load(path: Path | None) -> GatewayConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+def app_factory() -> FastAPI:
+    """The app for uvicorn's factory mode (used with ``--workers``): config path from $GATEWAY_CONFIG."""
+    from gateway.app import create_app
+
+    path = os.environ.get(CONFIG_ENV)
+    return create_app(load_config(Path(path) if path else None))
+
+
+def demo_banner(config: GatewayConfig, url: str) -> str:
+    """What ``gateway run`` prints with no config: the demo key and examples to paste."""
+    key = config.auth.keys[0].key if config.auth.keys else "<no key configured>"
+    models = ", ".join(m.name for m in config.models)
+    return f"""No --config given: serving the embedded demo config (mock models, no upstream needed).
+
+  models:     {models}
+  demo key:   {key}
+  master key: {config.auth.master_key}   (admin API only)
+
+Try it:
+
+  curl {url}/v1/chat/completions \\
+    -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\
+    -d '{{"model": "mock-echo", "messages": [{{"role": "user", "content": "Hello, gateway!"}}]}}'
+
+  python -c '
+from openai import OpenAI
+client = OpenAI(base_url="{url}/v1", api_key="{key}")
+reply = client.chat.completions.create(model="mock-echo", messages=[{{"role": "user", "content": "Hello!"}}])
+print(reply.choices[0].message.content)'
+"""
+
+
+@click.group()
+@click.version_option(__version__, prog_name="gateway")
+def main() -> None:
+    """The reference OpenAI-compatible LLM gateway."""
+
+
+@main.command()
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), help="YAML config file."
+)
+@click.option("--host", default=None, help="Bind address (default: server.host, 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default: server.port, 8080).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes.")
+@click.option(
+    "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
+)
+def run(config_path: Path | None, host: str | None, port: int | None, workers: int, log_level: str) -> None:
+    """Serve the gateway on uvicorn."""
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.logging import configure_logging
+
+    config = _load(config_path)
+    host = host or config.server.host
+    port = port if port is not None else config.server.port
+    url = f"http://{host}:{port}"
+    if config_path is None:
+        click.echo(demo_banner(config, url))
+    click.echo(f"gateway {__version__} listening on {url} ({len(config.models)} models, {workers} worker(s))")
+    configure_logging(log_level)
+    options = {"host": host, "port": port, "log_level": "warning", "access_log": False, "lifespan": "on"}
+    if workers > 1:
+        if config_path is not None:
+            os.environ[CONFIG_ENV] = str(config_path.resolve())
+        uvicorn.run("gateway.cli:app_factory", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+    else:
+        uvicorn.run(create_app(config), **options)  # type: ignore[arg-type]
+
+
+@main.command()
+@click.argument("config_path", type=click.Path(path_type=Path, dir_okay=False), required=False)
+def check(config_path: Path | None) -> None:
+    """Validate a config file and report every problem (exit 2 when invalid)."""
+    config = _load(config_path)
+    click.echo(
+        f"{config_path or 'embedded default'}: ok ({len(config.providers)} providers, "
+        f"{len(config.models)} models, {len(config.auth.keys)} keys)"
+    )
+
+
+@main.command("mock-upstream")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=9000, show_default=True)
+@click.option("--latency-ms", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--fail-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True)
+@click.option("--fail-status", type=click.IntRange(400, 599), default=503, show_default=True)
+@click.option("--reply", default=None, help="Fixed answer (default: echo the last message).")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--chunk-delay-ms", type=click.FloatRange(min=0), default=0.0, show_default=True)
+def mock_upstream(
+    host: str,
+    port: int,
+    latency_ms: float,
+    fail_rate: float,
+    fail_status: int,
+    reply: str | None,
+    chunk_size: int,
+    chunk_delay_ms: float,
+) -> None:
+    """Serve a standalone OpenAI-compatible mock (for demos, tests and benchmarks)."""
+    import uvicorn
+
+    from gateway.mock_upstream import MockUpstream
+    from gateway.providers.mock import MockOptions
+
+    options = MockOptions(
+        reply=reply,
+        latency_ms=latency_ms,
+        fail_rate=fail_rate,
+        fail_status=fail_status,
+        chunk_size=chunk_size,
+        chunk_delay_ms=chunk_delay_ms,
+    )
+    click.echo(f"mock upstream on http://{host}:{port}/v1 (latency {latency_ms} ms, fail rate {fail_rate})")
+    uvicorn.run(MockUpstream(options), host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,1 @@
+"""Pipeline features, one stage module each (cache, ratelimit, routing, budgets, usage...)."""

@@ -1,0 +1,120 @@
+"""Per-request envelope as pure ASGI middleware: request id, overhead header, access log, last-resort errors.
+
+Pure ASGI (not ``BaseHTTPMiddleware``) keeps the hot path to a couple of function calls and lets
+streamed responses pass through untouched. Routes find ``request_id`` and ``started`` in
+``scope["state"]`` and leave the :class:`~gateway.pipeline.Call` there as ``call`` for the overhead and
+the access log.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.errors import GatewayError
+from gateway.logging import AccessLog, log_error
+
+_REQUEST_ID_OK = re.compile(rb"^[A-Za-z0-9._:/+=-]{1,128}$")
+
+
+class GatewayMiddleware:
+    """Adds ``x-request-id`` and ``x-gateway-overhead-ms`` to every response and logs every request."""
+
+    def __init__(self, app: ASGIApp, access_log: AccessLog) -> None:
+        self.app = app
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _request_id(scope)
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["started"] = started
+        rid = request_id.encode()
+        status = 0
+        overhead_ms = 0.0
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status, overhead_ms
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                call = state.get("call")
+                upstream = call.upstream_s if call is not None else 0.0
+                overhead_ms = (time.perf_counter() - started - upstream) * 1000.0
+                headers = list(message.get("headers", ()))
+                headers.append((b"x-request-id", rid))
+                headers.append((b"x-gateway-overhead-ms", f"{overhead_ms:.3f}".encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception as exc:
+            # Last resort: the client gets an envelope, the log gets the type only (no traceback, no secrets).
+            log_error(request_id, exc)
+            if status == 0:
+                await _send_error(
+                    send_with_headers, GatewayError(500, "Internal gateway error.", "server_error")
+                )
+        finally:
+            if self.access_log.enabled():
+                self.access_log.write(_record(scope, state, status, started, overhead_ms))
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            if _REQUEST_ID_OK.match(value):
+                return value.decode()
+            break
+    return uuid.uuid4().hex
+
+
+async def _send_error(send: Send, error: GatewayError) -> None:
+    body = json.dumps(error.body()).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _record(
+    scope: Scope, state: dict[str, Any], status: int, started: float, overhead_ms: float
+) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "ts": round(time.time(), 3),
+        "request_id": state["request_id"],
+        "method": scope["method"],
+        "path": scope["path"],
+        "status": status,
+        "duration_ms": round((time.perf_counter() - started) * 1000.0, 3),
+        "overhead_ms": round(overhead_ms, 3),
+    }
+    call = state.get("call")
+    if call is not None:
+        record.update(
+            key=call.key.name,
+            key_id=call.key.key_id,
+            team=call.key.team,
+            model=call.model,
+            stream=call.stream,
+            route=call.response_headers.get("x-gateway-route"),
+            attempts=call.attempts,
+            upstream_ms=round(call.upstream_s * 1000.0, 3),
+            cache=call.response_headers.get("x-gateway-cache"),
+        )
+    elif "key" in state:
+        record["key"] = state["key"]
+    return record

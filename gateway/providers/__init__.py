@@ -1,0 +1,1 @@
+"""Provider adapters: how the gateway talks to each kind of upstream (see ``base.py``)."""

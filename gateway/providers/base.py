@@ -1,0 +1,202 @@
+"""The provider interface: one adapter module per kind of upstream.
+
+A provider turns a canonical OpenAI request (``call.body``) into an upstream call for one route and
+returns a canonical :class:`~gateway.pipeline.Result`. Two levels:
+
+- :class:`Provider` is what the router calls: ``chat(call, route)`` and ``embeddings(call, route)``.
+  The ``mock`` provider implements it directly (no HTTP).
+- :class:`HttpAdapter` is the small, mostly-pure interface an HTTP upstream implements (build request,
+  parse response, parse stream chunk, map error); :class:`HttpProvider` does the HTTP with the shared
+  ``httpx.AsyncClient`` (connection pooling, timeouts, streaming, cancellation) for every adapter.
+
+Adding a provider is one module with a class following :class:`ProviderType` plus one line in
+``registry.py``. Providers raise :class:`~gateway.errors.GatewayError` with the status the client should
+see (429 passes through with ``retry-after``; upstream faults become 502/503/504).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from gateway.config import PathPart, ProviderConfig, RouteConfig, did_you_mean
+from gateway.errors import GatewayError, upstream_error
+from gateway.pipeline import Call, Response, Result, Stream
+
+ConfigProblems = Iterable[tuple[tuple[PathPart, ...], str]]
+
+
+class Provider(Protocol):
+    """What the router calls for one attempt on one route."""
+
+    name: str
+
+    async def chat(self, call: Call, route: RouteConfig) -> Result:
+        """Answer a chat completion: a :class:`Response`, or a :class:`Stream` when ``call.stream``."""
+        ...
+
+    async def embeddings(self, call: Call, route: RouteConfig) -> Response:
+        """Answer an embeddings request."""
+        ...
+
+
+class ProviderType(Protocol):
+    """A provider class as the registry sees it: validates its config, then is constructed per provider."""
+
+    def __call__(self, config: ProviderConfig, client: httpx.AsyncClient) -> Provider: ...
+
+    def config_problems(self, config: ProviderConfig) -> ConfigProblems:
+        """Problems with ``config`` (key path under the provider entry, message); empty when valid."""
+        ...
+
+
+def options_problems(model: type[BaseModel], options: dict[str, Any]) -> ConfigProblems:
+    """Validate ``options`` against an adapter's options model, as config problems under ``options``."""
+    try:
+        model.model_validate(options)
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = ("options", *error["loc"])
+            if error["type"] == "extra_forbidden":
+                key = str(error["loc"][-1])
+                yield loc, f"unknown option '{key}'{did_you_mean(key, list(model.model_fields))}"
+            else:
+                yield loc, error["msg"]
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    """What an :class:`HttpAdapter` asks :class:`HttpProvider` to send."""
+
+    path: str
+    json: dict[str, Any]
+    headers: dict[str, str]
+
+
+DONE = object()
+"""Returned by :meth:`HttpAdapter.parse_stream_line` at the end of the stream."""
+
+
+class HttpAdapter(Protocol):
+    """The translation between the canonical OpenAI format and one HTTP upstream's format."""
+
+    def build_request(self, endpoint: str, body: dict[str, Any], model: str, stream: bool) -> UpstreamRequest:
+        """The upstream request for ``endpoint`` ("chat" or "embeddings") with upstream ``model``."""
+        ...
+
+    def parse_response(self, endpoint: str, data: Any) -> dict[str, Any]:
+        """The canonical OpenAI response body from the upstream's decoded JSON."""
+        ...
+
+    def parse_stream_line(self, line: str) -> dict[str, Any] | object | None:
+        """One line of the upstream stream: a canonical chunk dict, ``DONE``, or None to skip it."""
+        ...
+
+    def map_error(self, status: int, data: Any, headers: httpx.Headers) -> GatewayError:
+        """The error the client sees for an upstream error response."""
+        ...
+
+
+class HttpProvider:
+    """Runs an :class:`HttpAdapter` over the shared pooled ``httpx.AsyncClient``."""
+
+    adapter: ClassVar[HttpAdapter]
+
+    def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None:
+        self.name = config.name
+        self.config = config
+        self.client = client
+        self.base_url = config.base_url or ""
+        self.timeout = httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s)
+        self.auth_headers = self.default_headers(config)
+
+    @classmethod
+    def default_headers(cls, config: ProviderConfig) -> dict[str, str]:
+        """Headers sent on every request (credentials); override per adapter."""
+        return {}
+
+    def _request(self, endpoint: str, call: Call, route: RouteConfig, stream: bool) -> httpx.Request:
+        spec = self.adapter.build_request(endpoint, call.body, route.model or call.model, stream)
+        return self.client.build_request(
+            "POST",
+            self.base_url + spec.path,
+            json=spec.json,
+            headers={**self.auth_headers, **spec.headers},
+            timeout=self.timeout,
+        )
+
+    async def _send(self, request: httpx.Request, stream: bool) -> httpx.Response:
+        try:
+            response = await self.client.send(request, stream=stream)
+        except httpx.TimeoutException:
+            raise upstream_error(504, f"Upstream '{self.name}' timed out.", "upstream_timeout") from None
+        except httpx.HTTPError as exc:
+            raise upstream_error(
+                502, f"Upstream '{self.name}' is unreachable ({type(exc).__name__}).", "upstream_unreachable"
+            ) from None
+        if response.status_code >= 400:
+            try:
+                await response.aread()
+                data = _json_or_text(response)
+            finally:
+                await response.aclose()
+            raise self.adapter.map_error(response.status_code, data, response.headers)
+        return response
+
+    async def chat(self, call: Call, route: RouteConfig) -> Result:
+        """Send the chat request; a stream returns as soon as the upstream sent its headers."""
+        request = self._request("chat", call, route, call.stream)
+        response = await self._send(request, call.stream)
+        if not call.stream:
+            return Response(self.adapter.parse_response("chat", _json_or_raise(response, self.name)))
+        return Stream(self._chunks(response))
+
+    async def embeddings(self, call: Call, route: RouteConfig) -> Response:
+        """Send the embeddings request."""
+        response = await self._send(self._request("embeddings", call, route, False), False)
+        return Response(self.adapter.parse_response("embeddings", _json_or_raise(response, self.name)))
+
+    async def _chunks(self, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+        # Closing this generator (client disconnect) closes the upstream response: the request is cancelled.
+        parse = self.adapter.parse_stream_line
+        try:
+            async for line in response.aiter_lines():
+                if not line:
+                    continue
+                chunk = parse(line)
+                if chunk is DONE:
+                    break
+                if isinstance(chunk, dict):
+                    yield chunk
+        except httpx.HTTPError as exc:
+            raise upstream_error(
+                502, f"Upstream '{self.name}' broke off the stream ({type(exc).__name__}).", "upstream_stream"
+            ) from None
+        finally:
+            await response.aclose()
+
+
+def _json_or_text(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text[:500]
+
+
+def _json_or_raise(response: httpx.Response, name: str) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise upstream_error(
+            502, f"Upstream '{name}' answered with invalid JSON.", "upstream_invalid"
+        ) from None
+
+
+def now() -> int:
+    """Unix time in seconds, for the ``created`` field."""
+    return int(time.time())

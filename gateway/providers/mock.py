@@ -1,0 +1,277 @@
+"""The ``mock`` provider: a deterministic in-process OpenAI-compatible model.
+
+Used by the embedded default config, the tests, the demos and (through ``gateway mock-upstream``) the
+benchmarks. It echoes the last message (or answers a fixed ``reply``), counts tokens with a fixed rule
+(one token per 4 characters, rounded up, plus 3 per message), honours ``max_tokens`` (finish_reason
+``length``), answers a tool call when the request forces one (``tool_choice: required`` or a named
+function), streams in ``chunk_size``-character chunks, embeds text as deterministic unit vectors, and can
+inject latency and failures (``fail_rate`` of requests answer ``fail_status``).
+
+The body builders are pure functions so ``gateway/mock_upstream.py`` serves exactly the same answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import random
+import struct
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.config import ProviderConfig, RouteConfig
+from gateway.errors import GatewayError
+from gateway.pipeline import Call, Response, Result, Stream
+from gateway.providers.base import ConfigProblems, now, options_problems
+
+
+class MockOptions(BaseModel):
+    """``options:`` of a mock provider."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reply: str | None = None  # fixed answer; None echoes the last message
+    latency_ms: float = Field(default=0.0, ge=0)  # before the answer (time to first token)
+    chunk_delay_ms: float = Field(default=0.0, ge=0)  # between stream chunks
+    fail_rate: float = Field(default=0.0, ge=0, le=1)
+    fail_status: int = Field(default=503, ge=400, le=599)
+    chunk_size: int = Field(default=16, ge=1)  # characters per stream chunk
+    embedding_dims: int = Field(default=16, ge=1, le=4096)
+    seed: int = 0  # seeds the failure draws, so a run is reproducible
+
+
+def count_tokens(text: str) -> int:
+    """The mock's token count for ``text``: one per 4 characters, rounded up."""
+    return (len(text) + 3) // 4
+
+
+def content_text(content: Any) -> str:
+    """The text of a message ``content`` (a string or a list of content parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
+    return ""
+
+
+def prompt_tokens(messages: Any) -> int:
+    """The mock's prompt token count for a ``messages`` list."""
+    if not isinstance(messages, list):
+        return 0
+    return sum(3 + count_tokens(content_text(m.get("content"))) for m in messages if isinstance(m, dict))
+
+
+def _max_tokens(body: dict[str, Any]) -> int | None:
+    limit = body.get("max_completion_tokens", body.get("max_tokens"))
+    return limit if isinstance(limit, int) and limit > 0 else None
+
+
+def _forced_tool(body: dict[str, Any]) -> str | None:
+    """The function name the request forces a call to, if any."""
+    tools = body.get("tools")
+    choice = body.get("tool_choice")
+    if not isinstance(tools, list) or not tools:
+        return None
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        return name if isinstance(name, str) else None
+    if choice == "required":
+        first = tools[0].get("function", {}) if isinstance(tools[0], dict) else {}
+        name = first.get("name")
+        return name if isinstance(name, str) else None
+    return None
+
+
+def _answer(body: dict[str, Any], options: MockOptions) -> tuple[str, str]:
+    """(reply text, finish_reason)."""
+    if options.reply is not None:
+        text = options.reply
+    else:
+        messages = body.get("messages")
+        last = messages[-1] if isinstance(messages, list) and messages else {}
+        text = content_text(last.get("content")) if isinstance(last, dict) else ""
+    limit = _max_tokens(body)
+    if limit is not None and count_tokens(text) > limit:
+        return text[: limit * 4], "length"
+    return text, "stop"
+
+
+def _tool_call(name: str, seed: str) -> dict[str, Any]:
+    call_id = "call_" + hashlib.sha256(seed.encode()).hexdigest()[:24]
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": "{}"}}
+
+
+def _usage(prompt: int, completion: int) -> dict[str, Any]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def chat_body(body: dict[str, Any], model: str, options: MockOptions, response_id: str) -> dict[str, Any]:
+    """The mock's complete ``chat.completion`` answer to ``body``."""
+    tool = _forced_tool(body)
+    if tool is not None:
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [_tool_call(tool, response_id)],
+        }
+        finish, completion = "tool_calls", count_tokens(tool) + 2
+    else:
+        text, finish = _answer(body, options)
+        message = {"role": "assistant", "content": text, "refusal": None}
+        completion = count_tokens(text)
+    return {
+        "id": response_id,
+        "object": "chat.completion",
+        "created": now(),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+        "usage": _usage(prompt_tokens(body.get("messages")), completion),
+        "system_fingerprint": "gateway-mock",
+    }
+
+
+def chat_chunks(
+    body: dict[str, Any], model: str, options: MockOptions, response_id: str
+) -> list[dict[str, Any]]:
+    """The mock's streamed answer: role chunk, content chunks, finish chunk, then a usage chunk."""
+    created = now()
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": response_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": "gateway-mock",
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+
+    tool = _forced_tool(body)
+    if tool is not None:
+        call = _tool_call(tool, response_id)
+        chunks = [
+            chunk(
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [{"index": 0, **call, "function": {"name": tool, "arguments": ""}}],
+                }
+            ),
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": call["function"]["arguments"]}}]}),
+            chunk({}, "tool_calls"),
+        ]
+        completion = count_tokens(tool) + 2
+    else:
+        text, finish = _answer(body, options)
+        size = options.chunk_size
+        chunks = [chunk({"role": "assistant", "content": ""})]
+        chunks += [chunk({"content": text[i : i + size]}) for i in range(0, len(text), size)]
+        chunks.append(chunk({}, finish))
+        completion = count_tokens(text)
+    chunks.append(
+        {
+            "id": response_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": "gateway-mock",
+            "choices": [],
+            "usage": _usage(prompt_tokens(body.get("messages")), completion),
+        }
+    )
+    return chunks
+
+
+def embed(text: str, dims: int) -> list[float]:
+    """A deterministic unit vector for ``text``: equal texts embed equally."""
+    raw = b""
+    counter = 0
+    while len(raw) < dims * 4:
+        raw += hashlib.sha256(f"{counter}:{text}".encode()).digest()
+        counter += 1
+    values = [v / 2**32 - 0.5 for v in struct.unpack(f"<{dims}I", raw[: dims * 4])]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return [round(v / norm, 6) for v in values]
+
+
+def embeddings_body(body: dict[str, Any], model: str, options: MockOptions) -> dict[str, Any]:
+    """The mock's ``embeddings`` answer: one vector per input."""
+    raw = body.get("input")
+    inputs: list[Any] = raw if isinstance(raw, list) and raw and not isinstance(raw[0], int) else [raw]
+    requested = body.get("dimensions")
+    dims = requested if isinstance(requested, int) and 0 < requested <= 4096 else options.embedding_dims
+    texts = [item if isinstance(item, str) else json.dumps(item) for item in inputs]
+    tokens = sum(count_tokens(t) for t in texts)
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": embed(t, dims)} for i, t in enumerate(texts)
+        ],
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def failure(status: int) -> GatewayError:
+    """The error an injected failure answers."""
+    if status == 429:
+        return GatewayError(
+            429,
+            "Mock provider rate limit (injected failure).",
+            "rate_limit_error",
+            "rate_limit_exceeded",
+            headers={"retry-after": "1"},
+        )
+    if status >= 500:
+        return GatewayError(status, "Mock provider failure (injected).", "upstream_error", "upstream_error")
+    return GatewayError(
+        status, "Mock provider rejected the request (injected).", "invalid_request_error", "mock_error"
+    )
+
+
+class MockProvider:
+    """The in-process mock model (``type: mock``)."""
+
+    def __init__(self, config: ProviderConfig, client: httpx.AsyncClient | None = None) -> None:
+        self.name = config.name
+        self.options = MockOptions.model_validate(config.options)
+        self._random = random.Random(self.options.seed)
+
+    @classmethod
+    def config_problems(cls, config: ProviderConfig) -> ConfigProblems:
+        """Validate ``options`` against :class:`MockOptions`."""
+        return options_problems(MockOptions, config.options)
+
+    async def _before(self) -> None:
+        if self.options.latency_ms:
+            await asyncio.sleep(self.options.latency_ms / 1000.0)
+        if self.options.fail_rate and self._random.random() < self.options.fail_rate:
+            raise failure(self.options.fail_status)
+
+    async def chat(self, call: Call, route: RouteConfig) -> Result:
+        """Answer from the mock, after the configured latency; may fail on purpose."""
+        await self._before()
+        model = route.model or call.model
+        response_id = "chatcmpl-" + call.request_id
+        if not call.stream:
+            return Response(chat_body(call.body, model, self.options, response_id))
+        return Stream(self._stream(chat_chunks(call.body, model, self.options, response_id)))
+
+    async def _stream(self, chunks: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        delay = self.options.chunk_delay_ms / 1000.0
+        for i, chunk in enumerate(chunks):
+            if delay and i:
+                await asyncio.sleep(delay)
+            yield chunk
+
+    async def embeddings(self, call: Call, route: RouteConfig) -> Response:
+        """Deterministic embeddings, after the configured latency; may fail on purpose."""
+        await self._before()
+        return Response(embeddings_body(call.body, route.model or call.model, self.options))

@@ -1,0 +1,25 @@
+"""Provider ``type`` → adapter class. Adding a provider: one module, one line here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+import httpx
+
+from gateway.config import GatewayConfig
+from gateway.providers.base import Provider, ProviderType
+from gateway.providers.mock import MockProvider
+from gateway.providers.openai import OpenAIProvider
+
+PROVIDER_TYPES: Mapping[str, ProviderType] = MappingProxyType(
+    {
+        "mock": MockProvider,
+        "openai": OpenAIProvider,
+    }
+)
+
+
+def build_providers(config: GatewayConfig, client: httpx.AsyncClient) -> dict[str, Provider]:
+    """One provider instance per ``providers:`` entry, by name, sharing the pooled client."""
+    return {p.name: PROVIDER_TYPES[p.type](p, client) for p in config.providers}

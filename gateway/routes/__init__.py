@@ -1,0 +1,1 @@
+"""HTTP routes: the OpenAI-compatible API, health probes and the admin API."""

@@ -1,0 +1,37 @@
+"""The admin API (``/admin/...``), guarded by the master key.
+
+Feature helpers add their endpoints to :func:`router` with ``dependencies=[master]`` semantics already
+applied: every route on the returned router requires the master key (401 otherwise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter, Depends
+from starlette.requests import Request
+
+from gateway.errors import GatewayError
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+
+def master_key_dependency(gateway: Gateway) -> Callable[[Request], Awaitable[None]]:
+    """A FastAPI dependency raising 401 unless the request carries the master key."""
+
+    async def require_master(request: Request) -> None:
+        if not gateway.keys.is_master(request.headers):
+            raise GatewayError(
+                401, "The admin API needs the master key.", "authentication_error", "invalid_api_key"
+            )
+
+    return require_master
+
+
+def router(gateway: Gateway) -> APIRouter:
+    """The ``/admin`` router; every endpoint on it requires the master key."""
+    admin = APIRouter(prefix="/admin", dependencies=[Depends(master_key_dependency(gateway))])
+    # Feature endpoints are added below, one registration per feature.
+    return admin

@@ -1,0 +1,155 @@
+"""The OpenAI-compatible API: ``/v1/chat/completions``, ``/v1/embeddings``, ``/v1/models``.
+
+These are plain Starlette endpoints (no FastAPI dependency solving) because they are the hot path: each
+reads the body with a size limit, authenticates, checks the body, resolves the model, builds a
+:class:`~gateway.pipeline.Call` and runs the stage chain.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from gateway.errors import GatewayError, body_too_large
+from gateway.logging import log_error
+from gateway.pipeline import Call, Stream
+from gateway.schema import SSE_DONE, check_chat, check_embeddings, parse_json_object, sse_event
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, or 413 as soon as it is known to exceed ``limit`` bytes."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise body_too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise body_too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class SSEResponse(StreamingResponse):
+    """A server-sent-event response that always closes its stream, even when the client went away."""
+
+    def __init__(self, events: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+        super().__init__(events, media_type="text/event-stream", headers=headers)
+        self._events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Shielded: a disconnect cancels this task, and the upstream must still be closed.
+            with anyio.CancelScope(shield=True):
+                await self._events.aclose()  # type: ignore[attr-defined]
+
+
+async def _events(call: Call, stream: Stream) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in stream:
+            # The provider always yields a final usage-only chunk; forward it only when the client asked.
+            if not call.include_usage and not chunk.get("choices") and "usage" in chunk:
+                continue
+            yield sse_event(chunk)
+        yield SSE_DONE
+    except GatewayError as exc:
+        # Headers are sent: report in-band the way OpenAI does, then end the stream.
+        yield sse_event(exc.body())
+    except Exception as exc:
+        log_error(call.request_id, exc)
+        yield sse_event(GatewayError(500, "Internal gateway error.", "server_error").body())
+    finally:
+        await stream.aclose()
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")).encode(), status, headers, "application/json")
+
+
+def add_routes(app: FastAPI, gateway: Gateway) -> None:
+    """Register the OpenAI-compatible endpoints serving ``gateway``."""
+
+    async def begin(request: Request) -> Any:
+        if not gateway.started:
+            await gateway.start()
+        key = gateway.keys.authenticate(request.headers)
+        request.scope["state"]["key"] = key.name
+        return key
+
+    async def chat_completions(request: Request) -> Response:
+        key = await begin(request)
+        body = parse_json_object(await read_body(request, gateway.max_body_bytes))
+        model, stream, include_usage = check_chat(body)
+        state = request.scope["state"]
+        call = Call(
+            request_id=state["request_id"],
+            key=key,
+            endpoint="chat",
+            model=model,
+            model_config=gateway.resolve(key, model),
+            body=body,
+            headers=request.headers,
+            stream=stream,
+            include_usage=include_usage,
+            started=state["started"],
+        )
+        state["call"] = call
+        result = await gateway.handle(call)
+        if isinstance(result, Stream):
+            headers = {**call.response_headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
+            return SSEResponse(_events(call, result), headers)
+        return _json(result.body, result.status, call.response_headers)
+
+    async def embeddings(request: Request) -> Response:
+        key = await begin(request)
+        body = parse_json_object(await read_body(request, gateway.max_body_bytes))
+        model = check_embeddings(body)
+        state = request.scope["state"]
+        call = Call(
+            request_id=state["request_id"],
+            key=key,
+            endpoint="embeddings",
+            model=model,
+            model_config=gateway.resolve(key, model),
+            body=body,
+            headers=request.headers,
+            started=state["started"],
+        )
+        state["call"] = call
+        result = await gateway.handle(call)
+        if isinstance(result, Stream):  # only a misbehaving stage could do this
+            await result.aclose()
+            raise GatewayError(500, "Embeddings cannot be streamed.", "server_error")
+        return _json(result.body, result.status, call.response_headers)
+
+    async def list_models(request: Request) -> Response:
+        key = await begin(request)
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "gateway"}
+            for name in gateway.visible_models(key)
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def get_model(request: Request) -> Response:
+        key = await begin(request)
+        name = request.path_params["model"]
+        gateway.resolve(key, name)
+        return JSONResponse({"id": name, "object": "model", "created": 0, "owned_by": "gateway"})
+
+    app.add_route("/v1/chat/completions", chat_completions, methods=["POST"], include_in_schema=False)
+    app.add_route("/v1/embeddings", embeddings, methods=["POST"], include_in_schema=False)
+    app.add_route("/v1/models", list_models, methods=["GET"], include_in_schema=False)
+    app.add_route("/v1/models/{model:path}", get_model, methods=["GET"], include_in_schema=False)

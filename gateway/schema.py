@@ -1,0 +1,90 @@
+"""The canonical request format (OpenAI's) and the checks a body must pass before the pipeline.
+
+Validation is deliberately shallow and hand-written: the gateway checks what it relies on (``model``,
+``messages``, ``input``, ``stream``) and passes every other field through to the provider untouched, so
+new OpenAI parameters work without a gateway release and no per-request model copying is needed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gateway.errors import invalid_request
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object; 400 otherwise."""
+    if not raw:
+        raise invalid_request("The request body is empty; expected a JSON object.")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise invalid_request(f"The request body is not valid JSON: {exc}.") from None
+    if not isinstance(body, dict):
+        raise invalid_request("The request body must be a JSON object.")
+    return body
+
+
+def _model(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise invalid_request("'model' is required and must be a non-empty string.", param="model")
+    return model
+
+
+def check_chat(body: dict[str, Any]) -> tuple[str, bool, bool]:
+    """Check a chat completion body; returns (model, stream, include_usage)."""
+    model = _model(body)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise invalid_request("'messages' is required and must be a non-empty array.", param="messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise invalid_request(
+                f"messages[{i}] must be an object with a string 'role'.", param=f"messages[{i}]"
+            )
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise invalid_request("'stream' must be a boolean.", param="stream")
+    include_usage = False
+    options = body.get("stream_options")
+    if options is not None:
+        if not isinstance(options, dict):
+            raise invalid_request("'stream_options' must be an object.", param="stream_options")
+        if not stream:
+            raise invalid_request(
+                "'stream_options' is only allowed when 'stream' is true.", param="stream_options"
+            )
+        include_usage = options.get("include_usage") is True
+    return model, stream, include_usage
+
+
+def check_embeddings(body: dict[str, Any]) -> str:
+    """Check an embeddings body; returns the model."""
+    model = _model(body)
+    value = body.get("input")
+    valid = isinstance(value, str) or (
+        isinstance(value, list)
+        and bool(value)
+        and (
+            all(isinstance(v, str) for v in value)
+            or all(isinstance(v, int) for v in value)
+            or all(isinstance(v, list) and all(isinstance(t, int) for t in v) for v in value)
+        )
+    )
+    if not valid:
+        raise invalid_request(
+            "'input' must be a string, an array of strings, or an array of token arrays.", param="input"
+        )
+    return model
+
+
+def sse_event(chunk: dict[str, Any]) -> bytes:
+    """One server-sent event carrying ``chunk``."""
+    return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+
+
+SSE_DONE = b"data: [DONE]\n\n"
