@@ -1,0 +1,346 @@
+"""The page builders: one jinja2 template per page, compiled once per `Renderer`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from planner.model import Plan
+from planner.schedule import Slot, schedule, working_day
+
+from . import diagrams
+from .links import LinkStyle, href, md_link
+from .roadmap import COMPLETED, Roadmap, Verification, sort_plans
+
+ROADMAP_DIR = "roadmap"
+# The overview pages in navigation order: source name and navigation title.
+OVERVIEW_PAGES = (
+    ("index.md", "Overview"),
+    ("priorities.md", "Priorities"),
+    ("board.md", "Board"),
+    ("dependencies.md", "Dependencies"),
+    ("timeline.md", "Timeline"),
+    ("readiness.md", "Production readiness"),
+)
+PRIORITY_MEANING = {"High": "production essentials", "Medium": "production readiness", "Low": "nice to have"}
+NEXT_UP = 5
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|])")
+_LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)((?:\s+\"[^\"]*\")?\))")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
+
+
+def plan_src(slug: str, roadmap_dir: str = ROADMAP_DIR) -> str:
+    return f"{roadmap_dir}/plans/{slug}.md"
+
+
+def design_src(roadmap: Roadmap, slug: str, docs_dir: str) -> str:
+    """The docs-relative source of a completed design page."""
+    design_dir = Path(roadmap.config.design_dir)
+    try:
+        return design_dir.relative_to(docs_dir).joinpath(f"{slug}.md").as_posix()
+    except ValueError:  # design pages outside docs/: link by their repository path
+        return design_dir.joinpath(f"{slug}.md").as_posix()
+
+
+class Renderer:
+    """Turns a `Roadmap` into `{docs-relative path: content}`; the templates are compiled once.
+
+    `style` says how diagram links are addressed; `diagrams_note` (when set) is shown above each
+    diagram, e.g. to say the diagram library has not been fetched yet.
+    """
+
+    def __init__(
+        self,
+        style: LinkStyle = LinkStyle.MARKDOWN,
+        *,
+        diagrams_note: str | None = None,
+        docs_dir: str = "docs",
+        roadmap_dir: str = ROADMAP_DIR,
+    ) -> None:
+        self.style = style
+        self.diagrams_note = diagrams_note
+        self.docs_dir = docs_dir
+        self.roadmap_dir = roadmap_dir
+        self.env = jinja2.Environment(
+            loader=jinja2.PackageLoader("planner.render", "templates"),
+            autoescape=False,  # Markdown, escaped explicitly with the `md` and `html` filters
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
+        self.env.filters["md"] = md_escape
+        self.env.filters["html"] = html_escape
+        self.env.filters["css"] = diagrams.css_name
+        self.templates = {name: self.env.get_template(f"{name[:-3]}.md.j2") for name, _ in OVERVIEW_PAGES}
+        self.plan_template = self.env.get_template("plan.md.j2")
+
+    def render(self, roadmap: Roadmap) -> dict[str, str]:
+        """Every page of the roadmap, overview pages first, then one page per plan, then roadmap.json."""
+        slots = schedule(
+            roadmap.plans, roadmap.designs, lanes=roadmap.config.lanes, priorities=roadmap.config.priorities
+        )
+        base = self._context(roadmap, slots)
+        pages: dict[str, str] = {}
+        for name, _ in OVERVIEW_PAGES:
+            src = f"{self.roadmap_dir}/{name}"
+            pages[src] = self.templates[name].render(base, **self._page_helpers(roadmap, src))
+        for plan in roadmap.plans:
+            src = plan_src(plan.slug, self.roadmap_dir)
+            pages[src] = self.plan_template.render(
+                base, plan=plan, body=self._plan_body(roadmap, plan, src), **self._page_helpers(roadmap, src)
+            )
+        pages[f"{self.roadmap_dir}/roadmap.json"] = roadmap_json(roadmap, slots, self)
+        return pages
+
+    def _context(self, roadmap: Roadmap, slots: list[Slot]) -> dict[str, Any]:
+        config = roadmap.config
+        plans_by_priority = {
+            priority: sort_plans([p for p in roadmap.plans if p.priority == priority], config.priorities)
+            for priority in config.priorities
+        }
+        others = [p for p in roadmap.plans if p.priority not in config.priorities]
+        statuses = list(config.statuses) + sorted({p.status for p in roadmap.plans} - set(config.statuses))
+        counts = {
+            status: {
+                pr: sum(1 for p in roadmap.plans if p.status == status and p.priority == pr)
+                for pr in config.priorities
+            }
+            for status in statuses
+        }
+        by_slug = {s.slug: s for s in slots}
+        started = {COMPLETED, "In Progress"}
+        next_up = [s for s in sorted(slots, key=lambda s: (s.start, s.lane or 0)) if s.status not in started][
+            :NEXT_UP
+        ]
+        features = [p.feature for p in roadmap.plans] + [d.feature for d in roadmap.designs]
+        verifications = [roadmap.verification(f) for f in features]
+        passed = sum(v.result.passed for v in verifications if v.result is not None)
+        total = sum(v.result.total for v in verifications if v.result is not None)
+        completed = sum(1 for p in roadmap.plans if p.status == COMPLETED) + len(roadmap.designs)
+        readiness = [p for priority in config.priorities[:2] for p in plans_by_priority.get(priority, [])]
+        return {
+            "roadmap": roadmap,
+            "config": config,
+            "statuses": statuses,
+            "counts": counts,
+            "plans_by_priority": plans_by_priority,
+            "other_plans": sort_plans(others, config.priorities),
+            "priority_meaning": PRIORITY_MEANING,
+            "slots": slots,
+            "slot_for": by_slug,
+            "next_up": next_up,
+            "in_progress": sort_plans(
+                [p for p in roadmap.plans if p.status == "In Progress"], config.priorities
+            ),
+            "tests_passed": passed,
+            "tests_total": total,
+            "completed_count": completed,
+            "feature_count": len(roadmap.plans) + len(roadmap.designs),
+            "readiness": readiness,
+            "readiness_priorities": config.priorities[:2],
+            "diagrams_note": self.diagrams_note,
+            "verify": roadmap.verification,
+            "date_of": lambda offset: working_day(roadmap.today, offset).isoformat(),
+            "last_day_of": lambda slot: working_day(roadmap.today, max(slot.end - 1, slot.start)).isoformat(),
+            "percent": lambda part, whole: f"{100 * part / whole:.0f}%" if whole else "—",
+        }
+
+    def _page_helpers(self, roadmap: Roadmap, src: str) -> dict[str, Any]:
+        """Link helpers bound to the page being rendered."""
+        plans = {p.slug: p for p in roadmap.plans}
+        designs = {d.slug: d for d in roadmap.designs}
+
+        def target(slug: str) -> str | None:
+            if slug in plans:
+                return plan_src(slug, self.roadmap_dir)
+            if slug in designs:
+                return design_src(roadmap, slug, self.docs_dir)
+            return None
+
+        def link(slug: str) -> str:
+            """A Markdown link to a plan or design by its title; plain text for an unknown slug."""
+            to = target(slug)
+            title = diagrams.plan_or_design_title(slug, plans, designs)
+            if to is None:
+                return f"{md_escape(slug)} (unknown)"
+            return f"[{md_escape(title)}]({md_link(src, to)})"
+
+        def url(slug: str) -> str:
+            to = target(slug)
+            return href(src, to, self.style) if to is not None else "#"
+
+        def page(name: str) -> str:
+            return md_link(src, f"{self.roadmap_dir}/{name}")
+
+        return {
+            "link": link,
+            "url": url,
+            "page": page,
+            "dependency_graph": lambda: diagrams.dependency_graph(roadmap, url),
+            "gantt": lambda slots: diagrams.gantt(roadmap, slots, url),
+        }
+
+    def _plan_body(self, roadmap: Roadmap, plan: Plan, src: str) -> str:
+        """The plan's document without its H1 (the page supplies it), its relative links re-pointed."""
+        lines = plan.body.splitlines()
+        for i, line in enumerate(lines):
+            if line.strip():
+                if line.startswith("# "):
+                    del lines[i]
+                break
+        return "\n".join(self._relink(roadmap, plan, src, lines)).strip() + "\n"
+
+    def _relink(self, roadmap: Roadmap, plan: Plan, src: str, lines: list[str]) -> Iterator[str]:
+        """Links written relative to plans/ point to the same files from the page's place in the site."""
+        root = roadmap.config.root
+        docs = root / self.docs_dir
+        plans_dir = roadmap.config.plans_path
+        in_fence = False
+
+        def fix(match: re.Match[str]) -> str:
+            target = match.group(2)
+            if target.startswith(("#", "/")) or _SCHEME.match(target):
+                return match.group(0)
+            path, _, anchor = target.partition("#")
+            resolved = Path(os.path.normpath(plan.path.parent / path))
+            fragment = f"#{anchor}" if anchor else ""
+            if resolved.parent == plans_dir and resolved.suffix == ".md":
+                slug = resolved.stem.split("-", 1)[-1]
+                if slug in roadmap.plan_slugs:
+                    new = md_link(src, plan_src(slug, self.roadmap_dir))
+                    return f"{match.group(1)}{new}{fragment}{match.group(3)}"
+            if resolved.is_relative_to(docs):
+                new = md_link(src, resolved.relative_to(docs).as_posix())
+                return f"{match.group(1)}{new}{fragment}{match.group(3)}"
+            # Outside the site (source files, README): name it instead of linking to a page that is not built.
+            text = match.group(1)[match.group(1).index("[") + 1 : -2]
+            shown = resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else path
+            return f"{text} (`{shown}`)"
+
+        for line in lines:
+            if _FENCE.match(line):
+                in_fence = not in_fence
+            yield line if in_fence or "](" not in line else _LINK.sub(fix, line)
+
+
+def md_escape(text: object) -> str:
+    """Text that Markdown shows as written, including inside table cells."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text)).replace("\n", " ")
+
+
+def html_escape(text: object) -> str:
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def verification_json(v: Verification) -> dict[str, Any]:
+    r = v.result
+    return {
+        "passed": r.passed if r else None,
+        "failed": r.failed if r else None,
+        "skipped": r.skipped if r else None,
+        "progress": v.progress,
+        "verified": v.verified,
+        "summary": v.text,
+    }
+
+
+def roadmap_json(roadmap: Roadmap, slots: list[Slot], renderer: Renderer) -> str:
+    """Every plan's metadata, schedule and evidence, for other tools; stable order, no build time."""
+    by_slug = {s.slug: s for s in slots}
+    ev = roadmap.evidence
+
+    def plan_entry(plan: Plan) -> dict[str, Any]:
+        slot = by_slug.get(plan.slug)
+        return {
+            "slug": plan.slug,
+            "title": plan.title,
+            "status": plan.status,
+            "priority": plan.priority,
+            "complexity": plan.complexity,
+            "estimate": plan.estimate_text or None,
+            "estimate_days": (
+                {"low": plan.estimate.low_days, "high": plan.estimate.high_days} if plan.estimate else None
+            ),
+            "dependencies": list(plan.dependencies),
+            "dependents": list(roadmap.dependents.get(plan.slug, ())),
+            "feature": plan.feature,
+            "owner": plan.owner,
+            "updated": plan.updated,
+            "source": _relative(plan.path, roadmap.config.root),
+            "page": plan_src(plan.slug, renderer.roadmap_dir),
+            "schedule": (
+                {"lane": slot.lane, "start_day": slot.start, "end_day": slot.end}
+                if slot is not None
+                else None
+            ),
+            "evidence": verification_json(roadmap.verification(plan.feature)),
+        }
+
+    data = {
+        "version": 1,
+        "evidence": (
+            {
+                "generated_at": ev.generated_at,
+                "git_commit": ev.git_commit,
+                "gateway_version": ev.gateway_version,
+            }
+            if ev is not None
+            else None
+        ),
+        "lanes": roadmap.config.lanes,
+        "plans": [plan_entry(p) for p in roadmap.plans],
+        "completed": [
+            {
+                "slug": d.slug,
+                "title": d.title,
+                "feature": d.feature,
+                "source": _relative(d.path, roadmap.config.root),
+                "evidence": verification_json(roadmap.verification(d.feature)),
+            }
+            for d in roadmap.designs
+        ],
+    }
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def render_pages(roadmap: Roadmap, style: LinkStyle = LinkStyle.MARKDOWN) -> dict[str, str]:
+    """The roadmap's pages with a one-off renderer (the plugin keeps one renderer for all builds)."""
+    return Renderer(style).render(roadmap)
+
+
+def write_pages(roadmap: Roadmap, out: Path, pages: dict[str, str], docs_dir: str = "docs") -> list[Path]:
+    """Write `pages` under `out`, plus copies of the completed designs' pages they link to.
+
+    Each file is written to a temporary name and renamed, so a reader never sees half a page.
+    """
+    written = []
+    files = dict(pages)
+    for design in roadmap.designs:
+        try:
+            files[design_src(roadmap, design.slug, docs_dir)] = design.path.read_text(encoding="utf-8")
+        except OSError:
+            continue
+    for rel, content in files.items():
+        path = out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(content, encoding="utf-8")
+        tmp.replace(path)
+        written.append(path)
+    return written

@@ -1,0 +1,238 @@
+"""The renderer's pages for a fixture set of plans, with and without evidence."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import pytest
+from site_fixtures import make_design, make_plan
+
+from planner.config import PlannerConfig
+from planner.evidence import Evidence, FeatureEvidence, RecordedTest
+from planner.render import Renderer, Roadmap, write_pages
+from planner.render.links import LinkStyle, href, page_url
+
+TODAY = date(2026, 11, 26)  # a Thursday
+
+
+def fixture_roadmap(root: Path, evidence: Evidence | None = None) -> Roadmap:
+    plans = (
+        make_plan("cache", status="In Progress", dependencies=("usage",), root=root),
+        make_plan("usage", priority="Medium", status="Planned", estimate_text="3-5 days", root=root),
+        make_plan(
+            "ws",
+            priority="Low",
+            dependencies=("cache", "admin-api"),
+            title='Sockets: "live" | fast',
+            root=root,
+        ),
+        make_plan("limits", status="Completed", root=root),
+    )
+    return Roadmap(PlannerConfig(root=root), plans, (make_design("admin-api", root),), evidence, (), TODAY)
+
+
+def evidence() -> Evidence:
+    return Evidence(
+        generated_at="2026-11-26T04:00:00+00:00",
+        git_commit="abc1234def5678",
+        gateway_version="0.1.0",
+        gateway_url=None,
+        features={
+            "cache": FeatureEvidence(
+                4, 1, 0, (RecordedTest("t.py::test_hit", "passed"), RecordedTest("t.py::test_miss", "failed"))
+            ),
+            "limits": FeatureEvidence(3, 0, 1),
+            "admin-api": FeatureEvidence(2, 0, 0),
+        },
+    )
+
+
+@pytest.fixture
+def pages(tmp_path: Path) -> dict[str, str]:
+    return Renderer(LinkStyle.DIRECTORY).render(fixture_roadmap(tmp_path, evidence()))
+
+
+def test_every_page_is_generated(pages: dict[str, str]) -> None:
+    expected = {
+        f"roadmap/{name}.md"
+        for name in ("index", "priorities", "board", "dependencies", "timeline", "readiness")
+    }
+    expected |= {f"roadmap/plans/{slug}.md" for slug in ("cache", "usage", "ws", "limits")}
+    assert set(pages) == expected | {"roadmap/roadmap.json"}
+
+
+def test_overview_counts_and_progress(pages: dict[str, str]) -> None:
+    index = pages["roadmap/index.md"]
+    assert "5 features on the roadmap, 2 completed." in index
+    assert "**Features completed:** 2 of 5 (40%)" in index
+    assert "9 of 10 passing (90%), verified 2026-11-26 at commit abc1234" in index
+    in_progress = index.split("## In progress")[1].split("## Next up")[0]
+    assert "[Cache](plans/cache.md)" in in_progress and "4 of 5 acceptance tests passing" in in_progress
+    next_up = index.split("## Next up")[1].split("## Pages")[0]
+    assert next_up.index("[Usage]") < next_up.index("[Sockets")
+    assert "[Cache]" not in next_up
+
+
+def test_priorities_group_plans_with_their_verified_progress(pages: dict[str, str]) -> None:
+    text = pages["roadmap/priorities.md"]
+    high, rest = text.split("## High: production essentials")[1].split("## Medium: production readiness")
+    medium, low = rest.split("## Low: nice to have")
+    assert "[Cache](plans/cache.md)" in high and "4 of 5 acceptance tests passing" in high
+    assert "[Usage](plans/usage.md)" in medium and "3-5 days" in medium
+    # A title with Markdown table syntax is escaped, not split into cells.
+    assert r'| [Sockets: "live" \| fast](plans/ws.md) |' in low
+    assert "[Admin-Api](../design/admin-api.md)" in low
+
+
+def test_board_has_one_column_per_status(pages: dict[str, str]) -> None:
+    board = pages["roadmap/board.md"]
+    for status, count in (("Proposed", 1), ("Planned", 1), ("In Progress", 1), ("Completed", 2)):
+        assert f"### {status} ({count})" in board
+    completed = board.split("### Completed")[1]
+    assert "[Limits](plans/limits.md)" in completed and "[Admin-Api](../design/admin-api.md)" in completed
+
+
+def test_dependency_diagram_links_nodes_and_colours_by_status(pages: dict[str, str]) -> None:
+    text = pages["roadmap/dependencies.md"]
+    graph = text.split("```mermaid")[1].split("```")[0]
+    assert 'n_cache["Cache"]:::in_progress' in graph
+    assert 'n_ws["Sockets: #quot;live#quot; | fast"]:::proposed' in graph
+    assert "n_usage --> n_cache" in graph and "n_admin_api --> n_ws" in graph
+    assert 'click n_cache href "../plans/cache/"' in graph
+    assert 'click n_admin_api href "../../design/admin-api/"' in graph
+    assert "classDef in_progress" in graph
+
+
+def test_timeline_schedules_with_dependencies_and_lists_the_table(pages: dict[str, str]) -> None:
+    text = pages["roadmap/timeline.md"]
+    chart = text.split("```mermaid")[1].split("```")[0]
+    assert "section Lane 1" in chart and "section Lane 2" in chart
+    # usage (5 working days from Thursday 26th) must finish before cache starts.
+    assert "Usage :t_usage, 2026-11-26, 2026-12-03" in chart
+    assert "Cache :active, crit, t_cache, 2026-12-03, 2026-12-10" in chart
+    assert 'Sockets  "live" | fast' in chart  # gantt syntax characters removed from the name
+    assert 'click t_ws href "../plans/ws/"' in chart
+    assert "t_limits" not in chart  # completed work takes no time
+    table = text.split("```", 2)[2]
+    assert "| [Usage](plans/usage.md) |" in table and "| 2026-11-26 | 2026-12-02 | 5 |" in table
+    assert (
+        "Completed, taking no time: [Limits](plans/limits.md), [Admin-Api](../design/admin-api.md)." in text
+    )
+
+
+def test_readiness_checks_only_verified_features(pages: dict[str, str]) -> None:
+    text = pages["roadmap/readiness.md"]
+    assert "- [ ] [Cache](plans/cache.md)" in text  # in progress with a failing test
+    assert "- [x] [Limits](plans/limits.md)" in text  # all green
+    assert "- [ ] [Usage](plans/usage.md)" in text  # no evidence
+    assert "Sockets" not in text  # Low priority is not a production feature
+    assert "**1 of 3 verified.**" in text
+
+
+def test_plan_page_has_metadata_evidence_links_and_document(pages: dict[str, str]) -> None:
+    text = pages["roadmap/plans/cache.md"]
+    assert text.startswith("# Cache\n")
+    assert text.count("\n# ") == 0  # the document's own H1 is not repeated
+    assert 'planner-status-in-progress">In Progress</span>' in text
+    assert "| High | Moderate | 1 week | gateway-team | 2026-11-20 | `cache` |" in text
+    assert "**Depends on:** [Usage](usage.md)" in text
+    assert '**Needed by:** [Sockets: "live" \\| fast](ws.md)' in text
+    assert "4 of 5 acceptance tests passing, verified 2026-11-26 at commit abc1234" in text
+    assert "`t.py::test_miss` failed" in text
+    assert "## Goal\n\nMake cache work." in text
+
+
+def test_without_evidence_pages_say_not_verified_yet(tmp_path: Path) -> None:
+    pages = Renderer().render(fixture_roadmap(tmp_path))
+    assert "not verified yet" in pages["roadmap/plans/cache.md"]
+    assert "passing" not in pages["roadmap/plans/cache.md"]
+    assert "**Acceptance tests:** not verified yet" in pages["roadmap/index.md"]
+    assert "- [x]" not in pages["roadmap/readiness.md"]
+    data = json.loads(pages["roadmap/roadmap.json"])
+    assert data["evidence"] is None
+    assert all(p["evidence"]["summary"] == "not verified yet" for p in data["plans"])
+
+
+def test_evidence_without_tests_for_a_feature_is_not_progress(tmp_path: Path) -> None:
+    ev = Evidence("2026-11-26T04:00:00+00:00", None, None, None, {"usage": FeatureEvidence(0, 0, 2)})
+    text = Renderer().render(fixture_roadmap(tmp_path, ev))["roadmap/plans/usage.md"]
+    assert "not verified yet: no acceptance tests recorded, 2 skipped (verified 2026-11-26)" in text
+
+
+def test_roadmap_json_holds_metadata_schedule_and_evidence(pages: dict[str, str]) -> None:
+    data = json.loads(pages["roadmap/roadmap.json"])
+    assert data["evidence"]["git_commit"] == "abc1234def5678"
+    cache = next(p for p in data["plans"] if p["slug"] == "cache")
+    assert cache["dependencies"] == ["usage"] and cache["dependents"] == ["ws"]
+    assert cache["evidence"]["passed"] == 4 and cache["evidence"]["progress"] == 0.8
+    assert cache["schedule"] == {"lane": 2, "start_day": 5, "end_day": 10}
+    assert cache["source"] == "plans/HIGH-cache.md"
+    assert data["completed"][0]["slug"] == "admin-api" and data["completed"][0]["evidence"]["verified"]
+
+
+def test_diagram_note_appears_above_each_diagram(tmp_path: Path) -> None:
+    pages = Renderer(diagrams_note="Run `planner fetch-diagrams` once.").render(fixture_roadmap(tmp_path))
+    for name in ("dependencies", "timeline"):
+        assert (
+            '!!! note "Diagram not drawn"\n    Run `planner fetch-diagrams` once.'
+            in pages[f"roadmap/{name}.md"]
+        )
+
+
+def test_plan_links_relative_to_plans_are_repointed(tmp_path: Path) -> None:
+    (tmp_path / "docs" / "gateway").mkdir(parents=True)
+    body = (
+        "# Cache\n\nSee [usage](MEDIUM-usage.md#goal), [the guide](../docs/gateway/index.md), "
+        "[code](../gateway/app.py), [web](https://example.org/x) and [here](#goal).\n\n"
+        "```\n[not a link](MEDIUM-usage.md)\n```\n"
+    )
+    roadmap = fixture_roadmap(tmp_path)
+    plans = (make_plan("cache", body=body, root=tmp_path), *roadmap.plans[1:])
+    roadmap = Roadmap(roadmap.config, plans, roadmap.designs, None, (), TODAY)
+    text = Renderer().render(roadmap)["roadmap/plans/cache.md"]
+    assert "[usage](usage.md#goal)" in text
+    assert "[the guide](../../gateway/index.md)" in text
+    assert "code (`gateway/app.py`)" in text
+    assert "[web](https://example.org/x)" in text and "[here](#goal)" in text
+    assert "[not a link](MEDIUM-usage.md)" in text
+
+
+def test_write_pages_writes_markdown_and_copies_designs(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    (root / "docs" / "design").mkdir(parents=True)
+    (root / "docs" / "design" / "admin-api.md").write_text("# Admin API\n", encoding="utf-8")
+    roadmap = fixture_roadmap(root, evidence())
+    renderer = Renderer(LinkStyle.MARKDOWN)
+    out = tmp_path / "out"
+    written = write_pages(roadmap, out, renderer.render(roadmap))
+    assert (out / "roadmap" / "index.md").is_file() and (out / "roadmap" / "plans" / "ws.md").is_file()
+    assert (out / "design" / "admin-api.md").read_text(encoding="utf-8") == "# Admin API\n"
+    assert len(written) == 12
+    assert not list(out.rglob("*.tmp"))
+    timeline = (out / "roadmap" / "timeline.md").read_text(encoding="utf-8")
+    assert 'click t_cache href "plans/cache.md"' in timeline  # plain Markdown links to the file
+
+
+@pytest.mark.parametrize(
+    ("src", "style", "url"),
+    [
+        ("roadmap/index.md", LinkStyle.DIRECTORY, "roadmap/"),
+        ("roadmap/board.md", LinkStyle.DIRECTORY, "roadmap/board/"),
+        ("index.md", LinkStyle.DIRECTORY, ""),
+        ("roadmap/board.md", LinkStyle.HTML, "roadmap/board.html"),
+        ("roadmap/board.md", LinkStyle.MARKDOWN, "roadmap/board.md"),
+    ],
+)
+def test_page_urls(src: str, style: LinkStyle, url: str) -> None:
+    assert page_url(src, style) == url
+
+
+def test_hrefs_between_pages() -> None:
+    d = LinkStyle.DIRECTORY
+    assert href("roadmap/board.md", "roadmap/plans/x.md", d) == "../plans/x/"
+    assert href("roadmap/index.md", "roadmap/plans/x.md", d) == "plans/x/"
+    assert href("roadmap/plans/x.md", "design/y.md", d) == "../../../design/y/"
+    assert href("roadmap/board.md", "roadmap/plans/x.md", LinkStyle.HTML) == "plans/x.html"
+    assert href("roadmap/timeline.md", "roadmap/index.md", d) == "../"
