@@ -5,14 +5,20 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import click
 
-from planner import problems
+from planner import edit, listing, problems, scaffold
 from planner.config import ConfigError, PlannerConfig, load_config
-from planner.rules import RULES, Validation
+from planner.estimate import format_days, parse_estimate
+from planner.fmt import format_text
+from planner.graph import dependents
+from planner.model import Plan
+from planner.parse import suggest, title_from_slug
+from planner.rules import RULES, Validation, expand, plan_files, read_plan
 from planner.rules import validate as validate_plans
 
 
@@ -121,3 +127,274 @@ def rules(fmt: str) -> None:
         if colour:
             severity = click.style(severity, fg="red" if rule.severity == "error" else "yellow")
         click.echo(f"{rule.code}  {severity}  {rule.name:<22} {rule.why}", color=colour)
+
+
+@main.command()
+@click.argument("name", metavar="PRIORITY-slug")
+@click.option("--title", help="The plan's title (default: from the slug).")
+@click.option("--complexity", help="Simple, Moderate or Complex (as configured).")
+@click.option("--estimate", help="e.g. '3 days', '2 weeks', '3-5 days', '~1 month'.")
+@click.option(
+    "--depends", "depends", multiple=True, metavar="SLUG", help="A dependency; repeat or comma-separate."
+)
+def new(
+    name: str, title: str | None, complexity: str | None, estimate: str | None, depends: tuple[str, ...]
+) -> None:
+    """Create plans/PRIORITY-slug.md from the template (plans/_template.md overrides it).
+
+    Missing fields are asked for when run in a terminal, and defaulted otherwise.
+    """
+    config = get_config()
+    try:
+        priority, slug = scaffold.parse_name(name, config)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="PRIORITY-slug") from exc
+    clash = scaffold.existing(config, slug)
+    if clash is not None:
+        raise click.ClickException(
+            f"{problems.display_path(clash)} already uses the slug {slug!r}; pick another"
+        )
+    interactive = _stdin_is_terminal()
+    middle = config.complexities[len(config.complexities) // 2]
+    if title is None:
+        default_title = title_from_slug(slug)
+        title = click.prompt("Title", default=default_title) if interactive else default_title
+    if complexity is None:
+        choice = click.Choice(config.complexities, case_sensitive=False)
+        complexity = click.prompt("Complexity", type=choice, default=middle) if interactive else middle
+    if estimate is None:
+        estimate = (
+            click.prompt("Estimate", default="1 week", value_proc=_estimate_proc(config))
+            if interactive
+            else "1 week"
+        )
+    if not depends and interactive:
+        depends = (click.prompt("Dependencies (slugs, comma-separated)", default="", show_default=False),)
+    try:
+        complexity, dependencies = scaffold.check_fields(config, complexity, estimate, depends, slug)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    try:
+        text = scaffold.render(
+            config,
+            priority=priority,
+            slug=slug,
+            title=title.strip(),
+            complexity=complexity,
+            estimate=estimate.strip(),
+            dependencies=dependencies,
+        )
+        path = scaffold.create(config, priority, slug, text)
+    except scaffold.ScaffoldError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(problems.display_path(path))
+
+
+def _estimate_proc(config: PlannerConfig) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        try:
+            parse_estimate(value, config.units)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
+        return value
+
+    return check
+
+
+def _stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
+@main.command(name="list")
+@click.option("--status", "statuses", multiple=True, help="Only plans with this status (repeatable).")
+@click.option("--priority", "priorities", multiple=True, help="Only plans with this priority (repeatable).")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
+)
+def list_plans(statuses: tuple[str, ...], priorities: tuple[str, ...], fmt: str) -> None:
+    """List the plans, most important first."""
+    config = get_config()
+    wanted_status = _choices(statuses, config.statuses, "--status")
+    wanted_priority = _choices(priorities, config.priorities, "--priority")
+    result = run_validation(config, None)
+    plans = [
+        plan
+        for plan in listing.sort_plans(result.plans, config)
+        if (not wanted_status or plan.status in wanted_status)
+        and (not wanted_priority or plan.priority in wanted_priority)
+    ]
+    if fmt == "json":
+        click.echo(json.dumps([listing.record(plan, config) for plan in plans], indent=2))
+    elif fmt == "csv":
+        click.echo(listing.to_csv(plans, config), nl=False)
+    elif plans:
+        lines = listing.align(listing.to_table(plans))
+        colour = use_colour()
+        click.echo(click.style(lines[0], bold=True) if colour else lines[0], color=colour)
+        for line in lines[1:]:
+            click.echo(line)
+    else:
+        click.echo("no plans match", err=True)
+    if result.errors:
+        click.echo(
+            f"note: {len(result.errors)} error(s) in the plans; run `planner validate` for details", err=True
+        )
+
+
+def _choices(values: tuple[str, ...], allowed: tuple[str, ...], option: str) -> set[str]:
+    chosen = set()
+    for value in values:
+        guess = suggest(value, allowed)
+        if guess is None or guess.lower() != value.lower():
+            hint = f"did you mean {guess!r}?" if guess else f"use one of: {', '.join(allowed)}"
+            raise click.BadParameter(f"{value!r} is not allowed; {hint}", param_hint=option)
+        chosen.add(guess)
+    return chosen
+
+
+@main.command()
+@click.argument("slug")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def show(slug: str, fmt: str) -> None:
+    """Show one plan: its metadata, what depends on it, and its text."""
+    config = get_config()
+    try:
+        path = edit.find_plan(config, slug)
+    except edit.EditError as exc:
+        raise click.ClickException(str(exc)) from exc
+    result = run_validation(config, [path])
+    plan = next((p for p in result.plans if p.path.resolve() == path.resolve()), None)
+    if plan is None:
+        first = result.errors[0]
+        raise click.ClickException(f"cannot read {problems.display_path(path)}: {first.message}")
+    everyone = [*result.plans, *(p for p in _all_plans(config) if p.path.resolve() != path.resolve())]
+    users = dependents(everyone, plan.slug)
+    if fmt == "json":
+        data = listing.record(plan, config)
+        data.update(
+            owner=plan.owner,
+            updated=plan.updated,
+            dependents=users,
+            sections=[{"title": s.title, "line": s.line, "body": s.body} for s in plan.sections],
+            problems=[
+                {"code": p.code, "severity": p.severity, "line": p.line, "message": p.message}
+                for p in result.problems
+            ],
+            extra={k: str(v) for k, v in plan.extra.items()},
+        )
+        click.echo(json.dumps(data, indent=2))
+        return
+    days = ""
+    if plan.estimate:
+        low, high = plan.estimate.low_days, plan.estimate.high_days
+        days = f" ({format_days(low)}{'' if low == high else '-' + format_days(high)} working days)"
+    rows = [
+        ("status", plan.status),
+        ("priority", plan.priority),
+        ("complexity", plan.complexity),
+        ("estimate", plan.estimate_text + days),
+        ("dependencies", ", ".join(plan.dependencies) or "none"),
+        ("dependents", ", ".join(users) or "none"),
+        ("feature", plan.feature),
+        *((("owner", plan.owner),) if plan.owner else ()),
+        *((("updated", plan.updated),) if plan.updated else ()),
+        ("path", listing.relative(plan.path, config)),
+    ]
+    colour = use_colour()
+    heading = f"{plan.title} ({plan.slug})"
+    click.echo(click.style(heading, bold=True) if colour else heading, color=colour)
+    for key, value in rows:
+        click.echo(f"  {key + ':':<14}{value}")
+    if result.problems:
+        click.echo(
+            f"  {'problems:':<14}{len(result.errors)} error(s), {len(result.warnings)} warning(s); "
+            f"run `planner validate {listing.relative(plan.path, config)}`"
+        )
+    click.echo()
+    click.echo(plan.body.strip("\n"))
+
+
+def _all_plans(config: PlannerConfig) -> list[Plan]:
+    plans = []
+    for path in plan_files(config.plans_path):
+        plan, _ = read_plan(path, config)
+        if plan is not None:
+            plans.append(plan)
+    return plans
+
+
+@main.command()
+@click.argument("slug")
+@click.argument("new_status", metavar="STATUS")
+@click.option("--force", is_flag=True, help="Allow skipping forward more than one step.")
+def status(slug: str, new_status: str, force: bool) -> None:
+    """Move a plan's status: forward one step, or back any number of steps.
+
+    Completed is reached only through `planner complete SLUG`, which checks the feature's acceptance tests.
+    """
+    config = get_config()
+    try:
+        path, old, new_value = edit.change_status(config, slug, new_status, force=force)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="STATUS") from exc
+    except edit.EditError as exc:
+        raise click.ClickException(str(exc)) from exc
+    where = problems.display_path(path)
+    click.echo(
+        f"{where}: already {old}" if old == new_value else f"{where}: {old or '(none)'} -> {new_value}"
+    )
+
+
+@main.command()
+@click.argument("slug")
+@click.argument("level", metavar="PRIORITY")
+def priority(slug: str, level: str) -> None:
+    """Set a plan's priority and rename its file to match (git mv inside a git work tree)."""
+    config = get_config()
+    try:
+        old, new_path = edit.change_priority(config, slug, level)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="PRIORITY") from exc
+    except edit.EditError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if old == new_path:
+        click.echo(f"{problems.display_path(new_path)}: priority unchanged")
+    else:
+        click.echo(f"{problems.display_path(old)} -> {problems.display_path(new_path)}")
+
+
+@main.command(name="fmt")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--check", is_flag=True, help="Change nothing; exit 1 listing the files that would change.")
+def fmt_command(paths: tuple[Path, ...], check: bool) -> None:
+    """Rewrite legacy plans (`**Status:** ...` lines) into canonical front matter, losing no content."""
+    config = get_config()
+    files = expand(paths) if paths else plan_files(config.plans_path)
+    changed, unreadable = [], []
+    for path in files:
+        try:
+            text = edit.read_exact(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            unreadable.append(f"{problems.display_path(path)}: cannot read ({exc})")
+            continue
+        new_text, found = format_text(path, text, config)
+        fatal = next((p for p in found if p.code in ("PL003", "PL004", "PL005")), None)
+        if fatal is not None:
+            unreadable.append(f"{problems.display_path(path)}: {fatal.message}")
+            continue
+        if new_text == text:
+            continue
+        changed.append(path)
+        if check:
+            click.echo(f"would reformat {problems.display_path(path)}")
+        else:
+            edit.write_atomic(path, new_text)
+            click.echo(f"reformatted {problems.display_path(path)}")
+    for line in unreadable:
+        click.echo(f"skipped {line}", err=True)
+    verb = "would be reformatted" if check else "reformatted"
+    click.echo(
+        f"{len(changed)} file(s) {verb}, {len(files) - len(changed) - len(unreadable)} unchanged", err=True
+    )
+    if unreadable or (check and changed):
+        sys.exit(1)

@@ -403,6 +403,10 @@ def _text(key: str, fields: dict[str, _Field], report: Report) -> str:
     return ""
 
 
+def _blank(value: object) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
 def _kind(value: object) -> str:
     if isinstance(value, dict):
         return "mapping"
@@ -456,7 +460,7 @@ def _dependencies(fields: dict[str, _Field], legacy: bool, report: Report) -> tu
             continue
         dep = _dependency_slug(item.strip())
         if legacy and not SLUG.match(dep):
-            dep = slugify(dep)  # legacy lines name features in words: `Rate Limiting`
+            dep = slugify(dep) or dep  # legacy lines name features in words: `Rate Limiting`
         if not SLUG.match(dep):
             hint = f"did you mean {slugify(dep)!r}?" if slugify(dep) else "use the other plan's slug"
             report("PL015", line, column, f"dependency {item!r} is not a slug", hint)
@@ -497,7 +501,7 @@ def _build_plan(
     for key in REQUIRED_KEYS:
         if key == "title" and meta.legacy and h1 is None:
             continue  # the missing H1 is reported below
-        if key not in fields or (fields[key].value is None and key != "dependencies"):
+        if key not in fields or (key != "dependencies" and _blank(fields[key].value)):
             label = {"estimate": "Estimated Time"}.get(key, key.capitalize())
             example = _EXAMPLES[key]
             report(

@@ -1,0 +1,232 @@
+"""Changing plans on disk: atomic writes, one-line field edits, and renames that keep git history."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from planner.config import PlannerConfig
+from planner.model import Plan
+from planner.parse import (
+    FILE_NAME,
+    LEGACY_LABELS,
+    SLUG,
+    parse_plan,
+    priority_prefixes,
+    slug_from_name,
+    suggest,
+)
+from planner.rules import plan_files
+
+
+class EditError(Exception):
+    """An edit that cannot be made; the message says why and what to do instead."""
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same folder and a rename.
+
+    Readers see the old file or the new one, never half of it; an existing file keeps its permissions.
+    Newlines are written exactly as they are in `text`.
+    """
+    path = Path(path)
+    mode = path.stat().st_mode & 0o777 if path.exists() else None
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if mode is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(temp, mode)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+
+
+def read_exact(path: Path) -> str:
+    """The file's text with its newlines untouched, so an edit can keep every other byte."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        return handle.read()
+
+
+def find_plan(config: PlannerConfig, name: str) -> Path:
+    """The plan file for a slug (`response-caching`), a file name (`HIGH-response-caching.md`) or a path."""
+    candidate = Path(name)
+    if candidate.suffix == ".md" and candidate.is_file():
+        return candidate
+    files = plan_files(config.plans_path)
+    wanted = name.removesuffix(".md")
+    match = FILE_NAME.match(wanted + ".md")
+    if match and match["prefix"] in priority_prefixes(config):
+        wanted = match["slug"]
+    found = [path for path in files if slug_from_name(path, config)[0] == wanted]
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        names = ", ".join(path.name for path in found)
+        raise EditError(f"slug {wanted!r} is used by {names}; run `planner validate` and keep one")
+    slugs = sorted({slug_from_name(path, config)[0] for path in files})
+    guess = suggest(wanted, slugs)
+    hint = f"; did you mean {guess!r}?" if guess else ("; `planner list` shows them" if slugs else "")
+    raise EditError(f"no plan {wanted!r} in {config.plans_dir}/{hint}")
+
+
+def load_plan(config: PlannerConfig, path: Path) -> tuple[Plan, str]:
+    """The plan and its exact text; a plan whose metadata cannot be read is an EditError."""
+    text = read_exact(path)
+    plan, problems = parse_plan(path, text, config)
+    if plan is None:
+        first = problems[0]
+        raise EditError(f"cannot read {path}: {first.message} (run `planner validate {path}`)")
+    return plan, text
+
+
+_FRONT_VALUE = r"^(?P<head>{key}[ \t]*:[ \t]*)(?P<value>\"[^\"\n]*\"|'[^'\n]*'|[^#\r\n]*?)(?P<tail>[ \t]+#[^\r\n]*)?(?P<eol>\r?\n|\r)?$"  # noqa: E501
+
+
+def set_field(text: str, key: str, value: str) -> str:
+    """`text` with the metadata line for `key` holding `value`; every other byte unchanged.
+
+    Works on front matter (`status: Planned  # comment` keeps its comment) and on legacy lines
+    (`**Status:** Planned`). Raises EditError when the file has no such line.
+    """
+    lines = text.splitlines(keepends=True)
+    if lines and lines[0].rstrip("\r\n").rstrip() == "---":
+        pattern = re.compile(_FRONT_VALUE.format(key=re.escape(key)))
+        for index in range(1, len(lines)):
+            if re.match(r"^(---|\.\.\.)\s*$", lines[index]):
+                break
+            match = pattern.match(lines[index])
+            if match:
+                lines[index] = (
+                    f"{match['head']}{_yaml_scalar(value)}{match['tail'] or ''}{match['eol'] or ''}"
+                )
+                return "".join(lines)
+        raise EditError(f"the front matter has no `{key}:` line; add one (see `planner validate`)")
+    labels = [label for label, canonical in LEGACY_LABELS.items() if canonical == key]
+    legacy = re.compile(
+        r"^(?P<head>(?:[-*+]\s+)?(?:\*\*)?(?:"
+        + "|".join(re.escape(lb) for lb in labels)
+        + r")(?::\*\*|\*\*\s*:|:)"
+        r"[ \t]*)(?P<value>.*?)(?P<tail>[ \t]*)(?P<eol>\r?\n|\r)?$",
+        re.IGNORECASE,
+    )
+    for index, line in enumerate(lines):
+        match = legacy.match(line)
+        if match:
+            lines[index] = f"{match['head']}{value}{match['tail']}{match['eol'] or ''}"
+            return "".join(lines)
+    raise EditError(f"the file has no {key} line; add one (see `planner validate`)")
+
+
+def _yaml_scalar(value: str) -> str:
+    dumped = yaml.safe_dump(value, allow_unicode=True, width=10**6)
+    return dumped.removesuffix("\n").removesuffix("\n...").strip()
+
+
+def change_status(
+    config: PlannerConfig, name: str, new_status: str, *, force: bool = False
+) -> tuple[Path, str, str]:
+    """Move a plan's status: forward one step or back any number; skipping forward needs `force`.
+
+    The last status (Completed) is never set here: it is earned through `planner complete`, which checks
+    the feature's acceptance tests. Returns (path, old status, new status).
+    """
+    statuses = list(config.statuses)
+    if new_status not in statuses:
+        guess = suggest(new_status, statuses)
+        if guess is None:
+            raise ValueError(f"unknown status {new_status!r}; use one of: {', '.join(statuses)}")
+        if guess.lower() != new_status.lower():
+            raise ValueError(f"unknown status {new_status!r}; did you mean {guess!r}?")
+        new_status = guess
+    path = find_plan(config, name)
+    plan, text = load_plan(config, path)
+    if new_status == statuses[-1]:
+        raise EditError(
+            f"{statuses[-1]} is earned, not set: run `planner complete {plan.slug}`, which runs the "
+            f"feature's acceptance tests and moves its decisions to {config.design_dir}/{plan.slug}.md"
+        )
+    old = plan.status
+    if old == new_status:
+        return path, old, new_status
+    if old in statuses:
+        step = statuses.index(new_status) - statuses.index(old)
+        if step > 1 and not force:
+            following = statuses[statuses.index(old) + 1]
+            skipped = ", ".join(statuses[statuses.index(old) + 1 : statuses.index(new_status)])
+            raise EditError(
+                f"{old} -> {new_status} skips {skipped}; "
+                f"move one step (`planner status {plan.slug} {following}`) or pass --force"
+            )
+    write_atomic(path, set_field(text, "status", new_status))
+    return path, old, new_status
+
+
+def change_priority(config: PlannerConfig, name: str, level: str) -> tuple[Path, Path]:
+    """Set a plan's priority and rename its file to match (with `git mv` inside a git work tree).
+
+    Returns (old path, new path).
+    """
+    priorities = list(config.priorities)
+    wanted = suggest(level, priorities)
+    if wanted is None or wanted.lower() != level.lower():
+        hint = f"did you mean {wanted!r}?" if wanted else f"use one of: {', '.join(priorities)}"
+        raise ValueError(f"unknown priority {level!r}; {hint}")
+    path = find_plan(config, name)
+    plan, text = load_plan(config, path)
+    if not SLUG.match(plan.slug):
+        raise EditError(f"{path.name} is not named PRIORITY-slug.md; rename it first")
+    target = path.with_name(f"{wanted.upper()}-{plan.slug}.md")
+    new_text = set_field(text, "priority", wanted) if plan.priority != wanted else text
+    if target == path:
+        if new_text != text:
+            write_atomic(path, new_text)
+        return path, path
+    if target.exists():
+        raise EditError(f"{target} already exists; merge the two plans first")
+    if new_text != text:
+        write_atomic(path, new_text)
+    move(path, target)
+    return path, target
+
+
+def move(source: Path, target: Path) -> None:
+    """Rename with `git mv` when the file is tracked in a git work tree (history follows), else plainly."""
+    if _tracked(source):
+        result = subprocess.run(
+            ["git", "mv", source.name, target.name],
+            cwd=source.parent,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode == 0:
+            return
+    os.replace(source, target)
+
+
+def _tracked(path: Path) -> bool:
+    try:
+        result = subprocess.run(
+            ["git", "ls-files", "--error-unmatch", path.name],
+            cwd=path.parent,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError:  # git is not installed
+        return False
+    return result.returncode == 0

@@ -1,0 +1,161 @@
+"""`planner new`: check a `PRIORITY-slug` name and render a new plan from the template.
+
+The template is `planner/templates/plan.md.j2`, or `plans/_template.md` when a project has one; both are
+jinja2 templates given title, slug, status, priority, complexity, estimate, dependencies and sections
+(each with `title` and `placeholder`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+
+import jinja2
+
+from planner.config import PlannerConfig
+from planner.edit import write_atomic
+from planner.estimate import parse_estimate
+from planner.fmt import dump_value
+from planner.parse import SLUG, load_designs, priority_prefixes, slug_from_name, slugify, suggest
+from planner.rules import plan_files
+
+# The reference template's placeholder text for each section: `planner validate` reports it as a to-do.
+PLACEHOLDERS = {
+    "Goal": "[What are we trying to achieve?]",
+    "User Benefit": "[Why is this valuable?]",
+    "Design Proposal": "[How will this work?]",
+    "Implementation Steps": "1. Step 1\n2. Step 2\n3. Step 3",
+    "Open Questions": "- Question 1?\n- Question 2?",
+    "Alternatives Considered": "[What other approaches were considered and why not chosen?]",
+}
+TEMPLATE_NAME = "_template.md"
+
+
+class ScaffoldError(Exception):
+    """A plan that cannot be created; the message says why."""
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    placeholder: str
+
+
+def parse_name(name: str, config: PlannerConfig) -> tuple[str, str]:
+    """(priority, slug) from `HIGH-response-caching` (a trailing `.md` is allowed).
+
+    Raises ValueError naming what is wrong and showing a valid example.
+    """
+    prefixes = priority_prefixes(config)
+    example = f"e.g. `planner new {next(iter(prefixes))}-response-caching`"
+    if "/" in name or "\\" in name or ".." in name:
+        raise ValueError(f"{name!r} is a path; give a name like PRIORITY-slug, {example}")
+    stem = name.removesuffix(".md")
+    prefix, dash, slug = stem.partition("-")
+    if not dash or not slug:
+        raise ValueError(f"{name!r} is not PRIORITY-slug; {example}")
+    if prefix not in prefixes:
+        if prefix.upper() in prefixes:
+            raise ValueError(f"write the priority in capitals: {prefix.upper()}-{slug} ({example})")
+        raise ValueError(f"unknown priority {prefix!r}; use one of {', '.join(prefixes)}, {example}")
+    if not SLUG.match(slug):
+        better = slugify(slug)
+        guess = f"; did you mean {prefix}-{better}?" if better else ""
+        raise ValueError(
+            f"slug {slug!r} must be lowercase letters and digits joined by single dashes{guess} ({example})"
+        )
+    return prefixes[prefix], slug
+
+
+def existing(config: PlannerConfig, slug: str) -> Path | None:
+    """A plan (any priority) or completed design that already uses `slug`."""
+    for path in plan_files(config.plans_path):
+        if slug_from_name(path, config)[0] == slug:
+            return path
+    return next((design.path for design in load_designs(config) if design.slug == slug), None)
+
+
+def check_fields(
+    config: PlannerConfig, complexity: str, estimate: str, dependencies: Sequence[str], slug: str
+) -> tuple[str, list[str]]:
+    """The complexity as configured and the dependency slugs; ValueError on a bad value."""
+    if complexity not in config.complexities:
+        guess = suggest(complexity, config.complexities)
+        if guess is None or guess.lower() != complexity.lower():
+            hint = f"did you mean {guess!r}?" if guess else f"use one of: {', '.join(config.complexities)}"
+            raise ValueError(f"unknown complexity {complexity!r}; {hint}")
+        complexity = guess
+    parse_estimate(estimate, config.units)
+    known = {slug_from_name(path, config)[0] for path in plan_files(config.plans_path)}
+    known |= {design.slug for design in load_designs(config)}
+    slugs: list[str] = []
+    for item in dependencies:
+        for dep in re.split(r"[,\s]+", item.strip()):
+            if not dep:
+                continue
+            if dep == slug:
+                raise ValueError("a plan cannot depend on itself")
+            if dep not in known:
+                guess = suggest(dep, sorted(known))
+                hint = f"did you mean {guess!r}?" if guess else "`planner list` shows the slugs"
+                raise ValueError(f"unknown dependency {dep!r}; {hint}")
+            if dep not in slugs:
+                slugs.append(dep)
+    return complexity, slugs
+
+
+def render(
+    config: PlannerConfig,
+    *,
+    priority: str,
+    slug: str,
+    title: str,
+    complexity: str,
+    estimate: str,
+    dependencies: Sequence[str],
+) -> str:
+    """The new plan's text from the project's `_template.md` or the built-in template."""
+    override = config.plans_path / TEMPLATE_NAME
+    if override.is_file():
+        source = override.read_text(encoding="utf-8")
+    else:
+        source = files("planner").joinpath("templates/plan.md.j2").read_text(encoding="utf-8")
+    env = jinja2.Environment(
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False, trim_blocks=False
+    )
+    env.filters["yaml"] = dump_value
+    sections = [
+        Section(title, PLACEHOLDERS.get(title, f"[Write the {title.lower()} here.]"))
+        for title in config.sections
+    ]
+    try:
+        template = env.from_string(source)
+        text = template.render(
+            title=title,
+            slug=slug,
+            status=config.statuses[0],
+            priority=priority,
+            complexity=complexity,
+            estimate=estimate,
+            dependencies=list(dependencies),
+            sections=sections,
+        )
+    except jinja2.TemplateError as exc:
+        where = override if override.is_file() else "the built-in template"
+        line = f" line {exc.lineno}" if isinstance(exc, jinja2.TemplateSyntaxError) else ""
+        raise ScaffoldError(f"{where}{line}: {exc.message or exc}") from exc
+    return re.sub(r"\n{3,}", "\n\n", text).rstrip("\n") + "\n"
+
+
+def create(config: PlannerConfig, priority: str, slug: str, text: str) -> Path:
+    """Write the new plan, refusing to overwrite a plan with the same slug under any priority."""
+    clash = existing(config, slug)
+    if clash is not None:
+        raise ScaffoldError(f"{clash} already uses the slug {slug!r}; pick another slug")
+    config.plans_path.mkdir(parents=True, exist_ok=True)
+    path = config.plans_path / f"{priority.upper()}-{slug}.md"
+    write_atomic(path, text)
+    return path

@@ -1,0 +1,167 @@
+"""`planner status` and `planner priority`: one-line edits, renames, refusals, atomic writes."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from plan_docs import legacy_text, plan_text
+
+from planner import edit
+from planner.cli import main
+
+
+@pytest.fixture
+def plan(root: Path) -> Path:
+    path = root / "plans" / "HIGH-response-caching.md"
+    path.write_text(plan_text())
+    return path
+
+
+def test_status_forward_one_step_changes_only_that_line(plan: Path, runner: CliRunner) -> None:
+    before = plan.read_text()
+    result = runner.invoke(main, ["status", "response-caching", "Planned"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "plans/HIGH-response-caching.md: Proposed -> Planned"
+    assert plan.read_text() == before.replace("status: Proposed\n", "status: Planned\n")
+
+
+def test_status_keeps_every_other_byte(root: Path, runner: CliRunner) -> None:
+    path = root / "plans" / "HIGH-response-caching.md"
+    original = plan_text().replace("status: Proposed\n", "status: 'Proposed'   # Proposed | Planned\n")
+    original = original.replace("\n", "\r\n") + "  trailing   "
+    path.write_bytes(original.encode())
+    assert runner.invoke(main, ["status", "HIGH-response-caching", "planned"]).exit_code == 0
+    expected = original.replace("status: 'Proposed'   # Proposed", "status: Planned   # Proposed")
+    assert path.read_bytes() == expected.encode()
+
+
+def test_status_back_any_number_of_steps(plan: Path, runner: CliRunner) -> None:
+    plan.write_text(plan_text(status="In Progress"))
+    assert runner.invoke(main, ["status", "response-caching", "Proposed"]).exit_code == 0
+    assert "status: Proposed\n" in plan.read_text()
+
+
+def test_status_skipping_forward_needs_force(plan: Path, runner: CliRunner) -> None:
+    result = runner.invoke(main, ["status", "response-caching", "In Progress"])
+    assert result.exit_code == 1
+    assert "skips Planned" in result.output
+    assert "status: Proposed\n" in plan.read_text()
+    assert runner.invoke(main, ["status", "response-caching", "In Progress", "--force"]).exit_code == 0
+    assert "status: In Progress\n" in plan.read_text()
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_completed_only_through_planner_complete(plan: Path, runner: CliRunner, force: list[str]) -> None:
+    plan.write_text(plan_text(status="In Progress"))
+    result = runner.invoke(main, ["status", "response-caching", "Completed", *force])
+    assert result.exit_code == 1
+    assert "planner complete response-caching" in result.output
+    assert "status: In Progress\n" in plan.read_text()
+
+
+def test_status_same_value_is_a_no_op(plan: Path, runner: CliRunner) -> None:
+    result = runner.invoke(main, ["status", "response-caching", "Proposed"])
+    assert result.exit_code == 0
+    assert "already Proposed" in result.output
+
+
+def test_status_bad_value_and_unknown_slug(plan: Path, runner: CliRunner) -> None:
+    result = runner.invoke(main, ["status", "response-caching", "Planed"])
+    assert result.exit_code == 2
+    assert "did you mean 'Planned'?" in result.output
+    result = runner.invoke(main, ["status", "response-cashing", "Planned"])
+    assert result.exit_code == 1
+    assert "did you mean 'response-caching'?" in result.output
+
+
+def test_status_on_a_legacy_plan(root: Path, runner: CliRunner) -> None:
+    path = root / "plans" / "HIGH-response-caching.md"
+    path.write_text(legacy_text())
+    assert runner.invoke(main, ["status", "response-caching", "Planned"]).exit_code == 0
+    assert path.read_text() == legacy_text(status="Planned")
+
+
+def test_status_on_an_unreadable_plan(root: Path, runner: CliRunner) -> None:
+    (root / "plans" / "HIGH-x.md").write_text("---\nstatus: [\n---\n")
+    result = runner.invoke(main, ["status", "x", "Planned"])
+    assert result.exit_code == 1
+    assert "cannot read" in result.output
+
+
+def test_priority_renames_and_updates_the_field(plan: Path, runner: CliRunner) -> None:
+    result = runner.invoke(main, ["priority", "response-caching", "LOW"])
+    assert result.exit_code == 0, result.output
+    assert "plans/HIGH-response-caching.md -> plans/LOW-response-caching.md" in result.output
+    assert not plan.exists()
+    moved = plan.with_name("LOW-response-caching.md")
+    assert moved.read_text() == plan_text(priority="Low")
+    assert runner.invoke(main, ["validate"]).exit_code == 0
+
+
+def test_priority_refuses_to_overwrite(plan: Path, runner: CliRunner) -> None:
+    other = plan.with_name("LOW-response-caching.md")
+    other.write_text("other")
+    result = runner.invoke(main, ["priority", "HIGH-response-caching.md", "Low"])
+    assert result.exit_code == 1
+    assert other.read_text() == "other"
+    assert plan.read_text() == plan_text()
+
+
+def test_priority_bad_level(plan: Path, runner: CliRunner) -> None:
+    result = runner.invoke(main, ["priority", "response-caching", "Urgent"])
+    assert result.exit_code == 2
+    assert "use one of: High, Medium, Low" in result.output
+
+
+def test_priority_unchanged(plan: Path, runner: CliRunner) -> None:
+    result = runner.invoke(main, ["priority", "response-caching", "high"])
+    assert result.exit_code == 0
+    assert "unchanged" in result.output
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_priority_uses_git_mv_in_a_work_tree(plan: Path, root: Path, runner: CliRunner) -> None:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    git("add", "plans")
+    git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "plans")
+    result = runner.invoke(main, ["priority", "response-caching", "Medium"])
+    assert result.exit_code == 0, result.output
+    staged = git("diff", "--cached", "--name-status").split()
+    assert staged == ["R100", "plans/HIGH-response-caching.md", "plans/MEDIUM-response-caching.md"]
+    assert "priority: Medium\n" in (root / "plans" / "MEDIUM-response-caching.md").read_text()
+
+
+def test_write_atomic_keeps_the_mode_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    path = tmp_path / "a.md"
+    path.write_text("old")
+    path.chmod(0o640)
+    edit.write_atomic(path, "new\r\n")
+    assert path.read_bytes() == b"new\r\n"
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["a.md"]
+
+
+def test_write_atomic_failure_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "a.md"
+    path.write_text("old")
+
+    def fail(*args: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(edit.os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        edit.write_atomic(path, "new")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.md"]
+
+
+def test_set_field_without_the_line(plan: Path) -> None:
+    with pytest.raises(edit.EditError, match="no `owner:` line"):
+        edit.set_field(plan.read_text(), "owner", "me")
