@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import httpx
 import pytest
+import uvicorn
+from starlette.types import ASGIApp
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig, parse_config
+from gateway.mock_upstream import MockUpstream
+from gateway.providers.mock import MockOptions
 
 KEY = "sk-test-alice-0001"
 LIMITED_KEY = "sk-test-bob-0002"
@@ -70,3 +77,36 @@ async def client(config: GatewayConfig) -> AsyncIterator[httpx.AsyncClient]:
     """A client for the test config's app."""
     async with serve(config) as c:
         yield c
+
+
+@contextmanager
+def run_server(app: ASGIApp) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free loopback port in a thread; yields the base URL, stops after."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", access_log=False, ws="none", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def mock_upstream() -> Iterator[tuple[str, MockUpstream]]:
+    """A ``gateway mock-upstream`` app on a free loopback port: (base URL with /v1, the app for its stats)."""
+    upstream = MockUpstream(MockOptions(chunk_size=4))
+    with run_server(upstream) as url:
+        yield f"{url}/v1", upstream
