@@ -7,11 +7,13 @@ applied: every route on the returned router requires the master key (401 otherwi
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends
 from starlette.requests import Request
 
+from gateway import __version__
+from gateway.catalog import features_report
 from gateway.errors import GatewayError
 
 if TYPE_CHECKING:
@@ -34,4 +36,15 @@ def router(gateway: Gateway) -> APIRouter:
     """The ``/admin`` router; every endpoint on it requires the master key."""
     admin = APIRouter(prefix="/admin", dependencies=[Depends(master_key_dependency(gateway))])
     # Feature endpoints are added below, one registration per feature.
+    admin.add_api_route("/features", features_endpoint(gateway), methods=["GET"])
     return admin
+
+
+def features_endpoint(gateway: Gateway) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """``GET /admin/features``: the gateway version and each feature this build implements (see
+    ``gateway/catalog.py``), keyed by slug, with whether the running config enables it."""
+
+    async def features() -> dict[str, Any]:
+        return {"version": __version__, "features": features_report(gateway.config)}
+
+    return features

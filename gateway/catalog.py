@@ -1,0 +1,53 @@
+"""The roadmap features this gateway build implements, and how to tell whether a config enables each.
+
+`GET /admin/features` reports this table, and `planner track --gateway-url` checks that every feature its
+acceptance tests verified is listed here. A feature lands with one line in `CATALOG`: its roadmap slug
+(the `feature:` key of its plan, the marker of its acceptance tests), a title, and a predicate over the
+loaded `GatewayConfig`. List only what this build really implements: the table is evidence, not a wish list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.config import GatewayConfig
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One implemented feature: `enabled(config)` says whether `config` turns it on."""
+
+    slug: str
+    title: str
+    enabled: Callable[[GatewayConfig], bool]
+
+
+def configured(name: str) -> Callable[[GatewayConfig], bool]:
+    """Enabled when `features.<name>` is set and not switched off with `enabled: false`.
+
+    For example `Feature("response-caching", "Response caching", configured("cache"))`.
+    """
+
+    def enabled(config: GatewayConfig) -> bool:
+        section = getattr(config.features, name, None)
+        return section is not None and getattr(section, "enabled", True) is not False
+
+    return enabled
+
+
+def always(config: GatewayConfig) -> bool:
+    """For features that are part of every configuration (nothing to switch on)."""
+    return True
+
+
+# One line per feature, sorted by slug. A tuple, so nothing can change it at run time.
+CATALOG: tuple[Feature, ...] = ()
+
+
+def features_report(
+    config: GatewayConfig, catalog: tuple[Feature, ...] = CATALOG
+) -> dict[str, dict[str, Any]]:
+    """`{slug: {"title": ..., "enabled": bool}}` for every feature in `catalog`, judged against `config`."""
+    return {f.slug: {"title": f.title, "enabled": bool(f.enabled(config))} for f in catalog}
