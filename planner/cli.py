@@ -398,3 +398,10 @@ def fmt_command(paths: tuple[Path, ...], check: bool) -> None:
     )
     if unreadable or (check and changed):
         sys.exit(1)
+
+
+from planner.cli_track import complete as complete_command  # noqa: E402  (registered after `main` exists)
+from planner.cli_track import track as track_command  # noqa: E402
+
+main.add_command(track_command)
+main.add_command(complete_command)
