@@ -20,11 +20,14 @@ from gateway import __version__
 from gateway.auth import KeyRing
 from gateway.config import GatewayConfig, ModelConfig
 from gateway.errors import GatewayError, model_not_allowed, unknown_model
+from gateway.features.cache import CacheStage
+from gateway.features.ratelimit import rate_limit_stage
 from gateway.logging import AccessLog
 from gateway.middleware import GatewayMiddleware
 from gateway.pipeline import KeyIdentity, Stage, build_chain, run_hooks
 from gateway.providers.registry import build_providers
 from gateway.router import FirstRouteRouter
+from gateway.stores import open_store
 from gateway.transport import default_transport
 
 
@@ -34,6 +37,10 @@ def build_stages(config: GatewayConfig, gateway: Gateway) -> list[Stage]:
     Each feature adds one line here (``if config.features.<name>: stages.append(...)``), in that order.
     """
     stages: list[Stage] = []
+    if (limiter := rate_limit_stage(config, gateway.store)) is not None:
+        stages.append(limiter)
+    if config.features.cache:
+        stages.append(CacheStage(config.features.cache, gateway.store))
     stages.append(FirstRouteRouter(gateway.providers))
     return stages
 
@@ -51,6 +58,8 @@ class Gateway:
             timeout=httpx.Timeout(60.0, connect=5.0),
         )
         self.providers = build_providers(config, self.client)
+        # Shared state (rate limits, cache, budgets, cooldowns): memory, or Redis when state.redis_url is set.
+        self.store = open_store(config.state)
         self.stages = build_stages(config, self)
         self.handle = build_chain(self.stages)
         self.started = False
@@ -73,6 +82,7 @@ class Gateway:
         finally:
             self.started = False
             await self.client.aclose()
+            await self.store.close()
 
     def resolve(self, key: KeyIdentity, model: str) -> ModelConfig:
         """The model config for ``model``; 404 when unknown, 403 when ``key`` may not use it."""

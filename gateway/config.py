@@ -25,6 +25,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from gateway.features.cache import CacheConfig
+from gateway.features.ratelimit import RateLimitConfig
+from gateway.stores import StateConfig
+
 # Key paths are rendered like "models[2].routes[0].provider".
 PathPart = str | int
 
@@ -60,6 +64,10 @@ class KeyConfig(_Strict):
     key: str = Field(min_length=8)
     models: list[str] | Literal["*"] = "*"
     team: str | None = None
+    # Rate limits of this key over all its models (features.rate_limit.default applies when all are unset).
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    max_concurrent: int | None = Field(default=None, gt=0)
 
 
 class AuthConfig(_Strict):
@@ -115,11 +123,8 @@ class ModelConfig(_Strict):
 class FeaturesConfig(_Strict):
     """``features:`` one optional field per pipeline feature, added by the feature's helper."""
 
-
-class StateConfig(_Strict):
-    """``state:`` shared state for several replicas; ``None`` keeps it in process memory."""
-
-    redis_url: str | None = None
+    cache: CacheConfig | None = None
+    rate_limit: RateLimitConfig | None = None
 
 
 class UsageConfig(_Strict):

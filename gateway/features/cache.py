@@ -1,0 +1,422 @@
+"""Response caching: an exact-match cache stage, isolated per tenant, shared by replicas through the store.
+
+**Key.** SHA-256 over canonical JSON (sorted keys, no whitespace, integral floats as integers) of: a format
+version, the tenant (the virtual key's hashed id: one tenant never receives another's answer), the endpoint,
+the model alias the client sent, and the whole request body except the fields that only change how the answer
+is delivered, not what it says (`IGNORED_FIELDS`: `stream`, `stream_options`). Everything else is in the key,
+including provider extras the gateway does not know, so a new parameter makes keys more specific, never less.
+`user` stays in: it identifies the end user inside a tenant, and keeping it stops one end user from learning
+(by a fast HIT) that another asked the same thing.
+
+**Entry.** The complete response body (`chat.completion` or the embeddings list), zlib-compressed JSON. A
+streamed miss is assembled into that body once the stream completed (every choice finished, no error), so one
+entry serves both forms: a stream hit is replayed as SSE chunks of the same shape (role, content pieces, tool
+calls, finish, a final usage chunk; the route adds `[DONE]`), a plain hit returns the body with a fresh `id`.
+
+**Usage on a hit.** Nothing reached a provider, so the billed counts are zero and what the hit saved is
+reported next to them: `usage = {prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, saved_prompt_tokens,
+saved_completion_tokens, saved_total_tokens}`. Stages before the cache (rate limit, budget, usage ledger)
+therefore charge nothing for a hit without knowing about the cache; they may read `call.scratch["cache.hit"]`.
+
+**Client control.** `Cache-Control: no-cache` skips the lookup and stores the fresh answer; `no-store` neither
+reads nor writes; `x-gateway-cache-ttl: N` sets this entry's TTL (clamped to `max_ttl_seconds`; 0 stores
+nothing). Every cached endpoint response carries `x-gateway-cache: HIT | MISS | BYPASS`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from hashlib import sha256
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.errors import GatewayError, invalid_request
+from gateway.pipeline import Call, Handler, Response, Result, Stream
+from gateway.stores.base import Store, StoreUnavailable, store_key
+
+log = logging.getLogger("gateway.cache")
+
+KEY_VERSION = "v1"
+# Delivery-only fields: the same answer, sent as one body or as SSE, with or without a usage chunk.
+IGNORED_FIELDS = frozenset({"stream", "stream_options"})
+TTL_HEADER = "x-gateway-cache-ttl"
+STATUS_HEADER = "x-gateway-cache"
+
+
+class CacheModelConfig(BaseModel):
+    """Per model alias overrides under `features.cache.models`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    ttl_seconds: float | None = Field(default=None, gt=0)
+
+
+class CacheConfig(BaseModel):
+    """`features.cache`: exact-match response caching."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    mode: Literal["all", "deterministic"] = Field(
+        default="all",
+        description="all: cache every successful answer; deterministic: only chat requests with "
+        "temperature 0 or a seed (embeddings always)",
+    )
+    ttl_seconds: float = Field(default=3600, gt=0)
+    max_ttl_seconds: float = Field(default=86400, gt=0)
+    max_entry_bytes: int = Field(
+        default=1024 * 1024, gt=0, description="larger (compressed) entries are not stored"
+    )
+    stream_chunk_chars: int = Field(default=32, gt=0, description="content characters per replayed SSE chunk")
+    models: dict[str, CacheModelConfig] = Field(default_factory=dict)
+
+
+@dataclass
+class CacheStats:
+    """Counters of one gateway process (each replica counts its own)."""
+
+    hits: int = 0
+    misses: int = 0
+    bypasses: int = 0
+    stores: int = 0
+    too_large: int = 0
+    tokens_saved: int = 0
+
+    def snapshot(self) -> dict[str, int]:
+        """The counters as a dict (for `/admin` and metrics)."""
+        return asdict(self)
+
+
+def _canonical(value: Any) -> Any:
+    # 1.0 and 1 mean the same to every provider; without this they would be two entries.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def cache_key(call: Call) -> str:
+    """The store key of `call`'s answer: tenant, endpoint, model alias and every output-changing field."""
+    document = {
+        "v": KEY_VERSION,
+        "tenant": call.key.key_id,
+        "endpoint": call.endpoint,
+        "model": call.model,
+        "body": _canonical({k: v for k, v in call.body.items() if k not in IGNORED_FIELDS}),
+    }
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return store_key("cache", sha256(text.encode()).hexdigest())
+
+
+def parse_cache_control(headers: Any) -> set[str]:
+    """The lower-cased directives of the request's `Cache-Control` header."""
+    raw = headers.get("cache-control") or ""
+    return {part.strip().split("=", 1)[0].lower() for part in raw.split(",") if part.strip()}
+
+
+def request_ttl(call: Call, config: CacheConfig) -> float:
+    """This request's TTL in seconds: the header, else the model's, else the default; clamped."""
+    raw = call.headers.get(TTL_HEADER)
+    if raw is not None:
+        try:
+            ttl = float(raw)
+        except ValueError:
+            ttl = -1.0
+        if not ttl >= 0 or ttl == float("inf"):
+            raise invalid_request(
+                f"Header {TTL_HEADER} must be a number of seconds (0 or more), got {raw[:40]!r}.",
+                code="invalid_header",
+            )
+        return min(ttl, config.max_ttl_seconds)
+    model = config.models.get(call.model)
+    if model is not None and model.ttl_seconds is not None:
+        return min(model.ttl_seconds, config.max_ttl_seconds)
+    return min(config.ttl_seconds, config.max_ttl_seconds)
+
+
+def _deterministic(call: Call) -> bool:
+    if call.endpoint != "chat":
+        return True
+    return call.body.get("temperature") == 0 or call.body.get("seed") is not None
+
+
+def complete_body(call: Call, body: dict[str, Any]) -> bool:
+    """Whether `body` is a whole, successful answer worth storing (no error, every choice finished)."""
+    if "error" in body:
+        return False
+    if call.endpoint == "embeddings":
+        return isinstance(body.get("data"), list)
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return False
+    return all(isinstance(c, dict) and c.get("finish_reason") not in (None, "error") for c in choices)
+
+
+def assemble(chunks: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The `chat.completion` body a complete stream of chunks amounts to; None when it is partial."""
+    choices: dict[int, dict[str, Any]] = {}
+    usage: dict[str, Any] | None = None
+    first: dict[str, Any] | None = None
+    for chunk in chunks:
+        if "error" in chunk:
+            return None
+        first = first or chunk
+        usage = chunk.get("usage") or usage
+        for choice in chunk.get("choices") or []:
+            state = choices.setdefault(
+                choice.get("index", 0),
+                {"role": "assistant", "content": None, "refusal": None, "tools": {}, "logprobs": None},
+            )
+            delta = choice.get("delta") or {}
+            if isinstance(delta.get("role"), str):
+                state["role"] = delta["role"]
+            for field in ("content", "refusal"):
+                if isinstance(delta.get(field), str):
+                    state[field] = (state[field] or "") + delta[field]
+            for tool in delta.get("tool_calls") or []:
+                slot = state["tools"].setdefault(
+                    tool.get("index", 0), {"function": {"name": "", "arguments": ""}}
+                )
+                for field in ("id", "type"):
+                    if tool.get(field):
+                        slot[field] = tool[field]
+                function = tool.get("function") or {}
+                slot["function"]["name"] += function.get("name") or ""
+                slot["function"]["arguments"] += function.get("arguments") or ""
+            logprobs = choice.get("logprobs")
+            if isinstance(logprobs, dict) and isinstance(logprobs.get("content"), list):
+                state["logprobs"] = {
+                    "content": (state["logprobs"] or {"content": []})["content"] + logprobs["content"]
+                }
+            if choice.get("finish_reason"):
+                state["finish_reason"] = choice["finish_reason"]
+    if first is None or not choices or any(not s.get("finish_reason") for s in choices.values()):
+        return None
+    out_choices = []
+    for index in sorted(choices):
+        state = choices[index]
+        message: dict[str, Any] = {
+            "role": state["role"],
+            "content": state["content"],
+            "refusal": state["refusal"],
+        }
+        if state["tools"]:
+            message["tool_calls"] = [
+                {"type": "function", **state["tools"][i]} for i in sorted(state["tools"])
+            ]
+        out_choices.append(
+            {
+                "index": index,
+                "message": message,
+                "logprobs": state["logprobs"],
+                "finish_reason": state["finish_reason"],
+            }
+        )
+    body = {
+        "id": first.get("id"),
+        "object": "chat.completion",
+        "created": first.get("created"),
+        "model": first.get("model"),
+        "choices": out_choices,
+        "usage": usage,
+    }
+    if "system_fingerprint" in first:
+        body["system_fingerprint"] = first["system_fingerprint"]
+    return body
+
+
+def hit_usage(stored: dict[str, Any] | None) -> dict[str, Any]:
+    """Usage for a hit: nothing billed, and what the hit saved."""
+    stored = stored or {}
+    prompt = int(stored.get("prompt_tokens") or 0)
+    completion = int(stored.get("completion_tokens") or 0)
+    total = int(stored.get("total_tokens") or prompt + completion)
+    return {
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "total_tokens": 0,
+        "saved_prompt_tokens": prompt,
+        "saved_completion_tokens": completion,
+        "saved_total_tokens": total,
+    }
+
+
+def replay_chunks(body: dict[str, Any], chunk_chars: int) -> list[dict[str, Any]]:
+    """`body` (a `chat.completion`) as the `chat.completion.chunk` dicts a provider would have streamed."""
+    base: dict[str, Any] = {k: body[k] for k in ("id", "created", "model", "system_fingerprint") if k in body}
+    base["object"] = "chat.completion.chunk"
+
+    def chunk(
+        index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None
+    ) -> dict[str, Any]:
+        return {
+            **base,
+            "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
+        }
+
+    chunks = []
+    for choice in body.get("choices") or []:
+        index = choice.get("index", 0)
+        message = choice.get("message") or {}
+        content = message.get("content")
+        tools = message.get("tool_calls") or []
+        logprobs = choice.get("logprobs")
+        first: dict[str, Any] = {
+            "role": message.get("role", "assistant"),
+            "content": "" if content else content,
+        }
+        if message.get("refusal") is not None:
+            first["refusal"] = message["refusal"]
+        chunks.append(chunk(index, first))
+        if content:
+            # Logprobs belong to the tokens of one delta; keep them together with the whole content.
+            pieces = (
+                [content]
+                if logprobs
+                else [content[i : i + chunk_chars] for i in range(0, len(content), chunk_chars)]
+            )
+            chunks += [chunk(index, {"content": piece}, logprobs=logprobs) for piece in pieces]
+        for i, tool in enumerate(tools):
+            function = tool.get("function") or {}
+            head = {"index": i, "id": tool.get("id"), "type": tool.get("type", "function")}
+            chunks.append(
+                chunk(
+                    index,
+                    {"tool_calls": [{**head, "function": {"name": function.get("name"), "arguments": ""}}]},
+                )
+            )
+            if function.get("arguments"):
+                chunks.append(
+                    chunk(
+                        index,
+                        {"tool_calls": [{"index": i, "function": {"arguments": function["arguments"]}}]},
+                    )
+                )
+        chunks.append(chunk(index, {}, choice.get("finish_reason")))
+    chunks.append({**base, "choices": [], "usage": body.get("usage")})
+    return chunks
+
+
+def encode_entry(call: Call, body: dict[str, Any]) -> bytes:
+    """The stored form of an answer."""
+    return zlib.compress(
+        json.dumps({"endpoint": call.endpoint, "body": body}, separators=(",", ":")).encode()
+    )
+
+
+def decode_entry(raw: bytes) -> dict[str, Any] | None:
+    """The answer body stored in `raw`; None for an unreadable entry (then it is a miss)."""
+    try:
+        entry = json.loads(zlib.decompress(raw))
+    except (zlib.error, ValueError):
+        return None
+    body = entry.get("body") if isinstance(entry, dict) else None
+    return body if isinstance(body, dict) else None
+
+
+def _store_unavailable() -> GatewayError:
+    return GatewayError(
+        503, "The response cache is unavailable: the shared state store cannot be reached.",
+        "service_unavailable", "state_store_unavailable",
+    )  # fmt: skip
+
+
+class CacheStage:
+    """The cache pipeline stage (after rate limit and budget, before the router); see the module docstring."""
+
+    def __init__(self, config: CacheConfig, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.stats = CacheStats()
+
+    def _enabled_for(self, call: Call) -> bool:
+        if not self.config.enabled or call.endpoint not in ("chat", "embeddings"):
+            return False
+        model = self.config.models.get(call.model)
+        if model is not None and not model.enabled:
+            return False
+        return self.config.mode == "all" or _deterministic(call)
+
+    async def handle(self, call: Call, next: Handler) -> Result:
+        """Answer from the cache when possible; otherwise pass on and store the complete answer."""
+        directives = parse_cache_control(call.headers)
+        ttl = request_ttl(call, self.config)
+        if not self._enabled_for(call) or "no-store" in directives:
+            return await self._bypass(call, next)
+        key = cache_key(call)
+        if "no-cache" in directives:
+            call.response_headers[STATUS_HEADER] = "BYPASS"
+            self.stats.bypasses += 1
+        else:
+            try:
+                raw = await self.store.get(key)
+            except StoreUnavailable:
+                raise _store_unavailable() from None
+            body = decode_entry(raw) if raw is not None else None
+            if body is not None:
+                return self._hit(call, body)
+            call.response_headers[STATUS_HEADER] = "MISS"
+            self.stats.misses += 1
+        result = await next(call)
+        if ttl <= 0:
+            return result
+        if isinstance(result, Response):
+            if 200 <= result.status < 300 and complete_body(call, result.body):
+                await self._put(call, key, result.body, ttl)
+            return result
+        return result.pipe(lambda chunks: self._store_when_complete(call, key, ttl, chunks))
+
+    async def _bypass(self, call: Call, next: Handler) -> Result:
+        call.response_headers[STATUS_HEADER] = "BYPASS"
+        self.stats.bypasses += 1
+        return await next(call)
+
+    def _hit(self, call: Call, stored: dict[str, Any]) -> Result:
+        usage = hit_usage(stored.get("usage"))
+        self.stats.hits += 1
+        self.stats.tokens_saved += usage["saved_total_tokens"]
+        call.response_headers[STATUS_HEADER] = "HIT"
+        call.scratch["cache.hit"] = True
+        call.scratch["cache.saved_usage"] = usage
+        body = {**stored, "usage": usage}
+        if call.endpoint == "chat":
+            # A fresh id and time: clients that deduplicate responses by id must not see two answers as one.
+            body["id"] = f"chatcmpl-{call.request_id}"
+            body["created"] = int(time.time())
+        if call.stream:
+            return Stream.from_chunks(replay_chunks(body, self.config.stream_chunk_chars))
+        return Response(body)
+
+    async def _put(self, call: Call, key: str, body: dict[str, Any], ttl: float) -> None:
+        raw = encode_entry(call, body)
+        if len(raw) > self.config.max_entry_bytes:
+            self.stats.too_large += 1
+            return
+        try:
+            await self.store.set(key, raw, ttl)
+        except StoreUnavailable:
+            # The answer is already here; failing the request because it could not be cached helps nobody.
+            return
+        self.stats.stores += 1
+
+    async def _store_when_complete(
+        self, call: Call, key: str, ttl: float, chunks: AsyncIterator[dict[str, Any]]
+    ) -> AsyncIterator[dict[str, Any]]:
+        seen: list[dict[str, Any]] = []
+        async for chunk in chunks:
+            seen.append(chunk)
+            yield chunk
+        # Reached only when the upstream finished: an error or a client disconnect leaves by exception.
+        body = assemble(seen)
+        if body is not None:
+            await self._put(call, key, body, ttl)

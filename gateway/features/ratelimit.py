@@ -1,0 +1,324 @@
+"""Rate limiting: requests and tokens per minute, and concurrent requests, per key and per model.
+
+**Algorithm: GCRA** (the generic cell rate algorithm, `gateway.stores.ops.GCRA`). Each limit keeps one number,
+the theoretical arrival time, and is checked and updated in one atomic step (one Lua script for every limit
+of a request in Redis, so N replicas together admit the configured limit). Why GCRA: a fixed window admits
+twice the limit across a window edge and resets every client at the same instant; a sliding log stores every
+request (O(limit) memory per key). GCRA stores O(1) per limit, has no window edges, and yields `retry-after`
+directly. A limit of L per minute lets an idle client send L at once (the "10 per minute" users expect), then
+refills one unit every 60/L seconds: the long-run rate is exactly L per minute, with no reset instant.
+
+**Limits.** `auth.keys[].rpm | tpm | max_concurrent` for one key over all its models (or
+`features.rate_limit.default` for keys that set none), and `features.rate_limit.models.<alias>` for one model:
+per key (each key gets its own allowance on that model) or, with `shared: true`, one allowance for every key
+together (a provider's quota). A request must fit every limit that applies; when one refuses, none is charged.
+
+**Tokens.** Charged up front from an estimate (`gateway.token_estimate`: about four characters per token, plus
+`max_tokens`/`max_completion_tokens` or `default_max_tokens`, times `n`), then reconciled with the real usage
+when the answer is complete (the difference is charged or refunded). A failed call refunds its completion
+part; a cache hit reports zero tokens, so it refunds the whole estimate and only counts as a request.
+
+**Headers.** Every response of a limited request carries OpenAI's
+`x-ratelimit-{limit,remaining,reset}-{requests,tokens}` for the tightest limit of each kind; a 429 adds
+`retry-after` (seconds) and `retry-after-ms`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import secrets
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.errors import GatewayError
+from gateway.pipeline import Call, Handler, Response, Result
+from gateway.stores.base import Store, StoreUnavailable, store_key
+from gateway.stores.ops import GCRA, LEASE_ACQUIRE, LEASE_RELEASE
+from gateway.token_estimate import estimate_prompt_tokens, estimate_text_tokens
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+
+MINUTE_US = 60_000_000
+Kind = Literal["requests", "tokens"]
+
+
+class Limits(BaseModel):
+    """Requests per minute, tokens per minute and concurrent requests; None means unlimited."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    max_concurrent: int | None = Field(default=None, gt=0)
+
+
+class ModelLimits(Limits):
+    """Limits on one model alias: per key by default, or one allowance for every key with `shared: true`."""
+
+    shared: bool = False
+
+
+class RateLimitConfig(BaseModel):
+    """`features.rate_limit`: defaults for keys without limits, per-model limits, the token estimate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    default: Limits = Field(default_factory=Limits)
+    models: dict[str, ModelLimits] = Field(default_factory=dict)
+    default_max_tokens: int = Field(
+        default=256, ge=0, description="completion tokens assumed when a request sets no max_tokens"
+    )
+    lease_seconds: float = Field(
+        default=600, gt=0, description="a concurrency slot of a replica that died is freed after this long"
+    )
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One limit a request is checked against."""
+
+    key: str
+    kind: Kind
+    limit: int
+    scope: str  # for messages: "this key", "model 'x' for this key", "model 'x'"
+
+
+def format_duration(us: int) -> str:
+    """OpenAI's reset format: `120ms`, `6s`, `1.5s`, `1m0s`."""
+    if us < 1_000_000:
+        return f"{max(0, math.ceil(us / 1000))}ms"
+    seconds = us / 1_000_000
+    if seconds < 60:
+        return f"{round(seconds, 2):g}s"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}m{round(rest, 2):g}s"
+
+
+def estimate_tokens(call: Call, default_max_tokens: int) -> tuple[int, int]:
+    """(prompt, completion) token estimates for `call`, cheap and before any upstream call."""
+    body = call.body
+    if call.endpoint == "embeddings":
+        raw = body.get("input")
+        items = raw if isinstance(raw, list) else [raw]
+        return sum(estimate_text_tokens(i) if isinstance(i, str) else len(str(i)) // 4 + 1 for i in items), 0
+    messages = body.get("messages")
+    prompt = estimate_prompt_tokens(
+        [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+    )
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    completion = limit if isinstance(limit, int) and limit > 0 else default_max_tokens
+    n = body.get("n")
+    return prompt, completion * (n if isinstance(n, int) and n > 0 else 1)
+
+
+def _store_unavailable() -> GatewayError:
+    return GatewayError(
+        503, "Rate limiting is unavailable: the shared state store cannot be reached.",
+        "service_unavailable", "state_store_unavailable",
+    )  # fmt: skip
+
+
+class RateLimitStage:
+    """The rate-limit pipeline stage (right after auth); see the module docstring."""
+
+    def __init__(self, config: RateLimitConfig, key_limits: dict[str, Limits], store: Store) -> None:
+        """`key_limits` maps key names to their own limits (from `auth.keys`)."""
+        self.config = config
+        self.key_limits = key_limits
+        self.store = store
+
+    def _buckets(self, call: Call) -> tuple[list[Bucket], list[tuple[str, int, str]]]:
+        """The GCRA buckets and the concurrency limits (key, limit, scope) that apply to `call`."""
+        own = self.key_limits.get(call.key.name)
+        key_limits = own if own is not None else self.config.default
+        kid = call.key.key_id
+        buckets: list[Bucket] = []
+        concurrency: list[tuple[str, int, str]] = []
+
+        def add(limits: Limits, owner: str, model: str, scope: str) -> None:
+            if limits.rpm:
+                buckets.append(Bucket(store_key("rl", owner, model, "req"), "requests", limits.rpm, scope))
+            if limits.tpm:
+                buckets.append(Bucket(store_key("rl", owner, model, "tok"), "tokens", limits.tpm, scope))
+            if limits.max_concurrent:
+                concurrency.append((store_key("rl", owner, model, "conc"), limits.max_concurrent, scope))
+
+        add(key_limits, kid, "*", "this key")
+        model = self.config.models.get(call.model)
+        if model is not None:
+            if model.shared:
+                add(model, "*", call.model, f"model '{call.model}'")
+            else:
+                add(model, kid, call.model, f"model '{call.model}' for this key")
+        return buckets, concurrency
+
+    async def handle(self, call: Call, next: Handler) -> Result:
+        """Admit the request if every limit allows it (429 otherwise), then reconcile tokens and release."""
+        buckets, concurrency = self._buckets(call)
+        if not buckets and not concurrency:
+            return await next(call)
+        prompt, completion = estimate_tokens(call, self.config.default_max_tokens)
+        estimate = prompt + completion
+        if buckets:
+            await self._admit(call, buckets, estimate)
+        leases = await self._acquire(call, buckets, concurrency, estimate)
+        token_buckets = [b for b in buckets if b.kind == "tokens"]
+        try:
+            result = await next(call)
+        except BaseException as exc:
+            if isinstance(exc, GatewayError):
+                # An upstream failure is a response too: it still tells the client its headroom.
+                for name, value in call.response_headers.items():
+                    if name.startswith("x-ratelimit-"):
+                        exc.headers.setdefault(name, value)
+            await self._release(leases)
+            # The prompt reached (or may have reached) the upstream; the completion did not happen.
+            await self._charge(token_buckets, -completion)
+            raise
+        if isinstance(result, Response):
+            await self._reconcile(token_buckets, estimate, result.usage)
+            await self._release(leases)
+            return result
+        stream = result
+
+        async def settle(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+            try:
+                async for chunk in chunks:
+                    yield chunk
+            finally:
+                # A stream the client abandoned keeps its estimate: the real usage is unknown.
+                if stream.completed:
+                    await self._reconcile(token_buckets, estimate, stream.usage)
+                await self._release(leases)
+
+        return stream.pipe(settle)
+
+    async def _run(self, op: Any, keys: Sequence[str], args: Sequence[int]) -> list[int]:
+        try:
+            return await self.store.run(op, keys, args)
+        except StoreUnavailable:
+            raise _store_unavailable() from None
+
+    async def _admit(self, call: Call, buckets: list[Bucket], estimate: int) -> None:
+        costs = [1 if b.kind == "requests" else estimate for b in buckets]
+        args = [0]
+        for bucket, cost in zip(buckets, costs, strict=True):
+            args += [MINUTE_US, bucket.limit, cost]
+        result = await self._run(GCRA, [b.key for b in buckets], args)
+        allowed = result[0] == 1
+        states = [(result[1 + 3 * i], result[2 + 3 * i], result[3 + 3 * i]) for i in range(len(buckets))]
+        headers = _limit_headers(buckets, states)
+        call.response_headers.update(headers)
+        if allowed:
+            return
+        refused = [(b, s) for b, s in zip(buckets, states, strict=True) if s[2] != 0]
+        never = [b for b, s in refused if s[2] < 0]
+        if never:
+            bucket = never[0]
+            raise GatewayError(
+                429,
+                f"Request too large for the tokens-per-minute limit of {bucket.scope}: it needs about "
+                f"{estimate} tokens and the limit is {bucket.limit}. Lower max_tokens or shorten the prompt.",
+                "rate_limit_exceeded",
+                "rate_limit_exceeded",
+                headers=headers,
+            )
+        bucket, (_, _, retry_us) = max(refused, key=lambda item: item[1][2])
+        per = "requests" if bucket.kind == "requests" else "tokens"
+        raise GatewayError(
+            429,
+            f"Rate limit reached for {per} per minute on {bucket.scope}: limit {bucket.limit}. "
+            f"Please try again in {format_duration(retry_us)}.",
+            "rate_limit_exceeded",
+            "rate_limit_exceeded",
+            headers={**headers, **_retry_headers(retry_us)},
+        )
+
+    async def _acquire(
+        self, call: Call, buckets: list[Bucket], concurrency: list[tuple[str, int, str]], estimate: int
+    ) -> list[tuple[str, int]]:
+        leases: list[tuple[str, int]] = []
+        lease_us = int(self.config.lease_seconds * 1_000_000)
+        for key, limit, scope in concurrency:
+            lease = secrets.randbits(52)
+            acquired, _ = await self._run(LEASE_ACQUIRE, [key], [limit, lease_us, lease])
+            if not acquired:
+                await self._release(leases)
+                # Not admitted after all: give back what the GCRA check charged.
+                await self._charge([b for b in buckets if b.kind == "requests"], -1)
+                await self._charge([b for b in buckets if b.kind == "tokens"], -estimate)
+                raise GatewayError(
+                    429,
+                    f"Too many concurrent requests on {scope}: limit {limit}. Retry when one has finished.",
+                    "rate_limit_exceeded",
+                    "rate_limit_exceeded",
+                    headers=_retry_headers(1_000_000),
+                )
+            leases.append((key, lease))
+        return leases
+
+    async def _release(self, leases: Iterable[tuple[str, int]]) -> None:
+        for key, lease in leases:
+            # If the store is down, the lease expires on its own after lease_seconds.
+            with contextlib.suppress(StoreUnavailable):
+                await self.store.run(LEASE_RELEASE, [key], [lease])
+
+    async def _charge(self, buckets: list[Bucket], cost: int) -> None:
+        if not buckets or cost == 0:
+            return
+        args = [1]
+        for bucket in buckets:
+            args += [MINUTE_US, bucket.limit, cost]
+        # Reconciling is best effort: the request itself was already admitted.
+        with contextlib.suppress(StoreUnavailable):
+            await self.store.run(GCRA, [b.key for b in buckets], args)
+
+    async def _reconcile(self, buckets: list[Bucket], estimate: int, usage: dict[str, Any] | None) -> None:
+        if not buckets or not usage:
+            return
+        actual = usage.get("total_tokens")
+        if not isinstance(actual, int):
+            actual = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+        await self._charge(buckets, actual - estimate)
+
+
+def _retry_headers(retry_us: int) -> dict[str, str]:
+    return {
+        "retry-after": str(max(1, math.ceil(retry_us / 1_000_000))),
+        "retry-after-ms": str(math.ceil(retry_us / 1000)),
+    }
+
+
+def _limit_headers(buckets: list[Bucket], states: list[tuple[int, int, int]]) -> dict[str, str]:
+    """OpenAI's x-ratelimit-* headers for the tightest bucket of each kind (fewest units remaining)."""
+    headers: dict[str, str] = {}
+    for kind in ("requests", "tokens"):
+        of_kind = [(b, s) for b, s in zip(buckets, states, strict=True) if b.kind == kind]
+        if not of_kind:
+            continue
+        bucket, (remaining, reset_us, _) = min(of_kind, key=lambda item: item[1][0])
+        headers[f"x-ratelimit-limit-{kind}"] = str(bucket.limit)
+        headers[f"x-ratelimit-remaining-{kind}"] = str(remaining)
+        headers[f"x-ratelimit-reset-{kind}"] = format_duration(reset_us)
+    return headers
+
+
+def rate_limit_stage(config: GatewayConfig, store: Store) -> RateLimitStage | None:
+    """The stage for `config`, or None when no key, default or model has a limit.
+
+    Limits set on a key apply even without a `features.rate_limit` section: a set limit is never ignored.
+    """
+    feature = config.features.rate_limit or RateLimitConfig()
+    key_limits = {
+        k.name: Limits(rpm=k.rpm, tpm=k.tpm, max_concurrent=k.max_concurrent)
+        for k in config.auth.keys
+        if k.rpm or k.tpm or k.max_concurrent
+    }
+    if not key_limits and not feature.models and feature.default == Limits():
+        return None
+    return RateLimitStage(feature, key_limits, store)
