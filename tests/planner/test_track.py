@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import uvicorn
+from click.testing import CliRunner, Result
+from fastapi import FastAPI
 
-from planner.evidence import Evidence, FeatureEvidence, RecordedTest
+from gateway import __version__ as gateway_version
+from gateway.app import create_app
+from gateway.catalog import CATALOG
+from gateway.config import load_config as load_gateway_config
+from planner.cli import main
+from planner.evidence import Evidence, FeatureEvidence, RecordedTest, load_evidence
 from planner.model import Design, Plan
 from planner.track import FeatureVerdict, format_table, judge
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def plan(slug: str, status: str, feature: str | None = None) -> Plan:
@@ -185,3 +201,231 @@ def test_summary_counts_and_json_shape() -> None:
     table = format_table(report)
     assert table.splitlines()[0].split()[:3] == ["FEATURE", "STATUS", "PASS"]
     assert "1 error(s), 1 warning(s)" in table and "abc123" in table
+
+
+# End to end: `planner track` on a small project of its own, running real pytest subprocesses.
+
+PLAN = """---
+title: {title}
+status: {status}
+priority: High
+complexity: Simple
+estimate: 3 days
+dependencies: []
+feature: {slug}
+---
+# {title}
+
+## Goal
+
+Goal.
+
+## User Benefit
+
+Benefit.
+
+## Design Proposal
+
+Design.
+
+## Implementation Steps
+
+1. Step.
+
+## Open Questions
+
+- None?
+
+## Alternatives Considered
+
+- None.
+"""
+
+ACCEPTANCE = """
+import pytest
+
+@pytest.mark.feature("alpha")
+def test_alpha_works():
+    pass
+
+@pytest.mark.feature("alpha")
+def test_alpha_also_works():
+    assert {alpha_ok}
+
+@pytest.mark.feature("beta")
+def test_beta_works():
+    pass
+"""
+
+
+def make_project(
+    root: Path, alpha: str = "In Progress", beta: str = "Planned", alpha_ok: bool = False
+) -> Path:
+    (root / "pyproject.toml").write_text('[project]\nname = "demo"\n')
+    for slug, status in (("alpha", alpha), ("beta", beta)):
+        path = root / "plans" / f"HIGH-{slug}.md"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(PLAN.format(title=slug.title(), status=status, slug=slug))
+    tests_dir = root / "tests" / "acceptance"
+    tests_dir.mkdir(parents=True, exist_ok=True)
+    (tests_dir / "test_demo.py").write_text(ACCEPTANCE.format(alpha_ok=alpha_ok))
+    return root
+
+
+def set_status(root: Path, slug: str, status: str) -> None:
+    path = root / "plans" / f"HIGH-{slug}.md"
+    text = path.read_text()
+    path.write_text(text.replace(text.splitlines()[2], f"status: {status}", 1))
+
+
+def invoke(root: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> Result:
+    monkeypatch.chdir(root)
+    return CliRunner().invoke(main, ["track", *args])
+
+
+def test_track_runs_writes_evidence_and_judges(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = invoke(make_project(tmp_path), monkeypatch, "--format", "json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    rows = {row["slug"]: row for row in data["features"]}
+    assert rows["alpha"] == {
+        "slug": "alpha",
+        "status": "In Progress",
+        "passed": 1,
+        "failed": 1,
+        "skipped": 0,
+        "progress": 0.5,
+        "verdict": "info",
+        "message": "1 of 2 acceptance tests passing",
+    }
+    assert rows["beta"]["verdict"] == "warning" and "ahead of its plan" in rows["beta"]["message"]
+    assert data["summary"] == {"errors": 0, "warnings": 1}
+    evidence = load_evidence(tmp_path / ".planner" / "evidence.json")
+    assert evidence is not None and evidence.features["alpha"].failed == 1
+    assert "acceptance tests" in result.stderr  # the progress bar's label
+
+
+def test_completed_with_a_failing_test_exits_1_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = invoke(make_project(tmp_path, alpha="Completed"), monkeypatch)
+    assert result.exit_code == 1
+    assert (
+        "marked Completed: 1 of 2 acceptance tests fail: tests/acceptance/test_demo.py::test_alpha_also_works"
+        in (result.stdout)
+    )
+    assert "1 error(s), 1 warning(s)" in result.stdout
+
+
+def test_no_run_rejudges_the_last_evidence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_project(tmp_path, alpha_ok=True)
+    assert invoke(root, monkeypatch).exit_code == 0
+    (root / "tests" / "acceptance" / "test_demo.py").unlink()  # --no-run must not run anything
+    set_status(root, "alpha", "Completed")
+    set_status(root, "beta", "Completed")
+    result = invoke(root, monkeypatch, "--no-run")
+    assert result.exit_code == 0, result.output
+    assert "run `planner complete alpha`" in result.stdout
+    set_status(root, "beta", "In Progress")
+    (root / "plans" / "HIGH-gamma.md").write_text(
+        PLAN.format(title="Gamma", status="Completed", slug="gamma")
+    )
+    result = invoke(root, monkeypatch, "--no-run")
+    assert result.exit_code == 1 and "marked Completed: no acceptance test of `gamma` ran" in result.stdout
+
+
+def test_no_run_without_evidence_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = invoke(make_project(tmp_path), monkeypatch, "--no-run")
+    assert result.exit_code == 1
+    assert ".planner/evidence.json" in result.output and "without --no-run" in result.output
+
+
+def test_usage_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_project(tmp_path)
+    monkeypatch.delenv("PLANNER_GATEWAY_KEY", raising=False)
+    assert invoke(root, monkeypatch, "--gateway-url", "http://127.0.0.1:9").exit_code == 2
+    result = invoke(
+        root, monkeypatch, "--no-run", "--gateway-url", "http://127.0.0.1:9", "--gateway-key", "k"
+    )
+    assert result.exit_code == 2 and "--no-run" in result.output
+    shutil.rmtree(root / "tests")
+    result = invoke(root, monkeypatch)
+    assert result.exit_code == 1 and "no acceptance tests folder" in result.output
+
+
+def test_a_broken_test_file_fails_its_feature(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_project(tmp_path, alpha_ok=True)
+    (root / "tests" / "acceptance" / "test_beta.py").write_text("import no_such_module\n")
+    result = invoke(root, monkeypatch, "--format", "json")
+    rows = {row["slug"]: row for row in json.loads(result.stdout)["features"]}
+    assert (rows["alpha"]["passed"], rows["beta"]["failed"]) == (2, 1)
+    assert rows["beta"]["verdict"] == "ok"  # Planned, and not green any more
+
+
+LIVE_TEST = """
+import pytest
+
+@pytest.mark.feature("alpha")
+def test_models_listed(gateway):
+    assert gateway.live
+    reply = gateway.client.get("/v1/models", headers=gateway.headers())
+    assert reply.status_code == 200
+    assert "mock-echo" in {m["id"] for m in reply.json()["data"]}
+"""
+
+
+def test_live_mode_against_a_gateway_on_a_loopback_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The acceptance conftest in live mode: evidence names the URL, and /admin/features is checked."""
+    root = make_project(tmp_path, alpha="In Progress")
+    acceptance = root / "tests" / "acceptance"
+    (acceptance / "test_demo.py").write_text(LIVE_TEST)
+    shutil.copy(REPO / "tests" / "acceptance" / "conftest.py", acceptance / "conftest.py")
+    app = create_app(load_gateway_config(REPO / "tests" / "acceptance" / "gateway.yaml"))
+    with serve(app) as url:
+        result = invoke(
+            root,
+            monkeypatch,
+            "--gateway-url",
+            url,
+            "--gateway-key",
+            "sk-acceptance",
+            "--gateway-master-key",
+            "sk-acceptance-master",
+            "--format",
+            "json",
+        )
+    evidence = load_evidence(root / ".planner" / "evidence.json")
+    assert evidence is not None, result.output
+    assert (evidence.gateway_url, evidence.gateway_version) == (url, gateway_version)
+    assert evidence.gateway_features is not None  # read from /admin/features with the master key
+    assert set(evidence.gateway_features) == {f.slug for f in CATALOG}
+    assert evidence.features["alpha"].passed == 1
+    rows = {row["slug"]: row for row in json.loads(result.stdout)["features"]}
+    # `alpha` passes but this gateway build's catalog does not list it: an error against a live gateway.
+    assert "alpha" not in {f.slug for f in CATALOG}
+    assert rows["alpha"]["verdict"] == "error"
+    assert f"the gateway at {url} does not report `alpha` in /admin/features" in rows["alpha"]["message"]
+    assert result.exit_code == 1
+    assert "sk-acceptance" not in result.output  # keys travel in the environment, never printed
+
+
+@contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        for _ in range(600):
+            if server.started or not thread.is_alive():
+                break
+            thread.join(timeout=0.05)
+        assert server.started, "the gateway did not start"
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
