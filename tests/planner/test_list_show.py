@@ -1,0 +1,111 @@
+"""`planner list` and `planner show`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+from plan_docs import plan_text
+
+from planner.cli import main
+
+
+def roadmap(root: Path) -> None:
+    plans = root / "plans"
+    plans.joinpath("HIGH-response-caching.md").write_text(
+        plan_text(status="Planned", estimate="3-5 days", dependencies="[usage-tracking]")
+    )
+    plans.joinpath("MEDIUM-usage-tracking.md").write_text(plan_text("Usage Tracking", priority="Medium"))
+    plans.joinpath("LOW-admin-api.md").write_text(
+        plan_text("Admin API", priority="Low", estimate="~2 weeks", dependencies="[usage-tracking]")
+    )
+    plans.joinpath("README.md").write_text("# Conventions\n")
+
+
+def test_list_table_sorted_by_priority(root: Path, runner: CliRunner) -> None:
+    roadmap(root)
+    result = runner.invoke(main, ["list"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["SLUG", "PRIORITY", "STATUS", "COMPLEXITY", "ESTIMATE", "DEPENDS", "ON"]
+    assert [line.split()[0] for line in lines[1:]] == ["response-caching", "usage-tracking", "admin-api"]
+
+
+def test_list_json(root: Path, runner: CliRunner) -> None:
+    roadmap(root)
+    data = json.loads(runner.invoke(main, ["list", "--format", "json"]).output)
+    assert data[0] == {
+        "slug": "response-caching",
+        "title": "Response Caching",
+        "status": "Planned",
+        "priority": "High",
+        "complexity": "Moderate",
+        "estimate": "3-5 days",
+        "working_days": {"low": 3.0, "high": 5.0, "approximate": False},
+        "dependencies": ["usage-tracking"],
+        "feature": "response-caching",
+        "path": "plans/HIGH-response-caching.md",
+    }
+
+
+def test_list_csv(root: Path, runner: CliRunner) -> None:
+    roadmap(root)
+    rows = list(csv.DictReader(io.StringIO(runner.invoke(main, ["list", "--format", "csv"]).output)))
+    assert [row["slug"] for row in rows] == ["response-caching", "usage-tracking", "admin-api"]
+    assert rows[2]["low_days"] == "10" and rows[2]["estimate"] == "~2 weeks"
+
+
+def test_list_filters(root: Path, runner: CliRunner) -> None:
+    roadmap(root)
+    result = runner.invoke(main, ["list", "--status", "planned", "--format", "json"])
+    assert [p["slug"] for p in json.loads(result.output)] == ["response-caching"]
+    result = runner.invoke(main, ["list", "--priority", "Low", "--priority", "medium", "--format", "json"])
+    assert [p["slug"] for p in json.loads(result.output)] == ["usage-tracking", "admin-api"]
+    result = runner.invoke(main, ["list", "--status", "Completed"])
+    assert result.exit_code == 0
+    assert "no plans match" in result.output
+
+
+def test_list_bad_filter_is_a_usage_error(root: Path, runner: CliRunner) -> None:
+    result = runner.invoke(main, ["list", "--status", "Planed"])
+    assert result.exit_code == 2
+    assert "did you mean 'Planned'?" in result.output
+
+
+def test_list_notes_errors(root: Path, runner: CliRunner) -> None:
+    roadmap(root)
+    (root / "plans" / "LOW-broken.md").write_text(plan_text("Broken", priority="Low", status="Nope"))
+    result = runner.invoke(main, ["list"])
+    assert result.exit_code == 0
+    assert "broken" in result.output
+    assert "run `planner validate`" in result.output
+
+
+def test_show_text(root: Path, runner: CliRunner) -> None:
+    roadmap(root)
+    result = runner.invoke(main, ["show", "usage-tracking"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("Usage Tracking (usage-tracking)\n")
+    assert "dependents:   admin-api, response-caching" in result.output
+    assert "estimate:     1 week (5 working days)" in result.output
+    assert "## Goal\nServe repeated prompts" in result.output
+
+
+def test_show_json(root: Path, runner: CliRunner) -> None:
+    roadmap(root)
+    data = json.loads(runner.invoke(main, ["show", "HIGH-response-caching", "--format", "json"]).output)
+    assert data["slug"] == "response-caching"
+    assert data["dependents"] == []
+    assert [s["title"] for s in data["sections"]][0] == "Goal"
+    assert data["problems"] == []
+
+
+def test_show_unknown(root: Path, runner: CliRunner) -> None:
+    roadmap(root)
+    result = runner.invoke(main, ["show", "admin"])
+    assert result.exit_code == 1
+    assert "no plan 'admin'" in result.output
+    assert "did you mean 'admin-api'?" in result.output
