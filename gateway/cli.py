@@ -145,3 +145,7 @@ def mock_upstream(
     )
     click.echo(f"mock upstream on http://{host}:{port}/v1 (latency {latency_ms} ms, fail rate {fail_rate})")
     uvicorn.run(MockUpstream(options), host=host, port=port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
