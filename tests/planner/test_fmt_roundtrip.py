@@ -135,7 +135,8 @@ def test_round_trip_keeps_metadata_and_is_idempotent(
     path = Path("HIGH-response-caching.md")
     legacy = (
         f"# Response Caching\n\n**Status:** {status}\n**Priority:** High\n**Complexity:** Moderate\n"
-        f"**Estimated Time:** {estimate}\n**Dependencies:** None\n**Owner:** {owner}\n**Custom Note:** {extra}\n\n"
+        f"**Estimated Time:** {estimate}\n**Dependencies:** None\n**Owner:** {owner}\n"
+        f"**Custom Note:** {extra}\n\n"
         f"## Goal\n{body}\n"
     )
     before, _ = parse_plan(path, legacy, config)

@@ -99,7 +99,7 @@ def test_show_json(root: Path, runner: CliRunner) -> None:
     data = json.loads(runner.invoke(main, ["show", "HIGH-response-caching", "--format", "json"]).output)
     assert data["slug"] == "response-caching"
     assert data["dependents"] == []
-    assert [s["title"] for s in data["sections"]][0] == "Goal"
+    assert data["sections"][0]["title"] == "Goal"
     assert data["problems"] == []
 
 

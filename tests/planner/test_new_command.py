@@ -127,7 +127,8 @@ def test_project_template_overrides(root: Path, runner: CliRunner) -> None:
     (root / "plans" / "_template.md").write_text(
         "---\ntitle: {{ title | yaml }}\nstatus: {{ status }}\npriority: {{ priority }}\n"
         "complexity: {{ complexity }}\nestimate: {{ estimate }}\ndependencies: {{ dependencies | yaml }}\n"
-        "owner: team-{{ slug }}\n---\n# {{ title }}\n{% for s in sections %}\n## {{ s.title }}\nTODO\n{% endfor %}"
+        "owner: team-{{ slug }}\n---\n# {{ title }}\n"
+        "{% for s in sections %}\n## {{ s.title }}\nTODO\n{% endfor %}"
     )
     assert runner.invoke(main, ["new", "LOW-thing"]).exit_code == 0
     text = (root / "plans" / "LOW-thing.md").read_text()
