@@ -199,9 +199,13 @@ def format_table(report: TrackReport) -> str:
     gateway = ev.gateway_url or "in-process gateway"
     version = f" {ev.gateway_version}" if ev.gateway_version else ""
     lines.append("")
+    commit = "unknown"
+    if ev.git_commit:
+        head, dirty, _ = ev.git_commit.partition("-dirty")
+        commit = head[:12] + dirty
     lines.append(
         f"{report.errors} error(s), {report.warnings} warning(s); evidence from {ev.generated_at} "
-        f"at commit {ev.git_commit or 'unknown'} against {gateway}{version}"
+        f"at commit {commit} against {gateway}{version}"
     )
     return "\n".join(lines)
 
