@@ -22,12 +22,13 @@ from gateway.config import GatewayConfig, ModelConfig
 from gateway.errors import GatewayError, model_not_allowed, unknown_model
 from gateway.features.cache import CacheStage
 from gateway.features.ratelimit import rate_limit_stage
+from gateway.features.routing import RoutingStage
 from gateway.logging import AccessLog
 from gateway.middleware import GatewayMiddleware
 from gateway.pipeline import KeyIdentity, Stage, build_chain, run_hooks
 from gateway.providers.registry import build_providers
-from gateway.router import FirstRouteRouter
 from gateway.stores import open_store
+from gateway.tls import upstream_transport
 from gateway.transport import default_transport
 
 
@@ -41,7 +42,7 @@ def build_stages(config: GatewayConfig, gateway: Gateway) -> list[Stage]:
         stages.append(limiter)
     if config.features.cache:
         stages.append(CacheStage(config.features.cache, gateway.store))
-    stages.append(FirstRouteRouter(gateway.providers))
+    stages.append(RoutingStage(config.features.routing, gateway.providers, gateway.models, gateway.store))
     return stages
 
 
@@ -53,8 +54,11 @@ class Gateway:
         self.keys = KeyRing(config.auth)
         self.models: dict[str, ModelConfig] = {m.name: m for m in config.models}
         self.max_body_bytes = config.server.max_body_bytes
+        if transport is None:
+            # Providers with `tls:` settings get their own pool per origin; the rest share the default.
+            transport = upstream_transport(config.providers, default_transport())
         self.client = httpx.AsyncClient(
-            transport=transport if transport is not None else default_transport(),
+            transport=transport,
             timeout=httpx.Timeout(60.0, connect=5.0),
         )
         self.providers = build_providers(config, self.client)

@@ -27,7 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gateway.features.cache import CacheConfig
 from gateway.features.ratelimit import RateLimitConfig
+from gateway.features.routing_config import RoutingConfig, fallback_problems
 from gateway.stores import StateConfig
+from gateway.tls import ServerTLSConfig, UpstreamTLSConfig, origin_conflicts
 
 # Key paths are rendered like "models[2].routes[0].provider".
 PathPart = str | int
@@ -53,8 +55,8 @@ class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
-    # Filled in by the routing+TLS helper (gateway/tls.py); None serves plain HTTP.
-    tls: dict[str, Any] | None = None
+    # HTTPS with this certificate and key (gateway/tls.py); None serves plain HTTP.
+    tls: ServerTLSConfig | None = None
 
 
 class KeyConfig(_Strict):
@@ -87,6 +89,8 @@ class ProviderConfig(_Strict):
     timeout_s: float = Field(default=60.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
+    # How the upstream's certificate is verified, and the client certificate presented (gateway/tls.py).
+    tls: UpstreamTLSConfig | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -118,6 +122,8 @@ class ModelConfig(_Strict):
     name: str = Field(min_length=1)
     routes: list[RouteConfig] = Field(min_length=1)
     pricing: PricingConfig | None = None
+    # Aliases tried, in order, when every route of this one failed (gateway/features/routing.py).
+    fallbacks: list[str] = Field(default_factory=list)
 
 
 class FeaturesConfig(_Strict):
@@ -125,6 +131,8 @@ class FeaturesConfig(_Strict):
 
     cache: CacheConfig | None = None
     rate_limit: RateLimitConfig | None = None
+    # Always on: the router is the last stage; this section tunes balancing, retries and cooldowns.
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
 
 
 class UsageConfig(_Strict):
@@ -202,6 +210,8 @@ def parse_config(text: str, source: str = "<config>") -> GatewayConfig:
         problems.extend(_pydantic_problems(exc, data))
     if config is not None:
         problems.extend(_provider_option_problems(config))
+        problems.extend(fallback_problems(config.models))
+        problems.extend((("providers", i, "base_url"), m) for i, m in origin_conflicts(config.providers))
     if problems:
         raise ConfigError(source, _render(source, problems, lines))
     assert config is not None

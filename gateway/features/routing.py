@@ -1,0 +1,317 @@
+"""The routing stage: load balancing, retries, failover, cooldowns and fallbacks across a model's routes.
+
+The last stage of the pipeline. For each call it walks the model alias's routes in the order the configured
+:mod:`strategy <gateway.features.routing_strategies>` gives, skipping routes that are cooling down
+(:mod:`gateway.features.cooldown`, shared by replicas through the state store), and calls the provider of
+each through :func:`gateway.router.attempt` until one answers:
+
+- **Retried** on the next route: connection errors and timeouts (502/504 from the provider), upstream 5xx,
+  upstream 429, and upstream credential failures (502), which another route may not share. **Never
+  retried**: client errors (4xx other than 429), which would fail the same way everywhere.
+- **Bounded**: at most ``max_attempts`` per alias, and nothing starts after ``deadline_seconds``. A route
+  already tried in this request is retried only after a full-jitter back-off.
+- **retry-after**: an upstream 429 with ``retry-after`` holds that route (for every replica) for that long,
+  at most ``retry_after_cap_seconds``. The router waits for a held route only up to ``max_wait_seconds``.
+- **Fail fast**: when every route is cooling down before any attempt, the answer is 503 (or 429 when they are
+  all rate limited) with ``retry-after``, without calling a dead upstream.
+- **Fallbacks**: when an alias's routes are exhausted, its ``fallbacks`` aliases are tried in order (and
+  theirs, breadth first, each alias once).
+- **Streams**: the router pulls the first chunk inside the attempt loop, so a stream that fails before its
+  first chunk fails over like any request. After the first chunk is on its way to the client, an upstream
+  break is recorded and re-raised, and the route layer ends the stream with an SSE error event.
+
+``x-gateway-route`` (the route that answered) and ``x-gateway-attempts`` (upstream calls made) are set on
+every response, errors included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.config import ModelConfig, RouteConfig
+from gateway.errors import GatewayError
+from gateway.features.cooldown import CooldownTracker
+from gateway.features.routing_config import CooldownConfig, RoutingConfig
+from gateway.features.routing_strategies import RouteStats, RouteTarget, make_strategy
+from gateway.pipeline import Call, Handler, Result, Stream
+from gateway.providers.base import Provider
+from gateway.router import attempt
+from gateway.stores.base import Store
+
+Chunk = dict[str, Any]
+__all__ = ["CooldownConfig", "RoutingConfig", "RoutingStage"]
+
+
+def is_retryable(error: GatewayError) -> bool:
+    """Whether another attempt may succeed: upstream rate limits and upstream faults, never client errors."""
+    return error.status == 429 or error.status >= 500
+
+
+def retry_after_seconds(error: GatewayError) -> float | None:
+    """The upstream's ``retry-after`` in seconds (delta form), or None."""
+    value = error.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # the HTTP-date form is rare from APIs; treat it as absent
+    return seconds if seconds >= 0 and math.isfinite(seconds) else None
+
+
+def fallback_chain(alias: str, models: Mapping[str, ModelConfig]) -> list[str]:
+    """``alias`` then its fallbacks, breadth first, each alias once (cycles are harmless)."""
+    chain: list[str] = []
+    queue = [alias]
+    while queue:
+        name = queue.pop(0)
+        if name in chain or name not in models:
+            continue
+        chain.append(name)
+        queue.extend(getattr(models[name], "fallbacks", None) or [])
+    return chain
+
+
+def targets(model: ModelConfig) -> list[tuple[RouteTarget, RouteConfig]]:
+    """The alias's routes as strategy targets, each with its config (``model`` filled with the alias)."""
+    out = []
+    for route in model.routes:
+        resolved = route if route.model else route.model_copy(update={"model": model.name})
+        assert resolved.model is not None
+        out.append((RouteTarget(route.provider, resolved.model, route.weight, route.region), resolved))
+    return out
+
+
+@dataclass
+class _Outcome:
+    """What one alias's attempts ended with, for the final answer when nothing succeeded."""
+
+    last_error: GatewayError | None = None
+    retry_at: float | None = None
+    all_rate_limited: bool = True
+
+
+class RoutingStage:
+    """The router: picks routes, retries, fails over and records route health; see the module docstring.
+
+    ``rng``, ``clock`` (wall-clock seconds, shared with other replicas), ``monotonic`` and ``sleep`` are
+    injectable so tests are deterministic and never sleep.
+    """
+
+    def __init__(
+        self,
+        config: RoutingConfig,
+        providers: Mapping[str, Provider],
+        models: Mapping[str, ModelConfig],
+        store: Store,
+        *,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ) -> None:
+        self.config = config
+        self.providers = providers
+        self.models = models
+        self.rng = rng if rng is not None else random.Random()
+        self.stats = RouteStats(alpha=config.latency_alpha)
+        self.strategy = make_strategy(
+            config.strategy, rng=self.rng, stats=self.stats, latency_buffer=config.latency_buffer
+        )
+        self.cooldowns = CooldownTracker(store, config.cooldown.policy(), clock)
+        self.clock = clock
+        self.monotonic = monotonic
+        self.sleep = sleep
+
+    async def handle(self, call: Call, next: Handler) -> Result:
+        """Serve ``call`` from the first route that answers; ``next`` is never called (the router is last)."""
+        deadline = self.monotonic() + self.config.deadline_seconds
+        outcome = _Outcome()
+        call.response_headers["x-gateway-attempts"] = str(call.attempts)
+        for alias in fallback_chain(call.model, self.models):
+            result = await self._try_alias(call, self.models[alias], deadline, outcome)
+            if result is not None:
+                if alias != call.model:
+                    call.scratch["routing.fallback"] = alias
+                return result
+            if self.monotonic() >= deadline:
+                break
+        raise self._final_error(call, outcome)
+
+    def _final_error(self, call: Call, outcome: _Outcome) -> GatewayError:
+        attempts = {"x-gateway-attempts": str(call.attempts)}
+        if outcome.last_error is not None:
+            outcome.last_error.headers.update(attempts)
+            return outcome.last_error
+        if outcome.retry_at is None:
+            return GatewayError(
+                503,
+                f"Model '{call.model}' has no route taking traffic (every route has weight 0).",
+                "upstream_error",
+                "no_route_available",
+                headers=attempts,
+            )
+        wait = max(1, math.ceil(outcome.retry_at - self.clock()))
+        headers = {**attempts, "retry-after": str(wait)}
+        if outcome.all_rate_limited:
+            return GatewayError(
+                429,
+                f"Every route of model '{call.model}' is rate limited upstream; retry after {wait} s.",
+                "rate_limit_error",
+                "upstream_rate_limited",
+                headers=headers,
+            )
+        return GatewayError(
+            503,
+            f"Every route of model '{call.model}' is cooling down after upstream failures; "
+            f"retry after {wait} s.",
+            "upstream_error",
+            "all_routes_cooling_down",
+            headers=headers,
+        )
+
+    async def _try_alias(
+        self, call: Call, model: ModelConfig, deadline: float, outcome: _Outcome
+    ) -> Result | None:
+        routes = dict((target.key, (target, config)) for target, config in targets(model))
+        order = self.strategy.order([target for target, _ in routes.values()])
+        tried: set[str] = set()
+        held_until: dict[str, float] = {}
+        made = 0
+        cursor = 0
+        waited = False  # a retry-after wait already spaced this retry out
+        while made < self.config.max_attempts and order:
+            chosen = None
+            for step in range(len(order)):
+                target = order[(cursor + step) % len(order)]
+                admission = await self.cooldowns.admit(target.key)
+                if admission.allowed:
+                    chosen = target
+                    cursor += step + 1
+                    break
+                if admission.retry_at is not None:
+                    if outcome.retry_at is None or admission.retry_at < outcome.retry_at:
+                        outcome.retry_at = admission.retry_at
+                    outcome.all_rate_limited = outcome.all_rate_limited and admission.rate_limited
+            if chosen is None:
+                if not await self._wait_for_held(held_until, deadline):
+                    return None
+                waited = True
+                continue
+            if chosen.key in tried and not waited:
+                await self._backoff(len(tried), deadline)
+            waited = False
+            if self.monotonic() >= deadline:
+                return None
+            made += 1
+            tried.add(chosen.key)
+            result = await self._attempt(call, chosen, routes[chosen.key][1], deadline, outcome, held_until)
+            if result is not None:
+                return result
+        return None
+
+    async def _wait_for_held(self, held_until: dict[str, float], deadline: float) -> bool:
+        """Wait for a route this request saw rate limited, if within ``max_wait_seconds`` and the deadline."""
+        if not held_until:
+            return False
+        wait = min(held_until.values()) - self.clock()
+        if wait > self.config.max_wait_seconds or self.monotonic() + wait >= deadline:
+            return False
+        held_until.clear()
+        await self.sleep(max(0.0, wait))
+        return True
+
+    async def _backoff(self, retries: int, deadline: float) -> None:
+        cap = min(self.config.backoff_max_seconds, self.config.backoff_base_seconds * 2**retries)
+        delay = min(self.rng.uniform(0, cap), max(0.0, deadline - self.monotonic()))
+        if delay > 0:
+            await self.sleep(delay)
+
+    async def _attempt(
+        self,
+        call: Call,
+        target: RouteTarget,
+        route: RouteConfig,
+        deadline: float,
+        outcome: _Outcome,
+        held_until: dict[str, float],
+    ) -> Result | None:
+        """One upstream call; the result, or None after recording a retryable failure."""
+        provider = self.providers[route.provider]
+        began = self.monotonic()
+        self.stats.started(target.key)
+        try:
+            remaining = max(0.001, deadline - began)
+            result = await asyncio.wait_for(self._first(call, route, provider), remaining)
+        except TimeoutError:
+            error = GatewayError(
+                504,
+                f"Upstream '{route.provider}' did not answer within the deadline.",
+                "upstream_error",
+                "upstream_timeout",
+            )
+            await self.cooldowns.failure(target.key)
+            outcome.last_error = error
+            return None
+        except GatewayError as error:
+            if not is_retryable(error):
+                raise
+            hold = retry_after_seconds(error) if error.status == 429 else None
+            if hold is not None:
+                hold = min(hold, self.config.retry_after_cap_seconds)
+                held_until[target.key] = self.clock() + hold
+            await self.cooldowns.failure(target.key, hold_s=hold or None)
+            outcome.last_error = error
+            return None
+        finally:
+            self.stats.finished(target.key)
+        # Latency to the answer (streams: to the first chunk), the signal the latency strategy compares.
+        self.stats.observe_latency(target.key, self.monotonic() - began)
+        await self.cooldowns.success(target.key)
+        if isinstance(result, Stream):
+            self.stats.started(target.key)  # in flight again until the stream ends
+            return result.pipe(lambda chunks: self._watch(chunks, target))
+        return result
+
+    async def _first(self, call: Call, route: RouteConfig, provider: Provider) -> Result:
+        """Call the provider; for a stream, also wait for its first chunk so a failure there fails over."""
+        result = await attempt(call, route, provider)
+        if not isinstance(result, Stream):
+            return result
+        began = time.perf_counter()
+        try:
+            first = await anext(aiter(result))
+        except StopAsyncIteration:
+            return Stream.from_chunks([])
+        except BaseException:
+            await result.aclose()
+            raise
+        finally:
+            call.upstream_s += time.perf_counter() - began
+        return Stream(_prepend(first, result))
+
+    async def _watch(self, chunks: AsyncIterator[Chunk], target: RouteTarget) -> AsyncIterator[Chunk]:
+        """Pass chunks through; a break after the first chunk is a route failure, reported in-band."""
+        try:
+            async for chunk in chunks:
+                yield chunk
+        except GatewayError:
+            await self.cooldowns.failure(target.key)
+            raise
+        finally:
+            self.stats.finished(target.key)
+
+
+async def _prepend(first: Chunk, stream: Stream) -> AsyncIterator[Chunk]:
+    try:
+        yield first
+        async for chunk in stream:
+            yield chunk
+    finally:
+        await stream.aclose()

@@ -1,0 +1,443 @@
+"""The routing stage with fake providers: failover, retry rules, cooldowns, fallbacks and streams.
+
+Time is injected (a fake clock that `sleep` advances), randomness is seeded, and no test waits for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from gateway.config import ModelConfig, RouteConfig
+from gateway.errors import GatewayError, upstream_error
+from gateway.features.routing import RoutingConfig, RoutingStage, fallback_chain, retry_after_seconds
+from gateway.pipeline import Call, KeyIdentity, Response, Stream
+from gateway.stores import MemoryStore
+
+
+class Clock:
+    """Wall clock, monotonic clock and sleep in one: sleeping advances time instantly."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+Behaviour = Callable[[Call, RouteConfig], Any]
+
+
+class FakeProvider:
+    """Answers by a script: each call pops the next behaviour (an exception, or 'ok'), repeating the last."""
+
+    def __init__(self, name: str, *script: Any, clock: Clock | None = None, cost: float = 0.0) -> None:
+        self.name = name
+        self.script = list(script) or ["ok"]
+        self.calls = 0
+        self.clock = clock
+        self.cost = cost
+
+    def _next(self) -> Any:
+        item = self.script[min(self.calls, len(self.script) - 1)]
+        self.calls += 1
+        if self.clock is not None:
+            self.clock.now += self.cost
+        return item
+
+    async def chat(self, call: Call, route: RouteConfig) -> Response | Stream:
+        item = self._next()
+        if isinstance(item, BaseException):
+            raise item
+        if call.stream:
+            return Stream(_chunks(self.name, item))
+        return Response({"answered_by": self.name, "model": route.model})
+
+    async def embeddings(self, call: Call, route: RouteConfig) -> Response:
+        item = self._next()
+        if isinstance(item, BaseException):
+            raise item
+        return Response({"answered_by": self.name})
+
+
+async def _chunks(name: str, item: Any) -> AsyncIterator[dict[str, Any]]:
+    # item: "ok", or ("break_after", n) to fail after n chunks, or ("fail_first",) to fail before any chunk.
+    if isinstance(item, tuple) and item[0] == "fail_first":
+        raise upstream_error(502, f"{name} broke before the first chunk", "upstream_stream")
+    for i in range(3):
+        if isinstance(item, tuple) and item[0] == "break_after" and i == item[1]:
+            raise upstream_error(502, f"{name} broke off the stream", "upstream_stream")
+        yield {"choices": [{"delta": {"content": f"{name}-{i}"}}]}
+
+
+def unreachable(name: str = "x") -> GatewayError:
+    return upstream_error(502, f"Upstream '{name}' is unreachable (ConnectError).", "upstream_unreachable")
+
+
+def rate_limited(retry_after: str | None = "2") -> GatewayError:
+    headers = {"retry-after": retry_after} if retry_after is not None else {}
+    return GatewayError(429, "Upstream rate limit", "rate_limit_error", "rate_limit_exceeded", headers=headers)
+
+
+def bad_request() -> GatewayError:
+    return GatewayError(400, "bad request upstream", "invalid_request_error")
+
+
+def model(name: str, *routes: tuple[str, float], fallbacks: list[str] | None = None) -> ModelConfig:
+    data: dict[str, Any] = {"name": name, "routes": [{"provider": p, "model": f"{p}-m", "weight": w} for p, w in routes]}
+    if fallbacks is not None:
+        data["fallbacks"] = fallbacks
+    return ModelConfig.model_validate(data)
+
+
+def make_call(alias: str, *, stream: bool = False, endpoint: str = "chat") -> Call:
+    return Call(
+        request_id="req-1",
+        key=KeyIdentity(name="t", key_id="kid"),
+        endpoint=endpoint,
+        model=alias,
+        model_config=None,  # type: ignore[arg-type]  # the routing stage reads its own model table
+        body={"model": alias, "messages": [{"role": "user", "content": "hi"}]},
+        headers={},
+        stream=stream,
+    )
+
+
+def stage(
+    providers: list[FakeProvider], models: list[ModelConfig], clock: Clock, **settings: Any
+) -> RoutingStage:
+    settings.setdefault("strategy", "round_robin")
+    return RoutingStage(
+        RoutingConfig.model_validate(settings),
+        {p.name: p for p in providers},
+        {m.name: m for m in models},
+        MemoryStore(clock=clock),
+        rng=random.Random(0),
+        clock=clock,
+        monotonic=clock,
+        sleep=clock.sleep,
+    )
+
+
+async def no_next(call: Call) -> Response:
+    raise AssertionError("the router must end the chain")
+
+
+def run(stage_: RoutingStage, call: Call) -> Any:
+    return asyncio.run(stage_.handle(call, no_next))
+
+
+async def collect(stream: Stream) -> list[str]:
+    out = []
+    async for chunk in stream:
+        out.append(chunk["choices"][0]["delta"]["content"])
+    return out
+
+
+def test_connection_error_fails_over_to_the_next_route() -> None:
+    clock = Clock()
+    a, b = FakeProvider("a", unreachable("a")), FakeProvider("b")
+    router = stage([a, b], [model("chat", ("a", 1), ("b", 1))], clock)
+    call = make_call("chat")
+    result = run(router, call)
+    assert result.body["answered_by"] == "b"
+    assert call.response_headers["x-gateway-attempts"] == "2"
+    assert call.response_headers["x-gateway-route"] == "b/b-m"
+    assert (a.calls, b.calls) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        unreachable(),
+        upstream_error(504, "timed out", "upstream_timeout"),
+        upstream_error(503, "unavailable", "upstream_unavailable"),
+        rate_limited(None),
+    ],
+)
+def test_retryable_errors_are_retried(error: GatewayError) -> None:
+    clock = Clock()
+    a, b = FakeProvider("a", error), FakeProvider("b")
+    result = run(stage([a, b], [model("chat", ("a", 1), ("b", 1))], clock), make_call("chat"))
+    assert result.body["answered_by"] == "b"
+
+
+def test_client_errors_are_never_retried() -> None:
+    clock = Clock()
+    a, b = FakeProvider("a", bad_request()), FakeProvider("b")
+    router = stage([a, b], [model("chat", ("a", 1), ("b", 1))], clock)
+    call = make_call("chat")
+    with pytest.raises(GatewayError) as caught:
+        run(router, call)
+    assert caught.value.status == 400
+    assert b.calls == 0
+    assert call.response_headers["x-gateway-attempts"] == "1"
+
+
+def test_client_errors_do_not_cool_a_route_down() -> None:
+    clock = Clock()
+    a = FakeProvider("a", bad_request(), bad_request(), bad_request(), "ok")
+    router = stage([a], [model("chat", ("a", 1))], clock)
+    for _ in range(3):
+        with pytest.raises(GatewayError):
+            run(router, make_call("chat"))
+    assert run(router, make_call("chat")).body["answered_by"] == "a"
+
+
+def test_attempts_are_bounded_and_the_last_error_is_returned() -> None:
+    clock = Clock()
+    providers = [FakeProvider(n, unreachable(n)) for n in "abcd"]
+    router = stage(providers, [model("chat", *((n, 1) for n in "abcd"))], clock, max_attempts=2)
+    call = make_call("chat")
+    with pytest.raises(GatewayError) as caught:
+        run(router, call)
+    assert caught.value.status == 502
+    assert caught.value.headers["x-gateway-attempts"] == "2"
+    assert sum(p.calls for p in providers) == 2
+
+
+def test_no_attempt_starts_after_the_deadline() -> None:
+    clock = Clock()
+    # Each failing call takes 4 s of (fake) time; the deadline is 10 s, so the third never starts.
+    providers = [FakeProvider(n, unreachable(n), clock=clock, cost=4.0) for n in "abcd"]
+    router = stage(providers, [model("chat", *((n, 1) for n in "abcd"))], clock, max_attempts=4, deadline_seconds=10)
+    with pytest.raises(GatewayError):
+        run(router, make_call("chat"))
+    assert sum(p.calls for p in providers) == 3 or sum(p.calls for p in providers) == 2
+    assert clock.now - 1_000_000.0 <= 12.0
+
+
+def test_a_slow_upstream_is_cut_off_at_the_deadline() -> None:
+    class Hang(FakeProvider):
+        async def chat(self, call: Call, route: RouteConfig) -> Response:
+            self.calls += 1
+            await asyncio.sleep(30)
+            raise AssertionError("unreachable")
+
+    slow = Hang("slow")
+    router = RoutingStage(
+        RoutingConfig(deadline_seconds=0.05),
+        {"slow": slow},
+        {"chat": model("chat", ("slow", 1))},
+        MemoryStore(),
+    )
+    with pytest.raises(GatewayError) as caught:
+        asyncio.run(router.handle(make_call("chat"), no_next))
+    assert caught.value.status == 504
+    assert slow.calls == 1
+
+
+def test_same_route_is_retried_after_a_backoff() -> None:
+    clock = Clock()
+    only = FakeProvider("a", unreachable(), "ok")
+    result = run(stage([only], [model("chat", ("a", 1))], clock), make_call("chat"))
+    assert result.body["answered_by"] == "a"
+    assert only.calls == 2
+    assert len(clock.slept) == 1 and 0 <= clock.slept[0] <= 0.2
+
+
+def test_failing_route_cools_down_and_is_skipped_then_probed() -> None:
+    clock = Clock()
+    a = FakeProvider("a", unreachable("a"))
+    b = FakeProvider("b")
+    router = stage([a, b], [model("chat", ("a", 1), ("b", 1))], clock, cooldown={"failures": 2, "seconds": 10})
+    for _ in range(6):
+        assert run(router, make_call("chat")).body["answered_by"] == "b"
+    # Round robin puts `a` first every other request; after two failures it is skipped.
+    assert a.calls == 2
+    clock.now += 10
+    a.script = ["ok"]
+    answers = {run(router, make_call("chat")).body["answered_by"] for _ in range(4)}
+    assert answers == {"a", "b"}
+    assert a.calls >= 3
+
+
+def test_every_route_cooling_fails_fast_with_503_and_retry_after() -> None:
+    clock = Clock()
+    a, b = FakeProvider("a", unreachable("a")), FakeProvider("b", unreachable("b"))
+    router = stage([a, b], [model("chat", ("a", 1), ("b", 1))], clock, cooldown={"failures": 1, "seconds": 20})
+    with pytest.raises(GatewayError) as first:
+        run(router, make_call("chat"))
+    assert first.value.status == 502
+    calls_before = a.calls + b.calls
+    call = make_call("chat")
+    with pytest.raises(GatewayError) as fast:
+        run(router, call)
+    assert fast.value.status == 503
+    assert fast.value.code == "all_routes_cooling_down"
+    assert fast.value.headers["retry-after"] == "20"
+    assert fast.value.headers["x-gateway-attempts"] == "0"
+    assert a.calls + b.calls == calls_before
+
+
+def test_retry_after_holds_the_route_capped_and_all_rate_limited_is_429() -> None:
+    clock = Clock()
+    a = FakeProvider("a", rate_limited("500"))
+    router = stage([a], [model("chat", ("a", 1))], clock, retry_after_cap_seconds=7)
+    with pytest.raises(GatewayError) as first:
+        run(router, make_call("chat"))
+    assert first.value.status == 429
+    assert a.calls == 1  # not retried: the only route is held, and waiting is off by default
+    with pytest.raises(GatewayError) as second:
+        run(router, make_call("chat"))
+    assert second.value.status == 429
+    assert second.value.code == "upstream_rate_limited"
+    assert second.value.headers["retry-after"] == "7"
+    assert a.calls == 1
+    clock.now += 7
+    a.script = ["ok"]
+    assert run(router, make_call("chat")).body["answered_by"] == "a"
+
+
+def test_router_waits_for_a_short_retry_after_when_allowed() -> None:
+    clock = Clock()
+    a = FakeProvider("a", rate_limited("1"), "ok")
+    router = stage([a], [model("chat", ("a", 1))], clock, max_wait_seconds=2)
+    call = make_call("chat")
+    assert run(router, call).body["answered_by"] == "a"
+    assert clock.slept == [1.0]
+    assert call.response_headers["x-gateway-attempts"] == "2"
+
+
+def test_router_does_not_wait_longer_than_allowed() -> None:
+    clock = Clock()
+    a = FakeProvider("a", rate_limited("5"), "ok")
+    router = stage([a], [model("chat", ("a", 1))], clock, max_wait_seconds=2)
+    with pytest.raises(GatewayError) as caught:
+        run(router, make_call("chat"))
+    assert caught.value.status == 429
+    assert clock.slept == []
+
+
+def test_weight_zero_drains_and_all_drained_is_503() -> None:
+    clock = Clock()
+    a, b = FakeProvider("a"), FakeProvider("b")
+    router = stage([a, b], [model("chat", ("a", 0), ("b", 1)), model("off", ("a", 0))], clock, strategy="weighted")
+    for _ in range(20):
+        assert run(router, make_call("chat")).body["answered_by"] == "b"
+    assert a.calls == 0
+    with pytest.raises(GatewayError) as caught:
+        run(router, make_call("off"))
+    assert caught.value.status == 503
+    assert caught.value.code == "no_route_available"
+
+
+def test_fallback_alias_answers_when_all_routes_fail() -> None:
+    clock = Clock()
+    a, b, c = FakeProvider("a", unreachable("a")), FakeProvider("b", unreachable("b")), FakeProvider("c")
+    models = [
+        model("primary", ("a", 1), ("b", 1), fallbacks=["secondary"]),
+        model("secondary", ("c", 1), fallbacks=["primary"]),
+    ]
+    call = make_call("primary")
+    result = run(stage([a, b, c], models, clock), call)
+    assert result.body["answered_by"] == "c"
+    assert call.response_headers["x-gateway-route"] == "c/c-m"
+    assert call.response_headers["x-gateway-attempts"] == "4"  # a, b, a again (max 3), then c
+    assert call.scratch["routing.fallback"] == "secondary"
+
+
+def test_fallback_chain_is_breadth_first_and_cycle_safe() -> None:
+    models = {
+        "a": model("a", ("p", 1), fallbacks=["b", "c"]),
+        "b": model("b", ("p", 1), fallbacks=["d", "a"]),
+        "c": model("c", ("p", 1)),
+        "d": model("d", ("p", 1), fallbacks=["a"]),
+    }
+    assert fallback_chain("a", models) == ["a", "b", "c", "d"]
+
+
+def test_client_error_on_primary_does_not_fall_back() -> None:
+    clock = Clock()
+    a, c = FakeProvider("a", bad_request()), FakeProvider("c")
+    models = [model("primary", ("a", 1), fallbacks=["secondary"]), model("secondary", ("c", 1))]
+    with pytest.raises(GatewayError):
+        run(stage([a, c], models, clock), make_call("primary"))
+    assert c.calls == 0
+
+
+def test_stream_fails_over_before_the_first_chunk() -> None:
+    clock = Clock()
+    a, b = FakeProvider("a", ("fail_first",)), FakeProvider("b")
+    router = stage([a, b], [model("chat", ("a", 1), ("b", 1))], clock)
+    call = make_call("chat", stream=True)
+
+    async def scenario() -> list[str]:
+        result = await router.handle(call, no_next)
+        assert isinstance(result, Stream)
+        try:
+            return await collect(result)
+        finally:
+            await result.aclose()
+
+    assert asyncio.run(scenario()) == ["b-0", "b-1", "b-2"]
+    assert call.response_headers["x-gateway-route"] == "b/b-m"
+    assert call.response_headers["x-gateway-attempts"] == "2"
+
+
+def test_stream_break_after_the_first_chunk_is_an_error_not_a_truncation() -> None:
+    clock = Clock()
+    a, b = FakeProvider("a", ("break_after", 2)), FakeProvider("b")
+    router = stage([a, b], [model("chat", ("a", 1), ("b", 1))], clock, cooldown={"failures": 1})
+    call = make_call("chat", stream=True)
+
+    async def scenario() -> tuple[list[str], GatewayError | None]:
+        result = await router.handle(call, no_next)
+        assert isinstance(result, Stream)
+        seen: list[str] = []
+        try:
+            async for chunk in result:
+                seen.append(chunk["choices"][0]["delta"]["content"])
+        except GatewayError as exc:
+            return seen, exc
+        finally:
+            await result.aclose()
+        return seen, None
+
+    seen, error = asyncio.run(scenario())
+    assert seen == ["a-0", "a-1"]
+    assert error is not None and error.status == 502
+    assert b.calls == 0  # no failover once the client has text
+    # The break counted as a route failure: with failures=1 the route is now cooling down.
+    assert run(router, make_call("chat")).body["answered_by"] == "b"
+    assert a.calls == 1
+
+
+def test_streams_track_in_flight_until_they_end() -> None:
+    clock = Clock()
+    a = FakeProvider("a")
+    router = stage([a], [model("chat", ("a", 1))], clock, strategy="least_inflight")
+
+    async def scenario() -> None:
+        result = await router.handle(make_call("chat", stream=True), no_next)
+        assert isinstance(result, Stream)
+        assert router.stats.in_flight["a/a-m"] == 1
+        await collect(result)
+        await result.aclose()
+        assert router.stats.in_flight["a/a-m"] == 0
+
+    asyncio.run(scenario())
+
+
+def test_embeddings_fail_over_too() -> None:
+    clock = Clock()
+    a, b = FakeProvider("a", unreachable("a")), FakeProvider("b")
+    result = run(
+        stage([a, b], [model("emb", ("a", 1), ("b", 1))], clock), make_call("emb", endpoint="embeddings")
+    )
+    assert result.body["answered_by"] == "b"
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("3", 3.0), ("0.5", 0.5), ("soon", None), ("-1", None)])
+def test_retry_after_parsing(value: str, seconds: float | None) -> None:
+    error = GatewayError(429, "x", headers={"retry-after": value})
+    assert retry_after_seconds(error) == seconds
