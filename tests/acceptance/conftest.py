@@ -22,7 +22,7 @@ from fastapi import FastAPI
 
 import gateway as gateway_package
 from gateway.app import create_app
-from gateway.config import load_config
+from gateway.config import ConfigError, load_config
 from planner.pytest_plugin import record_gateway
 
 CONFIG = Path(__file__).with_name("gateway.yaml")
@@ -112,7 +112,15 @@ def gateway(request: pytest.FixtureRequest) -> Iterator[GatewayUnderTest]:
             _report_gateway(request, gw)
             yield gw
         return
-    app = create_app(load_config(CONFIG))
+    try:
+        config = load_config(CONFIG)
+    except ConfigError as exc:
+        problem = str(exc)  # failing outside the handler keeps pytest from printing the chained traceback
+    else:
+        problem = ""
+    if problem:
+        pytest.fail(f"the acceptance gateway's config is invalid:\n{problem}", pytrace=False)
+    app = create_app(config)
     with _ServerThread(app) as server:
         url = f"http://127.0.0.1:{server.port}"
         with httpx.Client(base_url=url, timeout=30) as client:
