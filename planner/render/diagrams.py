@@ -95,8 +95,6 @@ def gantt(roadmap: Roadmap, slots: Sequence[Slot], link: Callable[[str], str]) -
             tags = []
             if slot.status == "In Progress":
                 tags.append("active")
-            if slot.priority == roadmap.config.priorities[0]:
-                tags.append("crit")
             start = working_day(roadmap.today, slot.start)
             if slot.days:
                 # Mermaid's end date is exclusive: the task ends when the next working day begins.

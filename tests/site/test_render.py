@@ -111,7 +111,7 @@ def test_timeline_schedules_with_dependencies_and_lists_the_table(pages: dict[st
     assert "section Lane 1" in chart and "section Lane 2" in chart
     # usage (5 working days from Thursday 26th) must finish before cache starts.
     assert "Usage :t_usage, 2026-11-26, 2026-12-03" in chart
-    assert "Cache :active, crit, t_cache, 2026-12-03, 2026-12-10" in chart
+    assert "Cache :active, t_cache, 2026-12-03, 2026-12-10" in chart
     assert 'Sockets  "live" | fast' in chart  # gantt syntax characters removed from the name
     assert 'click t_ws href "../plans/ws/"' in chart
     assert "t_limits" not in chart  # completed work takes no time

@@ -1,0 +1,125 @@
+"""`planner render`, `planner serve`, `planner build` and `planner fetch-diagrams`: the roadmap site."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from planner.config import ConfigError, PlannerConfig, load_config
+from planner.problems import format_text
+from planner.render import Renderer, load_roadmap, write_pages
+from planner.render.assets import AssetError, fetch_mermaid, mermaid_path
+from planner.render.links import LinkStyle
+from planner.render.roadmap import Roadmap
+
+
+def _config() -> PlannerConfig:
+    try:
+        return load_config()
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _report(roadmap: Roadmap) -> int:
+    """Print every problem as `planner validate` does; returns the number of errors."""
+    for problem in roadmap.problems:
+        click.echo(format_text(problem), err=True)
+    if roadmap.evidence_error:
+        click.echo(f"warning: {roadmap.evidence_error}", err=True)
+    return len(roadmap.errors)
+
+
+def _mkdocs_file(config: PlannerConfig) -> Path:
+    path = config.root / "mkdocs.yml"
+    if not path.is_file():
+        raise click.UsageError(f"{path}: no mkdocs.yml; the site is configured there")
+    return path
+
+
+def _ensure_diagrams(config: PlannerConfig) -> None:
+    """Fetch the pinned diagram library once; without it the site still builds, diagrams show as text."""
+    if mermaid_path(config.root).is_file():
+        return
+    click.echo("fetching the diagram library once (mermaid, from the npm registry)...", err=True)
+    try:
+        fetch_mermaid(config.root)
+    except AssetError as exc:
+        click.echo(f"warning: diagrams will show as text: {exc}", err=True)
+
+
+def _mkdocs(args: list[str], config: PlannerConfig) -> int:
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
+    cmd = [sys.executable, "-m", "mkdocs", *args, "--config-file", str(_mkdocs_file(config))]
+    try:
+        return subprocess.call(cmd, cwd=config.root, env=env)
+    except KeyboardInterrupt:
+        return 0
+
+
+@click.command()
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to write the pages into (roadmap/ and design/ inside it).",
+)
+def render(out: Path) -> None:
+    """Write the roadmap pages as Markdown files, for readers without mkdocs."""
+    config = _config()
+    roadmap = load_roadmap(config)
+    if _report(roadmap):
+        click.echo("not rendered: fix the errors above first", err=True)
+        sys.exit(1)
+    renderer = Renderer(LinkStyle.MARKDOWN)
+    written = write_pages(roadmap, out, renderer.render(roadmap))
+    click.echo(f"{len(written)} file(s) written to {out}")
+
+
+@click.command()
+@click.option(
+    "--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to serve on."
+)
+def serve(port: int) -> None:
+    """Validate the plans, then serve the site on 127.0.0.1, rebuilding when a plan changes."""
+    config = _config()
+    _mkdocs_file(config)
+    errors = _report(load_roadmap(config))
+    if errors:
+        click.echo(f"{errors} error(s): serving anyway; the overview page lists them", err=True)
+    _ensure_diagrams(config)
+    click.echo(f"serving the roadmap on http://127.0.0.1:{port}/ (Ctrl+C to stop)", err=True)
+    sys.exit(_mkdocs(["serve", "--dev-addr", f"127.0.0.1:{port}"], config))
+
+
+@click.command()
+@click.option(
+    "--site-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the site (default: mkdocs.yml's site_dir, site/).",
+)
+def build(site_dir: Path | None) -> None:
+    """Validate the plans, then build the site with `mkdocs build --strict`."""
+    config = _config()
+    _mkdocs_file(config)
+    if _report(load_roadmap(config)):
+        click.echo("not built: fix the errors above first", err=True)
+        sys.exit(1)
+    _ensure_diagrams(config)
+    args = ["build", "--strict"] + (["--site-dir", str(site_dir.resolve())] if site_dir else [])
+    sys.exit(_mkdocs(args, config))
+
+
+@click.command("fetch-diagrams")
+def fetch_diagrams() -> None:
+    """Fetch the pinned diagram library (mermaid) once from the npm registry, for offline diagrams."""
+    config = _config()
+    try:
+        path = fetch_mermaid(config.root)
+    except AssetError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"diagrams: {path.relative_to(config.root)} (checked against its pinned sha512)")

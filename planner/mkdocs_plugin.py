@@ -1,0 +1,184 @@
+"""The mkdocs plugin: the roadmap's pages generated in memory from plans/, docs/design/ and the evidence.
+
+Enabled in mkdocs.yml as `plugins: [search, planner]`. Nothing is written into docs/: each page is an
+mkdocs 1.6 generated file. While serving, plans/ and the evidence file are watched, so an edited plan
+shows up on reload. Problems are logged with the same messages as `planner validate`; errors are logged
+as warnings so `mkdocs build --strict` fails on an invalid plan while plain `mkdocs serve` still shows the
+site. Navigation entries naming a folder (`- Tutorial: tutorial/`) are expanded to the pages in it, so
+pages added later appear without editing mkdocs.yml.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from mkdocs.config import base
+from mkdocs.config import config_options as c
+from mkdocs.config.defaults import MkDocsConfig
+from mkdocs.exceptions import PluginError
+from mkdocs.livereload import LiveReloadServer
+from mkdocs.plugins import BasePlugin, get_plugin_logger
+from mkdocs.structure.files import File, Files
+from pymdownx.superfences import fence_div_format
+
+from planner.config import ConfigError, PlannerConfig, load_config
+from planner.evidence import EVIDENCE_PATH
+from planner.problems import format_text
+from planner.render import Renderer, load_roadmap
+from planner.render.assets import (
+    FETCH_HINT,
+    MERMAID_SITE_PATH,
+    SCRIPT_SITE_PATH,
+    STYLE_SITE_PATH,
+    AssetError,
+    fetch_mermaid,
+    mermaid_path,
+    packaged_text,
+)
+from planner.render.links import LinkStyle
+from planner.render.pages import OVERVIEW_PAGES
+
+log = get_plugin_logger(__name__)
+
+# Extensions the generated pages use (admonitions, the board's HTML columns, checklists, tables).
+REQUIRED_EXTENSIONS = ("admonition", "md_in_html", "tables", "attr_list", "pymdownx.tasklist")
+MERMAID_FENCE = {"name": "mermaid", "class": "planner-mermaid", "format": fence_div_format}
+
+
+class RoadmapPluginConfig(base.Config):
+    roadmap_dir = c.Type(str, default="roadmap")
+    fetch_diagrams = c.Type(bool, default=True)  # fetch the pinned mermaid once when it is missing
+    nav_plans_limit = c.Type(int, default=50)  # list plan pages in the navigation up to this many
+
+
+class RoadmapPlugin(BasePlugin[RoadmapPluginConfig]):
+    """Generates the roadmap pages; see the module docstring for what each mkdocs event does."""
+
+    def __init__(self) -> None:
+        self.planner: PlannerConfig | None = None
+        self.renderer: Renderer | None = None
+        self.mermaid: Path | None = None
+
+    def on_config(self, config: MkDocsConfig) -> MkDocsConfig:
+        root = Path(config.config_file_path).resolve().parent if config.config_file_path else Path.cwd()
+        try:
+            self.planner = load_config(root)
+        except ConfigError as exc:
+            raise PluginError(str(exc)) from exc
+        self.mermaid = self._diagram_library(root)
+        _ensure_markdown(config)
+        config.extra_css.append(STYLE_SITE_PATH)
+        if self.mermaid is not None:
+            config.extra_javascript.append(MERMAID_SITE_PATH)
+        config.extra_javascript.append(SCRIPT_SITE_PATH)
+        docs_dir = Path(config.docs_dir).resolve()
+        try:
+            docs_rel = docs_dir.relative_to(root).as_posix()
+        except ValueError:
+            docs_rel = docs_dir.as_posix()
+        self.renderer = Renderer(
+            LinkStyle.DIRECTORY if config.use_directory_urls else LinkStyle.HTML,
+            diagrams_note=None if self.mermaid is not None else FETCH_HINT,
+            docs_dir=docs_rel,
+            roadmap_dir=self.config.roadmap_dir,
+        )
+        return config
+
+    def on_files(self, files: Files, config: MkDocsConfig) -> Files:
+        assert self.planner is not None and self.renderer is not None  # set by on_config
+        roadmap = load_roadmap(self.planner)
+        for problem in roadmap.problems:
+            level = logging.WARNING if problem.is_error else logging.INFO
+            log.log(level, format_text(problem, self.planner.root))
+        if roadmap.evidence_error:
+            log.warning(roadmap.evidence_error)
+        pages = self.renderer.render(roadmap)
+        for src_uri, content in pages.items():
+            _replace(files, File.generated(config, src_uri, content=content))
+        _replace(files, File.generated(config, STYLE_SITE_PATH, content=packaged_text("roadmap.css")))
+        _replace(files, File.generated(config, SCRIPT_SITE_PATH, content=packaged_text("roadmap.js")))
+        if self.mermaid is not None:
+            _replace(files, File.generated(config, MERMAID_SITE_PATH, abs_src_path=str(self.mermaid)))
+        if config.nav is not None:
+            plan_pages = [uri for uri in pages if uri.endswith(".md")][len(OVERVIEW_PAGES) :]
+            show_plans = len(plan_pages) <= self.config.nav_plans_limit
+            config.nav = expand_nav(config.nav, files, self.config.roadmap_dir, show_plans)
+        return files
+
+    def on_serve(
+        self, server: LiveReloadServer, /, *, config: MkDocsConfig, builder: Any
+    ) -> LiveReloadServer | None:
+        if self.planner is not None:
+            for path in (self.planner.plans_path, self.planner.root / EVIDENCE_PATH.parent):
+                if path.is_dir():
+                    server.watch(str(path))
+        return server
+
+    def _diagram_library(self, root: Path) -> Path | None:
+        path = mermaid_path(root)
+        if path.is_file():
+            return path
+        if self.config.fetch_diagrams:
+            try:
+                return fetch_mermaid(root, timeout=15.0)
+            except AssetError as exc:
+                log.info(f"diagrams will show as text: {exc}")
+        return None
+
+
+def _ensure_markdown(config: MkDocsConfig) -> None:
+    """Turn on what the pages need, and route every mermaid fence to the local library, never a CDN."""
+    for name in (*REQUIRED_EXTENSIONS, "pymdownx.superfences"):
+        if name not in config.markdown_extensions:
+            config.markdown_extensions.append(name)
+    superfences = config.mdx_configs.setdefault("pymdownx.superfences", {})
+    fences = [f for f in superfences.get("custom_fences", []) if f.get("name") != "mermaid"]
+    superfences["custom_fences"] = [*fences, dict(MERMAID_FENCE)]
+
+
+def _replace(files: Files, file: File) -> None:
+    existing = files.get_file_from_path(file.src_uri)
+    if existing is not None:
+        files.remove(existing)
+    files.append(file)
+
+
+def expand_nav(nav: list[Any], files: Files, roadmap_dir: str, show_plans: bool) -> list[Any]:
+    """Replace entries naming a folder (`tutorial/`) with that folder's pages; drop empty folders."""
+    pages = sorted(f.src_uri for f in files.documentation_pages())
+    roadmap_order = {f"{roadmap_dir}/{name}": i for i, (name, _) in enumerate(OVERVIEW_PAGES)}
+    titles = {f"{roadmap_dir}/{name}": title for name, title in OVERVIEW_PAGES}
+
+    def folder(prefix: str) -> list[Any]:
+        direct = [p for p in pages if p.startswith(prefix) and "/" not in p[len(prefix) :]]
+        direct.sort(key=lambda p: (not p.endswith("/index.md"), roadmap_order.get(p, len(roadmap_order)), p))
+        entries: list[Any] = [{titles[p]: p} if p in titles else p for p in direct]
+        nested = [p[len(prefix) :] for p in pages if p.startswith(prefix) and "/" in p[len(prefix) :]]
+        subfolders = sorted({rest.split("/")[0] for rest in nested})
+        for name in subfolders:
+            sub = f"{prefix}{name}/"
+            if any(p.startswith(sub) for p in pages) and (show_plans or sub != f"{roadmap_dir}/plans/"):
+                entries.append({name.replace("-", " ").replace("_", " ").capitalize(): folder(sub)})
+        return entries
+
+    def walk(items: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        for item in items:
+            if isinstance(item, str) and item.endswith("/"):
+                out.extend(folder(item))
+            elif isinstance(item, dict):
+                (title, value), *_ = item.items()
+                if isinstance(value, str) and value.endswith("/"):
+                    value = folder(value)
+                    if not value:
+                        continue
+                elif isinstance(value, list):
+                    value = walk(value)
+                out.append({title: value})
+            else:
+                out.append(item)
+        return out
+
+    return walk(nav)

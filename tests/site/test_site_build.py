@@ -1,0 +1,264 @@
+"""The mkdocs plugin and the site commands: strict builds, invalid plans, navigation, offline diagrams."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from mkdocs.structure.files import File, Files
+
+from planner.cli import main
+from planner.mkdocs_plugin import expand_nav
+from planner.render.assets import FETCH_HINT, mermaid_path
+
+REPO = Path(__file__).resolve().parents[2]
+
+PLAN = """---
+title: {title}
+status: {status}
+priority: {priority}
+complexity: Simple
+estimate: 2 days
+dependencies: [{deps}]
+---
+# {title}
+
+## Goal
+
+Do {slug}.
+
+## User Benefit
+
+Users get {slug}.
+
+## Design Proposal
+
+A stage.
+
+## Implementation Steps
+
+1. Build it.
+
+## Open Questions
+
+None.
+
+## Alternatives Considered
+
+None.
+"""
+
+MKDOCS_YML = """site_name: Fixture roadmap
+theme:
+  name: material
+  font: false
+plugins:
+  - planner:
+      fetch_diagrams: false
+nav:
+  - Home: index.md
+  - Roadmap: roadmap/
+  - Tutorial: tutorial/
+  - Missing: nowhere/
+"""
+
+
+def write_plan(
+    root: Path, slug: str, priority: str = "High", status: str = "Planned", deps: str = ""
+) -> Path:
+    path = root / "plans" / f"{priority.upper()}-{slug}.md"
+    title = slug.title()
+    path.write_text(
+        PLAN.format(title=title, slug=slug, priority=priority, status=status, deps=deps), encoding="utf-8"
+    )
+    return path
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    (root / "plans").mkdir(parents=True)
+    (root / "docs" / "tutorial").mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[project]\nname = "fixture"\n\n[tool.planner]\nlanes = 1\n')
+    (root / "mkdocs.yml").write_text(MKDOCS_YML, encoding="utf-8")
+    (root / "docs" / "index.md").write_text("# Home\n", encoding="utf-8")
+    (root / "docs" / "tutorial" / "index.md").write_text("# Tutorial\n", encoding="utf-8")
+    (root / "docs" / "tutorial" / "zeta.md").write_text("# Zeta\n", encoding="utf-8")
+    (root / "docs" / "tutorial" / "alpha.md").write_text("# Alpha guide\n", encoding="utf-8")
+    write_plan(root, "alpha", deps="beta")
+    write_plan(root, "beta", priority="Low")
+    return root
+
+
+def mkdocs_build(root: Path, site: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--config-file",
+            str(root / "mkdocs.yml"),
+            "-d",
+            str(site),
+            *extra,
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_this_repository_builds_strict(tmp_path: Path) -> None:
+    result = mkdocs_build(REPO, tmp_path / "site", "--strict")
+    assert result.returncode == 0, result.stderr
+    site = tmp_path / "site"
+    assert (site / "roadmap" / "index.html").is_file()
+    for page in ("priorities", "board", "dependencies", "timeline", "readiness"):
+        assert (site / "roadmap" / page / "index.html").is_file()
+    data = json.loads((site / "roadmap" / "roadmap.json").read_text(encoding="utf-8"))
+    slugs = {p["slug"] for p in data["plans"]} | {d["slug"] for d in data["completed"]}
+    assert {"response-caching", "rate-limiting", "admin-api"} <= slugs
+    assert (site / "roadmap" / "plans" / "response-caching" / "index.html").is_file()
+    assert not (REPO / "docs" / "roadmap").exists()  # generated in memory, never written into docs/
+
+
+def test_fixture_site_generates_pages_in_memory(project: Path, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    result = mkdocs_build(project, site, "--strict")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (project / "docs").iterdir()) == ["index.md", "tutorial"]
+    board = (site / "roadmap" / "board" / "index.html").read_text(encoding="utf-8")
+    assert 'href="../plans/alpha/"' in board and 'href="../plans/beta/"' in board
+    assert (site / "roadmap" / "plans" / "alpha" / "index.html").is_file()
+    assert (site / "assets" / "planner" / "roadmap.js").is_file()
+    assert (site / "assets" / "planner" / "roadmap.css").is_file()
+    timeline = (site / "roadmap" / "timeline" / "index.html").read_text(encoding="utf-8")
+    assert 'class="planner-mermaid"' in timeline and "gantt" in timeline
+    assert "unpkg.com" not in timeline and "cdn" not in timeline.lower()
+    data = json.loads((site / "roadmap" / "roadmap.json").read_text(encoding="utf-8"))
+    assert [p["slug"] for p in data["plans"]] == ["alpha", "beta"]
+    assert data["plans"][0]["evidence"]["summary"] == "not verified yet"
+
+
+def test_without_the_diagram_library_pages_say_so(project: Path, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    assert mkdocs_build(project, site).returncode == 0
+    assert not mermaid_path(project).exists()
+    assert not (site / "assets" / "planner" / "mermaid.min.js").exists()
+    deps = (site / "roadmap" / "dependencies" / "index.html").read_text(encoding="utf-8")
+    assert "Diagram not drawn" in deps and "planner fetch-diagrams" in deps
+    assert "mermaid.min.js" not in deps
+
+
+def test_with_the_diagram_library_it_is_served_locally(project: Path, tmp_path: Path) -> None:
+    cached = mermaid_path(project)
+    cached.parent.mkdir(parents=True)
+    cached.write_text("/* stand-in for the checked library */", encoding="utf-8")
+    site = tmp_path / "site"
+    assert mkdocs_build(project, site, "--strict").returncode == 0
+    served = site / "assets" / "planner" / "mermaid.min.js"
+    assert served.read_text(encoding="utf-8") == "/* stand-in for the checked library */"
+    deps = (site / "roadmap" / "dependencies" / "index.html").read_text(encoding="utf-8")
+    assert 'src="../../assets/planner/mermaid.min.js"' in deps
+    assert deps.index("assets/planner/mermaid.min.js") < deps.index("assets/planner/roadmap.js")
+    assert "Diagram not drawn" not in deps
+
+
+def test_navigation_lists_folders_and_drops_missing_ones(project: Path, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    assert mkdocs_build(project, site, "--strict").returncode == 0
+    html = (site / "index.html").read_text(encoding="utf-8")
+    order = [
+        html.index(f'href="{url}"')
+        for url in ("roadmap/", "roadmap/board/", "tutorial/alpha/", "tutorial/zeta/")
+    ]
+    assert order == sorted(order)
+    assert "roadmap/plans/alpha/" in html
+    assert "nowhere" not in html
+
+
+def test_invalid_plan_fails_strict_build_with_validate_messages(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = write_plan(project, "gamma", status="Doing", deps="nope")
+    monkeypatch.chdir(project)
+    expected = CliRunner().invoke(main, ["validate"]).output
+    messages = [line.split(": ", 1)[1] for line in expected.splitlines() if line.startswith("plans/")]
+    assert messages, expected
+    strict = mkdocs_build(project, tmp_path / "strict", "--strict")
+    assert strict.returncode != 0
+    for message in messages:
+        assert message in strict.stderr
+    assert "Aborted" in strict.stdout + strict.stderr
+    lenient = mkdocs_build(project, tmp_path / "lenient")
+    assert lenient.returncode == 0, lenient.stderr
+    overview = (tmp_path / "lenient" / "roadmap" / "index.html").read_text(encoding="utf-8")
+    assert "problem" in overview and bad.name in overview
+
+
+def test_render_command_writes_markdown(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(project)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["render", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "written" in result.output
+    index = (out / "roadmap" / "index.md").read_text(encoding="utf-8")
+    assert index.startswith("# Roadmap") and "[Alpha](plans/alpha.md)" in index
+    assert 'click t_alpha href "plans/alpha.md"' in (out / "roadmap" / "timeline.md").read_text(
+        encoding="utf-8"
+    )
+    assert FETCH_HINT not in (out / "roadmap" / "dependencies.md").read_text(encoding="utf-8")
+
+
+def test_render_and_build_refuse_invalid_plans(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(project)
+    write_plan(project, "gamma", status="Doing")
+    for args in (["render", "--out", str(tmp_path / "out")], ["build", "--site-dir", str(tmp_path / "site")]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1
+        assert "HIGH-gamma.md" in result.output and "Doing" in result.output
+    assert not (tmp_path / "out").exists() and not (tmp_path / "site").exists()
+
+
+def test_expand_nav_orders_index_first_and_nests_subfolders(tmp_path: Path) -> None:
+    uris = [
+        "index.md",
+        "tutorial/b.md",
+        "tutorial/index.md",
+        "tutorial/deep/c.md",
+        "roadmap/board.md",
+        "roadmap/index.md",
+        "roadmap/plans/x.md",
+    ]
+    files = Files([File(uri, str(tmp_path), str(tmp_path / "site"), True) for uri in uris])
+    nav = [
+        {"Home": "index.md"},
+        {"Roadmap": "roadmap/"},
+        {"Tutorial": "tutorial/"},
+        {"Gone": "gone/"},
+        "tutorial/",
+    ]
+    expanded = expand_nav(nav, files, "roadmap", show_plans=False)
+    assert expanded == [
+        {"Home": "index.md"},
+        {"Roadmap": [{"Overview": "roadmap/index.md"}, {"Board": "roadmap/board.md"}]},
+        {"Tutorial": ["tutorial/index.md", "tutorial/b.md", {"Deep": ["tutorial/deep/c.md"]}]},
+        "tutorial/index.md",
+        "tutorial/b.md",
+        {"Deep": ["tutorial/deep/c.md"]},
+    ]
+    with_plans = expand_nav([{"Roadmap": "roadmap/"}], files, "roadmap", show_plans=True)
+    assert with_plans[0]["Roadmap"][-1] == {"Plans": ["roadmap/plans/x.md"]}
