@@ -196,3 +196,94 @@ async def test_app_without_lifespan_starts_on_first_request(config: GatewayConfi
 async def test_serve_helper_runs_lifespan(config: GatewayConfig) -> None:
     async with serve(config) as client:
         assert (await client.get("/ready")).json()["status"] == "ready"
+
+
+async def test_embeddings(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/embeddings", json={"model": "echo", "input": "text"}, headers=auth())
+    assert response.status_code == 200
+    body = response.json()
+    assert body["object"] == "list" and len(body["data"][0]["embedding"]) == 16
+    assert response.headers["x-gateway-route"] == "mock/mock-echo-v1"
+    bad = await client.post("/v1/embeddings", json={"model": "echo", "input": [1.5]}, headers=auth())
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "input"
+
+
+async def test_models_are_filtered_by_key(client: httpx.AsyncClient) -> None:
+    everything = await client.get("/v1/models", headers=auth())
+    assert [m["id"] for m in everything.json()["data"]] == ["echo", "fixed", "busy", "broken"]
+    limited = await client.get("/v1/models", headers=auth(LIMITED_KEY))
+    assert [m["id"] for m in limited.json()["data"]] == ["echo"]
+    assert (await client.get("/v1/models/fixed", headers=auth(LIMITED_KEY))).status_code == 403
+    assert (await client.get("/v1/models/nope", headers=auth())).status_code == 404
+    assert (await client.get("/v1/models/echo", headers=auth())).json()["id"] == "echo"
+    assert (await client.get("/v1/models")).status_code == 401
+    # Neither keys nor upstream details appear in the listing.
+    assert "sk-" not in everything.text and "mock-echo-v1" not in everything.text
+
+
+async def test_health_and_ready(client: httpx.AsyncClient) -> None:
+    health = await client.get("/health")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    ready = await client.get("/ready")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+
+
+async def test_ready_is_503_while_closing(config: GatewayConfig) -> None:
+    from gateway.app import create_app
+
+    app = create_app(config)
+    await app.state.gateway.close()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://g") as client:
+        assert (await client.get("/ready")).status_code == 503
+
+
+async def test_admin_routes_need_the_master_key(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/admin/features")).status_code == 401
+    assert (await client.get("/admin/features", headers=auth())).status_code == 401
+    assert (await client.get("/admin/features", headers=auth(MASTER_KEY))).status_code == 200
+
+
+async def test_access_log_is_structured_and_has_no_secrets(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="gateway.access")
+    await client.post(
+        "/v1/chat/completions", json=chat("a secret prompt"), headers={**auth(), "x-request-id": "log-1"}
+    )
+    await client.post("/v1/chat/completions", json=chat(), headers=auth("sk-wrong-key-000"))
+    records = [json.loads(r.getMessage()) for r in caplog.records if r.name == "gateway.access"]
+    ok = next(r for r in records if r["request_id"] == "log-1")
+    assert ok["status"] == 200 and ok["key"] == "alice" and ok["team"] == "research" and ok["model"] == "echo"
+    assert ok["route"] == "mock/mock-echo-v1" and ok["path"] == "/v1/chat/completions"
+    assert ok["overhead_ms"] >= 0 and ok["duration_ms"] >= ok["overhead_ms"] - 1
+    assert any(r["status"] == 401 for r in records)
+    text = caplog.text
+    assert KEY not in text and "sk-wrong-key-000" not in text and "a secret prompt" not in text
+
+
+async def test_unexpected_errors_become_a_500_envelope_without_details(
+    config: GatewayConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Boom:
+        async def handle(self, call: Any, next: Any) -> Any:
+            raise RuntimeError("internal detail sk-test-alice-0001")
+
+    from gateway.app import create_app
+    from gateway.pipeline import build_chain
+
+    app = create_app(config)
+    app.state.gateway.handle = build_chain([Boom()])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://g") as client:
+        response = await client.post("/v1/chat/completions", json=chat(), headers=auth())
+        streamed = await client.post("/v1/chat/completions", json=chat(stream=True), headers=auth())
+    await app.state.gateway.close()
+    assert response.status_code == 500 and streamed.status_code == 500
+    assert response.json()["error"] == {
+        "message": "Internal gateway error.",
+        "type": "server_error",
+        "param": None,
+        "code": None,
+    }
+    assert "x-request-id" in response.headers
+    assert "internal detail" not in caplog.text and "Traceback" not in caplog.text
+    assert "RuntimeError" in caplog.text
