@@ -54,7 +54,7 @@ class CacheModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = True
+    enabled: bool | None = Field(default=None, description="overrides features.cache.enabled for this model")
     ttl_seconds: float | None = Field(default=None, gt=0)
 
 
@@ -63,7 +63,9 @@ class CacheConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = True
+    enabled: bool = Field(
+        default=True, description="the default for every model; models.<alias>.enabled wins"
+    )
     mode: Literal["all", "deterministic"] = Field(
         default="all",
         description="all: cache every successful answer; deterministic: only chat requests with "
@@ -340,10 +342,10 @@ class CacheStage:
         self.stats = CacheStats()
 
     def _enabled_for(self, call: Call) -> bool:
-        if not self.config.enabled or call.endpoint not in ("chat", "embeddings"):
+        if call.endpoint not in ("chat", "embeddings"):
             return False
         model = self.config.models.get(call.model)
-        if model is not None and not model.enabled:
+        if not (model.enabled if model is not None and model.enabled is not None else self.config.enabled):
             return False
         return self.config.mode == "all" or _deterministic(call)
 

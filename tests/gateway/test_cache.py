@@ -29,6 +29,7 @@ from gateway.stores import MemoryStore
 pytestmark = pytest.mark.anyio
 
 ALICE = "sk-cache-alice-0001"
+URL = "/v1/chat/completions"
 BOB = "sk-cache-bob-00002"
 
 
@@ -361,6 +362,19 @@ async def test_deterministic_mode_caches_only_reproducible_requests() -> None:
             again = await client.post(url, json=body, headers=auth())
             assert again.headers["x-gateway-cache"] == "HIT"
         assert upstream.stats["requests"] == 3
+
+
+async def test_a_model_can_opt_in_when_the_default_is_off() -> None:
+    async with gateway("{enabled: false, models: {embed: {enabled: true}}}") as (client, upstream, _):
+        assert (await client.post(URL, json=chat("off"), headers=auth())).headers[
+            "x-gateway-cache"
+        ] == "BYPASS"
+        body = {"model": "embed", "input": "on"}
+        await client.post("/v1/embeddings", json=body, headers=auth())
+        assert (await client.post("/v1/embeddings", json=body, headers=auth())).headers[
+            "x-gateway-cache"
+        ] == "HIT"
+        assert upstream.stats["requests"] == 2
 
 
 async def test_a_model_can_opt_out() -> None:
