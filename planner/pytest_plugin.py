@@ -15,7 +15,9 @@ How an outcome is counted, per test and per feature it is marked with:
 - A test module that cannot be collected counts as one failed test of the feature its file name names
   (`tests/acceptance/test_response_caching.py` -> `response-caching`).
 
-Tests that never ran (deselected, or after `-x` stopped the run) are not recorded.
+Tests that never ran (deselected, or after `-x` stopped the run) are not recorded. A run that is
+interrupted (Ctrl-C, a collection error without `--continue-on-collection-errors`) or that pytest could not
+start leaves the previous evidence file as it was.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _TEST_FILE_RE = re.compile(r"(?:^|/)test_([a-z0-9_]+)\.py$")
 # Worst outcome wins when a test reports several phases.
 _RANK = {"passed": 0, "skipped": 1, "failed": 2}
+_BROKEN_RUN = (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR)
 
 
 @dataclass
@@ -120,7 +123,14 @@ class EvidenceRecorder:
             gateway_features=self.gateway.features,
         )
 
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        # An interrupted or broken run keeps the previous evidence: half a run would read as missing tests.
+        if exitstatus in (
+            pytest.ExitCode.INTERRUPTED,
+            pytest.ExitCode.INTERNAL_ERROR,
+            pytest.ExitCode.USAGE_ERROR,
+        ):
+            return
         write_evidence(self.path, self.evidence())
 
 

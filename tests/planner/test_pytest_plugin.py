@@ -206,3 +206,13 @@ def test_progress_lines_and_git_commit(tmp_path: Path) -> None:
     data = json.loads(evidence_path.read_text())
     assert data["git_commit"] == head + "-dirty"  # notes.txt is not committed
     assert data["features"]["alpha"]["failed"] == 1
+
+
+def test_an_interrupted_run_keeps_the_previous_evidence(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_ok=ONE_TEST.format(slug="alpha", name="test_a", arg=""))
+    _, path = run_inner(pytester)
+    before = path.read_text()
+    pytester.makepyfile(test_broken="import does_not_exist\n")  # without --continue-on-collection-errors
+    result, _ = run_inner(pytester)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert path.read_text() == before
