@@ -59,7 +59,6 @@ class EvidenceRecorder:
     progress_fd: int | None = None
     slugs: dict[str, tuple[str, ...]] = field(default_factory=dict)  # nodeid -> feature slugs
     outcomes: dict[str, str] = field(default_factory=dict)  # nodeid -> outcome
-    finished: set[str] = field(default_factory=set)
     gateway: GatewayInfo = field(default_factory=GatewayInfo)
 
     def _progress(self, line: str) -> None:
@@ -93,7 +92,6 @@ class EvidenceRecorder:
             previous = self.outcomes.get(report.nodeid, "passed")
             self.outcomes[report.nodeid] = max(previous, outcome, key=_RANK.__getitem__)
         if report.when == "teardown":
-            self.finished.add(report.nodeid)
             self._progress(f"done {self.outcomes.get(report.nodeid, 'passed')} {report.nodeid}")
 
     def evidence(self) -> Evidence:
