@@ -43,7 +43,7 @@ def demo_banner(config: GatewayConfig, url: str) -> str:
 
   models:     {models}
   demo key:   {key}
-  master key: {config.auth.master_key}   (admin API only)
+  master key: {config.auth.master_key}   (admin API)
 
 Try it:
 
