@@ -1,18 +1,16 @@
-"""The router stage: the last stage, which picks a route of the model and calls its provider.
+"""The seam every router uses to call one provider for one route: :func:`attempt`.
 
-This simple router tries the model's first route once. The routing feature
-(``gateway/features/routing.py``) replaces it with load balancing, retries, failover and cooldowns; the
-seam is :func:`attempt`, which every router uses to call one provider for one route so that timing, the
+The router is the last pipeline stage (``gateway/features/routing.py``: load balancing, retries, failover,
+cooldowns). Whatever its strategy, it calls :func:`attempt` per try so that upstream timing, the
 ``x-gateway-route`` / ``x-gateway-attempts`` headers and ``call.route`` stay consistent.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 
 from gateway.config import RouteConfig
-from gateway.pipeline import Call, Handler, Result
+from gateway.pipeline import Call, Result
 from gateway.providers.base import Provider
 
 
@@ -32,15 +30,3 @@ async def attempt(call: Call, route: RouteConfig, provider: Provider) -> Result:
         call.upstream_s += time.perf_counter() - began
     call.route = route
     return result
-
-
-class FirstRouteRouter:
-    """Serves every call from its model's first route (no failover)."""
-
-    def __init__(self, providers: Mapping[str, Provider]) -> None:
-        self.providers = providers
-
-    async def handle(self, call: Call, next: Handler) -> Result:
-        """Call the first route's provider; ``next`` is never called: the router ends the chain."""
-        route = call.model_config.routes[0]
-        return await attempt(call, route, self.providers[route.provider])
