@@ -42,8 +42,24 @@ def always(config: GatewayConfig) -> bool:
     return True
 
 
+def rate_limited(config: GatewayConfig) -> bool:
+    """Rate limiting is on when `features.rate_limit` is set or any key has a limit of its own."""
+    return config.features.rate_limit is not None or any(
+        k.rpm or k.tpm or k.max_concurrent for k in config.auth.keys
+    )
+
+
+def cached(config: GatewayConfig) -> bool:
+    """Caching is on when `features.cache` is set and enabled by default or for at least one model."""
+    cache = config.features.cache
+    return cache is not None and (cache.enabled or any(m.enabled for m in cache.models.values()))
+
+
 # One line per feature, sorted by slug. A tuple, so nothing can change it at run time.
-CATALOG: tuple[Feature, ...] = ()
+CATALOG: tuple[Feature, ...] = (
+    Feature("rate-limiting", "Rate limiting", rate_limited),
+    Feature("response-caching", "Response caching", cached),
+)
 
 
 def features_report(

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from gateway.features.budgets import BudgetConfig, BudgetsConfig, TeamConfig
 from gateway.features.cache import CacheConfig
 from gateway.features.ratelimit import RateLimitConfig
 from gateway.features.routing_config import RoutingConfig, fallback_problems
@@ -66,6 +67,8 @@ class KeyConfig(_Strict):
     key: str = Field(min_length=8)
     models: list[str] | Literal["*"] = "*"
     team: str | None = None
+    # Spending limit of this key (see gateway/features/budgets.py); its team's budget applies as well.
+    budget: BudgetConfig | None = None
     # Rate limits of this key over all its models (features.rate_limit.default applies when all are unset).
     rpm: int | None = Field(default=None, gt=0)
     tpm: int | None = Field(default=None, gt=0)
@@ -107,6 +110,8 @@ class RouteConfig(_Strict):
     model: str | None = None  # None: the alias itself
     weight: float = Field(default=1.0, ge=0)
     region: str | None = None
+    # USD per 1M tokens for this route; wins over the model's pricing and the bundled gateway/prices.yaml.
+    pricing: PricingConfig | None = None
 
 
 class PricingConfig(_Strict):
@@ -131,12 +136,18 @@ class FeaturesConfig(_Strict):
 
     cache: CacheConfig | None = None
     rate_limit: RateLimitConfig | None = None
+    # Always on: budgets are set on keys and teams; this section only tunes how they are enforced.
+    budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
     # Always on: the router is the last stage; this section tunes balancing, retries and cooldowns.
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
 
 
 class UsageConfig(_Strict):
-    """``usage:`` the usage ledger; ``None`` lets the usage feature choose its default."""
+    """``usage:`` the usage ledger (SQLite, WAL mode).
+
+    ``database`` is a file path (relative to the working directory) or ``":memory:"``; unset means
+    ``gateway-usage.sqlite3`` in the working directory.
+    """
 
     database: str | None = None
 
@@ -151,6 +162,7 @@ class GatewayConfig(_Strict):
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     usage: UsageConfig = Field(default_factory=UsageConfig)
+    teams: list[TeamConfig] = Field(default_factory=list)
 
     def provider(self, name: str) -> ProviderConfig:
         """The provider called ``name`` (validated to exist for every route)."""

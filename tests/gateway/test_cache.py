@@ -440,3 +440,17 @@ async def test_redis_down_fails_closed_with_503() -> None:
             assert reply.json()["error"]["code"] == "state_store_unavailable"
             assert str(server.port) not in reply.text
             assert upstream.stats["requests"] == 0
+
+
+def test_the_feature_catalog_reports_whether_caching_is_on() -> None:
+    from gateway.catalog import features_report
+
+    def on(cache: str) -> bool:
+        return features_report(parse_config(config_text(cache), "t.yaml"))["response-caching"]["enabled"]
+
+    assert on("{}")
+    assert on("{enabled: false, models: {echo: {enabled: true}}}")
+    assert not on("{enabled: false}")
+    assert not features_report(parse_config(config_text().replace("  cache: {}", "  {}"), "t.yaml"))[
+        "response-caching"
+    ]["enabled"]

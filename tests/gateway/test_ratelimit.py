@@ -319,3 +319,14 @@ async def test_redis_outage_fails_open_or_closed() -> None:
                 assert {r.status_code for r in replies} == {status}
                 if status == 503:
                     assert replies[0].json()["error"]["code"] == "state_store_unavailable"
+
+
+def test_the_feature_catalog_reports_whether_rate_limiting_is_on() -> None:
+    from gateway.catalog import features_report
+
+    def on(text: str) -> bool:
+        return features_report(parse_config(text, "t.yaml"))["rate-limiting"]["enabled"]
+
+    assert on(config_text())  # features.rate_limit is set
+    assert on(config_text(alice=", rpm: 5").replace("  rate_limit: {}", "  {}"))
+    assert not on(config_text().replace("  rate_limit: {}", "  {}"))
