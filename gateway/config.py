@@ -231,15 +231,18 @@ def parse_config(text: str, source: str = "<config>") -> GatewayConfig:
 
 
 def _render(source: str, problems: list[tuple[tuple[PathPart, ...], str]], lines: _LineIndex) -> list[str]:
-    seen: set[str] = set()
-    out: list[tuple[int, str]] = []
+    # A value failing every member of a union gets one error per member: join them into one line.
+    merged: dict[tuple[PathPart, ...], list[str]] = {}
     for path, message in problems:
+        if message not in merged.setdefault(path, []):
+            merged[path].append(message)
+    out: list[tuple[int, str]] = []
+    for path, messages in merged.items():
+        message = ", or ".join(messages)
         line = lines.line_of(path)
         text = f"{source}:{line}: " if line else f"{source}: "
         text += f"{format_path(path)}: {message}" if path else message
-        if text not in seen:
-            seen.add(text)
-            out.append((line or 0, text))
+        out.append((line or 0, text))
     return [text for _, text in sorted(out, key=lambda item: item[0])]
 
 
@@ -326,8 +329,12 @@ def _pydantic_problems(exc: ValidationError, data: Any) -> Iterator[tuple[tuple[
             message = error["msg"]
             if message.startswith("Value error, "):
                 message = message[len("Value error, ") :]
+            # Users write YAML, not pydantic models: don't name our classes.
+            message = _INSTANCE_OF.sub("a mapping of keys", message)
             yield loc, message
 
+
+_INSTANCE_OF = re.compile(r"a valid dictionary or instance of \w+")
 
 # Pydantic adds union-member tags to error locations (``models[0].routes`` -> ``list[...]``); drop them.
 _UNION_TAGS = {"list[str]", "literal['*']", "dict[str,any]", "str", "function-after[_http_url(), str]"}

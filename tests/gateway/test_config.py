@@ -138,3 +138,11 @@ def test_load_config_from_file_names_the_file(tmp_path: Path) -> None:
         f"{path}:3: models[0].routes: List should have at least 1 item after validation, not 0"
     ]
     assert str(info.value).startswith(f"{path}: 1 problem:")
+
+
+def test_union_errors_are_one_line_without_class_names() -> None:
+    found = problems("auth: {keys: [{name: a, key: sk-aaaaaaaa, models: 5}]}\nserver: {tls: 5}\n")
+    assert found == [
+        "gw.yaml:1: auth.keys[0].models: Input should be a valid list, or Input should be '*'",
+        "gw.yaml:2: server.tls: Input should be a mapping of keys",
+    ]
