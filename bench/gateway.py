@@ -1,0 +1,500 @@
+"""Gateway overhead, side by side, in one run: the upstream alone, a bare proxy, the gateway, and a peer.
+
+    python bench/gateway.py                      # every system, 10 s per load run
+    python bench/gateway.py --peer litellm       # ... and LiteLLM's proxy (installed in bench/.venv-litellm)
+    python bench/gateway.py --quick              # a few seconds per system: does everything work?
+    python bench/gateway.py --soak               # 100,000 requests against gateway-production, RSS growth
+
+Starts a fast upstream on loopback (nginx serving a fixed completion and a 200-chunk SSE stream, else
+``gateway mock-upstream``), then each system under test in turn, pinned to its own core with ``taskset``
+(the load generator and the upstream share the other one), and measures: requests/s at 32 connections,
+latency p50/p99 at 1 and 32 connections (wrk), streaming time to first chunk and chunks/s, the median
+``x-gateway-overhead-ms`` at one connection, resident memory after the run and time from start to ready.
+Prints a table and the ratios against issue 9's targets, and writes JSON to ``bench/results/``.
+See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(HERE.parent))
+
+from bench import clients, wrk  # noqa: E402
+from bench.nginx import Nginx, stop_process, wait_ready  # noqa: E402
+from bench.systems import ALL_SYSTEMS, System, Upstream, build, process_env  # noqa: E402
+
+RESULTS = HERE / "results"
+SOAK_REQUESTS = 100_000
+SOAK_SEGMENT = 10_000
+
+TARGETS = {
+    "production_vs_passthrough": 0.6,
+    "production_vs_peer": 20.0,
+    "overhead_ms": 0.5,
+    "cache_hit_vs_production": 2.0,
+    "soak_growth": 0.10,
+    "ready_s": 1.5,
+}
+
+
+def free_port() -> int:
+    """A free loopback port (bound, read, released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cores() -> tuple[int | None, int | None]:
+    """(load generator core, system core): the first two CPUs we may use, or no pinning with one CPU."""
+    try:
+        allowed = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return None, None
+    if len(allowed) < 2 or not shutil.which("taskset"):
+        return None, None
+    return allowed[0], allowed[1]
+
+
+def tree_rss_kb(pid: int) -> int:
+    """Resident memory (VmRSS, kB) of ``pid`` and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        todo.extend(children.get(current, []))
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+                    break
+        except OSError:
+            continue
+    return total
+
+
+def machine() -> dict[str, Any]:
+    """Where the numbers came from: CPU model, cores, Python, OS, tool versions."""
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
+    lscpu = shutil.which("lscpu")
+    if lscpu:
+        out = subprocess.run([lscpu], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in (
+                "Model name",
+                "CPU(s)",
+                "Thread(s) per core",
+                "CPU max MHz",
+                "Hypervisor vendor",
+            ):
+                info[key.strip()] = value.strip()
+    for tool, args in (("nginx", ["-v"]), ("wrk", ["-v"])):
+        exe = shutil.which(tool)
+        if exe:
+            proc = subprocess.run([exe, *args], capture_output=True, text=True)
+            info[tool] = (
+                (proc.stdout + proc.stderr).splitlines()[0].strip() if (proc.stdout + proc.stderr) else ""
+            )
+    try:
+        from importlib.metadata import version
+
+        info["packages"] = {p: version(p) for p in ("fastapi", "starlette", "uvicorn", "httpx", "aiohttp")}
+    except Exception:  # pragma: no cover - metadata missing for an uninstalled package
+        pass
+    return info
+
+
+class Running:
+    """A started system: its process (None for the in-harness nginx) and readiness time."""
+
+    def __init__(self, system: System, process: subprocess.Popen[bytes] | None, ready_s: float, pid: int):
+        self.system = system
+        self.process = process
+        self.ready_s = ready_s
+        self.pid = pid
+
+
+def start(system: System, log: Path) -> Running:
+    """Start ``system`` and wait for its readiness URL; time from spawn to the first 200."""
+    with log.open("ab") as out:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            system.command, stdout=out, stderr=subprocess.STDOUT, env=process_env(system.env), cwd=log.parent
+        )
+    try:
+        ready_s = wait_ready(system.ready_url, started, 120.0, process)
+    except RuntimeError as exc:
+        stop_process(process)
+        tail = log.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{system.name} did not start: {exc}\n--- log ---\n{tail}") from None
+    return Running(system, process, ready_s, process.pid)
+
+
+def measure(running: Running, args: argparse.Namespace, load_cpu: int | None) -> dict[str, Any]:
+    """Every measurement for one running system, in a fixed order."""
+    system = running.system
+    duration = args.duration
+    result: dict[str, Any] = {"ready_s": running.ready_s, "notes": list(system.notes)}
+    print(f"  ready in {running.ready_s:.2f} s", flush=True)
+    # Warm up (JIT-less Python still has caches, pools and lazy imports to fill).
+    wrk.run(system.chat, connections=32, duration_s=max(1.0, min(3.0, duration / 3)), cpu=load_cpu)
+    result["c32"] = wrk.run(system.chat, connections=32, duration_s=duration, cpu=load_cpu)
+    print(
+        f"  32 connections: {result['c32']['rps']:,.0f} req/s, p50 {result['c32']['p50_us'] / 1000:.2f} ms,"
+        f" p99 {result['c32']['p99_us'] / 1000:.2f} ms, errors {result['c32']['errors']}",
+        flush=True,
+    )
+    result["c1"] = wrk.run(system.chat, connections=1, duration_s=duration, cpu=load_cpu)
+    print(
+        f"  1 connection: p50 {result['c1']['p50_us'] / 1000:.2f} ms,"
+        f" p99 {result['c1']['p99_us'] / 1000:.2f} ms",
+        flush=True,
+    )
+    samples = 50 if args.quick else 2000
+    result["overhead"] = clients.overhead(system.chat, samples, budget_s=duration)
+    if result["overhead"]["overhead_ms_p50"] is not None:
+        print(f"  x-gateway-overhead-ms p50 {result['overhead']['overhead_ms_p50']:.3f}", flush=True)
+    streams = 3 if args.quick else 200
+    result["stream"] = clients.streaming(system.stream, streams, budget_s=duration)
+    stream = result["stream"]
+    if stream["ttfb_ms_p50"] is not None:
+        print(
+            f"  stream: first chunk {stream['ttfb_ms_p50']:.2f} ms, {stream['chunks_per_s']:,.0f} chunks/s"
+            f" ({stream['chunks_per_stream']:.0f} per stream)",
+            flush=True,
+        )
+    result["rss_mb"] = tree_rss_kb(running.pid) / 1024
+    print(f"  resident memory {result['rss_mb']:.0f} MB", flush=True)
+    bad = result["c32"]["errors"] + result["c1"]["errors"]
+    if bad:
+        result["notes"].append(f"{bad} failed or non-2xx responses under wrk: numbers are not comparable")
+    return result
+
+
+def soak(running: Running, load_cpu: int | None, total: int, segment: int) -> dict[str, Any]:
+    """``total`` requests in segments of ``segment`` at 32 connections, RSS sampled after each."""
+    samples = [{"requests": 0, "rss_mb": tree_rss_kb(running.pid) / 1024, "rps": None}]
+    done = 0
+    while done < total:
+        n = min(segment, total - done)
+        run = wrk.run(running.system.chat, connections=32, duration_s=3600, cpu=load_cpu, limit=n)
+        done += run["requests"]
+        samples.append(
+            {
+                "requests": done,
+                "rss_mb": tree_rss_kb(running.pid) / 1024,
+                "rps": run["rps"],
+                "errors": run["errors"],
+            }
+        )
+        print(
+            f"  {done:>7,} requests: RSS {samples[-1]['rss_mb']:.1f} MB, {run['rps']:,.0f} req/s", flush=True
+        )
+    first = next((s for s in samples if s["requests"] >= segment), samples[-1])
+    growth = (samples[-1]["rss_mb"] - first["rss_mb"]) / first["rss_mb"] if first["rss_mb"] else 0.0
+    return {
+        "requests": done,
+        "samples": samples,
+        "rss_at_first_segment_mb": first["rss_mb"],
+        "rss_at_end_mb": samples[-1]["rss_mb"],
+        "growth": growth,
+    }
+
+
+def ratios(systems: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The issue's ratios, from whatever systems ran."""
+
+    def rps(name: str) -> float | None:
+        row = systems.get(name)
+        return row["c32"]["rps"] if row and "c32" in row else None
+
+    def p50_ms(name: str) -> float | None:
+        row = systems.get(name)
+        return row["c1"]["p50_us"] / 1000 if row and "c1" in row else None
+
+    out: dict[str, Any] = {}
+    prod, passthrough, peer, hit = (
+        rps("gateway-production"),
+        rps("passthrough"),
+        rps("litellm"),
+        rps("gateway-cache-hit"),
+    )
+    if prod and passthrough:
+        out["production_vs_passthrough"] = prod / passthrough
+    if prod and peer:
+        out["production_vs_peer"] = prod / peer
+    if prod and hit:
+        out["cache_hit_vs_production"] = hit / prod
+    if rps("gateway-bare") and passthrough:
+        out["bare_vs_passthrough"] = rps("gateway-bare") / passthrough  # type: ignore[operator]
+    row = systems.get("gateway-production")
+    if row and row.get("overhead", {}).get("overhead_ms_p50") is not None:
+        out["overhead_ms"] = row["overhead"]["overhead_ms_p50"]
+    gw, direct, bare = p50_ms("gateway-production"), p50_ms("direct"), p50_ms("passthrough")
+    if gw is not None and bare is not None:
+        out["measured_overhead_vs_passthrough_ms"] = gw - bare
+    if gw is not None and direct is not None:
+        out["measured_overhead_vs_direct_ms"] = gw - direct
+    return out
+
+
+def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target with the measured value and whether it was met (None when not measured)."""
+    r = result["ratios"]
+    systems = result["systems"]
+    ready = next(
+        (
+            systems[name]["ready_s"]
+            for name in ("gateway-production", "gateway-bare", "gateway-cache-hit")
+            if "ready_s" in systems.get(name, {})
+        ),
+        None,
+    )
+    growth = result.get("soak", {}).get("growth")
+    rows = [
+        ("gateway-production / passthrough req/s", r.get("production_vs_passthrough"), ">=", 0.6, "x"),
+        ("gateway-production / peer req/s", r.get("production_vs_peer"), ">=", 20.0, "x"),
+        ("x-gateway-overhead-ms p50 (1 connection)", r.get("overhead_ms"), "<=", 0.5, " ms"),
+        (
+            "measured p50 gateway - passthrough (1 conn.)",
+            r.get("measured_overhead_vs_passthrough_ms"),
+            "<=",
+            0.5,
+            " ms",
+        ),
+        ("cache hit / production req/s", r.get("cache_hit_vs_production"), ">=", 2.0, "x"),
+        ("RSS growth 10k -> 100k requests", growth * 100 if growth is not None else None, "<=", 10.0, " %"),
+        ("gateway start to /ready", ready, "<=", 1.5, " s"),
+    ]
+    out = []
+    for name, value, op, target, unit in rows:
+        met = None if value is None else (value >= target if op == ">=" else value <= target)
+        out.append(
+            {"target": name, "value": value, "op": op, "goal": target, "unit": unit.strip(), "met": met}
+        )
+    return out
+
+
+def table(result: dict[str, Any]) -> str:
+    """The printed summary: one row per system, then the targets."""
+    lines = [
+        "",
+        f"upstream: {result['upstream']}, {result['duration_s']:g} s per load run, "
+        f"cores: load {result['cores']['load']}, system {result['cores']['system']}",
+        "",
+        f"{'system':<20}{'req/s@32':>10}{'p50@1':>9}{'p99@1':>9}{'p50@32':>9}{'p99@32':>9}"
+        f"{'ovh p50':>9}{'TTFB':>9}{'chunks/s':>10}{'RSS MB':>8}{'ready s':>9}",
+    ]
+    for name, row in result["systems"].items():
+        if "error" in row:
+            lines.append(f"{name:<20}failed: {row['error'].splitlines()[0][:80]}")
+            continue
+        ovh = row["overhead"]["overhead_ms_p50"]
+        ttfb = row["stream"]["ttfb_ms_p50"]
+        lines.append(
+            f"{name:<20}{row['c32']['rps']:>10,.0f}{row['c1']['p50_us'] / 1000:>9.2f}"
+            f"{row['c1']['p99_us'] / 1000:>9.2f}{row['c32']['p50_us'] / 1000:>9.2f}"
+            f"{row['c32']['p99_us'] / 1000:>9.2f}{(f'{ovh:.3f}' if ovh is not None else '-'):>9}"
+            f"{(f'{ttfb:.2f}' if ttfb is not None else '-'):>9}{row['stream']['chunks_per_s']:>10,.0f}"
+            f"{row['rss_mb']:>8.0f}{row['ready_s']:>9.2f}"
+        )
+    lines.append("(latencies in ms; ovh = median x-gateway-overhead-ms; TTFB = first streamed chunk)")
+    lines += ["", "targets (issue 9):"]
+    for v in result["targets"]:
+        if v["value"] is None:
+            lines.append(f"  {v['target']:<46} not measured")
+            continue
+        verdict = "ok" if v["met"] else "MISSED"
+        lines.append(
+            f"  {v['target']:<46} {v['value']:>9.3f}{v['unit']:<3} {v['op']} {v['goal']:g}{v['unit']}"
+            f"  {verdict}"
+        )
+    if "measured_overhead_vs_direct_ms" in result["ratios"]:
+        lines.append(
+            f"  (p50 gateway-production - direct at 1 connection, the whole extra hop: "
+            f"{result['ratios']['measured_overhead_vs_direct_ms']:.3f} ms)"
+        )
+    for name, row in result["systems"].items():
+        for note in row.get("notes", []):
+            lines.append(f"  note, {name}: {note}")
+    return "\n".join(lines)
+
+
+def start_upstream(load_cpu: int | None, workdir: Path) -> tuple[Upstream, Any]:
+    """nginx on the load core when installed, else ``gateway mock-upstream``."""
+    port = free_port()
+    if Nginx.available() and wrk.available():
+        nginx = Nginx(port, cpu=load_cpu)
+        nginx.start()
+        url = nginx.url
+        return Upstream("nginx", url, f"{url}/v1", f"{url}/sse/v1"), nginx
+    from bench.nginx import REPLY
+
+    gateway = shutil.which("gateway")
+    base = [gateway] if gateway else [sys.executable, "-c", "from gateway.cli import main; main()"]
+    # A 200-character reply in 1-character chunks: 200 content chunks per stream, like nginx's.
+    reply = (REPLY * 4)[:200]
+    command = [*base, "mock-upstream", "--port", str(port), "--reply", reply, "--chunk-size", "1"]
+    if load_cpu is not None:
+        command = ["taskset", "-c", str(load_cpu), *command]
+    log = (workdir / "mock-upstream.log").open("ab")
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    wait_ready(f"http://127.0.0.1:{port}/health", started, 30.0, process)
+    url = f"http://127.0.0.1:{port}"
+    return Upstream("mock-upstream", url, f"{url}/v1", f"{url}/v1"), process
+
+
+def stop_upstream(handle: Any) -> None:
+    if isinstance(handle, Nginx):
+        handle.stop()
+    else:
+        stop_process(handle)
+
+
+def run_system(
+    name: str,
+    upstream: Upstream,
+    args: argparse.Namespace,
+    workdir: Path,
+    cpus: tuple[int | None, int | None],
+) -> dict[str, Any]:
+    """Start, measure and stop one system."""
+    load_cpu, system_cpu = cpus
+    port = free_port()
+    if name == "direct":
+        # The upstream measured on the system core, like every other system: a second instance.
+        if upstream.kind == "nginx":
+            direct = Nginx(port, cpu=system_cpu)
+            ready_s = direct.start()
+            assert direct.process is not None
+            system = build(name, upstream, port, workdir, system_cpu, direct_url=direct.url)
+            try:
+                return measure(Running(system, direct.process, ready_s, direct.process.pid), args, load_cpu)
+            finally:
+                direct.stop()
+        system = build(name, upstream, port, workdir, system_cpu, direct_url=upstream.url)
+        assert isinstance(args.upstream_handle, subprocess.Popen)
+        return measure(Running(system, None, 0.0, args.upstream_handle.pid), args, load_cpu)
+    system = build(name, upstream, port, workdir, system_cpu)
+    running = start(system, workdir / f"{name}.log")
+    try:
+        result = measure(running, args, load_cpu)
+        if args.soak and name == "gateway-production":
+            print(f"  soak: {args.soak_requests:,} requests", flush=True)
+            args.soak_result = soak(running, load_cpu, args.soak_requests, max(1, args.soak_requests // 10))
+        return result
+    finally:
+        assert running.process is not None
+        stop_process(running.process)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Gateway overhead benchmark (issue 9); see bench/README.md",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default 10)")
+    parser.add_argument(
+        "--systems",
+        default=",".join(ALL_SYSTEMS),
+        help=f"comma-separated subset of {','.join(ALL_SYSTEMS)} (default: all)",
+    )
+    parser.add_argument("--peer", choices=["litellm"], action="append", default=[], help="add a peer gateway")
+    parser.add_argument("--quick", action="store_true", help="1 s runs and few samples: a smoke run")
+    parser.add_argument(
+        "--soak",
+        action="store_true",
+        help=f"{SOAK_REQUESTS:,} requests against gateway-production, RSS growth",
+    )
+    parser.add_argument("--soak-requests", type=int, default=SOAK_REQUESTS, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--json", type=Path, default=None, help="where to write the JSON (default bench/results/)"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration = min(args.duration, 1.0)
+    names = [n.strip() for n in args.systems.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ALL_SYSTEMS]
+    if unknown:
+        parser.error(f"unknown system(s): {', '.join(unknown)} (known: {', '.join(ALL_SYSTEMS)})")
+    if args.soak and "gateway-production" not in names:
+        names.append("gateway-production")
+    names += args.peer
+    if not wrk.available():
+        print("error: wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+
+    load_cpu, system_cpu = cores()
+    if load_cpu is not None:
+        # The harness's own client loops share the load generator's core.
+        os.sched_setaffinity(0, {load_cpu})
+    workdir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    result: dict[str, Any] = {
+        "benchmark": "gateway",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "duration_s": args.duration,
+        "quick": args.quick,
+        "cores": {"load": load_cpu, "system": system_cpu},
+        "systems": {},
+    }
+    upstream, handle = start_upstream(load_cpu, workdir)
+    args.upstream_handle = handle
+    args.soak_result = None
+    result["upstream"] = upstream.kind
+    try:
+        for name in names:
+            print(f"{name}:", flush=True)
+            try:
+                result["systems"][name] = run_system(name, upstream, args, workdir, (load_cpu, system_cpu))
+            except RuntimeError as exc:
+                print(f"  failed: {exc}", flush=True)
+                result["systems"][name] = {"error": str(exc)}
+    finally:
+        stop_upstream(handle)
+        shutil.rmtree(workdir, ignore_errors=True)
+    if args.soak_result is not None:
+        result["soak"] = args.soak_result
+    result["ratios"] = ratios({k: v for k, v in result["systems"].items() if "error" not in v})
+    result["targets"] = verdicts(result)
+    print(table(result))
+    out = args.json or RESULTS / f"gateway-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(out)
+    print(f"\nresults: {out}")
+    return 1 if any("error" in row for row in result["systems"].values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

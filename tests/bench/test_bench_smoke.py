@@ -1,0 +1,84 @@
+"""Smoke tests for bench/: the benchmarks run and produce well-formed results (nothing is timed here)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(script: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+def test_planner_bench_validates_generated_plans(tmp_path: Path) -> None:
+    out = tmp_path / "planner.json"
+    proc = run("planner.py", "--counts", "25", "--site-plans", "0", "--repeat", "1", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    [row] = result["validate"]
+    # The generated plans are valid (the script refuses to time a roadmap with errors) and all were read.
+    assert row["plans"] == 25
+    assert row["warnings"] == 0
+    for key in ("validate", "validate_cli", "frontmatter", "frontmatter_cli", "frontmatter_libyaml"):
+        assert len(row[key]["runs_s"]) == 1
+        assert row[key]["median_s"] > 0
+    assert row["ratio"] == pytest.approx(row["validate"]["median_s"] / row["frontmatter"]["median_s"])
+    assert row["target"] == 2.0
+    assert "ratio" in proc.stdout and "target <= 2x" in proc.stdout
+    assert result["machine"]["python"].startswith("3.")
+
+
+def test_planner_bench_projects_have_dependencies(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT))
+    try:
+        from bench.planner import write_project
+    finally:
+        sys.path.remove(str(ROOT))
+    from planner.config import load_config
+    from planner.rules import validate
+
+    write_project(tmp_path, 60)
+    result = validate(load_config(tmp_path))
+    assert result.problems == []
+    assert len(result.plans) == 60
+    assert sum(len(plan.dependencies) for plan in result.plans) > 30
+    assert {plan.status for plan in result.plans} == {"Proposed", "Planned", "In Progress"}
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (scripts/test installs it)")
+def test_gateway_bench_quick_run(tmp_path: Path) -> None:
+    out = tmp_path / "gateway.json"
+    proc = run("gateway.py", "--quick", "--systems", "direct,gateway-bare", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert result["upstream"] in ("nginx", "mock-upstream")
+    assert list(result["systems"]) == ["direct", "gateway-bare"]
+    for name, row in result["systems"].items():
+        assert "error" not in row, name
+        for load in ("c32", "c1"):
+            assert row[load]["requests"] > 0
+            assert row[load]["errors"] == 0
+            assert 0 < row[load]["p50_us"] <= row[load]["p99_us"]
+        assert row["stream"]["statuses"] == {"200": row["stream"]["requests"]}
+        assert row["stream"]["chunks_per_stream"] == 200
+        assert row["rss_mb"] > 0
+    gateway = result["systems"]["gateway-bare"]
+    assert gateway["ready_s"] > 0
+    assert gateway["overhead"]["overhead_ms_p50"] >= 0
+    assert gateway["overhead"]["statuses"] == {"200": gateway["overhead"]["requests"]}
+    targets = {row["target"]: row for row in result["targets"]}
+    assert targets["gateway start to /ready"]["value"] == gateway["ready_s"]
+    assert "gateway-bare" in proc.stdout and "targets (issue 9)" in proc.stdout
