@@ -408,6 +408,18 @@ def _cross_reference_problems(data: dict[str, Any]) -> Iterator[tuple[tuple[Path
                         f"unknown model '{alias}'{did_you_mean(alias, model_names)}",
                     )
 
+    # Per-model settings of features (cache, rate_limit) must name configured models.
+    features = data.get("features") if isinstance(data.get("features"), dict) else {}
+    for feature in ("cache", "rate_limit"):
+        section = features.get(feature)
+        per_model = section.get("models") if isinstance(section, dict) else None
+        for alias in per_model if isinstance(per_model, dict) else ():
+            if alias not in model_names:
+                yield (
+                    ("features", feature, "models", str(alias)),
+                    f"unknown model '{alias}'{did_you_mean(str(alias), model_names)}",
+                )
+
 
 def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []

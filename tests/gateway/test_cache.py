@@ -454,3 +454,11 @@ def test_the_feature_catalog_reports_whether_caching_is_on() -> None:
     assert not features_report(parse_config(config_text().replace("  cache: {}", "  {}"), "t.yaml"))[
         "response-caching"
     ]["enabled"]
+
+
+def test_per_model_settings_must_name_a_configured_model() -> None:
+    from gateway.config import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        parse_config(config_text("{models: {ecko: {ttl_seconds: 5}}}"), "gw.yaml")
+    assert "features.cache.models.ecko: unknown model 'ecko', did you mean 'echo'?" in str(info.value)

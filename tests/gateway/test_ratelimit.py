@@ -330,3 +330,9 @@ def test_the_feature_catalog_reports_whether_rate_limiting_is_on() -> None:
     assert on(config_text())  # features.rate_limit is set
     assert on(config_text(alice=", rpm: 5").replace("  rate_limit: {}", "  {}"))
     assert not on(config_text().replace("  rate_limit: {}", "  {}"))
+
+
+def test_model_limits_must_name_a_configured_model() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(config_text(feature="{models: {ohter: {rpm: 1}}}"), "gw.yaml")
+    assert "features.rate_limit.models.ohter: unknown model 'ohter', did you mean 'other'?" in str(info.value)
