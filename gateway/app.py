@@ -20,9 +20,11 @@ from gateway import __version__
 from gateway.auth import KeyRing
 from gateway.config import GatewayConfig, ModelConfig
 from gateway.errors import GatewayError, model_not_allowed, unknown_model
+from gateway.features.budgets import budget_stage
 from gateway.features.cache import CacheStage
 from gateway.features.ratelimit import rate_limit_stage
 from gateway.features.routing import RoutingStage
+from gateway.features.usage import usage_stage
 from gateway.logging import AccessLog
 from gateway.middleware import GatewayMiddleware
 from gateway.pipeline import KeyIdentity, Stage, build_chain, run_hooks
@@ -38,8 +40,12 @@ def build_stages(config: GatewayConfig, gateway: Gateway) -> list[Stage]:
     Each feature adds one line here (``if config.features.<name>: stages.append(...)``), in that order.
     """
     stages: list[Stage] = []
+    # First, so every request the pipeline sees is costed and recorded, cache hits and refusals included.
+    stages.append(usage := usage_stage(config))
     if (limiter := rate_limit_stage(config, gateway.store)) is not None:
         stages.append(limiter)
+    if (budgets := budget_stage(config, gateway.store, usage)) is not None:
+        stages.append(budgets)
     if config.features.cache:
         stages.append(CacheStage(config.features.cache, gateway.store))
     stages.append(RoutingStage(config.features.routing, gateway.providers, gateway.models, gateway.store))

@@ -1,0 +1,324 @@
+"""Budgets: a limit in USD per key and per team over a period, that concurrent requests cannot overspend.
+
+Before forwarding, :class:`BudgetStage` reserves the request's maximum possible cost (the prompt's token upper
+bound plus ``max_tokens``, at the dearest of the model's routes) against every budget that applies: the key's
+and its team's, atomically and all or nothing (:mod:`gateway.budget_book`). A reservation that does not fit
+is refused with 429 ``budget_exceeded``. After the answer (or the error, or the client leaving) it settles to
+the real cost, the same number the usage ledger records, and releases the rest.
+
+When the client sends no ``max_tokens`` the stage reserves ``default_max_tokens`` and, with
+``enforce_max_tokens`` (the default), also sends that cap upstream, so the reservation really is a maximum.
+
+Counters live in the shared store, so replicas sharing Redis enforce one budget. With the memory store the
+counters start empty, so on start the stage restores each budget's current window from the usage ledger:
+spend survives a restart either way.
+
+Config::
+
+    auth:
+      keys:
+        - {name: alice, key: ..., team: research, budget: {limit_usd: 10, period: daily, soft_limit: 0.8}}
+    teams:
+      - {name: research, budget: {limit_usd: 100, period: monthly}}
+    features:
+      budgets: {timezone: Europe/Berlin, default_max_tokens: 4096}
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import anyio
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from gateway.budget_book import BudgetBook, BudgetSlot, Reservation
+from gateway.errors import GatewayError
+from gateway.features.usage import (
+    Clock,
+    FinalizingIterator,
+    Pricing,
+    UsageStage,
+    account,
+    max_cost,
+    requested_max_tokens,
+    stream_meter,
+    utc_now,
+)
+from gateway.ledger import Ledger
+from gateway.periods import Period, window_for
+from gateway.pipeline import Call, Handler, Response, Result
+from gateway.pricing import format_usd, usd_to_nanos
+from gateway.stores import Store
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+
+logger = logging.getLogger("gateway.budgets")
+
+WARNING_HEADER = "x-gateway-budget-warning"
+REMAINING_HEADER = "x-gateway-budget-remaining-usd"
+
+Fraction = Annotated[float, Field(gt=0, le=1)]
+
+
+class BudgetConfig(BaseModel):
+    """A budget: ``limit_usd`` per ``period``; ``soft_limit`` is the share of it that triggers a warning."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit_usd: Decimal = Field(gt=0, allow_inf_nan=False, description="USD per period")
+    period: Period = Field(default=Period.MONTHLY, description="daily, weekly, monthly or total")
+    soft_limit: Fraction | None = Field(
+        default=None, description="warn at this share of the limit (default: features.budgets.soft_limit)"
+    )
+
+
+class TeamConfig(BaseModel):
+    """One team under ``teams:``; keys join it with ``team: <name>``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    budget: BudgetConfig | None = None
+
+
+class BudgetsConfig(BaseModel):
+    """``features.budgets``: how budgets are enforced (the budgets themselves sit on keys and teams)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timezone: str = Field(default="UTC", description="IANA time zone where days, weeks and months start")
+    default_max_tokens: int = Field(
+        default=4096, gt=0, description="output tokens reserved when a request sets no max_tokens"
+    )
+    enforce_max_tokens: bool = Field(
+        default=True, description="send default_max_tokens upstream when a request sets no max_tokens"
+    )
+    soft_limit: Fraction = Field(default=0.8, description="default share of a budget that triggers a warning")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone '{value}' (use an IANA name such as 'Europe/Berlin')"
+            ) from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The configured time zone."""
+        return ZoneInfo(self.timezone)
+
+
+class BudgetRule:
+    """One configured budget: whose (``scope`` ``key`` or ``team``, ``name``), how much, how often."""
+
+    def __init__(self, scope: str, name: str, config: BudgetConfig, default_soft: float) -> None:
+        self.scope = scope
+        self.name = name
+        self.limit_nanos = usd_to_nanos(config.limit_usd)
+        self.period = config.period
+        self.soft_limit = config.soft_limit if config.soft_limit is not None else default_soft
+
+    def slot(self, now: datetime, zone: ZoneInfo) -> BudgetSlot:
+        """This budget's window containing ``now``."""
+        return BudgetSlot(self.scope, self.name, self.limit_nanos, window_for(self.period, now, zone))
+
+
+def budget_exceeded(slot: BudgetSlot, spent: int, reserved: int, amount: int, now: datetime) -> GatewayError:
+    """429 ``budget_exceeded``, naming the budget, what remains of it and when it resets."""
+    remaining = max(0, slot.limit_nanos - spent - reserved)
+    what = f"{slot.scope} '{slot.name}'"
+    period = slot.window.period.value
+    resets = f", resets at {slot.window.end.isoformat()}" if slot.window.end is not None else ""
+    in_flight = f" ({format_usd(reserved)} USD reserved by requests in flight)" if reserved else ""
+    message = (
+        f"Budget exceeded for {what}: {format_usd(remaining)} USD of its {period} budget of "
+        f"{format_usd(slot.limit_nanos)} USD remains{in_flight}, and this request may cost up to "
+        f"{format_usd(amount)} USD{resets}."
+    )
+    headers = {REMAINING_HEADER: format_usd(remaining)}
+    seconds = slot.window.seconds_left(now)
+    if seconds is not None:
+        headers["retry-after"] = str(max(1, seconds))
+    return GatewayError(429, message, "budget_exceeded", "budget_exceeded", headers=headers)
+
+
+def budget_rules(config: GatewayConfig) -> list[BudgetRule]:
+    """Every budget in ``config``: keys' then teams'."""
+    settings = config.features.budgets
+    rules = [
+        BudgetRule("key", key.name, key.budget, settings.soft_limit)
+        for key in config.auth.keys
+        if key.budget is not None
+    ]
+    rules += [
+        BudgetRule("team", team.name, team.budget, settings.soft_limit)
+        for team in config.teams
+        if team.budget is not None
+    ]
+    return rules
+
+
+class BudgetStage:
+    """Pipeline stage: reserve before forwarding, settle after; see the module docstring."""
+
+    def __init__(
+        self,
+        rules: Sequence[BudgetRule],
+        settings: BudgetsConfig,
+        book: BudgetBook,
+        ledger: Ledger,
+        pricing: Pricing,
+        *,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.keys = {rule.name: rule for rule in rules if rule.scope == "key"}
+        self.teams = {rule.name: rule for rule in rules if rule.scope == "team"}
+        self.settings = settings
+        self.zone = settings.zone
+        self.book = book
+        self.ledger = ledger
+        self.pricing = pricing
+        self.clock = clock
+        # (scope, name, window) already warned about in the log, so a busy key logs once per window.
+        self._warned: set[tuple[str, str, str]] = set()
+
+    def rules_for(self, call: Call) -> list[BudgetRule]:
+        """The budgets ``call`` spends from: its key's and its team's."""
+        rules = []
+        if (rule := self.keys.get(call.key.name)) is not None:
+            rules.append(rule)
+        if call.key.team is not None and (rule := self.teams.get(call.key.team)) is not None:
+            rules.append(rule)
+        return rules
+
+    async def start(self) -> None:
+        """Restore each budget's current window from the ledger unless the store already holds it."""
+        await self.ledger.start()
+        now = self.clock()
+        for rule in [*self.keys.values(), *self.teams.values()]:
+            slot = rule.slot(now, self.zone)
+            since = slot.window.start.timestamp() if slot.window.start is not None else 0.0
+            column = {"key_name": rule.name} if rule.scope == "key" else {"team": rule.name}
+            spent = await self.ledger.spend_nanos(since=since, **column)
+            if await self.book.restore(slot, spent, now) and spent:
+                logger.info("budget %s '%s': restored %s USD spent this window", rule.scope, rule.name,
+                            format_usd(spent))  # fmt: skip
+
+    async def handle(self, call: Call, next: Handler) -> Result:
+        """Reserve the most ``call`` can cost, forward it, then settle to what it did cost."""
+        rules = self.rules_for(call)
+        if not rules:
+            return await next(call)
+        now = self.clock()
+        if (
+            call.endpoint == "chat"
+            and requested_max_tokens(call.body) is None
+            and self.settings.enforce_max_tokens
+        ):
+            call.body = {**call.body, "max_tokens": self.settings.default_max_tokens}
+        amount = max_cost(call, self.pricing, self.settings.default_max_tokens)
+        slots = [rule.slot(now, self.zone) for rule in rules]
+        reservation = await self.book.reserve(slots, amount, now)
+        if not reservation.ok:
+            assert reservation.refused is not None
+            spent, reserved = reservation.usage[0]
+            raise budget_exceeded(reservation.refused, spent, reserved, amount, now)
+        self._soft_limit_check(call, rules, reservation)
+        try:
+            result = await next(call)
+        except GatewayError as exc:
+            await self._settle(
+                call, reservation, account(call, None, self.pricing, status=exc.status).cost_nanos
+            )
+            raise
+        except BaseException:
+            await self._settle(call, reservation, account(call, None, self.pricing, status=500).cost_nanos)
+            raise
+        if isinstance(result, Response):
+            await self._settle(call, reservation, account(call, result, self.pricing).cost_nanos)
+            return result
+        stream = result
+        stream_meter(call, stream)
+
+        async def on_end(status: int) -> None:
+            await self._settle(
+                call, reservation, account(call, stream, self.pricing, status=status).cost_nanos
+            )
+
+        return stream.pipe(lambda chunks: FinalizingIterator(chunks, on_end))
+
+    async def _settle(self, call: Call, reservation: Reservation, cost: int) -> None:
+        # Shielded: settlement runs while the request is being cancelled (client gone), and must finish.
+        with anyio.CancelScope(shield=True):
+            if call.scratch.get("budgets.settled"):
+                return
+            call.scratch["budgets.settled"] = True
+            if cost > reservation.amount:
+                logger.warning(
+                    "request %s cost %s USD, more than the %s USD reserved (upstream ignored max_tokens?)",
+                    call.request_id, format_usd(cost), format_usd(reservation.amount),
+                )  # fmt: skip
+            await self.book.settle(reservation, cost, self.clock())
+
+    def _soft_limit_check(self, call: Call, rules: list[BudgetRule], reservation: Reservation) -> None:
+        warnings = []
+        for rule, slot, (spent, reserved) in zip(rules, reservation.slots, reservation.usage, strict=True):
+            used = spent + reserved
+            call.response_headers.setdefault(REMAINING_HEADER, format_usd(max(0, slot.limit_nanos - used)))
+            if used < rule.soft_limit * slot.limit_nanos:
+                continue
+            share = min(100, round(100 * used / slot.limit_nanos))
+            warnings.append(
+                f"{rule.scope} '{rule.name}' has used {share}% of its {rule.period.value} budget "
+                f"({format_usd(used)} of {format_usd(slot.limit_nanos)} USD)"
+            )
+            mark = (rule.scope, rule.name, slot.window.key)
+            if mark not in self._warned:
+                self._warned.add(mark)
+                logger.warning("budget soft limit reached: %s", warnings[-1])
+        if warnings:
+            call.response_headers[WARNING_HEADER] = "; ".join(warnings)
+
+    async def report(self) -> list[dict[str, Any]]:
+        """Spend, reservations, remaining budget and window end of every budget (``GET /admin/budgets``)."""
+        now = self.clock()
+        rules = [*self.keys.values(), *self.teams.values()]
+        slots = [rule.slot(now, self.zone) for rule in rules]
+        usage = await self.book.read(slots)
+        report = []
+        for rule, slot, (spent, reserved) in zip(rules, slots, usage, strict=True):
+            report.append(
+                {
+                    "scope": rule.scope,
+                    "name": rule.name,
+                    "period": rule.period.value,
+                    "limit_usd": format_usd(slot.limit_nanos),
+                    "spent_usd": format_usd(spent),
+                    "reserved_usd": format_usd(reserved),
+                    "remaining_usd": format_usd(max(0, slot.limit_nanos - spent - reserved)),
+                    "soft_limit": rule.soft_limit,
+                    "period_start": slot.window.start.isoformat() if slot.window.start else None,
+                    "period_end": slot.window.end.isoformat() if slot.window.end else None,
+                }
+            )
+        return report
+
+
+def budget_stage(config: GatewayConfig, store: Store, usage: UsageStage) -> BudgetStage | None:
+    """The budget stage for ``config``, sharing ``usage``'s ledger and prices; None when no budget is set."""
+    rules = budget_rules(config)
+    if not rules:
+        return None
+    return BudgetStage(
+        rules, config.features.budgets, BudgetBook(store), usage.ledger, usage.pricing, clock=usage.clock
+    )

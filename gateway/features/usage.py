@@ -1,0 +1,413 @@
+"""Cost tracking and the usage ledger stage: every request's tokens and cost, recorded off the request path.
+
+:class:`UsageStage` is the first stage of the chain (right after authentication), so it sees every request
+the pipeline handles: answers, cache hits, rate-limit and budget refusals, upstream errors. For each it
+
+- works out the tokens (from the upstream's ``usage``; estimated when there is none, see
+  :mod:`gateway.token_estimate`) and the cost (``gateway.pricing``; 0 for a cache hit or a failure, since no
+  upstream charged anything),
+- sets ``x-gateway-cost-usd`` on the response. A stream's headers leave before its cost is known, so a stream
+  carries the most it can cost (prompt bound plus ``max_tokens``) with ``x-gateway-cost-final: false``,
+  and its real cost rides in the final usage chunk as ``usage.cost_usd`` (sent when the client asked for
+  ``stream_options.include_usage``). Complete responses carry ``usage.cost_usd`` as well;
+- queues one :class:`~gateway.ledger.UsageRecord` for the SQLite ledger.
+
+The budgets stage settles with the same numbers: :func:`account` computes a request's accounting once and
+keeps it on the call, so the ledger, the header and the budget always agree.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from asyncio import CancelledError
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from gateway.errors import GatewayError
+from gateway.ledger import Ledger, UsageRecord, UsageSource
+from gateway.pipeline import Call, ChunkIterator, Handler, Response, Result, Stream
+from gateway.pricing import (
+    ModelPrice,
+    PriceTable,
+    bundled_price_table,
+    cost_nanos,
+    format_usd,
+    max_cost_nanos,
+)
+from gateway.token_estimate import (
+    estimate_prompt_tokens,
+    estimate_text_tokens,
+    max_prompt_tokens,
+)
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig, ModelConfig, RouteConfig
+
+logger = logging.getLogger("gateway.usage")
+
+COST_HEADER = "x-gateway-cost-usd"
+COST_FINAL_HEADER = "x-gateway-cost-final"
+DEFAULT_DATABASE = "gateway-usage.sqlite3"
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware (the default clock)."""
+    return datetime.now(UTC)
+
+
+class Pricing:
+    """Which price applies to a route: its own ``pricing``, else its model's, else the bundled table."""
+
+    def __init__(self, table: PriceTable) -> None:
+        self.table = table
+
+    def price(self, model: ModelConfig, route: RouteConfig) -> ModelPrice | None:
+        """The price of ``route`` of ``model``, or None when nothing prices it."""
+        configured = getattr(route, "pricing", None) or model.pricing
+        if configured is not None:
+            return ModelPrice(
+                input=Decimal(str(configured.input_per_1m)), output=Decimal(str(configured.output_per_1m))
+            )
+        return self.table.lookup(route.model or model.name)
+
+    def max_price(self, model: ModelConfig) -> ModelPrice | None:
+        """The highest input and output price over ``model``'s routes: a bound whichever route answers."""
+        prices = [p for p in (self.price(model, route) for route in model.routes) if p is not None]
+        if not prices:
+            return None
+        return ModelPrice(input=max(p.input for p in prices), output=max(p.output for p in prices))
+
+    def unpriced(self, models: list[ModelConfig]) -> list[str]:
+        """``alias -> provider/model`` of every route nothing prices (they cost 0 and never use budget)."""
+        return [
+            f"{model.name} -> {route.provider}/{route.model or model.name}"
+            for model in models
+            for route in model.routes
+            if self.price(model, route) is None
+        ]
+
+
+def requested_max_tokens(body: dict[str, Any]) -> int | None:
+    """The client's output cap (``max_completion_tokens`` or ``max_tokens``), or None."""
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def prompt_bound(call: Call) -> int:
+    """An upper bound on the prompt tokens of ``call`` (see :mod:`gateway.token_estimate`)."""
+    if call.endpoint == "embeddings":
+        return len(json.dumps(call.body.get("input"), ensure_ascii=False).encode()) + 1
+    messages = call.body.get("messages") or []
+    return max_prompt_tokens(messages, call.body.get("tools") or call.body.get("functions"))
+
+
+def max_cost(call: Call, pricing: Pricing, default_max_tokens: int) -> int:
+    """The most ``call`` can cost in nano-dollars: prompt bound plus ``max_tokens`` at the dearest route."""
+    completion = 0 if call.endpoint == "embeddings" else requested_max_tokens(call.body) or default_max_tokens
+    return max_cost_nanos(pricing.max_price(call.model_config), prompt_bound(call), completion)
+
+
+def _estimated_prompt(call: Call) -> int:
+    if call.endpoint == "embeddings":
+        data = call.body.get("input")
+        texts = [data] if isinstance(data, str) else [t for t in data or [] if isinstance(t, str)]
+        return sum(estimate_text_tokens(t) for t in texts)
+    return estimate_prompt_tokens(call.body.get("messages") or [])
+
+
+def _message_texts(body: dict[str, Any]) -> list[str]:
+    texts: list[str] = []
+    for choice in body.get("choices") or []:
+        message = choice.get("message") or {} if isinstance(choice, dict) else {}
+        if isinstance(message.get("content"), str):
+            texts.append(message["content"])
+        for tool_call in message.get("tool_calls") or []:
+            function = tool_call.get("function") or {} if isinstance(tool_call, dict) else {}
+            texts += [v for v in (function.get("name"), function.get("arguments")) if isinstance(v, str)]
+    return texts
+
+
+@dataclass
+class StreamMeter:
+    """What went by in a stream, for estimating its completion when the upstream reports no usage."""
+
+    characters: list[str] = field(default_factory=list)
+
+    def observe(self, chunk: dict[str, Any]) -> None:
+        """Collect the generated text of ``chunk``."""
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {} if isinstance(choice, dict) else {}
+            if isinstance(delta.get("content"), str):
+                self.characters.append(delta["content"])
+            for tool_call in delta.get("tool_calls") or []:
+                function = tool_call.get("function") or {} if isinstance(tool_call, dict) else {}
+                self.characters += [
+                    v for v in (function.get("name"), function.get("arguments")) if isinstance(v, str)
+                ]
+
+    def completion_tokens(self) -> int:
+        """Estimated tokens generated so far."""
+        return estimate_text_tokens("".join(self.characters))
+
+
+@dataclass(frozen=True)
+class Accounting:
+    """A request's tokens and cost, computed once (:func:`account`), shared by ledger, header and budget."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    source: UsageSource
+    cost_nanos: int
+    status: int
+    cache_hit: bool
+    route: str | None
+
+
+_ACCOUNTING = "usage.accounting"
+_METER = "usage.meter"
+
+
+def cache_hit(call: Call) -> bool:
+    """Whether the cache answered ``call`` (the cache stage's ``x-gateway-cache: HIT``)."""
+    return call.response_headers.get("x-gateway-cache", "").upper() == "HIT"
+
+
+def stream_meter(call: Call, stream: Stream) -> StreamMeter:
+    """The call's stream meter, piping it into ``stream`` the first time (innermost of the usage wrappers)."""
+    meter = call.scratch.get(_METER)
+    if meter is None:
+        meter = call.scratch[_METER] = StreamMeter()
+
+        async def observe(chunks: ChunkIterator) -> ChunkIterator:
+            async for chunk in chunks:
+                meter.observe(chunk)
+                yield chunk
+
+        stream.pipe(observe)
+    return meter
+
+
+def account(call: Call, result: Result | None, pricing: Pricing, *, status: int = 200) -> Accounting:
+    """The tokens and cost of ``call`` given its ``result`` (None when it failed with ``status``).
+
+    Computed once per call; later calls return the first answer, so every consumer sees the same numbers.
+    """
+    done = call.scratch.get(_ACCOUNTING)
+    if done is not None:
+        return done
+    hit = cache_hit(call)
+    route = call.route
+    prompt = completion = 0
+    source: UsageSource = "none"
+    usage: dict[str, Any] | None = None
+    if isinstance(result, Response):
+        usage = result.usage
+        status = result.status
+    elif isinstance(result, Stream):
+        usage = result.usage
+    if usage is not None and isinstance(usage.get("prompt_tokens"), int):
+        prompt = usage["prompt_tokens"]
+        completion = usage.get("completion_tokens") or 0
+        source = "reported"
+    elif isinstance(result, Response) and status < 400:
+        prompt = _estimated_prompt(call)
+        completion = sum(estimate_text_tokens(t) for t in _message_texts(result.body))
+        source = "estimated"
+    elif isinstance(result, Stream) and route is not None:
+        # Cut short or no usage chunk: the upstream still charges for what it generated.
+        meter = call.scratch.get(_METER)
+        prompt = _estimated_prompt(call)
+        completion = meter.completion_tokens() if meter is not None else 0
+        source = "estimated"
+    cost = 0
+    if route is not None and not hit and source != "none":
+        cost = cost_nanos(pricing.price(call.model_config, route), prompt, completion)
+    accounting = Accounting(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        source=source,
+        cost_nanos=cost,
+        status=status,
+        cache_hit=hit,
+        route=f"{route.provider}/{route.model or call.model}" if route is not None else None,
+    )
+    call.scratch[_ACCOUNTING] = accounting
+    return accounting
+
+
+def with_cost(body: dict[str, Any], nanos: int) -> dict[str, Any]:
+    """``body`` with ``usage.cost_usd`` added, as a copy: the cache stage may hold on to the original."""
+    usage = body.get("usage")
+    if not isinstance(usage, dict):
+        return body
+    return {**body, "usage": {**usage, "cost_usd": format_usd(nanos)}}
+
+
+CLIENT_CLOSED = 499  # nginx's status for "the client closed the connection before the answer ended"
+
+
+def ending_status(error: BaseException | None) -> int:
+    """The status a stream's ledger record gets for how it ended (``error`` None: it completed)."""
+    if error is None:
+        return 200
+    if isinstance(error, GatewayError):
+        return error.status
+    if isinstance(error, GeneratorExit | CancelledError):
+        return CLIENT_CLOSED
+    return 500
+
+
+class FinalizingIterator:
+    """An async iterator over ``source`` that calls ``on_end(status)`` exactly once: at the end (200), on an
+    error (its status), or on :meth:`aclose` (499), even when iteration never started (a client that left
+    before the first chunk), which a plain async generator's ``finally`` would miss. ``on_chunk`` may
+    replace each chunk.
+    """
+
+    def __init__(
+        self,
+        source: ChunkIterator,
+        on_end: Callable[[int], Awaitable[None]],
+        on_chunk: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
+        self._source = source
+        self._on_end = on_end
+        self._on_chunk = on_chunk
+        self._ended = False
+
+    def __aiter__(self) -> FinalizingIterator:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        if self._ended:
+            raise StopAsyncIteration
+        try:
+            chunk = await self._source.__anext__()
+        except StopAsyncIteration:
+            await self._end(200)
+            raise
+        except BaseException as exc:
+            await self._end(ending_status(exc))
+            raise
+        return self._on_chunk(chunk) if self._on_chunk is not None else chunk
+
+    async def _end(self, status: int) -> None:
+        if not self._ended:
+            self._ended = True
+            await self._on_end(status)
+
+    async def aclose(self) -> None:
+        """Finish (once) without consuming the rest; :meth:`Stream.aclose` closes the inner layers."""
+        await self._end(CLIENT_CLOSED)
+
+
+class UsageStage:
+    """Pipeline stage: cost header and one ledger record per request (see the module docstring)."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        pricing: Pricing,
+        timezone: ZoneInfo,
+        *,
+        default_max_tokens: int = 4096,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.ledger = ledger
+        self.pricing = pricing
+        self.timezone = timezone
+        self.default_max_tokens = default_max_tokens
+        self.clock = clock
+
+    async def start(self) -> None:
+        """Open the ledger."""
+        await self.ledger.start()
+
+    async def close(self) -> None:
+        """Write every queued record and close the ledger."""
+        await self.ledger.close()
+
+    async def handle(self, call: Call, next: Handler) -> Result:
+        """Run the rest of the chain, then account for the call (when a stream ends, for a stream)."""
+        arrived = self.clock()
+        try:
+            result = await next(call)
+        except GatewayError as exc:
+            self._finish(call, arrived, account(call, None, self.pricing, status=exc.status))
+            raise
+        except BaseException:
+            self._finish(call, arrived, account(call, None, self.pricing, status=500))
+            raise
+        if isinstance(result, Response):
+            accounting = account(call, result, self.pricing)
+            self._finish(call, arrived, accounting)
+            result.body = with_cost(result.body, accounting.cost_nanos)
+            return result
+        return self._wrap_stream(call, result, arrived)
+
+    def _wrap_stream(self, call: Call, stream: Stream, arrived: datetime) -> Stream:
+        stream_meter(call, stream)
+        if COST_HEADER not in call.response_headers:
+            bound = 0 if cache_hit(call) else max_cost(call, self.pricing, self.default_max_tokens)
+            call.response_headers[COST_HEADER] = format_usd(bound)
+            call.response_headers[COST_FINAL_HEADER] = "false"
+
+        def add_cost(chunk: dict[str, Any]) -> dict[str, Any]:
+            if not isinstance(chunk.get("usage"), dict):
+                return chunk
+            return with_cost(chunk, account(call, stream, self.pricing).cost_nanos)
+
+        async def on_end(status: int) -> None:
+            self._finish(call, arrived, account(call, stream, self.pricing, status=status), header=False)
+
+        return stream.pipe(lambda chunks: FinalizingIterator(chunks, on_end, add_cost))
+
+    def _finish(self, call: Call, arrived: datetime, accounting: Accounting, *, header: bool = True) -> None:
+        if header:
+            call.response_headers[COST_HEADER] = format_usd(accounting.cost_nanos)
+        self.ledger.record(
+            UsageRecord(
+                ts=arrived.timestamp(),
+                day=arrived.astimezone(self.timezone).date().isoformat(),
+                request_id=call.request_id,
+                key_name=call.key.name,
+                team=call.key.team,
+                model=call.model,
+                route=accounting.route,
+                endpoint=call.endpoint,
+                stream=call.stream,
+                prompt_tokens=accounting.prompt_tokens,
+                completion_tokens=accounting.completion_tokens,
+                usage_source=accounting.source,
+                cost_nanos=accounting.cost_nanos,
+                latency_ms=round((time.perf_counter() - call.started) * 1000.0, 3),
+                status=accounting.status,
+                cache_hit=accounting.cache_hit,
+            )
+        )
+
+
+def usage_stage(config: GatewayConfig, *, clock: Clock = utc_now) -> UsageStage:
+    """The usage stage for ``config``: ledger at ``usage.database``, config prices over the bundled table."""
+    settings = config.features.budgets
+    pricing = Pricing(bundled_price_table())
+    for route in pricing.unpriced(config.models):
+        logger.warning("no price for route %s: its requests cost 0 and use no budget", route)
+    return UsageStage(
+        Ledger(config.usage.database or DEFAULT_DATABASE),
+        pricing,
+        settings.zone,
+        default_max_tokens=settings.default_max_tokens,
+        clock=clock,
+    )

@@ -1,0 +1,125 @@
+"""Admin endpoints that read the usage ledger and the budgets back (master key, via ``routes/admin.py``).
+
+- ``GET /admin/usage?group_by=key|team|model|day&from=&to=``: requests, tokens, cost, cache hits and errors
+  in total and per group. ``from`` and ``to`` are ISO dates or date-times; a bare date is a whole day in the
+  budgets' time zone (``to`` included), a date-time without offset is read in that zone, and ``to`` as a
+  date-time is exclusive. The ledger is flushed first, so every answered request is counted.
+- ``GET /admin/usage/requests/{request_id}``: the ledger record of one request (a stream's real cost).
+- ``GET /admin/budgets``: per key and team budget: limit, spent, reserved, remaining, window start and end.
+
+Costs are decimal strings in USD (``"0.00042"``), summed exactly from nano-dollars.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import date, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any, cast
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter
+from starlette.requests import Request
+
+from gateway.errors import GatewayError, invalid_request
+from gateway.features.budgets import BudgetStage
+from gateway.features.usage import UsageStage
+from gateway.ledger import GroupBy
+from gateway.pricing import format_usd
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+GROUPS = ("key", "team", "model", "day")
+
+
+def parse_bound(value: str, name: str, zone: ZoneInfo, *, end: bool) -> float:
+    """A ``from``/``to`` query value as Unix seconds; a bare date ``to`` means the end of that day."""
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value)
+            if end:
+                day += timedelta(days=1)
+            return datetime.combine(day, time(), tzinfo=zone).timestamp()
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise invalid_request(
+            f"'{name}' must be an ISO date (2026-03-08) or date-time (2026-03-08T12:00:00+01:00), "
+            f"got {value!r}.",
+            param=name,
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
+    return moment.timestamp()
+
+
+def _row(row: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in row.items() if k not in ("group", "cost_nanos")}
+    out["cost_usd"] = format_usd(row["cost_nanos"])
+    return out
+
+
+def add_routes(admin: APIRouter, gateway: Gateway) -> None:
+    """Register ``/admin/usage``, ``/admin/usage/requests/{id}`` and ``/admin/budgets`` on ``admin``."""
+
+    def usage_stage() -> UsageStage:
+        return next(s for s in gateway.stages if isinstance(s, UsageStage))
+
+    def budget_stage() -> BudgetStage | None:
+        return next((s for s in gateway.stages if isinstance(s, BudgetStage)), None)
+
+    async def ensure_started() -> None:
+        if not gateway.started:
+            await gateway.start()
+
+    async def usage(request: Request) -> dict[str, Any]:
+        await ensure_started()
+        stage = usage_stage()
+        params = request.query_params
+        unknown = sorted(set(params) - {"group_by", "from", "to"})
+        if unknown:
+            raise invalid_request(f"Unknown query parameter '{unknown[0]}' (allowed: group_by, from, to).")
+        group_by = params.get("group_by") or None
+        if group_by is not None and group_by not in GROUPS:
+            raise invalid_request(
+                f"'group_by' must be one of {', '.join(GROUPS)}, got {group_by!r}.", param="group_by"
+            )
+        since = parse_bound(params["from"], "from", stage.timezone, end=False) if "from" in params else None
+        until = parse_bound(params["to"], "to", stage.timezone, end=True) if "to" in params else None
+        ledger = stage.ledger
+        totals = (await ledger.summary(since=since, until=until))[0]
+        body: dict[str, Any] = {
+            "timezone": str(stage.timezone),
+            "from": params.get("from"),
+            "to": params.get("to"),
+            "group_by": group_by,
+            "totals": _row(totals),
+        }
+        if group_by is not None:
+            rows = await ledger.summary(cast(GroupBy, group_by), since=since, until=until)
+            body["groups"] = [{group_by: row["group"], **_row(row)} for row in rows]
+        return body
+
+    async def request_usage(request_id: str) -> dict[str, Any]:
+        await ensure_started()
+        records = await usage_stage().ledger.records(request_id=request_id, limit=10)
+        if not records:
+            raise GatewayError(
+                404, f"No usage is recorded for request '{request_id}'.", "invalid_request_error", "not_found"
+            )
+        out = []
+        for record in records:
+            row = asdict(record)
+            row["cost_usd"] = format_usd(row.pop("cost_nanos"))
+            row["time"] = datetime.fromtimestamp(row.pop("ts"), usage_stage().timezone).isoformat()
+            out.append(row)
+        return {"request_id": request_id, "records": out}
+
+    async def budgets() -> dict[str, Any]:
+        await ensure_started()
+        stage = budget_stage()
+        zone = stage.zone if stage is not None else usage_stage().timezone
+        return {"timezone": str(zone), "budgets": await stage.report() if stage is not None else []}
+
+    admin.add_api_route("/usage", usage, methods=["GET"])
+    admin.add_api_route("/usage/requests/{request_id}", request_usage, methods=["GET"])
+    admin.add_api_route("/budgets", budgets, methods=["GET"])

@@ -1,0 +1,118 @@
+"""Budget counters in the store: reserve-if-fits across key and team, settle, restore; memory and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from gateway.budget_book import BudgetBook, BudgetSlot
+from gateway.periods import Period, window_for
+from gateway.stores import MemoryStore, RedisStore, Store
+
+NOW = datetime(2026, 3, 8, 12, tzinfo=UTC)
+UTC_ZONE = ZoneInfo("UTC")
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    redis_url = request.getfixturevalue("redis_url")
+    redis_store = RedisStore(redis_url, on_error="fail_closed")
+    yield redis_store
+    await redis_store.close()
+
+
+def slot(limit: int, scope: str = "key", period: Period = Period.DAILY, now: datetime = NOW) -> BudgetSlot:
+    # A unique name per test, because the Redis server is shared by the session.
+    return BudgetSlot(scope, f"t-{uuid.uuid4().hex[:8]}", limit, window_for(period, now, UTC_ZONE))
+
+
+async def test_reserve_until_full_then_refuse(store: Store) -> None:
+    book = BudgetBook(store)
+    budget = slot(100)
+    for expected_reserved in (30, 60, 90):
+        reservation = await book.reserve([budget], 30, NOW)
+        assert reservation.ok
+        assert reservation.usage == ((0, expected_reserved),)
+    refused = await book.reserve([budget], 30, NOW)
+    assert not refused.ok
+    assert refused.refused == budget
+    assert refused.usage == ((0, 90),)
+    # Exactly filling the limit is allowed.
+    assert (await book.reserve([budget], 10, NOW)).ok
+
+
+async def test_settle_charges_real_cost_and_releases_the_rest(store: Store) -> None:
+    book = BudgetBook(store)
+    budget = slot(100)
+    reservation = await book.reserve([budget], 60, NOW)
+    assert await book.settle(reservation, 25, NOW) == [(25, 0)]
+    assert await book.read([budget]) == [(25, 0)]
+    # 75 left: a 75 reservation fits, 76 does not.
+    assert not (await book.reserve([budget], 76, NOW)).ok
+    assert (await book.reserve([budget], 75, NOW)).ok
+
+
+async def test_key_and_team_are_reserved_together_or_not_at_all(store: Store) -> None:
+    book = BudgetBook(store)
+    key_budget, team_budget = slot(1000), slot(50, scope="team")
+    assert (await book.reserve([key_budget, team_budget], 40, NOW)).ok
+    refused = await book.reserve([key_budget, team_budget], 20, NOW)
+    assert not refused.ok
+    assert refused.refused == team_budget
+    # The key budget was not touched by the refused reservation.
+    assert await book.read([key_budget, team_budget]) == [(0, 40), (0, 40)]
+
+
+async def test_restore_sets_spend_only_once(store: Store) -> None:
+    book = BudgetBook(store)
+    budget = slot(100)
+    assert await book.restore(budget, 70, NOW)
+    assert not await book.restore(budget, 5, NOW)
+    assert await book.read([budget]) == [(70, 0)]
+    assert not (await book.reserve([budget], 31, NOW)).ok
+
+
+async def test_settling_more_than_reserved_never_goes_negative(store: Store) -> None:
+    book = BudgetBook(store)
+    budget = slot(100)
+    reservation = await book.reserve([budget], 10, NOW)
+    await book.settle(reservation, 15, NOW)
+    await book.settle(reservation, 0, NOW)  # a double settle must not create negative reservations
+    assert await book.read([budget]) == [(15, 0)]
+
+
+async def test_a_new_window_starts_empty(store: Store) -> None:
+    book = BudgetBook(store)
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    today = BudgetSlot("key", name, 100, window_for(Period.DAILY, NOW, UTC_ZONE))
+    tomorrow_now = NOW + timedelta(days=1)
+    tomorrow = BudgetSlot("key", name, 100, window_for(Period.DAILY, tomorrow_now, UTC_ZONE))
+    await book.settle(await book.reserve([today], 100, NOW), 100, NOW)
+    assert not (await book.reserve([today], 1, NOW)).ok
+    assert (await book.reserve([tomorrow], 100, tomorrow_now)).ok
+
+
+async def test_concurrent_reservations_never_exceed_the_limit(store: Store) -> None:
+    book = BudgetBook(store)
+    budget = slot(1000)
+    results = await asyncio.gather(*(book.reserve([budget], 100, NOW) for _ in range(100)))
+    assert sum(r.ok for r in results) == 10
+    assert await book.read([budget]) == [(0, 1000)]
+
+
+async def test_total_windows_do_not_expire(store: Store) -> None:
+    budget = slot(100, period=Period.TOTAL)
+    assert budget.ttl_ms(NOW) == 0
+    assert budget.store_key.endswith(":total")
+    daily = slot(100)
+    assert daily.ttl_ms(NOW) == (12 * 3600 + 3600) * 1000
