@@ -29,7 +29,7 @@ import json
 import logging
 import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from hashlib import sha256
 from typing import Any, Literal
@@ -422,3 +422,15 @@ class CacheStage:
         body = assemble(seen)
         if body is not None:
             await self._put(call, key, body, ttl)
+
+
+def cache_endpoint(gateway: Any) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """`GET /admin/cache`: this replica's counters (hits, misses, bypasses, stores, tokens saved)."""
+
+    async def cache_stats() -> dict[str, Any]:
+        stage = next((s for s in gateway.stages if isinstance(s, CacheStage)), None)
+        if stage is None:
+            return {"enabled": False, "backend": gateway.store.backend, "stats": CacheStats().snapshot()}
+        return {"enabled": True, "backend": stage.store.backend, "stats": stage.stats.snapshot()}
+
+    return cache_stats

@@ -16,6 +16,7 @@ from gateway import __version__
 from gateway.catalog import features_report
 from gateway.errors import GatewayError
 from gateway.features.cache import cache_endpoint
+from gateway.features.cache import cache_endpoint
 from gateway.routes import usage
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ def router(gateway: Gateway) -> APIRouter:
     admin = APIRouter(prefix="/admin", dependencies=[Depends(master_key_dependency(gateway))])
     # Feature endpoints are added below, one registration per feature.
     admin.add_api_route("/features", features_endpoint(gateway), methods=["GET"])
+    admin.add_api_route("/cache", cache_endpoint(gateway), methods=["GET"])
     admin.add_api_route("/cache", cache_endpoint(gateway), methods=["GET"])
     usage.add_routes(admin, gateway)  # /admin/usage, /admin/budgets
     return admin

@@ -462,3 +462,19 @@ def test_per_model_settings_must_name_a_configured_model() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(config_text("{models: {ecko: {ttl_seconds: 5}}}"), "gw.yaml")
     assert "features.cache.models.ecko: unknown model 'ecko', did you mean 'echo'?" in str(info.value)
+
+
+async def test_admin_cache_reports_this_replicas_counters() -> None:
+    text = config_text().replace("auth:\n", "auth:\n  master_key: sk-cache-master-01\n")
+    upstream = MockUpstream(MockOptions())
+    async with serve(parse_config(text, "t.yaml"), transport=httpx.ASGITransport(app=upstream)) as client:
+        for _ in range(2):
+            await client.post(URL, json=chat("count me"), headers=auth())
+        assert (await client.get("/admin/cache", headers=auth())).status_code == 401
+        report = (await client.get("/admin/cache", headers=auth("sk-cache-master-01"))).json()
+    assert report["enabled"] is True and report["backend"] == "memory"
+    assert (
+        report["stats"]["hits"] == 1
+        and report["stats"]["misses"] == 1
+        and report["stats"]["tokens_saved"] > 0
+    )
