@@ -126,7 +126,8 @@ class HttpProvider:
             "POST",
             self.base_url + spec.path,
             json=spec.json,
-            headers={**self.auth_headers, **spec.headers},
+            # The request id travels upstream so one request can be followed across gateways.
+            headers={**self.auth_headers, **spec.headers, "x-request-id": call.request_id},
             timeout=self.timeout,
         )
 

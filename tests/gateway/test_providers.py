@@ -203,6 +203,7 @@ async def test_openai_provider_sends_credentials_and_passes_unknown_fields_throu
     [request] = seen
     assert str(request.url) == "https://up.test/v1/chat/completions"
     assert request.headers["authorization"] == "Bearer sk-upstream-secret"
+    assert request.headers["x-request-id"] == response.headers["x-request-id"]
     sent = json.loads(request.content)
     assert sent["model"] == "mock-echo" and sent["some_future_field"] == {"a": [1]} and sent["seed"] == 1
     assert "sk-upstream-secret" not in response.text
