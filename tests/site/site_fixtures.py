@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from planner.model import Design, Estimate, Plan, Section
 
+REPO = Path(__file__).resolve().parents[2]
 UNITS = {"day": 1.0, "days": 1.0, "week": 5.0, "weeks": 5.0}
 
 
@@ -56,3 +60,21 @@ def make_plan(
 
 def make_design(slug: str, root: Path = Path("/project")) -> Design:
     return Design(path=root / "docs" / "design" / f"{slug}.md", slug=slug, title=slug.title(), feature=slug)
+
+
+def mkdocs_build(root: Path, site: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`mkdocs build` of the project at `root` into `site`, as a user would run it."""
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
+    cmd = [
+        sys.executable,
+        "-m",
+        "mkdocs",
+        "build",
+        "--config-file",
+        str(root / "mkdocs.yml"),
+        "-d",
+        str(site),
+    ]
+    return subprocess.run(
+        [*cmd, *extra], cwd=root, env=env, capture_output=True, text=True, timeout=300, check=False
+    )

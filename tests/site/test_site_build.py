@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from mkdocs.structure.files import File, Files
+from site_fixtures import REPO, mkdocs_build
 
 from planner.cli import main
 from planner.mkdocs_plugin import expand_nav
 from planner.render.assets import FETCH_HINT, mermaid_path
-
-REPO = Path(__file__).resolve().parents[2]
 
 PLAN = """---
 title: {title}
@@ -95,32 +91,8 @@ def project(tmp_path: Path) -> Path:
     return root
 
 
-def mkdocs_build(root: Path, site: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mkdocs",
-            "build",
-            "--config-file",
-            str(root / "mkdocs.yml"),
-            "-d",
-            str(site),
-            *extra,
-        ],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def test_this_repository_builds_strict(tmp_path: Path) -> None:
-    result = mkdocs_build(REPO, tmp_path / "site", "--strict")
-    assert result.returncode == 0, result.stderr
-    site = tmp_path / "site"
+def test_this_repository_builds_strict(repo_site: Path) -> None:
+    site = repo_site
     assert (site / "roadmap" / "index.html").is_file()
     for page in ("priorities", "board", "dependencies", "timeline", "readiness"):
         assert (site / "roadmap" / page / "index.html").is_file()

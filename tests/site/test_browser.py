@@ -1,0 +1,94 @@
+"""The built site in headless Chromium: diagrams drawn as SVG, plan links resolving, a clean console."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from cdp import chromium_page, find_chromium
+from site_fixtures import REPO
+
+from planner.render.assets import mermaid_path
+
+CHROMIUM = find_chromium()
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (scripts/test installs it)")
+
+LINKS = """Array.from(document.querySelectorAll('article a[href], article svg a'))
+  .map(a => a.href && a.href.baseVal !== undefined ? new URL(a.href.baseVal, location.href).href : a.href)
+  .filter(h => h.includes('/roadmap/plans/'))"""
+
+
+@pytest.fixture(scope="module")
+def site(served_site: str, repo_site: Path) -> str:
+    if not (repo_site / "assets" / "planner" / "mermaid.min.js").is_file():
+        pytest.skip(
+            f"diagram library not fetched: run `planner fetch-diagrams` (expected {mermaid_path(REPO)})"
+        )
+    return served_site
+
+
+def rendered_diagrams(page: object) -> int:
+    """Wait until every diagram on the page is an SVG; returns how many there are."""
+    from cdp import Page
+
+    assert isinstance(page, Page)
+    total = page.evaluate("document.querySelectorAll('.planner-mermaid').length")
+    assert total > 0
+    page.wait_until(
+        f"document.querySelectorAll('.planner-mermaid svg').length === {total}"
+        ' || document.querySelector(\'.planner-mermaid [id^="d"][id$="error"]\') !== null',
+        timeout=60,
+    )
+    drawn = page.evaluate("document.querySelectorAll('.planner-mermaid svg').length")
+    assert drawn == total, "a diagram did not render"
+    return int(total)
+
+
+def assert_links_resolve(urls: list[str]) -> None:
+    assert urls, "no plan links found"
+    with httpx.Client(timeout=10) as client:
+        for url in sorted(set(urls)):
+            assert url.startswith("http://127.0.0.1:"), url
+            assert client.get(url).status_code == 200, url
+
+
+@pytest.mark.parametrize("name", ["board", "dependencies", "timeline"])
+def test_page_renders_without_console_errors(site: str, name: str) -> None:
+    assert CHROMIUM is not None
+    with chromium_page(CHROMIUM) as page:
+        page.goto(f"{site}roadmap/{name}/")
+        if name != "board":
+            rendered_diagrams(page)
+            svg = page.evaluate("document.querySelector('.planner-mermaid svg').outerHTML")
+            assert "Response Caching" in svg
+        links = page.evaluate(LINKS)
+        assert_links_resolve(links)
+        if name == "board":
+            columns = page.evaluate(
+                "Array.from(document.querySelectorAll('.planner-column h3')).map(h => h.textContent)"
+            )
+            assert [c.split(" (")[0] for c in columns] == ["Proposed", "Planned", "In Progress", "Completed"]
+        if name == "dependencies":
+            # every plan node is a link to its page
+            nodes = page.evaluate("document.querySelectorAll('.planner-mermaid svg a').length")
+            assert nodes >= 13
+        page.evaluate("new Promise(r => setTimeout(r, 300))")
+        assert page.errors == []
+        requested = [
+            e["params"]["request"]["url"]
+            for e in page.events
+            if e.get("method") == "Network.requestWillBeSent"
+        ]
+        assert all(u.startswith(site) or u.startswith("data:") for u in requested)
+
+
+def test_dark_mode_redraws_diagrams(site: str) -> None:
+    assert CHROMIUM is not None
+    with chromium_page(CHROMIUM) as page:
+        page.goto(f"{site}roadmap/dependencies/")
+        rendered_diagrams(page)
+        page.evaluate("document.body.setAttribute('data-md-color-scheme', 'slate')")
+        page.wait_until("document.querySelectorAll('.planner-mermaid svg').length > 0", timeout=30)
+        assert page.errors == []
