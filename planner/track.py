@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
+
 from planner.evidence import Evidence, FeatureEvidence
 from planner.model import Design, Plan
 
@@ -210,6 +212,14 @@ def format_table(report: TrackReport) -> str:
     return "\n".join(lines)
 
 
+def check_reachable(url: str) -> None:
+    """Fail early, before every test fails alike, when nothing answers at the live gateway's URL."""
+    try:
+        httpx.get(f"{url.rstrip('/')}/health", timeout=10)
+    except httpx.HTTPError as exc:
+        raise TrackError(f"cannot reach the gateway at {url}: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class AcceptanceRun:
     """What the pytest subprocess left behind: its exit code and combined output."""
@@ -235,6 +245,8 @@ def run_acceptance(
     folder = root / ACCEPTANCE_DIR
     if not folder.is_dir():
         raise TrackError(f"{folder}: no acceptance tests folder (one test_<slug>.py per feature goes there)")
+    if gateway_url:
+        check_reachable(gateway_url)
     env = dict(os.environ)
     command = [
         sys.executable,

@@ -362,6 +362,18 @@ def test_a_broken_test_file_fails_its_feature(tmp_path: Path, monkeypatch: pytes
     assert rows["beta"]["verdict"] == "ok"  # Planned, and not green any more
 
 
+def test_an_unreachable_gateway_is_reported_before_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_project(tmp_path)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound but not listening: connections are refused
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        result = invoke(root, monkeypatch, "--gateway-url", url, "--gateway-key", "k")
+    assert result.exit_code == 1 and f"cannot reach the gateway at {url}" in result.output
+    assert not (root / ".planner").exists()
+
+
 LIVE_TEST = """
 import pytest
 
