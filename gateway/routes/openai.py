@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from fastapi import FastAPI
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from gateway.errors import GatewayError, body_too_large
+from gateway.errors import GatewayError, body_too_large, invalid_request
 from gateway.logging import log_error
 from gateway.pipeline import Call, Stream
 from gateway.schema import SSE_DONE, check_chat, check_embeddings, parse_json_object, sse_event
@@ -33,11 +33,15 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise body_too_large(limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise body_too_large(limit)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise body_too_large(limit)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Nobody is listening; answer quietly instead of logging a server error.
+        raise invalid_request("The client disconnected before sending the whole body.") from None
     return b"".join(chunks)
 
 

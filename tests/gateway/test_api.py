@@ -287,3 +287,40 @@ async def test_unexpected_errors_become_a_500_envelope_without_details(
     assert "x-request-id" in response.headers
     assert "internal detail" not in caplog.text and "Traceback" not in caplog.text
     assert "RuntimeError" in caplog.text
+
+
+async def test_a_client_that_disconnects_during_the_body_gets_a_quiet_400(
+    config: GatewayConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    from gateway.app import create_app
+
+    app = create_app(config)
+    messages = iter(
+        [{"type": "http.request", "body": b'{"mod', "more_body": True}, {"type": "http.disconnect"}]
+    )
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"authorization", f"Bearer {KEY}".encode())],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    await app(scope, receive, send)
+    await app.state.gateway.close()
+    assert sent[0]["status"] == 400
+    assert "gateway.error" not in [r.name for r in caplog.records]
