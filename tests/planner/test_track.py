@@ -423,6 +423,35 @@ def test_live_mode_against_a_gateway_on_a_loopback_port(
     assert "sk-acceptance" not in result.output  # keys travel in the environment, never printed
 
 
+IN_PROCESS_TEST = """
+import pytest
+
+@pytest.mark.feature("alpha")
+def test_in_process(gateway):
+    assert not gateway.live and gateway.url.startswith("http://127.0.0.1:")
+    assert gateway.client.get("/v1/models", headers=gateway.headers()).status_code == 200
+    assert gateway.client.get("/admin/features", headers=gateway.admin_headers()).status_code == 200
+"""
+
+
+def test_in_process_gateway_reports_its_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The acceptance conftest by default: a gateway per module on a loopback port, its build recorded."""
+    root = make_project(tmp_path)
+    acceptance = root / "tests" / "acceptance"
+    (acceptance / "test_demo.py").write_text(IN_PROCESS_TEST)
+    for name in ("conftest.py", "gateway.yaml"):
+        shutil.copy(REPO / "tests" / "acceptance" / name, acceptance / name)
+    result = invoke(root, monkeypatch, "--format", "json")
+    evidence = load_evidence(root / ".planner" / "evidence.json")
+    assert evidence is not None, result.output
+    assert evidence.features["alpha"].passed == 1, result.output
+    assert (evidence.gateway_url, evidence.gateway_version) == (None, gateway_version)
+    assert evidence.gateway_features is not None
+    assert set(evidence.gateway_features) == {f.slug for f in CATALOG}
+    row = next(r for r in json.loads(result.stdout)["features"] if r["slug"] == "alpha")
+    assert row["verdict"] == "warning" and "does not report `alpha`" in row["message"]  # in-process: no error
+
+
 @contextmanager
 def serve(app: FastAPI) -> Iterator[str]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
