@@ -81,16 +81,18 @@ def run(config_path: Path | None, host: str | None, port: int | None, workers: i
 
     from gateway.app import create_app
     from gateway.logging import configure_logging
+    from gateway.tls import uvicorn_ssl_options
 
     config = _load(config_path)
     host = host or config.server.host
     port = port if port is not None else config.server.port
-    url = f"http://{host}:{port}"
+    url = f"{'https' if config.server.tls else 'http'}://{host}:{port}"
     if config_path is None:
         click.echo(demo_banner(config, url))
     click.echo(f"gateway {__version__} listening on {url} ({len(config.models)} models, {workers} worker(s))")
     configure_logging(log_level)
     options = {"host": host, "port": port, "log_level": "warning", "access_log": False, "lifespan": "on"}
+    options.update(uvicorn_ssl_options(config.server.tls))  # HTTPS when server.tls is set
     if workers > 1:
         if config_path is not None:
             os.environ[CONFIG_ENV] = str(config_path.resolve())

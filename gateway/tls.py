@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -65,22 +66,28 @@ def _load_chain(
         probe.load_verify_locations(cafile=str(cert))
     except (ssl.SSLError, ValueError):
         raise TLSFileError(f"{cert_key} {cert} is not a PEM certificate") from None
+    key_path = key or cert
+    key_label = key_key if key else cert_key
+    text = key_path.read_bytes()
+    if b"PRIVATE KEY-----" not in text:
+        raise TLSFileError(f"{key_label} {key_path} holds no PEM private key")
+    encrypted = b"ENCRYPTED" in text
+    if encrypted and password is None:
+        raise TLSFileError(f"{key_label} {key_path} is encrypted: set its password")
     try:
-        context.load_cert_chain(str(cert), str(key) if key else None, password)
+        # A callable, never None: OpenSSL would otherwise prompt on the terminal for a password.
+        context.load_cert_chain(str(cert), str(key) if key else None, password or (lambda: b""))
     except ssl.SSLError as exc:
         reason = (getattr(exc, "reason", None) or "").upper()
         if "KEY_VALUES_MISMATCH" in reason:
             raise TLSFileError(
-                f"{key_key} {key} does not match the certificate in {cert_key} {cert}"
+                f"{key_label} {key_path} does not match the certificate in {cert_key} {cert}"
             ) from None
-        if "BAD_DECRYPT" in reason or "BAD PASSWORD" in reason or "PASSWORD" in reason:
-            raise TLSFileError(f"{key_key} {key}: wrong password, the key cannot be decrypted") from None
-        raise TLSFileError(
-            f"{key_key} {key or cert} is not a PEM private key matching {cert_key} {cert} ({reason or exc})"
-        ) from None
-    except ValueError:
-        # Raised for a missing password on an encrypted key, among others.
-        raise TLSFileError(f"{key_key} {key}: the key is encrypted and needs a password") from None
+        if encrypted:
+            raise TLSFileError(
+                f"{key_label} {key_path}: wrong password, the key cannot be decrypted"
+            ) from None
+        raise TLSFileError(f"{key_label} {key_path} cannot be loaded ({reason or exc})") from None
 
 
 def _load_ca(context: ssl.SSLContext, path: Path, what: str) -> None:
@@ -179,6 +186,12 @@ def upstream_context(config: UpstreamTLSConfig) -> ssl.SSLContext:
     return context
 
 
+def _uvicorn_context(
+    config: ServerTLSConfig, _uvicorn_config: Any, _default: Callable[[], ssl.SSLContext]
+) -> ssl.SSLContext:
+    return server_context(config)
+
+
 def uvicorn_ssl_options(config: ServerTLSConfig | None) -> dict[str, Any]:
     """Keyword arguments for ``uvicorn.Config``/``uvicorn.run`` serving ``config`` (empty for plain HTTP).
 
@@ -187,15 +200,12 @@ def uvicorn_ssl_options(config: ServerTLSConfig | None) -> dict[str, Any]:
     """
     if config is None:
         return {}
-
-    def factory(_uvicorn_config: Any, _default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
-        return server_context(config)
-
     options: dict[str, Any] = {
         "ssl_certfile": str(config.cert_file),
         "ssl_keyfile": str(config.key_file),
         "ssl_keyfile_password": config.key_password,
-        "ssl_context_factory": factory,
+        # A partial of a module-level function pickles, so `--workers N` processes can rebuild it.
+        "ssl_context_factory": partial(_uvicorn_context, config),
     }
     if config.client_ca_file is not None:
         options["ssl_ca_certs"] = str(config.client_ca_file)

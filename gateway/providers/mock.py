@@ -25,7 +25,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.config import ProviderConfig, RouteConfig
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, upstream_error
 from gateway.pipeline import Call, Response, Result, Stream
 from gateway.providers.base import ConfigProblems, now, options_problems
 
@@ -43,6 +43,8 @@ class MockOptions(BaseModel):
     chunk_size: int = Field(default=16, ge=1)  # characters per stream chunk
     embedding_dims: int = Field(default=16, ge=1, le=4096)
     seed: int = 0  # seeds the failure draws, so a run is reproducible
+    # Streams break off with an upstream error after this many chunks (failover tests).
+    break_after_chunks: int | None = Field(default=None, ge=1)
 
 
 def count_tokens(text: str) -> int:
@@ -269,6 +271,8 @@ class MockProvider:
         for i, chunk in enumerate(chunks):
             if delay and i:
                 await asyncio.sleep(delay)
+            if i == self.options.break_after_chunks:
+                raise upstream_error(502, "Mock provider broke off the stream (injected).", "upstream_stream")
             yield chunk
 
     async def embeddings(self, call: Call, route: RouteConfig) -> Response:
