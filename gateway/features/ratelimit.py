@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.errors import GatewayError
@@ -105,7 +106,11 @@ def estimate_tokens(call: Call, default_max_tokens: int) -> tuple[int, int]:
     if call.endpoint == "embeddings":
         raw = body.get("input")
         items = raw if isinstance(raw, list) else [raw]
-        return sum(estimate_text_tokens(i) if isinstance(i, str) else len(str(i)) // 4 + 1 for i in items), 0
+        # Strings are estimated; token arrays (ints, or lists of ints) are counted exactly.
+        return sum(
+            estimate_text_tokens(i) if isinstance(i, str) else len(i) if isinstance(i, list) else 1
+            for i in items
+        ), 0
     messages = body.get("messages")
     prompt = estimate_prompt_tokens(
         [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
@@ -127,14 +132,14 @@ class RateLimitStage:
     """The rate-limit pipeline stage (right after auth); see the module docstring."""
 
     def __init__(self, config: RateLimitConfig, key_limits: dict[str, Limits], store: Store) -> None:
-        """`key_limits` maps key names to their own limits (from `auth.keys`)."""
+        """`key_limits` maps key ids (`KeyIdentity.key_id`) to their own limits (from `auth.keys`)."""
         self.config = config
         self.key_limits = key_limits
         self.store = store
 
     def _buckets(self, call: Call) -> tuple[list[Bucket], list[tuple[str, int, str]]]:
         """The GCRA buckets and the concurrency limits (key, limit, scope) that apply to `call`."""
-        own = self.key_limits.get(call.key.name)
+        own = self.key_limits.get(call.key.key_id)
         key_limits = own if own is not None else self.config.default
         kid = call.key.key_id
         buckets: list[Bucket] = []
@@ -176,9 +181,12 @@ class RateLimitStage:
                 for name, value in call.response_headers.items():
                     if name.startswith("x-ratelimit-"):
                         exc.headers.setdefault(name, value)
-            await self._release(leases)
-            # The prompt reached (or may have reached) the upstream; the completion did not happen.
-            await self._charge(token_buckets, -completion)
+            # Shielded: after a cancellation (the client went away) every await would be cancelled again, and
+            # a slot left held would block the key until its lease expires.
+            with anyio.CancelScope(shield=True):
+                await self._release(leases)
+                # The prompt reached (or may have reached) the upstream; the completion did not happen.
+                await self._charge(token_buckets, -completion)
             raise
         if isinstance(result, Response):
             await self._reconcile(token_buckets, estimate, result.usage)
@@ -191,10 +199,11 @@ class RateLimitStage:
                 async for chunk in chunks:
                     yield chunk
             finally:
-                # A stream the client abandoned keeps its estimate: the real usage is unknown.
-                if stream.completed:
-                    await self._reconcile(token_buckets, estimate, stream.usage)
-                await self._release(leases)
+                with anyio.CancelScope(shield=True):
+                    # A stream the client abandoned keeps its estimate: the real usage is unknown.
+                    if stream.completed:
+                        await self._reconcile(token_buckets, estimate, stream.usage)
+                    await self._release(leases)
 
         return stream.pipe(settle)
 
@@ -313,9 +322,11 @@ def rate_limit_stage(config: GatewayConfig, store: Store) -> RateLimitStage | No
 
     Limits set on a key apply even without a `features.rate_limit` section: a set limit is never ignored.
     """
+    from gateway.auth import key_id  # here: gateway.auth imports gateway.config, which imports this module
+
     feature = config.features.rate_limit or RateLimitConfig()
     key_limits = {
-        k.name: Limits(rpm=k.rpm, tpm=k.tpm, max_concurrent=k.max_concurrent)
+        key_id(k.key): Limits(rpm=k.rpm, tpm=k.tpm, max_concurrent=k.max_concurrent)
         for k in config.auth.keys
         if k.rpm or k.tpm or k.max_concurrent
     }

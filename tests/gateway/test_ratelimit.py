@@ -243,7 +243,7 @@ def test_config_errors_name_the_key() -> None:
 
 async def test_max_concurrent_bounds_requests_in_flight_and_releases_them() -> None:
     store = MemoryStore()
-    stage = RateLimitStage(RateLimitConfig(), {"alice": Limits(max_concurrent=1, rpm=100)}, store)
+    stage = RateLimitStage(RateLimitConfig(), {"id-alice": Limits(max_concurrent=1, rpm=100)}, store)
     release = asyncio.Event()
 
     async def slow(call: Call) -> Response:
@@ -268,7 +268,7 @@ async def test_max_concurrent_bounds_requests_in_flight_and_releases_them() -> N
 
 async def test_a_stream_holds_its_slot_until_it_ends_or_is_abandoned() -> None:
     store = MemoryStore()
-    stage = RateLimitStage(RateLimitConfig(), {"alice": Limits(max_concurrent=1)}, store)
+    stage = RateLimitStage(RateLimitConfig(), {"id-alice": Limits(max_concurrent=1)}, store)
 
     async def streaming(call: Call) -> Stream:
         return Stream.from_chunks(chat_chunks(call.body, "m", MockOptions(chunk_size=1), "id"))
@@ -336,3 +336,34 @@ def test_model_limits_must_name_a_configured_model() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(config_text(feature="{models: {ohter: {rpm: 1}}}"), "gw.yaml")
     assert "features.rate_limit.models.ohter: unknown model 'ohter', did you mean 'other'?" in str(info.value)
+
+
+async def test_a_cancelled_request_gives_its_slot_back(redis_url: str) -> None:
+    import uuid
+
+    import anyio
+
+    from gateway.stores import RedisStore
+
+    # Redis, because releasing then really awaits the network (the memory backend never suspends).
+    store = RedisStore(redis_url)
+    key = f"id-{uuid.uuid4().hex}"
+    stage = RateLimitStage(RateLimitConfig(), {key: Limits(max_concurrent=1)}, store)
+    started = anyio.Event()
+
+    async def hang(call: Call) -> Response:
+        started.set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    # A cancelled anyio scope cancels every later await in it too; the release must still happen.
+    async with anyio.create_task_group() as group:
+        group.start_soon(stage.handle, make_call(chat(), key[3:]), hang)
+        await started.wait()
+        group.cancel_scope.cancel()
+
+    async def answer(call: Call) -> Response:
+        return Response(chat_body(call.body, "m", MockOptions(), "id"))
+
+    assert isinstance(await stage.handle(make_call(chat(), key[3:]), answer), Response)
+    await store.close()
