@@ -55,10 +55,17 @@ def cached(config: GatewayConfig) -> bool:
     return cache is not None and (cache.enabled or any(m.enabled for m in cache.models.values()))
 
 
+def tls_configured(config: GatewayConfig) -> bool:
+    """TLS settings are in use: the gateway serves HTTPS, or an upstream has its own CA or certificate."""
+    return config.server.tls is not None or any(p.tls is not None for p in config.providers)
+
+
 # One line per feature, sorted by slug. A tuple, so nothing can change it at run time.
 CATALOG: tuple[Feature, ...] = (
+    Feature("load-balancing-failover", "Load balancing and failover", always),
     Feature("rate-limiting", "Rate limiting", rate_limited),
     Feature("response-caching", "Response caching", cached),
+    Feature("tls-https-support", "TLS/HTTPS support", tls_configured),
 )
 
 
