@@ -120,9 +120,8 @@ def machine() -> dict[str, Any]:
         exe = shutil.which(tool)
         if exe:
             proc = subprocess.run([exe, *args], capture_output=True, text=True)
-            info[tool] = (
-                (proc.stdout + proc.stderr).splitlines()[0].strip() if (proc.stdout + proc.stderr) else ""
-            )
+            text = (proc.stdout + proc.stderr).strip()
+            info[tool] = text.splitlines()[0].split(" Copyright")[0].strip() if text else ""
     try:
         from importlib.metadata import version
 
@@ -308,7 +307,8 @@ def table(result: dict[str, Any]) -> str:
     lines = [
         "",
         f"upstream: {result['upstream']}, {result['duration_s']:g} s per load run, "
-        f"cores: load {result['cores']['load']}, system {result['cores']['system']}",
+        f"cores: load {result['cores']['load']}, system {result['cores']['system']}, load average "
+        f"{result['load_average']['start']:.2f} at start, {result['load_average']['end']:.2f} at end",
         "",
         f"{'system':<20}{'req/s@32':>10}{'p50@1':>9}{'p99@1':>9}{'p50@32':>9}{'p99@32':>9}"
         f"{'ovh p50':>9}{'TTFB':>9}{'chunks/s':>10}{'RSS MB':>8}{'ready s':>9}",
@@ -466,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "cores": {"load": load_cpu, "system": system_cpu},
         "systems": {},
+        "load_average": {"start": os.getloadavg()[0]},
     }
     upstream, handle = start_upstream(load_cpu, workdir)
     args.upstream_handle = handle
@@ -482,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_upstream(handle)
         shutil.rmtree(workdir, ignore_errors=True)
+    result["load_average"]["end"] = os.getloadavg()[0]
     if args.soak_result is not None:
         result["soak"] = args.soak_result
     result["ratios"] = ratios({k: v for k, v in result["systems"].items() if "error" not in v})

@@ -25,6 +25,7 @@ LITELLM_VENV = ROOT / "bench" / ".venv-litellm"
 KEY = "sk-bench-key-0001"
 MASTER_KEY = "sk-bench-master-0001"
 UPSTREAM_KEY = "sk-bench-upstream"
+LITELLM_MASTER_KEY = "sk-" + "5f3a9c1e7b2d4086" * 4
 # High enough never to trigger at any speed this machine reaches; the stages still do all their work.
 HUGE_RPM = 1_000_000_000
 HUGE_TPM = 1_000_000_000_000
@@ -246,6 +247,8 @@ def litellm(upstream: Upstream, port: int, workdir: Path, cpu: int | None) -> Sy
             },
         ],
         "litellm_settings": {"telemetry": False, "drop_params": True},
+        # LiteLLM refuses to start without a strong master key; clients authenticate with it, as with ours.
+        "general_settings": {"master_key": LITELLM_MASTER_KEY},
     }
     path = workdir / "litellm.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -273,10 +276,10 @@ def litellm(upstream: Upstream, port: int, workdir: Path, cpu: int | None) -> Sy
         "litellm",
         _pinned(command, cpu),
         f"{url}/health/readiness",
-        Load(f"{url}/v1/chat/completions", chat, key=KEY, nonce=nonce("litellm")),
-        Load(f"{url}/v1/chat/completions", stream, key=KEY, nonce=nonce("litellm")),
+        Load(f"{url}/v1/chat/completions", chat, key=LITELLM_MASTER_KEY, nonce=nonce("litellm")),
+        Load(f"{url}/v1/chat/completions", stream, key=LITELLM_MASTER_KEY, nonce=nonce("litellm")),
         env=env,
-        notes=["LiteLLM proxy with no master key and no database (its lightest setup)"],
+        notes=["LiteLLM proxy, one worker, master key, no database (its lightest setup)"],
     )
 
 

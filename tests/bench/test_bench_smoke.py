@@ -82,3 +82,23 @@ def test_gateway_bench_quick_run(tmp_path: Path) -> None:
     targets = {row["target"]: row for row in result["targets"]}
     assert targets["gateway start to /ready"]["value"] == gateway["ready_s"]
     assert "gateway-bare" in proc.stdout and "targets (issue 9)" in proc.stdout
+
+    # Publishing rewrites only the generated block of the page and keeps what was written by hand.
+    page = tmp_path / "performance.md"
+    page.write_text(
+        "# Performance\n\nWritten by hand.\n\n<!-- bench:start -->\nold\n<!-- bench:end -->\n\nAfter.\n"
+    )
+    published = run(
+        "publish.py", "--gateway", str(out), "--planner", str(out.parent / "none.json"), "--page", str(page)
+    )
+    assert published.returncode == 2  # a results file that does not exist is an error, not an empty page
+    proc = run("publish.py", "--gateway", str(out), "--page", str(page))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = page.read_text()
+    assert text.startswith("# Performance\n\nWritten by hand.\n") and text.endswith(
+        "<!-- bench:end -->\n\nAfter.\n"
+    )
+    assert "\nold\n" not in text
+    assert "| direct (upstream alone) |" in text
+    assert "| gateway, bare |" in text
+    assert text.count("<svg") == 1 and "<rect" in text
