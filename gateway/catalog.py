@@ -62,6 +62,8 @@ def tls_configured(config: GatewayConfig) -> bool:
 
 # One line per feature, sorted by slug. A tuple, so nothing can change it at run time.
 CATALOG: tuple[Feature, ...] = (
+    # Every response is costed and recorded; budgets apply to the keys and teams that have one.
+    Feature("cost-tracking-budgets", "Cost tracking and budgets", always),
     Feature("load-balancing-failover", "Load balancing and failover", always),
     Feature("rate-limiting", "Rate limiting", rate_limited),
     Feature("response-caching", "Response caching", cached),

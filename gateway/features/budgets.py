@@ -272,9 +272,13 @@ class BudgetStage:
 
     def _soft_limit_check(self, call: Call, rules: list[BudgetRule], reservation: Reservation) -> None:
         warnings = []
+        remaining = min(
+            slot.limit_nanos - spent - reserved
+            for slot, (spent, reserved) in zip(reservation.slots, reservation.usage, strict=True)
+        )
+        call.response_headers[REMAINING_HEADER] = format_usd(max(0, remaining))
         for rule, slot, (spent, reserved) in zip(rules, reservation.slots, reservation.usage, strict=True):
             used = spent + reserved
-            call.response_headers.setdefault(REMAINING_HEADER, format_usd(max(0, slot.limit_nanos - used)))
             if used < rule.soft_limit * slot.limit_nanos:
                 continue
             share = min(100, round(100 * used / slot.limit_nanos))

@@ -89,6 +89,8 @@ async def test_a_request_that_does_not_fit_gets_429_budget_exceeded() -> None:
         first = await client.post(URL, json=chat("one", max_tokens=60), headers=auth(ALICE))
         assert first.status_code == 200
         spent = cost_of("one", 60)
+        # What remains after this request's reservation (here equal to its cost).
+        assert first.headers["x-gateway-budget-remaining-usd"] == format_usd(100_000_000 - spent)
         refused = await client.post(URL, json=chat("two", max_tokens=60), headers=auth(ALICE))
         assert refused.status_code == 429
         error = refused.json()["error"]
