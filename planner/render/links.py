@@ -41,5 +41,14 @@ def href(from_src: str, to_src: str, style: LinkStyle) -> str:
 
 
 def md_link(from_src: str, to_src: str) -> str:
-    """A relative `.md` link for Markdown text, which mkdocs validates and rewrites."""
-    return posixpath.relpath(to_src, posixpath.dirname(from_src) or ".")
+    """A relative `.md` link for Markdown text, which mkdocs validates and rewrites.
+
+    Both are docs-relative POSIX paths without `..`, so plain string work does (posixpath.relpath would
+    consult the working directory, and is called for every link of every page).
+    """
+    here = from_src.split("/")[:-1]
+    there = to_src.split("/")
+    common = 0
+    while common < len(here) and common < len(there) - 1 and here[common] == there[common]:
+        common += 1
+    return "/".join([".."] * (len(here) - common) + there[common:])

@@ -156,8 +156,7 @@ class Renderer:
 
     def _page_helpers(self, roadmap: Roadmap, src: str) -> dict[str, Any]:
         """Link helpers bound to the page being rendered."""
-        plans = {p.slug: p for p in roadmap.plans}
-        designs = {d.slug: d for d in roadmap.designs}
+        plans, designs = roadmap.plans_by_slug, roadmap.designs_by_slug
 
         def target(slug: str) -> str | None:
             if slug in plans:
@@ -313,10 +312,10 @@ def roadmap_json(roadmap: Roadmap, slots: list[Slot], renderer: Renderer) -> str
 
 
 def _relative(path: Path, root: Path) -> str:
-    try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return path.as_posix()
+    for base in (root, root.resolve()):
+        if path.is_relative_to(base):
+            return path.relative_to(base).as_posix()
+    return path.as_posix()
 
 
 def render_pages(roadmap: Roadmap, style: LinkStyle = LinkStyle.MARKDOWN) -> dict[str, str]:

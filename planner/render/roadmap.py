@@ -84,6 +84,14 @@ class Roadmap:
         return Verification(feature, result, self.evidence)
 
     @cached_property
+    def plans_by_slug(self) -> dict[str, Plan]:
+        return {p.slug: p for p in self.plans}
+
+    @cached_property
+    def designs_by_slug(self) -> dict[str, Design]:
+        return {d.slug: d for d in self.designs}
+
+    @cached_property
     def plan_slugs(self) -> frozenset[str]:
         return frozenset(p.slug for p in self.plans)
 

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 from mkdocs.structure.files import File, Files
@@ -234,3 +241,43 @@ def test_expand_nav_orders_index_first_and_nests_subfolders(tmp_path: Path) -> N
     ]
     with_plans = expand_nav([{"Roadmap": "roadmap/"}], files, "roadmap", show_plans=True)
     assert with_plans[0]["Roadmap"][-1] == {"Plans": ["roadmap/plans/x.md"]}
+
+
+def test_editing_a_plan_while_serving_updates_its_page(project: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
+    cmd = [sys.executable, "-m", "mkdocs", "serve", "--dev-addr", f"127.0.0.1:{port}"]
+    server = subprocess.Popen(
+        [*cmd, "--config-file", str(project / "mkdocs.yml")],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/roadmap/plans/beta/"
+    try:
+        assert "Beta" in wait_for(url, lambda text: "<h1" in text)
+        plan = project / "plans" / "LOW-beta.md"
+        plan.write_text(plan.read_text(encoding="utf-8").replace("Beta", "Beta Renamed"), encoding="utf-8")
+        assert "Beta Renamed" in wait_for(url, lambda text: "Beta Renamed" in text)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def wait_for(url: str, ready: Callable[[str], bool], timeout: float = 90.0) -> str:
+    """Poll `url` until it answers 200 with a body for which `ready` holds."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(url, timeout=5)
+            last = f"{response.status_code}"
+            if response.status_code == 200 and ready(response.text):
+                return response.text
+        except httpx.TransportError as exc:
+            last = str(exc)
+        time.sleep(0.5)
+    raise AssertionError(f"{url} not ready after {timeout}s: {last}")
