@@ -20,6 +20,11 @@ from gateway.stores.base import AtomicOp, MemoryData
 # KEYS: one per limit.  ARGV: force, then (period_us, limit, cost) per key.
 # force=1 charges even when over the limit (reconciling real usage) and may refund (negative cost).
 # Returns: allowed, then (remaining, reset_us, retry_after_us) per key; retry_after_us = -1 when cost > limit.
+#
+# TATs are whole microseconds and a request's increment cost*period/limit is rounded down: floats that drift
+# up would refuse the last unit of a burst (9 requests of 9 per minute), while rounding down gives at most
+# one microsecond per request, never a unit. Remaining units are computed as (free time * limit) / period,
+# exact in doubles for any realistic limit.
 
 _GCRA_LUA = """
 local t = redis.call('TIME')
@@ -34,7 +39,7 @@ for i = 1, n do
   local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
   if tat < now then tat = now end
   tats[i] = tat
-  news[i] = tat + cost * period / limit
+  news[i] = tat + math.floor(cost * period / limit)
   if cost > limit or news[i] - period > now then ok = false end
 end
 local out = {(ok or force) and 1 or 0}
@@ -42,7 +47,6 @@ for i = 1, n do
   local period = tonumber(ARGV[3 * i - 1])
   local limit = tonumber(ARGV[3 * i])
   local cost = tonumber(ARGV[3 * i + 1])
-  local interval = period / limit
   local state = tats[i]
   if ok or force then
     state = news[i]
@@ -52,16 +56,17 @@ for i = 1, n do
       redis.call('SET', KEYS[i], string.format('%.0f', state), 'PX', math.ceil((state - now) / 1000))
     end
   end
-  local remaining = math.floor((period - math.max(state - now, 0)) / interval)
+  local busy = math.max(state - now, 0)
+  local remaining = math.floor((period - busy) * limit / period)
   if remaining < 0 then remaining = 0 end
   local retry = 0
   if cost > limit then
     retry = -1
   elseif not ok then
-    retry = math.max(0, math.ceil(news[i] - period - now))
+    retry = math.max(0, news[i] - period - now)
   end
   out[#out + 1] = remaining
-  out[#out + 1] = math.ceil(math.max(state - now, 0))
+  out[#out + 1] = busy
   out[#out + 1] = retry
 end
 return out
@@ -72,13 +77,13 @@ def _gcra_memory(data: MemoryData, keys: Sequence[str], args: Sequence[int]) -> 
     now = data.now_us
     force = args[0] == 1
     specs = [(args[3 * i + 1], args[3 * i + 2], args[3 * i + 3]) for i in range(len(keys))]
-    tats: list[float] = []
-    news: list[float] = []
+    tats: list[int] = []
+    news: list[int] = []
     ok = True
     for key, (period, limit, cost) in zip(keys, specs, strict=True):
-        tat = max(float(data.get(key) or 0), now)
+        tat = max(int(data.get(key) or 0), now)
         tats.append(tat)
-        news.append(tat + cost * period / limit)
+        news.append(tat + (cost * period) // limit)
         if cost > limit or news[-1] - period > now:
             ok = False
     out = [1 if ok or force else 0]
@@ -89,10 +94,11 @@ def _gcra_memory(data: MemoryData, keys: Sequence[str], args: Sequence[int]) -> 
             if state <= now:
                 data.delete(key)
             else:
-                data.set(key, round(state), math.ceil((state - now) / 1000))
-        remaining = max(0, math.floor((period - max(state - now, 0)) / (period / limit)))
-        retry = -1 if cost > limit else (0 if ok else max(0, math.ceil(new - period - now)))
-        out += [remaining, math.ceil(max(state - now, 0)), retry]
+                data.set(key, state, math.ceil((state - now) / 1000))
+        busy = max(state - now, 0)
+        remaining = max(0, (period - busy) * limit // period)
+        retry = -1 if cost > limit else (0 if ok else max(0, new - period - now))
+        out += [remaining, busy, retry]
     return out
 
 

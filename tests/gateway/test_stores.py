@@ -8,6 +8,8 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from redis_server import RedisServer
 
 from gateway.stores import (
@@ -128,6 +130,16 @@ async def test_gcra_admits_the_limit_then_refuses_with_retry_after(store: Store)
     assert 59_000_000 < results[2][2] <= MINUTE_US
     assert 19_000_000 < results[3][3] <= 20_000_000
     assert results[0][3] == 0
+
+
+@pytest.mark.parametrize("limit", [7, 9, 600_007])
+async def test_gcra_admits_a_whole_burst_whatever_the_interval(store: Store, limit: int) -> None:
+    # 60 s / 7 or / 9 is not a whole number of microseconds; rounding must not cost the burst's last unit.
+    key = fresh("burst")
+    cost = max(1, limit // 7)
+    fits = limit // cost
+    results = [(await store.run(GCRA, [key], [0, MINUTE_US, limit, cost]))[0] for _ in range(fits + 1)]
+    assert results == [1] * fits + [0]
 
 
 async def test_gcra_is_all_or_nothing_across_limits(store: Store) -> None:
@@ -295,3 +307,33 @@ def test_hashed_id_hides_the_secret() -> None:
     assert secret not in ident and "very" not in ident
     assert ident == hashed_id(secret) != hashed_id(secret + "x")
     assert store_key("rl", ident, "rpm") == f"gw:rl:{ident}:rpm"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    limit=st.integers(min_value=1, max_value=12),
+    gaps=st.lists(st.floats(min_value=0, max_value=20, allow_nan=False), min_size=1, max_size=60),
+)
+def test_gcra_never_admits_more_than_it_may_in_any_minute(limit: int, gaps: list[float]) -> None:
+    """Any 60 s window admits at most 2L-1 (a full bucket, then steady refill); an idle key gets L at once."""
+    clock = FakeClock()
+    store = MemoryStore(clock=clock)
+
+    async def arrive() -> list[float]:
+        admitted = []
+        for gap in gaps:
+            clock.now += gap
+            if (await store.run(GCRA, ["k"], [0, MINUTE_US, limit, 1]))[0]:
+                admitted.append(clock.now)
+        return admitted
+
+    admitted = asyncio.run(arrive())
+    for start in admitted:
+        assert sum(1 for t in admitted if start <= t < start + 60) <= 2 * limit - 1
+    burst = asyncio.run(_burst(limit))
+    assert burst == [1] * limit + [0]
+
+
+async def _burst(limit: int) -> list[int]:
+    store = MemoryStore(clock=FakeClock())
+    return [(await store.run(GCRA, ["k"], [0, MINUTE_US, limit, 1]))[0] for _ in range(limit + 1)]
