@@ -17,7 +17,11 @@ from conftest import run_server, serve
 
 from gateway.app import create_app
 from gateway.config import parse_config
+from gateway.features.budgets import budget_stage
+from gateway.features.usage import usage_stage
+from gateway.pipeline import Call, KeyIdentity, Result, Stream
 from gateway.pricing import ModelPrice, cost_nanos, format_usd
+from gateway.stores import MemoryStore
 from gateway.token_estimate import estimate_prompt_tokens, max_prompt_tokens
 
 pytestmark = pytest.mark.anyio
@@ -240,15 +244,17 @@ async def test_cache_hits_cost_nothing_but_are_recorded() -> None:
 async def test_spend_survives_a_restart(tmp_path: Path) -> None:
     config = parse_config(config_text(database=str(tmp_path / "usage.sqlite3")))
     upstream = FakeUpstream()
+    told = Decimal(0)
     async with serve(config, upstream.transport()) as client:
-        assert (
-            await client.post(URL, json=chat("before", max_tokens=60), headers=auth(ALICE))
-        ).status_code == 200
-        assert (
-            await client.post(URL, json=chat("team", max_tokens=30), headers=auth(BOB))
-        ).status_code == 200
-    # A new process: the memory store is empty, the ledger is not.
+        for content, key, max_tokens in [("before", ALICE, 60), ("team", BOB, 30), ("free", FREE, 5)]:
+            reply = await client.post(URL, json=chat(content, max_tokens=max_tokens), headers=auth(key))
+            assert reply.status_code == 200
+            told += Decimal(reply.headers["x-gateway-cost-usd"])
+    # A new process: the memory store is empty, the ledger is not, and it lost no record.
     async with serve(config, upstream.transport()) as client:
+        totals = (await usage(client))["totals"]
+        assert totals["requests"] == 3
+        assert Decimal(totals["cost_usd"]) == told
         refused = await client.post(URL, json=chat("after", max_tokens=60), headers=auth(ALICE))
         assert refused.status_code == 429
         state = await budgets(client)
@@ -313,3 +319,38 @@ async def test_admin_usage_groups_and_time_range() -> None:
         assert (await usage(client, **{"from": today, "to": today}))["totals"]["requests"] == 3
         assert (await usage(client, **{"from": "2999-01-01"}))["totals"]["requests"] == 0
         assert (await usage(client, to="2000-01-01T00:00:00Z"))["totals"]["cost_usd"] == "0"
+
+
+async def test_a_stream_closed_before_its_first_chunk_still_settles() -> None:
+    """A client that leaves before the first chunk: the stream is closed without ever being iterated."""
+    config = parse_config(config_text())
+    usage_stage_ = usage_stage(config)
+    stage = budget_stage(config, MemoryStore(), usage_stage_)
+    assert stage is not None
+    await stage.start()
+    model = config.model("priced")
+    assert model is not None
+    call = Call(
+        request_id="r1",
+        key=KeyIdentity(name="alice", key_id="k1"),
+        endpoint="chat",
+        model="priced",
+        model_config=model,
+        body=chat("never read", max_tokens=20, stream=True),
+        headers={},
+        stream=True,
+    )
+
+    async def upstream(call: Call) -> Result:
+        call.route = model.routes[0]
+        return Stream.from_chunks([{"choices": [{"index": 0, "delta": {"content": "unread"}}]}])
+
+    result = await stage.handle(call, upstream)
+    assert isinstance(result, Stream)
+    (slot,) = [rule.slot(stage.clock(), stage.zone) for rule in stage.rules_for(call)]
+    assert (await stage.book.read([slot]))[0][1] > 0  # reserved while in flight
+    await result.aclose()
+    # Released; charged for the prompt the upstream already took (estimated), not for the unread answer.
+    prompt = estimate_prompt_tokens([{"role": "user", "content": "never read"}])
+    assert await stage.book.read([slot]) == [(cost_nanos(PRICED, prompt, 0), 0)]
+    await usage_stage_.close()
