@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.stores.base import AtomicOp, MemoryData, OnError, Store, StoreUnavailable, hashed_id, store_key
 from gateway.stores.memory import MemoryStore
@@ -46,6 +46,14 @@ class StateConfig(BaseModel):
         default=64 * 1024 * 1024, gt=0, description="Memory backend: bound on stored values (LRU eviction)"
     )
     memory_max_entries: int = Field(default=100_000, gt=0, description="Memory backend: bound on entries")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        # Checked here so a typo is a config error naming the key, not a traceback when the app starts.
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix:// (e.g. redis://127.0.0.1:6379/0)")
+        return value or None
 
 
 def open_store(config: StateConfig) -> Store:

@@ -337,3 +337,12 @@ def test_gcra_never_admits_more_than_it_may_in_any_minute(limit: int, gaps: list
 async def _burst(limit: int) -> list[int]:
     store = MemoryStore(clock=FakeClock())
     return [(await store.run(GCRA, ["k"], [0, MINUTE_US, limit, 1]))[0] for _ in range(limit + 1)]
+
+
+def test_a_redis_url_without_a_scheme_is_a_config_error() -> None:
+    from gateway.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as info:
+        parse_config("state:\n  redis_url: localhost:6379\n", "gw.yaml")
+    assert "gw.yaml:2: state.redis_url: must start with redis://" in str(info.value)
+    assert StateConfig(redis_url="").redis_url is None
