@@ -25,7 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from gateway.features.budgets import BudgetConfig, BudgetsConfig, TeamConfig
+from gateway.features.budgets import BudgetConfig, BudgetsConfig, TeamConfig, team_problems
 from gateway.features.cache import CacheConfig
 from gateway.features.ratelimit import RateLimitConfig
 from gateway.features.routing_config import RoutingConfig, fallback_problems
@@ -223,6 +223,7 @@ def parse_config(text: str, source: str = "<config>") -> GatewayConfig:
     if config is not None:
         problems.extend(_provider_option_problems(config))
         problems.extend(fallback_problems(config.models))
+        problems.extend(team_problems(config.teams))
         problems.extend((("providers", i, "base_url"), m) for i, m in origin_conflicts(config.providers))
     if problems:
         raise ConfigError(source, _render(source, problems, lines))

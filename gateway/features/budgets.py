@@ -87,6 +87,17 @@ class TeamConfig(BaseModel):
     budget: BudgetConfig | None = None
 
 
+def team_problems(teams: Sequence[TeamConfig]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Config problems in ``teams:`` (key path, message): a team name used twice."""
+    seen: set[str] = set()
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    for i, team in enumerate(teams):
+        if team.name in seen:
+            problems.append((("teams", i, "name"), f"duplicate team name '{team.name}'"))
+        seen.add(team.name)
+    return problems
+
+
 class BudgetsConfig(BaseModel):
     """``features.budgets``: how budgets are enforced (the budgets themselves sit on keys and teams)."""
 

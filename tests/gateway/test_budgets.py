@@ -16,7 +16,7 @@ from budget_fakes import ALICE, BOB, CAROL, FREE, MASTER, FakeUpstream, auth, ch
 from conftest import run_server, serve
 
 from gateway.app import create_app
-from gateway.config import parse_config
+from gateway.config import ConfigError, parse_config
 from gateway.features.budgets import budget_stage
 from gateway.features.usage import usage_stage
 from gateway.pipeline import Call, KeyIdentity, Result, Stream
@@ -354,3 +354,25 @@ async def test_a_stream_closed_before_its_first_chunk_still_settles() -> None:
     prompt = estimate_prompt_tokens([{"role": "user", "content": "never read"}])
     assert await stage.book.read([slot]) == [(cost_nanos(PRICED, prompt, 0), 0)]
     await usage_stage_.close()
+
+
+def test_budget_config_errors_name_the_key() -> None:
+    text = """
+auth:
+  keys:
+    - {name: a, key: sk-aaaaaaaaaa, budget: {limit_usd: -1, period: hourly, soft: 1}}
+teams:
+  - {name: t, budget: {limit_usd: 10, soft_limit: 2}}
+features:
+  budgets: {timezone: Mars/Base}
+"""
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "budgets.yaml")
+    problems = "\n".join(info.value.problems)
+    assert "budgets.yaml:4: auth.keys[0].budget.limit_usd: Input should be greater than 0" in problems
+    assert "auth.keys[0].budget.period: Input should be 'daily', 'weekly', 'monthly' or 'total'" in problems
+    assert "auth.keys[0].budget.soft: unknown key 'soft'" in problems
+    assert "budgets.yaml:6: teams[0].budget.soft_limit: Input should be less than or equal to 1" in problems
+    assert "features.budgets.timezone: unknown time zone 'Mars/Base'" in problems
+    with pytest.raises(ConfigError, match=r"teams\[1\]\.name: duplicate team name 't'"):
+        parse_config("teams:\n  - {name: t}\n  - {name: t}\n", "budgets.yaml")
