@@ -188,11 +188,12 @@ class RoutingStage:
         waited = False  # a retry-after wait already spaced this retry out
         while made < self.config.max_attempts and order:
             chosen = None
+            probe = False
             for step in range(len(order)):
                 target = order[(cursor + step) % len(order)]
                 admission = await self.cooldowns.admit(target.key)
                 if admission.allowed:
-                    chosen = target
+                    chosen, probe = target, admission.probe
                     cursor += step + 1
                     break
                 if admission.retry_at is not None:
@@ -211,7 +212,8 @@ class RoutingStage:
                 return None
             made += 1
             tried.add(chosen.key)
-            result = await self._attempt(call, chosen, routes[chosen.key][1], deadline, outcome, held_until)
+            route = routes[chosen.key][1]
+            result = await self._attempt(call, chosen, route, deadline, outcome, held_until, probe)
             if result is not None:
                 return result
         return None
@@ -241,6 +243,7 @@ class RoutingStage:
         deadline: float,
         outcome: _Outcome,
         held_until: dict[str, float],
+        probe: bool,
     ) -> Result | None:
         """One upstream call; the result, or None after recording a retryable failure."""
         provider = self.providers[route.provider]
@@ -273,7 +276,10 @@ class RoutingStage:
             self.stats.finished(target.key)
         # Latency to the answer (streams: to the first chunk), the signal the latency strategy compares.
         self.stats.observe_latency(target.key, self.monotonic() - began)
-        await self.cooldowns.success(target.key)
+        if probe:
+            # Only a probe changes a route's state on success (half-open -> closed); skipping the others
+            # saves a store round trip per request.
+            await self.cooldowns.success(target.key)
         if isinstance(result, Stream):
             self.stats.started(target.key)  # in flight again until the stream ends
             return result.pipe(lambda chunks: self._watch(chunks, target))
