@@ -410,7 +410,8 @@ def _cross_reference_problems(data: dict[str, Any]) -> Iterator[tuple[tuple[Path
                     )
 
     # Per-model settings of features (cache, rate_limit) must name configured models.
-    features = data.get("features") if isinstance(data.get("features"), dict) else {}
+    raw_features = data.get("features")
+    features: dict[str, Any] = raw_features if isinstance(raw_features, dict) else {}
     for feature in ("cache", "rate_limit"):
         section = features.get(feature)
         per_model = section.get("models") if isinstance(section, dict) else None
