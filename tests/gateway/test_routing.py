@@ -454,3 +454,39 @@ def test_embeddings_fail_over_too() -> None:
 def test_retry_after_parsing(value: str, seconds: float | None) -> None:
     error = GatewayError(429, "x", headers={"retry-after": value})
     assert retry_after_seconds(error) == seconds
+
+
+def test_replicas_share_cooldowns_through_redis(redis_url: str) -> None:
+    from gateway.stores import RedisStore
+
+    clock = Clock()
+    suffix = f"{id(clock)}"
+    models = [model("chat", (f"dead{suffix}", 1), (f"live{suffix}", 1))]
+
+    async def scenario() -> tuple[FakeProvider, FakeProvider]:
+        store_a, store_b = RedisStore(redis_url), RedisStore(redis_url)
+        dead_a, live_a = FakeProvider(f"dead{suffix}", unreachable()), FakeProvider(f"live{suffix}")
+        dead_b, live_b = FakeProvider(f"dead{suffix}", unreachable()), FakeProvider(f"live{suffix}")
+        settings = RoutingConfig(strategy="round_robin", cooldown={"failures": 2, "seconds": 60})
+        common: dict[str, Any] = {"clock": clock, "monotonic": clock, "sleep": clock.sleep}
+        replica_a = RoutingStage(
+            settings, {p.name: p for p in (dead_a, live_a)}, {m.name: m for m in models}, store_a, **common
+        )
+        replica_b = RoutingStage(
+            settings, {p.name: p for p in (dead_b, live_b)}, {m.name: m for m in models}, store_b, **common
+        )
+        try:
+            for _ in range(4):  # replica A alone trips the breaker on the dead route
+                await replica_a.handle(make_call("chat"), no_next)
+            assert dead_a.calls == 2
+            for _ in range(6):  # replica B never tries the dead route: the cooldown is shared
+                result = await replica_b.handle(make_call("chat"), no_next)
+                assert result.body["answered_by"] == f"live{suffix}"
+            return dead_b, live_b
+        finally:
+            await store_a.close()
+            await store_b.close()
+
+    dead_b, live_b = asyncio.run(scenario())
+    assert dead_b.calls == 0
+    assert live_b.calls == 6
