@@ -63,11 +63,9 @@ class Gateway:
         if transport is None:
             # Providers with `tls:` settings get their own pool per origin; the rest share the default.
             transport = upstream_transport(config.providers, default_transport())
-        self.client = httpx.AsyncClient(
-            transport=transport,
-            timeout=httpx.Timeout(60.0, connect=5.0),
-        )
-        self.providers = build_providers(config, self.client)
+        # Providers send straight through the transport (no httpx.AsyncClient layer: see providers/base.py).
+        self.transport = transport
+        self.providers = build_providers(config, transport)
         # Shared state (rate limits, cache, budgets, cooldowns): memory, or Redis when state.redis_url is set.
         self.store = open_store(config.state)
         self.stages = build_stages(config, self)
@@ -84,14 +82,14 @@ class Gateway:
                 self.started = True
 
     async def close(self) -> None:
-        """Run every stage's ``close`` hook in reverse order, then close the upstream client."""
+        """Run every stage's ``close`` hook in reverse order, then close the upstream transport."""
         self.closing = True
         try:
             if self.started:
                 await run_hooks(reversed(self.stages), "close")
         finally:
             self.started = False
-            await self.client.aclose()
+            await self.transport.aclose()
             await self.store.close()
 
     def resolve(self, key: KeyIdentity, model: str) -> ModelConfig:

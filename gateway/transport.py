@@ -6,8 +6,11 @@
     httpx default     500-550 req/s   p50 36-43 ms   p99 ~290 ms
     httpx + aiohttp  1080-2240 req/s  p50 13-27 ms   p99 43-71 ms
 
-So the gateway keeps httpx as its client API (one ``AsyncClient``, ``MockTransport``/``ASGITransport`` in
-tests) and sends through ``httpx_aiohttp.AiohttpTransport``, 2-4x the throughput of httpx's own pool.
+So the gateway keeps httpx's transport interface as its seam (``MockTransport``/``ASGITransport`` in tests,
+per-origin TLS pools in ``gateway/tls.py``) and sends through ``httpx_aiohttp.AiohttpTransport``, 2-4x the
+throughput of httpx's own pool. Sequential round trips to the mock upstream (median, same machine):
+``AsyncClient`` over aiohttp 0.53 ms, the same transport called directly 0.38-0.42 ms, raw aiohttp 0.31 ms;
+so providers call the transport directly and skip the ``AsyncClient`` layer (``providers/base.py``).
 """
 
 from __future__ import annotations

@@ -241,7 +241,7 @@ def failure(status: int) -> GatewayError:
 class MockProvider:
     """The in-process mock model (``type: mock``)."""
 
-    def __init__(self, config: ProviderConfig, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, config: ProviderConfig, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.name = config.name
         self.options = MockOptions.model_validate(config.options)
         self._random = random.Random(self.options.seed)

@@ -111,8 +111,8 @@ class OpenAIProvider(HttpProvider):
 
     adapter = OpenAIAdapter()
 
-    def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None:
-        super().__init__(config, client)
+    def __init__(self, config: ProviderConfig, transport: httpx.AsyncBaseTransport) -> None:
+        super().__init__(config, transport)
         self.base_url = config.base_url or OPENAI_BASE_URL
 
     @classmethod

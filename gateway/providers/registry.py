@@ -20,6 +20,6 @@ PROVIDER_TYPES: Mapping[str, ProviderType] = MappingProxyType(
 )
 
 
-def build_providers(config: GatewayConfig, client: httpx.AsyncClient) -> dict[str, Provider]:
-    """One provider instance per ``providers:`` entry, by name, sharing the pooled client."""
-    return {p.name: PROVIDER_TYPES[p.type](p, client) for p in config.providers}
+def build_providers(config: GatewayConfig, transport: httpx.AsyncBaseTransport) -> dict[str, Provider]:
+    """One provider instance per ``providers:`` entry, by name, sharing the pooled transport."""
+    return {p.name: PROVIDER_TYPES[p.type](p, transport) for p in config.providers}

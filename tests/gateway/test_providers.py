@@ -306,7 +306,24 @@ def test_mock_response_result_usage_property() -> None:
 
 
 async def test_openai_provider_defaults_to_the_openai_api_without_credentials() -> None:
-    async with httpx.AsyncClient() as client:
-        provider = OpenAIProvider(ProviderConfig(name="o", type="openai"), client)
+    transport = httpx.MockTransport(lambda request: httpx.Response(500))
+    provider = OpenAIProvider(ProviderConfig(name="o", type="openai"), transport)
     assert provider.base_url == "https://api.openai.com/v1"
     assert "authorization" not in provider.auth_headers
+
+
+async def test_openai_provider_sends_json_and_decodes_compressed_answers() -> None:
+    import gzip
+
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        body = json.dumps(chat_body(json.loads(request.content), "m", MockOptions(), "u1")).encode()
+        return httpx.Response(200, content=gzip.compress(body), headers={"content-encoding": "gzip"})
+
+    async with serve(openai_config("https://up.test/v1"), transport=httpx.MockTransport(handler)) as client:
+        response = await client.post("/v1/chat/completions", json=chat("zipped"), headers=auth())
+    assert response.json()["choices"][0]["message"]["content"] == "zipped"
+    assert seen[0].headers["content-type"] == "application/json"
+    assert seen[0].headers["user-agent"].startswith("llm-gateway/")
