@@ -1,7 +1,8 @@
 """Compare upstream HTTP transports: httpx's default vs httpx over aiohttp (``httpx-aiohttp``).
 
 Starts ``gateway mock-upstream`` in a subprocess, then drives it from one event loop with 32 concurrent
-requests per transport, as the gateway's provider would. Prints requests/second and latency percentiles.
+requests per transport through ``httpx.AsyncClient``, and one request at a time calling the transport
+directly (as the gateway's providers do). Prints requests/second, latency percentiles and that median.
 
     python bench/transport.py [--seconds 5] [--concurrency 32]
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import socket
 import statistics
 import subprocess
@@ -26,6 +28,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def sequential(transport: httpx.AsyncBaseTransport, url: str, count: int = 1500) -> float:
+    """Median milliseconds of one request at a time, calling the transport directly (as providers do)."""
+    target = httpx.URL(f"{url}/v1/chat/completions")
+    content = json.dumps(BODY).encode()
+    timings: list[float] = []
+    for _ in range(count):
+        began = time.perf_counter()
+        request = httpx.Request("POST", target, content=content, headers={"content-type": "application/json"})
+        response = await transport.handle_async_request(request)
+        await response.aread()
+        await response.aclose()
+        json.loads(response.content)
+        timings.append(time.perf_counter() - began)
+    await transport.aclose()
+    return statistics.median(timings[count // 5 :]) * 1000
 
 
 async def drive(
@@ -73,9 +92,11 @@ def main() -> None:
         ]:
             latencies = asyncio.run(drive(factory(), url, args.seconds, args.concurrency))
             quantiles = statistics.quantiles(latencies, n=100)
+            direct = asyncio.run(sequential(factory(), url))
             print(
                 f"{name:16} {len(latencies) / args.seconds:8.0f} req/s   "
-                f"p50 {quantiles[49] * 1000:6.2f} ms   p99 {quantiles[98] * 1000:6.2f} ms"
+                f"p50 {quantiles[49] * 1000:6.2f} ms   p99 {quantiles[98] * 1000:6.2f} ms   "
+                f"one at a time, transport called directly: {direct:.3f} ms"
             )
     finally:
         upstream.terminate()
