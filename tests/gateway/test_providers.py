@@ -327,3 +327,29 @@ async def test_openai_provider_sends_json_and_decodes_compressed_answers() -> No
     assert response.json()["choices"][0]["message"]["content"] == "zipped"
     assert seen[0].headers["content-type"] == "application/json"
     assert seen[0].headers["user-agent"].startswith("llm-gateway/")
+
+
+async def test_an_upstream_error_mid_stream_ends_the_stream_with_an_error_event() -> None:
+    chunk = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": {"content": "par"}}],
+    }
+    events = (
+        b": keep-alive\n\n"
+        + b"data: "
+        + json.dumps(chunk).encode()
+        + b"\n\n"
+        + b'data: {"error": {"message": "model overloaded", "type": "server_error"}}\n\n'
+    )
+    transport = httpx.MockTransport(
+        lambda request: httpx.Response(200, content=events, headers={"content-type": "text/event-stream"})
+    )
+    async with serve(openai_config("https://up.test/v1"), transport=transport) as client:
+        response = await client.post("/v1/chat/completions", json=chat(stream=True), headers=auth())
+    assert response.status_code == 200
+    received = sse_chunks(response.text)
+    assert received[0]["choices"][0]["delta"]["content"] == "par"
+    assert received[-1]["error"]["type"] == "upstream_error"
+    assert "model overloaded" in received[-1]["error"]["message"]
+    assert "[DONE]" not in received
