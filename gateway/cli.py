@@ -94,6 +94,13 @@ def run(config_path: Path | None, host: str | None, port: int | None, workers: i
     options = {"host": host, "port": port, "log_level": "warning", "access_log": False, "lifespan": "on"}
     options.update(uvicorn_ssl_options(config.server.tls))  # HTTPS when server.tls is set
     if workers > 1:
+        if not config.state.redis_url:
+            # Each worker process would keep its own counters: N workers admit N times every rate limit.
+            click.echo(
+                f"warning: {workers} workers with in-process state: each keeps its own cache, rate limits and"
+                " budget reservations; set state.redis_url to share them",
+                err=True,
+            )
         if config_path is not None:
             os.environ[CONFIG_ENV] = str(config_path.resolve())
         uvicorn.run("gateway.cli:app_factory", factory=True, workers=workers, **options)  # type: ignore[arg-type]

@@ -384,3 +384,21 @@ async def test_a_cancelled_request_gives_its_slot_back(redis_url: str) -> None:
 
     assert isinstance(await stage.handle(make_call(chat(), key[3:]), answer), Response)
     await store.close()
+
+
+def test_several_workers_without_redis_get_a_warning(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+    from click.testing import CliRunner
+
+    from gateway.cli import CONFIG_ENV, main
+
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)
+    monkeypatch.delenv(CONFIG_ENV, raising=False)  # `run --workers` sets it; restored after the test
+    path = tmp_path / "gw.yaml"
+    path.write_text(config_text(alice=", rpm: 5"))
+    result = CliRunner().invoke(main, ["run", "--config", str(path), "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    assert "set state.redis_url to share them" in result.output
+    path.write_text(config_text(alice=", rpm: 5", extra="state: {redis_url: 'redis://127.0.0.1:1/0'}"))
+    result = CliRunner().invoke(main, ["run", "--config", str(path), "--workers", "2"])
+    assert "state.redis_url" not in result.output
