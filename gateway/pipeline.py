@@ -3,11 +3,12 @@
 A request to ``/v1/chat/completions`` or ``/v1/embeddings`` becomes one :class:`Call` and flows through
 an ordered chain of :class:`Stage` objects built once at startup (``gateway/app.py``, ``build_stages``)::
 
-    auth → rate limit → budget → cache → router → provider adapter → upstream
+    auth → usage → rate limit → budget → cache → router → provider adapter → upstream
 
 Authentication and model resolution happen when the route builds the :class:`Call` (so every stage sees
 an authenticated ``call.key`` and a resolved ``call.model_config``); the remaining stages are features,
-each configured under ``features:`` in the config file, and the router is always last.
+each configured under ``features:`` in the config file, and the router is always last. The router calls
+``gateway.router.attempt(call, route, provider)`` once per provider attempt.
 
 The Stage contract
 ==================
