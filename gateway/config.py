@@ -220,8 +220,8 @@ def parse_config(text: str, source: str = "<config>") -> GatewayConfig:
         config = GatewayConfig.model_validate(data)
     except ValidationError as exc:
         problems.extend(_pydantic_problems(exc, data))
+    problems.extend(_provider_option_problems(data))
     if config is not None:
-        problems.extend(_provider_option_problems(config))
         problems.extend(fallback_problems(config.models))
         problems.extend(team_problems(config.teams))
         problems.extend((("providers", i, "base_url"), m) for i, m in origin_conflicts(config.providers))
@@ -427,11 +427,15 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _provider_option_problems(config: GatewayConfig) -> Iterator[tuple[tuple[PathPart, ...], str]]:
-    """Each adapter validates its own ``options`` (and required base_url/api_key)."""
+def _provider_option_problems(data: dict[str, Any]) -> Iterator[tuple[tuple[PathPart, ...], str]]:
+    """Each adapter validates its own ``options``; per provider, so other sections' errors don't hide them."""
     from gateway.providers.registry import PROVIDER_TYPES
 
-    for i, provider in enumerate(config.providers):
+    for i, raw in enumerate(_list(data.get("providers"))):
+        try:
+            provider = ProviderConfig.model_validate(raw)
+        except ValidationError:
+            continue  # already reported by the whole-file validation
         kind = PROVIDER_TYPES.get(provider.type)
         if kind is None:
             continue

@@ -146,3 +146,13 @@ def test_union_errors_are_one_line_without_class_names() -> None:
         "gw.yaml:1: auth.keys[0].models: Input should be a valid list, or Input should be '*'",
         "gw.yaml:2: server.tls: Input should be a mapping of keys",
     ]
+
+
+def test_provider_option_problems_are_reported_alongside_other_errors() -> None:
+    text = (
+        BASE.replace("    type: mock\n", "    type: mock\n    options: {latency: 5}\n")
+        + "server: {port: -1}\n"
+    )
+    found = "\n".join(problems(text))
+    assert "providers[1].options.latency: unknown option 'latency', did you mean 'latency_ms'?" in found
+    assert "server.port: Input should be greater than or equal to 0" in found
