@@ -8,11 +8,13 @@ settles: ``reserved -= amount`` and ``spent += real cost``. Because the check an
 operation (a Lua script in Redis, a non-awaiting Python function in memory), concurrent requests, even on
 replicas sharing Redis, can never all pass the check before any of them is counted.
 
-Entries expire an hour after their window ends (``total`` windows never expire).
+Entries expire an hour after their window ends (``total`` windows never expire). Each reservation is also a
+lease that expires (15 minutes by default): budget held by a replica that died mid-request comes back.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,44 +26,88 @@ from gateway.stores import AtomicOp, MemoryData, Store, store_key
 # into the window it reserved in.
 GRACE_SECONDS = 3600
 
-# --- reserve: KEYS budget entries; ARGV amount, then (limit, ttl_ms) per key ----------------------------
-# Returns {1, 0, then (spent, reserved) per key} when reserved, {0, i, spent, reserved} of the first budget i
-# (1-based) it does not fit in.
-_RESERVE_LUA = """
-local amount = tonumber(ARGV[1])
-for i = 1, #KEYS do
-  local limit = tonumber(ARGV[2 * i])
-  local v = redis.call('HMGET', KEYS[i], 'spent', 'reserved')
-  local spent, reserved = tonumber(v[1] or '0'), tonumber(v[2] or '0')
-  if spent + reserved + amount > limit then return {0, i, spent, reserved} end
+# Budget entries come in pairs of keys: a hash (``spent``, ``reserved`` and one ``r:<lease>`` field per
+# reservation in flight, holding its amount) and a sorted set of the leases by expiry (microseconds, the
+# store's clock). A reservation whose replica died before settling expires and is given back ("reaped") by the
+# next operation on that budget, so a crash cannot hold budget forever.
+_PURGE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local function purge(h, z)
+  local expired = redis.call('ZRANGEBYSCORE', z, '-inf', now)
+  for _, id in ipairs(expired) do
+    local amount = tonumber(redis.call('HGET', h, 'r:' .. id) or '0')
+    if amount > 0 and redis.call('HINCRBY', h, 'reserved', -amount) < 0 then
+      redis.call('HSET', h, 'reserved', 0)
+    end
+    redis.call('HDEL', h, 'r:' .. id)
+  end
+  if #expired > 0 then redis.call('ZREMRANGEBYSCORE', z, '-inf', now) end
+end
+local function counters(h)
+  local v = redis.call('HMGET', h, 'spent', 'reserved')
+  return tonumber(v[1] or '0'), tonumber(v[2] or '0')
+end
+"""
+
+# --- reserve: KEYS (hash, leases) per budget; ARGV amount, lease id, lease ttl (us), (limit, ttl_ms) each
+# Returns {1, 0, then (spent, reserved) per budget} when reserved, {0, i, spent, reserved} of the first
+# budget i (1-based) it does not fit in.
+_RESERVE_LUA = (
+    _PURGE_LUA
+    + """
+local amount, id, lease_ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local n = #KEYS / 2
+for i = 1, n do
+  local h = KEYS[2 * i - 1]
+  purge(h, KEYS[2 * i])
+  local spent, reserved = counters(h)
+  if spent + reserved + amount > tonumber(ARGV[2 + 2 * i]) then return {0, i, spent, reserved} end
 end
 local out = {1, 0}
-for i = 1, #KEYS do
-  local reserved = redis.call('HINCRBY', KEYS[i], 'reserved', amount)
-  local ttl = tonumber(ARGV[2 * i + 1])
-  if ttl > 0 then redis.call('PEXPIRE', KEYS[i], ttl) end
-  out[#out + 1] = tonumber(redis.call('HGET', KEYS[i], 'spent') or '0')
+for i = 1, n do
+  local h, z, ttl = KEYS[2 * i - 1], KEYS[2 * i], tonumber(ARGV[3 + 2 * i])
+  local reserved = redis.call('HINCRBY', h, 'reserved', amount)
+  redis.call('HSET', h, 'r:' .. id, amount)
+  redis.call('ZADD', z, string.format('%.0f', now + lease_ttl), id)
+  if ttl > 0 then
+    redis.call('PEXPIRE', h, ttl)
+    redis.call('PEXPIRE', z, ttl)
+  end
+  out[#out + 1] = tonumber(redis.call('HGET', h, 'spent') or '0')
   out[#out + 1] = reserved
 end
 return out
 """
+)
+
+_Entry = tuple[int, int, dict[int, tuple[int, int]]]
 
 
-def _entry(data: MemoryData, key: str) -> list[int]:
+def _entry(data: MemoryData, key: str) -> _Entry:
+    """(spent, reserved, leases) of a budget, expired leases given back."""
     value = data.get(key)
-    return list(value) if value is not None else [0, 0]
+    if value is None:
+        return 0, 0, {}
+    spent, reserved, leases = value
+    live = {lease: (amount, expires) for lease, (amount, expires) in leases.items() if expires > data.now_us}
+    for lease in leases.keys() - live.keys():
+        reserved = max(0, reserved - leases[lease][0])
+    return spent, reserved, live
 
 
 def _reserve_memory(data: MemoryData, keys: Sequence[str], args: Sequence[int]) -> list[int]:
-    amount = args[0]
-    entries = [_entry(data, key) for key in keys]
-    for i, (spent, reserved) in enumerate(entries):
-        if spent + reserved + amount > args[1 + 2 * i]:
+    amount, lease, lease_ttl = args[0], args[1], args[2]
+    hashes = keys[::2]
+    entries = [_entry(data, key) for key in hashes]
+    for i, (spent, reserved, _) in enumerate(entries):
+        if spent + reserved + amount > args[3 + 2 * i]:
             return [0, i + 1, spent, reserved]
     out = [1, 0]
-    for i, (key, (spent, reserved)) in enumerate(zip(keys, entries, strict=True)):
-        ttl = args[2 + 2 * i]
-        data.set(key, (spent, reserved + amount), ttl if ttl > 0 else None)
+    for i, (key, (spent, reserved, leases)) in enumerate(zip(hashes, entries, strict=True)):
+        ttl = args[4 + 2 * i]
+        leases[lease] = (amount, data.now_us + lease_ttl)
+        data.set(key, (spent, reserved + amount, leases), ttl if ttl > 0 else None)
         out += [spent, reserved + amount]
     return out
 
@@ -71,38 +117,45 @@ RESERVE = AtomicOp(
     lua=_RESERVE_LUA,
     memory=_reserve_memory,
     # Redis down and state.on_error = fail_open: let the request through unbudgeted.
-    fail_open=lambda keys, args: [1, 0, *([0, 0] * len(keys))],
+    fail_open=lambda keys, args: [1, 0, *([0, 0] * (len(keys) // 2))],
 )
 
-# --- settle: KEYS budget entries; ARGV reserved amount, real cost, then ttl_ms per key -------------------
-# Returns (spent, reserved) per key after settling.
-_SETTLE_LUA = """
-local amount, cost = tonumber(ARGV[1]), tonumber(ARGV[2])
+# --- settle: KEYS (hash, leases) per budget; ARGV lease id, real cost, then ttl_ms per budget -----------
+# Gives the lease's amount back (unless it expired and was reaped already) and adds the cost.
+# Returns (spent, reserved) per budget after settling.
+_SETTLE_LUA = (
+    _PURGE_LUA
+    + """
+local id, cost = ARGV[1], tonumber(ARGV[2])
 local out = {}
-for i = 1, #KEYS do
-  local reserved = redis.call('HINCRBY', KEYS[i], 'reserved', -amount)
-  if reserved < 0 then
-    redis.call('HSET', KEYS[i], 'reserved', 0)
-    reserved = 0
+for i = 1, #KEYS / 2 do
+  local h, z, ttl = KEYS[2 * i - 1], KEYS[2 * i], tonumber(ARGV[2 + i])
+  local amount = tonumber(redis.call('HGET', h, 'r:' .. id) or '0')
+  if amount > 0 and redis.call('HINCRBY', h, 'reserved', -amount) < 0 then
+    redis.call('HSET', h, 'reserved', 0)
   end
-  local spent = redis.call('HINCRBY', KEYS[i], 'spent', cost)
-  local ttl = tonumber(ARGV[2 + i])
-  if ttl > 0 then redis.call('PEXPIRE', KEYS[i], ttl) end
+  redis.call('HDEL', h, 'r:' .. id)
+  redis.call('ZREM', z, id)
+  redis.call('HINCRBY', h, 'spent', cost)
+  if ttl > 0 then redis.call('PEXPIRE', h, ttl) end
+  local spent, reserved = counters(h)
   out[#out + 1] = spent
   out[#out + 1] = reserved
 end
 return out
 """
+)
 
 
 def _settle_memory(data: MemoryData, keys: Sequence[str], args: Sequence[int]) -> list[int]:
-    amount, cost = args[0], args[1]
+    lease, cost = args[0], args[1]
     out: list[int] = []
-    for i, key in enumerate(keys):
-        spent, reserved = _entry(data, key)
+    for i, key in enumerate(keys[::2]):
+        spent, reserved, leases = _entry(data, key)
+        amount = leases.pop(lease, (0, 0))[0]
         spent, reserved = spent + cost, max(0, reserved - amount)
         ttl = args[2 + i]
-        data.set(key, (spent, reserved), ttl if ttl > 0 else None)
+        data.set(key, (spent, reserved, leases), ttl if ttl > 0 else None)
         out += [spent, reserved]
     return out
 
@@ -111,10 +164,10 @@ SETTLE = AtomicOp(
     name="budget_settle",
     lua=_SETTLE_LUA,
     memory=_settle_memory,
-    fail_open=lambda keys, args: [0, 0] * len(keys),
+    fail_open=lambda keys, args: [0, 0] * (len(keys) // 2),
 )
 
-# --- restore: KEYS one entry; ARGV spent, ttl_ms. Sets spent only when the entry does not exist yet ------
+# --- restore: KEYS (hash, leases); ARGV spent, ttl_ms. Sets spent only when the budget has no entry yet --
 # Returns {1} when restored, {0} when the entry already existed (another replica, or Redis kept it).
 _RESTORE_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
@@ -128,7 +181,7 @@ return {1}
 def _restore_memory(data: MemoryData, keys: Sequence[str], args: Sequence[int]) -> list[int]:
     if data.get(keys[0]) is not None:
         return [0]
-    data.set(keys[0], (args[0], 0), args[1] if args[1] > 0 else None)
+    data.set(keys[0], (args[0], 0, {}), args[1] if args[1] > 0 else None)
     return [1]
 
 
@@ -136,24 +189,31 @@ RESTORE = AtomicOp(
     name="budget_restore", lua=_RESTORE_LUA, memory=_restore_memory, fail_open=lambda k, a: [0]
 )
 
-# --- read: KEYS entries; returns (spent, reserved) per key -------------------------------------------------
-_READ_LUA = """
+# --- read: KEYS (hash, leases) per budget; reaps expired leases; returns (spent, reserved) per budget ----
+_READ_LUA = (
+    _PURGE_LUA
+    + """
 local out = {}
-for i = 1, #KEYS do
-  local v = redis.call('HMGET', KEYS[i], 'spent', 'reserved')
-  out[#out + 1] = tonumber(v[1] or '0')
-  out[#out + 1] = tonumber(v[2] or '0')
+for i = 1, #KEYS / 2 do
+  purge(KEYS[2 * i - 1], KEYS[2 * i])
+  local spent, reserved = counters(KEYS[2 * i - 1])
+  out[#out + 1] = spent
+  out[#out + 1] = reserved
 end
 return out
 """
+)
 
 
 def _read_memory(data: MemoryData, keys: Sequence[str], args: Sequence[int]) -> list[int]:
-    return [n for key in keys for n in _entry(data, key)]
+    return [n for key in keys[::2] for n in _entry(data, key)[:2]]
 
 
 READ = AtomicOp(
-    name="budget_read", lua=_READ_LUA, memory=_read_memory, fail_open=lambda k, a: [0, 0] * len(k)
+    name="budget_read",
+    lua=_READ_LUA,
+    memory=_read_memory,
+    fail_open=lambda keys, args: [0, 0] * (len(keys) // 2),
 )
 
 
@@ -171,6 +231,11 @@ class BudgetSlot:
         """The store entry of this window, e.g. ``gw:budget:key:alice:daily:2026-03-08``."""
         return store_key("budget", self.scope, self.name, self.window.key)
 
+    @property
+    def store_keys(self) -> list[str]:
+        """The window's counters and its leases (the sorted set of reservations in flight)."""
+        return [self.store_key, self.store_key + ":leases"]
+
     def ttl_ms(self, now: datetime) -> int:
         """How long the entry must live: until the window ends plus a grace hour; 0 for never."""
         left = self.window.seconds_left(now)
@@ -182,54 +247,65 @@ class Reservation:
     """The outcome of :meth:`BudgetBook.reserve`.
 
     ``ok`` tells whether it fits. When it does, ``usage`` holds ``(spent, reserved)`` of each slot after the
-    reservation; when it does not, ``refused`` is the slot it did not fit in and ``usage`` its one pair.
+    reservation and ``lease`` identifies it for settling; when it does not, ``refused`` is the slot it did not
+    fit in and ``usage`` that slot's one pair.
     """
 
     ok: bool
     amount: int
     slots: tuple[BudgetSlot, ...]
     usage: tuple[tuple[int, int], ...]
+    lease: int = 0
     refused: BudgetSlot | None = None
 
 
-class BudgetBook:
-    """Reserve, settle, restore and read budget windows in a :class:`~gateway.stores.Store`."""
+def _keys(slots: Sequence[BudgetSlot]) -> list[str]:
+    return [key for slot in slots for key in slot.store_keys]
 
-    def __init__(self, store: Store) -> None:
+
+class BudgetBook:
+    """Reserve, settle, restore and read budget windows in a :class:`~gateway.stores.Store`.
+
+    ``lease_seconds`` bounds how long a reservation holds budget without being settled: longer than any
+    request takes, short enough that budget held by a crashed replica comes back soon.
+    """
+
+    def __init__(self, store: Store, *, lease_seconds: float = 900.0) -> None:
         self.store = store
+        self.lease_us = int(lease_seconds * 1_000_000)
 
     async def reserve(self, slots: Sequence[BudgetSlot], amount: int, now: datetime) -> Reservation:
         """Reserve ``amount`` nano-dollars in every slot, or in none if it does not fit in one of them."""
-        args = [amount]
+        lease = secrets.randbits(52)  # an integer (store arguments are), exact in Lua's doubles
+        args = [amount, lease, self.lease_us]
         for slot in slots:
             args += [slot.limit_nanos, slot.ttl_ms(now)]
-        result = await self.store.run(RESERVE, [slot.store_key for slot in slots], args)
+        result = await self.store.run(RESERVE, _keys(slots), args)
         if result[0] == 1:
             pairs = tuple((result[2 + 2 * i], result[3 + 2 * i]) for i in range(len(slots)))
-            return Reservation(True, amount, tuple(slots), pairs)
+            return Reservation(True, amount, tuple(slots), pairs, lease)
         refused = slots[result[1] - 1]
-        return Reservation(False, amount, tuple(slots), ((result[2], result[3]),), refused)
+        return Reservation(False, amount, tuple(slots), ((result[2], result[3]),), refused=refused)
 
     async def settle(self, reservation: Reservation, cost: int, now: datetime) -> list[tuple[int, int]]:
-        """Release ``reservation`` and charge the real ``cost``; returns ``(spent, reserved)`` per slot."""
+        """Give ``reservation`` back and charge the real ``cost``; returns ``(spent, reserved)`` per slot.
+
+        Settling twice gives nothing back the second time (the lease is gone) but charges ``cost`` again, so
+        callers settle once.
+        """
         slots = reservation.slots
-        args = [reservation.amount, cost, *(slot.ttl_ms(now) for slot in slots)]
-        result = await self.store.run(SETTLE, [slot.store_key for slot in slots], args)
+        args = [reservation.lease, cost, *(slot.ttl_ms(now) for slot in slots)]
+        result = await self.store.run(SETTLE, _keys(slots), args)
         return [(result[2 * i], result[2 * i + 1]) for i in range(len(slots))]
 
     async def restore(self, slot: BudgetSlot, spent: int, now: datetime) -> bool:
         """Set a window's spend (from the ledger) unless the store already has it; True when it was set."""
-        result = await self.store.run(RESTORE, [slot.store_key], [spent, slot.ttl_ms(now)])
+        result = await self.store.run(RESTORE, slot.store_keys, [spent, slot.ttl_ms(now)])
         return result[0] == 1
 
     async def read(self, slots: Sequence[BudgetSlot]) -> list[tuple[int, int]]:
-        """``(spent, reserved)`` of each slot."""
+        """``(spent, reserved)`` of each slot (expired reservations given back first)."""
         if not slots:
             return []
-        result = await self.store.run(READ, [slot.store_key for slot in slots], [])
+        result = await self.store.run(READ, _keys(slots), [])
         return [(result[2 * i], result[2 * i + 1]) for i in range(len(slots))]
-
-
-def fraction_used(spent: int, reserved: int, limit: int) -> float:
-    """Share of ``limit`` taken by spend plus reservations (1.0 when the limit is 0)."""
-    return 1.0 if limit <= 0 else (spent + reserved) / limit

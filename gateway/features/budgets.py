@@ -111,6 +111,9 @@ class BudgetsConfig(BaseModel):
         default=True, description="send default_max_tokens upstream when a request sets no max_tokens"
     )
     soft_limit: Fraction = Field(default=0.8, description="default share of a budget that triggers a warning")
+    reservation_ttl_seconds: float = Field(
+        default=900, gt=0, description="a reservation not settled by then (its replica died) is given back"
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -335,5 +338,10 @@ def budget_stage(config: GatewayConfig, store: Store, usage: UsageStage) -> Budg
     if not rules:
         return None
     return BudgetStage(
-        rules, config.features.budgets, BudgetBook(store), usage.ledger, usage.pricing, clock=usage.clock
+        rules,
+        config.features.budgets,
+        BudgetBook(store, lease_seconds=config.features.budgets.reservation_ttl_seconds),
+        usage.ledger,
+        usage.pricing,
+        clock=usage.clock,
     )

@@ -116,3 +116,27 @@ async def test_total_windows_do_not_expire(store: Store) -> None:
     assert budget.store_key.endswith(":total")
     daily = slot(100)
     assert daily.ttl_ms(NOW) == (12 * 3600 + 3600) * 1000
+
+
+async def test_a_reservation_never_settled_expires_and_is_given_back(store: Store) -> None:
+    # A replica that died mid-request never settles; its lease runs out and the budget comes back.
+    book = BudgetBook(store, lease_seconds=0.05)
+    budget = slot(100)
+    crashed = await book.reserve([budget], 80, NOW)
+    assert crashed.ok
+    assert not (await book.reserve([budget], 80, NOW)).ok
+    await asyncio.sleep(0.15)
+    assert await book.read([budget]) == [(0, 0)]
+    assert (await book.reserve([budget], 80, NOW)).ok
+    # A late settle of the expired reservation still charges its cost, and gives back nothing twice.
+    assert await book.settle(crashed, 10, NOW) == [(10, 80)]
+
+
+async def test_settle_only_gives_back_its_own_reservation(store: Store) -> None:
+    book = BudgetBook(store)
+    budget = slot(100)
+    first = await book.reserve([budget], 30, NOW)
+    second = await book.reserve([budget], 50, NOW)
+    assert await book.settle(first, 5, NOW) == [(5, 50)]
+    assert await book.settle(first, 0, NOW) == [(5, 50)]  # nothing left to give back for `first`
+    assert await book.settle(second, 20, NOW) == [(25, 0)]

@@ -12,8 +12,19 @@ from typing import Any
 
 import httpx
 import pytest
-from budget_fakes import ALICE, BOB, CAROL, FREE, MASTER, FakeUpstream, auth, chat, config_text
-from conftest import run_server, serve
+from budget_fakes import (
+    ALICE,
+    BOB,
+    CAROL,
+    FREE,
+    MASTER,
+    FakeUpstream,
+    auth,
+    chat,
+    config_text,
+    run_server,
+    serve,
+)
 
 from gateway.app import create_app
 from gateway.config import ConfigError, parse_config

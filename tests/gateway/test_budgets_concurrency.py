@@ -10,8 +10,7 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from budget_fakes import MASTER, FakeUpstream, auth, chat
-from conftest import serve
+from budget_fakes import MASTER, FakeUpstream, auth, chat, serve
 
 from gateway.config import parse_config
 from gateway.pricing import ModelPrice, cost_nanos, format_usd, nanos_to_usd
