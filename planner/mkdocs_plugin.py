@@ -11,6 +11,7 @@ pages added later appear without editing mkdocs.yml.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,15 @@ from planner.render.pages import OVERVIEW_PAGES
 log = get_plugin_logger(__name__)
 
 # Extensions the generated pages use (admonitions, the board's HTML columns, checklists, tables).
-REQUIRED_EXTENSIONS = ("admonition", "md_in_html", "tables", "attr_list", "pymdownx.tasklist")
+REQUIRED_EXTENSIONS = (
+    "admonition",
+    "md_in_html",
+    "tables",
+    "attr_list",
+    "pymdownx.details",
+    "pymdownx.tasklist",
+)
+_INDEX_LINK = re.compile(r"\]\(([\w.-]+\.md)(?:#[^)]*)?\)")
 MERMAID_FENCE = {"name": "mermaid", "class": "planner-mermaid", "format": fence_div_format}
 
 
@@ -146,14 +155,34 @@ def _replace(files: Files, file: File) -> None:
 
 
 def expand_nav(nav: list[Any], files: Files, roadmap_dir: str, show_plans: bool) -> list[Any]:
-    """Replace entries naming a folder (`tutorial/`) with that folder's pages; drop empty folders."""
-    pages = sorted(f.src_uri for f in files.documentation_pages())
-    roadmap_order = {f"{roadmap_dir}/{name}": i for i, (name, _) in enumerate(OVERVIEW_PAGES)}
+    """Replace entries naming a folder (`tutorial/`) with that folder's pages; drop empty folders.
+
+    A folder's index.md comes first; then the pages in the order its index links to them (so the index
+    page is also the table of contents), then the rest by file name.
+    """
+    by_uri = {f.src_uri: f for f in files.documentation_pages()}
+    pages = sorted(by_uri)
     titles = {f"{roadmap_dir}/{name}": title for name, title in OVERVIEW_PAGES}
+
+    def link_order(prefix: str) -> dict[str, int]:
+        if prefix == f"{roadmap_dir}/":
+            return {f"{prefix}{name}": i for i, (name, _) in enumerate(OVERVIEW_PAGES)}
+        index = by_uri.get(f"{prefix}index.md")
+        if index is None:
+            return {}
+        try:
+            text = index.content_string
+        except (OSError, UnicodeDecodeError):
+            return {}
+        order: dict[str, int] = {}
+        for target in _INDEX_LINK.findall(text):
+            order.setdefault(prefix + target, len(order))
+        return order
 
     def folder(prefix: str) -> list[Any]:
         direct = [p for p in pages if p.startswith(prefix) and "/" not in p[len(prefix) :]]
-        direct.sort(key=lambda p: (not p.endswith("/index.md"), roadmap_order.get(p, len(roadmap_order)), p))
+        order = link_order(prefix)
+        direct.sort(key=lambda p: (not p.endswith("/index.md"), order.get(p, len(order)), p))
         entries: list[Any] = [{titles[p]: p} if p in titles else p for p in direct]
         nested = [p[len(prefix) :] for p in pages if p.startswith(prefix) and "/" in p[len(prefix) :]]
         subfolders = sorted({rest.split("/")[0] for rest in nested})

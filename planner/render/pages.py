@@ -16,7 +16,7 @@ from planner.schedule import Slot, schedule, working_day
 
 from . import diagrams
 from .links import LinkStyle, href, md_link
-from .roadmap import COMPLETED, Roadmap, Verification, sort_plans
+from .roadmap import COMPLETED, Roadmap, Verification, sort_plans, verified_when
 
 ROADMAP_DIR = "roadmap"
 # The overview pages in navigation order: source name and navigation title.
@@ -149,6 +149,7 @@ class Renderer:
             "readiness_priorities": config.priorities[:2],
             "diagrams_note": self.diagrams_note,
             "verify": roadmap.verification,
+            "verified_when": verified_when,
             "date_of": lambda offset: working_day(roadmap.today, offset).isoformat(),
             "last_day_of": lambda slot: working_day(roadmap.today, max(slot.end - 1, slot.start)).isoformat(),
             "percent": lambda part, whole: f"{100 * part / whole:.0f}%" if whole else "—",

@@ -19,6 +19,18 @@ COMPLETED = "Completed"
 NOT_VERIFIED = "not verified yet"
 
 
+def verified_when(evidence: Evidence) -> str:
+    """`verified 2026-11-26 at commit abc1234`, noting a run on a work tree with uncommitted changes."""
+    text = f"verified {evidence.generated_at[:10]}"
+    commit = evidence.git_commit
+    if commit:
+        dirty = commit.endswith("-dirty")
+        text += f" at commit {commit.removesuffix('-dirty')[:7]}"
+        if dirty:
+            text += " with uncommitted changes"
+    return text
+
+
 @dataclass(frozen=True)
 class Verification:
     """A feature's verified progress in words; never claims more than the evidence file holds."""
@@ -39,12 +51,7 @@ class Verification:
     @property
     def when(self) -> str:
         """`verified 2026-11-26 at commit abc1234`, or '' without evidence."""
-        if self.evidence is None:
-            return ""
-        text = f"verified {self.evidence.generated_at[:10]}"
-        if self.evidence.git_commit:
-            text += f" at commit {self.evidence.git_commit[:7]}"
-        return text
+        return verified_when(self.evidence) if self.evidence is not None else ""
 
     @property
     def short(self) -> str:

@@ -140,7 +140,7 @@ def test_plan_page_has_metadata_evidence_links_and_document(pages: dict[str, str
     assert "**Depends on:** [Usage](usage.md)" in text
     assert '**Needed by:** [Sockets: "live" \\| fast](ws.md)' in text
     assert "4 of 5 acceptance tests passing, verified 2026-11-26 at commit abc1234" in text
-    assert "`t.py::test_miss` failed" in text
+    assert "- **failed**: `test_miss` in `t.py`" in text and "- passed: `test_hit` in `t.py`" in text
     assert "## Goal\n\nMake cache work." in text
 
 
@@ -153,6 +153,18 @@ def test_without_evidence_pages_say_not_verified_yet(tmp_path: Path) -> None:
     data = json.loads(pages["roadmap/roadmap.json"])
     assert data["evidence"] is None
     assert all(p["evidence"]["summary"] == "not verified yet" for p in data["plans"])
+
+
+def test_evidence_from_a_dirty_work_tree_says_so(tmp_path: Path) -> None:
+    ev = Evidence(
+        "2026-11-26T04:00:00+00:00", "abc1234def-dirty", None, None, {"usage": FeatureEvidence(1, 0)}
+    )
+    pages = Renderer().render(fixture_roadmap(tmp_path, ev))
+    expected = (
+        "1 of 1 acceptance test passing, verified 2026-11-26 at commit abc1234 with uncommitted changes"
+    )
+    assert expected in pages["roadmap/plans/usage.md"]
+    assert "verified 2026-11-26 at commit abc1234 with uncommitted changes" in pages["roadmap/index.md"]
 
 
 def test_evidence_without_tests_for_a_feature_is_not_progress(tmp_path: Path) -> None:

@@ -90,7 +90,8 @@ def project(tmp_path: Path) -> Path:
     (root / "pyproject.toml").write_text('[project]\nname = "fixture"\n\n[tool.planner]\nlanes = 1\n')
     (root / "mkdocs.yml").write_text(MKDOCS_YML, encoding="utf-8")
     (root / "docs" / "index.md").write_text("# Home\n", encoding="utf-8")
-    (root / "docs" / "tutorial" / "index.md").write_text("# Tutorial\n", encoding="utf-8")
+    tutorial_index = "# Tutorial\n\nStart with [zeta](zeta.md#top).\n"
+    (root / "docs" / "tutorial" / "index.md").write_text(tutorial_index, encoding="utf-8")
     (root / "docs" / "tutorial" / "zeta.md").write_text("# Zeta\n", encoding="utf-8")
     (root / "docs" / "tutorial" / "alpha.md").write_text("# Alpha guide\n", encoding="utf-8")
     write_plan(root, "alpha", deps="beta")
@@ -158,7 +159,7 @@ def test_navigation_lists_folders_and_drops_missing_ones(project: Path, tmp_path
     html = (site / "index.html").read_text(encoding="utf-8")
     order = [
         html.index(f'href="{url}"')
-        for url in ("roadmap/", "roadmap/board/", "tutorial/alpha/", "tutorial/zeta/")
+        for url in ("roadmap/", "roadmap/board/", "tutorial/zeta/", "tutorial/alpha/")
     ]
     assert order == sorted(order)
     assert "roadmap/plans/alpha/" in html
