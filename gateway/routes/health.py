@@ -25,7 +25,11 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
             return JSONResponse({"status": "closing"}, status_code=503)
         if not gateway.started:
             await gateway.start()
-        return JSONResponse({"status": "ready", "models": len(gateway.models)})
+        state = {"backend": gateway.store.backend, "reachable": await gateway.store.ping()}
+        if not state["reachable"] and gateway.config.state.on_error == "fail_closed":
+            # Requests that need the shared state would get 503 anyway: take this replica out of rotation.
+            return JSONResponse({"status": "state store unreachable", "state": state}, status_code=503)
+        return JSONResponse({"status": "ready", "models": len(gateway.models), "state": state})
 
     app.add_route("/health", health, methods=["GET"], include_in_schema=False)
     app.add_route("/ready", ready, methods=["GET"], include_in_schema=False)

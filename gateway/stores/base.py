@@ -90,6 +90,9 @@ class Store(Protocol):
     async def run(self, op: AtomicOp, keys: Sequence[str], args: Sequence[int]) -> list[int]:
         """Run `op` atomically on `keys` with integer `args`; returns the operation's integer results."""
 
+    async def ping(self) -> bool:
+        """True when the store answers now (readiness probes); never raises."""
+
     async def close(self) -> None:
         """Release connections; the store must not be used afterwards."""
 

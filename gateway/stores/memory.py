@@ -111,6 +111,10 @@ class MemoryStore:
         self._tick()
         return op.memory(_OpData(self._ops, self._now_us()), list(keys), [int(a) for a in args])
 
+    async def ping(self) -> bool:
+        """Always True: the memory backend is this process."""
+        return True
+
     async def close(self) -> None:
         """Drop all state."""
         self._values.clear()

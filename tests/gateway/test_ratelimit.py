@@ -336,6 +336,10 @@ async def test_redis_outage_fails_open_or_closed() -> None:
                 assert {r.status_code for r in replies} == {status}
                 if status == 503:
                     assert replies[0].json()["error"]["code"] == "state_store_unavailable"
+                # Readiness: a fail-closed replica leaves the rotation, a fail-open one stays in it.
+                ready = await client.get("/ready")
+                assert ready.status_code == status
+                assert ready.json()["state"] == {"backend": "redis", "reachable": False}
 
 
 def test_the_feature_catalog_reports_whether_rate_limiting_is_on() -> None:
@@ -393,6 +397,8 @@ def test_several_workers_without_redis_get_a_warning(tmp_path: Any, monkeypatch:
     from gateway.cli import CONFIG_ENV, main
 
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)
+    # `run` configures process-wide logging, which would hide later tests' log records from caplog.
+    monkeypatch.setattr("gateway.logging.configure_logging", lambda level: None)
     monkeypatch.delenv(CONFIG_ENV, raising=False)  # `run --workers` sets it; restored after the test
     path = tmp_path / "gw.yaml"
     path.write_text(config_text(alice=", rpm: 5"))
