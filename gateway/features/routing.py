@@ -36,7 +36,7 @@ from typing import Any
 
 from gateway.config import ModelConfig, RouteConfig
 from gateway.errors import GatewayError
-from gateway.features.cooldown import CooldownTracker
+from gateway.features.cooldown import CooldownTracker, state_of
 from gateway.features.routing_config import CooldownConfig, RoutingConfig
 from gateway.features.routing_strategies import RouteStats, RouteTarget, make_strategy
 from gateway.pipeline import Call, Handler, Result, Stream
@@ -45,7 +45,7 @@ from gateway.router import attempt
 from gateway.stores.base import Store
 
 Chunk = dict[str, Any]
-__all__ = ["CooldownConfig", "RoutingConfig", "RoutingStage"]
+__all__ = ["CooldownConfig", "RoutingConfig", "RoutingStage", "routes_endpoint"]
 
 
 def is_retryable(error: GatewayError) -> bool:
@@ -128,6 +128,35 @@ class RoutingStage:
         self.clock = clock
         self.monotonic = monotonic
         self.sleep = sleep
+
+    async def snapshot(self) -> dict[str, Any]:
+        """The routing state for the admin API: per route, its circuit state (shared by replicas), recent
+        failures, and this replica's requests in flight and latency average."""
+        now = self.clock()
+        models: dict[str, Any] = {}
+        for alias, model in self.models.items():
+            rows = []
+            for target, _ in targets(model):
+                health = await self.cooldowns.health(target.key)
+                latency = self.stats.latency_ewma.get(target.key)
+                until = (
+                    health.open_until if health.open_until is not None and health.open_until > now else None
+                )
+                rows.append(
+                    {
+                        "route": target.key,
+                        "weight": target.weight,
+                        "region": target.region,
+                        "state": state_of(health, now),
+                        "cooling_for_s": None if until is None else round(until - now, 3),
+                        "rate_limited": health.rate_limited,
+                        "recent_failures": len(health.failures),
+                        "in_flight": self.stats.in_flight.get(target.key, 0),
+                        "latency_ms": None if latency is None else round(latency * 1000, 3),
+                    }
+                )
+            models[alias] = {"fallbacks": list(model.fallbacks), "routes": rows}
+        return {"strategy": self.config.strategy, "models": models}
 
     async def handle(self, call: Call, next: Handler) -> Result:
         """Serve ``call`` from the first route that answers; ``next`` is never called (the router is last)."""
@@ -312,6 +341,16 @@ class RoutingStage:
             raise
         finally:
             self.stats.finished(target.key)
+
+
+def routes_endpoint(gateway: Any) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """``GET /admin/routes``: every model's routes, their shared cooldown state and this replica's load."""
+
+    async def routes() -> dict[str, Any]:
+        stage = next(s for s in gateway.stages if isinstance(s, RoutingStage))
+        return await stage.snapshot()
+
+    return routes
 
 
 async def _prepend(first: Chunk, stream: Stream) -> AsyncIterator[Chunk]:

@@ -98,6 +98,11 @@ def test_a_cooling_model_fails_fast_with_503_and_retry_after(gateway) -> None:
         if response.status_code == 503 and response.json()["error"]["code"] == "all_routes_cooling_down":
             assert int(response.headers["retry-after"]) >= 1
             assert response.headers["x-gateway-attempts"] == "0"
+            if gateway.master_key is not None:
+                routes = gateway.client.get("/admin/routes", headers=gateway.admin_headers()).json()
+                (route,) = routes["models"]["lb-cooling"]["routes"]
+                assert route["route"] == "lb-dead/lb-cooling-route"
+                assert route["state"] in ("open", "half_open")  # half-open once the 2 s have passed
             return
         # Before the route cooled down, the failure is the upstream's own, after retries.
         assert response.status_code == 502
@@ -133,3 +138,14 @@ def test_a_stream_broken_after_the_first_chunk_ends_with_an_error_event(gateway)
         assert response.headers["x-gateway-attempts"] == "1"  # no failover once text reached the client
         return
     pytest.fail("the breaking route stayed in cooldown")
+
+
+def test_admin_routes_lists_routes_weights_and_fallbacks(gateway) -> None:
+    response = gateway.client.get("/admin/routes", headers=gateway.admin_headers())
+    assert response.status_code == 200
+    models = response.json()["models"]
+    drained = {r["route"]: r for r in models["lb-drained"]["routes"]}
+    assert drained["mock/lb-kept"]["weight"] == 1
+    assert drained["lb-dead/lb-drained-route"]["weight"] == 0
+    assert models["lb-primary"]["fallbacks"] == ["lb-backup"]
+    assert all(r["state"] in ("closed", "open", "half_open") for m in models.values() for r in m["routes"])

@@ -10,6 +10,7 @@ import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import httpx
 import pytest
 
 from gateway.config import ModelConfig, RouteConfig
@@ -490,3 +491,68 @@ def test_replicas_share_cooldowns_through_redis(redis_url: str) -> None:
     dead_b, live_b = asyncio.run(scenario())
     assert dead_b.calls == 0
     assert live_b.calls == 6
+
+
+def test_admin_routes_shows_cooldown_state_and_load() -> None:
+    from gateway.app import create_app
+    from gateway.config import parse_config
+
+    config = parse_config(
+        """
+auth:
+  master_key: sk-admin-routes-0001
+  keys: [{name: t, key: sk-routes-key-0001}]
+providers:
+  - {name: dead, type: mock, options: {fail_rate: 1.0, fail_status: 502}}
+  - {name: live, type: mock}
+models:
+  - name: chat
+    routes: [{provider: dead, model: d}, {provider: live, model: l, weight: 2, region: eu}]
+    fallbacks: [other]
+  - name: other
+    routes: [{provider: live, model: o}]
+features:
+  routing: {strategy: round_robin, cooldown: {failures: 1, seconds: 60}}  # round robin: `dead` gets a turn
+""",
+        "routes.yaml",
+    )
+
+    async def scenario() -> tuple[int, int, dict[str, Any]]:
+        app = create_app(config)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client,
+        ):
+            for _ in range(4):
+                answer = await client.post(
+                    "/v1/chat/completions",
+                    json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]},
+                    headers={"authorization": "Bearer sk-routes-key-0001"},
+                )
+                assert answer.status_code == 200
+            denied = await client.get("/admin/routes", headers={"authorization": "Bearer sk-routes-key-0001"})
+            shown = await client.get(
+                "/admin/routes", headers={"authorization": "Bearer sk-admin-routes-0001"}
+            )
+            return denied.status_code, shown.status_code, shown.json()
+
+    denied, status, body = asyncio.run(scenario())
+    assert denied == 401
+    assert status == 200
+    assert body["strategy"] == "round_robin"
+    chat = body["models"]["chat"]
+    assert chat["fallbacks"] == ["other"]
+    dead, live = chat["routes"]
+    assert dead["route"] == "dead/d" and dead["state"] == "open" and 0 < dead["cooling_for_s"] <= 60
+    assert live == {
+        "route": "live/l",
+        "weight": 2.0,
+        "region": "eu",
+        "state": "closed",
+        "cooling_for_s": None,
+        "rate_limited": False,
+        "recent_failures": 0,
+        "in_flight": 0,
+        "latency_ms": live["latency_ms"],
+    }
+    assert live["latency_ms"] is not None and live["latency_ms"] >= 0
