@@ -293,6 +293,9 @@ class RoutingStage:
             return None
         except GatewayError as error:
             if not is_retryable(error):
+                if probe:
+                    # The upstream answered (a client error): the route is up again.
+                    await self.cooldowns.success(target.key)
                 raise
             hold = retry_after_seconds(error) if error.status == 429 else None
             if hold is not None:

@@ -556,3 +556,18 @@ features:
         "latency_ms": live["latency_ms"],
     }
     assert live["latency_ms"] is not None and live["latency_ms"] >= 0
+
+
+def test_a_probe_answered_with_a_client_error_closes_the_circuit() -> None:
+    clock = Clock()
+    a = FakeProvider("a", unreachable(), bad_request(), "ok")
+    router = stage(
+        [a], [model("chat", ("a", 1))], clock, max_attempts=1, cooldown={"failures": 1, "seconds": 5}
+    )
+    with pytest.raises(GatewayError):
+        run(router, make_call("chat"))  # opens the circuit
+    clock.now += 5
+    with pytest.raises(GatewayError) as probe:
+        run(router, make_call("chat"))  # the probe gets a 400: the upstream is reachable
+    assert probe.value.status == 400
+    assert run(router, make_call("chat")).body["answered_by"] == "a"  # closed again, no 30 s probe lease
