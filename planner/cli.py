@@ -407,7 +407,7 @@ main.add_command(track_command)
 main.add_command(complete_command)
 
 from planner.cli_site import build as build_command  # noqa: E402
-from planner.cli_site import fetch_diagrams as fetch_diagrams_command  # noqa: E402
+from planner.cli_site import fetch_diagrams_command  # noqa: E402
 from planner.cli_site import render as render_command  # noqa: E402
 from planner.cli_site import serve as serve_command  # noqa: E402
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -51,13 +49,12 @@ def _ensure_diagrams(config: PlannerConfig) -> None:
         click.echo(f"warning: diagrams will show as text: {exc}", err=True)
 
 
-def _mkdocs(args: list[str], config: PlannerConfig) -> int:
-    env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
-    cmd = [sys.executable, "-m", "mkdocs", *args, "--config-file", str(_mkdocs_file(config))]
-    try:
-        return subprocess.call(cmd, cwd=config.root, env=env)
-    except KeyboardInterrupt:
-        return 0
+def _mkdocs(args: list[str], config: PlannerConfig) -> None:
+    """Run mkdocs' own command line in this process (same logging, same exit codes, one process for
+    Ctrl+C or a signal to stop); it exits with mkdocs' status."""
+    from mkdocs.__main__ import cli as mkdocs_cli
+
+    mkdocs_cli.main(args=[*args, "--config-file", str(_mkdocs_file(config))], prog_name="mkdocs")
 
 
 @click.command()
@@ -92,7 +89,7 @@ def serve(port: int) -> None:
         click.echo(f"{errors} error(s): serving anyway; the overview page lists them", err=True)
     _ensure_diagrams(config)
     click.echo(f"serving the roadmap on http://127.0.0.1:{port}/ (Ctrl+C to stop)", err=True)
-    sys.exit(_mkdocs(["serve", "--dev-addr", f"127.0.0.1:{port}"], config))
+    _mkdocs(["serve", "--dev-addr", f"127.0.0.1:{port}"], config)
 
 
 @click.command()
@@ -111,11 +108,11 @@ def build(site_dir: Path | None) -> None:
         sys.exit(1)
     _ensure_diagrams(config)
     args = ["build", "--strict"] + (["--site-dir", str(site_dir.resolve())] if site_dir else [])
-    sys.exit(_mkdocs(args, config))
+    _mkdocs(args, config)
 
 
 @click.command("fetch-diagrams")
-def fetch_diagrams() -> None:
+def fetch_diagrams_command() -> None:
     """Fetch the pinned diagram library (mermaid) once from the npm registry, for offline diagrams."""
     config = _config()
     try:

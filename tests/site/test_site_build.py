@@ -282,3 +282,39 @@ def wait_for(url: str, ready: Callable[[str], bool], timeout: float = 90.0) -> s
             last = str(exc)
         time.sleep(0.5)
     raise AssertionError(f"{url} not ready after {timeout}s: {last}")
+
+
+def stand_in_diagram_library(root: Path) -> None:
+    """A cached library so the commands need no network (its content is not executed here)."""
+    path = mermaid_path(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("/* stand-in */", encoding="utf-8")
+
+
+def test_build_command_builds_strict(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stand_in_diagram_library(project)
+    monkeypatch.chdir(project)
+    site = tmp_path / "site"
+    result = CliRunner().invoke(main, ["build", "--site-dir", str(site)])
+    assert result.exit_code == 0, result.output
+    assert (site / "roadmap" / "board" / "index.html").is_file()
+    assert (site / "assets" / "planner" / "mermaid.min.js").read_text(encoding="utf-8") == "/* stand-in */"
+
+
+def test_serve_command_serves_on_loopback(project: Path) -> None:
+    stand_in_diagram_library(project)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-c", "from planner.cli import main; main()", "serve", "--port", str(port)],
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        board = wait_for(f"http://127.0.0.1:{port}/roadmap/board/", lambda text: "Alpha" in text)
+        assert 'href="../plans/alpha/"' in board
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
