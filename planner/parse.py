@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import functools
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -89,9 +90,18 @@ PLACEHOLDERS = frozenset(
         "[Other features needed first]",
     }
 )
+# A line that is nothing but a placeholder (optionally as a list item): the reference template's text,
+# or any `[bracketed prompt]` a project's own template uses.
+_PLACEHOLDER_LINE = re.compile(
+    r"\n[ \t]*(?:(?:[-*+]|\d+[.)])[ \t]+)?(?P<text>"
+    + "|".join(re.escape(text) for text in sorted(PLACEHOLDERS, key=len, reverse=True))
+    + r"|\[[^\[\]\n]+\])[ \t]*$",
+    re.M,
+)
 FILE_NAME = re.compile(r"^(?P<prefix>[^-]+)-(?P<slug>.+)\.md$")
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _BOUNDARY = YAMLHandler.FM_BOUNDARY  # python-frontmatter's rule: a line of three or more dashes
+_FRONT_MATTER_END = re.compile(r"^(?:-{3,}|\.\.\.)[ \t]*$", re.M)
 _META_BOLD = re.compile(r"^(?:[-*+]\s+)?\*\*(?P<key>[^*\n]+?)(?::\*\*|\*\*\s*:)[ \t]*(?P<value>.*?)\s*$")
 _META_PLAIN = re.compile(
     r"^(?:[-*+]\s+)?(?P<key>"
@@ -99,20 +109,24 @@ _META_PLAIN = re.compile(
     + r")[ \t]*:[ \t]*(?P<value>.*?)\s*$",
     re.IGNORECASE,
 )
-_LIST_MARKER = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
 _BRACKETED = re.compile(r"^\[[^\[\]]+\]$")
 _LINK = re.compile(r"^\[(?P<text>[^\]]*)\]\((?P<target>[^)]*)\)$")
 _NONE_WORDS = frozenset({"", "none", "-", "n/a", "na", "nothing", "[]"})
 
 
-@dataclass
 class _Field:
-    """A raw metadata value and where it was written (1-based line and column of the value)."""
+    """A raw metadata value and where it was written (1-based line and column of the value).
 
-    value: object
-    line: int
-    column: int
-    items: list[tuple[int, int]] = field(default_factory=list)  # per-item positions of a YAML list
+    A plain slotted class rather than a dataclass: validate makes one per key of every plan.
+    """
+
+    __slots__ = ("column", "items", "line", "value")
+
+    def __init__(self, value: object, line: int, column: int) -> None:
+        self.value = value
+        self.line = line
+        self.column = column
+        self.items: list[tuple[int, int]] = []  # per-item positions of a YAML list
 
 
 @dataclass
@@ -122,6 +136,7 @@ class _Meta:
     body: str
     skip: range  # lines (0-based) that hold metadata, not body
     body_from: int  # first 0-based line of the body scan
+    scan_text: str  # the text scanned for the H1 and sections, starting at line `body_from`
 
 
 def slugify(text: str) -> str:
@@ -141,7 +156,12 @@ def split_lines(text: str) -> list[str]:
 
 def priority_prefixes(config: PlannerConfig) -> dict[str, str]:
     """File-name prefix -> priority value: `HIGH` -> `High`."""
-    return {p.upper(): p for p in config.priorities}
+    return dict(_prefixes(config.priorities))
+
+
+@functools.lru_cache(maxsize=8)
+def _prefixes(priorities: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    return tuple((p.upper(), p) for p in priorities)
 
 
 def slug_from_name(path: Path, config: PlannerConfig) -> tuple[str, str | None]:
@@ -174,10 +194,16 @@ def parse_plan(path: Path, text: str, config: PlannerConfig) -> tuple[Plan | Non
         problems.append(problem(code, path, line, column, message, hint))
 
     text = text.removeprefix("\ufeff")
-    lines = split_lines(text)
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     slug, file_priority = _check_file_name(path, config, report)
-    has_front_matter = bool(lines) and lines[0].rstrip() == "---"
-    meta = _read_front_matter(lines, report) if has_front_matter else _read_legacy(lines, report)
+    first_newline = text.find("\n")
+    has_front_matter = (text if first_newline < 0 else text[:first_newline]).rstrip() == "---"
+    line_count = text.count("\n") + (0 if text.endswith("\n") else 1)
+    if has_front_matter:
+        meta = _read_front_matter(text, first_newline, report)
+    else:
+        meta = _read_legacy(text.split("\n"), report)
     if meta is None:
         if not has_front_matter:  # broken front matter was reported already
             report(
@@ -191,15 +217,14 @@ def parse_plan(path: Path, text: str, config: PlannerConfig) -> tuple[Plan | Non
     if meta.legacy:
         report(
             "PL006",
-            min(meta.skip.start + 1, len(lines)),
+            meta.skip.start + 1,
             1,
             "legacy metadata lines (`**Status:** ...`)",
             f"run `planner fmt {display_path(path)}` to rewrite them as front matter",
         )
-    h1, sections, section_lines = _scan_body(lines, meta)
+    h1, sections, section_lines = _scan_body(meta)
     plan = _build_plan(path, slug, file_priority, meta, h1, sections, config, report)
-    last_line = len(lines) - 1 if len(lines) > 1 and not lines[-1] else len(lines)
-    _check_sections(path, sections, section_lines, last_line, config, report)
+    _check_sections(path, sections, section_lines, max(line_count, 1), config, report)
     return plan, problems
 
 
@@ -234,11 +259,9 @@ def _check_file_name(path: Path, config: PlannerConfig, report: Report) -> tuple
     return slugify(slug) or slug, file_priority
 
 
-def _read_front_matter(lines: list[str], report: Report) -> _Meta | None:
-    end = next(
-        (i for i in range(1, len(lines)) if _BOUNDARY.match(lines[i]) or lines[i].rstrip() == "..."), None
-    )
-    if end is None:
+def _read_front_matter(text: str, first_newline: int, report: Report) -> _Meta | None:
+    closing = _FRONT_MATTER_END.search(text, first_newline + 1) if first_newline >= 0 else None
+    if closing is None:
         report(
             "PL004",
             1,
@@ -247,6 +270,14 @@ def _read_front_matter(lines: list[str], report: Report) -> _Meta | None:
             "add a line `---` after the last metadata key",
         )
         return None
+    # Only the front matter is split into lines; the body is scanned as one string.
+    lines = text[: closing.start()].split("\n")
+    end = len(lines) - 1
+    lines[end] = closing.group()
+    body = text[closing.end() + 1 :]
+    simple = _simple_front_matter(lines, end)
+    if simple is not None:
+        return _Meta(simple, False, body, range(0), end + 1, body)
     source = "\n".join(lines[1:end])
     loader = _Loader(source)
     try:
@@ -259,7 +290,13 @@ def _read_front_matter(lines: list[str], report: Report) -> _Meta | None:
         what = exc.problem or "invalid YAML"
         if exc.context and exc.context_mark is not None and exc.context_mark.line + 2 != line:
             what += f" ({exc.context} on line {exc.context_mark.line + 2})"
-        report("PL003", line, column, f"front matter is not valid YAML: {what}", _yaml_hint(lines, line))
+        report(
+            "PL003",
+            line,
+            column,
+            f"front matter is not valid YAML: {what}",
+            _yaml_hint(text.split("\n"), line),
+        )
         return None
     except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as exc:
         # Constructors raise plain ValueErrors for values like the date 2024-13-45.
@@ -298,8 +335,69 @@ def _read_front_matter(lines: list[str], report: Report) -> _Meta | None:
         if isinstance(value_node, yaml.SequenceNode):
             fld.items = [(n.start_mark.line + 2, n.start_mark.column + 1) for n in value_node.value]
         fields[key] = fld
-    body_from = end + 1
-    return _Meta(fields, False, "\n".join(lines[body_from:]), range(0), body_from)
+    return _Meta(fields, False, body, range(0), end + 1, body)
+
+
+# The fast path: most front matter is `key: plain words` and `key: [slug, slug]`, which needs no YAML
+# parser. Anything else (quotes with escapes, comments, nesting, values YAML would read as numbers, dates,
+# booleans or null) goes to the real parser, so results are always what YAML itself gives.
+_SIMPLE_LINE = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_-]*):(?:[ ]+(?P<value>\S.*?))?[ ]*$")
+_PLAIN_WORDS = re.compile(
+    r"^(?:[A-Za-z][A-Za-z0-9 ._/()+,'?!&%=-]*"  # words: `Response Caching`, `In Progress`
+    r"|~?\d[\d.-]*[ ]+[A-Za-z][A-Za-z0-9 ._()-]*)$"  # estimates: `3-5 days`, `~1 week`
+)
+_QUOTED = re.compile(r"^'(?P<single>[^'\n]*)'$|^\"(?P<double>[^\"\\\n]*)\"$")
+_LIST_ITEM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_DATE = re.compile(r"^\d{4}-\d\d-\d\d$")
+_YAML_WORDS = frozenset({"yes", "no", "true", "false", "on", "off", "null", "y", "n"})
+
+
+def _simple_front_matter(lines: list[str], end: int) -> dict[str, _Field] | None:
+    """Front matter read without a YAML parser when every line is simple enough; None to use the parser."""
+    fields: dict[str, _Field] = {}
+    for index in range(1, end):
+        line = lines[index]
+        if not line.strip():
+            continue
+        match = _SIMPLE_LINE.match(line)
+        if match is None:
+            return None
+        key, value = match["key"], match["value"]
+        if key in fields or key.lower() in _YAML_WORDS or "#" in line:
+            return None
+        column = match.start("value") + 1 if value is not None else len(line) + 1
+        fld = _Field(None, index + 1, column)
+        if value is None:
+            pass
+        elif value[0] == "[" and value[-1] == "]":
+            items: list[object] = []
+            offset = match.start("value") + 1
+            for part in value[1:-1].split(","):
+                item = part.strip()
+                if not item:
+                    if part.strip() or value[1:-1].strip():
+                        return None  # `[a,,b]` or `[a, ]`: let YAML decide
+                    continue
+                if not _LIST_ITEM.match(item) or item.lower() in _YAML_WORDS or not item[0].isalpha():
+                    return None
+                items.append(item)
+                fld.items.append((index + 1, offset + len(part) - len(part.lstrip()) + 1))
+                offset += len(part) + 1
+            fld.value = items
+        elif _PLAIN_WORDS.match(value) and value.lower() not in _YAML_WORDS:
+            fld.value = value
+        elif _DATE.match(value):
+            try:
+                fld.value = dt.date.fromisoformat(value)  # what YAML makes of it
+            except ValueError:
+                return None  # let YAML report the impossible date
+        else:
+            quoted = _QUOTED.match(value)
+            if quoted is None:
+                return None
+            fld.value = quoted["single"] if quoted["single"] is not None else quoted["double"]
+        fields[key] = fld
+    return fields
 
 
 def _coerce_key(key: str) -> object:
@@ -348,39 +446,64 @@ def _read_legacy(lines: list[str], report: Report) -> _Meta | None:
     body_lines = [*lines[:start], *([""] if start > first else []), *lines[block_end:]]
     while start > first and len(body_lines) > start + 1 and not body_lines[start + 1].strip():
         del body_lines[start + 1]  # one blank line between the H1 and the first section
-    return _Meta(fields, True, "\n".join(body_lines), range(block_start, block_end), 0)
+    scan = "\n".join([*lines[:block_start], *([""] * (block_end - block_start)), *lines[block_end:]])
+    return _Meta(fields, True, "\n".join(body_lines), range(block_start, block_end), 0, scan)
 
 
-def _scan_body(
-    lines: list[str], meta: _Meta
-) -> tuple[tuple[str, int] | None, list[Section], list[list[tuple[int, str]]]]:
-    """The H1 (text, line) and the `##` sections, skipping fenced code; also each section's numbered lines."""
+def _scan_body(meta: _Meta) -> tuple[tuple[str, int] | None, list[Section], list[tuple[int, str]]]:
+    """The H1 (text, line) and the `##` sections, skipping fenced code; also each section's raw body with
+    the line number of its first line.
+
+    Only headings and fences shape a document, and `str.find` locates them far faster than looking at
+    every line (validate runs this over thousands of files).
+    """
+    text = "\n" + meta.scan_text
+    hits: list[int] = []
+    for needle in ("\n#", "```", "~~~"):
+        if needle[-1] not in text:
+            continue  # a one-character test is far cheaper than looking for a missing longer string
+        found = text.find(needle)
+        while found >= 0:
+            hits.append(found)
+            found = text.find(needle, found + 1)
+    hits.sort()
     h1: tuple[str, int] | None = None
-    sections: list[Section] = []
-    bodies: list[list[tuple[int, str]]] = []
-    heads: list[tuple[str, int]] = []
+    heads: list[tuple[str, int, int, int]] = []  # title, line, offsets of the heading line's newline and end
     fence = ""
-    for index in range(meta.body_from, len(lines)):
-        if index in meta.skip:
+    line, position, handled = meta.body_from, 0, -1
+    for hit in hits:
+        if text.startswith("\n###", hit):
+            continue  # a deeper heading belongs to the section's body
+        start = hit + 1 if text[hit] == "\n" else text.rfind("\n", 0, hit) + 1
+        if start == handled:
+            continue  # a second hit on a line already looked at
+        handled = start
+        stop = text.find("\n", start)
+        stop = len(text) if stop < 0 else stop
+        content = text[start:stop]
+        if text[hit] != "\n":
+            if hit - start > 3 or text[start:hit].strip(" "):
+                continue  # fence characters inside a line, or indented code
+            marker = content.lstrip(" ")[:3]
+            fence = marker if not fence else ("" if marker == fence else fence)
             continue
-        line = lines[index]
-        stripped = line.lstrip()
         if fence:
-            if stripped.startswith(fence):
-                fence = ""
-        elif stripped.startswith(("```", "~~~")):
-            fence = stripped[:3]
-        elif h1 is None and not heads and (line.startswith("# ") or line.rstrip() == "#"):
-            h1 = (line[1:].strip().rstrip("#").strip(), index + 1)
             continue
-        elif line.startswith("## ") or line.rstrip() == "##":
-            heads.append((line[2:].strip().rstrip("#").strip(), index + 1))
-            bodies.append([])
-            continue
-        if bodies:
-            bodies[-1].append((index + 1, line))
-    for (title, number), body in zip(heads, bodies, strict=True):
-        sections.append(Section(title, "\n".join(text for _, text in body).strip(), number))
+        if content.startswith("## ") or content.rstrip() == "##":
+            line += text.count("\n", position, start)
+            position = start
+            heads.append((content[2:].strip().rstrip("#").strip(), line, start - 1, stop))
+        elif h1 is None and not heads and (content.startswith("# ") or content.rstrip() == "#"):
+            line += text.count("\n", position, start)
+            position = start
+            h1 = (content[1:].strip().rstrip("#").strip(), line)
+    sections: list[Section] = []
+    bodies: list[tuple[int, str]] = []
+    for number, (title, head_line, _, head_end) in enumerate(heads):
+        stop = heads[number + 1][2] if number + 1 < len(heads) else len(text)  # at the next heading's newline
+        raw = text[head_end + 1 : stop]
+        bodies.append((head_line + 1, raw))
+        sections.append(Section(title, raw.strip(), head_line))
     return h1, sections, bodies
 
 
@@ -626,7 +749,7 @@ _EXAMPLES = {
 def _check_sections(
     path: Path,
     sections: list[Section],
-    bodies: list[list[tuple[int, str]]],
+    bodies: list[tuple[int, str]],
     line_count: int,
     config: PlannerConfig,
     report: Report,
@@ -668,17 +791,17 @@ def _check_sections(
                 "write it, or say why it does not apply",
             )
             continue
-        for line, text in body:
-            bare = _LIST_MARKER.sub("", text).strip()
-            if bare in PLACEHOLDERS or _BRACKETED.match(bare):
-                report(
-                    "PL043",
-                    line,
-                    1,
-                    f"section {section.title!r} still holds the template placeholder {bare!r}",
-                    "replace it with the real content",
-                )
-                break
+        first_line, raw = body
+        maybe = "[" in raw or "Step" in raw or "?" in raw  # cheap test before the regex
+        placeholder = _PLACEHOLDER_LINE.search("\n" + raw) if maybe else None
+        if placeholder:
+            report(
+                "PL043",
+                first_line + raw.count("\n", 0, placeholder.start()),
+                1,
+                f"section {section.title!r} still holds the template placeholder {placeholder['text']!r}",
+                "replace it with the real content",
+            )
     titles = [s.title for s in sections]
     for title in required:
         if title in seen:

@@ -7,6 +7,7 @@ cross-file ones: duplicate slugs, dependencies (existence, cycles, blocked work)
 from __future__ import annotations
 
 import difflib
+import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -47,10 +48,17 @@ class Validation:
 
 
 def plan_files(folder: Path) -> list[Path]:
-    """The plan documents in `folder`: every `*.md` except README.md and _template.md, sorted."""
+    """The plan documents in `folder`: every `*.md` except README.md and _template.md, sorted by name."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.glob("*.md") if p.name not in IGNORED_FILES and p.is_file())
+    # scandir knows each entry's type without another system call per file.
+    with os.scandir(folder) as entries:
+        names = sorted(
+            entry.name
+            for entry in entries
+            if entry.name.endswith(".md") and entry.name not in IGNORED_FILES and entry.is_file()
+        )
+    return [folder / name for name in names]
 
 
 def read_plan(path: Path, config: PlannerConfig) -> tuple[Plan | None, list[Problem]]:
