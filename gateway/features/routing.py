@@ -122,7 +122,11 @@ class RoutingStage:
         self.rng = rng if rng is not None else random.Random()
         self.stats = RouteStats(alpha=config.latency_alpha)
         self.strategy = make_strategy(
-            config.strategy, rng=self.rng, stats=self.stats, latency_buffer=config.latency_buffer
+            config.strategy,
+            rng=self.rng,
+            stats=self.stats,
+            latency_buffer=config.latency_buffer,
+            latency_explore=config.latency_explore,
         )
         self.cooldowns = CooldownTracker(store, config.cooldown.policy(), clock)
         self.clock = clock

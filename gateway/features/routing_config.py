@@ -49,6 +49,12 @@ class RoutingConfig(BaseModel):
     backoff_max_seconds: float = Field(default=2.0, ge=0)
     latency_alpha: float = Field(default=0.3, gt=0, le=1, description="EWMA weight of the newest sample")
     latency_buffer: float = Field(default=0.1, ge=0, description="routes this close to the fastest share")
+    latency_explore: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="share of requests that ignore latency, to re-measure slow routes",
+    )
     cooldown: CooldownConfig = Field(default_factory=CooldownConfig)
 
 

@@ -144,18 +144,22 @@ class LowestLatency:
 
     Routes within ``buffer`` (a fraction) of the fastest share the traffic by weight, so two nearly equal
     upstreams are both used and both keep being measured. A route never measured counts as fastest, so a new
-    or recovered route is tried.
+    route is tried. A share ``explore`` of requests ignores latency (weighted random order), so a slow route
+    that recovered gets measured again.
     """
 
     stats: RouteStats
     rng: random.Random
     buffer: float = 0.1
+    explore: float = 0.05
 
     def order(self, routes: Sequence[RouteTarget]) -> list[RouteTarget]:
         """The routes within the buffer of the best latency (weighted order), then the rest by latency."""
         active = _active(routes)
         if not active:
             return []
+        if self.explore and self.rng.random() < self.explore:
+            return weighted_shuffle(active, self.rng)
         latency = {route.key: self.stats.latency_ewma.get(route.key, 0.0) for route in active}
         best = min(latency.values())
         threshold = best * (1 + self.buffer)
@@ -167,7 +171,12 @@ class LowestLatency:
 
 
 def make_strategy(
-    name: str, *, rng: random.Random, stats: RouteStats, latency_buffer: float = 0.1
+    name: str,
+    *,
+    rng: random.Random,
+    stats: RouteStats,
+    latency_buffer: float = 0.1,
+    latency_explore: float = 0.05,
 ) -> Strategy:
     """Build the strategy called ``name`` (one of :data:`STRATEGY_NAMES`)."""
     if name == "weighted":
@@ -177,5 +186,5 @@ def make_strategy(
     if name == "least_inflight":
         return LeastInFlight(stats, rng)
     if name == "latency":
-        return LowestLatency(stats, rng, buffer=latency_buffer)
+        return LowestLatency(stats, rng, buffer=latency_buffer, explore=latency_explore)
     raise ValueError(f"unknown routing strategy {name!r}; expected one of {', '.join(STRATEGY_NAMES)}")

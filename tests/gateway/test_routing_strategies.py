@@ -137,7 +137,7 @@ def test_ewma_moves_towards_new_samples() -> None:
 def test_lowest_latency_prefers_fast_route_and_shares_near_ties_by_weight() -> None:
     stats = RouteStats()
     stats.latency_ewma.update({A.key: 0.100, B.key: 0.105, C.key: 0.300})
-    strategy = LowestLatency(stats, random.Random(4), buffer=0.1)
+    strategy = LowestLatency(stats, random.Random(4), buffer=0.1, explore=0)
     counts = first_choices(strategy, [A, B, C], 4000)
     assert counts[C.key] == 0
     assert chi_square(counts, {A.key: 3, B.key: 1}) < CHI2_CRITICAL_0_001[1]
@@ -147,9 +147,19 @@ def test_lowest_latency_prefers_fast_route_and_shares_near_ties_by_weight() -> N
 def test_lowest_latency_tries_unmeasured_routes_first() -> None:
     stats = RouteStats()
     stats.latency_ewma.update({A.key: 0.2})
-    assert LowestLatency(stats, random.Random(1)).order([A, B])[0] == B
+    assert LowestLatency(stats, random.Random(1), explore=0).order([A, B])[0] == B
 
 
 def test_unknown_strategy_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="unknown routing strategy 'fastest'"):
         make_strategy("fastest", rng=random.Random(), stats=RouteStats())
+
+
+def test_lowest_latency_explores_slow_routes_now_and_then() -> None:
+    stats = RouteStats()
+    stats.latency_ewma.update({A.key: 0.1, B.key: 5.0})
+    strategy = LowestLatency(stats, random.Random(8), explore=0.1)
+    n = 10_000
+    slow_first = first_choices(strategy, [A, B], n)[B.key]
+    # Expected n * explore * weight share of B = 10000 * 0.1 * 1/4 = 250; binomial sd ~15.6, so +-5 sd.
+    assert 170 < slow_first < 330
