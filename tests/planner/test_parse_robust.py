@@ -102,3 +102,62 @@ def test_fast_front_matter_reads_what_yaml_reads(pairs: list[tuple[str, str]]) -
     if fields is None:
         return  # left to the YAML parser
     assert {key: fld.value for key, fld in fields.items()} == (yaml.safe_load("\n".join(lines[1:-1])) or {})
+
+
+def line_by_line(text: str) -> tuple[str | None, list[tuple[str, int]]]:
+    """A plain reference reading of the H1 and `##` headings, skipping fenced code."""
+    h1, heads, fence = None, [], ""
+    for number, line in enumerate(text.split("\n"), start=1):
+        stripped = line.lstrip(" ")
+        if stripped[:3] in ("```", "~~~") and len(line) - len(stripped) <= 3:
+            fence = stripped[:3] if not fence else ("" if stripped[:3] == fence else fence)
+        elif fence:
+            continue
+        elif line.startswith("## ") or line.rstrip() == "##":
+            heads.append((line[2:].strip().rstrip("#").strip(), number))
+        elif h1 is None and not heads and (line.startswith("# ") or line.rstrip() == "#"):
+            h1 = line[1:].strip().rstrip("#").strip()
+    return h1, heads
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "# T",
+                "## Goal",
+                "## Open Questions ##",
+                "### Sub",
+                "```",
+                "```py",
+                "~~~",
+                "   ```",
+                "    ```",
+                "text ``` inline",
+                "#",
+                "##",
+                "#no-space",
+                "",
+                "- item",
+                "  ## indented",
+            ]
+        ),
+        max_size=25,
+    )
+)
+def test_heading_scan_matches_a_line_by_line_reading(lines: list[str]) -> None:
+    body = "\n".join(lines)
+    plan, _ = parse_plan(PATH, f"---\ntitle: T\n---\n{body}", CONFIG)
+    assert plan is not None
+    h1, heads = line_by_line(body)
+    assert plan.h1 == h1
+    assert [(s.title, s.line - 3) for s in plan.sections] == heads
+
+
+def test_headings_inside_fenced_code_are_not_sections() -> None:
+    body = "# T\n\n## Goal\n```md\n## Goal\n# Other\n```\nReal.\n"
+    plan, problems = parse_plan(PATH, f"---\ntitle: T\n---\n{body}", CONFIG)
+    assert plan is not None
+    assert [s.title for s in plan.sections] == ["Goal"]
+    assert "PL044" not in {p.code for p in problems}
