@@ -69,6 +69,12 @@ class RoadmapPlugin(BasePlugin[RoadmapPluginConfig]):
         self.planner: PlannerConfig | None = None
         self.renderer: Renderer | None = None
         self.mermaid: Path | None = None
+        self.fetch_tried = False
+
+    def on_startup(self, *, command: str, dirty: bool) -> None:
+        # Defining on_startup keeps this instance across `mkdocs serve` rebuilds, so an offline machine
+        # tries the one-time fetch once per session rather than on every rebuild.
+        self.fetch_tried = False
 
     def on_config(self, config: MkDocsConfig) -> MkDocsConfig:
         root = Path(config.config_file_path).resolve().parent if config.config_file_path else Path.cwd()
@@ -129,7 +135,8 @@ class RoadmapPlugin(BasePlugin[RoadmapPluginConfig]):
         path = mermaid_path(root)
         if path.is_file():
             return path
-        if self.config.fetch_diagrams:
+        if self.config.fetch_diagrams and not self.fetch_tried:
+            self.fetch_tried = True
             try:
                 return fetch_mermaid(root, timeout=15.0)
             except AssetError as exc:

@@ -90,7 +90,8 @@ def fetch_mermaid(
         return target
     url = url or MERMAID_URL.format(version=MERMAID_VERSION)
     try:
-        with httpx.Client(transport=transport, timeout=timeout, follow_redirects=True) as client:
+        limits = httpx.Timeout(timeout, connect=min(timeout, 5.0))  # fail fast when offline
+        with httpx.Client(transport=transport, timeout=limits, follow_redirects=True) as client:
             response = client.get(url)
             response.raise_for_status()
     except httpx.HTTPError as exc:

@@ -318,3 +318,52 @@ def test_serve_command_serves_on_loopback(project: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_completed_features_appear_from_design_pages(project: Path, tmp_path: Path) -> None:
+    design = project / "docs" / "design"
+    design.mkdir()
+    (design / "index.md").write_text("# Design decisions\n", encoding="utf-8")
+    (design / "gamma.md").write_text("---\ntitle: Gamma\nfeature: gamma\n---\n# Gamma\n", encoding="utf-8")
+    write_plan(project, "delta", priority="Medium", deps="gamma")
+    (project / ".planner").mkdir()
+    (project / ".planner" / "evidence.json").write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "generated_at": "2026-11-26T04:00:00+00:00",
+                "git_commit": "0123456789abcdef",
+                "gateway_version": "0.1.0",
+                "gateway_url": None,
+                "features": {"gamma": {"passed": 3, "failed": 0, "skipped": 0, "tests": []}},
+            }
+        ),
+        encoding="utf-8",
+    )
+    site = tmp_path / "site"
+    result = mkdocs_build(project, site, "--strict")
+    assert result.returncode == 0, result.stderr
+    board = (site / "roadmap" / "board" / "index.html").read_text(encoding="utf-8")
+    completed = board.split("Completed (1)")[-1]
+    assert 'href="../../design/gamma/"' in completed
+    delta = (site / "roadmap" / "plans" / "delta" / "index.html").read_text(encoding="utf-8")
+    assert 'href="../../../design/gamma/"' in delta
+    readiness = (site / "roadmap" / "readiness" / "index.html").read_text(encoding="utf-8")
+    assert "3 of 3 acceptance tests passing, verified 2026-11-26 at commit 0123456" in readiness
+    data = json.loads((site / "roadmap" / "roadmap.json").read_text(encoding="utf-8"))
+    assert data["completed"] == [
+        {
+            "slug": "gamma",
+            "title": "Gamma",
+            "feature": "gamma",
+            "source": "docs/design/gamma.md",
+            "evidence": {
+                "passed": 3,
+                "failed": 0,
+                "skipped": 0,
+                "progress": 1.0,
+                "verified": True,
+                "summary": "3 of 3 acceptance tests passing, verified 2026-11-26 at commit 0123456",
+            },
+        }
+    ]
