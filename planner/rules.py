@@ -84,10 +84,13 @@ def read_plan(path: Path, config: PlannerConfig) -> tuple[Plan | None, list[Prob
 
 
 def expand(paths: Iterable[Path]) -> list[Path]:
-    """Files as given, folders replaced by their plan files."""
+    """Files as given, folders replaced by their plan files; README.md and _template.md are never plans."""
     files: list[Path] = []
     for path in paths:
-        files.extend(plan_files(path) if path.is_dir() else [path])
+        if path.is_dir():
+            files.extend(plan_files(path))
+        elif path.name not in IGNORED_FILES:
+            files.append(path)
     return files
 
 

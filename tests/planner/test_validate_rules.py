@@ -286,3 +286,32 @@ def test_version(runner: CliRunner) -> None:
     result = runner.invoke(main, ["--version"])
     assert result.exit_code == 0
     assert result.output.startswith("planner, version ")
+
+
+def test_readme_and_template_are_not_plans_even_when_named(root: Path, runner: CliRunner) -> None:
+    (root / "plans" / "README.md").write_text("# Conventions\n")
+    (root / "plans" / "_template.md").write_text("# {{ title }}\n")
+    result = runner.invoke(main, ["validate", "plans/README.md", "plans/_template.md"])
+    assert result.exit_code == 0
+    assert "0 file(s) checked" in result.output
+
+
+def test_headings_in_code_and_deeper_levels_are_body(root: Path) -> None:
+    sections = {**SECTIONS, "Design Proposal": "### Cache key\n```yaml\n## Goal\n```\nKeyed on the tenant."}
+    write(root, "HIGH-response-caching.md", plan_text(sections=sections))
+    assert codes(root) == []
+
+
+def test_pre_commit_hook_runs_validate_on_the_changed_files(root: Path, runner: CliRunner) -> None:
+    import shlex
+
+    import yaml
+
+    hooks = yaml.safe_load((Path(__file__).parents[2] / ".pre-commit-hooks.yaml").read_text())
+    hook = next(h for h in hooks if h["id"] == "planner-validate")
+    program, *args = shlex.split(hook["entry"])
+    assert program == "planner" and hook["pass_filenames"]
+    write(root, "HIGH-response-caching.md", plan_text(status="Done"))
+    result = runner.invoke(main, [*args, "plans/HIGH-response-caching.md"])
+    assert result.exit_code == 1
+    assert "PL012" in result.output
