@@ -45,14 +45,14 @@ def test_failover_happens_on_the_request_that_hit_the_dead_route(gateway) -> Non
     # Weighted random picks the dead route first for about half of the requests while it is not cooling
     # down; wait out any cooldown from earlier requests, then look for a request that needed two attempts.
     attempts: list[str] = []
-    for _ in range(4):
+    for _ in range(5):
         for _ in range(6):
             response = gateway.client.post(URL, json=chat("lb-failover"), headers=gateway.headers())
             assert response.status_code == 200
             attempts.append(response.headers["x-gateway-attempts"])
         if "2" in attempts:
             break
-        time.sleep(2.2)  # the dead route is cooling down (2 s in gateway.yaml): let it be probed again
+        time.sleep(2.2)  # the dead route is cooling down (2-4 s in gateway.yaml): let it be probed again
     assert "2" in attempts
 
 
