@@ -116,6 +116,12 @@ class ServerTLSConfig(BaseModel):
     def _exists(cls, value: Path | None, info: Any) -> Path | None:
         return None if value is None else _readable(value, info.field_name)
 
+    @field_validator("min_version", mode="before")
+    @classmethod
+    def _version_text(cls, value: Any) -> Any:
+        # YAML reads an unquoted 1.2 as a number.
+        return str(value) if isinstance(value, float) else value
+
     @model_validator(mode="after")
     def _loads(self) -> ServerTLSConfig:
         server_context(self)

@@ -337,3 +337,10 @@ def test_upstream_client_certificate(pki: dict[str, Path]) -> None:
         without = asyncio.run(ask(upstream_config(port, f"    tls: {{ca_file: {pki['ca']}}}")))
         assert without.status_code in (502, 504)
         assert without.json()["error"]["type"] == "upstream_error"
+
+
+def test_min_version_may_be_written_as_a_number(pki: dict[str, Path]) -> None:
+    config = parse_config(gateway_yaml(server_tls_yaml(pki, min_version="1.3")), "gw.yaml")
+    assert config.server.tls is not None and config.server.tls.min_version == "1.3"
+    with pytest.raises(ConfigError, match=r"server\.tls\.min_version: Input should be '1\.2' or '1\.3'"):
+        parse_config(gateway_yaml(server_tls_yaml(pki, min_version="1.1")), "gw.yaml")
