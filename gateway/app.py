@@ -108,7 +108,7 @@ class Gateway:
 
 def create_app(config: GatewayConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
     """A FastAPI app serving ``config``; ``transport`` replaces the upstream HTTP transport (tests)."""
-    from gateway.routes import admin, health, openai
+    from gateway.routes import admin, health, openai, usage
 
     gateway = Gateway(config, transport)
 
@@ -125,6 +125,7 @@ def create_app(config: GatewayConfig, *, transport: httpx.AsyncBaseTransport | N
     openai.add_routes(app, gateway)
     health.add_routes(app, gateway)
     app.include_router(admin.router(gateway))
+    app.include_router(usage.metrics_router(gateway))
 
     async def gateway_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, GatewayError)

@@ -68,6 +68,8 @@ CATALOG: tuple[Feature, ...] = (
     Feature("rate-limiting", "Rate limiting", rate_limited),
     Feature("response-caching", "Response caching", cached),
     Feature("tls-https-support", "TLS/HTTPS support", tls_configured),
+    # The ledger, /admin/usage and /metrics are part of every configuration.
+    Feature("usage-tracking-analytics", "Usage tracking and analytics", always),
 )
 
 

@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.errors import GatewayError
 from gateway.ledger import Ledger, UsageRecord, UsageSource
+from gateway.metrics import UsageMetrics
 from gateway.pipeline import Call, ChunkIterator, Handler, Response, Result, Stream
 from gateway.pricing import (
     ModelPrice,
@@ -329,6 +330,7 @@ class UsageStage:
         self.timezone = timezone
         self.default_max_tokens = default_max_tokens
         self.clock = clock
+        self.metrics = UsageMetrics()
 
     async def start(self) -> None:
         """Open the ledger."""
@@ -376,26 +378,26 @@ class UsageStage:
     def _finish(self, call: Call, arrived: datetime, accounting: Accounting, *, header: bool = True) -> None:
         if header:
             call.response_headers[COST_HEADER] = format_usd(accounting.cost_nanos)
-        self.ledger.record(
-            UsageRecord(
-                ts=arrived.timestamp(),
-                day=arrived.astimezone(self.timezone).date().isoformat(),
-                request_id=call.request_id,
-                key_name=call.key.name,
-                team=call.key.team,
-                model=call.model,
-                route=accounting.route,
-                endpoint=call.endpoint,
-                stream=call.stream,
-                prompt_tokens=accounting.prompt_tokens,
-                completion_tokens=accounting.completion_tokens,
-                usage_source=accounting.source,
-                cost_nanos=accounting.cost_nanos,
-                latency_ms=round((time.perf_counter() - call.started) * 1000.0, 3),
-                status=accounting.status,
-                cache_hit=accounting.cache_hit,
-            )
+        record = UsageRecord(
+            ts=arrived.timestamp(),
+            day=arrived.astimezone(self.timezone).date().isoformat(),
+            request_id=call.request_id,
+            key_name=call.key.name,
+            team=call.key.team,
+            model=call.model,
+            route=accounting.route,
+            endpoint=call.endpoint,
+            stream=call.stream,
+            prompt_tokens=accounting.prompt_tokens,
+            completion_tokens=accounting.completion_tokens,
+            usage_source=accounting.source,
+            cost_nanos=accounting.cost_nanos,
+            latency_ms=round((time.perf_counter() - call.started) * 1000.0, 3),
+            status=accounting.status,
+            cache_hit=accounting.cache_hit,
         )
+        self.ledger.record(record)
+        self.metrics.observe(record)
 
 
 def usage_stage(config: GatewayConfig, *, clock: Clock = utc_now) -> UsageStage:

@@ -6,6 +6,7 @@
   date-time is exclusive. The ledger is flushed first, so every answered request is counted.
 - ``GET /admin/usage/requests/{request_id}``: the ledger record of one request (a stream's real cost).
 - ``GET /admin/budgets``: per key and team budget: limit, spent, reserved, remaining, window start and end.
+- ``GET /metrics``: Prometheus metrics of this replica (:mod:`gateway.metrics`), master key as bearer token.
 
 Costs are decimal strings in USD (``"0.00042"``), summed exactly from nano-dollars.
 """
@@ -17,8 +18,9 @@ from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from starlette.requests import Request
+from starlette.responses import Response
 
 from gateway.errors import GatewayError, invalid_request
 from gateway.features.budgets import BudgetStage
@@ -123,3 +125,18 @@ def add_routes(admin: APIRouter, gateway: Gateway) -> None:
     admin.add_api_route("/usage", usage, methods=["GET"])
     admin.add_api_route("/usage/requests/{request_id}", request_usage, methods=["GET"])
     admin.add_api_route("/budgets", budgets, methods=["GET"])
+
+
+def metrics_router(gateway: Gateway) -> APIRouter:
+    """``GET /metrics`` (master key): the Prometheus text format, for a scraper with a bearer token."""
+    from gateway.routes.admin import master_key_dependency
+
+    router = APIRouter(dependencies=[Depends(master_key_dependency(gateway))])
+
+    async def metrics() -> Response:
+        stage = next(s for s in gateway.stages if isinstance(s, UsageStage))
+        text = stage.metrics.render(pending_records=stage.ledger.pending)
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    router.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+    return router
