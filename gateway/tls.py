@@ -282,11 +282,14 @@ def upstream_transport(
 
 
 def origin_conflicts(providers: Iterable[_TLSProvider]) -> list[tuple[int, str]]:
-    """Providers (by index) whose origin another provider already uses with different TLS settings."""
+    """Problems with providers' TLS settings, by provider index: ``tls`` without ``base_url``, and an origin
+    another provider already uses with different TLS settings (one connection pool serves an origin)."""
     seen: dict[tuple[str, str, int | None], tuple[str, UpstreamTLSConfig | None]] = {}
     problems: list[tuple[int, str]] = []
     for index, provider in enumerate(providers):
         if not provider.base_url:
+            if provider.tls is not None:
+                problems.append((index, "required with tls: TLS settings apply to the provider's address"))
             continue
         origin = _origin(httpx.URL(provider.base_url))
         if origin in seen and seen[origin][1] != provider.tls:

@@ -344,3 +344,9 @@ def test_min_version_may_be_written_as_a_number(pki: dict[str, Path]) -> None:
     assert config.server.tls is not None and config.server.tls.min_version == "1.3"
     with pytest.raises(ConfigError, match=r"server\.tls\.min_version: Input should be '1\.2' or '1\.3'"):
         parse_config(gateway_yaml(server_tls_yaml(pki, min_version="1.1")), "gw.yaml")
+
+
+def test_provider_tls_needs_a_base_url(pki: dict[str, Path]) -> None:
+    providers = f"  - {{name: a, type: openai, api_key: sk-x, tls: {{ca_file: {pki['ca']}}}}}"
+    with pytest.raises(ConfigError, match=r"providers\[0\]\.base_url: required with tls"):
+        parse_config(gateway_yaml(providers=providers, route="a"), "gw.yaml")
