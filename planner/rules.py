@@ -102,10 +102,10 @@ def validate(config: PlannerConfig, paths: Sequence[Path] | None = None) -> Vali
     """
     designs = load_designs(config)
     targets = expand(paths) if paths is not None else plan_files(config.plans_path)
-    target_keys = {_key(p) for p in targets}
-    context = (
-        [] if paths is None else [p for p in plan_files(config.plans_path) if _key(p) not in target_keys]
-    )
+    context: list[Path] = []
+    if paths is not None:  # resolving every path costs system calls: only when there are two lists to match
+        target_keys = {_key(p) for p in targets}
+        context = [p for p in plan_files(config.plans_path) if _key(p) not in target_keys]
     problems: list[Problem] = []
     plans: list[Plan] = []
     for path in targets:
