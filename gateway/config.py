@@ -421,6 +421,15 @@ def _cross_reference_problems(data: dict[str, Any]) -> Iterator[tuple[tuple[Path
                     ("features", feature, "models", str(alias)),
                     f"unknown model '{alias}'{did_you_mean(str(alias), model_names)}",
                 )
+    cache = features.get("cache")
+    groups = cache.get("shared") if isinstance(cache, dict) else None
+    for group, names in groups.items() if isinstance(groups, dict) else ():
+        for j, name in enumerate(names if isinstance(names, list) else []):
+            if isinstance(name, str) and name not in key_names:
+                yield (
+                    ("features", "cache", "shared", str(group), j),
+                    f"unknown key '{name}'{did_you_mean(name, key_names)}",
+                )
 
 
 def _list(value: Any) -> list[Any]:

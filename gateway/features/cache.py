@@ -1,7 +1,8 @@
 """Response caching: an exact-match cache stage, isolated per tenant, shared by replicas through the store.
 
 **Key.** SHA-256 over canonical JSON (sorted keys, no whitespace, integral floats as integers) of: a format
-version, the tenant (the virtual key's hashed id: one tenant never receives another's answer), the endpoint,
+version, the tenant (the virtual key's hashed id, or the group of keys an operator opted into sharing with
+`features.cache.shared`: one tenant never receives another's answer), the endpoint,
 the model alias the client sent, and the whole request body except the fields that only change how the answer
 is delivered, not what it says (`IGNORED_FIELDS`: `stream`, `stream_options`). Everything else is in the key,
 including provider extras the gateway does not know, so a new parameter makes keys more specific, never less.
@@ -34,7 +35,7 @@ from dataclasses import asdict, dataclass
 from hashlib import sha256
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.errors import GatewayError, invalid_request
 from gateway.pipeline import Call, Handler, Response, Result, Stream
@@ -78,6 +79,28 @@ class CacheConfig(BaseModel):
     )
     stream_chunk_chars: int = Field(default=32, gt=0, description="content characters per replayed SSE chunk")
     models: dict[str, CacheModelConfig] = Field(default_factory=dict)
+    shared: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="opt-in sharing: named groups of key names that use one cache between them",
+    )
+
+    @model_validator(mode="after")
+    def _one_group_per_key(self) -> CacheConfig:
+        seen: dict[str, str] = {}
+        for group, names in self.shared.items():
+            for name in names:
+                if name in seen:
+                    raise ValueError(f"key '{name}' is in two shared groups, '{seen[name]}' and '{group}'")
+                seen[name] = group
+        return self
+
+    def tenant(self, call: Call) -> str:
+        """Whose entries `call` may read and write: its shared group, else the key's own hashed id."""
+        if not call.key.is_master:
+            for group, names in self.shared.items():
+                if call.key.name in names:
+                    return f"group:{group}"
+        return call.key.key_id
 
 
 @dataclass
@@ -107,11 +130,12 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-def cache_key(call: Call) -> str:
-    """The store key of `call`'s answer: tenant, endpoint, model alias and every output-changing field."""
+def cache_key(call: Call, tenant: str | None = None) -> str:
+    """The store key of `call`'s answer: tenant (default: the key's id), endpoint, model alias and every
+    output-changing field."""
     document = {
         "v": KEY_VERSION,
-        "tenant": call.key.key_id,
+        "tenant": tenant if tenant is not None else call.key.key_id,
         "endpoint": call.endpoint,
         "model": call.model,
         "body": _canonical({k: v for k, v in call.body.items() if k not in IGNORED_FIELDS}),
@@ -355,7 +379,7 @@ class CacheStage:
         ttl = request_ttl(call, self.config)
         if not self._enabled_for(call) or "no-store" in directives:
             return await self._bypass(call, next)
-        key = cache_key(call)
+        key = cache_key(call, self.config.tenant(call))
         if "no-cache" in directives:
             call.response_headers[STATUS_HEADER] = "BYPASS"
             self.stats.bypasses += 1

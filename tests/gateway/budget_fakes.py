@@ -61,6 +61,8 @@ models:
     routes: [{{provider: up}}]
   - name: slow
     routes: [{{provider: slow, pricing: {{input_per_1m: 1, output_per_1m: 1000}}}}]
+  - name: embed
+    routes: [{{provider: slow, model: mock-embed, pricing: {{input_per_1m: 1000, output_per_1m: 0}}}}]
 usage:
   database: "{database}"
 features:

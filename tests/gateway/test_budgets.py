@@ -387,3 +387,16 @@ features:
     assert "features.budgets.timezone: unknown time zone 'Mars/Base'" in problems
     with pytest.raises(ConfigError, match=r"teams\[1\]\.name: duplicate team name 't'"):
         parse_config("teams:\n  - {name: t}\n  - {name: t}\n", "budgets.yaml")
+
+
+async def test_embeddings_are_costed_and_budgeted() -> None:
+    async with serve(parse_config(config_text()), FakeUpstream().transport()) as client:
+        reply = await client.post(
+            "/v1/embeddings", json={"model": "embed", "input": ["one two three", "four"]}, headers=auth(ALICE)
+        )
+        assert reply.status_code == 200
+        tokens = reply.json()["usage"]["prompt_tokens"]
+        expected = format_usd(cost_nanos(ModelPrice(input=Decimal(1000), output=Decimal(0)), tokens, 0))
+        assert reply.headers["x-gateway-cost-usd"] == expected != "0"
+        alice = (await budgets(client))["alice"]
+        assert (alice["spent_usd"], alice["reserved_usd"]) == (expected, "0")

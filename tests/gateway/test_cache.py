@@ -495,3 +495,27 @@ async def test_admin_cache_reports_this_replicas_counters() -> None:
         and report["stats"]["misses"] == 1
         and report["stats"]["tokens_saved"] > 0
     )
+
+
+async def test_keys_in_a_shared_group_share_entries_and_nobody_else_does() -> None:
+    text = config_text("{shared: {research: [alice, bob]}}").replace(
+        "    - {name: bob, key: " + BOB + "}",
+        "    - {name: bob, key: " + BOB + "}\n    - {name: carol, key: sk-cache-carol-0003}",
+    )
+    upstream = MockUpstream(MockOptions())
+    async with serve(parse_config(text, "t.yaml"), transport=httpx.ASGITransport(app=upstream)) as client:
+        await client.post(URL, json=chat("team answer"), headers=auth())
+        shared = await client.post(URL, json=chat("team answer"), headers=auth(BOB))
+        outsider = await client.post(URL, json=chat("team answer"), headers=auth("sk-cache-carol-0003"))
+    assert shared.headers["x-gateway-cache"] == "HIT"
+    assert outsider.headers["x-gateway-cache"] == "MISS"
+
+
+def test_shared_groups_name_known_keys_once() -> None:
+    from gateway.config import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        parse_config(config_text("{shared: {a: [alice, alcie], b: [alice]}}"), "gw.yaml")
+    text = str(info.value)
+    assert "features.cache.shared.a[1]: unknown key 'alcie', did you mean 'alice'?" in text
+    assert "key 'alice' is in two shared groups, 'a' and 'b'" in text
