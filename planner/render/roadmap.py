@@ -61,6 +61,16 @@ class Verification:
         return f"{self.result.passed}/{self.result.total}"
 
     @property
+    def brief(self) -> str:
+        """`4 of 5 passing` for tables, whose page states once when the evidence was recorded."""
+        if self.evidence is None:
+            return NOT_VERIFIED
+        if self.result is None or self.result.total == 0:
+            return "no acceptance tests recorded"
+        skipped = f" ({self.result.skipped} skipped)" if self.result.skipped else ""
+        return f"{self.result.passed} of {self.result.total} passing{skipped}"
+
+    @property
     def text(self) -> str:
         """`4 of 5 acceptance tests passing, verified 2026-11-26 at commit abc1234`."""
         if self.evidence is None:

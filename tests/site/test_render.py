@@ -69,7 +69,7 @@ def test_overview_counts_and_progress(pages: dict[str, str]) -> None:
     assert "**Features completed:** 2 of 5 (40%)" in index
     assert "9 of 10 passing (90%), verified 2026-11-26 at commit abc1234" in index
     in_progress = index.split("## In progress")[1].split("## Next up")[0]
-    assert "[Cache](plans/cache.md)" in in_progress and "4 of 5 acceptance tests passing" in in_progress
+    assert "[Cache](plans/cache.md)" in in_progress and "4 of 5 passing" in in_progress
     next_up = index.split("## Next up")[1].split("## Pages")[0]
     assert next_up.index("[Usage]") < next_up.index("[Sockets")
     assert "[Cache]" not in next_up
@@ -79,7 +79,9 @@ def test_priorities_group_plans_with_their_verified_progress(pages: dict[str, st
     text = pages["roadmap/priorities.md"]
     high, rest = text.split("## High: production essentials")[1].split("## Medium: production readiness")
     medium, low = rest.split("## Low: nice to have")
-    assert "[Cache](plans/cache.md)" in high and "4 of 5 acceptance tests passing" in high
+    assert "acceptance tests recorded by `planner track`, verified 2026-11-26 at commit abc1234" in text
+    assert "| [Cache](plans/cache.md) |" in high and "| 4 of 5 passing |" in high
+    assert "| 3 of 3 passing (1 skipped) |" in high
     assert "[Usage](plans/usage.md)" in medium and "3-5 days" in medium
     # A title with Markdown table syntax is escaped, not split into cells.
     assert r'| [Sockets: "live" \| fast](plans/ws.md) |' in low
