@@ -44,6 +44,7 @@ from gateway.features.usage import (
     Pricing,
     UsageStage,
     account,
+    ending_status,
     max_cost,
     requested_max_tokens,
     stream_meter,
@@ -255,8 +256,9 @@ class BudgetStage:
                 call, reservation, account(call, None, self.pricing, status=exc.status).cost_nanos
             )
             raise
-        except BaseException:
-            await self._settle(call, reservation, account(call, None, self.pricing, status=500).cost_nanos)
+        except BaseException as exc:
+            failed = account(call, None, self.pricing, status=ending_status(exc))
+            await self._settle(call, reservation, failed.cost_nanos)
             raise
         if isinstance(result, Response):
             await self._settle(call, reservation, account(call, result, self.pricing).cost_nanos)

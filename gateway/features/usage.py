@@ -348,8 +348,8 @@ class UsageStage:
         except GatewayError as exc:
             self._finish(call, arrived, account(call, None, self.pricing, status=exc.status))
             raise
-        except BaseException:
-            self._finish(call, arrived, account(call, None, self.pricing, status=500))
+        except BaseException as exc:  # a bug (500) or a cancelled request (499)
+            self._finish(call, arrived, account(call, None, self.pricing, status=ending_status(exc)))
             raise
         if isinstance(result, Response):
             accounting = account(call, result, self.pricing)
