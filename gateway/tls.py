@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -32,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 log = logging.getLogger("gateway.tls")
 
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+EXPIRY_WARNING_DAYS = 14
 
 
 class TLSFileError(ValueError):
@@ -97,6 +99,57 @@ def _load_ca(context: ssl.SSLContext, path: Path, what: str) -> None:
         raise TLSFileError(f"{what} {path} is not a PEM certificate bundle") from None
 
 
+def _der_items(data: bytes) -> list[tuple[int, bytes]]:
+    """The (tag, value) items of a DER-encoded sequence's content."""
+    items = []
+    i = 0
+    while i < len(data):
+        tag, length = data[i], data[i + 1]
+        i += 2
+        if length & 0x80:
+            size = length & 0x7F
+            length = int.from_bytes(data[i : i + size], "big")
+            i += size
+        items.append((tag, data[i : i + length]))
+        i += length
+    return items
+
+
+def certificate_not_after(pem_file: Path) -> datetime:
+    """When the first certificate in ``pem_file`` expires (X.509 ``validity.notAfter``), in UTC.
+
+    A few lines of DER walking rather than a dependency: Certificate -> tbsCertificate -> the validity
+    after the optional version, serial number, signature algorithm and issuer.
+    """
+    text = pem_file.read_text(encoding="ascii", errors="replace")
+    start = text.index("-----BEGIN CERTIFICATE-----")
+    end = text.index("-----END CERTIFICATE-----", start)
+    der = ssl.PEM_cert_to_DER_cert(text[start : end + len("-----END CERTIFICATE-----")])
+    (_, certificate) = _der_items(der)[0]
+    (_, tbs) = _der_items(certificate)[0]
+    fields = _der_items(tbs)
+    if fields[0][0] == 0xA0:  # explicit [0] version
+        fields = fields[1:]
+    (_, validity) = fields[3]
+    tag, value = _der_items(validity)[1]
+    stamp = value.decode("ascii")
+    layout = "%y%m%d%H%M%SZ" if tag == 0x17 else "%Y%m%d%H%M%SZ"  # UTCTime or GeneralizedTime
+    return datetime.strptime(stamp, layout).replace(tzinfo=UTC)
+
+
+def _check_expiry(cert: Path, what: str, now: datetime | None = None) -> None:
+    """Expired: an error. Expiring within ``EXPIRY_WARNING_DAYS``: a warning in the log."""
+    try:
+        not_after = certificate_not_after(cert)
+    except (ValueError, IndexError, UnicodeDecodeError):
+        return  # unusual encodings: OpenSSL already accepted the file, so do not block on this check
+    now = now or datetime.now(UTC)
+    if not_after <= now:
+        raise TLSFileError(f"{what} {cert}: the certificate expired on {not_after:%Y-%m-%d %H:%M} UTC")
+    if not_after - now < timedelta(days=EXPIRY_WARNING_DAYS):
+        log.warning("%s %s expires on %s UTC: renew it", what, cert, f"{not_after:%Y-%m-%d %H:%M}")
+
+
 class ServerTLSConfig(BaseModel):
     """``server.tls``: serve HTTPS with this certificate and key; optionally require client certificates."""
 
@@ -125,6 +178,7 @@ class ServerTLSConfig(BaseModel):
     @model_validator(mode="after")
     def _loads(self) -> ServerTLSConfig:
         server_context(self)
+        _check_expiry(self.cert_file, "cert_file")
         return self
 
 

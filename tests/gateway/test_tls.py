@@ -5,6 +5,8 @@ certificate, and config errors for missing and mismatched files."""
 from __future__ import annotations
 
 import asyncio
+import datetime
+import logging
 import socket
 import ssl
 import threading
@@ -26,7 +28,13 @@ from gateway.app import create_app
 from gateway.config import ConfigError, GatewayConfig, parse_config
 from gateway.mock_upstream import MockUpstream
 from gateway.providers.mock import MockOptions
-from gateway.tls import ServerTLSConfig, TLSFileError, server_context, uvicorn_ssl_options
+from gateway.tls import (
+    ServerTLSConfig,
+    TLSFileError,
+    certificate_not_after,
+    server_context,
+    uvicorn_ssl_options,
+)
 
 KEY = "sk-tls-test-key-0001"
 
@@ -350,3 +358,38 @@ def test_provider_tls_needs_a_base_url(pki: dict[str, Path]) -> None:
     providers = f"  - {{name: a, type: openai, api_key: sk-x, tls: {{ca_file: {pki['ca']}}}}}"
     with pytest.raises(ConfigError, match=r"providers\[0\]\.base_url: required with tls"):
         parse_config(gateway_yaml(providers=providers, route="a"), "gw.yaml")
+
+
+def test_an_expired_certificate_is_a_config_error(
+    ca: trustme.CA, pki: dict[str, Path], tmp_path: Path
+) -> None:
+    old = ca.issue_cert(
+        "127.0.0.1", not_before=datetime.datetime(2020, 1, 1), not_after=datetime.datetime(2021, 3, 4, 5, 6)
+    )
+    cert, key = tmp_path / "old.pem", tmp_path / "old.key"
+    cert.write_bytes(b"".join(blob.bytes() for blob in old.cert_chain_pems))
+    old.private_key_pem.write_to_path(str(key))
+    with pytest.raises(ConfigError) as caught:
+        parse_config(gateway_yaml(f"  tls:\n    cert_file: {cert}\n    key_file: {key}"), "gw.yaml")
+    assert f"cert_file {cert}: the certificate expired on 2021-03-04 05:06 UTC" in str(caught.value)
+
+
+def test_a_certificate_about_to_expire_is_a_warning(
+    ca: trustme.CA, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    soon = datetime.datetime.now(datetime.UTC).replace(tzinfo=None) + datetime.timedelta(days=3)
+    leaf = ca.issue_cert("127.0.0.1", not_after=soon)
+    cert, key = tmp_path / "soon.pem", tmp_path / "soon.key"
+    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(key))
+    assert certificate_not_after(cert) == soon.replace(microsecond=0, tzinfo=datetime.UTC)
+    with caplog.at_level(logging.WARNING, logger="gateway.tls"):
+        ServerTLSConfig(cert_file=cert, key_file=key)
+    assert f"cert_file {cert} expires on" in caplog.text
+    caplog.clear()
+    far = ca.issue_cert("127.0.0.1")  # trustme's default: valid for decades
+    cert.write_bytes(b"".join(blob.bytes() for blob in far.cert_chain_pems))
+    far.private_key_pem.write_to_path(str(key))
+    with caplog.at_level(logging.WARNING, logger="gateway.tls"):
+        ServerTLSConfig(cert_file=cert, key_file=key)
+    assert "expires on" not in caplog.text
