@@ -19,9 +19,9 @@ COMPLETED = "Completed"
 NOT_VERIFIED = "not verified yet"
 
 
-def verified_when(evidence: Evidence) -> str:
+def verified_when(evidence: Evidence, verb: str = "verified") -> str:
     """`verified 2026-11-26 at commit abc1234`, noting a run on a work tree with uncommitted changes."""
-    text = f"verified {evidence.generated_at[:10]}"
+    text = f"{verb} {evidence.generated_at[:10]}"
     commit = evidence.git_commit
     if commit:
         dirty = commit.endswith("-dirty")

@@ -349,7 +349,9 @@ def test_completed_features_appear_from_design_pages(project: Path, tmp_path: Pa
     delta = (site / "roadmap" / "plans" / "delta" / "index.html").read_text(encoding="utf-8")
     assert 'href="../../../design/gamma/"' in delta
     readiness = (site / "roadmap" / "readiness" / "index.html").read_text(encoding="utf-8")
-    assert "3 of 3 acceptance tests passing, verified 2026-11-26 at commit 0123456" in readiness
+    assert "Gamma</a> — 3 of 3 passing" in readiness
+    assert "Acceptance tests recorded verified 2026-11-26 at commit 0123456" not in readiness
+    assert "recorded on 2026-11-26 at commit 0123456" in readiness
     data = json.loads((site / "roadmap" / "roadmap.json").read_text(encoding="utf-8"))
     assert data["completed"] == [
         {
