@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -68,3 +69,35 @@ def test_keys_without_limits_are_not_limited(gateway) -> None:
         reply = gateway.client.post(URL, json=chat(), headers=gateway.headers())
         assert reply.status_code == 200
         assert "x-ratelimit-limit-requests" not in reply.headers
+
+
+def test_max_concurrent_refuses_a_second_request_in_flight(gateway) -> None:
+    key = "sk-acceptance-rl-concurrent"
+    body = {"model": "mock-limited-slow", "messages": [{"role": "user", "content": uuid.uuid4().hex}]}
+
+    def send(_: int) -> Any:
+        return gateway.client.post(URL, json=body, headers=gateway.headers(key))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        replies = list(pool.map(send, [1, 2]))
+    assert sorted(r.status_code for r in replies) == [200, 429]
+    refused = next(r for r in replies if r.status_code == 429)
+    assert "concurrent" in refused.json()["error"]["message"]
+    assert refused.headers["retry-after"] == "1"
+    # Both finished: the slot is free again.
+    assert gateway.client.post(URL, json=body, headers=gateway.headers(key)).status_code == 200
+
+
+def test_a_shared_model_limit_counts_every_key_together(gateway) -> None:
+    keys = ["sk-acceptance-rl-shared-a", "sk-acceptance-rl-shared-b"]
+    body = {"model": "mock-limited-shared", "messages": [{"role": "user", "content": "x"}]}
+    replies = []
+    for i in range(3):
+        reply = gateway.client.post(URL, json=body, headers=gateway.headers(keys[i % 2]))
+        replies.append(reply)
+        if reply.status_code == 429:
+            break
+    # The limit is 2 per minute for both keys together: by the third request at the latest, one is refused.
+    assert replies[-1].status_code == 429
+    assert "model 'mock-limited-shared'" in replies[-1].json()["error"]["message"]
+    assert replies[-1].headers["x-ratelimit-limit-requests"] == "2"
