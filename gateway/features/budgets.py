@@ -67,6 +67,15 @@ REMAINING_HEADER = "x-gateway-budget-remaining-usd"
 Fraction = Annotated[float, Field(gt=0, le=1)]
 
 
+def known_zone(name: str) -> str:
+    """``name`` if it is an IANA time zone this system knows, else a ValueError naming it."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone '{name}' (use an IANA name such as 'Europe/Berlin')") from None
+    return name
+
+
 class BudgetConfig(BaseModel):
     """A budget: ``limit_usd`` per ``period``; ``soft_limit`` is the share of it that triggers a warning."""
 
@@ -77,6 +86,15 @@ class BudgetConfig(BaseModel):
     soft_limit: Fraction | None = Field(
         default=None, description="warn at this share of the limit (default: features.budgets.soft_limit)"
     )
+    timezone: str | None = Field(
+        default=None,
+        description="IANA time zone of this budget's periods (default: features.budgets.timezone)",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        return None if value is None else known_zone(value)
 
 
 class TeamConfig(BaseModel):
@@ -119,13 +137,7 @@ class BudgetsConfig(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"unknown time zone '{value}' (use an IANA name such as 'Europe/Berlin')"
-            ) from None
-        return value
+        return known_zone(value)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -136,16 +148,17 @@ class BudgetsConfig(BaseModel):
 class BudgetRule:
     """One configured budget: whose (``scope`` ``key`` or ``team``, ``name``), how much, how often."""
 
-    def __init__(self, scope: str, name: str, config: BudgetConfig, default_soft: float) -> None:
+    def __init__(self, scope: str, name: str, config: BudgetConfig, settings: BudgetsConfig) -> None:
         self.scope = scope
         self.name = name
         self.limit_nanos = usd_to_nanos(config.limit_usd)
         self.period = config.period
-        self.soft_limit = config.soft_limit if config.soft_limit is not None else default_soft
+        self.soft_limit = config.soft_limit if config.soft_limit is not None else settings.soft_limit
+        self.zone = ZoneInfo(config.timezone or settings.timezone)
 
-    def slot(self, now: datetime, zone: ZoneInfo) -> BudgetSlot:
+    def slot(self, now: datetime) -> BudgetSlot:
         """This budget's window containing ``now``."""
-        return BudgetSlot(self.scope, self.name, self.limit_nanos, window_for(self.period, now, zone))
+        return BudgetSlot(self.scope, self.name, self.limit_nanos, window_for(self.period, now, self.zone))
 
 
 def budget_exceeded(slot: BudgetSlot, spent: int, reserved: int, amount: int, now: datetime) -> GatewayError:
@@ -171,12 +184,12 @@ def budget_rules(config: GatewayConfig) -> list[BudgetRule]:
     """Every budget in ``config``: keys' then teams'."""
     settings = config.features.budgets
     rules = [
-        BudgetRule("key", key.name, key.budget, settings.soft_limit)
+        BudgetRule("key", key.name, key.budget, settings)
         for key in config.auth.keys
         if key.budget is not None
     ]
     rules += [
-        BudgetRule("team", team.name, team.budget, settings.soft_limit)
+        BudgetRule("team", team.name, team.budget, settings)
         for team in config.teams
         if team.budget is not None
     ]
@@ -221,7 +234,7 @@ class BudgetStage:
         await self.ledger.start()
         now = self.clock()
         for rule in [*self.keys.values(), *self.teams.values()]:
-            slot = rule.slot(now, self.zone)
+            slot = rule.slot(now)
             since = slot.window.start.timestamp() if slot.window.start is not None else 0.0
             column = {"key_name": rule.name} if rule.scope == "key" else {"team": rule.name}
             spent = await self.ledger.spend_nanos(since=since, **column)
@@ -242,7 +255,7 @@ class BudgetStage:
         ):
             call.body = {**call.body, "max_tokens": self.settings.default_max_tokens}
         amount = max_cost(call, self.pricing, self.settings.default_max_tokens)
-        slots = [rule.slot(now, self.zone) for rule in rules]
+        slots = [rule.slot(now) for rule in rules]
         reservation = await self.book.reserve(slots, amount, now)
         if not reservation.ok:
             assert reservation.refused is not None
@@ -313,7 +326,7 @@ class BudgetStage:
         """Spend, reservations, remaining budget and window end of every budget (``GET /admin/budgets``)."""
         now = self.clock()
         rules = [*self.keys.values(), *self.teams.values()]
-        slots = [rule.slot(now, self.zone) for rule in rules]
+        slots = [rule.slot(now) for rule in rules]
         usage = await self.book.read(slots)
         report = []
         for rule, slot, (spent, reserved) in zip(rules, slots, usage, strict=True):
@@ -327,6 +340,7 @@ class BudgetStage:
                     "reserved_usd": format_usd(reserved),
                     "remaining_usd": format_usd(max(0, slot.limit_nanos - spent - reserved)),
                     "soft_limit": rule.soft_limit,
+                    "timezone": str(rule.zone),
                     "period_start": slot.window.start.isoformat() if slot.window.start else None,
                     "period_end": slot.window.end.isoformat() if slot.window.end else None,
                 }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from budget_fakes import (
 
 from gateway.app import create_app
 from gateway.config import ConfigError, parse_config
-from gateway.features.budgets import budget_stage
+from gateway.features.budgets import budget_rules, budget_stage
 from gateway.features.usage import usage_stage
 from gateway.pipeline import Call, KeyIdentity, Result, Stream
 from gateway.pricing import ModelPrice, cost_nanos, format_usd
@@ -358,7 +359,7 @@ async def test_a_stream_closed_before_its_first_chunk_still_settles() -> None:
 
     result = await stage.handle(call, upstream)
     assert isinstance(result, Stream)
-    (slot,) = [rule.slot(stage.clock(), stage.zone) for rule in stage.rules_for(call)]
+    (slot,) = [rule.slot(stage.clock()) for rule in stage.rules_for(call)]
     assert (await stage.book.read([slot]))[0][1] > 0  # reserved while in flight
     await result.aclose()
     # Released; charged for the prompt the upstream already took (estimated), not for the unread answer.
@@ -400,3 +401,25 @@ async def test_embeddings_are_costed_and_budgeted() -> None:
         assert reply.headers["x-gateway-cost-usd"] == expected != "0"
         alice = (await budgets(client))["alice"]
         assert (alice["spent_usd"], alice["reserved_usd"]) == (expected, "0")
+
+
+def test_a_budget_may_have_its_own_time_zone() -> None:
+    config = parse_config(
+        """
+auth:
+  keys:
+    - {name: east, key: sk-east-00000001, budget: {limit_usd: 1, period: daily, timezone: Asia/Tokyo}}
+    - {name: home, key: sk-home-00000001, budget: {limit_usd: 1, period: daily}}
+features:
+  budgets: {timezone: America/New_York}
+"""
+    )
+    rules = {rule.name: rule for rule in budget_rules(config)}
+    now = datetime(2026, 3, 5, 16, tzinfo=UTC)  # Mar 6 01:00 in Tokyo, Mar 5 11:00 in New York
+    assert rules["east"].slot(now).window.key == "daily:2026-03-06"
+    assert rules["east"].slot(now).window.start == datetime(2026, 3, 5, 15, tzinfo=UTC)
+    assert rules["home"].slot(now).window.key == "daily:2026-03-05"
+    assert rules["home"].slot(now).window.start == datetime(2026, 3, 5, 5, tzinfo=UTC)
+    bad = "auth: {keys: [{name: x, key: sk-xxxxxxxx, budget: {limit_usd: 1, timezone: Asia/Atlantis}}]}"
+    with pytest.raises(ConfigError, match="unknown time zone 'Asia/Atlantis'"):
+        parse_config(bad)
