@@ -250,3 +250,21 @@ def test_hrefs_between_pages() -> None:
     assert href("roadmap/plans/x.md", "design/y.md", d) == "../../../design/y/"
     assert href("roadmap/board.md", "roadmap/plans/x.md", LinkStyle.HTML) == "plans/x.html"
     assert href("roadmap/timeline.md", "roadmap/index.md", d) == "../"
+
+
+def test_markdown_links_match_posix_relative_paths() -> None:
+    import itertools
+    import posixpath
+
+    from planner.render.links import md_link
+
+    paths = [
+        "index.md",
+        "a.md",
+        "roadmap/index.md",
+        "roadmap/plans/x.md",
+        "design/y.md",
+        "roadmap/plansx/z.md",
+    ]
+    for here, there in itertools.product(paths, paths):
+        assert md_link(here, there) == posixpath.relpath(there, posixpath.dirname(here) or "."), (here, there)
