@@ -114,8 +114,13 @@ def prompt_bound(call: Call) -> int:
 
 
 def max_cost(call: Call, pricing: Pricing, default_max_tokens: int) -> int:
-    """The most ``call`` can cost in nano-dollars: prompt bound plus ``max_tokens`` at the dearest route."""
-    completion = 0 if call.endpoint == "embeddings" else requested_max_tokens(call.body) or default_max_tokens
+    """The most ``call`` can cost in nano-dollars: the prompt bound plus ``max_tokens`` for each of the ``n``
+    choices asked for, at the dearest of the model's routes."""
+    completion = 0
+    if call.endpoint != "embeddings":
+        n = call.body.get("n")
+        choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+        completion = (requested_max_tokens(call.body) or default_max_tokens) * choices
     return max_cost_nanos(pricing.max_price(call.model_config), prompt_bound(call), completion)
 
 

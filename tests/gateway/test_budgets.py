@@ -423,3 +423,16 @@ features:
     bad = "auth: {keys: [{name: x, key: sk-xxxxxxxx, budget: {limit_usd: 1, timezone: Asia/Atlantis}}]}"
     with pytest.raises(ConfigError, match="unknown time zone 'Asia/Atlantis'"):
         parse_config(bad)
+
+
+async def test_each_of_n_choices_is_reserved() -> None:
+    upstream = FakeUpstream()
+    async with serve(parse_config(config_text()), upstream.transport()) as client:
+        # One choice of 40 tokens fits in alice's 0.1 USD, three of them (0.12 USD) do not.
+        body = chat("many", max_tokens=40, n=3)
+        refused = await client.post(URL, json=body, headers=auth(ALICE))
+        assert refused.status_code == 429
+        assert f"may cost up to {format_usd(cost_of('many', 120))} USD" in refused.json()["error"]["message"]
+        assert (
+            await client.post(URL, json=chat("many", max_tokens=40), headers=auth(ALICE))
+        ).status_code == 200
