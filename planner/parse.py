@@ -634,7 +634,12 @@ def _build_plan(
                 f"required field {key!r} is missing",
                 "add " + form.format(label=label, key=key).replace("value", example),
             )
-    values = {key: _text(key, fields, report) for key in KNOWN_KEYS if key != "dependencies"}
+    values: dict[str, str] = {}
+    for key in _TEXT_KEYS:
+        fld = fields.get(key)
+        value = fld.value if fld is not None else None
+        # Plain strings are nearly every value: skip the general conversion for them.
+        values[key] = value.strip() if value.__class__ is str else _text(key, fields, report)
     for key, allowed in (
         ("status", config.statuses),
         ("priority", config.priorities),
@@ -736,6 +741,7 @@ def _build_plan(
     )
 
 
+_TEXT_KEYS = tuple(key for key in KNOWN_KEYS if key != "dependencies")
 _EXAMPLES = {
     "title": "Response Caching",
     "status": "Proposed",
