@@ -178,9 +178,8 @@ class RateLimitStage:
         except BaseException as exc:
             if isinstance(exc, GatewayError):
                 # An upstream failure is a response too: it still tells the client its headroom.
-                for name, value in call.response_headers.items():
-                    if name.startswith("x-ratelimit-"):
-                        exc.headers.setdefault(name, value)
+                for name, value in _ratelimit_headers(call).items():
+                    exc.headers.setdefault(name, value)
             # Shielded: after a cancellation (the client went away) every await would be cancelled again, and
             # a slot left held would block the key until its lease expires.
             with anyio.CancelScope(shield=True):
@@ -225,7 +224,10 @@ class RateLimitStage:
         call.response_headers.update(headers)
         if allowed:
             return
-        refused = [(b, s) for b, s in zip(buckets, states, strict=True) if s[2] != 0]
+        # Every refusing limit has a positive retry time (or -1: never); fall back to all if none says so.
+        refused = [(b, s) for b, s in zip(buckets, states, strict=True) if s[2] != 0] or list(
+            zip(buckets, states, strict=True)
+        )
         never = [b for b, s in refused if s[2] < 0]
         if never:
             bucket = never[0]
@@ -266,7 +268,7 @@ class RateLimitStage:
                     f"Too many concurrent requests on {scope}: limit {limit}. Retry when one has finished.",
                     "rate_limit_exceeded",
                     "rate_limit_exceeded",
-                    headers=_retry_headers(1_000_000),
+                    headers={**_ratelimit_headers(call), **_retry_headers(1_000_000)},
                 )
             leases.append((key, lease))
         return leases
@@ -294,6 +296,10 @@ class RateLimitStage:
         if not isinstance(actual, int):
             actual = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
         await self._charge(buckets, actual - estimate)
+
+
+def _ratelimit_headers(call: Call) -> dict[str, str]:
+    return {k: v for k, v in call.response_headers.items() if k.startswith("x-ratelimit-")}
 
 
 def _retry_headers(retry_us: int) -> dict[str, str]:

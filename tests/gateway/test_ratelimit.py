@@ -274,6 +274,7 @@ async def test_max_concurrent_bounds_requests_in_flight_and_releases_them() -> N
         await stage.handle(make_call(chat()), slow)
     assert info.value.status == 429 and "concurrent" in info.value.message
     assert info.value.headers["retry-after"] == "1"
+    assert info.value.headers["x-ratelimit-limit-requests"] == "100"
     release.set()
     await first
     # The slot is free again, and the refused request's RPM charge was given back.
