@@ -701,6 +701,15 @@ def _build_plan(
             f"did you mean {guess!r}?" if guess else f"known keys: {', '.join(KNOWN_KEYS)}",
         )
     title = values["title"]
+    if title and _BRACKETED.match(title):
+        fld = fields["title"]
+        report(
+            "PL043",
+            fld.line,
+            fld.column,
+            f"the title still holds the template placeholder {title!r}",
+            "name the feature, e.g. `Response Caching`",
+        )
     if h1 is None:
         report(
             "PL030",

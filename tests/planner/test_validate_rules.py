@@ -315,3 +315,21 @@ def test_pre_commit_hook_runs_validate_on_the_changed_files(root: Path, runner: 
     result = runner.invoke(main, [*args, "plans/HIGH-response-caching.md"])
     assert result.exit_code == 1
     assert "PL012" in result.output
+
+
+def test_reference_template_as_is_reports_every_placeholder(root: Path, runner: CliRunner) -> None:
+    template = (
+        "# [Feature Name]\n\n**Status:** Proposed | Planned | In Progress | Completed\n"
+        "**Priority:** High | Medium | Low\n"
+        "**Complexity:** Simple | Moderate | Complex\n**Estimated Time:** [e.g., 2 days, 1 week, 1 month]\n"
+        "**Dependencies:** [Other features needed first]\n\n## Goal\n[What are we trying to achieve?]\n"
+    )
+    write(root, "HIGH-feature-name.md", template)
+    found = codes(root)
+    assert ("HIGH-feature-name.md", "PL043", 1) in found  # the title
+    assert ("HIGH-feature-name.md", "PL043", 7) in found  # the dependencies
+    assert ("HIGH-feature-name.md", "PL043", 10) in found  # the Goal
+    assert [ln for _, c, ln in found if c == "PL012"] == [3, 4, 5]
+    assert ("HIGH-feature-name.md", "PL050", 6) in found
+    result = runner.invoke(main, ["validate"])
+    assert "pick one of: Proposed, Planned, In Progress, Completed" in result.output
