@@ -226,7 +226,8 @@ def assemble(chunks: list[dict[str, Any]]) -> dict[str, Any] | None:
                 }
             if choice.get("finish_reason"):
                 state["finish_reason"] = choice["finish_reason"]
-    if first is None or not choices or any(not s.get("finish_reason") for s in choices.values()):
+    unfinished = any(s.get("finish_reason") in (None, "error") for s in choices.values())
+    if first is None or not choices or unfinished:
         return None
     out_choices = []
     for index in sorted(choices):

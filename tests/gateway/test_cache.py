@@ -192,6 +192,9 @@ def test_partial_or_failed_streams_do_not_assemble() -> None:
     chunks = chat_chunks(chat("cut short"), "m", MockOptions(), "id1")
     assert assemble(chunks[:-2]) is None  # no finish_reason yet
     assert assemble([*chunks[:2], {"error": {"message": "boom"}}]) is None
+    finish = chunks[-2]
+    failed = [*chunks[:-2], {**finish, "choices": [{**finish["choices"][0], "finish_reason": "error"}]}]
+    assert assemble(failed) is None
     assert assemble([]) is None
 
 
