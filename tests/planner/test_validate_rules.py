@@ -79,6 +79,12 @@ def test_clean_plan_passes(root: Path, runner: CliRunner) -> None:
             "PL043",
             None,
         ),
+        (
+            "HIGH-response-caching.md",
+            plan_text(sections={**SECTIONS, "Alternatives Considered": "None.\n\n## Goal\nAgain."}),
+            "PL044",
+            30,
+        ),
         ("HIGH-response-caching.md", plan_text(estimate="soon"), "PL050", 6),
         ("HIGH-response-caching.md", plan_text(estimate="5"), "PL050", 6),
         ("HIGH-response-caching.md", plan_text(estimate="2 fortnights"), "PL050", 6),
@@ -98,6 +104,11 @@ def test_rule(root: Path, runner: CliRunner, name: str, text: str, code: str, li
     assert result.exit_code == (1 if severity == "error" else 0), result.output
     assert f"{severity} {code} " in result.output
     assert "hint: " in result.output
+
+
+def test_every_rule_has_a_case_here() -> None:
+    source = Path(__file__).read_text()
+    assert [rule.code for rule in RULES if f'"{rule.code}"' not in source] == []
 
 
 def test_every_problem_has_a_hint_and_a_known_code(root: Path) -> None:
@@ -176,6 +187,7 @@ def test_in_progress_while_a_dependency_is_not_completed_warns(root: Path, runne
     assert result.exit_code == 0
     assert "warning PL063" in result.output
     assert "b (Planned)" in result.output
+    assert ("HIGH-a.md", "PL063", 3) in codes(root)
     strict = runner.invoke(main, ["validate", "--strict"])
     assert strict.exit_code == 1
 
