@@ -16,7 +16,6 @@ from gateway import __version__
 from gateway.catalog import features_report
 from gateway.errors import GatewayError
 from gateway.features.cache import cache_endpoint
-from gateway.features.cache import cache_endpoint
 from gateway.features.routing import routes_endpoint
 from gateway.routes import usage
 
@@ -41,7 +40,6 @@ def router(gateway: Gateway) -> APIRouter:
     admin = APIRouter(prefix="/admin", dependencies=[Depends(master_key_dependency(gateway))])
     # Feature endpoints are added below, one registration per feature.
     admin.add_api_route("/features", features_endpoint(gateway), methods=["GET"])
-    admin.add_api_route("/cache", cache_endpoint(gateway), methods=["GET"])
     admin.add_api_route("/cache", cache_endpoint(gateway), methods=["GET"])
     admin.add_api_route("/routes", routes_endpoint(gateway), methods=["GET"])
     usage.add_routes(admin, gateway)  # /admin/usage, /admin/budgets
