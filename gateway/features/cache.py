@@ -9,10 +9,11 @@ including provider extras the gateway does not know, so a new parameter makes ke
 `user` stays in: it identifies the end user inside a tenant, and keeping it stops one end user from learning
 (by a fast HIT) that another asked the same thing.
 
-**Entry.** The complete response body (`chat.completion` or the embeddings list), zlib-compressed JSON. A
-streamed miss is assembled into that body once the stream completed (every choice finished, no error), so one
-entry serves both forms: a stream hit is replayed as SSE chunks of the same shape (role, content pieces, tool
-calls, finish, a final usage chunk; the route adds `[DONE]`), a plain hit returns the body with a fresh `id`.
+**Entry** (`cache_entries.py`). The complete response body (`chat.completion` or the embeddings list),
+zlib-compressed JSON. A streamed miss is assembled into that body once the stream completed (every choice
+finished, no error), so one entry serves both forms: a stream hit is replayed as SSE chunks of the same shape
+(role, content pieces, tool calls, finish, a final usage chunk; the route adds `[DONE]`), a plain hit returns
+the body with a fresh `id`.
 
 **Usage on a hit.** Nothing reached a provider, so the billed counts are zero and what the hit saved is
 reported next to them: `usage = {prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, saved_prompt_tokens,
@@ -27,9 +28,7 @@ nothing). Every cached endpoint response carries `x-gateway-cache: HIT | MISS | 
 from __future__ import annotations
 
 import json
-import logging
 import time
-import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from hashlib import sha256
@@ -38,10 +37,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.errors import GatewayError, invalid_request
+from gateway.features.cache_entries import (
+    assemble,
+    complete_body,
+    decode_entry,
+    encode_entry,
+    hit_usage,
+    replay_chunks,
+)
 from gateway.pipeline import Call, Handler, Response, Result, Stream
 from gateway.stores.base import Store, StoreUnavailable, store_key
-
-log = logging.getLogger("gateway.cache")
 
 KEY_VERSION = "v1"
 # Delivery-only fields: the same answer, sent as one body or as SSE, with or without a usage chunk.
@@ -174,181 +179,6 @@ def _deterministic(call: Call) -> bool:
     if call.endpoint != "chat":
         return True
     return call.body.get("temperature") == 0 or call.body.get("seed") is not None
-
-
-def complete_body(call: Call, body: dict[str, Any]) -> bool:
-    """Whether `body` is a whole, successful answer worth storing (no error, every choice finished)."""
-    if "error" in body:
-        return False
-    if call.endpoint == "embeddings":
-        return isinstance(body.get("data"), list)
-    choices = body.get("choices")
-    if not isinstance(choices, list) or not choices:
-        return False
-    return all(isinstance(c, dict) and c.get("finish_reason") not in (None, "error") for c in choices)
-
-
-def assemble(chunks: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The `chat.completion` body a complete stream of chunks amounts to; None when it is partial."""
-    choices: dict[int, dict[str, Any]] = {}
-    usage: dict[str, Any] | None = None
-    first: dict[str, Any] | None = None
-    for chunk in chunks:
-        if "error" in chunk:
-            return None
-        first = first or chunk
-        usage = chunk.get("usage") or usage
-        for choice in chunk.get("choices") or []:
-            state = choices.setdefault(
-                choice.get("index", 0),
-                {"role": "assistant", "content": None, "refusal": None, "tools": {}, "logprobs": None},
-            )
-            delta = choice.get("delta") or {}
-            if isinstance(delta.get("role"), str):
-                state["role"] = delta["role"]
-            for field in ("content", "refusal"):
-                if isinstance(delta.get(field), str):
-                    state[field] = (state[field] or "") + delta[field]
-            for tool in delta.get("tool_calls") or []:
-                slot = state["tools"].setdefault(
-                    tool.get("index", 0), {"function": {"name": "", "arguments": ""}}
-                )
-                for field in ("id", "type"):
-                    if tool.get(field):
-                        slot[field] = tool[field]
-                function = tool.get("function") or {}
-                slot["function"]["name"] += function.get("name") or ""
-                slot["function"]["arguments"] += function.get("arguments") or ""
-            logprobs = choice.get("logprobs")
-            if isinstance(logprobs, dict) and isinstance(logprobs.get("content"), list):
-                state["logprobs"] = {
-                    "content": (state["logprobs"] or {"content": []})["content"] + logprobs["content"]
-                }
-            if choice.get("finish_reason"):
-                state["finish_reason"] = choice["finish_reason"]
-    unfinished = any(s.get("finish_reason") in (None, "error") for s in choices.values())
-    if first is None or not choices or unfinished:
-        return None
-    out_choices = []
-    for index in sorted(choices):
-        state = choices[index]
-        message: dict[str, Any] = {
-            "role": state["role"],
-            "content": state["content"],
-            "refusal": state["refusal"],
-        }
-        if state["tools"]:
-            message["tool_calls"] = [
-                {"type": "function", **state["tools"][i]} for i in sorted(state["tools"])
-            ]
-        out_choices.append(
-            {
-                "index": index,
-                "message": message,
-                "logprobs": state["logprobs"],
-                "finish_reason": state["finish_reason"],
-            }
-        )
-    body = {
-        "id": first.get("id"),
-        "object": "chat.completion",
-        "created": first.get("created"),
-        "model": first.get("model"),
-        "choices": out_choices,
-        "usage": usage,
-    }
-    if "system_fingerprint" in first:
-        body["system_fingerprint"] = first["system_fingerprint"]
-    return body
-
-
-def hit_usage(stored: dict[str, Any] | None) -> dict[str, Any]:
-    """Usage for a hit: nothing billed, and what the hit saved."""
-    stored = stored or {}
-    prompt = int(stored.get("prompt_tokens") or 0)
-    completion = int(stored.get("completion_tokens") or 0)
-    total = int(stored.get("total_tokens") or prompt + completion)
-    return {
-        "prompt_tokens": 0,
-        "completion_tokens": 0,
-        "total_tokens": 0,
-        "saved_prompt_tokens": prompt,
-        "saved_completion_tokens": completion,
-        "saved_total_tokens": total,
-    }
-
-
-def replay_chunks(body: dict[str, Any], chunk_chars: int) -> list[dict[str, Any]]:
-    """`body` (a `chat.completion`) as the `chat.completion.chunk` dicts a provider would have streamed."""
-    base: dict[str, Any] = {k: body[k] for k in ("id", "created", "model", "system_fingerprint") if k in body}
-    base["object"] = "chat.completion.chunk"
-
-    def chunk(
-        index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None
-    ) -> dict[str, Any]:
-        return {
-            **base,
-            "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
-        }
-
-    chunks = []
-    for choice in body.get("choices") or []:
-        index = choice.get("index", 0)
-        message = choice.get("message") or {}
-        content = message.get("content")
-        tools = message.get("tool_calls") or []
-        logprobs = choice.get("logprobs")
-        first: dict[str, Any] = {
-            "role": message.get("role", "assistant"),
-            "content": "" if content else content,
-        }
-        if message.get("refusal") is not None:
-            first["refusal"] = message["refusal"]
-        chunks.append(chunk(index, first))
-        if content:
-            # Logprobs belong to the tokens of one delta; keep them together with the whole content.
-            pieces = (
-                [content]
-                if logprobs
-                else [content[i : i + chunk_chars] for i in range(0, len(content), chunk_chars)]
-            )
-            chunks += [chunk(index, {"content": piece}, logprobs=logprobs) for piece in pieces]
-        for i, tool in enumerate(tools):
-            function = tool.get("function") or {}
-            head = {"index": i, "id": tool.get("id"), "type": tool.get("type", "function")}
-            chunks.append(
-                chunk(
-                    index,
-                    {"tool_calls": [{**head, "function": {"name": function.get("name"), "arguments": ""}}]},
-                )
-            )
-            if function.get("arguments"):
-                chunks.append(
-                    chunk(
-                        index,
-                        {"tool_calls": [{"index": i, "function": {"arguments": function["arguments"]}}]},
-                    )
-                )
-        chunks.append(chunk(index, {}, choice.get("finish_reason")))
-    chunks.append({**base, "choices": [], "usage": body.get("usage")})
-    return chunks
-
-
-def encode_entry(call: Call, body: dict[str, Any]) -> bytes:
-    """The stored form of an answer."""
-    return zlib.compress(
-        json.dumps({"endpoint": call.endpoint, "body": body}, separators=(",", ":")).encode()
-    )
-
-
-def decode_entry(raw: bytes) -> dict[str, Any] | None:
-    """The answer body stored in `raw`; None for an unreadable entry (then it is a miss)."""
-    try:
-        entry = json.loads(zlib.decompress(raw))
-    except (zlib.error, ValueError):
-        return None
-    body = entry.get("body") if isinstance(entry, dict) else None
-    return body if isinstance(body, dict) else None
 
 
 def _store_unavailable() -> GatewayError:

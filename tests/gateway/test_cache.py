@@ -13,14 +13,8 @@ import pytest
 from gateway.app import create_app
 from gateway.config import GatewayConfig, parse_config
 from gateway.errors import GatewayError
-from gateway.features.cache import (
-    CacheConfig,
-    CacheStage,
-    assemble,
-    cache_key,
-    replay_chunks,
-    request_ttl,
-)
+from gateway.features.cache import CacheConfig, CacheStage, cache_key, request_ttl
+from gateway.features.cache_entries import assemble, replay_chunks
 from gateway.mock_upstream import MockUpstream
 from gateway.pipeline import Call, KeyIdentity, Response, Stream
 from gateway.providers.mock import MockOptions, chat_body, chat_chunks
