@@ -150,3 +150,22 @@ def test_round_trip_keeps_metadata_and_is_idempotent(
         assert getattr(after, field) == getattr(before, field), field
     assert [(s.title, s.body) for s in after.sections] == [(s.title, s.body) for s in before.sections]
     assert after.extra == {"custom_note": extra}
+
+
+def test_legacy_dependency_spellings(tmp_path: Path) -> None:
+    config = PlannerConfig(root=tmp_path)
+    base = (
+        "# Caching\n\n**Status:** Proposed\n**Priority:** High\n**Complexity:** Simple\n"
+        "**Estimated Time:** 2 days\n"
+    )
+    cases = {
+        "Dependencies: rate-limiting, usage-tracking": ("rate-limiting", "usage-tracking"),
+        "**Dependencies:** None": (),
+        "**Dependencies**: Rate Limiting and more": ("rate-limiting-and-more",),
+        "- **Dependencies:** [Admin](LOW-admin-api.md)": ("admin-api",),
+        "Dependencies: [Other features needed first]": (),
+    }
+    for line, expected in cases.items():
+        plan, _ = parse_plan(tmp_path / "HIGH-caching.md", base + line + "\n\n## Goal\nx\n", config)
+        assert plan is not None and plan.legacy, line
+        assert plan.dependencies == expected, line
