@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
-import jinja2
-
 from planner.config import PlannerConfig
 from planner.edit import write_atomic
 from planner.estimate import parse_estimate
@@ -118,6 +116,8 @@ def render(
     dependencies: Sequence[str],
 ) -> str:
     """The new plan's text from the project's `_template.md` or the built-in template."""
+    import jinja2  # only `planner new` needs it: keep it out of every other command's start-up
+
     override = config.plans_path / TEMPLATE_NAME
     if override.is_file():
         source = override.read_text(encoding="utf-8")
