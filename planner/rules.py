@@ -16,7 +16,7 @@ from pathlib import Path
 from planner.config import PlannerConfig
 from planner.graph import find_cycles, format_cycle
 from planner.model import Design, Plan
-from planner.parse import load_designs, parse_plan
+from planner.parse import load_designs, parse_plan, slug_from_name
 from planner.problems import Problem, sort_key
 from planner.rulebook import RULE_BY_CODE, RULES, Rule, problem
 
@@ -108,21 +108,40 @@ def validate(config: PlannerConfig, paths: Sequence[Path] | None = None) -> Vali
         context = [p for p in plan_files(config.plans_path) if _key(p) not in target_keys]
     problems: list[Problem] = []
     plans: list[Plan] = []
+    others: list[Plan] = []
+    unreadable: set[str] = set()
     for path in targets:
         plan, found = read_plan(path, config)
         problems.extend(found)
         if plan is not None:
             plans.append(plan)
-    others = [plan for plan in (read_plan(path, config)[0] for path in context) if plan is not None]
-    problems.extend(check_roadmap(plans, others, designs, config))
+        else:
+            # Its own problems say why; plans depending on it should not also hear "unknown dependency".
+            unreadable.add(slug_from_name(path, config)[0])
+    for path in context:
+        plan, _ = read_plan(path, config)
+        if plan is not None:
+            others.append(plan)
+        else:
+            unreadable.add(slug_from_name(path, config)[0])
+    problems.extend(check_roadmap(plans, others, designs, config, unreadable=unreadable))
     problems.sort(key=sort_key)
     return Validation(plans, designs, problems, targets)
 
 
 def check_roadmap(
-    plans: list[Plan], others: list[Plan], designs: list[Design], config: PlannerConfig
+    plans: list[Plan],
+    others: list[Plan],
+    designs: list[Design],
+    config: PlannerConfig,
+    *,
+    unreadable: Iterable[str] = (),
 ) -> list[Problem]:
-    """The rules across files: `plans` are reported on, `others` are context only."""
+    """The rules across files: `plans` are reported on, `others` are context only.
+
+    `unreadable` holds the slugs of plan files whose metadata could not be read: they exist, so depending
+    on them is not reported as an unknown dependency.
+    """
     problems: list[Problem] = []
     everyone = [*plans, *others]
     by_slug: dict[str, list[Plan]] = defaultdict(list)
@@ -132,7 +151,7 @@ def check_roadmap(
     statuses = config.statuses
     completed = statuses[-1]
     in_progress = statuses[-2] if len(statuses) > 1 else None
-    known = by_slug.keys() | design_by_slug.keys()
+    known = by_slug.keys() | design_by_slug.keys() | set(unreadable)
     for plan in plans:
         at = plan.positions.get("dependencies", (1, 1))
         twins = [other for other in by_slug[plan.slug] if other is not plan]

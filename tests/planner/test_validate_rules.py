@@ -345,3 +345,9 @@ def test_reference_template_as_is_reports_every_placeholder(root: Path, runner: 
     assert ("HIGH-feature-name.md", "PL050", 6) in found
     result = runner.invoke(main, ["validate"])
     assert "pick one of: Proposed, Planned, In Progress, Completed" in result.output
+
+
+def test_depending_on_an_unreadable_plan_is_not_also_unknown(root: Path) -> None:
+    write(root, "HIGH-a.md", plan_text("A", dependencies="[b]"))
+    write(root, "HIGH-b.md", "---\ntitle: [B\n---\n# B\n")
+    assert [(name, code) for name, code, _ in codes(root)] == [("HIGH-b.md", "PL003")]
