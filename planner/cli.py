@@ -298,18 +298,23 @@ def show(slug: str, fmt: str) -> None:
         ("feature", plan.feature),
         *((("owner", plan.owner),) if plan.owner else ()),
         *((("updated", plan.updated),) if plan.updated else ()),
+        *((str(key), str(value)) for key, value in plan.extra.items()),
         ("path", listing.relative(plan.path, config)),
     ]
     colour = use_colour()
     heading = f"{plan.title} ({plan.slug})"
     click.echo(click.style(heading, bold=True) if colour else heading, color=colour)
-    for key, value in rows:
-        click.echo(f"  {key + ':':<14}{value}")
     if result.problems:
-        click.echo(
-            f"  {'problems:':<14}{len(result.errors)} error(s), {len(result.warnings)} warning(s); "
-            f"run `planner validate {listing.relative(plan.path, config)}`"
+        rows.append(
+            (
+                "problems",
+                f"{len(result.errors)} error(s), {len(result.warnings)} warning(s); "
+                f"run `planner validate {listing.relative(plan.path, config)}`",
+            )
         )
+    width = max(len(key) for key, _ in rows) + 2
+    for key, value in rows:
+        click.echo(f"  {key + ':':<{width}}{value}")
     click.echo()
     click.echo(plan.body.strip("\n"))
 
