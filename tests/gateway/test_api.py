@@ -7,22 +7,11 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import KEY, LIMITED_KEY, MASTER_KEY, auth, chat, serve
+from gateway_testing import KEY, LIMITED_KEY, MASTER_KEY, auth, chat, serve, sse_chunks, tokens
 
 from gateway.config import GatewayConfig
 
 pytestmark = pytest.mark.anyio
-
-
-def tokens(usage: dict[str, Any]) -> dict[str, Any]:
-    """The token counts of a usage object (features may add fields such as cost)."""
-    return {k: usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
-
-
-def sse_chunks(text: str) -> list[Any]:
-    """The decoded data payloads of an SSE body (``[DONE]`` kept as a string)."""
-    events = [line[len("data: ") :] for line in text.split("\n\n") if line.startswith("data: ")]
-    return [e if e == "[DONE]" else json.loads(e) for e in events]
 
 
 async def test_chat_completion(client: httpx.AsyncClient) -> None:

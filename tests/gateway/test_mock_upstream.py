@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from test_api import sse_chunks
+from gateway_testing import sse_chunks
 
 from gateway.mock_upstream import MockUpstream
 from gateway.providers.mock import MockOptions

@@ -8,8 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import auth, chat, run_server, serve
-from test_api import sse_chunks
+from gateway_testing import auth, chat, run_server, serve, sse_chunks
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig, ProviderConfig, load_config, parse_config

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import openai
 import pytest
-from conftest import KEY, LIMITED_KEY, TEST_CONFIG, run_server
+from gateway_testing import KEY, LIMITED_KEY, TEST_CONFIG, run_server
 
 from gateway.app import create_app
 from gateway.config import parse_config

@@ -1,0 +1,105 @@
+"""Helpers for the gateway's own tests, importable as ``from gateway_testing import ...``.
+
+A module with a unique name, because ``from conftest import`` picks whichever conftest.py was imported
+first when the whole suite runs. Fixtures live in ``conftest.py`` and use these.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import httpx
+import uvicorn
+from starlette.types import ASGIApp
+
+from gateway.app import create_app
+from gateway.config import GatewayConfig
+
+KEY = "sk-test-alice-0001"
+LIMITED_KEY = "sk-test-bob-0002"
+MASTER_KEY = "sk-test-master-0003"
+
+TEST_CONFIG = f"""
+server:
+  max_body_bytes: 4096
+auth:
+  master_key: {MASTER_KEY}
+  keys:
+    - {{name: alice, key: {KEY}, team: research}}
+    - {{name: bob, key: {LIMITED_KEY}, models: [echo]}}
+providers:
+  - {{name: mock, type: mock}}
+  - {{name: fixed, type: mock, options: {{reply: "fixed answer", chunk_size: 4}}}}
+  - {{name: busy, type: mock, options: {{fail_rate: 1.0, fail_status: 429}}}}
+  - {{name: broken, type: mock, options: {{fail_rate: 1.0, fail_status: 503}}}}
+models:
+  - {{name: echo, routes: [{{provider: mock, model: mock-echo-v1}}]}}
+  - {{name: fixed, routes: [{{provider: fixed}}]}}
+  - {{name: busy, routes: [{{provider: busy}}]}}
+  - {{name: broken, routes: [{{provider: broken}}]}}
+"""
+
+
+def auth(key: str = KEY) -> dict[str, str]:
+    """Bearer headers for ``key``."""
+    return {"authorization": f"Bearer {key}"}
+
+
+def chat(content: str = "hello", model: str = "echo", **extra: object) -> dict[str, object]:
+    """A chat completion body."""
+    return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+
+
+@asynccontextmanager
+async def serve(
+    config: GatewayConfig, transport: httpx.AsyncBaseTransport | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client talking to ``create_app(config)`` in process, lifespan included."""
+    app = create_app(config, transport=transport)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client,
+    ):
+        yield client
+
+
+@contextmanager
+def run_server(app: ASGIApp) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free loopback port in a thread; yields the base URL, stops after."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", access_log=False, ws="none", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def sse_chunks(text: str) -> list[Any]:
+    """The decoded data payloads of an SSE body (``[DONE]`` kept as a string)."""
+    events = [line[len("data: ") :] for line in text.split("\n\n") if line.startswith("data: ")]
+    return [e if e == "[DONE]" else json.loads(e) for e in events]
+
+
+def tokens(usage: dict[str, Any]) -> dict[str, Any]:
+    """The token counts of a usage object (features may add fields such as cost)."""
+    return {k: usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
