@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -103,3 +105,15 @@ def _escape_data(text: str) -> str:
 
 def _escape_property(text: str) -> str:
     return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def suggest(value: str, choices: Sequence[str]) -> str | None:
+    """The allowed value `value` most likely meant: a case slip first, then the closest spelling."""
+    lowered = {choice.lower(): choice for choice in choices}
+    if value.lower() in lowered:
+        return lowered[value.lower()]
+    squashed = {re.sub(r"[\s_-]", "", c.lower()): c for c in choices}
+    if re.sub(r"[\s_-]", "", value.lower()) in squashed:
+        return squashed[re.sub(r"[\s_-]", "", value.lower())]
+    close = difflib.get_close_matches(value.lower(), list(lowered), n=1, cutoff=0.6)
+    return lowered[close[0]] if close else None

@@ -95,10 +95,10 @@ def test_yaml_that_constructs_badly_is_a_problem() -> None:
 )
 def test_fast_front_matter_reads_what_yaml_reads(pairs: list[tuple[str, str]]) -> None:
     """Front matter read without the YAML parser must mean exactly what YAML says it means."""
-    from planner.parse import _simple_front_matter
+    from planner.metadata import simple_front_matter
 
     lines = ["---", *(f"{key}: {value}" for key, value in pairs), "---"]
-    fields = _simple_front_matter(lines, len(lines) - 1)
+    fields = simple_front_matter(lines, len(lines) - 1)
     if fields is None:
         return  # left to the YAML parser
     assert {key: fld.value for key, fld in fields.items()} == (yaml.safe_load("\n".join(lines[1:-1])) or {})
