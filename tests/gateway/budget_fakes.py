@@ -40,7 +40,11 @@ def config_text(
     alice: daily budget 0.1 USD (soft limit 50%); bob and carol share team `lab` with 0.05 USD per month;
     free: no budget.
     """
-    state = f"state: {{redis_url: '{redis_url}', on_error: fail_closed}}\n" if redis_url else ""
+    # fail_closed: an unreachable Redis must fail the test, not let requests through unbudgeted; a generous
+    # timeout, because a busy test machine can take more than the default second to answer 100 requests.
+    state = (
+        f"state: {{redis_url: '{redis_url}', on_error: fail_closed, timeout_seconds: 30}}\n" if redis_url else ""
+    )
     return f"""
 auth:
   master_key: {MASTER}
