@@ -131,6 +131,14 @@ def set_field(text: str, key: str, value: str) -> str:
     raise EditError(f"the file has no {key} line; add one (see `planner validate`)")
 
 
+def _checked(config: PlannerConfig, path: Path, text: str, key: str, value: str) -> str:
+    """`text` once it is certain the edit reads back as intended (a multi-line YAML value would not)."""
+    plan, _ = parse_plan(path, text, config)
+    if plan is None or getattr(plan, key) != value:
+        raise EditError(f"cannot safely edit the {key} line of {path.name}; write `{key}: {value}` by hand")
+    return text
+
+
 def _yaml_scalar(value: str) -> str:
     dumped = yaml.safe_dump(value, allow_unicode=True, width=10**6)
     return dumped.removesuffix("\n").removesuffix("\n...").strip()
@@ -171,7 +179,7 @@ def change_status(
                 f"{old} -> {new_status} skips {skipped}; "
                 f"move one step (`planner status {plan.slug} {following}`) or pass --force"
             )
-    write_atomic(path, set_field(text, "status", new_status))
+    write_atomic(path, _checked(config, path, set_field(text, "status", new_status), "status", new_status))
     return path, old, new_status
 
 
@@ -190,7 +198,9 @@ def change_priority(config: PlannerConfig, name: str, level: str) -> tuple[Path,
     if not SLUG.match(plan.slug):
         raise EditError(f"{path.name} is not named PRIORITY-slug.md; rename it first")
     target = path.with_name(f"{wanted.upper()}-{plan.slug}.md")
-    new_text = set_field(text, "priority", wanted) if plan.priority != wanted else text
+    new_text = text
+    if plan.priority != wanted:
+        new_text = _checked(config, path, set_field(text, "priority", wanted), "priority", wanted)
     if target == path:
         if new_text != text:
             write_atomic(path, new_text)

@@ -165,3 +165,12 @@ def test_write_atomic_failure_keeps_the_old_file(tmp_path: Path, monkeypatch: py
 def test_set_field_without_the_line(plan: Path) -> None:
     with pytest.raises(edit.EditError, match="no `owner:` line"):
         edit.set_field(plan.read_text(), "owner", "me")
+
+
+def test_status_refuses_an_edit_that_would_not_read_back(plan: Path, runner: CliRunner) -> None:
+    original = plan_text().replace("status: Proposed\n", "status: >\n  Proposed\n")
+    plan.write_text(original)
+    result = runner.invoke(main, ["status", "response-caching", "Planned"])
+    assert result.exit_code == 1
+    assert "cannot safely edit the status line" in result.output
+    assert plan.read_text() == original
