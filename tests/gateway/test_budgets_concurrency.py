@@ -35,9 +35,8 @@ def request_cost() -> int:
 def config_text(name: str, limit_nanos: int, redis_url: str | None) -> str:
     # fail_closed: an unreachable Redis must fail the test, not let requests through unbudgeted; a generous
     # timeout, because a busy test machine can take more than the default second to answer 100 requests.
-    state = (
-        f"state: {{redis_url: '{redis_url}', on_error: fail_closed, timeout_seconds: 30}}\n" if redis_url else ""
-    )
+    settings = "on_error: fail_closed, timeout_seconds: 30"
+    state = f"state: {{redis_url: '{redis_url}', {settings}}}\n" if redis_url else ""
     return f"""
 auth:
   master_key: {MASTER}
