@@ -116,10 +116,15 @@ class RoadmapPlugin(BasePlugin[RoadmapPluginConfig]):
         _replace(files, File.generated(config, SCRIPT_SITE_PATH, content=packaged_text("roadmap.js")))
         if self.mermaid is not None:
             _replace(files, File.generated(config, MERMAID_SITE_PATH, abs_src_path=str(self.mermaid)))
-        if config.nav is not None:
-            plan_pages = [uri for uri in pages if uri.endswith(".md")][len(OVERVIEW_PAGES) :]
-            show_plans = len(plan_pages) <= self.config.nav_plans_limit
-            config.nav = expand_nav(config.nav, files, self.config.roadmap_dir, show_plans)
+        plan_pages = [uri for uri in pages if uri.endswith(".md")][len(OVERVIEW_PAGES) :]
+        show_plans = len(plan_pages) <= self.config.nav_plans_limit
+        nav = config.nav
+        if nav is None and not show_plans:
+            # mkdocs' automatic navigation would list every plan on every page: quadratic in the number
+            # of plans. Spell out the same navigation without the plan pages instead.
+            nav = automatic_nav(files)
+        if nav is not None:
+            config.nav = expand_nav(nav, files, self.config.roadmap_dir, show_plans)
         return files
 
     def on_serve(
@@ -161,6 +166,18 @@ def _replace(files: Files, file: File) -> None:
     files.append(file)
 
 
+def automatic_nav(files: Files) -> list[Any]:
+    """mkdocs' automatic navigation as folder entries: top-level pages (index first), then each folder."""
+    pages = sorted(f.src_uri for f in files.documentation_pages())
+    top = sorted((p for p in pages if "/" not in p), key=lambda p: (p != "index.md", p))
+    folders = sorted({p.split("/")[0] for p in pages if "/" in p})
+    return [*top, *({_folder_title(name): f"{name}/"} for name in folders)]
+
+
+def _folder_title(name: str) -> str:
+    return name.replace("-", " ").replace("_", " ").capitalize()
+
+
 def expand_nav(nav: list[Any], files: Files, roadmap_dir: str, show_plans: bool) -> list[Any]:
     """Replace entries naming a folder (`tutorial/`) with that folder's pages; drop empty folders.
 
@@ -196,7 +213,7 @@ def expand_nav(nav: list[Any], files: Files, roadmap_dir: str, show_plans: bool)
         for name in subfolders:
             sub = f"{prefix}{name}/"
             if any(p.startswith(sub) for p in pages) and (show_plans or sub != f"{roadmap_dir}/plans/"):
-                entries.append({name.replace("-", " ").replace("_", " ").capitalize(): folder(sub)})
+                entries.append({_folder_title(name): folder(sub)})
         return entries
 
     def walk(items: list[Any]) -> list[Any]:

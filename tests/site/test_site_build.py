@@ -18,7 +18,7 @@ from mkdocs.structure.files import File, Files
 from site_fixtures import REPO, mkdocs_build
 
 from planner.cli import main
-from planner.mkdocs_plugin import expand_nav
+from planner.mkdocs_plugin import automatic_nav, expand_nav
 from planner.render.assets import FETCH_HINT, mermaid_path
 
 PLAN = """---
@@ -368,4 +368,31 @@ def test_completed_features_appear_from_design_pages(project: Path, tmp_path: Pa
                 "summary": "3 of 3 acceptance tests passing, verified 2026-11-26 at commit 0123456",
             },
         }
+    ]
+
+
+def test_many_plans_stay_out_of_the_automatic_navigation(project: Path, tmp_path: Path) -> None:
+    config = MKDOCS_YML.split("nav:")[0].replace(
+        "fetch_diagrams: false", "fetch_diagrams: false\n      nav_plans_limit: 1"
+    )
+    (project / "mkdocs.yml").write_text(config, encoding="utf-8")
+    site = tmp_path / "site"
+    result = mkdocs_build(project, site, "--strict")
+    assert result.returncode == 0, result.stderr
+    html = (site / "roadmap" / "board" / "index.html").read_text(encoding="utf-8")
+    assert '<a href="../../tutorial/zeta/" class="md-nav__link">' in html  # the rest of the site is listed
+    assert '<a href="../plans/alpha/" class="md-nav__link' not in html
+    assert 'href="../plans/alpha/"' in html  # the plan is still linked from the board
+    assert (site / "roadmap" / "plans" / "alpha" / "index.html").is_file()
+
+
+def test_automatic_nav_lists_top_pages_then_folders(tmp_path: Path) -> None:
+    uris = ["about.md", "index.md", "tutorial/a.md", "roadmap/index.md", "gateway/x_y/z.md"]
+    files = Files([File(uri, str(tmp_path), str(tmp_path / "site"), True) for uri in uris])
+    assert automatic_nav(files) == [
+        "index.md",
+        "about.md",
+        {"Gateway": "gateway/"},
+        {"Roadmap": "roadmap/"},
+        {"Tutorial": "tutorial/"},
     ]
