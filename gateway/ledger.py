@@ -26,7 +26,7 @@ from typing import Any, Literal
 logger = logging.getLogger("gateway.usage")
 
 UsageSource = Literal["reported", "estimated", "none"]
-GroupBy = Literal["key", "team", "model", "day"]
+GroupBy = Literal["key", "team", "model", "route", "day"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage (
@@ -46,7 +46,9 @@ CREATE TABLE IF NOT EXISTS usage (
     cost_nanos INTEGER NOT NULL,
     latency_ms REAL NOT NULL,
     status INTEGER NOT NULL,
-    cache_hit INTEGER NOT NULL
+    cache_hit INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    ttft_ms REAL
 );
 CREATE INDEX IF NOT EXISTS usage_ts ON usage (ts);
 CREATE INDEX IF NOT EXISTS usage_key_ts ON usage (key_name, ts);
@@ -62,6 +64,8 @@ class UsageRecord:
     ``usage_source`` says where the token counts come from: ``reported`` by the upstream, ``estimated`` by the
     gateway (no usage reported, or a stream cut short), or ``none`` (nothing was generated, e.g. an error).
     ``route`` is ``provider/model`` of the upstream that answered, None for a cache hit or a failure.
+    ``attempts`` counts provider attempts (retries and failover included); ``ttft_ms`` is the time to the
+    first streamed chunk (None for complete responses).
     """
 
     ts: float
@@ -80,11 +84,16 @@ class UsageRecord:
     latency_ms: float
     status: int
     cache_hit: bool
+    attempts: int = 0
+    ttft_ms: float | None = None
 
 
 _COLUMNS = [f.name for f in fields(UsageRecord)]
 _INSERT = f"INSERT INTO usage ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
-_GROUP_COLUMNS = {"key": "key_name", "team": "team", "model": "model", "day": "day"}
+_GROUP_COLUMNS = {"key": "key_name", "team": "team", "model": "model", "route": "route", "day": "day"}
+# Columns added after the first schema, with their definitions: a ledger file written by an older gateway
+# gets them on open (old rows read as the default).
+_ADDED_COLUMNS = {"attempts": "INTEGER NOT NULL DEFAULT 0", "ttft_ms": "REAL"}
 
 
 class Ledger:
@@ -126,6 +135,10 @@ class Ledger:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.executescript(_SCHEMA)
+        present = {row[1] for row in conn.execute("PRAGMA table_info(usage)")}
+        for column, definition in _ADDED_COLUMNS.items():
+            if column not in present:
+                conn.execute(f"ALTER TABLE usage ADD COLUMN {column} {definition}")
         return conn
 
     def record(self, record: UsageRecord) -> None:

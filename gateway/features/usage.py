@@ -182,6 +182,7 @@ class Accounting:
 
 _ACCOUNTING = "usage.accounting"
 _METER = "usage.meter"
+_TTFT = "usage.ttft_ms"
 
 
 def cache_hit(call: Call) -> bool:
@@ -371,6 +372,8 @@ class UsageStage:
             call.response_headers[COST_FINAL_HEADER] = "false"
 
         def add_cost(chunk: dict[str, Any]) -> dict[str, Any]:
+            if _TTFT not in call.scratch:
+                call.scratch[_TTFT] = round((time.perf_counter() - call.started) * 1000.0, 3)
             if not isinstance(chunk.get("usage"), dict):
                 return chunk
             return with_cost(chunk, account(call, stream, self.pricing).cost_nanos)
@@ -400,6 +403,8 @@ class UsageStage:
             latency_ms=round((time.perf_counter() - call.started) * 1000.0, 3),
             status=accounting.status,
             cache_hit=accounting.cache_hit,
+            attempts=call.attempts,
+            ttft_ms=call.scratch.get(_TTFT),
         )
         self.ledger.record(record)
         self.metrics.observe(record)

@@ -1,9 +1,9 @@
 """Admin endpoints that read the usage ledger and the budgets back (master key, via ``routes/admin.py``).
 
-- ``GET /admin/usage?group_by=key|team|model|day&from=&to=``: requests, tokens, cost, cache hits and errors
-  in total and per group. ``from`` and ``to`` are ISO dates or date-times; a bare date is a whole day in the
-  budgets' time zone (``to`` included), a date-time without offset is read in that zone, and ``to`` as a
-  date-time is exclusive. The ledger is flushed first, so every answered request is counted.
+- ``GET /admin/usage?group_by=key|team|model|route|day&from=&to=``: requests, tokens, cost, cache hits and
+  errors in total and per group. ``from`` and ``to`` are ISO dates or date-times; a bare date is a whole day
+  in the budgets' time zone (``to`` included), a date-time without offset is read in that zone, and ``to``
+  as a date-time is exclusive. The ledger is flushed first, so every answered request is counted.
 - ``GET /admin/usage/requests/{request_id}``: the ledger record of one request (a stream's real cost).
 - ``GET /admin/budgets``: per key and team budget: limit, spent, reserved, remaining, window start and end.
 - ``GET /metrics``: Prometheus metrics of this replica (:mod:`gateway.metrics`), master key as bearer token.
@@ -31,7 +31,7 @@ from gateway.pricing import format_usd
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
-GROUPS = ("key", "team", "model", "day")
+GROUPS = ("key", "team", "model", "route", "day")
 
 
 def parse_bound(value: str, name: str, zone: ZoneInfo, *, end: bool) -> float:

@@ -107,13 +107,15 @@ def test_a_request_that_does_not_fit_is_refused_with_budget_exceeded(gateway) ->
 
 def test_concurrent_requests_never_spend_more_than_the_budget(gateway) -> None:
     def send(_: int) -> httpx.Response:
-        return gateway.client.post(URL, json=chat(max_tokens=100), headers=gateway.headers(BURST_KEY))
+        # The echo model answers the prompt back: about $0.03 per request, however the requests overlap.
+        body = {"model": "budget-priced", "messages": [{"role": "user", "content": uuid.uuid4().hex * 12}]}
+        return gateway.client.post(URL, json={**body, "max_tokens": 200}, headers=gateway.headers(BURST_KEY))
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         replies = list(pool.map(send, range(48)))
     statuses = {r.status_code for r in replies}
     assert statuses <= {200, 429}
-    assert 429 in statuses  # 48 requests reserving about $0.03 each cannot all fit in $0.20
+    assert 429 in statuses  # 48 requests of about $0.03 cannot all fit in $0.20
     for refused in (r for r in replies if r.status_code == 429):
         assert refused.json()["error"]["code"] == "budget_exceeded"
     state = budgets(gateway)["budget-burst"]
@@ -138,7 +140,7 @@ def test_the_soft_limit_adds_a_warning_header(gateway) -> None:
     reply = gateway.client.post(URL, json=chat(max_tokens=10), headers=gateway.headers(SOFT_KEY))
     assert reply.status_code == 200
     assert "budget-soft" in reply.headers["x-gateway-budget-warning"]
-    quiet = gateway.client.post(URL, json=chat(max_tokens=10), headers=gateway.headers(USAGE_KEY))
+    quiet = gateway.client.post(URL, json=chat(max_tokens=10), headers=gateway.headers(TEAM_A_KEY))
     assert "x-gateway-budget-warning" not in quiet.headers
 
 

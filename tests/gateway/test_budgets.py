@@ -83,6 +83,7 @@ async def test_cost_in_header_body_and_ledger() -> None:
         assert row["usage_source"] == "reported"
         assert row["key_name"] == "alice"
         assert row["route"] == "up/up-model"
+        assert row["attempts"] == 1 and row["ttft_ms"] is None
         assert row["status"] == 200 and row["cache_hit"] is False
         assert row["completion_tokens"] == 10
         by_key = {g["key"]: g for g in (await usage(client, group_by="key"))["groups"]}
@@ -216,6 +217,7 @@ async def test_stream_header_is_the_maximum_and_the_usage_chunk_has_the_real_cos
             )
         ).json()["records"]
         assert row["cost_usd"] == real and row["stream"] is True and row["usage_source"] == "reported"
+        assert row["ttft_ms"] is not None and 0 <= row["ttft_ms"] <= row["latency_ms"]
         alice = (await budgets(client))["alice"]
         assert (alice["spent_usd"], alice["reserved_usd"]) == (real, "0")
 
@@ -323,6 +325,8 @@ async def test_admin_usage_groups_and_time_range() -> None:
         await client.post(URL, json=chat("c", model="gpt-4o-mini", max_tokens=1), headers=auth(FREE))
         by_model = {g["model"]: g["requests"] for g in (await usage(client, group_by="model"))["groups"]}
         assert by_model == {"priced": 2, "gpt-4o-mini": 1}
+        by_route = {g["route"]: g["requests"] for g in (await usage(client, group_by="route"))["groups"]}
+        assert by_route == {"up/up-model": 2, "up/gpt-4o-mini": 1}
         by_team = {g["team"]: g["requests"] for g in (await usage(client, group_by="team"))["groups"]}
         assert by_team == {None: 2, "lab": 1}
         days = (await usage(client, group_by="day"))["groups"]

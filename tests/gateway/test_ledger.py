@@ -166,3 +166,28 @@ def test_close_is_safe_twice_and_reads_after_close_fail_clearly() -> None:
             await ledger.summary()
 
     asyncio.run(scenario())
+
+
+def test_a_ledger_from_an_older_gateway_gains_the_new_columns(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    columns = [c for c in UsageRecord.__dataclass_fields__ if c not in ("attempts", "ttft_ms")]
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"CREATE TABLE usage (id INTEGER PRIMARY KEY, {', '.join(columns)})")
+        conn.execute(
+            f"INSERT INTO usage ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
+            [getattr(make_record(0), c) for c in columns],
+        )
+
+    async def scenario() -> list[UsageRecord]:
+        ledger = Ledger(str(path))
+        await ledger.start()
+        try:
+            ledger.record(make_record(1, attempts=2, ttft_ms=12.5))
+            return await ledger.records()
+        finally:
+            await ledger.close()
+
+    new, old = asyncio.run(scenario())
+    assert (new.attempts, new.ttft_ms) == (2, 12.5)
+    assert (old.attempts, old.ttft_ms) == (0, None)
+    assert old.request_id == "req-0"
