@@ -3,7 +3,8 @@
 - ``GET /admin/usage?group_by=key|team|model|route|day&from=&to=``: requests, tokens, cost, cache hits and
   errors in total and per group. ``from`` and ``to`` are ISO dates or date-times; a bare date is a whole day
   in the budgets' time zone (``to`` included), a date-time without offset is read in that zone, and ``to``
-  as a date-time is exclusive. The ledger is flushed first, so every answered request is counted.
+  as a date-time is exclusive. With ``Accept: text/csv`` the groups (or the totals) come as CSV. The
+  ledger is flushed first, so every answered request is counted.
 - ``GET /admin/usage/requests/{request_id}``: the ledger record of one request (a stream's real cost).
 - ``GET /admin/budgets``: per key and team budget: limit, spent, reserved, remaining, window start and end.
 - ``GET /metrics``: Prometheus metrics of this replica (:mod:`gateway.metrics`), master key as bearer token.
@@ -13,6 +14,8 @@ Costs are decimal strings in USD (``"0.00042"``), summed exactly from nano-dolla
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import asdict
 from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, cast
@@ -32,6 +35,15 @@ if TYPE_CHECKING:
     from gateway.app import Gateway
 
 GROUPS = ("key", "team", "model", "route", "day")
+CSV_COLUMNS = (
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "cache_hits",
+    "errors",
+    "estimated",
+)
 
 
 def parse_bound(value: str, name: str, zone: ZoneInfo, *, end: bool) -> float:
@@ -60,6 +72,18 @@ def _row(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _csv(body: dict[str, Any]) -> str:
+    """The groups of a usage report (or its totals, without ``group_by``) as CSV with a header row."""
+    group_by = body["group_by"]
+    rows = body["groups"] if group_by else [body["totals"]]
+    columns = [*([group_by] if group_by else []), *CSV_COLUMNS]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
 def add_routes(admin: APIRouter, gateway: Gateway) -> None:
     """Register ``/admin/usage``, ``/admin/usage/requests/{id}`` and ``/admin/budgets`` on ``admin``."""
 
@@ -73,7 +97,7 @@ def add_routes(admin: APIRouter, gateway: Gateway) -> None:
         if not gateway.started:
             await gateway.start()
 
-    async def usage(request: Request) -> dict[str, Any]:
+    async def usage(request: Request) -> Any:
         await ensure_started()
         stage = usage_stage()
         params = request.query_params
@@ -99,6 +123,8 @@ def add_routes(admin: APIRouter, gateway: Gateway) -> None:
         if group_by is not None:
             rows = await ledger.summary(cast(GroupBy, group_by), since=since, until=until)
             body["groups"] = [{group_by: row["group"], **_row(row)} for row in rows]
+        if "text/csv" in request.headers.get("accept", ""):
+            return Response(_csv(body), media_type="text/csv; charset=utf-8")
         return body
 
     async def request_usage(request_id: str) -> dict[str, Any]:

@@ -335,6 +335,15 @@ async def test_admin_usage_groups_and_time_range() -> None:
         assert (await usage(client, **{"from": today, "to": today}))["totals"]["requests"] == 3
         assert (await usage(client, **{"from": "2999-01-01"}))["totals"]["requests"] == 0
         assert (await usage(client, to="2000-01-01T00:00:00Z"))["totals"]["cost_usd"] == "0"
+        csv_reply = await client.get(
+            "/admin/usage", params={"group_by": "model"}, headers={**auth(MASTER), "accept": "text/csv"}
+        )
+        assert csv_reply.headers["content-type"].startswith("text/csv")
+        lines = csv_reply.text.splitlines()
+        assert (
+            lines[0] == "model,requests,prompt_tokens,completion_tokens,cost_usd,cache_hits,errors,estimated"
+        )
+        assert sorted(line.split(",")[:2] for line in lines[1:]) == [["gpt-4o-mini", "1"], ["priced", "2"]]
 
 
 async def test_a_stream_closed_before_its_first_chunk_still_settles() -> None:
