@@ -54,7 +54,7 @@ from gateway.ledger import Ledger
 from gateway.periods import Period, window_for
 from gateway.pipeline import Call, Handler, Response, Result
 from gateway.pricing import format_usd, usd_to_nanos
-from gateway.stores import Store
+from gateway.stores import Store, StoreUnavailable
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -180,6 +180,14 @@ def budget_exceeded(slot: BudgetSlot, spent: int, reserved: int, amount: int, no
     return GatewayError(429, message, "budget_exceeded", "budget_exceeded", headers=headers)
 
 
+def store_unavailable() -> GatewayError:
+    """503: the store holding the budgets cannot be reached and ``state.on_error`` is ``fail_closed``."""
+    return GatewayError(
+        503, "Budgets are unavailable: the shared state store cannot be reached.",
+        "service_unavailable", "state_store_unavailable",
+    )  # fmt: skip
+
+
 def budget_rules(config: GatewayConfig) -> list[BudgetRule]:
     """Every budget in ``config``: keys' then teams'."""
     settings = config.features.budgets
@@ -238,7 +246,15 @@ class BudgetStage:
             since = slot.window.start.timestamp() if slot.window.start is not None else 0.0
             column = {"key_name": rule.name} if rule.scope == "key" else {"team": rule.name}
             spent = await self.ledger.spend_nanos(since=since, **column)
-            if await self.book.restore(slot, spent, now) and spent:
+            try:
+                restored = await self.book.restore(slot, spent, now)
+            except StoreUnavailable:
+                # Serve anyway: requests get 503 until the store is back (fail_closed).
+                logger.error(
+                    "budget %s '%s': state store unreachable, spend not restored", rule.scope, rule.name
+                )
+                continue
+            if restored and spent:
                 logger.info("budget %s '%s': restored %s USD spent this window", rule.scope, rule.name,
                             format_usd(spent))  # fmt: skip
 
@@ -256,7 +272,10 @@ class BudgetStage:
             call.body = {**call.body, "max_tokens": self.settings.default_max_tokens}
         amount = max_cost(call, self.pricing, self.settings.default_max_tokens)
         slots = [rule.slot(now) for rule in rules]
-        reservation = await self.book.reserve(slots, amount, now)
+        try:
+            reservation = await self.book.reserve(slots, amount, now)
+        except StoreUnavailable:
+            raise store_unavailable() from None
         if not reservation.ok:
             assert reservation.refused is not None
             spent, reserved = reservation.usage[0]
@@ -297,7 +316,14 @@ class BudgetStage:
                     "request %s cost %s USD, more than the %s USD reserved (upstream ignored max_tokens?)",
                     call.request_id, format_usd(cost), format_usd(reservation.amount),
                 )  # fmt: skip
-            await self.book.settle(reservation, cost, self.clock())
+            try:
+                await self.book.settle(reservation, cost, self.clock())
+            except StoreUnavailable:
+                # The ledger still has the cost; the reservation's lease expires on its own.
+                logger.error(
+                    "request %s: state store unreachable, %s USD not charged to its budgets",
+                    call.request_id, format_usd(cost),
+                )  # fmt: skip
 
     def _soft_limit_check(self, call: Call, rules: list[BudgetRule], reservation: Reservation) -> None:
         warnings = []
@@ -327,7 +353,10 @@ class BudgetStage:
         now = self.clock()
         rules = [*self.keys.values(), *self.teams.values()]
         slots = [rule.slot(now) for rule in rules]
-        usage = await self.book.read(slots)
+        try:
+            usage = await self.book.read(slots)
+        except StoreUnavailable:
+            raise store_unavailable() from None
         report = []
         for rule, slot, (spent, reserved) in zip(rules, slots, usage, strict=True):
             report.append(

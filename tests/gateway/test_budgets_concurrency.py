@@ -11,6 +11,7 @@ from decimal import Decimal
 import httpx
 import pytest
 from budget_fakes import MASTER, FakeUpstream, auth, chat, serve
+from redis_server import RedisServer
 
 from gateway.config import parse_config
 from gateway.pricing import ModelPrice, cost_nanos, format_usd, nanos_to_usd
@@ -104,3 +105,17 @@ async def test_two_apps_sharing_redis_never_overspend(redis_url: str) -> None:
         # Both replicas report the same spend (one budget, not one each: that would let 20 through).
         await check(clients, responses, name, limit)
     assert len(upstream.bodies) == FITS
+
+
+async def test_with_redis_down_and_fail_closed_budgets_answer_503() -> None:
+    with RedisServer() as server:
+        config = parse_config(config_text(f"down-{uuid.uuid4().hex[:8]}", 10**9, server.url))
+    config.state.timeout_seconds = 0.5
+    # The gateway starts (restoring spend fails and is logged) and refuses what it cannot budget.
+    async with serve(config, FakeUpstream().transport()) as client:
+        body = chat(CONTENT, model="priced", max_tokens=MAX_TOKENS)
+        reply = await client.post(URL, json=body, headers=auth(KEY))
+        assert reply.status_code == 503
+        assert reply.json()["error"]["code"] == "state_store_unavailable"
+        assert "redis://" not in reply.text
+        assert (await client.get("/admin/budgets", headers=auth(MASTER))).status_code == 503
