@@ -151,6 +151,19 @@ class UsageConfig(_Strict):
 
     database: str | None = None
 
+    @field_validator("database")
+    @classmethod
+    def _writable_place(cls, value: str | None) -> str | None:
+        # Checked here so a wrong path is a config error at start, not a traceback from the ledger.
+        if value is None or value == ":memory:":
+            return value
+        path = Path(value)
+        if path.is_dir():
+            raise ValueError(f"'{value}' is a directory; give a file path such as '{path / 'usage.sqlite3'}'")
+        if not path.parent.is_dir():
+            raise ValueError(f"the directory '{path.parent}' does not exist")
+        return value
+
 
 class GatewayConfig(_Strict):
     """The whole config file."""

@@ -56,6 +56,10 @@ CREATE INDEX IF NOT EXISTS usage_team_ts ON usage (team, ts);
 """
 
 
+class LedgerError(Exception):
+    """The ledger's database cannot be opened (not an SQLite file, no permission...)."""
+
+
 @dataclass(frozen=True, slots=True)
 class UsageRecord:
     """One request as the ledger keeps it.
@@ -121,7 +125,10 @@ class Ledger:
     async def start(self) -> None:
         """Open (or create) the database and start the background writer; safe to call twice."""
         if self._conn is None:
-            self._conn = await asyncio.to_thread(self._open)
+            try:
+                self._conn = await asyncio.to_thread(self._open)
+            except (sqlite3.Error, OSError) as exc:
+                raise LedgerError(f"cannot open the usage ledger '{self.path}': {exc}") from None
         if self._task is None:
             self._closing = False
             self._task = asyncio.create_task(self._run(), name="usage-ledger-writer")

@@ -449,3 +449,11 @@ async def test_each_of_n_choices_is_reserved() -> None:
         assert (
             await client.post(URL, json=chat("many", max_tokens=40), headers=auth(ALICE))
         ).status_code == 200
+
+
+def test_the_ledger_path_is_checked_with_the_config(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"usage\.database: the directory '.*missing' does not exist"):
+        parse_config(config_text(database=str(tmp_path / "missing" / "usage.sqlite3")))
+    with pytest.raises(ConfigError, match="is a directory"):
+        parse_config(config_text(database=str(tmp_path)))
+    assert parse_config(config_text(database=str(tmp_path / "usage.sqlite3"))).usage.database

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.ledger import Ledger, UsageRecord
+from gateway.ledger import Ledger, LedgerError, UsageRecord
 
 
 def make_record(i: int, **overrides: Any) -> UsageRecord:
@@ -191,3 +191,18 @@ def test_a_ledger_from_an_older_gateway_gains_the_new_columns(tmp_path: Path) ->
     assert (new.attempts, new.ttft_ms) == (2, 12.5)
     assert (old.attempts, old.ttft_ms) == (0, None)
     assert old.request_id == "req-0"
+
+
+def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "notes.sqlite3"
+    path.write_text("these are my notes, not a database " * 100)
+
+    async def scenario() -> None:
+        ledger = Ledger(str(path))
+        with pytest.raises(
+            LedgerError, match=r"cannot open the usage ledger '.*notes\.sqlite3': file is not a database"
+        ):
+            await ledger.start()
+
+    asyncio.run(scenario())
+    assert path.read_text().startswith("these are my notes")
