@@ -107,7 +107,8 @@ def test_this_repository_builds_strict(repo_site: Path) -> None:
     data = json.loads((site / "roadmap" / "roadmap.json").read_text(encoding="utf-8"))
     slugs = {p["slug"] for p in data["plans"]} | {d["slug"] for d in data["completed"]}
     assert {"response-caching", "rate-limiting", "admin-api"} <= slugs
-    assert (site / "roadmap" / "plans" / "response-caching" / "index.html").is_file()
+    assert (site / "roadmap" / "plans" / "multi-region-deployment" / "index.html").is_file()
+    assert (site / "design" / "response-caching" / "index.html").is_file()  # completed: a design page
     assert not (REPO / "docs" / "roadmap").exists()  # generated in memory, never written into docs/
 
 
