@@ -119,15 +119,16 @@ def gateway_section(result: dict[str, Any]) -> list[str]:
         f"loopback, each system pinned to its own core (load generator and upstream on the other), "
         f"{result['duration_s']:g} s per load run.",
         "",
-        "| system | req/s, 32 conn. | p50 / p99, 1 conn. (ms) | p50 / p99, 32 conn. (ms) "
+        "| system | req/s, 32 conn. | CPU µs per request | p50 / p99, 1 conn. (ms) "
+        "| p50 / p99, 32 conn. (ms) "
         "| overhead header p50 (ms) | stream: first chunk (ms) | stream: chunks/s | RSS (MB) "
         "| start to ready (s) |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for name, row in systems.items():
         ovh = row["overhead"]["overhead_ms_p50"]
         out.append(
-            f"| {LABELS.get(name, name)} | {row['c32']['rps']:,.0f} "
+            f"| {LABELS.get(name, name)} | {row['c32']['rps']:,.0f} | {_num(row.get('cpu_us_per_request'))} "
             f"| {row['c1']['p50_us'] / 1000:.2f} / {row['c1']['p99_us'] / 1000:.2f} "
             f"| {row['c32']['p50_us'] / 1000:.2f} / {row['c32']['p99_us'] / 1000:.2f} "
             f"| {_num(ovh, 3) if ovh is not None else '–'} "
@@ -135,7 +136,7 @@ def gateway_section(result: dict[str, Any]) -> list[str]:
             f"| {row['rss_mb']:.0f} | {row['ready_s']:.2f} |"
         )
     for name, error in failed.items():
-        out.append(f"| {LABELS.get(name, name)} | failed: {escape(error[:100])} | | | | | | | |")
+        out.append(f"| {LABELS.get(name, name)} | failed: {escape(error[:100])} | | | | | | | | |")
     out += ["", chart(systems), "", "*Requests per second at 32 connections, log scale.*", ""]
     out += ["### Targets", "", "| target | measured | goal | |", "|---|--:|--:|---|"]
     for row in result["targets"]:

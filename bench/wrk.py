@@ -1,8 +1,7 @@
 """Load from wrk: a Lua script that POSTs a chat body and prints its summary as one JSON line.
 
 The script optionally varies the prompt on every request (``vary``: a run nonce plus a counter, so a
-cache misses every time and no two runs share prompts) and optionally stops after ``limit`` responses
-(wrk itself only knows durations; the soak needs request counts).
+cache misses every time and no two runs share prompts).
 """
 
 from __future__ import annotations
@@ -22,9 +21,7 @@ local head = [==[{head}]==]
 local tail = [==[{tail}]==]
 local nonce = "{nonce}"
 local vary = {vary}
-local limit = {limit}
 local counter = 0
-local responses = 0
 
 wrk.method = "POST"
 wrk.body = head .. nonce .. tail
@@ -35,13 +32,6 @@ if vary then
   request = function()
     counter = counter + 1
     return wrk.format(nil, nil, nil, head .. nonce .. "-" .. counter .. tail)
-  end
-end
-
-if limit > 0 then
-  response = function(status, headers, body)
-    responses = responses + 1
-    if responses >= limit then wrk.thread:stop() end
   end
 end
 
@@ -75,7 +65,7 @@ def available() -> bool:
     return shutil.which("wrk") is not None
 
 
-def script(load: Load, limit: int = 0) -> str:
+def script(load: Load) -> str:
     """The Lua script for ``load``."""
     head, sep, tail = load.body.partition(PROMPT)
     if not sep:
@@ -86,7 +76,6 @@ def script(load: Load, limit: int = 0) -> str:
         tail=tail,
         nonce=load.nonce,
         vary="true" if load.vary else "false",
-        limit=limit,
         auth=auth,
         mark=MARK,
     )
@@ -98,12 +87,11 @@ def run(
     connections: int,
     duration_s: float,
     cpu: int | None = None,
-    limit: int = 0,
     timeout_s: float = 10.0,
 ) -> dict[str, Any]:
     """Run wrk with one thread; returns its summary with ``rps`` and error counts added."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
-        handle.write(script(load, limit))
+        handle.write(script(load))
         path = Path(handle.name)
     cmd = [
         "wrk",
