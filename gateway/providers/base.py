@@ -17,6 +17,8 @@ see (429 passes through with ``retry-after``; upstream faults become 502/503/504
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -165,7 +167,9 @@ class HttpProvider:
             raise upstream_error(504, f"Upstream '{self.name}' timed out.", "upstream_timeout") from None
         except (httpx.HTTPError, OSError) as exc:
             raise upstream_error(
-                502, f"Upstream '{self.name}' is unreachable ({type(exc).__name__}).", "upstream_unreachable"
+                502,
+                f"Upstream '{self.name}' is unreachable ({unreachable_reason(exc)}).",
+                "upstream_unreachable",
             ) from None
         response.request = request
         if response.status_code >= 400:
@@ -217,6 +221,25 @@ class HttpProvider:
             ) from None
         finally:
             await response.aclose()
+
+
+def unreachable_reason(exc: BaseException) -> str:
+    """Why a connection failed, from the exception's causes; never the error text (it may hold a URL)."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    for error in seen:
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return "TLS certificate not trusted"
+        if isinstance(error, ssl.SSLError):
+            return "TLS handshake failed"
+        if isinstance(error, socket.gaierror):
+            return "host name not resolved"
+        if isinstance(error, ConnectionRefusedError):
+            return "connection refused"
+    return type(exc).__name__
 
 
 def _json_or_text(response: httpx.Response) -> Any:
