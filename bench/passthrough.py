@@ -6,7 +6,8 @@ FastAPI on uvicorn (the same server options ``gateway run`` uses) forwarding eve
 the upstream with one shared ``httpx.AsyncClient`` over the gateway's own transport
 (``gateway.transport.default_transport``), so when the gateway changes its HTTP stack this baseline follows.
 No auth, no parsing, no features: the gap between this and the gateway is what the gateway's code costs.
-Streams (``text/event-stream``) are relayed as they arrive; everything else is read whole and returned.
+Streaming requests (``"stream": true`` in the body) are relayed as they arrive; everything else is read
+whole and returned.
 """
 
 from __future__ import annotations
@@ -52,20 +53,19 @@ def create_app(upstream: str) -> FastAPI:
         upstream_request = client.build_request(
             "POST", upstream + request.url.path, content=body, headers=headers
         )
-        response = await client.send(upstream_request, stream=True)
+        # Only streams are relayed as they come (and a byte search is all the parsing this proxy does):
+        # httpx over aiohttp answers sooner with stream=False, as the gateway sends JSON requests.
+        stream = b'"stream":true' in body or b'"stream": true' in body
+        response = await client.send(upstream_request, stream=stream)
         out_headers = {k: v for k, v in response.headers.items() if k not in _HOP_HEADERS}
-        if response.headers.get("content-type", "").startswith("text/event-stream"):
-            return StreamingResponse(
-                response.aiter_raw(),
-                status_code=response.status_code,
-                headers=out_headers,
-                background=BackgroundTask(response.aclose),
-            )
-        try:
-            content = await response.aread()
-        finally:
-            await response.aclose()
-        return Response(content, response.status_code, out_headers)
+        if not stream:
+            return Response(response.content, response.status_code, out_headers)
+        return StreamingResponse(
+            response.aiter_raw(),
+            status_code=response.status_code,
+            headers=out_headers,
+            background=BackgroundTask(response.aclose),
+        )
 
     async def ready(request: Request) -> Response:
         return JSONResponse({"status": "ready"})
