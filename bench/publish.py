@@ -1,7 +1,7 @@
 """Publish benchmark results on the site's Performance page (``docs/performance.md``).
 
     python bench/publish.py                                   # the newest results in bench/results/
-    python bench/publish.py --gateway FILE.json --planner FILE.json
+    python bench/publish.py --gateway FILE.json --planner FILE.json --stages FILE.json
 
 Only the part of the page between ``<!-- bench:start -->`` and ``<!-- bench:end -->`` is generated: the
 tables, the chart (an inline SVG, so the page needs no script), the targets and the machine. Everything
@@ -52,7 +52,7 @@ def newest(prefix: str) -> Path | None:
 def _num(value: float | None, digits: int = 2) -> str:
     if value is None:
         return "–"
-    if abs(value) >= 100:
+    if abs(value) >= 100 or digits == 0:
         return f"{value:,.0f}"
     return f"{value:,.{digits}f}"
 
@@ -128,7 +128,8 @@ def gateway_section(result: dict[str, Any]) -> list[str]:
     for name, row in systems.items():
         ovh = row["overhead"]["overhead_ms_p50"]
         out.append(
-            f"| {LABELS.get(name, name)} | {row['c32']['rps']:,.0f} | {_num(row.get('cpu_us_per_request'))} "
+            f"| {LABELS.get(name, name)} | {row['c32']['rps']:,.0f} "
+            f"| {_num(row.get('cpu_us_per_request'), 0)} "
             f"| {row['c1']['p50_us'] / 1000:.2f} / {row['c1']['p99_us'] / 1000:.2f} "
             f"| {row['c32']['p50_us'] / 1000:.2f} / {row['c32']['p99_us'] / 1000:.2f} "
             f"| {_num(ovh, 3) if ovh is not None else '–'} "
@@ -137,13 +138,24 @@ def gateway_section(result: dict[str, Any]) -> list[str]:
         )
     for name, error in failed.items():
         out.append(f"| {LABELS.get(name, name)} | failed: {escape(error[:100])} | | | | | | | | |")
-    out += ["", chart(systems), "", "*Requests per second at 32 connections, log scale.*", ""]
+    out += [
+        "",
+        "<figure>",
+        chart(systems),
+        "<figcaption>Requests per second at 32 connections, log scale.</figcaption>",
+        "</figure>",
+        "",
+    ]
     out += ["### Targets", "", "| target | measured | goal | |", "|---|--:|--:|---|"]
     for row in result["targets"]:
-        unit = f" {row['unit']}" if row["unit"] not in ("", "x") else row["unit"]
+        unit = {"x": "×", "": ""}.get(row["unit"], f" {row['unit']}")
         value = "not measured" if row["value"] is None else f"{row['value']:.3f}{unit}"
         verdict = "" if row["met"] is None else ("met" if row["met"] else "**missed**")
-        out.append(f"| {row['target']} | {value} | {row['op']} {row['goal']:g}{unit} | {verdict} |")
+        name = row["target"].strip().replace("->", "→").replace(" - ", " − ")
+        if row["target"].startswith(" "):
+            name = f"↳ {name}"
+        op = {">=": "≥", "<=": "≤"}[row["op"]]
+        out.append(f"| {name} | {value} | {op} {row['goal']:g}{unit} | {verdict} |")
     extra = result["ratios"].get("measured_overhead_vs_direct_ms")
     if extra is not None:
         out += [
@@ -211,6 +223,26 @@ def planner_section(result: dict[str, Any]) -> list[str]:
     return out
 
 
+def stages_section(result: dict[str, Any]) -> list[str]:
+    """What each feature's stage costs, from bench/stages.py (in process, no server, no network)."""
+    base = result["bare"]["cpu_us"]
+    out = [
+        "## What each feature costs",
+        "",
+        "CPU time per request inside one process (`bench/stages.py`: the ASGI app called directly, the "
+        "upstream an in-memory mock, so neither the server nor the network is counted), adding one feature "
+        "at a time to the bare gateway.",
+        "",
+        "| configuration | CPU µs per request | more than bare |",
+        "|---|--:|--:|",
+    ]
+    for name, row in result.items():
+        if not isinstance(row, dict) or "cpu_us" not in row:
+            continue
+        out.append(f"| {name} | {row['cpu_us']:,.0f} | {row['cpu_us'] - base:+,.0f} |")
+    return out
+
+
 def machine_section(gateway: dict[str, Any] | None, planner: dict[str, Any] | None) -> list[str]:
     """Where the numbers came from."""
     info = (gateway or planner or {}).get("machine", {})
@@ -235,11 +267,15 @@ def machine_section(gateway: dict[str, Any] | None, planner: dict[str, Any] | No
     return out
 
 
-def render(gateway: dict[str, Any] | None, planner: dict[str, Any] | None) -> str:
+def render(
+    gateway: dict[str, Any] | None, planner: dict[str, Any] | None, stages: dict[str, Any] | None = None
+) -> str:
     """The generated block (between the markers)."""
     lines: list[str] = []
     if gateway:
         lines += [*gateway_section(gateway), ""]
+    if stages:
+        lines += [*stages_section(stages), ""]
     if planner:
         lines += [*planner_section(planner), ""]
     lines += machine_section(gateway, planner)
@@ -251,6 +287,7 @@ def render(gateway: dict[str, Any] | None, planner: dict[str, Any] | None) -> st
         "apt-get install nginx wrk            # the upstream and the load generator",
         "python3 -m venv bench/.venv-litellm && bench/.venv-litellm/bin/pip install 'litellm[proxy]'",
         "python bench/gateway.py --peer litellm --soak",
+        "python bench/stages.py",
         "python bench/planner.py",
         "python bench/publish.py              # rewrites the numbers on this page",
         "```",
@@ -258,14 +295,19 @@ def render(gateway: dict[str, Any] | None, planner: dict[str, Any] | None) -> st
     return "\n".join(lines)
 
 
-def publish(page: Path, gateway: dict[str, Any] | None, planner: dict[str, Any] | None) -> None:
+def publish(
+    page: Path,
+    gateway: dict[str, Any] | None,
+    planner: dict[str, Any] | None,
+    stages: dict[str, Any] | None = None,
+) -> None:
     """Replace the generated block of ``page`` (creating the page from a skeleton if needed), atomically."""
     text = page.read_text(encoding="utf-8") if page.exists() else SKELETON
     if START not in text or END not in text:
         text = text.rstrip("\n") + f"\n\n{START}\n{END}\n"
     head, _, rest = text.partition(START)
     _, _, tail = rest.partition(END)
-    new = f"{head}{START}\n{render(gateway, planner)}\n{END}{tail}"
+    new = f"{head}{START}\n{render(gateway, planner, stages)}\n{END}{tail}"
     tmp = page.with_suffix(".md.tmp")
     tmp.write_text(new, encoding="utf-8")
     tmp.replace(page)
@@ -275,21 +317,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write benchmark results to docs/performance.md.")
     parser.add_argument("--gateway", type=Path, default=None, help="gateway results JSON (default: newest)")
     parser.add_argument("--planner", type=Path, default=None, help="planner results JSON (default: newest)")
+    parser.add_argument("--stages", type=Path, default=None, help="stages results JSON (default: newest)")
     parser.add_argument("--page", type=Path, default=PAGE)
     args = parser.parse_args(argv)
     gateway_path = args.gateway or newest("gateway")
     planner_path = args.planner or newest("planner")
+    stages_path = args.stages or newest("stages")
     if gateway_path is None and planner_path is None:
         print("no results: run bench/gateway.py and/or bench/planner.py first", file=sys.stderr)
         return 2
-    for path in (gateway_path, planner_path):
+    for path in (gateway_path, planner_path, stages_path):
         if path is not None and not path.is_file():
             print(f"error: no results file {path}", file=sys.stderr)
             return 2
     gateway = json.loads(gateway_path.read_text()) if gateway_path else None
     planner = json.loads(planner_path.read_text()) if planner_path else None
-    publish(args.page, gateway, planner)
-    print(f"wrote {args.page} from {gateway_path} and {planner_path}")
+    stages = json.loads(stages_path.read_text()) if stages_path else None
+    publish(args.page, gateway, planner, stages)
+    print(
+        f"wrote {args.page} from {', '.join(str(p) for p in (gateway_path, planner_path, stages_path) if p)}"
+    )
     return 0
 
 
