@@ -9,20 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
-import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import uvicorn
-from fastapi import FastAPI
 
-from gateway.app import create_app
-from gateway.config import GatewayConfig
+from gateway.ledger import UsageRecord
 from gateway.token_estimate import max_prompt_tokens
 
 MASTER = "sk-budget-master-0000"
@@ -40,10 +32,7 @@ def config_text(
     alice: daily budget 0.1 USD (soft limit 50%); bob and carol share team `lab` with 0.05 USD per month;
     free: no budget.
     """
-    # fail_closed: an unreachable Redis must fail the test, not let requests through unbudgeted; a generous
-    # timeout, because a busy test machine can take more than the default second to answer 100 requests.
-    settings = "on_error: fail_closed, timeout_seconds: 30"
-    state = f"state: {{redis_url: '{redis_url}', {settings}}}\n" if redis_url else ""
+    state = state_yaml(redis_url)
     return f"""
 auth:
   master_key: {MASTER}
@@ -72,6 +61,39 @@ features:
   budgets: {{default_max_tokens: 50}}
 {"  cache: {}" if cache else ""}
 {state}{extra}"""
+
+
+def state_yaml(redis_url: str | None) -> str:
+    """The ``state:`` block for ``redis_url`` (empty for the memory store)."""
+    if not redis_url:
+        return ""
+    # fail_closed: an unreachable Redis must fail the test, not let requests through unbudgeted; a generous
+    # timeout, because a busy test machine can take more than the default second to answer 100 requests.
+    return f"state: {{redis_url: '{redis_url}', on_error: fail_closed, timeout_seconds: 30}}\n"
+
+
+def usage_record(**overrides: Any) -> UsageRecord:
+    """A ledger record of a 10 + 5 token chat completion by alice; ``overrides`` replace fields."""
+    values: dict[str, Any] = {
+        "ts": 0.0,
+        "day": "2026-01-01",
+        "request_id": "r",
+        "key_name": "alice",
+        "team": None,
+        "model": "gpt-4o",
+        "route": "openai/gpt-4o",
+        "endpoint": "chat",
+        "stream": False,
+        "prompt_tokens": 10,
+        "completion_tokens": 5,
+        "usage_source": "reported",
+        "cost_nanos": 75_000,
+        "latency_ms": 30.0,
+        "status": 200,
+        "cache_hit": False,
+    }
+    values.update(overrides)
+    return UsageRecord(**values)
 
 
 def auth(key: str) -> dict[str, str]:
@@ -142,41 +164,3 @@ class FakeUpstream:
             events.append({**chunk, "choices": [], "usage": usage})
         sse = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
         return httpx.Response(200, content=sse.encode(), headers={"content-type": "text/event-stream"})
-
-
-# Defined here rather than imported from tests/gateway/conftest.py: `from conftest import` picks whichever
-# conftest was imported last when several test folders run together.
-
-
-@asynccontextmanager
-async def serve(
-    config: GatewayConfig, transport: httpx.AsyncBaseTransport | None = None
-) -> AsyncIterator[httpx.AsyncClient]:
-    """An httpx client talking to ``create_app(config)`` in process, lifespan (start and close) included."""
-    app = create_app(config, transport=transport)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client,
-    ):
-        yield client
-
-
-@contextmanager
-def run_server(app: FastAPI) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port in a thread; yields the base URL, stops after."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()

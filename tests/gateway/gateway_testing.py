@@ -7,19 +7,15 @@ first when the whole suite runs. Fixtures live in ``conftest.py`` and use these.
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-import uvicorn
-from starlette.types import ASGIApp
+from uvicorn_server import run_server as run_server  # re-exported: one import line for gateway tests
 
 from gateway.app import create_app
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, parse_config
 
 KEY = "sk-test-alice-0001"
 LIMITED_KEY = "sk-test-bob-0002"
@@ -56,6 +52,32 @@ def chat(content: str = "hello", model: str = "echo", **extra: object) -> dict[s
     return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
 
 
+def openai_config(
+    base_url: str, api_key: str = "sk-upstream-secret", *, extra: str = "", **provider: Any
+) -> GatewayConfig:
+    """Key alice and one ``openai`` provider ``up`` at ``base_url`` serving models ``echo`` and ``embed``.
+
+    ``provider`` adds keys to the provider entry (``timeout_s=0.2``); ``extra`` is appended at top level.
+    """
+    settings = "".join(f"\n    {k}: {v}" for k, v in provider.items())
+    return parse_config(
+        f"""
+auth:
+  keys: [{{name: alice, key: {KEY}}}]
+providers:
+  - name: up
+    type: openai
+    base_url: {base_url}
+    api_key: {api_key}{settings}
+models:
+  - name: echo
+    routes: [{{provider: up, model: mock-echo}}]
+  - name: embed
+    routes: [{{provider: up, model: mock-embed}}]
+{extra}"""
+    )
+
+
 @asynccontextmanager
 async def serve(
     config: GatewayConfig, transport: httpx.AsyncBaseTransport | None = None
@@ -67,31 +89,6 @@ async def serve(
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client,
     ):
         yield client
-
-
-@contextmanager
-def run_server(app: ASGIApp) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port in a thread; yields the base URL, stops after."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", access_log=False, ws="none", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 def sse_chunks(text: str) -> list[Any]:

@@ -23,9 +23,8 @@ from budget_fakes import (
     auth,
     chat,
     config_text,
-    run_server,
-    serve,
 )
+from gateway_testing import run_server, serve
 
 from gateway.app import create_app
 from gateway.config import ConfigError, parse_config

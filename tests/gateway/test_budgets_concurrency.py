@@ -10,7 +10,8 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from budget_fakes import MASTER, FakeUpstream, auth, chat, serve
+from budget_fakes import MASTER, FakeUpstream, auth, chat, state_yaml
+from gateway_testing import serve
 from redis_server import RedisServer
 
 from gateway.config import parse_config
@@ -34,10 +35,7 @@ def request_cost() -> int:
 
 
 def config_text(name: str, limit_nanos: int, redis_url: str | None) -> str:
-    # fail_closed: an unreachable Redis must fail the test, not let requests through unbudgeted; a generous
-    # timeout, because a busy test machine can take more than the default second to answer 100 requests.
-    settings = "on_error: fail_closed, timeout_seconds: 30"
-    state = f"state: {{redis_url: '{redis_url}', {settings}}}\n" if redis_url else ""
+    state = state_yaml(redis_url)
     return f"""
 auth:
   master_key: {MASTER}

@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 import pytest
+from gateway_testing import serve
 
-from gateway.app import create_app
 from gateway.config import GatewayConfig, parse_config
 from gateway.errors import GatewayError
 from gateway.features.cache import CacheConfig, CacheStage, cache_key, request_ttl
@@ -44,23 +44,6 @@ features:
   cache: {cache}
 {state}
 """
-
-
-@asynccontextmanager
-async def serve(
-    config: GatewayConfig, transport: httpx.AsyncBaseTransport | None = None
-) -> AsyncIterator[httpx.AsyncClient]:
-    """A client for `create_app(config)` in process, lifespan included.
-
-    Defined here rather than imported from tests/gateway/conftest.py: `from conftest import` picks whichever
-    conftest was imported last when several test folders run together.
-    """
-    app = create_app(config, transport=transport)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client,
-    ):
-        yield client
 
 
 def auth(key: str = ALICE, **extra: str) -> dict[str, str]:

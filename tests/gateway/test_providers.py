@@ -8,10 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_testing import auth, chat, run_server, serve, sse_chunks
+from gateway_testing import auth, chat, openai_config, run_server, serve, sse_chunks
 
 from gateway.app import create_app
-from gateway.config import GatewayConfig, ProviderConfig, load_config, parse_config
+from gateway.config import ProviderConfig, load_config, parse_config
 from gateway.errors import GatewayError
 from gateway.mock_upstream import MockUpstream
 from gateway.pipeline import Call, KeyIdentity, Response, Stream
@@ -20,26 +20,6 @@ from gateway.providers.mock import MockOptions, MockProvider, chat_body, chat_ch
 from gateway.providers.openai import OpenAIAdapter, OpenAIProvider
 
 pytestmark = pytest.mark.anyio
-
-
-def openai_config(base_url: str, api_key: str = "sk-upstream-secret", **provider: Any) -> GatewayConfig:
-    extra = "".join(f"\n    {k}: {v}" for k, v in provider.items())
-    return parse_config(
-        f"""
-auth:
-  keys: [{{name: alice, key: sk-test-alice-0001}}]
-providers:
-  - name: up
-    type: openai
-    base_url: {base_url}
-    api_key: {api_key}{extra}
-models:
-  - name: echo
-    routes: [{{provider: up, model: mock-echo}}]
-  - name: embed
-    routes: [{{provider: up, model: mock-embed}}]
-"""
-    )
 
 
 # --- mock ------------------------------------------------------------------------------------------------

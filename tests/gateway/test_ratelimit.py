@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
+from gateway_testing import serve
 from redis_server import RedisServer
 
-from gateway.app import create_app
-from gateway.config import ConfigError, GatewayConfig, parse_config
+from gateway.config import ConfigError, parse_config
 from gateway.errors import GatewayError
 from gateway.features.ratelimit import (
     Limits,
@@ -51,23 +51,6 @@ features:
   rate_limit: {feature}
 {extra}
 """
-
-
-@asynccontextmanager
-async def serve(
-    config: GatewayConfig, transport: httpx.AsyncBaseTransport | None = None
-) -> AsyncIterator[httpx.AsyncClient]:
-    """A client for `create_app(config)` in process, lifespan included.
-
-    Defined here rather than imported from tests/gateway/conftest.py: `from conftest import` picks whichever
-    conftest was imported last when several test folders run together.
-    """
-    app = create_app(config, transport=transport)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client,
-    ):
-        yield client
 
 
 def auth(key: str = ALICE) -> dict[str, str]:

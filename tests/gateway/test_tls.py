@@ -9,8 +9,6 @@ import datetime
 import logging
 import socket
 import ssl
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,9 +18,9 @@ import httpx
 import openai
 import pytest
 import trustme
-import uvicorn
 from cryptography.hazmat.primitives import serialization
 from starlette.types import ASGIApp
+from uvicorn_server import run_server
 
 from gateway.app import create_app
 from gateway.config import ConfigError, GatewayConfig, parse_config
@@ -104,27 +102,10 @@ def server_tls_yaml(pki: dict[str, Path], **extra: str) -> str:
 @contextmanager
 def serve_tls(app: ASGIApp, tls: ServerTLSConfig | None) -> Iterator[int]:
     """Serve ``app`` like ``gateway run`` does (uvicorn with our TLS options) on a free loopback port."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, log_level="warning", access_log=False, ws="none", lifespan="on", **uvicorn_ssl_options(tls)
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
+    with run_server(app, **uvicorn_ssl_options(tls)) as url:
+        port = httpx.URL(url).port
+        assert port is not None
         yield port
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 def chat_body(text: str = "hello over tls") -> dict[str, Any]:

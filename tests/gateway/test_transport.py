@@ -13,9 +13,9 @@ from contextlib import contextmanager
 import aiohttp
 import httpx
 import pytest
-from gateway_testing import auth, chat, serve
+from gateway_testing import auth, chat, openai_config, serve
 
-from gateway.config import GatewayConfig, parse_config
+from gateway.config import GatewayConfig
 from gateway.transport import GatewayTransport, connection_error
 
 pytestmark = pytest.mark.anyio
@@ -24,25 +24,13 @@ UPSTREAM_KEY = "sk-upstream-secret-0042"
 
 
 def upstream_config(port: int, *, timeout_s: float = 5.0) -> GatewayConfig:
-    """One openai provider at ``127.0.0.1:port``, retried up to 3 times with no back-off to wait out."""
-    return parse_config(
-        f"""
-auth:
-  keys: [{{name: alice, key: sk-test-alice-0001}}]
-providers:
-  - name: dead
-    type: openai
-    base_url: http://127.0.0.1:{port}/v1
-    api_key: {UPSTREAM_KEY}
-    timeout_s: {timeout_s}
-    connect_timeout_s: {timeout_s}
-models:
-  - name: echo
-    routes: [{{provider: dead, model: mock-echo}}]
-features:
-  routing: {{max_attempts: 3, backoff_base_seconds: 0, backoff_max_seconds: 0}}
-""",
-        "transport.yaml",
+    """Provider ``up`` at ``127.0.0.1:port``, retried up to 3 times with no back-off to wait out."""
+    return openai_config(
+        f"http://127.0.0.1:{port}/v1",
+        UPSTREAM_KEY,
+        timeout_s=timeout_s,
+        connect_timeout_s=timeout_s,
+        extra="features:\n  routing: {max_attempts: 3, backoff_base_seconds: 0, backoff_max_seconds: 0}",
     )
 
 
@@ -70,7 +58,7 @@ async def test_a_refused_connection_is_502_unreachable_after_the_retries() -> No
     assert response.status_code == 502
     error = response.json()["error"]
     assert error["type"] == "upstream_error" and error["code"] == "upstream_unreachable"
-    assert error["message"] == "Upstream 'dead' is unreachable (connection refused)."
+    assert error["message"] == "Upstream 'up' is unreachable (connection refused)."
     assert response.headers["x-gateway-attempts"] == "3"  # connection errors are still retried
     assert UPSTREAM_KEY not in response.text and str(port) not in response.text
 

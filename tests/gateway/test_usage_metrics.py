@@ -2,38 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 import pytest
-from budget_fakes import ALICE, FREE, MASTER, FakeUpstream, auth, chat, config_text, serve
+from budget_fakes import ALICE, FREE, MASTER, FakeUpstream, auth, chat, config_text
+from budget_fakes import usage_record as record
+from gateway_testing import serve
 
 from gateway.config import parse_config
-from gateway.ledger import UsageRecord
 from gateway.metrics import UsageMetrics
-
-
-def record(**overrides: Any) -> UsageRecord:
-    values: dict[str, Any] = {
-        "ts": 0.0,
-        "day": "2026-01-01",
-        "request_id": "r",
-        "key_name": "alice",
-        "team": None,
-        "model": "gpt-4o",
-        "route": "openai/gpt-4o",
-        "endpoint": "chat",
-        "stream": False,
-        "prompt_tokens": 10,
-        "completion_tokens": 5,
-        "usage_source": "reported",
-        "cost_nanos": 75_000,
-        "latency_ms": 30.0,
-        "status": 200,
-        "cache_hit": False,
-    }
-    values.update(overrides)
-    return UsageRecord(**values)
 
 
 def test_metrics_text_format() -> None:

@@ -5,15 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import uvicorn
 from click.testing import CliRunner, Result
-from fastapi import FastAPI
+from uvicorn_server import run_server
 
 from gateway import __version__ as gateway_version
 from gateway.app import create_app
@@ -395,7 +391,7 @@ def test_live_mode_against_a_gateway_on_a_loopback_port(
     (acceptance / "test_demo.py").write_text(LIVE_TEST)
     shutil.copy(REPO / "tests" / "acceptance" / "conftest.py", acceptance / "conftest.py")
     app = create_app(load_gateway_config(REPO / "tests" / "acceptance" / "gateway.yaml"))
-    with serve(app) as url:
+    with run_server(app) as url:
         result = invoke(
             root,
             monkeypatch,
@@ -450,23 +446,3 @@ def test_in_process_gateway_reports_its_build(tmp_path: Path, monkeypatch: pytes
     assert set(evidence.gateway_features) == {f.slug for f in CATALOG}
     row = next(r for r in json.loads(result.stdout)["features"] if r["slug"] == "alpha")
     assert row["verdict"] == "warning" and "does not report `alpha`" in row["message"]  # in-process: no error
-
-
-@contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        for _ in range(600):
-            if server.started or not thread.is_alive():
-                break
-            thread.join(timeout=0.05)
-        assert server.started, "the gateway did not start"
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
