@@ -171,6 +171,7 @@ def new(
     if not depends and interactive:
         depends = (click.prompt("Dependencies (slugs, comma-separated)", default="", show_default=False),)
     try:
+        title = scaffold.check_title(title)
         complexity, dependencies = scaffold.check_fields(config, complexity, estimate, depends, slug)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc

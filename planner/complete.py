@@ -51,6 +51,11 @@ def complete(config: PlannerConfig, slug: str, *, today: dt.date | None = None) 
         raise CompleteError(f"{_rel(design_path, config)} already exists: `{slug}` is already completed")
     plan = next((p for p in validation.plans if p.slug == slug), None)
     if plan is None:
+        unreadable = [path for path in validation.files if path.stem.partition("-")[2] == slug]
+        if unreadable:
+            raise CompleteError(
+                f"{_rel(unreadable[0], config)} cannot be read as a plan; `planner validate` says what to fix"
+            )
         known = ", ".join(sorted(p.slug for p in validation.plans)) or "none"
         raise CompleteError(f"no plan `{slug}` in {config.plans_dir}/ (plans: {known})")
     evidence_file = config.root / EVIDENCE_PATH

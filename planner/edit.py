@@ -22,6 +22,7 @@ from planner.parse import (
     slug_from_name,
     suggest,
 )
+from planner.problems import display_path
 from planner.rules import plan_files
 
 
@@ -85,11 +86,18 @@ def find_plan(config: PlannerConfig, name: str) -> Path:
 
 def load_plan(config: PlannerConfig, path: Path) -> tuple[Plan, str]:
     """The plan and its exact text; a plan whose metadata cannot be read is an EditError."""
-    text = read_exact(path)
+    where = display_path(path)
+    try:
+        text = read_exact(path)
+    except UnicodeDecodeError as exc:
+        # A ValueError too: left alone, the command would blame its STATUS or PRIORITY argument.
+        raise EditError(f"cannot read {where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise EditError(f"cannot read {where}: {exc.strerror}") from exc
     plan, problems = parse_plan(path, text, config)
     if plan is None:
         first = problems[0]
-        raise EditError(f"cannot read {path}: {first.message} (run `planner validate {path}`)")
+        raise EditError(f"cannot read {where}: {first.message} (run `planner validate {where}`)")
     return plan, text
 
 

@@ -15,6 +15,10 @@ _ESTIMATE = re.compile(
     re.VERBOSE,
 )
 
+# No plan is this long; the cap keeps a slip of the keyboard (`1000000 months`) from scheduling past the year
+# 9999, which calendar dates cannot reach.
+MAX_WORKING_DAYS = 5000
+
 
 def parse_estimate(text: str, units: Mapping[str, float]) -> Estimate:
     """Read `N unit(s)`, a range `N-M unit(s)`, optionally prefixed with `~`, into working days.
@@ -37,6 +41,11 @@ def parse_estimate(text: str, units: Mapping[str, float]) -> Estimate:
     if high < low:
         raise ValueError(f"estimate {text!r} has its range backwards: write the smaller number first")
     per_unit = units[unit]
+    if high * per_unit > MAX_WORKING_DAYS:
+        raise ValueError(
+            f"estimate {text!r} is more than {MAX_WORKING_DAYS} working days (about 20 years):"
+            " split the work into smaller plans"
+        )
     return Estimate(
         text=text.strip(),
         low_days=low * per_unit,

@@ -27,7 +27,17 @@ def format_text(path: Path, text: str, config: PlannerConfig) -> tuple[str, list
     plan, problems = parse_plan(path, text, config)
     if plan is None or not plan.legacy:
         return text, problems
-    return canonical(plan, _written_dependencies(plan, text)), problems
+    return _like(text, canonical(plan, _written_dependencies(plan, text))), problems
+
+
+def _like(original: str, new_text: str) -> str:
+    """`new_text` with the original's byte order mark and line endings, so a Windows file stays one."""
+    first_line_end = original.find("\n")
+    if first_line_end > 0 and original[first_line_end - 1] == "\r":
+        new_text = new_text.replace("\r\n", "\n").replace("\n", "\r\n")
+    if original.startswith("\ufeff") and not new_text.startswith("\ufeff"):
+        new_text = "\ufeff" + new_text
+    return new_text
 
 
 def _written_dependencies(plan: Plan, text: str) -> str:

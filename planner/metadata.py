@@ -19,6 +19,20 @@ try:  # libyaml is several times faster; the pure-Python loader gives the same r
 except ImportError:  # pragma: no cover
     from yaml import SafeLoader as Loader  # type: ignore[assignment]
 
+# libyaml recurses on the C stack: a few ten thousand nesting levels kill the process instead of raising.
+# Nesting is at most the flow brackets plus the longest line deep, so front matter that could nest that far
+# goes to the pure-Python loader, whose recursion ends in a RecursionError that is reported.
+_C_LOADER_MAX_DEPTH = 5000
+
+
+def loader_for(source: str) -> type[yaml.SafeLoader]:
+    """The fast libyaml loader, or the pure-Python one for text that could nest too deep for libyaml."""
+    longest = max((len(line) for line in source.split("\n")), default=0)
+    if source.count("[") + source.count("{") + longest <= _C_LOADER_MAX_DEPTH:
+        return Loader  # type: ignore[return-value]
+    return yaml.SafeLoader
+
+
 # The legacy template's metadata labels, lowercased, and the canonical key each one means.
 LEGACY_LABELS = {
     "title": "title",
@@ -96,7 +110,8 @@ def read_front_matter(text: str, first_newline: int, report: Report) -> Meta | N
     if simple is not None:
         return Meta(simple, False, body, range(0), end + 1, body)
     source = "\n".join(lines[1:end])
-    loader = Loader(source)
+    loader = loader_for(source)(source)
+    node = None
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
@@ -115,9 +130,19 @@ def read_front_matter(text: str, first_newline: int, report: Report) -> Meta | N
             _yaml_hint(text.split("\n"), line),
         )
         return None
-    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as exc:
-        # Constructors raise plain ValueErrors for values like the date 2024-13-45.
-        report("PL003", 2, 1, f"front matter is not valid YAML: {exc}", "check the values' syntax")
+    except RecursionError:
+        report(
+            "PL003",
+            2,
+            1,
+            "front matter is not valid YAML: it is nested too deeply to read",
+            "metadata values are text or a flat list of slugs",
+        )
+        return None
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+        # Constructors raise plain ValueErrors, without a position, for values like the date 2024-13-45.
+        line = _failing_line(node, source) if node is not None else 2
+        report("PL003", line, 1, f"front matter is not valid YAML: {exc}", "check the values' syntax")
         return None
     finally:
         loader.dispose()
@@ -153,6 +178,20 @@ def read_front_matter(text: str, first_newline: int, report: Report) -> Meta | N
             fld.items = [(n.start_mark.line + 2, n.start_mark.column + 1) for n in value_node.value]
         fields[key] = fld
     return Meta(fields, False, body, range(0), end + 1, body)
+
+
+def _failing_line(node: yaml.Node, source: str) -> int:
+    """The file line of the first top-level value that cannot be built (2 when none can be singled out)."""
+    if isinstance(node, yaml.MappingNode):
+        for _key, value_node in node.value:
+            probe = loader_for(source)("")
+            try:
+                probe.construct_document(value_node)
+            except (yaml.YAMLError, ValueError, TypeError, OverflowError):
+                return int(value_node.start_mark.line) + 2
+            finally:
+                probe.dispose()
+    return 2
 
 
 # The fast path: most front matter is `key: plain words` and `key: [slug, slug]`, which needs no YAML

@@ -20,9 +20,9 @@ from planner.metadata import (
     BOUNDARY,
     LEGACY_LABELS,
     Field,
-    Loader,
     Meta,
     Report,
+    loader_for,
     read_front_matter,
     read_legacy,
 )
@@ -485,7 +485,8 @@ def _quiet_front_matter(text: str) -> dict[str, object]:
     if end is None:
         return {}
     try:
-        data = yaml.load("\n".join(lines[1:end]), Loader=Loader)
+        source = "\n".join(lines[1:end])
+        data = yaml.load(source, Loader=loader_for(source))
     except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}

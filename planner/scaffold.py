@@ -76,6 +76,16 @@ def existing(config: PlannerConfig, slug: str) -> Path | None:
     return next((design.path for design in load_designs(config) if design.slug == slug), None)
 
 
+def check_title(title: str) -> str:
+    """The title without surrounding spaces; ValueError when it is empty or spans lines (the H1 is one)."""
+    title = title.strip()
+    if not title:
+        raise ValueError("the title is empty; give one with --title, e.g. --title 'Response Caching'")
+    if "\n" in title or "\r" in title:
+        raise ValueError(f"the title {title!r} spans several lines; a title is one line, the H1 of the plan")
+    return title
+
+
 def check_fields(
     config: PlannerConfig, complexity: str, estimate: str, dependencies: Sequence[str], slug: str
 ) -> tuple[str, list[str]]:

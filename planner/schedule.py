@@ -137,11 +137,14 @@ def working_day(start: date, offset: int) -> date:
     while day.weekday() >= 5:
         day += timedelta(days=1)
     weeks, rest = divmod(offset, 5)
-    day += timedelta(weeks=weeks)
-    for _ in range(rest):
-        day += timedelta(days=1)
-        while day.weekday() >= 5:
+    try:
+        day += timedelta(weeks=weeks)
+        for _ in range(rest):
             day += timedelta(days=1)
+            while day.weekday() >= 5:
+                day += timedelta(days=1)
+    except OverflowError:  # a schedule thousands of years long: the last date there is
+        return date.max
     return day
 
 

@@ -137,3 +137,11 @@ def test_working_days_skip_weekends() -> None:
     assert working_day(thursday, 2) == date(2026, 11, 30)
     assert working_day(thursday, 5) == date(2026, 12, 3)
     assert working_day(date(2026, 11, 28), 0) == date(2026, 11, 30)  # a Saturday starts on Monday
+
+
+def test_a_schedule_past_the_last_calendar_date_stops_there() -> None:
+    from datetime import date
+
+    from planner.schedule import working_day
+
+    assert working_day(date(9999, 1, 1), 10**6) == date.max

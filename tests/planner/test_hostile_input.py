@@ -1,0 +1,108 @@
+"""Documents a new user can write by accident or on purpose: each gets a clear message, never a crash."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+from plan_docs import legacy_text, plan_text
+
+from planner.cli import main
+
+
+def test_deeply_nested_front_matter_is_a_yaml_error_not_a_crash(root: Path) -> None:
+    # libyaml recurses on the C stack and kills the process past a few ten thousand levels; a
+    # subprocess, because a segfault would take pytest down with it.
+    (root / "plans" / "HIGH-deep.md").write_text("---\ntitle: " + "[" * 60000 + "]" * 60000 + "\n---\n# x\n")
+    done = subprocess.run(
+        [sys.executable, "-c", "from planner.cli import main; main()", "validate"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "plans/HIGH-deep.md:2:" in done.stdout
+    assert "PL003" in done.stdout and "nested" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_a_bad_date_is_reported_on_its_own_line(root: Path, runner: CliRunner) -> None:
+    (root / "plans" / "HIGH-response-caching.md").write_text(
+        plan_text(extra="owner: Ann\nupdated: 2026-13-45\n")
+    )
+    result = runner.invoke(main, ["validate"])
+    assert result.exit_code == 1
+    # Line 9: `---` and the six required keys, then `owner` and `updated`.
+    assert "plans/HIGH-response-caching.md:9:1: error PL003" in result.output
+    assert "month must be in 1..12" in result.output
+
+
+def test_an_absurd_estimate_is_an_error_not_a_crash_of_the_site(root: Path, runner: CliRunner) -> None:
+    (root / "plans" / "HIGH-response-caching.md").write_text(
+        plan_text(estimate="99999999999999999999 months")
+    )
+    result = runner.invoke(main, ["validate"])
+    assert result.exit_code == 1
+    assert "plans/HIGH-response-caching.md:6:11: error PL050" in result.output
+    assert "more than 5000 working days" in result.output
+    rendered = runner.invoke(main, ["render", "--out", str(root / "out")])
+    assert rendered.exception is None or isinstance(rendered.exception, SystemExit)
+    assert rendered.exit_code == 1
+    assert not (root / "out").exists()
+
+
+def test_new_refuses_an_absurd_estimate(root: Path, runner: CliRunner) -> None:
+    result = runner.invoke(main, ["new", "HIGH-response-caching", "--estimate", "100000 weeks"])
+    assert result.exit_code == 2
+    assert "more than 5000 working days" in result.output
+    assert not (root / "plans" / "HIGH-response-caching.md").exists()
+
+
+def test_fmt_keeps_a_windows_file_s_line_endings_and_byte_order_mark(root: Path, runner: CliRunner) -> None:
+    path = root / "plans" / "HIGH-response-caching.md"
+    original = "\ufeff" + legacy_text().replace("\n", "\r\n")
+    path.write_bytes(original.encode("utf-8"))
+    result = runner.invoke(main, ["fmt"])
+    assert result.exit_code == 0, result.output
+    data = path.read_bytes()
+    assert data.startswith(b"\xef\xbb\xbf---\r\ntitle: Response Caching\r\n")
+    assert data.count(b"\n") == data.count(b"\r\n")
+    assert runner.invoke(main, ["validate", "--strict"]).exit_code == 0
+    assert runner.invoke(main, ["fmt", "--check"]).exit_code == 0
+    assert path.read_bytes() == data
+
+
+def test_new_refuses_an_empty_or_multi_line_title(root: Path, runner: CliRunner) -> None:
+    for title, words in (("  ", "the title is empty"), ("Response\nCaching", "spans several lines")):
+        result = runner.invoke(main, ["new", "HIGH-response-caching", "--title", title])
+        assert result.exit_code == 2
+        assert words in result.output
+        assert not (root / "plans" / "HIGH-response-caching.md").exists()
+    made = runner.invoke(main, ["new", "HIGH-response-caching", "--title", "  Response Caching "])
+    assert made.exit_code == 0
+    assert "title: Response Caching\n" in (root / "plans" / "HIGH-response-caching.md").read_text()
+
+
+def test_status_and_priority_name_a_file_that_is_not_text(root: Path, runner: CliRunner) -> None:
+    path = root / "plans" / "HIGH-response-caching.md"
+    path.write_bytes(b"\xa5\x00\xff binary")
+    for args in (["status", "response-caching", "Planned"], ["priority", "response-caching", "Low"]):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 1, result.output
+        assert "cannot read plans/HIGH-response-caching.md: not UTF-8 text" in result.output
+        assert "Invalid value" not in result.output
+    assert path.read_bytes() == b"\xa5\x00\xff binary"
+
+
+def test_complete_says_a_plan_it_cannot_read_exists(root: Path, runner: CliRunner) -> None:
+    (root / "plans" / "HIGH-response-caching.md").write_text("---\ntitle: T\n  status: x\n---\n# T\n")
+    evidence = '{"version": 1, "features": {"response-caching": {"passed": 1, "failed": 0, "skipped": 0}}}'
+    (root / ".planner").mkdir()
+    (root / ".planner" / "evidence.json").write_text(evidence)
+    result = runner.invoke(main, ["complete", "response-caching"])
+    assert result.exit_code == 1
+    assert "plans/HIGH-response-caching.md cannot be read as a plan" in result.output
+    assert "no plan" not in result.output
