@@ -64,6 +64,8 @@ def tls_configured(config: GatewayConfig) -> bool:
 CATALOG: tuple[Feature, ...] = (
     # Every response is costed and recorded; budgets apply to the keys and teams that have one.
     Feature("cost-tracking-budgets", "Cost tracking and budgets", always),
+    # POST /admin/reload and SIGHUP work with every config file; features.reload.watch is optional.
+    Feature("hot-config-reload", "Hot config reload", always),
     Feature("load-balancing-failover", "Load balancing and failover", always),
     Feature("rate-limiting", "Rate limiting", rate_limited),
     Feature("response-caching", "Response caching", cached),

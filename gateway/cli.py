@@ -32,7 +32,8 @@ def app_factory() -> FastAPI:
     from gateway.app import create_app
 
     path = os.environ.get(CONFIG_ENV)
-    return create_app(load_config(Path(path) if path else None))
+    config_path = Path(path) if path else None
+    return create_app(load_config(config_path), config_path=config_path)
 
 
 def demo_banner(config: GatewayConfig, url: str) -> str:
@@ -105,7 +106,9 @@ def run(config_path: Path | None, host: str | None, port: int | None, workers: i
             os.environ[CONFIG_ENV] = str(config_path.resolve())
         uvicorn.run("gateway.cli:app_factory", factory=True, workers=workers, **options)  # type: ignore[arg-type]
     else:
-        uvicorn.run(create_app(config), **options)  # type: ignore[arg-type]
+        # SIGHUP reloads the config file (with --workers, uvicorn restarts the workers on SIGHUP instead).
+        app = create_app(config, config_path=config_path, sighup=True)
+        uvicorn.run(app, **options)  # type: ignore[arg-type]
 
 
 @main.command()

@@ -330,13 +330,14 @@ class UsageStage:
         *,
         default_max_tokens: int = 4096,
         clock: Clock = utc_now,
+        metrics: UsageMetrics | None = None,
     ) -> None:
         self.ledger = ledger
         self.pricing = pricing
         self.timezone = timezone
         self.default_max_tokens = default_max_tokens
         self.clock = clock
-        self.metrics = UsageMetrics()
+        self.metrics = metrics if metrics is not None else UsageMetrics()
 
     async def start(self) -> None:
         """Open the ledger."""
@@ -410,16 +411,26 @@ class UsageStage:
         self.metrics.observe(record)
 
 
-def usage_stage(config: GatewayConfig, *, clock: Clock = utc_now) -> UsageStage:
-    """The usage stage for ``config``: ledger at ``usage.database``, config prices over the bundled table."""
+def usage_stage(
+    config: GatewayConfig,
+    *,
+    clock: Clock = utc_now,
+    ledger: Ledger | None = None,
+    metrics: UsageMetrics | None = None,
+) -> UsageStage:
+    """The usage stage for ``config``: ledger at ``usage.database``, config prices over the bundled table.
+
+    ``ledger`` and ``metrics``, when given, are the app's (shared by every config a hot reload swaps in).
+    """
     settings = config.features.budgets
     pricing = Pricing(bundled_price_table())
     for route in pricing.unpriced(config.models):
         logger.warning("no price for route %s: its requests cost 0 and use no budget", route)
     return UsageStage(
-        Ledger(config.usage.database or DEFAULT_DATABASE),
+        ledger if ledger is not None else Ledger(config.usage.database or DEFAULT_DATABASE),
         pricing,
         settings.zone,
         default_max_tokens=settings.default_max_tokens,
         clock=clock,
+        metrics=metrics,
     )

@@ -17,6 +17,7 @@ from gateway.catalog import features_report
 from gateway.errors import GatewayError
 from gateway.features.cache import cache_endpoint
 from gateway.features.routing import routes_endpoint
+from gateway.reload import config_endpoint, reload_endpoint
 from gateway.routes import usage
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ def router(gateway: Gateway) -> APIRouter:
     admin.add_api_route("/cache", cache_endpoint(gateway), methods=["GET"])
     admin.add_api_route("/routes", routes_endpoint(gateway), methods=["GET"])
     usage.add_routes(admin, gateway)  # /admin/usage, /admin/budgets
+    admin.add_api_route("/config", config_endpoint(gateway), methods=["GET"])
+    admin.add_api_route("/reload", reload_endpoint(gateway), methods=["POST"])
     return admin
 
 
