@@ -29,7 +29,6 @@ from gateway.features.budgets import BudgetConfig, BudgetsConfig, TeamConfig, te
 from gateway.features.cache import CacheConfig
 from gateway.features.ratelimit import RateLimitConfig
 from gateway.features.routing_config import RoutingConfig, fallback_problems
-from gateway.reload_config import ReloadConfig
 from gateway.stores import StateConfig
 from gateway.tls import ServerTLSConfig, UpstreamTLSConfig, origin_conflicts
 
@@ -100,7 +99,8 @@ class ProviderConfig(_Strict):
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+            # The value is not echoed: a misplaced ${API_KEY} would land in logs and terminals.
+            raise ValueError("must be an http:// or https:// URL such as https://api.openai.com/v1")
         return value.rstrip("/") if value else value
 
 
@@ -141,8 +141,6 @@ class FeaturesConfig(_Strict):
     budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
     # Always on: the router is the last stage; this section tunes balancing, retries and cooldowns.
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
-    # Hot reload (gateway/reload.py): watch the file, drain timeout for requests on the old config.
-    reload: ReloadConfig = Field(default_factory=ReloadConfig)
 
 
 class UsageConfig(_Strict):

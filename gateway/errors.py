@@ -83,3 +83,14 @@ def body_too_large(limit: int) -> GatewayError:
 def upstream_error(status: int, message: str, code: str = "upstream_error") -> GatewayError:
     """502/503/504: the upstream failed, was unreachable or timed out."""
     return GatewayError(status, message, "upstream_error", code)
+
+
+def state_store_unavailable() -> GatewayError:
+    """503: the shared state store (Redis) is unreachable and ``state.on_error`` is ``fail_closed``."""
+    return GatewayError(
+        503,
+        "The gateway's shared state store is unavailable; try again shortly.",
+        "service_unavailable",
+        "state_store_unavailable",
+        headers={"retry-after": "1"},
+    )

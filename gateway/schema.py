@@ -13,14 +13,22 @@ from typing import Any
 from gateway.errors import invalid_request
 
 
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity; JSON does not, and upstreams would reject the body.
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     """The request body as a JSON object; 400 otherwise."""
     if not raw:
         raise invalid_request("The request body is empty; expected a JSON object.")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise invalid_request(f"The request body is not valid JSON: {exc}.") from None
+    except RecursionError:
+        # A body of nested brackets exhausts the parser's recursion: the client's error, not a 500.
+        raise invalid_request("The request body is not valid JSON: it is nested too deeply.") from None
     if not isinstance(body, dict):
         raise invalid_request("The request body must be a JSON object.")
     return body
@@ -31,6 +39,33 @@ def _model(body: dict[str, Any]) -> str:
     if not isinstance(model, str) or not model:
         raise invalid_request("'model' is required and must be a non-empty string.", param="model")
     return model
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _stop(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+
+
+# Parameters the gateway itself reads (budgets and rate limits count max_tokens) or that are cheap to
+# check: a wrong type is the client's 400 here, not an upstream's error or a silently ignored value.
+_CHAT_PARAMS: dict[str, tuple[Any, str]] = {
+    "max_tokens": (_positive_int, "a positive integer"),
+    "max_completion_tokens": (_positive_int, "a positive integer"),
+    "n": (_positive_int, "a positive integer"),
+    "temperature": (_number, "a number"),
+    "top_p": (_number, "a number"),
+    "presence_penalty": (_number, "a number"),
+    "frequency_penalty": (_number, "a number"),
+    "stop": (_stop, "a string or an array of strings"),
+    "tools": (lambda v: isinstance(v, list), "an array"),
+}
 
 
 def check_chat(body: dict[str, Any]) -> tuple[str, bool, bool]:
@@ -44,6 +79,16 @@ def check_chat(body: dict[str, Any]) -> tuple[str, bool, bool]:
             raise invalid_request(
                 f"messages[{i}] must be an object with a string 'role'.", param=f"messages[{i}]"
             )
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise invalid_request(
+                f"messages[{i}].content must be a string, an array of content parts or null.",
+                param=f"messages[{i}].content",
+            )
+    for name, (check, expected) in _CHAT_PARAMS.items():
+        value = body.get(name)
+        if value is not None and not check(value):
+            raise invalid_request(f"'{name}' must be {expected}.", param=name)
     stream = body.get("stream", False)
     if stream is None:
         stream = False

@@ -17,15 +17,15 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from gateway.errors import GatewayError, body_too_large, invalid_request
+from gateway.errors import GatewayError, body_too_large, invalid_request, state_store_unavailable
 from gateway.logging import log_error
 from gateway.pipeline import Call, Stream
+from gateway.redact import Redactor
 from gateway.schema import SSE_DONE, check_chat, check_embeddings, parse_json_object, sse_event
+from gateway.stores import StoreUnavailable
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
-    from gateway.pipeline import KeyIdentity
-    from gateway.runtime import Runtime
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -63,7 +63,7 @@ class SSEResponse(StreamingResponse):
                 await self._events.aclose()  # type: ignore[attr-defined]
 
 
-async def _events(call: Call, stream: Stream) -> AsyncIterator[bytes]:
+async def _events(call: Call, stream: Stream, redactor: Redactor) -> AsyncIterator[bytes]:
     try:
         async for chunk in stream:
             # The provider always yields a final usage-only chunk; forward it only when the client asked.
@@ -73,7 +73,9 @@ async def _events(call: Call, stream: Stream) -> AsyncIterator[bytes]:
         yield SSE_DONE
     except GatewayError as exc:
         # Headers are sent: report in-band the way OpenAI does, then end the stream.
-        yield sse_event(exc.body())
+        yield sse_event(redactor.body(exc))
+    except StoreUnavailable:
+        yield sse_event(state_store_unavailable().body())
     except Exception as exc:
         log_error(call.request_id, exc)
         yield sse_event(GatewayError(500, "Internal gateway error.", "server_error").body())
@@ -88,18 +90,16 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 def add_routes(app: FastAPI, gateway: Gateway) -> None:
     """Register the OpenAI-compatible endpoints serving ``gateway``."""
 
-    async def begin(request: Request) -> tuple[Runtime, KeyIdentity]:
+    async def begin(request: Request) -> Any:
         if not gateway.started:
             await gateway.start()
-        # Read once: this request uses this config to its end, even if a reload swaps in another.
-        runtime = gateway.snapshot(request)
-        key = runtime.keys.authenticate(request.headers)
+        key = gateway.keys.authenticate(request.headers)
         request.scope["state"]["key"] = key.name
-        return runtime, key
+        return key
 
     async def chat_completions(request: Request) -> Response:
-        runtime, key = await begin(request)
-        body = parse_json_object(await read_body(request, runtime.max_body_bytes))
+        key = await begin(request)
+        body = parse_json_object(await read_body(request, gateway.max_body_bytes))
         model, stream, include_usage = check_chat(body)
         state = request.scope["state"]
         call = Call(
@@ -107,7 +107,7 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
             key=key,
             endpoint="chat",
             model=model,
-            model_config=runtime.resolve(key, model),
+            model_config=gateway.resolve(key, model),
             body=body,
             headers=request.headers,
             stream=stream,
@@ -115,15 +115,15 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
             started=state["started"],
         )
         state["call"] = call
-        result = await runtime.handle(call)
+        result = await gateway.handle(call)
         if isinstance(result, Stream):
             headers = {**call.response_headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
-            return SSEResponse(_events(call, result), headers)
+            return SSEResponse(_events(call, result, gateway.redactor), headers)
         return _json(result.body, result.status, call.response_headers)
 
     async def embeddings(request: Request) -> Response:
-        runtime, key = await begin(request)
-        body = parse_json_object(await read_body(request, runtime.max_body_bytes))
+        key = await begin(request)
+        body = parse_json_object(await read_body(request, gateway.max_body_bytes))
         model = check_embeddings(body)
         state = request.scope["state"]
         call = Call(
@@ -131,30 +131,30 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
             key=key,
             endpoint="embeddings",
             model=model,
-            model_config=runtime.resolve(key, model),
+            model_config=gateway.resolve(key, model),
             body=body,
             headers=request.headers,
             started=state["started"],
         )
         state["call"] = call
-        result = await runtime.handle(call)
+        result = await gateway.handle(call)
         if isinstance(result, Stream):  # only a misbehaving stage could do this
             await result.aclose()
             raise GatewayError(500, "Embeddings cannot be streamed.", "server_error")
         return _json(result.body, result.status, call.response_headers)
 
     async def list_models(request: Request) -> Response:
-        runtime, key = await begin(request)
+        key = await begin(request)
         data = [
             {"id": name, "object": "model", "created": 0, "owned_by": "gateway"}
-            for name in runtime.visible_models(key)
+            for name in gateway.visible_models(key)
         ]
         return JSONResponse({"object": "list", "data": data})
 
     async def get_model(request: Request) -> Response:
-        runtime, key = await begin(request)
+        key = await begin(request)
         name = request.path_params["model"]
-        runtime.resolve(key, name)
+        gateway.resolve(key, name)
         return JSONResponse({"id": name, "object": "model", "created": 0, "owned_by": "gateway"})
 
     app.add_route("/v1/chat/completions", chat_completions, methods=["POST"], include_in_schema=False)

@@ -55,15 +55,16 @@ def parse_bound(value: str, name: str, zone: ZoneInfo, *, end: bool) -> float:
                 day += timedelta(days=1)
             return datetime.combine(day, time(), tzinfo=zone).timestamp()
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=zone)
+        return moment.timestamp()
+    # OverflowError: a date at the edge of the calendar (to=9999-12-31 is the day after it).
+    except (ValueError, OverflowError):
         raise invalid_request(
             f"'{name}' must be an ISO date (2026-03-08) or date-time (2026-03-08T12:00:00+01:00), "
             f"got {value!r}.",
             param=name,
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=zone)
-    return moment.timestamp()
 
 
 def _row(row: dict[str, Any]) -> dict[str, Any]:
