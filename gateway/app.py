@@ -1,7 +1,9 @@
 """The app factory: ``create_app(config)`` builds one gateway with no module-level state.
 
-Everything a request needs is computed once here (key ring, model table, providers, the bound stage
-chain) and held by one :class:`Gateway` object that the routes close over.
+Everything a request needs (key ring, model table, providers, the bound stage chain) is built from the
+config into one :class:`~gateway.runtime.Runtime`, held by the :class:`Gateway` object the routes close
+over; a hot reload (gateway/reload.py) swaps in a new runtime, and each request keeps the one it
+arrived with.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 from fastapi import FastAPI
@@ -19,63 +23,109 @@ from starlette.responses import JSONResponse, Response
 from gateway import __version__
 from gateway.auth import KeyRing
 from gateway.config import GatewayConfig, ModelConfig
-from gateway.errors import GatewayError, model_not_allowed, state_store_unavailable, unknown_model
-from gateway.features.budgets import budget_stage
-from gateway.features.cache import CacheStage
-from gateway.features.ratelimit import rate_limit_stage
-from gateway.features.routing import RoutingStage
-from gateway.features.usage import usage_stage
+from gateway.errors import GatewayError, state_store_unavailable
 from gateway.logging import AccessLog
 from gateway.middleware import GatewayMiddleware
-from gateway.pipeline import KeyIdentity, Stage, build_chain, run_hooks
-from gateway.providers.registry import build_providers
-from gateway.redact import Redactor
-from gateway.stores import StoreUnavailable, open_store
-from gateway.tls import upstream_transport
-from gateway.transport import default_transport
+from gateway.pipeline import Handler, KeyIdentity, Stage, run_hooks
+from gateway.redact import Redactor, config_secrets
+from gateway.reload import Reloader
+from gateway.runtime import Runtime, RuntimeMiddleware, SharedState, build_runtime, runtime_of
+from gateway.stores import StoreUnavailable
 
-
-def build_stages(config: GatewayConfig, gateway: Gateway) -> list[Stage]:
-    """The pipeline after authentication, in order: rate limit → budget → cache → router.
-
-    Each feature adds one line here (``if config.features.<name>: stages.append(...)``), in that order.
-    """
-    stages: list[Stage] = []
-    # First, so every request the pipeline sees is costed and recorded, cache hits and refusals included.
-    stages.append(usage := usage_stage(config))
-    if (limiter := rate_limit_stage(config, gateway.store)) is not None:
-        stages.append(limiter)
-    if (budgets := budget_stage(config, gateway.store, usage)) is not None:
-        stages.append(budgets)
-    if config.features.cache:
-        stages.append(CacheStage(config.features.cache, gateway.store))
-    stages.append(RoutingStage(config.features.routing, gateway.providers, gateway.models, gateway.store))
-    return stages
+if TYPE_CHECKING:
+    from gateway.providers.base import Provider
 
 
 class Gateway:
-    """One gateway instance: config, keys, models, providers and the stage chain, built once."""
+    """One gateway instance: the current :class:`Runtime` (everything derived from the config, swapped
+    whole by a hot reload) and the state that outlives it (store, usage ledger).
 
-    def __init__(self, config: GatewayConfig, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self.config = config
-        self.keys = KeyRing(config.auth)
-        self.models: dict[str, ModelConfig] = {m.name: m for m in config.models}
-        self.max_body_bytes = config.server.max_body_bytes
+    ``source`` is the config file the gateway was started with, re-read by a reload (None: nothing to
+    reload). The config-derived attributes (``config``, ``keys``, ``models``, ``stages``...) are the
+    running runtime's, for code outside a request; a request uses the runtime pinned to it
+    (:meth:`snapshot`), so a reload never changes the config under it.
+    """
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        source: Path | None = None,
+    ) -> None:
+        # Shared state (rate limits, cache, budgets, cooldowns; the usage ledger): survives reloads.
+        self.shared = SharedState.open(config)
+        self.store = self.shared.store
+        # An injected transport (tests) serves every runtime and is closed with the app.
+        self.injected_transport = transport
+        label = str(source) if source is not None else "<config object>"
+        self.runtime: Runtime = build_runtime(config, self.shared, transport=transport, source=label)
+        self.reloader = Reloader(self, source)
+        # Set by `gateway run`: reload on SIGHUP (only the main thread of a process can handle signals).
+        self.sighup = False
         # Error messages may quote an upstream, which may quote a credential: redacted when rendered.
-        self.redactor = Redactor.from_config(config)
-        if transport is None:
-            # Providers with `tls:` settings get their own pool per origin; the rest share the default.
-            transport = upstream_transport(config.providers, default_transport())
-        # Providers send straight through the transport (no httpx.AsyncClient layer: see providers/base.py).
-        self.transport = transport
-        self.providers = build_providers(config, transport)
-        # Shared state (rate limits, cache, budgets, cooldowns): memory, or Redis when state.redis_url is set.
-        self.store = open_store(config.state)
-        self.stages = build_stages(config, self)
-        self.handle = build_chain(self.stages)
+        self._redactor = (self.runtime, Redactor.from_config(config))
         self.started = False
         self.closing = False
         self._start_lock = asyncio.Lock()
+
+    @property
+    def redactor(self) -> Redactor:
+        """Redacts the secrets of the running config, and of earlier ones (their requests may still run)."""
+        runtime, redactor = self._redactor
+        if runtime is not self.runtime:
+            redactor = redactor.extended(config_secrets(self.runtime.config))
+            self._redactor = (self.runtime, redactor)
+        return redactor
+
+    @property
+    def config(self) -> GatewayConfig:
+        """The running config."""
+        return self.runtime.config
+
+    @property
+    def keys(self) -> KeyRing:
+        """The running key ring."""
+        return self.runtime.keys
+
+    @property
+    def models(self) -> dict[str, ModelConfig]:
+        """The running model table, by alias."""
+        return self.runtime.models
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The running request body limit."""
+        return self.runtime.max_body_bytes
+
+    @property
+    def providers(self) -> dict[str, Provider]:
+        """The running providers, by name."""
+        return self.runtime.providers
+
+    @property
+    def stages(self) -> list[Stage]:
+        """The running stage chain, in order."""
+        return self.runtime.stages
+
+    @property
+    def transport(self) -> httpx.AsyncBaseTransport:
+        """The running upstream transport."""
+        return self.runtime.transport
+
+    @property
+    def handle(self) -> Handler:
+        """The running bound stage chain."""
+        return self.runtime.handle
+
+    @handle.setter
+    def handle(self, handler: Handler) -> None:
+        # Tests replace the chain of the running runtime.
+        self.runtime.handle = handler
+
+    def snapshot(self, request: Request) -> Runtime:
+        """The runtime pinned to ``request`` when it arrived (the running one if none was pinned)."""
+        return runtime_of(request.scope) or self.runtime
 
     async def start(self) -> None:
         """Run every stage's ``start`` hook once (the lifespan calls this; requests do too if it did not)."""
@@ -83,37 +133,48 @@ class Gateway:
             if not self.started:
                 await run_hooks(self.stages, "start")
                 self.started = True
+                self.reloader.start(sighup=self.sighup)
 
     async def close(self) -> None:
-        """Run every stage's ``close`` hook in reverse order, then close the upstream transport."""
+        """Stop reloading, run the running stages' ``close`` hooks in reverse order, then close the
+        upstream transports and the store."""
         self.closing = True
         try:
+            await self.reloader.close()
             if self.started:
                 await run_hooks(reversed(self.stages), "close")
         finally:
             self.started = False
-            await self.transport.aclose()
+            await self.runtime.aclose()
+            if self.injected_transport is not None:
+                await self.injected_transport.aclose()
             await self.store.close()
 
     def resolve(self, key: KeyIdentity, model: str) -> ModelConfig:
         """The model config for ``model``; 404 when unknown, 403 when ``key`` may not use it."""
-        config = self.models.get(model)
-        if config is None:
-            raise unknown_model(model)
-        if not key.may_use(model):
-            raise model_not_allowed(model)
-        return config
+        return self.runtime.resolve(key, model)
 
     def visible_models(self, key: KeyIdentity) -> list[str]:
         """The aliases ``key`` may use, in config order."""
-        return [name for name in self.models if key.may_use(name)]
+        return self.runtime.visible_models(key)
 
 
-def create_app(config: GatewayConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
-    """A FastAPI app serving ``config``; ``transport`` replaces the upstream HTTP transport (tests)."""
+def create_app(
+    config: GatewayConfig,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    config_path: Path | None = None,
+    sighup: bool = False,
+) -> FastAPI:
+    """A FastAPI app serving ``config``; ``transport`` replaces the upstream HTTP transport (tests).
+
+    ``config_path`` is the file ``config`` was loaded from: ``POST /admin/reload``, SIGHUP (with
+    ``sighup``, for ``gateway run``) and ``features.reload.watch`` re-read it (see gateway/reload.py).
+    """
     from gateway.routes import admin, health, openai, usage
 
-    gateway = Gateway(config, transport)
+    gateway = Gateway(config, transport, source=config_path)
+    gateway.sighup = sighup
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -159,6 +220,8 @@ def create_app(config: GatewayConfig, *, transport: httpx.AsyncBaseTransport | N
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(StoreUnavailable, store_error)
     app.add_middleware(GatewayMiddleware, access_log=AccessLog())
+    # Outermost: each request holds the runtime it arrived with until its response is fully sent.
+    app.add_middleware(RuntimeMiddleware, current=lambda: gateway.runtime)
     return app
 
 

@@ -29,6 +29,7 @@ from gateway.features.budgets import BudgetConfig, BudgetsConfig, TeamConfig, te
 from gateway.features.cache import CacheConfig
 from gateway.features.ratelimit import RateLimitConfig
 from gateway.features.routing_config import RoutingConfig, fallback_problems
+from gateway.reload_config import ReloadConfig
 from gateway.stores import StateConfig
 from gateway.tls import ServerTLSConfig, UpstreamTLSConfig, origin_conflicts
 
@@ -141,6 +142,8 @@ class FeaturesConfig(_Strict):
     budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
     # Always on: the router is the last stage; this section tunes balancing, retries and cooldowns.
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    # Hot reload (gateway/reload.py): watch the file, drain timeout for requests on the old config.
+    reload: ReloadConfig = Field(default_factory=ReloadConfig)
 
 
 class UsageConfig(_Strict):

@@ -26,6 +26,8 @@ from gateway.stores import StoreUnavailable
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
+    from gateway.pipeline import KeyIdentity
+    from gateway.runtime import Runtime
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -90,16 +92,18 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 def add_routes(app: FastAPI, gateway: Gateway) -> None:
     """Register the OpenAI-compatible endpoints serving ``gateway``."""
 
-    async def begin(request: Request) -> Any:
+    async def begin(request: Request) -> tuple[Runtime, KeyIdentity]:
         if not gateway.started:
             await gateway.start()
-        key = gateway.keys.authenticate(request.headers)
+        # Read once: this request uses this config to its end, even if a reload swaps in another.
+        runtime = gateway.snapshot(request)
+        key = runtime.keys.authenticate(request.headers)
         request.scope["state"]["key"] = key.name
-        return key
+        return runtime, key
 
     async def chat_completions(request: Request) -> Response:
-        key = await begin(request)
-        body = parse_json_object(await read_body(request, gateway.max_body_bytes))
+        runtime, key = await begin(request)
+        body = parse_json_object(await read_body(request, runtime.max_body_bytes))
         model, stream, include_usage = check_chat(body)
         state = request.scope["state"]
         call = Call(
@@ -107,7 +111,7 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
             key=key,
             endpoint="chat",
             model=model,
-            model_config=gateway.resolve(key, model),
+            model_config=runtime.resolve(key, model),
             body=body,
             headers=request.headers,
             stream=stream,
@@ -115,15 +119,15 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
             started=state["started"],
         )
         state["call"] = call
-        result = await gateway.handle(call)
+        result = await runtime.handle(call)
         if isinstance(result, Stream):
             headers = {**call.response_headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
             return SSEResponse(_events(call, result, gateway.redactor), headers)
         return _json(result.body, result.status, call.response_headers)
 
     async def embeddings(request: Request) -> Response:
-        key = await begin(request)
-        body = parse_json_object(await read_body(request, gateway.max_body_bytes))
+        runtime, key = await begin(request)
+        body = parse_json_object(await read_body(request, runtime.max_body_bytes))
         model = check_embeddings(body)
         state = request.scope["state"]
         call = Call(
@@ -131,30 +135,30 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
             key=key,
             endpoint="embeddings",
             model=model,
-            model_config=gateway.resolve(key, model),
+            model_config=runtime.resolve(key, model),
             body=body,
             headers=request.headers,
             started=state["started"],
         )
         state["call"] = call
-        result = await gateway.handle(call)
+        result = await runtime.handle(call)
         if isinstance(result, Stream):  # only a misbehaving stage could do this
             await result.aclose()
             raise GatewayError(500, "Embeddings cannot be streamed.", "server_error")
         return _json(result.body, result.status, call.response_headers)
 
     async def list_models(request: Request) -> Response:
-        key = await begin(request)
+        runtime, key = await begin(request)
         data = [
             {"id": name, "object": "model", "created": 0, "owned_by": "gateway"}
-            for name in gateway.visible_models(key)
+            for name in runtime.visible_models(key)
         ]
         return JSONResponse({"object": "list", "data": data})
 
     async def get_model(request: Request) -> Response:
-        key = await begin(request)
+        runtime, key = await begin(request)
         name = request.path_params["model"]
-        gateway.resolve(key, name)
+        runtime.resolve(key, name)
         return JSONResponse({"id": name, "object": "model", "created": 0, "owned_by": "gateway"})
 
     app.add_route("/v1/chat/completions", chat_completions, methods=["POST"], include_in_schema=False)
