@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -29,7 +30,21 @@ def _version() -> str:
         return "0+unknown"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """The command group, with one last guard: a file-system failure (permissions, a full disk, a file
+    where a folder should be) is a message naming the file, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:  # `planner list | head`: click ends quietly on a closed pipe
+                raise
+            where = f": {problems.display_path(Path(os.fsdecode(exc.filename)))}" if exc.filename else ""
+            raise click.ClickException(f"{exc.strerror or exc}{where}") from exc
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(_version(), "--version", "-V", prog_name="planner")
 def main() -> None:
     """Scaffold, validate, render and verify the feature proposals in plans/."""

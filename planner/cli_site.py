@@ -72,7 +72,12 @@ def render(out: Path) -> None:
         click.echo("not rendered: fix the errors above first", err=True)
         sys.exit(1)
     renderer = Renderer(LinkStyle.MARKDOWN)
-    written = write_pages(roadmap, out, renderer.render(roadmap))
+    try:
+        written = write_pages(roadmap, out, renderer.render(roadmap))
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot write the pages to {out}: {exc.strerror} ({exc.filename})"
+        ) from exc
     click.echo(f"{len(written)} file(s) written to {out}")
 
 

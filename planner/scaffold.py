@@ -18,6 +18,7 @@ from planner.edit import write_atomic
 from planner.estimate import parse_estimate
 from planner.fmt import dump_value
 from planner.parse import SLUG, load_designs, priority_prefixes, slug_from_name, slugify, suggest
+from planner.problems import display_path
 from planner.rules import plan_files
 
 # The reference template's placeholder text for each section: `planner validate` reports it as a to-do.
@@ -165,7 +166,13 @@ def create(config: PlannerConfig, priority: str, slug: str, text: str) -> Path:
     clash = existing(config, slug)
     if clash is not None:
         raise ScaffoldError(f"{clash} already uses the slug {slug!r}; pick another slug")
-    config.plans_path.mkdir(parents=True, exist_ok=True)
     path = config.plans_path / f"{priority.upper()}-{slug}.md"
-    write_atomic(path, text)
+    try:
+        config.plans_path.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, text)
+    except OSError as exc:
+        plans = config.plans_path
+        not_a_folder = plans.exists() and not plans.is_dir()
+        problem = f"{display_path(plans)} is not a folder" if not_a_folder else exc.strerror
+        raise ScaffoldError(f"cannot write {display_path(path)}: {problem}") from exc
     return path

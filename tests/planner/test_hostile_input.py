@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from plan_docs import legacy_text, plan_text
 
@@ -106,3 +108,39 @@ def test_complete_says_a_plan_it_cannot_read_exists(root: Path, runner: CliRunne
     assert result.exit_code == 1
     assert "plans/HIGH-response-caching.md cannot be read as a plan" in result.output
     assert "no plan" not in result.output
+
+
+def test_render_into_a_place_it_cannot_write_is_a_message(root: Path, runner: CliRunner) -> None:
+    (root / "plans" / "HIGH-response-caching.md").write_text(plan_text())
+    (root / "a-file").write_text("not a folder")
+    result = runner.invoke(main, ["render", "--out", str(root / "a-file" / "out")])
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "cannot write the pages to" in result.output and "a-file" in result.output
+
+
+def test_new_into_a_plans_path_that_is_a_file(root: Path, runner: CliRunner) -> None:
+    (root / "plans").rmdir()
+    (root / "plans").write_text("not a folder")
+    result = runner.invoke(main, ["new", "HIGH-response-caching"])
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "cannot write plans/HIGH-response-caching.md: plans is not a folder" in result.output
+
+
+def test_a_full_disk_is_a_message_and_the_plan_is_left_whole(
+    root: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = root / "plans" / "HIGH-response-caching.md"
+    path.write_text(plan_text())
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr("planner.edit.os.fsync", full)
+    result = runner.invoke(main, ["status", "response-caching", "Planned"])
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "No space left on device: plans/HIGH-response-caching.md" in result.output
+    assert path.read_text() == plan_text()
+    assert sorted(p.name for p in (root / "plans").iterdir()) == ["HIGH-response-caching.md"]
