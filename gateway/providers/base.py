@@ -203,9 +203,13 @@ class HttpProvider:
         response = await self._send(self._request("embeddings", call, route, False))
         return Response(self.adapter.parse_response("embeddings", await self._json(response)))
 
+    def stream_parser(self) -> Callable[[str], dict[str, Any] | object | None]:
+        """The line parser for one stream; adapters whose streams keep state across lines make a fresh one."""
+        return self.adapter.parse_stream_line
+
     async def _chunks(self, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
         # Closing this generator (client disconnect) closes the upstream response: the request is cancelled.
-        parse = self.adapter.parse_stream_line
+        parse = self.stream_parser()
         try:
             async for line in response.aiter_lines():
                 if not line:

@@ -8,12 +8,14 @@ from types import MappingProxyType
 import httpx
 
 from gateway.config import GatewayConfig
+from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.base import Provider, ProviderType
 from gateway.providers.mock import MockProvider
 from gateway.providers.openai import OpenAIProvider
 
 PROVIDER_TYPES: Mapping[str, ProviderType] = MappingProxyType(
     {
+        "anthropic": AnthropicProvider,
         "mock": MockProvider,
         "openai": OpenAIProvider,
     }

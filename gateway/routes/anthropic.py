@@ -1,0 +1,113 @@
+"""The Anthropic-compatible API: ``POST /v1/messages``.
+
+Clients built on the Anthropic SDK (``x-api-key`` and ``anthropic-version`` headers) reach the same pipeline
+as ``/v1/chat/completions``: the body is translated into the canonical chat request
+(:func:`gateway.formats.anthropic.request_to_chat`), authenticated, resolved and run through the stage chain
+(rate limit, budget, cache, router) unchanged, and the canonical answer or stream is translated back. Every
+error on this route, streamed or not, uses Anthropic's envelope ``{"type": "error", "error": {...}}``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.errors import GatewayError, state_store_unavailable
+from gateway.formats.anthropic import chat_to_message, error_body, request_to_chat
+from gateway.formats.anthropic_stream import MessageEvents, error_event, sse
+from gateway.logging import log_error
+from gateway.pipeline import Call, Stream
+from gateway.redact import Redactor
+from gateway.routes.openai import SSEResponse, read_body
+from gateway.schema import check_chat, parse_json_object
+from gateway.stores import StoreUnavailable
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+INTERNAL_ERROR = GatewayError(500, "Internal gateway error.", "server_error")
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")).encode(), status, headers, "application/json")
+
+
+async def _events(
+    call: Call, stream: Stream, translate: MessageEvents, redactor: Redactor
+) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in stream:
+            for name, data in translate.feed(chunk):
+                yield sse(name, data)
+        for name, data in translate.finish():
+            yield sse(name, data)
+    except GatewayError as exc:
+        # Headers are sent: report in-band the way Anthropic does, then end the stream.
+        yield error_event(_redacted(exc, redactor))
+    except StoreUnavailable:
+        yield error_event(state_store_unavailable())
+    except Exception as exc:
+        log_error(call.request_id, exc)
+        yield error_event(INTERNAL_ERROR)
+    finally:
+        await stream.aclose()
+
+
+def _redacted(error: GatewayError, redactor: Redactor) -> GatewayError:
+    """``error`` with configured secrets removed from its message (upstreams may quote credentials)."""
+    message = redactor.text(error.message)
+    if message == error.message:
+        return error
+    return GatewayError(error.status, message, error.type, error.code, headers=error.headers)
+
+
+def add_routes(app: FastAPI, gateway: Gateway) -> None:
+    """Register ``POST /v1/messages`` serving ``gateway``."""
+
+    async def run(request: Request) -> Response:
+        if not gateway.started:
+            await gateway.start()
+        # Read once: this request uses this config to its end, even if a reload swaps in another.
+        runtime = gateway.snapshot(request)
+        key = runtime.keys.authenticate(request.headers)  # x-api-key (or a Bearer token)
+        state = request.scope["state"]
+        state["key"] = key.name
+        body = request_to_chat(parse_json_object(await read_body(request, runtime.max_body_bytes)))
+        model, stream, _ = check_chat(body)
+        call = Call(
+            request_id=state["request_id"],
+            key=key,
+            endpoint="chat",
+            model=model,
+            model_config=runtime.resolve(key, model),
+            body=body,
+            headers=request.headers,
+            stream=stream,
+            started=state["started"],
+        )
+        state["call"] = call
+        result = await runtime.handle(call)
+        message_id = "msg_" + call.request_id
+        if isinstance(result, Stream):
+            headers = {**call.response_headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
+            translate = MessageEvents(message_id, model)
+            return SSEResponse(_events(call, result, translate, gateway.redactor), headers)
+        return _json(chat_to_message(result.body, message_id, model), result.status, call.response_headers)
+
+    async def messages(request: Request) -> Response:
+        try:
+            return await run(request)
+        except StoreUnavailable:
+            error = state_store_unavailable()
+        except GatewayError as exc:
+            error = _redacted(exc, gateway.redactor)
+        call = request.scope["state"].get("call")
+        headers = {**call.response_headers, **error.headers} if call is not None else error.headers
+        return _json(error_body(error), error.status, headers)
+
+    app.add_route("/v1/messages", messages, methods=["POST"], include_in_schema=False)
