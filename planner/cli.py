@@ -184,7 +184,14 @@ def new(
             else "1 week"
         )
     if not depends and interactive:
-        depends = (click.prompt("Dependencies (slugs, comma-separated)", default="", show_default=False),)
+        depends = (
+            click.prompt(
+                "Dependencies (slugs, comma-separated)",
+                default="",
+                show_default=False,
+                value_proc=_depends_proc(config, slug),
+            ),
+        )
     try:
         title = scaffold.check_title(title)
         complexity, dependencies = scaffold.check_fields(config, complexity, estimate, depends, slug)
@@ -210,6 +217,19 @@ def _estimate_proc(config: PlannerConfig) -> Callable[[str], str]:
     def check(value: str) -> str:
         try:
             parse_estimate(value, config.units)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
+        return value
+
+    return check
+
+
+def _depends_proc(config: PlannerConfig, slug: str) -> Callable[[str], str]:
+    """Checks the answer at the prompt, so a typo asks again instead of losing the answers before it."""
+
+    def check(value: str) -> str:
+        try:
+            scaffold.check_dependencies(config, (value,), slug)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from exc
         return value

@@ -98,6 +98,11 @@ def check_fields(
             raise ValueError(f"unknown complexity {complexity!r}; {hint}")
         complexity = guess
     parse_estimate(estimate, config.units)
+    return complexity, check_dependencies(config, dependencies, slug)
+
+
+def check_dependencies(config: PlannerConfig, dependencies: Sequence[str], slug: str) -> list[str]:
+    """The slugs named in `dependencies` (comma- or space-separated); ValueError on an unknown one."""
     known = {slug_from_name(path, config)[0] for path in plan_files(config.plans_path)}
     known |= {design.slug for design in load_designs(config)}
     slugs: list[str] = []
@@ -113,7 +118,7 @@ def check_fields(
                 raise ValueError(f"unknown dependency {dep!r}; {hint}")
             if dep not in slugs:
                 slugs.append(dep)
-    return complexity, slugs
+    return slugs
 
 
 def render(

@@ -144,3 +144,16 @@ def test_a_full_disk_is_a_message_and_the_plan_is_left_whole(
     assert "No space left on device: plans/HIGH-response-caching.md" in result.output
     assert path.read_text() == plan_text()
     assert sorted(p.name for p in (root / "plans").iterdir()) == ["HIGH-response-caching.md"]
+
+
+def test_a_mistyped_dependency_at_the_prompt_is_asked_again(
+    root: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("planner.cli._stdin_is_terminal", lambda: True)
+    (root / "plans" / "HIGH-rate-limiting.md").write_text(plan_text("Rate Limiting"))
+    answers = "My Title\nSimple\n2 weeks\nrate-limitng\nrate-limiting\n"
+    result = runner.invoke(main, ["new", "LOW-thing"], input=answers)
+    assert result.exit_code == 0, result.output
+    assert "unknown dependency 'rate-limitng'; did you mean 'rate-limiting'?" in result.output
+    text = (root / "plans" / "LOW-thing.md").read_text()
+    assert "title: My Title\n" in text and "dependencies: [rate-limiting]\n" in text
