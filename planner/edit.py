@@ -17,6 +17,7 @@ from planner.parse import (
     FILE_NAME,
     LEGACY_LABELS,
     SLUG,
+    load_designs,
     parse_plan,
     priority_prefixes,
     slug_from_name,
@@ -78,6 +79,11 @@ def find_plan(config: PlannerConfig, name: str) -> Path:
     if len(found) > 1:
         names = ", ".join(path.name for path in found)
         raise EditError(f"slug {wanted!r} is used by {names}; run `planner validate` and keep one")
+    design = next((d for d in load_designs(config) if d.slug == wanted), None)
+    if design is not None:
+        raise EditError(
+            f"{wanted!r} is completed: no longer a plan, its decisions are in {display_path(design.path)}"
+        )
     slugs = sorted({slug_from_name(path, config)[0] for path in files})
     guess = suggest(wanted, slugs)
     hint = f"; did you mean {guess!r}?" if guess else ("; `planner list` shows them" if slugs else "")

@@ -157,3 +157,14 @@ def test_a_mistyped_dependency_at_the_prompt_is_asked_again(
     assert "unknown dependency 'rate-limitng'; did you mean 'rate-limiting'?" in result.output
     text = (root / "plans" / "LOW-thing.md").read_text()
     assert "title: My Title\n" in text and "dependencies: [rate-limiting]\n" in text
+
+
+def test_commands_on_a_completed_feature_point_to_its_design(root: Path, runner: CliRunner) -> None:
+    (root / "plans" / "HIGH-rate-limiting.md").write_text(plan_text("Rate Limiting"))
+    (root / "docs" / "design").mkdir(parents=True)
+    (root / "docs" / "design" / "response-caching.md").write_text("# Response Caching\n\nDone.\n")
+    for args in (["show", "response-caching"], ["status", "response-caching", "Planned"]):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 1
+        assert "'response-caching' is completed" in result.output
+        assert "docs/design/response-caching.md" in result.output
