@@ -47,6 +47,7 @@ models:
   - {{name: echo, routes: [{{provider: mock}}]}}
   - {{name: other, routes: [{{provider: mock}}]}}
   - {{name: broken, routes: [{{provider: broken}}]}}
+usage: {{database: ":memory:"}}
 features:
   rate_limit: {feature}
 {extra}
