@@ -58,9 +58,9 @@ class Gateway:
         self.store = self.shared.store
         # An injected transport (tests) serves every runtime and is closed with the app.
         self.injected_transport = transport
-        label = str(source) if source is not None else "<config object>"
-        self.runtime: Runtime = build_runtime(config, self.shared, transport=transport, source=label)
         self.reloader = Reloader(self, source)
+        label = str(self.reloader.source) if self.reloader.source is not None else "<config object>"
+        self.runtime: Runtime = build_runtime(config, self.shared, transport=transport, source=label)
         # Set by `gateway run`: reload on SIGHUP (only the main thread of a process can handle signals).
         self.sighup = False
         # Error messages may quote an upstream, which may quote a credential: redacted when rendered.

@@ -103,7 +103,8 @@ def run(config_path: Path | None, host: str | None, port: int | None, workers: i
                 err=True,
             )
         if config_path is not None:
-            os.environ[CONFIG_ENV] = str(config_path.resolve())
+            # Absolute, but symlinks kept: a mounted ConfigMap's file is a symlink re-pointed on each update.
+            os.environ[CONFIG_ENV] = os.path.abspath(config_path)
         uvicorn.run("gateway.cli:app_factory", factory=True, workers=workers, **options)  # type: ignore[arg-type]
     else:
         # SIGHUP reloads the config file (with --workers, uvicorn restarts the workers on SIGHUP instead).

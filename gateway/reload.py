@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import re
 import signal
 from collections.abc import Awaitable, Callable
@@ -214,7 +215,9 @@ class Reloader:
 
     def __init__(self, gateway: Gateway, source: Path | None) -> None:
         self.gateway = gateway
-        self.source = source
+        # Absolute (a reload must not depend on the working directory) but with symlinks kept: a mounted
+        # ConfigMap's file is a symlink re-pointed at a new directory on every update.
+        self.source = Path(os.path.abspath(source)) if source is not None else None
         self.reloads = 0
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Future[Any]] = set()

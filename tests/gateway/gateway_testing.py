@@ -39,7 +39,6 @@ models:
   - {{name: fixed, routes: [{{provider: fixed}}]}}
   - {{name: busy, routes: [{{provider: busy}}]}}
   - {{name: broken, routes: [{{provider: broken}}]}}
-usage: {{database: ":memory:"}}  # tests leave no ledger file in the working directory
 """
 
 
@@ -75,7 +74,6 @@ models:
     routes: [{{provider: up, model: mock-echo}}]
   - name: embed
     routes: [{{provider: up, model: mock-embed}}]
-usage: {{database: ":memory:"}}
 {extra}"""
     )
 

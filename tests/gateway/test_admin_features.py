@@ -22,7 +22,6 @@ auth:
   keys: [{{name: user, key: {KEY}}}]
 providers: [{{name: mock, type: mock}}]
 models: [{{name: echo, routes: [{{provider: mock}}]}}]
-usage: {{database: ":memory:"}}
 """
 
 

@@ -42,7 +42,6 @@ models:
   - {{name: broken, routes: [{{provider: broken}}]}}
 features:
   cache: {cache}
-usage: {{database: ":memory:"}}
 {state}
 """
 

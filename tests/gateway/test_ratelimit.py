@@ -47,7 +47,6 @@ models:
   - {{name: echo, routes: [{{provider: mock}}]}}
   - {{name: other, routes: [{{provider: mock}}]}}
   - {{name: broken, routes: [{{provider: broken}}]}}
-usage: {{database: ":memory:"}}
 features:
   rate_limit: {feature}
 {extra}

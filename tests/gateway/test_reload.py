@@ -409,3 +409,28 @@ async def test_the_watcher_reloads_when_the_content_changes(tmp_path: Path) -> N
         assert gateway.reloader.reloads == 1
         reply = await client.post("/v1/chat/completions", json=chat(), headers=auth(ALICE))
         assert reply.json()["choices"][0]["message"]["content"] == "new answer"
+
+
+async def test_the_watcher_follows_a_configmap_style_symlink_swap(tmp_path: Path, monkeypatch: Any) -> None:
+    # Kubernetes mounts gateway.yaml -> ..data/gateway.yaml and re-points ..data at a new directory.
+    watch = "features: {reload: {watch: true, interval_seconds: 0.02}}"
+    for version, reply in (("v1", "old answer"), ("v2", "new answer")):
+        (tmp_path / version).mkdir()
+        (tmp_path / version / "gateway.yaml").write_text(
+            config_text(tmp_path / "usage.sqlite3", extra=watch, reply=reply)
+        )
+    (tmp_path / "..data").symlink_to("v1")
+    (tmp_path / "gateway.yaml").symlink_to("..data/gateway.yaml")
+    monkeypatch.chdir(tmp_path)
+    async with running(Path("gateway.yaml")) as (app, client):
+        gateway = gateway_of(app)
+        config = (await client.get("/admin/config", headers=auth(MASTER))).json()
+        assert config["source"] == str(tmp_path / "gateway.yaml")  # absolute, the symlink kept
+        (tmp_path / "..data_tmp").symlink_to("v2")
+        os.replace(tmp_path / "..data_tmp", tmp_path / "..data")
+        for _ in range(500):
+            if gateway.reloader.reloads:
+                break
+            await asyncio.sleep(0.02)
+        reply = await client.post("/v1/chat/completions", json=chat(), headers=auth(ALICE))
+        assert reply.json()["choices"][0]["message"]["content"] == "new answer"

@@ -513,7 +513,6 @@ models:
     routes: [{provider: live, model: o}]
 features:
   routing: {strategy: round_robin, cooldown: {failures: 1, seconds: 60}}  # round robin: `dead` gets a turn
-usage: {database: ":memory:"}
 """,
         "routes.yaml",
     )

@@ -90,7 +90,6 @@ providers:
 {providers}
 models:
   - {{name: echo, routes: [{{provider: {route}, model: mock-echo}}]}}
-usage: {{database: ":memory:"}}
 """
 
 
