@@ -278,8 +278,9 @@ def read_legacy(lines: list[str], report: Report) -> Meta | None:
     if first is None:
         return None
     start = first + 1 if lines[first].startswith("# ") else first
+    block_from = _legacy_block_after_intro(lines, start)
     fields: dict[str, Field] = {}
-    i, block_start, block_end = start, None, start
+    i, block_start, block_end = block_from if block_from is not None else start, None, start
     while i < len(lines):
         line = lines[i]
         if not line.strip():
@@ -299,8 +300,37 @@ def read_legacy(lines: list[str], report: Report) -> Meta | None:
         block_end = i
     if block_start is None or not any(k in fields for k in ("status", "priority", "estimate", "complexity")):
         return None
-    body_lines = [*lines[:start], *([""] if start > first else []), *lines[block_end:]]
-    while start > first and len(body_lines) > start + 1 and not body_lines[start + 1].strip():
-        del body_lines[start + 1]  # one blank line between the H1 and the first section
+    if block_from is not None:  # the intro above the metadata stays where it was
+        body_lines = [*lines[:block_start], *lines[block_end:]]
+        while 0 < block_start < len(body_lines) and not body_lines[block_start].strip():
+            if body_lines[block_start - 1].strip():
+                break
+            del body_lines[block_start]  # one blank line where the metadata was
+    else:
+        body_lines = [*lines[:start], *([""] if start > first else []), *lines[block_end:]]
+        while start > first and len(body_lines) > start + 1 and not body_lines[start + 1].strip():
+            del body_lines[start + 1]  # one blank line between the H1 and the first section
     scan = "\n".join([*lines[:block_start], *([""] * (block_end - block_start)), *lines[block_end:]])
     return Meta(fields, True, "\n".join(body_lines), range(block_start, block_end), 0, scan)
+
+
+def _legacy_block_after_intro(lines: list[str], start: int) -> int | None:
+    """Where the metadata lines start when an intro paragraph sits between the H1 and them, else None.
+
+    Only a line with a known label (`**Status:**`) counts, searched up to the first section; the block
+    then reaches back over the metadata lines just above it (`**Owner:**` before `**Status:**`).
+    """
+    i = start
+    while i < len(lines) and not lines[i].strip():
+        i += 1
+    if i >= len(lines) or _META_BOLD.match(lines[i]) or _META_PLAIN.match(lines[i]):
+        return None
+    for j in range(i + 1, len(lines)):
+        if lines[j].startswith("## "):
+            return None
+        match = _META_BOLD.match(lines[j])
+        if match and match["key"].strip().lower() in LEGACY_LABELS:
+            while j > i and _META_BOLD.match(lines[j - 1]):
+                j -= 1
+            return j
+    return None

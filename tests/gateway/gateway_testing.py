@@ -39,6 +39,7 @@ models:
   - {{name: fixed, routes: [{{provider: fixed}}]}}
   - {{name: busy, routes: [{{provider: busy}}]}}
   - {{name: broken, routes: [{{provider: broken}}]}}
+usage: {{database: ":memory:"}}  # tests leave no ledger file in the working directory
 """
 
 
@@ -74,6 +75,7 @@ models:
     routes: [{{provider: up, model: mock-echo}}]
   - name: embed
     routes: [{{provider: up, model: mock-embed}}]
+usage: {{database: ":memory:"}}
 {extra}"""
     )
 

@@ -22,6 +22,7 @@ auth:
   keys: [{{name: user, key: {KEY}}}]
 providers: [{{name: mock, type: mock}}]
 models: [{{name: echo, routes: [{{provider: mock}}]}}]
+usage: {{database: ":memory:"}}
 """
 
 

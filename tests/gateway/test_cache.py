@@ -42,6 +42,7 @@ models:
   - {{name: broken, routes: [{{provider: broken}}]}}
 features:
   cache: {cache}
+usage: {{database: ":memory:"}}
 {state}
 """
 

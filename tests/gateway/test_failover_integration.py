@@ -83,6 +83,7 @@ models:
     routes:
       - {{provider: up-a, model: mock-echo}}
       - {{provider: up-b, model: mock-echo}}
+usage: {{database: ":memory:"}}
 """,
         "failover.yaml",
     )

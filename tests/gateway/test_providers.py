@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from importlib import resources
 from typing import Any
 
 import httpx
@@ -11,7 +12,7 @@ import pytest
 from gateway_testing import auth, chat, openai_config, run_server, serve, sse_chunks
 
 from gateway.app import create_app
-from gateway.config import ProviderConfig, load_config, parse_config
+from gateway.config import DEFAULT_CONFIG_NAME, ProviderConfig, load_config, parse_config
 from gateway.errors import GatewayError
 from gateway.mock_upstream import MockUpstream
 from gateway.pipeline import Call, KeyIdentity, Response, Stream
@@ -249,7 +250,9 @@ async def test_openai_provider_against_mock_upstream(mock_upstream: tuple[str, M
 
 
 async def test_a_gateway_in_front_of_a_gateway() -> None:
-    first = create_app(load_config(None))
+    # The embedded default config, with the ledger in memory: a test leaves no file in the working directory.
+    default = resources.files("gateway").joinpath(DEFAULT_CONFIG_NAME).read_text(encoding="utf-8")
+    first = create_app(parse_config(default + '\nusage: {database: ":memory:"}\n', DEFAULT_CONFIG_NAME))
     demo_key = load_config(None).auth.keys[0].key
     with run_server(first) as url:
         async with serve(openai_config(f"{url}/v1", api_key=demo_key)) as client:

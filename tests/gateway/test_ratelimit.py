@@ -47,6 +47,7 @@ models:
   - {{name: echo, routes: [{{provider: mock}}]}}
   - {{name: other, routes: [{{provider: mock}}]}}
   - {{name: broken, routes: [{{provider: broken}}]}}
+usage: {{database: ":memory:"}}
 features:
   rate_limit: {feature}
 {extra}
@@ -139,7 +140,12 @@ async def test_rpm_admits_the_limit_then_answers_429_with_headers() -> None:
         assert other.status_code == 200 and "x-ratelimit-limit-requests" not in other.headers
 
 
-async def test_tpm_counts_the_estimate_and_refuses_a_request_that_can_never_fit() -> None:
+async def test_tpm_counts_the_estimate_and_refuses_a_request_that_can_never_fit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The store's clock stands still: with a real one, a busy machine taking ~12 s between the two long
+    # requests would refill enough tokens (1,000 per minute) for the second to fit.
+    monkeypatch.setattr(MemoryStore, "_now_us", lambda self: 1_700_000_000_000_000)
     async with gateway(alice=", tpm: 1000") as client:
         ok = await client.post(URL, json=chat(max_tokens=100), headers=auth())
         assert ok.status_code == 200

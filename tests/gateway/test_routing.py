@@ -513,6 +513,7 @@ models:
     routes: [{provider: live, model: o}]
 features:
   routing: {strategy: round_robin, cooldown: {failures: 1, seconds: 60}}  # round robin: `dead` gets a turn
+usage: {database: ":memory:"}
 """,
         "routes.yaml",
     )

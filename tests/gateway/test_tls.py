@@ -90,6 +90,7 @@ providers:
 {providers}
 models:
   - {{name: echo, routes: [{{provider: {route}, model: mock-echo}}]}}
+usage: {{database: ":memory:"}}
 """
 
 

@@ -168,3 +168,22 @@ def test_commands_on_a_completed_feature_point_to_its_design(root: Path, runner:
         assert result.exit_code == 1
         assert "'response-caching' is completed" in result.output
         assert "docs/design/response-caching.md" in result.output
+
+
+def test_legacy_metadata_below_an_intro_paragraph_is_read_and_kept_by_fmt(
+    root: Path, runner: CliRunner
+) -> None:
+    legacy = legacy_text().replace(
+        "# Response Caching\n\n", "# Response Caching\n\n> Serve repeats fast.\n\n", 1
+    )
+    path = root / "plans" / "HIGH-response-caching.md"
+    path.write_text(legacy)
+    result = runner.invoke(main, ["validate"])
+    assert result.exit_code == 0, result.output
+    assert "PL005" not in result.output and "PL006" in result.output
+    assert runner.invoke(main, ["fmt"]).exit_code == 0
+    text = path.read_text()
+    assert text.startswith("---\ntitle: Response Caching\nstatus: Proposed\n")
+    assert "---\n# Response Caching\n\n> Serve repeats fast.\n\n## Goal\n" in text
+    assert "**Status:**" not in text
+    assert runner.invoke(main, ["validate", "--strict"]).exit_code == 0
