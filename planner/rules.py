@@ -84,13 +84,18 @@ def read_plan(path: Path, config: PlannerConfig) -> tuple[Plan | None, list[Prob
 
 
 def expand(paths: Iterable[Path]) -> list[Path]:
-    """Files as given, folders replaced by their plan files; README.md and _template.md are never plans."""
+    """Files as given, folders replaced by their plan files; README.md and _template.md are never plans.
+
+    A file named twice (`plans plans/HIGH-x.md`) is listed once: twice, it would clash with itself.
+    """
     files: list[Path] = []
+    seen: set[Path] = set()
     for path in paths:
-        if path.is_dir():
-            files.extend(plan_files(path))
-        elif path.name not in IGNORED_FILES:
-            files.append(path)
+        for file in plan_files(path) if path.is_dir() else [path]:
+            key = file.resolve()
+            if file.name not in IGNORED_FILES and key not in seen:
+                seen.add(key)
+                files.append(file)
     return files
 
 

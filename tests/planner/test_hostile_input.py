@@ -187,3 +187,13 @@ def test_legacy_metadata_below_an_intro_paragraph_is_read_and_kept_by_fmt(
     assert "---\n# Response Caching\n\n> Serve repeats fast.\n\n## Goal\n" in text
     assert "**Status:**" not in text
     assert runner.invoke(main, ["validate", "--strict"]).exit_code == 0
+
+
+def test_a_plan_named_twice_is_checked_once_not_a_duplicate_of_itself(root: Path, runner: CliRunner) -> None:
+    (root / "plans" / "HIGH-response-caching.md").write_text(plan_text())
+    result = runner.invoke(
+        main, ["validate", "plans", "plans/HIGH-response-caching.md", "./plans/HIGH-response-caching.md"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "PL020" not in result.output
+    assert "1 file(s) checked: 0 error(s)" in result.output
