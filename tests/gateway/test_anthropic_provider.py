@@ -109,6 +109,7 @@ providers:
   - {{name: claude, type: anthropic, base_url: "{base_url}", api_key: {UPSTREAM_KEY}, options: {options}}}
 models:
   - {{name: claude, routes: [{{provider: claude, model: claude-upstream}}]}}{models}
+usage: {{database: ":memory:"}}
 """
     )
 

@@ -237,6 +237,7 @@ auth:
   keys: [{{name: alice, key: {KEY}}}]
 providers: [{{name: breaks, type: mock, options: {{break_after_chunks: 2, chunk_size: 2}}}}]
 models: [{{name: breaking, routes: [{{provider: breaks}}]}}]
+usage: {{database: ":memory:"}}
 """
     )
     async with serve(config) as client:
