@@ -230,6 +230,7 @@ auth:
   keys: [{{name: inner, key: {UPSTREAM_KEY}}}]
 providers: [{{name: mock, type: mock, options: {{chunk_size: 3}}}}]
 models: [{{name: claude-upstream, routes: [{{provider: mock, model: mock-echo}}]}}]
+usage: {{database: ":memory:"}}
 """
     )
     with (
