@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -116,7 +116,8 @@ class HttpProvider:
     (measured: ``gateway/transport.py``). The transport stays the one seam tests replace.
     """
 
-    adapter: ClassVar[HttpAdapter]
+    # A class attribute for stateless adapters; one that needs the provider's options is set per instance.
+    adapter: HttpAdapter
 
     def __init__(self, config: ProviderConfig, transport: httpx.AsyncBaseTransport) -> None:
         self.name = config.name

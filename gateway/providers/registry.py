@@ -9,6 +9,7 @@ import httpx
 
 from gateway.config import GatewayConfig
 from gateway.providers.anthropic import AnthropicProvider
+from gateway.providers.azure import AzureOpenAIProvider
 from gateway.providers.base import Provider, ProviderType
 from gateway.providers.mock import MockProvider
 from gateway.providers.openai import OpenAIProvider
@@ -16,6 +17,7 @@ from gateway.providers.openai import OpenAIProvider
 PROVIDER_TYPES: Mapping[str, ProviderType] = MappingProxyType(
     {
         "anthropic": AnthropicProvider,
+        "azure": AzureOpenAIProvider,
         "mock": MockProvider,
         "openai": OpenAIProvider,
     }
