@@ -124,6 +124,9 @@ def check_embeddings(body: dict[str, Any]) -> str:
         raise invalid_request(
             "'input' must be a string, an array of strings, or an array of token arrays.", param="input"
         )
+    dimensions = body.get("dimensions")
+    if dimensions is not None and not _positive_int(dimensions):
+        raise invalid_request("'dimensions' must be a positive integer.", param="dimensions")
     return model
 
 

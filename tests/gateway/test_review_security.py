@@ -177,6 +177,15 @@ async def test_wrong_parameter_types_are_400_naming_the_parameter(field: str, va
     assert response.json()["error"]["type"] == "invalid_request_error"
 
 
+async def test_embedding_dimensions_of_the_wrong_type_are_400() -> None:
+    app = create_app(review_config())
+    body = {"model": "echo", "input": "x", "dimensions": "big"}
+    async with app.router.lifespan_context(app), await _client(app) as client:
+        response = await client.post("/v1/embeddings", json=body, headers=auth(KEY))
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "dimensions"
+
+
 async def test_message_content_of_the_wrong_type_is_400() -> None:
     app = create_app(review_config())
     body = {"model": "echo", "messages": [{"role": "user", "content": {"text": "x"}}]}
