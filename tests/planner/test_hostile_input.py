@@ -197,3 +197,34 @@ def test_a_plan_named_twice_is_checked_once_not_a_duplicate_of_itself(root: Path
     assert result.exit_code == 0, result.output
     assert "PL020" not in result.output
     assert "1 file(s) checked: 0 error(s)" in result.output
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        (
+            b'{% include "missing.md" %}',
+            "plans/_template.md: the included template 'missing.md' is not in plans/",
+        ),
+        (b"\xff\xfe{{ title }}", "plans/_template.md: not UTF-8 text"),
+    ],
+)
+def test_a_broken_project_template_is_a_message(
+    root: Path, runner: CliRunner, template: bytes, message: str
+) -> None:
+    (root / "plans" / "_template.md").write_bytes(template)
+    result = runner.invoke(main, ["new", "HIGH-response-caching"])
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert message in result.output
+    assert not (root / "plans" / "HIGH-response-caching.md").exists()
+
+
+def test_the_project_template_can_include_a_file_next_to_it(root: Path, runner: CliRunner) -> None:
+    (root / "plans" / "sections.j2").write_text("## Goal\nFor {{ title }}.\n")
+    (root / "plans" / "_template.md").write_text(
+        "---\ntitle: {{ title }}\n---\n# {{ title }}\n\n{% include 'sections.j2' %}"
+    )
+    result = runner.invoke(main, ["new", "HIGH-response-caching"])
+    assert result.exit_code == 0, result.output
+    assert "## Goal\nFor Response Caching.\n" in (root / "plans" / "HIGH-response-caching.md").read_text()
