@@ -228,3 +228,20 @@ def test_the_project_template_can_include_a_file_next_to_it(root: Path, runner: 
     result = runner.invoke(main, ["new", "HIGH-response-caching"])
     assert result.exit_code == 0, result.output
     assert "## Goal\nFor Response Caching.\n" in (root / "plans" / "HIGH-response-caching.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("pyproject", "message"),
+    [
+        (b"\xff\xfe[project]\n", "pyproject.toml: not UTF-8 text"),
+        (b"[tool]\nplanner = 3\n", "pyproject.toml: [tool.planner] must be a table, not int"),
+    ],
+)
+def test_a_pyproject_that_cannot_configure_planner_is_a_usage_error(
+    root: Path, runner: CliRunner, pyproject: bytes, message: str
+) -> None:
+    (root / "pyproject.toml").write_bytes(pyproject)
+    result = runner.invoke(main, ["validate"])
+    assert result.exit_code == 2
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert message in result.output
