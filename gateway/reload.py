@@ -33,7 +33,7 @@ from gateway.catalog import features_report
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.pipeline import run_hooks
 from gateway.reload_config import ReloadConfig
-from gateway.runtime import Runtime, build_runtime
+from gateway.runtime import Runtime, build_runtime, config_version
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -253,15 +253,22 @@ class Reloader:
         problems = restart_problems(current.config, config)
         if problems:
             return ReloadResult("rejected", current.version, problems=problems)
-        runtime = build_runtime(
-            config, self.gateway.shared, transport=self.gateway.injected_transport, source=str(self.source)
-        )
-        if runtime.version == current.version:
-            await runtime.aclose()
+        if config_version(config) == current.version:
             return ReloadResult("unchanged", current.version, current.version)
-        if self.gateway.started:
-            # Restores budget windows for new keys and teams; the shared ledger is already open.
-            await run_hooks(runtime.stages, "start")
+        runtime: Runtime | None = None
+        try:
+            shared, transport = self.gateway.shared, self.gateway.injected_transport
+            runtime = build_runtime(config, shared, transport=transport, source=str(self.source))
+            if self.gateway.started:
+                # Restores budget windows for new keys and teams; the shared ledger is already open.
+                await run_hooks(runtime.stages, "start")
+        except Exception as exc:
+            # Validation passed but building failed (an unreadable certificate, a ledger error): the running
+            # config stays; the type and message name the cause without a traceback.
+            if runtime is not None:
+                await runtime.aclose()
+            problem = f"{self.source}: building the new config failed: {type(exc).__name__}: {exc}"
+            return ReloadResult("invalid", current.version, problems=[problem])
         self.gateway.runtime = runtime  # the swap: one assignment, atomic for every coroutine
         self.reloads += 1
         self.retire(current)

@@ -6,6 +6,10 @@ import asyncio
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,6 +19,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from gateway import reload as reload_module
 from gateway.app import Gateway, create_app
 from gateway.config import load_config, parse_config
 from gateway.reload import config_diff, redact, restart_problems
@@ -434,3 +439,55 @@ async def test_the_watcher_follows_a_configmap_style_symlink_swap(tmp_path: Path
             await asyncio.sleep(0.02)
         reply = await client.post("/v1/chat/completions", json=chat(), headers=auth(ALICE))
         assert reply.json()["choices"][0]["message"]["content"] == "new answer"
+
+
+def test_gateway_run_reloads_its_config_file_on_sighup(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(config_text(tmp_path / "usage.sqlite3"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "gateway.cli", "run", "--config", str(path), "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30  # a busy machine can be slow to start a process
+        while not _answers(f"{url}/health"):
+            assert process.poll() is None and time.monotonic() < deadline, "gateway run did not start"
+            time.sleep(0.1)
+        assert httpx.get(f"{url}/v1/models", headers=auth(CAROL)).status_code == 401
+        rewrite(path, keys=f"\n    - {{name: carol, key: {CAROL}}}")
+        process.send_signal(signal.SIGHUP)
+        while httpx.get(f"{url}/v1/models", headers=auth(CAROL)).status_code != 200:
+            assert process.poll() is None and time.monotonic() < deadline + 30, "SIGHUP did not reload"
+            time.sleep(0.1)
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0]
+    assert "SIGHUP: config reloaded" in output and "keys +[carol]" in output
+    assert CAROL not in output
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def test_a_config_that_fails_to_build_leaves_the_running_one(
+    config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Runtime:
+        raise OSError("cannot load the upstream CA bundle")
+
+    async with running(config_file) as (app, client):
+        runtime = gateway_of(app).runtime
+        rewrite(config_file, reply="new answer")
+        monkeypatch.setattr(reload_module, "build_runtime", broken)
+        reply = await client.post("/admin/reload", headers=auth(MASTER))
+        assert reply.status_code == 422
+        assert "building the new config failed: OSError: cannot load" in reply.json()["error"]["problems"][0]
+        assert gateway_of(app).runtime is runtime
+        ok = await client.post("/v1/chat/completions", json=chat(), headers=auth(ALICE))
+        assert ok.json()["choices"][0]["message"]["content"] == "old answer"
