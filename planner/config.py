@@ -68,7 +68,12 @@ def load_config(root: Path | None = None) -> PlannerConfig:
             data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{pyproject}: {exc}") from exc
-        table = data.get("tool", {}).get("planner", {})
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{pyproject}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        tool = data.get("tool", {})
+        table = tool.get("planner", {}) if isinstance(tool, dict) else {}
+        if not isinstance(table, dict):
+            raise ConfigError(f"{pyproject}: [tool.planner] must be a table, not {type(table).__name__}")
     kwargs: dict[str, object] = {"root": root}
     for key in ("plans_dir", "design_dir"):
         if key in table:

@@ -115,8 +115,10 @@ def load_evidence(path: Path) -> Evidence | None:
             gateway_features=gateway_features,
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        # A KeyError's text is the bare key (`'failed'`): say what it means.
+        reason = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
         raise EvidenceError(
-            f"{path}: not a readable evidence file ({exc}); run `planner track` again"
+            f"{path}: not a readable evidence file ({reason}); run `planner track` again"
         ) from exc
 
 

@@ -136,11 +136,21 @@ def render(
 
     override = config.plans_path / TEMPLATE_NAME
     if override.is_file():
-        source = override.read_text(encoding="utf-8")
+        try:
+            source = override.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ScaffoldError(
+                f"{display_path(override)}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+            ) from exc
     else:
         source = files("planner").joinpath("templates/plan.md.j2").read_text(encoding="utf-8")
     env = jinja2.Environment(
-        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False, trim_blocks=False
+        # `{% include %}` in the project's template finds its files next to it, in plans/.
+        loader=jinja2.FileSystemLoader(config.plans_path),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+        trim_blocks=False,
     )
     env.filters["yaml"] = dump_value
     sections = [
@@ -160,9 +170,12 @@ def render(
             sections=sections,
         )
     except jinja2.TemplateError as exc:
-        where = override if override.is_file() else "the built-in template"
+        where = display_path(override) if override.is_file() else "the built-in template"
         line = f" line {exc.lineno}" if isinstance(exc, jinja2.TemplateSyntaxError) else ""
-        raise ScaffoldError(f"{where}{line}: {exc.message or exc}") from exc
+        message = exc.message or str(exc)
+        if isinstance(exc, jinja2.TemplateNotFound):
+            message = f"the included template {exc.name!r} is not in {config.plans_dir}/"
+        raise ScaffoldError(f"{where}{line}: {message}") from exc
     return re.sub(r"\n{3,}", "\n\n", text).rstrip("\n") + "\n"
 
 

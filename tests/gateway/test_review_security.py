@@ -6,6 +6,7 @@ Each test here pins a fix made in the review and fails without it.
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import time
 from typing import Any
@@ -68,13 +69,19 @@ async def _client(app: Any) -> httpx.AsyncClient:
 
 
 @pytest.mark.parametrize("status", [400, 429, 500, 503])
-async def test_upstream_errors_quoting_the_upstream_key_are_redacted(status: int) -> None:
+async def test_upstream_errors_quoting_the_upstream_key_are_redacted(
+    status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     app = create_app(review_config(), transport=echoing_upstream(status))
     async with app.router.lifespan_context(app), await _client(app) as client:
         response = await client.post("/v1/chat/completions", json=chat(model="leaky"), headers=auth(KEY))
     assert response.status_code >= 400
     assert UPSTREAM_KEY not in response.text
     assert "[redacted]" in response.json()["error"]["message"]
+    # Nor in any log line (access log, error log, feature logs).
+    assert caplog.records
+    assert UPSTREAM_KEY not in caplog.text and KEY not in caplog.text and MASTER not in caplog.text
 
 
 async def test_upstream_stream_error_quoting_the_upstream_key_is_redacted() -> None:
@@ -95,7 +102,10 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def test_unreachable_state_store_fail_closed_is_a_503_envelope_not_a_500() -> None:
+async def test_unreachable_state_store_fail_closed_is_a_503_envelope_not_a_500(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
     url = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{_closed_port()}/0"
     config = review_config(f"state: {{redis_url: '{url}', on_error: fail_closed, timeout_seconds: 0.2}}\n")
     app = create_app(config)
@@ -106,6 +116,7 @@ async def test_unreachable_state_store_fail_closed_is_a_503_envelope_not_a_500()
         assert response.status_code == 503, response.text
         assert response.json()["error"]["code"] == "state_store_unavailable"
         assert REDIS_PASSWORD not in response.text
+    assert "unreachable" in caplog.text and REDIS_PASSWORD not in caplog.text
 
 
 async def test_openapi_schema_is_not_served() -> None:

@@ -197,3 +197,61 @@ def test_a_plan_named_twice_is_checked_once_not_a_duplicate_of_itself(root: Path
     assert result.exit_code == 0, result.output
     assert "PL020" not in result.output
     assert "1 file(s) checked: 0 error(s)" in result.output
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        (
+            b'{% include "missing.md" %}',
+            "plans/_template.md: the included template 'missing.md' is not in plans/",
+        ),
+        (b"\xff\xfe{{ title }}", "plans/_template.md: not UTF-8 text"),
+    ],
+)
+def test_a_broken_project_template_is_a_message(
+    root: Path, runner: CliRunner, template: bytes, message: str
+) -> None:
+    (root / "plans" / "_template.md").write_bytes(template)
+    result = runner.invoke(main, ["new", "HIGH-response-caching"])
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert message in result.output
+    assert not (root / "plans" / "HIGH-response-caching.md").exists()
+
+
+def test_the_project_template_can_include_a_file_next_to_it(root: Path, runner: CliRunner) -> None:
+    (root / "plans" / "sections.j2").write_text("## Goal\nFor {{ title }}.\n")
+    (root / "plans" / "_template.md").write_text(
+        "---\ntitle: {{ title }}\n---\n# {{ title }}\n\n{% include 'sections.j2' %}"
+    )
+    result = runner.invoke(main, ["new", "HIGH-response-caching"])
+    assert result.exit_code == 0, result.output
+    assert "## Goal\nFor Response Caching.\n" in (root / "plans" / "HIGH-response-caching.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("pyproject", "message"),
+    [
+        (b"\xff\xfe[project]\n", "pyproject.toml: not UTF-8 text"),
+        (b"[tool]\nplanner = 3\n", "pyproject.toml: [tool.planner] must be a table, not int"),
+    ],
+)
+def test_a_pyproject_that_cannot_configure_planner_is_a_usage_error(
+    root: Path, runner: CliRunner, pyproject: bytes, message: str
+) -> None:
+    (root / "pyproject.toml").write_bytes(pyproject)
+    result = runner.invoke(main, ["validate"])
+    assert result.exit_code == 2
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert message in result.output
+
+
+def test_evidence_missing_a_count_names_the_key(root: Path, runner: CliRunner) -> None:
+    (root / "plans" / "HIGH-response-caching.md").write_text(plan_text())
+    (root / ".planner").mkdir()
+    evidence = '{"version": 1, "generated_at": "x", "features": {"response-caching": {"passed": 1}}}'
+    (root / ".planner" / "evidence.json").write_text(evidence)
+    result = runner.invoke(main, ["track", "--no-run"])
+    assert result.exit_code == 1
+    assert "not a readable evidence file (missing key 'failed')" in result.output
