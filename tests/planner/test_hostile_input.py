@@ -245,3 +245,13 @@ def test_a_pyproject_that_cannot_configure_planner_is_a_usage_error(
     assert result.exit_code == 2
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert message in result.output
+
+
+def test_evidence_missing_a_count_names_the_key(root: Path, runner: CliRunner) -> None:
+    (root / "plans" / "HIGH-response-caching.md").write_text(plan_text())
+    (root / ".planner").mkdir()
+    evidence = '{"version": 1, "generated_at": "x", "features": {"response-caching": {"passed": 1}}}'
+    (root / ".planner" / "evidence.json").write_text(evidence)
+    result = runner.invoke(main, ["track", "--no-run"])
+    assert result.exit_code == 1
+    assert "not a readable evidence file (missing key 'failed')" in result.output
