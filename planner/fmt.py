@@ -47,11 +47,7 @@ def _written_dependencies(plan: Plan, text: str) -> str:
     line, column = plan.positions["dependencies"]
     lines = split_lines(text)
     written = lines[line - 1][column - 1 :].strip() if 0 < line <= len(lines) else ""
-    if (
-        written in PLACEHOLDERS
-        or written.lower() in ("", "none", "-", "n/a")
-        or written == ", ".join(plan.dependencies)
-    ):
+    if written.lower() in ("", "none", "-", "n/a") or written == ", ".join(plan.dependencies):
         return ""
     return written
 
@@ -73,8 +69,12 @@ def canonical(plan: Plan, written_dependencies: str = "") -> str:
     if plan.updated is not None:
         values["updated"] = plan.updated
     values.update(plan.extra)
+    unanswered = written_dependencies in PLACEHOLDERS
+    if unanswered:
+        # `[]` would claim "no dependencies"; the placeholder stays the author's to-do (PL043).
+        values["dependencies"] = written_dependencies
     lines = [f"{key}: {dump_value(value)}" for key, value in values.items()]
-    if written_dependencies:
+    if written_dependencies and not unanswered:
         # Slugs drop link text and spelling; the comment keeps the words as the author wrote them.
         index = list(values).index("dependencies")
         lines[index] += f"  # was: {written_dependencies}"

@@ -255,3 +255,15 @@ def test_evidence_missing_a_count_names_the_key(root: Path, runner: CliRunner) -
     result = runner.invoke(main, ["track", "--no-run"])
     assert result.exit_code == 1
     assert "not a readable evidence file (missing key 'failed')" in result.output
+
+
+def test_fmt_keeps_the_unanswered_dependencies_placeholder_as_a_to_do(root: Path, runner: CliRunner) -> None:
+    path = root / "plans" / "HIGH-response-caching.md"
+    path.write_text(legacy_text(dependencies="[Other features needed first]"))
+    before = runner.invoke(main, ["validate"])
+    assert "PL043 dependencies still hold the template placeholder" in before.output
+    assert runner.invoke(main, ["fmt"]).exit_code == 0
+    assert "dependencies: '[Other features needed first]'\n" in path.read_text()
+    after = runner.invoke(main, ["validate"])
+    assert after.exit_code == 1
+    assert "PL043 dependencies still hold the template placeholder" in after.output
