@@ -62,8 +62,8 @@ def tls_configured(config: GatewayConfig) -> bool:
 
 # One line per feature, sorted by slug. A tuple, so nothing can change it at run time.
 CATALOG: tuple[Feature, ...] = (
-    # POST /v1/messages (Anthropic format) and the anthropic and azure provider types are in every build.
-    Feature("additional-api-formats", "Additional API formats (Anthropic Messages, Azure OpenAI)", always),
+    # POST /v1/messages (Anthropic format) and the anthropic, azure and cohere providers are in every build.
+    Feature("additional-api-formats", "Additional API formats (Anthropic, Azure OpenAI, Cohere)", always),
     # Every response is costed and recorded; budgets apply to the keys and teams that have one.
     Feature("cost-tracking-budgets", "Cost tracking and budgets", always),
     # POST /admin/reload and SIGHUP work with every config file; features.reload.watch is optional.

@@ -11,6 +11,7 @@ from gateway.config import GatewayConfig
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.azure import AzureOpenAIProvider
 from gateway.providers.base import Provider, ProviderType
+from gateway.providers.cohere import CohereProvider
 from gateway.providers.mock import MockProvider
 from gateway.providers.openai import OpenAIProvider
 
@@ -18,6 +19,7 @@ PROVIDER_TYPES: Mapping[str, ProviderType] = MappingProxyType(
     {
         "anthropic": AnthropicProvider,
         "azure": AzureOpenAIProvider,
+        "cohere": CohereProvider,
         "mock": MockProvider,
         "openai": OpenAIProvider,
     }

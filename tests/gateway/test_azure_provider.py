@@ -112,6 +112,7 @@ models:
   - {{name: gpt, routes: [{{provider: az, model: gpt4o}}]}}
   - {{name: busy, routes: [{{provider: az, model: busy}}]}}
   - {{name: embed, routes: [{{provider: az, model: embedder}}]}}
+usage: {{database: ":memory:"}}
 """
     )
 
