@@ -219,6 +219,8 @@ class Reloader:
         # ConfigMap's file is a symlink re-pointed at a new directory on every update.
         self.source = Path(os.path.abspath(source)) if source is not None else None
         self.reloads = 0
+        # Whether the last reload attempt left the file's content running (for alerting on a bad edit).
+        self.last_ok = True
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Future[Any]] = set()
         self._retiring: dict[Runtime, asyncio.Future[Any]] = {}
@@ -235,7 +237,10 @@ class Reloader:
     async def reload(self) -> ReloadResult:
         """Re-read the config file and swap it in if it is valid and reloadable (see the module docstring)."""
         async with self._lock:
-            return await self._reload()
+            result = await self._reload()
+        if result.status != "no_source":
+            self.last_ok = result.ok
+        return result
 
     async def _reload(self) -> ReloadResult:
         current = self.gateway.runtime
@@ -415,3 +420,24 @@ def config_endpoint(gateway: Gateway) -> Callable[[Request], Awaitable[dict[str,
         }
 
     return running_config
+
+
+def config_metrics(gateway: Gateway) -> str:
+    """Prometheus lines for ``/metrics``: the running config version, reloads applied, last outcome."""
+    reloader = gateway.reloader
+    return (
+        "\n".join(
+            [
+                "# HELP gateway_config_info The running config; compare version across replicas.",
+                "# TYPE gateway_config_info gauge",
+                f'gateway_config_info{{version="{gateway.runtime.version}"}} 1',
+                "# HELP gateway_config_reloads_total Config reloads applied since the gateway started.",
+                "# TYPE gateway_config_reloads_total counter",
+                f"gateway_config_reloads_total {reloader.reloads}",
+                "# HELP gateway_config_last_reload_successful 1 when the last reload attempt was applied.",
+                "# TYPE gateway_config_last_reload_successful gauge",
+                f"gateway_config_last_reload_successful {int(reloader.last_ok)}",
+            ]
+        )
+        + "\n"
+    )

@@ -30,6 +30,7 @@ from gateway.features.budgets import BudgetStage
 from gateway.features.usage import UsageStage
 from gateway.ledger import GroupBy
 from gateway.pricing import format_usd
+from gateway.reload import config_metrics
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -162,7 +163,7 @@ def metrics_router(gateway: Gateway) -> APIRouter:
 
     async def metrics() -> Response:
         stage = next(s for s in gateway.stages if isinstance(s, UsageStage))
-        text = stage.metrics.render(pending_records=stage.ledger.pending)
+        text = stage.metrics.render(pending_records=stage.ledger.pending) + config_metrics(gateway)
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     router.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)

@@ -491,3 +491,19 @@ async def test_a_config_that_fails_to_build_leaves_the_running_one(
         assert gateway_of(app).runtime is runtime
         ok = await client.post("/v1/chat/completions", json=chat(), headers=auth(ALICE))
         assert ok.json()["choices"][0]["message"]["content"] == "old answer"
+
+
+async def test_metrics_report_the_config_version_and_reload_outcomes(config_file: Path) -> None:
+    async with running(config_file) as (app, client):
+        version = gateway_of(app).runtime.version
+        text = (await client.get("/metrics", headers=auth(MASTER))).text
+        assert f'gateway_config_info{{version="{version}"}} 1' in text
+        assert "gateway_config_reloads_total 0" in text
+        rewrite(config_file, reply="new answer")
+        await client.post("/admin/reload", headers=auth(MASTER))
+        config_file.write_text("models: [")
+        await client.post("/admin/reload", headers=auth(MASTER))
+        text = (await client.get("/metrics", headers=auth(MASTER))).text
+        assert f'gateway_config_info{{version="{gateway_of(app).runtime.version}"}} 1' in text
+        assert "gateway_config_reloads_total 1" in text
+        assert "gateway_config_last_reload_successful 0" in text
