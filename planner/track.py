@@ -216,7 +216,7 @@ def check_reachable(url: str) -> None:
     """Fail early, before every test fails alike, when nothing answers at the live gateway's URL."""
     try:
         httpx.get(f"{url.rstrip('/')}/health", timeout=10)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL (`http://[::1`) is not an HTTPError
         raise TrackError(f"cannot reach the gateway at {url}: {exc}") from exc
 
 

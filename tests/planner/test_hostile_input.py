@@ -267,3 +267,12 @@ def test_fmt_keeps_the_unanswered_dependencies_placeholder_as_a_to_do(root: Path
     after = runner.invoke(main, ["validate"])
     assert after.exit_code == 1
     assert "PL043 dependencies still hold the template placeholder" in after.output
+
+
+def test_track_with_a_malformed_gateway_url_is_a_message(root: Path, runner: CliRunner) -> None:
+    (root / "plans" / "HIGH-response-caching.md").write_text(plan_text())
+    (root / "tests" / "acceptance").mkdir(parents=True)
+    result = runner.invoke(main, ["track", "--gateway-url", "http://[::1", "--gateway-key", "k"])
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "cannot reach the gateway at http://[::1" in result.output
