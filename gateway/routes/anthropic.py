@@ -5,12 +5,15 @@ as ``/v1/chat/completions``: the body is translated into the canonical chat requ
 (:func:`gateway.formats.anthropic.request_to_chat`), authenticated, resolved and run through the stage chain
 (rate limit, budget, cache, router) unchanged, and the canonical answer or stream is translated back. Every
 error on this route, streamed or not, uses Anthropic's envelope ``{"type": "error", "error": {...}}``.
+
+``POST /v1/messages/count_tokens`` (used by tools such as Claude Code) checks the same body and answers the
+gateway's token estimate, without calling an upstream.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
@@ -26,6 +29,7 @@ from gateway.redact import Redactor
 from gateway.routes.openai import SSEResponse, read_body
 from gateway.schema import check_chat, parse_json_object
 from gateway.stores import StoreUnavailable
+from gateway.token_estimate import estimate_prompt_tokens, estimate_text_tokens
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -67,7 +71,7 @@ def _redacted(error: GatewayError, redactor: Redactor) -> GatewayError:
 
 
 def add_routes(app: FastAPI, gateway: Gateway) -> None:
-    """Register ``POST /v1/messages`` serving ``gateway``."""
+    """Register ``POST /v1/messages`` and ``POST /v1/messages/count_tokens`` serving ``gateway``."""
 
     async def run(request: Request) -> Response:
         if not gateway.started:
@@ -99,15 +103,47 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
             return SSEResponse(_events(call, result, translate, gateway.redactor), headers)
         return _json(chat_to_message(result.body, message_id, model), result.status, call.response_headers)
 
-    async def messages(request: Request) -> Response:
-        try:
-            return await run(request)
-        except StoreUnavailable:
-            error = state_store_unavailable()
-        except GatewayError as exc:
-            error = _redacted(exc, gateway.redactor)
-        call = request.scope["state"].get("call")
-        headers = {**call.response_headers, **error.headers} if call is not None else error.headers
-        return _json(error_body(error), error.status, headers)
+    async def count(request: Request) -> Response:
+        if not gateway.started:
+            await gateway.start()
+        runtime = gateway.snapshot(request)
+        key = runtime.keys.authenticate(request.headers)
+        request.scope["state"]["key"] = key.name
+        raw = parse_json_object(await read_body(request, runtime.max_body_bytes))
+        # A count request has no max_tokens; the rest is checked exactly as for /v1/messages.
+        body = request_to_chat({**raw, "max_tokens": 1})
+        runtime.resolve(key, body["model"])
+        return _json({"input_tokens": estimate_input_tokens(body)})
 
-    app.add_route("/v1/messages", messages, methods=["POST"], include_in_schema=False)
+    def anthropic_errors(
+        handler: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except StoreUnavailable:
+                error = state_store_unavailable()
+            except GatewayError as exc:
+                error = _redacted(exc, gateway.redactor)
+            call = request.scope["state"].get("call")
+            headers = {**call.response_headers, **error.headers} if call is not None else error.headers
+            return _json(error_body(error), error.status, headers)
+
+        return endpoint
+
+    app.add_route("/v1/messages", anthropic_errors(run), methods=["POST"], include_in_schema=False)
+    app.add_route(
+        "/v1/messages/count_tokens", anthropic_errors(count), methods=["POST"], include_in_schema=False
+    )
+
+
+def estimate_input_tokens(body: dict[str, Any]) -> int:
+    """An estimate of a canonical request's input tokens: messages, tool calls and tool definitions.
+
+    The gateway has no tokenizer (see gateway/token_estimate.py), so ``count_tokens`` answers this estimate
+    rather than the upstream model's exact count.
+    """
+    messages = body["messages"]
+    calls = [c for m in messages for c in m.get("tool_calls") or []]
+    extra = json.dumps([calls, body.get("tools") or []]) if calls or body.get("tools") else ""
+    return estimate_prompt_tokens(messages) + (estimate_text_tokens(extra) if extra else 0)

@@ -129,3 +129,14 @@ def test_messages_errors_use_anthropic_envelope(
     data = reply.json()
     assert data["type"] == "error"
     assert data["error"]["type"] == kind and data["error"]["message"]
+
+
+def test_count_tokens(gateway: Any) -> None:
+    def count(text: str) -> int:
+        body = {"model": "mock-echo", "messages": [{"role": "user", "content": text}]}
+        reply = gateway.client.post("/v1/messages/count_tokens", headers=_headers(gateway.key), json=body)
+        assert reply.status_code == 200, reply.text
+        tokens: int = reply.json()["input_tokens"]
+        return tokens
+
+    assert 0 < count(_prompt()) < count(_prompt() * 20)

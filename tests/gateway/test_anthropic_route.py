@@ -252,3 +252,38 @@ usage: {{database: ":memory:"}}
     ]
     name, data = sequence[-1]
     assert name == "error" and data["type"] == "error" and data["error"]["type"] == "api_error"
+
+
+async def test_count_tokens_estimates_without_calling_an_upstream(client: httpx.AsyncClient) -> None:
+    short = await client.post(
+        "/v1/messages/count_tokens", headers=HEADERS, json={"model": "broken", **_count("hi")}
+    )
+    long = await client.post(
+        "/v1/messages/count_tokens", headers=HEADERS, json={"model": "echo", **_count("word " * 200)}
+    )
+    with_tools = await client.post(
+        "/v1/messages/count_tokens", headers=HEADERS, json={"model": "echo", "tools": TOOLS, **_count("hi")}
+    )
+    assert short.status_code == 200, short.text  # "broken" always fails upstream: no upstream was called
+    assert short.json() == {"input_tokens": short.json()["input_tokens"]} and short.json()["input_tokens"] > 0
+    assert long.json()["input_tokens"] > short.json()["input_tokens"] + 200
+    assert with_tools.json()["input_tokens"] > short.json()["input_tokens"]
+    denied = await client.post(
+        "/v1/messages/count_tokens",
+        headers={"x-api-key": LIMITED_KEY},
+        json={"model": "fixed", **_count("x")},
+    )
+    assert denied.status_code == 403 and denied.json()["error"]["type"] == "permission_error"
+    invalid = await client.post(
+        "/v1/messages/count_tokens", headers=HEADERS, json={"model": "echo", "messages": []}
+    )
+    assert invalid.status_code == 400 and invalid.json()["type"] == "error"
+
+
+def _count(text: str) -> dict[str, Any]:
+    return {"system": "Be brief.", "messages": [{"role": "user", "content": text}]}
+
+
+def test_sdk_count_tokens(sdk: anthropic.Anthropic) -> None:
+    counted = sdk.messages.count_tokens(model="echo", messages=[{"role": "user", "content": "count me"}])
+    assert counted.input_tokens > 0
