@@ -36,6 +36,7 @@ def test_planner_bench_validates_generated_plans(tmp_path: Path) -> None:
         assert len(row[key]["runs_s"]) == 1
         assert row[key]["median_s"] > 0
     assert row["ratio"] == pytest.approx(row["validate"]["median_s"] / row["frontmatter"]["median_s"])
+    assert row["ratio_cpu"] > 0 and row["validate"]["cpu_median_s"] > 0
     assert row["target"] == 2.0
     assert "ratio" in proc.stdout and "target <= 2x" in proc.stdout
     assert result["machine"]["python"].startswith("3.")
@@ -75,8 +76,10 @@ def test_gateway_bench_quick_run(tmp_path: Path) -> None:
         assert row["stream"]["statuses"] == {"200": row["stream"]["requests"]}
         assert row["stream"]["chunks_per_stream"] == 200
         assert row["rss_mb"] > 0
+        assert row["cpu_us_per_request"] >= 0
     gateway = result["systems"]["gateway-bare"]
     assert gateway["ready_s"] > 0
+    assert gateway["cpu_us_per_request"] > 0
     assert gateway["overhead"]["overhead_ms_p50"] >= 0
     assert gateway["overhead"]["statuses"] == {"200": gateway["overhead"]["requests"]}
     targets = {row["target"]: row for row in result["targets"]}
