@@ -324,7 +324,12 @@ class Reloader:
         self._sync_watcher()
         if sighup and self.source is not None and hasattr(signal, "SIGHUP"):
             loop = asyncio.get_running_loop()
-            loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload_and_log("SIGHUP")))
+            try:
+                loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload_and_log("SIGHUP")))
+            except (RuntimeError, ValueError, NotImplementedError) as exc:
+                # Only the main thread's event loop can handle signals; the other triggers still work.
+                logger.warning("SIGHUP reload unavailable (%s); POST /admin/reload and the watcher work", exc)
+                return
             self._sighup_loop = loop
 
     def _sync_watcher(self) -> None:

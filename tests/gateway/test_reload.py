@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -507,3 +508,28 @@ async def test_metrics_report_the_config_version_and_reload_outcomes(config_file
         assert f'gateway_config_info{{version="{gateway_of(app).runtime.version}"}} 1' in text
         assert "gateway_config_reloads_total 1" in text
         assert "gateway_config_last_reload_successful 0" in text
+
+
+def test_sighup_outside_the_main_thread_is_reported_not_fatal(
+    config_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(load_config(config_file), config_path=config_file, sighup=True)
+    gateway = gateway_of(app)
+    errors: list[BaseException] = []
+
+    async def start_and_close() -> None:
+        await gateway.start()
+        assert not gateway.reloader.handles_sighup
+        await gateway.close()
+
+    def run() -> None:
+        try:
+            asyncio.run(start_and_close())
+        except BaseException as exc:  # reported to the test thread below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=30)
+    assert not errors and not thread.is_alive()
+    assert "SIGHUP reload unavailable" in caplog.text
