@@ -87,6 +87,9 @@ ERROR_TYPE_OF_STATUS: Mapping[int, str] = MappingProxyType(
 )
 """HTTP status → the ``error.type`` of Anthropic's error envelope (other 4xx: invalid_request_error)."""
 
+IMAGE_MARKER = "[image]"
+"""What an image inside a ``tool_result`` becomes in the canonical (text-only) tool message."""
+
 TEMPERATURE_MAX = 1.0
 """Anthropic's temperature range is 0-1 (OpenAI's 0-2): higher values are clamped, a documented loss."""
 
@@ -127,6 +130,17 @@ def _text_of_blocks(value: Any, where: str) -> str:
     raise invalid_request(f"'{where}' must be a string or an array of text blocks.", param=where)
 
 
+def _tool_result_text(value: Any, where: str) -> str:
+    """A tool result's text. Images in it (a screenshot a tool took) become a marker: canonical tool
+    messages carry text only, and refusing the request would break clients such as Claude Code."""
+    if isinstance(value, list):
+        value = [
+            {"type": "text", "text": IMAGE_MARKER} if isinstance(b, dict) and b.get("type") == "image" else b
+            for b in value
+        ]
+    return _text_of_blocks(value, where)
+
+
 def _image_part(block: dict[str, Any], where: str) -> dict[str, Any]:
     source = block.get("source")
     if isinstance(source, dict) and source.get("type") == "base64":
@@ -165,7 +179,7 @@ def _user_messages(content: list[Any], where: str) -> list[dict[str, Any]]:
         elif kind == "tool_result":
             if not isinstance(block.get("tool_use_id"), str):
                 raise invalid_request(f"{at}.tool_use_id must be a string.", param=f"{at}.tool_use_id")
-            text = _text_of_blocks(block.get("content", ""), f"{at}.content")
+            text = _tool_result_text(block.get("content", ""), f"{at}.content")
             tools.append({"role": "tool", "tool_call_id": block["tool_use_id"], "content": text})
         else:
             raise invalid_request(

@@ -570,3 +570,31 @@ def test_streams_round_trip_through_both_state_machines() -> None:
 def test_upstream_error_in_anthropic_envelope() -> None:
     body = error_body(upstream_error(504, "Upstream timed out.", "upstream_timeout"))
     assert body == {"type": "error", "error": {"type": "api_error", "message": "Upstream timed out."}}
+
+
+def test_tool_result_images_become_a_marker() -> None:
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}
+    body = {
+        "model": "m",
+        "max_tokens": 5,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "toolu_1",
+                        "is_error": False,
+                        "content": [{"type": "text", "text": "screenshot:"}, image],
+                    }
+                ],
+            }
+        ],
+    }
+    assert request_to_chat(body)["messages"] == [
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "screenshot:\n[image]"}
+    ]
+    body["messages"][0]["content"][0]["content"] = [{"type": "document"}]
+    with pytest.raises(GatewayError) as caught:
+        request_to_chat(body)
+    assert caught.value.param == "messages[0].content[0].content[0]"
