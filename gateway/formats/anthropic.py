@@ -16,6 +16,7 @@ the functions only walk the structures (messages, content blocks, tools). Stream
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -63,6 +64,13 @@ DROPPED_PARAMS: tuple[str, ...] = (
     "context_management",
 )
 """Anthropic request fields with no canonical equivalent: accepted on ``/v1/messages`` and dropped."""
+
+MAPPED_PARAMS: frozenset[str] = frozenset(
+    {*SAME_PARAMS, "model", "messages", "system", "stop_sequences", "tools", "tool_choice", "metadata"}
+)
+"""The top-level request fields :func:`request_to_chat` translates; any other is dropped."""
+
+_PARAM_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 TOOL_CHOICE_TO_CHAT: Mapping[str, str] = MappingProxyType({"auto": "auto", "any": "required", "none": "none"})
 """Anthropic ``tool_choice.type`` → canonical ``tool_choice`` (``{"type": "tool"}`` names a function)."""
@@ -270,6 +278,14 @@ def _tool_choice(value: Any, chat: dict[str, Any]) -> None:
         )
     if value.get("disable_parallel_tool_use") is True:
         chat["parallel_tool_calls"] = False
+
+
+def dropped_params(body: dict[str, Any]) -> list[str]:
+    """The top-level fields of an Anthropic request that do not reach the canonical request, sorted.
+
+    Only names that are safe in a response header are listed (a client's JSON keys may hold anything).
+    """
+    return sorted(name for name in body if name not in MAPPED_PARAMS and _PARAM_NAME.fullmatch(name))[:32]
 
 
 def request_to_chat(body: dict[str, Any]) -> dict[str, Any]:

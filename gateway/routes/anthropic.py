@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import GatewayError, state_store_unavailable
-from gateway.formats.anthropic import chat_to_message, error_body, request_to_chat
+from gateway.formats.anthropic import chat_to_message, dropped_params, error_body, request_to_chat
 from gateway.formats.anthropic_stream import MessageEvents, error_event, sse
 from gateway.logging import log_error
 from gateway.pipeline import Call, Stream
@@ -81,7 +81,8 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
         key = runtime.keys.authenticate(request.headers)  # x-api-key (or a Bearer token)
         state = request.scope["state"]
         state["key"] = key.name
-        body = request_to_chat(parse_json_object(await read_body(request, runtime.max_body_bytes)))
+        raw = parse_json_object(await read_body(request, runtime.max_body_bytes))
+        body = request_to_chat(raw)
         model, stream, _ = check_chat(body)
         call = Call(
             request_id=state["request_id"],
@@ -95,6 +96,9 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
             started=state["started"],
         )
         state["call"] = call
+        if dropped := dropped_params(raw):
+            # Said, not silent: the client learns which of its fields had no effect.
+            call.response_headers["x-gateway-dropped-params"] = ",".join(dropped)
         result = await runtime.handle(call)
         message_id = "msg_" + call.request_id
         if isinstance(result, Stream):

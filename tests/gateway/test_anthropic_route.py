@@ -287,3 +287,12 @@ def _count(text: str) -> dict[str, Any]:
 def test_sdk_count_tokens(sdk: anthropic.Anthropic) -> None:
     counted = sdk.messages.count_tokens(model="echo", messages=[{"role": "user", "content": "count me"}])
     assert counted.input_tokens > 0
+
+
+async def test_dropped_params_are_named_in_a_header(client: httpx.AsyncClient) -> None:
+    body = message("x", top_k=5, thinking={"type": "enabled", "budget_tokens": 1024}, **{"bad\nname": 1})
+    reply = await client.post("/v1/messages", headers=HEADERS, json=body)
+    assert reply.status_code == 200
+    assert reply.headers["x-gateway-dropped-params"] == "thinking,top_k"
+    plain = await client.post("/v1/messages", headers=HEADERS, json=message("x", temperature=0.1))
+    assert "x-gateway-dropped-params" not in plain.headers
