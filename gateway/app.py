@@ -24,6 +24,7 @@ from gateway import __version__
 from gateway.auth import KeyRing
 from gateway.config import GatewayConfig, ModelConfig
 from gateway.errors import GatewayError, state_store_unavailable
+from gateway.features.tracing_http import TracingMiddleware
 from gateway.logging import AccessLog
 from gateway.middleware import GatewayMiddleware
 from gateway.pipeline import Handler, KeyIdentity, Stage, run_hooks
@@ -221,6 +222,8 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(StoreUnavailable, store_error)
     app.add_middleware(GatewayMiddleware, access_log=AccessLog())
+    # Around the access log (so it carries the trace id), inside the runtime pin (which holds the tracer).
+    app.add_middleware(TracingMiddleware)
     # Outermost: each request holds the runtime it arrived with until its response is fully sent.
     app.add_middleware(RuntimeMiddleware, current=lambda: gateway.runtime)
     return app

@@ -66,6 +66,7 @@ CATALOG: tuple[Feature, ...] = (
     Feature("additional-api-formats", "Additional API formats (Anthropic, Azure OpenAI, Cohere)", always),
     # Every response is costed and recorded; budgets apply to the keys and teams that have one.
     Feature("cost-tracking-budgets", "Cost tracking and budgets", always),
+    Feature("distributed-tracing", "Distributed tracing (OpenTelemetry)", configured("tracing")),
     # POST /admin/reload and SIGHUP work with every config file; features.reload.watch is optional.
     Feature("hot-config-reload", "Hot config reload", always),
     Feature("load-balancing-failover", "Load balancing and failover", always),

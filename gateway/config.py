@@ -29,6 +29,7 @@ from gateway.features.budgets import BudgetConfig, BudgetsConfig, TeamConfig, te
 from gateway.features.cache import CacheConfig
 from gateway.features.ratelimit import RateLimitConfig
 from gateway.features.routing_config import RoutingConfig, fallback_problems
+from gateway.features.tracing_config import TracingConfig
 from gateway.reload_config import ReloadConfig
 from gateway.stores import StateConfig
 from gateway.tls import ServerTLSConfig, UpstreamTLSConfig, origin_conflicts
@@ -144,6 +145,8 @@ class FeaturesConfig(_Strict):
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     # Hot reload (gateway/reload.py): watch the file, drain timeout for requests on the old config.
     reload: ReloadConfig = Field(default_factory=ReloadConfig)
+    # OpenTelemetry spans per request, stage and upstream attempt (gateway/features/tracing.py); off if unset.
+    tracing: TracingConfig | None = None
 
 
 class UsageConfig(_Strict):

@@ -75,7 +75,8 @@ def _request_id(scope: Scope) -> str:
             if _REQUEST_ID_OK.match(value):
                 return value.decode()
             break
-    return uuid.uuid4().hex
+    # With tracing on, a generated request id is the trace id, so users can quote either.
+    return scope.get("state", {}).get("trace_id") or uuid.uuid4().hex
 
 
 async def _send_error(send: Send, error: GatewayError) -> None:
@@ -102,6 +103,8 @@ def _record(
         "duration_ms": round((time.perf_counter() - started) * 1000.0, 3),
         "overhead_ms": round(overhead_ms, 3),
     }
+    if "trace_id" in state:
+        record["trace_id"] = state["trace_id"]
     call = state.get("call")
     if call is not None:
         record.update(

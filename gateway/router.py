@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from gateway.config import RouteConfig
+from gateway.features.tracing_config import SCRATCH_KEY
 from gateway.pipeline import Call, Result
 from gateway.providers.base import Provider
 
@@ -20,13 +21,20 @@ async def attempt(call: Call, route: RouteConfig, provider: Provider) -> Result:
     call.response_headers["x-gateway-attempts"] = str(call.attempts)
     # Set before the call so an error response also names the route that failed.
     call.response_headers["x-gateway-route"] = f"{route.provider}/{route.model or call.model}"
+    tracing = call.scratch.get(SCRATCH_KEY)
     began = time.perf_counter()
     try:
-        if call.endpoint == "embeddings":
-            result: Result = await provider.embeddings(call, route)
+        if tracing is None:
+            result = await _send(call, route, provider)
         else:
-            result = await provider.chat(call, route)
+            result = await tracing.attempt(call, route, provider, _send)
     finally:
         call.upstream_s += time.perf_counter() - began
     call.route = route
     return result
+
+
+async def _send(call: Call, route: RouteConfig, provider: Provider) -> Result:
+    if call.endpoint == "embeddings":
+        return await provider.embeddings(call, route)
+    return await provider.chat(call, route)

@@ -30,6 +30,7 @@ from gateway.features.budgets import budget_stage
 from gateway.features.cache import CacheStage
 from gateway.features.ratelimit import rate_limit_stage
 from gateway.features.routing import RoutingStage
+from gateway.features.tracing_config import build_tracing
 from gateway.features.usage import DEFAULT_DATABASE, usage_stage
 from gateway.ledger import Ledger
 from gateway.metrics import UsageMetrics
@@ -118,7 +119,10 @@ class Runtime:
         self.owns_transport = owns_transport
         self.providers = build_providers(config, transport)
         self.stages = build_stages(config, shared, self.providers, self.models)
-        self.handle: Handler = build_chain(self.stages)
+        # With tracing on, the chain runs each stage in a span (features.tracing); hooks use the originals.
+        self.tracing = build_tracing(config.features.tracing)
+        chain = self.stages if self.tracing is None else self.tracing.wrap(self.stages)
+        self.handle: Handler = build_chain(chain)
         self.in_flight = 0
         self.retired = False
         self.closed = False
@@ -150,6 +154,8 @@ class Runtime:
         if self.closed:
             return
         self.closed = True
+        if self.tracing is not None:
+            await self.tracing.shutdown()
         if self.owns_transport:
             await self.transport.aclose()
 

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 from gateway import __version__
 from gateway.config import PathPart, ProviderConfig, RouteConfig, did_you_mean
 from gateway.errors import GatewayError, upstream_error
+from gateway.features.tracing_config import SCRATCH_KEY
 from gateway.pipeline import Call, Response, Result, Stream
 
 USER_AGENT = f"llm-gateway/{__version__}"
@@ -151,12 +152,16 @@ class HttpProvider:
 
     def _request(self, endpoint: str, call: Call, route: RouteConfig, stream: bool) -> httpx.Request:
         spec = self.adapter.build_request(endpoint, call.body, route.model or call.model, stream)
+        # The request id travels upstream so one request can be followed across gateways.
+        headers = {**self.auth_headers, **spec.headers, "x-request-id": call.request_id}
+        tracing = call.scratch.get(SCRATCH_KEY)
+        if tracing is not None:
+            tracing.inject(headers)  # traceparent of this attempt's span (features.tracing)
         return httpx.Request(
             "POST",
             self._url(spec.path),
             content=json.dumps(spec.json, separators=(",", ":")).encode(),
-            # The request id travels upstream so one request can be followed across gateways.
-            headers={**self.auth_headers, **spec.headers, "x-request-id": call.request_id},
+            headers=headers,
             extensions={"timeout": self.timeout},
         )
 
