@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,7 +73,11 @@ def _process(*args: str) -> Iterator[tuple[str, list[str]]]:
     """Run ``gateway <args> --port N``; yields (base URL, a list that receives its output once stopped)."""
     port = _free_port()
     command = [sys.executable, "-m", "gateway.cli", *args, "--port", str(port)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # A scratch working directory: the demo config keeps its usage ledger in the current directory.
+    workdir = tempfile.TemporaryDirectory()
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=workdir.name
+    )
     url = f"http://127.0.0.1:{port}"
     output: list[str] = []
     try:
@@ -90,6 +95,7 @@ def _process(*args: str) -> Iterator[tuple[str, list[str]]]:
     finally:
         process.terminate()
         output.append(process.communicate(timeout=10)[0])
+        workdir.cleanup()
 
 
 def test_gateway_run_serves_the_demo_and_prints_how_to_use_it() -> None:
