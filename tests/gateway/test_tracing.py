@@ -28,11 +28,11 @@ pytestmark = pytest.mark.anyio
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"
-TRACING_ON = "features: {tracing: {exporter: none, service_name: gw-test}}"
+TRACING_ON = "features: {tracing: {exporter: none, service_name: gw-test}, routing: {max_attempts: 1}}"
 
 
 def config(tracing: str = TRACING_ON, *, key_extra: str = "") -> GatewayConfig:
-    """Model echo with two routes: ``bad`` (always 503) first, then ``good``; model solo: ``good`` only."""
+    """Model echo: route ``bad`` (always 503), then its fallback solo: route ``good``."""
     return parse_config(
         f"""
 auth:
@@ -42,7 +42,8 @@ providers:
   - {{name: good, type: openai, base_url: "https://good.test/v1", api_key: sk-up-secret-2}}
 models:
   - name: echo
-    routes: [{{provider: bad, model: mock-echo}}, {{provider: good, model: mock-echo}}]
+    routes: [{{provider: bad, model: mock-echo}}]
+    fallbacks: [solo]
   - name: solo
     routes: [{{provider: good, model: mock-echo}}]
 usage: {{database: ":memory:"}}
