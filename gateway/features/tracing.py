@@ -51,13 +51,13 @@ _PROPAGATED = (b"traceparent", b"tracestate")
 class Tracing:
     """The tracer of one runtime: spans for requests, stages and attempts, and W3C context propagation."""
 
-    def __init__(self, config: TracingConfig, exporter: SpanExporter | None = None) -> None:
+    def __init__(self, config: TracingConfig) -> None:
         self.config = config
         self.provider = TracerProvider(
             resource=Resource.create({"service.name": config.service_name, "service.version": __version__}),
             sampler=ParentBased(TraceIdRatioBased(config.sample_ratio)),
         )
-        exporter = exporter or _exporter(config)
+        exporter = _exporter(config)
         if exporter is not None:
             self.provider.add_span_processor(BatchSpanProcessor(exporter))
         self.tracer = self.provider.get_tracer("gateway", __version__)

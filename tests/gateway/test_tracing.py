@@ -242,3 +242,34 @@ def test_otlp_endpoint_gets_the_traces_path() -> None:
 
     assert TracingConfig(endpoint="http://127.0.0.1:4318/").traces_url() == "http://127.0.0.1:4318/v1/traces"
     assert TracingConfig(endpoint="http://c:4318/v1/traces").traces_url() == "http://c:4318/v1/traces"
+
+
+async def test_a_stream_the_client_abandons_ends_its_span_as_cancelled() -> None:
+    from gateway.config import RouteConfig
+    from gateway.features.tracing import Tracing
+    from gateway.features.tracing_config import TracingConfig
+    from gateway.pipeline import Call, KeyIdentity, Stream
+
+    async def chunks() -> AsyncIterator[dict[str, object]]:
+        for i in range(5):
+            yield {"model": "up-model", "choices": [{"delta": {"content": str(i)}}]}
+
+    async def send(call: Call, route: RouteConfig, provider: object) -> Stream:
+        return Stream(chunks())
+
+    exporter = InMemorySpanExporter()
+    tracing = Tracing(TracingConfig(exporter="none"))
+    tracing.provider.add_span_processor(SimpleSpanProcessor(exporter))  # exported the moment it ends
+    key = KeyIdentity(name="k", key_id="kid")
+    call = Call("r1", key, "chat", "alias", None, {}, {}, stream=True)  # type: ignore[arg-type]
+    stream = await tracing.attempt(call, RouteConfig(provider="p", model="m"), object(), send)
+    assert isinstance(stream, Stream)
+    first = await anext(aiter(stream))
+    assert first["model"] == "up-model"
+    assert not exporter.get_finished_spans()  # still streaming: the span is open
+    await stream.aclose()
+    await tracing.shutdown()
+    [span] = exporter.get_finished_spans()
+    attributes = span.attributes or {}
+    assert attributes["gateway.stream.cancelled"] is True and attributes["gateway.stream.completed"] is False
+    assert attributes["gen_ai.response.model"] == "up-model"
