@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,7 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from gateway.app import create_app
-from gateway.config import ConfigError, GatewayConfig, parse_config
+from gateway.config import ConfigError, GatewayConfig, load_config, parse_config
 from gateway.features.ratelimit import RateLimitStage
 from gateway.features.routing import RoutingStage
 from gateway.features.tracing import stage_name
@@ -273,3 +274,37 @@ async def test_a_stream_the_client_abandons_ends_its_span_as_cancelled() -> None
     attributes = span.attributes or {}
     assert attributes["gateway.stream.cancelled"] is True and attributes["gateway.stream.completed"] is False
     assert attributes["gen_ai.response.model"] == "up-model"
+
+
+async def test_a_reload_switches_tracing_on_and_flushes_the_old_tracer(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    master = "sk-test-master-tracing"
+    base = f"""
+auth:
+  master_key: {master}
+  keys: [{{name: alice, key: {KEY}}}]
+providers: [{{name: mock, type: mock}}]
+models: [{{name: echo, routes: [{{provider: mock, model: mock-echo}}]}}]
+usage: {{database: ":memory:"}}
+"""
+    path.write_text(base)
+    app = create_app(load_config(path), config_path=path)
+    gateway = app.state.gateway
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client,
+    ):
+        assert gateway.runtime.tracing is None
+        path.write_text(base + "features: {tracing: {exporter: none}}\n")
+        reply = await client.post("/admin/reload", headers=auth(master))
+        assert reply.status_code == 200, reply.text
+        tracing = gateway.runtime.tracing
+        assert tracing is not None
+        exporter = InMemorySpanExporter()
+        tracing.provider.add_span_processor(SimpleSpanProcessor(exporter))
+        response = await client.post("/v1/chat/completions", json=chat(), headers=auth())
+        assert response.status_code == 200
+        [server] = by_name(exporter.get_finished_spans(), "POST /v1/chat/completions")
+        assert format(server.context.trace_id, "032x") == response.headers["x-request-id"]
+    # Closing the gateway shut the tracer down: nothing more is exported.
+    assert exporter._stopped  # the SDK exposes no public "is shut down"
