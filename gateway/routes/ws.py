@@ -1,0 +1,316 @@
+"""WebSocket transport for streamed chat completions: ``GET /v1/ws/chat``.
+
+One connection authenticates once (``Authorization``/``x-api-key`` header, or for browsers the subprotocol
+``gateway.bearer.<key>`` offered next to ``gateway.v1``; only ``gateway.v1`` is echoed back, so the key is
+never reflected), then carries any number of chat requests, several at a time. Each ``chat.request`` runs
+through exactly the same stage chain as ``POST /v1/chat/completions`` (rate limit, budget, cache, router,
+usage ledger) in its own task; its chunks are sent back tagged with the client's id. The protocol is
+described in docs/gateway/websocket.md.
+
+Frames are JSON text. Errors about one request are ``chat.error`` frames and never close the socket; the
+socket is closed only when the key is bad (4401), the client breaks the framing (binary frame 1003,
+oversized message 1009) or the connection sat idle (1001).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from fastapi import FastAPI
+from starlette.datastructures import Headers
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from gateway.errors import GatewayError, invalid_request, state_store_unavailable
+from gateway.logging import log_error
+from gateway.pipeline import Call, Stream
+from gateway.runtime import runtime_of
+from gateway.schema import check_chat
+from gateway.stores import StoreUnavailable
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+    from gateway.pipeline import KeyIdentity
+    from gateway.runtime import Runtime
+
+PATH = "/v1/ws/chat"
+SUBPROTOCOL = "gateway.v1"
+BEARER_PREFIX = "gateway.bearer."
+
+# Close codes (4401 mirrors HTTP 401; the others are RFC 6455's).
+CLOSE_BAD_KEY = 4401
+CLOSE_IDLE = 1001
+CLOSE_UNSUPPORTED = 1003
+CLOSE_TOO_BIG = 1009
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketLimits:
+    """Per-connection limits: requests in flight, message size, idle time, send queue length."""
+
+    max_concurrent: int = 4
+    max_message_bytes: int = 1 << 20
+    idle_timeout_s: float = 300.0
+    send_queue: int = 64
+
+
+def presented_ws_key(websocket: WebSocket) -> str | None:
+    """The key from the headers, else from a ``gateway.bearer.<key>`` subprotocol (never the query string)."""
+    from gateway.auth import presented_key
+
+    key = presented_key(websocket.headers)
+    if key:
+        return key
+    for protocol in websocket.scope.get("subprotocols", ()):
+        if protocol.startswith(BEARER_PREFIX) and len(protocol) > len(BEARER_PREFIX):
+            return protocol[len(BEARER_PREFIX) :]
+    return None
+
+
+def _call_headers(websocket: WebSocket) -> Headers:
+    # Stages see the handshake headers, minus the subprotocol list (it may hold the key).
+    raw = [(k, v) for k, v in websocket.scope["headers"] if k != b"sec-websocket-protocol"]
+    return Headers(raw=raw)
+
+
+class Connection:
+    """One open socket: its key, the requests in flight and the single writer that sends frames."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        runtime: Runtime,
+        key: KeyIdentity,
+        websocket: WebSocket,
+        limits: WebSocketLimits,
+    ) -> None:
+        self.gateway = gateway
+        self.runtime = runtime
+        self.key = key
+        self.websocket = websocket
+        self.limits = limits
+        self.headers: Mapping[str, str] = _call_headers(websocket)
+        # Bounded: a slow reader makes request tasks wait here, which pauses their upstream reads.
+        self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(limits.send_queue)
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        # Set once the connection is going away: cancelled requests then send no frame.
+        self.closing = False
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        """Queue ``frame`` for the writer (waits while the queue is full)."""
+        await self.outbox.put(frame)
+
+    async def writer(self) -> None:
+        """Send queued frames in order until the ``None`` sentinel; the only task that writes."""
+        while (frame := await self.outbox.get()) is not None:
+            await self.websocket.send_text(json.dumps(frame, separators=(",", ":")))
+
+    async def error(
+        self, request_id: Any, exc: GatewayError, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Send ``exc`` as a ``chat.error`` frame for ``request_id`` (None: not about one request)."""
+        await self.send(
+            {
+                "type": "chat.error",
+                "id": request_id,
+                "status": exc.status,
+                "error": self.gateway.redactor.body(exc),
+                "headers": {**(headers or {}), **exc.headers},
+            }
+        )
+
+    async def on_message(self, text: str) -> None:
+        """Handle one client message: a request, a cancel or a ping; bad ones get a ``chat.error``."""
+        try:
+            message = json.loads(text)
+        except ValueError:
+            await self.error(None, invalid_request("The message is not valid JSON."))
+            return
+        if not isinstance(message, dict):
+            await self.error(None, invalid_request("A message must be a JSON object with a 'type'."))
+            return
+        kind = message.get("type")
+        request_id = message.get("id")
+        if kind == "ping":
+            await self.send({"type": "pong"})
+            return
+        if kind not in ("chat.request", "chat.cancel"):
+            await self.error(
+                request_id,
+                invalid_request(
+                    "Unknown message type: expected chat.request, chat.cancel or ping.", param="type"
+                ),
+            )
+            return
+        if not isinstance(request_id, str) or not request_id or len(request_id) > 128:
+            await self.error(
+                None, invalid_request("'id' must be a non-empty string of at most 128 characters.")
+            )
+            return
+        if kind == "chat.cancel":
+            task = self.tasks.get(request_id)
+            if task is not None:
+                task.cancel()
+            return
+        if request_id in self.tasks:
+            await self.error(request_id, invalid_request(f"Request id {request_id!r} is already in flight."))
+            return
+        if len(self.tasks) >= self.limits.max_concurrent:
+            await self.error(
+                request_id,
+                GatewayError(
+                    429,
+                    f"At most {self.limits.max_concurrent} requests may be in flight on one connection.",
+                    "rate_limit_error",
+                    "too_many_in_flight",
+                ),
+            )
+            return
+        body = message.get("body")
+        if not isinstance(body, dict):
+            await self.error(request_id, invalid_request("'body' must be a chat completions request object."))
+            return
+        task = asyncio.create_task(self.run(request_id, body, time.perf_counter()))
+        self.tasks[request_id] = task
+        task.add_done_callback(partial(self._forget, request_id))
+
+    def _forget(self, request_id: str, task: asyncio.Task[None]) -> None:
+        # A finished request's id may be reused by the client.
+        if self.tasks.get(request_id) is task:
+            del self.tasks[request_id]
+
+    async def run(self, request_id: str, body: dict[str, Any], started: float) -> None:
+        """Run one chat request through the pipeline and send its frames (cancelled by ``chat.cancel``)."""
+        call: Call | None = None
+        stream: Stream | None = None
+        trace_id = uuid.uuid4().hex
+        try:
+            body = {**body, "stream": True}  # the transport streams; the client need not say so
+            model, _, include_usage = check_chat(body)
+            call = Call(
+                request_id=trace_id,
+                key=self.key,
+                endpoint="chat",
+                model=model,
+                model_config=self.runtime.resolve(self.key, model),
+                body=body,
+                headers=self.headers,
+                stream=True,
+                include_usage=include_usage,
+                started=started,
+            )
+            result = await self.runtime.handle(call)
+            if isinstance(result, Stream):
+                stream = result
+                async for chunk in stream:
+                    # As on HTTP: the final usage-only chunk goes out only when the client asked for it.
+                    if not include_usage and not chunk.get("choices") and "usage" in chunk:
+                        continue
+                    await self.send({"type": "chat.chunk", "id": request_id, "chunk": chunk})
+                usage = stream.usage
+            else:  # a stage answered whole (only a misbehaving one would, for a streamed call)
+                await self.send({"type": "chat.chunk", "id": request_id, "chunk": result.body})
+                usage = result.usage
+            headers = {**call.response_headers, "x-request-id": trace_id}
+            await self.send({"type": "chat.done", "id": request_id, "usage": usage, "headers": headers})
+        except asyncio.CancelledError:
+            with anyio.CancelScope(shield=True):
+                if stream is not None:
+                    await stream.aclose()
+                    stream = None
+                # The stages have settled (lease released, budget settled): say so, unless the socket is gone.
+                if not self.closing:
+                    await self.send({"type": "chat.cancelled", "id": request_id})
+            raise
+        except GatewayError as exc:
+            await self.error(request_id, exc, call.response_headers if call is not None else None)
+        except StoreUnavailable:
+            await self.error(request_id, state_store_unavailable())
+        except Exception as exc:
+            log_error(trace_id, exc)
+            await self.error(request_id, GatewayError(500, "Internal gateway error.", "server_error"))
+        finally:
+            if stream is not None:
+                # Shielded: the upstream must be closed and the stages settled even during cancellation.
+                with anyio.CancelScope(shield=True):
+                    await stream.aclose()
+
+    async def shutdown(self) -> None:
+        """Cancel every request in flight and wait for their cleanup (settlement), then stop the writer."""
+        self.closing = True
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+
+
+async def _receive(websocket: WebSocket) -> Mapping[str, Any]:
+    message = await websocket.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+    return message
+
+
+def add_routes(app: FastAPI, gateway: Gateway, limits: WebSocketLimits | None = None) -> None:
+    """Register ``GET /v1/ws/chat`` serving ``gateway``."""
+    limits = limits or WebSocketLimits()
+
+    async def chat_socket(websocket: WebSocket) -> None:
+        if not gateway.started:
+            await gateway.start()
+        offered = websocket.scope.get("subprotocols", ())
+        # Accept first, so that a bad key gets a close code a client can read (4401), not a bare 403.
+        await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+        runtime = runtime_of(websocket.scope) or gateway.runtime
+        key = runtime.keys.identify(presented_ws_key(websocket))
+        if key is None:
+            await websocket.close(CLOSE_BAD_KEY, "invalid or missing API key")
+            return
+        connection = Connection(gateway, runtime, key, websocket, limits)
+        writer = asyncio.create_task(connection.writer())
+        close: tuple[int, str] | None = None
+        try:
+            while True:
+                timeout = None if connection.tasks else limits.idle_timeout_s
+                try:
+                    message = await asyncio.wait_for(_receive(websocket), timeout)
+                except TimeoutError:
+                    close = (CLOSE_IDLE, "idle timeout")
+                    break
+                text = message.get("text")
+                if text is None:
+                    close = (CLOSE_UNSUPPORTED, "binary frames are not supported; send JSON text")
+                    break
+                if len(text.encode()) > limits.max_message_bytes:
+                    close = (CLOSE_TOO_BIG, f"message larger than {limits.max_message_bytes} bytes")
+                    break
+                await connection.on_message(text)
+                if writer.done():  # the socket failed under the writer
+                    break
+        except WebSocketDisconnect:
+            pass
+        finally:
+            await connection.shutdown()
+            if close is not None and not writer.done():
+                # Let the frames already queued go out before the close frame.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(connection.outbox.put(None), 5.0)
+                    await asyncio.wait_for(writer, 5.0)
+            writer.cancel()
+            with contextlib.suppress(BaseException):
+                await writer
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await websocket.close(*close)
+
+    app.add_api_websocket_route(PATH, chat_socket)
