@@ -75,6 +75,8 @@ CATALOG: tuple[Feature, ...] = (
     Feature("tls-https-support", "TLS/HTTPS support", tls_configured),
     # The ledger, /admin/usage and /metrics are part of every configuration.
     Feature("usage-tracking-analytics", "Usage tracking and analytics", always),
+    # GET /v1/ws/chat is served by every build.
+    Feature("websocket-support", "WebSocket streaming transport", always),
 )
 
 
