@@ -37,6 +37,8 @@ def config_secrets(config: GatewayConfig) -> Iterator[str]:
             yield provider.tls.client_key_password or ""
     if config.server.tls is not None:
         yield config.server.tls.key_password or ""
+    if config.features.tracing is not None:
+        yield from config.features.tracing.headers.values()  # e.g. a tracing backend's API key
     if config.state.redis_url:
         yield urlsplit(config.state.redis_url).password or ""
 

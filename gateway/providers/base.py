@@ -137,6 +137,7 @@ class HttpProvider:
             **self.default_headers(config),
         }
         self._urls: dict[str, httpx.URL] = {}
+        self.propagate_trace = config.propagate_trace
 
     @classmethod
     def default_headers(cls, config: ProviderConfig) -> dict[str, str]:
@@ -154,7 +155,7 @@ class HttpProvider:
         spec = self.adapter.build_request(endpoint, call.body, route.model or call.model, stream)
         # The request id travels upstream so one request can be followed across gateways.
         headers = {**self.auth_headers, **spec.headers, "x-request-id": call.request_id}
-        tracing = call.scratch.get(SCRATCH_KEY)
+        tracing = call.scratch.get(SCRATCH_KEY) if self.propagate_trace else None
         if tracing is not None:
             tracing.inject(headers)  # traceparent of this attempt's span (features.tracing)
         return httpx.Request(

@@ -308,3 +308,24 @@ usage: {{database: ":memory:"}}
         assert format(server.context.trace_id, "032x") == response.headers["x-request-id"]
     # Closing the gateway shut the tracer down: nothing more is exported.
     assert exporter._stopped  # the SDK exposes no public "is shut down"
+
+
+async def test_a_provider_can_keep_the_trace_context_to_itself() -> None:
+    cfg = config().model_copy(deep=True)
+    for provider in cfg.providers:
+        provider.propagate_trace = False
+    async with traced(cfg) as (client, upstream, exporter):
+        response = await client.post(
+            "/v1/chat/completions", json=chat(model="solo"), headers={**auth(), "traceparent": TRACEPARENT}
+        )
+    assert response.status_code == 200 and exporter is not None
+    assert by_name(exporter.get_finished_spans(), "chat mock-echo")  # still traced, just not propagated
+    assert "traceparent" not in upstream.requests[0].headers
+    assert "tracestate" not in upstream.requests[0].headers
+
+
+def test_exporter_header_values_are_redacted_secrets() -> None:
+    from gateway.redact import Redactor
+
+    cfg = config("features: {tracing: {exporter: none, headers: {x-honeycomb-team: hny-secret-4d2a9c}}}")
+    assert "hny-secret-4d2a9c" not in Redactor.from_config(cfg).text("upstream said hny-secret-4d2a9c")
