@@ -29,7 +29,7 @@ from fastapi import FastAPI
 from starlette.datastructures import Headers
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from gateway.errors import GatewayError, invalid_request, state_store_unavailable
+from gateway.errors import GatewayError, bad_key, invalid_request, state_store_unavailable
 from gateway.logging import log_error
 from gateway.pipeline import Call, Stream
 from gateway.runtime import runtime_of
@@ -38,8 +38,6 @@ from gateway.stores import StoreUnavailable
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
-    from gateway.pipeline import KeyIdentity
-    from gateway.runtime import Runtime
 
 PATH = "/v1/ws/chat"
 SUBPROTOCOL = "gateway.v1"
@@ -87,19 +85,19 @@ class Connection:
     def __init__(
         self,
         gateway: Gateway,
-        runtime: Runtime,
-        key: KeyIdentity,
+        secret: str,
         websocket: WebSocket,
         limits: WebSocketLimits,
     ) -> None:
         self.gateway = gateway
-        self.runtime = runtime
-        self.key = key
+        # Kept (in memory only) to authenticate each request against the config running when it starts:
+        # a hot reload that revokes the key ends the connection with 4401.
+        self._secret = secret
         self.websocket = websocket
         self.limits = limits
         self.headers: Mapping[str, str] = _call_headers(websocket)
         # Bounded: a slow reader makes request tasks wait here, which pauses their upstream reads.
-        self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(limits.send_queue)
+        self.outbox: asyncio.Queue[dict[str, Any] | tuple[int, str] | None] = asyncio.Queue(limits.send_queue)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         # Set once the connection is going away: cancelled requests then send no frame.
         self.closing = False
@@ -111,7 +109,14 @@ class Connection:
     async def writer(self) -> None:
         """Send queued frames in order until the ``None`` sentinel; the only task that writes."""
         while (frame := await self.outbox.get()) is not None:
+            if isinstance(frame, tuple):  # (code, reason): close the socket
+                await self.websocket.close(*frame)
+                return
             await self.websocket.send_text(json.dumps(frame, separators=(",", ":")))
+
+    async def send_close(self, code: int, reason: str) -> None:
+        """Have the writer close the socket after the frames queued before."""
+        await self.outbox.put((code, reason))
 
     async def error(
         self, request_id: Any, exc: GatewayError, headers: Mapping[str, str] | None = None
@@ -192,22 +197,30 @@ class Connection:
         call: Call | None = None
         stream: Stream | None = None
         trace_id = uuid.uuid4().hex
+        # Each request uses the config running when it starts (a socket may outlive many reloads).
+        runtime = self.gateway.runtime
+        runtime.acquire()
         try:
+            key = runtime.keys.identify(self._secret)
+            if key is None:
+                await self.error(request_id, bad_key("The API key is no longer valid."))
+                await self.send_close(CLOSE_BAD_KEY, "API key revoked")
+                return
             body = {**body, "stream": True}  # the transport streams; the client need not say so
             model, _, include_usage = check_chat(body)
             call = Call(
                 request_id=trace_id,
-                key=self.key,
+                key=key,
                 endpoint="chat",
                 model=model,
-                model_config=self.runtime.resolve(self.key, model),
+                model_config=runtime.resolve(key, model),
                 body=body,
                 headers=self.headers,
                 stream=True,
                 include_usage=include_usage,
                 started=started,
             )
-            result = await self.runtime.handle(call)
+            result = await runtime.handle(call)
             if isinstance(result, Stream):
                 stream = result
                 async for chunk in stream:
@@ -242,6 +255,7 @@ class Connection:
                 # Shielded: the upstream must be closed and the stages settled even during cancellation.
                 with anyio.CancelScope(shield=True):
                     await stream.aclose()
+            runtime.release()
 
     async def shutdown(self) -> None:
         """Cancel every request in flight and wait for their cleanup (settlement), then stop the writer."""
@@ -271,46 +285,60 @@ def add_routes(app: FastAPI, gateway: Gateway, limits: WebSocketLimits | None = 
         offered = websocket.scope.get("subprotocols", ())
         # Accept first, so that a bad key gets a close code a client can read (4401), not a bare 403.
         await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
-        runtime = runtime_of(websocket.scope) or gateway.runtime
-        key = runtime.keys.identify(presented_ws_key(websocket))
-        if key is None:
+        secret = presented_ws_key(websocket)
+        if secret is None or gateway.runtime.keys.identify(secret) is None:
             await websocket.close(CLOSE_BAD_KEY, "invalid or missing API key")
             return
-        connection = Connection(gateway, runtime, key, websocket, limits)
-        writer = asyncio.create_task(connection.writer())
-        close: tuple[int, str] | None = None
+        # The socket may stay open for hours: it must not hold the runtime it arrived with (a reload would
+        # wait for it to drain). Each request holds the runtime it runs on instead; re-pinned at the end
+        # so RuntimeMiddleware's release stays balanced.
+        pinned = runtime_of(websocket.scope)
+        if pinned is not None:
+            pinned.release()
         try:
-            while True:
-                timeout = None if connection.tasks else limits.idle_timeout_s
-                try:
-                    message = await asyncio.wait_for(_receive(websocket), timeout)
-                except TimeoutError:
-                    close = (CLOSE_IDLE, "idle timeout")
-                    break
-                text = message.get("text")
-                if text is None:
-                    close = (CLOSE_UNSUPPORTED, "binary frames are not supported; send JSON text")
-                    break
-                if len(text.encode()) > limits.max_message_bytes:
-                    close = (CLOSE_TOO_BIG, f"message larger than {limits.max_message_bytes} bytes")
-                    break
-                await connection.on_message(text)
-                if writer.done():  # the socket failed under the writer
-                    break
-        except WebSocketDisconnect:
-            pass
+            await _serve(Connection(gateway, secret, websocket, limits), limits)
         finally:
-            await connection.shutdown()
-            if close is not None and not writer.done():
-                # Let the frames already queued go out before the close frame.
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(connection.outbox.put(None), 5.0)
-                    await asyncio.wait_for(writer, 5.0)
-            writer.cancel()
-            with contextlib.suppress(BaseException):
-                await writer
-        if close is not None:
-            with contextlib.suppress(Exception):
-                await websocket.close(*close)
+            if pinned is not None:
+                pinned.acquire()
 
     app.add_api_websocket_route(PATH, chat_socket)
+
+
+async def _serve(connection: Connection, limits: WebSocketLimits) -> None:
+    """The message loop of one authenticated socket, until the client leaves or is closed."""
+    websocket = connection.websocket
+    writer = asyncio.create_task(connection.writer())
+    close: tuple[int, str] | None = None
+    try:
+        while True:
+            timeout = None if connection.tasks else limits.idle_timeout_s
+            try:
+                message = await asyncio.wait_for(_receive(websocket), timeout)
+            except TimeoutError:
+                close = (CLOSE_IDLE, "idle timeout")
+                break
+            text = message.get("text")
+            if text is None:
+                close = (CLOSE_UNSUPPORTED, "binary frames are not supported; send JSON text")
+                break
+            if len(text.encode()) > limits.max_message_bytes:
+                close = (CLOSE_TOO_BIG, f"message larger than {limits.max_message_bytes} bytes")
+                break
+            await connection.on_message(text)
+            if writer.done():  # the socket failed under the writer
+                break
+    except WebSocketDisconnect:
+        pass
+    finally:
+        await connection.shutdown()
+        if close is not None and not writer.done():
+            # Let the frames already queued go out before the close frame.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.outbox.put(None), 5.0)
+                await asyncio.wait_for(writer, 5.0)
+        writer.cancel()
+        with contextlib.suppress(BaseException):
+            await writer
+    if close is not None:
+        with contextlib.suppress(Exception):
+            await websocket.close(*close)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -203,3 +204,23 @@ def test_requests_beyond_the_in_flight_bound_are_refused(url: str) -> None:
     refused = [f for f in frames if f["type"] == "chat.error"]
     assert [f["id"] for f in refused] == ["r4"]
     assert refused[0]["status"] == 429 and refused[0]["error"]["error"]["code"] == "too_many_in_flight"
+
+
+def test_a_key_revoked_by_a_reload_closes_its_open_socket_with_4401(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(CONFIG)
+    app = create_app(parse_config(CONFIG, str(path)), config_path=path)
+    admin = {"authorization": f"Bearer {MASTER_KEY}"}
+    with run_server(app, ws="auto") as base, socket(base, key=TIGHT) as ws:
+        ws.send(request("before", "still valid", model="slow"))
+        assert until_end(ws)[-1]["type"] == "chat.done"
+        path.write_text(
+            CONFIG.replace(f"    - {{name: tight, key: {TIGHT}", "    - {name: gone, key: sk-ws-other")
+        )
+        assert httpx.post(f"{base}/admin/reload", headers=admin, timeout=10).json()["status"] == "reloaded"
+        ws.send(request("after", "no longer", model="slow"))
+        refused = frame(ws)
+        assert (refused["type"], refused["id"], refused["status"]) == ("chat.error", "after", 401)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
