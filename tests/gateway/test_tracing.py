@@ -329,3 +329,20 @@ def test_exporter_header_values_are_redacted_secrets() -> None:
 
     cfg = config("features: {tracing: {exporter: none, headers: {x-honeycomb-team: hny-secret-4d2a9c}}}")
     assert "hny-secret-4d2a9c" not in Redactor.from_config(cfg).text("upstream said hny-secret-4d2a9c")
+
+
+async def test_a_sampled_out_trace_exports_nothing_but_still_propagates() -> None:
+    async with traced(config("features: {tracing: {exporter: none, sample_ratio: 0}}")) as (
+        client,
+        upstream,
+        exporter,
+    ):
+        response = await client.post("/v1/chat/completions", json=chat(model="solo"), headers=auth())
+        sampled = await client.post(
+            "/v1/chat/completions", json=chat(model="solo"), headers={**auth(), "traceparent": TRACEPARENT}
+        )
+    assert response.status_code == 200 and sampled.status_code == 200 and exporter is not None
+    # The gateway's own trace is sampled out; the caller's sampled flag is followed.
+    assert {format(s.context.trace_id, "032x") for s in exporter.get_finished_spans()} == {CLIENT_TRACE}
+    _, trace_id, _, flags = upstream.requests[0].headers["traceparent"].split("-")
+    assert trace_id == response.headers["x-request-id"] and int(flags, 16) & 1 == 0
