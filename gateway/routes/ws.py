@@ -239,8 +239,10 @@ class Connection:
                 if stream is not None:
                     await stream.aclose()
                     stream = None
-                # The stages have settled (lease released, budget settled): say so, unless the socket is gone.
-                if not self.closing:
+            # The stages have settled (lease released, budget settled): say so, unless the socket is going
+            # away. Bounded: a client that stopped reading must not keep this task alive.
+            if not self.closing:
+                with anyio.move_on_after(5.0, shield=True):
                     await self.send({"type": "chat.cancelled", "id": request_id})
             raise
         except GatewayError as exc:
