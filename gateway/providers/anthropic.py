@@ -21,7 +21,15 @@ from gateway.config import ProviderConfig
 from gateway.errors import GatewayError, invalid_request, upstream_error
 from gateway.formats.anthropic import ANTHROPIC_VERSION, chat_to_request, message_to_chat
 from gateway.formats.anthropic_stream import ChunkTranslator
-from gateway.providers.base import ConfigProblems, HttpProvider, UpstreamRequest, now, options_problems
+from gateway.providers.base import (
+    ConfigProblems,
+    HttpProvider,
+    UpstreamRequest,
+    map_upstream_status,
+    now,
+    options_problems,
+    upstream_rate_limited,
+)
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 DEFAULT_MAX_TOKENS = 4096
@@ -84,30 +92,14 @@ class AnthropicAdapter:
         message = error.get("message") if isinstance(error, dict) else None
         detail = message if isinstance(message, str) else f"HTTP {status}"
         if status == 429:
-            retry = {"retry-after": headers["retry-after"]} if "retry-after" in headers else {}
-            return GatewayError(
-                429,
-                f"Upstream rate limit: {detail}",
-                "rate_limit_error",
-                "rate_limit_exceeded",
-                headers=retry,
-            )
+            return upstream_rate_limited(detail, headers)
         if status == 529 or kind == "overloaded_error":
             return upstream_error(503, f"Upstream overloaded: {detail}", "upstream_overloaded")
         if status == 413:
             return GatewayError(413, detail, "invalid_request_error", "request_too_large")
         if status in INVALID_STATUSES:
             return GatewayError(400, detail, "invalid_request_error", kind if isinstance(kind, str) else None)
-        if status in (401, 403):
-            # The gateway's upstream credentials are wrong: the client's key is fine, so not a 401.
-            return upstream_error(
-                502, f"Upstream rejected the gateway's credentials (HTTP {status}).", "upstream_auth"
-            )
-        if status in (408, 504):
-            return upstream_error(504, f"Upstream timed out: {detail}", "upstream_timeout")
-        if status == 503:
-            return upstream_error(503, f"Upstream unavailable: {detail}", "upstream_unavailable")
-        return upstream_error(502, f"Upstream error: {detail}", "upstream_error")
+        return map_upstream_status(status, detail)
 
 
 class AnthropicProvider(HttpProvider):

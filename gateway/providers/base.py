@@ -76,6 +76,36 @@ def options_problems(model: type[BaseModel], options: dict[str, Any]) -> ConfigP
                 yield loc, error["msg"]
 
 
+def upstream_rate_limited(detail: str, headers: httpx.Headers) -> GatewayError:
+    """An upstream 429 passed on as a 429, keeping the upstream's ``retry-after``."""
+    retry = {"retry-after": headers["retry-after"]} if "retry-after" in headers else {}
+    return GatewayError(
+        429,
+        f"Upstream rate limit: {detail}",
+        "rate_limit_error",
+        "rate_limit_exceeded",
+        headers=retry,
+    )
+
+
+def map_upstream_status(status: int, detail: str) -> GatewayError:
+    """The error for an upstream status no adapter special-cased: auth problems and faults as 502/503/504.
+
+    Adapters handle their own statuses (rate limits, invalid requests, overload...) first and call this
+    for the rest.
+    """
+    if status in (401, 403):
+        # The gateway's upstream credentials are wrong: the client's key is fine, so not a 401.
+        return upstream_error(
+            502, f"Upstream rejected the gateway's credentials (HTTP {status}).", "upstream_auth"
+        )
+    if status in (408, 504):
+        return upstream_error(504, f"Upstream timed out: {detail}", "upstream_timeout")
+    if status == 503:
+        return upstream_error(503, f"Upstream unavailable: {detail}", "upstream_unavailable")
+    return upstream_error(502, f"Upstream error: {detail}", "upstream_error")
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamRequest:
     """What an :class:`HttpAdapter` asks :class:`HttpProvider` to send."""

@@ -15,7 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.config import ProviderConfig
 from gateway.errors import GatewayError, upstream_error
-from gateway.providers.base import DONE, ConfigProblems, HttpProvider, UpstreamRequest, options_problems
+from gateway.providers.base import (
+    DONE,
+    ConfigProblems,
+    HttpProvider,
+    UpstreamRequest,
+    map_upstream_status,
+    options_problems,
+    upstream_rate_limited,
+)
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 _PATHS = {"chat": "/chat/completions", "embeddings": "/embeddings"}
@@ -74,14 +82,7 @@ class OpenAIAdapter:
         message = error.get("message") if isinstance(error, dict) else None
         detail = message if isinstance(message, str) else f"HTTP {status}"
         if status == 429:
-            retry = {"retry-after": headers["retry-after"]} if "retry-after" in headers else {}
-            return GatewayError(
-                429,
-                f"Upstream rate limit: {detail}",
-                "rate_limit_error",
-                "rate_limit_exceeded",
-                headers=retry,
-            )
+            return upstream_rate_limited(detail, headers)
         if status in (400, 404, 409, 413, 422):
             code = (
                 error.get("code") if isinstance(error, dict) and isinstance(error.get("code"), str) else None
@@ -94,16 +95,7 @@ class OpenAIAdapter:
             return GatewayError(
                 400 if status != 413 else 413, detail, "invalid_request_error", code, param=param
             )
-        if status in (401, 403):
-            # The gateway's upstream credentials are wrong: the client's key is fine, so not a 401.
-            return upstream_error(
-                502, f"Upstream rejected the gateway's credentials (HTTP {status}).", "upstream_auth"
-            )
-        if status in (408, 504):
-            return upstream_error(504, f"Upstream timed out: {detail}", "upstream_timeout")
-        if status == 503:
-            return upstream_error(503, f"Upstream unavailable: {detail}", "upstream_unavailable")
-        return upstream_error(502, f"Upstream error: {detail}", "upstream_error")
+        return map_upstream_status(status, detail)
 
 
 class OpenAIProvider(HttpProvider):
