@@ -26,7 +26,7 @@ from gateway.formats.anthropic_stream import MessageEvents, error_event, sse
 from gateway.logging import log_error
 from gateway.pipeline import Call, Stream
 from gateway.redact import Redactor
-from gateway.routes.openai import SSEResponse, read_body
+from gateway.routes.openai import SSEResponse, read_body, request_call
 from gateway.schema import check_chat, parse_json_object
 from gateway.stores import StoreUnavailable
 from gateway.token_estimate import estimate_prompt_tokens, estimate_text_tokens
@@ -84,18 +84,7 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
         raw = parse_json_object(await read_body(request, runtime.max_body_bytes))
         body = request_to_chat(raw)
         model, stream, _ = check_chat(body)
-        call = Call(
-            request_id=state["request_id"],
-            key=key,
-            endpoint="chat",
-            model=model,
-            model_config=runtime.resolve(key, model),
-            body=body,
-            headers=request.headers,
-            stream=stream,
-            started=state["started"],
-        )
-        state["call"] = call
+        call = request_call(request, runtime, key, "chat", model, body, stream=stream)
         if dropped := dropped_params(raw):
             # Said, not silent: the client learns which of its fields had no effect.
             call.response_headers["x-gateway-dropped-params"] = ",".join(dropped)

@@ -8,7 +8,7 @@ reads the body with a size limit, authenticates, checks the body, resolves the m
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -89,6 +89,63 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return Response(json.dumps(body, separators=(",", ":")).encode(), status, headers, "application/json")
 
 
+def new_call(
+    runtime: Runtime,
+    key: KeyIdentity,
+    *,
+    request_id: str,
+    endpoint: str,
+    model: str,
+    body: dict[str, Any],
+    headers: Mapping[str, str],
+    started: float,
+    stream: bool = False,
+    include_usage: bool = False,
+) -> Call:
+    """A pipeline call for ``model``, resolved in ``runtime``'s config for ``key`` (HTTP or WebSocket)."""
+    return Call(
+        request_id=request_id,
+        key=key,
+        endpoint=endpoint,
+        model=model,
+        model_config=runtime.resolve(key, model),
+        body=body,
+        headers=headers,
+        stream=stream,
+        include_usage=include_usage,
+        started=started,
+    )
+
+
+def request_call(
+    request: Request,
+    runtime: Runtime,
+    key: KeyIdentity,
+    endpoint: str,
+    model: str,
+    body: dict[str, Any],
+    *,
+    stream: bool = False,
+    include_usage: bool = False,
+) -> Call:
+    """The call for an HTTP request, with its request id and start time, kept in the request's state."""
+    state = request.scope["state"]
+    call = new_call(
+        runtime,
+        key,
+        request_id=state["request_id"],
+        endpoint=endpoint,
+        model=model,
+        body=body,
+        headers=request.headers,
+        started=state["started"],
+        stream=stream,
+        include_usage=include_usage,
+    )
+    state["call"] = call
+    return call
+
+
 def add_routes(app: FastAPI, gateway: Gateway) -> None:
     """Register the OpenAI-compatible endpoints serving ``gateway``."""
 
@@ -105,20 +162,9 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
         runtime, key = await begin(request)
         body = parse_json_object(await read_body(request, runtime.max_body_bytes))
         model, stream, include_usage = check_chat(body)
-        state = request.scope["state"]
-        call = Call(
-            request_id=state["request_id"],
-            key=key,
-            endpoint="chat",
-            model=model,
-            model_config=runtime.resolve(key, model),
-            body=body,
-            headers=request.headers,
-            stream=stream,
-            include_usage=include_usage,
-            started=state["started"],
+        call = request_call(
+            request, runtime, key, "chat", model, body, stream=stream, include_usage=include_usage
         )
-        state["call"] = call
         result = await runtime.handle(call)
         if isinstance(result, Stream):
             headers = {**call.response_headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -129,18 +175,7 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
         runtime, key = await begin(request)
         body = parse_json_object(await read_body(request, runtime.max_body_bytes))
         model = check_embeddings(body)
-        state = request.scope["state"]
-        call = Call(
-            request_id=state["request_id"],
-            key=key,
-            endpoint="embeddings",
-            model=model,
-            model_config=runtime.resolve(key, model),
-            body=body,
-            headers=request.headers,
-            started=state["started"],
-        )
-        state["call"] = call
+        call = request_call(request, runtime, key, "embeddings", model, body)
         result = await runtime.handle(call)
         if isinstance(result, Stream):  # only a misbehaving stage could do this
             await result.aclose()

@@ -32,6 +32,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from gateway.errors import GatewayError, bad_key, invalid_request, state_store_unavailable
 from gateway.logging import log_error
 from gateway.pipeline import Call, Stream
+from gateway.routes.openai import new_call
 from gateway.runtime import runtime_of
 from gateway.schema import check_chat
 from gateway.stores import StoreUnavailable
@@ -208,17 +209,17 @@ class Connection:
                 return
             body = {**body, "stream": True}  # the transport streams; the client need not say so
             model, _, include_usage = check_chat(body)
-            call = Call(
+            call = new_call(
+                runtime,
+                key,
                 request_id=trace_id,
-                key=key,
                 endpoint="chat",
                 model=model,
-                model_config=runtime.resolve(key, model),
                 body=body,
                 headers=self.headers,
+                started=started,
                 stream=True,
                 include_usage=include_usage,
-                started=started,
             )
             result = await runtime.handle(call)
             if isinstance(result, Stream):
