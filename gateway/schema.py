@@ -130,6 +130,19 @@ def check_embeddings(body: dict[str, Any]) -> str:
     return model
 
 
+def chat_chunk(
+    response_id: str, created: int, model: str, delta: dict[str, Any], finish: str | None = None
+) -> dict[str, Any]:
+    """One canonical ``chat.completion.chunk`` with a single choice carrying ``delta``."""
+    return {
+        "id": response_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+
+
 def sse_event(chunk: dict[str, Any]) -> bytes:
     """One server-sent event carrying ``chunk``."""
     return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"

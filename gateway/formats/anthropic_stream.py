@@ -30,6 +30,7 @@ from gateway.formats.anthropic import (
     usage_to_anthropic,
     usage_to_chat,
 )
+from gateway.schema import chat_chunk
 
 Event = tuple[str, dict[str, Any]]
 
@@ -160,13 +161,7 @@ class ChunkTranslator:
         self.tool_positions: dict[int, int] = {}  # block index → canonical tool-call index
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
+        return chat_chunk(self.id, self.created, self.model, delta, finish)
 
     def feed(self, event: dict[str, Any]) -> dict[str, Any] | None:
         """The canonical chunk for one Anthropic event, or None; raises on an ``error`` event."""

@@ -23,6 +23,7 @@ from gateway.errors import GatewayError, invalid_request, upstream_error
 from gateway.pipeline import Call, Response, Result
 from gateway.providers.base import ConfigProblems, HttpProvider, UpstreamRequest, now, options_problems
 from gateway.providers.openai import OpenAIAdapter
+from gateway.schema import chat_chunk
 
 COHERE_BASE_URL = "https://api.cohere.com"
 
@@ -189,13 +190,7 @@ class CohereAdapter:
         }
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
+        return chat_chunk(self.id, self.created, self.model, delta, finish)
 
     def parse_stream_line(self, line: str) -> dict[str, Any] | object | None:
         """One event (an SSE ``data:`` line, or a bare JSON line) as a canonical chunk, or None."""
