@@ -10,10 +10,10 @@ including provider extras the gateway does not know, so a new parameter makes ke
 (by a fast HIT) that another asked the same thing.
 
 **Entry** (`cache_entries.py`). The complete response body (`chat.completion` or the embeddings list),
-zlib-compressed JSON. A streamed miss is assembled into that body once the stream completed (every choice
-finished, no error), so one entry serves both forms: a stream hit is replayed as SSE chunks of the same shape
-(role, content pieces, tool calls, finish, a final usage chunk; the route adds `[DONE]`), a plain hit returns
-the body with a fresh `id`.
+JSON (zlib-compressed past 2 KiB). A streamed miss is assembled into that body once the stream completed
+(every choice finished, no error), so one entry serves both forms: a stream hit is replayed as SSE chunks
+of the same shape (role, content pieces, tool calls, finish, a final usage chunk; the route adds `[DONE]`),
+a plain hit returns the body with a fresh `id`.
 
 **Usage on a hit.** Nothing reached a provider, so the billed counts are zero and what the hit saved is
 reported next to them: `usage = {prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, saved_prompt_tokens,
