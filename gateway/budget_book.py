@@ -14,11 +14,11 @@ lease that expires (15 minutes by default): budget held by a replica that died m
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from gateway.ids import IdSource
 from gateway.periods import Window
 from gateway.stores import AtomicOp, MemoryData, Store, store_key
 
@@ -273,10 +273,11 @@ class BudgetBook:
     def __init__(self, store: Store, *, lease_seconds: float = 900.0) -> None:
         self.store = store
         self.lease_us = int(lease_seconds * 1_000_000)
+        self.ids = IdSource()
 
     async def reserve(self, slots: Sequence[BudgetSlot], amount: int, now: datetime) -> Reservation:
         """Reserve ``amount`` nano-dollars in every slot, or in none if it does not fit in one of them."""
-        lease = secrets.randbits(52)  # an integer (store arguments are), exact in Lua's doubles
+        lease = self.ids.int52()  # an integer (store arguments are), exact in Lua's doubles
         args = [amount, lease, self.lease_us]
         for slot in slots:
             args += [slot.limit_nanos, slot.ttl_ms(now)]

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import re
 import time
-import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import GatewayError
+from gateway.ids import IdSource
 from gateway.logging import AccessLog, log_error
 
 _REQUEST_ID_OK = re.compile(rb"^[A-Za-z0-9._:/+=-]{1,128}$")
@@ -28,13 +28,14 @@ class GatewayMiddleware:
     def __init__(self, app: ASGIApp, access_log: AccessLog) -> None:
         self.app = app
         self.access_log = access_log
+        self.ids = IdSource()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = _request_id(scope)
+        request_id = _request_id(scope, self.ids)
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
         state["started"] = started
@@ -69,14 +70,14 @@ class GatewayMiddleware:
                 self.access_log.write(_record(scope, state, status, started, overhead_ms))
 
 
-def _request_id(scope: Scope) -> str:
+def _request_id(scope: Scope, ids: IdSource) -> str:
     for name, value in scope["headers"]:
         if name == b"x-request-id":
             if _REQUEST_ID_OK.match(value):
                 return value.decode()
             break
     # With tracing on, a generated request id is the trace id, so users can quote either.
-    return scope.get("state", {}).get("trace_id") or uuid.uuid4().hex
+    return scope.get("state", {}).get("trace_id") or ids.hex32()
 
 
 async def _send_error(send: Send, error: GatewayError) -> None:
