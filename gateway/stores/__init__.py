@@ -5,13 +5,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.stores.base import AtomicOp, MemoryData, OnError, Store, StoreUnavailable, hashed_id, store_key
 from gateway.stores.memory import MemoryStore
-from gateway.stores.redis import RedisStore
+
+if TYPE_CHECKING:
+    from gateway.stores.redis import RedisStore
 
 __all__ = [
     "AtomicOp",
@@ -56,8 +58,19 @@ class StateConfig(BaseModel):
         return value or None
 
 
+def __getattr__(name: str) -> Any:
+    # The Redis client is imported only when used: a gateway without `state.redis_url` starts faster.
+    if name == "RedisStore":
+        from gateway.stores.redis import RedisStore
+
+        return RedisStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def open_store(config: StateConfig) -> Store:
     """The store `config` describes; Redis connects lazily, on first use."""
     if config.redis_url:
+        from gateway.stores.redis import RedisStore
+
         return RedisStore(config.redis_url, on_error=config.on_error, timeout=config.timeout_seconds)
     return MemoryStore(max_bytes=config.memory_max_bytes, max_entries=config.memory_max_entries)
