@@ -155,10 +155,20 @@ class BudgetRule:
         self.period = config.period
         self.soft_limit = config.soft_limit if config.soft_limit is not None else settings.soft_limit
         self.zone = ZoneInfo(config.timezone or settings.timezone)
+        # The last window handed out: reused while ``now`` stays inside it (the time-zone arithmetic of
+        # `window_for` only gives another answer once the window ends).
+        self._last: BudgetSlot | None = None
 
     def slot(self, now: datetime) -> BudgetSlot:
         """This budget's window containing ``now``."""
-        return BudgetSlot(self.scope, self.name, self.limit_nanos, window_for(self.period, now, self.zone))
+        last = self._last
+        if last is not None and now.tzinfo is not None:
+            start, end = last.window.start, last.window.end
+            if (start is None or start <= now) and (end is None or now < end):
+                return last
+        last = BudgetSlot(self.scope, self.name, self.limit_nanos, window_for(self.period, now, self.zone))
+        self._last = last
+        return last
 
 
 def budget_exceeded(slot: BudgetSlot, spent: int, reserved: int, amount: int, now: datetime) -> GatewayError:

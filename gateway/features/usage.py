@@ -22,7 +22,7 @@ import json
 import logging
 import time
 from asyncio import CancelledError
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -65,13 +65,24 @@ def utc_now() -> datetime:
 
 
 class Pricing:
-    """Which price applies to a route: its own ``pricing``, else its model's, else the bundled table."""
+    """Which price applies to a route: its own ``pricing``, else its model's, else the bundled table.
 
-    def __init__(self, table: PriceTable) -> None:
+    ``models`` (the config's) are priced once here, since a route's price only changes with the config: a
+    request then looks its prices up instead of rebuilding them. Any other model is priced when asked.
+    """
+
+    def __init__(self, table: PriceTable, models: Sequence[ModelConfig] = ()) -> None:
         self.table = table
+        # id(model) -> (model, its max price, id(route) -> (route, price)); the objects are kept to check
+        # identity, so a different model that happens to reuse an id is never served another's price.
+        self._known: dict[
+            int, tuple[ModelConfig, ModelPrice | None, dict[int, tuple[RouteConfig, ModelPrice | None]]]
+        ] = {}
+        for model in models:
+            routes = {id(route): (route, self._price(model, route)) for route in model.routes}
+            self._known[id(model)] = (model, self._max_price(model), routes)
 
-    def price(self, model: ModelConfig, route: RouteConfig) -> ModelPrice | None:
-        """The price of ``route`` of ``model``, or None when nothing prices it."""
+    def _price(self, model: ModelConfig, route: RouteConfig) -> ModelPrice | None:
         configured = getattr(route, "pricing", None) or model.pricing
         if configured is not None:
             return ModelPrice(
@@ -79,12 +90,27 @@ class Pricing:
             )
         return self.table.lookup(route.model or model.name)
 
-    def max_price(self, model: ModelConfig) -> ModelPrice | None:
-        """The highest input and output price over ``model``'s routes: a bound whichever route answers."""
-        prices = [p for p in (self.price(model, route) for route in model.routes) if p is not None]
+    def _max_price(self, model: ModelConfig) -> ModelPrice | None:
+        prices = [p for p in (self._price(model, route) for route in model.routes) if p is not None]
         if not prices:
             return None
         return ModelPrice(input=max(p.input for p in prices), output=max(p.output for p in prices))
+
+    def price(self, model: ModelConfig, route: RouteConfig) -> ModelPrice | None:
+        """The price of ``route`` of ``model``, or None when nothing prices it."""
+        known = self._known.get(id(model))
+        if known is not None and known[0] is model:
+            entry = known[2].get(id(route))
+            if entry is not None and entry[0] is route:
+                return entry[1]
+        return self._price(model, route)
+
+    def max_price(self, model: ModelConfig) -> ModelPrice | None:
+        """The highest input and output price over ``model``'s routes: a bound whichever route answers."""
+        known = self._known.get(id(model))
+        if known is not None and known[0] is model:
+            return known[1]
+        return self._max_price(model)
 
     def unpriced(self, models: list[ModelConfig]) -> list[str]:
         """``alias -> provider/model`` of every route nothing prices (they cost 0 and never use budget)."""
@@ -423,7 +449,7 @@ def usage_stage(
     ``ledger`` and ``metrics``, when given, are the app's (shared by every config a hot reload swaps in).
     """
     settings = config.features.budgets
-    pricing = Pricing(bundled_price_table())
+    pricing = Pricing(bundled_price_table(), config.models)
     for route in pricing.unpriced(config.models):
         logger.warning("no price for route %s: its requests cost 0 and use no budget", route)
     return UsageStage(
