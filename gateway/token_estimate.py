@@ -30,6 +30,8 @@ def estimate_text_tokens(text: str) -> int:
     """A realistic token count for ``text``: ASCII characters / 4 plus one per non-ASCII character."""
     if not text:
         return 0
+    if text.isascii():  # the common case, without a Python-level loop over every character
+        return math.ceil(len(text) / 4)
     non_ascii = sum(1 for ch in text if ord(ch) > 127)
     return math.ceil((len(text) - non_ascii) / 4) + non_ascii
 

@@ -122,6 +122,9 @@ class Pricing:
         ]
 
 
+_PROMPT_BOUND = "usage.prompt_bound"
+
+
 def requested_max_tokens(body: dict[str, Any]) -> int | None:
     """The client's output cap (``max_completion_tokens`` or ``max_tokens``), or None."""
     for name in ("max_completion_tokens", "max_tokens"):
@@ -132,11 +135,20 @@ def requested_max_tokens(body: dict[str, Any]) -> int | None:
 
 
 def prompt_bound(call: Call) -> int:
-    """An upper bound on the prompt tokens of ``call`` (see :mod:`gateway.token_estimate`)."""
-    if call.endpoint == "embeddings":
-        return len(json.dumps(call.body.get("input"), ensure_ascii=False).encode()) + 1
-    messages = call.body.get("messages") or []
-    return max_prompt_tokens(messages, call.body.get("tools") or call.body.get("functions"))
+    """An upper bound on the prompt tokens of ``call`` (see :mod:`gateway.token_estimate`).
+
+    Computed once per call (it serialises the prompt) and kept on its scratch: the budget's reservation and
+    the usage stage's cost bound both ask, and nothing after the budget stage changes the prompt.
+    """
+    bound = call.scratch.get(_PROMPT_BOUND)
+    if bound is None:
+        if call.endpoint == "embeddings":
+            bound = len(json.dumps(call.body.get("input"), ensure_ascii=False).encode()) + 1
+        else:
+            messages = call.body.get("messages") or []
+            bound = max_prompt_tokens(messages, call.body.get("tools") or call.body.get("functions"))
+        call.scratch[_PROMPT_BOUND] = bound
+    return bound
 
 
 def max_cost(call: Call, pricing: Pricing, default_max_tokens: int) -> int:

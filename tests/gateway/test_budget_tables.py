@@ -9,9 +9,11 @@ import pytest
 
 from gateway.config import parse_config
 from gateway.features.budgets import budget_rules
-from gateway.features.usage import Pricing
+from gateway.features.usage import Pricing, prompt_bound
 from gateway.periods import window_for
+from gateway.pipeline import Call, KeyIdentity
 from gateway.pricing import bundled_price_table
+from gateway.token_estimate import max_prompt_tokens
 
 CONFIG = """
 auth:
@@ -73,3 +75,21 @@ def test_precomputed_prices_equal_prices_computed_on_demand() -> None:
     assert known.max_price(copy) == plain.max_price(priced)
     assert known.price(copy, copy.routes[0]) == plain.price(priced, priced.routes[0])
 
+
+def test_the_prompt_bound_is_computed_once_per_call() -> None:
+    config = parse_config(CONFIG)
+    messages = [{"role": "user", "content": "héllo wörld " * 20}]
+    call = Call(
+        request_id="r1",
+        key=KeyIdentity(name="daily", key_id="k1"),
+        endpoint="chat",
+        model="priced",
+        model_config=config.models[0],
+        body={"model": "priced", "messages": messages},
+        headers={},
+    )
+    bound = prompt_bound(call)
+    assert bound == max_prompt_tokens(messages)
+    call.body = {**call.body, "max_tokens": 5}  # what the budget stage may add does not change the prompt
+    assert prompt_bound(call) == bound
+    assert list(call.scratch.values()) == [bound]
