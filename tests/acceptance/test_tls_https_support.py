@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,14 +143,17 @@ def in_process_only(gateway) -> None:
         pytest.skip("needs a gateway started with test certificates")
 
 
-def test_openai_sdk_talks_to_the_gateway_over_verified_https(https_gateway: HTTPSGateway) -> None:
-    with httpx.Client(verify=https_gateway.verify) as http_client:
-        client = openai.OpenAI(
-            base_url=f"{https_gateway.url}/v1",
-            api_key=https_gateway.key,
-            http_client=http_client,
-            max_retries=0,
+@contextmanager
+def verifying_sdk_client(gateway: HTTPSGateway) -> Iterator[openai.OpenAI]:
+    """The real openai SDK over httpx, trusting only the test CA: a certificate it cannot verify fails."""
+    with httpx.Client(verify=gateway.verify) as http_client:
+        yield openai.OpenAI(
+            base_url=f"{gateway.url}/v1", api_key=gateway.key, http_client=http_client, max_retries=0
         )
+
+
+def test_openai_sdk_talks_to_the_gateway_over_verified_https(https_gateway: HTTPSGateway) -> None:
+    with verifying_sdk_client(https_gateway) as client:
         reply = client.chat.completions.create(
             model="mock-echo", messages=[{"role": "user", "content": "hello over https"}]
         )
@@ -157,13 +161,7 @@ def test_openai_sdk_talks_to_the_gateway_over_verified_https(https_gateway: HTTP
 
 
 def test_streaming_works_over_https(https_gateway: HTTPSGateway) -> None:
-    with httpx.Client(verify=https_gateway.verify) as http_client:
-        client = openai.OpenAI(
-            base_url=f"{https_gateway.url}/v1",
-            api_key=https_gateway.key,
-            http_client=http_client,
-            max_retries=0,
-        )
+    with verifying_sdk_client(https_gateway) as client:
         stream = client.chat.completions.create(
             model="mock-echo", messages=[{"role": "user", "content": "stream over https"}], stream=True
         )
