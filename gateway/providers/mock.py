@@ -5,7 +5,8 @@ benchmarks. It echoes the last message (or answers a fixed ``reply``), counts to
 (one token per 4 characters, rounded up, plus 3 per message), honours ``max_tokens`` (finish_reason
 ``length``), answers a tool call when the request forces one (``tool_choice: required`` or a named
 function), streams in ``chunk_size``-character chunks, embeds text as deterministic unit vectors, and can
-inject latency and failures (``fail_rate`` of requests answer ``fail_status``).
+inject latency and failures (``fail_rate`` of requests answer ``fail_status``). A ``barrier`` holds answers
+until that many requests wait at once, so tests make requests overlap for certain instead of by timing.
 
 The body builders are pure functions so ``gateway/mock_upstream.py`` serves exactly the same answers.
 """
@@ -45,6 +46,10 @@ class MockOptions(BaseModel):
     seed: int = 0  # seeds the failure draws, so a run is reproducible
     # Streams break off with an upstream error after this many chunks (failover tests).
     break_after_chunks: int | None = Field(default=None, ge=1)
+    # Answers wait until this many requests are waiting at once, then all go on together (and the barrier
+    # fills again). Tests use it to keep requests in flight for certain: a budget or concurrency check that
+    # forgets requests in flight then admits all of them, where a latency would only make that likely.
+    barrier: int | None = Field(default=None, ge=2)
 
 
 def count_tokens(text: str) -> int:
@@ -245,6 +250,8 @@ class MockProvider:
         self.name = config.name
         self.options = MockOptions.model_validate(config.options)
         self._random = random.Random(self.options.seed)
+        # asyncio.Barrier: cyclic, and a waiter that is cancelled (its client left) leaves the count.
+        self._barrier = asyncio.Barrier(self.options.barrier) if self.options.barrier else None
 
     @classmethod
     def config_problems(cls, config: ProviderConfig) -> ConfigProblems:
@@ -252,6 +259,8 @@ class MockProvider:
         return options_problems(MockOptions, config.options)
 
     async def _before(self) -> None:
+        if self._barrier is not None:
+            await self._barrier.wait()
         if self.options.latency_ms:
             await asyncio.sleep(self.options.latency_ms / 1000.0)
         if self.options.fail_rate and self._random.random() < self.options.fail_rate:

@@ -1,8 +1,8 @@
 """Acceptance: cost tracking and budgets (plan HIGH-cost-tracking-budgets), black box over HTTP.
 
-The `budget-*` keys and the `budget-priced` model ($100 / $200 per 1M tokens) exist only for these tests
-(tests/acceptance/gateway.yaml). A live gateway keeps spend between runs and `budget-tight` and
-`budget-burst` have budgets that never reset, so the tests check invariants that hold whatever was spent
+The `budget-*` keys and the `budget-priced` and `budget-gated` models ($100 / $200 per 1M tokens) exist only
+for these tests (tests/acceptance/gateway.yaml). A live gateway keeps spend between runs and `budget-tight`
+and `budget-burst` have budgets that never reset, so the tests check invariants that hold whatever was spent
 before: a refusal is a well-formed `budget_exceeded`, spend never passes the limit, and what clients were told
 they spent is exactly what the ledger reports.
 """
@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import pytest
+from held_in_flight import overlapping
 
 pytestmark = pytest.mark.feature("cost-tracking-budgets")
 
@@ -106,16 +105,19 @@ def test_a_request_that_does_not_fit_is_refused_with_budget_exceeded(gateway) ->
 
 
 def test_concurrent_requests_never_spend_more_than_the_budget(gateway) -> None:
-    def send(_: int) -> httpx.Response:
-        # The echo model answers the prompt back: about $0.03 per request, however the requests overlap.
-        body = {"model": "budget-priced", "messages": [{"role": "user", "content": uuid.uuid4().hex * 12}]}
-        return gateway.client.post(URL, json={**body, "max_tokens": 200}, headers=gateway.headers(BURST_KEY))
-
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        replies = list(pool.map(send, range(48)))
-    statuses = {r.status_code for r in replies}
-    assert statuses <= {200, 429}
-    assert 429 in statuses  # 48 requests of about $0.03 cannot all fit in $0.20
+    # The echo model answers the prompt back: about $0.03 per request, so ten cannot all fit in $0.20. The
+    # budget-gated upstream holds every admitted request until ten wait in it (held_in_flight.py), so each
+    # budget check happens while the requests admitted before it are still in flight: a check that forgot
+    # the money they reserved would admit all ten.
+    body = {
+        "model": "budget-gated",
+        "messages": [{"role": "user", "content": uuid.uuid4().hex * 12}],
+        "max_tokens": 200,
+    }
+    replies = overlapping(gateway, body, BURST_KEY, count=10)
+    statuses = [r.status_code for r in replies]
+    assert set(statuses) <= {200, 429}, statuses
+    assert 429 in statuses, statuses
     for refused in (r for r in replies if r.status_code == 429):
         assert refused.json()["error"]["code"] == "budget_exceeded"
     state = budgets(gateway)["budget-burst"]

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from held_in_flight import overlapping
 
 pytestmark = pytest.mark.feature("rate-limiting")
 
@@ -72,20 +72,18 @@ def test_keys_without_limits_are_not_limited(gateway) -> None:
 
 
 def test_max_concurrent_refuses_a_second_request_in_flight(gateway) -> None:
+    # mock-limited-gated answers once two requests wait in it (held_in_flight.py): the admitted request is
+    # still in flight when the other is checked, whichever comes first.
     key = "sk-acceptance-rl-concurrent"
-    body = {"model": "mock-limited-slow", "messages": [{"role": "user", "content": uuid.uuid4().hex}]}
-
-    def send(_: int) -> Any:
-        return gateway.client.post(URL, json=body, headers=gateway.headers(key))
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        replies = list(pool.map(send, [1, 2]))
+    body = {"model": "mock-limited-gated", "messages": [{"role": "user", "content": uuid.uuid4().hex}]}
+    replies = overlapping(gateway, body, key, count=2)
     assert sorted(r.status_code for r in replies) == [200, 429]
     refused = next(r for r in replies if r.status_code == 429)
     assert "concurrent" in refused.json()["error"]["message"]
     assert refused.headers["retry-after"] == "1"
-    # Both finished: the slot is free again.
-    assert gateway.client.post(URL, json=body, headers=gateway.headers(key)).status_code == 200
+    # Both finished: the slot is free again, for one request at a time.
+    again = overlapping(gateway, body, key, count=2)
+    assert sorted(r.status_code for r in again) == [200, 429]
 
 
 def test_a_shared_model_limit_counts_every_key_together(gateway) -> None:

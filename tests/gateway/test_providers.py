@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from importlib import resources
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from gateway_testing import auth, chat, openai_config, run_server, serve, sse_chunks
+from pydantic import ValidationError
 
 from gateway.app import create_app
 from gateway.config import DEFAULT_CONFIG_NAME, ProviderConfig, load_config, parse_config
@@ -103,6 +106,36 @@ async def test_mock_failure_rate_is_seeded_and_reproducible() -> None:
             seen.append(True)
     assert seen == expected
     assert True in seen and False in seen
+
+
+async def _let_others_run() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_mock_barrier_holds_answers_until_enough_requests_wait() -> None:
+    provider = MockProvider(ProviderConfig(name="m", type="mock", options={"barrier": 2}))
+    route = _call({}).model_config.routes[0]
+    with anyio.fail_after(30):
+        first = asyncio.ensure_future(provider.chat(_call(chat("one")), route))
+        await _let_others_run()
+        assert not first.done()  # held: the barrier is one request short
+        second = await provider.chat(_call(chat("two")), route)  # two waiting: both go on
+        first_answer = await first
+        held = asyncio.ensure_future(provider.chat(_call(chat("held")), route))
+        await _let_others_run()
+        held.cancel()  # a client that leaves gives its place back: the barrier needs two new requests
+        with pytest.raises(asyncio.CancelledError):
+            await held
+        third = asyncio.ensure_future(provider.chat(_call(chat("three")), route))
+        await _let_others_run()
+        assert not third.done()
+        fourth = await provider.chat(_call(chat("four")), route)
+        answers = [first_answer, second, await third, fourth]
+    texts = [a.body["choices"][0]["message"]["content"] for a in answers if isinstance(a, Response)]
+    assert texts == ["one", "two", "three", "four"]
+    with pytest.raises(ValidationError):
+        MockOptions(barrier=1)
 
 
 async def test_mock_provider_stream_result() -> None:
