@@ -11,6 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PYTHON_TREES = ["planner", "gateway", "tests", "bench"]
 
 
+# mypy without a cache (a fresh clone) on a busy machine: longer than the suite's default timeout allows.
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize(
     "command",
     [

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from gateway_testing import serve
@@ -125,15 +126,18 @@ def test_estimate_is_prompt_plus_the_completion_allowance() -> None:
 # --- through the app -------------------------------------------------------------------------------------
 
 
-async def test_rpm_admits_the_limit_then_answers_429_with_headers() -> None:
+async def test_rpm_admits_the_limit_then_answers_429_with_headers(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The store's clock stands still, so the wait announced is exact however slow the machine is.
+    monkeypatch.setattr(MemoryStore, "_now_us", lambda self: 1_700_000_000_000_000)
     async with gateway(alice=", rpm: 3") as client:
         replies = [await client.post(URL, json=chat(), headers=auth()) for _ in range(4)]
         assert [r.status_code for r in replies] == [200, 200, 200, 429]
         assert [r.headers["x-ratelimit-remaining-requests"] for r in replies[:3]] == ["2", "1", "0"]
         assert all(r.headers["x-ratelimit-limit-requests"] == "3" for r in replies)
-        assert replies[0].headers["x-ratelimit-reset-requests"].endswith("s")
+        assert replies[0].headers["x-ratelimit-reset-requests"] == "20s"
         assert_429(replies[3])
-        assert 15 <= int(replies[3].headers["retry-after"]) <= 20  # one request frees up every 20 s
+        assert replies[3].headers["retry-after"] == "20"  # one request frees up every 20 s
+        assert replies[3].headers["x-ratelimit-reset-requests"] == "1m0s"  # until all 3 are free again
         assert "x-ratelimit-limit-tokens" not in replies[0].headers
         # Another key is not affected, and a key without limits gets no limit headers.
         other = await client.post(URL, json=chat(), headers=auth(BOB))
@@ -250,25 +254,31 @@ def test_config_errors_name_the_key() -> None:
 async def test_max_concurrent_bounds_requests_in_flight_and_releases_them() -> None:
     store = MemoryStore()
     stage = RateLimitStage(RateLimitConfig(), {"id-alice": Limits(max_concurrent=1, rpm=100)}, store)
-    release = asyncio.Event()
+    entered, release = asyncio.Event(), asyncio.Event()
 
     async def slow(call: Call) -> Response:
+        entered.set()
         await release.wait()
         return Response(chat_body(call.body, "m", MockOptions(), "id"))
 
-    first_call = make_call(chat())
-    first = asyncio.create_task(stage.handle(first_call, slow))
-    await asyncio.sleep(0)
-    with pytest.raises(GatewayError) as info:
-        await stage.handle(make_call(chat()), slow)
-    assert info.value.status == 429 and "concurrent" in info.value.message
-    assert info.value.headers["retry-after"] == "1"
-    assert info.value.headers["x-ratelimit-limit-requests"] == "100"
-    release.set()
-    await first
-    # The slot is free again, and the refused request's RPM charge was given back.
-    third_call = make_call(chat())
-    assert isinstance(await stage.handle(third_call, slow), Response)
+    async def past_the_limit(call: Call) -> Response:
+        raise AssertionError("a second request was admitted while the first held the only slot")
+
+    # Every wait is bounded: a limiter that stops refusing (or never frees the slot) fails here, not hangs.
+    with anyio.fail_after(30):
+        first_call = make_call(chat())
+        first = asyncio.create_task(stage.handle(first_call, slow))
+        await entered.wait()  # the first request holds the slot
+        with pytest.raises(GatewayError) as info:
+            await stage.handle(make_call(chat()), past_the_limit)
+        assert info.value.status == 429 and "concurrent" in info.value.message
+        assert info.value.headers["retry-after"] == "1"
+        assert info.value.headers["x-ratelimit-limit-requests"] == "100"
+        release.set()
+        await first
+        # The slot is free again, and the refused request's RPM charge was given back.
+        third_call = make_call(chat())
+        assert isinstance(await stage.handle(third_call, slow), Response)
     assert first_call.response_headers["x-ratelimit-remaining-requests"] == "99"
     assert third_call.response_headers["x-ratelimit-remaining-requests"] == "98"
 
