@@ -31,6 +31,18 @@ def sse(text: str) -> list[Any]:
     return [e if e == "[DONE]" else json.loads(e) for e in events]
 
 
+def assert_stored(gateway, body: dict[str, Any], key: str | None = None) -> None:
+    """The cache stores `body`'s answer: a MISS, then a HIT for the same request.
+
+    Tests of what must *not* be served from the cache call this first; without it they would pass just as
+    well with a cache that never stores anything.
+    """
+    first = gateway.client.post(URL, json=body, headers=gateway.headers(key))
+    second = gateway.client.post(URL, json=body, headers=gateway.headers(key))
+    assert first.status_code == second.status_code == 200, first.text
+    assert [first.headers["x-gateway-cache"], second.headers["x-gateway-cache"]] == ["MISS", "HIT"]
+
+
 def test_second_identical_request_is_a_hit(gateway) -> None:
     body = chat(unique("cache me"))
     first = gateway.client.post(URL, json=body, headers=gateway.headers())
@@ -52,7 +64,7 @@ def test_a_hit_reports_the_tokens_it_saved(gateway) -> None:
 
 def test_another_tenant_never_gets_the_cached_answer(gateway) -> None:
     body = chat(unique("mine only"))
-    gateway.client.post(URL, json=body, headers=gateway.headers())
+    assert_stored(gateway, body)
     other = gateway.client.post(URL, json=body, headers=gateway.headers(OTHER_TENANT))
     assert other.status_code == 200
     assert other.headers["x-gateway-cache"] == "MISS"
@@ -60,7 +72,7 @@ def test_another_tenant_never_gets_the_cached_answer(gateway) -> None:
 
 def test_a_different_parameter_is_a_different_entry(gateway) -> None:
     prompt = unique("params")
-    gateway.client.post(URL, json=chat(prompt, temperature=0), headers=gateway.headers())
+    assert_stored(gateway, chat(prompt, temperature=0))
     warmer = gateway.client.post(URL, json=chat(prompt, temperature=0.7), headers=gateway.headers())
     assert warmer.headers["x-gateway-cache"] == "MISS"
 
@@ -78,8 +90,9 @@ def test_cache_control_no_store_and_no_cache(gateway) -> None:
 def test_per_request_ttl_zero_stores_nothing(gateway) -> None:
     body = chat(unique("ttl zero"))
     headers = {**gateway.headers(), "x-gateway-cache-ttl": "0"}
-    gateway.client.post(URL, json=body, headers=headers)
-    assert gateway.client.post(URL, json=body, headers=gateway.headers()).headers["x-gateway-cache"] == "MISS"
+    assert gateway.client.post(URL, json=body, headers=headers).headers["x-gateway-cache"] == "MISS"
+    # Nothing was stored: the same request without the header is a MISS again, and is stored as usual.
+    assert_stored(gateway, body)
 
 
 def test_a_stream_hit_is_a_valid_sse_stream(gateway) -> None:
@@ -104,8 +117,10 @@ def test_a_stream_hit_is_a_valid_sse_stream(gateway) -> None:
 
 
 def test_errors_are_not_cached(gateway) -> None:
-    body = chat(unique("fails"), model="mock-cached-broken")
+    prompt = unique("fails")
+    assert_stored(gateway, chat(prompt))  # the same prompt's answer is stored where the upstream works
+    body = chat(prompt, model="mock-cached-broken")
     for _ in range(2):
         reply = gateway.client.post(URL, json=body, headers=gateway.headers())
         assert reply.status_code == 503
-        assert reply.headers.get("x-gateway-cache") != "HIT"
+        assert reply.headers.get("x-gateway-cache") == "MISS"  # looked up, found nothing stored
