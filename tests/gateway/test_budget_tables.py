@@ -41,11 +41,23 @@ features:
 def test_a_slot_is_reused_inside_its_window_and_renewed_after_it() -> None:
     rules = budget_rules(parse_config(CONFIG))
     start = datetime(2026, 3, 31, 14, 59, tzinfo=UTC)
+    seen: dict[str, set[bool]] = {}
     for rule in rules:
         now = start
+        previous = None
         for step in (0, 30, 60, 3600, 86_400, 86_400 * 3, 1, -86_400 * 10):
             now += timedelta(seconds=step)
-            assert rule.slot(now).window == window_for(rule.period, now, rule.zone), (rule.name, now)
+            slot = rule.slot(now)
+            window = window_for(rule.period, now, rule.zone)
+            assert slot.window == window, (rule.name, now)
+            if previous is not None:
+                # Inside the same window the very same slot comes back (reused, not rebuilt); a new one after.
+                same = previous.window == window
+                assert (slot is previous) == same, (rule.name, now)
+                seen.setdefault(rule.name, set()).add(same)
+            previous = slot
+    # The steps cross window ends: each periodic budget was both reused and renewed, the total one reused.
+    assert seen == {"daily": {True, False}, "monthly": {True, False}, "total": {True}}
 
 
 def test_a_naive_time_is_still_refused() -> None:

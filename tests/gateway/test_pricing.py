@@ -94,7 +94,9 @@ def test_bundled_table_prices_common_models_and_the_mock() -> None:
 )
 def test_lookup_by_longest_dash_prefix(model: str, expected: str) -> None:
     table = bundled_price_table()
-    assert table.lookup(model) == table.lookup(expected)
+    price = table.lookup(expected)
+    assert price is not None, expected  # else None == None would pass for any model
+    assert table.lookup(model) == price
 
 
 def test_lookup_does_not_match_a_bare_prefix() -> None:

@@ -77,9 +77,17 @@ def test_arbitrary_structure(lines: list[str]) -> None:
 
 
 def test_yaml_that_constructs_badly_is_a_problem() -> None:
-    for front in ("updated: 2024-13-45", "? [a, b]\n: c", "a: !!python/object:os.system x", "a: &x [*x]"):
+    for front in ("updated: 2024-13-45", "? [a, b]\n: c", "a: !!python/object:os.system x"):
         plan, problems = parse_plan(PATH, f"---\n{front}\n---\n# T\n", CONFIG)
         check(problems, plan)
+        assert plan is None, front
+        assert [(p.code, p.line) for p in problems] == [("PL003", 2)], (front, problems)
+        assert problems[0].message.startswith("front matter is not valid YAML: "), front
+    # A list that contains itself is valid YAML: it reads, and the unknown key is reported, not a crash.
+    plan, problems = parse_plan(PATH, "---\na: &x [*x]\n---\n# T\n", CONFIG)
+    check(problems, plan)
+    assert plan is not None
+    assert ("PL014", 2) in [(p.code, p.line) for p in problems]
 
 
 @settings(max_examples=300, deadline=None)
