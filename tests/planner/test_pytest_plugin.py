@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -182,7 +183,7 @@ def test_progress_lines_and_git_commit(tmp_path: Path) -> None:
     evidence_path = tmp_path / ".planner" / "evidence.json"
     proc = subprocess.run(
         [
-            "python",
+            sys.executable,  # the Python running this suite, not whichever `python` is first on PATH
             "-m",
             "pytest",
             "-q",
