@@ -88,24 +88,16 @@ class Page:
         self.send("Page.navigate", {"url": url})
         self.wait_for_event("Page.loadEventFired")
 
-    def evaluate(self, expression: str) -> Any:
+    def evaluate(self, expression: str, timeout: float = 30.0) -> Any:
+        """The value of `expression`; a promise is awaited (for up to `timeout` seconds)."""
         result = self.send(
-            "Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True}
+            "Runtime.evaluate",
+            {"expression": expression, "returnByValue": True, "awaitPromise": True},
+            timeout=timeout,
         )
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
-
-    def wait_until(self, expression: str, timeout: float = 30.0) -> Any:
-        """Poll a JavaScript expression until it is truthy; drains events meanwhile."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = self.evaluate(expression)
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(expression)
-            time.sleep(0.2)
 
 
 @contextmanager

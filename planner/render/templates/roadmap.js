@@ -1,7 +1,15 @@
 // Draws the roadmap's diagrams with the locally served mermaid (no CDN). Runs on every page load,
 // including mkdocs-material's instant navigation, and redraws when the colour scheme changes.
+// When a drawing is over, <html data-planner-diagrams> says how it ended ("drawn", "failed", "none" or
+// "unavailable") and a "planner:diagrams" event is dispatched, so tests (and other scripts) wait for the
+// diagrams instead of guessing how long mermaid takes.
 (function () {
   "use strict";
+
+  function settled(state) {
+    document.documentElement.setAttribute("data-planner-diagrams", state);
+    document.dispatchEvent(new CustomEvent("planner:diagrams", { detail: state }));
+  }
 
   function scheme() {
     var body = document.body;
@@ -10,9 +18,15 @@
 
   function draw() {
     var nodes = Array.prototype.slice.call(document.querySelectorAll(".planner-mermaid"));
-    if (!nodes.length || typeof window.mermaid === "undefined") {
-      return; // without the library the diagram's source stays readable as text
+    if (!nodes.length) {
+      settled("none");
+      return;
     }
+    if (typeof window.mermaid === "undefined") {
+      settled("unavailable"); // without the library the diagram's source stays readable as text
+      return;
+    }
+    document.documentElement.setAttribute("data-planner-diagrams", "drawing");
     nodes.forEach(function (node) {
       if (node.dataset.source === undefined) {
         node.dataset.source = node.textContent;
@@ -22,9 +36,15 @@
       }
     });
     window.mermaid.initialize({ startOnLoad: false, theme: scheme(), securityLevel: "strict" });
-    window.mermaid.run({ nodes: nodes }).catch(function (error) {
-      console.error("roadmap diagram:", error);
-    });
+    window.mermaid.run({ nodes: nodes }).then(
+      function () {
+        settled("drawn");
+      },
+      function (error) {
+        console.error("roadmap diagram:", error);
+        settled("failed");
+      }
+    );
   }
 
   if (typeof window.document$ !== "undefined" && window.document$.subscribe) {
