@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+import redis.asyncio as aioredis
 
 from gateway.budget_book import BudgetBook, BudgetSlot
 from gateway.periods import Period, window_for
@@ -118,19 +119,44 @@ async def test_total_windows_do_not_expire(store: Store) -> None:
     assert daily.ttl_ms(NOW) == (12 * 3600 + 3600) * 1000
 
 
-async def test_a_reservation_never_settled_expires_and_is_given_back(store: Store) -> None:
-    # A replica that died mid-request never settles; its lease runs out and the budget comes back.
-    # Long enough that a busy machine does not expire the lease before the second reservation below.
-    book = BudgetBook(store, lease_seconds=1.0)
+async def test_a_reservation_never_settled_expires_and_is_given_back(
+    store: Store, request: pytest.FixtureRequest
+) -> None:
+    # A replica that died mid-request never settles; its lease runs out and the budget comes back. Time
+    # passes when the test says so (no sleeping): the memory store runs on a clock the test moves, and in
+    # Redis, whose own clock times leases, the test moves the lease's expiry into the past instead.
+    now = [1_700_000_000.0]
+    if isinstance(store, MemoryStore):
+        store = MemoryStore(clock=lambda: now[0])
+    book = BudgetBook(store, lease_seconds=60.0)
     budget = slot(100)
     crashed = await book.reserve([budget], 80, NOW)
     assert crashed.ok
     assert not (await book.reserve([budget], 80, NOW)).ok
-    await asyncio.sleep(1.1)
+    if isinstance(store, MemoryStore):
+        now[0] += 59.9
+        assert await book.read([budget]) == [(0, 80)]  # still held just before the lease ends
+        now[0] += 0.2
+    else:
+        await expire_redis_lease(request.getfixturevalue("redis_url"), budget, crashed.lease, 60.0)
     assert await book.read([budget]) == [(0, 0)]
     assert (await book.reserve([budget], 80, NOW)).ok
     # A late settle of the expired reservation still charges its cost, and gives back nothing twice.
     assert await book.settle(crashed, 10, NOW) == [(10, 80)]
+
+
+async def expire_redis_lease(redis_url: str, budget: BudgetSlot, lease: int, seconds: float) -> None:
+    """Check that `lease` expires `seconds` after it was taken (Redis's clock), then make that time now."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        leases = budget.store_keys[1]
+        expires = await client.zscore(leases, str(lease))
+        server_s, server_us = await client.time()
+        now_us = server_s * 1_000_000 + server_us
+        assert expires is not None and now_us < expires <= now_us + seconds * 1_000_000
+        await client.zadd(leases, {str(lease): now_us - 1}, xx=True)
+    finally:
+        await client.aclose()
 
 
 async def test_settle_only_gives_back_its_own_reservation(store: Store) -> None:
