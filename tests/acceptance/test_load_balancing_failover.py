@@ -19,6 +19,8 @@ import pytest
 pytestmark = pytest.mark.feature("load-balancing-failover")
 
 URL = "/v1/chat/completions"
+# The longest cooldown in gateway.yaml is 4 s; only a route that never recovers makes a test wait this long.
+COOLDOWN_WAIT_SECONDS = 30.0
 
 
 def chat(model: str, prompt: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -29,6 +31,24 @@ def chat(model: str, prompt: str | None = None, **extra: Any) -> dict[str, Any]:
 def sse(text: str) -> list[Any]:
     events = [line[len("data: ") :] for line in text.split("\n") if line.startswith("data: ")]
     return [e if e == "[DONE]" else json.loads(e) for e in events]
+
+
+def wait_until_not_cooling(gateway, model: str, route: str) -> None:
+    """Return once the gateway reports `route` of `model` no longer cooling down (its circuit not open).
+
+    Waits on the gateway's own state (/admin/routes), sleeping the `cooling_for_s` it reports, rather than a
+    guessed duration that a busy machine or a doubled cooldown outlasts.
+    """
+    deadline = time.monotonic() + COOLDOWN_WAIT_SECONDS
+    while True:
+        reply = gateway.client.get("/admin/routes", headers=gateway.admin_headers())
+        assert reply.status_code == 200, reply.text
+        (row,) = [r for r in reply.json()["models"][model]["routes"] if r["route"] == route]
+        if row["state"] != "open":
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"{route} still cooling down after {COOLDOWN_WAIT_SECONDS} s: {row}")
+        time.sleep(max(0.05, float(row.get("cooling_for_s") or 0)))
 
 
 def test_a_dead_route_is_hidden_from_clients(gateway) -> None:
@@ -43,16 +63,15 @@ def test_a_dead_route_is_hidden_from_clients(gateway) -> None:
 
 def test_failover_happens_on_the_request_that_hit_the_dead_route(gateway) -> None:
     # Weighted random picks the dead route first for about half of the requests while it is not cooling
-    # down; wait out any cooldown from earlier requests, then look for a request that needed two attempts.
+    # down; before each request, wait out any cooldown, then look for a request that needed two attempts.
     attempts: list[str] = []
-    for _ in range(5):
-        for _ in range(6):
-            response = gateway.client.post(URL, json=chat("lb-failover"), headers=gateway.headers())
-            assert response.status_code == 200
-            attempts.append(response.headers["x-gateway-attempts"])
+    for _ in range(30):
+        wait_until_not_cooling(gateway, "lb-failover", "lb-dead/lb-dead-route")
+        response = gateway.client.post(URL, json=chat("lb-failover"), headers=gateway.headers())
+        assert response.status_code == 200
+        attempts.append(response.headers["x-gateway-attempts"])
         if "2" in attempts:
             break
-        time.sleep(2.2)  # the dead route is cooling down (2-4 s in gateway.yaml): let it be probed again
     assert "2" in attempts
 
 
@@ -127,7 +146,7 @@ def test_a_stream_broken_after_the_first_chunk_ends_with_an_error_event(gateway)
             URL, json=chat("lb-stream-break", stream=True), headers=gateway.headers()
         )
         if response.status_code == 503:  # cooling down after earlier breaks: wait it out
-            time.sleep(int(response.headers["retry-after"]) + 0.2)
+            wait_until_not_cooling(gateway, "lb-stream-break", "lb-breaks/lb-breaking-route")
             continue
         assert response.status_code == 200
         events = sse(response.text)
