@@ -6,6 +6,7 @@ key under test and replaces every refused one with a filler request of the unlim
 barrier fills whatever the gateway admits, and it fills only once every request under test was admitted or
 refused: each admission decision is made while all earlier admitted requests are still in flight. A limit that
 forgets requests in flight then admits all of them, every time, instead of only when the timing is unlucky.
+A barrier counts the requests of one gateway process: run a live gateway under test with one worker.
 """
 
 from __future__ import annotations
