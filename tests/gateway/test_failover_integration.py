@@ -34,11 +34,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_upstream() -> tuple[subprocess.Popen[bytes], int]:
-    """A `gateway mock-upstream` process on a free loopback port, ready to answer."""
-    port = free_port()
+def start_upstream(*options: str, port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """A `gateway mock-upstream` process (with CLI ``options``) on ``port`` or a free loopback port, ready."""
+    port = port or free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "mock-upstream", "--port", str(port)],
+        [sys.executable, "-m", "gateway.cli", "mock-upstream", "--port", str(port), *options],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
