@@ -35,13 +35,14 @@ The state machine for one route, as pure functions over :class:`RouteHealth` wit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from gateway.stores.base import AtomicOp, MemoryData, Store, store_key
+from gateway.stores.base import AtomicOp, MemoryData, Store, StoreUnavailable, store_key
 
 State = Literal["closed", "open", "half_open"]
 
@@ -324,6 +325,12 @@ class CooldownTracker:
         ``hold_s``: the upstream asked for that long a pause (retry-after). ``probe``: the attempt was a
         probe. ``late``: a stream that broke after its first chunk, already counted as a success.
         """
+        # An outcome is bookkeeping: with the store down (fail_closed) it is dropped rather than failing a
+        # request that may still succeed; the store logs the outage once.
+        with contextlib.suppress(StoreUnavailable):
+            await self._failure(route, hold_s, probe, late)
+
+    async def _failure(self, route: str, hold_s: float | None, probe: bool, late: bool) -> None:
         now = self.clock()
         if hold_s is not None and hold_s > 0:
             health = hold(await self.health(route), now, hold_s)
@@ -341,10 +348,14 @@ class CooldownTracker:
                     await self._save(route, after, now)
 
     async def success(self, route: str, *, probe: bool = False) -> None:
-        """Record an answered attempt on ``route``; a probe's answer closes the circuit."""
-        if not probe:
-            await self._count(route, SUCCESS)
-            return
-        await self.store.delete(self._key(route))
-        await self.store.delete(f"{self._key(route)}:n")
-        await self.store.delete(f"{self._key(route)}:probe")
+        """Record an answered attempt on ``route``; a probe's answer closes the circuit.
+
+        Never raises for the store: the answer is in hand and must reach the client (see :meth:`failure`).
+        """
+        with contextlib.suppress(StoreUnavailable):
+            if not probe:
+                await self._count(route, SUCCESS)
+                return
+            await self.store.delete(self._key(route))
+            await self.store.delete(f"{self._key(route)}:n")
+            await self.store.delete(f"{self._key(route)}:probe")

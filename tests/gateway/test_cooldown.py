@@ -237,6 +237,19 @@ async def test_two_trackers_on_one_store_share_the_breaker(store: Store) -> None
     assert (await replica_a.admit(key)).allowed
 
 
+async def test_outcomes_never_fail_a_request_when_the_store_is_down_and_fail_closed() -> None:
+    down = RedisStore("redis://127.0.0.1:1/0", on_error="fail_closed", timeout=0.5)
+    try:
+        tracker = CooldownTracker(down, POLICY, Clock())
+        await tracker.success("p/m")  # the upstream answered: that answer must reach the client
+        await tracker.success("p/m", probe=True)
+        await tracker.failure("p/m")
+        await tracker.failure("p/m", probe=True)
+        await tracker.failure("p/m", hold_s=2)
+    finally:
+        await down.close()
+
+
 async def test_with_the_store_down_routes_count_as_healthy() -> None:
     down = RedisStore("redis://127.0.0.1:1/0")  # nothing listens there; the store fails open by default
     try:
