@@ -27,7 +27,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-from test_failover_integration import start_upstream
+from test_failover_integration import spawn_upstream, start_upstream, wait_ready
 
 from gateway.app import create_app
 from gateway.config import parse_config
@@ -96,9 +96,19 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def flaky(processes: list[subprocess.Popen[bytes]], rate: float, port: int | None = None) -> int:
+    """An upstream answering 500 to a share ``rate`` of requests (seeded draws), ready; its port."""
     process, port = start_upstream("--fail-rate", str(rate), "--fail-status", "500", port=port)
     processes.append(process)
     return port
+
+
+def two_flaky(processes: list[subprocess.Popen[bytes]], rate: float) -> list[int]:
+    """Two upstreams as :func:`flaky`, started in parallel."""
+    started = [spawn_upstream("--fail-rate", str(rate), "--fail-status", "500") for _ in range(2)]
+    processes.extend(process for process, _ in started)
+    for process, port in started:
+        wait_ready(process, port)
+    return [port for _, port in started]
 
 
 def succeeded(responses: list[httpx.Response]) -> float:
@@ -128,7 +138,7 @@ def test_one_route_with_1_percent_upstream_500s_serves_99_percent(
 def test_two_routes_with_10_percent_upstream_500s_serve_97_percent(
     processes: list[subprocess.Popen[bytes]],
 ) -> None:
-    ports = [flaky(processes, 0.1), flaky(processes, 0.1)]
+    ports = two_flaky(processes, 0.1)
 
     async def scenario() -> list[httpx.Response]:
         async with gateway(config_for(ports)) as client:
@@ -154,7 +164,7 @@ def wait_healthy(port: int) -> None:
 
 
 def test_full_service_within_2_s_of_an_upstream_coming_back(processes: list[subprocess.Popen[bytes]]) -> None:
-    ports = [flaky(processes, 0.0), flaky(processes, 0.0)]
+    ports = two_flaky(processes, 0.0)
 
     async def scenario() -> None:
         async with gateway(config_for(ports)) as client:
@@ -189,11 +199,15 @@ def test_full_service_within_2_s_of_an_upstream_coming_back(processes: list[subp
 
 
 def test_a_hung_upstream_is_taken_out_and_put_back(processes: list[subprocess.Popen[bytes]]) -> None:
-    ports = [flaky(processes, 0.0), flaky(processes, 0.0)]
+    ports = two_flaky(processes, 0.0)
     hung = processes[1]
 
+    # A hang is seen only when the timeout fires: a small volume trips the breaker sooner, and a short
+    # longest cooldown bounds the wait for the probe after SIGCONT (defaults: 20 requests, 30 s).
+    routing = "features: {routing: {cooldown: {min_requests: 5, max_seconds: 2}}}"
+
     async def scenario() -> None:
-        async with gateway(config_for(ports, timeout_s=0.3)) as client:
+        async with gateway(config_for(ports, timeout_s=1.0, routing=routing)) as client:
             os.kill(hung.pid, signal.SIGSTOP)
             responses = await load(client, 200, 10)
             assert [r.status_code for r in responses] == [200] * 200
