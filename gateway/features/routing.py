@@ -13,10 +13,10 @@ each through :func:`gateway.router.attempt` until one answers:
 - **Bounded**: at most ``max_attempts`` per alias, and nothing starts after ``deadline_seconds``.
 - **retry-after**: an upstream 429 with ``retry-after`` holds that route (for every replica) for that long,
   at most ``retry_after_cap_seconds``. The router waits for a held route only up to ``max_wait_seconds``.
-- **The last option**: when every route's circuit is open, the open circuit is a hint rather than a wall:
-  one request at a time probes a route this request has not tried (a model with one route is never shut
-  out by its own breaker); the others fail fast with 503 (or 429 when every route is rate limited) and
-  ``retry-after``, without calling a dead upstream.
+- **The last option**: when no route of the alias or its fallbacks could be tried because circuits are open,
+  an open circuit is a hint rather than a wall: one request at a time probes such a route (a model with one
+  route is never shut out by its own breaker); the others fail fast with 503 (or 429 when every route is
+  rate limited) and ``retry-after``, without calling a dead upstream.
 - **Fallbacks**: when an alias's routes are exhausted, its ``fallbacks`` aliases are tried in order (and
   theirs, breadth first, each alias once).
 - **Streams**: the router pulls the first chunk inside the attempt loop, so a stream that fails before its
@@ -98,6 +98,9 @@ class _Outcome:
     last_error: GatewayError | None = None
     retry_at: float | None = None
     all_rate_limited: bool = True
+    attempts: int = 0
+    # A route was skipped because its circuit is open after failures (not held by a rate limit).
+    open_skipped: bool = False
 
 
 class RoutingStage:
@@ -172,14 +175,20 @@ class RoutingStage:
         deadline = self.monotonic() + self.config.deadline_seconds
         outcome = _Outcome()
         call.response_headers["x-gateway-attempts"] = str(call.attempts)
-        for alias in fallback_chain(call.model, self.models):
-            result = await self._try_alias(call, self.models[alias], deadline, outcome)
-            if result is not None:
-                if alias != call.model:
-                    call.scratch["routing.fallback"] = alias
-                return result
-            if self.monotonic() >= deadline:
+        chain = fallback_chain(call.model, self.models)
+        # A second pass only when the first could try nothing because circuits were open: then they are the
+        # last option, and one request at a time probes them rather than every request failing unanswered.
+        for last_option in (False, True):
+            if last_option and (outcome.attempts or not outcome.open_skipped):
                 break
+            for alias in chain:
+                result = await self._try_alias(call, self.models[alias], deadline, outcome, last_option)
+                if result is not None:
+                    if alias != call.model:
+                        call.scratch["routing.fallback"] = alias
+                    return result
+                if self.monotonic() >= deadline:
+                    raise self._final_error(call, outcome)
         raise self._final_error(call, outcome)
 
     def _final_error(self, call: Call, outcome: _Outcome) -> GatewayError:
@@ -215,7 +224,7 @@ class RoutingStage:
         )
 
     async def _try_alias(
-        self, call: Call, model: ModelConfig, deadline: float, outcome: _Outcome
+        self, call: Call, model: ModelConfig, deadline: float, outcome: _Outcome, last_option: bool = False
     ) -> Result | None:
         routes = dict((target.key, (target, config)) for target, config in targets(model))
         order = self.strategy.order([target for target, _ in routes.values()])
@@ -224,7 +233,7 @@ class RoutingStage:
         made = 0
         waited = False  # a retry-after wait already spaced this retry out
         while made < self.config.max_attempts and order:
-            chosen, probe = await self._choose(order, tried, outcome)
+            chosen, probe = await self._choose(order, tried, outcome, last_option)
             if chosen is None:
                 if not await self._wait_for_held(held_until, deadline):
                     return None
@@ -236,6 +245,7 @@ class RoutingStage:
             if self.monotonic() >= deadline:
                 return None
             made += 1
+            outcome.attempts += 1
             if chosen.key in tried:
                 tried.remove(chosen.key)
             tried.append(chosen.key)
@@ -246,13 +256,14 @@ class RoutingStage:
         return None
 
     async def _choose(
-        self, order: list[RouteTarget], tried: list[str], outcome: _Outcome
+        self, order: list[RouteTarget], tried: list[str], outcome: _Outcome, last_option: bool
     ) -> tuple[RouteTarget | None, bool]:
         """The route for the next attempt and whether it is a probe, or None when no route may be used now.
 
         Routes this request has not tried come first, in the strategy's order, then the ones it tried, the
-        one tried longest ago first. When every route's circuit is open (not rate limited), the last option:
-        an untried one may be probed, one request at a time (see :meth:`CooldownTracker.admit`).
+        one tried longest ago first. ``last_option`` (nothing in the fallback chain could be tried): a route
+        whose circuit is open (not rate limited) may be probed, one request at a time (see
+        :meth:`CooldownTracker.admit`).
         """
         fresh = [target for target in order if target.key not in tried]
         again = sorted((target for target in order if target.key in tried), key=lambda t: tried.index(t.key))
@@ -263,7 +274,10 @@ class RoutingStage:
                 return target, admission.probe
             self._blocked(admission, outcome)
             if not admission.rate_limited and target.key not in tried:
+                outcome.open_skipped = True
                 last_options.append((admission.retry_at or 0.0, target))
+        if not last_option:
+            return None, False
         for _, target in sorted(last_options, key=lambda item: item[0]):
             admission = await self.cooldowns.admit(target.key, last_option=True)
             if admission.allowed:

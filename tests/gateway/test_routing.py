@@ -316,6 +316,23 @@ def test_a_single_route_model_is_never_shut_out_by_its_own_breaker() -> None:
     assert run(router, make_call("chat")).body["answered_by"] == "a"
 
 
+def test_an_open_route_is_a_wall_while_a_fallback_serves() -> None:
+    clock = Clock()
+    a, b = FakeProvider("a", unreachable("a")), FakeProvider("b")
+    router = stage(
+        [a, b],
+        [model("chat", ("a", 1), fallbacks=["spare"]), model("spare", ("b", 1))],
+        clock,
+        cooldown={"min_requests": 1, "seconds": 10},
+    )
+    for _ in range(5):
+        assert run(router, make_call("chat")).body["answered_by"] == "b"
+    assert a.calls == 1  # not the last option: no probe before the cooldown ends
+    a.script = ["ok"]
+    clock.now += 10
+    assert run(router, make_call("chat")).body["answered_by"] == "a"  # the half-open probe closes it
+
+
 def test_a_low_failure_rate_never_takes_a_single_route_out() -> None:
     clock = Clock()
     # One upstream call in ten fails: the route stays closed and retries hide every failure.
