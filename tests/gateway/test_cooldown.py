@@ -258,3 +258,23 @@ async def test_with_the_store_down_routes_count_as_healthy() -> None:
         assert (await tracker.admit("p/m")).allowed
     finally:
         await down.close()
+
+
+async def test_the_lua_and_the_python_counts_agree_step_by_step(redis_url: str) -> None:
+    import random
+
+    from gateway.features.cooldown import COUNT_OUTCOME
+
+    rng = random.Random(7)
+    memory, redis = MemoryStore(), RedisStore(redis_url)
+    key = f"gw:cd:{route()}:n"
+    bucket = 170_000_000
+    try:
+        for _ in range(400):
+            bucket += rng.choice([0, 0, 0, 1, 1, 3, 12])  # same bucket, next ones, a gap past the window
+            outcome = rng.choice([0, 0, 1, 2, 3])  # success, failure, late failure, read
+            args = [bucket, outcome, BUCKETS, 5, 500_000, 60_000]
+            assert await memory.run(COUNT_OUTCOME, [key], args) == await redis.run(COUNT_OUTCOME, [key], args)
+    finally:
+        await memory.close()
+        await redis.close()
