@@ -1,65 +1,92 @@
-"""Cooldown circuit breaking for routes: take a failing upstream out, probe it again later.
+"""Circuit breaking for routes: take an upstream out when most of its requests fail, probe it back in.
 
 The state machine for one route, as pure functions over :class:`RouteHealth` with the time passed in:
 
-- **closed**: the route takes traffic. A failure is remembered with its time; ``failures`` failures within
-  ``window_s`` seconds open the circuit.
+- **closed**: the route takes traffic. Every outcome is counted in a rolling window of ``window_s`` seconds
+  (:data:`BUCKETS` buckets). When a failure leaves at least ``min_requests`` requests in the window and a
+  share of failures of at least ``failure_rate``, the circuit opens. Below the minimum volume nothing opens:
+  a few failures out of a few requests say nothing about an upstream, and retries hide them from clients.
 - **open**: the route takes no traffic until ``open_until`` (``cooldown_s`` after it opened, or the
-  upstream's ``retry-after`` when it sent one).
-- **half-open**: after ``open_until`` exactly one request (the probe) may use the route; others still skip it.
-  The probe's success closes the circuit and forgets the failures; its failure opens it again for twice the
-  previous period, up to ``max_cooldown_s``, so a long outage is probed less and less often. A probe that
-  never reports back (a crashed replica) expires after ``probe_timeout_s`` and another request probes.
+  upstream's ``retry-after`` when it sent one: then the route is *rate limited* and clients get 429).
+- **half-open**: after ``open_until`` one request at a time (the probe) may use the route; others still
+  skip it. The probe's answer closes the circuit at once and clears the counts; its failure re-opens it for
+  twice the previous period, up to ``max_cooldown_s``, so a long outage is probed less and less often. A
+  probe that never reports back (a crashed replica, a hung upstream) frees the probe slot after
+  ``probe_timeout_s``.
+- **the last option**: an open circuit is a hint, not a wall, when every route of a model is open (not rate
+  limited). The router then asks for a *last-option* probe (``admit(route, last_option=True)``): one request
+  at a time may try the route even before ``open_until``, and after a failed probe the next one waits
+  ``cooldown_s`` (``probe_after``), however long the cooldown has grown. A model whose upstreams are all
+  down answers 503 at once to everyone else, and serves again on the first probe after an upstream comes
+  back, instead of after a cooldown that grew during the outage.
 
-:class:`CooldownTracker` keeps one ``RouteHealth`` per route in the shared state store, so every replica sees
-the same cooldowns. Updates are read-modify-write: two replicas recording failures at the same instant may
-lose one count, which only delays opening the circuit by a request; the probe claim is the one step where a
-race would matter (two probes), and it is taken with an atomic operation (:data:`CLAIM_PROBE`).
+:class:`CooldownTracker` keeps this in the shared state store, so every replica sees the same health:
+
+- the counts under ``gw:cd:<route>:n``: one hash of :data:`BUCKETS` slots (bucket number, requests,
+  failures), updated by one atomic operation per outcome (:data:`COUNT_OUTCOME`); a success costs one
+  increment, a failure also sums the buckets and says whether the window is over the threshold. The counts
+  are cleared when a probe closes the circuit, so a recovered route starts with a fresh window;
+- the open state as JSON under ``gw:cd:<route>``, written only on transitions (trip, probe result, hold).
+  Times inside it come from ``clock`` (replicas' clocks are assumed roughly in sync; a skew of a second
+  shifts a cooldown by that second); the store's own TTLs only clean up;
+- the probe slot under ``gw:cd:<route>:probe``, claimed atomically (:data:`CLAIM_PROBE`) so replicas never
+  probe a route twice at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
-from gateway.stores.base import AtomicOp, MemoryData, Store, store_key
+from gateway.stores.base import AtomicOp, MemoryData, Store, StoreUnavailable, store_key
 
 State = Literal["closed", "open", "half_open"]
+
+# Buckets of the rolling window: the window slides by window_s / BUCKETS, and a route's counts are at most
+# 3 * BUCKETS small integers in the store.
+BUCKETS = 10
 
 
 @dataclass(frozen=True)
 class CooldownPolicy:
-    """When a route is taken out and for how long."""
+    """When a route is taken out and for how long (see the module docstring and docs/gateway/routing.md)."""
 
-    failures: int = 3
-    window_s: float = 30.0
-    cooldown_s: float = 30.0
-    max_cooldown_s: float = 600.0
-    probe_timeout_s: float = 30.0
+    min_requests: int = 20
+    failure_rate: float = 0.5
+    window_s: float = 10.0
+    cooldown_s: float = 1.0
+    max_cooldown_s: float = 30.0
+    probe_timeout_s: float = 5.0
+
+    @property
+    def bucket_s(self) -> float:
+        """The width of one bucket of the rolling window."""
+        return self.window_s / BUCKETS
 
 
 @dataclass(frozen=True)
 class RouteHealth:
-    """What is known about one route: recent failure times, and when its circuit opened and closes."""
+    """A route's circuit: when it closes again and the period it was opened for; closed when empty."""
 
-    failures: tuple[float, ...] = ()
     open_until: float | None = None
-    probe_until: float | None = None
     period_s: float = 0.0
     # Opened by an upstream's retry-after (rate limited) rather than by failures: clients get 429, not 503.
     rate_limited: bool = False
+    # After a failed probe, the next last-option probe waits until then.
+    probe_after: float | None = None
 
     def to_json(self) -> str:
         """Serialise for the state store."""
         return json.dumps(
             {
-                "failures": list(self.failures),
                 "open_until": self.open_until,
-                "probe_until": self.probe_until,
                 "period_s": self.period_s,
                 "rate_limited": self.rate_limited,
+                "probe_after": self.probe_after,
             }
         )
 
@@ -70,12 +97,12 @@ class RouteHealth:
             return cls()
         try:
             data = json.loads(text)
+            open_until, probe_after = data.get("open_until"), data.get("probe_after")
             return cls(
-                failures=tuple(float(t) for t in data.get("failures", ())),
-                open_until=None if data.get("open_until") is None else float(data["open_until"]),
-                probe_until=None if data.get("probe_until") is None else float(data["probe_until"]),
+                open_until=None if open_until is None else float(open_until),
                 period_s=float(data.get("period_s", 0.0)),
                 rate_limited=bool(data.get("rate_limited", False)),
+                probe_after=None if probe_after is None else float(probe_after),
             )
         except (ValueError, TypeError, AttributeError):
             return cls()
@@ -90,48 +117,104 @@ def state_of(health: RouteHealth, now: float) -> State:
     return "half_open"
 
 
-def can_probe(health: RouteHealth, now: float) -> bool:
-    """Whether a half-open route has no live probe, so this request may become its probe."""
-    return state_of(health, now) == "half_open" and (health.probe_until is None or now >= health.probe_until)
+def trip(health: RouteHealth, now: float, policy: CooldownPolicy) -> RouteHealth:
+    """The failure rate crossed the threshold: open a closed circuit for the first cooldown."""
+    if state_of(health, now) != "closed":
+        return health  # already open or probing: the probe decides
+    return RouteHealth(open_until=now + policy.cooldown_s, period_s=policy.cooldown_s)
 
 
-def start_probe(health: RouteHealth, now: float, policy: CooldownPolicy) -> RouteHealth:
-    """Mark a probe in flight on a half-open route, until it reports or ``probe_timeout_s`` passes."""
-    return replace(health, probe_until=now + policy.probe_timeout_s)
+def hold(health: RouteHealth, now: float, hold_s: float) -> RouteHealth:
+    """An upstream 429 with ``retry-after``: open the circuit at once for that long, as rate limited."""
+    until = max(now + hold_s, health.open_until or 0.0)
+    return RouteHealth(open_until=until, period_s=max(hold_s, health.period_s), rate_limited=True)
 
 
-def record_failure(
-    health: RouteHealth, now: float, policy: CooldownPolicy, hold_s: float | None = None
-) -> RouteHealth:
-    """Fold one failure into the route's health.
-
-    ``hold_s`` (from an upstream's ``retry-after``) opens the circuit at once for that long. A failed probe
-    re-opens it for twice the previous period (at most ``max_cooldown_s``). Otherwise the failure counts
-    towards ``policy.failures`` in the window.
-    """
-    if hold_s is not None and hold_s > 0:
-        until = max(now + hold_s, health.open_until or 0.0)
-        return RouteHealth(open_until=until, period_s=max(hold_s, health.period_s), rate_limited=True)
-    state = state_of(health, now)
-    if state == "half_open":
-        period = min(
-            max(health.period_s, policy.cooldown_s) * 2, max(policy.max_cooldown_s, policy.cooldown_s)
-        )
-        return RouteHealth(open_until=now + period, period_s=period)
-    if state == "open":
-        # A request that was already on its way when the circuit opened; the circuit is open anyway.
-        return health
-    recent = (*(t for t in health.failures if now - t < policy.window_s), now)
-    if len(recent) >= policy.failures:
-        return RouteHealth(open_until=now + policy.cooldown_s, period_s=policy.cooldown_s)
-    return RouteHealth(failures=recent)
+def probe_failed(health: RouteHealth, now: float, policy: CooldownPolicy) -> RouteHealth:
+    """A probe failed: open again for twice the previous period, at most ``max_cooldown_s``; a last-option
+    probe may follow after one first cooldown (``cooldown_s``)."""
+    ceiling = max(policy.max_cooldown_s, policy.cooldown_s)
+    period = min(max(health.period_s, policy.cooldown_s) * 2, ceiling)
+    return RouteHealth(
+        open_until=max(now + period, health.open_until or 0.0),
+        period_s=period,
+        probe_after=now + policy.cooldown_s,
+    )
 
 
-def record_success(health: RouteHealth, now: float) -> RouteHealth:
-    """A success closes a half-open circuit; in the closed state old failures just age out of the window."""
-    if state_of(health, now) == "half_open":
-        return RouteHealth()
-    return health
+def tripped(requests: int, failures: int, policy: CooldownPolicy) -> bool:
+    """Whether window counts open the circuit (the rule :data:`COUNT_OUTCOME` applies in the store)."""
+    return requests >= policy.min_requests and failures * 1_000_000 >= _ppm(policy) * requests
+
+
+def _ppm(policy: CooldownPolicy) -> int:
+    # Store operations take integers: the threshold in parts per million.
+    return max(1, math.ceil(policy.failure_rate * 1_000_000))
+
+
+# --- Store operations --------------------------------------------------------------------------------------
+# Outcomes: a success, a failure, a failure of a request already counted as a success (a stream that broke
+# after its first chunk), or a read of the counts.
+SUCCESS, FAILURE, LATE_FAILURE, READ = 0, 1, 2, 3
+
+# KEYS: the counts hash. ARGV: bucket number, outcome, buckets, min_requests, threshold ppm, ttl_ms.
+# Slot i (bucket number mod buckets) holds fields e<i> (its bucket number), r<i> (requests), f<i> (failures).
+# Returns: requests and failures in the window (0, 0 for a success: it cannot trip, so the sum is skipped),
+# and 1 when they are at or over the threshold.
+_COUNT_LUA = """
+local bucket, outcome, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if outcome ~= 3 then
+  local slot = bucket % n
+  local e, r, f = 'e' .. slot, 'r' .. slot, 'f' .. slot
+  if tonumber(redis.call('HGET', KEYS[1], e) or '-1') ~= bucket then
+    redis.call('HSET', KEYS[1], e, bucket, r, 0, f, 0)
+  end
+  if outcome ~= 2 then redis.call('HINCRBY', KEYS[1], r, 1) end
+  if outcome ~= 0 then redis.call('HINCRBY', KEYS[1], f, 1) end
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+  if outcome == 0 then return {0, 0, 0} end
+end
+local requests, failures = 0, 0
+for slot = 0, n - 1 do
+  local v = redis.call('HMGET', KEYS[1], 'e' .. slot, 'r' .. slot, 'f' .. slot)
+  local e = tonumber(v[1] or '-1')
+  if e > bucket - n and e <= bucket then
+    requests = requests + tonumber(v[2] or '0')
+    failures = failures + tonumber(v[3] or '0')
+  end
+end
+local over = requests >= tonumber(ARGV[4]) and failures * 1000000 >= tonumber(ARGV[5]) * requests
+return {requests, failures, over and 1 or 0}
+"""
+
+
+def _count_memory(data: MemoryData, keys: Sequence[str], args: Sequence[int]) -> list[int]:
+    bucket, outcome, n, min_requests, ppm, ttl_ms = args
+    slots = data.get(keys[0])
+    if slots is None or len(slots) != n:
+        slots = [[-1, 0, 0] for _ in range(n)]
+    if outcome != READ:
+        slot = slots[bucket % n]
+        if slot[0] != bucket:
+            slot[:] = [bucket, 0, 0]
+        slot[1] += outcome != LATE_FAILURE
+        slot[2] += outcome != SUCCESS
+        data.set(keys[0], slots, ttl_ms)
+        if outcome == SUCCESS:
+            return [0, 0, 0]
+    live = [slot for slot in slots if bucket - n < slot[0] <= bucket]
+    requests, failures = sum(s[1] for s in live), sum(s[2] for s in live)
+    over = requests >= min_requests and failures * 1_000_000 >= ppm * requests
+    return [requests, failures, int(over)]
+
+
+COUNT_OUTCOME = AtomicOp(
+    name="cooldown_count_outcome",
+    lua=_COUNT_LUA,
+    memory=_count_memory,
+    # With the store down nothing is counted and no circuit opens (routes count as healthy).
+    fail_open=lambda keys, args: [0, 0, 0],
+)
 
 
 def _claim_memory(data: MemoryData, keys: Sequence[str], args: Sequence[int]) -> list[int]:
@@ -141,7 +224,7 @@ def _claim_memory(data: MemoryData, keys: Sequence[str], args: Sequence[int]) ->
     return [1]
 
 
-# KEYS: the probe lease.  ARGV: lease time in ms.  Returns 1 when this caller took the lease.
+# KEYS: the probe slot.  ARGV: lease time in ms.  Returns 1 when this caller took the slot.
 CLAIM_PROBE = AtomicOp(
     name="cooldown_claim_probe",
     lua="if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return {1} end return {0}",
@@ -165,9 +248,9 @@ class Admission:
 class CooldownTracker:
     """Route health shared through the state store, with time from ``clock`` (wall-clock seconds).
 
-    Route health is stored as JSON under ``gw:cd:<route>``, the probe lease under ``gw:cd:<route>:probe``.
-    Times inside the JSON come from ``clock`` (replicas' clocks are assumed roughly in sync; a skew of a
-    second shifts a cooldown by that second); the store's own TTLs only clean up.
+    Store cost per attempt: ``admit`` reads the route's state (one GET); the outcome is one atomic
+    operation (a success: one hash increment; a failure: the increment plus a read of the window's buckets).
+    Transitions add a write or a few deletes.
     """
 
     store: Store
@@ -182,14 +265,30 @@ class CooldownTracker:
         result = await self.store.run(CLAIM_PROBE, [self._key(route) + ":probe"], [lease_ms])
         return bool(result and result[0] == 1)
 
+    async def _count(self, route: str, outcome: int) -> tuple[int, int, bool]:
+        policy = self.policy
+        bucket = int(self.clock() / policy.bucket_s)
+        ttl_ms = max(1, math.ceil((policy.window_s + policy.bucket_s) * 1000))
+        args = [bucket, outcome, BUCKETS, policy.min_requests, _ppm(policy), ttl_ms]
+        result = await self.store.run(COUNT_OUTCOME, [self._key(route) + ":n"], args)
+        if len(result) != 3:
+            return 0, 0, False
+        return int(result[0]), int(result[1]), result[2] == 1
+
     def _ttl(self, health: RouteHealth, now: float) -> float:
-        # Keep the record as long as anything in it still matters, and a little longer.
-        horizon = max([now + self.policy.window_s, health.open_until or 0.0, health.probe_until or 0.0])
-        return max(1.0, horizon - now + self.policy.cooldown_s + self.policy.probe_timeout_s)
+        # Keep the record while it is open and long enough after that for its probe to report (the period
+        # it grew to is only worth keeping while the route is still being probed).
+        horizon = max(now, health.open_until or 0.0)
+        return max(1.0, horizon - now + self.policy.max_cooldown_s + self.policy.probe_timeout_s)
 
     async def health(self, route: str) -> RouteHealth:
-        """The stored health of ``route``."""
+        """The stored circuit state of ``route``."""
         return RouteHealth.from_json(await self.store.get(self._key(route)))
+
+    async def counts(self, route: str) -> tuple[int, int]:
+        """Requests and failures of ``route`` in the current window (for the admin API)."""
+        requests, failures, _ = await self._count(route, READ)
+        return requests, failures
 
     async def _save(self, route: str, health: RouteHealth, now: float) -> None:
         if health == RouteHealth():
@@ -197,38 +296,66 @@ class CooldownTracker:
         else:
             await self.store.set(self._key(route), health.to_json().encode(), self._ttl(health, now))
 
-    async def admit(self, route: str) -> Admission:
-        """Decide whether a request may use ``route`` now; claims the probe of a half-open route."""
+    async def admit(self, route: str, *, last_option: bool = False) -> Admission:
+        """Decide whether a request may use ``route`` now; claims the probe of a half-open route.
+
+        ``last_option``: every route the request could use is open, so an open (not rate limited) route
+        may be probed before its cooldown ends, one request at a time.
+        """
         now = self.clock()
         health = await self.health(route)
         state = state_of(health, now)
         if state == "closed":
             return Admission(allowed=True)
         limited = health.rate_limited
-        if state == "open":
+        if state == "open" and (limited or not last_option):
             return Admission(allowed=False, retry_at=health.open_until, rate_limited=limited)
-        if not can_probe(health, now):
-            return Admission(allowed=False, retry_at=health.probe_until, rate_limited=limited)
-        # Only one replica wins the probe lease; the others treat the route as still cooling.
-        if not await self._claim_probe(route):
-            return Admission(allowed=False, retry_at=now + self.policy.probe_timeout_s, rate_limited=limited)
-        await self._save(route, start_probe(health, now, self.policy), now)
-        return Admission(allowed=True, probe=True)
+        if state == "open" and health.probe_after is not None and now < health.probe_after:
+            return Admission(allowed=False, retry_at=health.probe_after)
+        if await self._claim_probe(route):
+            return Admission(allowed=True, probe=True)
+        # Another request (on any replica) is probing; its answer decides, so ask clients to come back soon.
+        return Admission(allowed=False, retry_at=now + self.policy.cooldown_s, rate_limited=limited)
 
-    async def failure(self, route: str, hold_s: float | None = None) -> RouteHealth:
-        """Record a failed attempt on ``route`` (``hold_s``: the upstream asked for that long a pause)."""
+    async def failure(
+        self, route: str, *, hold_s: float | None = None, probe: bool = False, late: bool = False
+    ) -> None:
+        """Record a failed attempt on ``route``.
+
+        ``hold_s``: the upstream asked for that long a pause (retry-after). ``probe``: the attempt was a
+        probe. ``late``: a stream that broke after its first chunk, already counted as a success.
+        """
+        # An outcome is bookkeeping: with the store down (fail_closed) it is dropped rather than failing a
+        # request that may still succeed; the store logs the outage once.
+        with contextlib.suppress(StoreUnavailable):
+            await self._failure(route, hold_s, probe, late)
+
+    async def _failure(self, route: str, hold_s: float | None, probe: bool, late: bool) -> None:
         now = self.clock()
-        health = record_failure(await self.health(route), now, self.policy, hold_s)
-        await self._save(route, health, now)
-        if health.open_until is not None:
+        if hold_s is not None and hold_s > 0:
+            health = hold(await self.health(route), now, hold_s)
+            await self._save(route, health, now)
             await self.store.delete(f"{self._key(route)}:probe")
-        return health
+        elif probe:
+            await self._save(route, probe_failed(await self.health(route), now, self.policy), now)
+            await self.store.delete(f"{self._key(route)}:probe")
+        else:
+            _, _, over = await self._count(route, LATE_FAILURE if late else FAILURE)
+            if over:
+                before = await self.health(route)
+                after = trip(before, now, self.policy)
+                if after != before:  # an open circuit stays as it is: its probe decides
+                    await self._save(route, after, now)
 
-    async def success(self, route: str) -> None:
-        """Record a successful attempt on ``route``; closes a half-open circuit."""
-        now = self.clock()
-        before = await self.health(route)
-        after = record_success(before, now)
-        if after != before:
-            await self._save(route, after, now)
+    async def success(self, route: str, *, probe: bool = False) -> None:
+        """Record an answered attempt on ``route``; a probe's answer closes the circuit.
+
+        Never raises for the store: the answer is in hand and must reach the client (see :meth:`failure`).
+        """
+        with contextlib.suppress(StoreUnavailable):
+            if not probe:
+                await self._count(route, SUCCESS)
+                return
+            await self.store.delete(self._key(route))
+            await self.store.delete(f"{self._key(route)}:n")
             await self.store.delete(f"{self._key(route)}:probe")

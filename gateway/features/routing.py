@@ -1,19 +1,22 @@
 """The routing stage: load balancing, retries, failover, cooldowns and fallbacks across a model's routes.
 
 The last stage of the pipeline. For each call it walks the model alias's routes in the order the configured
-:mod:`strategy <gateway.features.routing_strategies>` gives, skipping routes that are cooling down
+:mod:`strategy <gateway.features.routing_strategies>` gives, skipping routes whose circuit is open
 (:mod:`gateway.features.cooldown`, shared by replicas through the state store), and calls the provider of
 each through :func:`gateway.router.attempt` until one answers:
 
 - **Retried** on the next route: connection errors and timeouts (502/504 from the provider), upstream 5xx,
   upstream 429, and upstream credential failures (502), which another route may not share. **Never
   retried**: client errors (4xx other than 429), which would fail the same way everywhere.
-- **Bounded**: at most ``max_attempts`` per alias, and nothing starts after ``deadline_seconds``. A route
-  already tried in this request is retried only after a full-jitter back-off.
+- **Another route first**: a retry goes to a route this request has not tried yet when one takes traffic;
+  a route already tried is retried only after a full-jitter back-off (the one tried longest ago first).
+- **Bounded**: at most ``max_attempts`` per alias, and nothing starts after ``deadline_seconds``.
 - **retry-after**: an upstream 429 with ``retry-after`` holds that route (for every replica) for that long,
   at most ``retry_after_cap_seconds``. The router waits for a held route only up to ``max_wait_seconds``.
-- **Fail fast**: when every route is cooling down before any attempt, the answer is 503 (or 429 when they are
-  all rate limited) with ``retry-after``, without calling a dead upstream.
+- **The last option**: when no route of the alias or its fallbacks could be tried because circuits are open,
+  an open circuit is a hint rather than a wall: one request at a time probes such a route (a model with one
+  route is never shut out by its own breaker); the others fail fast with 503 (or 429 when every route is
+  rate limited) and ``retry-after``, without calling a dead upstream.
 - **Fallbacks**: when an alias's routes are exhausted, its ``fallbacks`` aliases are tried in order (and
   theirs, breadth first, each alias once).
 - **Streams**: the router pulls the first chunk inside the attempt loop, so a stream that fails before its
@@ -36,7 +39,7 @@ from typing import Any
 
 from gateway.config import ModelConfig, RouteConfig
 from gateway.errors import GatewayError
-from gateway.features.cooldown import CooldownTracker, state_of
+from gateway.features.cooldown import Admission, CooldownTracker, state_of
 from gateway.features.routing_config import CooldownConfig, RoutingConfig
 from gateway.features.routing_strategies import RouteStats, RouteTarget, make_strategy
 from gateway.pipeline import Call, Handler, Result, Stream
@@ -95,6 +98,9 @@ class _Outcome:
     last_error: GatewayError | None = None
     retry_at: float | None = None
     all_rate_limited: bool = True
+    attempts: int = 0
+    # A route was skipped because its circuit is open after failures (not held by a rate limit).
+    open_skipped: bool = False
 
 
 class RoutingStage:
@@ -134,14 +140,15 @@ class RoutingStage:
         self.sleep = sleep
 
     async def snapshot(self) -> dict[str, Any]:
-        """The routing state for the admin API: per route, its circuit state (shared by replicas), recent
-        failures, and this replica's requests in flight and latency average."""
+        """The routing state for the admin API: per route, its circuit state and the window's requests and
+        failures (shared by replicas), and this replica's requests in flight and latency average."""
         now = self.clock()
         models: dict[str, Any] = {}
         for alias, model in self.models.items():
             rows = []
             for target, _ in targets(model):
                 health = await self.cooldowns.health(target.key)
+                requests, failures = await self.cooldowns.counts(target.key)
                 latency = self.stats.latency_ewma.get(target.key)
                 until = (
                     health.open_until if health.open_until is not None and health.open_until > now else None
@@ -154,7 +161,8 @@ class RoutingStage:
                         "state": state_of(health, now),
                         "cooling_for_s": None if until is None else round(until - now, 3),
                         "rate_limited": health.rate_limited,
-                        "recent_failures": len(health.failures),
+                        "recent_requests": requests,
+                        "recent_failures": failures,
                         "in_flight": self.stats.in_flight.get(target.key, 0),
                         "latency_ms": None if latency is None else round(latency * 1000, 3),
                     }
@@ -167,14 +175,20 @@ class RoutingStage:
         deadline = self.monotonic() + self.config.deadline_seconds
         outcome = _Outcome()
         call.response_headers["x-gateway-attempts"] = str(call.attempts)
-        for alias in fallback_chain(call.model, self.models):
-            result = await self._try_alias(call, self.models[alias], deadline, outcome)
-            if result is not None:
-                if alias != call.model:
-                    call.scratch["routing.fallback"] = alias
-                return result
-            if self.monotonic() >= deadline:
+        chain = fallback_chain(call.model, self.models)
+        # A second pass only when the first could try nothing because circuits were open: then they are the
+        # last option, and one request at a time probes them rather than every request failing unanswered.
+        for last_option in (False, True):
+            if last_option and (outcome.attempts or not outcome.open_skipped):
                 break
+            for alias in chain:
+                result = await self._try_alias(call, self.models[alias], deadline, outcome, last_option)
+                if result is not None:
+                    if alias != call.model:
+                        call.scratch["routing.fallback"] = alias
+                    return result
+                if self.monotonic() >= deadline:
+                    raise self._final_error(call, outcome)
         raise self._final_error(call, outcome)
 
     def _final_error(self, call: Call, outcome: _Outcome) -> GatewayError:
@@ -210,29 +224,16 @@ class RoutingStage:
         )
 
     async def _try_alias(
-        self, call: Call, model: ModelConfig, deadline: float, outcome: _Outcome
+        self, call: Call, model: ModelConfig, deadline: float, outcome: _Outcome, last_option: bool = False
     ) -> Result | None:
         routes = dict((target.key, (target, config)) for target, config in targets(model))
         order = self.strategy.order([target for target, _ in routes.values()])
-        tried: set[str] = set()
+        tried: list[str] = []  # route keys, the one tried longest ago first
         held_until: dict[str, float] = {}
         made = 0
-        cursor = 0
         waited = False  # a retry-after wait already spaced this retry out
         while made < self.config.max_attempts and order:
-            chosen = None
-            probe = False
-            for step in range(len(order)):
-                target = order[(cursor + step) % len(order)]
-                admission = await self.cooldowns.admit(target.key)
-                if admission.allowed:
-                    chosen, probe = target, admission.probe
-                    cursor += step + 1
-                    break
-                if admission.retry_at is not None:
-                    if outcome.retry_at is None or admission.retry_at < outcome.retry_at:
-                        outcome.retry_at = admission.retry_at
-                    outcome.all_rate_limited = outcome.all_rate_limited and admission.rate_limited
+            chosen, probe = await self._choose(order, tried, outcome, last_option)
             if chosen is None:
                 if not await self._wait_for_held(held_until, deadline):
                     return None
@@ -244,12 +245,53 @@ class RoutingStage:
             if self.monotonic() >= deadline:
                 return None
             made += 1
-            tried.add(chosen.key)
+            outcome.attempts += 1
+            if chosen.key in tried:
+                tried.remove(chosen.key)
+            tried.append(chosen.key)
             route = routes[chosen.key][1]
             result = await self._attempt(call, chosen, route, deadline, outcome, held_until, probe)
             if result is not None:
                 return result
         return None
+
+    async def _choose(
+        self, order: list[RouteTarget], tried: list[str], outcome: _Outcome, last_option: bool
+    ) -> tuple[RouteTarget | None, bool]:
+        """The route for the next attempt and whether it is a probe, or None when no route may be used now.
+
+        Routes this request has not tried come first, in the strategy's order, then the ones it tried, the
+        one tried longest ago first. ``last_option`` (nothing in the fallback chain could be tried): a route
+        whose circuit is open (not rate limited) may be probed, one request at a time (see
+        :meth:`CooldownTracker.admit`).
+        """
+        fresh = [target for target in order if target.key not in tried]
+        again = sorted((target for target in order if target.key in tried), key=lambda t: tried.index(t.key))
+        last_options: list[tuple[float, RouteTarget]] = []
+        for target in [*fresh, *again]:
+            admission = await self.cooldowns.admit(target.key)
+            if admission.allowed:
+                return target, admission.probe
+            self._blocked(admission, outcome)
+            if not admission.rate_limited and target.key not in tried:
+                outcome.open_skipped = True
+                last_options.append((admission.retry_at or 0.0, target))
+        if not last_option:
+            return None, False
+        for _, target in sorted(last_options, key=lambda item: item[0]):
+            admission = await self.cooldowns.admit(target.key, last_option=True)
+            if admission.allowed:
+                return target, admission.probe
+            self._blocked(admission, outcome)
+        return None, False
+
+    @staticmethod
+    def _blocked(admission: Admission, outcome: _Outcome) -> None:
+        """Note when a route that may not be used now could be used again, for the fail-fast answer."""
+        if admission.retry_at is not None:
+            if outcome.retry_at is None or admission.retry_at < outcome.retry_at:
+                outcome.retry_at = admission.retry_at
+            outcome.all_rate_limited = outcome.all_rate_limited and admission.rate_limited
 
     async def _wait_for_held(self, held_until: dict[str, float], deadline: float) -> bool:
         """Wait for a route this request saw rate limited, if within ``max_wait_seconds`` and the deadline."""
@@ -292,30 +334,27 @@ class RoutingStage:
                 "upstream_error",
                 "upstream_timeout",
             )
-            await self.cooldowns.failure(target.key)
+            await self.cooldowns.failure(target.key, probe=probe)
             outcome.last_error = error
             return None
         except GatewayError as error:
             if not is_retryable(error):
-                if probe:
-                    # The upstream answered (a client error): the route is up again.
-                    await self.cooldowns.success(target.key)
+                # The upstream answered (a client error): for the breaker the route is up.
+                await self.cooldowns.success(target.key, probe=probe)
                 raise
             hold = retry_after_seconds(error) if error.status == 429 else None
             if hold is not None:
                 hold = min(hold, self.config.retry_after_cap_seconds)
                 held_until[target.key] = self.clock() + hold
-            await self.cooldowns.failure(target.key, hold_s=hold or None)
+            await self.cooldowns.failure(target.key, hold_s=hold or None, probe=probe)
             outcome.last_error = error
             return None
         finally:
             self.stats.finished(target.key)
         # Latency to the answer (streams: to the first chunk), the signal the latency strategy compares.
         self.stats.observe_latency(target.key, self.monotonic() - began)
-        if probe:
-            # Only a probe changes a route's state on success (half-open -> closed); skipping the others
-            # saves a store round trip per request.
-            await self.cooldowns.success(target.key)
+        # Every answer is counted (the failure rate needs them); a probe's answer also closes the circuit.
+        await self.cooldowns.success(target.key, probe=probe)
         if isinstance(result, Stream):
             self.stats.started(target.key)  # in flight again until the stream ends
             return result.pipe(lambda chunks: self._watch(chunks, target))
@@ -344,7 +383,7 @@ class RoutingStage:
             async for chunk in chunks:
                 yield chunk
         except GatewayError:
-            await self.cooldowns.failure(target.key)
+            await self.cooldowns.failure(target.key, late=True)
             raise
         finally:
             self.stats.finished(target.key)

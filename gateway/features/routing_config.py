@@ -4,30 +4,54 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterator, Sequence
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.features.cooldown import CooldownPolicy
 
 
 class CooldownConfig(BaseModel):
-    """``features.routing.cooldown``: when a failing route is taken out, and for how long."""
+    """``features.routing.cooldown``: when a failing route is taken out, and for how long.
+
+    The defaults are reasoned in docs/gateway/routing.md ("Circuit breaker").
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    failures: int = Field(default=3, ge=1, description="failures within window_seconds that open the circuit")
-    window_seconds: float = Field(default=30.0, gt=0)
-    seconds: float = Field(default=30.0, gt=0, description="first cooldown; doubles after each failed probe")
-    max_seconds: float = Field(default=600.0, gt=0)
-    probe_timeout_seconds: float = Field(
-        default=30.0, gt=0, description="a half-open probe that never reports frees the route after this"
+    min_requests: int = Field(
+        default=20, ge=1, description="requests within window_seconds before the failure rate counts"
     )
+    failure_rate: float = Field(
+        default=0.5, gt=0, le=1, description="share of failed requests in the window that opens the circuit"
+    )
+    window_seconds: float = Field(default=10.0, gt=0, description="the rolling window (10 buckets)")
+    seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="first cooldown; doubles after each failed probe; the pace of last-option probes",
+    )
+    max_seconds: float = Field(default=30.0, gt=0, description="the longest cooldown (at least seconds)")
+    probe_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="a probe that never reports frees the probe slot after this"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_keys(cls, data: Any) -> Any:
+        # The count-based breaker's key: name its replacement rather than answer "unknown key".
+        if isinstance(data, dict) and "failures" in data:
+            raise ValueError(
+                "'failures' was replaced by 'min_requests' and 'failure_rate': the circuit opens on the "
+                "share of failed requests once a window holds min_requests (docs/gateway/routing.md)"
+            )
+        return data
 
     def policy(self) -> CooldownPolicy:
         """The state machine's parameters."""
         return CooldownPolicy(
-            failures=self.failures,
+            min_requests=self.min_requests,
+            failure_rate=self.failure_rate,
             window_s=self.window_seconds,
             cooldown_s=self.seconds,
             max_cooldown_s=self.max_seconds,

@@ -34,25 +34,37 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_upstream() -> tuple[subprocess.Popen[bytes], int]:
-    """A `gateway mock-upstream` process on a free loopback port, ready to answer."""
-    port = free_port()
+def spawn_upstream(*options: str, port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """Start a `gateway mock-upstream` process (with CLI ``options``) on ``port`` or a free loopback port."""
+    port = port or free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "mock-upstream", "--port", str(port)],
+        [sys.executable, "-m", "gateway.cli", "mock-upstream", "--port", str(port), *options],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    return process, port
+
+
+def wait_ready(process: subprocess.Popen[bytes], port: int) -> None:
+    """Wait until the process answers ``/health`` (processes started together start in parallel)."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError("mock-upstream exited at start")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return process, port
+                return
         except httpx.TransportError:
             time.sleep(0.05)
     process.kill()
     raise RuntimeError("mock-upstream did not start")
+
+
+def start_upstream(*options: str, port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """A `gateway mock-upstream` process on ``port`` or a free loopback port, ready to answer."""
+    process, port = spawn_upstream(*options, port=port)
+    wait_ready(process, port)
+    return process, port
 
 
 @pytest.fixture

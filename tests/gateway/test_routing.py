@@ -258,7 +258,7 @@ def test_failing_route_cools_down_and_is_skipped_then_probed() -> None:
     a = FakeProvider("a", unreachable("a"))
     b = FakeProvider("b")
     router = stage(
-        [a, b], [model("chat", ("a", 1), ("b", 1))], clock, cooldown={"failures": 2, "seconds": 10}
+        [a, b], [model("chat", ("a", 1), ("b", 1))], clock, cooldown={"min_requests": 2, "seconds": 10}
     )
     for _ in range(6):
         assert run(router, make_call("chat")).body["answered_by"] == "b"
@@ -271,24 +271,92 @@ def test_failing_route_cools_down_and_is_skipped_then_probed() -> None:
     assert a.calls >= 3
 
 
-def test_every_route_cooling_fails_fast_with_503_and_retry_after() -> None:
+def test_every_route_open_probes_each_once_per_cooldown_and_fails_fast_in_between() -> None:
     clock = Clock()
     a, b = FakeProvider("a", unreachable("a")), FakeProvider("b", unreachable("b"))
     router = stage(
-        [a, b], [model("chat", ("a", 1), ("b", 1))], clock, cooldown={"failures": 1, "seconds": 20}
+        [a, b], [model("chat", ("a", 1), ("b", 1))], clock, cooldown={"min_requests": 1, "seconds": 20}
     )
     with pytest.raises(GatewayError) as first:
-        run(router, make_call("chat"))
+        run(router, make_call("chat"))  # a and b fail: both circuits open
     assert first.value.status == 502
-    calls_before = a.calls + b.calls
-    call = make_call("chat")
+    assert (a.calls, b.calls) == (1, 1)  # the third attempt found no route to try
+    # Every route is open: the last option. One request probes each route (the open circuit is a hint).
+    with pytest.raises(GatewayError) as probed:
+        run(router, make_call("chat"))
+    assert probed.value.status == 502 and probed.value.headers["x-gateway-attempts"] == "2"
+    assert (a.calls, b.calls) == (2, 2)
+    # Until a first cooldown has passed since those probes, requests fail fast without calling upstream.
     with pytest.raises(GatewayError) as fast:
-        run(router, call)
+        run(router, make_call("chat"))
     assert fast.value.status == 503
     assert fast.value.code == "all_routes_cooling_down"
     assert fast.value.headers["retry-after"] == "20"
     assert fast.value.headers["x-gateway-attempts"] == "0"
-    assert a.calls + b.calls == calls_before
+    assert (a.calls, b.calls) == (2, 2)
+    # b comes back: the next probe finds it and closes its circuit at once, before its grown cooldown.
+    b.script = ["ok"]
+    clock.now += 20
+    assert run(router, make_call("chat")).body["answered_by"] == "b"
+    assert run(router, make_call("chat")).body["answered_by"] == "b"  # closed: b serves, a stays out
+    assert a.calls <= 3
+
+
+def test_a_single_route_model_is_never_shut_out_by_its_own_breaker() -> None:
+    clock = Clock()
+    a = FakeProvider("a", unreachable("a"))
+    router = stage([a], [model("chat", ("a", 1))], clock, cooldown={"min_requests": 3, "seconds": 30})
+    with pytest.raises(GatewayError):
+        run(router, make_call("chat"))  # three failed attempts open the circuit for 30 s
+    a.script = ["ok"]
+    # The upstream is back at once; the model serves at once, not after 30 s of 503s.
+    call = make_call("chat")
+    assert run(router, call).body["answered_by"] == "a"
+    assert call.response_headers["x-gateway-attempts"] == "1"
+    assert run(router, make_call("chat")).body["answered_by"] == "a"
+
+
+def test_an_open_route_is_a_wall_while_a_fallback_serves() -> None:
+    clock = Clock()
+    a, b = FakeProvider("a", unreachable("a")), FakeProvider("b")
+    router = stage(
+        [a, b],
+        [model("chat", ("a", 1), fallbacks=["spare"]), model("spare", ("b", 1))],
+        clock,
+        cooldown={"min_requests": 1, "seconds": 10},
+    )
+    for _ in range(5):
+        assert run(router, make_call("chat")).body["answered_by"] == "b"
+    assert a.calls == 1  # not the last option: no probe before the cooldown ends
+    a.script = ["ok"]
+    clock.now += 10
+    assert run(router, make_call("chat")).body["answered_by"] == "a"  # the half-open probe closes it
+
+
+def test_a_low_failure_rate_never_takes_a_single_route_out() -> None:
+    clock = Clock()
+    # One upstream call in ten fails: the route stays closed and retries hide every failure.
+    a = FakeProvider("a", *([unreachable("a")] + ["ok"] * 9) * 30)
+    router = stage([a], [model("chat", ("a", 1))], clock)
+    answers = [run(router, make_call("chat")).body["answered_by"] for _ in range(250)]
+    assert answers == ["a"] * 250
+    assert a.calls == 278  # 250 answers, and the 28 failures met on the way (one call in ten)
+
+
+def test_retries_go_to_routes_not_tried_yet_then_to_the_one_tried_longest_ago() -> None:
+    clock = Clock()
+    seen: list[str] = []
+
+    class Logged(FakeProvider):
+        async def chat(self, call: Call, route: RouteConfig) -> Response | Stream:
+            seen.append(self.name)
+            return await super().chat(call, route)
+
+    providers = [Logged(name, unreachable(name)) for name in "abc"]
+    router = stage(providers, [model("chat", ("a", 1), ("b", 1), ("c", 1))], clock, max_attempts=5)
+    with pytest.raises(GatewayError):
+        run(router, make_call("chat"))
+    assert seen == ["a", "b", "c", "a", "b"]
 
 
 def test_retry_after_holds_the_route_capped_and_all_rate_limited_is_429() -> None:
@@ -401,7 +469,7 @@ def test_stream_fails_over_before_the_first_chunk() -> None:
 def test_stream_break_after_the_first_chunk_is_an_error_not_a_truncation() -> None:
     clock = Clock()
     a, b = FakeProvider("a", ("break_after", 2)), FakeProvider("b")
-    router = stage([a, b], [model("chat", ("a", 1), ("b", 1))], clock, cooldown={"failures": 1})
+    router = stage([a, b], [model("chat", ("a", 1), ("b", 1))], clock, cooldown={"min_requests": 1})
     call = make_call("chat", stream=True)
 
     async def scenario() -> tuple[list[str], GatewayError | None]:
@@ -421,7 +489,7 @@ def test_stream_break_after_the_first_chunk_is_an_error_not_a_truncation() -> No
     assert seen == ["a-0", "a-1"]
     assert error is not None and error.status == 502
     assert b.calls == 0  # no failover once the client has text
-    # The break counted as a route failure: with failures=1 the route is now cooling down.
+    # The break counted as a route failure: one request, failed, is over min_requests=1 and 50 %.
     assert run(router, make_call("chat")).body["answered_by"] == "b"
     assert a.calls == 1
 
@@ -468,7 +536,7 @@ def test_replicas_share_cooldowns_through_redis(redis_url: str) -> None:
         store_a, store_b = RedisStore(redis_url), RedisStore(redis_url)
         dead_a, live_a = FakeProvider(f"dead{suffix}", unreachable()), FakeProvider(f"live{suffix}")
         dead_b, live_b = FakeProvider(f"dead{suffix}", unreachable()), FakeProvider(f"live{suffix}")
-        settings = RoutingConfig(strategy="round_robin", cooldown={"failures": 2, "seconds": 60})
+        settings = RoutingConfig(strategy="round_robin", cooldown={"min_requests": 2, "seconds": 60})
         common: dict[str, Any] = {"clock": clock, "monotonic": clock, "sleep": clock.sleep}
         replica_a = RoutingStage(
             settings, {p.name: p for p in (dead_a, live_a)}, {m.name: m for m in models}, store_a, **common
@@ -512,7 +580,7 @@ models:
   - name: other
     routes: [{provider: live, model: o}]
 features:
-  routing: {strategy: round_robin, cooldown: {failures: 1, seconds: 60}}  # round robin: `dead` gets a turn
+  routing: {strategy: round_robin, cooldown: {min_requests: 1, seconds: 60}}  # `dead` gets a turn
 usage: {database: ":memory:"}
 """,
         "routes.yaml",
@@ -545,6 +613,7 @@ usage: {database: ":memory:"}
     assert chat["fallbacks"] == ["other"]
     dead, live = chat["routes"]
     assert dead["route"] == "dead/d" and dead["state"] == "open" and 0 < dead["cooling_for_s"] <= 60
+    assert (dead["recent_requests"], dead["recent_failures"]) == (1, 1)
     assert live == {
         "route": "live/l",
         "weight": 2.0,
@@ -552,6 +621,7 @@ usage: {database: ":memory:"}
         "state": "closed",
         "cooling_for_s": None,
         "rate_limited": False,
+        "recent_requests": 4,
         "recent_failures": 0,
         "in_flight": 0,
         "latency_ms": live["latency_ms"],
@@ -563,7 +633,7 @@ def test_a_probe_answered_with_a_client_error_closes_the_circuit() -> None:
     clock = Clock()
     a = FakeProvider("a", unreachable(), bad_request(), "ok")
     router = stage(
-        [a], [model("chat", ("a", 1))], clock, max_attempts=1, cooldown={"failures": 1, "seconds": 5}
+        [a], [model("chat", ("a", 1))], clock, max_attempts=1, cooldown={"min_requests": 1, "seconds": 5}
     )
     with pytest.raises(GatewayError):
         run(router, make_call("chat"))  # opens the circuit
