@@ -180,6 +180,7 @@ class HttpProvider:
             **self.default_headers(config),
         }
         self._urls: dict[str, httpx.URL] = {}
+        self._usage_warned: set[str] = set()  # usage fields this provider already got wrong (logged)
         self.propagate_trace = config.propagate_trace
 
     @classmethod
@@ -272,8 +273,13 @@ class HttpProvider:
         checked, problem = checked_usage(holder)
         if problem is not None and not call.scratch.get(_USAGE_REJECTED):
             call.scratch[_USAGE_REJECTED] = True
-            logger.warning(
-                "upstream '%s' reported an invalid usage for request %s (%s): its tokens are estimated",
+            # A warning the first time a field goes wrong on this provider, debug after: an upstream that
+            # always sends a bad usage must not flood the log with one line per request.
+            field = problem.split(" ", 1)[0]
+            level = logging.DEBUG if field in self._usage_warned else logging.WARNING
+            self._usage_warned.add(field)
+            logger.log(
+                level, "upstream '%s' sent an invalid usage for request %s (%s): its tokens are estimated",
                 self.name, call.request_id, problem,
             )  # fmt: skip
         return checked

@@ -7,6 +7,7 @@ budget and the ledger still agree on sane totals afterwards (:func:`upstream_fau
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -277,3 +278,17 @@ async def test_a_malformed_embeddings_answer_is_a_502(body: dict[str, Any]) -> N
         message = response.json()["error"]["message"]
         assert "'data'" in message or "data[0]" in message
         await consistent(client, name)
+
+
+async def test_an_invalid_usage_is_logged_once_per_provider_and_field(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    upstream = ScriptedUpstream(lambda _: httpx.Response(200, json=answer({"prompt_tokens": -1})))
+    async with _open(upstream) as (client, _name):
+        with caplog.at_level(logging.DEBUG, "gateway.upstream"):
+            for _ in range(3):
+                response = await client.post("/v1/chat/completions", json=chat(), headers=alice())
+                assert response.headers["x-gateway-usage-source"] == "estimated"
+    logged = [r for r in caplog.records if "invalid usage" in r.getMessage()]
+    assert [r.levelno for r in logged] == [logging.WARNING, logging.DEBUG, logging.DEBUG]
+    assert "usage.prompt_tokens is -1" in logged[0].getMessage()
