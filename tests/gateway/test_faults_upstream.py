@@ -292,3 +292,30 @@ async def test_an_invalid_usage_is_logged_once_per_provider_and_field(
     logged = [r for r in caplog.records if "invalid usage" in r.getMessage()]
     assert [r.levelno for r in logged] == [logging.WARNING, logging.DEBUG, logging.DEBUG]
     assert "usage.prompt_tokens is -1" in logged[0].getMessage()
+
+
+def test_a_malformed_chunk_over_websocket_is_an_error_frame_and_the_socket_stays_open() -> None:
+    from gateway_testing import run_server
+    from websockets.sync.client import connect
+
+    from gateway.app import create_app
+
+    name = unique_name()
+    good, bad = chunks(), {"choices": "hello"}
+    replies = iter([sse([good[0], bad, *good[1:]]), sse(good)])
+    upstream = ScriptedUpstream(lambda _: next(replies))
+    app = create_app(parse_config(config_text(name)), transport=upstream.transport())
+    with run_server(app, ws="auto") as base:
+        url = base.replace("http://", "ws://", 1) + "/v1/ws/chat"
+        with connect(url, additional_headers=alice(), open_timeout=10) as ws:
+            ends = []
+            for rid in ("one", "two"):
+                ws.send(json.dumps({"type": "chat.request", "id": rid, "body": chat()}))
+                while True:
+                    frame = json.loads(ws.recv(timeout=10))
+                    if frame["type"] in ("chat.done", "chat.error"):
+                        ends.append(frame)
+                        break
+    assert ends[0]["type"] == "chat.error", ends[0]
+    assert "'choices' is str" in json.dumps(ends[0])
+    assert ends[1]["type"] == "chat.done"
