@@ -216,7 +216,10 @@ class Ledger:
                     await asyncio.to_thread(self._open)
                 except (sqlite3.Error, OSError) as exc:
                     raise LedgerError(f"cannot open the usage ledger '{self.path}': {exc}") from None
-                await asyncio.to_thread(self._replay)
+                try:
+                    await asyncio.to_thread(self._replay)
+                except Exception as exc:  # e.g. a read-only file: serve anyway, replay at a later write
+                    self._failed(exc)
         self._started = True
         if self._task is None:
             self._closing = False
@@ -348,10 +351,14 @@ class Ledger:
             conn = self._connection()
             if batch:
                 self._write(conn, batch)
-            self._replay()
         except Exception as exc:  # any error: sqlite, disk, or a bug; the records must survive it
             self._failed(exc)
             return self._spill_batch(batch)
+        try:
+            self._replay()
+        except Exception as exc:  # the batch is written; the spill file stays for the next try
+            self._failed(exc)
+            return []
         if self.health.failing:
             self.health.failing = False
             logger.warning("usage ledger %s is writable again", self.path)

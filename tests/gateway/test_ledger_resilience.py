@@ -121,6 +121,13 @@ async def test_records_spilled_at_shutdown_are_replayed_at_the_next_start(tmp_pa
     await second.close()
     assert second.health.spilled == 2
 
+    still_read_only = Ledger(path, flush_interval=3600, connect=switch)
+    await still_read_only.start()  # the spill file cannot be replayed yet: it starts anyway, keeping it
+    assert still_read_only.health.write_errors == 1
+    assert (await still_read_only.summary())[0]["requests"] == 1
+    await still_read_only.close()
+    assert Path(path + "-spill.jsonl").exists()
+
     third = Ledger(path)
     await third.start()
     try:
