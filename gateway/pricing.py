@@ -6,6 +6,10 @@ wins; otherwise the bundled table ``gateway/prices.yaml`` is consulted by the ro
 Money is counted in whole nano-dollars (10^-9 USD) everywhere it is stored or added up (budget counters, the
 usage ledger), so sums are exact integers. The cost of one request is computed exactly as a Decimal, then
 rounded half-up to a nano-dollar; reservations are rounded up so they never undershoot the real cost.
+
+Every conversion to nano-dollars goes through :func:`usd_to_nanos`, which clamps to ``[0, MAX_NANOS]``: no
+token count, however hostile, can make a cost negative (a credit) or too large for the stores (Redis counts in
+64-bit integers, its Lua scripts in doubles) or the ledger (SQLite's 64-bit integers).
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 NANOS_PER_USD = 10**9
+# About 9 million USD: the largest amount a double (Redis' Lua numbers) holds exactly. Far beyond any single
+# request's cost, so clamping only ever bites on absurd inputs.
+MAX_NANOS = 2**53 - 1
 _TOKENS_PER_PRICE_UNIT = Decimal(1_000_000)
 
 NonNegativeDecimal = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
@@ -33,9 +40,16 @@ class ModelPrice(BaseModel):
 
 
 def usd_to_nanos(amount: Decimal, *, round_up: bool = False) -> int:
-    """Convert USD to whole nano-dollars, half-up by default or up (toward +inf) with ``round_up``."""
+    """Convert USD to whole nano-dollars, half-up by default or up (toward +inf) with ``round_up``, clamped
+    to ``[0, MAX_NANOS]`` (a NaN counts as 0)."""
     rounding = ROUND_CEILING if round_up else ROUND_HALF_UP
-    return int((amount * NANOS_PER_USD).to_integral_value(rounding=rounding))
+    if amount.is_nan():
+        return 0
+    if amount <= 0:
+        return 0
+    if amount >= Decimal(MAX_NANOS) / NANOS_PER_USD:
+        return MAX_NANOS
+    return min(MAX_NANOS, int((amount * NANOS_PER_USD).to_integral_value(rounding=rounding)))
 
 
 def nanos_to_usd(nanos: int) -> Decimal:

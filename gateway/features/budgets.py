@@ -50,7 +50,7 @@ from gateway.features.usage import (
     stream_meter,
     utc_now,
 )
-from gateway.ledger import Ledger
+from gateway.ledger import Ledger, LedgerUnavailable
 from gateway.periods import Period, window_for
 from gateway.pipeline import Call, Handler, Response, Result
 from gateway.pricing import format_usd, usd_to_nanos
@@ -255,7 +255,11 @@ class BudgetStage:
             slot = rule.slot(now)
             since = slot.window.start.timestamp() if slot.window.start is not None else 0.0
             column = {"key_name": rule.name} if rule.scope == "key" else {"team": rule.name}
-            spent = await self.ledger.spend_nanos(since=since, **column)
+            try:
+                spent = await self.ledger.spend_nanos(since=since, **column)
+            except LedgerUnavailable as exc:
+                logger.error("budget %s '%s': spend not restored, %s", rule.scope, rule.name, exc)
+                continue
             try:
                 restored = await self.book.restore(slot, spent, now)
             except StoreUnavailable:

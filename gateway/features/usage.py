@@ -29,6 +29,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from gateway.answers import usage_counts
 from gateway.errors import GatewayError
 from gateway.ledger import Ledger, UsageRecord, UsageSource
 from gateway.metrics import UsageMetrics
@@ -54,6 +55,7 @@ logger = logging.getLogger("gateway.usage")
 
 COST_HEADER = "x-gateway-cost-usd"
 COST_FINAL_HEADER = "x-gateway-cost-final"
+USAGE_SOURCE_HEADER = "x-gateway-usage-source"
 DEFAULT_DATABASE = "gateway-usage.sqlite3"
 
 Clock = Callable[[], datetime]
@@ -261,9 +263,12 @@ def account(call: Call, result: Result | None, pricing: Pricing, *, status: int 
         status = result.status
     elif isinstance(result, Stream):
         usage = result.usage
-    if usage is not None and isinstance(usage.get("prompt_tokens"), int):
-        prompt = usage["prompt_tokens"]
-        completion = usage.get("completion_tokens") or 0
+    counts = usage_counts(usage) if usage is not None else None
+    if isinstance(counts, str):
+        # HTTP providers blank such a usage before it gets here (and log it); this catches any other source.
+        logger.warning("request %s: invalid usage (%s), tokens estimated", call.request_id, counts)
+    if isinstance(counts, tuple):
+        prompt, completion = counts
         source = "reported"
     elif isinstance(result, Response) and status < 400:
         prompt = _estimated_prompt(call)
@@ -291,12 +296,23 @@ def account(call: Call, result: Result | None, pricing: Pricing, *, status: int 
     return accounting
 
 
-def with_cost(body: dict[str, Any], nanos: int) -> dict[str, Any]:
-    """``body`` with ``usage.cost_usd`` added, as a copy: the cache stage may hold on to the original."""
+def with_cost(body: dict[str, Any], accounting: Accounting) -> dict[str, Any]:
+    """``body`` with ``usage.cost_usd`` added, as a copy: the cache stage may hold on to the original.
+
+    When the tokens were estimated (the upstream reported none, or one that could not be trusted), the usage
+    the client sees is the estimate, labelled ``usage_source: estimated``, since that is what was charged.
+    """
     usage = body.get("usage")
+    if accounting.source == "estimated" and "usage" in body:
+        usage = {
+            "prompt_tokens": accounting.prompt_tokens,
+            "completion_tokens": accounting.completion_tokens,
+            "total_tokens": accounting.prompt_tokens + accounting.completion_tokens,
+            "usage_source": "estimated",
+        }
     if not isinstance(usage, dict):
         return body
-    return {**body, "usage": {**usage, "cost_usd": format_usd(nanos)}}
+    return {**body, "usage": {**usage, "cost_usd": format_usd(accounting.cost_nanos)}}
 
 
 CLIENT_CLOSED = 499  # nginx's status for "the client closed the connection before the answer ended"
@@ -399,7 +415,7 @@ class UsageStage:
         if isinstance(result, Response):
             accounting = account(call, result, self.pricing)
             self._finish(call, arrived, accounting)
-            result.body = with_cost(result.body, accounting.cost_nanos)
+            result.body = with_cost(result.body, accounting)
             return result
         return self._wrap_stream(call, result, arrived)
 
@@ -413,9 +429,9 @@ class UsageStage:
         def add_cost(chunk: dict[str, Any]) -> dict[str, Any]:
             if _TTFT not in call.scratch:
                 call.scratch[_TTFT] = round((time.perf_counter() - call.started) * 1000.0, 3)
-            if not isinstance(chunk.get("usage"), dict):
+            if "usage" not in chunk:
                 return chunk
-            return with_cost(chunk, account(call, stream, self.pricing).cost_nanos)
+            return with_cost(chunk, account(call, stream, self.pricing))
 
         async def on_end(status: int) -> None:
             self._finish(call, arrived, account(call, stream, self.pricing, status=status), header=False)
@@ -425,6 +441,8 @@ class UsageStage:
     def _finish(self, call: Call, arrived: datetime, accounting: Accounting, *, header: bool = True) -> None:
         if header:
             call.response_headers[COST_HEADER] = format_usd(accounting.cost_nanos)
+            if accounting.source != "none":
+                call.response_headers[USAGE_SOURCE_HEADER] = accounting.source
         record = UsageRecord(
             ts=arrived.timestamp(),
             day=arrived.astimezone(self.timezone).date().isoformat(),

@@ -12,11 +12,16 @@ returns a canonical :class:`~gateway.pipeline.Result`. Two levels:
 Adding a provider is one module with a class following :class:`ProviderType` plus one line in
 ``registry.py``. Providers raise :class:`~gateway.errors.GatewayError` with the status the client should
 see (429 passes through with ``retry-after``; upstream faults become 502/503/504).
+
+:class:`HttpProvider` treats what comes back as untrusted input (:mod:`gateway.answers`): a malformed answer
+or stream chunk is a 502 (in-band for a stream already under way), and a usage that cannot be trusted is
+blanked so the usage stage estimates it instead of charging it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import ssl
 import time
@@ -29,12 +34,17 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from gateway import __version__
+from gateway.answers import answer_problem, checked_usage, chunk_problem, malformed
 from gateway.config import PathPart, ProviderConfig, RouteConfig, did_you_mean
 from gateway.errors import GatewayError, upstream_error
 from gateway.features.tracing_config import SCRATCH_KEY
 from gateway.pipeline import Call, Response, Result, Stream
 
+logger = logging.getLogger("gateway.upstream")
+
 USER_AGENT = f"llm-gateway/{__version__}"
+# Set on the call once its upstream's usage was rejected, so a stream logs it once, not per chunk.
+_USAGE_REJECTED = "upstream.usage_rejected"
 ConfigProblems = Iterable[tuple[tuple[PathPart, ...], str]]
 
 
@@ -115,6 +125,9 @@ class UpstreamRequest:
     headers: dict[str, str]
 
 
+# What a stream may be labelled; a missing content-type is let through (some servers send none).
+_STREAM_TYPES = frozenset({"text/event-stream", "text/plain", "application/octet-stream"})
+
 DONE = object()
 """Returned by :meth:`HttpAdapter.parse_stream_line` at the end of the stream."""
 
@@ -167,6 +180,7 @@ class HttpProvider:
             **self.default_headers(config),
         }
         self._urls: dict[str, httpx.URL] = {}
+        self._usage_warned: set[str] = set()  # usage fields this provider already got wrong (logged)
         self.propagate_trace = config.propagate_trace
 
     @classmethod
@@ -232,21 +246,52 @@ class HttpProvider:
         """Send the chat request; a stream returns as soon as the upstream sent its headers."""
         response = await self._send(self._request("chat", call, route, call.stream))
         if not call.stream:
-            return Response(self.adapter.parse_response("chat", await self._json(response)))
-        return Stream(self._chunks(response))
+            body = self.adapter.parse_response("chat", await self._json(response))
+            return Response(self._checked(call, "chat", body))
+        kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind and kind not in _STREAM_TYPES:
+            # An HTML error page or a JSON body with status 200: nothing to stream, and the client's
+            # headers are not sent yet, so this is still a plain 502.
+            await self._read(response, _json_or_text)
+            raise malformed(self.name, f"a stream request was answered with {kind}, not text/event-stream")
+        return Stream(self._chunks(call, response))
 
     async def embeddings(self, call: Call, route: RouteConfig) -> Response:
         """Send the embeddings request."""
         response = await self._send(self._request("embeddings", call, route, False))
-        return Response(self.adapter.parse_response("embeddings", await self._json(response)))
+        body = self.adapter.parse_response("embeddings", await self._json(response))
+        return Response(self._checked(call, "embeddings", body))
+
+    def _checked(self, call: Call, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``body`` if it is a well-formed answer (its usage blanked when untrustworthy); 502 otherwise."""
+        problem = answer_problem(endpoint, body)
+        if problem is not None:
+            raise malformed(self.name, problem)
+        return self._checked_usage(call, body)
+
+    def _checked_usage(self, call: Call, holder: dict[str, Any]) -> dict[str, Any]:
+        checked, problem = checked_usage(holder)
+        if problem is not None and not call.scratch.get(_USAGE_REJECTED):
+            call.scratch[_USAGE_REJECTED] = True
+            # A warning the first time a field goes wrong on this provider, debug after: an upstream that
+            # always sends a bad usage must not flood the log with one line per request.
+            field = problem.split(" ", 1)[0]
+            level = logging.DEBUG if field in self._usage_warned else logging.WARNING
+            self._usage_warned.add(field)
+            logger.log(
+                level, "upstream '%s' sent an invalid usage for request %s (%s): its tokens are estimated",
+                self.name, call.request_id, problem,
+            )  # fmt: skip
+        return checked
 
     def stream_parser(self) -> Callable[[str], dict[str, Any] | object | None]:
         """The line parser for one stream; adapters whose streams keep state across lines make a fresh one."""
         return self.adapter.parse_stream_line
 
-    async def _chunks(self, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    async def _chunks(self, call: Call, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
         # Closing this generator (client disconnect) closes the upstream response: the request is cancelled.
         parse = self.stream_parser()
+        sent = 0
         try:
             async for line in response.aiter_lines():
                 if not line:
@@ -254,14 +299,23 @@ class HttpProvider:
                 chunk = parse(line)
                 if chunk is DONE:
                     break
-                if isinstance(chunk, dict):
-                    yield chunk
+                if chunk is None:
+                    continue
+                problem = chunk_problem(chunk)
+                if problem is not None:
+                    raise malformed(self.name, problem)
+                assert isinstance(chunk, dict)  # chunk_problem said so
+                sent += 1
+                yield self._checked_usage(call, chunk)
         except httpx.HTTPError as exc:
             raise upstream_error(
                 502, f"Upstream '{self.name}' broke off the stream ({type(exc).__name__}).", "upstream_stream"
             ) from None
         finally:
             await response.aclose()
+        if not sent:
+            # An upstream that ends a stream without one chunk answered nothing: not an empty success.
+            raise malformed(self.name, "the stream ended with no chunk")
 
 
 def unreachable_reason(exc: BaseException) -> str:

@@ -11,6 +11,7 @@ with ``options.input_type`` and answer OpenAI's ``list`` of vectors.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -69,7 +70,10 @@ def _obj(value: Any) -> dict[str, Any]:
 
 
 def _number(value: Any) -> int:
-    return int(value) if isinstance(value, (int, float)) else 0
+    # Cohere counts billed units as floats (12.0); an infinite or NaN one (JSON's 1e400) is not a count.
+    if isinstance(value, float):
+        return int(value) if math.isfinite(value) else -1
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _usage(usage: Any) -> dict[str, int]:

@@ -5,7 +5,12 @@
   in the budgets' time zone (``to`` included), a date-time without offset is read in that zone, and ``to``
   as a date-time is exclusive. With ``Accept: text/csv`` the groups (or the totals) come as CSV. The
   ledger is flushed first, so every answered request is counted.
-- ``GET /admin/usage/requests/{request_id}``: the ledger record of one request (a stream's real cost).
+- ``GET /admin/usage/requests/{request_id}?key=``: the ledger records under one request id (a stream's real
+  cost). Request ids are chosen by clients, so two keys may share one: every record names its key, and
+  ``key`` narrows the lookup to one key's.
+
+``/admin/usage`` also reports the ledger's health (``ledger``: write errors, spilled and dropped records...);
+when the ledger cannot be read at all these endpoints answer 503 ``usage_ledger_unavailable``.
 - ``GET /admin/budgets``: per key and team budget: limit, spent, reserved, remaining, window start and end.
 - ``GET /metrics``: Prometheus metrics of this replica (:mod:`gateway.metrics`), master key as bearer token.
 
@@ -28,7 +33,7 @@ from starlette.responses import Response
 from gateway.errors import GatewayError, invalid_request
 from gateway.features.budgets import BudgetStage
 from gateway.features.usage import UsageStage
-from gateway.ledger import GroupBy
+from gateway.ledger import GroupBy, Ledger, LedgerUnavailable
 from gateway.pricing import format_usd
 from gateway.reload import config_metrics
 
@@ -86,6 +91,21 @@ def _csv(body: dict[str, Any]) -> str:
     return out.getvalue()
 
 
+def ledger_unavailable(exc: LedgerUnavailable) -> GatewayError:
+    """503: the ledger cannot be read (its file is gone and cannot be recreated, or unreadable)."""
+    return GatewayError(
+        503, f"Usage is unavailable: {exc}.", "service_unavailable", "usage_ledger_unavailable",
+        headers={"retry-after": "5"},
+    )  # fmt: skip
+
+
+async def _summary(ledger: Ledger, group_by: GroupBy | None, since: float | None, until: float | None) -> Any:
+    try:
+        return await ledger.summary(group_by, since=since, until=until)
+    except LedgerUnavailable as exc:
+        raise ledger_unavailable(exc) from None
+
+
 def add_routes(admin: APIRouter, gateway: Gateway) -> None:
     """Register ``/admin/usage``, ``/admin/usage/requests/{id}`` and ``/admin/budgets`` on ``admin``."""
 
@@ -114,35 +134,41 @@ def add_routes(admin: APIRouter, gateway: Gateway) -> None:
         since = parse_bound(params["from"], "from", stage.timezone, end=False) if "from" in params else None
         until = parse_bound(params["to"], "to", stage.timezone, end=True) if "to" in params else None
         ledger = stage.ledger
-        totals = (await ledger.summary(since=since, until=until))[0]
+        totals = (await _summary(ledger, None, since, until))[0]
         body: dict[str, Any] = {
             "timezone": str(stage.timezone),
             "from": params.get("from"),
             "to": params.get("to"),
             "group_by": group_by,
             "totals": _row(totals),
+            "ledger": ledger.status(),
         }
         if group_by is not None:
-            rows = await ledger.summary(cast(GroupBy, group_by), since=since, until=until)
+            rows = await _summary(ledger, cast(GroupBy, group_by), since, until)
             body["groups"] = [{group_by: row["group"], **_row(row)} for row in rows]
         if "text/csv" in request.headers.get("accept", ""):
             return Response(_csv(body), media_type="text/csv; charset=utf-8")
         return body
 
-    async def request_usage(request_id: str) -> dict[str, Any]:
+    async def request_usage(request_id: str, key: str | None = None) -> dict[str, Any]:
         await ensure_started()
-        records = await usage_stage().ledger.records(request_id=request_id, limit=10)
+        try:
+            records = await usage_stage().ledger.records(request_id=request_id, key_name=key, limit=10)
+        except LedgerUnavailable as exc:
+            raise ledger_unavailable(exc) from None
         if not records:
+            whose = f" of key '{key}'" if key is not None else ""
             raise GatewayError(
-                404, f"No usage is recorded for request '{request_id}'.", "invalid_request_error", "not_found"
-            )
+                404, f"No usage is recorded for request '{request_id}'{whose}.", "invalid_request_error",
+                "not_found",
+            )  # fmt: skip
         out = []
         for record in records:
             row = asdict(record)
             row["cost_usd"] = format_usd(row.pop("cost_nanos"))
             row["time"] = datetime.fromtimestamp(row.pop("ts"), usage_stage().timezone).isoformat()
             out.append(row)
-        return {"request_id": request_id, "records": out}
+        return {"request_id": request_id, "key": key, "records": out}
 
     async def budgets() -> dict[str, Any]:
         await ensure_started()
@@ -163,8 +189,28 @@ def metrics_router(gateway: Gateway) -> APIRouter:
 
     async def metrics() -> Response:
         stage = next(s for s in gateway.stages if isinstance(s, UsageStage))
-        text = stage.metrics.render(pending_records=stage.ledger.pending) + config_metrics(gateway)
+        text = (
+            stage.metrics.render(pending_records=stage.ledger.pending)
+            + ledger_metrics(stage.ledger)
+            + config_metrics(gateway)
+        )
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     router.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
     return router
+
+
+def ledger_metrics(ledger: Ledger) -> str:
+    """The ledger's health counters in the Prometheus text format."""
+    health = ledger.health
+    lines = []
+    for name, value, what in (
+        ("write_errors", health.write_errors, "failed ledger writes"),
+        ("records_spilled", health.spilled, "records written to the spill file instead of the database"),
+        ("records_replayed", health.replayed, "spilled records replayed into the database"),
+        ("records_dropped", health.dropped, "records lost: database, spill file and buffer all full"),
+        ("writer_restarts", health.writer_restarts, "times the ledger writer was restarted"),
+    ):
+        metric = f"gateway_ledger_{name}_total"
+        lines += [f"# HELP {metric} {what}", f"# TYPE {metric} counter", f"{metric} {value}"]
+    return "\n".join(lines) + "\n"
