@@ -228,7 +228,15 @@ def parse_config(text: str, source: str = "<config>") -> GatewayConfig:
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(source, [f"{where}: invalid YAML: {problem}"]) from None
     if data is None:
-        data = {}
+        # An empty or comment-only file is a mistake (a half-written copy, everything commented out), never
+        # a wish for a gateway with no keys, models or master key: applied, it would lock every client out.
+        raise ConfigError(
+            source,
+            [
+                f"{source}: the file is empty or holds only comments; "
+                "expected a mapping of keys (server, auth, providers, models...)"
+            ],
+        )
     if not isinstance(data, dict):
         raise ConfigError(
             source, ["the top level must be a mapping of keys (server, auth, providers, models...)"]
