@@ -194,6 +194,9 @@ def create_app(
         redoc_url=None,
         openapi_url=None,
     )
+    # A trailing-slash redirect would build its Location from the client's Host header (an open redirect):
+    # a path with a stray slash is a 404 instead.
+    app.router.redirect_slashes = False
     app.state.gateway = gateway
     openai.add_routes(app, gateway)
     anthropic.add_routes(app, gateway)

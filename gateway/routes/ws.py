@@ -34,7 +34,7 @@ from gateway.logging import log_error
 from gateway.pipeline import Call, Stream
 from gateway.routes.openai import new_call
 from gateway.runtime import runtime_of
-from gateway.schema import check_chat
+from gateway.schema import check_chat, parse_json
 from gateway.stores import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -136,9 +136,10 @@ class Connection:
     async def on_message(self, text: str) -> None:
         """Handle one client message: a request, a cancel or a ping; bad ones get a ``chat.error``."""
         try:
-            message = json.loads(text)
-        except ValueError:
-            await self.error(None, invalid_request("The message is not valid JSON."))
+            # The same parser as HTTP bodies: depth, surrogates and numbers checked once, here.
+            message = parse_json(text)
+        except GatewayError as exc:
+            await self.error(None, exc)
             return
         if not isinstance(message, dict):
             await self.error(None, invalid_request("A message must be a JSON object with a 'type'."))
