@@ -28,7 +28,7 @@ from gateway.features.tracing_http import TracingMiddleware
 from gateway.logging import AccessLog
 from gateway.middleware import GatewayMiddleware
 from gateway.pipeline import Handler, KeyIdentity, Stage, run_hooks
-from gateway.redact import Redactor, config_secrets
+from gateway.redact import Redactor, config_key_digests, config_secrets
 from gateway.reload import Reloader
 from gateway.runtime import Runtime, RuntimeMiddleware, SharedState, build_runtime, runtime_of
 from gateway.stores import StoreUnavailable
@@ -75,7 +75,8 @@ class Gateway:
         """Redacts the secrets of the running config, and of earlier ones (their requests may still run)."""
         runtime, redactor = self._redactor
         if runtime is not self.runtime:
-            redactor = redactor.extended(config_secrets(self.runtime.config))
+            config = self.runtime.config
+            redactor = redactor.extended(config_secrets(config), config_key_digests(config))
             self._redactor = (self.runtime, redactor)
         return redactor
 

@@ -14,7 +14,7 @@ import click
 from fastapi import FastAPI
 
 from gateway import __version__
-from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config import ConfigError, GatewayConfig, embedded_credentials, load_config
 
 CONFIG_ENV = "GATEWAY_CONFIG"
 
@@ -38,13 +38,14 @@ def app_factory() -> FastAPI:
 
 def demo_banner(config: GatewayConfig, url: str) -> str:
     """What ``gateway run`` prints with no config: the demo key and examples to paste."""
-    key = config.auth.keys[0].key if config.auth.keys else "<no key configured>"
+    # The loaded config holds keys as digests only: the demo's keys are read from the embedded file.
+    key, master = embedded_credentials()
     models = ", ".join(m.name for m in config.models)
     return f"""No --config given: serving the embedded demo config (mock models, no upstream needed).
 
   models:     {models}
   demo key:   {key}
-  master key: {config.auth.master_key}   (admin API)
+  master key: {master}   (admin API)
 
 Try it:
 

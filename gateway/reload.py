@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse
 from gateway.catalog import features_report
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.pipeline import run_hooks
+from gateway.redact import Redactor
 from gateway.reload_config import ReloadConfig
 from gateway.runtime import Runtime, build_runtime, config_version
 
@@ -179,18 +180,21 @@ _SECRET_NAME = re.compile(r"(^|[_-])(key|api_key|master_key|password|secret|toke
 REDACTED = "***"
 
 
-def redact(value: Any, name: str = "") -> Any:
+def redact(value: Any, name: str = "", secrets: Redactor | None = None) -> Any:
     """``value`` (a JSON-like config dump) with every secret replaced by ``***``.
 
-    Secrets are values under a name like ``key``, ``api_key``, ``master_key``, ``*_password``,
-    ``*_secret``, ``*_token`` or ``authorization`` (provider ``options`` included), and the password in a
-    URL such as ``state.redis_url``.
+    Secrets are, first, the configured secret values ``secrets`` knows (every upstream ``api_key``, every
+    header value, passwords; see gateway/redact.py) wherever they appear and whatever their name; then, as
+    a backstop, values under a name like ``key``, ``api_key``, ``master_key``, ``*_password``, ``*_secret``,
+    ``*_token`` or ``authorization``, and the password in a URL such as ``state.redis_url``.
     """
     if isinstance(value, dict):
-        return {k: redact(v, str(k)) for k, v in value.items()}
+        return {k: redact(v, str(k), secrets) for k, v in value.items()}
     if isinstance(value, list):
-        return [redact(v, name) for v in value]
+        return [redact(v, name, secrets) for v in value]
     if isinstance(value, str) and _SECRET_NAME.search(name):
+        return REDACTED
+    if isinstance(value, str) and secrets is not None and secrets.contains_secret(value):
         return REDACTED
     if isinstance(value, str) and "://" in value and "@" in value:
         return _redact_url(value)
@@ -290,7 +294,10 @@ class Reloader:
             # config stays; the type and message name the cause without a traceback.
             if runtime is not None:
                 await runtime.aclose()
-            problem = f"{self.source}: building the new config failed: {type(exc).__name__}: {exc}"
+            # Redacted: the exception may quote a setting of the new file (a password, a header value).
+            old = self.gateway.redactor
+            reason = Redactor.from_config(config).extended(old.secrets, old.digests).text(str(exc))
+            problem = f"{self.source}: building the new config failed: {type(exc).__name__}: {reason}"
             return ReloadResult("invalid", current.version, problems=[problem])
         self.gateway.runtime = runtime  # the swap: one assignment, atomic for every coroutine
         self.reloads += 1
@@ -374,7 +381,8 @@ class Reloader:
                     # the next tick; the running config stays. Type and message only, no traceback.
                     self.last_ok = False
                     stamp = None
-                    logger.warning("watch %s: reload failed: %s: %s", self.source, type(exc).__name__, exc)
+                    reason = self.gateway.redactor.text(str(exc))
+                    logger.warning("watch %s: reload failed: %s: %s", self.source, type(exc).__name__, reason)
 
     async def close(self) -> None:
         """Stop the watcher and SIGHUP handler; close every retired runtime still draining."""
@@ -460,7 +468,7 @@ def config_endpoint(gateway: Gateway) -> Callable[[Request], Awaitable[dict[str,
             "reloadable": gateway.reloader.source is not None,
             "reloads": gateway.reloader.reloads,
             "watch": runtime.config.features.reload.watch,
-            "config": redact(runtime.config.model_dump(mode="json")),
+            "config": redact(runtime.config.model_dump(mode="json"), secrets=gateway.redactor),
         }
 
     return running_config

@@ -29,6 +29,7 @@ from fastapi import FastAPI
 from starlette.datastructures import Headers
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from gateway.auth import key_digest
 from gateway.errors import GatewayError, bad_key, invalid_request, state_store_unavailable
 from gateway.logging import log_error
 from gateway.pipeline import Call, Stream
@@ -86,14 +87,14 @@ class Connection:
     def __init__(
         self,
         gateway: Gateway,
-        secret: str,
+        digest: bytes,
         websocket: WebSocket,
         limits: WebSocketLimits,
     ) -> None:
         self.gateway = gateway
-        # Kept (in memory only) to authenticate each request against the config running when it starts:
-        # a hot reload that revokes the key ends the connection with 4401.
-        self._secret = secret
+        # The key's digest (never the key) authenticates each request against the config running when it
+        # starts: a hot reload that revokes the key ends the connection with 4401.
+        self._digest = digest
         self.websocket = websocket
         self.limits = limits
         self.headers: Mapping[str, str] = _call_headers(websocket)
@@ -203,7 +204,7 @@ class Connection:
         runtime = self.gateway.runtime
         runtime.acquire()
         try:
-            key = runtime.keys.identify(self._secret)
+            key = runtime.keys.identify_digest(self._digest)
             if key is None:
                 await self.error(request_id, bad_key("The API key is no longer valid."))
                 await self.send_close(CLOSE_BAD_KEY, "API key revoked")
@@ -300,7 +301,7 @@ def add_routes(app: FastAPI, gateway: Gateway, limits: WebSocketLimits | None = 
         if pinned is not None:
             pinned.release()
         try:
-            await _serve(Connection(gateway, secret, websocket, limits), limits)
+            await _serve(Connection(gateway, key_digest(secret), websocket, limits), limits)
         finally:
             if pinned is not None:
                 pinned.acquire()
