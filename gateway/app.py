@@ -31,6 +31,7 @@ from gateway.pipeline import Handler, KeyIdentity, Stage, run_hooks
 from gateway.redact import Redactor, config_key_digests, config_secrets
 from gateway.reload import Reloader
 from gateway.runtime import Runtime, RuntimeMiddleware, SharedState, build_runtime, runtime_of
+from gateway.shutdown import Activity
 from gateway.stores import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -68,6 +69,8 @@ class Gateway:
         self._redactor = (self.runtime, Redactor.from_config(config))
         self.started = False
         self.closing = False
+        # Requests and streams in flight, open sockets, and whether a shutdown is draining them.
+        self.activity = Activity()
         self._start_lock = asyncio.Lock()
 
     @property
@@ -136,6 +139,11 @@ class Gateway:
                 await run_hooks(self.stages, "start")
                 self.started = True
                 self.reloader.start(sighup=self.sighup)
+
+    async def drain(self) -> bool:
+        """Report draining, let what is in flight finish within ``server.drain_timeout_s``, close every
+        WebSocket with 1012 (gateway/shutdown.py); True when everything finished in time."""
+        return await self.activity.drain(self.config.server.drain_timeout_s)
 
     async def close(self) -> None:
         """Stop reloading, run the running stages' ``close`` hooks in reverse order, then close the
@@ -226,7 +234,7 @@ def create_app(
     app.add_exception_handler(GatewayError, gateway_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(StoreUnavailable, store_error)
-    app.add_middleware(GatewayMiddleware, access_log=AccessLog())
+    app.add_middleware(GatewayMiddleware, access_log=AccessLog(), activity=gateway.activity)
     # Around the access log (so it carries the trace id), inside the runtime pin (which holds the tracer).
     app.add_middleware(TracingMiddleware)
     # Outermost: each request holds the runtime it arrived with until its response is fully sent.

@@ -17,6 +17,8 @@ from gateway import __version__
 from gateway.config import ConfigError, GatewayConfig, embedded_credentials, load_config
 
 CONFIG_ENV = "GATEWAY_CONFIG"
+# After the drain (gateway/shutdown.py) uvicorn's own shutdown has only idle connections left to close.
+AFTER_DRAIN_S = 2.0
 
 
 def _load(path: Path | None) -> GatewayConfig:
@@ -83,6 +85,7 @@ def run(config_path: Path | None, host: str | None, port: int | None, workers: i
 
     from gateway.app import create_app
     from gateway.logging import configure_logging
+    from gateway.shutdown import DrainingServer
     from gateway.tls import uvicorn_ssl_options
 
     config = _load(config_path)
@@ -94,6 +97,8 @@ def run(config_path: Path | None, host: str | None, port: int | None, workers: i
     click.echo(f"gateway {__version__} listening on {url} ({len(config.models)} models, {workers} worker(s))")
     configure_logging(log_level)
     options = {"host": host, "port": port, "log_level": "warning", "access_log": False, "lifespan": "on"}
+    # With several workers uvicorn's supervisor handles SIGTERM: its graceful timeout is the drain deadline.
+    options["timeout_graceful_shutdown"] = config.server.drain_timeout_s if workers > 1 else AFTER_DRAIN_S
     options.update(uvicorn_ssl_options(config.server.tls))  # HTTPS when server.tls is set
     if workers > 1:
         if not config.state.redis_url:
@@ -110,7 +115,11 @@ def run(config_path: Path | None, host: str | None, port: int | None, workers: i
     else:
         # SIGHUP reloads the config file (with --workers, uvicorn restarts the workers on SIGHUP instead).
         app = create_app(config, config_path=config_path, sighup=True)
-        uvicorn.run(app, **options)  # type: ignore[arg-type]
+        # SIGTERM drains first: /ready reports it, streams finish within server.drain_timeout_s.
+        server = DrainingServer(uvicorn.Config(app, **options), app.state.gateway.drain)  # type: ignore[arg-type]
+        server.run()
+        if not server.started:
+            sys.exit(3)  # as uvicorn.run: the server could not start (the port is taken...)
 
 
 @main.command()

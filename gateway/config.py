@@ -59,6 +59,8 @@ class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    # On SIGTERM: how long requests and streams in flight get to finish (gateway/shutdown.py).
+    drain_timeout_s: float = Field(default=30.0, gt=0)
     # HTTPS with this certificate and key (gateway/tls.py); None serves plain HTTP.
     tls: ServerTLSConfig | None = None
 

@@ -9,7 +9,8 @@ described in docs/gateway/websocket.md.
 
 Frames are JSON text. Errors about one request are ``chat.error`` frames and never close the socket; the
 socket is closed only when the key is bad (4401), the client breaks the framing (binary frame 1003,
-oversized message 1009) or the connection sat idle (1001).
+oversized message 1009), the connection sat idle (1001) or the gateway shuts down (1012, once the streams in
+flight ended or the drain deadline passed; see gateway/shutdown.py).
 """
 
 from __future__ import annotations
@@ -103,6 +104,8 @@ class Connection:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         # Set once the connection is going away: cancelled requests then send no frame.
         self.closing = False
+        # Set when the message loop has ended (the graceful shutdown waits for it).
+        self.done = asyncio.Event()
 
     async def send(self, frame: dict[str, Any]) -> None:
         """Queue ``frame`` for the writer (waits while the queue is full)."""
@@ -168,6 +171,19 @@ class Connection:
             if task is not None:
                 task.cancel()
             return
+        if self.gateway.activity.draining:
+            # A socket may live for hours: new requests on it would keep a shutdown's drain going.
+            await self.error(
+                request_id,
+                GatewayError(
+                    503,
+                    "The gateway is shutting down; reconnect and send the request again.",
+                    "service_unavailable",
+                    "shutting_down",
+                    headers={"retry-after": "1"},
+                ),
+            )
+            return
         if request_id in self.tasks:
             await self.error(request_id, invalid_request(f"Request id {request_id!r} is already in flight."))
             return
@@ -203,6 +219,7 @@ class Connection:
         # Each request uses the config running when it starts (a socket may outlive many reloads).
         runtime = self.gateway.runtime
         runtime.acquire()
+        self.gateway.activity.enter()
         try:
             key = runtime.keys.identify_digest(self._digest)
             if key is None:
@@ -261,6 +278,17 @@ class Connection:
                 with anyio.CancelScope(shield=True):
                     await stream.aclose()
             runtime.release()
+            self.gateway.activity.exit()
+
+    async def going_away(self, code: int, reason: str) -> None:
+        """Cancel the requests still running (a shutdown's deadline passed), then close with ``code``
+        after the frames already queued."""
+        await self.shutdown()
+        await self.send_close(code, reason)
+
+    async def finished(self) -> None:
+        """Return once this connection's message loop has ended."""
+        await self.done.wait()
 
     async def shutdown(self) -> None:
         """Cancel every request in flight and wait for their cleanup (settlement), then stop the writer."""
@@ -314,6 +342,8 @@ async def _serve(connection: Connection, limits: WebSocketLimits) -> None:
     websocket = connection.websocket
     writer = asyncio.create_task(connection.writer())
     close: tuple[int, str] | None = None
+    sockets = connection.gateway.activity.sockets
+    sockets.add(connection)
     try:
         while True:
             timeout = None if connection.tasks else limits.idle_timeout_s
@@ -344,6 +374,8 @@ async def _serve(connection: Connection, limits: WebSocketLimits) -> None:
         writer.cancel()
         with contextlib.suppress(BaseException):
             await writer
+        sockets.discard(connection)
+        connection.done.set()
     if close is not None:
         with contextlib.suppress(Exception):
             await websocket.close(*close)
