@@ -27,6 +27,7 @@ from gateway.errors import GatewayError, state_store_unavailable
 from gateway.features.tracing_http import TracingMiddleware
 from gateway.logging import AccessLog
 from gateway.middleware import GatewayMiddleware
+from gateway.openapi import openapi_document
 from gateway.pipeline import Handler, KeyIdentity, Stage, run_hooks
 from gateway.redact import Redactor, config_key_digests, config_secrets
 from gateway.reload import Reloader
@@ -194,7 +195,8 @@ def create_app(
         finally:
             await gateway.close()
 
-    # No /docs, /redoc or /openapi.json: they would list the admin API to anyone, without a key.
+    # FastAPI's /docs, /redoc and /openapi.json would list the admin API to anyone, without a key: off.
+    # /openapi.json is served instead from gateway/openapi.py, describing the client API only.
     app = FastAPI(
         title="LLM gateway",
         version=__version__,
@@ -211,6 +213,12 @@ def create_app(
     anthropic.add_routes(app, gateway)
     ws.add_routes(app, gateway)
     health.add_routes(app, gateway)
+    document = openapi_document()
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
+    app.add_route("/openapi.json", openapi, methods=["GET"], include_in_schema=False)
     app.include_router(admin.router(gateway))
     app.include_router(usage.metrics_router(gateway))
 

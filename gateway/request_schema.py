@@ -8,7 +8,7 @@ Two checks, both raising a 400 that names the field (``messages[0].content``, ``
   nothing downstream (cache key, token estimate, JSON encoding) can recurse or fail to encode.
 - :func:`check_params` checks the OpenAI parameters the gateway knows against :data:`CHAT_PARAMS` and
   :data:`EMBEDDING_PARAMS`: JSON-schema fragments, so the same data serves validation and the public
-  OpenAPI document (:func:`openapi_document`). Fields not listed pass through untouched, so new OpenAI
+  OpenAPI document (gateway/openapi.py). Fields not listed pass through untouched, so new OpenAI
   parameters work without a gateway release.
 
 The validator is hand-written over the small JSON-schema subset used here (``type``, ``minimum``,
@@ -42,8 +42,9 @@ Path = tuple[str | int, ...]
 def format_path(path: Path) -> str:
     """``("messages", 0, "content")`` -> ``messages[0].content``."""
     text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    for i, part in enumerate(path):
+        # By position, not by the text so far: an empty key ("") still gets its separator.
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if i else part)
     return text
 
 

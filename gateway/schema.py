@@ -53,6 +53,10 @@ def _model(body: dict[str, Any]) -> str:
     return model
 
 
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+"""The message roles OpenAI accepts (``function`` is its deprecated form of ``tool``)."""
+
+
 def check_chat(body: dict[str, Any]) -> tuple[str, bool, bool]:
     """Check a chat completion body; returns (model, stream, include_usage)."""
     model = _model(body)
@@ -63,6 +67,11 @@ def check_chat(body: dict[str, Any]) -> tuple[str, bool, bool]:
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise invalid_request(
                 f"messages[{i}] must be an object with a string 'role'.", param=f"messages[{i}]"
+            )
+        if message["role"] not in ROLES:
+            raise invalid_request(
+                f"Invalid value for 'messages[{i}].role': must be one of {', '.join(sorted(ROLES))}.",
+                param=f"messages[{i}].role",
             )
         content = message.get("content")
         if content is not None and not isinstance(content, str | list):
