@@ -37,6 +37,7 @@ from gateway.pipeline import Call, Stream
 from gateway.routes.openai import new_call
 from gateway.runtime import runtime_of
 from gateway.schema import check_chat, parse_json
+from gateway.shutdown import CLOSE_SERVICE_RESTART
 from gateway.stores import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ CLOSE_BAD_KEY = 4401
 CLOSE_IDLE = 1001
 CLOSE_UNSUPPORTED = 1003
 CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +324,9 @@ def add_routes(app: FastAPI, gateway: Gateway, limits: WebSocketLimits | None = 
         if secret is None or gateway.runtime.keys.identify(secret) is None:
             await websocket.close(CLOSE_BAD_KEY, "invalid or missing API key")
             return
+        if gateway.activity.draining:
+            await websocket.close(CLOSE_SERVICE_RESTART, "server shutting down")
+            return
         # The socket may stay open for hours: it must not hold the runtime it arrived with (a reload would
         # wait for it to drain). Each request holds the runtime it runs on instead; re-pinned at the end
         # so RuntimeMiddleware's release stays balanced.
@@ -330,6 +335,12 @@ def add_routes(app: FastAPI, gateway: Gateway, limits: WebSocketLimits | None = 
             pinned.release()
         try:
             await _serve(Connection(gateway, key_digest(secret), websocket, limits), limits)
+        except Exception as exc:
+            # Last resort, as GatewayMiddleware does for HTTP: the type in the log (no traceback, no
+            # secret), 1011 to the client.
+            log_error(uuid.uuid4().hex, exc)
+            with contextlib.suppress(Exception):
+                await websocket.close(CLOSE_INTERNAL_ERROR, "internal gateway error")
         finally:
             if pinned is not None:
                 pinned.acquire()

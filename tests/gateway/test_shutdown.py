@@ -125,7 +125,15 @@ def test_sigterm_drains_http_and_websocket_streams_then_exits(tmp_path: Path) ->
 
         ready = wait_until_draining(url)
         assert ready.json()["status"] == "draining" and "shutting down" in ready.json()["detail"]
-        # A new request on the open socket is refused while draining; the stream in flight goes on.
+        # A new socket is closed with 1012 at once, a new request on an open socket is refused with a 503;
+        # the stream in flight goes on.
+        ws_url = url.replace("http", "ws", 1) + "/v1/ws/chat"
+        with (
+            connect(ws_url, additional_headers={"x-api-key": KEY}) as late,
+            pytest.raises(ConnectionClosed) as shut,
+        ):
+            late.recv(timeout=EXIT_SECONDS)
+        assert shut.value.rcvd is not None and shut.value.rcvd.code == 1012
         ws.send(ws_request("late", "x"))
         while (frame := ws_frame(ws))["type"] != "chat.done":
             frames.append(frame)
