@@ -105,7 +105,7 @@ def wait_until_draining(url: str) -> httpx.Response:
 
 
 def test_sigterm_drains_http_and_websocket_streams_then_exits(tmp_path: Path) -> None:
-    content = "d" * 100  # 100 chunks, 50 ms apart: still streaming when SIGTERM arrives
+    content = "d" * 200  # 200 chunks, 50 ms apart: still streaming while the test checks the drain
     output: list[str] = []
     with (
         gateway_process(tmp_path, 60, output) as (url, process),
