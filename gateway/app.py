@@ -27,10 +27,12 @@ from gateway.errors import GatewayError, state_store_unavailable
 from gateway.features.tracing_http import TracingMiddleware
 from gateway.logging import AccessLog
 from gateway.middleware import GatewayMiddleware
+from gateway.openapi import openapi_document
 from gateway.pipeline import Handler, KeyIdentity, Stage, run_hooks
-from gateway.redact import Redactor, config_secrets
+from gateway.redact import Redactor, config_key_digests, config_secrets
 from gateway.reload import Reloader
 from gateway.runtime import Runtime, RuntimeMiddleware, SharedState, build_runtime, runtime_of
+from gateway.shutdown import Activity
 from gateway.stores import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -68,6 +70,8 @@ class Gateway:
         self._redactor = (self.runtime, Redactor.from_config(config))
         self.started = False
         self.closing = False
+        # Requests and streams in flight, open sockets, and whether a shutdown is draining them.
+        self.activity = Activity()
         self._start_lock = asyncio.Lock()
 
     @property
@@ -75,7 +79,8 @@ class Gateway:
         """Redacts the secrets of the running config, and of earlier ones (their requests may still run)."""
         runtime, redactor = self._redactor
         if runtime is not self.runtime:
-            redactor = redactor.extended(config_secrets(self.runtime.config))
+            config = self.runtime.config
+            redactor = redactor.extended(config_secrets(config), config_key_digests(config))
             self._redactor = (self.runtime, redactor)
         return redactor
 
@@ -136,6 +141,11 @@ class Gateway:
                 self.started = True
                 self.reloader.start(sighup=self.sighup)
 
+    async def drain(self) -> bool:
+        """Report draining, let what is in flight finish within ``server.drain_timeout_s``, close every
+        WebSocket with 1012 (gateway/shutdown.py); True when everything finished in time."""
+        return await self.activity.drain(self.config.server.drain_timeout_s)
+
     async def close(self) -> None:
         """Stop reloading, run the running stages' ``close`` hooks in reverse order, then close the
         upstream transports and the store."""
@@ -185,7 +195,8 @@ def create_app(
         finally:
             await gateway.close()
 
-    # No /docs, /redoc or /openapi.json: they would list the admin API to anyone, without a key.
+    # FastAPI's /docs, /redoc and /openapi.json would list the admin API to anyone, without a key: off.
+    # /openapi.json is served instead from gateway/openapi.py, describing the client API only.
     app = FastAPI(
         title="LLM gateway",
         version=__version__,
@@ -194,11 +205,20 @@ def create_app(
         redoc_url=None,
         openapi_url=None,
     )
+    # A trailing-slash redirect would build its Location from the client's Host header (an open redirect):
+    # a path with a stray slash is a 404 instead.
+    app.router.redirect_slashes = False
     app.state.gateway = gateway
     openai.add_routes(app, gateway)
     anthropic.add_routes(app, gateway)
     ws.add_routes(app, gateway)
     health.add_routes(app, gateway)
+    document = openapi_document()
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
+    app.add_route("/openapi.json", openapi, methods=["GET"], include_in_schema=False)
     app.include_router(admin.router(gateway))
     app.include_router(usage.metrics_router(gateway))
 
@@ -222,7 +242,7 @@ def create_app(
     app.add_exception_handler(GatewayError, gateway_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(StoreUnavailable, store_error)
-    app.add_middleware(GatewayMiddleware, access_log=AccessLog())
+    app.add_middleware(GatewayMiddleware, access_log=AccessLog(), activity=gateway.activity)
     # Around the access log (so it carries the trace id), inside the runtime pin (which holds the tracer).
     app.add_middleware(TracingMiddleware)
     # Outermost: each request holds the runtime it arrived with until its response is fully sent.

@@ -1,32 +1,38 @@
-"""Virtual keys: stored hashed in memory, looked up without comparing raw keys.
+"""Virtual keys: held as SHA-256 digests only, looked up without comparing raw keys.
 
-Only SHA-256 digests of the keys are kept. A presented key is hashed, its digest's first 8 bytes pick a
-bucket in a dict, and the full digest is compared with ``hmac.compare_digest`` (constant time) against the
-bucket's entries. Timing depends only on the digest, which an attacker cannot steer toward a stored key,
-so it leaks nothing about stored keys, while lookup stays O(1) however many keys there are.
+The config holds each key in its stored form ``sha256:<hex>`` (gateway/key_digests.py): the plaintext is
+dropped when the file is validated. A presented key is hashed, its digest's first 8 bytes pick a bucket in
+a dict, and the full digest is compared with ``hmac.compare_digest`` (constant time) against the bucket's
+entries. Timing depends only on the digest, which an attacker cannot steer toward a stored key, so it
+leaks nothing about stored keys, while lookup stays O(1) however many keys there are.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from gateway.config import AuthConfig
 from gateway.errors import bad_key
+from gateway.key_digests import is_stored_form, presented_digest, stored_digest
 from gateway.pipeline import KeyIdentity
+
+if TYPE_CHECKING:
+    from gateway.config import AuthConfig
 
 MASTER_NAME = "master"
 
 
 def key_digest(key: str) -> bytes:
-    """The SHA-256 digest a key is stored under."""
-    return hashlib.sha256(key.encode("utf-8")).digest()
+    """The SHA-256 digest a presented key is looked up by."""
+    return presented_digest(key)
 
 
 def key_id(key: str) -> str:
-    """A short stable id for a key, safe to log and store (not enough to recover the key)."""
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+    """A short stable id for a key (plaintext or its stored form), safe to log and store (not enough to
+    recover the key)."""
+    digest = stored_digest(key) if is_stored_form(key) else presented_digest(key)
+    return digest.hex()[:16]
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
@@ -48,9 +54,9 @@ class KeyRing:
         for entry in config.keys:
             models = None if entry.models == "*" else frozenset(entry.models)
             identity = KeyIdentity(name=entry.name, key_id=key_id(entry.key), team=entry.team, models=models)
-            self._add(key_digest(entry.key), identity)
+            self._add(stored_digest(entry.key), identity)
         if config.master_key:
-            self._master = key_digest(config.master_key)
+            self._master = stored_digest(config.master_key)
             self._add(
                 self._master, KeyIdentity(name=MASTER_NAME, key_id=key_id(config.master_key), is_master=True)
             )
@@ -62,7 +68,10 @@ class KeyRing:
         """The identity of ``key``, or None when it is unknown."""
         if not key:
             return None
-        digest = key_digest(key)
+        return self.identify_digest(key_digest(key))
+
+    def identify_digest(self, digest: bytes) -> KeyIdentity | None:
+        """The identity of the key whose digest is ``digest`` (a WebSocket keeps only that), or None."""
         for stored, identity in self._buckets.get(digest[:8], ()):
             if hmac.compare_digest(stored, digest):
                 return identity

@@ -14,9 +14,11 @@ import click
 from fastapi import FastAPI
 
 from gateway import __version__
-from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config import ConfigError, GatewayConfig, embedded_credentials, load_config
 
 CONFIG_ENV = "GATEWAY_CONFIG"
+# After the drain (gateway/shutdown.py) uvicorn's own shutdown has only idle connections left to close.
+AFTER_DRAIN_S = 2.0
 
 
 def _load(path: Path | None) -> GatewayConfig:
@@ -38,13 +40,14 @@ def app_factory() -> FastAPI:
 
 def demo_banner(config: GatewayConfig, url: str) -> str:
     """What ``gateway run`` prints with no config: the demo key and examples to paste."""
-    key = config.auth.keys[0].key if config.auth.keys else "<no key configured>"
+    # The loaded config holds keys as digests only: the demo's keys are read from the embedded file.
+    key, master = embedded_credentials()
     models = ", ".join(m.name for m in config.models)
     return f"""No --config given: serving the embedded demo config (mock models, no upstream needed).
 
   models:     {models}
   demo key:   {key}
-  master key: {config.auth.master_key}   (admin API)
+  master key: {master}   (admin API)
 
 Try it:
 
@@ -82,6 +85,7 @@ def run(config_path: Path | None, host: str | None, port: int | None, workers: i
 
     from gateway.app import create_app
     from gateway.logging import configure_logging
+    from gateway.shutdown import DrainingServer
     from gateway.tls import uvicorn_ssl_options
 
     config = _load(config_path)
@@ -93,6 +97,8 @@ def run(config_path: Path | None, host: str | None, port: int | None, workers: i
     click.echo(f"gateway {__version__} listening on {url} ({len(config.models)} models, {workers} worker(s))")
     configure_logging(log_level)
     options = {"host": host, "port": port, "log_level": "warning", "access_log": False, "lifespan": "on"}
+    # With several workers uvicorn's supervisor handles SIGTERM: its graceful timeout is the drain deadline.
+    options["timeout_graceful_shutdown"] = config.server.drain_timeout_s if workers > 1 else AFTER_DRAIN_S
     options.update(uvicorn_ssl_options(config.server.tls))  # HTTPS when server.tls is set
     if workers > 1:
         if not config.state.redis_url:
@@ -109,7 +115,11 @@ def run(config_path: Path | None, host: str | None, port: int | None, workers: i
     else:
         # SIGHUP reloads the config file (with --workers, uvicorn restarts the workers on SIGHUP instead).
         app = create_app(config, config_path=config_path, sighup=True)
-        uvicorn.run(app, **options)  # type: ignore[arg-type]
+        # SIGTERM drains first: /ready reports it, streams finish within server.drain_timeout_s.
+        server = DrainingServer(uvicorn.Config(app, **options), app.state.gateway.drain)  # type: ignore[arg-type]
+        server.run()
+        if not server.started:
+            sys.exit(3)  # as uvicorn.run: the server could not start (the port is taken...)
 
 
 @main.command()

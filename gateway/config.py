@@ -30,6 +30,7 @@ from gateway.features.cache import CacheConfig
 from gateway.features.ratelimit import RateLimitConfig
 from gateway.features.routing_config import RoutingConfig, fallback_problems
 from gateway.features.tracing_config import TracingConfig
+from gateway.key_digests import stored_form
 from gateway.reload_config import ReloadConfig
 from gateway.stores import StateConfig
 from gateway.tls import ServerTLSConfig, UpstreamTLSConfig, origin_conflicts
@@ -58,6 +59,8 @@ class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    # On SIGTERM: how long requests and streams in flight get to finish (gateway/shutdown.py).
+    drain_timeout_s: float = Field(default=30.0, gt=0)
     # HTTPS with this certificate and key (gateway/tls.py); None serves plain HTTP.
     tls: ServerTLSConfig | None = None
 
@@ -66,6 +69,7 @@ class KeyConfig(_Strict):
     """One virtual key under ``auth.keys``. ``models`` is a list of aliases or ``"*"`` for all."""
 
     name: str = Field(min_length=1)
+    # Held only as its digest once validated (gateway/key_digests.py): no plaintext key outlives loading.
     key: str = Field(min_length=8)
     models: list[str] | Literal["*"] = "*"
     team: str | None = None
@@ -76,12 +80,22 @@ class KeyConfig(_Strict):
     tpm: int | None = Field(default=None, gt=0)
     max_concurrent: int | None = Field(default=None, gt=0)
 
+    @field_validator("key")
+    @classmethod
+    def _digest_only(cls, value: str) -> str:
+        return stored_form(value)
+
 
 class AuthConfig(_Strict):
-    """``auth:`` the master key (admin routes) and the virtual keys clients use."""
+    """``auth:`` the master key (admin routes) and the virtual keys clients use; both held as digests."""
 
     master_key: str | None = Field(default=None, min_length=8)
     keys: list[KeyConfig] = Field(default_factory=list)
+
+    @field_validator("master_key")
+    @classmethod
+    def _digest_only(cls, value: str | None) -> str | None:
+        return stored_form(value) if value is not None else None
 
 
 class ProviderConfig(_Strict):
@@ -217,6 +231,16 @@ def load_config(path: Path | None) -> GatewayConfig:
     return parse_config(text, source)
 
 
+def embedded_credentials() -> tuple[str, str | None]:
+    """The demo key and master key of the embedded default, in plaintext (for ``gateway run``'s banner).
+
+    A loaded config holds keys as digests only, so they are read from the embedded file itself.
+    """
+    text = resources.files("gateway").joinpath(DEFAULT_CONFIG_NAME).read_text(encoding="utf-8")
+    auth = yaml.safe_load(text)["auth"]
+    return auth["keys"][0]["key"], auth.get("master_key")
+
+
 def parse_config(text: str, source: str = "<config>") -> GatewayConfig:
     """Validate config YAML ``text``; ``source`` names it in error messages."""
     try:
@@ -228,7 +252,15 @@ def parse_config(text: str, source: str = "<config>") -> GatewayConfig:
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(source, [f"{where}: invalid YAML: {problem}"]) from None
     if data is None:
-        data = {}
+        # An empty or comment-only file is a mistake (a half-written copy, everything commented out), never
+        # a wish for a gateway with no keys, models or master key: applied, it would lock every client out.
+        raise ConfigError(
+            source,
+            [
+                f"{source}: the file is empty or holds only comments; "
+                "expected a mapping of keys (server, auth, providers, models...)"
+            ],
+        )
     if not isinstance(data, dict):
         raise ConfigError(
             source, ["the top level must be a mapping of keys (server, auth, providers, models...)"]

@@ -1,4 +1,5 @@
-"""Per-request envelope as pure ASGI middleware: request id, overhead header, access log, last-resort errors.
+"""Per-request envelope as pure ASGI middleware: request id, overhead header, access log, last-resort errors,
+and the count of requests in flight that a graceful shutdown waits for.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) keeps the hot path to a couple of function calls and lets
 streamed responses pass through untouched. Routes find ``request_id`` and ``started`` in
@@ -8,6 +9,8 @@ the access log.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 import time
@@ -18,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.errors import GatewayError
 from gateway.ids import IdSource
 from gateway.logging import AccessLog, log_error
+from gateway.shutdown import Activity
 
 _REQUEST_ID_OK = re.compile(rb"^[A-Za-z0-9._:/+=-]{1,128}$")
 
@@ -25,10 +29,12 @@ _REQUEST_ID_OK = re.compile(rb"^[A-Za-z0-9._:/+=-]{1,128}$")
 class GatewayMiddleware:
     """Adds ``x-request-id`` and ``x-gateway-overhead-ms`` to every response and logs every request."""
 
-    def __init__(self, app: ASGIApp, access_log: AccessLog) -> None:
+    def __init__(self, app: ASGIApp, access_log: AccessLog, activity: Activity | None = None) -> None:
         self.app = app
         self.access_log = access_log
         self.ids = IdSource()
+        # Counts requests in flight (whole responses, streams included) for the shutdown drain.
+        self.activity = activity if activity is not None else Activity()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -56,8 +62,17 @@ class GatewayMiddleware:
                 message["headers"] = headers
             await send(message)
 
+        task = asyncio.current_task()
+        self.activity.enter(task)
         try:
             await self.app(scope, receive, send_with_headers)
+        except asyncio.CancelledError:
+            if not self.activity.stopping or task is None:
+                raise
+            # The shutdown's drain deadline stopped this request: end the response cleanly, in-band for a
+            # stream whose status is already sent, instead of leaving a cancelled task to the server.
+            task.uncancel()
+            await _stopped(send_with_headers, scope, status)
         except Exception as exc:
             # Last resort: the client gets an envelope, the log gets the type only (no traceback, no secrets).
             log_error(request_id, exc)
@@ -66,8 +81,34 @@ class GatewayMiddleware:
                     send_with_headers, GatewayError(500, "Internal gateway error.", "server_error")
                 )
         finally:
+            self.activity.exit(task)
             if self.access_log.enabled():
                 self.access_log.write(_record(scope, state, status, started, overhead_ms))
+
+
+def _shutting_down() -> GatewayError:
+    return GatewayError(
+        503,
+        "The gateway is shutting down and stopped this request at its drain deadline; send it again.",
+        "service_unavailable",
+        "shutting_down",
+        headers={"retry-after": "1"},
+    )
+
+
+async def _stopped(send: Send, scope: Scope, status: int) -> None:
+    """End a response stopped by the drain deadline: a 503 envelope, or a last in-band error event."""
+    error = _shutting_down()
+    if status == 0:
+        await _send_error(send, error)
+        return
+    if scope["path"].startswith("/v1/messages"):
+        inner = {"type": "overloaded_error", "message": error.message}
+        event = b"event: error\ndata: " + json.dumps({"type": "error", "error": inner}).encode() + b"\n\n"
+    else:
+        event = b"data: " + json.dumps(error.body()).encode() + b"\n\n"
+    with contextlib.suppress(OSError):  # the client went away meanwhile: nothing to end
+        await send({"type": "http.response.body", "body": event, "more_body": False})
 
 
 def _request_id(scope: Scope, ids: IdSource) -> str:

@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse
 from gateway.catalog import features_report
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.pipeline import run_hooks
+from gateway.redact import Redactor
 from gateway.reload_config import ReloadConfig
 from gateway.runtime import Runtime, build_runtime, config_version
 
@@ -44,7 +45,8 @@ logger = logging.getLogger("gateway.reload")
 @dataclass
 class ReloadResult:
     """The outcome of one reload: ``status`` is ``reloaded``, ``unchanged``, ``invalid`` (config errors),
-    ``rejected`` (a change that needs a restart) or ``no_source`` (started without a config file)."""
+    ``rejected`` (a change that needs a restart), ``refused`` (it would lock the admin API out, see
+    :func:`lockout_problems`) or ``no_source`` (started without a config file)."""
 
     status: str
     version: str
@@ -163,22 +165,36 @@ def restart_problems(old: GatewayConfig, new: GatewayConfig) -> list[str]:
     return problems
 
 
+def lockout_problems(old: GatewayConfig, new: GatewayConfig) -> list[str]:
+    """Changes that would lock the admin API out, unless the new file allows them explicitly."""
+    if old.auth.master_key and not new.auth.master_key and not new.features.reload.allow_master_key_removal:
+        return [
+            "auth.master_key: the new file has no master key; applying it would lock the admin API (and "
+            "POST /admin/reload) out. Restore it, or set features.reload.allow_master_key_removal: true "
+            "in the new file to remove it on purpose"
+        ]
+    return []
+
+
 _SECRET_NAME = re.compile(r"(^|[_-])(key|api_key|master_key|password|secret|token|authorization)$", re.I)
 REDACTED = "***"
 
 
-def redact(value: Any, name: str = "") -> Any:
+def redact(value: Any, name: str = "", secrets: Redactor | None = None) -> Any:
     """``value`` (a JSON-like config dump) with every secret replaced by ``***``.
 
-    Secrets are values under a name like ``key``, ``api_key``, ``master_key``, ``*_password``,
-    ``*_secret``, ``*_token`` or ``authorization`` (provider ``options`` included), and the password in a
-    URL such as ``state.redis_url``.
+    Secrets are, first, the configured secret values ``secrets`` knows (every upstream ``api_key``, every
+    header value, passwords; see gateway/redact.py) wherever they appear and whatever their name; then, as
+    a backstop, values under a name like ``key``, ``api_key``, ``master_key``, ``*_password``, ``*_secret``,
+    ``*_token`` or ``authorization``, and the password in a URL such as ``state.redis_url``.
     """
     if isinstance(value, dict):
-        return {k: redact(v, str(k)) for k, v in value.items()}
+        return {k: redact(v, str(k), secrets) for k, v in value.items()}
     if isinstance(value, list):
-        return [redact(v, name) for v in value]
+        return [redact(v, name, secrets) for v in value]
     if isinstance(value, str) and _SECRET_NAME.search(name):
+        return REDACTED
+    if isinstance(value, str) and secrets is not None and secrets.contains_secret(value):
         return REDACTED
     if isinstance(value, str) and "://" in value and "@" in value:
         return _redact_url(value)
@@ -219,6 +235,8 @@ class Reloader:
         # ConfigMap's file is a symlink re-pointed at a new directory on every update.
         self.source = Path(os.path.abspath(source)) if source is not None else None
         self.reloads = 0
+        # Reload attempts, applied or not (tests and operators can see the watcher acted).
+        self.attempts = 0
         # Whether the last reload attempt left the file's content running (for alerting on a bad edit).
         self.last_ok = True
         self._lock = asyncio.Lock()
@@ -240,6 +258,7 @@ class Reloader:
             result = await self._reload()
         if result.status != "no_source":
             self.last_ok = result.ok
+            self.attempts += 1
         return result
 
     async def _reload(self) -> ReloadResult:
@@ -258,6 +277,9 @@ class Reloader:
         problems = restart_problems(current.config, config)
         if problems:
             return ReloadResult("rejected", current.version, problems=problems)
+        problems = lockout_problems(current.config, config)
+        if problems:
+            return ReloadResult("refused", current.version, problems=problems)
         if config_version(config) == current.version:
             return ReloadResult("unchanged", current.version, current.version)
         runtime: Runtime | None = None
@@ -272,7 +294,10 @@ class Reloader:
             # config stays; the type and message name the cause without a traceback.
             if runtime is not None:
                 await runtime.aclose()
-            problem = f"{self.source}: building the new config failed: {type(exc).__name__}: {exc}"
+            # Redacted: the exception may quote a setting of the new file (a password, a header value).
+            old = self.gateway.redactor
+            reason = Redactor.from_config(config).extended(old.secrets, old.digests).text(str(exc))
+            problem = f"{self.source}: building the new config failed: {type(exc).__name__}: {reason}"
             return ReloadResult("invalid", current.version, problems=[problem])
         self.gateway.runtime = runtime  # the swap: one assignment, atomic for every coroutine
         self.reloads += 1
@@ -349,7 +374,15 @@ class Reloader:
             stamp = now
             # mtime moved (or the ConfigMap symlink was swapped): reload only if the content differs.
             if await asyncio.to_thread(file_hash, self.source) != self._seen_hash:
-                await self.reload_and_log(f"watch {self.source}")
+                try:
+                    await self.reload_and_log(f"watch {self.source}")
+                except Exception as exc:
+                    # Fail open on purpose: the watcher outlives any one bad attempt and tries again on
+                    # the next tick; the running config stays. Type and message only, no traceback.
+                    self.last_ok = False
+                    stamp = None
+                    reason = self.gateway.redactor.text(str(exc))
+                    logger.warning("watch %s: reload failed: %s: %s", self.source, type(exc).__name__, reason)
 
     async def close(self) -> None:
         """Stop the watcher and SIGHUP handler; close every retired runtime still draining."""
@@ -374,8 +407,20 @@ def _mtime(path: Path) -> tuple[int, int, int] | None:
     return (st.st_mtime_ns, st.st_ino, st.st_size)
 
 
-_STATUS = {"reloaded": 200, "unchanged": 200, "invalid": 422, "rejected": 422, "no_source": 409}
-_CODES = {"invalid": "invalid_config", "rejected": "restart_required", "no_source": "no_config_file"}
+_STATUS = {
+    "reloaded": 200,
+    "unchanged": 200,
+    "invalid": 422,
+    "rejected": 422,
+    "refused": 422,
+    "no_source": 409,
+}
+_CODES = {
+    "invalid": "invalid_config",
+    "rejected": "restart_required",
+    "refused": "master_key_removal",
+    "no_source": "no_config_file",
+}
 
 
 def reload_endpoint(gateway: Gateway) -> Callable[[], Awaitable[JSONResponse]]:
@@ -395,6 +440,8 @@ def reload_endpoint(gateway: Gateway) -> Callable[[], Awaitable[JSONResponse]]:
             "invalid": "The config file is invalid; the running config is unchanged.",
             "rejected": "The config file changes settings that need a restart; "
             "the running config is unchanged.",
+            "refused": "The config file removes the master key without "
+            "features.reload.allow_master_key_removal: true; the running config is unchanged.",
             "no_source": "Nothing to reload: this gateway was not started from a config file.",
         }[result.status]
         error = {
@@ -421,7 +468,7 @@ def config_endpoint(gateway: Gateway) -> Callable[[Request], Awaitable[dict[str,
             "reloadable": gateway.reloader.source is not None,
             "reloads": gateway.reloader.reloads,
             "watch": runtime.config.features.reload.watch,
-            "config": redact(runtime.config.model_dump(mode="json")),
+            "config": redact(runtime.config.model_dump(mode="json"), secrets=gateway.redactor),
         }
 
     return running_config

@@ -18,3 +18,8 @@ class ReloadConfig(BaseModel):
     drain_timeout_seconds: float = Field(
         default=600.0, gt=0, description="longest wait for requests on an old config before its clients close"
     )
+    # Read from the NEW file: a reload that drops auth.master_key locks the admin API (and a later reload
+    # over it) out, so the file doing it has to say so.
+    allow_master_key_removal: bool = Field(
+        default=False, description="let a reload apply a file without auth.master_key when one is running"
+    )

@@ -1,8 +1,9 @@
 """The canonical request format (OpenAI's) and the checks a body must pass before the pipeline.
 
 Validation is deliberately shallow and hand-written: the gateway checks what it relies on (``model``,
-``messages``, ``input``, ``stream``) and passes every other field through to the provider untouched, so
-new OpenAI parameters work without a gateway release and no per-request model copying is needed.
+``messages``, ``input``, ``stream``) and the documented ranges of the parameters it knows
+(gateway/request_schema.py), and passes every other field through to the provider untouched, so new
+OpenAI parameters work without a gateway release and no per-request model copying is needed.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 from typing import Any
 
 from gateway.errors import invalid_request
+from gateway.request_schema import CHAT_PARAMS, EMBEDDING_PARAMS, MAX_DEPTH, check_params, check_tree
 
 
 def _reject_constant(name: str) -> Any:
@@ -18,17 +20,27 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
-def parse_json_object(raw: bytes) -> dict[str, Any]:
-    """The request body as a JSON object; 400 otherwise."""
+def parse_json(raw: bytes | str) -> Any:
+    """Any JSON value from a client, checked by :func:`~gateway.request_schema.check_tree` (depth,
+    surrogates, numbers); 400 otherwise. Every body and WebSocket frame is parsed here, once."""
     if not raw:
         raise invalid_request("The request body is empty; expected a JSON object.")
     try:
-        body = json.loads(raw, parse_constant=_reject_constant)
+        value = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise invalid_request(f"The request body is not valid JSON: {exc}.") from None
     except RecursionError:
         # A body of nested brackets exhausts the parser's recursion: the client's error, not a 500.
-        raise invalid_request("The request body is not valid JSON: it is nested too deeply.") from None
+        raise invalid_request(
+            f"The request body is not valid JSON: it is nested too deeply (more than {MAX_DEPTH} levels)."
+        ) from None
+    check_tree(value)
+    return value
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object; 400 otherwise."""
+    body = parse_json(raw)
     if not isinstance(body, dict):
         raise invalid_request("The request body must be a JSON object.")
     return body
@@ -41,31 +53,8 @@ def _model(body: dict[str, Any]) -> str:
     return model
 
 
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _stop(value: Any) -> bool:
-    return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
-
-
-# Parameters the gateway itself reads (budgets and rate limits count max_tokens) or that are cheap to
-# check: a wrong type is the client's 400 here, not an upstream's error or a silently ignored value.
-_CHAT_PARAMS: dict[str, tuple[Any, str]] = {
-    "max_tokens": (_positive_int, "a positive integer"),
-    "max_completion_tokens": (_positive_int, "a positive integer"),
-    "n": (_positive_int, "a positive integer"),
-    "temperature": (_number, "a number"),
-    "top_p": (_number, "a number"),
-    "presence_penalty": (_number, "a number"),
-    "frequency_penalty": (_number, "a number"),
-    "stop": (_stop, "a string or an array of strings"),
-    "tools": (lambda v: isinstance(v, list), "an array"),
-}
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+"""The message roles OpenAI accepts (``function`` is its deprecated form of ``tool``)."""
 
 
 def check_chat(body: dict[str, Any]) -> tuple[str, bool, bool]:
@@ -79,16 +68,18 @@ def check_chat(body: dict[str, Any]) -> tuple[str, bool, bool]:
             raise invalid_request(
                 f"messages[{i}] must be an object with a string 'role'.", param=f"messages[{i}]"
             )
+        if message["role"] not in ROLES:
+            raise invalid_request(
+                f"Invalid value for 'messages[{i}].role': must be one of {', '.join(sorted(ROLES))}.",
+                param=f"messages[{i}].role",
+            )
         content = message.get("content")
         if content is not None and not isinstance(content, str | list):
             raise invalid_request(
                 f"messages[{i}].content must be a string, an array of content parts or null.",
                 param=f"messages[{i}].content",
             )
-    for name, (check, expected) in _CHAT_PARAMS.items():
-        value = body.get(name)
-        if value is not None and not check(value):
-            raise invalid_request(f"'{name}' must be {expected}.", param=name)
+    check_params(body, CHAT_PARAMS)
     stream = body.get("stream", False)
     if stream is None:
         stream = False
@@ -124,9 +115,7 @@ def check_embeddings(body: dict[str, Any]) -> str:
         raise invalid_request(
             "'input' must be a string, an array of strings, or an array of token arrays.", param="input"
         )
-    dimensions = body.get("dimensions")
-    if dimensions is not None and not _positive_int(dimensions):
-        raise invalid_request("'dimensions' must be a positive integer.", param="dimensions")
+    check_params(body, EMBEDDING_PARAMS)
     return model
 
 

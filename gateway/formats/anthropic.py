@@ -315,8 +315,14 @@ def request_to_chat(body: dict[str, Any]) -> dict[str, Any]:
     if body.get("tool_choice") is not None:
         _tool_choice(body["tool_choice"], chat)
     metadata = body.get("metadata")
-    if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
-        chat["user"] = metadata["user_id"]
+    if metadata is not None:
+        if not isinstance(metadata, dict):
+            raise invalid_request("'metadata' must be an object.", param="metadata")
+        user_id = metadata.get("user_id")
+        if user_id is not None and not isinstance(user_id, str):
+            raise invalid_request("'metadata.user_id' must be a string.", param="metadata.user_id")
+        if user_id is not None:
+            chat["user"] = user_id
     return chat
 
 

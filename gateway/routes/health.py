@@ -1,4 +1,5 @@
-"""Probes: ``/health`` (liveness: the process answers) and ``/ready`` (readiness: started, not closing)."""
+"""Probes: ``/health`` (liveness: the process answers) and ``/ready`` (readiness: started, neither draining
+for a shutdown nor closing)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,11 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
     async def ready(request: Request) -> Response:
         if gateway.closing:
             return JSONResponse({"status": "closing"}, status_code=503)
+        if gateway.activity.draining:
+            # Shutting down: out of rotation first, while what is in flight finishes (gateway/shutdown.py).
+            in_flight = max(gateway.activity.in_flight - 1, 0)  # minus this probe
+            body = {"status": "draining", "detail": f"shutting down; {in_flight} request(s) finishing"}
+            return JSONResponse(body, status_code=503)
         if not gateway.started:
             await gateway.start()
         state = {"backend": gateway.store.backend, "reachable": await gateway.store.ping()}

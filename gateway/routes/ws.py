@@ -9,7 +9,8 @@ described in docs/gateway/websocket.md.
 
 Frames are JSON text. Errors about one request are ``chat.error`` frames and never close the socket; the
 socket is closed only when the key is bad (4401), the client breaks the framing (binary frame 1003,
-oversized message 1009) or the connection sat idle (1001).
+oversized message 1009), the connection sat idle (1001) or the gateway shuts down (1012, once the streams in
+flight ended or the drain deadline passed; see gateway/shutdown.py).
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ from fastapi import FastAPI
 from starlette.datastructures import Headers
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from gateway.auth import key_digest
 from gateway.errors import GatewayError, bad_key, invalid_request, state_store_unavailable
 from gateway.logging import log_error
 from gateway.pipeline import Call, Stream
 from gateway.routes.openai import new_call
 from gateway.runtime import runtime_of
-from gateway.schema import check_chat
+from gateway.schema import check_chat, parse_json
+from gateway.shutdown import CLOSE_SERVICE_RESTART
 from gateway.stores import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -49,6 +52,7 @@ CLOSE_BAD_KEY = 4401
 CLOSE_IDLE = 1001
 CLOSE_UNSUPPORTED = 1003
 CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,14 +90,14 @@ class Connection:
     def __init__(
         self,
         gateway: Gateway,
-        secret: str,
+        digest: bytes,
         websocket: WebSocket,
         limits: WebSocketLimits,
     ) -> None:
         self.gateway = gateway
-        # Kept (in memory only) to authenticate each request against the config running when it starts:
-        # a hot reload that revokes the key ends the connection with 4401.
-        self._secret = secret
+        # The key's digest (never the key) authenticates each request against the config running when it
+        # starts: a hot reload that revokes the key ends the connection with 4401.
+        self._digest = digest
         self.websocket = websocket
         self.limits = limits
         self.headers: Mapping[str, str] = _call_headers(websocket)
@@ -102,6 +106,8 @@ class Connection:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         # Set once the connection is going away: cancelled requests then send no frame.
         self.closing = False
+        # Set when the message loop has ended (the graceful shutdown waits for it).
+        self.done = asyncio.Event()
 
     async def send(self, frame: dict[str, Any]) -> None:
         """Queue ``frame`` for the writer (waits while the queue is full)."""
@@ -136,9 +142,10 @@ class Connection:
     async def on_message(self, text: str) -> None:
         """Handle one client message: a request, a cancel or a ping; bad ones get a ``chat.error``."""
         try:
-            message = json.loads(text)
-        except ValueError:
-            await self.error(None, invalid_request("The message is not valid JSON."))
+            # The same parser as HTTP bodies: depth, surrogates and numbers checked once, here.
+            message = parse_json(text)
+        except GatewayError as exc:
+            await self.error(None, exc)
             return
         if not isinstance(message, dict):
             await self.error(None, invalid_request("A message must be a JSON object with a 'type'."))
@@ -165,6 +172,19 @@ class Connection:
             task = self.tasks.get(request_id)
             if task is not None:
                 task.cancel()
+            return
+        if self.gateway.activity.draining:
+            # A socket may live for hours: new requests on it would keep a shutdown's drain going.
+            await self.error(
+                request_id,
+                GatewayError(
+                    503,
+                    "The gateway is shutting down; reconnect and send the request again.",
+                    "service_unavailable",
+                    "shutting_down",
+                    headers={"retry-after": "1"},
+                ),
+            )
             return
         if request_id in self.tasks:
             await self.error(request_id, invalid_request(f"Request id {request_id!r} is already in flight."))
@@ -201,8 +221,9 @@ class Connection:
         # Each request uses the config running when it starts (a socket may outlive many reloads).
         runtime = self.gateway.runtime
         runtime.acquire()
+        self.gateway.activity.enter()
         try:
-            key = runtime.keys.identify(self._secret)
+            key = runtime.keys.identify_digest(self._digest)
             if key is None:
                 await self.error(request_id, bad_key("The API key is no longer valid."))
                 await self.send_close(CLOSE_BAD_KEY, "API key revoked")
@@ -259,6 +280,17 @@ class Connection:
                 with anyio.CancelScope(shield=True):
                     await stream.aclose()
             runtime.release()
+            self.gateway.activity.exit()
+
+    async def going_away(self, code: int, reason: str) -> None:
+        """Cancel the requests still running (a shutdown's deadline passed), then close with ``code``
+        after the frames already queued."""
+        await self.shutdown()
+        await self.send_close(code, reason)
+
+    async def finished(self) -> None:
+        """Return once this connection's message loop has ended."""
+        await self.done.wait()
 
     async def shutdown(self) -> None:
         """Cancel every request in flight and wait for their cleanup (settlement), then stop the writer."""
@@ -292,6 +324,9 @@ def add_routes(app: FastAPI, gateway: Gateway, limits: WebSocketLimits | None = 
         if secret is None or gateway.runtime.keys.identify(secret) is None:
             await websocket.close(CLOSE_BAD_KEY, "invalid or missing API key")
             return
+        if gateway.activity.draining:
+            await websocket.close(CLOSE_SERVICE_RESTART, "server shutting down")
+            return
         # The socket may stay open for hours: it must not hold the runtime it arrived with (a reload would
         # wait for it to drain). Each request holds the runtime it runs on instead; re-pinned at the end
         # so RuntimeMiddleware's release stays balanced.
@@ -299,7 +334,13 @@ def add_routes(app: FastAPI, gateway: Gateway, limits: WebSocketLimits | None = 
         if pinned is not None:
             pinned.release()
         try:
-            await _serve(Connection(gateway, secret, websocket, limits), limits)
+            await _serve(Connection(gateway, key_digest(secret), websocket, limits), limits)
+        except Exception as exc:
+            # Last resort, as GatewayMiddleware does for HTTP: the type in the log (no traceback, no
+            # secret), 1011 to the client.
+            log_error(uuid.uuid4().hex, exc)
+            with contextlib.suppress(Exception):
+                await websocket.close(CLOSE_INTERNAL_ERROR, "internal gateway error")
         finally:
             if pinned is not None:
                 pinned.acquire()
@@ -312,6 +353,8 @@ async def _serve(connection: Connection, limits: WebSocketLimits) -> None:
     websocket = connection.websocket
     writer = asyncio.create_task(connection.writer())
     close: tuple[int, str] | None = None
+    sockets = connection.gateway.activity.sockets
+    sockets.add(connection)
     try:
         while True:
             timeout = None if connection.tasks else limits.idle_timeout_s
@@ -342,6 +385,8 @@ async def _serve(connection: Connection, limits: WebSocketLimits) -> None:
         writer.cancel()
         with contextlib.suppress(BaseException):
             await writer
+        sockets.discard(connection)
+        connection.done.set()
     if close is not None:
         with contextlib.suppress(Exception):
             await websocket.close(*close)

@@ -119,13 +119,17 @@ async def test_unreachable_state_store_fail_closed_is_a_503_envelope_not_a_500(
     assert "unreachable" in caplog.text and REDIS_PASSWORD not in caplog.text
 
 
-async def test_openapi_schema_is_not_served() -> None:
+async def test_no_admin_route_is_described_to_anyone() -> None:
     app = create_app(review_config())
     async with app.router.lifespan_context(app), await _client(app) as client:
-        for path in ("/openapi.json", "/docs", "/redoc"):
+        for path in ("/docs", "/redoc"):
             response = await client.get(path)
             assert response.status_code == 404
             assert response.json()["error"]["code"] == "not_found"
+        # /openapi.json describes the client API only (gateway/openapi.py).
+        document = (await client.get("/openapi.json")).json()
+    assert "/v1/chat/completions" in document["paths"]
+    assert not [path for path in document["paths"] if "admin" in path or "metrics" in path]
 
 
 def _paths(app: Any) -> list[tuple[str, str]]:
@@ -142,7 +146,7 @@ def _paths(app: Any) -> list[tuple[str, str]]:
     return found
 
 
-PUBLIC = {"/health", "/ready"}
+PUBLIC = {"/health", "/ready", "/openapi.json"}
 
 
 async def test_every_route_but_the_probes_needs_a_key_and_admin_routes_the_master_key() -> None:
