@@ -34,6 +34,7 @@ def _events(text: str) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+@pytest.mark.feature("additional-api-formats", step=(6, 8))
 def test_messages_answers_in_anthropic_format(gateway: Any) -> None:
     prompt = _prompt()
     body = {
@@ -53,6 +54,7 @@ def test_messages_answers_in_anthropic_format(gateway: Any) -> None:
     assert data["usage"]["input_tokens"] > 0 and data["usage"]["output_tokens"] > 0
 
 
+@pytest.mark.feature("additional-api-formats", step=(6, 8))
 def test_messages_stream_follows_anthropic_event_sequence(gateway: Any) -> None:
     prompt = _prompt()
     body = {
@@ -76,6 +78,7 @@ def test_messages_stream_follows_anthropic_event_sequence(gateway: Any) -> None:
     assert final["usage"]["output_tokens"] > 0
 
 
+@pytest.mark.feature("additional-api-formats", step=(6, 8))
 def test_messages_tool_use(gateway: Any) -> None:
     body = {
         "model": "mock-echo",
@@ -115,6 +118,7 @@ def test_messages_tool_use(gateway: Any) -> None:
         (None, {"max_tokens": None}, 400, "invalid_request_error"),
     ],
 )
+@pytest.mark.feature("additional-api-formats", step=(6, 8))
 def test_messages_errors_use_anthropic_envelope(
     gateway: Any, key: str | None, change: dict[str, Any], status: int, kind: str
 ) -> None:
@@ -131,6 +135,7 @@ def test_messages_errors_use_anthropic_envelope(
     assert data["error"]["type"] == kind and data["error"]["message"]
 
 
+@pytest.mark.feature("additional-api-formats", step=(6, 8))
 def test_count_tokens(gateway: Any) -> None:
     def count(text: str) -> int:
         body = {"model": "mock-echo", "messages": [{"role": "user", "content": text}]}

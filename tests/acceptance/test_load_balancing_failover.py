@@ -31,6 +31,7 @@ def sse(text: str) -> list[Any]:
     return [e if e == "[DONE]" else json.loads(e) for e in events]
 
 
+@pytest.mark.feature("load-balancing-failover", step=(4, 6, 7))
 def test_a_dead_route_is_hidden_from_clients(gateway) -> None:
     for _ in range(12):
         body = chat("lb-failover")
@@ -41,6 +42,7 @@ def test_a_dead_route_is_hidden_from_clients(gateway) -> None:
         assert response.json()["choices"][0]["message"]["content"] == body["messages"][0]["content"]
 
 
+@pytest.mark.feature("load-balancing-failover", step=(4, 6, 7))
 def test_failover_happens_on_the_request_that_hit_the_dead_route(gateway) -> None:
     # Weighted random picks the dead route first for about half of the requests while it is not cooling
     # down; wait out any cooldown from earlier requests, then look for a request that needed two attempts.
@@ -56,6 +58,7 @@ def test_failover_happens_on_the_request_that_hit_the_dead_route(gateway) -> Non
     assert "2" in attempts
 
 
+@pytest.mark.feature("load-balancing-failover", step=(1, 2, 7))
 def test_weights_split_the_traffic(gateway) -> None:
     routes = Counter()
     for _ in range(200):
@@ -67,6 +70,7 @@ def test_weights_split_the_traffic(gateway) -> None:
     assert routes["mock/lb-heavy"] > 1.5 * routes["mock/lb-light"]
 
 
+@pytest.mark.feature("load-balancing-failover", step=(2, 7))
 def test_weight_zero_drains_a_route(gateway) -> None:
     for _ in range(20):
         response = gateway.client.post(URL, json=chat("lb-drained"), headers=gateway.headers())
@@ -75,6 +79,7 @@ def test_weight_zero_drains_a_route(gateway) -> None:
         assert response.headers["x-gateway-attempts"] == "1"
 
 
+@pytest.mark.feature("load-balancing-failover", step=(1, 4, 7))
 def test_fallback_alias_answers_when_every_route_fails(gateway) -> None:
     body = chat("lb-primary")
     response = gateway.client.post(URL, json=body, headers=gateway.headers())
@@ -83,6 +88,7 @@ def test_fallback_alias_answers_when_every_route_fails(gateway) -> None:
     assert response.json()["choices"][0]["message"]["content"] == body["messages"][0]["content"]
 
 
+@pytest.mark.feature("load-balancing-failover", step=(4, 7))
 def test_client_errors_from_upstream_are_not_retried(gateway) -> None:
     response = gateway.client.post(URL, json=chat("lb-rejecting"), headers=gateway.headers())
     assert response.status_code == 400
@@ -90,6 +96,7 @@ def test_client_errors_from_upstream_are_not_retried(gateway) -> None:
     assert response.json()["error"]["type"] == "invalid_request_error"
 
 
+@pytest.mark.feature("load-balancing-failover", step=(3, 7))
 def test_a_cooling_model_fails_fast_with_503_and_retry_after(gateway) -> None:
     seen = []
     for _ in range(5):
@@ -110,6 +117,7 @@ def test_a_cooling_model_fails_fast_with_503_and_retry_after(gateway) -> None:
     pytest.fail(f"the dead route never cooled down: {seen}")
 
 
+@pytest.mark.feature("load-balancing-failover", step=(5, 7))
 def test_stream_fails_over_before_the_first_chunk(gateway) -> None:
     body = chat("lb-failover", stream=True)
     response = gateway.client.post(URL, json=body, headers=gateway.headers())
@@ -121,6 +129,7 @@ def test_stream_fails_over_before_the_first_chunk(gateway) -> None:
     assert text == body["messages"][0]["content"]
 
 
+@pytest.mark.feature("load-balancing-failover", step=(5, 6, 7))
 def test_a_stream_broken_after_the_first_chunk_ends_with_an_error_event(gateway) -> None:
     for _ in range(3):
         response = gateway.client.post(
@@ -140,6 +149,7 @@ def test_a_stream_broken_after_the_first_chunk_ends_with_an_error_event(gateway)
     pytest.fail("the breaking route stayed in cooldown")
 
 
+@pytest.mark.feature("load-balancing-failover", step=(1, 7))
 def test_admin_routes_lists_routes_weights_and_fallbacks(gateway) -> None:
     response = gateway.client.get("/admin/routes", headers=gateway.admin_headers())
     assert response.status_code == 200

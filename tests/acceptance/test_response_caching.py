@@ -31,6 +31,7 @@ def sse(text: str) -> list[Any]:
     return [e if e == "[DONE]" else json.loads(e) for e in events]
 
 
+@pytest.mark.feature("response-caching", step=(1, 4, 7))
 def test_second_identical_request_is_a_hit(gateway) -> None:
     body = chat(unique("cache me"))
     first = gateway.client.post(URL, json=body, headers=gateway.headers())
@@ -42,6 +43,7 @@ def test_second_identical_request_is_a_hit(gateway) -> None:
     assert second.json()["id"] != first.json()["id"]
 
 
+@pytest.mark.feature("response-caching", step=(6, 7))
 def test_a_hit_reports_the_tokens_it_saved(gateway) -> None:
     body = chat(unique("count what I saved"))
     first = gateway.client.post(URL, json=body, headers=gateway.headers()).json()
@@ -50,6 +52,7 @@ def test_a_hit_reports_the_tokens_it_saved(gateway) -> None:
     assert usage["saved_total_tokens"] == first["usage"]["total_tokens"] > 0
 
 
+@pytest.mark.feature("response-caching", step=(2, 7))
 def test_another_tenant_never_gets_the_cached_answer(gateway) -> None:
     body = chat(unique("mine only"))
     gateway.client.post(URL, json=body, headers=gateway.headers())
@@ -58,6 +61,7 @@ def test_another_tenant_never_gets_the_cached_answer(gateway) -> None:
     assert other.headers["x-gateway-cache"] == "MISS"
 
 
+@pytest.mark.feature("response-caching", step=(2, 7))
 def test_a_different_parameter_is_a_different_entry(gateway) -> None:
     prompt = unique("params")
     gateway.client.post(URL, json=chat(prompt, temperature=0), headers=gateway.headers())
@@ -65,6 +69,7 @@ def test_a_different_parameter_is_a_different_entry(gateway) -> None:
     assert warmer.headers["x-gateway-cache"] == "MISS"
 
 
+@pytest.mark.feature("response-caching", step=(4, 7))
 def test_cache_control_no_store_and_no_cache(gateway) -> None:
     body = chat(unique("control"))
     no_store = {**gateway.headers(), "Cache-Control": "no-store"}
@@ -75,6 +80,7 @@ def test_cache_control_no_store_and_no_cache(gateway) -> None:
     assert gateway.client.post(URL, json=body, headers=gateway.headers()).headers["x-gateway-cache"] == "HIT"
 
 
+@pytest.mark.feature("response-caching", step=(1, 4, 7))
 def test_per_request_ttl_zero_stores_nothing(gateway) -> None:
     body = chat(unique("ttl zero"))
     headers = {**gateway.headers(), "x-gateway-cache-ttl": "0"}
@@ -82,6 +88,7 @@ def test_per_request_ttl_zero_stores_nothing(gateway) -> None:
     assert gateway.client.post(URL, json=body, headers=gateway.headers()).headers["x-gateway-cache"] == "MISS"
 
 
+@pytest.mark.feature("response-caching", step=(5, 7))
 def test_a_stream_hit_is_a_valid_sse_stream(gateway) -> None:
     body = chat(unique("stream"), stream=True, stream_options={"include_usage": True})
     first = gateway.client.post(URL, json=body, headers=gateway.headers())
@@ -103,6 +110,7 @@ def test_a_stream_hit_is_a_valid_sse_stream(gateway) -> None:
     assert plain.headers["x-gateway-cache"] == "HIT"
 
 
+@pytest.mark.feature("response-caching", step=(4, 7))
 def test_errors_are_not_cached(gateway) -> None:
     body = chat(unique("fails"), model="mock-cached-broken")
     for _ in range(2):

@@ -134,7 +134,13 @@ def test_collection_error_fails_the_feature_named_by_the_file(pytester: pytest.P
 
 @pytest.mark.parametrize(
     ("marker", "message"),
-    [("feature()", "exactly one slug"), ("feature('Not A Slug')", "not lowercase-with-hyphens")],
+    [
+        ("feature()", "feature('slug', step=N)"),
+        ("feature('alpha', stage=1)", "feature('slug', step=N)"),
+        ("feature('Not A Slug')", "not lowercase-with-hyphens"),
+        ("feature('alpha', step=0)", "a step is the number of an Implementation Step"),
+        ("feature('alpha', step='3')", "a step is the number of an Implementation Step"),
+    ],
 )
 def test_malformed_marker_is_a_usage_error(pytester: pytest.Pytester, marker: str, message: str) -> None:
     pytester.makepyfile(test_bad=f"import pytest\n\n@pytest.mark.{marker}\ndef test_b():\n    pass\n")
@@ -177,7 +183,8 @@ def test_progress_lines_and_git_commit(tmp_path: Path) -> None:
     head = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True, check=True
     ).stdout.strip()
-    (tmp_path / "notes.txt").write_text("not committed\n")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "notes.txt").write_text("not committed\n")  # under tests/: evidence depends on it
     read_fd, write_fd = os.pipe()
     evidence_path = tmp_path / ".planner" / "evidence.json"
     proc = subprocess.run(
@@ -204,8 +211,11 @@ def test_progress_lines_and_git_commit(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert lines == ["collected 2", "done passed test_p.py::test_a", "done failed test_p.py::test_b"]
     data = json.loads(evidence_path.read_text())
-    assert data["git_commit"] == head + "-dirty"  # notes.txt is not committed
+    assert (data["version"], data["git_commit"], data["dirty"]) == (2, head, True)  # notes.txt: uncommitted
+    assert data["fingerprint"] and set(data["inputs"]) >= {"gateway", "tests", "plans", "docs"}
     assert data["features"]["alpha"]["failed"] == 1
+    failed = [t for t in data["features"]["alpha"]["tests"] if t["outcome"] == "failed"]
+    assert failed[0]["message"].startswith("assert False")
 
 
 def test_an_interrupted_run_keeps_the_previous_evidence(pytester: pytest.Pytester) -> None:
