@@ -15,8 +15,19 @@ from planner.complete import complete as complete_feature
 from planner.config import ConfigError, PlannerConfig, load_config
 from planner.evidence import EVIDENCE_PATH, EvidenceError, evidence_path, load_evidence
 from planner.fingerprint import staleness
+from planner.model import Step
 from planner.rules import validate
-from planner.track import KEY_ENV, MASTER_KEY_ENV, TrackError, format_table, judge, run_acceptance
+from planner.track import (
+    KEY_ENV,
+    MASTER_KEY_ENV,
+    TrackError,
+    format_table,
+    judge,
+    run_acceptance,
+    step_results,
+)
+
+_STEP_MARK = {"done": "[x]", "failing": "[!]", "unverified": "[?]", "no test": "[ ]"}
 
 
 def _config() -> PlannerConfig:
@@ -111,6 +122,29 @@ def track(
         click.echo(format_table(report))
     if report.errors:
         sys.exit(1)
+
+
+def step_lines(root: Path, feature: str, steps: tuple[Step, ...], width: int = 100) -> list[str]:
+    """`planner show`'s step list: each Implementation Step with whether the recorded evidence verifies it.
+
+    `[x]` done, `[!]` a linked test fails, `[?]` its tests were skipped, `[ ]` no test names it.
+    """
+    if not steps:
+        return ["steps: none declared (number them under `## Implementation Steps`)"]
+    try:
+        evidence = load_evidence(root / EVIDENCE_PATH)
+    except EvidenceError as exc:
+        return [f"steps: {len(steps)}; {exc}"]
+    if evidence is None:
+        return [f"steps: {len(steps)}, not verified yet: run `planner track`"]
+    results = step_results(steps, evidence.for_feature(feature))
+    stale = staleness(root, evidence)
+    note = f"; evidence is stale ({stale})" if stale else f"; evidence from commit {evidence.commit_label()}"
+    lines = [f"steps: {sum(r.done for r in results)}/{len(results)} done{note}"]
+    for result in results:
+        text = f"  {_STEP_MARK[result.state]} {result.number}. {result.text}"
+        lines.append(text if len(text) <= width else text[: width - 1] + "…")
+    return lines
 
 
 @click.command()

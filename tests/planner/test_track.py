@@ -523,3 +523,24 @@ def test_in_process_gateway_reports_its_build(tmp_path: Path, monkeypatch: pytes
     assert set(evidence.gateway_features) == {f.slug for f in CATALOG}
     row = next(r for r in json.loads(result.stdout)["features"] if r["slug"] == "alpha")
     assert row["verdict"] == "warning" and "does not report `alpha`" in row["message"]  # in-process: no error
+
+
+def test_show_lists_the_steps_with_what_the_evidence_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_project(tmp_path)
+    monkeypatch.chdir(root)
+    before = CliRunner().invoke(main, ["show", "alpha"])
+    assert "steps: 1, not verified yet: run `planner track`" in before.output
+    assert invoke(root, monkeypatch).exit_code == 0
+    shown = CliRunner().invoke(main, ["show", "alpha"])
+    assert shown.exit_code == 0, shown.output
+    assert "steps: 0/1 done; evidence from commit unknown" in shown.output  # not a git work tree
+    assert "[!] 1. Step." in shown.output  # a linked test fails
+    set_status(root, "beta", "In Progress")  # plans/ changed since the run: the evidence is stale
+    assert (
+        "evidence is stale (from commit unknown; changed since: plans/)"
+        in CliRunner().invoke(main, ["show", "beta"]).output
+    )
+    data = json.loads(CliRunner().invoke(main, ["show", "beta", "--format", "json"]).output)
+    assert data["steps"] == [{"number": 1, "text": "Step."}]
