@@ -226,3 +226,54 @@ def test_an_interrupted_run_keeps_the_previous_evidence(pytester: pytest.Pyteste
     result, _ = run_inner(pytester)
     assert result.ret == pytest.ExitCode.INTERRUPTED
     assert path.read_text() == before
+
+
+STEPS = """
+import pytest
+
+pytestmark = pytest.mark.feature("alpha")
+
+
+@pytest.mark.feature("alpha", step=2)
+@pytest.mark.feature("beta", step=(1, 3))
+def test_two_features_with_steps():
+    pass
+
+
+@pytest.mark.feature("alpha", step=[1, 2])
+def test_list_of_steps():
+    detail = "Authorization: Bearer sk-live-secret-1234 was refused for sk-given-key "
+    raise AssertionError(detail + "x" * 900)
+
+
+def test_no_step():
+    pytest.skip("needs a live gateway")
+"""
+
+
+def test_steps_and_messages_are_recorded_without_secrets(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_steps=STEPS)
+    _, path = run_inner(pytester, "--gateway-key", "sk-given-key")
+    evidence = load_evidence(path)
+    assert evidence is not None
+    alpha = {t.name.split("::")[-1]: t for t in evidence.features["alpha"].tests}
+    beta = {t.name.split("::")[-1]: t for t in evidence.features["beta"].tests}
+    assert alpha["test_two_features_with_steps"].steps == (2,) and alpha["test_list_of_steps"].steps == (1, 2)
+    assert beta["test_two_features_with_steps"].steps == (1, 3)
+    assert alpha["test_no_step"].steps == () and alpha["test_no_step"].message == "needs a live gateway"
+    message = alpha["test_list_of_steps"].message
+    assert message is not None and message.startswith("AssertionError: Authorization: Bearer *** was refused")
+    assert "sk-live-secret" not in message and "sk-given-key" not in message and "***" in message
+    assert len(message) <= 500 and message.endswith("…")
+    assert alpha["test_two_features_with_steps"].message is None  # passed: nothing to say
+
+
+def test_planner_feature_runs_only_that_features_tests(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_steps=STEPS)
+    result, path = run_inner(pytester, "--planner-feature", "beta")
+    result.assert_outcomes(passed=1, deselected=2)
+    evidence = load_evidence(path)
+    assert evidence is not None and set(evidence.features) == {"alpha", "beta"}
+    assert [t.name.split("::")[-1] for t in evidence.features["alpha"].tests] == [
+        "test_two_features_with_steps"
+    ]
