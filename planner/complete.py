@@ -136,7 +136,7 @@ def _check_verified(plan: Plan, evidence: Evidence) -> tuple[StepResult, ...]:
     problems: list[str] = []
     for test in fe.tests:
         if test.outcome == "failed":
-            problems.append(f"  failed: {test.name}: {test.message or '(no message)'}")
+            problems.append(f"  failed: {test.name}: {(test.message or '(no message)').splitlines()[0]}")
     results = step_results(plan.steps, fe)
     for result in results:
         if not result.done:

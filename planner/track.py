@@ -367,7 +367,8 @@ def format_table(report: TrackReport) -> str:
     failures = [(f.slug, name, message) for f in report.features for name, message in f.failures]
     if failures:
         lines += ["", "failing tests:"]
-        lines += [f"  {name}: {message or '(no message)'}" for _, name, message in failures]
+        # The first line of each message: assertion diffs follow it in the JSON output.
+        lines += [f"  {name}: {(message or '(no message)').splitlines()[0]}" for _, name, message in failures]
     ev = report.evidence
     gateway = ev.gateway_url or "in-process gateway"
     version = f" {ev.gateway_version}" if ev.gateway_version else ""
