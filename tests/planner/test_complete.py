@@ -246,3 +246,14 @@ def test_command_runs_the_tests_itself_refuses_then_completes(
     # The test file differs from HEAD: the design page records the commit as dirty, and says so.
     assert f"commit: {head[:12]} (dirty)" in (repo / "docs" / "design" / "alpha.md").read_text()
     assert "uncommitted changes" in done.output
+
+
+def test_status_completed_says_what_complete_does(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(project)
+    result = CliRunner().invoke(main, ["status", "alpha", "Completed"])
+    assert result.exit_code == 1
+    assert "run `planner complete alpha` on the In Progress plan" in result.output
+    assert (
+        "runs the feature's acceptance tests" in result.output
+        and "every Implementation Step" in result.output
+    )

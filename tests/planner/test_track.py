@@ -18,7 +18,7 @@ from gateway.config import load_config as load_gateway_config
 from planner.cli import main
 from planner.evidence import Evidence, FeatureEvidence, RecordedTest, load_evidence
 from planner.model import Design, Plan, Section, Step
-from planner.track import FeatureVerdict, format_table, judge
+from planner.track import FeatureVerdict, format_table, judge, judge_recorded
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -544,3 +544,20 @@ def test_show_lists_the_steps_with_what_the_evidence_says(
     )
     data = json.loads(CliRunner().invoke(main, ["show", "beta", "--format", "json"]).output)
     assert data["steps"] == [{"number": 1, "text": "Step."}]
+
+
+def test_judge_recorded_is_what_the_site_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One call: the target's recorded evidence, judged, with its staleness; None before any run."""
+    root = make_project(tmp_path, alpha_ok=True)
+    plans = [plan("alpha", "In Progress"), plan("beta", "Planned")]
+    assert judge_recorded(root, plans, []) is None
+    assert invoke(root, monkeypatch).exit_code == 0
+    report = judge_recorded(root, plans, [])
+    assert report is not None and report.stale is None
+    alpha = report.feature("alpha")
+    assert alpha is not None and (alpha.steps_done, alpha.steps_total, alpha.progress) == (1, 1, 1.0)
+    (root / "tests" / "acceptance" / "test_demo.py").write_text(ACCEPTANCE.format(alpha_ok=False))
+    stale = judge_recorded(root, plans, [])
+    assert stale is not None and stale.stale == "from commit unknown; changed since: tests/"
+    assert all(row.stale == stale.stale for row in stale.features)
+    assert judge_recorded(root, plans, [], gateway_url="http://127.0.0.1:9") is None  # another target
