@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from planner import edit, listing, problems, scaffold
+from planner.cli_track import step_lines
 from planner.config import ConfigError, PlannerConfig, load_config
 from planner.estimate import format_days, parse_estimate
 from planner.fmt import format_text
@@ -317,6 +318,7 @@ def show(slug: str, fmt: str) -> None:
                 for p in result.problems
             ],
             extra={k: str(v) for k, v in plan.extra.items()},
+            steps=[{"number": step.number, "text": step.text} for step in plan.steps],
         )
         click.echo(json.dumps(data, indent=2))
         return
@@ -351,6 +353,9 @@ def show(slug: str, fmt: str) -> None:
     width = max(len(key) for key, _ in rows) + 2
     for key, value in rows:
         click.echo(f"  {key + ':':<{width}}{value}")
+    click.echo()
+    for line in step_lines(config.root, plan.feature, plan.steps):
+        click.echo(f"  {line}")
     click.echo()
     click.echo(plan.body.strip("\n"))
 

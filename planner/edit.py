@@ -178,8 +178,10 @@ def change_status(
     plan, text = load_plan(config, path)
     if new_status == statuses[-1]:
         raise EditError(
-            f"{statuses[-1]} is earned, not set: run `planner complete {plan.slug}`, which runs the "
-            f"feature's acceptance tests and moves its decisions to {config.design_dir}/{plan.slug}.md"
+            f"{statuses[-1]} is earned, not set: run `planner complete {plan.slug}` on the In Progress "
+            f"plan; it runs the feature's acceptance tests, and only when every Implementation Step is "
+            f"verified and no test fails it writes {config.design_dir}/{plan.slug}.md (steps, priority, "
+            f"owner, date, commit) and removes the plan"
         )
     old = plan.status
     if old == new_status:

@@ -26,8 +26,8 @@ from planner.metadata import (
     read_front_matter,
     read_legacy,
 )
-from planner.model import Design, Estimate, Plan, Section
-from planner.problems import Problem, display_path, suggest
+from planner.model import STEPS_SECTION, Design, Estimate, Plan, Section, parse_steps
+from planner.problems import Problem, suggest
 from planner.rulebook import problem
 from planner.sections import BRACKETED, PLACEHOLDERS, check_sections, scan_body
 
@@ -148,14 +148,8 @@ def parse_plan(path: Path, text: str, config: PlannerConfig) -> tuple[Plan | Non
                 "start the file with front matter, e.g. `planner new HIGH-my-feature` shows the layout",
             )
         return None, problems
-    if meta.legacy:
-        report(
-            "PL006",
-            meta.skip.start + 1,
-            1,
-            "legacy metadata lines (`**Status:** ...`)",
-            f"run `planner fmt {display_path(path)}` to rewrite them as front matter",
-        )
+    # The bold-field form is the reference template's own: valid as written, never a warning. `planner fmt`
+    # converts it to front matter for those who want that, but nothing requires it.
     h1, sections, section_lines = scan_body(meta)
     plan = _build_plan(path, slug, file_priority, meta, h1, sections, config, report)
     check_sections(path, sections, section_lines, max(line_count, 1), config, report)
@@ -465,15 +459,39 @@ def load_designs(config: PlannerConfig) -> list[Design]:
                 title_from_slug(path.stem),
             )
         feature = front.get("feature")
+        _, sections, _ = scan_body(_design_meta(text))
+        steps_section = next((s for s in sections if s.title == STEPS_SECTION), None)
         designs.append(
             Design(
                 path=path,
                 slug=path.stem,
                 title=title.strip(),
                 feature=feature.strip() if isinstance(feature, str) and feature.strip() else path.stem,
+                steps=parse_steps(steps_section.body) if steps_section is not None else (),
+                priority=_front_text(front, "priority"),
+                owner=_front_text(front, "owner"),
+                completed=_front_text(front, "completed"),
             )
         )
     return designs
+
+
+def _front_text(front: dict[str, object], key: str) -> str | None:
+    value = front.get(key)
+    if isinstance(value, dt.date | str | int | float) and str(value).strip():
+        return str(value).strip()
+    return None
+
+
+def _design_meta(text: str) -> Meta:
+    """The body of a design page (after its front matter) in the shape `scan_body` reads."""
+    lines = split_lines(text.removeprefix("\ufeff"))
+    start = 0
+    if lines and lines[0].rstrip() == "---":
+        end = next((i for i in range(1, len(lines)) if BOUNDARY.match(lines[i])), None)
+        start = end + 1 if end is not None else 0
+    body = "\n".join(lines[start:])
+    return Meta(fields={}, body=body, body_from=start, legacy=False, skip=range(0), scan_text=body)
 
 
 def _quiet_front_matter(text: str) -> dict[str, object]:

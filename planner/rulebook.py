@@ -32,12 +32,6 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule("PL005", "no-metadata", "error", "without front matter or legacy metadata lines nothing is known"),
     Rule(
-        "PL006",
-        "legacy-form",
-        "warning",
-        "the legacy `**Status:**` form works, but `planner fmt` makes it canonical",
-    ),
-    Rule(
         "PL010",
         "required-field",
         "error",

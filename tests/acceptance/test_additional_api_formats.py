@@ -1,4 +1,5 @@
-"""Acceptance: additional-api-formats. An Anthropic-SDK-shaped client talks to ``POST /v1/messages``.
+"""Acceptance: additional-api-formats. An Anthropic-SDK-shaped client talks to ``POST /v1/messages``, and
+aliases routed to Anthropic, Azure OpenAI and Cohere upstreams answer OpenAI clients.
 
 Black-box HTTP only: Anthropic's headers (``x-api-key``, ``anthropic-version``), its request shape
 (``system``, content blocks, required ``max_tokens``, ``stop_sequences``, tools), its answer shape, its SSE
@@ -9,9 +10,21 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from uvicorn_server import run_server
+
+from gateway.app import create_app
+from gateway.config import load_config, parse_config
 
 pytestmark = pytest.mark.feature("additional-api-formats")
 
@@ -34,6 +47,7 @@ def _events(text: str) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+@pytest.mark.feature("additional-api-formats", step=(6, 8))
 def test_messages_answers_in_anthropic_format(gateway: Any) -> None:
     prompt = _prompt()
     body = {
@@ -53,6 +67,7 @@ def test_messages_answers_in_anthropic_format(gateway: Any) -> None:
     assert data["usage"]["input_tokens"] > 0 and data["usage"]["output_tokens"] > 0
 
 
+@pytest.mark.feature("additional-api-formats", step=(6, 8))
 def test_messages_stream_follows_anthropic_event_sequence(gateway: Any) -> None:
     prompt = _prompt()
     body = {
@@ -76,6 +91,7 @@ def test_messages_stream_follows_anthropic_event_sequence(gateway: Any) -> None:
     assert final["usage"]["output_tokens"] > 0
 
 
+@pytest.mark.feature("additional-api-formats", step=(6, 8))
 def test_messages_tool_use(gateway: Any) -> None:
     body = {
         "model": "mock-echo",
@@ -115,6 +131,7 @@ def test_messages_tool_use(gateway: Any) -> None:
         (None, {"max_tokens": None}, 400, "invalid_request_error"),
     ],
 )
+@pytest.mark.feature("additional-api-formats", step=(6, 8))
 def test_messages_errors_use_anthropic_envelope(
     gateway: Any, key: str | None, change: dict[str, Any], status: int, kind: str
 ) -> None:
@@ -131,6 +148,7 @@ def test_messages_errors_use_anthropic_envelope(
     assert data["error"]["type"] == kind and data["error"]["message"]
 
 
+@pytest.mark.feature("additional-api-formats", step=(6, 8))
 def test_count_tokens(gateway: Any) -> None:
     def count(text: str) -> int:
         body = {"model": "mock-echo", "messages": [{"role": "user", "content": text}]}
@@ -140,3 +158,130 @@ def test_count_tokens(gateway: Any) -> None:
         return tokens
 
     assert 0 < count(_prompt()) < count(_prompt() * 20)
+
+
+# Upstream adapters: an alias routed to an Anthropic, Azure OpenAI or Cohere upstream. The Anthropic upstream
+# is a second in-process gateway (its /v1/messages speaks Anthropic's wire format); Azure and Cohere are small
+# fakes on loopback answering in their recorded formats. These start gateways of their own, so they skip
+# against a live gateway.
+
+AZURE_KEY = "azure-acceptance-key-0123456789"
+COHERE_KEY = "co-acceptance-key-0123456789"
+
+
+def _fake_upstream() -> Starlette:
+    async def azure(request: Request) -> JSONResponse:
+        if request.headers.get("api-key") != AZURE_KEY or "api-version" not in request.query_params:
+            return JSONResponse({"error": {"code": "401", "message": "Access denied"}}, status_code=401)
+        body = await request.json()
+        text = f"azure {request.path_params['deployment']}: {body['messages'][-1]['content']}"
+        return JSONResponse(
+            {
+                "id": "chatcmpl-azure",
+                "object": "chat.completion",
+                "created": 1700000000,
+                "model": "gpt-4o-2024-08-06",
+                "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}],
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                ],
+                "usage": {"prompt_tokens": 8, "completion_tokens": 4, "total_tokens": 12},
+            }
+        )
+
+    async def cohere(request: Request) -> JSONResponse:
+        if request.headers.get("authorization") != f"Bearer {COHERE_KEY}":
+            return JSONResponse({"message": "invalid api token"}, status_code=401)
+        body = await request.json()
+        text = f"cohere {body['model']}: {body['messages'][-1]['content']}"
+        return JSONResponse(
+            {
+                "id": "cohere-1",
+                "finish_reason": "COMPLETE",
+                "message": {"role": "assistant", "content": [{"type": "text", "text": text}]},
+                "usage": {"billed_units": {"input_tokens": 5, "output_tokens": 4}},
+            }
+        )
+
+    return Starlette(
+        routes=[
+            Route("/openai/deployments/{deployment}/chat/completions", azure, methods=["POST"]),
+            Route("/v2/chat", cohere, methods=["POST"]),
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def routed(gateway: Any) -> Iterator[httpx.Client]:
+    """A gateway whose aliases route to an Anthropic, an Azure and a Cohere upstream."""
+    if gateway.live:
+        pytest.skip("starts upstreams and a gateway of its own")
+    shared = Path(__file__).with_name("gateway.yaml")
+    with ExitStack() as stack:
+        anthropic_url = stack.enter_context(run_server(create_app(load_config(shared))))
+        fake_url = stack.enter_context(run_server(_fake_upstream()))
+        config = {
+            "auth": {
+                "master_key": "sk-routed-master",
+                "keys": [{"name": "k", "key": "sk-routed", "models": "*"}],
+            },
+            "providers": [
+                {
+                    "name": "claude",
+                    "type": "anthropic",
+                    "base_url": anthropic_url,
+                    "api_key": "sk-acceptance",
+                },
+                {"name": "az", "type": "azure", "base_url": fake_url, "api_key": AZURE_KEY},
+                {"name": "co", "type": "cohere", "base_url": fake_url, "api_key": COHERE_KEY},
+            ],
+            "models": [
+                {"name": "via-anthropic", "routes": [{"provider": "claude", "model": "mock-echo"}]},
+                {"name": "via-azure", "routes": [{"provider": "az", "model": "my-deployment"}]},
+                {"name": "via-cohere", "routes": [{"provider": "co", "model": "command-r"}]},
+            ],
+            "usage": {"database": ":memory:"},
+        }
+        url = stack.enter_context(run_server(create_app(parse_config(json.dumps(config)))))
+        yield stack.enter_context(
+            httpx.Client(base_url=url, timeout=30, headers={"Authorization": "Bearer sk-routed"})
+        )
+
+
+def _ask(model: str, text: str, **extra: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": text}], **extra}
+
+
+@pytest.mark.feature("additional-api-formats", step=2)
+def test_an_alias_routed_to_an_anthropic_upstream_answers_in_openai_format(routed: Any) -> None:
+    prompt = _prompt()
+    reply = routed.post("/v1/chat/completions", json=_ask("via-anthropic", prompt, max_tokens=200))
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["choices"][0]["message"]["content"] == prompt  # the echo, through Anthropic's format
+    assert reply.json()["usage"]["prompt_tokens"] > 0
+    assert reply.headers["x-gateway-route"] == "claude/mock-echo"
+    stream = routed.post(
+        "/v1/chat/completions", json=_ask("via-anthropic", prompt, max_tokens=200, stream=True)
+    )
+    assert stream.status_code == 200 and stream.text.rstrip().endswith("data: [DONE]")
+    chunks = [json.loads(line[6:]) for line in stream.text.splitlines() if line.startswith("data: {")]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == prompt
+
+
+@pytest.mark.feature("additional-api-formats", step=3)
+def test_an_alias_routed_to_an_azure_deployment(routed: Any) -> None:
+    reply = routed.post("/v1/chat/completions", json=_ask("via-azure", "hello"))
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["choices"][0]["message"]["content"] == "azure my-deployment: hello"
+    assert reply.headers["x-gateway-route"] == "az/my-deployment"
+
+
+@pytest.mark.feature("additional-api-formats", step=4)
+def test_an_alias_routed_to_cohere_v2(routed: Any) -> None:
+    reply = routed.post("/v1/chat/completions", json=_ask("via-cohere", "hello"))
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["choices"][0]["message"]["content"] == "cohere command-r: hello"
+    assert body["choices"][0]["finish_reason"] == "stop"  # COMPLETE, mapped
+    assert body["usage"]["completion_tokens"] == 4

@@ -45,6 +45,7 @@ def sse_chunks(text: str) -> list[Any]:
     return [e if e == "[DONE]" else json.loads(e) for e in events]
 
 
+@pytest.mark.feature("cost-tracking-budgets", step=(1, 6, 7))
 def test_every_answer_carries_its_cost(gateway) -> None:
     reply = gateway.client.post(URL, json=chat(max_tokens=20), headers=gateway.headers())
     assert reply.status_code == 200
@@ -56,6 +57,7 @@ def test_every_answer_carries_its_cost(gateway) -> None:
     assert Decimal(usage["cost_usd"]) == cost
 
 
+@pytest.mark.feature("cost-tracking-budgets", step=(1, 5, 6, 7))
 def test_usage_totals_equal_the_costs_clients_were_told(gateway) -> None:
     since = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
     told = Decimal(0)
@@ -82,6 +84,7 @@ def test_usage_totals_equal_the_costs_clients_were_told(gateway) -> None:
     assert Decimal(row["cost_usd"]) == told
 
 
+@pytest.mark.feature("cost-tracking-budgets", step=(4, 6, 7))
 def test_a_request_that_does_not_fit_is_refused_with_budget_exceeded(gateway) -> None:
     statuses = []
     for _ in range(40):
@@ -104,6 +107,7 @@ def test_a_request_that_does_not_fit_is_refused_with_budget_exceeded(gateway) ->
     assert state["period"] == "total" and state["period_end"] is None
 
 
+@pytest.mark.feature("cost-tracking-budgets", step=(3, 4, 7))
 def test_concurrent_requests_never_spend_more_than_the_budget(gateway) -> None:
     # The echo model answers the prompt back: about $0.03 per request, so ten cannot all fit in $0.20. The
     # budget-gated upstream holds every admitted request until ten wait in it (held_in_flight.py), so each
@@ -125,6 +129,7 @@ def test_concurrent_requests_never_spend_more_than_the_budget(gateway) -> None:
     assert Decimal(state["reserved_usd"]) == 0  # every reservation was settled
 
 
+@pytest.mark.feature("cost-tracking-budgets", step=(2, 7))
 def test_a_team_budget_is_charged_by_each_of_its_keys(gateway) -> None:
     before = Decimal(budgets(gateway)["budget-team"]["spent_usd"])
     costs = Decimal(0)
@@ -138,6 +143,7 @@ def test_a_team_budget_is_charged_by_each_of_its_keys(gateway) -> None:
     assert datetime.fromisoformat(team["period_end"]) > datetime.now(UTC)
 
 
+@pytest.mark.feature("cost-tracking-budgets", step=(2, 7))
 def test_the_soft_limit_adds_a_warning_header(gateway) -> None:
     reply = gateway.client.post(URL, json=chat(max_tokens=10), headers=gateway.headers(SOFT_KEY))
     assert reply.status_code == 200
@@ -146,6 +152,7 @@ def test_the_soft_limit_adds_a_warning_header(gateway) -> None:
     assert "x-gateway-budget-warning" not in quiet.headers
 
 
+@pytest.mark.feature("cost-tracking-budgets", step=(6, 7))
 def test_budget_and_usage_reports_need_the_master_key(gateway) -> None:
     for path in ("/admin/budgets", "/admin/usage"):
         assert gateway.client.get(path, headers=gateway.headers()).status_code == 401

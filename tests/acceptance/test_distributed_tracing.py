@@ -182,6 +182,7 @@ def chat(client: httpx.Client, model: str, headers: dict[str, str] | None = None
     )
 
 
+@pytest.mark.feature("distributed-tracing", step=(1, 2, 4, 5, 6, 7))
 def test_the_gateway_joins_the_callers_trace_and_propagates_it_to_the_upstream(run_traced: Any) -> None:
     traceparent = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"
     traced = run_traced(lambda client: [chat(client, "traced", {"traceparent": traceparent})])
@@ -209,6 +210,7 @@ def test_the_gateway_joins_the_callers_trace_and_propagates_it_to_the_upstream(r
     assert "trace me" not in text and "sk-upstream" not in text and KEY not in text
 
 
+@pytest.mark.feature("distributed-tracing", step=(4, 5, 7))
 def test_a_failover_shows_one_span_per_attempt_each_propagated(run_traced: Any) -> None:
     traced = run_traced(lambda client: [chat(client, "traced-failover")])
 
@@ -227,6 +229,7 @@ def test_a_failover_shows_one_span_per_attempt_each_propagated(run_traced: Any) 
     assert sent == [["00", trace_id, failed.span_id], ["00", trace_id, answered.span_id]]
 
 
+@pytest.mark.feature("distributed-tracing", step=(5, 7))
 def test_a_streamed_answer_is_traced_to_its_last_chunk(run_traced: Any) -> None:
     traced = run_traced(lambda client: [chat(client, "traced", stream=True)])
 

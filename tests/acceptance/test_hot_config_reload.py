@@ -81,6 +81,7 @@ def add_key(name: str, key: str) -> Any:
     return change
 
 
+@pytest.mark.feature("hot-config-reload", step=(1, 3, 4, 7))
 def test_a_key_added_to_the_file_works_after_a_reload(reloadable: ReloadableGateway) -> None:
     new_key = f"sk-acceptance-reload-{uuid.uuid4().hex[:12]}"
     assert reloadable.chat(new_key).status_code == 401
@@ -96,6 +97,7 @@ def test_a_key_added_to_the_file_works_after_a_reload(reloadable: ReloadableGate
     assert reloadable.chat(KEY).status_code == 200
 
 
+@pytest.mark.feature("hot-config-reload", step=(3, 4, 7))
 def test_a_key_removed_from_the_file_stops_working_after_a_reload(reloadable: ReloadableGateway) -> None:
     doomed = f"sk-acceptance-reload-{uuid.uuid4().hex[:12]}"
     reloadable.edit(add_key("reload-doomed", doomed))
@@ -112,6 +114,7 @@ def test_a_key_removed_from_the_file_stops_working_after_a_reload(reloadable: Re
     assert reloadable.chat(doomed).status_code == 401
 
 
+@pytest.mark.feature("hot-config-reload", step=(3, 7))
 def test_an_invalid_file_is_rejected_with_every_error_and_the_old_config_keeps_serving(
     reloadable: ReloadableGateway,
 ) -> None:
@@ -130,6 +133,7 @@ def test_an_invalid_file_is_rejected_with_every_error_and_the_old_config_keeps_s
     assert reloadable.chat(KEY).status_code == 200
 
 
+@pytest.mark.feature("hot-config-reload", step=(5, 7))
 def test_admin_config_reports_the_running_version_with_secrets_redacted(gateway: Any) -> None:
     reply = gateway.client.get("/admin/config", headers=gateway.admin_headers())
 
@@ -141,7 +145,54 @@ def test_admin_config_reports_the_running_version_with_secrets_redacted(gateway:
     assert gateway.master_key not in reply.text
 
 
+@pytest.mark.feature("hot-config-reload", step=(4, 5, 7))
 def test_reload_and_config_need_the_master_key(gateway: Any) -> None:
     for method, path in (("POST", "/admin/reload"), ("GET", "/admin/config")):
         reply = gateway.client.request(method, path, headers=gateway.headers())
         assert reply.status_code == 401, (method, path)
+
+
+@pytest.mark.feature("hot-config-reload", step=(2, 6, 7))
+def test_a_stream_started_before_a_reload_finishes_on_the_old_route(reloadable: ReloadableGateway) -> None:
+    """In-flight requests keep the runtime they started with; new ones get the reloaded one."""
+    prompt = "the old route streams this sentence two characters at a time " * 2
+    body = {"model": "ws-slow", "messages": [{"role": "user", "content": prompt}], "stream": True}
+    headers = {"Authorization": f"Bearer {KEY}"}
+
+    def reroute(data: dict[str, Any]) -> None:
+        model = next(m for m in data["models"] if m["name"] == "ws-slow")
+        model["routes"] = [{"provider": "mock-fixed", "model": "mock-hello"}]
+
+    with reloadable.client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as old:
+        lines = old.iter_lines()
+        first = next(line for line in lines if line.startswith("data: "))  # the stream is under way
+        reloadable.edit(reroute)
+        assert reloadable.reload().status_code == 200
+        fresh = reloadable.client.post(
+            "/v1/chat/completions", json={**body, "stream": False}, headers=headers
+        )
+        rest = [first, *(line for line in lines if line)]
+    assert old.headers["x-gateway-route"] == "ws-slow/mock-echo"
+    assert rest[-1] == "data: [DONE]"
+    chunks = [yaml.safe_load(line.removeprefix("data: ")) for line in rest[:-1] if line.startswith("data: ")]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text.strip() == prompt.strip()  # the whole answer, from the route it started on
+    assert fresh.status_code == 200 and fresh.headers["x-gateway-route"] == "mock-fixed/mock-hello"
+
+
+@pytest.mark.feature("hot-config-reload", step=(6, 7))
+def test_rate_limit_state_survives_a_reload(reloadable: ReloadableGateway) -> None:
+    body = {"model": "mock-limited", "messages": [{"role": "user", "content": f"limit {uuid.uuid4()}"}]}
+    headers = {"Authorization": "Bearer sk-acceptance-rl-rpm"}  # rpm: 3
+    statuses = [reloadable.client.post("/v1/chat/completions", json=body, headers=headers).status_code]
+    while statuses[-1] == 200 and len(statuses) < 10:
+        statuses.append(
+            reloadable.client.post("/v1/chat/completions", json=body, headers=headers).status_code
+        )
+    assert statuses[-1] == 429, statuses
+
+    reloadable.edit(add_key("reload-unrelated", f"sk-acceptance-reload-{uuid.uuid4().hex[:12]}"))
+    assert reloadable.reload().status_code == 200
+
+    again = reloadable.client.post("/v1/chat/completions", json=body, headers=headers)
+    assert again.status_code == 429  # the key's used-up limit was not reset by the reload

@@ -51,6 +51,7 @@ def wait_until_not_cooling(gateway, model: str, route: str) -> None:
         time.sleep(max(0.05, float(row.get("cooling_for_s") or 0)))
 
 
+@pytest.mark.feature("load-balancing-failover", step=(4, 6, 7))
 def test_a_dead_route_is_hidden_from_clients(gateway) -> None:
     for _ in range(12):
         body = chat("lb-failover")
@@ -61,6 +62,7 @@ def test_a_dead_route_is_hidden_from_clients(gateway) -> None:
         assert response.json()["choices"][0]["message"]["content"] == body["messages"][0]["content"]
 
 
+@pytest.mark.feature("load-balancing-failover", step=(4, 6, 7))
 def test_failover_happens_on_the_request_that_hit_the_dead_route(gateway) -> None:
     # Weighted random picks the dead route first for about half of the requests while it is not cooling
     # down; before each request, wait out any cooldown, then look for a request that needed two attempts.
@@ -75,6 +77,7 @@ def test_failover_happens_on_the_request_that_hit_the_dead_route(gateway) -> Non
     assert "2" in attempts
 
 
+@pytest.mark.feature("load-balancing-failover", step=(1, 2, 7))
 def test_weights_split_the_traffic(gateway) -> None:
     routes = Counter()
     for _ in range(200):
@@ -86,6 +89,7 @@ def test_weights_split_the_traffic(gateway) -> None:
     assert routes["mock/lb-heavy"] > 1.5 * routes["mock/lb-light"]
 
 
+@pytest.mark.feature("load-balancing-failover", step=(2, 7))
 def test_weight_zero_drains_a_route(gateway) -> None:
     for _ in range(20):
         response = gateway.client.post(URL, json=chat("lb-drained"), headers=gateway.headers())
@@ -94,6 +98,7 @@ def test_weight_zero_drains_a_route(gateway) -> None:
         assert response.headers["x-gateway-attempts"] == "1"
 
 
+@pytest.mark.feature("load-balancing-failover", step=(1, 4, 7))
 def test_fallback_alias_answers_when_every_route_fails(gateway) -> None:
     body = chat("lb-primary")
     response = gateway.client.post(URL, json=body, headers=gateway.headers())
@@ -102,6 +107,7 @@ def test_fallback_alias_answers_when_every_route_fails(gateway) -> None:
     assert response.json()["choices"][0]["message"]["content"] == body["messages"][0]["content"]
 
 
+@pytest.mark.feature("load-balancing-failover", step=(4, 7))
 def test_client_errors_from_upstream_are_not_retried(gateway) -> None:
     response = gateway.client.post(URL, json=chat("lb-rejecting"), headers=gateway.headers())
     assert response.status_code == 400
@@ -109,6 +115,7 @@ def test_client_errors_from_upstream_are_not_retried(gateway) -> None:
     assert response.json()["error"]["type"] == "invalid_request_error"
 
 
+@pytest.mark.feature("load-balancing-failover", step=(3, 7))
 def test_a_cooling_model_fails_fast_with_503_and_retry_after(gateway) -> None:
     seen = []
     for _ in range(5):
@@ -129,6 +136,7 @@ def test_a_cooling_model_fails_fast_with_503_and_retry_after(gateway) -> None:
     pytest.fail(f"the dead route never cooled down: {seen}")
 
 
+@pytest.mark.feature("load-balancing-failover", step=(5, 7))
 def test_stream_fails_over_before_the_first_chunk(gateway) -> None:
     body = chat("lb-failover", stream=True)
     response = gateway.client.post(URL, json=body, headers=gateway.headers())
@@ -140,6 +148,7 @@ def test_stream_fails_over_before_the_first_chunk(gateway) -> None:
     assert text == body["messages"][0]["content"]
 
 
+@pytest.mark.feature("load-balancing-failover", step=(5, 6, 7))
 def test_a_stream_broken_after_the_first_chunk_ends_with_an_error_event(gateway) -> None:
     for _ in range(3):
         response = gateway.client.post(
@@ -159,6 +168,7 @@ def test_a_stream_broken_after_the_first_chunk_ends_with_an_error_event(gateway)
     pytest.fail("the breaking route stayed in cooldown")
 
 
+@pytest.mark.feature("load-balancing-failover", step=(1, 7))
 def test_admin_routes_lists_routes_weights_and_fallbacks(gateway) -> None:
     response = gateway.client.get("/admin/routes", headers=gateway.admin_headers())
     assert response.status_code == 200

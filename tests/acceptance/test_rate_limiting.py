@@ -25,6 +25,7 @@ def chat(**extra: Any) -> dict[str, Any]:
     return {"model": "mock-limited", "messages": [{"role": "user", "content": uuid.uuid4().hex}], **extra}
 
 
+@pytest.mark.feature("rate-limiting", step=(2, 5, 6))
 def test_requests_over_the_limit_get_a_well_formed_429(gateway) -> None:
     replies = []
     for _ in range(4):
@@ -48,6 +49,7 @@ def test_requests_over_the_limit_get_a_well_formed_429(gateway) -> None:
     assert refused.headers["x-ratelimit-remaining-requests"] == "0"
 
 
+@pytest.mark.feature("rate-limiting", step=(5, 6))
 def test_every_response_carries_the_openai_limit_headers(gateway) -> None:
     reply = gateway.client.post(URL, json=chat(max_tokens=10), headers=gateway.headers(TPM_KEY))
     assert reply.status_code == 200
@@ -56,6 +58,7 @@ def test_every_response_carries_the_openai_limit_headers(gateway) -> None:
     assert reply.headers["x-ratelimit-reset-tokens"][-1] == "s"  # e.g. "250ms", "1.5s", "1m0s"
 
 
+@pytest.mark.feature("rate-limiting", step=(4, 6))
 def test_a_request_larger_than_the_token_limit_is_refused(gateway) -> None:
     reply = gateway.client.post(URL, json=chat(max_tokens=5000), headers=gateway.headers(TPM_KEY))
     assert reply.status_code == 429
@@ -64,6 +67,7 @@ def test_a_request_larger_than_the_token_limit_is_refused(gateway) -> None:
     assert reply.headers["x-ratelimit-limit-tokens"] == "2000"
 
 
+@pytest.mark.feature("rate-limiting", step=(1, 6))
 def test_keys_without_limits_are_not_limited(gateway) -> None:
     for _ in range(5):
         reply = gateway.client.post(URL, json=chat(), headers=gateway.headers())
@@ -71,6 +75,7 @@ def test_keys_without_limits_are_not_limited(gateway) -> None:
         assert "x-ratelimit-limit-requests" not in reply.headers
 
 
+@pytest.mark.feature("rate-limiting", step=(1, 5, 6))
 def test_max_concurrent_refuses_a_second_request_in_flight(gateway) -> None:
     # mock-limited-gated answers once two requests wait in it (held_in_flight.py): the admitted request is
     # still in flight when the other is checked, whichever comes first.
@@ -86,6 +91,7 @@ def test_max_concurrent_refuses_a_second_request_in_flight(gateway) -> None:
     assert sorted(r.status_code for r in again) == [200, 429]
 
 
+@pytest.mark.feature("rate-limiting", step=(1, 6))
 def test_a_shared_model_limit_counts_every_key_together(gateway) -> None:
     keys = ["sk-acceptance-rl-shared-a", "sk-acceptance-rl-shared-b"]
     body = {"model": "mock-limited-shared", "messages": [{"role": "user", "content": "x"}]}

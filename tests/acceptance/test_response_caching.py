@@ -43,6 +43,7 @@ def assert_stored(gateway, body: dict[str, Any], key: str | None = None) -> None
     assert [first.headers["x-gateway-cache"], second.headers["x-gateway-cache"]] == ["MISS", "HIT"]
 
 
+@pytest.mark.feature("response-caching", step=(1, 4, 7))
 def test_second_identical_request_is_a_hit(gateway) -> None:
     body = chat(unique("cache me"))
     first = gateway.client.post(URL, json=body, headers=gateway.headers())
@@ -54,6 +55,7 @@ def test_second_identical_request_is_a_hit(gateway) -> None:
     assert second.json()["id"] != first.json()["id"]
 
 
+@pytest.mark.feature("response-caching", step=(6, 7))
 def test_a_hit_reports_the_tokens_it_saved(gateway) -> None:
     body = chat(unique("count what I saved"))
     first = gateway.client.post(URL, json=body, headers=gateway.headers()).json()
@@ -62,6 +64,7 @@ def test_a_hit_reports_the_tokens_it_saved(gateway) -> None:
     assert usage["saved_total_tokens"] == first["usage"]["total_tokens"] > 0
 
 
+@pytest.mark.feature("response-caching", step=(2, 7))
 def test_another_tenant_never_gets_the_cached_answer(gateway) -> None:
     body = chat(unique("mine only"))
     assert_stored(gateway, body)
@@ -70,6 +73,7 @@ def test_another_tenant_never_gets_the_cached_answer(gateway) -> None:
     assert other.headers["x-gateway-cache"] == "MISS"
 
 
+@pytest.mark.feature("response-caching", step=(2, 7))
 def test_a_different_parameter_is_a_different_entry(gateway) -> None:
     prompt = unique("params")
     assert_stored(gateway, chat(prompt, temperature=0))
@@ -77,6 +81,7 @@ def test_a_different_parameter_is_a_different_entry(gateway) -> None:
     assert warmer.headers["x-gateway-cache"] == "MISS"
 
 
+@pytest.mark.feature("response-caching", step=(4, 7))
 def test_cache_control_no_store_and_no_cache(gateway) -> None:
     body = chat(unique("control"))
     no_store = {**gateway.headers(), "Cache-Control": "no-store"}
@@ -87,6 +92,7 @@ def test_cache_control_no_store_and_no_cache(gateway) -> None:
     assert gateway.client.post(URL, json=body, headers=gateway.headers()).headers["x-gateway-cache"] == "HIT"
 
 
+@pytest.mark.feature("response-caching", step=(1, 4, 7))
 def test_per_request_ttl_zero_stores_nothing(gateway) -> None:
     body = chat(unique("ttl zero"))
     headers = {**gateway.headers(), "x-gateway-cache-ttl": "0"}
@@ -95,6 +101,7 @@ def test_per_request_ttl_zero_stores_nothing(gateway) -> None:
     assert_stored(gateway, body)
 
 
+@pytest.mark.feature("response-caching", step=(5, 7))
 def test_a_stream_hit_is_a_valid_sse_stream(gateway) -> None:
     body = chat(unique("stream"), stream=True, stream_options={"include_usage": True})
     first = gateway.client.post(URL, json=body, headers=gateway.headers())
@@ -116,6 +123,7 @@ def test_a_stream_hit_is_a_valid_sse_stream(gateway) -> None:
     assert plain.headers["x-gateway-cache"] == "HIT"
 
 
+@pytest.mark.feature("response-caching", step=(4, 7))
 def test_errors_are_not_cached(gateway) -> None:
     prompt = unique("fails")
     assert_stored(gateway, chat(prompt))  # the same prompt's answer is stored where the upstream works

@@ -152,6 +152,7 @@ def verifying_sdk_client(gateway: HTTPSGateway) -> Iterator[openai.OpenAI]:
         )
 
 
+@pytest.mark.feature("tls-https-support", step=(3, 4, 5, 6))
 def test_openai_sdk_talks_to_the_gateway_over_verified_https(https_gateway: HTTPSGateway) -> None:
     with verifying_sdk_client(https_gateway) as client:
         reply = client.chat.completions.create(
@@ -160,6 +161,7 @@ def test_openai_sdk_talks_to_the_gateway_over_verified_https(https_gateway: HTTP
     assert reply.choices[0].message.content == "hello over https"
 
 
+@pytest.mark.feature("tls-https-support", step=(3, 6))
 def test_streaming_works_over_https(https_gateway: HTTPSGateway) -> None:
     with verifying_sdk_client(https_gateway) as client:
         stream = client.chat.completions.create(
@@ -169,6 +171,7 @@ def test_streaming_works_over_https(https_gateway: HTTPSGateway) -> None:
     assert text == "stream over https"
 
 
+@pytest.mark.feature("tls-https-support", step=(2, 6))
 def test_handshake_is_tls_1_2_or_newer_with_http_1_1(https_gateway: HTTPSGateway) -> None:
     url = httpx.URL(https_gateway.url)
     context = (
@@ -194,6 +197,7 @@ def handshake(url: str, context: ssl.SSLContext) -> str | None:
         return tls.version()
 
 
+@pytest.mark.feature("tls-https-support", step=(2, 5, 6))
 def test_the_minimum_tls_version_is_enforced_by_the_server(
     gateway, https_gateway: HTTPSGateway, pki: dict[str, Path], run_gateway
 ) -> None:
@@ -209,6 +213,7 @@ def test_the_minimum_tls_version_is_enforced_by_the_server(
         handshake(strict, tls12_client)
 
 
+@pytest.mark.feature("tls-https-support", step=(5, 6))
 def test_a_client_that_does_not_trust_the_certificate_is_refused(
     gateway, https_gateway: HTTPSGateway
 ) -> None:
@@ -217,6 +222,7 @@ def test_a_client_that_does_not_trust_the_certificate_is_refused(
         httpx.get(f"{https_gateway.url}/health")
 
 
+@pytest.mark.feature("tls-https-support", step=(2, 5, 6))
 def test_mutual_tls_admits_only_clients_with_a_certificate(
     gateway, pki: dict[str, Path], run_gateway
 ) -> None:
@@ -232,6 +238,7 @@ def test_mutual_tls_admits_only_clients_with_a_certificate(
         client.post(f"{url}/v1/chat/completions", json=body, headers=headers)
 
 
+@pytest.mark.feature("tls-https-support", step=(1, 5, 6))
 def test_mismatched_certificate_and_key_are_a_clear_config_error(
     gateway, pki: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -64,6 +64,7 @@ def unique(text: str) -> str:
     return f"{text} {uuid.uuid4().hex[:8]}"
 
 
+@pytest.mark.feature("websocket-support", step=(6, 7))
 def test_a_bad_key_is_closed_with_4401(gateway: Any) -> None:
     with open_socket(gateway, key="sk-not-a-key") as ws, pytest.raises(ConnectionClosed) as closed:
         ws.recv(timeout=15)
@@ -71,6 +72,7 @@ def test_a_bad_key_is_closed_with_4401(gateway: Any) -> None:
     assert closed.value.rcvd.code == 4401
 
 
+@pytest.mark.feature("websocket-support", step=7)
 def test_the_streamed_frames_carry_the_same_text_as_the_http_stream(gateway: Any) -> None:
     content = unique("websocket and sse agree")
     body = {"model": "mock-echo", "messages": [{"role": "user", "content": content}], "stream": True}
@@ -86,6 +88,7 @@ def test_the_streamed_frames_carry_the_same_text_as_the_http_stream(gateway: Any
     assert frames[-1]["usage"]["total_tokens"] > 0
 
 
+@pytest.mark.feature("websocket-support", step=(4, 7))
 def test_two_requests_share_one_socket(gateway: Any) -> None:
     first, second = unique("first"), unique("second")
     with open_socket(gateway) as ws:
@@ -100,6 +103,7 @@ def test_two_requests_share_one_socket(gateway: Any) -> None:
     assert text_of(frames, "two") == second
 
 
+@pytest.mark.feature("websocket-support", step=(6, 7))
 def test_errors_are_frames_and_the_socket_stays_open(gateway: Any) -> None:
     with open_socket(gateway) as ws:
         ws.send("this is not json")
@@ -114,6 +118,7 @@ def test_errors_are_frames_and_the_socket_stays_open(gateway: Any) -> None:
         assert text_of(until_end(ws, "after"), "after") == content
 
 
+@pytest.mark.feature("websocket-support", step=(4, 6, 7))
 def test_cancel_mid_stream_frees_the_concurrency_slot_and_the_budget_reservation(gateway: Any) -> None:
     long_text = unique("many words " * 40)
     with open_socket(gateway, key=TIGHT_KEY) as ws:
@@ -136,6 +141,7 @@ def test_cancel_mid_stream_frees_the_concurrency_slot_and_the_budget_reservation
         assert tight["reserved_usd"] == "0"
 
 
+@pytest.mark.feature("websocket-support", step=(6, 7))
 def test_an_oversized_message_closes_with_1009(gateway: Any) -> None:
     with open_socket(gateway, max_size=None) as ws:
         ws.send(request("big", "x" * (1 << 20)))

@@ -91,9 +91,11 @@ def test_check_lists_files_and_changes_nothing(root: Path, runner: CliRunner) ->
     assert legacy.read_text() == legacy_text()
 
 
-def test_fmt_then_validate_is_clean(root: Path, runner: CliRunner) -> None:
+def test_the_reference_template_form_is_valid_and_fmt_keeps_it_valid(root: Path, runner: CliRunner) -> None:
     (root / "plans" / "HIGH-response-caching.md").write_text(legacy_text())
-    assert "warning PL006" in runner.invoke(main, ["validate"]).output
+    # The reference template's bold-field form is first class: valid under --strict as written.
+    as_written = runner.invoke(main, ["validate", "--strict"])
+    assert as_written.exit_code == 0 and "0 warning(s)" in as_written.output, as_written.output
     assert runner.invoke(main, ["fmt", "plans/HIGH-response-caching.md"]).exit_code == 0
     result = runner.invoke(main, ["validate", "--strict"])
     assert result.exit_code == 0, result.output

@@ -180,7 +180,7 @@ def test_legacy_metadata_below_an_intro_paragraph_is_read_and_kept_by_fmt(
     path.write_text(legacy)
     result = runner.invoke(main, ["validate"])
     assert result.exit_code == 0, result.output
-    assert "PL005" not in result.output and "PL006" in result.output
+    assert "PL005" not in result.output and "0 warning(s)" in result.output
     assert runner.invoke(main, ["fmt"]).exit_code == 0
     text = path.read_text()
     assert text.startswith("---\ntitle: Response Caching\nstatus: Proposed\n")

@@ -135,7 +135,13 @@ def test_collection_error_fails_the_feature_named_by_the_file(pytester: pytest.P
 
 @pytest.mark.parametrize(
     ("marker", "message"),
-    [("feature()", "exactly one slug"), ("feature('Not A Slug')", "not lowercase-with-hyphens")],
+    [
+        ("feature()", "feature('slug', step=N)"),
+        ("feature('alpha', stage=1)", "feature('slug', step=N)"),
+        ("feature('Not A Slug')", "not lowercase-with-hyphens"),
+        ("feature('alpha', step=0)", "a step is the number of an Implementation Step"),
+        ("feature('alpha', step='3')", "a step is the number of an Implementation Step"),
+    ],
 )
 def test_malformed_marker_is_a_usage_error(pytester: pytest.Pytester, marker: str, message: str) -> None:
     pytester.makepyfile(test_bad=f"import pytest\n\n@pytest.mark.{marker}\ndef test_b():\n    pass\n")
@@ -178,7 +184,8 @@ def test_progress_lines_and_git_commit(tmp_path: Path) -> None:
     head = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True, check=True
     ).stdout.strip()
-    (tmp_path / "notes.txt").write_text("not committed\n")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "notes.txt").write_text("not committed\n")  # under tests/: evidence depends on it
     read_fd, write_fd = os.pipe()
     evidence_path = tmp_path / ".planner" / "evidence.json"
     proc = subprocess.run(
@@ -205,8 +212,11 @@ def test_progress_lines_and_git_commit(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert lines == ["collected 2", "done passed test_p.py::test_a", "done failed test_p.py::test_b"]
     data = json.loads(evidence_path.read_text())
-    assert data["git_commit"] == head + "-dirty"  # notes.txt is not committed
+    assert (data["version"], data["git_commit"], data["dirty"]) == (2, head, True)  # notes.txt: uncommitted
+    assert data["fingerprint"] and set(data["inputs"]) >= {"gateway", "tests", "plans", "docs"}
     assert data["features"]["alpha"]["failed"] == 1
+    failed = [t for t in data["features"]["alpha"]["tests"] if t["outcome"] == "failed"]
+    assert failed[0]["message"].startswith("assert False")
 
 
 def test_an_interrupted_run_keeps_the_previous_evidence(pytester: pytest.Pytester) -> None:
@@ -217,3 +227,54 @@ def test_an_interrupted_run_keeps_the_previous_evidence(pytester: pytest.Pyteste
     result, _ = run_inner(pytester)
     assert result.ret == pytest.ExitCode.INTERRUPTED
     assert path.read_text() == before
+
+
+STEPS = """
+import pytest
+
+pytestmark = pytest.mark.feature("alpha")
+
+
+@pytest.mark.feature("alpha", step=2)
+@pytest.mark.feature("beta", step=(1, 3))
+def test_two_features_with_steps():
+    pass
+
+
+@pytest.mark.feature("alpha", step=[1, 2])
+def test_list_of_steps():
+    detail = "Authorization: Bearer sk-live-secret-1234 was refused for sk-given-key "
+    raise AssertionError(detail + "x" * 900)
+
+
+def test_no_step():
+    pytest.skip("needs a live gateway")
+"""
+
+
+def test_steps_and_messages_are_recorded_without_secrets(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_steps=STEPS)
+    _, path = run_inner(pytester, "--gateway-key", "sk-given-key")
+    evidence = load_evidence(path)
+    assert evidence is not None
+    alpha = {t.name.split("::")[-1]: t for t in evidence.features["alpha"].tests}
+    beta = {t.name.split("::")[-1]: t for t in evidence.features["beta"].tests}
+    assert alpha["test_two_features_with_steps"].steps == (2,) and alpha["test_list_of_steps"].steps == (1, 2)
+    assert beta["test_two_features_with_steps"].steps == (1, 3)
+    assert alpha["test_no_step"].steps == () and alpha["test_no_step"].message == "needs a live gateway"
+    message = alpha["test_list_of_steps"].message
+    assert message is not None and message.startswith("AssertionError: Authorization: Bearer *** was refused")
+    assert "sk-live-secret" not in message and "sk-given-key" not in message and "***" in message
+    assert len(message) <= 500 and message.endswith("…")
+    assert alpha["test_two_features_with_steps"].message is None  # passed: nothing to say
+
+
+def test_planner_feature_runs_only_that_features_tests(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_steps=STEPS)
+    result, path = run_inner(pytester, "--planner-feature", "beta")
+    result.assert_outcomes(passed=1, deselected=2)
+    evidence = load_evidence(path)
+    assert evidence is not None and set(evidence.features) == {"alpha", "beta"}
+    assert [t.name.split("::")[-1] for t in evidence.features["alpha"].tests] == [
+        "test_two_features_with_steps"
+    ]

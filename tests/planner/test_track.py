@@ -17,13 +17,14 @@ from gateway.catalog import CATALOG
 from gateway.config import load_config as load_gateway_config
 from planner.cli import main
 from planner.evidence import Evidence, FeatureEvidence, RecordedTest, load_evidence
-from planner.model import Design, Plan
-from planner.track import FeatureVerdict, format_table, judge
+from planner.model import Design, Plan, Section, Step
+from planner.track import FeatureVerdict, format_table, judge, judge_recorded
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def plan(slug: str, status: str, feature: str | None = None) -> Plan:
+def plan(slug: str, status: str, feature: str | None = None, steps: int = 1) -> Plan:
+    body = "\n".join(f"{n}. Step {n} of {slug}." for n in range(1, steps + 1))
     return Plan(
         path=Path(f"plans/HIGH-{slug}.md"),
         slug=slug,
@@ -39,26 +40,29 @@ def plan(slug: str, status: str, feature: str | None = None) -> Plan:
         owner=None,
         updated=None,
         h1=None,
-        sections=(),
+        sections=(Section("Implementation Steps", body, 20),) if steps else (),
         body="",
         legacy=False,
     )
 
 
-def design(slug: str) -> Design:
-    return Design(path=Path(f"docs/design/{slug}.md"), slug=slug, title=slug.title(), feature=slug)
+def design(slug: str, steps: int = 1) -> Design:
+    declared = tuple(Step(n, f"Step {n} of {slug}.") for n in range(1, steps + 1))
+    return Design(
+        path=Path(f"docs/design/{slug}.md"), slug=slug, title=slug.title(), feature=slug, steps=declared
+    )
 
 
-def ran(slug: str, passed: int = 0, failed: int = 0, skipped: int = 0) -> FeatureEvidence:
-    recorded = [
-        RecordedTest(f"tests/acceptance/test_{slug}.py::test_ok_{i}", "passed") for i in range(passed)
-    ]
+def ran(
+    slug: str, passed: int = 0, failed: int = 0, skipped: int = 0, steps: tuple[int, ...] = (1,)
+) -> FeatureEvidence:
+    """Recorded tests of `slug`, each verifying `steps`."""
+    base = f"tests/acceptance/test_{slug}.py"
+    recorded = [RecordedTest(f"{base}::test_ok_{i}", "passed", steps) for i in range(passed)]
     recorded += [
-        RecordedTest(f"tests/acceptance/test_{slug}.py::test_bad_{i}", "failed") for i in range(failed)
+        RecordedTest(f"{base}::test_bad_{i}", "failed", steps, f"assert {i} == 1") for i in range(failed)
     ]
-    recorded += [
-        RecordedTest(f"tests/acceptance/test_{slug}.py::test_skip_{i}", "skipped") for i in range(skipped)
-    ]
+    recorded += [RecordedTest(f"{base}::test_skip_{i}", "skipped", steps, "no TLS") for i in range(skipped)]
     return FeatureEvidence(passed, failed, skipped, tuple(recorded))
 
 
@@ -77,17 +81,24 @@ def only(plans: list[Plan], designs: list[Design], ev: Evidence, slug: str) -> F
 
 def test_completed_with_a_failing_test_is_an_error_naming_it() -> None:
     row = only([plan("caching", "Completed")], [], evidence({"caching": ran("caching", 2, 1)}), "caching")
-    assert row.verdict == "error"
+    assert row.verdict == "error" and row.regression
     assert "marked Completed" in row.message and "test_caching.py::test_bad_0" in row.message
     assert (row.passed, row.failed) == (2, 1)
+    assert row.failures == (("tests/acceptance/test_caching.py::test_bad_0", "assert 0 == 1"),)
 
 
-@pytest.mark.parametrize("fe", [None, ran("caching", skipped=2)])
-def test_completed_without_a_test_that_ran_is_an_error(fe: FeatureEvidence | None) -> None:
-    ev = evidence({"caching": fe} if fe else {})
-    row = only([plan("caching", "Completed")], [], ev, "caching")
+def test_completed_without_any_test_is_an_error() -> None:
+    row = only([plan("caching", "Completed")], [], evidence({}), "caching")
     assert row.verdict == "error" and "no acceptance test of `caching` ran" in row.message
-    assert row.progress is None
+    assert row.progress == 0 and row.regression
+
+
+def test_completed_with_only_skipped_tests_is_unverified_not_a_regression() -> None:
+    """TLS tests skip against a live gateway: that proves nothing either way."""
+    row = only([], [design("tls")], evidence({"tls": ran("tls", skipped=7)}), "tls")
+    assert row.verdict == "warning" and not row.regression
+    assert row.message == "unverified: no acceptance test of `tls` ran (7 skipped: no TLS)"
+    assert (row.steps_done, row.steps_total) == (0, 1)
 
 
 def test_completed_and_green_is_ok_and_points_to_complete() -> None:
@@ -97,28 +108,62 @@ def test_completed_and_green_is_ok_and_points_to_complete() -> None:
 
 def test_a_completed_design_that_fails_is_a_regression() -> None:
     row = only([], [design("caching")], evidence({"caching": ran("caching", 1, 1)}), "caching")
-    assert (row.verdict, row.status) == ("error", "Completed")
+    assert (row.verdict, row.status, row.regression) == ("error", "Completed", True)
     assert row.message.startswith("regression: 1 of 2 acceptance tests fail")
 
 
 def test_a_completed_design_without_tests_is_a_regression() -> None:
     row = only([], [design("caching")], evidence(), "caching")
-    assert row.verdict == "error" and row.message.startswith("regression")
+    assert row.verdict == "error" and row.message.startswith("regression") and row.regression
 
 
 def test_a_completed_design_that_passes_is_ok() -> None:
     row = only([], [design("caching")], evidence({"caching": ran("caching", 2)}), "caching")
-    assert row.verdict == "ok" and row.message == "2 of 2 acceptance tests passing"
+    assert row.verdict == "ok" and row.message == "1/1 steps done; 2 of 2 acceptance tests passing"
+    assert not row.regression and row.stale is None
 
 
-def test_in_progress_reports_progress() -> None:
-    row = only(
-        [plan("caching", "In Progress")], [], evidence({"caching": ran("caching", 3, 1, 1)}), "caching"
+def test_a_completed_design_with_a_step_no_test_verifies_is_unverified() -> None:
+    row = only([], [design("caching", steps=3)], evidence({"caching": ran("caching", 2)}), "caching")
+    assert row.verdict == "warning" and not row.regression
+    assert row.message == "unverified: 1/3 steps done; step 2, 3: no test"
+
+
+def test_in_progress_progress_counts_steps_not_tests() -> None:
+    """Every test passing is not 100%: two of the four declared steps have no test yet."""
+    fe = ran("caching", 3, steps=(1, 2))
+    row = only([plan("caching", "In Progress", steps=4)], [], evidence({"caching": fe}), "caching")
+    assert row.verdict == "info" and row.progress == pytest.approx(0.5)
+    assert (row.steps_done, row.steps_total) == (2, 4)
+    assert row.message == "in progress: 2/4 steps done; 3 of 3 acceptance tests passing"
+    assert [s.state for s in row.steps] == ["done", "done", "no test", "no test"]
+
+
+def test_a_step_with_a_failing_or_skipped_test_is_not_done() -> None:
+    tests = (
+        RecordedTest("t::a", "passed", (1, 2)),
+        RecordedTest("t::b", "failed", (1,), "boom"),
+        RecordedTest("t::c", "skipped", (2,), "live"),
+        RecordedTest("t::d", "passed", (3,)),
     )
-    assert row.verdict == "info" and row.progress == pytest.approx(0.75)
-    assert row.message == "3 of 4 acceptance tests passing (1 skipped)"
+    fe = FeatureEvidence(2, 1, 1, tests)
+    row = only([plan("caching", "In Progress", steps=3)], [], evidence({"caching": fe}), "caching")
+    assert [s.state for s in row.steps] == ["failing", "unverified", "done"]
+    assert row.progress == pytest.approx(1 / 3) and row.failures == (("t::b", "boom"),)
     empty = only([plan("caching", "In Progress")], [], evidence(), "caching")
-    assert empty.verdict == "info" and empty.progress is None
+    assert empty.verdict == "info" and empty.progress == 0
+
+
+def test_tests_naming_a_step_the_plan_does_not_have_are_a_warning() -> None:
+    fe = ran("caching", 1, steps=(1, 9))
+    row = only([plan("caching", "In Progress", steps=2)], [], evidence({"caching": fe}), "caching")
+    assert row.verdict == "warning" and "step(s) 9, which the plan does not declare (it has 2)" in row.message
+
+
+def test_stale_text_is_copied_onto_every_row() -> None:
+    report = judge([plan("a", "Planned")], [design("b")], evidence(), stale="from commit abc1234")
+    assert {row.stale for row in report.features} == {"from commit abc1234"}
+    assert "stale (from commit abc1234)" in format_table(report)
 
 
 @pytest.mark.parametrize("status", ["Proposed", "Planned"])
@@ -190,13 +235,24 @@ def test_summary_counts_and_json_shape() -> None:
         "failed",
         "skipped",
         "progress",
+        "steps_done",
+        "steps_total",
         "verdict",
         "message",
+        "regression",
+        "stale",
+        "failures",
+        "steps",
     }
-    assert data["features"][2]["progress"] == 0.5
+    assert data["features"][2]["progress"] == 0.0  # its one step has a failing test
+    assert data["features"][2]["failures"] == [
+        {"test": "tests/acceptance/test_c.py::test_bad_0", "message": "assert 0 == 1"}
+    ]
+    assert data["evidence"]["git_commit"] == "abc123" and data["evidence"]["stale"] is None
     table = format_table(report)
-    assert table.splitlines()[0].split()[:3] == ["FEATURE", "STATUS", "PASS"]
+    assert table.splitlines()[0].split()[:3] == ["FEATURE", "STATUS", "STEPS"]
     assert "1 error(s), 1 warning(s)" in table and "abc123" in table
+    assert "failing tests:\n  tests/acceptance/test_c.py::test_bad_0: assert 0 == 1" in table
 
 
 # End to end: `planner track` on a small project of its own, running real pytest subprocesses.
@@ -240,15 +296,15 @@ Design.
 ACCEPTANCE = """
 import pytest
 
-@pytest.mark.feature("alpha")
+@pytest.mark.feature("alpha", step=1)
 def test_alpha_works():
     pass
 
-@pytest.mark.feature("alpha")
+@pytest.mark.feature("alpha", step=1)
 def test_alpha_also_works():
     assert {alpha_ok}
 
-@pytest.mark.feature("beta")
+@pytest.mark.feature("beta", step=1)
 def test_beta_works():
     pass
 """
@@ -290,9 +346,29 @@ def test_track_runs_writes_evidence_and_judges(tmp_path: Path, monkeypatch: pyte
         "passed": 1,
         "failed": 1,
         "skipped": 0,
-        "progress": 0.5,
+        "progress": 0.0,
+        "steps_done": 0,
+        "steps_total": 1,
         "verdict": "info",
-        "message": "1 of 2 acceptance tests passing",
+        "message": "in progress: 0/1 steps done; 1 of 2 acceptance tests fail: "
+        "tests/acceptance/test_demo.py::test_alpha_also_works",
+        "regression": False,
+        "stale": None,
+        "failures": [
+            {"test": "tests/acceptance/test_demo.py::test_alpha_also_works", "message": "assert False"}
+        ],
+        "steps": [
+            {
+                "number": 1,
+                "text": "Step.",
+                "done": False,
+                "state": "failing",
+                "tests": [
+                    {"name": "tests/acceptance/test_demo.py::test_alpha_also_works", "outcome": "failed"},
+                    {"name": "tests/acceptance/test_demo.py::test_alpha_works", "outcome": "passed"},
+                ],
+            }
+        ],
     }
     assert rows["beta"]["verdict"] == "warning" and "ahead of its plan" in rows["beta"]["message"]
     assert data["summary"] == {"errors": 0, "warnings": 1}
@@ -340,10 +416,9 @@ def test_usage_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = make_project(tmp_path)
     monkeypatch.delenv("PLANNER_GATEWAY_KEY", raising=False)
     assert invoke(root, monkeypatch, "--gateway-url", "http://127.0.0.1:9").exit_code == 2
-    result = invoke(
-        root, monkeypatch, "--no-run", "--gateway-url", "http://127.0.0.1:9", "--gateway-key", "k"
-    )
-    assert result.exit_code == 2 and "--no-run" in result.output
+    # --no-run with --gateway-url judges that target's own record, which does not exist yet.
+    result = invoke(root, monkeypatch, "--no-run", "--gateway-url", "http://127.0.0.1:9")
+    assert result.exit_code == 1 and ".planner/evidence-127.0.0.1-9.json" in result.output
     shutil.rmtree(root / "tests")
     result = invoke(root, monkeypatch)
     assert result.exit_code == 1 and "no acceptance tests folder" in result.output
@@ -404,8 +479,10 @@ def test_live_mode_against_a_gateway_on_a_loopback_port(
             "--format",
             "json",
         )
-    evidence = load_evidence(root / ".planner" / "evidence.json")
+    port = url.rpartition(":")[2]
+    evidence = load_evidence(root / ".planner" / f"evidence-127.0.0.1-{port}.json")  # kept per target
     assert evidence is not None, result.output
+    assert not (root / ".planner" / "evidence.json").exists()  # the in-process record is not touched
     assert (evidence.gateway_url, evidence.gateway_version) == (url, gateway_version)
     assert evidence.gateway_features is not None  # read from /admin/features with the master key
     assert set(evidence.gateway_features) == {f.slug for f in CATALOG}
@@ -446,3 +523,41 @@ def test_in_process_gateway_reports_its_build(tmp_path: Path, monkeypatch: pytes
     assert set(evidence.gateway_features) == {f.slug for f in CATALOG}
     row = next(r for r in json.loads(result.stdout)["features"] if r["slug"] == "alpha")
     assert row["verdict"] == "warning" and "does not report `alpha`" in row["message"]  # in-process: no error
+
+
+def test_show_lists_the_steps_with_what_the_evidence_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_project(tmp_path)
+    monkeypatch.chdir(root)
+    before = CliRunner().invoke(main, ["show", "alpha"])
+    assert "steps: 1, not verified yet: run `planner track`" in before.output
+    assert invoke(root, monkeypatch).exit_code == 0
+    shown = CliRunner().invoke(main, ["show", "alpha"])
+    assert shown.exit_code == 0, shown.output
+    assert "steps: 0/1 done; evidence from commit unknown" in shown.output  # not a git work tree
+    assert "[!] 1. Step." in shown.output  # a linked test fails
+    set_status(root, "beta", "In Progress")  # plans/ changed since the run: the evidence is stale
+    assert (
+        "evidence is stale (from commit unknown; changed since: plans/)"
+        in CliRunner().invoke(main, ["show", "beta"]).output
+    )
+    data = json.loads(CliRunner().invoke(main, ["show", "beta", "--format", "json"]).output)
+    assert data["steps"] == [{"number": 1, "text": "Step."}]
+
+
+def test_judge_recorded_is_what_the_site_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One call: the target's recorded evidence, judged, with its staleness; None before any run."""
+    root = make_project(tmp_path, alpha_ok=True)
+    plans = [plan("alpha", "In Progress"), plan("beta", "Planned")]
+    assert judge_recorded(root, plans, []) is None
+    assert invoke(root, monkeypatch).exit_code == 0
+    report = judge_recorded(root, plans, [])
+    assert report is not None and report.stale is None
+    alpha = report.feature("alpha")
+    assert alpha is not None and (alpha.steps_done, alpha.steps_total, alpha.progress) == (1, 1, 1.0)
+    (root / "tests" / "acceptance" / "test_demo.py").write_text(ACCEPTANCE.format(alpha_ok=False))
+    stale = judge_recorded(root, plans, [])
+    assert stale is not None and stale.stale == "from commit unknown; changed since: tests/"
+    assert all(row.stale == stale.stale for row in stale.features)
+    assert judge_recorded(root, plans, [], gateway_url="http://127.0.0.1:9") is None  # another target

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from plan_docs import SECTIONS, legacy_text, plan_text
+from plan_docs import SECTIONS, plan_text
 
 from planner.cli import main
 from planner.config import load_config
@@ -44,7 +44,6 @@ def test_clean_plan_passes(root: Path, runner: CliRunner) -> None:
         ("HIGH-x.md", "---\n- a\n- b\n---\n# x\n", "PL004", 2),
         ("HIGH-x.md", plan_text(extra="status: Planned\n"), "PL004", 8),
         ("HIGH-x.md", "# Just a page\n\nSome text.\n", "PL005", 1),
-        ("HIGH-response-caching.md", legacy_text(), "PL006", 3),
         ("HIGH-response-caching.md", plan_text().replace("estimate: 1 week\n", ""), "PL010", 1),
         ("HIGH-response-caching.md", plan_text(title="[a, b]", h1="x"), "PL011", 2),
         ("HIGH-response-caching.md", plan_text(status="in progress"), "PL012", 3),
