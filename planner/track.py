@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,6 +57,14 @@ class FeatureVerdict:
     progress: float | None
     verdict: Verdict
     message: str
+    # --- Fields the site renders (roadmap-site branch). Conservative stand-ins until step-based progress and
+    # evidence v2 land: the roadmap-evidence branch's definitions of these fields replace these at merge.
+    steps_done: int = 0
+    steps_total: int = 0
+    stale: str | None = None  # why the evidence is stale (e.g. "from commit abc1234"); None when fresh
+    failures: tuple[tuple[str, str], ...] = ()  # (test name, failure message)
+    regression: bool = False  # a Completed feature whose acceptance tests fail or did not run
+    # --- end of the roadmap-site stand-ins
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -116,6 +124,7 @@ def judge(plans: Sequence[Plan], designs: Sequence[Design], evidence: Evidence) 
             message = "the gateway reports this feature, but no plan or design covers it"
         rows.append(_row(feature, None, fe, "warning", message))
     rows.sort(key=lambda r: r.slug)
+    rows = [_mark_regression(r) for r in rows]  # roadmap-site stand-in; see FeatureVerdict
     return TrackReport(tuple(rows), evidence)
 
 
@@ -153,6 +162,13 @@ def _judge_one(slug: str, status: str, feature: str, evidence: Evidence, *, desi
         where = f"the gateway at {evidence.gateway_url}" if live else "the gateway"
         message += f"; verified, but {where} does not report `{feature}` in /admin/features"
     return _row(slug, status, fe, verdict, message)
+
+
+def _mark_regression(row: FeatureVerdict) -> FeatureVerdict:
+    """roadmap-site stand-in: Completed (a plan or a design) with a failing test, or none that ran."""
+    if row.status == COMPLETED and (row.failed or not row.passed):
+        return replace(row, regression=True)
+    return row
 
 
 def _row(
