@@ -58,6 +58,7 @@ KNOWN_KEYS = (
     "feature",
     "owner",
     "updated",
+    "superseded_by",
 )
 REQUIRED_KEYS = ("title", "status", "priority", "complexity", "estimate", "dependencies")
 # Keys people reach for that mean one of ours.
@@ -324,7 +325,7 @@ def _build_plan(
         # Plain strings are nearly every value: skip the general conversion for them.
         values[key] = value.strip() if value.__class__ is str else _text(key, fields, report)
     for key, allowed in (
-        ("status", config.statuses),
+        ("status", config.all_statuses),
         ("priority", config.priorities),
         ("complexity", config.complexities),
     ):
@@ -428,6 +429,7 @@ def _build_plan(
         sections=tuple(sections),
         body=meta.body,
         legacy=meta.legacy,
+        superseded_by=_dependency_slug(values["superseded_by"]) if values["superseded_by"] else None,
         extra=extra,
         positions=positions,
     )
@@ -465,12 +467,14 @@ def load_designs(config: PlannerConfig) -> list[Design]:
                 title_from_slug(path.stem),
             )
         feature = front.get("feature")
+        priority = front.get("priority")
         designs.append(
             Design(
                 path=path,
                 slug=path.stem,
                 title=title.strip(),
                 feature=feature.strip() if isinstance(feature, str) and feature.strip() else path.stem,
+                priority=priority.strip() if isinstance(priority, str) and priority.strip() else None,
             )
         )
     return designs
