@@ -46,6 +46,7 @@ __all__ = [
     "split_lines",
     "suggest",
     "title_from_slug",
+    "quiet_front_matter",
 ]
 
 KNOWN_KEYS = (
@@ -459,7 +460,7 @@ def load_designs(config: PlannerConfig) -> list[Design]:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             text = ""
-        front = _quiet_front_matter(text)
+        front = quiet_front_matter(text)
         title = front.get("title")
         if not isinstance(title, str) or not title.strip():
             title = next(
@@ -480,7 +481,7 @@ def load_designs(config: PlannerConfig) -> list[Design]:
     return designs
 
 
-def _quiet_front_matter(text: str) -> dict[str, object]:
+def quiet_front_matter(text: str) -> dict[str, object]:
     """Front matter of a page that is not a plan: best effort, problems are not ours to report."""
     lines = split_lines(text.removeprefix("\ufeff"))
     if not lines or lines[0].rstrip() != "---":
