@@ -41,12 +41,12 @@ __all__ = [
     "load_designs",
     "parse_plan",
     "priority_prefixes",
+    "quiet_front_matter",
     "slug_from_name",
     "slugify",
     "split_lines",
     "suggest",
     "title_from_slug",
-    "quiet_front_matter",
 ]
 
 KNOWN_KEYS = (
