@@ -73,7 +73,7 @@ def render(out: Path) -> None:
         sys.exit(1)
     renderer = Renderer(LinkStyle.MARKDOWN)
     try:
-        written = write_pages(roadmap, out, renderer.render(roadmap))
+        written = write_pages(roadmap, out, renderer.render(roadmap), renderer=renderer)
     except OSError as exc:
         raise click.ClickException(
             f"cannot write the pages to {out}: {exc.strerror} ({exc.filename})"

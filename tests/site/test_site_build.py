@@ -184,6 +184,10 @@ def test_invalid_plan_fails_strict_build_with_validate_messages(
     assert lenient.returncode == 0, lenient.stderr
     overview = (tmp_path / "lenient" / "roadmap" / "index.html").read_text(encoding="utf-8")
     assert "problem" in overview and bad.name in overview
+    # Under plain `mkdocs serve`/`build` the invalid status is marked, never a fifth board column.
+    board = (tmp_path / "lenient" / "roadmap" / "board" / "index.html").read_text(encoding="utf-8")
+    assert "Doing (" not in board and board.count('class="planner-column ') == 4
+    assert "Invalid status: not on the board" in board and 'href="../plans/gamma/"' in board
 
 
 def test_render_command_writes_markdown(
@@ -325,7 +329,11 @@ def test_completed_features_appear_from_design_pages(project: Path, tmp_path: Pa
     design = project / "docs" / "design"
     design.mkdir()
     (design / "index.md").write_text("# Design decisions\n", encoding="utf-8")
-    (design / "gamma.md").write_text("---\ntitle: Gamma\nfeature: gamma\n---\n# Gamma\n", encoding="utf-8")
+    (design / "gamma.md").write_text(
+        "---\ntitle: Gamma\npriority: High\nfeature: gamma\nstatus: Completed\n---\n# Gamma\n\n"
+        "Completed 2026-11-20: 3 of 3 acceptance tests passing (at commit 0ld).\n\n## Goal\n\nG.\n",
+        encoding="utf-8",
+    )
     write_plan(project, "delta", priority="Medium", deps="gamma")
     (project / ".planner").mkdir()
     (project / ".planner" / "evidence.json").write_text(
@@ -350,7 +358,12 @@ def test_completed_features_appear_from_design_pages(project: Path, tmp_path: Pa
     delta = (site / "roadmap" / "plans" / "delta" / "index.html").read_text(encoding="utf-8")
     assert 'href="../../../design/gamma/"' in delta
     readiness = (site / "roadmap" / "readiness" / "index.html").read_text(encoding="utf-8")
-    assert "Gamma</a> — 3 of 3 passing" in readiness
+    high = readiness.split('id="high-production-essentials"')[1].split('id="medium-production-readiness"')[0]
+    assert "Gamma</a> — " in high and "3 of 3 passing" in high  # under the priority its page keeps
+    page = (site / "design" / "gamma" / "index.html").read_text(encoding="utf-8")
+    assert "3 of 3 acceptance tests passing (evidence recorded 2026-11-26 at commit 0123456)" in page
+    assert "Completed 2026-11-20; at completion: 3 of 3" in page
+    assert "md-status" not in page  # Material's page-status icon does not pick up the plan status
     assert "Acceptance tests recorded verified 2026-11-26 at commit 0123456" not in readiness
     assert "recorded on 2026-11-26 at commit 0123456" in readiness
     data = json.loads((site / "roadmap" / "roadmap.json").read_text(encoding="utf-8"))
@@ -359,14 +372,20 @@ def test_completed_features_appear_from_design_pages(project: Path, tmp_path: Pa
             "slug": "gamma",
             "title": "Gamma",
             "feature": "gamma",
+            "priority": "High",
             "source": "docs/design/gamma.md",
             "evidence": {
                 "passed": 3,
                 "failed": 0,
                 "skipped": 0,
+                "steps_done": 0,
+                "steps_total": 0,
                 "progress": 1.0,
                 "verified": True,
-                "summary": "3 of 3 acceptance tests passing, verified 2026-11-26 at commit 0123456",
+                "verdict": "ok",
+                "regression": False,
+                "stale": None,
+                "summary": "3 of 3 acceptance tests passing (evidence recorded 2026-11-26 at commit 0123456)",
             },
         }
     ]
