@@ -198,6 +198,8 @@ def test_render_command_writes_markdown(
     result = CliRunner().invoke(main, ["render", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "written" in result.output
+    # A fresh clone has no evidence: the command says how to get it, as the pages' banner does.
+    assert "every feature shows 'not verified yet'; run `planner track`" in result.output
     index = (out / "roadmap" / "index.md").read_text(encoding="utf-8")
     assert index.startswith("# Roadmap") and "[Alpha](plans/alpha.md)" in index
     assert 'click t_alpha href "plans/alpha.md"' in (out / "roadmap" / "timeline.md").read_text(
