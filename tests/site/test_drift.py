@@ -57,6 +57,7 @@ def test_a_regression_is_red_on_every_page(tmp_path: Path) -> None:
     assert "- [ ] [Admin-Api](../design/admin-api.md)" in readiness.split("## High")[1].split("## Medium")[0]
     graph = pages["roadmap/dependencies.md"]
     assert 'n_admin_api["Admin-Api"]:::regression' in graph and "classDef regression" in graph
+    assert 'planner-flag-regression">regression</span> (completed, but' in graph  # the legend says so
     data = json.loads(pages["roadmap/roadmap.json"])
     assert data["completed"][0]["evidence"]["regression"] is True
     assert data["completed"][0]["priority"] == "High"
@@ -170,6 +171,7 @@ def test_closed_plans_are_archived_not_scheduled(tmp_path: Path) -> None:
     assert "[<span" in pages["roadmap/index.md"] and "](archive/rejected.md)" in pages["roadmap/index.md"]
     lru = pages["roadmap/plans/lru.md"]
     assert '!!! abstract "Superseded by cache"' in lru and "Superseded by [Cache](cache.md)." in lru
+    assert "Verified progress" not in lru  # a closed proposal is not tracked
 
 
 def test_an_invalid_status_is_not_a_board_column(tmp_path: Path) -> None:
