@@ -184,3 +184,10 @@ def test_an_invalid_status_is_not_a_board_column(tmp_path: Path) -> None:
     assert "[Done Thing](plans/done-thing.md)" in board.split("Invalid status")[1]
     assert 'planner-flag-invalid">invalid status</span>' in pages["roadmap/index.md"]
     assert '!!! failure "Invalid status Done"' in pages["roadmap/plans/done-thing.md"]
+
+
+def test_failure_messages_show_on_the_plan_page(tmp_path: Path) -> None:
+    failures = (("t.py::test_miss", "assert 'MISS' == 'HIT'"),)
+    roadmap = with_verdicts(regressed_roadmap(tmp_path), cache={"failures": failures})
+    text = Renderer().render(roadmap)["roadmap/plans/cache.md"]
+    assert "    Failures:\n\n    - `test_miss`: assert 'MISS' == 'HIT'" in text
