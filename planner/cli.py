@@ -415,7 +415,8 @@ def _all_plans(config: PlannerConfig) -> list[Plan]:
 @click.argument("new_status", metavar="STATUS")
 @click.option("--force", is_flag=True, help="Allow skipping forward more than one step.")
 def status(slug: str, new_status: str, force: bool) -> None:
-    """Move a plan's status: forward one step, or back any number of steps.
+    """Move a plan's status: forward one step, back any number of steps, or close it (Rejected, Withdrawn,
+    Deferred, Superseded: see `closed_statuses` in [tool.planner]).
 
     Completed is reached only through `planner complete SLUG`, which checks the feature's acceptance tests.
     """

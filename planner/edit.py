@@ -162,8 +162,9 @@ def change_status(
     config: PlannerConfig, name: str, new_status: str, *, force: bool = False
 ) -> tuple[Path, str, str]:
     """Move a plan's status: forward one step or back any number; skipping forward needs `force`.
+    Closing a plan (Rejected, Withdrawn, Deferred, Superseded) or reopening it is allowed from any state.
 
-    The last status (Completed) is never set here: it is earned through `planner complete`, which checks
+    The completed status is never set here: it is earned through `planner complete`, which checks
     the feature's acceptance tests. Returns (path, old status, new status).
     """
     statuses = list(config.all_statuses)

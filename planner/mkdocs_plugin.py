@@ -4,7 +4,8 @@ Enabled in mkdocs.yml as `plugins: [search, planner]`. Nothing is written into d
 mkdocs 1.6 generated file. While serving, plans/ and the evidence file are watched, so an edited plan
 shows up on reload. Problems are logged with the same messages as `planner validate`; errors are logged
 as warnings so `mkdocs build --strict` fails on an invalid plan while plain `mkdocs serve` still shows the
-site. Navigation entries naming a folder (`- Tutorial: tutorial/`) are expanded to the pages in it, so
+site. A completed feature's design page gets its live verification under its title, and its `status:` is
+kept from Material's page-status icons. Navigation entries naming a folder (`- Tutorial: tutorial/`) are expanded to the pages in it, so
 pages added later appear without editing mkdocs.yml.
 """
 
