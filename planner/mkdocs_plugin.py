@@ -5,8 +5,8 @@ mkdocs 1.6 generated file. While serving, plans/ and the evidence file are watch
 shows up on reload. Problems are logged with the same messages as `planner validate`; errors are logged
 as warnings so `mkdocs build --strict` fails on an invalid plan while plain `mkdocs serve` still shows the
 site. A completed feature's design page gets its live verification under its title, and its `status:` is
-kept from Material's page-status icons. Navigation entries naming a folder (`- Tutorial: tutorial/`) are expanded to the pages in it, so
-pages added later appear without editing mkdocs.yml.
+kept from Material's page-status icons. Navigation entries naming a folder (`- Tutorial: tutorial/`) are
+expanded to the pages in it, so pages added later appear without editing mkdocs.yml.
 """
 
 from __future__ import annotations
