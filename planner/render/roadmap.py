@@ -69,10 +69,6 @@ class FeatureState:
         return "error" if self.regression else self.verdict.verdict
 
     @property
-    def has_steps(self) -> bool:
-        return self.verdict is not None and self.verdict.steps_total > 0
-
-    @property
     def all_green(self) -> bool:
         return self.verdict is not None and self.verdict.passed > 0 and self.verdict.failed == 0
 
@@ -120,12 +116,10 @@ class FeatureState:
         if v is None:
             return "—"
         if v.steps_total:
-            text = f"{v.steps_done}/{v.steps_total} steps"
-        elif v.passed + v.failed:
-            text = f"{v.passed}/{v.passed + v.failed} tests"
-        else:
-            text = "no test ran"
-        return text
+            return f"{v.steps_done}/{v.steps_total} steps"
+        if v.passed + v.failed:
+            return f"{v.passed}/{v.passed + v.failed} tests"
+        return "no test ran"
 
     @property
     def brief(self) -> str:
@@ -133,15 +127,16 @@ class FeatureState:
         v = self.verdict
         if self.evidence is None or v is None:
             return NOT_VERIFIED
-        if v.passed + v.failed == 0:
-            text = "no acceptance test ran" + (f" ({v.skipped} skipped)" if v.skipped else "")
-        elif v.steps_total:
-            text = f"{v.steps_done} of {v.steps_total} steps verified, tests {self._tests()}"
-        elif self.status == self.in_progress_status:
-            text = f"tests {self._tests()}; no steps linked to tests, so no progress measured"
-        else:
-            text = self._tests()
-        return text
+        ran = v.passed + v.failed
+        none_ran = "no acceptance test ran" + (f" ({v.skipped} skipped)" if v.skipped else "")
+        if v.steps_total:
+            tests = f"tests {self._tests()}" if ran else none_ran
+            return f"{v.steps_done} of {v.steps_total} steps verified, {tests}"
+        if not ran:
+            return none_ran
+        if self.status == self.in_progress_status:
+            return f"tests {self._tests()}; no steps linked to tests, so no progress measured"
+        return self._tests()
 
     @property
     def text(self) -> str:
@@ -235,13 +230,6 @@ class Roadmap:
         """Plans whose status is not a configured one (validation reports them; the site marks them)."""
         allowed = set(self.config.all_statuses)
         return tuple(p for p in self.plans if p.status not in allowed)
-
-    def priority_of(self, slug: str) -> str | None:
-        plan = self.plans_by_slug.get(slug)
-        if plan is not None:
-            return plan.priority
-        design = self.designs_by_slug.get(slug)
-        return design.priority if design is not None else None
 
     @cached_property
     def plans_by_slug(self) -> dict[str, Plan]:

@@ -128,6 +128,11 @@ def test_progress_is_steps_done_over_steps_declared(tmp_path: Path) -> None:
         regressed_roadmap(tmp_path), cache={"steps_done": 7, "steps_total": 7, "passed": 5, "failed": 0}
     )
     assert "- [x] [Cache](plans/cache.md)" in Renderer().render(done)["roadmap/readiness.md"]
+    declared = with_verdicts(regressed_roadmap(tmp_path), usage={"steps_total": 4})
+    assert (
+        "| 0 of 4 steps verified, no acceptance test ran |"
+        in Renderer().render(declared)["roadmap/priorities.md"]
+    )
 
 
 def test_completed_features_keep_their_priority_and_count(tmp_path: Path) -> None:
