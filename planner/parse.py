@@ -469,6 +469,8 @@ def load_designs(config: PlannerConfig) -> list[Design]:
             )
         feature = front.get("feature")
         priority = front.get("priority")
+        if isinstance(priority, str):  # `high` on a hand-written page still means the configured `High`
+            priority = next((p for p in config.priorities if p.lower() == priority.strip().lower()), priority)
         designs.append(
             Design(
                 path=path,

@@ -121,6 +121,7 @@ def completed(root: Path) -> None:
         "completed: 2026-11-26\n---\n# Rate Limiting\n\n## Goal\n\nLimit requests.\n"
     )
     design.joinpath("tracing.md").write_text("---\ntitle: Tracing\n---\n# Tracing\n\n## Goal\n\nSpans.\n")
+    design.joinpath("metrics.md").write_text("---\ntitle: Metrics\npriority: low\n---\n# Metrics\n")
     design.joinpath("index.md").write_text("# Design decisions\n")
     (root / "plans" / "LOW-admin-api.md").write_text(
         plan_text("Admin API", priority="Low", dependencies="[usage-tracking, rate-limiting]")
@@ -132,7 +133,7 @@ def test_list_includes_completed_features(root: Path, runner: CliRunner) -> None
     result = runner.invoke(main, ["list"])
     assert result.exit_code == 0, result.output
     slugs = [line.split()[0] for line in result.output.splitlines()[1:]]
-    assert slugs == ["rate-limiting", "response-caching", "usage-tracking", "admin-api", "tracing"]
+    assert slugs == ["rate-limiting", "response-caching", "usage-tracking", "admin-api", "metrics", "tracing"]
     result = runner.invoke(main, ["list", "--status", "Completed", "--format", "json"])
     data = json.loads(result.output)
     assert [(d["slug"], d["status"], d["priority"]) for d in data] == [
