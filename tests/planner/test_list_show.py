@@ -138,6 +138,7 @@ def test_list_includes_completed_features(root: Path, runner: CliRunner) -> None
     data = json.loads(result.output)
     assert [(d["slug"], d["status"], d["priority"]) for d in data] == [
         ("rate-limiting", "Completed", "High"),
+        ("metrics", "Completed", "Low"),  # `priority: low` on the page
         ("tracing", "Completed", None),
     ]
     assert data[0]["path"] == "docs/design/rate-limiting.md"
