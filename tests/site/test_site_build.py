@@ -418,3 +418,45 @@ def test_automatic_nav_lists_top_pages_then_folders(tmp_path: Path) -> None:
         {"Roadmap": "roadmap/"},
         {"Tutorial": "tutorial/"},
     ]
+
+
+def test_a_failing_test_of_a_completed_feature_turns_the_built_site_red(
+    project: Path, tmp_path: Path
+) -> None:
+    design = project / "docs" / "design"
+    design.mkdir()
+    (design / "gamma.md").write_text(
+        "---\ntitle: Gamma\npriority: High\nfeature: gamma\nstatus: Completed\n---\n# Gamma\n\n"
+        "Completed 2026-11-20: 3 of 3 acceptance tests passing (at commit 0ld).\n",
+        encoding="utf-8",
+    )
+    (project / ".planner").mkdir()
+    tests = [{"name": f"t.py::test_{n}", "outcome": "passed"} for n in ("a", "b")]
+    tests.append({"name": "t.py::test_c", "outcome": "failed"})
+    (project / ".planner" / "evidence.json").write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "generated_at": "2026-11-26T04:00:00+00:00",
+                "git_commit": "0123456789abcdef",
+                "gateway_version": "0.1.0",
+                "gateway_url": None,
+                "features": {"gamma": {"passed": 2, "failed": 1, "skipped": 0, "tests": tests}},
+            }
+        ),
+        encoding="utf-8",
+    )
+    site = tmp_path / "site"
+    result = mkdocs_build(project, site, "--strict")
+    assert result.returncode == 0, result.stderr
+
+    def page(path: str) -> str:
+        return (site / path / "index.html").read_text(encoding="utf-8")
+
+    for path in ("roadmap", "roadmap/board", "roadmap/readiness", "roadmap/priorities"):
+        assert "Regression: 1 completed feature no longer passes its acceptance tests" in page(path), path
+    assert "Completed (1, 1 regressed)" in page("roadmap/board")
+    assert "not production ready" in page("roadmap/readiness")
+    gamma = page("design/gamma")
+    assert "planner-flag-regression" in gamma and "regression: 1 of 3 acceptance tests fail" in gamma
+    assert "Completed 2026-11-20; at completion: 3 of 3" in gamma
