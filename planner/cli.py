@@ -18,8 +18,8 @@ from planner.config import ConfigError, PlannerConfig, load_config
 from planner.estimate import format_days, parse_estimate
 from planner.fmt import format_text
 from planner.graph import dependents
-from planner.model import Plan
-from planner.parse import suggest, title_from_slug
+from planner.model import Design, Plan
+from planner.parse import load_designs, quiet_front_matter, suggest, title_from_slug
 from planner.rules import RULES, Validation, expand, plan_files, read_plan
 from planner.rules import validate as validate_plans
 
@@ -249,23 +249,23 @@ def _stdin_is_terminal() -> bool:
     "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
 )
 def list_plans(statuses: tuple[str, ...], priorities: tuple[str, ...], fmt: str) -> None:
-    """List the plans, most important first."""
+    """List the plans and the completed features (design pages), most important first."""
     config = get_config()
-    wanted_status = _choices(statuses, config.statuses, "--status")
+    wanted_status = _choices(statuses, config.all_statuses, "--status")
     wanted_priority = _choices(priorities, config.priorities, "--priority")
     result = run_validation(config, None)
     plans = [
-        plan
-        for plan in listing.sort_plans(result.plans, config)
-        if (not wanted_status or plan.status in wanted_status)
-        and (not wanted_priority or plan.priority in wanted_priority)
+        entry
+        for entry in listing.sort_plans([*result.plans, *result.designs], config)
+        if (not wanted_status or listing.status_of(entry, config) in wanted_status)
+        and (not wanted_priority or entry.priority in wanted_priority)
     ]
     if fmt == "json":
         click.echo(json.dumps([listing.record(plan, config) for plan in plans], indent=2))
     elif fmt == "csv":
         click.echo(listing.to_csv(plans, config), nl=False)
     elif plans:
-        lines = listing.align(listing.to_table(plans))
+        lines = listing.align(listing.to_table(plans, config))
         colour = use_colour()
         click.echo(click.style(lines[0], bold=True) if colour else lines[0], color=colour)
         for line in lines[1:]:
@@ -293,12 +293,16 @@ def _choices(values: tuple[str, ...], allowed: tuple[str, ...], option: str) -> 
 @click.argument("slug")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def show(slug: str, fmt: str) -> None:
-    """Show one plan: its metadata, what depends on it, and its text."""
+    """Show one plan or completed feature: its metadata, what depends on it, and its text."""
     config = get_config()
     try:
         path = edit.find_plan(config, slug)
     except edit.EditError as exc:
-        raise click.ClickException(str(exc)) from exc
+        design = next((d for d in load_designs(config) if d.slug == slug.removesuffix(".md")), None)
+        if design is None:
+            raise click.ClickException(str(exc)) from exc
+        _show_design(config, design, fmt)
+        return
     result = run_validation(config, [path])
     plan = next((p for p in result.plans if p.path.resolve() == path.resolve()), None)
     if plan is None:
@@ -360,6 +364,48 @@ def show(slug: str, fmt: str) -> None:
     click.echo(plan.body.strip("\n"))
 
 
+def _show_design(config: PlannerConfig, design: Design, fmt: str) -> None:
+    """A completed feature: its design page's metadata and text, and the plans that build on it."""
+    text = design.path.read_text(encoding="utf-8")
+    front = _front_matter_values(text)
+    users = dependents(_all_plans(config), design.slug)
+    if fmt == "json":
+        data = listing.record(design, config)
+        data.update(dependents=users, completed=front.get("completed"), owner=front.get("owner"))
+        click.echo(json.dumps(data, indent=2))
+        return
+    rows = [
+        ("status", f"{config.completed_status} (design page)"),
+        ("priority", listing.priority_of(design)),
+        *((("completed", front["completed"]),) if front.get("completed") else ()),
+        *((("owner", front["owner"]),) if front.get("owner") else ()),
+        ("dependents", ", ".join(users) or "none"),
+        ("feature", design.feature),
+        ("path", listing.relative(design.path, config)),
+    ]
+    colour = use_colour()
+    heading = f"{design.title} ({design.slug})"
+    click.echo(click.style(heading, bold=True) if colour else heading, color=colour)
+    width = max(len(key) for key, _ in rows) + 2
+    for key, value in rows:
+        click.echo(f"  {key + ':':<{width}}{value}")
+    click.echo()
+    click.echo(_strip_front_matter(text).strip("\n"))
+
+
+def _front_matter_values(text: str) -> dict[str, str]:
+    return {str(k): str(v) for k, v in quiet_front_matter(text).items() if v is not None}
+
+
+def _strip_front_matter(text: str) -> str:
+    lines = text.split("\n")
+    if lines and lines[0].rstrip() == "---":
+        end = next((i for i in range(1, len(lines)) if lines[i].rstrip() == "---"), None)
+        if end is not None:
+            return "\n".join(lines[end + 1 :])
+    return text
+
+
 def _all_plans(config: PlannerConfig) -> list[Plan]:
     plans = []
     for path in plan_files(config.plans_path):
@@ -374,7 +420,8 @@ def _all_plans(config: PlannerConfig) -> list[Plan]:
 @click.argument("new_status", metavar="STATUS")
 @click.option("--force", is_flag=True, help="Allow skipping forward more than one step.")
 def status(slug: str, new_status: str, force: bool) -> None:
-    """Move a plan's status: forward one step, or back any number of steps.
+    """Move a plan's status: forward one step, back any number of steps, or close it (Rejected, Withdrawn,
+    Deferred, Superseded: see `closed_statuses` in [tool.planner]).
 
     Completed is reached only through `planner complete SLUG`, which checks the feature's acceptance tests.
     """

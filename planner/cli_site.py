@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from planner.config import ConfigError, PlannerConfig, load_config
+from planner.evidence import EVIDENCE_PATH
 from planner.problems import format_text
 from planner.render import Renderer, load_roadmap, write_pages
 from planner.render.assets import AssetError, fetch_mermaid, mermaid_path
@@ -23,11 +24,25 @@ def _config() -> PlannerConfig:
 
 
 def _report(roadmap: Roadmap) -> int:
-    """Print every problem as `planner validate` does; returns the number of errors."""
+    """Print every problem as `planner validate` does; returns the number of errors.
+
+    Also says when the site will show nothing verified (no evidence yet, as in a fresh clone) or shows
+    regressions, so the person starting the site hears it before opening a browser.
+    """
     for problem in roadmap.problems:
         click.echo(format_text(problem), err=True)
     if roadmap.evidence_error:
         click.echo(f"warning: {roadmap.evidence_error}", err=True)
+    elif roadmap.evidence is None:
+        click.echo(
+            f"note: no evidence in {EVIDENCE_PATH}: every feature shows 'not verified yet'; "
+            "run `planner track` to run the acceptance tests and record it",
+            err=True,
+        )
+    elif roadmap.regressions:
+        click.echo(
+            f"warning: regression in {', '.join(roadmap.regressions)} (`planner track` says why)", err=True
+        )
     return len(roadmap.errors)
 
 
@@ -73,7 +88,7 @@ def render(out: Path) -> None:
         sys.exit(1)
     renderer = Renderer(LinkStyle.MARKDOWN)
     try:
-        written = write_pages(roadmap, out, renderer.render(roadmap))
+        written = write_pages(roadmap, out, renderer.render(roadmap), renderer=renderer)
     except OSError as exc:
         raise click.ClickException(
             f"cannot write the pages to {out}: {exc.strerror} ({exc.filename})"

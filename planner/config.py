@@ -8,6 +8,11 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_STATUSES = ("Proposed", "Planned", "In Progress", "Completed")
+# States that close a proposal without completing it, as mature proposal processes have (PEP 1: Rejected,
+# Withdrawn, Deferred, Superseded). A closed plan stays in plans/ as a record; it is neither scheduled nor
+# judged by `planner track`, and the site lists it on its state's archive page.
+DEFAULT_CLOSED_STATUSES = ("Rejected", "Withdrawn", "Deferred", "Superseded")
+SUPERSEDED = "Superseded"  # the closing state that must name its successor in `superseded_by`
 DEFAULT_PRIORITIES = ("High", "Medium", "Low")
 DEFAULT_COMPLEXITIES = ("Simple", "Moderate", "Complex")
 DEFAULT_SECTIONS = (
@@ -29,12 +34,39 @@ class PlannerConfig:
     root: Path = field(default_factory=Path.cwd)
     plans_dir: str = "plans"
     design_dir: str = "docs/design"
-    statuses: tuple[str, ...] = DEFAULT_STATUSES
+    statuses: tuple[str, ...] = DEFAULT_STATUSES  # the lifecycle in order; closing states may be listed too
+    closed_statuses: tuple[str, ...] = DEFAULT_CLOSED_STATUSES
     priorities: tuple[str, ...] = DEFAULT_PRIORITIES
     complexities: tuple[str, ...] = DEFAULT_COMPLEXITIES
     sections: tuple[str, ...] = DEFAULT_SECTIONS
     units: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_UNITS))
     lanes: int = 2
+
+    @property
+    def lifecycle(self) -> tuple[str, ...]:
+        """The open-to-done states in order (`statuses` without any closing state listed in it)."""
+        return tuple(s for s in self.statuses if s not in self.closed_statuses)
+
+    @property
+    def completed_status(self) -> str:
+        """The state reached through `planner complete`: `Completed`, else the lifecycle's last."""
+        return "Completed" if "Completed" in self.lifecycle else self.lifecycle[-1]
+
+    @property
+    def in_progress_status(self) -> str | None:
+        """`In Progress`, else the state before the completed one (None for a one-state lifecycle)."""
+        if "In Progress" in self.lifecycle:
+            return "In Progress"
+        open_states = [s for s in self.lifecycle if s != self.completed_status]
+        return open_states[-1] if open_states else None
+
+    @property
+    def all_statuses(self) -> tuple[str, ...]:
+        """Every status a plan may have: the lifecycle, then the closing states."""
+        return self.lifecycle + tuple(s for s in self.closed_statuses if s not in self.lifecycle)
+
+    def is_closed(self, status: str) -> bool:
+        return status in self.closed_statuses
 
     @property
     def plans_path(self) -> Path:
@@ -78,12 +110,15 @@ def load_config(root: Path | None = None) -> PlannerConfig:
     for key in ("plans_dir", "design_dir"):
         if key in table:
             kwargs[key] = _expect(table[key], str, key)
-    for key in ("statuses", "priorities", "complexities", "sections"):
+    for key in ("statuses", "priorities", "complexities", "sections", "closed_statuses"):
         if key in table:
             values = _expect(table[key], list, key)
-            if not values or not all(isinstance(v, str) and v for v in values):
+            if not all(isinstance(v, str) and v for v in values) or (not values and key != "closed_statuses"):
                 raise ConfigError(f"[tool.planner] {key}: expected a non-empty list of strings")
             kwargs[key] = tuple(values)
+    closed = kwargs.get("closed_statuses", DEFAULT_CLOSED_STATUSES)
+    if set(kwargs.get("statuses", DEFAULT_STATUSES)) <= set(closed):  # type: ignore[call-overload]
+        raise ConfigError("[tool.planner] statuses: list at least one state that is not a closing state")
     if "units" in table:
         units = _expect(table["units"], dict, "units")
         if not all(isinstance(v, int | float) and v > 0 for v in units.values()):

@@ -162,11 +162,12 @@ def change_status(
     config: PlannerConfig, name: str, new_status: str, *, force: bool = False
 ) -> tuple[Path, str, str]:
     """Move a plan's status: forward one step or back any number; skipping forward needs `force`.
+    Closing a plan (Rejected, Withdrawn, Deferred, Superseded) or reopening it is allowed from any state.
 
-    The last status (Completed) is never set here: it is earned through `planner complete`, which checks
+    The completed status is never set here: it is earned through `planner complete`, which checks
     the feature's acceptance tests. Returns (path, old status, new status).
     """
-    statuses = list(config.statuses)
+    statuses = list(config.all_statuses)
     if new_status not in statuses:
         guess = suggest(new_status, statuses)
         if guess is None:
@@ -176,9 +177,9 @@ def change_status(
         new_status = guess
     path = find_plan(config, name)
     plan, text = load_plan(config, path)
-    if new_status == statuses[-1]:
+    if new_status == config.completed_status:
         raise EditError(
-            f"{statuses[-1]} is earned, not set: run `planner complete {plan.slug}` on the In Progress "
+            f"{new_status} is earned, not set: run `planner complete {plan.slug}` on the In Progress "
             f"plan; it runs the feature's acceptance tests, and only when every Implementation Step is "
             f"verified and no test fails it writes {config.design_dir}/{plan.slug}.md (steps, priority, "
             f"owner, date, commit) and removes the plan"
@@ -186,7 +187,9 @@ def change_status(
     old = plan.status
     if old == new_status:
         return path, old, new_status
-    if old in statuses:
+    lifecycle = list(config.lifecycle)  # closing a plan (Rejected, ...) or reopening it is not a step
+    if old in lifecycle and new_status in lifecycle:
+        statuses = lifecycle
         step = statuses.index(new_status) - statuses.index(old)
         if step > 1 and not force:
             following = statuses[statuses.index(old) + 1]

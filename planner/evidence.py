@@ -66,6 +66,11 @@ class FeatureEvidence:
     tests: tuple[RecordedTest, ...] = ()
 
     @property
+    def recorded(self) -> int:
+        """Every recorded test, skipped ones included (the counts, so a file without test names counts)."""
+        return self.passed + self.failed + self.skipped
+
+    @property
     def total(self) -> int:
         """Tests that ran to a verdict; skipped tests prove nothing either way."""
         return self.passed + self.failed

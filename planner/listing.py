@@ -1,4 +1,6 @@
-"""Plans as records for `planner list` and `planner show`: JSON-ready dicts, CSV rows and text tables."""
+"""Plans and completed designs as records for `planner list` and `planner show`: JSON-ready dicts, CSV rows
+and text tables. A completed feature (a page in docs/design/) is listed with the configured completed status,
+so closed work stays in view after `planner complete` moved it out of plans/."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from planner.config import PlannerConfig
-from planner.model import Plan
+from planner.model import Design, Plan
+
+Entry = Plan | Design
 
 CSV_COLUMNS = (
     "slug",
@@ -32,8 +36,31 @@ def relative(path: Path, config: PlannerConfig) -> str:
         return path.as_posix()
 
 
-def record(plan: Plan, config: PlannerConfig) -> dict[str, Any]:
-    """What `planner list --format json` says about one plan."""
+def status_of(entry: Entry, config: PlannerConfig) -> str:
+    return entry.status if isinstance(entry, Plan) else config.completed_status
+
+
+def priority_of(entry: Entry) -> str:
+    """A design written before pages kept their priority has none: shown as `-`."""
+    return entry.priority or "-"
+
+
+def record(entry: Entry, config: PlannerConfig) -> dict[str, Any]:
+    """What `planner list --format json` says about one plan or completed design."""
+    if isinstance(entry, Design):
+        return {
+            "slug": entry.slug,
+            "title": entry.title,
+            "status": config.completed_status,
+            "priority": entry.priority,
+            "complexity": None,
+            "estimate": "",
+            "working_days": None,
+            "dependencies": [],
+            "feature": entry.feature,
+            "path": relative(entry.path, config),
+        }
+    plan = entry
     days = (
         {
             "low": plan.estimate.low_days,
@@ -43,7 +70,7 @@ def record(plan: Plan, config: PlannerConfig) -> dict[str, Any]:
         if plan.estimate
         else None
     )
-    return {
+    data = {
         "slug": plan.slug,
         "title": plan.title,
         "status": plan.status,
@@ -55,15 +82,18 @@ def record(plan: Plan, config: PlannerConfig) -> dict[str, Any]:
         "feature": plan.feature,
         "path": relative(plan.path, config),
     }
+    if plan.superseded_by:
+        data["superseded_by"] = plan.superseded_by
+    return data
 
 
-def sort_plans(plans: Sequence[Plan], config: PlannerConfig) -> list[Plan]:
+def sort_plans(entries: Sequence[Entry], config: PlannerConfig) -> list[Entry]:
     """By priority (as configured), then slug."""
     rank = {priority: index for index, priority in enumerate(config.priorities)}
-    return sorted(plans, key=lambda p: (rank.get(p.priority, len(rank)), p.slug))
+    return sorted(entries, key=lambda p: (rank.get(p.priority or "", len(rank)), p.slug))
 
 
-def to_csv(plans: Sequence[Plan], config: PlannerConfig) -> str:
+def to_csv(plans: Sequence[Entry], config: PlannerConfig) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -75,8 +105,8 @@ def to_csv(plans: Sequence[Plan], config: PlannerConfig) -> str:
                 rec["slug"],
                 rec["title"],
                 rec["status"],
-                rec["priority"],
-                rec["complexity"],
+                rec["priority"] or "",
+                rec["complexity"] or "",
                 rec["estimate"],
                 _number(days.get("low")),
                 _number(days.get("high")),
@@ -87,12 +117,16 @@ def to_csv(plans: Sequence[Plan], config: PlannerConfig) -> str:
     return out.getvalue()
 
 
-def to_table(plans: Sequence[Plan]) -> list[list[str]]:
+def to_table(entries: Sequence[Entry], config: PlannerConfig) -> list[list[str]]:
     """Header and rows for the text table."""
     rows = [["SLUG", "PRIORITY", "STATUS", "COMPLEXITY", "ESTIMATE", "DEPENDS ON"]]
-    for plan in plans:
-        deps = ", ".join(plan.dependencies) or "-"
-        rows.append([plan.slug, plan.priority, plan.status, plan.complexity, plan.estimate_text or "-", deps])
+    for entry in entries:
+        if isinstance(entry, Design):
+            rows.append([entry.slug, priority_of(entry), config.completed_status, "-", "design page", "-"])
+            continue
+        deps = ", ".join(entry.dependencies) or "-"
+        status = entry.status + (f" by {entry.superseded_by}" if entry.superseded_by else "")
+        rows.append([entry.slug, entry.priority, status, entry.complexity, entry.estimate_text or "-", deps])
     return rows
 
 

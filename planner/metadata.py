@@ -48,6 +48,7 @@ LEGACY_LABELS = {
     "owner": "owner",
     "updated": "updated",
     "last updated": "updated",
+    "superseded by": "superseded_by",
 }
 BOUNDARY = YAMLHandler.FM_BOUNDARY  # python-frontmatter's rule: a line of three or more dashes
 _FRONT_MATTER_END = re.compile(r"^(?:-{3,}|\.\.\.)[ \t]*$", re.M)

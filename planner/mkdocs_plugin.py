@@ -4,8 +4,9 @@ Enabled in mkdocs.yml as `plugins: [search, planner]`. Nothing is written into d
 mkdocs 1.6 generated file. While serving, plans/ and the evidence file are watched, so an edited plan
 shows up on reload. Problems are logged with the same messages as `planner validate`; errors are logged
 as warnings so `mkdocs build --strict` fails on an invalid plan while plain `mkdocs serve` still shows the
-site. Navigation entries naming a folder (`- Tutorial: tutorial/`) are expanded to the pages in it, so
-pages added later appear without editing mkdocs.yml.
+site. A completed feature's design page gets its live verification under its title, and its `status:` is
+kept from Material's page-status icons. Navigation entries naming a folder (`- Tutorial: tutorial/`) are
+expanded to the pages in it, so pages added later appear without editing mkdocs.yml.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from mkdocs.exceptions import PluginError
 from mkdocs.livereload import LiveReloadServer
 from mkdocs.plugins import BasePlugin, get_plugin_logger
 from mkdocs.structure.files import File, Files
+from mkdocs.structure.pages import Page
 from pymdownx.superfences import fence_div_format
 
 from planner.config import ConfigError, PlannerConfig, load_config
 from planner.evidence import EVIDENCE_PATH
+from planner.model import Design
 from planner.problems import format_text
-from planner.render import Renderer, load_roadmap
+from planner.render import Renderer, Roadmap, load_roadmap
 from planner.render.assets import (
     FETCH_HINT,
     MERMAID_SITE_PATH,
@@ -39,7 +42,7 @@ from planner.render.assets import (
     packaged_text,
 )
 from planner.render.links import LinkStyle
-from planner.render.pages import OVERVIEW_PAGES
+from planner.render.pages import OVERVIEW_PAGES, design_src
 
 log = get_plugin_logger(__name__)
 
@@ -70,6 +73,8 @@ class RoadmapPlugin(BasePlugin[RoadmapPluginConfig]):
         self.renderer: Renderer | None = None
         self.mermaid: Path | None = None
         self.fetch_tried = False
+        self.roadmap: Roadmap | None = None  # read once per build in on_files
+        self.design_pages: dict[str, Design] = {}  # docs-relative source → completed design
 
     def on_startup(self, *, command: str, dirty: bool) -> None:
         # Defining on_startup keeps this instance across `mkdocs serve` rebuilds, so an offline machine
@@ -110,13 +115,15 @@ class RoadmapPlugin(BasePlugin[RoadmapPluginConfig]):
         if roadmap.evidence_error:
             log.warning(roadmap.evidence_error)
         pages = self.renderer.render(roadmap)
+        self.roadmap = roadmap
+        self.design_pages = {design_src(roadmap, d.slug, self.renderer.docs_dir): d for d in roadmap.designs}
         for src_uri, content in pages.items():
             _replace(files, File.generated(config, src_uri, content=content))
         _replace(files, File.generated(config, STYLE_SITE_PATH, content=packaged_text("roadmap.css")))
         _replace(files, File.generated(config, SCRIPT_SITE_PATH, content=packaged_text("roadmap.js")))
         if self.mermaid is not None:
             _replace(files, File.generated(config, MERMAID_SITE_PATH, abs_src_path=str(self.mermaid)))
-        plan_pages = [uri for uri in pages if uri.endswith(".md")][len(OVERVIEW_PAGES) :]
+        plan_pages = [uri for uri in pages if uri.startswith(f"{self.config.roadmap_dir}/plans/")]
         show_plans = len(plan_pages) <= self.config.nav_plans_limit
         nav = config.nav
         if nav is None and not show_plans:
@@ -126,6 +133,21 @@ class RoadmapPlugin(BasePlugin[RoadmapPluginConfig]):
         if nav is not None:
             config.nav = expand_nav(nav, files, self.config.roadmap_dir, show_plans)
         return files
+
+    def on_page_markdown(self, markdown: str, /, *, page: Page, config: MkDocsConfig, files: Files) -> str:
+        """A completed feature's design page gets its live verification under the title.
+
+        Its `status:` front matter is the planner's (Completed), not Material's page status (`new`,
+        `deprecated`), which would otherwise draw an unexplained icon next to it in the navigation: the
+        value moves to `planner_status`. mkdocs reads every page before rendering any, so the navigation
+        built afterwards no longer sees it.
+        """
+        design = self.design_pages.get(page.file.src_uri)
+        if design is None or self.roadmap is None or self.renderer is None:
+            return markdown
+        if "status" in page.meta:
+            page.meta["planner_status"] = page.meta.pop("status")
+        return self.renderer.design_page(self.roadmap, design, markdown, page.file.src_uri)
 
     def on_serve(
         self, server: LiveReloadServer, /, *, config: MkDocsConfig, builder: Any

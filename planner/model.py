@@ -67,6 +67,7 @@ class Plan:
     sections: tuple[Section, ...]
     body: str  # the Markdown after the front matter (or after the legacy metadata lines)
     legacy: bool  # True when read from the `**Status:** ...` form
+    superseded_by: str | None = None  # the slug that replaces a Superseded plan
     extra: dict[str, object] = field(default_factory=dict)  # unknown front-matter keys
     # (line, column) where each metadata key's value is written, for diagnostics about it.
     positions: dict[str, tuple[int, int]] = field(default_factory=dict, compare=False, repr=False)

@@ -41,6 +41,7 @@ __all__ = [
     "load_designs",
     "parse_plan",
     "priority_prefixes",
+    "quiet_front_matter",
     "slug_from_name",
     "slugify",
     "split_lines",
@@ -58,6 +59,7 @@ KNOWN_KEYS = (
     "feature",
     "owner",
     "updated",
+    "superseded_by",
 )
 REQUIRED_KEYS = ("title", "status", "priority", "complexity", "estimate", "dependencies")
 # Keys people reach for that mean one of ours.
@@ -318,7 +320,7 @@ def _build_plan(
         # Plain strings are nearly every value: skip the general conversion for them.
         values[key] = value.strip() if value.__class__ is str else _text(key, fields, report)
     for key, allowed in (
-        ("status", config.statuses),
+        ("status", config.all_statuses),
         ("priority", config.priorities),
         ("complexity", config.complexities),
     ):
@@ -422,6 +424,7 @@ def _build_plan(
         sections=tuple(sections),
         body=meta.body,
         legacy=meta.legacy,
+        superseded_by=_dependency_slug(values["superseded_by"]) if values["superseded_by"] else None,
         extra=extra,
         positions=positions,
     )
@@ -451,7 +454,7 @@ def load_designs(config: PlannerConfig) -> list[Design]:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             text = ""
-        front = _quiet_front_matter(text)
+        front = quiet_front_matter(text)
         title = front.get("title")
         if not isinstance(title, str) or not title.strip():
             title = next(
@@ -461,6 +464,9 @@ def load_designs(config: PlannerConfig) -> list[Design]:
         feature = front.get("feature")
         _, sections, _ = scan_body(_design_meta(text))
         steps_section = next((s for s in sections if s.title == STEPS_SECTION), None)
+        priority = front.get("priority")
+        if isinstance(priority, str):  # `high` on a hand-written page still means the configured `High`
+            priority = next((p for p in config.priorities if p.lower() == priority.strip().lower()), priority)
         designs.append(
             Design(
                 path=path,
@@ -468,7 +474,7 @@ def load_designs(config: PlannerConfig) -> list[Design]:
                 title=title.strip(),
                 feature=feature.strip() if isinstance(feature, str) and feature.strip() else path.stem,
                 steps=parse_steps(steps_section.body) if steps_section is not None else (),
-                priority=_front_text(front, "priority"),
+                priority=priority.strip() if isinstance(priority, str) and priority.strip() else None,
                 owner=_front_text(front, "owner"),
                 completed=_front_text(front, "completed"),
             )
@@ -494,7 +500,7 @@ def _design_meta(text: str) -> Meta:
     return Meta(fields={}, body=body, body_from=start, legacy=False, skip=range(0), scan_text=body)
 
 
-def _quiet_front_matter(text: str) -> dict[str, object]:
+def quiet_front_matter(text: str) -> dict[str, object]:
     """Front matter of a page that is not a plan: best effort, problems are not ours to report."""
     lines = split_lines(text.removeprefix("\ufeff"))
     if not lines or lines[0].rstrip() != "---":

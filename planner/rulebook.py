@@ -77,6 +77,9 @@ RULES: tuple[Rule, ...] = (
     Rule("PL063", "blocked-in-progress", "warning", "work started before what it depends on is completed"),
     Rule("PL064", "duplicate-dependency", "warning", "a dependency listed twice is noise"),
     Rule("PL070", "completed-in-plans", "error", "completed features move their decisions to docs/design/"),
+    Rule("PL071", "superseded-without-successor", "error", "a Superseded plan names what replaces it"),
+    Rule("PL072", "unknown-successor", "error", "superseded_by must name another plan or a completed design"),
+    Rule("PL073", "successor-not-superseded", "warning", "superseded_by on a plan that is not Superseded"),
 )
 
 RULE_BY_CODE: dict[str, Rule] = {rule.code: rule for rule in RULES}

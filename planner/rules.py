@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from planner.config import PlannerConfig
+from planner.config import SUPERSEDED, PlannerConfig
 from planner.graph import find_cycles, format_cycle
 from planner.model import Design, Plan
 from planner.parse import load_designs, parse_plan, slug_from_name
@@ -153,9 +153,9 @@ def check_roadmap(
     for plan in everyone:
         by_slug[plan.slug].append(plan)
     design_by_slug = {design.slug: design for design in designs}
-    statuses = config.statuses
-    completed = statuses[-1]
-    in_progress = statuses[-2] if len(statuses) > 1 else None
+    statuses = config.lifecycle  # closing states (Rejected, ...) are never "completed" nor "in progress"
+    completed = config.completed_status
+    in_progress = config.in_progress_status
     known = by_slug.keys() | design_by_slug.keys() | set(unreadable)
     for plan in plans:
         at = plan.positions.get("dependencies", (1, 1))
@@ -220,6 +220,7 @@ def check_roadmap(
                         hint,
                     )
                 )
+        problems.extend(_check_successor(plan, known, config))
         if plan.status == completed:
             problems.append(
                 problem(
@@ -269,6 +270,50 @@ def check_roadmap(
             )
         )
     return problems
+
+
+def _check_successor(plan: Plan, known: set[str], config: PlannerConfig) -> list[Problem]:
+    """A Superseded plan links to the plan or design replacing it; the link must lead somewhere."""
+    at = plan.positions.get("superseded_by", plan.positions.get("status", (1, 1)))
+    successor = plan.superseded_by
+    if plan.status == SUPERSEDED and SUPERSEDED in config.closed_statuses and not successor:
+        return [
+            problem(
+                "PL071",
+                plan.path,
+                *plan.positions.get("status", (1, 1)),
+                f"the plan is {SUPERSEDED} but does not say by what",
+                "add `superseded_by: SLUG` naming the plan or completed design that replaces it",
+            )
+        ]
+    if successor is None:
+        return []
+    found: list[Problem] = []
+    if plan.status != SUPERSEDED:
+        found.append(
+            problem(
+                "PL073",
+                plan.path,
+                *at,
+                f"superseded_by is set but the status is {plan.status!r}",
+                f"set `status: {SUPERSEDED}`, or remove superseded_by",
+            )
+        )
+    if successor == plan.slug or successor not in known:
+        close = difflib.get_close_matches(successor, sorted(known - {plan.slug}), n=1, cutoff=0.6)
+        what = "the plan itself" if successor == plan.slug else "neither a plan nor a completed design"
+        found.append(
+            problem(
+                "PL072",
+                plan.path,
+                *at,
+                f"superseded_by {successor!r} is {what}",
+                f"did you mean {close[0]!r}?"
+                if close
+                else f"name a plan in {config.plans_dir}/ or a page in {config.design_dir}/",
+            )
+        )
+    return found
 
 
 def _rotate(cycle: list[str], start: str) -> list[str]:

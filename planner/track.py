@@ -238,7 +238,7 @@ def _judge_one(
     verdict: Verdict
     if status == COMPLETED:
         claim = "regression" if design else "marked Completed"
-        if fe is None or not fe.tests:
+        if fe is None or not fe.recorded:
             verdict, message, regression = "error", f"{claim}: no acceptance test of `{feature}` ran", True
         elif fe.failed:
             verdict, message, regression = "error", f"{claim}: {_failing(fe)}", True
@@ -256,7 +256,7 @@ def _judge_one(
     elif status == IN_PROGRESS:
         verdict = "info"
         message = f"in progress: {progress}"
-        if fe is not None and fe.tests:
+        if fe is not None and fe.recorded:
             message += f"; {_failing(fe) if fe.failed else _counts(fe)}"
         else:
             message += "; no acceptance test ran yet"
@@ -265,7 +265,7 @@ def _judge_one(
             verdict, message = "warning", f"implemented ahead of its plan: {progress}; {_counts(fe)}"
         else:
             verdict = "ok"
-            message = _counts(fe) if fe is not None and fe.tests else "no acceptance test ran yet"
+            message = _counts(fe) if fe is not None and fe.recorded else "no acceptance test ran yet"
     else:
         verdict, message = "info", f"status {status!r} is not one that track judges"
     declared = {s.number for s in steps}

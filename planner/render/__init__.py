@@ -5,6 +5,6 @@ One renderer serves both the mkdocs plugin (pages generated in memory) and `plan
 """
 
 from planner.render.pages import Renderer, render_pages, write_pages
-from planner.render.roadmap import Roadmap, Verification, load_roadmap
+from planner.render.roadmap import FeatureState, Roadmap, load_roadmap
 
-__all__ = ["Renderer", "Roadmap", "Verification", "load_roadmap", "render_pages", "write_pages"]
+__all__ = ["FeatureState", "Renderer", "Roadmap", "load_roadmap", "render_pages", "write_pages"]

@@ -22,6 +22,8 @@ STATUS_COLOURS = {
     "Completed": ("#e8f5e9", "#43a047", "#1b3d1f"),
 }
 OTHER_COLOURS = ("#fce4ec", "#d81b60", "#4a0b22")
+# A Completed feature whose acceptance tests fail: red, with a thick border, whatever the scheme.
+REGRESSION_COLOURS = ("#ffcdd2", "#c62828", "#3b0000")
 
 _UNSAFE_ID = re.compile(r"[^A-Za-z0-9_]")
 
@@ -57,11 +59,12 @@ def dependency_graph(roadmap: Roadmap, link: Callable[[str], str]) -> str:
     """
     lines = ["flowchart LR"]
     known: dict[str, str] = {}  # slug → mermaid class
+    regressed = set(roadmap.regressions)
     for design in roadmap.designs:
-        known[design.slug] = "completed"
-        lines.append(f'    {node_id("n_", design.slug)}["{label(design.title)}"]:::completed')
+        known[design.slug] = "regression" if design.slug in regressed else "completed"
+        lines.append(f'    {node_id("n_", design.slug)}["{label(design.title)}"]:::{known[design.slug]}')
     for plan in roadmap.plans:
-        known[plan.slug] = mermaid_class(plan.status)
+        known[plan.slug] = "regression" if plan.slug in regressed else mermaid_class(plan.status)
         lines.append(f'    {node_id("n_", plan.slug)}["{label(plan.title)}"]:::{known[plan.slug]}')
     missing = sorted({d for p in roadmap.plans for d in p.dependencies} - set(known))
     for slug in missing:
@@ -73,7 +76,10 @@ def dependency_graph(roadmap: Roadmap, link: Callable[[str], str]) -> str:
         lines.append(f'    click {node_id("n_", slug)} href "{link(slug)}" "Open {label(slug)}"')
     for status, (fill, stroke, colour) in STATUS_COLOURS.items():
         lines.append(f"    classDef {mermaid_class(status)} fill:{fill},stroke:{stroke},color:{colour}")
-    used = set(known.values()) - {mermaid_class(s) for s in STATUS_COLOURS}
+    if regressed:
+        fill, stroke, colour = REGRESSION_COLOURS
+        lines.append(f"    classDef regression fill:{fill},stroke:{stroke},color:{colour},stroke-width:3px")
+    used = set(known.values()) - {mermaid_class(s) for s in STATUS_COLOURS} - {"regression"}
     for name in sorted(used | ({"unknown"} if missing else set())):
         fill, stroke, colour = OTHER_COLOURS
         lines.append(f"    classDef {name} fill:{fill},stroke:{stroke},color:{colour},stroke-dasharray:4 3")

@@ -11,12 +11,12 @@ from typing import Any
 
 import jinja2
 
-from planner.model import Plan
+from planner.model import Design, Plan
 from planner.schedule import Slot, schedule, working_day
 
 from . import diagrams
 from .links import LinkStyle, href, md_link
-from .roadmap import COMPLETED, Roadmap, Verification, sort_plans, verified_when
+from .roadmap import FeatureState, Roadmap, sort_plans, verified_when
 
 ROADMAP_DIR = "roadmap"
 # The overview pages in navigation order: source name and navigation title.
@@ -35,6 +35,37 @@ _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|])")
 _LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)((?:\s+\"[^\"]*\")?\))")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
+# The line `planner complete` writes under a design page's title: `Completed 2026-11-26: 8 of 8 ...`.
+_FROZEN = re.compile(r"^Completed (?P<date>\d{4}-\d{2}-\d{2}): (?P<rest>.+)$")
+
+
+def archive_page(state: str) -> str:
+    """The roadmap-relative page listing the plans closed with `state`: `archive/rejected.md`."""
+    return f"archive/{diagrams.css_name(state)}.md"
+
+
+def status_counts(roadmap: Roadmap) -> list[dict[str, Any]]:
+    """Overview rows: each lifecycle state, each closing state, then any invalid status, with counts per
+    priority. Completed designs count under the completed state with the priority their page keeps."""
+    config = roadmap.config
+    entries = [(p.status, p.priority) for p in roadmap.plans]
+    entries += [(config.completed_status, d.priority or "") for d in roadmap.designs]
+    invalid = sorted({status for status, _ in entries} - set(config.all_statuses))
+    rows = []
+    for status in (*config.all_statuses, *invalid):
+        mine = [priority for s, priority in entries if s == status]
+        if status in config.closed_statuses and not mine:
+            continue  # an empty closing state is noise on the overview; its archive page still exists
+        rows.append(
+            {
+                "status": status,
+                "closed": status in config.closed_statuses,
+                "invalid": status in invalid,
+                "by_priority": {pr: mine.count(pr) for pr in config.priorities},
+                "total": len(mine),
+            }
+        )
+    return rows
 
 
 def plan_src(slug: str, roadmap_dir: str = ROADMAP_DIR) -> str:
@@ -82,74 +113,132 @@ class Renderer:
         self.env.filters["css"] = diagrams.css_name
         self.templates = {name: self.env.get_template(f"{name[:-3]}.md.j2") for name, _ in OVERVIEW_PAGES}
         self.plan_template = self.env.get_template("plan.md.j2")
+        self.archive_template = self.env.get_template("archive.md.j2")
+        self.archive_index = self.env.get_template("archive_index.md.j2")
+        self.design_box = self.env.get_template("design_status.md.j2")
 
     def render(self, roadmap: Roadmap) -> dict[str, str]:
-        """Every page of the roadmap, overview pages first, then one page per plan, then roadmap.json."""
+        """Every page of the roadmap: overview pages first, then one page per plan, then the archive
+        pages of the closing states, then roadmap.json."""
         slots = schedule(
-            roadmap.plans, roadmap.designs, lanes=roadmap.config.lanes, priorities=roadmap.config.priorities
+            roadmap.open_plans,
+            roadmap.designs,
+            lanes=roadmap.config.lanes,
+            priorities=roadmap.config.priorities,
         )
         base = self._context(roadmap, slots)
         pages: dict[str, str] = {}
         for name, _ in OVERVIEW_PAGES:
             src = f"{self.roadmap_dir}/{name}"
             pages[src] = self.templates[name].render(base, **self._page_helpers(roadmap, src))
+        index_src = f"{self.roadmap_dir}/archive/index.md"
+        archive = {index_src: self.archive_index.render(base, **self._page_helpers(roadmap, index_src))}
+        for state in roadmap.config.closed_statuses:
+            src = f"{self.roadmap_dir}/{archive_page(state)}"
+            archive[src] = self.archive_template.render(
+                base, state=state, closed=roadmap.closed_plans[state], **self._page_helpers(roadmap, src)
+            )
         for plan in roadmap.plans:
             src = plan_src(plan.slug, self.roadmap_dir)
             pages[src] = self.plan_template.render(
                 base, plan=plan, body=self._plan_body(roadmap, plan, src), **self._page_helpers(roadmap, src)
             )
+        pages.update(archive)
         pages[f"{self.roadmap_dir}/roadmap.json"] = roadmap_json(roadmap, slots, self)
         return pages
 
+    def design_page(self, roadmap: Roadmap, design: Design, text: str, src: str) -> str:
+        """A completed feature's page as written, with its live verification under the title.
+
+        The page keeps the numbers recorded when it was completed (history); the box above them says what
+        the evidence says now, so a regression shows on the page that claims the feature is done.
+        """
+        box = self.design_box.render(
+            self._context_light(roadmap), design=design, **self._page_helpers(roadmap, src)
+        )
+        lines = text.split("\n")
+        h1 = next((i for i, line in enumerate(lines) if line.startswith("# ")), None)
+        if h1 is None:
+            return box + "\n" + text
+        rest = lines[h1 + 1 :]
+        for i, line in enumerate(rest):
+            if line.strip():
+                match = _FROZEN.match(line)
+                if match:  # the numbers recorded at completion: history, not the current state
+                    rest[i] = f"Completed {match['date']}; at completion: {match['rest']}"
+                break
+        return "\n".join([*lines[: h1 + 1], "", box.rstrip("\n"), *rest])
+
+    def _context_light(self, roadmap: Roadmap) -> dict[str, Any]:
+        return {
+            "roadmap": roadmap,
+            "config": roadmap.config,
+            "state": roadmap.state,
+            "verified_when": verified_when,
+            "completed_status": roadmap.config.completed_status,
+        }
+
     def _context(self, roadmap: Roadmap, slots: list[Slot]) -> dict[str, Any]:
         config = roadmap.config
+        completed = config.completed_status
         plans_by_priority = {
-            priority: sort_plans([p for p in roadmap.plans if p.priority == priority], config.priorities)
+            priority: sort_plans([p for p in roadmap.open_plans if p.priority == priority], config.priorities)
             for priority in config.priorities
         }
-        others = [p for p in roadmap.plans if p.priority not in config.priorities]
-        statuses = list(config.statuses) + sorted({p.status for p in roadmap.plans} - set(config.statuses))
-        counts = {
-            status: {
-                pr: sum(1 for p in roadmap.plans if p.status == status and p.priority == pr)
-                for pr in config.priorities
-            }
-            for status in statuses
+        others = [p for p in roadmap.open_plans if p.priority not in config.priorities]
+        designs_by_priority = {
+            priority: [d for d in roadmap.designs if d.priority == priority] for priority in config.priorities
         }
         by_slug = {s.slug: s for s in slots}
-        started = {COMPLETED, "In Progress"}
+        started = {completed, config.in_progress_status}
         next_up = [s for s in sorted(slots, key=lambda s: (s.start, s.lane or 0)) if s.status not in started][
             :NEXT_UP
         ]
-        features = [p.feature for p in roadmap.plans] + [d.feature for d in roadmap.designs]
-        verifications = [roadmap.verification(f) for f in features]
-        passed = sum(v.result.passed for v in verifications if v.result is not None)
-        total = sum(v.result.total for v in verifications if v.result is not None)
-        completed = sum(1 for p in roadmap.plans if p.status == COMPLETED) + len(roadmap.designs)
-        readiness = [p for priority in config.priorities[:2] for p in plans_by_priority.get(priority, [])]
+        # Every feature still in scope: open plans and completed designs (closed plans are archived).
+        slugs = [p.slug for p in roadmap.open_plans] + [d.slug for d in roadmap.designs]
+        states = [roadmap.state(slug) for slug in slugs]
+        completed_count = sum(1 for p in roadmap.open_plans if p.status == completed) + len(roadmap.designs)
+        readiness = {
+            priority: [p.slug for p in plans_by_priority.get(priority, [])]
+            + [d.slug for d in designs_by_priority.get(priority, [])]
+            for priority in config.priorities[:2]
+        }
+        ready_slugs = [slug for slugs_ in readiness.values() for slug in slugs_]
         return {
             "roadmap": roadmap,
             "config": config,
-            "statuses": statuses,
-            "counts": counts,
+            "completed_status": completed,
+            "statuses": config.lifecycle,
+            "count_rows": status_counts(roadmap),
             "plans_by_priority": plans_by_priority,
+            "designs_by_priority": designs_by_priority,
+            "designs_without_priority": [d for d in roadmap.designs if d.priority not in config.priorities],
             "other_plans": sort_plans(others, config.priorities),
             "priority_meaning": PRIORITY_MEANING,
             "slots": slots,
             "slot_for": by_slug,
             "next_up": next_up,
             "in_progress": sort_plans(
-                [p for p in roadmap.plans if p.status == "In Progress"], config.priorities
+                [p for p in roadmap.open_plans if p.status == config.in_progress_status], config.priorities
             ),
-            "tests_passed": passed,
-            "tests_total": total,
-            "completed_count": completed,
-            "feature_count": len(roadmap.plans) + len(roadmap.designs),
+            "steps_done": sum(s.verdict.steps_done for s in states if s.verdict is not None),
+            "steps_total": sum(s.verdict.steps_total for s in states if s.verdict is not None),
+            "tests_passed": sum(s.verdict.passed for s in states if s.verdict is not None),
+            "tests_failed": sum(s.verdict.failed for s in states if s.verdict is not None),
+            "completed_count": completed_count,
+            "feature_count": len(slugs),
             "readiness": readiness,
+            "ready_count": sum(1 for slug in ready_slugs if roadmap.state(slug).verified),
+            "ready_total": len(ready_slugs),
             "readiness_priorities": config.priorities[:2],
+            "drift": [r for r in roadmap.report.features if r.verdict in ("error", "warning")]
+            if roadmap.report is not None
+            else [],
+            "closed_statuses": config.closed_statuses,
             "diagrams_note": self.diagrams_note,
-            "verify": roadmap.verification,
+            "state": roadmap.state,
             "verified_when": verified_when,
+            "archive_page": archive_page,
             "date_of": lambda offset: working_day(roadmap.today, offset).isoformat(),
             "last_day_of": lambda slot: working_day(roadmap.today, max(slot.end - 1, slot.start)).isoformat(),
             "percent": lambda part, whole: f"{100 * part / whole:.0f}%" if whole else "—",
@@ -241,15 +330,20 @@ def html_escape(text: object) -> str:
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
-def verification_json(v: Verification) -> dict[str, Any]:
-    r = v.result
+def state_json(state: FeatureState) -> dict[str, Any]:
+    v, r = state.verdict, state.result
     return {
         "passed": r.passed if r else None,
         "failed": r.failed if r else None,
         "skipped": r.skipped if r else None,
-        "progress": v.progress,
-        "verified": v.verified,
-        "summary": v.text,
+        "steps_done": v.steps_done if v else None,
+        "steps_total": v.steps_total if v else None,
+        "progress": state.progress,
+        "verified": state.verified,
+        "verdict": v.verdict if v else None,
+        "regression": state.regression,
+        "stale": v.stale if v else None,
+        "summary": state.text,
     }
 
 
@@ -282,7 +376,8 @@ def roadmap_json(roadmap: Roadmap, slots: list[Slot], renderer: Renderer) -> str
                 if slot is not None
                 else None
             ),
-            "evidence": verification_json(roadmap.verification(plan.feature)),
+            "evidence": state_json(roadmap.state(plan.slug)),
+            **({"superseded_by": plan.superseded_by} if plan.superseded_by else {}),
         }
 
     data = {
@@ -303,8 +398,9 @@ def roadmap_json(roadmap: Roadmap, slots: list[Slot], renderer: Renderer) -> str
                 "slug": d.slug,
                 "title": d.title,
                 "feature": d.feature,
+                "priority": d.priority,
                 "source": _relative(d.path, roadmap.config.root),
-                "evidence": verification_json(roadmap.verification(d.feature)),
+                "evidence": state_json(roadmap.state(d.slug)),
             }
             for d in roadmap.designs
         ],
@@ -324,18 +420,27 @@ def render_pages(roadmap: Roadmap, style: LinkStyle = LinkStyle.MARKDOWN) -> dic
     return Renderer(style).render(roadmap)
 
 
-def write_pages(roadmap: Roadmap, out: Path, pages: dict[str, str], docs_dir: str = "docs") -> list[Path]:
-    """Write `pages` under `out`, plus copies of the completed designs' pages they link to.
+def write_pages(
+    roadmap: Roadmap,
+    out: Path,
+    pages: dict[str, str],
+    docs_dir: str = "docs",
+    renderer: Renderer | None = None,
+) -> list[Path]:
+    """Write `pages` under `out`, plus copies of the completed designs' pages they link to (with their
+    live verification when `renderer` is given).
 
     Each file is written to a temporary name and renamed, so a reader never sees half a page.
     """
     written = []
     files = dict(pages)
     for design in roadmap.designs:
+        src = design_src(roadmap, design.slug, docs_dir)
         try:
-            files[design_src(roadmap, design.slug, docs_dir)] = design.path.read_text(encoding="utf-8")
+            text = design.path.read_text(encoding="utf-8")
         except OSError:
             continue
+        files[src] = renderer.design_page(roadmap, design, text, src) if renderer is not None else text
     for rel, content in files.items():
         path = out / rel
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -63,6 +63,17 @@ def test_completed_only_through_planner_complete(plan: Path, runner: CliRunner, 
     assert "status: In Progress\n" in plan.read_text()
 
 
+def test_status_closes_and_reopens_a_plan_from_any_state(plan: Path, runner: CliRunner) -> None:
+    # Closing is not a step of the lifecycle: no --force from Proposed, and back to any open state.
+    result = runner.invoke(main, ["status", "response-caching", "deferred"])
+    assert result.exit_code == 0, result.output
+    assert "status: Deferred\n" in plan.read_text()
+    assert runner.invoke(main, ["status", "response-caching", "In Progress"]).exit_code == 0
+    assert runner.invoke(main, ["status", "response-caching", "Rejected"]).exit_code == 0
+    assert "status: Rejected\n" in plan.read_text()
+    assert runner.invoke(main, ["validate", "--strict"]).exit_code == 0
+
+
 def test_status_same_value_is_a_no_op(plan: Path, runner: CliRunner) -> None:
     result = runner.invoke(main, ["status", "response-caching", "Proposed"])
     assert result.exit_code == 0

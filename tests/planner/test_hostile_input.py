@@ -163,11 +163,14 @@ def test_commands_on_a_completed_feature_point_to_its_design(root: Path, runner:
     (root / "plans" / "HIGH-rate-limiting.md").write_text(plan_text("Rate Limiting"))
     (root / "docs" / "design").mkdir(parents=True)
     (root / "docs" / "design" / "response-caching.md").write_text("# Response Caching\n\nDone.\n")
-    for args in (["show", "response-caching"], ["status", "response-caching", "Planned"]):
-        result = runner.invoke(main, args)
-        assert result.exit_code == 1
-        assert "'response-caching' is completed" in result.output
-        assert "docs/design/response-caching.md" in result.output
+    result = runner.invoke(main, ["status", "response-caching", "Planned"])
+    assert result.exit_code == 1
+    assert "'response-caching' is completed" in result.output
+    assert "docs/design/response-caching.md" in result.output
+    shown = runner.invoke(main, ["show", "response-caching"])  # closed work stays visible
+    assert shown.exit_code == 0, shown.output
+    assert "status:     Completed (design page)" in shown.output
+    assert "path:       docs/design/response-caching.md" in shown.output
 
 
 def test_legacy_metadata_below_an_intro_paragraph_is_read_and_kept_by_fmt(

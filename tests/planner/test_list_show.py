@@ -109,3 +109,67 @@ def test_show_unknown(root: Path, runner: CliRunner) -> None:
     assert result.exit_code == 1
     assert "no plan 'admin'" in result.output
     assert "did you mean 'admin-api'?" in result.output
+
+
+def completed(root: Path) -> None:
+    """Two completed features: one design page keeping its priority, one written before pages kept it."""
+    roadmap(root)
+    design = root / "docs" / "design"
+    design.mkdir(parents=True)
+    design.joinpath("rate-limiting.md").write_text(
+        "---\ntitle: Rate Limiting\npriority: High\nfeature: rate-limiting\nstatus: Completed\n"
+        "completed: 2026-11-26\n---\n# Rate Limiting\n\n## Goal\n\nLimit requests.\n"
+    )
+    design.joinpath("tracing.md").write_text("---\ntitle: Tracing\n---\n# Tracing\n\n## Goal\n\nSpans.\n")
+    design.joinpath("metrics.md").write_text("---\ntitle: Metrics\npriority: low\n---\n# Metrics\n")
+    design.joinpath("index.md").write_text("# Design decisions\n")
+    (root / "plans" / "LOW-admin-api.md").write_text(
+        plan_text("Admin API", priority="Low", dependencies="[usage-tracking, rate-limiting]")
+    )
+
+
+def test_list_includes_completed_features(root: Path, runner: CliRunner) -> None:
+    completed(root)
+    result = runner.invoke(main, ["list"])
+    assert result.exit_code == 0, result.output
+    slugs = [line.split()[0] for line in result.output.splitlines()[1:]]
+    assert slugs == ["rate-limiting", "response-caching", "usage-tracking", "admin-api", "metrics", "tracing"]
+    result = runner.invoke(main, ["list", "--status", "Completed", "--format", "json"])
+    data = json.loads(result.output)
+    assert [(d["slug"], d["status"], d["priority"]) for d in data] == [
+        ("rate-limiting", "Completed", "High"),
+        ("metrics", "Completed", "Low"),  # `priority: low` on the page
+        ("tracing", "Completed", None),
+    ]
+    assert data[0]["path"] == "docs/design/rate-limiting.md"
+    rows = list(csv.DictReader(io.StringIO(runner.invoke(main, ["list", "--format", "csv"]).output)))
+    assert rows[0]["slug"] == "rate-limiting" and rows[0]["status"] == "Completed"
+    high = runner.invoke(main, ["list", "--priority", "High", "--format", "json"]).output
+    assert [d["slug"] for d in json.loads(high)] == ["rate-limiting", "response-caching"]
+
+
+def test_list_closing_states(root: Path, runner: CliRunner) -> None:
+    roadmap(root)
+    (root / "plans" / "LOW-old-cache.md").write_text(
+        plan_text("Old Cache", priority="Low", status="Superseded", extra="superseded_by: response-caching\n")
+    )
+    result = runner.invoke(main, ["list", "--status", "superseded"])
+    assert result.exit_code == 0, result.output
+    assert "Superseded by response-caching" in result.output
+    data = json.loads(runner.invoke(main, ["list", "--status", "Superseded", "--format", "json"]).output)
+    assert data[0]["superseded_by"] == "response-caching"
+
+
+def test_show_a_completed_feature(root: Path, runner: CliRunner) -> None:
+    completed(root)
+    result = runner.invoke(main, ["show", "rate-limiting"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("Rate Limiting (rate-limiting)\n")
+    assert "status:     Completed (design page)" in result.output
+    assert "priority:   High" in result.output
+    assert "dependents: admin-api" in result.output
+    assert "## Goal\n\nLimit requests." in result.output
+    assert "title: Rate Limiting" not in result.output
+    data = json.loads(runner.invoke(main, ["show", "rate-limiting", "--format", "json"]).output)
+    assert (data["status"], data["priority"], data["completed"]) == ("Completed", "High", "2026-11-26")
+    assert data["dependents"] == ["admin-api"]

@@ -25,9 +25,25 @@ def test_overrides_from_pyproject(tmp_path: Path) -> None:
         ("lanes = 0", "lanes"),
         ('statuses = "Proposed"', "statuses"),
         ("colour = true", r"unknown key\(s\): colour"),
+        ("closed_statuses = [1]", "closed_statuses"),
+        ('statuses = ["Rejected"]', "not a closing state"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, toml: str, message: str) -> None:
     (tmp_path / "pyproject.toml").write_text(f"[tool.planner]\n{toml}\n")
     with pytest.raises(ConfigError, match=message):
         load_config(tmp_path)
+
+
+def test_closing_states_are_configurable_and_never_the_lifecycle(tmp_path: Path) -> None:
+    config = load_config(tmp_path)
+    assert config.closed_statuses == ("Rejected", "Withdrawn", "Deferred", "Superseded")
+    assert config.completed_status == "Completed" and config.in_progress_status == "In Progress"
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.planner]\nstatuses = ["Idea", "Doing", "Done", "Dropped"]\nclosed_statuses = ["Dropped"]\n'
+    )
+    config = load_config(tmp_path)
+    assert config.lifecycle == ("Idea", "Doing", "Done")
+    assert (config.completed_status, config.in_progress_status) == ("Done", "Doing")
+    assert config.all_statuses == ("Idea", "Doing", "Done", "Dropped")
+    assert config.is_closed("Dropped") and not config.is_closed("Done")

@@ -13,6 +13,8 @@ from planner.cli import main
 from planner.config import load_config
 from planner.rules import RULES, validate
 
+ALL_STATUSES = "Proposed, Planned, In Progress, Completed, Rejected, Withdrawn, Deferred, Superseded"
+
 
 def codes(root: Path) -> list[tuple[str, str, int | None]]:
     result = validate(load_config(root))
@@ -90,6 +92,19 @@ def test_clean_plan_passes(root: Path, runner: CliRunner) -> None:
         ("HIGH-response-caching.md", plan_text(dependencies="[nothing-here]"), "PL060", 7),
         ("HIGH-response-caching.md", plan_text(dependencies="[response-caching]"), "PL061", 7),
         ("HIGH-response-caching.md", plan_text(status="Completed"), "PL070", 3),
+        ("HIGH-response-caching.md", plan_text(status="Superseded"), "PL071", 3),
+        (
+            "HIGH-response-caching.md",
+            plan_text(status="Superseded", extra="superseded_by: smart-cache\n"),
+            "PL072",
+            8,
+        ),
+        (
+            "HIGH-response-caching.md",
+            plan_text(status="Superseded", extra="superseded_by: response-caching\n"),
+            "PL072",
+            8,
+        ),
     ],
 )
 def test_rule(root: Path, runner: CliRunner, name: str, text: str, code: str, line: int | None) -> None:
@@ -223,8 +238,8 @@ def test_json_format(root: Path, runner: CliRunner) -> None:
         "column": 9,
         "code": "PL012",
         "severity": "error",
-        "message": "status 'Done' is not one of Proposed, Planned, In Progress, Completed",
-        "hint": "use one of: Proposed, Planned, In Progress, Completed",
+        "message": f"status 'Done' is not one of {ALL_STATUSES}",
+        "hint": f"use one of: {ALL_STATUSES}",
     }
 
 
@@ -269,6 +284,39 @@ def test_configured_values_and_sections(root: Path, runner: CliRunner) -> None:
     )
     write(root, "HIGH-response-caching.md", plan_text(status="Idea", sections={"Goal": "A goal."}))
     assert runner.invoke(main, ["validate"]).exit_code == 0
+
+
+@pytest.mark.parametrize("status", ["Rejected", "Withdrawn", "Deferred"])
+def test_closing_states_are_valid_and_not_completed(root: Path, runner: CliRunner, status: str) -> None:
+    write(root, "HIGH-response-caching.md", plan_text(status=status))
+    result = runner.invoke(main, ["validate", "--strict"])
+    assert result.exit_code == 0, result.output
+
+
+def test_superseded_by_an_existing_plan_is_valid(root: Path, runner: CliRunner) -> None:
+    write(
+        root, "HIGH-response-caching.md", plan_text(status="Superseded", extra="superseded_by: smart-cache\n")
+    )
+    write(root, "HIGH-smart-cache.md", plan_text("Smart Cache"))
+    result = runner.invoke(main, ["validate", "--strict"])
+    assert result.exit_code == 0, result.output
+    write(
+        root, "HIGH-response-caching.md", plan_text(status="Rejected", extra="superseded_by: smart-cache\n")
+    )
+    assert [c for _, c, _ in codes(root)] == ["PL073"]
+
+
+def test_a_closing_state_listed_after_completed_is_not_completion(root: Path, runner: CliRunner) -> None:
+    # Listing the closing states in `statuses` (after Completed) once made the last one mean "completed".
+    (root / "pyproject.toml").write_text(
+        '[tool.planner]\nstatuses = ["Proposed", "Planned", "In Progress", "Completed", "Rejected"]\n'
+    )
+    write(root, "HIGH-response-caching.md", plan_text(status="Rejected"))
+    result = runner.invoke(main, ["validate", "--strict"])
+    assert result.exit_code == 0, result.output
+    assert "still in" not in result.output
+    write(root, "HIGH-response-caching.md", plan_text(status="Completed"))
+    assert "PL070" in runner.invoke(main, ["validate"]).output
 
 
 def test_rules_lists_every_rule(runner: CliRunner) -> None:

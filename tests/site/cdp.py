@@ -6,6 +6,7 @@ errors, uncaught exceptions and failed resource loads, and evaluates JavaScript.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
@@ -98,6 +99,32 @@ class Page:
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
+
+    def screenshot(self, path: Path, width: int = 1280, height: int = 900) -> Path:
+        """The page as a PNG `width` wide and as tall as the page (at least `height`), for a person to see."""
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
+        full = int(self.evaluate("document.documentElement.scrollHeight") or height)
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": max(height, min(full, 4000)), "deviceScaleFactor": 1, "mobile": False},
+        )
+        data = self.send("Page.captureScreenshot", {"format": "png"})["data"]
+        path.write_bytes(base64.b64decode(data))
+        return path
+
+    def wait_until(self, expression: str, timeout: float = 30.0) -> Any:
+        """Poll a JavaScript expression until it is truthy; drains events meanwhile."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise TimeoutError(expression)
+            time.sleep(0.2)
 
 
 @contextmanager

@@ -130,3 +130,71 @@ def test_dark_mode_redraws_diagrams(site: str) -> None:
         )
         rendered_diagrams(page, redrawn)
         assert page.errors == []
+
+
+def test_a_regression_is_a_red_card_in_both_schemes(tmp_path: Path) -> None:
+    """A completed feature whose test fails: red card on the board, readable in light and dark mode."""
+    import functools
+    import http.server
+    import json
+    import threading
+
+    from site_fixtures import mkdocs_build
+    from test_site_build import MKDOCS_YML, write_plan
+
+    assert CHROMIUM is not None
+    root = tmp_path / "project"
+    (root / "plans").mkdir(parents=True)
+    (root / "docs" / "design").mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[project]\nname = "fixture"\n')
+    (root / "mkdocs.yml").write_text(MKDOCS_YML.replace("  - Missing: nowhere/\n", ""), encoding="utf-8")
+    (root / "docs" / "index.md").write_text("# Home\n", encoding="utf-8")
+    (root / "docs" / "design" / "cache.md").write_text(
+        "---\ntitle: Cache\npriority: High\nstatus: Completed\n---\n# Cache\n", encoding="utf-8"
+    )
+    write_plan(root, "alpha")
+    (root / ".planner").mkdir()
+    (root / ".planner" / "evidence.json").write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "generated_at": "2026-11-26T04:00:00+00:00",
+                "git_commit": "0123456789abcdef",
+                "gateway_version": "0.1.0",
+                "gateway_url": None,
+                "features": {"cache": {"passed": 7, "failed": 1, "skipped": 0, "tests": []}},
+            }
+        )
+    )
+    site = tmp_path / "site"
+    assert mkdocs_build(root, site).returncode == 0
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(site)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    card = "document.querySelector('.planner-column li:has(.planner-flag-regression)')"
+    try:
+        with chromium_page(CHROMIUM) as page:
+            page.goto(f"http://127.0.0.1:{server.server_address[1]}/roadmap/board/")
+            assert page.evaluate(f"{card} !== null")
+            assert "Cache" in page.evaluate(f"{card}.textContent")
+            for scheme, background in (("default", "rgb(255, 235, 238)"), ("slate", "rgb(74, 16, 16)")):
+                page.evaluate(f"document.body.setAttribute('data-md-color-scheme', '{scheme}')")
+                colours = "[s.backgroundColor, s.borderTopColor]"
+                style = page.evaluate(
+                    f"(() => {{ const s = getComputedStyle({card}); return {colours}; }})()"
+                )
+                assert style == [
+                    background,
+                    "rgb(198, 40, 40)" if scheme == "default" else "rgb(239, 83, 80)",
+                ]
+                page.screenshot(tmp_path / f"board-{scheme}.png")
+            assert page.errors == []
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -60,6 +60,9 @@ def test_every_page_is_generated(pages: dict[str, str]) -> None:
         for name in ("index", "priorities", "board", "dependencies", "timeline", "readiness")
     }
     expected |= {f"roadmap/plans/{slug}.md" for slug in ("cache", "usage", "ws", "limits")}
+    expected |= {
+        f"roadmap/archive/{name}.md" for name in ("index", "rejected", "withdrawn", "deferred", "superseded")
+    }
     assert set(pages) == expected | {"roadmap/roadmap.json"}
 
 
@@ -67,9 +70,12 @@ def test_overview_counts_and_progress(pages: dict[str, str]) -> None:
     index = pages["roadmap/index.md"]
     assert "5 features on the roadmap, 2 completed." in index
     assert "**Features completed:** 2 of 5 (40%)" in index
-    assert "9 of 10 passing (90%), verified 2026-11-26 at commit abc1234" in index
+    assert "**Acceptance tests:** 9 passing, 1 failing, recorded 2026-11-26 at commit abc1234" in index
+    # Passing tests of work in progress are not progress: without steps linked to tests, none is claimed.
+    assert "passing (9" not in index and "100%" not in index
     in_progress = index.split("## In progress")[1].split("## Next up")[0]
-    assert "[Cache](plans/cache.md)" in in_progress and "4 of 5 passing" in in_progress
+    assert "[Cache](plans/cache.md)" in in_progress
+    assert "tests 4 of 5 passing; no steps linked to tests, so no progress measured" in in_progress
     next_up = index.split("## Next up")[1].split("## Pages")[0]
     assert next_up.index("[Usage]") < next_up.index("[Sockets")
     assert "[Cache]" not in next_up
@@ -80,7 +86,7 @@ def test_priorities_group_plans_with_their_verified_progress(pages: dict[str, st
     high, rest = text.split("## High: production essentials")[1].split("## Medium: production readiness")
     medium, low = rest.split("## Low: nice to have")
     assert "acceptance tests recorded by `planner track`, verified 2026-11-26 at commit abc1234" in text
-    assert "| [Cache](plans/cache.md) |" in high and "| 4 of 5 passing |" in high
+    assert "| [Cache](plans/cache.md) |" in high and "| tests 4 of 5 passing; no steps" in high
     assert "| 3 of 3 passing (1 skipped) |" in high
     assert "[Usage](plans/usage.md)" in medium and "3-5 days" in medium
     # A title with Markdown table syntax is escaped, not split into cells.
@@ -141,7 +147,7 @@ def test_plan_page_has_metadata_evidence_links_and_document(pages: dict[str, str
     assert "| High | Moderate | 1 week | gateway-team | 2026-11-20 | `cache` |" in text
     assert "**Depends on:** [Usage](usage.md)" in text
     assert '**Needed by:** [Sockets: "live" \\| fast](ws.md)' in text
-    assert "4 of 5 acceptance tests passing, verified 2026-11-26 at commit abc1234" in text
+    assert "4 of 5 acceptance tests passing (evidence recorded 2026-11-26 at commit abc1234)" in text
     assert "- **failed**: `test_miss` in `t.py`" in text and "- passed: `test_hit` in `t.py`" in text
     assert "## Goal\n\nMake cache work." in text
 
@@ -150,7 +156,13 @@ def test_without_evidence_pages_say_not_verified_yet(tmp_path: Path) -> None:
     pages = Renderer().render(fixture_roadmap(tmp_path))
     assert "not verified yet" in pages["roadmap/plans/cache.md"]
     assert "passing" not in pages["roadmap/plans/cache.md"]
-    assert "**Acceptance tests:** not verified yet" in pages["roadmap/index.md"]
+    assert "**Verified progress:** not verified yet — run `planner track`" in pages["roadmap/index.md"]
+    for name in ("index", "board", "priorities", "readiness"):  # a fresh clone says how to get evidence
+        assert (
+            '!!! warning "Not verified yet: no evidence recorded in this checkout"'
+            in pages[f"roadmap/{name}.md"]
+        )
+        assert "Run `planner track` in the project folder" in pages[f"roadmap/{name}.md"]
     assert "- [x]" not in pages["roadmap/readiness.md"]
     data = json.loads(pages["roadmap/roadmap.json"])
     assert data["evidence"] is None
@@ -163,16 +175,18 @@ def test_evidence_from_a_dirty_work_tree_says_so(tmp_path: Path) -> None:
     )
     pages = Renderer().render(fixture_roadmap(tmp_path, ev))
     expected = (
-        "1 of 1 acceptance test passing, verified 2026-11-26 at commit abc1234 with uncommitted changes"
+        "1 of 1 acceptance test passing (evidence recorded 2026-11-26 at commit abc1234 with uncommitted"
     )
     assert expected in pages["roadmap/plans/usage.md"]
-    assert "verified 2026-11-26 at commit abc1234 with uncommitted changes" in pages["roadmap/index.md"]
+    assert "recorded 2026-11-26 at commit abc1234 with uncommitted changes" in pages["roadmap/index.md"]
 
 
 def test_evidence_without_tests_for_a_feature_is_not_progress(tmp_path: Path) -> None:
     ev = Evidence("2026-11-26T04:00:00+00:00", None, None, None, {"usage": FeatureEvidence(0, 0, 2)})
     text = Renderer().render(fixture_roadmap(tmp_path, ev))["roadmap/plans/usage.md"]
-    assert "not verified yet: no acceptance tests recorded, 2 skipped (verified 2026-11-26)" in text
+    # Not the contradiction "not verified yet: no acceptance tests recorded (verified 2026-11-26)".
+    assert "No acceptance test of this feature ran (2 skipped) (evidence recorded 2026-11-26)" in text
+    assert "verified 2026" not in text
 
 
 def test_roadmap_json_holds_metadata_schedule_and_evidence(pages: dict[str, str]) -> None:
@@ -180,7 +194,8 @@ def test_roadmap_json_holds_metadata_schedule_and_evidence(pages: dict[str, str]
     assert data["evidence"]["git_commit"] == "abc1234def5678"
     cache = next(p for p in data["plans"] if p["slug"] == "cache")
     assert cache["dependencies"] == ["usage"] and cache["dependents"] == ["ws"]
-    assert cache["evidence"]["passed"] == 4 and cache["evidence"]["progress"] == 0.8
+    assert cache["evidence"]["passed"] == 4 and cache["evidence"]["progress"] is None  # no steps declared
+    assert cache["evidence"]["verdict"] == "info" and cache["evidence"]["regression"] is False
     assert cache["schedule"] == {"lane": 2, "start_day": 5, "end_day": 10}
     assert cache["source"] == "plans/HIGH-cache.md"
     assert data["completed"][0]["slug"] == "admin-api" and data["completed"][0]["evidence"]["verified"]
@@ -220,10 +235,12 @@ def test_write_pages_writes_markdown_and_copies_designs(tmp_path: Path) -> None:
     roadmap = fixture_roadmap(root, evidence())
     renderer = Renderer(LinkStyle.MARKDOWN)
     out = tmp_path / "out"
-    written = write_pages(roadmap, out, renderer.render(roadmap))
+    written = write_pages(roadmap, out, renderer.render(roadmap), renderer=renderer)
     assert (out / "roadmap" / "index.md").is_file() and (out / "roadmap" / "plans" / "ws.md").is_file()
-    assert (out / "design" / "admin-api.md").read_text(encoding="utf-8") == "# Admin API\n"
-    assert len(written) == 12
+    design = (out / "design" / "admin-api.md").read_text(encoding="utf-8")
+    assert design.startswith("# Admin API\n") and "2 of 2 acceptance tests passing" in design
+    assert (out / "roadmap" / "archive" / "rejected.md").is_file()
+    assert len(written) == 17
     assert not list(out.rglob("*.tmp"))
     timeline = (out / "roadmap" / "timeline.md").read_text(encoding="utf-8")
     assert 'click t_cache href "plans/cache.md"' in timeline  # plain Markdown links to the file

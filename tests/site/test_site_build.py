@@ -184,6 +184,10 @@ def test_invalid_plan_fails_strict_build_with_validate_messages(
     assert lenient.returncode == 0, lenient.stderr
     overview = (tmp_path / "lenient" / "roadmap" / "index.html").read_text(encoding="utf-8")
     assert "problem" in overview and bad.name in overview
+    # Under plain `mkdocs serve`/`build` the invalid status is marked, never a fifth board column.
+    board = (tmp_path / "lenient" / "roadmap" / "board" / "index.html").read_text(encoding="utf-8")
+    assert "Doing (" not in board and board.count('class="planner-column ') == 4
+    assert "Invalid status: not on the board" in board and 'href="../plans/gamma/"' in board
 
 
 def test_render_command_writes_markdown(
@@ -194,6 +198,8 @@ def test_render_command_writes_markdown(
     result = CliRunner().invoke(main, ["render", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "written" in result.output
+    # A fresh clone has no evidence: the command says how to get it, as the pages' banner does.
+    assert "every feature shows 'not verified yet'; run `planner track`" in result.output
     index = (out / "roadmap" / "index.md").read_text(encoding="utf-8")
     assert index.startswith("# Roadmap") and "[Alpha](plans/alpha.md)" in index
     assert 'click t_alpha href "plans/alpha.md"' in (out / "roadmap" / "timeline.md").read_text(
@@ -325,7 +331,11 @@ def test_completed_features_appear_from_design_pages(project: Path, tmp_path: Pa
     design = project / "docs" / "design"
     design.mkdir()
     (design / "index.md").write_text("# Design decisions\n", encoding="utf-8")
-    (design / "gamma.md").write_text("---\ntitle: Gamma\nfeature: gamma\n---\n# Gamma\n", encoding="utf-8")
+    (design / "gamma.md").write_text(
+        "---\ntitle: Gamma\npriority: High\nfeature: gamma\nstatus: Completed\n---\n# Gamma\n\n"
+        "Completed 2026-11-20: 3 of 3 acceptance tests passing (at commit 0ld).\n\n## Goal\n\nG.\n",
+        encoding="utf-8",
+    )
     write_plan(project, "delta", priority="Medium", deps="gamma")
     (project / ".planner").mkdir()
     (project / ".planner" / "evidence.json").write_text(
@@ -350,7 +360,12 @@ def test_completed_features_appear_from_design_pages(project: Path, tmp_path: Pa
     delta = (site / "roadmap" / "plans" / "delta" / "index.html").read_text(encoding="utf-8")
     assert 'href="../../../design/gamma/"' in delta
     readiness = (site / "roadmap" / "readiness" / "index.html").read_text(encoding="utf-8")
-    assert "Gamma</a> — 3 of 3 passing" in readiness
+    high = readiness.split('id="high-production-essentials"')[1].split('id="medium-production-readiness"')[0]
+    assert "Gamma</a> — " in high and "3 of 3 passing" in high  # under the priority its page keeps
+    page = (site / "design" / "gamma" / "index.html").read_text(encoding="utf-8")
+    assert "3 of 3 acceptance tests passing (evidence recorded 2026-11-26 at commit 0123456)" in page
+    assert "Completed 2026-11-20; at completion: 3 of 3" in page
+    assert "md-status" not in page  # Material's page-status icon does not pick up the plan status
     assert "Acceptance tests recorded verified 2026-11-26 at commit 0123456" not in readiness
     assert "recorded on 2026-11-26 at commit 0123456" in readiness
     data = json.loads((site / "roadmap" / "roadmap.json").read_text(encoding="utf-8"))
@@ -359,14 +374,20 @@ def test_completed_features_appear_from_design_pages(project: Path, tmp_path: Pa
             "slug": "gamma",
             "title": "Gamma",
             "feature": "gamma",
+            "priority": "High",
             "source": "docs/design/gamma.md",
             "evidence": {
                 "passed": 3,
                 "failed": 0,
                 "skipped": 0,
+                "steps_done": 0,
+                "steps_total": 0,
                 "progress": 1.0,
                 "verified": True,
-                "summary": "3 of 3 acceptance tests passing, verified 2026-11-26 at commit 0123456",
+                "verdict": "warning",  # track: a design that declares no steps does not say what done means
+                "regression": False,
+                "stale": None,
+                "summary": "3 of 3 acceptance tests passing (evidence recorded 2026-11-26 at commit 0123456)",
             },
         }
     ]
@@ -397,3 +418,45 @@ def test_automatic_nav_lists_top_pages_then_folders(tmp_path: Path) -> None:
         {"Roadmap": "roadmap/"},
         {"Tutorial": "tutorial/"},
     ]
+
+
+def test_a_failing_test_of_a_completed_feature_turns_the_built_site_red(
+    project: Path, tmp_path: Path
+) -> None:
+    design = project / "docs" / "design"
+    design.mkdir()
+    (design / "gamma.md").write_text(
+        "---\ntitle: Gamma\npriority: High\nfeature: gamma\nstatus: Completed\n---\n# Gamma\n\n"
+        "Completed 2026-11-20: 3 of 3 acceptance tests passing (at commit 0ld).\n",
+        encoding="utf-8",
+    )
+    (project / ".planner").mkdir()
+    tests = [{"name": f"t.py::test_{n}", "outcome": "passed"} for n in ("a", "b")]
+    tests.append({"name": "t.py::test_c", "outcome": "failed"})
+    (project / ".planner" / "evidence.json").write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "generated_at": "2026-11-26T04:00:00+00:00",
+                "git_commit": "0123456789abcdef",
+                "gateway_version": "0.1.0",
+                "gateway_url": None,
+                "features": {"gamma": {"passed": 2, "failed": 1, "skipped": 0, "tests": tests}},
+            }
+        ),
+        encoding="utf-8",
+    )
+    site = tmp_path / "site"
+    result = mkdocs_build(project, site, "--strict")
+    assert result.returncode == 0, result.stderr
+
+    def page(path: str) -> str:
+        return (site / path / "index.html").read_text(encoding="utf-8")
+
+    for path in ("roadmap", "roadmap/board", "roadmap/readiness", "roadmap/priorities"):
+        assert "Regression: 1 completed feature no longer passes its acceptance tests" in page(path), path
+    assert "Completed (1, 1 regressed)" in page("roadmap/board")
+    assert "not production ready" in page("roadmap/readiness")
+    gamma = page("design/gamma")
+    assert "planner-flag-regression" in gamma and "regression: 1 of 3 acceptance tests fail" in gamma
+    assert "Completed 2026-11-20; at completion: 3 of 3" in gamma
