@@ -105,7 +105,13 @@ def track(
         hint = "run `planner track` without --no-run" if no_run else "the acceptance run recorded none"
         raise click.ClickException(f"no evidence at {target_path}: {hint}")
     validation = validate(config)
-    report = judge(validation.plans, validation.designs, evidence, stale=staleness(config.root, evidence))
+    report = judge(
+        validation.plans,
+        validation.designs,
+        evidence,
+        stale=staleness(config.root, evidence),
+        closed=config.closed_statuses,
+    )
     if validation.errors:
         click.echo(
             f"note: {len(validation.errors)} plan problem(s) found; `planner validate` lists them", err=True

@@ -33,13 +33,14 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 
+from planner.config import DEFAULT_CLOSED_STATUSES
 from planner.evidence import Evidence, FeatureEvidence, RecordedTest, evidence_path, load_evidence
 from planner.fingerprint import staleness
 from planner.model import Design, Plan, Step
@@ -168,11 +169,17 @@ class TrackError(Exception):
 
 
 def judge(
-    plans: Sequence[Plan], designs: Sequence[Design], evidence: Evidence, *, stale: str | None = None
+    plans: Sequence[Plan],
+    designs: Sequence[Design],
+    evidence: Evidence,
+    *,
+    stale: str | None = None,
+    closed: Collection[str] = DEFAULT_CLOSED_STATUSES,
 ) -> TrackReport:
     """Compare each feature's status with its evidence (see the module docstring for the rules).
 
-    `stale` is `planner.fingerprint.staleness` of the evidence, copied onto every row.
+    `stale` is `planner.fingerprint.staleness` of the evidence, copied onto every row; `closed` are the
+    configured closing states (Rejected, Withdrawn, ...), whose plans claim nothing and are not judged.
     """
     rows: list[FeatureVerdict] = []
     covered: set[str] = set()
@@ -181,6 +188,10 @@ def judge(
         rows.append(_judge_one(design.slug, COMPLETED, design.feature, design.steps, evidence, design=True))
     for plan in plans:
         covered.add(plan.feature)
+        if plan.status in closed:
+            message = f"closed as {plan.status}: off the roadmap, so its tests prove nothing either way"
+            rows.append(_row(plan.slug, plan.status, evidence.for_feature(plan.feature), "ok", message, ()))
+            continue
         rows.append(_judge_one(plan.slug, plan.status, plan.feature, plan.steps, evidence, design=False))
     reported = set(evidence.gateway_features or ())
     for feature in sorted((set(evidence.features) | reported) - covered):

@@ -181,7 +181,7 @@ class Roadmap:
         from planner.track import judge
 
         stale = staleness(self.config.root, self.evidence)
-        return judge(self.plans, self.designs, self.evidence, stale=stale)
+        return judge(self.plans, self.designs, self.evidence, stale=stale, closed=self.config.closed_statuses)
 
     @cached_property
     def _verdicts(self) -> dict[str, FeatureVerdict]:

@@ -178,6 +178,19 @@ def test_not_started_and_not_green_is_fine(fe: FeatureEvidence | None) -> None:
     assert row.verdict == "ok"
 
 
+@pytest.mark.parametrize("fe", [None, ran("caching", 2), ran("caching", 0, 1)])
+@pytest.mark.parametrize("status", ["Rejected", "Withdrawn", "Deferred", "Superseded"])
+def test_a_closed_plan_claims_nothing_and_is_not_judged(status: str, fe: FeatureEvidence | None) -> None:
+    row = only([plan("caching", status)], [], evidence({"caching": fe} if fe else {}), "caching")
+    assert row.verdict == "ok" and not row.regression and row.steps_total == 0
+    assert row.message.startswith(f"closed as {status}")
+
+
+def test_closing_states_are_the_configured_ones() -> None:
+    rows = judge([plan("caching", "Shelved")], [], evidence(), closed=("Shelved",)).features
+    assert rows[0].message.startswith("closed as Shelved")
+
+
 def test_tests_without_a_plan_are_a_warning() -> None:
     row = only([], [], evidence({"orphan": ran("orphan", 1)}), "orphan")
     assert (row.verdict, row.status) == ("warning", None) and "no plan or design" in row.message
