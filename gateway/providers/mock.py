@@ -3,10 +3,12 @@
 Used by the embedded default config, the tests, the demos and (through ``gateway mock-upstream``) the
 benchmarks. It echoes the last message (or answers a fixed ``reply``), counts tokens with a fixed rule
 (one token per 4 characters, rounded up, plus 3 per message), honours ``max_tokens`` (finish_reason
-``length``), answers a tool call when the request forces one (``tool_choice: required`` or a named
-function), streams in ``chunk_size``-character chunks, embeds text as deterministic unit vectors, and can
-inject latency and failures (``fail_rate`` of requests answer ``fail_status``). A ``barrier`` holds answers
-until that many requests wait at once, so tests make requests overlap for certain instead of by timing.
+``length``), ``n``, ``stop``, ``logprobs``/``top_logprobs`` and ``response_format`` (JSON that validates
+against a ``json_schema``), answers a tool call whose arguments validate against the function's
+``parameters`` when the request forces one (``tool_choice: required`` or a named function), streams
+in ``chunk_size``-character chunks, embeds text as deterministic unit vectors, and can inject latency
+and failures (``fail_rate`` of requests answer ``fail_status``). A ``barrier`` holds answers until that many
+requests wait at once, so tests make requests overlap for certain instead of by timing.
 
 The body builders are pure functions so ``gateway/mock_upstream.py`` serves exactly the same answers.
 """
@@ -29,6 +31,7 @@ from gateway.config import ProviderConfig, RouteConfig
 from gateway.errors import GatewayError, upstream_error
 from gateway.pipeline import Call, Response, Result, Stream
 from gateway.providers.base import ConfigProblems, now, options_problems
+from gateway.providers.mock_schema import instance
 
 
 class MockOptions(BaseModel):
@@ -80,6 +83,13 @@ def _max_tokens(body: dict[str, Any]) -> int | None:
     return limit if isinstance(limit, int) and limit > 0 else None
 
 
+def _tools(body: dict[str, Any]) -> dict[str, Any]:
+    """The request's functions by name (their ``function`` objects)."""
+    tools = body.get("tools")
+    functions = [t.get("function") for t in tools if isinstance(t, dict)] if isinstance(tools, list) else []
+    return {f["name"]: f for f in functions if isinstance(f, dict) and isinstance(f.get("name"), str)}
+
+
 def _forced_tool(body: dict[str, Any]) -> str | None:
     """The function name the request forces a call to, if any."""
     tools = body.get("tools")
@@ -96,23 +106,92 @@ def _forced_tool(body: dict[str, Any]) -> str | None:
     return None
 
 
+def _structured(body: dict[str, Any], text: str) -> str | None:
+    """The JSON text ``response_format`` asks for, or None for plain text.
+
+    ``json_schema`` answers the schema's minimal instance (so SDK ``.parse()`` and LangChain's
+    ``with_structured_output`` work with no key); ``json_object`` wraps the echo in an object.
+    """
+    fmt = body.get("response_format")
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "json_schema":
+        spec = fmt.get("json_schema") if isinstance(fmt, dict) else None
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        return json.dumps(instance(schema if isinstance(schema, dict) else {}))
+    if kind == "json_object":
+        return json.dumps({"reply": text})
+    return None
+
+
+def _stops(body: dict[str, Any]) -> list[str]:
+    stop = body.get("stop")
+    stops = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
+    return [s for s in stops if isinstance(s, str) and s]
+
+
 def _answer(body: dict[str, Any], options: MockOptions) -> tuple[str, str]:
-    """(reply text, finish_reason)."""
+    """(reply text, finish_reason): the echo or fixed reply, shaped by ``response_format``, cut at the
+    first ``stop`` string (which is not included, as with OpenAI) and at ``max_tokens``."""
     if options.reply is not None:
         text = options.reply
     else:
         messages = body.get("messages")
         last = messages[-1] if isinstance(messages, list) and messages else {}
         text = content_text(last.get("content")) if isinstance(last, dict) else ""
+    text = _structured(body, text) or text
+    cuts = [text.find(s) for s in _stops(body) if s in text]
+    if cuts:
+        text = text[: min(cuts)]
     limit = _max_tokens(body)
     if limit is not None and count_tokens(text) > limit:
         return text[: limit * 4], "length"
     return text, "stop"
 
 
-def _tool_call(name: str, seed: str) -> dict[str, Any]:
+def _choices(body: dict[str, Any]) -> int:
+    n = body.get("n")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+
+
+def _tokens(text: str) -> list[str]:
+    """The mock's tokens of ``text``: 4-character pieces, matching :func:`count_tokens`."""
+    return [text[i : i + 4] for i in range(0, len(text), 4)]
+
+
+def _logprob(token: str, rank: int) -> float:
+    """A deterministic log probability: the chosen token most likely, alternatives less so."""
+    digest = hashlib.sha256(token.encode()).digest()
+    return -round(digest[0] / 2550 + rank * 1.5, 4)
+
+
+def _logprobs(body: dict[str, Any], text: str) -> dict[str, Any] | None:
+    """``logprobs.content`` for ``text`` when the request asks for it (``top_logprobs`` alternatives each)."""
+    if body.get("logprobs") is not True:
+        return None
+    top = body.get("top_logprobs")
+    top = top if isinstance(top, int) and not isinstance(top, bool) and top > 0 else 0
+
+    def entry(token: str, rank: int) -> dict[str, Any]:
+        return {"token": token, "logprob": _logprob(token, rank), "bytes": list(token.encode())}
+
+    def alternatives(token: str) -> list[dict[str, Any]]:
+        return [entry(token if rank == 0 else f"{token}#{rank}", rank) for rank in range(top)]
+
+    content = [{**entry(t, 0), "top_logprobs": alternatives(t)} for t in _tokens(text)]
+    return {"content": content, "refusal": None}
+
+
+def _tool_call(name: str, body: dict[str, Any], seed: str) -> dict[str, Any]:
+    """A call of ``name`` whose ``arguments`` validate against the function's ``parameters``."""
     call_id = "call_" + hashlib.sha256(seed.encode()).hexdigest()[:24]
-    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": "{}"}}
+    parameters = _tools(body).get(name, {}).get("parameters")
+    arguments = json.dumps(instance(parameters if isinstance(parameters, dict) else {"type": "object"}))
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def _call_seed(response_id: str, index: int) -> str:
+    # Choice 0 keeps the id the mock always gave; further choices need ids of their own.
+    return response_id if index == 0 else f"{response_id}:{index}"
 
 
 def _usage(prompt: int, completion: int) -> dict[str, Any]:
@@ -120,25 +199,32 @@ def _usage(prompt: int, completion: int) -> dict[str, Any]:
 
 
 def chat_body(body: dict[str, Any], model: str, options: MockOptions, response_id: str) -> dict[str, Any]:
-    """The mock's complete ``chat.completion`` answer to ``body``."""
+    """The mock's complete ``chat.completion`` answer to ``body``: ``n`` equal choices."""
     tool = _forced_tool(body)
-    if tool is not None:
-        message: dict[str, Any] = {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [_tool_call(tool, response_id)],
-        }
-        finish, completion = "tool_calls", count_tokens(tool) + 2
-    else:
-        text, finish = _answer(body, options)
-        message = {"role": "assistant", "content": text, "refusal": None}
-        completion = count_tokens(text)
+    choices = []
+    completion = 0
+    for index in range(_choices(body)):
+        logprobs = None
+        if tool is not None:
+            message: dict[str, Any] = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [_tool_call(tool, body, _call_seed(response_id, index))],
+            }
+            finish = "tool_calls"
+            completion += count_tokens(tool) + 2
+        else:
+            text, finish = _answer(body, options)
+            message = {"role": "assistant", "content": text, "refusal": None}
+            logprobs = _logprobs(body, text)
+            completion += count_tokens(text)
+        choices.append({"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish})
     return {
         "id": response_id,
         "object": "chat.completion",
         "created": now(),
         "model": model,
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+        "choices": choices,
         "usage": _usage(prompt_tokens(body.get("messages")), completion),
         "system_fingerprint": "gateway-mock",
     }
@@ -147,41 +233,55 @@ def chat_body(body: dict[str, Any], model: str, options: MockOptions, response_i
 def chat_chunks(
     body: dict[str, Any], model: str, options: MockOptions, response_id: str
 ) -> list[dict[str, Any]]:
-    """The mock's streamed answer: role chunk, content chunks, finish chunk, then a usage chunk."""
+    """The mock's streamed answer: per choice a role chunk, content chunks and a finish chunk (choice
+    after choice, each chunk naming its ``index``), then a usage chunk. With ``logprobs`` each content
+    chunk carries the logprobs of its own text."""
     created = now()
 
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    def chunk(
+        index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None
+    ) -> dict[str, Any]:
         return {
             "id": response_id,
             "object": "chat.completion.chunk",
             "created": created,
             "model": model,
             "system_fingerprint": "gateway-mock",
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
         }
 
     tool = _forced_tool(body)
-    if tool is not None:
-        call = _tool_call(tool, response_id)
-        chunks = [
-            chunk(
-                {
-                    "role": "assistant",
-                    "content": None,
-                    "tool_calls": [{"index": 0, **call, "function": {"name": tool, "arguments": ""}}],
-                }
-            ),
-            chunk({"tool_calls": [{"index": 0, "function": {"arguments": call["function"]["arguments"]}}]}),
-            chunk({}, "tool_calls"),
-        ]
-        completion = count_tokens(tool) + 2
-    else:
-        text, finish = _answer(body, options)
-        size = options.chunk_size
-        chunks = [chunk({"role": "assistant", "content": ""})]
-        chunks += [chunk({"content": text[i : i + size]}) for i in range(0, len(text), size)]
-        chunks.append(chunk({}, finish))
-        completion = count_tokens(text)
+    chunks = []
+    completion = 0
+    for index in range(_choices(body)):
+        if tool is not None:
+            call = _tool_call(tool, body, _call_seed(response_id, index))
+            chunks += [
+                chunk(
+                    index,
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [{"index": 0, **call, "function": {"name": tool, "arguments": ""}}],
+                    },
+                ),
+                chunk(
+                    index,
+                    {"tool_calls": [{"index": 0, "function": {"arguments": call["function"]["arguments"]}}]},
+                ),
+                chunk(index, {}, "tool_calls"),
+            ]
+            completion += count_tokens(tool) + 2
+        else:
+            text, finish = _answer(body, options)
+            size = options.chunk_size
+            chunks.append(chunk(index, {"role": "assistant", "content": ""}))
+            chunks += [
+                chunk(index, {"content": piece}, logprobs=_logprobs(body, piece))
+                for piece in (text[i : i + size] for i in range(0, len(text), size))
+            ]
+            chunks.append(chunk(index, {}, finish))
+            completion += count_tokens(text)
     chunks.append(
         {
             "id": response_id,
