@@ -209,6 +209,7 @@ def chat_body(body: dict[str, Any], model: str, options: MockOptions, response_i
             message: dict[str, Any] = {
                 "role": "assistant",
                 "content": None,
+                "refusal": None,
                 "tool_calls": [_tool_call(tool, body, _call_seed(response_id, index))],
             }
             finish = "tool_calls"

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from gateway.app import create_app
 from gateway.config import parse_config
+from gateway.features.cache_entries import assemble
 from gateway.providers.mock import MockOptions, chat_body, chat_chunks
 
 
@@ -118,6 +119,32 @@ def test_streamed_tool_call_arguments_validate() -> None:
         for call in choice["delta"].get("tool_calls", [])
     )
     City.model_validate_json(arguments)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"n": 2, "logprobs": True, "top_logprobs": 1, "stop": "ij"},
+        {"response_format": _schema_format(Weather)},
+        {
+            "tools": [
+                {"type": "function", "function": {"name": "city", "parameters": City.model_json_schema()}}
+            ],
+            "tool_choice": "required",
+            "n": 2,
+        },
+    ],
+    ids=["n-logprobs-stop", "json-schema", "tools"],
+)
+def test_a_stream_amounts_to_the_same_answer(extra: dict[str, Any]) -> None:
+    request = chat("abcdefghijklmnopqrstuvwxyz", **extra)
+    body = chat_body(request, "m", MockOptions(), "id")
+    assembled = assemble(chat_chunks(request, "m", MockOptions(), "id"))
+    assert assembled is not None and assembled["usage"] == body["usage"]
+    for streamed, whole in zip(assembled["choices"], body["choices"], strict=True):
+        if whole["logprobs"] is not None:
+            assert streamed["logprobs"]["content"] == whole["logprobs"]["content"]
+        assert {**streamed, "logprobs": None} == {**whole, "logprobs": None}
 
 
 # --- through the gateway, with the real openai SDK -----------------------------------------------------
