@@ -42,7 +42,7 @@ def _resolve(ref: str, root: Any) -> Any:
     if not ref.startswith("#"):
         return {}
     node = root
-    for part in ref[1:].split("/")[1:] if ref != "#" else []:
+    for part in ref[1:].split("/")[1:]:
         part = part.replace("~1", "/").replace("~0", "~")
         if not isinstance(node, dict) or part not in node:
             return {}
@@ -69,14 +69,10 @@ def _instance(schema: Any, root: Any, depth: int, seen: frozenset[str]) -> Any:
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), kind[0] if kind else None)
-    if kind is None:
-        kind = (
-            "object"
-            if "properties" in schema or "required" in schema
-            else "array"
-            if "items" in schema
-            else None
-        )
+    if kind is None and ("properties" in schema or "required" in schema):
+        kind = "object"
+    elif kind is None and "items" in schema:
+        kind = "array"
     if kind == "object":
         return _object(schema, root, depth, seen)
     if kind == "array":
