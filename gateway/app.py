@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from gateway import __version__
 from gateway.auth import KeyRing
 from gateway.config import GatewayConfig, ModelConfig
+from gateway.cors import CorsMiddleware
 from gateway.errors import GatewayError, state_store_unavailable
 from gateway.features.tracing_http import TracingMiddleware
 from gateway.logging import AccessLog
@@ -245,6 +246,11 @@ def create_app(
     app.add_middleware(GatewayMiddleware, access_log=AccessLog(), activity=gateway.activity)
     # Around the access log (so it carries the trace id), inside the runtime pin (which holds the tracer).
     app.add_middleware(TracingMiddleware)
+    # Outside the access log and auth, so a preflight needs no key and errors carry CORS headers too;
+    # inside the runtime pin, so a reload that changes server.cors applies from the next request.
+    app.add_middleware(
+        CorsMiddleware, config_of=lambda scope: (runtime_of(scope) or gateway.runtime).config.server.cors
+    )
     # Outermost: each request holds the runtime it arrived with until its response is fully sent.
     app.add_middleware(RuntimeMiddleware, current=lambda: gateway.runtime)
     return app

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from gateway.cors import CorsConfig
 from gateway.features.budgets import BudgetConfig, BudgetsConfig, TeamConfig, team_problems
 from gateway.features.cache import CacheConfig
 from gateway.features.ratelimit import RateLimitConfig
@@ -63,6 +64,8 @@ class ServerConfig(_Strict):
     drain_timeout_s: float = Field(default=30.0, gt=0)
     # HTTPS with this certificate and key (gateway/tls.py); None serves plain HTTP.
     tls: ServerTLSConfig | None = None
+    # Browser clients from other origins (gateway/cors.py); None: no CORS headers, OPTIONS is a 405.
+    cors: CorsConfig | None = None
 
 
 class KeyConfig(_Strict):

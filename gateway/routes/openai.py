@@ -85,6 +85,15 @@ async def _events(call: Call, stream: Stream, redactor: Redactor) -> AsyncIterat
         await stream.aclose()
 
 
+def _created(runtime: Runtime) -> int:
+    """A model's ``created``: when the running config was loaded (start or last reload), in Unix seconds.
+
+    The gateway has no creation date for an alias of its own; the load time is real, the same for every
+    model in one config, and tells a client when the list last changed.
+    """
+    return int(runtime.loaded_at.timestamp())
+
+
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(json.dumps(body, separators=(",", ":")).encode(), status, headers, "application/json")
 
@@ -185,7 +194,7 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
     async def list_models(request: Request) -> Response:
         runtime, key = await begin(request)
         data = [
-            {"id": name, "object": "model", "created": 0, "owned_by": "gateway"}
+            {"id": name, "object": "model", "created": _created(runtime), "owned_by": "gateway"}
             for name in runtime.visible_models(key)
         ]
         return JSONResponse({"object": "list", "data": data})
@@ -194,7 +203,9 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
         runtime, key = await begin(request)
         name = request.path_params["model"]
         runtime.resolve(key, name)
-        return JSONResponse({"id": name, "object": "model", "created": 0, "owned_by": "gateway"})
+        return JSONResponse(
+            {"id": name, "object": "model", "created": _created(runtime), "owned_by": "gateway"}
+        )
 
     app.add_route("/v1/chat/completions", chat_completions, methods=["POST"], include_in_schema=False)
     app.add_route("/v1/embeddings", embeddings, methods=["POST"], include_in_schema=False)
