@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from gateway_testing import KEY, MASTER_KEY, TEST_CONFIG, run_server
+from gateway_testing import KEY, MASTER_KEY, TEST_CONFIG, run_server, serve
 
 from gateway.app import create_app
 from gateway.config import parse_config
@@ -178,3 +178,15 @@ def test_openapi_describes_completions(base_url: str) -> None:
     document = httpx.get(f"{base_url}/openapi.json").json()
     schema = document["paths"]["/v1/completions"]["post"]["requestBody"]["content"]["application/json"]
     assert set(schema["schema"]["required"]) == {"model", "prompt"}
+
+
+@pytest.mark.anyio
+async def test_the_keys_rate_limit_applies() -> None:
+    config = TEST_CONFIG.replace(f"key: {KEY}, team: research", f"key: {KEY}, team: research, rpm: 1")
+    async with serve(parse_config(config, "test.yaml")) as client:
+        headers = {"authorization": f"Bearer {KEY}"}
+        body = {"model": "echo", "prompt": "once"}
+        assert (await client.post("/v1/completions", json=body, headers=headers)).status_code == 200
+        refused = await client.post("/v1/completions", json=body, headers=headers)
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "rate_limit_exceeded"
