@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway import __version__
-from gateway.request_schema import CHAT_PARAMS, EMBEDDING_PARAMS, TOKENS_MAX
+from gateway.request_schema import CHAT_PARAMS, COMPLETION_PARAMS, EMBEDDING_PARAMS, TOKENS_MAX
 from gateway.schema import ROLES
 
 _STRING = {"type": "string"}
@@ -54,6 +54,17 @@ EMBEDDINGS_REQUEST: dict[str, Any] = {
             ]
         },
         **EMBEDDING_PARAMS,
+    },
+}
+
+COMPLETIONS_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "required": ["model", "prompt"],
+    "properties": {
+        "model": _MODEL,
+        "stream": {"type": "boolean"},
+        "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
+        **COMPLETION_PARAMS,
     },
 }
 
@@ -151,6 +162,7 @@ def openapi_document() -> dict[str, Any]:
         "security": [{"bearer": []}, {"apiKey": []}],
         "paths": {
             "/v1/chat/completions": _post("Chat completion (OpenAI)", CHAT_REQUEST, stream=True),
+            "/v1/completions": _post("Text completion (OpenAI legacy)", COMPLETIONS_REQUEST, stream=True),
             "/v1/embeddings": _post("Embeddings (OpenAI)", EMBEDDINGS_REQUEST),
             "/v1/messages": _post("Messages (Anthropic)", MESSAGES_REQUEST, stream=True),
             "/v1/messages/count_tokens": _post("Input token estimate (Anthropic)", COUNT_TOKENS_REQUEST),

@@ -147,6 +147,31 @@ EMBEDDING_PARAMS: Mapping[str, Schema] = {
 """OpenAI embeddings parameters (``input`` is checked by :func:`gateway.schema.check_embeddings`)."""
 
 
+COMPLETION_PARAMS: Mapping[str, Schema] = {
+    "prompt": {"anyOf": [_STRING, {"type": "array", "items": _STRING}]},
+    **{
+        name: CHAT_PARAMS[name]
+        for name in (
+            "max_tokens",
+            "n",
+            "temperature",
+            "top_p",
+            "seed",
+            "stop",
+            "user",
+            "presence_penalty",
+            "frequency_penalty",
+            "logit_bias",
+        )
+    },
+    "echo": _BOOLEAN,
+    "best_of": _integer(1, 20),
+    "suffix": _STRING,
+    "logprobs": _integer(0, 5),
+}
+"""OpenAI legacy completions parameters (gateway/formats/completions.py says which it translates)."""
+
+
 def check_params(body: Mapping[str, Any], params: Mapping[str, Schema]) -> None:
     """Raise a 400 naming the field for the first parameter of ``body`` outside its schema."""
     for name, schema in params.items():
