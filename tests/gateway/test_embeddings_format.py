@@ -22,6 +22,7 @@ from test_cohere_provider import FakeCohere, cohere_config
 
 from gateway.config import GatewayConfig, parse_config
 from gateway.embedding_format import encode_vector
+from gateway.mock_upstream import MockUpstream
 from gateway.providers.mock import MockOptions, embeddings_body
 
 pytestmark = pytest.mark.anyio
@@ -130,3 +131,18 @@ async def test_openai_upstream_base64_dimensions_and_model() -> None:
     # Converted once in the gateway: the upstream is asked for floats, and is told the dimensions.
     assert all("encoding_format" not in body for body in fake.sent)
     assert fake.sent[-1]["dimensions"] == 7
+
+
+async def test_mock_upstream_base64_and_bad_dimensions() -> None:
+    upstream = MockUpstream(MockOptions())
+    transport = httpx.ASGITransport(app=upstream)
+    async with httpx.AsyncClient(transport=transport, base_url="http://mock") as c:
+        floats = await c.post("/v1/embeddings", json={"model": "e", "input": "x", "dimensions": 4})
+        encoded = await c.post(
+            "/v1/embeddings", json={"model": "e", "input": "x", "dimensions": 4, "encoding_format": "base64"}
+        )
+        refused = await c.post("/v1/embeddings", json={"model": "e", "input": "x", "dimensions": 9999})
+    vector = floats.json()["data"][0]["embedding"]
+    assert len(vector) == 4
+    assert decode(encoded.json()["data"][0]["embedding"]) == float32(vector)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "dimensions"
