@@ -17,6 +17,8 @@ from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
 
+from gateway.embedding_format import client_answer
+from gateway.errors import GatewayError
 from gateway.providers.mock import MockOptions, chat_body, chat_chunks, embeddings_body, failure
 from gateway.schema import SSE_DONE, sse_event
 
@@ -65,9 +67,13 @@ class MockUpstream:
                 await _respond(send, error.status, json.dumps(error.body()).encode(), headers)
                 return
             if path == "/v1/embeddings":
-                await _respond(
-                    send, 200, json.dumps(embeddings_body(body, body["model"], self.options)).encode()
-                )
+                try:
+                    vectors = embeddings_body(body, body["model"], self.options)
+                except GatewayError as exc:
+                    await _respond(send, exc.status, json.dumps(exc.body()).encode())
+                    return
+                answer = client_answer(vectors, body["model"], body.get("encoding_format") == "base64")
+                await _respond(send, 200, json.dumps(answer).encode())
             elif body.get("stream") is True:
                 await self._stream(body, receive, send)
             else:

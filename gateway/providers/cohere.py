@@ -176,6 +176,9 @@ class CohereAdapter:
             "input_type": self.input_type,
             "embedding_types": ["float"],
         }
+        if body.get("dimensions") is not None:
+            # v2 embed's output_dimension (embed-v4.0 and later); models without it answer Cohere's 400.
+            payload["output_dimension"] = body["dimensions"]
         return UpstreamRequest("/v2/embed", payload, {})
 
     def parse_response(self, endpoint: str, data: Any) -> dict[str, Any]:
@@ -267,6 +270,12 @@ class CohereProvider(HttpProvider):
         result = await super().chat(call, route)
         if isinstance(result, Response):
             result.body["model"] = route.model or call.model
+        return result
+
+    async def embeddings(self, call: Call, route: RouteConfig) -> Response:
+        """Cohere's embed answers do not name the model either: the route's upstream model is filled in."""
+        result = await super().embeddings(call, route)
+        result.body["model"] = route.model or call.model
         return result
 
     @classmethod

@@ -309,12 +309,20 @@ def embed(text: str, dims: int) -> list[float]:
     return [round(v / norm, 6) for v in values]
 
 
+MAX_EMBEDDING_DIMS = 4096
+"""The longest vector the mock makes (``options.embedding_dims`` has the same bound)."""
+
+
 def embeddings_body(body: dict[str, Any], model: str, options: MockOptions) -> dict[str, Any]:
     """The mock's ``embeddings`` answer: one vector per input."""
     raw = body.get("input")
     inputs: list[Any] = raw if isinstance(raw, list) and raw and not isinstance(raw[0], int) else [raw]
     requested = body.get("dimensions")
-    dims = requested if isinstance(requested, int) and 0 < requested <= 4096 else options.embedding_dims
+    if requested is not None and not (isinstance(requested, int) and 0 < requested <= MAX_EMBEDDING_DIMS):
+        # Never a silent fallback: a client that asked for a length must get it or be told.
+        message = f"'dimensions' must be an integer from 1 to {MAX_EMBEDDING_DIMS} for the mock."
+        raise GatewayError(400, message, "invalid_request_error", param="dimensions")
+    dims = requested or options.embedding_dims
     texts = [item if isinstance(item, str) else json.dumps(item) for item in inputs]
     tokens = sum(count_tokens(t) for t in texts)
     return {

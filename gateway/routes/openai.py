@@ -17,6 +17,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from gateway.embedding_format import client_answer, float_request
 from gateway.errors import GatewayError, body_too_large, invalid_request, state_store_unavailable
 from gateway.logging import log_error
 from gateway.pipeline import Call, Stream
@@ -184,12 +185,14 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
         runtime, key = await begin(request)
         body = parse_json_object(await read_body(request, runtime.max_body_bytes))
         model = check_embeddings(body)
+        body, wants_base64 = float_request(body)
         call = request_call(request, runtime, key, "embeddings", model, body)
         result = await runtime.handle(call)
         if isinstance(result, Stream):  # only a misbehaving stage could do this
             await result.aclose()
             raise GatewayError(500, "Embeddings cannot be streamed.", "server_error")
-        return _json(result.body, result.status, call.response_headers)
+        answer = client_answer(result.body, model, wants_base64) if result.status == 200 else result.body
+        return _json(answer, result.status, call.response_headers)
 
     async def list_models(request: Request) -> Response:
         runtime, key = await begin(request)
