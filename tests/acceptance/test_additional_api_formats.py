@@ -8,7 +8,9 @@ event sequence and its error envelope, on the gateway's own keys and models.
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -285,3 +287,43 @@ def test_an_alias_routed_to_cohere_v2(routed: Any) -> None:
     assert body["choices"][0]["message"]["content"] == "cohere command-r: hello"
     assert body["choices"][0]["finish_reason"] == "stop"  # COMPLETE, mapped
     assert body["usage"]["completion_tokens"] == 4
+
+
+@pytest.mark.feature("additional-api-formats", step=10)
+def test_legacy_completions_answer_as_text_completions(gateway: Any) -> None:
+    prompt = _prompt()
+    body = {"model": "mock-echo", "prompt": prompt, "max_tokens": 64}
+    reply = gateway.client.post("/v1/completions", headers=gateway.headers(), json=body)
+    assert reply.status_code == 200, reply.text
+    answer = reply.json()
+    assert answer["object"] == "text_completion"
+    assert prompt in answer["choices"][0]["text"]
+    assert answer["usage"]["prompt_tokens"] > 0
+
+    streamed = gateway.client.post(
+        "/v1/completions", headers=gateway.headers(), json={**body, "stream": True}
+    )
+    events = [line[6:] for line in streamed.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert {c["object"] for c in chunks} == {"text_completion"}
+    assert prompt in "".join(c["choices"][0]["text"] for c in chunks if c["choices"])
+
+    refused = gateway.client.post("/v1/completions", headers=gateway.headers(), json={**body, "echo": True})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "echo"
+
+
+@pytest.mark.feature("additional-api-formats", step=10)
+def test_embeddings_in_base64_are_the_float_vector(gateway: Any) -> None:
+    body = {"model": "mock-embed", "input": "the same text", "dimensions": 8}
+    floats = gateway.client.post("/v1/embeddings", headers=gateway.headers(), json=body)
+    encoded = gateway.client.post(
+        "/v1/embeddings", headers=gateway.headers(), json={**body, "encoding_format": "base64"}
+    )
+    assert floats.status_code == encoded.status_code == 200, encoded.text
+    vector = floats.json()["data"][0]["embedding"]
+    raw = base64.b64decode(encoded.json()["data"][0]["embedding"])
+    decoded = list(struct.unpack(f"<{len(raw) // 4}f", raw))
+    assert len(vector) == len(decoded) == 8
+    assert decoded == pytest.approx(vector, rel=1e-6)
+    assert encoded.json()["model"]
