@@ -419,7 +419,10 @@ def _all_plans(config: PlannerConfig) -> list[Plan]:
 @click.argument("slug")
 @click.argument("new_status", metavar="STATUS")
 @click.option("--force", is_flag=True, help="Allow skipping forward more than one step.")
-def status(slug: str, new_status: str, force: bool) -> None:
+@click.option(
+    "--by", "superseded_by", metavar="SLUG", help="With Superseded: the plan or design replacing it."
+)
+def status(slug: str, new_status: str, force: bool, superseded_by: str | None) -> None:
     """Move a plan's status: forward one step, back any number of steps, or close it (Rejected, Withdrawn,
     Deferred, Superseded: see `closed_statuses` in [tool.planner]).
 
@@ -427,7 +430,9 @@ def status(slug: str, new_status: str, force: bool) -> None:
     """
     config = get_config()
     try:
-        path, old, new_value = edit.change_status(config, slug, new_status, force=force)
+        path, old, new_value = edit.change_status(
+            config, slug, new_status, force=force, superseded_by=superseded_by
+        )
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="STATUS") from exc
     except edit.EditError as exc:

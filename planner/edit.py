@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from planner.config import PlannerConfig
+from planner.config import SUPERSEDED, PlannerConfig
 from planner.model import Plan
 from planner.parse import (
     FILE_NAME,
@@ -159,10 +159,16 @@ def _yaml_scalar(value: str) -> str:
 
 
 def change_status(
-    config: PlannerConfig, name: str, new_status: str, *, force: bool = False
+    config: PlannerConfig,
+    name: str,
+    new_status: str,
+    *,
+    force: bool = False,
+    superseded_by: str | None = None,
 ) -> tuple[Path, str, str]:
     """Move a plan's status: forward one step or back any number; skipping forward needs `force`.
-    Closing a plan (Rejected, Withdrawn, Deferred, Superseded) or reopening it is allowed from any state.
+    Closing a plan (Rejected, Withdrawn, Deferred, Superseded) or reopening it is allowed from any state;
+    Superseded needs its successor (`superseded_by`, a plan or completed design), written in the same edit.
 
     The completed status is never set here: it is earned through `planner complete`, which checks
     the feature's acceptance tests. Returns (path, old status, new status).
@@ -198,8 +204,32 @@ def change_status(
                 f"{old} -> {new_status} skips {skipped}; "
                 f"move one step (`planner status {plan.slug} {following}`) or pass --force"
             )
-    write_atomic(path, _checked(config, path, set_field(text, "status", new_status), "status", new_status))
+    edited = _checked(config, path, set_field(text, "status", new_status), "status", new_status)
+    if new_status == SUPERSEDED:
+        edited = _with_successor(config, path, plan, edited, superseded_by)
+    write_atomic(path, edited)
     return path, old, new_status
+
+
+def _with_successor(config: PlannerConfig, path: Path, plan: Plan, text: str, successor: str | None) -> str:
+    """`text` naming `successor` in `superseded_by:`, so a Superseded plan never lands without it (PL071)."""
+    if successor is None:
+        if plan.superseded_by:
+            return text
+        raise EditError(f"a {SUPERSEDED} plan names what replaces it: pass --by SLUG")
+    known = {slug_from_name(p, config)[0] for p in plan_files(config.plans_path)}
+    known |= {p.stem for p in config.design_path.glob("*.md")}
+    if successor not in known - {plan.slug}:
+        raise EditError(f"--by {successor}: no other plan or completed design has that slug")
+    if plan.superseded_by is not None:
+        return _checked(config, path, set_field(text, "superseded_by", successor), "superseded_by", successor)
+    lines = text.splitlines(keepends=True)
+    if not lines or lines[0].rstrip("\r\n").rstrip() != "---":
+        raise EditError(f"{path.name} has no front matter: add `superseded_by: {successor}` by hand")
+    status_line = next(i for i, line in enumerate(lines) if re.match(r"^status\s*:", line))
+    eol = "\r\n" if lines[status_line].endswith("\r\n") else "\n"
+    lines.insert(status_line + 1, f"superseded_by: {successor}{eol}")
+    return _checked(config, path, "".join(lines), "superseded_by", successor)
 
 
 def change_priority(config: PlannerConfig, name: str, level: str) -> tuple[Path, Path]:

@@ -74,6 +74,26 @@ def test_status_closes_and_reopens_a_plan_from_any_state(plan: Path, runner: Cli
     assert runner.invoke(main, ["validate", "--strict"]).exit_code == 0
 
 
+def test_superseded_names_its_successor_in_the_same_edit(plan: Path, runner: CliRunner) -> None:
+    successor = plan.parent / "HIGH-semantic-caching.md"
+    successor.write_text(plan_text().replace("response-caching", "semantic-caching"))
+    before = plan.read_text()
+    refused = runner.invoke(main, ["status", "response-caching", "Superseded"])
+    assert refused.exit_code == 1 and "pass --by SLUG" in refused.output
+    unknown = runner.invoke(main, ["status", "response-caching", "Superseded", "--by", "nothing-here"])
+    assert unknown.exit_code == 1 and "no other plan or completed design" in unknown.output
+    itself = runner.invoke(main, ["status", "response-caching", "Superseded", "--by", "response-caching"])
+    assert itself.exit_code == 1
+    assert plan.read_text() == before  # every refusal leaves the file as it was
+
+    result = runner.invoke(main, ["status", "response-caching", "Superseded", "--by", "semantic-caching"])
+    assert result.exit_code == 0, result.output
+    assert plan.read_text() == before.replace(
+        "status: Proposed\n", "status: Superseded\nsuperseded_by: semantic-caching\n"
+    )
+    assert runner.invoke(main, ["validate", "--strict"]).exit_code == 0
+
+
 def test_status_same_value_is_a_no_op(plan: Path, runner: CliRunner) -> None:
     result = runner.invoke(main, ["status", "response-caching", "Proposed"])
     assert result.exit_code == 0
