@@ -26,7 +26,7 @@ from gateway.formats.anthropic_stream import MessageEvents, error_event, sse
 from gateway.logging import log_error
 from gateway.pipeline import Call, Stream
 from gateway.redact import Redactor
-from gateway.routes.openai import SSEResponse, read_body, request_call
+from gateway.routes.openai import SSEResponse, begin, read_body, request_call
 from gateway.schema import check_chat, parse_json_object
 from gateway.stores import StoreUnavailable
 from gateway.token_estimate import estimate_prompt_tokens, estimate_text_tokens
@@ -74,13 +74,7 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
     """Register ``POST /v1/messages`` and ``POST /v1/messages/count_tokens`` serving ``gateway``."""
 
     async def run(request: Request) -> Response:
-        if not gateway.started:
-            await gateway.start()
-        # Read once: this request uses this config to its end, even if a reload swaps in another.
-        runtime = gateway.snapshot(request)
-        key = runtime.keys.authenticate(request.headers)  # x-api-key (or a Bearer token)
-        state = request.scope["state"]
-        state["key"] = key.name
+        runtime, key = await begin(gateway, request)  # x-api-key (or a Bearer token)
         raw = parse_json_object(await read_body(request, runtime.max_body_bytes))
         body = request_to_chat(raw)
         model, stream, _ = check_chat(body)
@@ -97,11 +91,7 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
         return _json(chat_to_message(result.body, message_id, model), result.status, call.response_headers)
 
     async def count(request: Request) -> Response:
-        if not gateway.started:
-            await gateway.start()
-        runtime = gateway.snapshot(request)
-        key = runtime.keys.authenticate(request.headers)
-        request.scope["state"]["key"] = key.name
+        runtime, key = await begin(gateway, request)
         raw = parse_json_object(await read_body(request, runtime.max_body_bytes))
         # A count request has no max_tokens; the rest is checked exactly as for /v1/messages.
         body = request_to_chat({**raw, "max_tokens": 1})

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from gateway.formats.completions import chat_to_completion, chunk_to_completion, request_to_chat
 from gateway.pipeline import Stream
 from gateway.request_schema import COMPLETION_PARAMS, check_params
-from gateway.routes.openai import SSEResponse, _events, read_body, request_call
+from gateway.routes.openai import SSEResponse, _events, begin, read_body, request_call
 from gateway.schema import check_chat, parse_json_object
 
 if TYPE_CHECKING:
@@ -40,12 +40,7 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
     """Register ``POST /v1/completions`` serving ``gateway``."""
 
     async def completions(request: Request) -> Response:
-        if not gateway.started:
-            await gateway.start()
-        # Read once: this request uses this config to its end, even if a reload swaps in another.
-        runtime = gateway.snapshot(request)
-        key = runtime.keys.authenticate(request.headers)
-        request.scope["state"]["key"] = key.name
+        runtime, key = await begin(gateway, request)
         raw = parse_json_object(await read_body(request, runtime.max_body_bytes))
         check_params(raw, COMPLETION_PARAMS)
         body = request_to_chat(raw)

@@ -156,20 +156,25 @@ def request_call(
     return call
 
 
+async def begin(gateway: Gateway, request: Request) -> tuple[Runtime, KeyIdentity]:
+    """The runtime this request runs under to its end (even if a reload swaps in another) and its key.
+
+    Every client route starts here: the gateway started, the config pinned, the key authenticated (401 or
+    403 otherwise) and its name in the request state for the access log.
+    """
+    if not gateway.started:
+        await gateway.start()
+    runtime = gateway.snapshot(request)
+    key = runtime.keys.authenticate(request.headers)
+    request.scope["state"]["key"] = key.name
+    return runtime, key
+
+
 def add_routes(app: FastAPI, gateway: Gateway) -> None:
     """Register the OpenAI-compatible endpoints serving ``gateway``."""
 
-    async def begin(request: Request) -> tuple[Runtime, KeyIdentity]:
-        if not gateway.started:
-            await gateway.start()
-        # Read once: this request uses this config to its end, even if a reload swaps in another.
-        runtime = gateway.snapshot(request)
-        key = runtime.keys.authenticate(request.headers)
-        request.scope["state"]["key"] = key.name
-        return runtime, key
-
     async def chat_completions(request: Request) -> Response:
-        runtime, key = await begin(request)
+        runtime, key = await begin(gateway, request)
         body = parse_json_object(await read_body(request, runtime.max_body_bytes))
         model, stream, include_usage = check_chat(body)
         call = request_call(
@@ -182,7 +187,7 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
         return _json(result.body, result.status, call.response_headers)
 
     async def embeddings(request: Request) -> Response:
-        runtime, key = await begin(request)
+        runtime, key = await begin(gateway, request)
         body = parse_json_object(await read_body(request, runtime.max_body_bytes))
         model = check_embeddings(body)
         body, wants_base64 = float_request(body)
@@ -195,7 +200,7 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
         return _json(answer, result.status, call.response_headers)
 
     async def list_models(request: Request) -> Response:
-        runtime, key = await begin(request)
+        runtime, key = await begin(gateway, request)
         data = [
             {"id": name, "object": "model", "created": _created(runtime), "owned_by": "gateway"}
             for name in runtime.visible_models(key)
@@ -203,7 +208,7 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
         return JSONResponse({"object": "list", "data": data})
 
     async def get_model(request: Request) -> Response:
-        runtime, key = await begin(request)
+        runtime, key = await begin(gateway, request)
         name = request.path_params["model"]
         runtime.resolve(key, name)
         return JSONResponse(
