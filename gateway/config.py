@@ -35,6 +35,7 @@ from gateway.key_digests import stored_form
 from gateway.reload_config import ReloadConfig
 from gateway.stores import StateConfig
 from gateway.tls import ServerTLSConfig, UpstreamTLSConfig, origin_conflicts
+from gateway.ws_config import WebSocketConfig
 
 # Key paths are rendered like "models[2].routes[0].provider".
 PathPart = str | int
@@ -167,6 +168,8 @@ class FeaturesConfig(_Strict):
     reload: ReloadConfig = Field(default_factory=ReloadConfig)
     # OpenTelemetry spans per request, stage and upstream attempt (gateway/features/tracing.py); off if unset.
     tracing: TracingConfig | None = None
+    # The WebSocket transport GET /v1/ws/chat (gateway/routes/ws.py): on by default, limits and Origin check.
+    websocket: WebSocketConfig = Field(default_factory=WebSocketConfig)
 
 
 class UsageConfig(_Strict):

@@ -188,6 +188,18 @@ class Stream:
                 await close()
 
 
+async def client_chunks(call: Call, stream: Stream) -> ChunkIterator:
+    """The chunks of ``stream`` its client receives, whatever the transport (SSE or WebSocket frames).
+
+    Providers always end with a usage-only chunk (stages need the usage); the client gets it only when it
+    asked (``stream_options.include_usage``), as OpenAI does.
+    """
+    async for chunk in stream:
+        if not call.include_usage and not chunk.get("choices") and "usage" in chunk:
+            continue
+        yield chunk
+
+
 Result = Response | Stream
 Handler = Callable[[Call], Awaitable[Result]]
 

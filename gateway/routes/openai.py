@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.embedding_format import client_answer, float_request
 from gateway.errors import GatewayError, body_too_large, invalid_request, state_store_unavailable
 from gateway.logging import log_error
-from gateway.pipeline import Call, Stream
+from gateway.pipeline import Call, Stream, client_chunks
 from gateway.redact import Redactor
 from gateway.schema import SSE_DONE, check_chat, check_embeddings, parse_json_object, sse_event
 from gateway.stores import StoreUnavailable
@@ -68,10 +68,7 @@ class SSEResponse(StreamingResponse):
 
 async def _events(call: Call, stream: Stream, redactor: Redactor) -> AsyncIterator[bytes]:
     try:
-        async for chunk in stream:
-            # The provider always yields a final usage-only chunk; forward it only when the client asked.
-            if not call.include_usage and not chunk.get("choices") and "usage" in chunk:
-                continue
+        async for chunk in client_chunks(call, stream):
             yield sse_event(chunk)
         yield SSE_DONE
     except GatewayError as exc:

@@ -21,24 +21,25 @@ import json
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
 from fastapi import FastAPI
 from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway.auth import key_digest
 from gateway.errors import GatewayError, bad_key, invalid_request, state_store_unavailable
 from gateway.logging import log_error
-from gateway.pipeline import Call, Stream
+from gateway.pipeline import Call, Stream, client_chunks
 from gateway.routes.openai import new_call
 from gateway.runtime import runtime_of
 from gateway.schema import check_chat, parse_json
 from gateway.shutdown import CLOSE_SERVICE_RESTART
 from gateway.stores import StoreUnavailable
+from gateway.ws_config import WebSocketConfig
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -53,16 +54,6 @@ CLOSE_IDLE = 1001
 CLOSE_UNSUPPORTED = 1003
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
-
-
-@dataclass(frozen=True, slots=True)
-class WebSocketLimits:
-    """Per-connection limits: requests in flight, message size, idle time, send queue length."""
-
-    max_concurrent: int = 4
-    max_message_bytes: int = 1 << 20
-    idle_timeout_s: float = 300.0
-    send_queue: int = 64
 
 
 def presented_ws_key(websocket: WebSocket) -> str | None:
@@ -92,7 +83,7 @@ class Connection:
         gateway: Gateway,
         digest: bytes,
         websocket: WebSocket,
-        limits: WebSocketLimits,
+        limits: WebSocketConfig,
     ) -> None:
         self.gateway = gateway
         # The key's digest (never the key) authenticates each request against the config running when it
@@ -245,10 +236,7 @@ class Connection:
             result = await runtime.handle(call)
             if isinstance(result, Stream):
                 stream = result
-                async for chunk in stream:
-                    # As on HTTP: the final usage-only chunk goes out only when the client asked for it.
-                    if not include_usage and not chunk.get("choices") and "usage" in chunk:
-                        continue
+                async for chunk in client_chunks(call, stream):
                     await self.send({"type": "chat.chunk", "id": request_id, "chunk": chunk})
                 usage = stream.usage
             else:  # a stage answered whole (only a misbehaving one would, for a streamed call)
@@ -310,13 +298,46 @@ async def _receive(websocket: WebSocket) -> Mapping[str, Any]:
     return message
 
 
-def add_routes(app: FastAPI, gateway: Gateway, limits: WebSocketLimits | None = None) -> None:
+async def _deny(websocket: WebSocket, exc: GatewayError) -> None:
+    """Refuse a handshake with ``exc`` as an HTTP answer (the error envelope), where the server can send one;
+    otherwise close before accepting, which clients see as a bare 403."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(JSONResponse(exc.body(), exc.status))
+    else:
+        await websocket.close(1008, exc.message[:120])
+
+
+def add_routes(app: FastAPI, gateway: Gateway) -> None:
     """Register ``GET /v1/ws/chat`` serving ``gateway``."""
-    limits = limits or WebSocketLimits()
 
     async def chat_socket(websocket: WebSocket) -> None:
         if not gateway.started:
             await gateway.start()
+        # The config running when the socket opens decides; the socket keeps these limits to its end.
+        settings = (runtime_of(websocket.scope) or gateway.runtime).config.features.websocket
+        if not settings.enabled:
+            await _deny(
+                websocket,
+                GatewayError(
+                    404,
+                    "The WebSocket transport is turned off on this gateway (features.websocket.enabled).",
+                    code="websocket_disabled",
+                ),
+            )
+            return
+        origin = websocket.headers.get("origin")
+        if not settings.admits(origin):
+            await _deny(
+                websocket,
+                GatewayError(
+                    403,
+                    f"Origin {origin!r} may not open a WebSocket here: it is not in "
+                    "features.websocket.allowed_origins.",
+                    "permission_error",
+                    "origin_not_allowed",
+                ),
+            )
+            return
         offered = websocket.scope.get("subprotocols", ())
         # Accept first, so that a bad key gets a close code a client can read (4401), not a bare 403.
         await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
@@ -334,7 +355,7 @@ def add_routes(app: FastAPI, gateway: Gateway, limits: WebSocketLimits | None = 
         if pinned is not None:
             pinned.release()
         try:
-            await _serve(Connection(gateway, key_digest(secret), websocket, limits), limits)
+            await _serve(Connection(gateway, key_digest(secret), websocket, settings), settings)
         except Exception as exc:
             # Last resort, as GatewayMiddleware does for HTTP: the type in the log (no traceback, no
             # secret), 1011 to the client.
@@ -348,7 +369,7 @@ def add_routes(app: FastAPI, gateway: Gateway, limits: WebSocketLimits | None = 
     app.add_api_websocket_route(PATH, chat_socket)
 
 
-async def _serve(connection: Connection, limits: WebSocketLimits) -> None:
+async def _serve(connection: Connection, limits: WebSocketConfig) -> None:
     """The message loop of one authenticated socket, until the client leaves or is closed."""
     websocket = connection.websocket
     writer = asyncio.create_task(connection.writer())

@@ -7,12 +7,14 @@ a live gateway serving tests/acceptance/gateway.yaml (the ws-tight key and the w
 from __future__ import annotations
 
 import json
+import signal
 import ssl
 import uuid
 from typing import Any
 
 import pytest
-from websockets.exceptions import ConnectionClosed
+from gateway_process import gateway_process
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 pytestmark = pytest.mark.feature("websocket-support")
@@ -150,3 +152,86 @@ def test_an_oversized_message_closes_with_1009(gateway: Any) -> None:
                 ws.recv(timeout=15)
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 1009
+
+
+ALLOWED_ORIGIN = "https://console.acceptance.example"  # features.websocket.allowed_origins in gateway.yaml
+
+
+@pytest.mark.feature("websocket-support", step=(1, 2, 7))
+def test_only_the_configured_browser_origins_may_open_a_socket(gateway: Any) -> None:
+    with open_socket(gateway, origin=ALLOWED_ORIGIN) as ws:
+        content = unique("from the allowed origin")
+        ws.send(request("ok", content))
+        assert text_of(until_end(ws, "ok"), "ok") == content
+    with pytest.raises(InvalidStatus) as refused:
+        open_socket(gateway, origin="https://elsewhere.example")
+    assert refused.value.response.status_code == 403
+    error = json.loads(refused.value.response.body or b"{}")["error"]
+    assert error["code"] == "origin_not_allowed"
+
+
+@pytest.mark.feature("websocket-support", step=(3, 7))
+def test_both_transports_send_the_usage_chunk_only_when_asked(gateway: Any) -> None:
+    def http_usage_chunks(**extra: Any) -> int:
+        body = {"model": "mock-echo", "messages": [{"role": "user", "content": unique("u")}], **extra}
+        text = gateway.client.post(
+            "/v1/chat/completions", json={**body, "stream": True}, headers=gateway.headers()
+        ).text
+        events = [json.loads(e[6:]) for e in text.split("\n\n") if e.startswith("data: {")]
+        return sum(1 for e in events if not e["choices"] and e.get("usage"))
+
+    def ws_usage_chunks(**extra: Any) -> int:
+        with open_socket(gateway) as ws:
+            ws.send(request("u", unique("u"), **extra))
+            frames = until_end(ws, "u")
+        return sum(1 for f in frames if f["type"] == "chat.chunk" and not f["chunk"]["choices"])
+
+    asked = {"stream_options": {"include_usage": True}}
+    assert http_usage_chunks() == ws_usage_chunks() == 0
+    assert http_usage_chunks(**asked) == ws_usage_chunks(**asked) == 1
+
+
+SHUTDOWN_KEY = "sk-acceptance-ws-shutdown"
+SHUTDOWN_CONFIG = f"""
+server: {{drain_timeout_s: 60}}
+auth:
+  keys: [{{name: alice, key: {SHUTDOWN_KEY}}}]
+providers:
+  - {{name: slow, type: mock, options: {{chunk_size: 1, chunk_delay_ms: 40}}}}
+models:
+  - {{name: slow, routes: [{{provider: slow, model: mock-echo}}]}}
+features:
+  websocket: {{idle_timeout_s: 1}}
+usage: {{database: ":memory:"}}
+"""
+
+
+@pytest.mark.feature("websocket-support", step=5)
+def test_pings_are_answered_idle_sockets_close_and_a_shutdown_drains_then_closes_1012(
+    gateway: Any, tmp_path: Any
+) -> None:
+    if gateway.live:
+        pytest.skip("needs a gateway process of its own to stop")
+    output: list[str] = []
+    with gateway_process(tmp_path, SHUTDOWN_CONFIG, output) as (url, process):
+        socket_url = url.replace("http://", "ws://", 1) + "/v1/ws/chat"
+        headers = {"Authorization": f"Bearer {SHUTDOWN_KEY}"}
+        with connect(socket_url, additional_headers=headers, open_timeout=15) as idle:
+            idle.send(json.dumps({"type": "ping"}))
+            assert frame(idle) == {"type": "pong"}
+            with pytest.raises(ConnectionClosed) as timed_out:
+                idle.recv(timeout=30)  # nothing in flight, nothing received for 1 s
+        assert timed_out.value.rcvd is not None and timed_out.value.rcvd.code == 1001
+        content = unique("finishes although the gateway is stopping")
+        with connect(socket_url, additional_headers=headers, open_timeout=15) as ws:
+            ws.send(request("long", content, model="slow"))
+            first = frame(ws)
+            assert first["type"] == "chat.chunk", first
+            process.send_signal(signal.SIGTERM)
+            frames = until_end(ws, "long")
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=60)
+        assert frames[-1]["type"] == "chat.done"
+        assert text_of([first, *frames], "long") == content
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+        assert process.wait(timeout=60) == 0

@@ -7,23 +7,17 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from gateway_process import EXIT_SECONDS, gateway_process
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 KEY = "sk-shutdown-alice-0001"
-STARTUP_SECONDS = 30  # a busy machine can be slow to start a process
-EXIT_SECONDS = 60  # generous: only a hang (the old behaviour with a long stream) comes near it
 
 
 def config_text(drain_timeout_s: float) -> str:
@@ -37,45 +31,6 @@ models:
   - {{name: slow, routes: [{{provider: slow, model: mock-echo}}]}}
 usage: {{database: ":memory:"}}
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def gateway_process(
-    tmp_path: Path, drain_timeout_s: float, output: list[str]
-) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """``gateway run`` on a free port; ``output`` receives its stdout and stderr once it ended."""
-    path = tmp_path / "gateway.yaml"
-    path.write_text(config_text(drain_timeout_s))
-    port = _free_port()
-    command = [sys.executable, "-m", "gateway.cli", "run", "--config", str(path), "--port", str(port)]
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while not _answers(f"{url}/health"):
-            assert process.poll() is None, process.communicate()[0]
-            assert time.monotonic() < deadline, "gateway run did not start"
-            time.sleep(0.05)
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        output.append(process.communicate(timeout=EXIT_SECONDS)[0])
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def chat(content: str, **extra: Any) -> dict[str, Any]:
@@ -108,7 +63,7 @@ def test_sigterm_drains_http_and_websocket_streams_then_exits(tmp_path: Path) ->
     content = "d" * 200  # 200 chunks, 50 ms apart: still streaming while the test checks the drain
     output: list[str] = []
     with (
-        gateway_process(tmp_path, 60, output) as (url, process),
+        gateway_process(tmp_path, config_text(60), output) as (url, process),
         httpx.Client(
             base_url=url, headers={"authorization": f"Bearer {KEY}"}, timeout=EXIT_SECONDS
         ) as client,
@@ -163,7 +118,7 @@ def test_the_drain_deadline_bounds_a_long_stream(tmp_path: Path) -> None:
     content = "l" * 600  # 30 s of stream, against a 1 s drain deadline
     output: list[str] = []
     with (
-        gateway_process(tmp_path, 1, output) as (url, process),
+        gateway_process(tmp_path, config_text(1), output) as (url, process),
         httpx.Client(
             base_url=url, headers={"authorization": f"Bearer {KEY}"}, timeout=EXIT_SECONDS
         ) as client,
