@@ -96,23 +96,29 @@ class Tracing:
                 status = message["status"]
             await send(message)
 
-        with self.tracer.start_as_current_span(
-            method,
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": method, "url.path": scope["path"]},
-            record_exception=False,
-        ) as span:
-            state: dict[str, Any] = scope.setdefault("state", {})
-            span_context = span.get_span_context()
-            if span_context.is_valid:
-                # Read by GatewayMiddleware: the access log line and a generated x-request-id carry them.
-                state["trace_id"] = trace.format_trace_id(span_context.trace_id)
-                state["span_id"] = trace.format_span_id(span_context.span_id)
-            try:
-                await app(scope, receive, send_status)
-            finally:
-                _finish_server_span(span, scope, state, status)
+        # The caller's context made current, not just the span's parent: its baggage then reaches every
+        # span the request makes and every upstream it calls.
+        token = otel_context.attach(parent) if parent is not None else None
+        try:
+            with self.tracer.start_as_current_span(
+                method,
+                kind=SpanKind.SERVER,
+                attributes={"http.request.method": method, "url.path": scope["path"]},
+                record_exception=False,
+            ) as span:
+                state: dict[str, Any] = scope.setdefault("state", {})
+                span_context = span.get_span_context()
+                if span_context.is_valid:
+                    # Read by GatewayMiddleware: the access log line and a generated x-request-id carry them.
+                    state["trace_id"] = trace.format_trace_id(span_context.trace_id)
+                    state["span_id"] = trace.format_span_id(span_context.span_id)
+                try:
+                    await app(scope, receive, send_status)
+                finally:
+                    _finish_server_span(span, scope, state, status)
+        finally:
+            if token is not None:
+                otel_context.detach(token)
 
     # -- stage spans ----------------------------------------------------------------------------------
     def wrap(self, stages: list[Stage]) -> list[Stage]:
