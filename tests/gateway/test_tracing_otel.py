@@ -276,3 +276,36 @@ usage: {{database: ":memory:"}}
         reply = await client.get("/admin/config", headers=auth(MASTER_KEY))
     assert reply.status_code == 200
     assert reply.json()["config"]["features"]["tracing"]["headers"] == {"x-team": "***", "dd-api": "***"}
+
+
+# -- the exporter per protocol -----------------------------------------------------------------------
+
+
+def test_the_protocol_picks_the_exporter() -> None:
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+    from gateway.features.tracing import Tracing
+
+    for protocol, kind in (("grpc", GrpcExporter), ("http/protobuf", HttpExporter)):
+        tracing = Tracing(TracingConfig(protocol=protocol, endpoint="http://127.0.0.1:9"))
+        try:
+            [processor] = tracing.provider._active_span_processor._span_processors
+            assert isinstance(processor.span_exporter, kind)  # type: ignore[attr-defined]
+        finally:
+            tracing.provider.shutdown()
+
+
+def test_grpc_without_its_exporter_installed_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *args: Any) -> Any:
+        return None if name.startswith("opentelemetry.exporter.otlp.proto.grpc") else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(ConfigError) as caught:
+        config("features: {tracing: {protocol: grpc}}")
+    assert "features.tracing" in str(caught.value) and "llm-gateway-planner[tracing]" in str(caught.value)
+    assert config("features: {tracing: {exporter: none, protocol: grpc}}").features.tracing is not None
