@@ -67,6 +67,15 @@ def configs(workdir: Path) -> dict[str, dict[str, Any]]:
     with_cache["state"] = production["state"]
     out["+ cache (miss)"] = with_cache
 
+    # Tracing's own cost: spans made and batched but not exported (an exporter's network time is not the
+    # gateway's), then with the opt-in content capture on top.
+    with_tracing = copy.deepcopy(bare)
+    with_tracing["features"] = {"tracing": {"exporter": "none"}}
+    out["+ tracing"] = with_tracing
+    with_content = copy.deepcopy(bare)
+    with_content["features"] = {"tracing": {"exporter": "none", "capture_content": True}}
+    out["+ tracing, content"] = with_content
+
     out["production (miss)"] = production
     out["production (hit)"] = production
     for name, config in out.items():

@@ -114,8 +114,8 @@ class ProviderConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
     # How the upstream's certificate is verified, and the client certificate presented (gateway/tls.py).
     tls: UpstreamTLSConfig | None = None
-    # With features.tracing on: send traceparent/tracestate to this upstream (off for third parties that
-    # should not see trace ids).
+    # With features.tracing on: send traceparent/tracestate/baggage to this upstream (off for third
+    # parties that should not see trace ids).
     propagate_trace: bool = True
 
     @field_validator("base_url")

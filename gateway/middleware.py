@@ -145,8 +145,9 @@ def _record(
         "duration_ms": round((time.perf_counter() - started) * 1000.0, 3),
         "overhead_ms": round(overhead_ms, 3),
     }
-    if "trace_id" in state:
+    if "trace_id" in state:  # log correlation (features.tracing): the request's server span
         record["trace_id"] = state["trace_id"]
+        record["span_id"] = state["span_id"]
     call = state.get("call")
     if call is not None:
         record.update(

@@ -189,6 +189,9 @@ def redact(value: Any, name: str = "", secrets: Redactor | None = None) -> Any:
     ``*_token`` or ``authorization``, and the password in a URL such as ``state.redis_url``.
     """
     if isinstance(value, dict):
+        if name == "tracing" and isinstance(value.get("headers"), dict):
+            # A tracing backend's export headers are its credentials whatever their names or lengths.
+            value = {**value, "headers": dict.fromkeys(value["headers"], REDACTED)}
         return {k: redact(v, str(k), secrets) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v, name, secrets) for v in value]

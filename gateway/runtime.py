@@ -120,7 +120,7 @@ class Runtime:
         self.providers = build_providers(config, transport)
         self.stages = build_stages(config, shared, self.providers, self.models)
         # With tracing on, the chain runs each stage in a span (features.tracing); hooks use the originals.
-        self.tracing = build_tracing(config.features.tracing)
+        self.tracing = build_tracing(config)
         chain = self.stages if self.tracing is None else self.tracing.wrap(self.stages)
         self.handle: Handler = build_chain(chain)
         self.in_flight = 0

@@ -14,7 +14,8 @@ The span tree of one request::
                 ├── chat gpt-4o-mini     CLIENT, one per upstream attempt (gen_ai.* attributes)
                 └── chat gpt-4o-mini     ends when its stream ends, with a ``gen_ai.first_token`` event
 
-Attributes hold ids, names, counts and statuses only: never a prompt, a completion, a key or a header.
+Attributes hold ids, names, counts and statuses only: never a key or a header, and a prompt or a
+completion only when ``capture_content`` asks (redacted and cut: gateway/features/tracing_content.py).
 """
 
 from __future__ import annotations
@@ -24,12 +25,16 @@ import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
+from opentelemetry import baggage as otel_baggage
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -39,29 +44,39 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway import __version__
 from gateway.config import RouteConfig
 from gateway.errors import GatewayError
+from gateway.features import tracing_content as content
 from gateway.features.tracing_config import SCRATCH_KEY, TracingConfig
 from gateway.pipeline import Call, Handler, Response, Result, Stage, Stream
+from gateway.redact import Redactor
 
 Attempt = Callable[[Call, RouteConfig, Any], Awaitable[Result]]
 # The call's scratch key under which the innermost stage span that saw an error marks it as recorded.
 _RECORDED = "tracing.recorded_error"
-_PROPAGATED = (b"traceparent", b"tracestate")
+_PROPAGATED = (b"traceparent", b"tracestate", b"baggage")
+# gen_ai.provider.name (GenAI semantic conventions 1.37+) where the well-known value differs from the type.
+_PROVIDER_NAMES = {"azure": "azure.ai.openai"}
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class Tracing:
     """The tracer of one runtime: spans for requests, stages and attempts, and W3C context propagation."""
 
-    def __init__(self, config: TracingConfig) -> None:
+    def __init__(self, config: TracingConfig, redactor: Redactor | None = None) -> None:
         self.config = config
+        # Captured content is redacted of the config's credentials; built without one, of none known.
+        self.redactor = redactor if redactor is not None else Redactor(())
+        # Resource.create also reads OTEL_RESOURCE_ATTRIBUTES; the attributes given here win over it.
         self.provider = TracerProvider(
             resource=Resource.create({"service.name": config.service_name, "service.version": __version__}),
             sampler=ParentBased(TraceIdRatioBased(config.sample_ratio)),
         )
+        if config.baggage_attributes:
+            self.provider.add_span_processor(BaggageAttributes(config.baggage_attributes))
         exporter = _exporter(config)
         if exporter is not None:
             self.provider.add_span_processor(BatchSpanProcessor(exporter))
         self.tracer = self.provider.get_tracer("gateway", __version__)
-        self.propagator = TraceContextTextMapPropagator()
+        self.propagator = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
 
     # -- the server span ------------------------------------------------------------------------------
     async def serve(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
@@ -81,22 +96,29 @@ class Tracing:
                 status = message["status"]
             await send(message)
 
-        with self.tracer.start_as_current_span(
-            method,
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": method, "url.path": scope["path"]},
-            record_exception=False,
-        ) as span:
-            state: dict[str, Any] = scope.setdefault("state", {})
-            span_context = span.get_span_context()
-            if span_context.is_valid:
-                # Read by GatewayMiddleware: the access log line and a generated x-request-id carry it.
-                state["trace_id"] = trace.format_trace_id(span_context.trace_id)
-            try:
-                await app(scope, receive, send_status)
-            finally:
-                _finish_server_span(span, scope, state, status)
+        # The caller's context made current, not just the span's parent: its baggage then reaches every
+        # span the request makes and every upstream it calls.
+        token = otel_context.attach(parent) if parent is not None else None
+        try:
+            with self.tracer.start_as_current_span(
+                method,
+                kind=SpanKind.SERVER,
+                attributes={"http.request.method": method, "url.path": scope["path"]},
+                record_exception=False,
+            ) as span:
+                state: dict[str, Any] = scope.setdefault("state", {})
+                span_context = span.get_span_context()
+                if span_context.is_valid:
+                    # Read by GatewayMiddleware: the access log line and a generated x-request-id carry them.
+                    state["trace_id"] = trace.format_trace_id(span_context.trace_id)
+                    state["span_id"] = trace.format_span_id(span_context.span_id)
+                try:
+                    await app(scope, receive, send_status)
+                finally:
+                    _finish_server_span(span, scope, state, status)
+        finally:
+            if token is not None:
+                otel_context.detach(token)
 
     # -- stage spans ----------------------------------------------------------------------------------
     def wrap(self, stages: list[Stage]) -> list[Stage]:
@@ -120,13 +142,17 @@ class Tracing:
         model = route.model or call.model
         operation = "embeddings" if call.endpoint == "embeddings" else "chat"
         provider_config = getattr(provider, "config", None)
+        provider_type = getattr(provider_config, "type", None) or route.provider
         span = self.tracer.start_span(
             f"{operation} {model}",
             kind=SpanKind.CLIENT,
             attributes={
                 "gen_ai.operation.name": operation,
-                "gen_ai.system": getattr(provider_config, "type", None) or route.provider,
+                "gen_ai.provider.name": _PROVIDER_NAMES.get(provider_type, provider_type),
+                # The name before semantic conventions 1.37, still read by many backends.
+                "gen_ai.system": provider_type,
                 "gen_ai.request.model": model,
+                **_server_attributes(getattr(provider_config, "base_url", None)),
                 "gateway.model": call.model,
                 "gateway.provider": route.provider,
                 "gateway.route": f"{route.provider}/{model}",
@@ -134,6 +160,11 @@ class Tracing:
                 "gateway.stream": call.stream,
             },
         )
+        capture = self.config.capture_content and operation == "chat" and span.is_recording()
+        if capture:
+            self.capture(
+                span, content.INPUT, lambda budget: content.input_messages(call.body.get("messages"), budget)
+            )
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
             result = await send(call, route, provider)
@@ -151,21 +182,54 @@ class Tracing:
         if isinstance(result, Stream):
             stream = result
 
+            output = content.StreamedOutput(self.config.max_content_chars) if capture else None
+
             def traced(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-                return _traced_stream(span, stream, chunks)
+                return _traced_stream(self, span, stream, chunks, output)
 
             return stream.pipe(traced)
-        _response_attributes(span, result.body if isinstance(result, Response) else {})
+        body = result.body if isinstance(result, Response) else {}
+        _response_attributes(span, body)
+        if capture:
+            self.capture(
+                span, content.OUTPUT, lambda budget: content.output_messages(body.get("choices"), budget)
+            )
         span.end()
         return result
 
+    def capture(self, span: Span, attribute: str, render: Callable[[content.Budget], str]) -> None:
+        """Set a content attribute rendered within this config's redaction and size budget."""
+        budget = content.Budget(self.redactor, self.config.max_content_chars)
+        span.set_attribute(attribute, render(budget))
+        if budget.truncated:
+            span.set_attribute(content.TRUNCATED, True)
+
     def inject(self, headers: dict[str, str]) -> None:
-        """Add the current context's ``traceparent`` (and ``tracestate``) to upstream request headers."""
+        """Add the current context's ``traceparent`` (``tracestate``, ``baggage``) to upstream headers."""
         self.propagator.inject(headers)
 
     async def shutdown(self) -> None:
         """Flush queued spans and stop exporting (off the event loop: the exporter blocks)."""
         await asyncio.to_thread(self.provider.shutdown)
+
+
+class BaggageAttributes(SpanProcessor):
+    """Copies the configured W3C ``baggage`` entries onto every span started in their context.
+
+    Only the names ``features.tracing.baggage_attributes`` lists: baggage is the caller's free-form data
+    (it may hold a user id or worse), so nothing is recorded that the operator did not ask for.
+    """
+
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = tuple(keys)
+
+    def on_start(self, span: SdkSpan, parent_context: otel_context.Context | None = None) -> None:
+        """Set ``<key>`` = the entry's value for each configured key the context's baggage holds."""
+        entries = otel_baggage.get_all(parent_context)
+        for key in self.keys:
+            value = entries.get(key)
+            if value is not None:
+                span.set_attribute(key, str(value))
 
 
 class TracedStage:
@@ -188,11 +252,26 @@ class TracedStage:
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
+            # The response headers this stage sets (x-ratelimit-remaining-requests, x-gateway-cache...)
+            # become its span's attributes: what it set before passing the call on, and after the inner
+            # stages answered; what the inner stages set is theirs.
+            seen = dict(call.response_headers)
+
+            async def inner(call: Call) -> Result:
+                _header_attributes(span, seen, call.response_headers)
+                try:
+                    return await next(call)
+                finally:
+                    seen.clear()
+                    seen.update(call.response_headers)
+
             try:
-                return await self.stage.handle(call, next)
+                return await self.stage.handle(call, inner)
             except GatewayError as error:
                 self.tracing.record_error(span, call, error)
                 raise
+            finally:
+                _header_attributes(span, seen, call.response_headers)
 
 
 def stage_name(stage: object) -> str:
@@ -205,9 +284,42 @@ def stage_name(stage: object) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", base).lower()
 
 
+def _header_attributes(span: Span, seen: dict[str, str], headers: dict[str, str]) -> None:
+    """``gateway.header.<name>`` for each response header set or changed since ``seen``."""
+    for name, value in headers.items():
+        if seen.get(name) != value:
+            span.set_attribute(f"gateway.header.{name}", value)
+    seen.clear()
+    seen.update(headers)
+
+
+def _server_attributes(base_url: str | None) -> dict[str, Any]:
+    """``server.address`` and ``server.port`` of the upstream (none for the in-process mock)."""
+    if not base_url:
+        return {}
+    try:
+        parts = urlsplit(base_url)
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:
+        return {}
+    if not parts.hostname:
+        return {}
+    return {"server.address": parts.hostname, **({"server.port": port} if port else {})}
+
+
 def _exporter(config: TracingConfig) -> SpanExporter | None:
+    # An explicit (possibly empty) headers dict: the exporters would otherwise read OTEL_* themselves,
+    # and the config (which has already merged the environment) is the one source of settings.
+    if config.exporter == "otlp" and config.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        # http:// is a plaintext channel, https:// TLS with the system's roots.
+        secure = config.endpoint.startswith("https://")
+        return GrpcExporter(endpoint=config.endpoint, insecure=not secure, headers=dict(config.headers))
     if config.exporter == "otlp":
-        return OTLPSpanExporter(endpoint=config.traces_url(), headers=dict(config.headers) or None)
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter(endpoint=config.traces_url(), headers=dict(config.headers))
     if config.exporter == "console":
         return ConsoleSpanExporter(formatter=_one_line)
     return None
@@ -251,6 +363,8 @@ def _response_attributes(span: Span, body: dict[str, Any]) -> None:
     model = body.get("model")
     if isinstance(model, str):
         span.set_attribute("gen_ai.response.model", model)
+    if isinstance(body.get("id"), str):
+        span.set_attribute("gen_ai.response.id", body["id"])
     _usage_attributes(span, body.get("usage"))
     reasons = [c.get("finish_reason") for c in body.get("choices") or () if isinstance(c, dict)]
     if any(isinstance(r, str) for r in reasons):
@@ -270,11 +384,16 @@ def _usage_attributes(span: Span, usage: Any) -> None:
 
 
 async def _traced_stream(
-    span: Span, stream: Stream, chunks: AsyncIterator[dict[str, Any]]
+    tracing: Tracing,
+    span: Span,
+    stream: Stream,
+    chunks: AsyncIterator[dict[str, Any]],
+    output: content.StreamedOutput | None,
 ) -> AsyncIterator[dict[str, Any]]:
     """Pass ``chunks`` through; the attempt span ends with the stream (finished, failed or cancelled)."""
     first = True
     model: str | None = None
+    response_id: str | None = None
     reasons: list[str] = []
     try:
         async for chunk in chunks:
@@ -283,6 +402,10 @@ async def _traced_stream(
                 span.add_event("gen_ai.first_token")
             if model is None and isinstance(chunk.get("model"), str):
                 model = chunk["model"]
+            if response_id is None and isinstance(chunk.get("id"), str):
+                response_id = chunk["id"]
+            if output is not None:
+                output.add(chunk)
             for choice in chunk.get("choices") or ():
                 if isinstance(choice, dict) and isinstance(choice.get("finish_reason"), str):
                     reasons.append(choice["finish_reason"])
@@ -297,6 +420,11 @@ async def _traced_stream(
     finally:
         if model is not None:
             span.set_attribute("gen_ai.response.model", model)
+        if response_id is not None:
+            span.set_attribute("gen_ai.response.id", response_id)
+        if output is not None:
+            choices = output.as_choices()
+            tracing.capture(span, content.OUTPUT, lambda budget: content.output_messages(choices, budget))
         if reasons:
             span.set_attribute("gen_ai.response.finish_reasons", reasons)
         _usage_attributes(span, stream.usage)
