@@ -33,6 +33,7 @@ from gateway.features.routing_config import RoutingConfig, fallback_problems
 from gateway.features.tracing_config import TracingConfig
 from gateway.key_digests import stored_form
 from gateway.reload_config import ReloadConfig
+from gateway.responses_store import ResponsesConfig
 from gateway.stores import StateConfig
 from gateway.tls import ServerTLSConfig, UpstreamTLSConfig, origin_conflicts
 
@@ -167,6 +168,8 @@ class FeaturesConfig(_Strict):
     reload: ReloadConfig = Field(default_factory=ReloadConfig)
     # OpenTelemetry spans per request, stage and upstream attempt (gateway/features/tracing.py); off if unset.
     tracing: TracingConfig | None = None
+    # The Responses API's stored responses (gateway/responses_store.py): always on, this tunes their TTL.
+    responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
 
 
 class UsageConfig(_Strict):

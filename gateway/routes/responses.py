@@ -1,0 +1,137 @@
+"""OpenAI's Responses API: ``POST /v1/responses``, ``GET`` and ``DELETE /v1/responses/{id}``.
+
+The body is checked against :data:`~gateway.request_schema.RESPONSES_PARAMS`, its conversation rebuilt
+from the stored previous response when it names one (:mod:`gateway.responses_store`), translated to the
+canonical chat request (:mod:`gateway.formats.responses`) and run through the same stage chain as
+``/v1/chat/completions`` (keys, rate limits, budgets, cache, routing, usage). The answer becomes a
+``response`` object, a stream becomes the typed event sequence (:mod:`gateway.formats.responses_stream`),
+and the finished response is stored for the calling key unless the request says ``store: false``.
+Errors use OpenAI's envelope, as on every OpenAI route.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.errors import GatewayError, state_store_unavailable
+from gateway.formats.responses import (
+    chat_to_response,
+    history,
+    request_items,
+    request_to_chat,
+    response_shell,
+)
+from gateway.formats.responses_stream import ResponseEvents
+from gateway.logging import log_error
+from gateway.pipeline import Call, Stream
+from gateway.redact import Redactor
+from gateway.request_schema import RESPONSES_PARAMS, check_params
+from gateway.responses_store import ResponseStore
+from gateway.routes.openai import SSEResponse, begin, read_body, request_call
+from gateway.schema import check_chat, parse_json_object
+from gateway.stores import StoreUnavailable
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+    from gateway.runtime import Runtime
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")).encode(), status, headers, "application/json")
+
+
+def _frame(event: dict[str, Any]) -> bytes:
+    # OpenAI names each event twice (the SSE event line and its "type"); some clients read only one.
+    data = json.dumps(event, separators=(",", ":"))
+    return f"event: {event['type']}\ndata: {data}\n\n".encode()
+
+
+async def _sse(
+    call: Call, stream: Stream, events: ResponseEvents, redactor: Redactor
+) -> AsyncIterator[bytes]:
+    try:
+        async for event in stream:
+            yield _frame(event)
+    except GatewayError as exc:
+        # Headers are sent: report in-band with the next sequence number, then end the stream.
+        yield _frame(events.error(redactor.body(exc)["error"]))
+    except StoreUnavailable:
+        yield _frame(events.error(state_store_unavailable().body()["error"]))
+    except Exception as exc:
+        log_error(call.request_id, exc)
+        yield _frame(events.error({"message": "Internal gateway error.", "code": "server_error"}))
+    finally:
+        await stream.aclose()
+
+
+def _responses(gateway: Gateway, runtime: Runtime) -> ResponseStore:
+    return ResponseStore(gateway.store, runtime.config.features.responses.store_ttl_s)
+
+
+def add_routes(app: FastAPI, gateway: Gateway) -> None:
+    """Register the Responses API endpoints serving ``gateway``."""
+
+    async def create(request: Request) -> Response:
+        runtime, key = await begin(gateway, request)
+        raw = parse_json_object(await read_body(request, runtime.max_body_bytes))
+        check_params(raw, RESPONSES_PARAMS)
+        stored = _responses(gateway, runtime)
+        items = request_items(raw)
+        previous = raw.get("previous_response_id")
+        if previous is not None:
+            before = await stored.load(key.key_id, previous, param="previous_response_id")
+            items = [*history(before.input, before.response), *items]
+        body = request_to_chat(raw, items)
+        model, stream, _ = check_chat(body)
+        call = request_call(request, runtime, key, "chat", model, body, stream=stream, include_usage=True)
+        shell = response_shell(raw, f"resp_{call.request_id}", int(time.time()))
+        keep = raw.get("store") is not False
+        result = await runtime.handle(call)
+        if isinstance(result, Stream):
+            events = ResponseEvents(shell)
+
+            async def translate(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+                for event in events.start():
+                    yield event
+                async for chunk in chunks:
+                    for event in events.chunk(chunk):
+                        yield event
+                closing = events.end()
+                if keep:  # before the last event, so a follow-up sent on seeing it finds the response
+                    await stored.save(key.key_id, events.response, items)
+                for event in closing:
+                    yield event
+
+            # Piped, not wrapped: the stream's own layers still see the canonical chunks (usage, cache)
+            # and closing it still cancels the upstream.
+            result.pipe(translate)
+            headers = {**call.response_headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
+            return SSEResponse(_sse(call, result, events, gateway.redactor), headers)
+        if result.status != 200:
+            return _json(result.body, result.status, call.response_headers)
+        answer = chat_to_response(result.body, shell)
+        if keep:
+            await stored.save(key.key_id, answer, items)
+        return _json(answer, 200, call.response_headers)
+
+    async def retrieve(request: Request) -> Response:
+        runtime, key = await begin(gateway, request)
+        entry = await _responses(gateway, runtime).load(key.key_id, request.path_params["response_id"])
+        return _json(entry.response)
+
+    async def delete(request: Request) -> Response:
+        runtime, key = await begin(gateway, request)
+        response_id = request.path_params["response_id"]
+        await _responses(gateway, runtime).delete(key.key_id, response_id)
+        return _json({"id": response_id, "object": "response", "deleted": True})
+
+    app.add_route("/v1/responses", create, methods=["POST"], include_in_schema=False)
+    app.add_route("/v1/responses/{response_id}", retrieve, methods=["GET"], include_in_schema=False)
+    app.add_route("/v1/responses/{response_id}", delete, methods=["DELETE"], include_in_schema=False)
