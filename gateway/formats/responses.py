@@ -169,11 +169,12 @@ def _message(item: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 
 def _part(part: Any, where: str) -> dict[str, Any]:
-    kind = part.get("type") if isinstance(part, dict) else None
-    if kind in INPUT_PARTS:
-        text = part.get(INPUT_PARTS[kind])
+    kind = str(part.get("type")) if isinstance(part, dict) else None
+    if kind is not None and kind in INPUT_PARTS:
+        field = INPUT_PARTS[kind]
+        text = part.get(field)
         if not isinstance(text, str):
-            raise _refuse(f"{where}.{INPUT_PARTS[kind]}", "must be a string")
+            raise _refuse(f"{where}.{field}", "must be a string")
         return {"type": "text", "text": text}
     if kind == "input_image":
         url = part.get("image_url")
@@ -248,7 +249,7 @@ def _response_format(text: Any) -> dict[str, Any] | None:
     if fmt is None:
         return None
     kind = fmt.get("type") if isinstance(fmt, dict) else None
-    if kind not in TEXT_FORMATS:
+    if not isinstance(kind, str) or kind not in TEXT_FORMATS:
         raise _refuse("text.format.type", "must be 'text', 'json_object' or 'json_schema'")
     if kind == "text":
         return None
@@ -317,11 +318,14 @@ def usage_to_response(usage: Mapping[str, Any] | None) -> dict[str, Any] | None:
         return None
     prompt = int(usage.get("prompt_tokens") or 0)
     completion = int(usage.get("completion_tokens") or 0)
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    details = usage.get("prompt_tokens_details") or {}
     reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
     return {
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": int(cached)},
+        "input_tokens_details": {
+            "cached_tokens": int(details.get("cached_tokens") or 0),
+            "cache_write_tokens": int(details.get("cache_write_tokens") or 0),
+        },
         "output_tokens": completion,
         "output_tokens_details": {"reasoning_tokens": int(reasoning)},
         "total_tokens": int(usage.get("total_tokens") or prompt + completion),
