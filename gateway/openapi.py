@@ -81,6 +81,11 @@ RESPONSES_REQUEST: dict[str, Any] = {
 }
 
 _RESPONSE_ID = [{"name": "response_id", "in": "path", "required": True, "schema": _STRING}]
+_LIST_QUERY = [
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+    {"name": "order", "in": "query", "schema": {"type": "string", "enum": ["asc", "desc"]}},
+    {"name": "after", "in": "query", "schema": _STRING},
+]
 
 _ANTHROPIC_MESSAGE = {
     "type": "object",
@@ -184,6 +189,13 @@ def openapi_document() -> dict[str, Any]:
                     ("get", "A stored response of this key"),
                     ("delete", "Delete a stored response of this key"),
                 )
+            },
+            "/v1/responses/{response_id}/input_items": {
+                "get": {
+                    "summary": "The input items of a stored response of this key",
+                    "parameters": [*_RESPONSE_ID, *_LIST_QUERY],
+                    "responses": models,
+                }
             },
             "/v1/embeddings": _post("Embeddings (OpenAI)", EMBEDDINGS_REQUEST),
             "/v1/messages": _post("Messages (Anthropic)", MESSAGES_REQUEST, stream=True),

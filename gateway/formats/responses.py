@@ -387,3 +387,43 @@ def _as_input(item: Mapping[str, Any]) -> dict[str, Any]:
     if item.get("type") == "function_call":
         return {key: item[key] for key in ("type", "call_id", "name", "arguments") if key in item}
     return {"type": "message", "role": "assistant", "content": copy.deepcopy(item.get("content"))}
+
+
+# --- stored input items -> GET /v1/responses/{id}/input_items ----------------------------------------------
+
+_LISTED_IDS: Mapping[str, str] = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}
+"""Item type -> the id prefix OpenAI uses; items sent without an id get ``<prefix>_<response>_in<n>``."""
+
+
+def listed_items(items: Sequence[Mapping[str, Any]], response_id: str) -> list[dict[str, Any]]:
+    """The stored input ``items`` as the typed items ``input_items`` lists: each with an ``id`` and a
+    ``status``, message content as parts (assistant turns as ``output_text``)."""
+    suffix = response_id.removeprefix("resp_")
+    listed = []
+    for i, item in enumerate(items):
+        kind = str(item.get("type", "message"))
+        entry: dict[str, Any] = {
+            "id": item.get("id") or f"{_LISTED_IDS.get(kind, 'item')}_{suffix}_in{i}",
+            "type": kind,
+            "status": "completed",
+        }
+        if kind == "message":
+            entry["role"] = item.get("role")
+            entry["content"] = _listed_content(item.get("content"), assistant=item.get("role") == "assistant")
+        else:
+            entry.update(
+                (key, item[key]) for key in ("call_id", "name", "arguments", "output") if key in item
+            )
+        listed.append(entry)
+    return listed
+
+
+def _listed_content(content: Any, *, assistant: bool) -> list[dict[str, Any]]:
+    parts = [{"type": "input_text", "text": content}] if isinstance(content, str) else list(content or [])
+    if assistant:
+        texts = [p.get("text") or p.get("refusal") or "" for p in parts]
+        return [{"type": "output_text", "text": "".join(texts), "annotations": [], "logprobs": []}]
+    return [
+        {**p, "detail": p.get("detail") or "auto"} if p.get("type") == "input_image" else dict(p)
+        for p in parts
+    ]

@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.errors import GatewayError, state_store_unavailable
+from gateway.errors import GatewayError, invalid_request, state_store_unavailable
 from gateway.formats.responses import (
     chat_to_response,
     history,
+    listed_items,
     request_items,
     request_to_chat,
     response_shell,
@@ -69,6 +70,32 @@ async def _sse(
         yield _frame(events.error({"message": "Internal gateway error.", "code": "server_error"}))
     finally:
         await stream.aclose()
+
+
+def _page(items: list[dict[str, Any]], query: Mapping[str, str]) -> dict[str, Any]:
+    """One page of ``items`` as OpenAI lists them: ``order`` (``desc`` by default), ``after`` an item id,
+    ``limit`` 1 to 100 (20 by default); 400 naming the query parameter that is out of range."""
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise invalid_request("Invalid value for 'order': must be 'asc' or 'desc'.", param="order")
+    limit_text = query.get("limit", "20")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 100:
+        raise invalid_request("Invalid value for 'limit': must be an integer from 1 to 100.", param="limit")
+    ordered = items if order == "asc" else items[::-1]
+    after = query.get("after")
+    if after is not None:
+        ids = [item["id"] for item in ordered]
+        if after not in ids:
+            raise invalid_request(f"No input item with id '{after}' in this response.", param="after")
+        ordered = ordered[ids.index(after) + 1 :]
+    page = ordered[: int(limit_text)]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else "",
+        "last_id": page[-1]["id"] if page else "",
+        "has_more": len(ordered) > len(page),
+    }
 
 
 def _responses(gateway: Gateway, runtime: Runtime) -> ResponseStore:
@@ -132,6 +159,15 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
         await _responses(gateway, runtime).delete(key.key_id, response_id)
         return _json({"id": response_id, "object": "response", "deleted": True})
 
+    async def input_items(request: Request) -> Response:
+        runtime, key = await begin(gateway, request)
+        response_id = request.path_params["response_id"]
+        entry = await _responses(gateway, runtime).load(key.key_id, response_id)
+        return _json(_page(listed_items(entry.input, response_id), request.query_params))
+
     app.add_route("/v1/responses", create, methods=["POST"], include_in_schema=False)
+    app.add_route(
+        "/v1/responses/{response_id}/input_items", input_items, methods=["GET"], include_in_schema=False
+    )
     app.add_route("/v1/responses/{response_id}", retrieve, methods=["GET"], include_in_schema=False)
     app.add_route("/v1/responses/{response_id}", delete, methods=["DELETE"], include_in_schema=False)

@@ -14,8 +14,9 @@ import openai
 import pytest
 from gateway_testing import KEY, LIMITED_KEY, MASTER_KEY, TEST_CONFIG, run_server, serve
 from langchain_openai import ChatOpenAI
+from openai.types.responses.response_item_list import ResponseItemList
 from pydantic import BaseModel
-from test_responses_format import strict_event, strict_response
+from test_responses_format import no_extra, strict_event, strict_response
 
 from gateway.app import create_app
 from gateway.config import parse_config
@@ -372,3 +373,44 @@ def test_langchain_structured_output_and_tools(llm: ChatOpenAI) -> None:
     called = llm.bind_tools([Person], tool_choice="required").invoke("x")
     assert called.tool_calls[0]["name"] == "Person"  # type: ignore[attr-defined]
     assert Person.model_validate(called.tool_calls[0]["args"])  # type: ignore[attr-defined]
+
+
+# --- input items ----------------------------------------------------------------------------------------
+
+
+def test_input_items_list_the_conversation(sdk: openai.OpenAI, base_url: str) -> None:
+    first, _ = _create(sdk, model="echo", input="weather?", tools=[WEATHER], tool_choice="required")
+    call = first.output[0]
+    output = {"type": "function_call_output", "call_id": call.call_id, "output": "rain"}
+    image = {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}
+    second, _ = _create(
+        sdk,
+        model="echo",
+        previous_response_id=first.id,
+        input=[output, {"role": "user", "content": [{"type": "input_text", "text": "and?"}, image]}],
+    )
+    raw = httpx.get(
+        f"{base_url}/v1/responses/{second.id}/input_items",
+        params={"order": "asc", "limit": 100},
+        headers={"authorization": f"Bearer {KEY}"},
+    ).json()
+    listed = ResponseItemList.model_validate(raw, strict=True)
+    no_extra(listed)
+    assert [item.type for item in listed.data] == [
+        "message",
+        "function_call",
+        "function_call_output",
+        "message",
+    ]
+    assert listed.data[1].call_id == call.call_id and listed.data[2].output == "rain"  # type: ignore[union-attr]
+    # The SDK's own paging (newest first, two at a time) walks every item once.
+    paged = [item.id for item in sdk.responses.input_items.list(second.id, limit=2)]
+    assert paged == [item.id for item in reversed(listed.data)]
+    with _client(base_url, LIMITED_KEY) as other, pytest.raises(openai.NotFoundError):
+        other.responses.input_items.list(second.id)
+    refused = httpx.get(
+        f"{base_url}/v1/responses/{second.id}/input_items",
+        params={"limit": 0},
+        headers={"authorization": f"Bearer {KEY}"},
+    )
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "limit"
