@@ -16,6 +16,7 @@ from gateway_testing import KEY, LIMITED_KEY, MASTER_KEY, TEST_CONFIG, run_serve
 from langchain_openai import ChatOpenAI
 from openai.types.responses.response_item_list import ResponseItemList
 from pydantic import BaseModel
+from redis_server import free_port
 from test_responses_format import no_extra, strict_event, strict_response
 
 from gateway.app import create_app
@@ -414,3 +415,15 @@ def test_input_items_list_the_conversation(sdk: openai.OpenAI, base_url: str) ->
         headers={"authorization": f"Bearer {KEY}"},
     )
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "limit"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("on_error", "status"), [("fail_closed", 503), ("fail_open", 404)])
+async def test_a_store_that_is_down_follows_state_on_error(on_error: str, status: int) -> None:
+    down = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    state = f"state: {{redis_url: '{down}', on_error: {on_error}, timeout_seconds: 0.5}}\nusage:"
+    async with serve(parse_config(CONFIG.replace("usage:", state), "down.yaml")) as client:
+        answer = await client.get("/v1/responses/resp_x", headers={"authorization": f"Bearer {KEY}"})
+        assert answer.status_code == status
+        expected = "state_store_unavailable" if status == 503 else "not_found"
+        assert answer.json()["error"]["code"] == expected
