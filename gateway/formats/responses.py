@@ -53,6 +53,10 @@ items chat does not return, ``conversation`` and ``prompt`` name objects stored 
 
 TOOL_CHOICES = frozenset({"auto", "none", "required"})
 
+FUNCTION_FIELDS = ("name", "description", "parameters", "strict")
+"""The fields of a flat Responses function tool that chat's ``tools[].function`` holds; any other
+(``defer_loading``, ``output_schema``...) is refused unless unset or false."""
+
 TEXT_FORMATS: Mapping[str, tuple[str, ...]] = {
     "text": (),
     "json_object": (),
@@ -221,11 +225,10 @@ def _tool(tool: Any, index: int) -> dict[str, Any]:
         raise _refuse(f"{where}.type", f"'{kind}' is not supported by this gateway (only 'function' tools)")
     if not isinstance(tool.get("name"), str):
         raise _refuse(f"{where}.name", "is required and must be a string")
-    function = {
-        field: tool[field]
-        for field in ("name", "description", "parameters", "strict")
-        if tool.get(field) is not None
-    }
+    for field, value in tool.items():
+        if field not in FUNCTION_FIELDS and field != "type" and value not in (None, False):
+            raise _refuse(f"{where}.{field}", "is not supported on function tools by this gateway")
+    function = {field: tool[field] for field in FUNCTION_FIELDS if tool.get(field) is not None}
     return {"type": "function", "function": function}
 
 

@@ -138,6 +138,21 @@ def test_a_function_call_then_its_output_with_previous_response_id(sdk: openai.O
     assert follow_up.usage.input_tokens > first.usage.input_tokens
 
 
+def test_output_items_sent_back_as_input_continue_a_conversation(sdk: openai.OpenAI) -> None:
+    # The stateless pattern (store: false, the history kept by the client): the SDK sends the output
+    # items back as they came, ids, statuses, annotations and all.
+    first, _ = _create(
+        sdk, model="echo", input="weather?", tools=[WEATHER], tool_choice="required", store=False
+    )
+    call = first.output[0]
+    history: list[Any] = [{"role": "user", "content": "weather?"}, *first.output]
+    history.append({"type": "function_call_output", "call_id": call.call_id, "output": "cloudy"})
+    second, _ = _create(sdk, model="echo", input=history, tools=[WEATHER], store=False)
+    assert second.output_text == "cloudy"
+    third, _ = _create(sdk, model="echo", input=[*history, *second.output, {"role": "user", "content": "ok"}])
+    assert third.output_text == "ok"
+
+
 def test_previous_response_id_continues_the_conversation(sdk: openai.OpenAI) -> None:
     first, _ = _create(sdk, model="echo", input="my name is Ada")
     second, _ = _create(sdk, model="echo", input="and yours?", previous_response_id=first.id)

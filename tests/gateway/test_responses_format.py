@@ -163,6 +163,7 @@ def test_flat_function_tools_tool_choice_and_text_formats() -> None:
     [
         ("tools", [{"type": "web_search"}], "tools[0].type"),
         ("tools", [{"type": "function"}], "tools[0].name"),
+        ("tools", [{"type": "function", "name": "f", "defer_loading": True}], "tools[0].defer_loading"),
         ("tool_choice", {"type": "web_search"}, "tool_choice"),
         ("reasoning", {"effort": "high"}, "reasoning"),
         ("background", True, "background"),
