@@ -110,6 +110,9 @@ def request_to_chat(body: Mapping[str, Any], items: Sequence[Mapping[str, Any]])
     chat["messages"] = messages
     if body.get("tools"):
         chat["tools"] = [_tool(tool, i) for i, tool in enumerate(body["tools"])]
+    else:
+        # Meaningless without tools (Responses accepts it anyway), and OpenAI's chat refuses it there.
+        chat.pop("parallel_tool_calls", None)
     if body.get("tool_choice") is not None:
         chat["tool_choice"] = _tool_choice(body["tool_choice"])
     response_format = _response_format(body.get("text"))

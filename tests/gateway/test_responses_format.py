@@ -78,10 +78,11 @@ def test_a_string_input_with_instructions_and_parameters() -> None:
         "temperature": 0.5,
         "top_p": 0.9,
         "user": "u",
-        "parallel_tool_calls": False,
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+    with_tools = {**body, "tools": [{"type": "function", "name": "f"}]}
+    assert to_chat(with_tools)["parallel_tool_calls"] is False
 
 
 def test_item_list_with_parts_images_function_calls_and_outputs() -> None:
