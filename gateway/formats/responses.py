@@ -382,17 +382,9 @@ def output_text(response: Mapping[str, Any]) -> str:
 
 def history(stored_input: Sequence[Mapping[str, Any]], response: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The conversation a follow-up with ``previous_response_id`` continues: the stored response's own
-    input items (its history included), then its output items as input items."""
-    return [
-        *(dict(item) for item in stored_input),
-        *(_as_input(item) for item in response.get("output") or []),
-    ]
-
-
-def _as_input(item: Mapping[str, Any]) -> dict[str, Any]:
-    if item.get("type") == "function_call":
-        return {key: item[key] for key in ("type", "call_id", "name", "arguments") if key in item}
-    return {"type": "message", "role": "assistant", "content": copy.deepcopy(item.get("content"))}
+    input items (its history included), then its output items as they are (OpenAI accepts output items as
+    input, and :func:`items_to_messages` reads them)."""
+    return copy.deepcopy([*stored_input, *(response.get("output") or [])])
 
 
 # --- stored input items -> GET /v1/responses/{id}/input_items ----------------------------------------------

@@ -8,13 +8,14 @@ sent as a Bearer token. Requests pass through unchanged except ``model`` (the ro
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.config import ProviderConfig
+from gateway.config import ProviderConfig, RouteConfig
 from gateway.errors import GatewayError, upstream_error
+from gateway.pipeline import Call, Result
 from gateway.providers.base import (
     DONE,
     ConfigProblems,
@@ -24,6 +25,7 @@ from gateway.providers.base import (
     options_problems,
     upstream_rate_limited,
 )
+from gateway.providers.openai_responses import NATIVE, ResponsesUpstream
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 _PATHS = {"chat": "/chat/completions", "embeddings": "/embeddings"}
@@ -36,6 +38,9 @@ class OpenAIOptions(BaseModel):
 
     headers: dict[str, str] = Field(default_factory=dict)  # extra headers, e.g. OpenAI-Organization
     organization: str | None = None
+    # /v1/responses: "translate" to chat (any upstream), or "native": sent to the upstream's /responses
+    # unchanged, for upstreams that speak the Responses API (gateway/providers/openai_responses.py).
+    responses: Literal["translate", "native"] = "translate"
 
 
 class OpenAIAdapter:
@@ -106,6 +111,17 @@ class OpenAIProvider(HttpProvider):
     def __init__(self, config: ProviderConfig, transport: httpx.AsyncBaseTransport) -> None:
         super().__init__(config, transport)
         self.base_url = config.base_url or OPENAI_BASE_URL
+        # Read by the /v1/responses route: an alias whose every route is native is not translated.
+        self.native_responses = config.options.get("responses") == "native"
+        self._responses = ResponsesUpstream(
+            config, transport, chat=self.adapter, base_url=self.base_url, headers=self.auth_headers
+        )
+
+    async def chat(self, call: Call, route: RouteConfig) -> Result:
+        """A chat request, or the client's Responses request when the route marked the call native."""
+        if self.native_responses and call.scratch.get(NATIVE):
+            return await self._responses.chat(call, route)
+        return await super().chat(call, route)
 
     @classmethod
     def default_headers(cls, config: ProviderConfig) -> dict[str, str]:

@@ -32,6 +32,7 @@ from gateway.formats.responses import (
 from gateway.formats.responses_stream import ResponseEvents
 from gateway.logging import log_error
 from gateway.pipeline import Call, Stream
+from gateway.providers.openai_responses import ANSWER_FIELD, EVENT_FIELD, NATIVE, native_body
 from gateway.redact import Redactor
 from gateway.request_schema import RESPONSES_PARAMS, check_params
 from gateway.responses_store import ResponseStore
@@ -70,6 +71,43 @@ async def _sse(
         yield _frame(events.error({"message": "Internal gateway error.", "code": "server_error"}))
     finally:
         await stream.aclose()
+
+
+FINAL_EVENTS = frozenset({"response.completed", "response.incomplete"})
+
+
+def _native(runtime: Runtime, model: Any) -> bool:
+    """Whether every route that may serve ``model`` (its fallbacks' included) speaks the Responses API
+    natively: only then is the request sent unchanged, since a failover to a chat-only route could not
+    serve what translation would have refused."""
+    todo, seen = [model], set()
+    while todo:
+        name = todo.pop()
+        if not isinstance(name, str) or name in seen:
+            continue
+        seen.add(name)
+        config = runtime.models.get(name)
+        if config is None:
+            return False
+        if not all(
+            getattr(runtime.providers.get(r.provider), "native_responses", False) for r in config.routes
+        ):
+            return False
+        todo.extend(config.fallbacks)
+    return bool(seen)
+
+
+def _as_ours(response: Mapping[str, Any], shell: Mapping[str, Any]) -> dict[str, Any]:
+    """An upstream's response object under this gateway's id (the one stored for the key) and with the
+    client's ``previous_response_id`` (the upstream was sent the whole conversation instead)."""
+    return {**response, "id": shell["id"], "previous_response_id": shell["previous_response_id"]}
+
+
+def _relayed(event: Mapping[str, Any], shell: Mapping[str, Any]) -> dict[str, Any]:
+    fields = {name: value for name, value in event.items() if name not in ("type", "sequence_number")}
+    if isinstance(fields.get("response"), dict):
+        fields["response"] = _as_ours(fields["response"], shell)
+    return fields
 
 
 def _page(items: list[dict[str, Any]], query: Mapping[str, str]) -> dict[str, Any]:
@@ -115,35 +153,54 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
         if previous is not None:
             before = await stored.load(key.key_id, previous, param="previous_response_id")
             items = [*history(before.input, before.response), *items]
-        body = request_to_chat(raw, items)
+        native = _native(runtime, raw.get("model"))
+        body = native_body(raw, items) if native else request_to_chat(raw, items)
         model, stream, _ = check_chat(body)
         call = request_call(request, runtime, key, "chat", model, body, stream=stream, include_usage=True)
+        call.scratch[NATIVE] = native
         shell = response_shell(raw, f"resp_{call.request_id}", int(time.time()))
         keep = raw.get("store") is not False
         result = await runtime.handle(call)
         if isinstance(result, Stream):
             events = ResponseEvents(shell)
 
-            async def translate(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-                for event in events.start():
-                    yield event
+            async def response_events(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+                translating = False
                 async for chunk in chunks:
+                    upstream = chunk.get(EVENT_FIELD) if native else None
+                    if isinstance(upstream, dict) and isinstance(upstream.get("type"), str):
+                        # A native upstream's event, relayed under this gateway's id and numbering.
+                        event = events.event(upstream["type"], **_relayed(upstream, shell))
+                        if keep and event["type"] in FINAL_EVENTS:
+                            await stored.save(key.key_id, event["response"], items)
+                        yield event
+                        continue
+                    # Chat chunks (a chat upstream, or a native answer the cache replays as chunks).
+                    if not translating:
+                        translating = True
+                        for event in events.start():
+                            yield event
                     for event in events.chunk(chunk):
                         yield event
-                closing = events.end()
-                if keep:  # before the last event, so a follow-up sent on seeing it finds the response
-                    await stored.save(key.key_id, events.response, items)
-                for event in closing:
-                    yield event
+                if translating:
+                    closing = events.end()
+                    if keep:  # before the last event, so a follow-up sent on seeing it finds the response
+                        await stored.save(key.key_id, events.response, items)
+                    for event in closing:
+                        yield event
 
             # Piped, not wrapped: the stream's own layers still see the canonical chunks (usage, cache)
             # and closing it still cancels the upstream.
-            result.pipe(translate)
+            result.pipe(response_events)
             headers = {**call.response_headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
             return SSEResponse(_sse(call, result, events, gateway.redactor), headers)
         if result.status != 200:
             return _json(result.body, result.status, call.response_headers)
-        answer = chat_to_response(result.body, shell)
+        upstream_answer = result.body.get(ANSWER_FIELD)
+        if native and isinstance(upstream_answer, dict):
+            answer = _as_ours(upstream_answer, shell)
+        else:
+            answer = chat_to_response(result.body, shell)
         if keep:
             await stored.save(key.key_id, answer, items)
         return _json(answer, 200, call.response_headers)
