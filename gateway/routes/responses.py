@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
@@ -110,6 +111,41 @@ def _relayed(event: Mapping[str, Any], shell: Mapping[str, Any]) -> dict[str, An
     return fields
 
 
+async def _stream_events(
+    chunks: AsyncIterator[dict[str, Any]],
+    *,
+    events: ResponseEvents,
+    native: bool,
+    save: Callable[[dict[str, Any]], Awaitable[None]] | None,
+) -> AsyncIterator[dict[str, Any]]:
+    """The Responses events of a canonical stream: a native upstream's events relayed under this gateway's
+    id and numbering, chat chunks (a chat upstream, or a native answer the cache replays as chunks) through
+    the :class:`ResponseEvents` state machine. The finished response is saved (when ``save`` is given)
+    before its last event, so a follow-up sent on seeing that event finds it."""
+    shell = events.response
+    translating = False
+    async for chunk in chunks:
+        upstream = chunk.get(EVENT_FIELD) if native else None
+        if isinstance(upstream, dict) and isinstance(upstream.get("type"), str):
+            event = events.event(upstream["type"], **_relayed(upstream, shell))
+            if save is not None and event["type"] in FINAL_EVENTS:
+                await save(event["response"])
+            yield event
+            continue
+        if not translating:
+            translating = True
+            for event in events.start():
+                yield event
+        for event in events.chunk(chunk):
+            yield event
+    if translating:
+        closing = events.end()
+        if save is not None:
+            await save(events.response)
+        for event in closing:
+            yield event
+
+
 def _page(items: list[dict[str, Any]], query: Mapping[str, str]) -> dict[str, Any]:
     """One page of ``items`` as OpenAI lists them: ``order`` (``desc`` by default), ``after`` an item id,
     ``limit`` 1 to 100 (20 by default); 400 naming the query parameter that is out of range."""
@@ -164,34 +200,12 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
         if isinstance(result, Stream):
             events = ResponseEvents(shell)
 
-            async def response_events(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-                translating = False
-                async for chunk in chunks:
-                    upstream = chunk.get(EVENT_FIELD) if native else None
-                    if isinstance(upstream, dict) and isinstance(upstream.get("type"), str):
-                        # A native upstream's event, relayed under this gateway's id and numbering.
-                        event = events.event(upstream["type"], **_relayed(upstream, shell))
-                        if keep and event["type"] in FINAL_EVENTS:
-                            await stored.save(key.key_id, event["response"], items)
-                        yield event
-                        continue
-                    # Chat chunks (a chat upstream, or a native answer the cache replays as chunks).
-                    if not translating:
-                        translating = True
-                        for event in events.start():
-                            yield event
-                    for event in events.chunk(chunk):
-                        yield event
-                if translating:
-                    closing = events.end()
-                    if keep:  # before the last event, so a follow-up sent on seeing it finds the response
-                        await stored.save(key.key_id, events.response, items)
-                    for event in closing:
-                        yield event
+            async def save(response: dict[str, Any]) -> None:
+                await stored.save(key.key_id, response, items)
 
             # Piped, not wrapped: the stream's own layers still see the canonical chunks (usage, cache)
             # and closing it still cancels the upstream.
-            result.pipe(response_events)
+            result.pipe(partial(_stream_events, events=events, native=native, save=save if keep else None))
             headers = {**call.response_headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
             return SSEResponse(_sse(call, result, events, gateway.redactor), headers)
         if result.status != 200:
