@@ -113,13 +113,17 @@ class OpenAIProvider(HttpProvider):
         self.base_url = config.base_url or OPENAI_BASE_URL
         # Read by the /v1/responses route: an alias whose every route is native is not translated.
         self.native_responses = config.options.get("responses") == "native"
-        self._responses = ResponsesUpstream(
-            config, transport, chat=self.adapter, base_url=self.base_url, headers=self.auth_headers
+        self._responses = (
+            ResponsesUpstream(
+                config, transport, chat=self.adapter, base_url=self.base_url, headers=self.auth_headers
+            )
+            if self.native_responses
+            else None
         )
 
     async def chat(self, call: Call, route: RouteConfig) -> Result:
         """A chat request, or the client's Responses request when the route marked the call native."""
-        if self.native_responses and call.scratch.get(NATIVE):
+        if self._responses is not None and call.scratch.get(NATIVE):
             return await self._responses.chat(call, route)
         return await super().chat(call, route)
 

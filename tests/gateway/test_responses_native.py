@@ -26,7 +26,7 @@ from starlette.routing import Route
 from test_responses_format import strict_event, strict_response
 
 from gateway.app import create_app
-from gateway.config import parse_config
+from gateway.config import ConfigError, parse_config
 from gateway.providers.openai_responses import EventParser, response_to_chat
 
 USAGE = {
@@ -364,3 +364,12 @@ async def test_the_cache_replays_the_upstream_answer_and_events(recorder: Record
             assert (
                 len(recorder.requests) == before + 2
             )  # one plain, one streamed: the rest came from the cache
+
+
+def test_the_option_is_checked_at_load() -> None:
+    bad = _config("http://127.0.0.1:9", "http://127.0.0.1:9").replace(
+        "options: {responses: native}}", "options: {responses: always}}", 1
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_config(bad, "bad.yaml")
+    assert "responses" in str(caught.value) and "providers[0]" in str(caught.value)
