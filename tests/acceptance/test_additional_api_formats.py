@@ -215,7 +215,7 @@ def _fake_upstream() -> Starlette:
 
 @pytest.fixture(scope="module")
 def routed(gateway: Any) -> Iterator[httpx.Client]:
-    """A gateway whose aliases route to an Anthropic, an Azure and a Cohere upstream."""
+    """A gateway whose aliases route to an Anthropic, an Azure, a Cohere and a native Responses upstream."""
     if gateway.live:
         pytest.skip("starts upstreams and a gateway of its own")
     shared = Path(__file__).with_name("gateway.yaml")
@@ -236,11 +236,20 @@ def routed(gateway: Any) -> Iterator[httpx.Client]:
                 },
                 {"name": "az", "type": "azure", "base_url": fake_url, "api_key": AZURE_KEY},
                 {"name": "co", "type": "cohere", "base_url": fake_url, "api_key": COHERE_KEY},
+                # The second gateway's /v1/responses as a native Responses upstream.
+                {
+                    "name": "responses",
+                    "type": "openai",
+                    "base_url": f"{anthropic_url}/v1",
+                    "api_key": "sk-acceptance",
+                    "options": {"responses": "native"},
+                },
             ],
             "models": [
                 {"name": "via-anthropic", "routes": [{"provider": "claude", "model": "mock-echo"}]},
                 {"name": "via-azure", "routes": [{"provider": "az", "model": "my-deployment"}]},
                 {"name": "via-cohere", "routes": [{"provider": "co", "model": "command-r"}]},
+                {"name": "via-responses", "routes": [{"provider": "responses", "model": "mock-echo"}]},
             ],
             "usage": {"database": ":memory:"},
         }
@@ -410,3 +419,25 @@ def test_stored_responses_belong_to_their_key(gateway: Any) -> None:
         json={"model": "mock-echo", "input": _prompt(), "store": False},
     ).json()
     assert gateway.client.get(f"/v1/responses/{unstored['id']}", headers=gateway.headers()).status_code == 404
+
+
+@pytest.mark.feature("additional-api-formats", step=11)
+def test_an_alias_routed_natively_to_a_responses_upstream(routed: Any) -> None:
+    prompt = _prompt()
+    first = routed.post("/v1/responses", json={"model": "via-responses", "input": prompt})
+    assert first.status_code == 200, first.text
+    answer = first.json()
+    assert answer["id"] == f"resp_{first.headers['x-request-id']}"
+    assert answer["output"][0]["content"][0]["text"] == prompt
+    assert first.headers["x-gateway-route"] == "responses/mock-echo"
+    follow = {
+        "model": "via-responses",
+        "input": "again",
+        "previous_response_id": answer["id"],
+        "stream": True,
+    }
+    streamed = routed.post("/v1/responses", json=follow)
+    events = _response_events(streamed.text)
+    assert events[-1]["type"] == "response.completed"
+    assert events[-1]["response"]["previous_response_id"] == answer["id"]
+    assert events[-1]["response"]["usage"]["input_tokens"] > answer["usage"]["input_tokens"]
