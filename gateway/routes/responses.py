@@ -31,6 +31,7 @@ from gateway.formats.responses import (
     response_shell,
 )
 from gateway.formats.responses_stream import ResponseEvents
+from gateway.ids import IdSource
 from gateway.logging import log_error
 from gateway.pipeline import Call, Stream
 from gateway.providers.openai_responses import ANSWER_FIELD, EVENT_FIELD, NATIVE, native_body
@@ -178,6 +179,9 @@ def _responses(gateway: Gateway, runtime: Runtime) -> ResponseStore:
 
 def add_routes(app: FastAPI, gateway: Gateway) -> None:
     """Register the Responses API endpoints serving ``gateway``."""
+    # Response ids are the gateway's own, never the request id: a client may choose that one (x-request-id),
+    # and a stored response must not be replaced by a later request reusing it.
+    ids = IdSource()
 
     async def create(request: Request) -> Response:
         runtime, key = await begin(gateway, request)
@@ -194,7 +198,7 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
         model, stream, _ = check_chat(body)
         call = request_call(request, runtime, key, "chat", model, body, stream=stream, include_usage=True)
         call.scratch[NATIVE] = native
-        shell = response_shell(raw, f"resp_{call.request_id}", int(time.time()))
+        shell = response_shell(raw, f"resp_{ids.hex32()}", int(time.time()))
         keep = raw.get("store") is not False
         result = await runtime.handle(call)
         if isinstance(result, Stream):

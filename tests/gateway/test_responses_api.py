@@ -258,6 +258,14 @@ def test_another_key_never_sees_a_response(sdk: openai.OpenAI, base_url: str) ->
     assert sdk.responses.retrieve(created.id).output_text == "mine"  # not deleted by the other key
 
 
+def test_a_reused_request_id_never_replaces_a_stored_response(sdk: openai.OpenAI) -> None:
+    same = {"x-request-id": "client-chosen-id"}
+    first = sdk.responses.create(model="echo", input="one", extra_headers=same)
+    second = sdk.responses.create(model="echo", input="two", extra_headers=same)
+    assert first.id != second.id
+    assert sdk.responses.retrieve(first.id).output_text == "one"
+
+
 def test_store_false_keeps_nothing(sdk: openai.OpenAI) -> None:
     created, _ = _create(sdk, model="echo", input="forget me", store=False)
     with pytest.raises(openai.NotFoundError):
