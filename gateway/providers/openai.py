@@ -2,7 +2,9 @@
 
 ``base_url`` is the API root including ``/v1`` (default ``https://api.openai.com/v1``), ``api_key`` is
 sent as a Bearer token. Requests pass through unchanged except ``model`` (the route's upstream model) and
-``stream_options.include_usage``, which is always on so usage is known for every stream.
+``stream_options.include_usage``, which is always on so usage is known for every stream. With
+``options.responses: native``, ``/v1/responses`` requests go to the upstream's ``/responses`` unchanged
+(gateway/providers/openai_responses.py).
 """
 
 from __future__ import annotations
