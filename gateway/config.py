@@ -33,6 +33,7 @@ from gateway.features.routing_config import RoutingConfig, fallback_problems
 from gateway.features.tracing_config import TracingConfig
 from gateway.key_digests import stored_form
 from gateway.reload_config import ReloadConfig
+from gateway.responses_store import ResponsesConfig
 from gateway.stores import StateConfig
 from gateway.tls import ServerTLSConfig, UpstreamTLSConfig, origin_conflicts
 from gateway.ws_config import WebSocketConfig
@@ -170,6 +171,8 @@ class FeaturesConfig(_Strict):
     tracing: TracingConfig | None = None
     # The WebSocket transport GET /v1/ws/chat (gateway/routes/ws.py): on by default, limits and Origin check.
     websocket: WebSocketConfig = Field(default_factory=WebSocketConfig)
+    # The Responses API's stored responses (gateway/responses_store.py): always on, this tunes their TTL.
+    responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
 
 
 class UsageConfig(_Strict):

@@ -12,7 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from gateway import __version__
-from gateway.request_schema import CHAT_PARAMS, COMPLETION_PARAMS, EMBEDDING_PARAMS, TOKENS_MAX
+from gateway.request_schema import (
+    CHAT_PARAMS,
+    COMPLETION_PARAMS,
+    EMBEDDING_PARAMS,
+    RESPONSES_PARAMS,
+    TOKENS_MAX,
+)
 from gateway.schema import ROLES
 
 _STRING = {"type": "string"}
@@ -67,6 +73,19 @@ COMPLETIONS_REQUEST: dict[str, Any] = {
         **COMPLETION_PARAMS,
     },
 }
+
+RESPONSES_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "required": ["model", "input"],
+    "properties": {"model": _MODEL, **RESPONSES_PARAMS},
+}
+
+_RESPONSE_ID = [{"name": "response_id", "in": "path", "required": True, "schema": _STRING}]
+_LIST_QUERY = [
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+    {"name": "order", "in": "query", "schema": {"type": "string", "enum": ["asc", "desc"]}},
+    {"name": "after", "in": "query", "schema": _STRING},
+]
 
 _ANTHROPIC_MESSAGE = {
     "type": "object",
@@ -163,6 +182,21 @@ def openapi_document() -> dict[str, Any]:
         "paths": {
             "/v1/chat/completions": _post("Chat completion (OpenAI)", CHAT_REQUEST, stream=True),
             "/v1/completions": _post("Text completion (OpenAI legacy)", COMPLETIONS_REQUEST, stream=True),
+            "/v1/responses": _post("Response (OpenAI Responses API)", RESPONSES_REQUEST, stream=True),
+            "/v1/responses/{response_id}": {
+                method: {"summary": summary, "parameters": _RESPONSE_ID, "responses": models}
+                for method, summary in (
+                    ("get", "A stored response of this key"),
+                    ("delete", "Delete a stored response of this key"),
+                )
+            },
+            "/v1/responses/{response_id}/input_items": {
+                "get": {
+                    "summary": "The input items of a stored response of this key",
+                    "parameters": [*_RESPONSE_ID, *_LIST_QUERY],
+                    "responses": models,
+                }
+            },
             "/v1/embeddings": _post("Embeddings (OpenAI)", EMBEDDINGS_REQUEST),
             "/v1/messages": _post("Messages (Anthropic)", MESSAGES_REQUEST, stream=True),
             "/v1/messages/count_tokens": _post("Input token estimate (Anthropic)", COUNT_TOKENS_REQUEST),

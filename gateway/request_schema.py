@@ -172,6 +172,31 @@ COMPLETION_PARAMS: Mapping[str, Schema] = {
 """OpenAI legacy completions parameters (gateway/formats/completions.py says which it translates)."""
 
 
+RESPONSES_PARAMS: Mapping[str, Schema] = {
+    "input": {"anyOf": [_STRING, {"type": "array", "items": _OBJECT}]},
+    "instructions": _STRING,
+    "previous_response_id": _STRING,
+    "max_output_tokens": _integer(1, TOKENS_MAX),
+    "temperature": CHAT_PARAMS["temperature"],
+    "top_p": CHAT_PARAMS["top_p"],
+    "tools": {
+        "type": "array",
+        "items": {"type": "object", "required": ["type"], "properties": {"type": _STRING}},
+    },
+    "tool_choice": CHAT_PARAMS["tool_choice"],
+    "parallel_tool_calls": _BOOLEAN,
+    "text": {
+        "type": "object",
+        "properties": {"format": {"type": "object", "required": ["type"], "properties": {"type": _STRING}}},
+    },
+    "metadata": CHAT_PARAMS["metadata"],
+    "user": _STRING,
+    "store": _BOOLEAN,
+    "stream": _BOOLEAN,
+}
+"""OpenAI Responses API parameters (gateway/formats/responses.py says which it translates or refuses)."""
+
+
 def check_params(body: Mapping[str, Any], params: Mapping[str, Schema]) -> None:
     """Raise a 400 naming the field for the first parameter of ``body`` outside its schema."""
     for name, schema in params.items():

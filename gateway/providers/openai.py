@@ -2,19 +2,22 @@
 
 ``base_url`` is the API root including ``/v1`` (default ``https://api.openai.com/v1``), ``api_key`` is
 sent as a Bearer token. Requests pass through unchanged except ``model`` (the route's upstream model) and
-``stream_options.include_usage``, which is always on so usage is known for every stream.
+``stream_options.include_usage``, which is always on so usage is known for every stream. With
+``options.responses: native``, ``/v1/responses`` requests go to the upstream's ``/responses`` unchanged
+(gateway/providers/openai_responses.py).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.config import ProviderConfig
+from gateway.config import ProviderConfig, RouteConfig
 from gateway.errors import GatewayError, upstream_error
+from gateway.pipeline import Call, Result
 from gateway.providers.base import (
     DONE,
     ConfigProblems,
@@ -24,6 +27,7 @@ from gateway.providers.base import (
     options_problems,
     upstream_rate_limited,
 )
+from gateway.providers.openai_responses import NATIVE, ResponsesUpstream
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 _PATHS = {"chat": "/chat/completions", "embeddings": "/embeddings"}
@@ -36,6 +40,9 @@ class OpenAIOptions(BaseModel):
 
     headers: dict[str, str] = Field(default_factory=dict)  # extra headers, e.g. OpenAI-Organization
     organization: str | None = None
+    # /v1/responses: "translate" to chat (any upstream), or "native": sent to the upstream's /responses
+    # unchanged, for upstreams that speak the Responses API (gateway/providers/openai_responses.py).
+    responses: Literal["translate", "native"] = "translate"
 
 
 class OpenAIAdapter:
@@ -106,6 +113,21 @@ class OpenAIProvider(HttpProvider):
     def __init__(self, config: ProviderConfig, transport: httpx.AsyncBaseTransport) -> None:
         super().__init__(config, transport)
         self.base_url = config.base_url or OPENAI_BASE_URL
+        # Read by the /v1/responses route: an alias whose every route is native is not translated.
+        self.native_responses = config.options.get("responses") == "native"
+        self._responses = (
+            ResponsesUpstream(
+                config, transport, chat=self.adapter, base_url=self.base_url, headers=self.auth_headers
+            )
+            if self.native_responses
+            else None
+        )
+
+    async def chat(self, call: Call, route: RouteConfig) -> Result:
+        """A chat request, or the client's Responses request when the route marked the call native."""
+        if self._responses is not None and call.scratch.get(NATIVE):
+            return await self._responses.chat(call, route)
+        return await super().chat(call, route)
 
     @classmethod
     def default_headers(cls, config: ProviderConfig) -> dict[str, str]:

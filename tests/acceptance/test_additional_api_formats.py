@@ -215,7 +215,7 @@ def _fake_upstream() -> Starlette:
 
 @pytest.fixture(scope="module")
 def routed(gateway: Any) -> Iterator[httpx.Client]:
-    """A gateway whose aliases route to an Anthropic, an Azure and a Cohere upstream."""
+    """A gateway whose aliases route to an Anthropic, an Azure, a Cohere and a native Responses upstream."""
     if gateway.live:
         pytest.skip("starts upstreams and a gateway of its own")
     shared = Path(__file__).with_name("gateway.yaml")
@@ -236,11 +236,20 @@ def routed(gateway: Any) -> Iterator[httpx.Client]:
                 },
                 {"name": "az", "type": "azure", "base_url": fake_url, "api_key": AZURE_KEY},
                 {"name": "co", "type": "cohere", "base_url": fake_url, "api_key": COHERE_KEY},
+                # The second gateway's /v1/responses as a native Responses upstream.
+                {
+                    "name": "responses",
+                    "type": "openai",
+                    "base_url": f"{anthropic_url}/v1",
+                    "api_key": "sk-acceptance",
+                    "options": {"responses": "native"},
+                },
             ],
             "models": [
                 {"name": "via-anthropic", "routes": [{"provider": "claude", "model": "mock-echo"}]},
                 {"name": "via-azure", "routes": [{"provider": "az", "model": "my-deployment"}]},
                 {"name": "via-cohere", "routes": [{"provider": "co", "model": "command-r"}]},
+                {"name": "via-responses", "routes": [{"provider": "responses", "model": "mock-echo"}]},
             ],
             "usage": {"database": ":memory:"},
         }
@@ -327,3 +336,109 @@ def test_embeddings_in_base64_are_the_float_vector(gateway: Any) -> None:
     assert len(vector) == len(decoded) == 8
     assert decoded == pytest.approx(vector, rel=1e-6)
     assert encoded.json()["model"]
+
+
+OTHER_RESPONSES_KEY = "sk-acceptance-responses-other"
+
+
+def _response_events(text: str) -> list[dict[str, Any]]:
+    events = []
+    for kind, data in _events(text):
+        assert kind == data["type"]
+        events.append(data)
+    return events
+
+
+@pytest.mark.feature("additional-api-formats", step=11)
+def test_responses_api_answers_streams_and_continues_a_stored_conversation(gateway: Any) -> None:
+    prompt = _prompt()
+    tool = {
+        "type": "function",
+        "name": "lookup",
+        "parameters": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]},
+    }
+    body = {"model": "mock-echo", "input": prompt, "instructions": "Answer briefly.", "tools": [tool]}
+    reply = gateway.client.post("/v1/responses", headers=gateway.headers(), json=body)
+    assert reply.status_code == 200, reply.text
+    first = reply.json()
+    assert first["object"] == "response" and first["status"] == "completed"
+    assert first["output"][0]["type"] == "message"
+    assert first["output"][0]["content"][0] == {
+        "type": "output_text",
+        "text": prompt,
+        "annotations": [],
+        "logprobs": [],
+    }
+    usage = first["usage"]
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"] > 0
+
+    forced = {**body, "tool_choice": "required", "previous_response_id": first["id"], "input": "look it up"}
+    called = gateway.client.post("/v1/responses", headers=gateway.headers(), json=forced).json()
+    (call,) = called["output"]
+    assert call["type"] == "function_call" and isinstance(json.loads(call["arguments"])["q"], str)
+    output = {"type": "function_call_output", "call_id": call["call_id"], "output": f"found {prompt}"}
+    follow = {"model": "mock-echo", "previous_response_id": called["id"], "input": [output]}
+    answered = gateway.client.post("/v1/responses", headers=gateway.headers(), json=follow).json()
+    assert answered["output"][0]["content"][0]["text"] == f"found {prompt}"
+    # Three turns of history reached the model: more input tokens than the first turn alone.
+    assert answered["usage"]["input_tokens"] > first["usage"]["input_tokens"]
+
+    streamed = gateway.client.post("/v1/responses", headers=gateway.headers(), json={**body, "stream": True})
+    events = _response_events(streamed.text)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    kinds = [e["type"] for e in events]
+    assert kinds[:3] == ["response.created", "response.in_progress", "response.output_item.added"]
+    assert kinds[-1] == "response.completed"
+    assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == prompt
+
+    refused = gateway.client.post(
+        "/v1/responses", headers=gateway.headers(), json={**body, "tools": [{"type": "web_search"}]}
+    )
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "tools[0].type"
+
+
+@pytest.mark.feature("additional-api-formats", step=11)
+def test_stored_responses_belong_to_their_key(gateway: Any) -> None:
+    created = gateway.client.post(
+        "/v1/responses", headers=gateway.headers(), json={"model": "mock-echo", "input": _prompt()}
+    ).json()
+    path = f"/v1/responses/{created['id']}"
+    assert gateway.client.get(path, headers=gateway.headers()).json() == created
+    if not gateway.live:  # the second key is in the in-process config only
+        other = gateway.headers(OTHER_RESPONSES_KEY)
+        assert gateway.client.get(path, headers=other).status_code == 404
+        assert gateway.client.delete(path, headers=other).status_code == 404
+        follow = {"model": "mock-echo", "input": "x", "previous_response_id": created["id"]}
+        assert gateway.client.post("/v1/responses", headers=other, json=follow).status_code == 404
+    deleted = gateway.client.delete(path, headers=gateway.headers())
+    assert deleted.status_code == 200 and deleted.json()["deleted"] is True
+    assert gateway.client.get(path, headers=gateway.headers()).status_code == 404
+    unstored = gateway.client.post(
+        "/v1/responses",
+        headers=gateway.headers(),
+        json={"model": "mock-echo", "input": _prompt(), "store": False},
+    ).json()
+    assert gateway.client.get(f"/v1/responses/{unstored['id']}", headers=gateway.headers()).status_code == 404
+
+
+@pytest.mark.feature("additional-api-formats", step=11)
+def test_an_alias_routed_natively_to_a_responses_upstream(routed: Any) -> None:
+    prompt = _prompt()
+    first = routed.post("/v1/responses", json={"model": "via-responses", "input": prompt})
+    assert first.status_code == 200, first.text
+    answer = first.json()
+    assert answer["id"].startswith("resp_")
+    assert routed.get(f"/v1/responses/{answer['id']}").json() == answer  # stored by the first gateway
+    assert answer["output"][0]["content"][0]["text"] == prompt
+    assert first.headers["x-gateway-route"] == "responses/mock-echo"
+    follow = {
+        "model": "via-responses",
+        "input": "again",
+        "previous_response_id": answer["id"],
+        "stream": True,
+    }
+    streamed = routed.post("/v1/responses", json=follow)
+    events = _response_events(streamed.text)
+    assert events[-1]["type"] == "response.completed"
+    assert events[-1]["response"]["previous_response_id"] == answer["id"]
+    assert events[-1]["response"]["usage"]["input_tokens"] > answer["usage"]["input_tokens"]
