@@ -11,8 +11,9 @@ from typing import Any
 
 import jinja2
 
+from planner.forecast import Dates, forecast
 from planner.model import Design, Plan
-from planner.schedule import Slot, schedule, working_day
+from planner.schedule import Slot, working_day
 
 from . import diagrams
 from .links import LinkStyle, href, md_link
@@ -120,13 +121,10 @@ class Renderer:
     def render(self, roadmap: Roadmap) -> dict[str, str]:
         """Every page of the roadmap: overview pages first, then one page per plan, then the archive
         pages of the closing states, then roadmap.json."""
-        slots = schedule(
-            roadmap.open_plans,
-            roadmap.designs,
-            lanes=roadmap.config.lanes,
-            priorities=roadmap.config.priorities,
+        slots, dates = forecast(
+            roadmap.open_plans, roadmap.designs, roadmap.history, roadmap.config, roadmap.today
         )
-        base = self._context(roadmap, slots)
+        base = self._context(roadmap, slots, dates)
         pages: dict[str, str] = {}
         for name, _ in OVERVIEW_PAGES:
             src = f"{self.roadmap_dir}/{name}"
@@ -144,7 +142,7 @@ class Renderer:
                 base, plan=plan, body=self._plan_body(roadmap, plan, src), **self._page_helpers(roadmap, src)
             )
         pages.update(archive)
-        pages[f"{self.roadmap_dir}/roadmap.json"] = roadmap_json(roadmap, slots, self)
+        pages[f"{self.roadmap_dir}/roadmap.json"] = roadmap_json(roadmap, slots, self, dates)
         return pages
 
     def design_page(self, roadmap: Roadmap, design: Design, text: str, src: str) -> str:
@@ -178,7 +176,7 @@ class Renderer:
             "completed_status": roadmap.config.completed_status,
         }
 
-    def _context(self, roadmap: Roadmap, slots: list[Slot]) -> dict[str, Any]:
+    def _context(self, roadmap: Roadmap, slots: list[Slot], dates: dict[str, Dates]) -> dict[str, Any]:
         config = roadmap.config
         completed = config.completed_status
         plans_by_priority = {
@@ -217,6 +215,8 @@ class Renderer:
             "priority_meaning": PRIORITY_MEANING,
             "slots": slots,
             "slot_for": by_slug,
+            "dates": dates,
+            "today": roadmap.today,
             "next_up": next_up,
             "in_progress": sort_plans(
                 [p for p in roadmap.open_plans if p.status == config.in_progress_status], config.priorities
@@ -275,7 +275,7 @@ class Renderer:
             "url": url,
             "page": page,
             "dependency_graph": lambda: diagrams.dependency_graph(roadmap, url),
-            "gantt": lambda slots: diagrams.gantt(roadmap, slots, url),
+            "gantt": lambda slots, dates: diagrams.gantt(roadmap, slots, dates, url),
         }
 
     def _plan_body(self, roadmap: Roadmap, plan: Plan, src: str) -> str:
@@ -347,9 +347,25 @@ def state_json(state: FeatureState) -> dict[str, Any]:
     }
 
 
-def roadmap_json(roadmap: Roadmap, slots: list[Slot], renderer: Renderer) -> str:
-    """Every plan's metadata, schedule and evidence, for other tools; stable order, no build time."""
+def roadmap_json(
+    roadmap: Roadmap, slots: list[Slot], renderer: Renderer, dates: dict[str, Dates] | None = None
+) -> str:
+    """Every plan's metadata, schedule, forecast and evidence, for other tools; stable order."""
     by_slug = {s.slug: s for s in slots}
+    dates = dates or {}
+
+    def forecast_entry(when: Dates | None) -> dict[str, Any] | None:
+        if when is None:
+            return None
+        return {
+            "start": when.start.isoformat(),
+            "end": when.end.isoformat(),
+            "started": when.started.isoformat() if when.started else None,
+            "baseline_start": when.baseline_start.isoformat() if when.baseline_start else None,
+            "baseline_end": when.baseline_end.isoformat() if when.baseline_end else None,
+            "slip_days": when.slip,
+        }
+
     ev = roadmap.evidence
 
     def plan_entry(plan: Plan) -> dict[str, Any]:
@@ -376,6 +392,7 @@ def roadmap_json(roadmap: Roadmap, slots: list[Slot], renderer: Renderer) -> str
                 if slot is not None
                 else None
             ),
+            "forecast": forecast_entry(dates.get(plan.slug)),
             "evidence": state_json(roadmap.state(plan.slug)),
             **({"superseded_by": plan.superseded_by} if plan.superseded_by else {}),
         }

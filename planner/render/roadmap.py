@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from planner.config import PlannerConfig
 from planner.evidence import EVIDENCE_PATH, Evidence, EvidenceError, FeatureEvidence, load_evidence
+from planner.history import History, read_history
 from planner.model import Design, Plan
 
 if TYPE_CHECKING:  # the planner core's diagnostics and verdicts; only their shape is needed here
@@ -182,6 +183,11 @@ class Roadmap:
 
         stale = staleness(self.config.root, self.evidence)
         return judge(self.plans, self.designs, self.evidence, stale=stale, closed=self.config.closed_statuses)
+
+    @cached_property
+    def history(self) -> History:
+        """When each plan entered each status, from git (empty outside a repository)."""
+        return read_history(self.config)
 
     @cached_property
     def _verdicts(self) -> dict[str, FeatureVerdict]:
