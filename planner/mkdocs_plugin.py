@@ -103,6 +103,7 @@ class RoadmapPlugin(BasePlugin[RoadmapPluginConfig]):
             diagrams_note=None if self.mermaid is not None else FETCH_HINT,
             docs_dir=docs_rel,
             roadmap_dir=self.config.roadmap_dir,
+            site_url=config.site_url,
         )
         return config
 

@@ -120,7 +120,9 @@ def gantt(
                 end = "0d"
             parts = [*tags, node_id("t_", slot.slug), start.isoformat(), end]
             lines.append(f"    {gantt_label(slot.title)} :{', '.join(parts)}")
-    planned = [(s, dates[s.slug]) for s in slots if s.slug in dates and dates[s.slug].baseline_end is not None]
+    planned = [
+        (s, dates[s.slug]) for s in slots if s.slug in dates and dates[s.slug].baseline_end is not None
+    ]
     if planned:
         lines.append("    section Baseline")
         for slot, when in planned:

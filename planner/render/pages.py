@@ -28,7 +28,10 @@ OVERVIEW_PAGES = (
     ("dependencies.md", "Dependencies"),
     ("timeline.md", "Timeline"),
     ("readiness.md", "Production readiness"),
+    ("changes.md", "What changed"),
 )
+FEED = "feed.xml"  # the Atom feed of status changes, beside the pages
+FEED_ENTRIES = 50
 PRIORITY_MEANING = {"High": "production essentials", "Medium": "production readiness", "Low": "nice to have"}
 NEXT_UP = 5
 
@@ -96,8 +99,11 @@ class Renderer:
         diagrams_note: str | None = None,
         docs_dir: str = "docs",
         roadmap_dir: str = ROADMAP_DIR,
+        site_url: str | None = None,
     ) -> None:
         self.style = style
+        # The feed's links must be absolute for feed readers: built from mkdocs' `site_url` when set.
+        self.site_url = site_url.rstrip("/") + "/" if site_url else None
         self.diagrams_note = diagrams_note
         self.docs_dir = docs_dir
         self.roadmap_dir = roadmap_dir
@@ -143,6 +149,7 @@ class Renderer:
             )
         pages.update(archive)
         pages[f"{self.roadmap_dir}/roadmap.json"] = roadmap_json(roadmap, slots, self, dates)
+        pages[f"{self.roadmap_dir}/{FEED}"] = atom_feed(roadmap, self)
         return pages
 
     def design_page(self, roadmap: Roadmap, design: Design, text: str, src: str) -> str:
@@ -217,6 +224,11 @@ class Renderer:
             "slot_for": by_slug,
             "dates": dates,
             "today": roadmap.today,
+            "changes": roadmap.history.newest_first(),
+            "title_of": lambda slug: diagrams.plan_or_design_title(
+                slug, roadmap.plans_by_slug, roadmap.designs_by_slug
+            ),
+            "feed": FEED,
             "next_up": next_up,
             "in_progress": sort_plans(
                 [p for p in roadmap.open_plans if p.status == config.in_progress_status], config.priorities
@@ -423,6 +435,69 @@ def roadmap_json(
         ],
     }
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def page_url(renderer: Renderer, roadmap: Roadmap, slug: str) -> str:
+    """A plan's or design's page as the site serves it, absolute when the site URL is known."""
+    if slug in roadmap.plans_by_slug:
+        src = plan_src(slug, renderer.roadmap_dir)
+    elif slug in roadmap.designs_by_slug:
+        src = design_src(roadmap, slug, renderer.docs_dir)
+    else:
+        src = f"{renderer.roadmap_dir}/changes.md"
+    path = src[:-3] + "/" if renderer.style is LinkStyle.DIRECTORY else src[:-3] + ".html"
+    return (renderer.site_url or "/") + path
+
+
+def atom_feed(roadmap: Roadmap, renderer: Renderer) -> str:
+    """An Atom feed (RFC 4287) of the roadmap's status changes from git history, newest first.
+
+    Entry ids are stable (`tag:` URIs from the commit and the plan), so a reader shows each change once.
+    """
+    changes = roadmap.history.newest_first(FEED_ENTRIES)
+    updated = changes[0].when.isoformat() if changes else f"{roadmap.today.isoformat()}T00:00:00Z"
+    home = (renderer.site_url or "/") + (
+        f"{renderer.roadmap_dir}/"
+        if renderer.style is LinkStyle.DIRECTORY
+        else f"{renderer.roadmap_dir}/index.html"
+    )
+    lines = [
+        '<?xml version="1.0" encoding="utf-8"?>',
+        '<feed xmlns="http://www.w3.org/2005/Atom">',
+        "  <title>Roadmap status changes</title>",
+        # An Atom id must be an absolute IRI: the site's address when known, else a tag URI of the history.
+        f"  <id>{xml_escape(home) if renderer.site_url else _feed_tag(roadmap)}</id>",
+        f'  <link rel="alternate" type="text/html" href="{xml_escape(home)}"/>',
+        f"  <updated>{updated}</updated>",
+        "  <generator>planner</generator>",
+    ]
+    for change in changes:
+        title = diagrams.plan_or_design_title(change.slug, roadmap.plans_by_slug, roadmap.designs_by_slug)
+        moved = f"{change.previous} → {change.status}" if change.previous else f"proposed as {change.status}"
+        summary = f"{moved} in commit {change.commit[:12]}: {change.subject}"
+        url = page_url(renderer, roadmap, change.slug)
+        lines += [
+            "  <entry>",
+            f"    <title>{xml_escape(f'{title}: {moved}')}</title>",
+            f"    <id>tag:planner,{change.when.date().isoformat()}:{xml_escape(change.slug)}/"
+            f"{change.commit[:12]}</id>",
+            f'    <link rel="alternate" type="text/html" href="{xml_escape(url)}"/>',
+            f"    <updated>{change.when.isoformat()}</updated>",
+            "    <author><name>git</name></author>",
+            f"    <summary>{xml_escape(summary)}</summary>",
+            "  </entry>",
+        ]
+    lines.append("</feed>")
+    return "\n".join(lines) + "\n"
+
+
+def _feed_tag(roadmap: Roadmap) -> str:
+    first = roadmap.history.changes[0].when.date() if roadmap.history.changes else roadmap.today
+    return f"tag:planner,{first.isoformat()}:{xml_escape(diagrams.css_name(roadmap.config.root.name))}/roadmap"
+
+
+def xml_escape(text: str) -> str:
+    return html_escape(text).replace("'", "&apos;")
 
 
 def _relative(path: Path, root: Path) -> str:

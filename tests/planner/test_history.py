@@ -113,3 +113,30 @@ def test_the_timeline_page_shows_baselines_slips_today_and_a_legend(tmp_path: Pa
     assert "Cache (baseline) :done, b_cache, 2026-11-02, 2026-11-16" in chart
     assert "**Legend:**" in timeline
     assert "| 2026-11-09 (started) | 2026-11-20 | 2026-11-13 |" in timeline and "+5 late" in timeline
+
+
+def test_the_changes_page_and_the_atom_feed_list_status_changes_newest_first(tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    from planner.render.links import LinkStyle
+    from planner.render.pages import Renderer
+
+    root = repo(tmp_path)
+    roadmap = load_roadmap(load_config(root), today=date(2026, 11, 16))
+    pages = Renderer(LinkStyle.DIRECTORY, site_url="https://roadmap.example/").render(roadmap)
+    changes = pages["roadmap/changes.md"]
+    rows = [line for line in changes.splitlines() if line.startswith("| 2026-")]
+    assert rows[0].startswith("| 2026-11-10 | [Old]") and "plan the old one" in rows[0]
+    assert "In Progress" in rows[1] and "start the cache" in rows[1]
+    assert "[Atom feed](feed.xml)" in changes
+    atom = "{http://www.w3.org/2005/Atom}"
+    feed = ET.fromstring(pages["roadmap/feed.xml"])
+    assert feed.findtext(f"{atom}id") == "https://roadmap.example/roadmap/"
+    entries = feed.findall(f"{atom}entry")
+    assert len(entries) == 5  # three plans created, one started, one planned
+    first = entries[0]
+    assert first.findtext(f"{atom}title") == "Old: Proposed → Planned"
+    assert first.findtext(f"{atom}updated") == "2026-11-10T12:00:00+00:00"
+    link = first.find(f"{atom}link")
+    assert link is not None and link.get("href") == "https://roadmap.example/roadmap/plans/old/"
+    assert len({e.findtext(f"{atom}id") for e in entries}) == 5  # stable, distinct ids

@@ -57,13 +57,13 @@ def pages(tmp_path: Path) -> dict[str, str]:
 def test_every_page_is_generated(pages: dict[str, str]) -> None:
     expected = {
         f"roadmap/{name}.md"
-        for name in ("index", "priorities", "board", "dependencies", "timeline", "readiness")
+        for name in ("index", "priorities", "board", "dependencies", "timeline", "readiness", "changes")
     }
     expected |= {f"roadmap/plans/{slug}.md" for slug in ("cache", "usage", "ws", "limits")}
     expected |= {
         f"roadmap/archive/{name}.md" for name in ("index", "rejected", "withdrawn", "deferred", "superseded")
     }
-    assert set(pages) == expected | {"roadmap/roadmap.json"}
+    assert set(pages) == expected | {"roadmap/roadmap.json", "roadmap/feed.xml"}
 
 
 def test_overview_counts_and_progress(pages: dict[str, str]) -> None:
@@ -240,7 +240,7 @@ def test_write_pages_writes_markdown_and_copies_designs(tmp_path: Path) -> None:
     design = (out / "design" / "admin-api.md").read_text(encoding="utf-8")
     assert design.startswith("# Admin API\n") and "2 of 2 acceptance tests passing" in design
     assert (out / "roadmap" / "archive" / "rejected.md").is_file()
-    assert len(written) == 17
+    assert len(written) == 19  # with the changes page and the Atom feed
     assert not list(out.rglob("*.tmp"))
     timeline = (out / "roadmap" / "timeline.md").read_text(encoding="utf-8")
     assert 'click t_cache href "plans/cache.md"' in timeline  # plain Markdown links to the file
