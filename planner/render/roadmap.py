@@ -265,6 +265,20 @@ class Roadmap:
                 found.setdefault(dep, []).append(plan.slug)
         return {slug: tuple(sorted(set(users))) for slug, users in found.items()}
 
+    def blockers(self, slug: str) -> tuple[str, ...]:
+        """The dependencies of plan ``slug`` that are not finished: open plans of this roadmap (a completed
+        design, a Completed plan or an unknown slug does not block; validation reports unknown ones)."""
+        plan = self.plans_by_slug.get(slug)
+        if plan is None or plan.status == self.config.completed_status or self.config.is_closed(plan.status):
+            return ()
+        return tuple(
+            d
+            for d in plan.dependencies
+            if d in self.plans_by_slug
+            and d not in self.design_slugs
+            and self.plans_by_slug[d].status != self.config.completed_status
+        )
+
     @property
     def errors(self) -> list[Problem]:
         return [p for p in self.problems if p.is_error]

@@ -285,3 +285,18 @@ def test_markdown_links_match_posix_relative_paths() -> None:
     ]
     for here, there in itertools.product(paths, paths):
         assert md_link(here, there) == posixpath.relpath(there, posixpath.dirname(here) or "."), (here, there)
+
+
+def test_plans_waiting_on_unfinished_work_are_marked_blocked_with_their_owner(pages: dict[str, str]) -> None:
+    # cache depends on usage, which is not finished; ws on cache (not finished) and admin-api (a completed
+    # design, which blocks nothing); usage depends on nothing.
+    board = pages["roadmap/board.md"]
+    cards = {line.split("]")[0][3:]: line for line in board.splitlines() if line.startswith("- [")}
+    assert "planner-flag-blocked" in cards["Cache"] and "by [Usage](plans/usage.md)" in cards["Cache"]
+    ws_card = next(card for title, card in cards.items() if title.startswith("Sockets"))
+    assert ws_card.endswith("blocked</span> by [Cache](plans/cache.md)")
+    assert "planner-flag-blocked" not in cards["Usage"]
+    assert "blocked</span> by [Usage](usage.md)" in pages["roadmap/plans/cache.md"]
+    priorities = pages["roadmap/priorities.md"]
+    assert "| Feature | Status | Owner |" in priorities
+    assert "blocked</span> by [Usage](plans/usage.md)" in priorities
