@@ -493,7 +493,8 @@ def atom_feed(roadmap: Roadmap, renderer: Renderer) -> str:
 
 def _feed_tag(roadmap: Roadmap) -> str:
     first = roadmap.history.changes[0].when.date() if roadmap.history.changes else roadmap.today
-    return f"tag:planner,{first.isoformat()}:{xml_escape(diagrams.css_name(roadmap.config.root.name))}/roadmap"
+    project = xml_escape(diagrams.css_name(roadmap.config.root.name))
+    return f"tag:planner,{first.isoformat()}:{project}/roadmap"
 
 
 def xml_escape(text: str) -> str:

@@ -1,4 +1,4 @@
-"""Status history from git, and the forecast built on it: real starts, remaining estimates, baselines, slips."""
+"""Status history from git and the forecast on it: real starts, remaining estimates, baselines, slips."""
 
 from __future__ import annotations
 
