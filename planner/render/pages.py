@@ -11,6 +11,7 @@ from typing import Any
 
 import jinja2
 
+from planner.config import PlannerConfig
 from planner.forecast import Dates, forecast
 from planner.model import Design, Plan
 from planner.schedule import Slot, working_day
@@ -27,12 +28,11 @@ OVERVIEW_PAGES = (
     ("board.md", "Board"),
     ("dependencies.md", "Dependencies"),
     ("timeline.md", "Timeline"),
-    ("readiness.md", "Production readiness"),
+    ("readiness.md", "Readiness"),
     ("changes.md", "What changed"),
 )
 FEED = "feed.xml"  # the Atom feed of status changes, beside the pages
 FEED_ENTRIES = 50
-PRIORITY_MEANING = {"High": "production essentials", "Medium": "production readiness", "Low": "nice to have"}
 NEXT_UP = 5
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|])")
@@ -41,6 +41,16 @@ _FENCE = re.compile(r"^\s*(```|~~~)")
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 # The line `planner complete` writes under a design page's title: `Completed 2026-11-26: 8 of 8 ...`.
 _FROZEN = re.compile(r"^Completed (?P<date>\d{4}-\d{2}-\d{2}): (?P<rest>.+)$")
+
+
+def overview_pages(config: PlannerConfig) -> tuple[tuple[str, str], ...]:
+    """The overview pages this project shows, with their navigation titles: the readiness page under its
+    configured title, or left out when turned off."""
+    return tuple(
+        (name, config.readiness.title if name == "readiness.md" else title)
+        for name, title in OVERVIEW_PAGES
+        if name != "readiness.md" or config.readiness.enabled
+    )
 
 
 def archive_page(state: str) -> str:
@@ -132,7 +142,7 @@ class Renderer:
         )
         base = self._context(roadmap, slots, dates)
         pages: dict[str, str] = {}
-        for name, _ in OVERVIEW_PAGES:
+        for name, _ in overview_pages(roadmap.config):
             src = f"{self.roadmap_dir}/{name}"
             pages[src] = self.templates[name].render(base, **self._page_helpers(roadmap, src))
         index_src = f"{self.roadmap_dir}/archive/index.md"
@@ -206,7 +216,7 @@ class Renderer:
         readiness = {
             priority: [p.slug for p in plans_by_priority.get(priority, [])]
             + [d.slug for d in designs_by_priority.get(priority, [])]
-            for priority in config.priorities[:2]
+            for priority in config.readiness_priorities
         }
         ready_slugs = [slug for slugs_ in readiness.values() for slug in slugs_]
         return {
@@ -219,7 +229,7 @@ class Renderer:
             "designs_by_priority": designs_by_priority,
             "designs_without_priority": [d for d in roadmap.designs if d.priority not in config.priorities],
             "other_plans": sort_plans(others, config.priorities),
-            "priority_meaning": PRIORITY_MEANING,
+            "priority_meaning": config.priority_labels,
             "slots": slots,
             "slot_for": by_slug,
             "dates": dates,
@@ -242,7 +252,8 @@ class Renderer:
             "readiness": readiness,
             "ready_count": sum(1 for slug in ready_slugs if roadmap.state(slug).verified),
             "ready_total": len(ready_slugs),
-            "readiness_priorities": config.priorities[:2],
+            "readiness_priorities": config.readiness_priorities,
+            "readiness_title": config.readiness.title,
             "drift": [r for r in roadmap.report.features if r.verdict in ("error", "warning")]
             if roadmap.report is not None
             else [],

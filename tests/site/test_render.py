@@ -83,8 +83,8 @@ def test_overview_counts_and_progress(pages: dict[str, str]) -> None:
 
 def test_priorities_group_plans_with_their_verified_progress(pages: dict[str, str]) -> None:
     text = pages["roadmap/priorities.md"]
-    high, rest = text.split("## High: production essentials")[1].split("## Medium: production readiness")
-    medium, low = rest.split("## Low: nice to have")
+    high, rest = text.split("## High\n")[1].split("## Medium\n")
+    medium, low = rest.split("## Low\n")
     assert "acceptance tests recorded by `planner track`, verified 2026-11-26 at commit abc1234" in text
     assert "| [Cache](plans/cache.md) |" in high and "| tests 4 of 5 passing; no steps" in high
     assert "| 3 of 3 passing (1 skipped) |" in high
@@ -300,3 +300,30 @@ def test_plans_waiting_on_unfinished_work_are_marked_blocked_with_their_owner(pa
     priorities = pages["roadmap/priorities.md"]
     assert "| Feature | Status | Owner |" in priorities
     assert "blocked</span> by [Usage](plans/usage.md)" in priorities
+
+
+def test_priority_labels_and_the_readiness_page_come_from_the_config(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from planner.config import Readiness
+
+    roadmap = fixture_roadmap(tmp_path, evidence())
+    labelled = replace(
+        roadmap,
+        config=replace(
+            roadmap.config,
+            priority_labels={"High": "must ship"},
+            readiness=Readiness(title="Launch checklist", priorities=("High",)),
+        ),
+    )
+    pages = Renderer(LinkStyle.DIRECTORY).render(labelled)
+    assert (
+        "## High: must ship\n" in pages["roadmap/priorities.md"]
+        and "## Medium\n" in pages["roadmap/priorities.md"]
+    )
+    readiness = pages["roadmap/readiness.md"]
+    assert readiness.startswith("# Launch checklist") and "## Medium" not in readiness
+    assert "[Launch checklist](readiness.md)" in pages["roadmap/index.md"]
+    off = replace(roadmap, config=replace(roadmap.config, readiness=Readiness(enabled=False)))
+    pages = Renderer(LinkStyle.DIRECTORY).render(off)
+    assert "roadmap/readiness.md" not in pages and "readiness.md" not in pages["roadmap/index.md"]
