@@ -28,6 +28,18 @@ DEFAULT_UNITS = {"day": 1.0, "week": 5.0, "month": 20.0}
 
 
 @dataclass(frozen=True)
+class Readiness:
+    """`[tool.planner.readiness]`: the checklist page of the features that must be verified before a release.
+
+    `priorities` None means the two most urgent configured priorities.
+    """
+
+    enabled: bool = True
+    title: str = "Readiness"
+    priorities: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
 class PlannerConfig:
     """Everything a project may configure; `root` is the folder holding pyproject.toml (or the cwd)."""
 
@@ -41,6 +53,18 @@ class PlannerConfig:
     sections: tuple[str, ...] = DEFAULT_SECTIONS
     units: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_UNITS))
     lanes: int = 2
+    # What each priority means to this project, shown beside it on the site: `[tool.planner.priority_labels]`.
+    priority_labels: dict[str, str] = field(default_factory=dict)
+    readiness: Readiness = field(default_factory=Readiness)
+
+    @property
+    def readiness_priorities(self) -> tuple[str, ...]:
+        """The priorities on the readiness page (none when it is turned off)."""
+        if not self.readiness.enabled:
+            return ()
+        if self.readiness.priorities is not None:
+            return self.readiness.priorities
+        return self.priorities[:2]
 
     @property
     def lifecycle(self) -> tuple[str, ...]:
@@ -129,10 +153,50 @@ def load_config(root: Path | None = None) -> PlannerConfig:
         if lanes < 1:
             raise ConfigError("[tool.planner] lanes: expected a whole number of at least 1")
         kwargs["lanes"] = lanes
+    if "priority_labels" in table:
+        labels = _expect(table["priority_labels"], dict, "priority_labels")
+        if not all(isinstance(v, str) for v in labels.values()):
+            raise ConfigError("[tool.planner] priority_labels: expected text for each priority")
+        known = kwargs.get("priorities", DEFAULT_PRIORITIES)
+        strays = sorted(set(labels) - set(known))  # type: ignore[call-overload]
+        if strays:
+            raise ConfigError(
+                f"[tool.planner] priority_labels: {', '.join(strays)} is not a configured priority "
+                f"({', '.join(known)})"  # type: ignore[call-overload]
+            )
+        kwargs["priority_labels"] = {str(k): v for k, v in labels.items()}
+    if "readiness" in table:
+        kwargs["readiness"] = _readiness(table["readiness"], kwargs.get("priorities", DEFAULT_PRIORITIES))  # type: ignore[arg-type]
     unknown = sorted(set(table) - {f for f in PlannerConfig.__dataclass_fields__ if f != "root"})
     if unknown:
         raise ConfigError(f"[tool.planner] unknown key(s): {', '.join(unknown)}")
     return PlannerConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def _readiness(value: object, priorities: tuple[str, ...]) -> Readiness:
+    """`readiness = false`, or a table with `enabled`, `title` and `priorities`."""
+    if isinstance(value, bool):
+        return Readiness(enabled=value)
+    table = _expect(value, dict, "readiness")
+    unknown = sorted(set(table) - {"enabled", "title", "priorities"})
+    if unknown:
+        raise ConfigError(f"[tool.planner.readiness] unknown key(s): {', '.join(unknown)}")
+    enabled = _expect(table.get("enabled", True), bool, "readiness.enabled")
+    title = _expect(table.get("title", "Readiness"), str, "readiness.title")
+    if not title.strip():
+        raise ConfigError("[tool.planner.readiness] title: expected a non-empty title")
+    chosen: tuple[str, ...] | None = None
+    if "priorities" in table:
+        listed = _expect(table["priorities"], list, "readiness.priorities")
+        strays = [p for p in listed if p not in priorities]
+        if strays or not listed:
+            raise ConfigError(
+                "[tool.planner.readiness] priorities: expected a non-empty list of configured priorities "
+                f"({', '.join(priorities)})"
+                + (f"; not configured: {', '.join(map(str, strays))}" if strays else "")
+            )
+        chosen = tuple(listed)
+    return Readiness(enabled=enabled, title=title, priorities=chosen)
 
 
 def _expect(value: object, kind: type, key: str) -> Any:

@@ -42,7 +42,7 @@ from planner.render.assets import (
     packaged_text,
 )
 from planner.render.links import LinkStyle
-from planner.render.pages import OVERVIEW_PAGES, design_src
+from planner.render.pages import OVERVIEW_PAGES, design_src, overview_pages
 
 log = get_plugin_logger(__name__)
 
@@ -103,6 +103,7 @@ class RoadmapPlugin(BasePlugin[RoadmapPluginConfig]):
             diagrams_note=None if self.mermaid is not None else FETCH_HINT,
             docs_dir=docs_rel,
             roadmap_dir=self.config.roadmap_dir,
+            site_url=config.site_url,
         )
         return config
 
@@ -131,7 +132,9 @@ class RoadmapPlugin(BasePlugin[RoadmapPluginConfig]):
             # of plans. Spell out the same navigation without the plan pages instead.
             nav = automatic_nav(files)
         if nav is not None:
-            config.nav = expand_nav(nav, files, self.config.roadmap_dir, show_plans)
+            config.nav = expand_nav(
+                nav, files, self.config.roadmap_dir, show_plans, overview_pages(self.planner)
+            )
         return files
 
     def on_page_markdown(self, markdown: str, /, *, page: Page, config: MkDocsConfig, files: Files) -> str:
@@ -200,7 +203,13 @@ def _folder_title(name: str) -> str:
     return name.replace("-", " ").replace("_", " ").capitalize()
 
 
-def expand_nav(nav: list[Any], files: Files, roadmap_dir: str, show_plans: bool) -> list[Any]:
+def expand_nav(
+    nav: list[Any],
+    files: Files,
+    roadmap_dir: str,
+    show_plans: bool,
+    overview: tuple[tuple[str, str], ...] = OVERVIEW_PAGES,
+) -> list[Any]:
     """Replace entries naming a folder (`tutorial/`) with that folder's pages; drop empty folders.
 
     A folder's index.md comes first; then the pages in the order its index links to them (so the index
@@ -208,11 +217,11 @@ def expand_nav(nav: list[Any], files: Files, roadmap_dir: str, show_plans: bool)
     """
     by_uri = {f.src_uri: f for f in files.documentation_pages()}
     pages = sorted(by_uri)
-    titles = {f"{roadmap_dir}/{name}": title for name, title in OVERVIEW_PAGES}
+    titles = {f"{roadmap_dir}/{name}": title for name, title in overview}
 
     def link_order(prefix: str) -> dict[str, int]:
         if prefix == f"{roadmap_dir}/":
-            return {f"{prefix}{name}": i for i, (name, _) in enumerate(OVERVIEW_PAGES)}
+            return {f"{prefix}{name}": i for i, (name, _) in enumerate(overview)}
         index = by_uri.get(f"{prefix}index.md")
         if index is None:
             return {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -34,6 +34,9 @@ class Slot:
     end: int
     lane: int | None  # 1-based; None for completed work, which needs no lane
     estimated: bool = True  # False when the plan has no estimate and was given no time
+    # Working days already spent on started work (its real start is `start`, before today); the slot ends
+    # when the remaining estimate is used up, at least one working day from today.
+    spent: int = 0
 
     @property
     def days(self) -> int:
@@ -58,8 +61,13 @@ def schedule(
     *,
     lanes: int = 2,
     priorities: Sequence[str] = DEFAULT_PRIORITIES,
+    spent: Mapping[str, int] | None = None,
 ) -> list[Slot]:
     """Place every plan on one of `lanes` lanes; returns slots ordered by start, then lane.
+
+    `spent` gives the working days already spent on In Progress plans (from their real start): such a plan
+    starts that many days before today and keeps its lane for the rest of its estimate, at least one day
+    (work past its estimate is not finished either).
 
     Dependencies on completed designs or on unknown slugs count as already met (validation reports the
     unknown ones). A dependency cycle does not hang the scheduler: when nothing is ready, the most urgent
@@ -117,11 +125,17 @@ def schedule(
         else:  # a dependency cycle: break it at its most urgent plan, after all scheduled work
             plan = min(pending.values(), key=urgency)
             start = max([now, *finish.values()])
-        end = start + duration_days(plan)
+        days = duration_days(plan)
+        used = (spent or {}).get(plan.slug, 0) if plan.status == IN_PROGRESS else 0
+        if plan.status == IN_PROGRESS:
+            # Started for real: it holds a lane from today whatever the lanes say (more work in progress than
+            # lanes is the team's reality, shown as such, never pushed into the future).
+            start = 0
+        end = start + (max(1, days - used) if days and used else days)
         finish[plan.slug] = end
-        lane_free[lane] = end
+        lane_free[lane] = max(lane_free[lane], end)
         del pending[plan.slug]
-        slots.append(_slot(plan, start, end, lane + 1))
+        slots.append(_slot(plan, start - used, end, lane + 1, used))
         for slug in dependents.get(plan.slug, ()):
             if slug in pending:
                 unmet[slug] -= 1
@@ -132,10 +146,17 @@ def schedule(
 
 
 def working_day(start: date, offset: int) -> date:
-    """The calendar date `offset` working days (Monday to Friday) after `start`'s first working day."""
+    """The calendar date `offset` working days (Monday to Friday) after `start`'s first working day
+    (before it, for a negative `offset`)."""
     day = start
     while day.weekday() >= 5:
         day += timedelta(days=1)
+    if offset < 0:
+        for _ in range(-offset):
+            day -= timedelta(days=1)
+            while day.weekday() >= 5:
+                day -= timedelta(days=1)
+        return day
     weeks, rest = divmod(offset, 5)
     try:
         day += timedelta(weeks=weeks)
@@ -148,7 +169,19 @@ def working_day(start: date, offset: int) -> date:
     return day
 
 
-def _slot(plan: Plan, start: int, end: int, lane: int | None) -> Slot:
+def working_days_between(first: date, last: date) -> int:
+    """Working days from `first` up to, not including, `last` (0 when `last` is not after `first`)."""
+    if last <= first:
+        return 0
+    weeks, rest = divmod((last - first).days, 7)
+    count = weeks * 5
+    for i in range(rest):
+        if (first + timedelta(days=weeks * 7 + i)).weekday() < 5:
+            count += 1
+    return count
+
+
+def _slot(plan: Plan, start: int, end: int, lane: int | None, spent: int = 0) -> Slot:
     return Slot(
         slug=plan.slug,
         title=plan.title,
@@ -158,6 +191,7 @@ def _slot(plan: Plan, start: int, end: int, lane: int | None) -> Slot:
         end=end,
         lane=lane,
         estimated=plan.estimate is not None or plan.status == COMPLETED,
+        spent=spent,
     )
 
 

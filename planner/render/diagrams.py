@@ -7,8 +7,9 @@ replaced, so a plan titled `Caching: phase 1; "v2"` cannot break the diagram.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
+from planner.forecast import Dates
 from planner.model import Design, Plan
 from planner.schedule import Slot, working_day
 
@@ -86,13 +87,19 @@ def dependency_graph(roadmap: Roadmap, link: Callable[[str], str]) -> str:
     return "\n".join(lines)
 
 
-def gantt(roadmap: Roadmap, slots: Sequence[Slot], link: Callable[[str], str]) -> str:
-    """A mermaid gantt chart with one section per lane; completed work is left out (it takes no time)."""
+def gantt(
+    roadmap: Roadmap, slots: Sequence[Slot], dates: Mapping[str, Dates], link: Callable[[str], str]
+) -> str:
+    """A mermaid gantt chart with one section per lane and one for the baselines; completed work is left out.
+
+    In Progress work is `active`, work forecast to end after its baseline is `crit` (red), each baseline is
+    a `done` (grey) bar; the today marker is drawn at the reader's date, so a site built long ago shows it.
+    """
     lines = [
         "gantt",
         "    dateFormat YYYY-MM-DD",
         "    axisFormat %d %b",
-        "    todayMarker off",
+        "    todayMarker stroke-width:3px,stroke:#d32f2f,opacity:0.9",
     ]
     lanes = sorted({s.lane for s in slots if s.lane is not None})
     for lane in lanes:
@@ -101,6 +108,9 @@ def gantt(roadmap: Roadmap, slots: Sequence[Slot], link: Callable[[str], str]) -
             tags = []
             if slot.status == "In Progress":
                 tags.append("active")
+            when = dates.get(slot.slug)
+            if when is not None and (when.slip or 0) > 0:
+                tags.append("crit")
             start = working_day(roadmap.today, slot.start)
             if slot.days:
                 # Mermaid's end date is exclusive: the task ends when the next working day begins.
@@ -110,6 +120,16 @@ def gantt(roadmap: Roadmap, slots: Sequence[Slot], link: Callable[[str], str]) -
                 end = "0d"
             parts = [*tags, node_id("t_", slot.slug), start.isoformat(), end]
             lines.append(f"    {gantt_label(slot.title)} :{', '.join(parts)}")
+    planned = [
+        (s, dates[s.slug]) for s in slots if s.slug in dates and dates[s.slug].baseline_end is not None
+    ]
+    if planned:
+        lines.append("    section Baseline")
+        for slot, when in planned:
+            assert when.baseline_start is not None and when.baseline_end is not None
+            end = working_day(when.baseline_end, 1).isoformat()
+            parts = ["done", node_id("b_", slot.slug), when.baseline_start.isoformat(), end]
+            lines.append(f"    {gantt_label(slot.title)} (baseline) :{', '.join(parts)}")
     for lane in lanes:
         for slot in (s for s in slots if s.lane == lane):
             lines.append(f'    click {node_id("t_", slot.slug)} href "{link(slot.slug)}"')

@@ -11,8 +11,10 @@ from typing import Any
 
 import jinja2
 
+from planner.config import PlannerConfig
+from planner.forecast import Dates, forecast
 from planner.model import Design, Plan
-from planner.schedule import Slot, schedule, working_day
+from planner.schedule import Slot, working_day
 
 from . import diagrams
 from .links import LinkStyle, href, md_link
@@ -26,9 +28,11 @@ OVERVIEW_PAGES = (
     ("board.md", "Board"),
     ("dependencies.md", "Dependencies"),
     ("timeline.md", "Timeline"),
-    ("readiness.md", "Production readiness"),
+    ("readiness.md", "Readiness"),
+    ("changes.md", "What changed"),
 )
-PRIORITY_MEANING = {"High": "production essentials", "Medium": "production readiness", "Low": "nice to have"}
+FEED = "feed.xml"  # the Atom feed of status changes, beside the pages
+FEED_ENTRIES = 50
 NEXT_UP = 5
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|])")
@@ -37,6 +41,16 @@ _FENCE = re.compile(r"^\s*(```|~~~)")
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 # The line `planner complete` writes under a design page's title: `Completed 2026-11-26: 8 of 8 ...`.
 _FROZEN = re.compile(r"^Completed (?P<date>\d{4}-\d{2}-\d{2}): (?P<rest>.+)$")
+
+
+def overview_pages(config: PlannerConfig) -> tuple[tuple[str, str], ...]:
+    """The overview pages this project shows, with their navigation titles: the readiness page under its
+    configured title, or left out when turned off."""
+    return tuple(
+        (name, config.readiness.title if name == "readiness.md" else title)
+        for name, title in OVERVIEW_PAGES
+        if name != "readiness.md" or config.readiness.enabled
+    )
 
 
 def archive_page(state: str) -> str:
@@ -95,8 +109,11 @@ class Renderer:
         diagrams_note: str | None = None,
         docs_dir: str = "docs",
         roadmap_dir: str = ROADMAP_DIR,
+        site_url: str | None = None,
     ) -> None:
         self.style = style
+        # The feed's links must be absolute for feed readers: built from mkdocs' `site_url` when set.
+        self.site_url = site_url.rstrip("/") + "/" if site_url else None
         self.diagrams_note = diagrams_note
         self.docs_dir = docs_dir
         self.roadmap_dir = roadmap_dir
@@ -120,15 +137,12 @@ class Renderer:
     def render(self, roadmap: Roadmap) -> dict[str, str]:
         """Every page of the roadmap: overview pages first, then one page per plan, then the archive
         pages of the closing states, then roadmap.json."""
-        slots = schedule(
-            roadmap.open_plans,
-            roadmap.designs,
-            lanes=roadmap.config.lanes,
-            priorities=roadmap.config.priorities,
+        slots, dates = forecast(
+            roadmap.open_plans, roadmap.designs, roadmap.history, roadmap.config, roadmap.today
         )
-        base = self._context(roadmap, slots)
+        base = self._context(roadmap, slots, dates)
         pages: dict[str, str] = {}
-        for name, _ in OVERVIEW_PAGES:
+        for name, _ in overview_pages(roadmap.config):
             src = f"{self.roadmap_dir}/{name}"
             pages[src] = self.templates[name].render(base, **self._page_helpers(roadmap, src))
         index_src = f"{self.roadmap_dir}/archive/index.md"
@@ -144,7 +158,8 @@ class Renderer:
                 base, plan=plan, body=self._plan_body(roadmap, plan, src), **self._page_helpers(roadmap, src)
             )
         pages.update(archive)
-        pages[f"{self.roadmap_dir}/roadmap.json"] = roadmap_json(roadmap, slots, self)
+        pages[f"{self.roadmap_dir}/roadmap.json"] = roadmap_json(roadmap, slots, self, dates)
+        pages[f"{self.roadmap_dir}/{FEED}"] = atom_feed(roadmap, self)
         return pages
 
     def design_page(self, roadmap: Roadmap, design: Design, text: str, src: str) -> str:
@@ -178,7 +193,7 @@ class Renderer:
             "completed_status": roadmap.config.completed_status,
         }
 
-    def _context(self, roadmap: Roadmap, slots: list[Slot]) -> dict[str, Any]:
+    def _context(self, roadmap: Roadmap, slots: list[Slot], dates: dict[str, Dates]) -> dict[str, Any]:
         config = roadmap.config
         completed = config.completed_status
         plans_by_priority = {
@@ -201,7 +216,7 @@ class Renderer:
         readiness = {
             priority: [p.slug for p in plans_by_priority.get(priority, [])]
             + [d.slug for d in designs_by_priority.get(priority, [])]
-            for priority in config.priorities[:2]
+            for priority in config.readiness_priorities
         }
         ready_slugs = [slug for slugs_ in readiness.values() for slug in slugs_]
         return {
@@ -214,9 +229,16 @@ class Renderer:
             "designs_by_priority": designs_by_priority,
             "designs_without_priority": [d for d in roadmap.designs if d.priority not in config.priorities],
             "other_plans": sort_plans(others, config.priorities),
-            "priority_meaning": PRIORITY_MEANING,
+            "priority_meaning": config.priority_labels,
             "slots": slots,
             "slot_for": by_slug,
+            "dates": dates,
+            "today": roadmap.today,
+            "changes": roadmap.history.newest_first(),
+            "title_of": lambda slug: diagrams.plan_or_design_title(
+                slug, roadmap.plans_by_slug, roadmap.designs_by_slug
+            ),
+            "feed": FEED,
             "next_up": next_up,
             "in_progress": sort_plans(
                 [p for p in roadmap.open_plans if p.status == config.in_progress_status], config.priorities
@@ -230,7 +252,8 @@ class Renderer:
             "readiness": readiness,
             "ready_count": sum(1 for slug in ready_slugs if roadmap.state(slug).verified),
             "ready_total": len(ready_slugs),
-            "readiness_priorities": config.priorities[:2],
+            "readiness_priorities": config.readiness_priorities,
+            "readiness_title": config.readiness.title,
             "drift": [r for r in roadmap.report.features if r.verdict in ("error", "warning")]
             if roadmap.report is not None
             else [],
@@ -275,7 +298,7 @@ class Renderer:
             "url": url,
             "page": page,
             "dependency_graph": lambda: diagrams.dependency_graph(roadmap, url),
-            "gantt": lambda slots: diagrams.gantt(roadmap, slots, url),
+            "gantt": lambda slots, dates: diagrams.gantt(roadmap, slots, dates, url),
         }
 
     def _plan_body(self, roadmap: Roadmap, plan: Plan, src: str) -> str:
@@ -347,9 +370,25 @@ def state_json(state: FeatureState) -> dict[str, Any]:
     }
 
 
-def roadmap_json(roadmap: Roadmap, slots: list[Slot], renderer: Renderer) -> str:
-    """Every plan's metadata, schedule and evidence, for other tools; stable order, no build time."""
+def roadmap_json(
+    roadmap: Roadmap, slots: list[Slot], renderer: Renderer, dates: dict[str, Dates] | None = None
+) -> str:
+    """Every plan's metadata, schedule, forecast and evidence, for other tools; stable order."""
     by_slug = {s.slug: s for s in slots}
+    dates = dates or {}
+
+    def forecast_entry(when: Dates | None) -> dict[str, Any] | None:
+        if when is None:
+            return None
+        return {
+            "start": when.start.isoformat(),
+            "end": when.end.isoformat(),
+            "started": when.started.isoformat() if when.started else None,
+            "baseline_start": when.baseline_start.isoformat() if when.baseline_start else None,
+            "baseline_end": when.baseline_end.isoformat() if when.baseline_end else None,
+            "slip_days": when.slip,
+        }
+
     ev = roadmap.evidence
 
     def plan_entry(plan: Plan) -> dict[str, Any]:
@@ -376,6 +415,7 @@ def roadmap_json(roadmap: Roadmap, slots: list[Slot], renderer: Renderer) -> str
                 if slot is not None
                 else None
             ),
+            "forecast": forecast_entry(dates.get(plan.slug)),
             "evidence": state_json(roadmap.state(plan.slug)),
             **({"superseded_by": plan.superseded_by} if plan.superseded_by else {}),
         }
@@ -406,6 +446,70 @@ def roadmap_json(roadmap: Roadmap, slots: list[Slot], renderer: Renderer) -> str
         ],
     }
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def page_url(renderer: Renderer, roadmap: Roadmap, slug: str) -> str:
+    """A plan's or design's page as the site serves it, absolute when the site URL is known."""
+    if slug in roadmap.plans_by_slug:
+        src = plan_src(slug, renderer.roadmap_dir)
+    elif slug in roadmap.designs_by_slug:
+        src = design_src(roadmap, slug, renderer.docs_dir)
+    else:
+        src = f"{renderer.roadmap_dir}/changes.md"
+    path = src[:-3] + "/" if renderer.style is LinkStyle.DIRECTORY else src[:-3] + ".html"
+    return (renderer.site_url or "/") + path
+
+
+def atom_feed(roadmap: Roadmap, renderer: Renderer) -> str:
+    """An Atom feed (RFC 4287) of the roadmap's status changes from git history, newest first.
+
+    Entry ids are stable (`tag:` URIs from the commit and the plan), so a reader shows each change once.
+    """
+    changes = roadmap.history.newest_first(FEED_ENTRIES)
+    updated = changes[0].when.isoformat() if changes else f"{roadmap.today.isoformat()}T00:00:00Z"
+    home = (renderer.site_url or "/") + (
+        f"{renderer.roadmap_dir}/"
+        if renderer.style is LinkStyle.DIRECTORY
+        else f"{renderer.roadmap_dir}/index.html"
+    )
+    lines = [
+        '<?xml version="1.0" encoding="utf-8"?>',
+        '<feed xmlns="http://www.w3.org/2005/Atom">',
+        "  <title>Roadmap status changes</title>",
+        # An Atom id must be an absolute IRI: the site's address when known, else a tag URI of the history.
+        f"  <id>{xml_escape(home) if renderer.site_url else _feed_tag(roadmap)}</id>",
+        f'  <link rel="alternate" type="text/html" href="{xml_escape(home)}"/>',
+        f"  <updated>{updated}</updated>",
+        "  <generator>planner</generator>",
+    ]
+    for change in changes:
+        title = diagrams.plan_or_design_title(change.slug, roadmap.plans_by_slug, roadmap.designs_by_slug)
+        moved = f"{change.previous} → {change.status}" if change.previous else f"proposed as {change.status}"
+        summary = f"{moved} in commit {change.commit[:12]}: {change.subject}"
+        url = page_url(renderer, roadmap, change.slug)
+        lines += [
+            "  <entry>",
+            f"    <title>{xml_escape(f'{title}: {moved}')}</title>",
+            f"    <id>tag:planner,{change.when.date().isoformat()}:{xml_escape(change.slug)}/"
+            f"{change.commit[:12]}</id>",
+            f'    <link rel="alternate" type="text/html" href="{xml_escape(url)}"/>',
+            f"    <updated>{change.when.isoformat()}</updated>",
+            "    <author><name>git</name></author>",
+            f"    <summary>{xml_escape(summary)}</summary>",
+            "  </entry>",
+        ]
+    lines.append("</feed>")
+    return "\n".join(lines) + "\n"
+
+
+def _feed_tag(roadmap: Roadmap) -> str:
+    first = roadmap.history.changes[0].when.date() if roadmap.history.changes else roadmap.today
+    project = xml_escape(diagrams.css_name(roadmap.config.root.name))
+    return f"tag:planner,{first.isoformat()}:{project}/roadmap"
+
+
+def xml_escape(text: str) -> str:
+    return html_escape(text).replace("'", "&apos;")
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from planner.config import PlannerConfig
 from planner.evidence import EVIDENCE_PATH, Evidence, EvidenceError, FeatureEvidence, load_evidence
+from planner.history import History, read_history
 from planner.model import Design, Plan
 
 if TYPE_CHECKING:  # the planner core's diagnostics and verdicts; only their shape is needed here
@@ -184,6 +185,11 @@ class Roadmap:
         return judge(self.plans, self.designs, self.evidence, stale=stale, closed=self.config.closed_statuses)
 
     @cached_property
+    def history(self) -> History:
+        """When each plan entered each status, from git (empty outside a repository)."""
+        return read_history(self.config)
+
+    @cached_property
     def _verdicts(self) -> dict[str, FeatureVerdict]:
         return {row.slug: row for row in self.report.features} if self.report is not None else {}
 
@@ -258,6 +264,20 @@ class Roadmap:
             for dep in plan.dependencies:
                 found.setdefault(dep, []).append(plan.slug)
         return {slug: tuple(sorted(set(users))) for slug, users in found.items()}
+
+    def blockers(self, slug: str) -> tuple[str, ...]:
+        """The dependencies of plan ``slug`` that are not finished: open plans of this roadmap (a completed
+        design, a Completed plan or an unknown slug does not block; validation reports unknown ones)."""
+        plan = self.plans_by_slug.get(slug)
+        if plan is None or plan.status == self.config.completed_status or self.config.is_closed(plan.status):
+            return ()
+        return tuple(
+            d
+            for d in plan.dependencies
+            if d in self.plans_by_slug
+            and d not in self.design_slugs
+            and self.plans_by_slug[d].status != self.config.completed_status
+        )
 
     @property
     def errors(self) -> list[Problem]:

@@ -53,7 +53,7 @@ def test_a_regression_is_red_on_every_page(tmp_path: Path) -> None:
     assert "1/2 tests" in card and "planner-flag-regression" in card  # the red card (roadmap.css)
     assert "### Completed (1, 1 regressed)" in board
     readiness = pages["roadmap/readiness.md"]
-    assert "**0 of 3 verified, 1 regression:" in readiness and "not production ready" in readiness
+    assert "**0 of 3 verified, 1 regression:" in readiness and "not ready</span>" in readiness
     assert "- [ ] [Admin-Api](../design/admin-api.md)" in readiness.split("## High")[1].split("## Medium")[0]
     graph = pages["roadmap/dependencies.md"]
     assert 'n_admin_api["Admin-Api"]:::regression' in graph and "classDef regression" in graph

@@ -57,13 +57,13 @@ def pages(tmp_path: Path) -> dict[str, str]:
 def test_every_page_is_generated(pages: dict[str, str]) -> None:
     expected = {
         f"roadmap/{name}.md"
-        for name in ("index", "priorities", "board", "dependencies", "timeline", "readiness")
+        for name in ("index", "priorities", "board", "dependencies", "timeline", "readiness", "changes")
     }
     expected |= {f"roadmap/plans/{slug}.md" for slug in ("cache", "usage", "ws", "limits")}
     expected |= {
         f"roadmap/archive/{name}.md" for name in ("index", "rejected", "withdrawn", "deferred", "superseded")
     }
-    assert set(pages) == expected | {"roadmap/roadmap.json"}
+    assert set(pages) == expected | {"roadmap/roadmap.json", "roadmap/feed.xml"}
 
 
 def test_overview_counts_and_progress(pages: dict[str, str]) -> None:
@@ -83,8 +83,8 @@ def test_overview_counts_and_progress(pages: dict[str, str]) -> None:
 
 def test_priorities_group_plans_with_their_verified_progress(pages: dict[str, str]) -> None:
     text = pages["roadmap/priorities.md"]
-    high, rest = text.split("## High: production essentials")[1].split("## Medium: production readiness")
-    medium, low = rest.split("## Low: nice to have")
+    high, rest = text.split("## High\n")[1].split("## Medium\n")
+    medium, low = rest.split("## Low\n")
     assert "acceptance tests recorded by `planner track`, verified 2026-11-26 at commit abc1234" in text
     assert "| [Cache](plans/cache.md) |" in high and "| tests 4 of 5 passing; no steps" in high
     assert "| 3 of 3 passing (1 skipped) |" in high
@@ -117,14 +117,14 @@ def test_timeline_schedules_with_dependencies_and_lists_the_table(pages: dict[st
     text = pages["roadmap/timeline.md"]
     chart = text.split("```mermaid")[1].split("```")[0]
     assert "section Lane 1" in chart and "section Lane 2" in chart
-    # usage (5 working days from Thursday 26th) must finish before cache starts.
-    assert "Usage :t_usage, 2026-11-26, 2026-12-03" in chart
-    assert "Cache :active, t_cache, 2026-12-03, 2026-12-10" in chart
+    assert "Usage :t_usage, 2026-11-26, 2026-12-03" in chart  # 5 working days from Thursday 26th
+    # cache depends on usage, but it is In Progress: started work is shown from today, never pushed later.
+    assert "Cache :active, t_cache, 2026-11-26, 2026-12-03" in chart
     assert 'Sockets  "live" | fast' in chart  # gantt syntax characters removed from the name
     assert 'click t_ws href "../plans/ws/"' in chart
     assert "t_limits" not in chart  # completed work takes no time
     table = text.split("```", 2)[2]
-    assert "| [Usage](plans/usage.md) |" in table and "| 2026-11-26 | 2026-12-02 | 5 |" in table
+    assert "| [Usage](plans/usage.md) |" in table and "| 2026-11-26 | 2026-12-02 | — | — | 5 |" in table
     assert (
         "Completed, taking no time: [Limits](plans/limits.md), [Admin-Api](../design/admin-api.md)." in text
     )
@@ -196,7 +196,7 @@ def test_roadmap_json_holds_metadata_schedule_and_evidence(pages: dict[str, str]
     assert cache["dependencies"] == ["usage"] and cache["dependents"] == ["ws"]
     assert cache["evidence"]["passed"] == 4 and cache["evidence"]["progress"] is None  # no steps declared
     assert cache["evidence"]["verdict"] == "info" and cache["evidence"]["regression"] is False
-    assert cache["schedule"] == {"lane": 2, "start_day": 5, "end_day": 10}
+    assert cache["schedule"] == {"lane": 2, "start_day": 0, "end_day": 5}  # In Progress: from today
     assert cache["source"] == "plans/HIGH-cache.md"
     assert data["completed"][0]["slug"] == "admin-api" and data["completed"][0]["evidence"]["verified"]
 
@@ -240,7 +240,7 @@ def test_write_pages_writes_markdown_and_copies_designs(tmp_path: Path) -> None:
     design = (out / "design" / "admin-api.md").read_text(encoding="utf-8")
     assert design.startswith("# Admin API\n") and "2 of 2 acceptance tests passing" in design
     assert (out / "roadmap" / "archive" / "rejected.md").is_file()
-    assert len(written) == 17
+    assert len(written) == 19  # with the changes page and the Atom feed
     assert not list(out.rglob("*.tmp"))
     timeline = (out / "roadmap" / "timeline.md").read_text(encoding="utf-8")
     assert 'click t_cache href "plans/cache.md"' in timeline  # plain Markdown links to the file
@@ -285,3 +285,45 @@ def test_markdown_links_match_posix_relative_paths() -> None:
     ]
     for here, there in itertools.product(paths, paths):
         assert md_link(here, there) == posixpath.relpath(there, posixpath.dirname(here) or "."), (here, there)
+
+
+def test_plans_waiting_on_unfinished_work_are_marked_blocked_with_their_owner(pages: dict[str, str]) -> None:
+    # cache depends on usage, which is not finished; ws on cache (not finished) and admin-api (a completed
+    # design, which blocks nothing); usage depends on nothing.
+    board = pages["roadmap/board.md"]
+    cards = {line.split("]")[0][3:]: line for line in board.splitlines() if line.startswith("- [")}
+    assert "planner-flag-blocked" in cards["Cache"] and "by [Usage](plans/usage.md)" in cards["Cache"]
+    ws_card = next(card for title, card in cards.items() if title.startswith("Sockets"))
+    assert ws_card.endswith("blocked</span> by [Cache](plans/cache.md)")
+    assert "planner-flag-blocked" not in cards["Usage"]
+    assert "blocked</span> by [Usage](usage.md)" in pages["roadmap/plans/cache.md"]
+    priorities = pages["roadmap/priorities.md"]
+    assert "| Feature | Status | Owner |" in priorities
+    assert "blocked</span> by [Usage](plans/usage.md)" in priorities
+
+
+def test_priority_labels_and_the_readiness_page_come_from_the_config(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from planner.config import Readiness
+
+    roadmap = fixture_roadmap(tmp_path, evidence())
+    labelled = replace(
+        roadmap,
+        config=replace(
+            roadmap.config,
+            priority_labels={"High": "must ship"},
+            readiness=Readiness(title="Launch checklist", priorities=("High",)),
+        ),
+    )
+    pages = Renderer(LinkStyle.DIRECTORY).render(labelled)
+    assert (
+        "## High: must ship\n" in pages["roadmap/priorities.md"]
+        and "## Medium\n" in pages["roadmap/priorities.md"]
+    )
+    readiness = pages["roadmap/readiness.md"]
+    assert readiness.startswith("# Launch checklist") and "## Medium" not in readiness
+    assert "[Launch checklist](readiness.md)" in pages["roadmap/index.md"]
+    off = replace(roadmap, config=replace(roadmap.config, readiness=Readiness(enabled=False)))
+    pages = Renderer(LinkStyle.DIRECTORY).render(off)
+    assert "roadmap/readiness.md" not in pages and "readiness.md" not in pages["roadmap/index.md"]

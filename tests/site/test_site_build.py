@@ -360,7 +360,7 @@ def test_completed_features_appear_from_design_pages(project: Path, tmp_path: Pa
     delta = (site / "roadmap" / "plans" / "delta" / "index.html").read_text(encoding="utf-8")
     assert 'href="../../../design/gamma/"' in delta
     readiness = (site / "roadmap" / "readiness" / "index.html").read_text(encoding="utf-8")
-    high = readiness.split('id="high-production-essentials"')[1].split('id="medium-production-readiness"')[0]
+    high = readiness.split('id="high"')[1].split('id="medium"')[0]  # no priority labels configured here
     assert "Gamma</a> — " in high and "3 of 3 passing" in high  # under the priority its page keeps
     page = (site / "design" / "gamma" / "index.html").read_text(encoding="utf-8")
     assert "3 of 3 acceptance tests passing (evidence recorded 2026-11-26 at commit 0123456)" in page
@@ -456,7 +456,7 @@ def test_a_failing_test_of_a_completed_feature_turns_the_built_site_red(
     for path in ("roadmap", "roadmap/board", "roadmap/readiness", "roadmap/priorities"):
         assert "Regression: 1 completed feature no longer passes its acceptance tests" in page(path), path
     assert "Completed (1, 1 regressed)" in page("roadmap/board")
-    assert "not production ready" in page("roadmap/readiness")
+    assert "not ready</span>" in page("roadmap/readiness")
     gamma = page("design/gamma")
     assert "planner-flag-regression" in gamma and "regression: 1 of 3 acceptance tests fail" in gamma
     assert "Completed 2026-11-20; at completion: 3 of 3" in gamma
