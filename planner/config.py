@@ -157,16 +157,17 @@ def load_config(root: Path | None = None) -> PlannerConfig:
         labels = _expect(table["priority_labels"], dict, "priority_labels")
         if not all(isinstance(v, str) for v in labels.values()):
             raise ConfigError("[tool.planner] priority_labels: expected text for each priority")
-        known = kwargs.get("priorities", DEFAULT_PRIORITIES)
-        strays = sorted(set(labels) - set(known))  # type: ignore[call-overload]
+        known: tuple[str, ...] = kwargs.get("priorities", DEFAULT_PRIORITIES)  # type: ignore[assignment]
+        strays = sorted(set(labels) - set(known))
         if strays:
             raise ConfigError(
                 f"[tool.planner] priority_labels: {', '.join(strays)} is not a configured priority "
-                f"({', '.join(known)})"  # type: ignore[call-overload]
+                f"({', '.join(known)})"
             )
         kwargs["priority_labels"] = {str(k): v for k, v in labels.items()}
     if "readiness" in table:
-        kwargs["readiness"] = _readiness(table["readiness"], kwargs.get("priorities", DEFAULT_PRIORITIES))  # type: ignore[arg-type]
+        priorities: tuple[str, ...] = kwargs.get("priorities", DEFAULT_PRIORITIES)  # type: ignore[assignment]
+        kwargs["readiness"] = _readiness(table["readiness"], priorities)
     unknown = sorted(set(table) - {f for f in PlannerConfig.__dataclass_fields__ if f != "root"})
     if unknown:
         raise ConfigError(f"[tool.planner] unknown key(s): {', '.join(unknown)}")

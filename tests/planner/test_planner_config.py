@@ -27,6 +27,11 @@ def test_overrides_from_pyproject(tmp_path: Path) -> None:
         ("colour = true", r"unknown key\(s\): colour"),
         ("closed_statuses = [1]", "closed_statuses"),
         ('statuses = ["Rejected"]', "not a closing state"),
+        ('priority_labels = {Urgent = "now"}', r"priority_labels: Urgent is not a configured priority"),
+        ("priority_labels = {High = 1}", "priority_labels: expected text"),
+        ('readiness = {priorities = ["Someday"]}', r"readiness\] priorities: .*not configured: Someday"),
+        ('readiness = {title = ""}', r"readiness\] title"),
+        ("readiness = {colour = 1}", r"readiness\] unknown key\(s\): colour"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, toml: str, message: str) -> None:
@@ -47,3 +52,17 @@ def test_closing_states_are_configurable_and_never_the_lifecycle(tmp_path: Path)
     assert (config.completed_status, config.in_progress_status) == ("Done", "Doing")
     assert config.all_statuses == ("Idea", "Doing", "Done", "Dropped")
     assert config.is_closed("Dropped") and not config.is_closed("Done")
+
+
+def test_priority_labels_and_readiness(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.planner.priority_labels]\nHigh = "must ship"\n'
+        '[tool.planner.readiness]\ntitle = "Launch"\npriorities = ["High"]\n'
+    )
+    config = load_config(tmp_path)
+    assert config.priority_labels == {"High": "must ship"}
+    assert (config.readiness.title, config.readiness_priorities) == ("Launch", ("High",))
+    (tmp_path / "pyproject.toml").write_text("[tool.planner]\nreadiness = false\n")
+    assert load_config(tmp_path).readiness_priorities == ()
+    (tmp_path / "pyproject.toml").write_text("[tool.planner]\n")
+    assert load_config(tmp_path).readiness_priorities == ("High", "Medium")  # the two most urgent
