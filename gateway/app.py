@@ -228,6 +228,8 @@ def create_app(
         assert isinstance(exc, GatewayError)
         call = request.scope["state"].get("call")
         headers = {**call.response_headers, **exc.headers} if call is not None else exc.headers
+        if openai.wants_anthropic(request):
+            return anthropic.error_response(request, anthropic.redacted(exc, gateway.redactor), headers)
         return JSONResponse(gateway.redactor.body(exc), status_code=exc.status, headers=headers)
 
     async def store_error(request: Request, exc: Exception) -> Response:
@@ -239,6 +241,9 @@ def create_app(
         error = GatewayError(
             exc.status_code, str(exc.detail), "invalid_request_error", _http_code(exc.status_code)
         )
+        if openai.wants_anthropic(request):
+            # A 404 or 405 under /v1/messages (a batch call, a GET) in the envelope Anthropic's SDK parses.
+            return anthropic.error_response(request, error, dict(exc.headers or {}))
         return JSONResponse(error.body(), status_code=exc.status_code, headers=exc.headers)
 
     app.add_exception_handler(GatewayError, gateway_error)

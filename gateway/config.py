@@ -142,6 +142,9 @@ class PricingConfig(_Strict):
 
     input_per_1m: float = Field(default=0.0, ge=0)
     output_per_1m: float = Field(default=0.0, ge=0)
+    # Prompt tokens read from / written to the provider's prompt cache; unset: the input price.
+    cache_read_per_1m: float | None = Field(default=None, ge=0)
+    cache_write_per_1m: float | None = Field(default=None, ge=0)
 
 
 class ModelConfig(_Strict):

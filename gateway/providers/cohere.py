@@ -261,7 +261,7 @@ class CohereProvider(HttpProvider):
         self.options = CohereOptions.model_validate(config.options)
         self.adapter = CohereAdapter(self.options.input_type)
 
-    def stream_parser(self) -> Callable[[str], dict[str, Any] | object | None]:
+    def stream_parser(self, call: Call) -> Callable[[str], dict[str, Any] | object | None]:
         """A fresh adapter's parser: the stream's id and tool-call count live in it."""
         return CohereAdapter(self.options.input_type).parse_stream_line
 

@@ -21,7 +21,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import GatewayError, state_store_unavailable
-from gateway.formats.anthropic import chat_to_message, dropped_params, error_body, request_to_chat
+from gateway.features.cache import UNCACHEABLE
+from gateway.formats.anthropic import chat_to_message, error_body, request_to_chat
+from gateway.formats.anthropic_native import SCRATCH_KEY, NativeExchange, exchange_for
 from gateway.formats.anthropic_stream import MessageEvents, error_event, sse
 from gateway.logging import log_error
 from gateway.pipeline import Call, Stream
@@ -52,7 +54,7 @@ async def _events(
             yield sse(name, data)
     except GatewayError as exc:
         # Headers are sent: report in-band the way Anthropic does, then end the stream.
-        yield error_event(_redacted(exc, redactor))
+        yield error_event(redacted(exc, redactor))
     except StoreUnavailable:
         yield error_event(state_store_unavailable())
     except Exception as exc:
@@ -62,7 +64,41 @@ async def _events(
         await stream.aclose()
 
 
-def _redacted(error: GatewayError, redactor: Redactor) -> GatewayError:
+async def _native_events(
+    call: Call, stream: Stream, exchange: NativeExchange, redactor: Redactor
+) -> AsyncIterator[bytes]:
+    """The upstream's own events, as it sent them; the canonical chunks only drive the pipeline."""
+    try:
+        async for _ in stream:
+            for name, data in exchange.drain():
+                yield _raw_event(name, data)
+        for name, data in exchange.drain():
+            yield _raw_event(name, data)
+    except GatewayError as exc:
+        # Headers are sent: report in-band the way Anthropic does, then end the stream.
+        yield error_event(redacted(exc, redactor))
+    except StoreUnavailable:
+        yield error_event(state_store_unavailable())
+    except Exception as exc:
+        log_error(call.request_id, exc)
+        yield error_event(INTERNAL_ERROR)
+    finally:
+        await stream.aclose()
+
+
+def _raw_event(name: str, data: str) -> bytes:
+    head = b"event: " + name.encode() + b"\n" if name else b""
+    return head + b"data: " + data.encode() + b"\n\n"
+
+
+def error_response(request: Request, error: GatewayError, headers: dict[str, str]) -> Response:
+    """``error`` in Anthropic's envelope, with the ``request-id`` header Anthropic's SDK reads."""
+    request_id = request.scope["state"].get("request_id")
+    extra = {"request-id": request_id} if request_id else {}
+    return _json(error_body(error), error.status, {**headers, **extra})
+
+
+def redacted(error: GatewayError, redactor: Redactor) -> GatewayError:
     """``error`` with configured secrets removed from its message (upstreams may quote credentials)."""
     message = redactor.text(error.message)
     if message == error.message:
@@ -79,16 +115,25 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
         body = request_to_chat(raw)
         model, stream, _ = check_chat(body)
         call = request_call(request, runtime, key, "chat", model, body, stream=stream)
-        if dropped := dropped_params(raw):
-            # Said, not silent: the client learns which of its fields had no effect.
-            call.response_headers["x-gateway-dropped-params"] = ",".join(dropped)
+        exchange = call.scratch[SCRATCH_KEY] = exchange_for(raw, request.headers)
+        if exchange.lost:
+            # The canonical body does not hold these fields, so an answer cached for it may not fit.
+            call.scratch[UNCACHEABLE] = True
         result = await runtime.handle(call)
-        message_id = "msg_" + call.request_id
+        native = exchange.answered(call.route.provider if call.route is not None else None)
+        if exchange.lost and not native:
+            # Said, not silent: the client learns which of its fields had no effect on this answer.
+            call.response_headers["x-gateway-dropped-params"] = ",".join(exchange.lost[:32])
         if isinstance(result, Stream):
             headers = {**call.response_headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
-            translate = MessageEvents(message_id, model)
+            if native:
+                return SSEResponse(_native_events(call, result, exchange, gateway.redactor), headers)
+            translate = MessageEvents("msg_" + call.request_id, model)
             return SSEResponse(_events(call, result, translate, gateway.redactor), headers)
-        return _json(chat_to_message(result.body, message_id, model), result.status, call.response_headers)
+        if native and exchange.message is not None:
+            return _json(exchange.message, result.status, call.response_headers)
+        message = chat_to_message(result.body, "msg_" + call.request_id, model)
+        return _json(message, result.status, call.response_headers)
 
     async def count(request: Request) -> Response:
         runtime, key = await begin(gateway, request)
@@ -102,15 +147,20 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
         handler: Callable[[Request], Awaitable[Response]],
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
+            # Anthropic's SDK reads the request id from `request-id` (its `_request_id`); the gateway's
+            # own `x-request-id` carries the same value.
+            request_id = {"request-id": request.scope["state"]["request_id"]}
             try:
-                return await handler(request)
+                response = await handler(request)
+                response.headers.update(request_id)
+                return response
             except StoreUnavailable:
                 error = state_store_unavailable()
             except GatewayError as exc:
-                error = _redacted(exc, gateway.redactor)
+                error = redacted(exc, gateway.redactor)
             call = request.scope["state"].get("call")
             headers = {**call.response_headers, **error.headers} if call is not None else error.headers
-            return _json(error_body(error), error.status, headers)
+            return error_response(request, error, headers)
 
         return endpoint
 

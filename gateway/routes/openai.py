@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Mapping
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -93,6 +94,17 @@ def _created(runtime: Runtime) -> int:
     model in one config, and tells a client when the list last changed.
     """
     return int(runtime.loaded_at.timestamp())
+
+
+def wants_anthropic(request: Request) -> bool:
+    """Whether ``request`` speaks Anthropic's API: under ``/v1/messages``, or sent with the
+    ``anthropic-version`` header every Anthropic SDK sends (``/v1/models`` serves both kinds of client)."""
+    return request.url.path.startswith("/v1/messages") or "anthropic-version" in request.headers
+
+
+def _anthropic_model(name: str, runtime: Runtime) -> dict[str, Any]:
+    created = runtime.loaded_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"type": "model", "id": name, "display_name": name, "created_at": created}
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -201,9 +213,21 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
 
     async def list_models(request: Request) -> Response:
         runtime, key = await begin(gateway, request)
+        names = runtime.visible_models(key)
+        if wants_anthropic(request):
+            # Anthropic's SDK pages through models with these fields; the gateway's list is one page.
+            data = [_anthropic_model(name, runtime) for name in names]
+            return JSONResponse(
+                {
+                    "data": data,
+                    "has_more": False,
+                    "first_id": names[0] if names else None,
+                    "last_id": names[-1] if names else None,
+                }
+            )
         data = [
             {"id": name, "object": "model", "created": _created(runtime), "owned_by": "gateway"}
-            for name in runtime.visible_models(key)
+            for name in names
         ]
         return JSONResponse({"object": "list", "data": data})
 
@@ -211,6 +235,8 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
         runtime, key = await begin(gateway, request)
         name = request.path_params["model"]
         runtime.resolve(key, name)
+        if wants_anthropic(request):
+            return JSONResponse(_anthropic_model(name, runtime))
         return JSONResponse(
             {"id": name, "object": "model", "created": _created(runtime), "owned_by": "gateway"}
         )
