@@ -135,6 +135,9 @@ class RouteConfig(_Strict):
     region: str | None = None
     # USD per 1M tokens for this route; wins over the model's pricing and the bundled gateway/prices.yaml.
     pricing: PricingConfig | None = None
+    # Parameters this route's provider cannot honour: dropped and reported (true) or refused (false);
+    # None: the model's setting (gateway/params.py).
+    drop_params: bool | None = None
 
 
 class PricingConfig(_Strict):
@@ -153,6 +156,7 @@ class ModelConfig(_Strict):
     name: str = Field(min_length=1)
     routes: list[RouteConfig] = Field(min_length=1)
     pricing: PricingConfig | None = None
+    drop_params: bool | None = None  # for every route without its own; None: features.routing.drop_params
     # Aliases tried, in order, when every route of this one failed (gateway/features/routing.py).
     fallbacks: list[str] = Field(default_factory=list)
 

@@ -28,6 +28,7 @@ from gateway.errors import GatewayError, invalid_request, upstream_error
 from gateway.formats.anthropic import ANTHROPIC_VERSION, chat_to_request, message_to_chat
 from gateway.formats.anthropic_native import SCRATCH_KEY, NativeExchange, upstream_body
 from gateway.formats.anthropic_stream import ChunkTranslator
+from gateway.params import ParamSupport
 from gateway.pipeline import Call
 from gateway.providers.base import (
     ConfigProblems,
@@ -44,6 +45,24 @@ DEFAULT_MAX_TOKENS = 4096
 """Sent as ``max_tokens`` (required by Anthropic) when the canonical request sets no limit."""
 
 INVALID_STATUSES = frozenset({400, 404, 409, 422})
+
+ANTHROPIC_PARAMS = ParamSupport(
+    frozenset(
+        {
+            "max_tokens",
+            "max_completion_tokens",
+            "stop",
+            "temperature",
+            "top_p",
+            "tools",
+            "tool_choice",
+            "parallel_tool_calls",  # false → disable_parallel_tool_use
+            "user",  # → metadata.user_id
+        }
+    )
+)
+"""What :func:`~gateway.formats.anthropic.chat_to_request` translates. Not ``n`` > 1, ``logprobs``, ``seed``,
+``response_format`` (no JSON mode in the Messages API), penalties, ``logit_bias``, OpenAI's ``metadata``."""
 
 
 class AnthropicOptions(BaseModel):
@@ -114,6 +133,7 @@ class AnthropicProvider(HttpProvider):
     """An Anthropic Messages API upstream over HTTP (``type: anthropic``)."""
 
     adapter = AnthropicAdapter()
+    params = ANTHROPIC_PARAMS
 
     def __init__(self, config: ProviderConfig, transport: httpx.AsyncBaseTransport) -> None:
         super().__init__(config, transport)

@@ -38,6 +38,7 @@ from gateway.answers import answer_problem, checked_usage, chunk_problem, malfor
 from gateway.config import PathPart, ProviderConfig, RouteConfig, did_you_mean
 from gateway.errors import GatewayError, upstream_error
 from gateway.features.tracing_config import SCRATCH_KEY
+from gateway.params import PASS_THROUGH, ParamSupport
 from gateway.pipeline import Call, Response, Result, Stream
 
 logger = logging.getLogger("gateway.upstream")
@@ -49,7 +50,11 @@ ConfigProblems = Iterable[tuple[tuple[PathPart, ...], str]]
 
 
 class Provider(Protocol):
-    """What the router calls for one attempt on one route."""
+    """What the router calls for one attempt on one route.
+
+    A provider may also declare ``params``, the :class:`~gateway.params.ParamSupport` of the chat
+    parameters it honours; one that declares none is taken to pass every parameter through.
+    """
 
     name: str
 
@@ -162,6 +167,8 @@ class HttpProvider:
 
     # A class attribute for stateless adapters; one that needs the provider's options is set per instance.
     adapter: HttpAdapter
+    # The chat parameters the adapter sends upstream (gateway/params.py); OpenAI-format upstreams get all.
+    params: ParamSupport = PASS_THROUGH
 
     def __init__(self, config: ProviderConfig, transport: httpx.AsyncBaseTransport) -> None:
         self.name = config.name

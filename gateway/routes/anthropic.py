@@ -26,6 +26,7 @@ from gateway.formats.anthropic import chat_to_message, error_body, request_to_ch
 from gateway.formats.anthropic_native import SCRATCH_KEY, NativeExchange, exchange_for
 from gateway.formats.anthropic_stream import MessageEvents, error_event, sse
 from gateway.logging import log_error
+from gateway.params import DROPPED_HEADER
 from gateway.pipeline import Call, Stream
 from gateway.redact import Redactor
 from gateway.routes.openai import SSEResponse, begin, read_body, request_call
@@ -122,8 +123,11 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
         result = await runtime.handle(call)
         native = exchange.answered(call.route.provider if call.route is not None else None)
         if exchange.lost and not native:
-            # Said, not silent: the client learns which of its fields had no effect on this answer.
-            call.response_headers["x-gateway-dropped-params"] = ",".join(exchange.lost[:32])
+            # Said, not silent: the client learns which of its fields had no effect on this answer (with
+            # any canonical parameter the answering route dropped, gateway/params.py).
+            dropped = call.response_headers.get(DROPPED_HEADER, "").split(",")
+            names = sorted({*exchange.lost, *filter(None, dropped)})
+            call.response_headers[DROPPED_HEADER] = ",".join(names[:32])
         if isinstance(result, Stream):
             headers = {**call.response_headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
             if native:
