@@ -183,7 +183,7 @@ def create_app(
     ``config_path`` is the file ``config`` was loaded from: ``POST /admin/reload``, SIGHUP (with
     ``sighup``, for ``gateway run``) and ``features.reload.watch`` re-read it (see gateway/reload.py).
     """
-    from gateway.routes import admin, anthropic, completions, health, openai, usage, ws
+    from gateway.routes import admin, anthropic, azure, completions, health, openai, usage, ws
 
     gateway = Gateway(config, transport, source=config_path)
     gateway.sighup = sighup
@@ -213,6 +213,7 @@ def create_app(
     openai.add_routes(app, gateway)
     anthropic.add_routes(app, gateway)
     completions.add_routes(app, gateway)
+    azure.add_routes(app, gateway)
     ws.add_routes(app, gateway)
     health.add_routes(app, gateway)
     document = openapi_document()

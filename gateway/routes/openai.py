@@ -182,34 +182,48 @@ async def begin(gateway: Gateway, request: Request) -> tuple[Runtime, KeyIdentit
     return runtime, key
 
 
+async def answer_chat(
+    gateway: Gateway, request: Request, runtime: Runtime, key: KeyIdentity, body: dict[str, Any]
+) -> Response:
+    """Check a chat completion ``body``, run it through the pipeline and answer it (JSON or SSE)."""
+    model, stream, include_usage = check_chat(body)
+    call = request_call(
+        request, runtime, key, "chat", model, body, stream=stream, include_usage=include_usage
+    )
+    result = await runtime.handle(call)
+    if isinstance(result, Stream):
+        headers = {**call.response_headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
+        return SSEResponse(_events(call, result, gateway.redactor), headers)
+    return _json(result.body, result.status, call.response_headers)
+
+
+async def answer_embeddings(
+    request: Request, runtime: Runtime, key: KeyIdentity, body: dict[str, Any]
+) -> Response:
+    """Check an embeddings ``body``, run it through the pipeline and answer it (floats or base64)."""
+    model = check_embeddings(body)
+    body, wants_base64 = float_request(body)
+    call = request_call(request, runtime, key, "embeddings", model, body)
+    result = await runtime.handle(call)
+    if isinstance(result, Stream):  # only a misbehaving stage could do this
+        await result.aclose()
+        raise GatewayError(500, "Embeddings cannot be streamed.", "server_error")
+    answer = client_answer(result.body, model, wants_base64) if result.status == 200 else result.body
+    return _json(answer, result.status, call.response_headers)
+
+
 def add_routes(app: FastAPI, gateway: Gateway) -> None:
     """Register the OpenAI-compatible endpoints serving ``gateway``."""
 
     async def chat_completions(request: Request) -> Response:
         runtime, key = await begin(gateway, request)
         body = parse_json_object(await read_body(request, runtime.max_body_bytes))
-        model, stream, include_usage = check_chat(body)
-        call = request_call(
-            request, runtime, key, "chat", model, body, stream=stream, include_usage=include_usage
-        )
-        result = await runtime.handle(call)
-        if isinstance(result, Stream):
-            headers = {**call.response_headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
-            return SSEResponse(_events(call, result, gateway.redactor), headers)
-        return _json(result.body, result.status, call.response_headers)
+        return await answer_chat(gateway, request, runtime, key, body)
 
     async def embeddings(request: Request) -> Response:
         runtime, key = await begin(gateway, request)
         body = parse_json_object(await read_body(request, runtime.max_body_bytes))
-        model = check_embeddings(body)
-        body, wants_base64 = float_request(body)
-        call = request_call(request, runtime, key, "embeddings", model, body)
-        result = await runtime.handle(call)
-        if isinstance(result, Stream):  # only a misbehaving stage could do this
-            await result.aclose()
-            raise GatewayError(500, "Embeddings cannot be streamed.", "server_error")
-        answer = client_answer(result.body, model, wants_base64) if result.status == 200 else result.body
-        return _json(answer, result.status, call.response_headers)
+        return await answer_embeddings(request, runtime, key, body)
 
     async def list_models(request: Request) -> Response:
         runtime, key = await begin(gateway, request)
