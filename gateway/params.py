@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 DROP_HEADER = "x-gateway-drop-params"
 """Request header: ``true`` lets this request's unsupported parameters be dropped (and reported)."""
 
+DROP_SCRATCH = "params.drop"
+"""A ``call.scratch`` flag a route sets when its format's contract is to drop and report what a route cannot
+honour (``/v1/messages``: Anthropic clients send ``metadata.user_id`` on every request)."""
+
 DROPPED_HEADER = "x-gateway-dropped-params"
 """Response header: the comma-separated parameters the answering route did not receive."""
 
@@ -91,9 +95,10 @@ def support_of(provider: object) -> ParamSupport:
 
 
 def drop_allowed(call: Call, route: RouteConfig, default: bool) -> bool:
-    """Whether ``call``'s unsupported parameters may be dropped on ``route``: the request header, else the
-    route's ``drop_params``, else its model's, else ``default`` (``features.routing.drop_params``)."""
-    if call.headers.get(DROP_HEADER, "").strip().lower() == "true":
+    """Whether ``call``'s unsupported parameters may be dropped on ``route``: the request header (or its
+    route's :data:`DROP_SCRATCH`), else the route's ``drop_params``, else its model's, else ``default``
+    (``features.routing.drop_params``)."""
+    if call.scratch.get(DROP_SCRATCH) or call.headers.get(DROP_HEADER, "").strip().lower() == "true":
         return True
     for setting in (route.drop_params, call.model_config.drop_params):
         if setting is not None:

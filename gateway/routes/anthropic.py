@@ -26,7 +26,7 @@ from gateway.formats.anthropic import chat_to_message, error_body, request_to_ch
 from gateway.formats.anthropic_native import SCRATCH_KEY, NativeExchange, exchange_for
 from gateway.formats.anthropic_stream import MessageEvents, error_event, sse
 from gateway.logging import log_error
-from gateway.params import DROPPED_HEADER
+from gateway.params import DROP_SCRATCH, DROPPED_HEADER
 from gateway.pipeline import Call, Stream
 from gateway.redact import Redactor
 from gateway.routes.openai import SSEResponse, begin, read_body, request_call
@@ -117,6 +117,8 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
         model, stream, _ = check_chat(body)
         call = request_call(request, runtime, key, "chat", model, body, stream=stream)
         exchange = call.scratch[SCRATCH_KEY] = exchange_for(raw, request.headers)
+        # This route drops and reports what a route cannot honour (below), canonical parameters included.
+        call.scratch[DROP_SCRATCH] = True
         if exchange.lost:
             # The canonical body does not hold these fields, so an answer cached for it may not fit.
             call.scratch[UNCACHEABLE] = True

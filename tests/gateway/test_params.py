@@ -211,3 +211,20 @@ def test_declared_tables_hold_no_gateway_handled_or_neutral_only_names() -> None
     assert ParamSupport().unsupported({"seed": 1}) == []
     assert ParamSupport(frozenset()).unsupported({"seed": None, "n": 1, "stream": True}) == []
     assert all(NEUTRAL[name](value) for name, value in [("n", 1), ("logprobs", False), ("store", False)])
+
+
+async def test_messages_route_drops_and_reports_what_a_route_cannot_honour() -> None:
+    """Anthropic clients send metadata.user_id (canonical `user`) on every request: Cohere lacks it."""
+    upstreams = Upstreams()
+    body = {
+        "model": "cohere",
+        "max_tokens": 5,
+        "metadata": {"user_id": "u-1"},
+        "top_k": 3,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    async with serve(config(), transport=httpx.MockTransport(upstreams)) as client:
+        reply = await client.post("/v1/messages", headers={"x-api-key": KEY}, json=body)
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["x-gateway-dropped-params"] == "top_k,user"
+    assert "user" not in upstreams.sent["cohere"]
