@@ -13,7 +13,7 @@ gateway's token estimate, without calling an upstream.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
@@ -39,20 +39,31 @@ if TYPE_CHECKING:
 
 INTERNAL_ERROR = GatewayError(500, "Internal gateway error.", "server_error")
 
+FrameChunk = Callable[[dict[str, Any]], Iterable[bytes]]
+"""The SSE bytes to send for one canonical chunk of a stream."""
+Frames = tuple[FrameChunk, Callable[[], Iterable[bytes]]]
+"""Per-chunk frames, and the frames to end the stream with."""
+
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(json.dumps(body, separators=(",", ":")).encode(), status, headers, "application/json")
 
 
 async def _events(
-    call: Call, stream: Stream, translate: MessageEvents, redactor: Redactor
+    call: Call,
+    stream: Stream,
+    frames: FrameChunk,
+    ending: Callable[[], Iterable[bytes]],
+    redactor: Redactor,
 ) -> AsyncIterator[bytes]:
+    """The SSE bytes of ``stream``: ``frames(chunk)`` per canonical chunk, ``ending()`` after the last, and
+    an in-band ``error`` event when it fails after the headers were sent."""
     try:
         async for chunk in stream:
-            for name, data in translate.feed(chunk):
-                yield sse(name, data)
-        for name, data in translate.finish():
-            yield sse(name, data)
+            for frame in frames(chunk):
+                yield frame
+        for frame in ending():
+            yield frame
     except GatewayError as exc:
         # Headers are sent: report in-band the way Anthropic does, then end the stream.
         yield error_event(redacted(exc, redactor))
@@ -65,26 +76,22 @@ async def _events(
         await stream.aclose()
 
 
-async def _native_events(
-    call: Call, stream: Stream, exchange: NativeExchange, redactor: Redactor
-) -> AsyncIterator[bytes]:
-    """The upstream's own events, as it sent them; the canonical chunks only drive the pipeline."""
-    try:
-        async for _ in stream:
-            for name, data in exchange.drain():
-                yield _raw_event(name, data)
-        for name, data in exchange.drain():
-            yield _raw_event(name, data)
-    except GatewayError as exc:
-        # Headers are sent: report in-band the way Anthropic does, then end the stream.
-        yield error_event(redacted(exc, redactor))
-    except StoreUnavailable:
-        yield error_event(state_store_unavailable())
-    except Exception as exc:
-        log_error(call.request_id, exc)
-        yield error_event(INTERNAL_ERROR)
-    finally:
-        await stream.aclose()
+def _translated(translate: MessageEvents) -> Frames:
+    """Frames for a canonical stream translated into Anthropic's event sequence."""
+    return (
+        lambda chunk: [sse(name, data) for name, data in translate.feed(chunk)],
+        lambda: [sse(name, data) for name, data in translate.finish()],
+    )
+
+
+def _native(exchange: NativeExchange) -> Frames:
+    """Frames for an Anthropic upstream's own events, as it sent them: the canonical chunks only drive the
+    pipeline (usage, budgets), each releasing the events read up to it."""
+
+    def drained() -> list[bytes]:
+        return [_raw_event(name, data) for name, data in exchange.drain()]
+
+    return (lambda _chunk: drained(), drained)
 
 
 def _raw_event(name: str, data: str) -> bytes:
@@ -132,10 +139,10 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
             call.response_headers[DROPPED_HEADER] = ",".join(names[:32])
         if isinstance(result, Stream):
             headers = {**call.response_headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
-            if native:
-                return SSEResponse(_native_events(call, result, exchange, gateway.redactor), headers)
-            translate = MessageEvents("msg_" + call.request_id, model)
-            return SSEResponse(_events(call, result, translate, gateway.redactor), headers)
+            frames, ending = (
+                _native(exchange) if native else _translated(MessageEvents("msg_" + call.request_id, model))
+            )
+            return SSEResponse(_events(call, result, frames, ending, gateway.redactor), headers)
         if native and exchange.message is not None:
             return _json(exchange.message, result.status, call.response_headers)
         message = chat_to_message(result.body, "msg_" + call.request_id, model)
