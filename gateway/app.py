@@ -183,7 +183,7 @@ def create_app(
     ``config_path`` is the file ``config`` was loaded from: ``POST /admin/reload``, SIGHUP (with
     ``sighup``, for ``gateway run``) and ``features.reload.watch`` re-read it (see gateway/reload.py).
     """
-    from gateway.routes import admin, anthropic, completions, health, openai, responses, usage, ws
+    from gateway.routes import admin, anthropic, azure, completions, health, openai, responses, usage, ws
 
     gateway = Gateway(config, transport, source=config_path)
     gateway.sighup = sighup
@@ -214,6 +214,7 @@ def create_app(
     anthropic.add_routes(app, gateway)
     completions.add_routes(app, gateway)
     responses.add_routes(app, gateway)
+    azure.add_routes(app, gateway)
     ws.add_routes(app, gateway)
     health.add_routes(app, gateway)
     document = openapi_document()
@@ -229,6 +230,8 @@ def create_app(
         assert isinstance(exc, GatewayError)
         call = request.scope["state"].get("call")
         headers = {**call.response_headers, **exc.headers} if call is not None else exc.headers
+        if openai.wants_anthropic(request):
+            return anthropic.error_response(request, anthropic.redacted(exc, gateway.redactor), headers)
         return JSONResponse(gateway.redactor.body(exc), status_code=exc.status, headers=headers)
 
     async def store_error(request: Request, exc: Exception) -> Response:
@@ -240,6 +243,9 @@ def create_app(
         error = GatewayError(
             exc.status_code, str(exc.detail), "invalid_request_error", _http_code(exc.status_code)
         )
+        if openai.wants_anthropic(request):
+            # A 404 or 405 under /v1/messages (a batch call, a GET) in the envelope Anthropic's SDK parses.
+            return anthropic.error_response(request, error, dict(exc.headers or {}))
         return JSONResponse(error.body(), status_code=exc.status_code, headers=exc.headers)
 
     app.add_exception_handler(GatewayError, gateway_error)

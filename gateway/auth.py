@@ -36,13 +36,14 @@ def key_id(key: str) -> str:
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
-    """The key from ``Authorization: Bearer <key>`` or ``x-api-key: <key>``, if any."""
+    """The key from ``Authorization: Bearer <key>``, ``x-api-key: <key>`` (Anthropic's SDK) or
+    ``api-key: <key>`` (Azure OpenAI's), if any."""
     authorization = headers.get("authorization")
     if authorization:
         scheme, _, value = authorization.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
-    return headers.get("x-api-key") or None
+    return headers.get("x-api-key") or headers.get("api-key") or None
 
 
 class KeyRing:
@@ -81,7 +82,9 @@ class KeyRing:
         """The caller's identity from request headers; raises 401 for a missing or unknown key."""
         key = presented_key(headers)
         if key is None:
-            raise bad_key("Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'.")
+            raise bad_key(
+                "Missing API key: send 'Authorization: Bearer <key>', 'x-api-key: <key>' or 'api-key: <key>'."
+            )
         identity = self.identify(key)
         if identity is None:
             raise bad_key()

@@ -137,6 +137,9 @@ class RouteConfig(_Strict):
     region: str | None = None
     # USD per 1M tokens for this route; wins over the model's pricing and the bundled gateway/prices.yaml.
     pricing: PricingConfig | None = None
+    # Parameters this route's provider cannot honour: dropped and reported (true) or refused (false);
+    # None: the model's setting (gateway/params.py).
+    drop_params: bool | None = None
 
 
 class PricingConfig(_Strict):
@@ -144,6 +147,9 @@ class PricingConfig(_Strict):
 
     input_per_1m: float = Field(default=0.0, ge=0)
     output_per_1m: float = Field(default=0.0, ge=0)
+    # Prompt tokens read from / written to the provider's prompt cache; unset: the input price.
+    cache_read_per_1m: float | None = Field(default=None, ge=0)
+    cache_write_per_1m: float | None = Field(default=None, ge=0)
 
 
 class ModelConfig(_Strict):
@@ -152,6 +158,7 @@ class ModelConfig(_Strict):
     name: str = Field(min_length=1)
     routes: list[RouteConfig] = Field(min_length=1)
     pricing: PricingConfig | None = None
+    drop_params: bool | None = None  # for every route without its own; None: features.routing.drop_params
     # Aliases tried, in order, when every route of this one failed (gateway/features/routing.py).
     fallbacks: list[str] = Field(default_factory=list)
 

@@ -16,7 +16,14 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 # What the gateway's clients send: always allowed, whatever `allow_headers` adds.
-REQUIRED_HEADERS = ("authorization", "content-type", "x-api-key", "anthropic-version", "anthropic-beta")
+REQUIRED_HEADERS = (
+    "authorization",
+    "content-type",
+    "x-api-key",
+    "api-key",
+    "anthropic-version",
+    "anthropic-beta",
+)
 
 # What the gateway answers with that a browser script may want to read. Access-Control-Expose-Headers has
 # no prefix wildcard (and `*` is refused with credentials), so every name is listed.

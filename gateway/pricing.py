@@ -31,12 +31,19 @@ NonNegativeDecimal = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
 
 
 class ModelPrice(BaseModel):
-    """USD per one million input (prompt) and output (completion) tokens."""
+    """USD per one million input (prompt) and output (completion) tokens.
+
+    ``cache_read`` and ``cache_write`` price prompt tokens read from or written to the provider's prompt cache
+    (Anthropic's ``cache_read_input_tokens`` / ``cache_creation_input_tokens``, OpenAI's ``cached_tokens``);
+    unset, such tokens cost the ``input`` price.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     input: NonNegativeDecimal
     output: NonNegativeDecimal
+    cache_read: NonNegativeDecimal | None = None
+    cache_write: NonNegativeDecimal | None = None
 
 
 def usd_to_nanos(amount: Decimal, *, round_up: bool = False) -> int:
@@ -65,16 +72,37 @@ def format_usd(nanos: int) -> str:
     return text or "0"
 
 
-def cost_usd(price: ModelPrice, prompt_tokens: int, completion_tokens: int) -> Decimal:
-    """The exact cost of ``prompt_tokens`` and ``completion_tokens`` at ``price``."""
-    return (price.input * prompt_tokens + price.output * completion_tokens) / _TOKENS_PER_PRICE_UNIT
+def cost_usd(
+    price: ModelPrice, prompt_tokens: int, completion_tokens: int, cache_read: int = 0, cache_write: int = 0
+) -> Decimal:
+    """The exact cost of ``prompt_tokens`` (of which ``cache_read`` were read from and ``cache_write``
+    written to the prompt cache) and ``completion_tokens`` at ``price``."""
+    # Cache counts are part of the prompt: never more than it, whatever an upstream claims.
+    cache_read = min(max(cache_read, 0), prompt_tokens)
+    cache_write = min(max(cache_write, 0), prompt_tokens - cache_read)
+    plain = prompt_tokens - cache_read - cache_write
+    read_price = price.input if price.cache_read is None else price.cache_read
+    write_price = price.input if price.cache_write is None else price.cache_write
+    total = (
+        price.input * plain
+        + read_price * cache_read
+        + write_price * cache_write
+        + price.output * completion_tokens
+    )
+    return total / _TOKENS_PER_PRICE_UNIT
 
 
-def cost_nanos(price: ModelPrice | None, prompt_tokens: int, completion_tokens: int) -> int:
+def cost_nanos(
+    price: ModelPrice | None,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cache_read: int = 0,
+    cache_write: int = 0,
+) -> int:
     """The cost of one request in nano-dollars (0 for an unpriced model), rounded half-up."""
     if price is None:
         return 0
-    return usd_to_nanos(cost_usd(price, prompt_tokens, completion_tokens))
+    return usd_to_nanos(cost_usd(price, prompt_tokens, completion_tokens, cache_read, cache_write))
 
 
 def max_cost_nanos(price: ModelPrice | None, prompt_tokens: int, completion_tokens: int) -> int:

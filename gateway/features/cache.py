@@ -49,6 +49,10 @@ from gateway.pipeline import Call, Handler, Response, Result, Stream
 from gateway.stores.base import Store, StoreUnavailable, store_key
 
 KEY_VERSION = "v1"
+UNCACHEABLE = "cache.uncacheable"
+"""A ``call.scratch`` flag a route sets when the canonical body does not hold everything that shapes the
+answer (an Anthropic request's ``thinking`` or ``cache_control``): such a call bypasses the cache."""
+
 # Delivery-only fields: the same answer, sent as one body or as SSE, with or without a usage chunk.
 IGNORED_FIELDS = frozenset({"stream", "stream_options"})
 TTL_HEADER = "x-gateway-cache-ttl"
@@ -197,7 +201,7 @@ class CacheStage:
         self.stats = CacheStats()
 
     def _enabled_for(self, call: Call) -> bool:
-        if call.endpoint not in ("chat", "embeddings"):
+        if call.endpoint not in ("chat", "embeddings") or call.scratch.get(UNCACHEABLE):
             return False
         model = self.config.models.get(call.model)
         if not (model.enabled if model is not None and model.enabled is not None else self.config.enabled):

@@ -42,6 +42,7 @@ from gateway.errors import GatewayError
 from gateway.features.cooldown import Admission, CooldownTracker, state_of
 from gateway.features.routing_config import CooldownConfig, RoutingConfig
 from gateway.features.routing_strategies import RouteStats, RouteTarget, make_strategy
+from gateway.params import drop_allowed, refusal, support_of
 from gateway.pipeline import Call, Handler, Result, Stream
 from gateway.providers.base import Provider
 from gateway.router import attempt
@@ -101,6 +102,8 @@ class _Outcome:
     attempts: int = 0
     # A route was skipped because its circuit is open after failures (not held by a rate limit).
     open_skipped: bool = False
+    # The 400 of the first route skipped because its provider cannot honour a parameter (gateway/params.py).
+    refused: GatewayError | None = None
 
 
 class RoutingStage:
@@ -196,6 +199,8 @@ class RoutingStage:
         if outcome.last_error is not None:
             outcome.last_error.headers.update(attempts)
             return outcome.last_error
+        if outcome.refused is not None:
+            return outcome.refused
         if outcome.retry_at is None:
             return GatewayError(
                 503,
@@ -226,7 +231,11 @@ class RoutingStage:
     async def _try_alias(
         self, call: Call, model: ModelConfig, deadline: float, outcome: _Outcome, last_option: bool = False
     ) -> Result | None:
-        routes = dict((target.key, (target, config)) for target, config in targets(model))
+        routes = {
+            target.key: (target, config)
+            for target, config in targets(model)
+            if self._can_serve(call, config, outcome)
+        }
         order = self.strategy.order([target for target, _ in routes.values()])
         tried: list[str] = []  # route keys, the one tried longest ago first
         held_until: dict[str, float] = {}
@@ -254,6 +263,17 @@ class RoutingStage:
             if result is not None:
                 return result
         return None
+
+    def _can_serve(self, call: Call, route: RouteConfig, outcome: _Outcome) -> bool:
+        """Whether ``route``'s provider honours every parameter of ``call`` (or may drop what it cannot)."""
+        if call.endpoint != "chat":
+            return True
+        names = support_of(self.providers[route.provider]).unsupported(call.body)
+        if not names or drop_allowed(call, route, self.config.drop_params):
+            return True
+        if outcome.refused is None:
+            outcome.refused = refusal(names, route.provider)
+        return False
 
     async def _choose(
         self, order: list[RouteTarget], tried: list[str], outcome: _Outcome, last_option: bool
@@ -362,7 +382,7 @@ class RoutingStage:
 
     async def _first(self, call: Call, route: RouteConfig, provider: Provider) -> Result:
         """Call the provider; for a stream, also wait for its first chunk so a failure there fails over."""
-        result = await attempt(call, route, provider)
+        result = await attempt(call, route, provider, drop_params=self.config.drop_params)
         if not isinstance(result, Stream):
             return result
         began = time.perf_counter()

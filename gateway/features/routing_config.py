@@ -66,6 +66,9 @@ class RoutingConfig(BaseModel):
 
     strategy: Literal["weighted", "round_robin", "least_inflight", "latency"] = "weighted"
     max_attempts: int = Field(default=3, ge=1, description="upstream calls per model alias")
+    drop_params: bool = Field(
+        default=False, description="drop (and report) parameters a route's provider cannot honour, not refuse"
+    )
     deadline_seconds: float = Field(default=60.0, gt=0, description="no attempt starts after this")
     retry_after_cap_seconds: float = Field(default=30.0, ge=0, description="longest hold from a retry-after")
     max_wait_seconds: float = Field(default=0.0, ge=0, description="longest wait for a held route")

@@ -88,7 +88,10 @@ class Pricing:
         configured = getattr(route, "pricing", None) or model.pricing
         if configured is not None:
             return ModelPrice(
-                input=Decimal(str(configured.input_per_1m)), output=Decimal(str(configured.output_per_1m))
+                input=Decimal(str(configured.input_per_1m)),
+                output=Decimal(str(configured.output_per_1m)),
+                cache_read=_decimal(configured.cache_read_per_1m),
+                cache_write=_decimal(configured.cache_write_per_1m),
             )
         return self.table.lookup(route.model or model.name)
 
@@ -282,7 +285,8 @@ def account(call: Call, result: Result | None, pricing: Pricing, *, status: int 
         source = "estimated"
     cost = 0
     if route is not None and not hit and source != "none":
-        cost = cost_nanos(pricing.price(call.model_config, route), prompt, completion)
+        read, written = cache_counts(usage) if source == "reported" else (0, 0)
+        cost = cost_nanos(pricing.price(call.model_config, route), prompt, completion, read, written)
     accounting = Accounting(
         prompt_tokens=prompt,
         completion_tokens=completion,
@@ -294,6 +298,24 @@ def account(call: Call, result: Result | None, pricing: Pricing, *, status: int 
     )
     call.scratch[_ACCOUNTING] = accounting
     return accounting
+
+
+def cache_counts(usage: dict[str, Any] | None) -> tuple[int, int]:
+    """Prompt tokens read from and written to the provider's prompt cache, per ``usage.prompt_tokens_details``
+    (``cached_tokens``, and the gateway's ``cache_creation_tokens``); 0 for anything not a count."""
+    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+    if not isinstance(details, dict):
+        return 0, 0
+
+    def count(name: str) -> int:
+        value = details.get(name)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+    return count("cached_tokens"), count("cache_creation_tokens")
+
+
+def _decimal(value: float | None) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
 
 
 def with_cost(body: dict[str, Any], accounting: Accounting) -> dict[str, Any]:

@@ -341,14 +341,20 @@ def _arguments(raw: Any) -> Any:
 
 
 def usage_to_anthropic(usage: Any) -> dict[str, int]:
-    """Canonical ``usage`` → Anthropic ``usage`` (cache reads are not part of Anthropic's input_tokens)."""
+    """Canonical ``usage`` → Anthropic ``usage`` (cache reads and writes are not part of Anthropic's
+    input_tokens)."""
     usage = obj(usage)
-    details = usage.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
-    cached = cached if isinstance(cached, int) else 0
-    prompt = usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else 0
-    completion = usage.get("completion_tokens") if isinstance(usage.get("completion_tokens"), int) else 0
-    out = {"input_tokens": max(prompt - cached, 0), "output_tokens": completion}
+    details = obj(usage.get("prompt_tokens_details"))
+
+    def count(holder: dict[str, Any], name: str) -> int:
+        value = holder.get(name)
+        return value if isinstance(value, int) else 0
+
+    cached, written = count(details, "cached_tokens"), count(details, "cache_creation_tokens")
+    prompt, completion = count(usage, "prompt_tokens"), count(usage, "completion_tokens")
+    out = {"input_tokens": max(prompt - cached - written, 0), "output_tokens": completion}
+    if written:
+        out["cache_creation_input_tokens"] = written
     if cached:
         out["cache_read_input_tokens"] = cached
     return out
@@ -552,13 +558,20 @@ def usage_to_chat(usage: Any) -> dict[str, Any]:
     cached = number("cache_read_input_tokens")
     prompt = number("input_tokens") + cached + number("cache_creation_input_tokens")
     completion = number("output_tokens")
+    written = number("cache_creation_input_tokens")
     out: dict[str, Any] = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
     }
+    details = {}
     if cached:
-        out["prompt_tokens_details"] = {"cached_tokens": cached}
+        details["cached_tokens"] = cached
+    if written:
+        # Not an OpenAI field: the gateway's own name, so cache writes can be priced at their own rate.
+        details["cache_creation_tokens"] = written
+    if details:
+        out["prompt_tokens_details"] = details
     return out
 
 

@@ -6,6 +6,12 @@ request is translated with the tables of :mod:`gateway.formats.anthropic` (syste
 ``stop`` to ``stop_sequences``, tools and tool results to content blocks, temperature clamped to 0-1,
 ``max_tokens`` required upstream so a default fills it); answers and streams come back canonical, the stream
 ending with a usage chunk like every provider's. Anthropic has no embeddings endpoint: such requests get 400.
+
+A request that came in on ``/v1/messages`` carries the client's own body
+(:mod:`gateway.formats.anthropic_native`): that body is sent instead of the translation, with the client's
+``anthropic-version`` and ``anthropic-beta`` headers, so Claude-only fields (``cache_control``, ``thinking``,
+``top_k``...) reach the upstream unchanged; the upstream's message or stream events are recorded for the
+route to answer unchanged, and still translated to canonical for the pipeline (usage, budgets, cache).
 """
 
 from __future__ import annotations
@@ -17,10 +23,13 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.config import ProviderConfig
+from gateway.config import ProviderConfig, RouteConfig
 from gateway.errors import GatewayError, invalid_request, upstream_error
 from gateway.formats.anthropic import ANTHROPIC_VERSION, chat_to_request, message_to_chat
+from gateway.formats.anthropic_native import SCRATCH_KEY, NativeExchange, upstream_body
 from gateway.formats.anthropic_stream import ChunkTranslator
+from gateway.params import ParamSupport
+from gateway.pipeline import Call
 from gateway.providers.base import (
     ConfigProblems,
     HttpProvider,
@@ -36,6 +45,24 @@ DEFAULT_MAX_TOKENS = 4096
 """Sent as ``max_tokens`` (required by Anthropic) when the canonical request sets no limit."""
 
 INVALID_STATUSES = frozenset({400, 404, 409, 422})
+
+ANTHROPIC_PARAMS = ParamSupport(
+    frozenset(
+        {
+            "max_tokens",
+            "max_completion_tokens",
+            "stop",
+            "temperature",
+            "top_p",
+            "tools",
+            "tool_choice",
+            "parallel_tool_calls",  # false → disable_parallel_tool_use
+            "user",  # → metadata.user_id
+        }
+    )
+)
+"""What :func:`~gateway.formats.anthropic.chat_to_request` translates. Not ``n`` > 1, ``logprobs``, ``seed``,
+``response_format`` (no JSON mode in the Messages API), penalties, ``logit_bias``, OpenAI's ``metadata``."""
 
 
 class AnthropicOptions(BaseModel):
@@ -106,6 +133,7 @@ class AnthropicProvider(HttpProvider):
     """An Anthropic Messages API upstream over HTTP (``type: anthropic``)."""
 
     adapter = AnthropicAdapter()
+    params = ANTHROPIC_PARAMS
 
     def __init__(self, config: ProviderConfig, transport: httpx.AsyncBaseTransport) -> None:
         super().__init__(config, transport)
@@ -113,9 +141,50 @@ class AnthropicProvider(HttpProvider):
         # The adapter's path starts with /v1, so a base URL written the OpenAI way (…/v1) loses it here.
         self.base_url = base[: -len("/v1")] if base.endswith("/v1") else base
 
-    def stream_parser(self) -> Callable[[str], dict[str, Any] | object | None]:
-        """A fresh adapter's parser: the stream's state lives in it."""
-        return AnthropicAdapter().parse_stream_line
+    def stream_parser(self, call: Call) -> Callable[[str], dict[str, Any] | object | None]:
+        """A fresh adapter's parser (the stream's state lives in it); for a native request it also records
+        each upstream event, as received, for the ``/v1/messages`` route to send on."""
+        parse = AnthropicAdapter().parse_stream_line
+        exchange = _native(call)
+        if exchange is None:
+            return parse
+        event_type = ""
+
+        def record(line: str) -> dict[str, Any] | object | None:
+            nonlocal event_type
+            if line.startswith("event:"):
+                event_type = line[6:].strip()
+            elif line.startswith("data:"):
+                exchange.events.append((event_type, line[5:].strip()))
+            return parse(line)
+
+        return record
+
+    def upstream_request(
+        self, endpoint: str, call: Call, route: RouteConfig, stream: bool
+    ) -> UpstreamRequest:
+        """The client's body and ``anthropic-*`` headers for a native request; the translation otherwise."""
+        exchange = _native(call)
+        if exchange is None or endpoint != "chat":
+            return super().upstream_request(endpoint, call, route, stream)
+        exchange.begin(self.name)
+        headers = dict(exchange.headers)
+        configured = self.auth_headers.get("anthropic-beta")
+        if configured and "anthropic-beta" in headers:
+            # The operator's flags and the client's: both asked for, neither may silently disappear.
+            flags = [f.strip() for f in f"{configured},{headers['anthropic-beta']}".split(",") if f.strip()]
+            headers["anthropic-beta"] = ",".join(dict.fromkeys(flags))
+        return UpstreamRequest(
+            "/v1/messages", upstream_body(exchange, route.model or call.model, stream), headers
+        )
+
+    def parse_answer(self, call: Call, endpoint: str, data: Any) -> dict[str, Any]:
+        """The canonical body; for a native request the upstream's message is kept for the route too."""
+        body = super().parse_answer(call, endpoint, data)
+        exchange = _native(call)
+        if exchange is not None and exchange.provider == self.name:
+            exchange.message = data
+        return body
 
     @classmethod
     def default_headers(cls, config: ProviderConfig) -> dict[str, str]:
@@ -132,3 +201,8 @@ class AnthropicProvider(HttpProvider):
     def config_problems(cls, config: ProviderConfig) -> ConfigProblems:
         """Validate ``options`` against :class:`AnthropicOptions`."""
         return options_problems(AnthropicOptions, config.options)
+
+
+def _native(call: Call) -> NativeExchange | None:
+    exchange = call.scratch.get(SCRATCH_KEY)
+    return exchange if isinstance(exchange, NativeExchange) else None

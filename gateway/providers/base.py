@@ -38,6 +38,7 @@ from gateway.answers import answer_problem, checked_usage, chunk_problem, malfor
 from gateway.config import PathPart, ProviderConfig, RouteConfig, did_you_mean
 from gateway.errors import GatewayError, upstream_error
 from gateway.features.tracing_config import SCRATCH_KEY
+from gateway.params import PASS_THROUGH, ParamSupport
 from gateway.pipeline import Call, Response, Result, Stream
 
 logger = logging.getLogger("gateway.upstream")
@@ -49,7 +50,11 @@ ConfigProblems = Iterable[tuple[tuple[PathPart, ...], str]]
 
 
 class Provider(Protocol):
-    """What the router calls for one attempt on one route."""
+    """What the router calls for one attempt on one route.
+
+    A provider may also declare ``params``, the :class:`~gateway.params.ParamSupport` of the chat
+    parameters it honours; one that declares none is taken to pass every parameter through.
+    """
 
     name: str
 
@@ -162,6 +167,8 @@ class HttpProvider:
 
     # A class attribute for stateless adapters; one that needs the provider's options is set per instance.
     adapter: HttpAdapter
+    # The chat parameters the adapter sends upstream (gateway/params.py); OpenAI-format upstreams get all.
+    params: ParamSupport = PASS_THROUGH
 
     def __init__(self, config: ProviderConfig, transport: httpx.AsyncBaseTransport) -> None:
         self.name = config.name
@@ -195,8 +202,22 @@ class HttpProvider:
             url = self._urls[path] = httpx.URL(self.base_url + path)
         return url
 
+    def upstream_request(
+        self, endpoint: str, call: Call, route: RouteConfig, stream: bool
+    ) -> UpstreamRequest:
+        """What to send for ``call``: the adapter's translation of the canonical body.
+
+        A provider that can use more of the call than the canonical body (the ``anthropic`` provider sends
+        an Anthropic client's own body) overrides this.
+        """
+        return self.adapter.build_request(endpoint, call.body, route.model or call.model, stream)
+
+    def parse_answer(self, call: Call, endpoint: str, data: Any) -> dict[str, Any]:
+        """The canonical body for the upstream's decoded answer ``data`` (the adapter's translation)."""
+        return self.adapter.parse_response(endpoint, data)
+
     def _request(self, endpoint: str, call: Call, route: RouteConfig, stream: bool) -> httpx.Request:
-        spec = self.adapter.build_request(endpoint, call.body, route.model or call.model, stream)
+        spec = self.upstream_request(endpoint, call, route, stream)
         # The request id travels upstream so one request can be followed across gateways.
         headers = {**self.auth_headers, **spec.headers, "x-request-id": call.request_id}
         tracing = call.scratch.get(SCRATCH_KEY) if self.propagate_trace else None
@@ -246,7 +267,7 @@ class HttpProvider:
         """Send the chat request; a stream returns as soon as the upstream sent its headers."""
         response = await self._send(self._request("chat", call, route, call.stream))
         if not call.stream:
-            body = self.adapter.parse_response("chat", await self._json(response))
+            body = self.parse_answer(call, "chat", await self._json(response))
             return Response(self._checked(call, "chat", body))
         kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind and kind not in _STREAM_TYPES:
@@ -259,7 +280,7 @@ class HttpProvider:
     async def embeddings(self, call: Call, route: RouteConfig) -> Response:
         """Send the embeddings request."""
         response = await self._send(self._request("embeddings", call, route, False))
-        body = self.adapter.parse_response("embeddings", await self._json(response))
+        body = self.parse_answer(call, "embeddings", await self._json(response))
         return Response(self._checked(call, "embeddings", body))
 
     def _checked(self, call: Call, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -284,13 +305,14 @@ class HttpProvider:
             )  # fmt: skip
         return checked
 
-    def stream_parser(self) -> Callable[[str], dict[str, Any] | object | None]:
-        """The line parser for one stream; adapters whose streams keep state across lines make a fresh one."""
+    def stream_parser(self, call: Call) -> Callable[[str], dict[str, Any] | object | None]:
+        """The line parser for ``call``'s stream; adapters whose streams keep state across lines make a fresh
+        one."""
         return self.adapter.parse_stream_line
 
     async def _chunks(self, call: Call, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
         # Closing this generator (client disconnect) closes the upstream response: the request is cancelled.
-        parse = self.stream_parser()
+        parse = self.stream_parser(call)
         sent = 0
         try:
             async for line in response.aiter_lines():

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.config import ProviderConfig, RouteConfig
 from gateway.errors import GatewayError, invalid_request, upstream_error
+from gateway.params import ParamSupport
 from gateway.pipeline import Call, Response, Result
 from gateway.providers.base import ConfigProblems, HttpProvider, UpstreamRequest, now, options_problems
 from gateway.providers.openai import OpenAIAdapter
@@ -62,6 +63,11 @@ class CohereOptions(BaseModel):
 
     input_type: str = "search_document"  # embeddings: search_document, search_query, classification...
     headers: dict[str, str] = Field(default_factory=dict)  # extra headers on every request
+
+
+COHERE_PARAMS = ParamSupport(frozenset({*RENAMED_PARAMS, "stop", "tools", "tool_choice"}))
+"""What :func:`chat_to_cohere` translates. Not ``n`` > 1, ``logprobs``, ``response_format`` (Cohere's JSON
+mode is not mapped), ``parallel_tool_calls: false``, ``logit_bias``, ``user``, ``metadata``."""
 
 
 def _obj(value: Any) -> dict[str, Any]:
@@ -255,13 +261,15 @@ class CohereAdapter:
 class CohereProvider(HttpProvider):
     """A Cohere v2 upstream over HTTP (``type: cohere``)."""
 
+    params = COHERE_PARAMS
+
     def __init__(self, config: ProviderConfig, transport: httpx.AsyncBaseTransport) -> None:
         super().__init__(config, transport)
         self.base_url = config.base_url or COHERE_BASE_URL
         self.options = CohereOptions.model_validate(config.options)
         self.adapter = CohereAdapter(self.options.input_type)
 
-    def stream_parser(self) -> Callable[[str], dict[str, Any] | object | None]:
+    def stream_parser(self, call: Call) -> Callable[[str], dict[str, Any] | object | None]:
         """A fresh adapter's parser: the stream's id and tool-call count live in it."""
         return CohereAdapter(self.options.input_type).parse_stream_line
 

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.config import ProviderConfig, RouteConfig
 from gateway.errors import GatewayError, upstream_error
+from gateway.params import PASS_THROUGH
 from gateway.pipeline import Call, Response, Result, Stream
 from gateway.providers.base import ConfigProblems, now, options_problems
 from gateway.providers.mock_schema import instance
@@ -354,6 +355,10 @@ def failure(status: int) -> GatewayError:
 
 class MockProvider:
     """The in-process mock model (``type: mock``)."""
+
+    # The mock honours n, stop, logprobs, response_format and tools itself; sampling parameters (seed,
+    # penalties, temperature) have nothing to change in a deterministic echo, so every parameter is accepted.
+    params = PASS_THROUGH
 
     def __init__(self, config: ProviderConfig, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.name = config.name

@@ -13,7 +13,7 @@ gateway's token estimate, without calling an upstream.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
@@ -21,9 +21,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import GatewayError, state_store_unavailable
-from gateway.formats.anthropic import chat_to_message, dropped_params, error_body, request_to_chat
+from gateway.features.cache import UNCACHEABLE
+from gateway.formats.anthropic import chat_to_message, error_body, request_to_chat
+from gateway.formats.anthropic_native import SCRATCH_KEY, NativeExchange, exchange_for
 from gateway.formats.anthropic_stream import MessageEvents, error_event, sse
 from gateway.logging import log_error
+from gateway.params import DROP_SCRATCH, DROPPED_HEADER
 from gateway.pipeline import Call, Stream
 from gateway.redact import Redactor
 from gateway.routes.openai import SSEResponse, begin, read_body, request_call
@@ -36,23 +39,34 @@ if TYPE_CHECKING:
 
 INTERNAL_ERROR = GatewayError(500, "Internal gateway error.", "server_error")
 
+FrameChunk = Callable[[dict[str, Any]], Iterable[bytes]]
+"""The SSE bytes to send for one canonical chunk of a stream."""
+Frames = tuple[FrameChunk, Callable[[], Iterable[bytes]]]
+"""Per-chunk frames, and the frames to end the stream with."""
+
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(json.dumps(body, separators=(",", ":")).encode(), status, headers, "application/json")
 
 
 async def _events(
-    call: Call, stream: Stream, translate: MessageEvents, redactor: Redactor
+    call: Call,
+    stream: Stream,
+    frames: FrameChunk,
+    ending: Callable[[], Iterable[bytes]],
+    redactor: Redactor,
 ) -> AsyncIterator[bytes]:
+    """The SSE bytes of ``stream``: ``frames(chunk)`` per canonical chunk, ``ending()`` after the last, and
+    an in-band ``error`` event when it fails after the headers were sent."""
     try:
         async for chunk in stream:
-            for name, data in translate.feed(chunk):
-                yield sse(name, data)
-        for name, data in translate.finish():
-            yield sse(name, data)
+            for frame in frames(chunk):
+                yield frame
+        for frame in ending():
+            yield frame
     except GatewayError as exc:
         # Headers are sent: report in-band the way Anthropic does, then end the stream.
-        yield error_event(_redacted(exc, redactor))
+        yield error_event(redacted(exc, redactor))
     except StoreUnavailable:
         yield error_event(state_store_unavailable())
     except Exception as exc:
@@ -62,7 +76,37 @@ async def _events(
         await stream.aclose()
 
 
-def _redacted(error: GatewayError, redactor: Redactor) -> GatewayError:
+def _translated(translate: MessageEvents) -> Frames:
+    """Frames for a canonical stream translated into Anthropic's event sequence."""
+    return (
+        lambda chunk: [sse(name, data) for name, data in translate.feed(chunk)],
+        lambda: [sse(name, data) for name, data in translate.finish()],
+    )
+
+
+def _native(exchange: NativeExchange) -> Frames:
+    """Frames for an Anthropic upstream's own events, as it sent them: the canonical chunks only drive the
+    pipeline (usage, budgets), each releasing the events read up to it."""
+
+    def drained() -> list[bytes]:
+        return [_raw_event(name, data) for name, data in exchange.drain()]
+
+    return (lambda _chunk: drained(), drained)
+
+
+def _raw_event(name: str, data: str) -> bytes:
+    head = b"event: " + name.encode() + b"\n" if name else b""
+    return head + b"data: " + data.encode() + b"\n\n"
+
+
+def error_response(request: Request, error: GatewayError, headers: dict[str, str]) -> Response:
+    """``error`` in Anthropic's envelope, with the ``request-id`` header Anthropic's SDK reads."""
+    request_id = request.scope["state"].get("request_id")
+    extra = {"request-id": request_id} if request_id else {}
+    return _json(error_body(error), error.status, {**headers, **extra})
+
+
+def redacted(error: GatewayError, redactor: Redactor) -> GatewayError:
     """``error`` with configured secrets removed from its message (upstreams may quote credentials)."""
     message = redactor.text(error.message)
     if message == error.message:
@@ -79,16 +123,30 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
         body = request_to_chat(raw)
         model, stream, _ = check_chat(body)
         call = request_call(request, runtime, key, "chat", model, body, stream=stream)
-        if dropped := dropped_params(raw):
-            # Said, not silent: the client learns which of its fields had no effect.
-            call.response_headers["x-gateway-dropped-params"] = ",".join(dropped)
+        exchange = call.scratch[SCRATCH_KEY] = exchange_for(raw, request.headers)
+        # This route drops and reports what a route cannot honour (below), canonical parameters included.
+        call.scratch[DROP_SCRATCH] = True
+        if exchange.lost:
+            # The canonical body does not hold these fields, so an answer cached for it may not fit.
+            call.scratch[UNCACHEABLE] = True
         result = await runtime.handle(call)
-        message_id = "msg_" + call.request_id
+        native = exchange.answered(call.route.provider if call.route is not None else None)
+        if exchange.lost and not native:
+            # Said, not silent: the client learns which of its fields had no effect on this answer (with
+            # any canonical parameter the answering route dropped, gateway/params.py).
+            dropped = call.response_headers.get(DROPPED_HEADER, "").split(",")
+            names = sorted({*exchange.lost, *filter(None, dropped)})
+            call.response_headers[DROPPED_HEADER] = ",".join(names[:32])
         if isinstance(result, Stream):
             headers = {**call.response_headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
-            translate = MessageEvents(message_id, model)
-            return SSEResponse(_events(call, result, translate, gateway.redactor), headers)
-        return _json(chat_to_message(result.body, message_id, model), result.status, call.response_headers)
+            frames, ending = (
+                _native(exchange) if native else _translated(MessageEvents("msg_" + call.request_id, model))
+            )
+            return SSEResponse(_events(call, result, frames, ending, gateway.redactor), headers)
+        if native and exchange.message is not None:
+            return _json(exchange.message, result.status, call.response_headers)
+        message = chat_to_message(result.body, "msg_" + call.request_id, model)
+        return _json(message, result.status, call.response_headers)
 
     async def count(request: Request) -> Response:
         runtime, key = await begin(gateway, request)
@@ -102,15 +160,20 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
         handler: Callable[[Request], Awaitable[Response]],
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
+            # Anthropic's SDK reads the request id from `request-id` (its `_request_id`); the gateway's
+            # own `x-request-id` carries the same value.
+            request_id = {"request-id": request.scope["state"]["request_id"]}
             try:
-                return await handler(request)
+                response = await handler(request)
+                response.headers.update(request_id)
+                return response
             except StoreUnavailable:
                 error = state_store_unavailable()
             except GatewayError as exc:
-                error = _redacted(exc, gateway.redactor)
+                error = redacted(exc, gateway.redactor)
             call = request.scope["state"].get("call")
             headers = {**call.response_headers, **error.headers} if call is not None else error.headers
-            return _json(error_body(error), error.status, headers)
+            return error_response(request, error, headers)
 
         return endpoint
 

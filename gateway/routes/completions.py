@@ -25,6 +25,8 @@ from gateway.schema import check_chat, parse_json_object
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
+    from gateway.pipeline import KeyIdentity
+    from gateway.runtime import Runtime
 
 
 async def _completion_chunks(
@@ -42,21 +44,28 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
     async def completions(request: Request) -> Response:
         runtime, key = await begin(gateway, request)
         raw = parse_json_object(await read_body(request, runtime.max_body_bytes))
-        check_params(raw, COMPLETION_PARAMS)
-        body = request_to_chat(raw)
-        model, stream, include_usage = check_chat(body)
-        call = request_call(
-            request, runtime, key, "chat", model, body, stream=stream, include_usage=include_usage
-        )
-        result = await runtime.handle(call)
-        if isinstance(result, Stream):
-            headers = {**call.response_headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
-            # Piped, not wrapped: the stream's own layers still see the canonical chunks (usage, cache)
-            # and closing it still cancels the upstream. routes.openai's loop then frames the SSE events
-            # and in-band errors exactly as for chat.
-            result.pipe(lambda chunks: _completion_chunks(chunks, model))
-            return SSEResponse(_events(call, result, gateway.redactor), headers)
-        body_out = json.dumps(chat_to_completion(result.body, model), separators=(",", ":")).encode()
-        return Response(body_out, result.status, call.response_headers, "application/json")
+        return await answer_completion(gateway, request, runtime, key, raw)
 
     app.add_route("/v1/completions", completions, methods=["POST"], include_in_schema=False)
+
+
+async def answer_completion(
+    gateway: Gateway, request: Request, runtime: Runtime, key: KeyIdentity, raw: dict[str, Any]
+) -> Response:
+    """Check a legacy completion body ``raw``, run it as a chat call and answer ``text_completion``s."""
+    check_params(raw, COMPLETION_PARAMS)
+    body = request_to_chat(raw)
+    model, stream, include_usage = check_chat(body)
+    call = request_call(
+        request, runtime, key, "chat", model, body, stream=stream, include_usage=include_usage
+    )
+    result = await runtime.handle(call)
+    if isinstance(result, Stream):
+        headers = {**call.response_headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
+        # Piped, not wrapped: the stream's own layers still see the canonical chunks (usage, cache)
+        # and closing it still cancels the upstream. routes.openai's loop then frames the SSE events
+        # and in-band errors exactly as for chat.
+        result.pipe(lambda chunks: _completion_chunks(chunks, model))
+        return SSEResponse(_events(call, result, gateway.redactor), headers)
+    body_out = json.dumps(chat_to_completion(result.body, model), separators=(",", ":")).encode()
+    return Response(body_out, result.status, call.response_headers, "application/json")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Mapping
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -92,6 +93,17 @@ def _created(runtime: Runtime) -> int:
     return int(runtime.loaded_at.timestamp())
 
 
+def wants_anthropic(request: Request) -> bool:
+    """Whether ``request`` speaks Anthropic's API: under ``/v1/messages``, or sent with the
+    ``anthropic-version`` header every Anthropic SDK sends (``/v1/models`` serves both kinds of client)."""
+    return request.url.path.startswith("/v1/messages") or "anthropic-version" in request.headers
+
+
+def _anthropic_model(name: str, runtime: Runtime) -> dict[str, Any]:
+    created = runtime.loaded_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"type": "model", "id": name, "display_name": name, "created_at": created}
+
+
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(json.dumps(body, separators=(",", ":")).encode(), status, headers, "application/json")
 
@@ -167,40 +179,66 @@ async def begin(gateway: Gateway, request: Request) -> tuple[Runtime, KeyIdentit
     return runtime, key
 
 
+async def answer_chat(
+    gateway: Gateway, request: Request, runtime: Runtime, key: KeyIdentity, body: dict[str, Any]
+) -> Response:
+    """Check a chat completion ``body``, run it through the pipeline and answer it (JSON or SSE)."""
+    model, stream, include_usage = check_chat(body)
+    call = request_call(
+        request, runtime, key, "chat", model, body, stream=stream, include_usage=include_usage
+    )
+    result = await runtime.handle(call)
+    if isinstance(result, Stream):
+        headers = {**call.response_headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
+        return SSEResponse(_events(call, result, gateway.redactor), headers)
+    return _json(result.body, result.status, call.response_headers)
+
+
+async def answer_embeddings(
+    request: Request, runtime: Runtime, key: KeyIdentity, body: dict[str, Any]
+) -> Response:
+    """Check an embeddings ``body``, run it through the pipeline and answer it (floats or base64)."""
+    model = check_embeddings(body)
+    body, wants_base64 = float_request(body)
+    call = request_call(request, runtime, key, "embeddings", model, body)
+    result = await runtime.handle(call)
+    if isinstance(result, Stream):  # only a misbehaving stage could do this
+        await result.aclose()
+        raise GatewayError(500, "Embeddings cannot be streamed.", "server_error")
+    answer = client_answer(result.body, model, wants_base64) if result.status == 200 else result.body
+    return _json(answer, result.status, call.response_headers)
+
+
 def add_routes(app: FastAPI, gateway: Gateway) -> None:
     """Register the OpenAI-compatible endpoints serving ``gateway``."""
 
     async def chat_completions(request: Request) -> Response:
         runtime, key = await begin(gateway, request)
         body = parse_json_object(await read_body(request, runtime.max_body_bytes))
-        model, stream, include_usage = check_chat(body)
-        call = request_call(
-            request, runtime, key, "chat", model, body, stream=stream, include_usage=include_usage
-        )
-        result = await runtime.handle(call)
-        if isinstance(result, Stream):
-            headers = {**call.response_headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
-            return SSEResponse(_events(call, result, gateway.redactor), headers)
-        return _json(result.body, result.status, call.response_headers)
+        return await answer_chat(gateway, request, runtime, key, body)
 
     async def embeddings(request: Request) -> Response:
         runtime, key = await begin(gateway, request)
         body = parse_json_object(await read_body(request, runtime.max_body_bytes))
-        model = check_embeddings(body)
-        body, wants_base64 = float_request(body)
-        call = request_call(request, runtime, key, "embeddings", model, body)
-        result = await runtime.handle(call)
-        if isinstance(result, Stream):  # only a misbehaving stage could do this
-            await result.aclose()
-            raise GatewayError(500, "Embeddings cannot be streamed.", "server_error")
-        answer = client_answer(result.body, model, wants_base64) if result.status == 200 else result.body
-        return _json(answer, result.status, call.response_headers)
+        return await answer_embeddings(request, runtime, key, body)
 
     async def list_models(request: Request) -> Response:
         runtime, key = await begin(gateway, request)
+        names = runtime.visible_models(key)
+        if wants_anthropic(request):
+            # Anthropic's SDK pages through models with these fields; the gateway's list is one page.
+            data = [_anthropic_model(name, runtime) for name in names]
+            return JSONResponse(
+                {
+                    "data": data,
+                    "has_more": False,
+                    "first_id": names[0] if names else None,
+                    "last_id": names[-1] if names else None,
+                }
+            )
         data = [
             {"id": name, "object": "model", "created": _created(runtime), "owned_by": "gateway"}
-            for name in runtime.visible_models(key)
+            for name in names
         ]
         return JSONResponse({"object": "list", "data": data})
 
@@ -208,6 +246,8 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
         runtime, key = await begin(gateway, request)
         name = request.path_params["model"]
         runtime.resolve(key, name)
+        if wants_anthropic(request):
+            return JSONResponse(_anthropic_model(name, runtime))
         return JSONResponse(
             {"id": name, "object": "model", "created": _created(runtime), "owned_by": "gateway"}
         )

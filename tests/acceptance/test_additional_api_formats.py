@@ -19,6 +19,9 @@ from typing import Any
 
 import httpx
 import pytest
+from fake_anthropic import THINKING, FakeAnthropic
+from fake_anthropic import UPSTREAM_KEY as FAKE_ANTHROPIC_KEY
+from fake_anthropic import events as fake_events
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -250,6 +253,13 @@ def routed(gateway: Any) -> Iterator[httpx.Client]:
                 {"name": "via-azure", "routes": [{"provider": "az", "model": "my-deployment"}]},
                 {"name": "via-cohere", "routes": [{"provider": "co", "model": "command-r"}]},
                 {"name": "via-responses", "routes": [{"provider": "responses", "model": "mock-echo"}]},
+                {
+                    "name": "anthropic-or-azure",
+                    "routes": [
+                        {"provider": "claude", "model": "mock-echo"},
+                        {"provider": "az", "model": "my-deployment"},
+                    ],
+                },
             ],
             "usage": {"database": ":memory:"},
         }
@@ -442,3 +452,121 @@ def test_an_alias_routed_natively_to_a_responses_upstream(routed: Any) -> None:
     assert events[-1]["type"] == "response.completed"
     assert events[-1]["response"]["previous_response_id"] == answer["id"]
     assert events[-1]["response"]["usage"]["input_tokens"] > answer["usage"]["input_tokens"]
+
+
+@pytest.mark.feature("additional-api-formats", step=1)
+def test_the_router_sends_a_parameter_only_to_routes_that_honour_it(routed: Any) -> None:
+    # seed has no Anthropic equivalent: of a 50/50 Anthropic/Azure alias, only Azure may serve it.
+    for _ in range(4):
+        reply = routed.post("/v1/chat/completions", json=_ask("anthropic-or-azure", "hi", seed=3))
+        assert reply.status_code == 200, reply.text
+        assert reply.headers["x-gateway-route"] == "az/my-deployment"
+    refused = routed.post("/v1/chat/completions", json=_ask("via-anthropic", "hi", seed=3))
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "unsupported_parameter"
+    assert refused.json()["error"]["param"] == "seed"
+
+
+@pytest.mark.feature("additional-api-formats", step=5)
+def test_unsupported_parameters_are_refused_or_dropped_and_reported(routed: Any) -> None:
+    cases = [("via-anthropic", {"n": 2}, "n"), ("via-cohere", {"logprobs": True}, "logprobs")]
+    for model, extra, name in cases:
+        refused = routed.post("/v1/chat/completions", json=_ask(model, "hi", **extra))
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == name, refused.text
+        dropped = routed.post(
+            "/v1/chat/completions",
+            json=_ask(model, "hi", **extra),
+            headers={"x-gateway-drop-params": "true"},
+        )
+        assert dropped.status_code == 200, dropped.text
+        assert dropped.headers["x-gateway-dropped-params"] == name
+    honoured = routed.post("/v1/chat/completions", json=_ask("via-azure", "hi", n=1, seed=3))
+    assert honoured.status_code == 200 and "x-gateway-dropped-params" not in honoured.headers
+
+
+@pytest.fixture(scope="module")
+def claude(gateway: Any) -> Iterator[tuple[httpx.Client, Any]]:
+    """A gateway whose alias ``claude`` routes to a fake Anthropic upstream that records what it received."""
+    if gateway.live:
+        pytest.skip("starts an upstream and a gateway of its own")
+    fake = FakeAnthropic()
+    with ExitStack() as stack:
+        upstream = stack.enter_context(run_server(fake.app()))
+        config = {
+            "auth": {"keys": [{"name": "k", "key": "sk-claude-acceptance"}]},
+            "providers": [
+                {"name": "claude", "type": "anthropic", "base_url": upstream, "api_key": FAKE_ANTHROPIC_KEY}
+            ],
+            "models": [{"name": "claude", "routes": [{"provider": "claude", "model": "claude-sonnet-4-5"}]}],
+            "usage": {"database": ":memory:"},
+        }
+        url = stack.enter_context(run_server(create_app(parse_config(json.dumps(config)))))
+        client = stack.enter_context(
+            httpx.Client(base_url=url, timeout=30, headers={"x-api-key": "sk-claude-acceptance", **VERSION})
+        )
+        yield client, fake
+
+
+@pytest.mark.feature("additional-api-formats", step=12)
+def test_claude_only_fields_pass_through_unchanged_both_ways(claude: tuple[httpx.Client, Any]) -> None:
+    client, fake = claude
+    ephemeral = {"type": "ephemeral"}
+    body = {
+        "model": "claude",
+        "max_tokens": 2048,
+        "system": [{"type": "text", "text": "Be terse.", "cache_control": ephemeral}],
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": [THINKING, {"type": "text", "text": "Hello."}]},
+            {"role": "user", "content": [{"type": "text", "text": "Again", "cache_control": ephemeral}]},
+        ],
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "top_k": 4,
+    }  # fmt: skip
+    beta = {"anthropic-beta": "interleaved-thinking-2025-05-14"}
+    reply = client.post("/v1/messages", json=body, headers=beta)
+    assert reply.status_code == 200, reply.text
+    assert fake.last_body == {**body, "model": "claude-sonnet-4-5"}
+    assert fake.last_headers["anthropic-beta"] == beta["anthropic-beta"]
+    answer = reply.json()
+    assert answer["content"][0] == THINKING  # the signed thinking block, as the upstream sent it
+    assert answer["usage"]["cache_read_input_tokens"] == 1000
+    assert reply.headers["request-id"] == reply.headers["x-request-id"]
+    # 10 input at $3, 1000 cache reads at $0.30, 2000 cache writes at $3.75, 20 output at $15 per 1M tokens.
+    assert reply.headers["x-gateway-cost-usd"] == "0.00813"
+    streamed = client.post("/v1/messages", json={**body, "stream": True}, headers=beta)
+    names = [line[7:] for line in streamed.text.splitlines() if line.startswith("event: ")]
+    assert names == [event["type"] for event in fake_events("claude-sonnet-4-5")]  # thinking, ping included
+
+
+@pytest.mark.feature("additional-api-formats", step=12)
+def test_anthropic_clients_get_anthropic_models_and_errors(claude: tuple[httpx.Client, Any]) -> None:
+    client, _ = claude
+    models = client.get("/v1/models").json()
+    assert models["data"][0]["type"] == "model" and models["first_id"] == models["last_id"] == "claude"
+    assert models["has_more"] is False
+    for method, path in (("GET", "/v1/messages"), ("POST", "/v1/messages/batches")):
+        reply = client.request(method, path, json={})
+        assert reply.status_code in (404, 405)
+        assert reply.json()["type"] == "error" and reply.json()["error"]["message"]
+
+
+@pytest.mark.feature("additional-api-formats", step=12)
+def test_azure_deployment_paths_with_the_api_key_header(gateway: Any) -> None:
+    prompt = _prompt()
+    reply = gateway.client.post(
+        "/openai/deployments/mock-echo/chat/completions",
+        params={"api-version": "2024-10-21"},
+        headers={"api-key": gateway.key},
+        json={"messages": [{"role": "user", "content": prompt}]},
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["choices"][0]["message"]["content"] == prompt
+    embedded = gateway.client.post(
+        "/openai/deployments/mock-embed/embeddings",
+        params={"api-version": "2024-10-21"},
+        headers={"api-key": gateway.key},
+        json={"input": "x", "encoding_format": "base64"},
+    )
+    raw = base64.b64decode(embedded.json()["data"][0]["embedding"])
+    assert len(raw) % 4 == 0 and len(raw) > 0

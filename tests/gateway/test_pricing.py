@@ -145,3 +145,16 @@ def test_prompt_estimates_count_parts_images_and_tools() -> None:
     assert without_tools >= IMAGE_TOKEN_ALLOWANCE
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]
     assert max_prompt_tokens(messages, tools) > without_tools
+
+
+def test_cache_reads_and_writes_are_priced_at_their_own_rates_within_the_prompt() -> None:
+    from gateway.pricing import ModelPrice, cost_usd
+
+    price = ModelPrice(
+        input=Decimal("3"), output=Decimal("15"), cache_read=Decimal("0.30"), cache_write=Decimal("3.75")
+    )
+    assert cost_usd(price, 3010, 20, cache_read=1000, cache_write=2000) == Decimal("0.00813")
+    # Without cache rates, cached tokens cost the input price; claimed counts never exceed the prompt.
+    plain = ModelPrice(input=Decimal("3"), output=Decimal("15"))
+    assert cost_usd(plain, 3010, 20, 1000, 2000) == cost_usd(plain, 3010, 20)
+    assert cost_usd(price, 10, 0, cache_read=10**9, cache_write=5) == Decimal("0.000003")
