@@ -22,6 +22,7 @@ import httpx
 
 from gateway.config import ProviderConfig
 from gateway.errors import GatewayError, upstream_error
+from gateway.pipeline import Call
 from gateway.providers.base import DONE, HttpAdapter, HttpProvider, UpstreamRequest
 
 NATIVE = "responses.native"
@@ -241,6 +242,6 @@ class ResponsesUpstream(HttpProvider):
         self.base_url = base_url
         self.auth_headers = dict(headers)
 
-    def stream_parser(self) -> Callable[[str], dict[str, Any] | object | None]:
-        """A fresh :class:`EventParser` per stream."""
+    def stream_parser(self, call: Call) -> Callable[[str], dict[str, Any] | object | None]:
+        """A fresh :class:`EventParser` per stream (every native stream is parsed alike)."""
         return EventParser()
