@@ -1,6 +1,7 @@
 """The official ``openai`` npm client (pinned in tests/clients/node/package-lock.json) against the gateway on
 loopback with the mock provider: chat, streaming, the default ``embeddings.create`` (which asks for base64
-and decodes it itself), legacy ``completions.create`` and an error.
+and decodes it itself), legacy ``completions.create``, the Responses API (``responses.create``, ``stream``,
+``parse``) and an error.
 
 scripts/test installs node and the client (``npm ci``). Like the browser tests, these skip locally when node
 or the installed client is missing, and fail in CI (``CI`` set), where a missing one is a broken setup.
@@ -102,3 +103,24 @@ def test_completions(node: str, base_url: str) -> None:
 def test_errors_reach_the_client_typed(node: str, base_url: str) -> None:
     result = run(node, base_url, "error")
     assert result == {"status": 404, "code": "model_not_found", "name": "NotFoundError"}
+
+
+def test_responses_create_and_retrieve(node: str, base_url: str) -> None:
+    result = run(node, base_url, "responses")
+    assert result["text"] == "hello from node responses" and result["status"] == "completed"
+    assert result["retrieved"] == result["id"] and result["id"].startswith("resp_")
+    assert result["usage"]["output_tokens"] > 0
+
+
+def test_responses_stream_events_in_order(node: str, base_url: str) -> None:
+    result = run(node, base_url, "responses_stream")
+    types = result["types"]
+    assert types[0] == "response.created" and types[-1] == "response.completed"
+    assert types.index("response.output_text.delta") < types.index("response.output_text.done")
+    assert (result["text"], result["status"]) == ("fixed answer", "completed")
+
+
+def test_responses_parse_answers_a_valid_instance(node: str, base_url: str) -> None:
+    parsed = run(node, base_url, "responses_parse")["parsed"]
+    assert set(parsed) == {"name", "population"}
+    assert isinstance(parsed["name"], str) and isinstance(parsed["population"], int)

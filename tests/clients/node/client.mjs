@@ -40,6 +40,55 @@ const scenarios = {
     const reply = await client.completions.create({ model: "echo", prompt: "complete me", max_tokens: 20 });
     return { object: reply.object, text: reply.choices[0].text };
   },
+  async responses() {
+    const response = await client.responses.create({
+      model: "echo",
+      instructions: "be brief",
+      input: "hello from node responses",
+    });
+    const again = await client.responses.retrieve(response.id);
+    return {
+      id: response.id,
+      text: response.output_text,
+      status: response.status,
+      usage: response.usage,
+      retrieved: again.id,
+    };
+  },
+  async responses_stream() {
+    const stream = client.responses.stream({ model: "fixed", input: "x" });
+    const types = [];
+    for await (const event of stream) {
+      types.push(event.type);
+    }
+    const final = await stream.finalResponse();
+    // The stream's final response has no output_text convenience field: read the message items.
+    const text = final.output
+      .flatMap((item) => item.content ?? [])
+      .map((part) => part.text ?? "")
+      .join("");
+    return { types, text, status: final.status };
+  },
+  async responses_parse() {
+    const response = await client.responses.parse({
+      model: "echo",
+      input: "a city",
+      text: {
+        format: {
+          type: "json_schema",
+          name: "city",
+          strict: true,
+          schema: {
+            type: "object",
+            properties: { name: { type: "string" }, population: { type: "integer" } },
+            required: ["name", "population"],
+            additionalProperties: false,
+          },
+        },
+      },
+    });
+    return { parsed: response.output_parsed };
+  },
   async error() {
     try {
       await client.chat.completions.create({ model: "nope", messages: [{ role: "user", content: "x" }] });
