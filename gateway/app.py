@@ -187,7 +187,7 @@ def create_app(
     ``config_path`` is the file ``config`` was loaded from: ``POST /admin/reload``, SIGHUP (with
     ``sighup``, for ``gateway run``) and ``features.reload.watch`` re-read it (see gateway/reload.py).
     """
-    from gateway.routes import admin, admin_v1, anthropic, completions, health, openai, usage, ws
+    from gateway.routes import admin, admin_v1, anthropic, completions, health, litellm, openai, usage, ws
 
     gateway = Gateway(config, transport, source=config_path)
     gateway.sighup = sighup
@@ -227,6 +227,7 @@ def create_app(
     app.add_route("/openapi.json", openapi, methods=["GET"], include_in_schema=False)
     app.include_router(admin.router(gateway))
     app.include_router(admin_v1.router(gateway))
+    app.include_router(litellm.router(gateway))  # /key/generate & co. for LiteLLM tooling
     app.include_router(usage.metrics_router(gateway))
 
     async def gateway_error(request: Request, exc: Exception) -> Response:

@@ -265,7 +265,7 @@ class KeyAdmin:
             raise not_found(key)
         return public_view(record)
 
-    async def list(self, cursor: str | None, limit: int | None) -> dict[str, Any]:
+    async def page(self, cursor: str | None, limit: int | None) -> dict[str, Any]:
         """A page of keys: config-file keys first, then runtime keys in creation order."""
         size = page_size(limit)
         position = decode_cursor(cursor) if cursor else {"config": 0}
@@ -417,3 +417,25 @@ class KeyAdmin:
         page = entries[:size]
         more = len(entries) > size
         return {"data": page, "next_cursor": encode_cursor({"seq": page[-1]["seq"]}) if more else None}
+
+    async def find(self, key: str) -> KeyRecord | None:
+        """The runtime key with record id ``key``, or whose current or previous secret is ``key`` (the
+        LiteLLM calls name keys by their secret)."""
+        if key.startswith("key_"):
+            return await self.store.key_by_id(key)
+        return await self.store.key_by_digest(digest_hex(key))
+
+    async def of_team(self, team: str, limit: int = 1000) -> list[dict[str, Any]]:
+        """The keys of ``team`` (config-file keys, then runtime keys), up to ``limit`` runtime records
+        scanned (a compatibility read, not a hot path)."""
+        found = [config_key_view(e) for e in self.config().auth.keys if e.team == team]
+        after: str | None = None
+        scanned = 0
+        while scanned < limit:
+            page = await self.store.list_keys(after, MAX_PAGE)
+            if not page:
+                break
+            scanned += len(page)
+            found.extend(public_view(r) for r in page if r.team == team)
+            after = page[-1].id
+        return found

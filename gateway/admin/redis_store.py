@@ -25,6 +25,7 @@ VERSION = _P + "version"
 IDS = _P + "ids"
 AUDIT = _P + "audit"
 AUDIT_SEQ = _P + "audit-seq"
+TEAMS = _P + "teams"
 
 # KEYS: record, ids, version, digest index keys...; ARGV: record json, id, expected revision (0: insert).
 _WRITE = """
@@ -145,6 +146,15 @@ class RedisAdminStore:
             return await self.claim(token, claim, ttl_s)
         existing = json.loads(raw)
         return IdempotencyClaim(existing["body_hash"], existing["payload"])
+
+    async def insert_team(self, team: dict[str, Any]) -> bool:
+        """HSETNX in the teams hash."""
+        return bool(await self._do(self._client.hsetnx(TEAMS, team["team_id"], json.dumps(team))))
+
+    async def team(self, name: str) -> dict[str, Any] | None:
+        """The team called ``name``."""
+        raw = await self._do(self._client.hget(TEAMS, name))
+        return None if raw is None else dict(json.loads(raw))
 
     async def close(self) -> None:
         """Close the connection pool."""

@@ -10,6 +10,7 @@ from gateway.admin.access import FailedLogins
 from gateway.admin.directory import KeyDirectory
 from gateway.admin.keys import KeyAdmin
 from gateway.admin.store import AdminStore, open_admin_store
+from gateway.admin.teams import TeamAdmin
 from gateway.stores import Store
 
 if TYPE_CHECKING:
@@ -18,11 +19,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class AdminService:
-    """The admin store, the request path's key directory over it, key management and failed logins."""
+    """The admin store, the request path's key directory over it, key and team management, failed logins."""
 
     store: AdminStore
     directory: KeyDirectory
     keys: KeyAdmin
+    teams: TeamAdmin
     failed_logins: FailedLogins
 
     @classmethod
@@ -30,7 +32,8 @@ class AdminService:
         """The service for ``config``; ``current()`` returns the running config (it changes on reload)."""
         store = open_admin_store(config)
         directory = KeyDirectory(store, config.admin.sync_interval_s)
-        return cls(store, directory, KeyAdmin(store, directory, current), FailedLogins(state))
+        keys = KeyAdmin(store, directory, current)
+        return cls(store, directory, keys, TeamAdmin(store, current), FailedLogins(state))
 
     async def close(self) -> None:
         """Close the admin store."""

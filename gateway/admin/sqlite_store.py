@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS virtual_keys (
 );
 CREATE INDEX IF NOT EXISTS virtual_keys_previous ON virtual_keys (previous_digest);
 CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, entry TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS teams (name TEXT PRIMARY KEY, team TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS idempotency (
     token TEXT PRIMARY KEY, body_hash TEXT NOT NULL, payload TEXT NOT NULL, expires_at REAL NOT NULL
 );
@@ -168,6 +169,24 @@ class SQLiteAdminStore:
                 return None
 
         return await self._run(work)
+
+    async def insert_team(self, team: dict[str, Any]) -> bool:
+        """Insert unless the name is taken."""
+
+        def work(c: sqlite3.Connection) -> bool:
+            cursor = c.execute(
+                "INSERT OR IGNORE INTO teams (name, team) VALUES (?, ?)", (team["team_id"], json.dumps(team))
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(work)
+
+    async def team(self, name: str) -> dict[str, Any] | None:
+        """The team called ``name``."""
+        row = await self._run(
+            lambda c: c.execute("SELECT team FROM teams WHERE name = ?", (name,)).fetchone()
+        )
+        return None if row is None else dict(json.loads(row[0]))
 
     async def close(self) -> None:
         """Close the database."""

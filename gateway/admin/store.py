@@ -60,6 +60,12 @@ class AdminStore(Protocol):
         """Record ``claim`` under ``token`` unless one is there; returns the existing claim, or None if
         this one was recorded."""
 
+    async def insert_team(self, team: dict[str, Any]) -> bool:
+        """Add a runtime team (``team["team_id"]`` is its name); False when one with that name exists."""
+
+    async def team(self, name: str) -> dict[str, Any] | None:
+        """The runtime team called ``name``, or None."""
+
     async def close(self) -> None:
         """Release connections."""
 

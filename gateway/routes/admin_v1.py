@@ -125,7 +125,7 @@ def router(gateway: "Gateway") -> APIRouter:
 
     @v1.get("/keys", summary="List keys (config-file keys first, then runtime keys)")
     async def list_keys(_: KeysRead, limit: Limit = None, cursor: Cursor = None) -> dict[str, Any]:
-        return await keys.list(cursor, limit)
+        return await keys.page(cursor, limit)
 
     @v1.post("/keys", status_code=201, summary="Create a key; the secret is in this answer only")
     async def create_key(
