@@ -90,6 +90,9 @@ class KeyRecord(BaseModel):
             key_id=self.id,
             team=self.team,
             models=None if self.models is None else frozenset(self.models),
+            rpm=self.rpm,
+            tpm=self.tpm,
+            budget=self.budget,
         )
 
 

@@ -237,12 +237,19 @@ class BudgetStage:
         self.clock = clock
         # (scope, name, window) already warned about in the log, so a busy key logs once per window.
         self._warned: set[tuple[str, str, str]] = set()
+        # Budgets of keys made through the admin API, by (key name, budget): built on first use (their
+        # spend restored from the ledger then); a changed budget is another entry, used from the next request.
+        self.runtime_keys: dict[tuple[str, str], BudgetRule] = {}
 
     def rules_for(self, call: Call) -> list[BudgetRule]:
         """The budgets ``call`` spends from: its key's and its team's."""
         rules = []
         if (rule := self.keys.get(call.key.name)) is not None:
             rules.append(rule)
+        elif call.key.budget is not None:
+            rule = self.runtime_keys.get((call.key.name, call.key.budget.model_dump_json()))
+            if rule is not None:
+                rules.append(rule)
         if call.key.team is not None and (rule := self.teams.get(call.key.team)) is not None:
             rules.append(rule)
         return rules
@@ -252,28 +259,41 @@ class BudgetStage:
         await self.ledger.start()
         now = self.clock()
         for rule in [*self.keys.values(), *self.teams.values()]:
-            slot = rule.slot(now)
-            since = slot.window.start.timestamp() if slot.window.start is not None else 0.0
-            column = {"key_name": rule.name} if rule.scope == "key" else {"team": rule.name}
-            try:
-                spent = await self.ledger.spend_nanos(since=since, **column)
-            except LedgerUnavailable as exc:
-                logger.error("budget %s '%s': spend not restored, %s", rule.scope, rule.name, exc)
-                continue
-            try:
-                restored = await self.book.restore(slot, spent, now)
-            except StoreUnavailable:
-                # Serve anyway: requests get 503 until the store is back (fail_closed).
-                logger.error(
-                    "budget %s '%s': state store unreachable, spend not restored", rule.scope, rule.name
-                )
-                continue
-            if restored and spent:
-                logger.info("budget %s '%s': restored %s USD spent this window", rule.scope, rule.name,
-                            format_usd(spent))  # fmt: skip
+            await self._restore(rule, now)
+
+    async def _runtime_rule(self, call: Call) -> None:
+        # The first request of an admin-API key with a budget builds its rule and restores its spend.
+        budget = call.key.budget
+        if budget is None or call.key.name in self.keys:
+            return
+        cache_key = (call.key.name, budget.model_dump_json())
+        if cache_key not in self.runtime_keys:
+            rule = BudgetRule("key", call.key.name, budget, self.settings)
+            await self._restore(rule, self.clock())
+            self.runtime_keys[cache_key] = rule
+
+    async def _restore(self, rule: BudgetRule, now: datetime) -> None:
+        slot = rule.slot(now)
+        since = slot.window.start.timestamp() if slot.window.start is not None else 0.0
+        column = {"key_name": rule.name} if rule.scope == "key" else {"team": rule.name}
+        try:
+            spent = await self.ledger.spend_nanos(since=since, **column)
+        except LedgerUnavailable as exc:
+            logger.error("budget %s '%s': spend not restored, %s", rule.scope, rule.name, exc)
+            return
+        try:
+            restored = await self.book.restore(slot, spent, now)
+        except StoreUnavailable:
+            # Serve anyway: requests get 503 until the store is back (fail_closed).
+            logger.error("budget %s '%s': state store unreachable, spend not restored", rule.scope, rule.name)
+            return
+        if restored and spent:
+            logger.info("budget %s '%s': restored %s USD spent this window", rule.scope, rule.name,
+                        format_usd(spent))  # fmt: skip
 
     async def handle(self, call: Call, next: Handler) -> Result:
         """Reserve the most ``call`` can cost, forward it, then settle to what it did cost."""
+        await self._runtime_rule(call)
         rules = self.rules_for(call)
         if not rules:
             return await next(call)
@@ -365,7 +385,7 @@ class BudgetStage:
     async def report(self) -> list[dict[str, Any]]:
         """Spend, reservations, remaining budget and window end of every budget (``GET /admin/budgets``)."""
         now = self.clock()
-        rules = [*self.keys.values(), *self.teams.values()]
+        rules = [*self.keys.values(), *self.runtime_keys.values(), *self.teams.values()]
         slots = [rule.slot(now) for rule in rules]
         try:
             usage = await self.book.read(slots)
@@ -391,11 +411,10 @@ class BudgetStage:
         return report
 
 
-def budget_stage(config: GatewayConfig, store: Store, usage: UsageStage) -> BudgetStage | None:
-    """The budget stage for ``config``, sharing ``usage``'s ledger and prices; None when no budget is set."""
+def budget_stage(config: GatewayConfig, store: Store, usage: UsageStage) -> BudgetStage:
+    """The budget stage for ``config``, sharing ``usage``'s ledger and prices (built even when no budget is
+    configured: a key made through the admin API may carry one)."""
     rules = budget_rules(config)
-    if not rules:
-        return None
     return BudgetStage(
         rules,
         config.features.budgets,

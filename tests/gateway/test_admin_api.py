@@ -31,6 +31,7 @@ providers: [{{name: mock, type: mock}}]
 models:
   - {{name: echo, routes: [{{provider: mock}}]}}
   - {{name: other, routes: [{{provider: mock}}]}}
+  - {{name: priced, routes: [{{provider: mock}}], pricing: {{input_per_1m: 1000, output_per_1m: 1000}}}}
 usage: {{database: ":memory:"}}
 """
 
@@ -247,3 +248,26 @@ async def test_the_admin_openapi_document_describes_the_admin_api(client: httpx.
     # The client API's document does not list the admin API.
     public = (await client.get("/openapi.json")).json()
     assert not any(path.startswith("/admin") for path in public["paths"])
+
+
+async def test_limits_and_budget_of_a_runtime_key_are_enforced_and_changes_apply(
+    client: httpx.AsyncClient,
+) -> None:
+    limited = await create(client, name="limited", rpm=2)
+    secret = bearer(str(limited["secret"]))
+    statuses = [
+        (await client.post("/v1/chat/completions", json=chat(), headers=secret)).status_code for _ in range(3)
+    ]
+    assert statuses == [200, 200, 429]
+    # A budget smaller than one request's most possible cost refuses it; raised, the next request passes.
+    poor = await create(client, name="poor", budget={"limit_usd": "0.001", "period": "daily"})
+    body = chat(model="priced", max_tokens=50)
+    refused = await client.post("/v1/chat/completions", json=body, headers=bearer(str(poor["secret"])))
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
+    await client.patch(
+        f"/admin/v1/keys/{poor['id']}",
+        json={"budget": {"limit_usd": "5", "period": "daily"}},
+        headers=bearer(MASTER),
+    )
+    allowed = await client.post("/v1/chat/completions", json=body, headers=bearer(str(poor["secret"])))
+    assert allowed.status_code == 200
