@@ -138,7 +138,8 @@ class KeyAdmin:
         self.config = config
         self.clock = clock
 
-    def _config_key(self, key: str) -> KeyConfig | None:
+    def config_key(self, key: str) -> KeyConfig | None:
+        """The config-file key with API id ``key``, or None."""
         if not key.startswith(CONFIG_PREFIX):
             return None
         return next((e for e in self.config().auth.keys if config_key_id(e) == key), None)
@@ -258,7 +259,7 @@ class KeyAdmin:
 
     async def get(self, key: str) -> dict[str, Any]:
         """One key (runtime or config file), never its secret; 404 when unknown."""
-        if (entry := self._config_key(key)) is not None:
+        if (entry := self.config_key(key)) is not None:
             return config_key_view(entry)
         record = await self.store.key_by_id(key)
         if record is None:
@@ -296,7 +297,7 @@ class KeyAdmin:
         return {"data": items, "next_cursor": encode_cursor({"after": page[-1].id}) if more else None}
 
     async def _runtime(self, key: str, if_match: str | None) -> KeyRecord:
-        if self._config_key(key) is not None:
+        if self.config_key(key) is not None:
             raise read_only(key)
         record = await self.store.key_by_id(key)
         if record is None:

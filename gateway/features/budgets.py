@@ -261,16 +261,31 @@ class BudgetStage:
         for rule in [*self.keys.values(), *self.teams.values()]:
             await self._restore(rule, now)
 
-    async def _runtime_rule(self, call: Call) -> None:
-        # The first request of an admin-API key with a budget builds its rule and restores its spend.
-        budget = call.key.budget
-        if budget is None or call.key.name in self.keys:
-            return
-        cache_key = (call.key.name, budget.model_dump_json())
-        if cache_key not in self.runtime_keys:
-            rule = BudgetRule("key", call.key.name, budget, self.settings)
+    async def key_rule(self, name: str, budget: BudgetConfig | None) -> BudgetRule | None:
+        """The budget of key ``name``: its config-file one, else ``budget`` (a key made through the admin
+        API carries it), built on first use with its spend this window restored from the ledger."""
+        if (rule := self.keys.get(name)) is not None or budget is None:
+            return rule
+        cache_key = (name, budget.model_dump_json())
+        if (rule := self.runtime_keys.get(cache_key)) is None:
+            rule = BudgetRule("key", name, budget, self.settings)
             await self._restore(rule, self.clock())
             self.runtime_keys[cache_key] = rule
+        return rule
+
+    def team_rule(self, name: str) -> BudgetRule | None:
+        """The config-file budget of team ``name``."""
+        return self.teams.get(name)
+
+    async def reset(self, rule: BudgetRule) -> dict[str, Any]:
+        """Zero the spend of ``rule``'s current window (reservations in flight stay); its status after."""
+        now = self.clock()
+        try:
+            await self.book.reset(rule.slot(now), now)
+        except StoreUnavailable:
+            raise store_unavailable() from None
+        logger.warning("budget %s '%s': spend of the current window reset", rule.scope, rule.name)
+        return (await self.status([rule]))[0]
 
     async def _restore(self, rule: BudgetRule, now: datetime) -> None:
         slot = rule.slot(now)
@@ -293,7 +308,7 @@ class BudgetStage:
 
     async def handle(self, call: Call, next: Handler) -> Result:
         """Reserve the most ``call`` can cost, forward it, then settle to what it did cost."""
-        await self._runtime_rule(call)
+        await self.key_rule(call.key.name, call.key.budget)
         rules = self.rules_for(call)
         if not rules:
             return await next(call)
@@ -384,8 +399,11 @@ class BudgetStage:
 
     async def report(self) -> list[dict[str, Any]]:
         """Spend, reservations, remaining budget and window end of every budget (``GET /admin/budgets``)."""
+        return await self.status([*self.keys.values(), *self.runtime_keys.values(), *self.teams.values()])
+
+    async def status(self, rules: Sequence[BudgetRule]) -> list[dict[str, Any]]:
+        """Spend, reservations, remaining budget and window end of each of ``rules``."""
         now = self.clock()
-        rules = [*self.keys.values(), *self.runtime_keys.values(), *self.teams.values()]
         slots = [rule.slot(now) for rule in rules]
         try:
             usage = await self.book.read(slots)

@@ -18,9 +18,14 @@ from starlette.responses import JSONResponse, Response
 from gateway import __version__
 from gateway.admin import access
 from gateway.admin.access import AdminPrincipal
+from gateway.admin.budgets import Budgets
 from gateway.admin.directory import identify_key
 from gateway.admin.schemas import KeyCreate, KeyRotate, KeyUpdate
 from gateway.errors import GatewayError, invalid_request
+from gateway.features.budgets import BudgetStage
+from gateway.features.routing import routes_endpoint
+from gateway.reload import reload_endpoint
+from gateway.routes import usage
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -121,6 +126,8 @@ def router(gateway: "Gateway") -> APIRouter:
     KeysRead = Annotated[AdminPrincipal, require_scope(principal, "keys:read")]
     KeysWrite = Annotated[AdminPrincipal, require_scope(principal, "keys:write")]
     AuditRead = Annotated[AdminPrincipal, require_scope(principal, "audit:read")]
+    BudgetsRead = Annotated[AdminPrincipal, require_scope(principal, "budgets:read")]
+    BudgetsWrite = Annotated[AdminPrincipal, require_scope(principal, "budgets:write")]
     Anyone = Annotated[AdminPrincipal, Depends(principal)]
 
     @v1.get("/keys", summary="List keys (config-file keys first, then runtime keys)")
@@ -170,6 +177,43 @@ def router(gateway: "Gateway") -> APIRouter:
     v1.add_api_route(
         "/keys/{key_id}", revoke_key, methods=["DELETE"], summary="Revoke a key (same as POST .../revoke)"
     )
+
+    def budget_stage() -> BudgetStage:
+        return next(s for s in gateway.stages if isinstance(s, BudgetStage))
+
+    budgets = Budgets(keys, budget_stage)
+
+    @v1.get("/keys/{key_id}/budget", summary="A key's budget: spent, reserved and remaining this window")
+    async def key_budget(_: BudgetsRead, key_id: str) -> dict[str, Any]:
+        return await budgets.key_status(key_id)
+
+    @v1.post("/keys/{key_id}/budget/reset", summary="Zero a key's spend this window (reservations stay)")
+    async def reset_key_budget(caller: BudgetsWrite, key_id: str, request: Request) -> dict[str, Any]:
+        return await budgets.reset_key(key_id, caller, _request_id(request))
+
+    @v1.get("/teams/{team}/budget", summary="A team's budget: spent, reserved and remaining this window")
+    async def team_budget(_: BudgetsRead, team: str) -> dict[str, Any]:
+        return await budgets.team_status(team)
+
+    @v1.post("/teams/{team}/budget/reset", summary="Zero a team's spend this window (reservations stay)")
+    async def reset_team_budget(caller: BudgetsWrite, team: str, request: Request) -> dict[str, Any]:
+        return await budgets.reset_team(team, caller, _request_id(request))
+
+    # The same endpoints as /admin/usage, /admin/usage/requests/{id} and /admin/budgets, under scopes.
+    usage.add_routes(
+        v1,
+        gateway,
+        {
+            "usage": [require_scope(principal, "usage:read")],
+            "budgets": [require_scope(principal, "budgets:read")],
+        },
+    )
+    routes_read = [require_scope(principal, "routes:read")]
+    v1.add_api_route("/routes", routes_endpoint(gateway), methods=["GET"], dependencies=routes_read,
+                     summary="Every model's routes with their health and cooldowns")  # fmt: skip
+    reload_scope = [require_scope(principal, "config:reload")]
+    v1.add_api_route("/config/reload", reload_endpoint(gateway), methods=["POST"], dependencies=reload_scope,
+                     summary="Re-read the config file and apply it")  # fmt: skip
 
     @v1.get("/audit", summary="The audit log, oldest first")
     async def audit(_: AuditRead, limit: Limit = None, cursor: Cursor = None) -> dict[str, Any]:

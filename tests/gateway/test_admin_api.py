@@ -271,3 +271,43 @@ async def test_limits_and_budget_of_a_runtime_key_are_enforced_and_changes_apply
     )
     allowed = await client.post("/v1/chat/completions", json=body, headers=bearer(str(poor["secret"])))
     assert allowed.status_code == 200
+
+
+async def test_a_runtime_keys_budget_is_read_and_reset_without_dropping_reservations(
+    client: httpx.AsyncClient,
+) -> None:
+    key = await create(client, name="spender", budget={"limit_usd": "0.5", "period": "daily"})
+    secret = bearer(str(key["secret"]))
+    assert (
+        await client.post("/v1/chat/completions", json=chat(model="priced", max_tokens=20), headers=secret)
+    ).status_code == 200
+    status = await client.get(f"/admin/v1/keys/{key['id']}/budget", headers=bearer(MASTER))
+    assert status.status_code == 200
+    spent = float(status.json()["spent_usd"])
+    assert spent > 0 and status.json()["limit_usd"] == "0.5"
+    assert (
+        await client.post(f"/admin/v1/keys/{key['id']}/budget/reset", headers=bearer(WRITER))
+    ).status_code == 403
+    reset = await client.post(f"/admin/v1/keys/{key['id']}/budget/reset", headers=bearer(MASTER))
+    assert reset.status_code == 200 and float(reset.json()["spent_usd"]) == 0
+    log = (await client.get("/admin/v1/audit", headers=bearer(MASTER))).json()["data"]
+    assert log[-1]["action"] == "key.budget.reset" and float(log[-1]["before"]["spent_usd"]) == spent
+    no_budget = await create(client, name="free")
+    assert (
+        await client.get(f"/admin/v1/keys/{no_budget['id']}/budget", headers=bearer(MASTER))
+    ).status_code == 404
+
+
+async def test_usage_routes_and_reload_are_served_under_their_scopes(client: httpx.AsyncClient) -> None:
+    key = await create(client, name="counted")
+    await client.post("/v1/chat/completions", json=chat(), headers=bearer(str(key["secret"])))
+    usage = await client.get("/admin/v1/usage", params={"group_by": "key"}, headers=bearer(MASTER))
+    assert usage.status_code == 200
+    assert any(group["key"] == "counted" and group["requests"] == 1 for group in usage.json()["groups"])
+    assert (await client.get("/admin/v1/usage", headers=bearer(READER))).status_code == 403
+    routes = await client.get("/admin/v1/routes", headers=bearer(MASTER))
+    assert routes.status_code == 200 and "echo" in json.dumps(routes.json())
+    assert (await client.get("/admin/v1/routes", headers=bearer(READER))).status_code == 403
+    # This gateway was not started from a file: nothing to reload (409), but the scope let the call through.
+    assert (await client.post("/admin/v1/config/reload", headers=bearer(MASTER))).status_code == 409
+    assert (await client.post("/admin/v1/config/reload", headers=bearer(WRITER))).status_code == 403
