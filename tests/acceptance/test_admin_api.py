@@ -248,3 +248,34 @@ def test_key_generate_works_the_way_a_litellm_client_script_calls_it(gateway: An
     assert deleted.json() == {"deleted_keys": [secret]}
     with pytest.raises(openai.AuthenticationError):
         ask(gateway.url, secret)
+
+
+@pytest.mark.feature("admin-api", step=5)
+def test_a_budget_reset_restores_service_to_a_key_that_spent_its_budget(gateway: Any) -> None:
+    admin = gateway.admin_headers()
+    key = gateway.client.post(
+        "/admin/v1/keys",
+        json={"name": f"spender-{uuid.uuid4()}", "models": ["budget-priced"],
+              "budget": {"limit_usd": "0.01", "period": "total"}},
+        headers=admin,
+    ).json()  # fmt: skip
+    body = {"model": "budget-priced", "max_tokens": 5, "messages": [{"role": "user", "content": "spend"}]}
+    statuses = []
+    for _ in range(100):
+        reply = gateway.client.post("/v1/chat/completions", json=body, headers=bearer(key["secret"]))
+        statuses.append(reply.status_code)
+        if reply.status_code == 429:
+            assert reply.json()["error"]["code"] == "budget_exceeded"
+            break
+    assert statuses[0] == 200 and statuses[-1] == 429
+    spent = gateway.client.get(f"/admin/v1/keys/{key['id']}/budget", headers=admin).json()
+    assert float(spent["spent_usd"]) > 0 and float(spent["remaining_usd"]) < 0.01
+
+    reset = gateway.client.post(f"/admin/v1/keys/{key['id']}/budget/reset", headers=admin)
+    assert reset.status_code == 200 and float(reset.json()["spent_usd"]) == 0
+    again = gateway.client.post("/v1/chat/completions", json=body, headers=bearer(key["secret"]))
+    assert again.status_code == 200
+    usage = gateway.client.get("/admin/v1/usage", params={"group_by": "key"}, headers=admin).json()
+    assert any(
+        group["key"] == key["name"] and group["requests"] == len(statuses) + 1 for group in usage["groups"]
+    )
