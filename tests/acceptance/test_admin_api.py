@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -279,3 +281,44 @@ def test_a_budget_reset_restores_service_to_a_key_that_spent_its_budget(gateway:
     assert any(
         group["key"] == key["name"] and group["requests"] == len(statuses) + 1 for group in usage["groups"]
     )
+
+
+def gateway_keys(config: Path, *args: str) -> dict[str, Any]:
+    """``gateway keys ...`` as an operator runs it, in its own process."""
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "keys", *args, "--config", str(config)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+@pytest.mark.feature("admin-api", step=7)
+def test_the_gateway_keys_cli_manages_the_keys_a_running_gateway_serves(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    if request.config.getoption("gateway_url"):
+        pytest.skip("the CLI opens the admin store of a config file; this test starts the gateway using it")
+    data = yaml.safe_load(CONFIG.read_text())
+    data["usage"] = {"database": str(tmp_path / "usage.sqlite3")}  # the admin store sits beside it
+    config = tmp_path / "gateway.yaml"
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    with run_server(create_app(load_config(config))) as url:
+        created = gateway_keys(config, "create", "--name", f"cli-{uuid.uuid4()}", "--model", "mock-echo")
+        assert ask(url, created["secret"])
+        listed = gateway_keys(config, "list")
+        assert created["id"] in [k["id"] for k in listed["data"]]
+        assert created["secret"] not in json.dumps(listed)
+        rotated = gateway_keys(config, "rotate", created["id"], "--grace-period-s", "0")
+        assert ask(url, rotated["secret"])
+        gateway_keys(config, "revoke", created["id"])
+        deadline = time.monotonic() + REVOCATION_CONTRACT_S
+        while True:
+            try:
+                ask(url, rotated["secret"])
+            except openai.AuthenticationError:
+                break
+            assert time.monotonic() < deadline, (
+                "the gateway still accepted the key 1 s after the CLI revoked it"
+            )
+            time.sleep(0.05)
