@@ -26,6 +26,7 @@ from gateway.features.budgets import BudgetStage
 from gateway.features.routing import routes_endpoint
 from gateway.reload import reload_endpoint
 from gateway.routes import usage
+from gateway.routes.admin import features_endpoint
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -214,6 +215,10 @@ def router(gateway: "Gateway") -> APIRouter:
     reload_scope = [require_scope(principal, "config:reload")]
     v1.add_api_route("/config/reload", reload_endpoint(gateway), methods=["POST"], dependencies=reload_scope,
                      summary="Re-read the config file and apply it")  # fmt: skip
+
+    anyone = [Depends(principal)]
+    v1.add_api_route("/features", features_endpoint(gateway), methods=["GET"], dependencies=anyone,
+                     summary="The gateway version and each feature: implemented, enabled")  # fmt: skip
 
     @v1.get("/audit", summary="The audit log, oldest first")
     async def audit(_: AuditRead, limit: Limit = None, cursor: Cursor = None) -> dict[str, Any]:

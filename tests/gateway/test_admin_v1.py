@@ -308,6 +308,8 @@ async def test_usage_routes_and_reload_are_served_under_their_scopes(client: htt
     routes = await client.get("/admin/v1/routes", headers=bearer(MASTER))
     assert routes.status_code == 200 and "echo" in json.dumps(routes.json())
     assert (await client.get("/admin/v1/routes", headers=bearer(READER))).status_code == 403
+    features = await client.get("/admin/v1/features", headers=bearer(READER))  # any admin credential
+    assert features.status_code == 200 and "admin-api" in features.json()["features"]
     # This gateway was not started from a file: nothing to reload (409), but the scope let the call through.
     assert (await client.post("/admin/v1/config/reload", headers=bearer(MASTER))).status_code == 409
     assert (await client.post("/admin/v1/config/reload", headers=bearer(WRITER))).status_code == 403
