@@ -19,6 +19,7 @@ from gateway import __version__
 from gateway.admin import access
 from gateway.admin.access import AdminPrincipal
 from gateway.admin.budgets import Budgets
+from gateway.admin.config import Scope
 from gateway.admin.directory import identify_key
 from gateway.admin.schemas import KeyCreate, KeyRotate, KeyUpdate
 from gateway.errors import GatewayError, invalid_request
@@ -94,7 +95,7 @@ def principal_dependency(gateway: "Gateway") -> Principal:
     return principal
 
 
-def require_scope(principal: Principal, scope: str) -> Any:
+def require_scope(principal: Principal, scope: Scope) -> Any:
     """``Annotated[AdminPrincipal, require_scope(...)]``: the authenticated admin caller, 403 unless it
     holds ``scope``."""
 
