@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway import __version__
+from gateway.admin.service import AdminService
 from gateway.auth import KeyRing
 from gateway.config import GatewayConfig, ModelConfig
 from gateway.cors import CorsMiddleware
@@ -60,6 +61,8 @@ class Gateway:
         # Shared state (rate limits, cache, budgets, cooldowns; the usage ledger): survives reloads.
         self.shared = SharedState.open(config)
         self.store = self.shared.store
+        # Runtime virtual keys, admin key management and its audit log (gateway/admin/).
+        self.admin = AdminService.open(config, self.store, lambda: self.config)
         # An injected transport (tests) serves every runtime and is closed with the app.
         self.injected_transport = transport
         self.reloader = Reloader(self, source)
@@ -161,6 +164,7 @@ class Gateway:
             if self.injected_transport is not None:
                 await self.injected_transport.aclose()
             await self.store.close()
+            await self.admin.close()
 
     def resolve(self, key: KeyIdentity, model: str) -> ModelConfig:
         """The model config for ``model``; 404 when unknown, 403 when ``key`` may not use it."""
@@ -183,7 +187,19 @@ def create_app(
     ``config_path`` is the file ``config`` was loaded from: ``POST /admin/reload``, SIGHUP (with
     ``sighup``, for ``gateway run``) and ``features.reload.watch`` re-read it (see gateway/reload.py).
     """
-    from gateway.routes import admin, anthropic, azure, completions, health, openai, responses, usage, ws
+    from gateway.routes import (
+        admin,
+        admin_v1,
+        anthropic,
+        azure,
+        completions,
+        health,
+        litellm,
+        openai,
+        responses,
+        usage,
+        ws,
+    )
 
     gateway = Gateway(config, transport, source=config_path)
     gateway.sighup = sighup
@@ -224,6 +240,8 @@ def create_app(
 
     app.add_route("/openapi.json", openapi, methods=["GET"], include_in_schema=False)
     app.include_router(admin.router(gateway))
+    app.include_router(admin_v1.router(gateway))
+    app.include_router(litellm.router(gateway))  # /key/generate & co. for LiteLLM tooling
     app.include_router(usage.metrics_router(gateway))
 
     async def gateway_error(request: Request, exc: Exception) -> Response:

@@ -90,6 +90,10 @@ class KeyRing:
             raise bad_key()
         return identity
 
+    def is_master_digest(self, digest: bytes) -> bool:
+        """Whether ``digest`` is the master key's."""
+        return self._master is not None and hmac.compare_digest(digest, self._master)
+
     def is_master(self, headers: Mapping[str, str]) -> bool:
         """Whether the request carries the master key."""
         key = presented_key(headers)

@@ -189,6 +189,31 @@ RESTORE = AtomicOp(
     name="budget_restore", lua=_RESTORE_LUA, memory=_restore_memory, fail_open=lambda k, a: [0]
 )
 
+# --- reset: KEYS (hash, leases); ARGV ttl_ms. Zeroes ``spent``, keeps the reservations in flight (they
+# settle as usual). An absent entry is created with spent 0, so a later restore from the ledger (which
+# still holds the spend) does not bring the old amount back. Returns {reserved}.
+_RESET_LUA = (
+    _PURGE_LUA
+    + """
+purge(KEYS[1], KEYS[2])
+redis.call('HSET', KEYS[1], 'spent', 0)
+local _, reserved = counters(KEYS[1])
+redis.call('HSET', KEYS[1], 'reserved', reserved)
+local ttl = tonumber(ARGV[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+return {reserved}
+"""
+)
+
+
+def _reset_memory(data: MemoryData, keys: Sequence[str], args: Sequence[int]) -> list[int]:
+    _, reserved, leases = _entry(data, keys[0])
+    data.set(keys[0], (0, reserved, leases), args[0] if args[0] > 0 else None)
+    return [reserved]
+
+
+RESET = AtomicOp(name="budget_reset", lua=_RESET_LUA, memory=_reset_memory, fail_open=lambda k, a: [0])
+
 # --- read: KEYS (hash, leases) per budget; reaps expired leases; returns (spent, reserved) per budget ----
 _READ_LUA = (
     _PURGE_LUA
@@ -303,6 +328,11 @@ class BudgetBook:
         """Set a window's spend (from the ledger) unless the store already has it; True when it was set."""
         result = await self.store.run(RESTORE, slot.store_keys, [spent, slot.ttl_ms(now)])
         return result[0] == 1
+
+    async def reset(self, slot: BudgetSlot, now: datetime) -> int:
+        """Zero the window's spend, keeping reservations in flight; returns what is still reserved."""
+        result = await self.store.run(RESET, slot.store_keys, [slot.ttl_ms(now)])
+        return result[0]
 
     async def read(self, slots: Sequence[BudgetSlot]) -> list[tuple[int, int]]:
         """``(spent, reserved)`` of each slot (expired reservations given back first)."""

@@ -64,6 +64,8 @@ def tls_configured(config: GatewayConfig) -> bool:
 CATALOG: tuple[Feature, ...] = (
     # POST /v1/messages (Anthropic format) and the anthropic, azure and cohere providers are in every build.
     Feature("additional-api-formats", "Additional API formats (Anthropic, Azure OpenAI, Cohere)", always),
+    # /admin/v1 (runtime keys, audit log) and the LiteLLM aliases are served by every build.
+    Feature("admin-api", "Admin API (runtime virtual keys, scoped admin keys, audit log)", always),
     # Every response is costed and recorded; budgets apply to the keys and teams that have one.
     Feature("cost-tracking-budgets", "Cost tracking and budgets", always),
     Feature("distributed-tracing", "Distributed tracing (OpenTelemetry)", configured("tracing")),

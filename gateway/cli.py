@@ -1,4 +1,4 @@
-"""``gateway`` command line: ``gateway run``, ``gateway mock-upstream``, ``gateway check``.
+"""``gateway`` command line: ``gateway run``, ``gateway mock-upstream``, ``gateway check``, ``gateway keys``.
 
 Thin commands: they parse options, call library functions and print; config problems are printed as a
 list (file:line: key: problem) with exit code 2, never as a traceback.
@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from gateway import __version__
 from gateway.config import ConfigError, GatewayConfig, embedded_credentials, load_config
+from gateway.keys_cli import keys
 
 CONFIG_ENV = "GATEWAY_CONFIG"
 # After the drain (gateway/shutdown.py) uvicorn's own shutdown has only idle connections left to close.
@@ -169,6 +170,8 @@ def mock_upstream(
     click.echo(f"mock upstream on http://{host}:{port}/v1 (latency {latency_ms} ms, fail rate {fail_rate})")
     uvicorn.run(MockUpstream(options), host=host, port=port, log_level="warning", access_log=False)
 
+
+main.add_command(keys)
 
 if __name__ == "__main__":
     main()

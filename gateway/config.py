@@ -25,6 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from gateway.admin.config import AdminConfig
 from gateway.cors import CorsConfig
 from gateway.features.budgets import BudgetConfig, BudgetsConfig, TeamConfig, team_problems
 from gateway.features.cache import CacheConfig
@@ -216,6 +217,8 @@ class GatewayConfig(_Strict):
     state: StateConfig = Field(default_factory=StateConfig)
     usage: UsageConfig = Field(default_factory=UsageConfig)
     teams: list[TeamConfig] = Field(default_factory=list)
+    # Admin keys with scopes and the runtime key store (gateway/admin/).
+    admin: AdminConfig = Field(default_factory=AdminConfig)
 
     def provider(self, name: str) -> ProviderConfig:
         """The provider called ``name`` (validated to exist for every route)."""

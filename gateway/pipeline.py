@@ -66,6 +66,7 @@ from gateway.errors import GatewayError
 
 if TYPE_CHECKING:
     from gateway.config import ModelConfig, RouteConfig
+    from gateway.features.budgets import BudgetConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,10 @@ class KeyIdentity:
     team: str | None = None
     models: frozenset[str] | None = None
     is_master: bool = False
+    # Limits and budget a key made through the admin API carries (config-file keys' are in the config).
+    rpm: int | None = None
+    tpm: int | None = None
+    budget: BudgetConfig | None = field(default=None, compare=False)
 
     def may_use(self, model: str) -> bool:
         """Whether this key may call ``model``."""

@@ -107,7 +107,7 @@ def config_diff(old: GatewayConfig, new: GatewayConfig) -> dict[str, Any]:
     other = []
     if old.auth.master_key != new.auth.master_key:
         other.append("auth.master_key")
-    for section in ("server", "state", "usage"):
+    for section in ("server", "state", "usage", "admin"):
         if getattr(old, section) != getattr(new, section):
             other.append(section)
     changes["other"] = other
@@ -161,6 +161,11 @@ def restart_problems(old: GatewayConfig, new: GatewayConfig) -> list[str]:
     if old.usage != new.usage:
         problems.append(
             "usage: the usage ledger cannot change while running, restart the gateway to apply it"
+        )
+    if old.admin.database != new.admin.database:
+        problems.append(
+            "admin.database: the runtime key store cannot change while running, "
+            "restart the gateway to apply it"
         )
     return problems
 

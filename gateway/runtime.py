@@ -75,10 +75,9 @@ def build_stages(
     stages: list[Stage] = []
     # First, so every request the pipeline sees is costed and recorded, cache hits and refusals included.
     stages.append(usage := usage_stage(config, ledger=shared.ledger, metrics=shared.metrics))
-    if (limiter := rate_limit_stage(config, shared.store)) is not None:
-        stages.append(limiter)
-    if (budgets := budget_stage(config, shared.store, usage)) is not None:
-        stages.append(budgets)
+    # Always present: keys made through the admin API bring their own limits and budget at any time.
+    stages.append(rate_limit_stage(config, shared.store))
+    stages.append(budget_stage(config, shared.store, usage))
     if config.features.cache:
         stages.append(CacheStage(config.features.cache, shared.store))
     stages.append(RoutingStage(config.features.routing, providers, models, shared.store))

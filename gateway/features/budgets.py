@@ -237,12 +237,19 @@ class BudgetStage:
         self.clock = clock
         # (scope, name, window) already warned about in the log, so a busy key logs once per window.
         self._warned: set[tuple[str, str, str]] = set()
+        # Budgets of keys made through the admin API, by (key name, budget): built on first use (their
+        # spend restored from the ledger then); a changed budget is another entry, used from the next request.
+        self.runtime_keys: dict[tuple[str, str], BudgetRule] = {}
 
     def rules_for(self, call: Call) -> list[BudgetRule]:
         """The budgets ``call`` spends from: its key's and its team's."""
         rules = []
         if (rule := self.keys.get(call.key.name)) is not None:
             rules.append(rule)
+        elif call.key.budget is not None:
+            rule = self.runtime_keys.get((call.key.name, call.key.budget.model_dump_json()))
+            if rule is not None:
+                rules.append(rule)
         if call.key.team is not None and (rule := self.teams.get(call.key.team)) is not None:
             rules.append(rule)
         return rules
@@ -252,28 +259,56 @@ class BudgetStage:
         await self.ledger.start()
         now = self.clock()
         for rule in [*self.keys.values(), *self.teams.values()]:
-            slot = rule.slot(now)
-            since = slot.window.start.timestamp() if slot.window.start is not None else 0.0
-            column = {"key_name": rule.name} if rule.scope == "key" else {"team": rule.name}
-            try:
-                spent = await self.ledger.spend_nanos(since=since, **column)
-            except LedgerUnavailable as exc:
-                logger.error("budget %s '%s': spend not restored, %s", rule.scope, rule.name, exc)
-                continue
-            try:
-                restored = await self.book.restore(slot, spent, now)
-            except StoreUnavailable:
-                # Serve anyway: requests get 503 until the store is back (fail_closed).
-                logger.error(
-                    "budget %s '%s': state store unreachable, spend not restored", rule.scope, rule.name
-                )
-                continue
-            if restored and spent:
-                logger.info("budget %s '%s': restored %s USD spent this window", rule.scope, rule.name,
-                            format_usd(spent))  # fmt: skip
+            await self._restore(rule, now)
+
+    async def key_rule(self, name: str, budget: BudgetConfig | None) -> BudgetRule | None:
+        """The budget of key ``name``: its config-file one, else ``budget`` (a key made through the admin
+        API carries it), built on first use with its spend this window restored from the ledger."""
+        if (rule := self.keys.get(name)) is not None or budget is None:
+            return rule
+        cache_key = (name, budget.model_dump_json())
+        if (rule := self.runtime_keys.get(cache_key)) is None:
+            rule = BudgetRule("key", name, budget, self.settings)
+            await self._restore(rule, self.clock())
+            self.runtime_keys[cache_key] = rule
+        return rule
+
+    def team_rule(self, name: str) -> BudgetRule | None:
+        """The config-file budget of team ``name``."""
+        return self.teams.get(name)
+
+    async def reset(self, rule: BudgetRule) -> dict[str, Any]:
+        """Zero the spend of ``rule``'s current window (reservations in flight stay); its status after."""
+        now = self.clock()
+        try:
+            await self.book.reset(rule.slot(now), now)
+        except StoreUnavailable:
+            raise store_unavailable() from None
+        logger.warning("budget %s '%s': spend of the current window reset", rule.scope, rule.name)
+        return (await self.status([rule]))[0]
+
+    async def _restore(self, rule: BudgetRule, now: datetime) -> None:
+        slot = rule.slot(now)
+        since = slot.window.start.timestamp() if slot.window.start is not None else 0.0
+        column = {"key_name": rule.name} if rule.scope == "key" else {"team": rule.name}
+        try:
+            spent = await self.ledger.spend_nanos(since=since, **column)
+        except LedgerUnavailable as exc:
+            logger.error("budget %s '%s': spend not restored, %s", rule.scope, rule.name, exc)
+            return
+        try:
+            restored = await self.book.restore(slot, spent, now)
+        except StoreUnavailable:
+            # Serve anyway: requests get 503 until the store is back (fail_closed).
+            logger.error("budget %s '%s': state store unreachable, spend not restored", rule.scope, rule.name)
+            return
+        if restored and spent:
+            logger.info("budget %s '%s': restored %s USD spent this window", rule.scope, rule.name,
+                        format_usd(spent))  # fmt: skip
 
     async def handle(self, call: Call, next: Handler) -> Result:
         """Reserve the most ``call`` can cost, forward it, then settle to what it did cost."""
+        await self.key_rule(call.key.name, call.key.budget)
         rules = self.rules_for(call)
         if not rules:
             return await next(call)
@@ -364,8 +399,11 @@ class BudgetStage:
 
     async def report(self) -> list[dict[str, Any]]:
         """Spend, reservations, remaining budget and window end of every budget (``GET /admin/budgets``)."""
+        return await self.status([*self.keys.values(), *self.runtime_keys.values(), *self.teams.values()])
+
+    async def status(self, rules: Sequence[BudgetRule]) -> list[dict[str, Any]]:
+        """Spend, reservations, remaining budget and window end of each of ``rules``."""
         now = self.clock()
-        rules = [*self.keys.values(), *self.teams.values()]
         slots = [rule.slot(now) for rule in rules]
         try:
             usage = await self.book.read(slots)
@@ -391,11 +429,10 @@ class BudgetStage:
         return report
 
 
-def budget_stage(config: GatewayConfig, store: Store, usage: UsageStage) -> BudgetStage | None:
-    """The budget stage for ``config``, sharing ``usage``'s ledger and prices; None when no budget is set."""
+def budget_stage(config: GatewayConfig, store: Store, usage: UsageStage) -> BudgetStage:
+    """The budget stage for ``config``, sharing ``usage``'s ledger and prices (built even when no budget is
+    configured: a key made through the admin API may carry one)."""
     rules = budget_rules(config)
-    if not rules:
-        return None
     return BudgetStage(
         rules,
         config.features.budgets,

@@ -140,6 +140,8 @@ class RateLimitStage:
     def _buckets(self, call: Call) -> tuple[list[Bucket], list[tuple[str, int, str]]]:
         """The GCRA buckets and the concurrency limits (key, limit, scope) that apply to `call`."""
         own = self.key_limits.get(call.key.key_id)
+        if own is None and (call.key.rpm or call.key.tpm):
+            own = Limits(rpm=call.key.rpm, tpm=call.key.tpm)  # a key made through the admin API
         key_limits = own if own is not None else self.config.default
         kid = call.key.key_id
         buckets: list[Bucket] = []
@@ -323,8 +325,9 @@ def _limit_headers(buckets: list[Bucket], states: list[tuple[int, int, int]]) ->
     return headers
 
 
-def rate_limit_stage(config: GatewayConfig, store: Store) -> RateLimitStage | None:
-    """The stage for `config`, or None when no key, default or model has a limit.
+def rate_limit_stage(config: GatewayConfig, store: Store) -> RateLimitStage:
+    """The stage for `config`; with no limit anywhere it lets every request through at the cost of one
+    lookup (built anyway: a key made through the admin API may bring its own limits at any time).
 
     Limits set on a key apply even without a `features.rate_limit` section: a set limit is never ignored.
     """
@@ -336,6 +339,4 @@ def rate_limit_stage(config: GatewayConfig, store: Store) -> RateLimitStage | No
         for k in config.auth.keys
         if k.rpm or k.tpm or k.max_concurrent
     }
-    if not key_limits and not feature.models and feature.default == Limits():
-        return None
     return RateLimitStage(feature, key_limits, store)

@@ -18,6 +18,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from gateway.admin.directory import authenticate
 from gateway.embedding_format import client_answer, float_request
 from gateway.errors import GatewayError, body_too_large, invalid_request, state_store_unavailable
 from gateway.logging import log_error
@@ -174,7 +175,7 @@ async def begin(gateway: Gateway, request: Request) -> tuple[Runtime, KeyIdentit
     if not gateway.started:
         await gateway.start()
     runtime = gateway.snapshot(request)
-    key = runtime.keys.authenticate(request.headers)
+    key = await authenticate(runtime.keys, gateway.admin.directory, request.headers)
     request.scope["state"]["key"] = key.name
     return runtime, key
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, cast
@@ -106,8 +107,23 @@ async def _summary(ledger: Ledger, group_by: GroupBy | None, since: float | None
         raise ledger_unavailable(exc) from None
 
 
-def add_routes(admin: APIRouter, gateway: Gateway) -> None:
-    """Register ``/admin/usage``, ``/admin/usage/requests/{id}`` and ``/admin/budgets`` on ``admin``."""
+def add_routes(
+    admin: APIRouter, gateway: Gateway, dependencies: dict[str, Sequence[Any]] | None = None
+) -> None:
+    """Register ``/usage``, ``/usage/requests/{id}`` and ``/budgets`` on ``admin`` (``/admin`` and
+    ``/admin/v1``); ``dependencies`` maps ``usage`` and ``budgets`` to each group's extra dependencies (the
+    admin API's scopes)."""
+    usage, request_usage, budgets = endpoints(gateway)
+    extra = dependencies or {}
+    admin.add_api_route("/usage", usage, methods=["GET"], dependencies=extra.get("usage"))
+    admin.add_api_route(
+        "/usage/requests/{request_id}", request_usage, methods=["GET"], dependencies=extra.get("usage")
+    )
+    admin.add_api_route("/budgets", budgets, methods=["GET"], dependencies=extra.get("budgets"))
+
+
+def endpoints(gateway: Gateway) -> tuple[Callable[..., Awaitable[Any]], ...]:
+    """The usage, request-usage and budgets endpoints over ``gateway``'s ledger and budget stage."""
 
     def usage_stage() -> UsageStage:
         return next(s for s in gateway.stages if isinstance(s, UsageStage))
@@ -176,9 +192,7 @@ def add_routes(admin: APIRouter, gateway: Gateway) -> None:
         zone = stage.zone if stage is not None else usage_stage().timezone
         return {"timezone": str(zone), "budgets": await stage.report() if stage is not None else []}
 
-    admin.add_api_route("/usage", usage, methods=["GET"])
-    admin.add_api_route("/usage/requests/{request_id}", request_usage, methods=["GET"])
-    admin.add_api_route("/budgets", budgets, methods=["GET"])
+    return usage, request_usage, budgets
 
 
 def metrics_router(gateway: Gateway) -> APIRouter:

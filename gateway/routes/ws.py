@@ -30,6 +30,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from gateway.admin.directory import identify_key
 from gateway.auth import key_digest
 from gateway.errors import GatewayError, bad_key, invalid_request, state_store_unavailable
 from gateway.logging import log_error
@@ -214,7 +215,7 @@ class Connection:
         runtime.acquire()
         self.gateway.activity.enter()
         try:
-            key = runtime.keys.identify_digest(self._digest)
+            key = await identify_key(runtime.keys, self.gateway.admin.directory, self._digest)
             if key is None:
                 await self.error(request_id, bad_key("The API key is no longer valid."))
                 await self.send_close(CLOSE_BAD_KEY, "API key revoked")
@@ -342,7 +343,10 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
         # Accept first, so that a bad key gets a close code a client can read (4401), not a bare 403.
         await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
         secret = presented_ws_key(websocket)
-        if secret is None or gateway.runtime.keys.identify(secret) is None:
+        if (
+            secret is None
+            or await identify_key(gateway.runtime.keys, gateway.admin.directory, key_digest(secret)) is None
+        ):
             await websocket.close(CLOSE_BAD_KEY, "invalid or missing API key")
             return
         if gateway.activity.draining:

@@ -95,6 +95,27 @@ CASES = [
         ("gateway/websocket.md", "tutorial/websocket.md"),
         ("/v1/ws/chat", "chat.request", "4401", "1009"),
     ),
+    case(
+        "admin-api",
+        8,
+        ("gateway/admin-api.md",),
+        (
+            "/admin/v1/keys",
+            "keys:write",
+            "admin.keys",
+            "Idempotency-Key",
+            "If-Match",
+            "next_cursor",
+            "/rotate",
+            "/admin/v1/audit",
+            "/admin/v1/openapi.json",
+            "/key/generate",
+            "/spend/logs",
+            "Migrating from LiteLLM",
+            "sync_interval_s",
+            "failed_auth_limit",
+        ),
+    ),
 ]
 
 

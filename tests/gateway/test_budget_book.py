@@ -167,3 +167,20 @@ async def test_settle_only_gives_back_its_own_reservation(store: Store) -> None:
     assert await book.settle(first, 5, NOW) == [(5, 50)]
     assert await book.settle(first, 0, NOW) == [(5, 50)]  # nothing left to give back for `first`
     assert await book.settle(second, 20, NOW) == [(25, 0)]
+
+
+async def test_reset_zeroes_spend_but_keeps_reservations_in_flight(store: Store) -> None:
+    book = BudgetBook(store)
+    budget = slot(100)
+    done = await book.reserve([budget], 40, NOW)
+    await book.settle(done, 40, NOW)
+    in_flight = await book.reserve([budget], 50, NOW)
+    assert await book.reset(budget, NOW) == 50
+    assert await book.read([budget]) == [(0, 50)]
+    # The reservation settles as usual after the reset, and a restore cannot bring the old spend back.
+    assert await book.settle(in_flight, 10, NOW) == [(10, 0)]
+    assert not await book.restore(budget, 40, NOW)
+    fresh = slot(100)
+    assert await book.reset(fresh, NOW) == 0
+    assert not await book.restore(fresh, 70, NOW)
+    assert await book.read([fresh]) == [(0, 0)]

@@ -1,0 +1,48 @@
+"""The admin API's request bodies: strict pydantic models (unknown fields are errors naming the field)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from gateway.features.budgets import BudgetConfig
+
+MAX_GRACE_S = 30 * 86400
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KeyCreate(_Body):
+    """``POST /admin/v1/keys``."""
+
+    name: str = Field(min_length=1, max_length=200)
+    models: list[str] | Literal["*"] = "*"
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    budget: BudgetConfig | None = None
+    team: str | None = Field(default=None, min_length=1, max_length=200)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    expires_at: AwareDatetime | None = Field(default=None, description="ISO 8601 with a time zone")
+
+
+class KeyUpdate(_Body):
+    """``PATCH /admin/v1/keys/{id}``: only the fields sent change; ``null`` clears a field."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    models: list[str] | Literal["*"] | None = None
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    budget: BudgetConfig | None = None
+    team: str | None = Field(default=None, min_length=1, max_length=200)
+    metadata: dict[str, Any] | None = None
+    expires_at: AwareDatetime | None = None
+
+
+class KeyRotate(_Body):
+    """``POST /admin/v1/keys/{id}/rotate``: how long the old secret keeps working (default
+    ``admin.rotation_grace_s``)."""
+
+    grace_period_s: int | None = Field(default=None, ge=0, le=MAX_GRACE_S)
