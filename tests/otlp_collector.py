@@ -9,6 +9,8 @@ reads what a real collector would have received.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -111,6 +113,11 @@ def grpc_collector() -> Iterator[Collector]:
         yield box["collector"]
     finally:
         if "server" in box:
-            asyncio.run_coroutine_threadsafe(box["server"].stop(None), loop).result(timeout=STOP_SECONDS)
+            stopping = asyncio.run_coroutine_threadsafe(box["server"].stop(None), loop)
+            # What the tests check was received before this point; a stop slowed by a busy machine (seen
+            # in the full suite) must not fail them. The thread is a daemon: it cannot outlive the run.
+            with contextlib.suppress(concurrent.futures.TimeoutError):
+                stopping.result(timeout=STOP_SECONDS * 3)
         thread.join(timeout=STOP_SECONDS)
-        loop.close()
+        if not thread.is_alive():
+            loop.close()
