@@ -10,7 +10,7 @@ the pipeline handles: answers, cache hits, rate-limit and budget refusals, upstr
   carries the most it can cost (prompt bound plus ``max_tokens``) with ``x-gateway-cost-final: false``,
   and its real cost rides in the final usage chunk as ``usage.cost_usd`` (sent when the client asked for
   ``stream_options.include_usage``). Complete responses carry ``usage.cost_usd`` as well;
-- queues one :class:`~gateway.ledger.UsageRecord` for the SQLite ledger.
+- queues one :class:`~gateway.ledger.UsageRecord` for the usage ledger (whatever its sink).
 
 The budgets stage settles with the same numbers: :func:`account` computes a request's accounting once and
 keeps it on the call, so the ledger, the header and the budget always agree.
@@ -47,6 +47,7 @@ from gateway.token_estimate import (
     estimate_text_tokens,
     max_prompt_tokens,
 )
+from gateway.usage_sink import open_sink
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig, ModelConfig, RouteConfig
@@ -56,7 +57,6 @@ logger = logging.getLogger("gateway.usage")
 COST_HEADER = "x-gateway-cost-usd"
 COST_FINAL_HEADER = "x-gateway-cost-final"
 USAGE_SOURCE_HEADER = "x-gateway-usage-source"
-DEFAULT_DATABASE = "gateway-usage.sqlite3"
 
 Clock = Callable[[], datetime]
 
@@ -218,6 +218,19 @@ class Accounting:
     status: int
     cache_hit: bool
     route: str | None
+    # Prompt tokens the upstream served from its own prompt cache (``prompt_tokens_details.cached_tokens``).
+    cached_tokens: int = 0
+    # A response-cache hit: what its tokens would have cost on the model's first route.
+    avoided_cost_nanos: int = 0
+
+
+def cached_prompt_tokens(usage: dict[str, Any] | None) -> int:
+    """``usage.prompt_tokens_details.cached_tokens`` when it is a sane count, else 0 (untrusted input)."""
+    details = usage.get("prompt_tokens_details") if usage is not None else None
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    if isinstance(cached, int) and not isinstance(cached, bool) and cached >= 0:
+        return cached
+    return 0
 
 
 _ACCOUNTING = "usage.accounting"
@@ -225,9 +238,12 @@ _METER = "usage.meter"
 _TTFT = "usage.ttft_ms"
 
 
+CACHE_HEADER = "x-gateway-cache"
+
+
 def cache_hit(call: Call) -> bool:
     """Whether the cache answered ``call`` (the cache stage's ``x-gateway-cache: HIT``)."""
-    return call.response_headers.get("x-gateway-cache", "").upper() == "HIT"
+    return call.response_headers.get(CACHE_HEADER, "").upper() == "HIT"
 
 
 def stream_meter(call: Call, stream: Stream) -> StreamMeter:
@@ -280,9 +296,13 @@ def account(call: Call, result: Result | None, pricing: Pricing, *, status: int 
         prompt = _estimated_prompt(call)
         completion = meter.completion_tokens() if meter is not None else 0
         source = "estimated"
-    cost = 0
+    cost = avoided = 0
     if route is not None and not hit and source != "none":
         cost = cost_nanos(pricing.price(call.model_config, route), prompt, completion)
+    if hit and source != "none" and call.model_config.routes:
+        avoided = cost_nanos(
+            pricing.price(call.model_config, call.model_config.routes[0]), prompt, completion
+        )
     accounting = Accounting(
         prompt_tokens=prompt,
         completion_tokens=completion,
@@ -291,6 +311,8 @@ def account(call: Call, result: Result | None, pricing: Pricing, *, status: int 
         status=status,
         cache_hit=hit,
         route=f"{route.provider}/{route.model or call.model}" if route is not None else None,
+        cached_tokens=min(cached_prompt_tokens(usage), prompt) if isinstance(counts, tuple) else 0,
+        avoided_cost_nanos=avoided,
     )
     call.scratch[_ACCOUNTING] = accounting
     return accounting
@@ -407,7 +429,8 @@ class UsageStage:
         try:
             result = await next(call)
         except GatewayError as exc:
-            self._finish(call, arrived, account(call, None, self.pricing, status=exc.status))
+            accounting = account(call, None, self.pricing, status=exc.status)
+            self._finish(call, arrived, accounting, error_code=exc.code)
             raise
         except BaseException as exc:  # a bug (500) or a cancelled request (499)
             self._finish(call, arrived, account(call, None, self.pricing, status=ending_status(exc)))
@@ -438,7 +461,15 @@ class UsageStage:
 
         return stream.pipe(lambda chunks: FinalizingIterator(chunks, on_end, add_cost))
 
-    def _finish(self, call: Call, arrived: datetime, accounting: Accounting, *, header: bool = True) -> None:
+    def _finish(
+        self,
+        call: Call,
+        arrived: datetime,
+        accounting: Accounting,
+        *,
+        header: bool = True,
+        error_code: str | None = None,
+    ) -> None:
         if header:
             call.response_headers[COST_HEADER] = format_usd(accounting.cost_nanos)
             if accounting.source != "none":
@@ -462,6 +493,12 @@ class UsageStage:
             cache_hit=accounting.cache_hit,
             attempts=call.attempts,
             ttft_ms=call.scratch.get(_TTFT),
+            cached_tokens=accounting.cached_tokens,
+            avoided_cost_nanos=accounting.avoided_cost_nanos,
+            cache_status=call.response_headers.get(CACHE_HEADER),
+            error_code=error_code,
+            overhead_ms=round(call.overhead_ms(), 3),
+            region=call.route.region if call.route is not None else None,
         )
         self.ledger.record(record)
         self.metrics.observe(record)
@@ -483,7 +520,7 @@ def usage_stage(
     for route in pricing.unpriced(config.models):
         logger.warning("no price for route %s: its requests cost 0 and use no budget", route)
     return UsageStage(
-        ledger if ledger is not None else Ledger(config.usage.database or DEFAULT_DATABASE),
+        ledger if ledger is not None else Ledger(open_sink(config.usage)),
         pricing,
         settings.zone,
         default_max_tokens=settings.default_max_tokens,

@@ -1,0 +1,200 @@
+"""The PostgreSQL usage sink: one ledger shared by every replica, so any replica's ``/admin/usage`` (and the
+budgets' restore at start) sees the traffic of all of them.
+
+Built on ``asyncpg``: it is asyncio-native with a connection pool of its own (psycopg 3 needs the separate
+``psycopg_pool`` package for one) and its binary ``COPY`` (``copy_records_to_table``) writes a batch in one
+round trip, so the writer holds a pooled connection for the shortest time. Writes run on the ledger's
+background task, never on the request path.
+
+Schema versions are recorded in ``usage_schema_versions`` (one row per applied migration, with its time).
+Migrations run at start in one transaction under a transaction-level advisory lock, so replicas starting
+together apply each migration exactly once; a database at a newer version than this gateway knows is refused.
+
+The URL's password never leaves this module: ``location`` and every error carry the redacted URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import astuple
+from typing import TYPE_CHECKING, Any
+
+from gateway import usage_sql
+from gateway.usage_record import COLUMNS, LedgerError, LedgerUnavailable, UsageRecord, record_from_row
+from gateway.usage_sink import redact_url
+
+if TYPE_CHECKING:
+    import asyncpg
+
+logger = logging.getLogger("gateway.usage")
+
+_V1 = [
+    """CREATE TABLE IF NOT EXISTS usage (
+    id BIGSERIAL PRIMARY KEY,
+    ts DOUBLE PRECISION NOT NULL,
+    day TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    key_name TEXT NOT NULL,
+    team TEXT,
+    model TEXT NOT NULL,
+    route TEXT,
+    endpoint TEXT NOT NULL,
+    stream BOOLEAN NOT NULL,
+    prompt_tokens BIGINT NOT NULL,
+    completion_tokens BIGINT NOT NULL,
+    usage_source TEXT NOT NULL,
+    cost_nanos BIGINT NOT NULL,
+    latency_ms DOUBLE PRECISION NOT NULL,
+    status INTEGER NOT NULL,
+    cache_hit BOOLEAN NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    ttft_ms DOUBLE PRECISION,
+    cached_tokens BIGINT NOT NULL DEFAULT 0,
+    avoided_cost_nanos BIGINT NOT NULL DEFAULT 0,
+    cache_status TEXT,
+    error_code TEXT,
+    overhead_ms DOUBLE PRECISION,
+    region TEXT
+)""",
+    "CREATE INDEX IF NOT EXISTS usage_ts ON usage (ts)",
+    "CREATE INDEX IF NOT EXISTS usage_key_ts ON usage (key_name, ts)",
+    "CREATE INDEX IF NOT EXISTS usage_team_ts ON usage (team, ts)",
+    "CREATE INDEX IF NOT EXISTS usage_request_key ON usage (request_id, key_name)",
+]
+MIGRATIONS: list[list[str]] = [_V1]
+"""Migration ``n`` (1-based) brings the database from version n-1 to n. Append, never edit."""
+SCHEMA_VERSION = len(MIGRATIONS)
+# Any constant: the advisory lock's key, shared by every gateway migrating the same database.
+_MIGRATION_LOCK = 0x6761_7465_7761_79
+
+
+async def migrate(conn: asyncpg.Connection) -> int:
+    """Bring the schema to :data:`SCHEMA_VERSION` (in one transaction); returns the version it was at."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS usage_schema_versions "
+            "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        version = int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM usage_schema_versions"))
+        if version > SCHEMA_VERSION:
+            raise LedgerError(
+                f"its schema version {version} is newer than this gateway's ({SCHEMA_VERSION}); "
+                "upgrade the gateway"
+            )
+        for number in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[number - 1]:
+                await conn.execute(statement)
+            await conn.execute("INSERT INTO usage_schema_versions (version) VALUES ($1)", number)
+    return version
+
+
+class PostgresSink:
+    """The ledger in the PostgreSQL database at ``url`` (``postgresql://user:password@host:port/db``).
+
+    ``spill_path``: where the ledger spills batches while the server is unreachable (None keeps them in
+    the ledger's bounded memory queue). Give each replica its own: a spill file is replayed by its owner.
+    """
+
+    def __init__(
+        self, url: str, *, spill_path: str | None = None, pool_size: int = 4, timeout: float = 10.0
+    ) -> None:
+        self._url = url
+        self.location = redact_url(url)
+        self.spill_path = spill_path
+        self.reopened = 0
+        self.pool_size = pool_size
+        self.timeout = timeout
+        self._pool: asyncpg.Pool | None = None
+        self._lock = asyncio.Lock()
+
+    def _error(self, exc: BaseException) -> str:
+        # asyncpg's messages name the host and user, never the password; the URL is redacted anyway.
+        return f"{type(exc).__name__}: {exc}".replace(self._url, self.location)[:300]
+
+    async def start(self) -> None:
+        """Open the pool and migrate; :class:`LedgerError` when the server cannot be reached or refuses."""
+        import asyncpg
+
+        async with self._lock:
+            if self._pool is not None:
+                return
+            try:
+                pool = await asyncpg.create_pool(
+                    self._url,
+                    min_size=1,
+                    max_size=self.pool_size,
+                    timeout=self.timeout,
+                    command_timeout=self.timeout,
+                )
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, ValueError) as exc:
+                raise LedgerError(
+                    f"cannot open the usage ledger '{self.location}': {self._error(exc)}"
+                ) from None
+            try:
+                async with pool.acquire() as conn:
+                    await migrate(conn)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, LedgerError) as exc:
+                await pool.close()
+                raise LedgerError(
+                    f"cannot open the usage ledger '{self.location}': {self._error(exc)}"
+                ) from None
+            self._pool = pool
+
+    def _open_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise LedgerUnavailable(f"the usage ledger '{self.location}' is not open")
+        return self._pool
+
+    async def write_batch(self, records: Sequence[UsageRecord]) -> None:
+        """``COPY`` ``records`` into ``usage`` (one statement, so all or none); raises on any failure."""
+        if not records:
+            return
+        async with self._open_pool().acquire(timeout=self.timeout) as conn:
+            await conn.copy_records_to_table(
+                "usage",
+                records=[astuple(record) for record in records],
+                columns=COLUMNS,
+                timeout=self.timeout,
+            )
+
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        import asyncpg
+
+        try:
+            return list(await self._open_pool().fetch(sql, *params, timeout=self.timeout))
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            raise LedgerUnavailable(
+                f"the usage ledger '{self.location}' cannot be read: {self._error(exc)}"
+            ) from None
+
+    async def spend_nanos(self, *, key_name: str | None, team: str | None, since: float) -> int:
+        """Total cost since ``since`` of one key or team, over every replica's records."""
+        column, value = ("key_name", key_name) if key_name is not None else ("team", team)
+        sql, params = usage_sql.spend(usage_sql.dollar, column, value or "", since)
+        return int((await self._fetch(sql, params))[0][0])
+
+    async def summary(
+        self, group_by: Sequence[str], *, since: float | None, until: float | None, key_name: str | None
+    ) -> list[dict[str, Any]]:
+        """Aggregates per group in ``[since, until)`` (see :func:`gateway.usage_sql.summary`)."""
+        sql, params = usage_sql.summary(
+            usage_sql.dollar, group_by, since=since, until=until, key_name=key_name
+        )
+        return usage_sql.summary_rows(group_by, await self._fetch(sql, params))
+
+    async def records(self, *, request_id: str | None, key_name: str | None, limit: int) -> list[UsageRecord]:
+        """The newest ``limit`` records of one request and/or key."""
+        sql, params = usage_sql.records(
+            usage_sql.dollar, request_id=request_id, key_name=key_name, limit=limit, newest="id"
+        )
+        return [record_from_row(row) for row in await self._fetch(sql, params)]
+
+    async def close(self) -> None:
+        """Close the pool (waiting for connections in use)."""
+        async with self._lock:
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                await pool.close()
