@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from types import TracebackType
 
@@ -121,6 +122,18 @@ class PostgresServer:
             check=False,
         )
         return result.returncode == 0
+
+    def create_database(self) -> str:
+        """A new empty database of its own (for one test); returns its URL."""
+        name = f"test_{uuid.uuid4().hex[:12]}"
+        result = subprocess.run(
+            [str(self.bin / "psql"), "-q", "-d", self.url, "-c", f'CREATE DATABASE "{name}"'],
+            capture_output=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"CREATE DATABASE failed: {result.stderr.decode(errors='replace').strip()}")
+        return self.url.rsplit("/", 1)[0] + "/" + name
 
     def stop(self) -> None:
         """Stop the server (a fast shutdown) and wait for it to exit."""
