@@ -39,7 +39,7 @@ from gateway.providers.registry import build_providers
 from gateway.stores import Store, open_store
 from gateway.tls import upstream_transport
 from gateway.transport import default_transport
-from gateway.usage_sink import open_sink
+from gateway.usage_sink import open_ledger
 
 if TYPE_CHECKING:
     from gateway.providers.base import Provider
@@ -59,7 +59,7 @@ class SharedState:
     @classmethod
     def open(cls, config: GatewayConfig) -> SharedState:
         """The store named by ``config.state`` and the ledger writing to the sink ``config.usage`` names."""
-        ledger = Ledger(open_sink(config.usage))
+        ledger = open_ledger(config.usage)
         return cls(open_store(config.state), ledger, UsageMetrics())
 
 

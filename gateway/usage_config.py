@@ -28,7 +28,8 @@ class UsageConfig(BaseModel):
     ``sink`` is ``sqlite`` (default: ``database``, a file path relative to the working directory or
     ``":memory:"``, unset meaning ``gateway-usage.sqlite3``), ``postgres`` (``postgres_url``, shared by every
     replica) or ``jsonl`` (``jsonl_path``, appended for a log shipper). ``spill_path`` is where batches the
-    sink refused wait (default ``<database>-spill.jsonl`` for SQLite; none, so memory, for the others).
+    sink refused wait (default ``<database>-spill.jsonl`` for SQLite; none, so memory, for the others);
+    ``queue_size`` bounds the records waiting in memory.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -38,6 +39,9 @@ class UsageConfig(BaseModel):
     postgres_url: str | None = Field(default=None, validate_default=True)
     jsonl_path: str | None = Field(default=None, validate_default=True)
     spill_path: str | None = None
+    # Records waiting in memory at most (while the sink and the spill file refuse them); beyond it the
+    # oldest are dropped and counted in gateway_usage_dropped_total. A record is a few hundred bytes.
+    queue_size: int = Field(default=100_000, gt=0)
 
     @field_validator("database")
     @classmethod

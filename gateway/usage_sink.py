@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from gateway.usage_record import UsageRecord
 
 if TYPE_CHECKING:
+    from gateway.ledger import Ledger
     from gateway.usage_config import UsageConfig
 
 
@@ -79,6 +80,13 @@ def redact_url(url: str) -> str:
 
 
 DEFAULT_DATABASE = "gateway-usage.sqlite3"
+
+
+def open_ledger(config: UsageConfig) -> Ledger:
+    """The ledger ``config`` describes: its sink and the bound on its queue (not started)."""
+    from gateway.ledger import Ledger
+
+    return Ledger(open_sink(config), max_pending=config.queue_size)
 
 
 def open_sink(config: UsageConfig) -> UsageSink:

@@ -47,7 +47,7 @@ from gateway.token_estimate import (
     estimate_text_tokens,
     max_prompt_tokens,
 )
-from gateway.usage_sink import open_sink
+from gateway.usage_sink import open_ledger
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig, ModelConfig, RouteConfig
@@ -224,13 +224,14 @@ class Accounting:
     avoided_cost_nanos: int = 0
 
 
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
 def cached_prompt_tokens(usage: dict[str, Any] | None) -> int:
     """``usage.prompt_tokens_details.cached_tokens`` when it is a sane count, else 0 (untrusted input)."""
     details = usage.get("prompt_tokens_details") if usage is not None else None
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
-    if isinstance(cached, int) and not isinstance(cached, bool) and cached >= 0:
-        return cached
-    return 0
+    return _count(details.get("cached_tokens") if isinstance(details, dict) else None)
 
 
 _ACCOUNTING = "usage.accounting"
@@ -299,9 +300,12 @@ def account(call: Call, result: Result | None, pricing: Pricing, *, status: int 
     cost = avoided = 0
     if route is not None and not hit and source != "none":
         cost = cost_nanos(pricing.price(call.model_config, route), prompt, completion)
-    if hit and source != "none" and call.model_config.routes:
+    saved = call.scratch.get("cache.saved_usage")  # the cache stage's saved_* counts of a hit
+    if hit and isinstance(saved, dict) and call.model_config.routes:
         avoided = cost_nanos(
-            pricing.price(call.model_config, call.model_config.routes[0]), prompt, completion
+            pricing.price(call.model_config, call.model_config.routes[0]),
+            _count(saved.get("saved_prompt_tokens")),
+            _count(saved.get("saved_completion_tokens")),
         )
     accounting = Accounting(
         prompt_tokens=prompt,
@@ -520,7 +524,7 @@ def usage_stage(
     for route in pricing.unpriced(config.models):
         logger.warning("no price for route %s: its requests cost 0 and use no budget", route)
     return UsageStage(
-        ledger if ledger is not None else Ledger(open_sink(config.usage)),
+        ledger if ledger is not None else open_ledger(config.usage),
         pricing,
         settings.zone,
         default_max_tokens=settings.default_max_tokens,

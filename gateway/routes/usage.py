@@ -201,6 +201,7 @@ def add_routes(admin: APIRouter, gateway: Gateway) -> None:
         for record in records:
             row = asdict(record)
             row["cost_usd"] = format_usd(row.pop("cost_nanos"))
+            row["avoided_cost_usd"] = format_usd(row.pop("avoided_cost_nanos"))
             row["time"] = datetime.fromtimestamp(row.pop("ts"), usage_stage().timezone).isoformat()
             out.append(row)
         return {"request_id": request_id, "key": key, "records": out}
