@@ -33,6 +33,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from gateway.ledger_spill import SpillFile
@@ -63,6 +64,8 @@ __all__ = [
 logger = logging.getLogger("gateway.usage")
 
 DROP_LOG_SECONDS = 60.0  # at most one "records dropped" log line per this many seconds
+PRUNE_SECONDS = 3600.0  # retention runs hourly
+PRUNE_BATCH = 1000  # raw rows deleted per transaction, so a large backlog never holds the writer long
 
 
 @dataclass
@@ -104,6 +107,7 @@ class Ledger:
         batch_size: int = 256,
         flush_interval: float = 0.5,
         max_pending: int = 100_000,
+        retention_days: int | None = None,
         connect: Connect | None = None,
         spill_path: str | None = None,
     ) -> None:
@@ -111,6 +115,7 @@ class Ledger:
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.max_pending = max_pending
+        self.retention_days = retention_days
         self.health = LedgerHealth()
         spill = spill_path or self.sink.spill_path
         self._spill = SpillFile(spill) if spill else None
@@ -121,6 +126,7 @@ class Ledger:
         self._closing = False
         self._closed = False
         self._started = False
+        self._next_prune = 0.0  # monotonic time of the next retention run (the first: soon after start)
         self._drop_logged_at: float | None = None
         self._drops_unlogged = 0
 
@@ -201,6 +207,12 @@ class Ledger:
                 await self.flush()
             except Exception as exc:  # flush handles its own errors; this keeps the loop alive regardless
                 logger.error("usage ledger writer error: %s", type(exc).__name__)
+            if self.retention_days is not None and time.monotonic() >= self._next_prune:
+                self._next_prune = time.monotonic() + PRUNE_SECONDS
+                try:
+                    await self.prune()
+                except Exception as exc:  # retry next hour; the raw rows only take some more room meanwhile
+                    logger.error("usage ledger retention failed: %s: %s", type(exc).__name__, exc)
 
     async def flush(self) -> bool:
         """Write every queued record now, in one transaction; True when the sink has them all.
@@ -329,6 +341,38 @@ class Ledger:
         """
         await self._ready()
         return await self.sink.summary(list(group_by), since=since, until=until, key_name=key_name)
+
+    async def daily_summary(
+        self,
+        group_by: Sequence[GroupBy] = (),
+        *,
+        first_day: str | None = None,
+        last_day: str | None = None,
+        key_name: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """:meth:`summary` of the whole days ``[first_day, last_day]`` (ISO dates, None: unbounded), read from
+        the daily rollup, which keeps the days whose raw rows retention deleted."""
+        await self._ready()
+        return await self.sink.daily_summary(
+            list(group_by), first_day=first_day, last_day=last_day, key_name=key_name
+        )
+
+    async def prune(self, today: date | None = None) -> int:
+        """Delete the raw records of days older than ``retention_days`` before ``today`` (UTC), in small
+        transactions; the daily rollup keeps their totals. Returns how many were deleted."""
+        if self.retention_days is None or not self._started:
+            return 0
+        before = ((today or datetime.now(UTC).date()) - timedelta(days=self.retention_days)).isoformat()
+        deleted = 0
+        while True:
+            count = await self.sink.prune(before, PRUNE_BATCH)
+            deleted += count
+            if count < PRUNE_BATCH:
+                break
+            await asyncio.sleep(0)  # let requests and the writer in between batches
+        if deleted:
+            logger.info("usage ledger retention: %d records of days before %s deleted", deleted, before)
+        return deleted
 
     async def records(
         self, *, request_id: str | None = None, key_name: str | None = None, limit: int = 100

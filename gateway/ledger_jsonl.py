@@ -73,5 +73,15 @@ class JsonlSink:
         """Not available: raises :class:`LedgerNotQueryable`."""
         raise self._not_queryable()
 
+    async def daily_summary(
+        self, group_by: Sequence[str], *, first_day: str | None, last_day: str | None, key_name: str | None
+    ) -> list[dict[str, Any]]:
+        """Not available: raises :class:`LedgerNotQueryable`."""
+        raise self._not_queryable()
+
+    async def prune(self, before_day: str, limit: int) -> int:
+        """Nothing to delete: the log shipper's own retention (and the rotator) owns the file."""
+        return 0
+
     async def close(self) -> None:
         """Nothing stays open between batches."""

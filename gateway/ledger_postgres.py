@@ -63,7 +63,9 @@ _V1 = [
     "CREATE INDEX IF NOT EXISTS usage_team_ts ON usage (team, ts)",
     "CREATE INDEX IF NOT EXISTS usage_request_key ON usage (request_id, key_name)",
 ]
-MIGRATIONS: list[list[str]] = [_V1]
+# The daily rollup (filled from the rows already there) and how far retention has deleted raw rows.
+_V2 = [usage_sql.rollup_table("BIGINT"), usage_sql.ROLLUP_BACKFILL, usage_sql.PRUNED_TABLE]
+MIGRATIONS: list[list[str]] = [_V1, _V2]
 """Migration ``n`` (1-based) brings the database from version n-1 to n. Append, never edit."""
 SCHEMA_VERSION = len(MIGRATIONS)
 # Any constant: the advisory lock's key, shared by every gateway migrating the same database.
@@ -89,6 +91,9 @@ async def migrate(conn: asyncpg.Connection) -> int:
                 await conn.execute(statement)
             await conn.execute("INSERT INTO usage_schema_versions (version) VALUES ($1)", number)
     return version
+
+
+_UPSERT = usage_sql.rollup_upsert(usage_sql.dollar)
 
 
 class PostgresSink:
@@ -149,16 +154,17 @@ class PostgresSink:
         return self._pool
 
     async def write_batch(self, records: Sequence[UsageRecord]) -> None:
-        """``COPY`` ``records`` into ``usage`` (one statement, so all or none); raises on any failure."""
+        """``COPY`` ``records`` into ``usage`` and add them to the rollup, in one transaction."""
         if not records:
             return
-        async with self._open_pool().acquire(timeout=self.timeout) as conn:
+        async with self._open_pool().acquire(timeout=self.timeout) as conn, conn.transaction():
             await conn.copy_records_to_table(
                 "usage",
                 records=[astuple(record) for record in records],
                 columns=COLUMNS,
                 timeout=self.timeout,
             )
+            await conn.executemany(_UPSERT, usage_sql.rollup_rows(records), timeout=self.timeout)
 
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
         import asyncpg
@@ -174,7 +180,30 @@ class PostgresSink:
         """Total cost since ``since`` of one key or team, over every replica's records."""
         column, value = ("key_name", key_name) if key_name is not None else ("team", team)
         sql, params = usage_sql.spend(usage_sql.dollar, column, value or "", since)
-        return int((await self._fetch(sql, params))[0][0])
+        total = int((await self._fetch(sql, params))[0][0])
+        pruned = await self._fetch("SELECT before_day FROM usage_pruned WHERE id = 1", ())
+        if pruned and since < usage_sql.pruned_horizon(pruned[0][0]):
+            sql, params = usage_sql.pruned_spend(usage_sql.dollar, column, value or "", pruned[0][0])
+            total += int((await self._fetch(sql, params))[0][0])
+        return total
+
+    async def daily_summary(
+        self, group_by: Sequence[str], *, first_day: str | None, last_day: str | None, key_name: str | None
+    ) -> list[dict[str, Any]]:
+        """Aggregates per group of the whole days ``[first_day, last_day]``, from the rollup."""
+        sql, params = usage_sql.daily_summary(
+            usage_sql.dollar, group_by, first_day=first_day, last_day=last_day, key_name=key_name
+        )
+        return usage_sql.summary_rows(group_by, await self._fetch(sql, params))
+
+    async def prune(self, before_day: str, limit: int) -> int:
+        """Delete at most ``limit`` raw rows of days before ``before_day``; how many were deleted."""
+        delete, params = usage_sql.prune(usage_sql.dollar, before_day, limit)
+        mark, mark_params = usage_sql.record_pruned(usage_sql.dollar, before_day)
+        async with self._open_pool().acquire(timeout=self.timeout) as conn, conn.transaction():
+            status = await conn.execute(delete, *params, timeout=self.timeout)
+            await conn.execute(mark, *mark_params, timeout=self.timeout)
+        return int(status.split()[-1])  # "DELETE n"
 
     async def summary(
         self, group_by: Sequence[str], *, since: float | None, until: float | None, key_name: str | None

@@ -70,10 +70,13 @@ _V2 = [
     "ALTER TABLE usage ADD COLUMN overhead_ms REAL",
     "ALTER TABLE usage ADD COLUMN region TEXT",
 ]
-MIGRATIONS: list[list[str]] = [_V1, _V2]
+# The daily rollup (filled from the rows already there) and how far retention has deleted raw rows.
+_V3 = [usage_sql.rollup_table("INTEGER"), usage_sql.ROLLUP_BACKFILL, usage_sql.PRUNED_TABLE]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
 """Migration ``n`` (1-based) brings a file from ``user_version`` n-1 to n. Append, never edit."""
 SCHEMA_VERSION = len(MIGRATIONS)
 
+_UPSERT = usage_sql.rollup_upsert(usage_sql.qmark)
 _INSERT = f"INSERT INTO usage ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
 
 Connect = Callable[[str], sqlite3.Connection]
@@ -114,11 +117,12 @@ def migrate(conn: sqlite3.Connection) -> int:
 
 
 def write(conn: sqlite3.Connection, batch: Sequence[UsageRecord]) -> None:
-    """Insert ``batch`` in one transaction."""
+    """Insert ``batch`` and add it to the daily rollup, in one transaction."""
     rows = [astuple(record) for record in batch]
     conn.execute("BEGIN")
     try:
         conn.executemany(_INSERT, rows)
+        conn.executemany(_UPSERT, usage_sql.rollup_rows(batch))
     except BaseException:
         conn.execute("ROLLBACK")
         raise
@@ -250,10 +254,44 @@ class SQLiteSink:
                 raise LedgerUnavailable(f"the usage ledger '{self.path}' cannot be read: {exc}") from None
 
     async def spend_nanos(self, *, key_name: str | None, team: str | None, since: float) -> int:
-        """Total cost since ``since`` of one key or team."""
+        """Total cost since ``since`` of one key or team (the rollup adds days retention deleted)."""
         column, value = ("key_name", key_name) if key_name is not None else ("team", team)
         sql, params = usage_sql.spend(usage_sql.qmark, column, value or "", since)
-        return int((await self._query(sql, params))[0][0])
+        total = int((await self._query(sql, params))[0][0])
+        pruned = await self._query("SELECT before_day FROM usage_pruned WHERE id = 1", ())
+        if pruned and since < usage_sql.pruned_horizon(pruned[0][0]):
+            sql, params = usage_sql.pruned_spend(usage_sql.qmark, column, value or "", pruned[0][0])
+            total += int((await self._query(sql, params))[0][0])
+        return total
+
+    async def daily_summary(
+        self, group_by: Sequence[str], *, first_day: str | None, last_day: str | None, key_name: str | None
+    ) -> list[dict[str, Any]]:
+        """Aggregates per group of the whole days ``[first_day, last_day]``, from the rollup."""
+        sql, params = usage_sql.daily_summary(
+            usage_sql.qmark, group_by, first_day=first_day, last_day=last_day, key_name=key_name
+        )
+        return usage_sql.summary_rows(group_by, await self._query(sql, params))
+
+    async def prune(self, before_day: str, limit: int) -> int:
+        """Delete at most ``limit`` raw rows of days before ``before_day``; how many were deleted."""
+        delete, params = usage_sql.prune(usage_sql.qmark, before_day, limit)
+        mark, mark_params = usage_sql.record_pruned(usage_sql.qmark, before_day)
+
+        def run() -> int:
+            conn = self._connection()
+            conn.execute("BEGIN")
+            try:
+                deleted = conn.execute(delete, params).rowcount
+                conn.execute(mark, mark_params)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return int(deleted)
+
+        async with self._lock:
+            return await asyncio.to_thread(run)
 
     async def summary(
         self, group_by: Sequence[str], *, since: float | None, until: float | None, key_name: str | None

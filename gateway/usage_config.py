@@ -29,7 +29,7 @@ class UsageConfig(BaseModel):
     ``":memory:"``, unset meaning ``gateway-usage.sqlite3``), ``postgres`` (``postgres_url``, shared by every
     replica) or ``jsonl`` (``jsonl_path``, appended for a log shipper). ``spill_path`` is where batches the
     sink refused wait (default ``<database>-spill.jsonl`` for SQLite; none, so memory, for the others);
-    ``queue_size`` bounds the records waiting in memory.
+    ``queue_size`` bounds the records waiting in memory; ``retention_days`` how long raw records are kept.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -42,6 +42,9 @@ class UsageConfig(BaseModel):
     # Records waiting in memory at most (while the sink and the spill file refuse them); beyond it the
     # oldest are dropped and counted in gateway_usage_dropped_total. A record is a few hundred bytes.
     queue_size: int = Field(default=100_000, gt=0)
+    # Raw records older than this many days are deleted hourly; the daily rollup keeps their totals. At
+    # least 35 so every budget window but `total` restores from raw rows; null keeps raw rows forever.
+    retention_days: int | None = Field(default=90, ge=35)
 
     @field_validator("database")
     @classmethod

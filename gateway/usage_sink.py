@@ -58,8 +58,18 @@ class UsageSink(Protocol):
     ) -> list[dict[str, Any]]:
         """Aggregates per group (see :func:`gateway.usage_sql.summary_rows`) in ``[since, until)``."""
 
+    async def daily_summary(
+        self, group_by: Sequence[str], *, first_day: str | None, last_day: str | None, key_name: str | None
+    ) -> list[dict[str, Any]]:
+        """Like :meth:`summary` for the whole days ``[first_day, last_day]`` (ISO dates), read from the daily
+        rollup (``usage_daily``), which outlives the raw rows; ``group_by`` within ``day, key, team, model,
+        route``."""
+
     async def records(self, *, request_id: str | None, key_name: str | None, limit: int) -> list[UsageRecord]:
         """The newest ``limit`` records, newest first, of one request and/or one key when given."""
+
+    async def prune(self, before_day: str, limit: int) -> int:
+        """Delete at most ``limit`` raw records of days before ``before_day`` (rollup kept); how many."""
 
     async def close(self) -> None:
         """Release the store (connections, pool)."""
@@ -86,7 +96,7 @@ def open_ledger(config: UsageConfig) -> Ledger:
     """The ledger ``config`` describes: its sink and the bound on its queue (not started)."""
     from gateway.ledger import Ledger
 
-    return Ledger(open_sink(config), max_pending=config.queue_size)
+    return Ledger(open_sink(config), max_pending=config.queue_size, retention_days=config.retention_days)
 
 
 def open_sink(config: UsageConfig) -> UsageSink:

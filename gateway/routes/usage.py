@@ -11,6 +11,10 @@
   cost). Request ids are chosen by clients, so two keys may share one: every record names its key, and
   ``key`` narrows the lookup to one key's.
 
+Whole days (``from``/``to`` bare dates or absent) grouped by ``key``, ``team``, ``model``, ``route`` or
+``day`` are read from the daily rollup (``usage_daily``, ``"source": "usage_daily"``), which keeps the days
+whose raw records retention deleted; anything finer is read from the raw records (``"source": "usage"``).
+
 ``/admin/usage`` also reports the ledger's health (``ledger``: write errors, spilled and dropped records...);
 when the ledger cannot be read at all these endpoints answer 503 ``usage_ledger_unavailable``, and 501
 ``usage_not_queryable`` when its sink keeps nothing to query (``usage.sink: jsonl``). With a shared sink
@@ -41,6 +45,7 @@ from gateway.ledger import GroupBy, Ledger, LedgerNotQueryable, LedgerUnavailabl
 from gateway.pricing import format_usd
 from gateway.reload import config_metrics
 from gateway.usage_record import GROUP_COLUMNS
+from gateway.usage_sql import ROLLUP_DIMENSIONS
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -130,9 +135,17 @@ def ledger_unavailable(exc: LedgerUnavailable) -> GatewayError:
 
 
 async def _summary(
-    ledger: Ledger, group_by: list[GroupBy], since: float | None, until: float | None, key: str | None
+    ledger: Ledger,
+    group_by: list[GroupBy],
+    since: float | None,
+    until: float | None,
+    key: str | None,
+    days: tuple[str | None, str | None] | None,
 ) -> Any:
     try:
+        if days is not None:
+            first, last = days
+            return await ledger.daily_summary(group_by, first_day=first, last_day=last, key_name=key)
         return await ledger.summary(group_by, since=since, until=until, key_name=key)
     except LedgerUnavailable as exc:
         raise ledger_unavailable(exc) from None
@@ -168,18 +181,25 @@ def add_routes(admin: APIRouter, gateway: Gateway) -> None:
         since = parse_bound(params["from"], "from", stage.timezone, end=False) if "from" in params else None
         until = parse_bound(params["to"], "to", stage.timezone, end=True) if "to" in params else None
         ledger = stage.ledger
-        totals = (await _summary(ledger, [], since, until, key))[0]
+        # Whole days, by dimensions the daily rollup keeps: read it instead of scanning the raw rows (and it
+        # still has the days retention deleted from them).
+        whole_days = all(len(params.get(name, "")) in (0, 10) for name in ("from", "to"))
+        days = None
+        if whole_days and set(group_by) <= ROLLUP_DIMENSIONS:
+            days = (params.get("from") or None, params.get("to") or None)
+        totals = (await _summary(ledger, [], since, until, key, days))[0]
         body: dict[str, Any] = {
             "timezone": str(stage.timezone),
             "from": params.get("from"),
             "to": params.get("to"),
             "key": key,
             "group_by": ",".join(group_by) or None,
+            "source": "usage_daily" if days is not None else "usage",
             "totals": _row(totals),
             "ledger": ledger.status(),
         }
         if group_by:
-            rows = await _summary(ledger, group_by, since, until, key)
+            rows = await _summary(ledger, group_by, since, until, key, days)
             body["groups"] = [{**row["group"], **_row(row)} for row in rows]
         if "text/csv" in request.headers.get("accept", ""):
             return Response(_csv(body), media_type="text/csv; charset=utf-8")
