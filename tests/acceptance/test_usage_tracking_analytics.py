@@ -168,6 +168,30 @@ def test_usage_filtered_by_key_and_grouped_by_several_dimensions(gateway) -> Non
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "group_by"
 
 
+@pytest.mark.feature("usage-tracking-analytics", step=4)
+def test_whole_days_come_from_the_daily_rollup_and_agree_with_the_raw_records(gateway) -> None:
+    for _ in range(2):
+        reply = gateway.client.post(URL, json=chat(max_tokens=20), headers=gateway.headers(TRACKED_KEY))
+        assert reply.status_code == 200
+    gateway.client.post(URL, json=chat(max_tokens=20), headers=gateway.headers(REFUSED_KEY))
+    today = datetime.now(UTC).date()
+    days = {"from": (today - timedelta(days=2)).isoformat(), "to": (today + timedelta(days=1)).isoformat()}
+    # The same window as date-times reads the raw records; as dates, the rollup.
+    instants = {name: f"{value}T00:00:00" for name, value in days.items()}
+    instants["to"] = f"{(today + timedelta(days=2)).isoformat()}T00:00:00"
+    reports = []
+    for window in (days, instants):
+        reply = gateway.client.get(
+            "/admin/usage", params={"group_by": "key,model", **window}, headers=gateway.admin_headers()
+        )
+        assert reply.status_code == 200
+        reports.append(reply.json())
+    rolled, raw = reports
+    assert (rolled["source"], raw["source"]) == ("usage_daily", "usage")
+    assert rolled["totals"] == raw["totals"] and rolled["totals"]["requests"] >= 3
+    assert rolled["groups"] == raw["groups"]
+
+
 def _serve(stack: ExitStack, tmp_path: Path, usage: dict[str, Any]) -> httpx.Client:
     """A gateway of the acceptance config with ``usage`` as its ledger, served on loopback until ``stack``."""
     data = yaml.safe_load(CONFIG.read_text())

@@ -11,6 +11,7 @@ import json
 import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -291,5 +292,64 @@ async def test_an_absurd_record_is_stored_within_bounds(queryable: UsageSink) ->
         (row,) = await ledger.records()
         assert row.cost_nanos == 0 and row.cached_tokens == 0 and "\x00" not in row.model
         assert asdict(row)["prompt_tokens"] > 0
+    finally:
+        await ledger.close()
+
+
+# --- The daily rollup and retention (SQLite and PostgreSQL) ------------------------------------------------
+
+
+def _by_group(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    # NULLs sort first in SQLite and last in PostgreSQL: compare groups by value, not by position.
+    return {tuple((row["group"] or {}).values()): row for row in rows}
+
+
+async def test_the_rollup_agrees_with_the_raw_records(queryable: UsageSink) -> None:
+    batch = [
+        make(0, key_name="alice", model="m1", day="2023-11-14", team="lab"),
+        make(1, key_name="alice", model="m1", day="2023-11-14", team="lab", status=429, route=None),
+        make(2, key_name="bob", model="m2", day="2023-11-15", team=None, cache_hit=True),
+        make(3, key_name="bob", model="m2", day="2023-11-15", team=None, usage_source="estimated"),
+    ]
+    await queryable.write_batch(batch[:2])
+    await queryable.write_batch(batch[2:])  # a second batch adds to the rows the first one made
+    for group_by in (
+        [],
+        ["key"],
+        ["team"],
+        ["route"],
+        ["day", "model"],
+        ["key", "team", "model", "route", "day"],
+    ):
+        raw = await queryable.summary(group_by, since=None, until=None, key_name=None)
+        rolled = await queryable.daily_summary(group_by, first_day=None, last_day=None, key_name=None)
+        assert _by_group(rolled) == _by_group(raw), group_by
+    (one_day,) = await queryable.daily_summary(
+        [], first_day="2023-11-15", last_day="2023-11-15", key_name="bob"
+    )
+    assert one_day["requests"] == 2 and one_day["cache_hits"] == 1 and one_day["estimated"] == 1
+
+
+async def test_retention_deletes_old_raw_records_and_keeps_their_totals(
+    queryable: UsageSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.ledger.PRUNE_BATCH", 2)  # several small transactions
+    ledger = Ledger(queryable, flush_interval=3600, retention_days=35)
+    await ledger.start()
+    try:
+        old = [make(i, day="2023-10-01", ts=1_696_118_400.0 + i) for i in range(5)]
+        recent = [make(10 + i, day="2023-12-20", ts=1_703_030_400.0 + i) for i in range(2)]
+        for record in old + recent:
+            ledger.record(record)
+        before = await ledger.daily_summary()
+        assert await ledger.prune(today=date(2024, 1, 1)) == 5
+        assert await ledger.prune(today=date(2024, 1, 1)) == 0
+        (raw,) = await ledger.summary()
+        assert raw["requests"] == 2
+        assert await ledger.daily_summary() == before  # the rollup still counts every day
+        everything = sum(r.cost_nanos for r in old + recent)
+        # A `total` budget (since 0) restores the deleted days from the rollup; a recent window needs none.
+        assert await ledger.spend_nanos(key_name="alice", since=0.0) == everything
+        assert await ledger.spend_nanos(key_name="alice", since=1_703_000_000.0) == 1_010 + 1_011
     finally:
         await ledger.close()
