@@ -18,11 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import astuple
 from typing import TYPE_CHECKING, Any
 
 from gateway import usage_sql
-from gateway.usage_record import COLUMNS, LedgerError, LedgerUnavailable, UsageRecord, record_from_row
+from gateway.usage_record import COLUMNS, LedgerError, LedgerUnavailable, UsageRecord, as_row, record_from_row
 from gateway.usage_sink import redact_url
 
 if TYPE_CHECKING:
@@ -160,7 +159,7 @@ class PostgresSink:
         async with self._open_pool().acquire(timeout=self.timeout) as conn, conn.transaction():
             await conn.copy_records_to_table(
                 "usage",
-                records=[astuple(record) for record in records],
+                records=[as_row(record) for record in records],
                 columns=COLUMNS,
                 timeout=self.timeout,
             )

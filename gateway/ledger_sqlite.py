@@ -24,12 +24,11 @@ import logging
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
 from gateway import usage_sql
-from gateway.usage_record import COLUMNS, LedgerError, LedgerUnavailable, UsageRecord, record_from_row
+from gateway.usage_record import COLUMNS, LedgerError, LedgerUnavailable, UsageRecord, as_row, record_from_row
 
 logger = logging.getLogger("gateway.usage")
 
@@ -118,7 +117,7 @@ def migrate(conn: sqlite3.Connection) -> int:
 
 def write(conn: sqlite3.Connection, batch: Sequence[UsageRecord]) -> None:
     """Insert ``batch`` and add it to the daily rollup, in one transaction."""
-    rows = [astuple(record) for record in batch]
+    rows = [as_row(record) for record in batch]
     conn.execute("BEGIN")
     try:
         conn.executemany(_INSERT, rows)

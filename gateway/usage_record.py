@@ -7,6 +7,7 @@ sink never imports the ledger that drives it.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from operator import attrgetter
 from typing import Any, Literal
 
 from gateway.answers import MAX_TOKENS
@@ -76,6 +77,8 @@ class UsageRecord:
 
 
 COLUMNS = tuple(f.name for f in fields(UsageRecord))
+as_row = attrgetter(*COLUMNS)
+"""A record's values in :data:`COLUMNS` order (``dataclasses.astuple`` deep-copies, at 40 times the cost)."""
 # Query dimensions and the column each reads.
 GROUP_COLUMNS: dict[str, str] = {
     "key": "key_name",
@@ -137,11 +140,11 @@ def storable(record: UsageRecord) -> UsageRecord:
     changes: dict[str, Any] = {}
     for name, most in _BOUNDS:
         value = getattr(record, name)
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= most:
+        if type(value) is not int or not 0 <= value <= most:
             changes[name] = min(max(int(value), 0), most) if isinstance(value, int) else 0
     for name in _TEXT:
         value = getattr(record, name)
-        if isinstance(value, str):
+        if isinstance(value, str) and not (value.isascii() and "\x00" not in value):  # the common case: clean
             text = _text(value).replace("\x00", "")  # PostgreSQL text cannot hold NUL
             if text != value:
                 changes[name] = text
