@@ -38,6 +38,7 @@ from typing import Any
 
 from gateway.ledger_spill import SpillFile
 from gateway.ledger_sqlite import Connect, SQLiteSink
+from gateway.usage_bodies import BodyRecord
 from gateway.usage_record import (
     GroupBy,
     LedgerError,
@@ -76,7 +77,7 @@ class LedgerHealth:
     ``replayed`` records replayed from it; ``dropped`` records lost: the queue was full (the sink and the
     spill file refused them) or they arrived after the ledger was closed; ``writer_restarts`` times the
     background writer was restarted; ``reopened`` times the sink reconnected to its store (file deleted or
-    replaced, or after a failure).
+    replaced, or after a failure); ``bodies_dropped`` logged bodies lost (bodies are never spilled).
     """
 
     write_errors: int = 0
@@ -85,6 +86,7 @@ class LedgerHealth:
     dropped: int = 0
     writer_restarts: int = 0
     reopened: int = 0
+    bodies_dropped: int = 0
     last_error: str | None = None
     failing: bool = field(default=False, repr=False)
 
@@ -108,6 +110,7 @@ class Ledger:
         flush_interval: float = 0.5,
         max_pending: int = 100_000,
         retention_days: int | None = None,
+        body_retention_days: int | None = None,
         connect: Connect | None = None,
         spill_path: str | None = None,
     ) -> None:
@@ -116,6 +119,8 @@ class Ledger:
         self.flush_interval = flush_interval
         self.max_pending = max_pending
         self.retention_days = retention_days
+        self.body_retention_days = body_retention_days
+        self._bodies: list[BodyRecord] = []
         self.health = LedgerHealth()
         spill = spill_path or self.sink.spill_path
         self._spill = SpillFile(spill) if spill else None
@@ -185,6 +190,13 @@ class Ledger:
             logger.error("usage ledger writer stopped (%s): restarting it", _task_error(task))
             self._task = asyncio.create_task(self._run(), name="usage-ledger-writer")
 
+    def record_body(self, body: BodyRecord) -> None:
+        """Queue a logged body (``usage.log_bodies``) for the next batch; never blocks and never raises."""
+        if self._closed or len(self._bodies) >= self.max_pending:
+            self.health.bodies_dropped += 1
+            return
+        self._bodies.append(body)
+
     def _dropped(self, count: int, why: str) -> None:
         """Count ``count`` lost records; log at most once a minute (a failing disk must not flood the log)."""
         self.health.dropped += count
@@ -207,7 +219,8 @@ class Ledger:
                 await self.flush()
             except Exception as exc:  # flush handles its own errors; this keeps the loop alive regardless
                 logger.error("usage ledger writer error: %s", type(exc).__name__)
-            if self.retention_days is not None and time.monotonic() >= self._next_prune:
+            retention = self.retention_days is not None or self.body_retention_days is not None
+            if retention and time.monotonic() >= self._next_prune:
                 self._next_prune = time.monotonic() + PRUNE_SECONDS
                 try:
                     await self.prune()
@@ -223,6 +236,7 @@ class Ledger:
             if not self._started:
                 return not self._pending
             batch, self._pending = self._pending, []
+            bodies, self._bodies = self._bodies, []
             # Shielded: a cancelled caller must not abandon a write that is already running (in a thread or
             # on the server), or the batch would be re-queued and written twice.
             work = asyncio.ensure_future(self._write_or_spill(batch))
@@ -239,7 +253,16 @@ class Ledger:
                 if overflow > 0:
                     del self._pending[:overflow]
                     self._dropped(overflow, "queue full while the sink fails")
+            if bodies:
+                await asyncio.shield(asyncio.ensure_future(self._write_bodies(bodies)))
             return not self.health.failing
+
+    async def _write_bodies(self, bodies: list[BodyRecord]) -> None:
+        try:
+            await self.sink.write_bodies(bodies)
+        except Exception as exc:  # best effort: a prompt must not wait in a file beyond its retention
+            self.health.bodies_dropped += len(bodies)
+            logger.error("usage ledger: %d logged bodies dropped: %s", len(bodies), type(exc).__name__)
 
     async def _write_or_spill(self, batch: list[UsageRecord]) -> list[UsageRecord]:
         """Write ``batch`` and any spilled records; returns what must stay queued."""
@@ -360,11 +383,11 @@ class Ledger:
     async def prune(self, today: date | None = None) -> int:
         """Delete the raw records of days older than ``retention_days`` before ``today`` (UTC), in small
         transactions; the daily rollup keeps their totals. Returns how many were deleted."""
-        if self.retention_days is None or not self._started:
+        if (self.retention_days is None and self.body_retention_days is None) or not self._started:
             return 0
-        before = ((today or datetime.now(UTC).date()) - timedelta(days=self.retention_days)).isoformat()
+        before = ((today or datetime.now(UTC).date()) - timedelta(days=self.retention_days or 0)).isoformat()
         deleted = 0
-        while True:
+        while self.retention_days is not None:
             count = await self.sink.prune(before, PRUNE_BATCH)
             deleted += count
             if count < PRUNE_BATCH:
@@ -372,7 +395,16 @@ class Ledger:
             await asyncio.sleep(0)  # let requests and the writer in between batches
         if deleted:
             logger.info("usage ledger retention: %d records of days before %s deleted", deleted, before)
+        if self.body_retention_days is not None:
+            day = (today or datetime.now(UTC).date()) - timedelta(days=self.body_retention_days)
+            while await self.sink.prune_bodies(day.isoformat(), PRUNE_BATCH) == PRUNE_BATCH:
+                await asyncio.sleep(0)
         return deleted
+
+    async def bodies(self, *, request_id: str, key_name: str | None = None) -> list[BodyRecord]:
+        """The bodies logged for one request (``usage.log_bodies``), newest first."""
+        await self._ready()
+        return await self.sink.bodies(request_id=request_id, key_name=key_name)
 
     async def records(
         self, *, request_id: str | None = None, key_name: str | None = None, limit: int = 100

@@ -19,6 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from gateway.usage_bodies import BodyRecord
 from gateway.usage_record import LedgerError, LedgerNotQueryable, UsageRecord
 
 
@@ -81,6 +82,18 @@ class JsonlSink:
 
     async def prune(self, before_day: str, limit: int) -> int:
         """Nothing to delete: the log shipper's own retention (and the rotator) owns the file."""
+        return 0
+
+    async def write_bodies(self, bodies: Sequence[BodyRecord]) -> None:
+        """Not available (the config refuses ``log_bodies`` with this sink): raises :class:`LedgerError`."""
+        raise LedgerError("usage.log_bodies needs usage.sink sqlite or postgres")
+
+    async def bodies(self, *, request_id: str, key_name: str | None) -> list[BodyRecord]:
+        """Not available: raises :class:`LedgerNotQueryable`."""
+        raise self._not_queryable()
+
+    async def prune_bodies(self, before_day: str, limit: int) -> int:
+        """Nothing to delete."""
         return 0
 
     async def close(self) -> None:

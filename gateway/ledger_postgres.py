@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from gateway import usage_sql
+from gateway.usage_bodies import BODY_COLUMNS, BodyRecord
 from gateway.usage_record import COLUMNS, LedgerError, LedgerUnavailable, UsageRecord, as_row, record_from_row
 from gateway.usage_sink import redact_url
 
@@ -64,7 +65,9 @@ _V1 = [
 ]
 # The daily rollup (filled from the rows already there) and how far retention has deleted raw rows.
 _V2 = [usage_sql.rollup_table("BIGINT"), usage_sql.ROLLUP_BACKFILL, usage_sql.PRUNED_TABLE]
-MIGRATIONS: list[list[str]] = [_V1, _V2]
+# usage.log_bodies: prompts and answers, apart from the records.
+_V3 = usage_sql.bodies_table("BIGSERIAL PRIMARY KEY", "DOUBLE PRECISION")
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
 """Migration ``n`` (1-based) brings the database from version n-1 to n. Append, never edit."""
 SCHEMA_VERSION = len(MIGRATIONS)
 # Any constant: the advisory lock's key, shared by every gateway migrating the same database.
@@ -219,6 +222,23 @@ class PostgresSink:
             usage_sql.dollar, request_id=request_id, key_name=key_name, limit=limit, newest="id"
         )
         return [record_from_row(row) for row in await self._fetch(sql, params)]
+
+    async def write_bodies(self, bodies: Sequence[BodyRecord]) -> None:
+        """Insert logged bodies in one transaction; raises on any failure."""
+        rows = [tuple(getattr(body, name) for name in BODY_COLUMNS) for body in bodies]
+        async with self._open_pool().acquire(timeout=self.timeout) as conn, conn.transaction():
+            await conn.executemany(usage_sql.insert_body(usage_sql.dollar), rows, timeout=self.timeout)
+
+    async def bodies(self, *, request_id: str, key_name: str | None) -> list[BodyRecord]:
+        """The bodies logged for one request, newest first."""
+        sql, params = usage_sql.bodies(usage_sql.dollar, request_id, key_name)
+        return [BodyRecord(*tuple(row)) for row in await self._fetch(sql, params)]
+
+    async def prune_bodies(self, before_day: str, limit: int) -> int:
+        """Delete at most ``limit`` bodies of days before ``before_day``; how many were deleted."""
+        sql, params = usage_sql.prune_bodies(usage_sql.dollar, before_day, limit)
+        status = await self._open_pool().execute(sql, *params, timeout=self.timeout)
+        return int(status.split()[-1])
 
     async def close(self) -> None:
         """Close the pool (waiting for connections in use)."""

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import usage_sql
+from gateway.usage_bodies import BODY_COLUMNS, BodyRecord
 from gateway.usage_record import COLUMNS, LedgerError, LedgerUnavailable, UsageRecord, as_row, record_from_row
 
 logger = logging.getLogger("gateway.usage")
@@ -71,7 +72,9 @@ _V2 = [
 ]
 # The daily rollup (filled from the rows already there) and how far retention has deleted raw rows.
 _V3 = [usage_sql.rollup_table("INTEGER"), usage_sql.ROLLUP_BACKFILL, usage_sql.PRUNED_TABLE]
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
+# usage.log_bodies: prompts and answers, apart from the records.
+_V4 = usage_sql.bodies_table("INTEGER PRIMARY KEY", "REAL")
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4]
 """Migration ``n`` (1-based) brings a file from ``user_version`` n-1 to n. Append, never edit."""
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -307,6 +310,35 @@ class SQLiteSink:
             usage_sql.qmark, request_id=request_id, key_name=key_name, limit=limit, newest="id"
         )
         return [record_from_row(row) for row in await self._query(sql, params)]
+
+    async def write_bodies(self, bodies: Sequence[BodyRecord]) -> None:
+        """Insert logged bodies in one transaction; raises on any failure."""
+        sql = usage_sql.insert_body(usage_sql.qmark)
+        rows = [tuple(getattr(body, name) for name in BODY_COLUMNS) for body in bodies]
+
+        def run() -> None:
+            conn = self._connection()
+            conn.execute("BEGIN")
+            try:
+                conn.executemany(sql, rows)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+        async with self._lock:
+            await asyncio.to_thread(run)
+
+    async def bodies(self, *, request_id: str, key_name: str | None) -> list[BodyRecord]:
+        """The bodies logged for one request, newest first."""
+        sql, params = usage_sql.bodies(usage_sql.qmark, request_id, key_name)
+        return [BodyRecord(*row) for row in await self._query(sql, params)]
+
+    async def prune_bodies(self, before_day: str, limit: int) -> int:
+        """Delete at most ``limit`` bodies of days before ``before_day``; how many were deleted."""
+        sql, params = usage_sql.prune_bodies(usage_sql.qmark, before_day, limit)
+        async with self._lock:
+            return int(await asyncio.to_thread(lambda: self._connection().execute(sql, params).rowcount))
 
     async def close(self) -> None:
         """Close the database."""

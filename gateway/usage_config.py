@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from gateway.usage_bodies import LogBodiesConfig
+
 
 def _writable_file(value: str, example: str) -> str:
     path = Path(value)
@@ -45,6 +47,17 @@ class UsageConfig(BaseModel):
     # Raw records older than this many days are deleted hourly; the daily rollup keeps their totals. At
     # least 35 so every budget window but `total` restores from raw rows; null keeps raw rows forever.
     retention_days: int | None = Field(default=90, ge=35)
+    # Prompts and answers, redacted, in their own table with their own retention (gateway/usage_bodies.py).
+    log_bodies: LogBodiesConfig | None = None
+
+    @field_validator("log_bodies")
+    @classmethod
+    def _bodies_need_a_table(
+        cls, value: LogBodiesConfig | None, info: ValidationInfo
+    ) -> LogBodiesConfig | None:
+        if value is not None and info.data.get("sink") == "jsonl":
+            raise ValueError("needs usage.sink sqlite or postgres (bodies are kept in a table of their own)")
+        return value
 
     @field_validator("database")
     @classmethod

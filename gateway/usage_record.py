@@ -112,6 +112,11 @@ def record_from_row(row: Any) -> UsageRecord:
     return UsageRecord(**values)
 
 
+def storable_text(value: str) -> str:
+    """``value`` as UTF-8 can encode it (a lone surrogate escaped) and without NUL (PostgreSQL refuses it)."""
+    return _text(value).replace("\x00", "")
+
+
 def _text(value: str) -> str:
     try:
         value.encode()

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from gateway.usage_bodies import BodyRecord
 from gateway.usage_record import UsageRecord
 
 if TYPE_CHECKING:
@@ -71,6 +72,15 @@ class UsageSink(Protocol):
     async def prune(self, before_day: str, limit: int) -> int:
         """Delete at most ``limit`` raw records of days before ``before_day`` (rollup kept); how many."""
 
+    async def write_bodies(self, bodies: Sequence[BodyRecord]) -> None:
+        """Store logged bodies (``usage.log_bodies``) in one transaction; raises on any failure."""
+
+    async def bodies(self, *, request_id: str, key_name: str | None) -> list[BodyRecord]:
+        """The bodies logged for one request (of one key), newest first."""
+
+    async def prune_bodies(self, before_day: str, limit: int) -> int:
+        """Delete at most ``limit`` bodies of days before ``before_day``; how many."""
+
     async def close(self) -> None:
         """Release the store (connections, pool)."""
 
@@ -96,7 +106,12 @@ def open_ledger(config: UsageConfig) -> Ledger:
     """The ledger ``config`` describes: its sink and the bound on its queue (not started)."""
     from gateway.ledger import Ledger
 
-    return Ledger(open_sink(config), max_pending=config.queue_size, retention_days=config.retention_days)
+    return Ledger(
+        open_sink(config),
+        max_pending=config.queue_size,
+        retention_days=config.retention_days,
+        body_retention_days=config.log_bodies.retention_days if config.log_bodies is not None else None,
+    )
 
 
 def open_sink(config: UsageConfig) -> UsageSink:

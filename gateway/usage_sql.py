@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.usage_bodies import BODY_COLUMNS
 from gateway.usage_record import COLUMNS, GROUP_COLUMNS, SUMMARY_FIELDS, UsageRecord
 
 Placeholder = Callable[[int], str]
@@ -228,3 +229,43 @@ def record_pruned(placeholder: Placeholder, before_day: str) -> tuple[str, list[
         "THEN excluded.before_day ELSE usage_pruned.before_day END"
     )
     return sql, [before_day]
+
+
+# --- Bodies (usage.log_bodies): their own table, their own retention ----------------------------------------
+
+
+def bodies_table(primary_key: str, real: str) -> list[str]:
+    """``usage_bodies`` and its indexes; ``primary_key`` and ``real`` in the database's dialect."""
+    return [
+        f"CREATE TABLE IF NOT EXISTS usage_bodies (id {primary_key}, ts {real} NOT NULL, day TEXT NOT NULL, "
+        "request_id TEXT NOT NULL, key_name TEXT NOT NULL, request TEXT NOT NULL, response TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS usage_bodies_request_key ON usage_bodies (request_id, key_name)",
+        "CREATE INDEX IF NOT EXISTS usage_bodies_day ON usage_bodies (day)",
+    ]
+
+
+def insert_body(placeholder: Placeholder) -> str:
+    """Insert one :class:`~gateway.usage_bodies.BodyRecord`."""
+    values = ", ".join(placeholder(i + 1) for i in range(len(BODY_COLUMNS)))
+    return f"INSERT INTO usage_bodies ({', '.join(BODY_COLUMNS)}) VALUES ({values})"
+
+
+def bodies(placeholder: Placeholder, request_id: str, key_name: str | None) -> tuple[str, list[Any]]:
+    """The bodies logged for one request (of one key), newest first."""
+    where = _Where(placeholder)
+    where.add("request_id = {}", request_id)
+    if key_name is not None:
+        where.add("key_name = {}", key_name)
+    return (
+        f"SELECT {', '.join(BODY_COLUMNS)} FROM usage_bodies{where.sql()} ORDER BY id DESC LIMIT 10",
+        where.params,
+    )
+
+
+def prune_bodies(placeholder: Placeholder, before_day: str, limit: int) -> tuple[str, list[Any]]:
+    """Delete at most ``limit`` bodies of days before ``before_day``."""
+    sql = (
+        "DELETE FROM usage_bodies WHERE id IN "
+        f"(SELECT id FROM usage_bodies WHERE day < {placeholder(1)} LIMIT {placeholder(2)})"
+    )
+    return sql, [before_day, limit]

@@ -47,6 +47,7 @@ from gateway.token_estimate import (
     estimate_text_tokens,
     max_prompt_tokens,
 )
+from gateway.usage_bodies import LogBodiesConfig, Redaction, body_record, prompt_text
 from gateway.usage_sink import open_ledger
 
 if TYPE_CHECKING:
@@ -322,6 +323,14 @@ def account(call: Call, result: Result | None, pricing: Pricing, *, status: int 
     return accounting
 
 
+def _answer_text(call: Call, answer: Result | None) -> str:
+    """The generated text of ``answer``: a response's messages, or what a stream sent before it ended."""
+    if isinstance(answer, Response):
+        return "".join(_message_texts(answer.body))
+    meter = call.scratch.get(_METER)
+    return "".join(meter.characters) if isinstance(answer, Stream) and meter is not None else ""
+
+
 def with_cost(body: dict[str, Any], accounting: Accounting) -> dict[str, Any]:
     """``body`` with ``usage.cost_usd`` added, as a copy: the cache stage may hold on to the original.
 
@@ -411,8 +420,11 @@ class UsageStage:
         default_max_tokens: int = 4096,
         clock: Clock = utc_now,
         metrics: UsageMetrics | None = None,
+        log_bodies: LogBodiesConfig | None = None,
     ) -> None:
         self.ledger = ledger
+        self.log_bodies = log_bodies
+        self.redaction = Redaction(log_bodies.redact) if log_bodies is not None else None
         self.pricing = pricing
         self.timezone = timezone
         self.default_max_tokens = default_max_tokens
@@ -441,7 +453,7 @@ class UsageStage:
             raise
         if isinstance(result, Response):
             accounting = account(call, result, self.pricing)
-            self._finish(call, arrived, accounting)
+            self._finish(call, arrived, accounting, answer=result)
             result.body = with_cost(result.body, accounting)
             return result
         return self._wrap_stream(call, result, arrived)
@@ -461,7 +473,8 @@ class UsageStage:
             return with_cost(chunk, account(call, stream, self.pricing))
 
         async def on_end(status: int) -> None:
-            self._finish(call, arrived, account(call, stream, self.pricing, status=status), header=False)
+            accounting = account(call, stream, self.pricing, status=status)
+            self._finish(call, arrived, accounting, header=False, answer=stream)
 
         return stream.pipe(lambda chunks: FinalizingIterator(chunks, on_end, add_cost))
 
@@ -473,6 +486,7 @@ class UsageStage:
         *,
         header: bool = True,
         error_code: str | None = None,
+        answer: Result | None = None,
     ) -> None:
         if header:
             call.response_headers[COST_HEADER] = format_usd(accounting.cost_nanos)
@@ -506,6 +520,19 @@ class UsageStage:
         )
         self.ledger.record(record)
         self.metrics.observe(record)
+        if self.log_bodies is not None and self.redaction is not None:
+            self.ledger.record_body(
+                body_record(
+                    self.log_bodies,
+                    self.redaction,
+                    ts=record.ts,
+                    day=record.day,
+                    request_id=record.request_id,
+                    key_name=record.key_name,
+                    request=prompt_text(call.body),
+                    response=_answer_text(call, answer),
+                )
+            )
 
 
 def usage_stage(
@@ -530,4 +557,5 @@ def usage_stage(
         default_max_tokens=settings.default_max_tokens,
         clock=clock,
         metrics=metrics,
+        log_bodies=config.usage.log_bodies,
     )

@@ -207,8 +207,9 @@ def add_routes(admin: APIRouter, gateway: Gateway) -> None:
 
     async def request_usage(request_id: str, key: str | None = None) -> dict[str, Any]:
         await ensure_started()
+        stage = usage_stage()
         try:
-            records = await usage_stage().ledger.records(request_id=request_id, key_name=key, limit=10)
+            records = await stage.ledger.records(request_id=request_id, key_name=key, limit=10)
         except LedgerUnavailable as exc:
             raise ledger_unavailable(exc) from None
         if not records:
@@ -217,12 +218,22 @@ def add_routes(admin: APIRouter, gateway: Gateway) -> None:
                 404, f"No usage is recorded for request '{request_id}'{whose}.", "invalid_request_error",
                 "not_found",
             )  # fmt: skip
+        bodies: dict[str, Any] = {}
+        if stage.log_bodies is not None:
+            try:
+                logged = await stage.ledger.bodies(request_id=request_id, key_name=key)
+            except LedgerUnavailable as exc:
+                raise ledger_unavailable(exc) from None
+            for body in reversed(logged):  # newest last, so it wins per key
+                bodies[body.key_name] = {"request": body.request, "response": body.response}
         out = []
         for record in records:
             row = asdict(record)
+            if stage.log_bodies is not None:
+                row["body"] = bodies.get(record.key_name)
             row["cost_usd"] = format_usd(row.pop("cost_nanos"))
             row["avoided_cost_usd"] = format_usd(row.pop("avoided_cost_nanos"))
-            row["time"] = datetime.fromtimestamp(row.pop("ts"), usage_stage().timezone).isoformat()
+            row["time"] = datetime.fromtimestamp(row.pop("ts"), stage.timezone).isoformat()
             out.append(row)
         return {"request_id": request_id, "key": key, "records": out}
 

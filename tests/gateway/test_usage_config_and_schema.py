@@ -15,6 +15,7 @@ from gateway.ledger import Ledger
 from gateway.ledger_jsonl import JsonlSink
 from gateway.ledger_postgres import PostgresSink
 from gateway.ledger_sqlite import _V1, SCHEMA_VERSION, SQLiteSink, migrate
+from gateway.usage_bodies import LogBodiesConfig, Redaction, body_record
 from gateway.usage_record import COLUMNS, LedgerError
 from gateway.usage_sink import open_sink
 
@@ -127,3 +128,25 @@ def test_a_failed_migration_leaves_the_old_version(tmp_path: Path) -> None:
         assert "cached_tokens" not in {row[1] for row in conn.execute("PRAGMA table_info(usage)")}
     finally:
         conn.close()
+
+
+def test_body_redaction_hides_addresses_and_credentials() -> None:
+    config = LogBodiesConfig(redact=[r"\b\d{4}-\d{4}-\d{4}-\d{4}\b"], max_chars=200)
+    text = (
+        "mail ada@example.org, key sk-proj-abcdefghijklmnop, Authorization: Bearer abc.def.ghi123, "
+        "card 4111-1111-1111-1111, keep this"
+    )
+    record = body_record(config, Redaction(config.redact), ts=0.0, day="d", request_id="r", key_name="k",
+                         request=text, response="x" * 500)  # fmt: skip
+    for secret in ("ada@example.org", "sk-proj-abcdefghijklmnop", "abc.def.ghi123", "4111-1111-1111-1111"):
+        assert secret not in record.request
+    assert record.request.count("[redacted]") == 4 and record.request.endswith("keep this")
+    assert record.response == "x" * 200
+
+
+def test_log_bodies_settings_are_checked() -> None:
+    (bad,) = problems("usage:\n  log_bodies:\n    redact: ['(unclosed']\n")
+    assert "usage.log_bodies.redact" in bad and "not a regular expression" in bad
+    (jsonl,) = problems("usage:\n  sink: jsonl\n  jsonl_path: u.jsonl\n  log_bodies: {}\n")
+    assert "usage.log_bodies" in jsonl and "sqlite or postgres" in jsonl
+    assert parse_config("usage:\n  log_bodies: {retention_days: 3}\n").usage.log_bodies is not None

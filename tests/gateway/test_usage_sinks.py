@@ -26,6 +26,7 @@ from gateway.ledger_jsonl import JsonlSink
 from gateway.ledger_postgres import SCHEMA_VERSION as PG_VERSION
 from gateway.ledger_postgres import PostgresSink
 from gateway.ledger_sqlite import SQLiteSink
+from gateway.usage_bodies import BodyRecord
 from gateway.usage_record import LedgerError, LedgerNotQueryable, UsageRecord
 from gateway.usage_sink import UsageSink, redact_url
 
@@ -351,5 +352,53 @@ async def test_retention_deletes_old_raw_records_and_keeps_their_totals(
         # A `total` budget (since 0) restores the deleted days from the rollup; a recent window needs none.
         assert await ledger.spend_nanos(key_name="alice", since=0.0) == everything
         assert await ledger.spend_nanos(key_name="alice", since=1_703_000_000.0) == 1_010 + 1_011
+    finally:
+        await ledger.close()
+
+
+# --- Logged bodies (usage.log_bodies): their own table and retention ---------------------------------------
+
+
+def body(request_id: str, day: str = "2023-12-20", key_name: str = "alice") -> BodyRecord:
+    return BodyRecord(1_703_030_400.0, day, request_id, key_name, '[{"role":"user","content":"hi"}]', "hello")
+
+
+async def test_bodies_are_kept_apart_and_pruned_on_their_own(
+    queryable: UsageSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.ledger.PRUNE_BATCH", 2)
+    ledger = Ledger(queryable, flush_interval=3600, retention_days=None, body_retention_days=7)
+    await ledger.start()
+    try:
+        ledger.record(make(0, request_id="same", day="2023-12-01"))
+        for i in range(3):
+            ledger.record_body(body(f"old-{i}", day="2023-12-01"))
+        ledger.record_body(body("same", day="2023-12-20"))
+        ledger.record_body(body("same", day="2023-12-20", key_name="mallory"))
+        (alice,) = await ledger.bodies(request_id="same", key_name="alice")
+        assert (alice.request, alice.response) == ('[{"role":"user","content":"hi"}]', "hello")
+        assert len(await ledger.bodies(request_id="same")) == 2
+        await ledger.prune(today=date(2023, 12, 21))  # bodies older than 7 days go; records stay
+        assert await ledger.bodies(request_id="old-0") == []
+        assert len(await ledger.bodies(request_id="same")) == 2
+        assert (await ledger.summary())[0]["requests"] == 1
+    finally:
+        await ledger.close()
+
+
+async def test_bodies_a_failing_sink_refuses_are_dropped_and_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    sink = SQLiteSink(":memory:")
+    ledger = Ledger(sink, flush_interval=3600)
+    await ledger.start()
+    try:
+
+        async def refuse(bodies: Any) -> None:
+            raise OSError("disk full")
+
+        monkeypatch.setattr(sink, "write_bodies", refuse)
+        ledger.record(make(0))
+        ledger.record_body(body("r"))
+        assert await ledger.flush()  # the record is written; the body is not, and says so
+        assert ledger.health.bodies_dropped == 1 and ledger.status()["bodies_dropped"] == 1
     finally:
         await ledger.close()
