@@ -287,3 +287,30 @@ def test_replicas_sharing_a_postgres_ledger_report_each_others_traffic(
         c = _serve(stack, tmp_path, {"sink": "postgres", "postgres_url": url})
         spent_on_c = {r["name"]: r for r in c.get("/admin/budgets", headers=master).json()["budgets"]}
         assert spent_on_c["usage-shared"]["spent_usd"] == spent_on_a["usage-shared"]["spent_usd"] != "0"
+
+
+@pytest.mark.feature("usage-tracking-analytics", step=6)
+def test_logged_bodies_are_redacted_and_kept_apart(gateway, tmp_path: Path) -> None:
+    in_process_only(gateway)
+    prompt = "Write to grace@example.org with key sk-live-0123456789abcdef about the invoice."
+    body = {"model": "usage-tracked", "messages": [{"role": "user", "content": prompt}], "max_tokens": 30}
+    with ExitStack() as stack:
+        logging = _serve(stack, tmp_path, {"database": str(tmp_path / "bodies.sqlite3"), "log_bodies": {}})
+        reply = logging.post(URL, json=body, headers=gateway.headers(TRACKED_KEY))
+        assert reply.status_code == 200
+        answer = reply.json()["choices"][0]["message"]["content"]
+        (row,) = logging.get(
+            f"/admin/usage/requests/{reply.headers['x-request-id']}", headers=gateway.admin_headers()
+        ).json()["records"]
+        logged = row["body"]
+        assert "about the invoice" in logged["request"] and logged["request"].count("[redacted]") == 2
+        assert (
+            "grace@example.org" not in logged["request"]
+            and "sk-live-0123456789abcdef" not in logged["request"]
+        )
+        assert logged["response"] == answer.replace("grace@example.org", "[redacted]").replace(
+            "sk-live-0123456789abcdef", "[redacted]"
+        )
+    # Off by default: the acceptance gateway logs no body.
+    plain = gateway.client.post(URL, json=body, headers=gateway.headers(TRACKED_KEY))
+    assert "body" not in record(gateway, plain.headers["x-request-id"])
