@@ -150,3 +150,15 @@ def test_log_bodies_settings_are_checked() -> None:
     (jsonl,) = problems("usage:\n  sink: jsonl\n  jsonl_path: u.jsonl\n  log_bodies: {}\n")
     assert "usage.log_bodies" in jsonl and "sqlite or postgres" in jsonl
     assert parse_config("usage:\n  log_bodies: {retention_days: 3}\n").usage.log_bodies is not None
+
+
+def test_the_postgres_password_is_a_secret_the_gateway_redacts() -> None:
+    from gateway.redact import Redactor
+
+    config = parse_config(
+        "usage:\n  sink: postgres\n  postgres_url: postgresql://gw:Zq8-hunter-77@db/usage\n"
+    )
+    redactor = Redactor.from_config(config)
+    assert redactor.text("upstream said: password Zq8-hunter-77 rejected") == (
+        "upstream said: password [redacted] rejected"
+    )
