@@ -50,7 +50,7 @@ from gateway.features.usage import (
     stream_meter,
     utc_now,
 )
-from gateway.ledger import Ledger, LedgerUnavailable
+from gateway.ledger import Ledger, LedgerNotQueryable, LedgerUnavailable
 from gateway.periods import Period, window_for
 from gateway.pipeline import Call, Handler, Response, Result
 from gateway.pricing import format_usd, usd_to_nanos
@@ -257,6 +257,10 @@ class BudgetStage:
             column = {"key_name": rule.name} if rule.scope == "key" else {"team": rule.name}
             try:
                 spent = await self.ledger.spend_nanos(since=since, **column)
+            except LedgerNotQueryable as exc:
+                # The same for every budget (usage.sink jsonl): said once, not once per budget.
+                logger.warning("budgets start from the state store alone: %s", exc)
+                break
             except LedgerUnavailable as exc:
                 logger.error("budget %s '%s': spend not restored, %s", rule.scope, rule.name, exc)
                 continue

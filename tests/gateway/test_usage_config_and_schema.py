@@ -162,3 +162,28 @@ def test_the_postgres_password_is_a_secret_the_gateway_redacts() -> None:
     assert redactor.text("upstream said: password Zq8-hunter-77 rejected") == (
         "upstream said: password [redacted] rejected"
     )
+
+
+def test_budgets_over_a_jsonl_sink_say_once_that_they_cannot_restore(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from gateway.app import create_app
+
+    keys = "".join(
+        f"    - {{name: k{i}, key: sk-budget-key-{i}, budget: {{limit_usd: 5, period: daily}}}}\n"
+        for i in range(3)
+    )
+    config = parse_config(
+        f"auth:\n  keys:\n{keys}usage:\n  sink: jsonl\n  jsonl_path: {tmp_path / 'usage.jsonl'}\n"
+    )
+
+    async def scenario() -> None:
+        gateway = create_app(config).state.gateway
+        await gateway.start()
+        await gateway.close()
+
+    with caplog.at_level("WARNING", "gateway"):
+        asyncio.run(scenario())
+    said = [r for r in caplog.records if "budgets start from the state store alone" in r.getMessage()]
+    assert len(said) == 1 and "usage.sink is jsonl" in said[0].getMessage()
+    assert not [r for r in caplog.records if "spend not restored" in r.getMessage()]
