@@ -67,7 +67,8 @@ _V1 = [
 _V2 = [usage_sql.rollup_table("BIGINT"), usage_sql.ROLLUP_BACKFILL, usage_sql.PRUNED_TABLE]
 # usage.log_bodies: prompts and answers, apart from the records.
 _V3 = usage_sql.bodies_table("BIGSERIAL PRIMARY KEY", "DOUBLE PRECISION")
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
+_V4 = ["ALTER TABLE usage ADD COLUMN IF NOT EXISTS reservation_id TEXT"]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4]
 """Migration ``n`` (1-based) brings the database from version n-1 to n. Append, never edit."""
 SCHEMA_VERSION = len(MIGRATIONS)
 # Any constant: the advisory lock's key, shared by every gateway migrating the same database.

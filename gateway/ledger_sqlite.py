@@ -74,7 +74,8 @@ _V2 = [
 _V3 = [usage_sql.rollup_table("INTEGER"), usage_sql.ROLLUP_BACKFILL, usage_sql.PRUNED_TABLE]
 # usage.log_bodies: prompts and answers, apart from the records.
 _V4 = usage_sql.bodies_table("INTEGER PRIMARY KEY", "REAL")
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4]
+_V5 = ["ALTER TABLE usage ADD COLUMN reservation_id TEXT"]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5]
 """Migration ``n`` (1-based) brings a file from ``user_version`` n-1 to n. Append, never edit."""
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -47,7 +47,8 @@ class UsageRecord:
     ``usage.prompt_tokens_details.cached_tokens``); ``avoided_cost_nanos`` (what a response-cache hit would
     have cost upstream); ``cache_status`` (the ``x-gateway-cache`` answer, None without a cache stage);
     ``error_code`` (the error envelope's ``code`` of a refused or failed request); ``overhead_ms`` (time
-    spent in the gateway, upstream excluded); ``region`` (the answering route's region).
+    spent in the gateway, upstream excluded); ``region`` (the answering route's region). Schema version 3
+    (SQLite 5): ``reservation_id``, the budget reservation the request held (None without a budget).
     """
 
     ts: float
@@ -74,6 +75,7 @@ class UsageRecord:
     error_code: str | None = None
     overhead_ms: float | None = None
     region: str | None = None
+    reservation_id: str | None = None
 
 
 COLUMNS = tuple(f.name for f in fields(UsageRecord))
@@ -135,7 +137,7 @@ _BOUNDS = (
     ("avoided_cost_nanos", MAX_NANOS),
 )
 _TEXT = ("request_id", "key_name", "team", "model", "route", "endpoint", "day", "cache_status", "error_code",
-         "region")  # fmt: skip
+         "region", "reservation_id")  # fmt: skip
 
 
 def storable(record: UsageRecord) -> UsageRecord:

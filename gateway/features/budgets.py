@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from gateway.budget_book import BudgetBook, BudgetSlot, Reservation
 from gateway.errors import GatewayError
 from gateway.features.usage import (
+    RESERVATION_SCRATCH,
     Clock,
     FinalizingIterator,
     Pricing,
@@ -299,6 +300,7 @@ class BudgetStage:
             spent, reserved = reservation.usage[0]
             raise budget_exceeded(reservation.refused, spent, reserved, amount, now)
         self._soft_limit_check(call, rules, reservation)
+        call.scratch[RESERVATION_SCRATCH] = f"{reservation.lease:013x}"
         try:
             result = await next(call)
         except GatewayError as exc:

@@ -241,6 +241,8 @@ _TTFT = "usage.ttft_ms"
 
 
 CACHE_HEADER = "x-gateway-cache"
+# Where the budget stage leaves the id of the reservation a request held, for its ledger record.
+RESERVATION_SCRATCH = "budget.reservation_id"
 
 
 def cache_hit(call: Call) -> bool:
@@ -517,6 +519,7 @@ class UsageStage:
             error_code=error_code,
             overhead_ms=round(call.overhead_ms(), 3),
             region=call.route.region if call.route is not None else None,
+            reservation_id=call.scratch.get(RESERVATION_SCRATCH),
         )
         self.ledger.record(record)
         self.metrics.observe(record)

@@ -31,6 +31,7 @@ URL = "/v1/chat/completions"
 CONFIG = Path(__file__).with_name("gateway.yaml")
 TRACKED_KEY = "sk-acceptance-usage-tracked"
 REFUSED_KEY = "sk-acceptance-usage-refused"
+SHARED_KEY = "sk-acceptance-usage-shared"  # a budget of its own; also the replicas' test
 
 
 def chat(**extra: Any) -> dict[str, Any]:
@@ -135,10 +136,14 @@ def test_records_carry_cache_status_avoided_cost_error_code_and_overhead(gateway
     assert served["cost_usd"] == "0" and served["avoided_cost_usd"] == missed["cost_usd"] != "0"
     assert missed["overhead_ms"] >= 0 and missed["error_code"] is None
     refused = gateway.client.post(URL, json=chat(max_tokens=20), headers=gateway.headers(REFUSED_KEY))
-    assert record(gateway, refused.headers["x-request-id"])["error_code"] == "budget_exceeded"
+    refusal = record(gateway, refused.headers["x-request-id"])
+    assert refusal["error_code"] == "budget_exceeded" and refusal["reservation_id"] is None
+    assert missed["reservation_id"] is None  # no budget on this key
+    budgeted = gateway.client.post(URL, json=chat(max_tokens=20), headers=gateway.headers(SHARED_KEY))
+    assert len(record(gateway, budgeted.headers["x-request-id"])["reservation_id"]) == 13
 
 
-@pytest.mark.feature("usage-tracking-analytics", step=7)
+@pytest.mark.feature("usage-tracking-analytics", step=(7, 8))
 def test_usage_filtered_by_key_and_grouped_by_several_dimensions(gateway) -> None:
     since = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
 
@@ -168,7 +173,7 @@ def test_usage_filtered_by_key_and_grouped_by_several_dimensions(gateway) -> Non
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "group_by"
 
 
-@pytest.mark.feature("usage-tracking-analytics", step=4)
+@pytest.mark.feature("usage-tracking-analytics", step=(4, 8))
 def test_whole_days_come_from_the_daily_rollup_and_agree_with_the_raw_records(gateway) -> None:
     for _ in range(2):
         reply = gateway.client.post(URL, json=chat(max_tokens=20), headers=gateway.headers(TRACKED_KEY))
@@ -227,7 +232,7 @@ def test_a_ledger_file_from_an_older_gateway_is_migrated_and_kept(gateway, tmp_p
         assert conn.execute("PRAGMA user_version").fetchone()[0] >= 2
 
 
-@pytest.mark.feature("usage-tracking-analytics", step=3)
+@pytest.mark.feature("usage-tracking-analytics", step=(3, 8))
 def test_records_the_ledger_cannot_keep_are_counted_as_dropped_on_metrics(gateway, tmp_path: Path) -> None:
     in_process_only(gateway)
     logs = tmp_path / "logs"
@@ -248,9 +253,6 @@ def test_records_the_ledger_cannot_keep_are_counted_as_dropped_on_metrics(gatewa
         assert int(dropped.split()[1]) >= 3
         usage = client.get("/admin/usage", headers=gateway.admin_headers())
         assert usage.status_code == 501 and usage.json()["error"]["code"] == "usage_not_queryable"
-
-
-SHARED_KEY = "sk-acceptance-usage-shared"
 
 
 @pytest.mark.feature("usage-tracking-analytics", step=5)

@@ -83,7 +83,7 @@ def test_an_empty_file_is_migrated_to_the_current_version(tmp_path: Path) -> Non
 
 def test_a_version_1_file_keeps_its_rows_and_gains_the_new_columns(tmp_path: Path) -> None:
     path = tmp_path / "usage.sqlite3"
-    old = [c for c in COLUMNS if c not in _columns_added_in_2()]
+    old = [c for c in COLUMNS if c not in _columns_added_after_1()]
     with sqlite3.connect(path) as conn:
         for statement in _V1:
             conn.execute(statement)
@@ -97,8 +97,9 @@ def test_a_version_1_file_keeps_its_rows_and_gains_the_new_columns(tmp_path: Pat
     assert _version(path) == SCHEMA_VERSION
 
 
-def _columns_added_in_2() -> set[str]:
-    return {"cached_tokens", "avoided_cost_nanos", "cache_status", "error_code", "overhead_ms", "region"}
+def _columns_added_after_1() -> set[str]:
+    return {"cached_tokens", "avoided_cost_nanos", "cache_status", "error_code", "overhead_ms", "region",
+            "reservation_id"}  # fmt: skip
 
 
 def test_a_file_from_a_newer_gateway_is_refused(tmp_path: Path) -> None:
