@@ -6,6 +6,7 @@ list (file:line: key: problem) with exit code 2, never as a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from pathlib import Path
@@ -70,6 +71,26 @@ def main() -> None:
     """The reference OpenAI-compatible LLM gateway."""
 
 
+def _check_ledger(config: GatewayConfig) -> None:
+    """Open and close the usage ledger's sink once, so a database that cannot be reached (or a file that
+    cannot be opened) is one clear line and exit 3, instead of a traceback from the server's start."""
+    from gateway.usage_record import LedgerError
+    from gateway.usage_sink import open_sink
+
+    async def probe() -> None:
+        sink = open_sink(config.usage)
+        try:
+            await sink.start()
+        finally:
+            await sink.close()
+
+    try:
+        asyncio.run(probe())
+    except LedgerError as exc:  # its message names the sink, the password redacted
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(3)
+
+
 @main.command()
 @click.option(
     "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), help="YAML config file."
@@ -90,6 +111,7 @@ def run(config_path: Path | None, host: str | None, port: int | None, workers: i
     from gateway.tls import uvicorn_ssl_options
 
     config = _load(config_path)
+    _check_ledger(config)
     host = host or config.server.host
     port = port if port is not None else config.server.port
     url = f"{'https' if config.server.tls else 'http'}://{host}:{port}"

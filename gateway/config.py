@@ -37,6 +37,7 @@ from gateway.reload_config import ReloadConfig
 from gateway.responses_store import ResponsesConfig
 from gateway.stores import StateConfig
 from gateway.tls import ServerTLSConfig, UpstreamTLSConfig, origin_conflicts
+from gateway.usage_config import UsageConfig
 from gateway.ws_config import WebSocketConfig
 
 # Key paths are rendered like "models[2].routes[0].provider".
@@ -181,29 +182,6 @@ class FeaturesConfig(_Strict):
     websocket: WebSocketConfig = Field(default_factory=WebSocketConfig)
     # The Responses API's stored responses (gateway/responses_store.py): always on, this tunes their TTL.
     responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
-
-
-class UsageConfig(_Strict):
-    """``usage:`` the usage ledger (SQLite, WAL mode).
-
-    ``database`` is a file path (relative to the working directory) or ``":memory:"``; unset means
-    ``gateway-usage.sqlite3`` in the working directory.
-    """
-
-    database: str | None = None
-
-    @field_validator("database")
-    @classmethod
-    def _writable_place(cls, value: str | None) -> str | None:
-        # Checked here so a wrong path is a config error at start, not a traceback from the ledger.
-        if value is None or value == ":memory:":
-            return value
-        path = Path(value)
-        if path.is_dir():
-            raise ValueError(f"'{value}' is a directory; give a file path such as '{path / 'usage.sqlite3'}'")
-        if not path.parent.is_dir():
-            raise ValueError(f"the directory '{path.parent}' does not exist")
-        return value
 
 
 class GatewayConfig(_Strict):

@@ -68,6 +68,8 @@ def config_secrets(config: GatewayConfig) -> Iterator[str]:
         yield from config.features.tracing.headers.values()  # e.g. a tracing backend's API key
     if config.state.redis_url:
         yield urlsplit(config.state.redis_url).password or ""
+    if config.usage.postgres_url:
+        yield urlsplit(config.usage.postgres_url).password or ""
 
 
 class Redactor:

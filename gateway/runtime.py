@@ -31,7 +31,7 @@ from gateway.features.cache import CacheStage
 from gateway.features.ratelimit import rate_limit_stage
 from gateway.features.routing import RoutingStage
 from gateway.features.tracing_config import build_tracing
-from gateway.features.usage import DEFAULT_DATABASE, usage_stage
+from gateway.features.usage import usage_stage
 from gateway.ledger import Ledger
 from gateway.metrics import UsageMetrics
 from gateway.pipeline import Handler, KeyIdentity, Stage, build_chain
@@ -39,6 +39,7 @@ from gateway.providers.registry import build_providers
 from gateway.stores import Store, open_store
 from gateway.tls import upstream_transport
 from gateway.transport import default_transport
+from gateway.usage_sink import open_ledger
 
 if TYPE_CHECKING:
     from gateway.providers.base import Provider
@@ -57,8 +58,8 @@ class SharedState:
 
     @classmethod
     def open(cls, config: GatewayConfig) -> SharedState:
-        """The store named by ``config.state`` and the ledger at ``config.usage.database``."""
-        ledger = Ledger(config.usage.database or DEFAULT_DATABASE)
+        """The store named by ``config.state`` and the ledger writing to the sink ``config.usage`` names."""
+        ledger = open_ledger(config.usage)
         return cls(open_store(config.state), ledger, UsageMetrics())
 
 

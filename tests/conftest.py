@@ -1,6 +1,9 @@
 """Shared test helpers."""
 
+import os
+
 import pytest
+from postgres_server import PostgresServer, available
 from redis_server import RedisServer
 
 # --- Redis (cache+ratelimit helper) ------------------------------------------------------------------------
@@ -27,3 +30,27 @@ def redis_server():
 def redis_url(redis_server):
     """The URL of the session's redis-server, e.g. `redis://127.0.0.1:PORT/0`."""
     return redis_server.url
+
+
+# --- PostgreSQL (the shared usage ledger) -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One real PostgreSQL cluster for the whole session (temp dir, free loopback port), stopped at the end.
+
+    Skips where PostgreSQL is not installed (`scripts/test` installs it; in CI a skip would hide a broken
+    setup, so there it fails instead).
+    """
+    if not available():
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed: scripts/test installs it with apt-get")
+        pytest.skip("PostgreSQL is not installed (scripts/test installs it)")
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """The URL (with its password) of a database of this test's own on the session's PostgreSQL server."""
+    return postgres_server.create_database()

@@ -77,7 +77,7 @@ def open_admin_store(config: GatewayConfig) -> AdminStore:
 
         return RedisAdminStore(config.state.redis_url, timeout=config.state.timeout_seconds)
     from gateway.admin.sqlite_store import SQLiteAdminStore
-    from gateway.features.usage import DEFAULT_DATABASE
+    from gateway.usage_sink import DEFAULT_DATABASE
 
     return SQLiteAdminStore(
         config.admin.database or admin_database_beside(config.usage.database or DEFAULT_DATABASE)

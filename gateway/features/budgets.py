@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from gateway.budget_book import BudgetBook, BudgetSlot, Reservation
 from gateway.errors import GatewayError
 from gateway.features.usage import (
+    RESERVATION_SCRATCH,
     Clock,
     FinalizingIterator,
     Pricing,
@@ -50,7 +51,7 @@ from gateway.features.usage import (
     stream_meter,
     utc_now,
 )
-from gateway.ledger import Ledger, LedgerUnavailable
+from gateway.ledger import Ledger, LedgerNotQueryable, LedgerUnavailable
 from gateway.periods import Period, window_for
 from gateway.pipeline import Call, Handler, Response, Result
 from gateway.pricing import format_usd, usd_to_nanos
@@ -240,6 +241,8 @@ class BudgetStage:
         # Budgets of keys made through the admin API, by (key name, budget): built on first use (their
         # spend restored from the ledger then); a changed budget is another entry, used from the next request.
         self.runtime_keys: dict[tuple[str, str], BudgetRule] = {}
+        # The ledger cannot answer spend queries (usage.sink jsonl): logged once.
+        self._said_not_queryable = False
 
     def rules_for(self, call: Call) -> list[BudgetRule]:
         """The budgets ``call`` spends from: its key's and its team's."""
@@ -259,7 +262,8 @@ class BudgetStage:
         await self.ledger.start()
         now = self.clock()
         for rule in [*self.keys.values(), *self.teams.values()]:
-            await self._restore(rule, now)
+            if not await self._restore(rule, now):
+                break
 
     async def key_rule(self, name: str, budget: BudgetConfig | None) -> BudgetRule | None:
         """The budget of key ``name``: its config-file one, else ``budget`` (a key made through the admin
@@ -287,24 +291,33 @@ class BudgetStage:
         logger.warning("budget %s '%s': spend of the current window reset", rule.scope, rule.name)
         return (await self.status([rule]))[0]
 
-    async def _restore(self, rule: BudgetRule, now: datetime) -> None:
+    async def _restore(self, rule: BudgetRule, now: datetime) -> bool:
+        """Restore ``rule``'s spend this window from the ledger; False when the ledger cannot be queried at
+        all (usage.sink jsonl), so the caller stops trying for every other budget."""
         slot = rule.slot(now)
         since = slot.window.start.timestamp() if slot.window.start is not None else 0.0
         column = {"key_name": rule.name} if rule.scope == "key" else {"team": rule.name}
         try:
             spent = await self.ledger.spend_nanos(since=since, **column)
+        except LedgerNotQueryable as exc:
+            # The same for every budget: said once (at start), not once per budget.
+            if not self._said_not_queryable:
+                logger.warning("budgets start from the state store alone: %s", exc)
+                self._said_not_queryable = True
+            return False
         except LedgerUnavailable as exc:
             logger.error("budget %s '%s': spend not restored, %s", rule.scope, rule.name, exc)
-            return
+            return True
         try:
             restored = await self.book.restore(slot, spent, now)
         except StoreUnavailable:
             # Serve anyway: requests get 503 until the store is back (fail_closed).
             logger.error("budget %s '%s': state store unreachable, spend not restored", rule.scope, rule.name)
-            return
+            return True
         if restored and spent:
             logger.info("budget %s '%s': restored %s USD spent this window", rule.scope, rule.name,
                         format_usd(spent))  # fmt: skip
+        return True
 
     async def handle(self, call: Call, next: Handler) -> Result:
         """Reserve the most ``call`` can cost, forward it, then settle to what it did cost."""
@@ -330,6 +343,7 @@ class BudgetStage:
             spent, reserved = reservation.usage[0]
             raise budget_exceeded(reservation.refused, spent, reserved, amount, now)
         self._soft_limit_check(call, rules, reservation)
+        call.scratch[RESERVATION_SCRATCH] = f"{reservation.lease:013x}"
         try:
             result = await next(call)
         except GatewayError as exc:

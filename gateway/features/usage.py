@@ -10,7 +10,7 @@ the pipeline handles: answers, cache hits, rate-limit and budget refusals, upstr
   carries the most it can cost (prompt bound plus ``max_tokens``) with ``x-gateway-cost-final: false``,
   and its real cost rides in the final usage chunk as ``usage.cost_usd`` (sent when the client asked for
   ``stream_options.include_usage``). Complete responses carry ``usage.cost_usd`` as well;
-- queues one :class:`~gateway.ledger.UsageRecord` for the SQLite ledger.
+- queues one :class:`~gateway.ledger.UsageRecord` for the usage ledger (whatever its sink).
 
 The budgets stage settles with the same numbers: :func:`account` computes a request's accounting once and
 keeps it on the call, so the ledger, the header and the budget always agree.
@@ -47,6 +47,8 @@ from gateway.token_estimate import (
     estimate_text_tokens,
     max_prompt_tokens,
 )
+from gateway.usage_bodies import LogBodiesConfig, Redaction, body_record, prompt_text
+from gateway.usage_sink import open_ledger
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig, ModelConfig, RouteConfig
@@ -56,7 +58,6 @@ logger = logging.getLogger("gateway.usage")
 COST_HEADER = "x-gateway-cost-usd"
 COST_FINAL_HEADER = "x-gateway-cost-final"
 USAGE_SOURCE_HEADER = "x-gateway-usage-source"
-DEFAULT_DATABASE = "gateway-usage.sqlite3"
 
 Clock = Callable[[], datetime]
 
@@ -221,6 +222,20 @@ class Accounting:
     status: int
     cache_hit: bool
     route: str | None
+    # Prompt tokens the upstream served from its own prompt cache (``prompt_tokens_details.cached_tokens``).
+    cached_tokens: int = 0
+    # A response-cache hit: what its tokens would have cost on the model's first route.
+    avoided_cost_nanos: int = 0
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def cached_prompt_tokens(usage: dict[str, Any] | None) -> int:
+    """``usage.prompt_tokens_details.cached_tokens`` when it is a sane count, else 0 (untrusted input)."""
+    details = usage.get("prompt_tokens_details") if usage is not None else None
+    return _count(details.get("cached_tokens") if isinstance(details, dict) else None)
 
 
 _ACCOUNTING = "usage.accounting"
@@ -228,9 +243,14 @@ _METER = "usage.meter"
 _TTFT = "usage.ttft_ms"
 
 
+CACHE_HEADER = "x-gateway-cache"
+# Where the budget stage leaves the id of the reservation a request held, for its ledger record.
+RESERVATION_SCRATCH = "budget.reservation_id"
+
+
 def cache_hit(call: Call) -> bool:
     """Whether the cache answered ``call`` (the cache stage's ``x-gateway-cache: HIT``)."""
-    return call.response_headers.get("x-gateway-cache", "").upper() == "HIT"
+    return call.response_headers.get(CACHE_HEADER, "").upper() == "HIT"
 
 
 def stream_meter(call: Call, stream: Stream) -> StreamMeter:
@@ -283,10 +303,17 @@ def account(call: Call, result: Result | None, pricing: Pricing, *, status: int 
         prompt = _estimated_prompt(call)
         completion = meter.completion_tokens() if meter is not None else 0
         source = "estimated"
-    cost = 0
+    cost = avoided = 0
     if route is not None and not hit and source != "none":
         read, written = cache_counts(usage) if source == "reported" else (0, 0)
         cost = cost_nanos(pricing.price(call.model_config, route), prompt, completion, read, written)
+    saved = call.scratch.get("cache.saved_usage")  # the cache stage's saved_* counts of a hit
+    if hit and isinstance(saved, dict) and call.model_config.routes:
+        avoided = cost_nanos(
+            pricing.price(call.model_config, call.model_config.routes[0]),
+            _count(saved.get("saved_prompt_tokens")),
+            _count(saved.get("saved_completion_tokens")),
+        )
     accounting = Accounting(
         prompt_tokens=prompt,
         completion_tokens=completion,
@@ -295,6 +322,8 @@ def account(call: Call, result: Result | None, pricing: Pricing, *, status: int 
         status=status,
         cache_hit=hit,
         route=f"{route.provider}/{route.model or call.model}" if route is not None else None,
+        cached_tokens=min(cached_prompt_tokens(usage), prompt) if isinstance(counts, tuple) else 0,
+        avoided_cost_nanos=avoided,
     )
     call.scratch[_ACCOUNTING] = accounting
     return accounting
@@ -316,6 +345,14 @@ def cache_counts(usage: dict[str, Any] | None) -> tuple[int, int]:
 
 def _decimal(value: float | None) -> Decimal | None:
     return None if value is None else Decimal(str(value))
+
+
+def _answer_text(call: Call, answer: Result | None) -> str:
+    """The generated text of ``answer``: a response's messages, or what a stream sent before it ended."""
+    if isinstance(answer, Response):
+        return "".join(_message_texts(answer.body))
+    meter = call.scratch.get(_METER)
+    return "".join(meter.characters) if isinstance(answer, Stream) and meter is not None else ""
 
 
 def with_cost(body: dict[str, Any], accounting: Accounting) -> dict[str, Any]:
@@ -407,8 +444,11 @@ class UsageStage:
         default_max_tokens: int = 4096,
         clock: Clock = utc_now,
         metrics: UsageMetrics | None = None,
+        log_bodies: LogBodiesConfig | None = None,
     ) -> None:
         self.ledger = ledger
+        self.log_bodies = log_bodies
+        self.redaction = Redaction(log_bodies.redact) if log_bodies is not None else None
         self.pricing = pricing
         self.timezone = timezone
         self.default_max_tokens = default_max_tokens
@@ -429,14 +469,15 @@ class UsageStage:
         try:
             result = await next(call)
         except GatewayError as exc:
-            self._finish(call, arrived, account(call, None, self.pricing, status=exc.status))
+            accounting = account(call, None, self.pricing, status=exc.status)
+            self._finish(call, arrived, accounting, error_code=exc.code)
             raise
         except BaseException as exc:  # a bug (500) or a cancelled request (499)
             self._finish(call, arrived, account(call, None, self.pricing, status=ending_status(exc)))
             raise
         if isinstance(result, Response):
             accounting = account(call, result, self.pricing)
-            self._finish(call, arrived, accounting)
+            self._finish(call, arrived, accounting, answer=result)
             result.body = with_cost(result.body, accounting)
             return result
         return self._wrap_stream(call, result, arrived)
@@ -456,11 +497,21 @@ class UsageStage:
             return with_cost(chunk, account(call, stream, self.pricing))
 
         async def on_end(status: int) -> None:
-            self._finish(call, arrived, account(call, stream, self.pricing, status=status), header=False)
+            accounting = account(call, stream, self.pricing, status=status)
+            self._finish(call, arrived, accounting, header=False, answer=stream)
 
         return stream.pipe(lambda chunks: FinalizingIterator(chunks, on_end, add_cost))
 
-    def _finish(self, call: Call, arrived: datetime, accounting: Accounting, *, header: bool = True) -> None:
+    def _finish(
+        self,
+        call: Call,
+        arrived: datetime,
+        accounting: Accounting,
+        *,
+        header: bool = True,
+        error_code: str | None = None,
+        answer: Result | None = None,
+    ) -> None:
         if header:
             call.response_headers[COST_HEADER] = format_usd(accounting.cost_nanos)
             if accounting.source != "none":
@@ -484,9 +535,29 @@ class UsageStage:
             cache_hit=accounting.cache_hit,
             attempts=call.attempts,
             ttft_ms=call.scratch.get(_TTFT),
+            cached_tokens=accounting.cached_tokens,
+            avoided_cost_nanos=accounting.avoided_cost_nanos,
+            cache_status=call.response_headers.get(CACHE_HEADER),
+            error_code=error_code,
+            overhead_ms=round(call.overhead_ms(), 3),
+            region=call.route.region if call.route is not None else None,
+            reservation_id=call.scratch.get(RESERVATION_SCRATCH),
         )
         self.ledger.record(record)
         self.metrics.observe(record)
+        if self.log_bodies is not None and self.redaction is not None:
+            self.ledger.record_body(
+                body_record(
+                    self.log_bodies,
+                    self.redaction,
+                    ts=record.ts,
+                    day=record.day,
+                    request_id=record.request_id,
+                    key_name=record.key_name,
+                    request=prompt_text(call.body),
+                    response=_answer_text(call, answer),
+                )
+            )
 
 
 def usage_stage(
@@ -505,10 +576,11 @@ def usage_stage(
     for route in pricing.unpriced(config.models):
         logger.warning("no price for route %s: its requests cost 0 and use no budget", route)
     return UsageStage(
-        ledger if ledger is not None else Ledger(config.usage.database or DEFAULT_DATABASE),
+        ledger if ledger is not None else open_ledger(config.usage),
         pricing,
         settings.zone,
         default_max_tokens=settings.default_max_tokens,
         clock=clock,
         metrics=metrics,
+        log_bodies=config.usage.log_bodies,
     )

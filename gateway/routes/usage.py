@@ -1,16 +1,24 @@
 """Admin endpoints that read the usage ledger and the budgets back (master key, via ``routes/admin.py``).
 
-- ``GET /admin/usage?group_by=key|team|model|route|day&from=&to=``: requests, tokens, cost, cache hits and
-  errors in total and per group. ``from`` and ``to`` are ISO dates or date-times; a bare date is a whole day
-  in the budgets' time zone (``to`` included), a date-time without offset is read in that zone, and ``to``
+- ``GET /admin/usage?group_by=key|team|model|route|day|region|endpoint|status|cache_status&key=&from=&to=``:
+  requests, tokens, cost, cache hits and errors in total and per group. ``group_by`` takes several
+  dimensions, comma-separated (``group_by=key,model``): one group per combination. ``key`` narrows
+  everything to one key's requests. ``from`` and ``to`` are ISO dates or date-times; a bare date is a whole
+  day in the budgets' time zone (``to`` included), a date-time without offset is read in that zone, and ``to``
   as a date-time is exclusive. With ``Accept: text/csv`` the groups (or the totals) come as CSV. The
   ledger is flushed first, so every answered request is counted.
 - ``GET /admin/usage/requests/{request_id}?key=``: the ledger records under one request id (a stream's real
   cost). Request ids are chosen by clients, so two keys may share one: every record names its key, and
   ``key`` narrows the lookup to one key's.
 
+Whole days (``from``/``to`` bare dates or absent) grouped by ``key``, ``team``, ``model``, ``route`` or
+``day`` are read from the daily rollup (``usage_daily``, ``"source": "usage_daily"``), which keeps the days
+whose raw records retention deleted; anything finer is read from the raw records (``"source": "usage"``).
+
 ``/admin/usage`` also reports the ledger's health (``ledger``: write errors, spilled and dropped records...);
-when the ledger cannot be read at all these endpoints answer 503 ``usage_ledger_unavailable``.
+when the ledger cannot be read at all these endpoints answer 503 ``usage_ledger_unavailable``, and 501
+``usage_not_queryable`` when its sink keeps nothing to query (``usage.sink: jsonl``). With a shared sink
+(``usage.sink: postgres``) every replica answers for the traffic of all of them.
 - ``GET /admin/budgets``: per key and team budget: limit, spent, reserved, remaining, window start and end.
 - ``GET /metrics``: Prometheus metrics of this replica (:mod:`gateway.metrics`), master key as bearer token.
 
@@ -34,14 +42,16 @@ from starlette.responses import Response
 from gateway.errors import GatewayError, invalid_request
 from gateway.features.budgets import BudgetStage
 from gateway.features.usage import UsageStage
-from gateway.ledger import GroupBy, Ledger, LedgerUnavailable
+from gateway.ledger import GroupBy, Ledger, LedgerNotQueryable, LedgerUnavailable
 from gateway.pricing import format_usd
 from gateway.reload import config_metrics
+from gateway.usage_record import GROUP_COLUMNS
+from gateway.usage_sql import ROLLUP_DIMENSIONS
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
-GROUPS = ("key", "team", "model", "route", "day")
+GROUPS = tuple(GROUP_COLUMNS)
 CSV_COLUMNS = (
     "requests",
     "prompt_tokens",
@@ -50,7 +60,10 @@ CSV_COLUMNS = (
     "cache_hits",
     "errors",
     "estimated",
+    "cached_tokens",
+    "avoided_cost_usd",
 )
+QUERY_PARAMETERS = ("group_by", "key", "from", "to")
 
 
 def parse_bound(value: str, name: str, zone: ZoneInfo, *, end: bool) -> float:
@@ -75,16 +88,33 @@ def parse_bound(value: str, name: str, zone: ZoneInfo, *, end: bool) -> float:
 
 
 def _row(row: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in row.items() if k not in ("group", "cost_nanos")}
+    out = {k: v for k, v in row.items() if k not in ("group", "cost_nanos", "avoided_cost_nanos")}
     out["cost_usd"] = format_usd(row["cost_nanos"])
+    out["avoided_cost_usd"] = format_usd(row["avoided_cost_nanos"])
     return out
+
+
+def parse_group_by(value: str | None) -> list[GroupBy]:
+    """``group_by``: dimensions separated by commas, each known and given once."""
+    if not value:
+        return []
+    names = [name.strip() for name in value.split(",")]
+    for name in names:
+        if name not in GROUPS:
+            raise invalid_request(
+                f"'group_by' must be one or more of {', '.join(GROUPS)} separated by commas, got {name!r}.",
+                param="group_by",
+            )
+    if len(set(names)) != len(names):
+        raise invalid_request("'group_by' names a dimension twice.", param="group_by")
+    return cast(list[GroupBy], names)
 
 
 def _csv(body: dict[str, Any]) -> str:
     """The groups of a usage report (or its totals, without ``group_by``) as CSV with a header row."""
-    group_by = body["group_by"]
+    group_by = parse_group_by(body["group_by"])
     rows = body["groups"] if group_by else [body["totals"]]
-    columns = [*([group_by] if group_by else []), *CSV_COLUMNS]
+    columns = [*group_by, *CSV_COLUMNS]
     out = io.StringIO()
     writer = csv.DictWriter(out, columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -93,16 +123,31 @@ def _csv(body: dict[str, Any]) -> str:
 
 
 def ledger_unavailable(exc: LedgerUnavailable) -> GatewayError:
-    """503: the ledger cannot be read (its file is gone and cannot be recreated, or unreadable)."""
+    """503: the ledger cannot be read (its file is gone and cannot be recreated, or unreadable); 501 when
+    its sink keeps nothing to query."""
+    if isinstance(exc, LedgerNotQueryable):
+        return GatewayError(
+            501, f"Usage cannot be queried: {exc}.", "invalid_request_error", "usage_not_queryable"
+        )
     return GatewayError(
         503, f"Usage is unavailable: {exc}.", "service_unavailable", "usage_ledger_unavailable",
         headers={"retry-after": "5"},
     )  # fmt: skip
 
 
-async def _summary(ledger: Ledger, group_by: GroupBy | None, since: float | None, until: float | None) -> Any:
+async def _summary(
+    ledger: Ledger,
+    group_by: list[GroupBy],
+    since: float | None,
+    until: float | None,
+    key: str | None,
+    days: tuple[str | None, str | None] | None,
+) -> Any:
     try:
-        return await ledger.summary(group_by, since=since, until=until)
+        if days is not None:
+            first, last = days
+            return await ledger.daily_summary(group_by, first_day=first, last_day=last, key_name=key)
+        return await ledger.summary(group_by, since=since, until=until, key_name=key)
     except LedgerUnavailable as exc:
         raise ledger_unavailable(exc) from None
 
@@ -139,37 +184,48 @@ def endpoints(gateway: Gateway) -> tuple[Callable[..., Awaitable[Any]], ...]:
         await ensure_started()
         stage = usage_stage()
         params = request.query_params
-        unknown = sorted(set(params) - {"group_by", "from", "to"})
+        unknown = sorted(set(params) - set(QUERY_PARAMETERS))
         if unknown:
-            raise invalid_request(f"Unknown query parameter '{unknown[0]}' (allowed: group_by, from, to).")
-        group_by = params.get("group_by") or None
-        if group_by is not None and group_by not in GROUPS:
             raise invalid_request(
-                f"'group_by' must be one of {', '.join(GROUPS)}, got {group_by!r}.", param="group_by"
+                f"Unknown query parameter '{unknown[0]}' (allowed: {', '.join(QUERY_PARAMETERS)}).",
+                param=unknown[0],
             )
+        group_by = parse_group_by(params.get("group_by"))
+        key = params.get("key")
+        if key is not None and not key:
+            raise invalid_request("'key' must name a key.", param="key")
         since = parse_bound(params["from"], "from", stage.timezone, end=False) if "from" in params else None
         until = parse_bound(params["to"], "to", stage.timezone, end=True) if "to" in params else None
         ledger = stage.ledger
-        totals = (await _summary(ledger, None, since, until))[0]
+        # Whole days, by dimensions the daily rollup keeps: read it instead of scanning the raw rows (and it
+        # still has the days retention deleted from them).
+        whole_days = all(len(params.get(name, "")) in (0, 10) for name in ("from", "to"))
+        days = None
+        if whole_days and set(group_by) <= ROLLUP_DIMENSIONS:
+            days = (params.get("from") or None, params.get("to") or None)
+        totals = (await _summary(ledger, [], since, until, key, days))[0]
         body: dict[str, Any] = {
             "timezone": str(stage.timezone),
             "from": params.get("from"),
             "to": params.get("to"),
-            "group_by": group_by,
+            "key": key,
+            "group_by": ",".join(group_by) or None,
+            "source": "usage_daily" if days is not None else "usage",
             "totals": _row(totals),
             "ledger": ledger.status(),
         }
-        if group_by is not None:
-            rows = await _summary(ledger, cast(GroupBy, group_by), since, until)
-            body["groups"] = [{group_by: row["group"], **_row(row)} for row in rows]
+        if group_by:
+            rows = await _summary(ledger, group_by, since, until, key, days)
+            body["groups"] = [{**row["group"], **_row(row)} for row in rows]
         if "text/csv" in request.headers.get("accept", ""):
             return Response(_csv(body), media_type="text/csv; charset=utf-8")
         return body
 
     async def request_usage(request_id: str, key: str | None = None) -> dict[str, Any]:
         await ensure_started()
+        stage = usage_stage()
         try:
-            records = await usage_stage().ledger.records(request_id=request_id, key_name=key, limit=10)
+            records = await stage.ledger.records(request_id=request_id, key_name=key, limit=10)
         except LedgerUnavailable as exc:
             raise ledger_unavailable(exc) from None
         if not records:
@@ -178,11 +234,22 @@ def endpoints(gateway: Gateway) -> tuple[Callable[..., Awaitable[Any]], ...]:
                 404, f"No usage is recorded for request '{request_id}'{whose}.", "invalid_request_error",
                 "not_found",
             )  # fmt: skip
+        bodies: dict[str, Any] = {}
+        if stage.log_bodies is not None:
+            try:
+                logged = await stage.ledger.bodies(request_id=request_id, key_name=key)
+            except LedgerUnavailable as exc:
+                raise ledger_unavailable(exc) from None
+            for body in reversed(logged):  # newest last, so it wins per key
+                bodies[body.key_name] = {"request": body.request, "response": body.response}
         out = []
         for record in records:
             row = asdict(record)
+            if stage.log_bodies is not None:
+                row["body"] = bodies.get(record.key_name)
             row["cost_usd"] = format_usd(row.pop("cost_nanos"))
-            row["time"] = datetime.fromtimestamp(row.pop("ts"), usage_stage().timezone).isoformat()
+            row["avoided_cost_usd"] = format_usd(row.pop("avoided_cost_nanos"))
+            row["time"] = datetime.fromtimestamp(row.pop("ts"), stage.timezone).isoformat()
             out.append(row)
         return {"request_id": request_id, "key": key, "records": out}
 
@@ -222,9 +289,15 @@ def ledger_metrics(ledger: Ledger) -> str:
         ("write_errors", health.write_errors, "failed ledger writes"),
         ("records_spilled", health.spilled, "records written to the spill file instead of the database"),
         ("records_replayed", health.replayed, "spilled records replayed into the database"),
-        ("records_dropped", health.dropped, "records lost: database, spill file and buffer all full"),
+        ("records_dropped", health.dropped, "records lost: queue full or arriving after close"),
         ("writer_restarts", health.writer_restarts, "times the ledger writer was restarted"),
     ):
         metric = f"gateway_ledger_{name}_total"
         lines += [f"# HELP {metric} {what}", f"# TYPE {metric} counter", f"{metric} {value}"]
+    # The plan's name for the same count (gateway_ledger_records_dropped_total is kept for dashboards).
+    lines += [
+        "# HELP gateway_usage_dropped_total Usage records lost: the ledger queue was full or closed.",
+        "# TYPE gateway_usage_dropped_total counter",
+        f"gateway_usage_dropped_total {health.dropped}",
+    ]
     return "\n".join(lines) + "\n"

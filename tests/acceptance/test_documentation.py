@@ -90,6 +90,22 @@ CASES = [
         ("/v1/messages", "count_tokens", "anthropic", "cohere", "azure", "api_version"),
     ),
     case(
+        "usage-tracking-analytics",
+        9,
+        ("gateway/usage.md", "performance.md"),
+        (
+            "usage.sink",
+            "postgres_url",
+            "jsonl_path",
+            "retention_days",
+            "usage_daily",
+            "user_version",
+            "usage_schema_versions",
+            "gateway_usage_dropped_total",
+            "bench/ledger.py",
+        ),
+    ),
+    case(
         "websocket-support",
         8,
         ("gateway/websocket.md", "tutorial/websocket.md"),

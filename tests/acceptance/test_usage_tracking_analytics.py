@@ -8,17 +8,30 @@ starting just before it, so state left by earlier runs on a live gateway does no
 from __future__ import annotations
 
 import json
+import shutil
+import sqlite3
+import time
 import uuid
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import yaml
+from uvicorn_server import run_server
+
+from gateway.app import create_app
+from gateway.config import load_config
 
 pytestmark = pytest.mark.feature("usage-tracking-analytics")
 
 URL = "/v1/chat/completions"
+CONFIG = Path(__file__).with_name("gateway.yaml")
 TRACKED_KEY = "sk-acceptance-usage-tracked"
 REFUSED_KEY = "sk-acceptance-usage-refused"
+SHARED_KEY = "sk-acceptance-usage-shared"  # a budget of its own; also the replicas' test
 
 
 def chat(**extra: Any) -> dict[str, Any]:
@@ -96,3 +109,210 @@ def test_usage_by_day_and_metrics_need_the_master_key(gateway) -> None:
     metrics = gateway.client.get("/metrics", headers=gateway.admin_headers()).text
     assert "# TYPE gateway_request_duration_seconds histogram" in metrics
     assert 'gateway_tokens_total{model="usage-tracked",direction="prompt"}' in metrics
+
+
+# --- The remaining steps: record fields, migrations, the drop counter, a shared ledger, filters ----------
+
+
+def in_process_only(gateway) -> None:
+    if gateway.live:
+        pytest.skip(
+            "starts gateways of its own with a ledger it prepares; a live gateway's ledger is its own"
+        )
+
+
+@pytest.mark.feature("usage-tracking-analytics", step=1)
+def test_records_carry_cache_status_avoided_cost_error_code_and_overhead(gateway) -> None:
+    body = {"model": "mock-cached", "messages": [{"role": "user", "content": uuid.uuid4().hex}]}
+    miss = gateway.client.post(URL, json=body, headers=gateway.headers())
+    hit = gateway.client.post(URL, json=body, headers=gateway.headers())
+    assert (miss.headers["x-gateway-cache"], hit.headers["x-gateway-cache"]) == ("MISS", "HIT")
+    missed, served = (
+        record(gateway, miss.headers["x-request-id"]),
+        record(gateway, hit.headers["x-request-id"]),
+    )
+    assert (missed["cache_status"], served["cache_status"]) == ("MISS", "HIT")
+    # The hit cost nothing and avoided what the miss cost upstream (same tokens, same route).
+    assert served["cost_usd"] == "0" and served["avoided_cost_usd"] == missed["cost_usd"] != "0"
+    assert missed["overhead_ms"] >= 0 and missed["error_code"] is None
+    refused = gateway.client.post(URL, json=chat(max_tokens=20), headers=gateway.headers(REFUSED_KEY))
+    refusal = record(gateway, refused.headers["x-request-id"])
+    assert refusal["error_code"] == "budget_exceeded" and refusal["reservation_id"] is None
+    assert missed["reservation_id"] is None  # no budget on this key
+    budgeted = gateway.client.post(URL, json=chat(max_tokens=20), headers=gateway.headers(SHARED_KEY))
+    assert len(record(gateway, budgeted.headers["x-request-id"])["reservation_id"]) == 13
+
+
+@pytest.mark.feature("usage-tracking-analytics", step=(7, 8))
+def test_usage_filtered_by_key_and_grouped_by_several_dimensions(gateway) -> None:
+    since = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+
+    def report() -> dict[str, Any]:
+        params = {"group_by": "key,model,status", "key": "usage-tracked", "from": since}
+        reply = gateway.client.get("/admin/usage", params=params, headers=gateway.admin_headers())
+        assert reply.status_code == 200
+        return reply.json()
+
+    def answered(body: dict[str, Any]) -> int:
+        groups = {(g["key"], g["model"], g["status"]): g["requests"] for g in body["groups"]}
+        return groups.get(("usage-tracked", "usage-tracked", 200), 0)
+
+    before = report()
+    for _ in range(2):
+        reply = gateway.client.post(URL, json=chat(max_tokens=20), headers=gateway.headers(TRACKED_KEY))
+        assert reply.status_code == 200
+    gateway.client.post(URL, json=chat(max_tokens=20), headers=gateway.headers(REFUSED_KEY))  # another key
+    after = report()
+    assert after["key"] == "usage-tracked" and after["group_by"] == "key,model,status"
+    assert after["totals"]["requests"] == before["totals"]["requests"] + 2
+    assert answered(after) == answered(before) + 2
+    assert {g["key"] for g in after["groups"]} == {"usage-tracked"}
+    bad = gateway.client.get(
+        "/admin/usage", params={"group_by": "key,colour"}, headers=gateway.admin_headers()
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "group_by"
+
+
+@pytest.mark.feature("usage-tracking-analytics", step=(4, 8))
+def test_whole_days_come_from_the_daily_rollup_and_agree_with_the_raw_records(gateway) -> None:
+    for _ in range(2):
+        reply = gateway.client.post(URL, json=chat(max_tokens=20), headers=gateway.headers(TRACKED_KEY))
+        assert reply.status_code == 200
+    gateway.client.post(URL, json=chat(max_tokens=20), headers=gateway.headers(REFUSED_KEY))
+    today = datetime.now(UTC).date()
+    days = {"from": (today - timedelta(days=2)).isoformat(), "to": (today + timedelta(days=1)).isoformat()}
+    # The same window as date-times reads the raw records; as dates, the rollup.
+    instants = {name: f"{value}T00:00:00" for name, value in days.items()}
+    instants["to"] = f"{(today + timedelta(days=2)).isoformat()}T00:00:00"
+    reports = []
+    for window in (days, instants):
+        reply = gateway.client.get(
+            "/admin/usage", params={"group_by": "key,model", **window}, headers=gateway.admin_headers()
+        )
+        assert reply.status_code == 200
+        reports.append(reply.json())
+    rolled, raw = reports
+    assert (rolled["source"], raw["source"]) == ("usage_daily", "usage")
+    assert rolled["totals"] == raw["totals"] and rolled["totals"]["requests"] >= 3
+    assert rolled["groups"] == raw["groups"]
+
+
+def _serve(stack: ExitStack, tmp_path: Path, usage: dict[str, Any]) -> httpx.Client:
+    """A gateway of the acceptance config with ``usage`` as its ledger, served on loopback until ``stack``."""
+    data = yaml.safe_load(CONFIG.read_text())
+    data["usage"] = usage
+    path = tmp_path / f"gateway-{uuid.uuid4().hex[:8]}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    url = stack.enter_context(run_server(create_app(load_config(path))))
+    return stack.enter_context(httpx.Client(base_url=url, timeout=30))
+
+
+@pytest.mark.feature("usage-tracking-analytics", step=2)
+def test_a_ledger_file_from_an_older_gateway_is_migrated_and_kept(gateway, tmp_path: Path) -> None:
+    in_process_only(gateway)
+    database = tmp_path / "old.sqlite3"
+    old_columns = ("ts, day, request_id, key_name, team, model, route, endpoint, stream, prompt_tokens, "
+                   "completion_tokens, usage_source, cost_nanos, latency_ms, status, cache_hit")  # fmt: skip
+    with sqlite3.connect(database) as conn:  # the schema before versions (no attempts, no ttft_ms)
+        conn.execute(f"CREATE TABLE usage (id INTEGER PRIMARY KEY, {old_columns})")
+        conn.execute(
+            f"INSERT INTO usage ({old_columns}) VALUES "
+            "(1700000000, '2023-11-14', 'old-1', 'usage-tracked', NULL, 'usage-tracked', 'mock/mock-echo', "
+            "'chat', 0, 10, 5, 'reported', 1500, 12.0, 200, 0)"
+        )
+    with ExitStack() as stack:
+        client = _serve(stack, tmp_path, {"database": str(database)})
+        reply = client.post(URL, json=chat(max_tokens=20), headers=gateway.headers(TRACKED_KEY))
+        assert reply.status_code == 200
+        report = client.get("/admin/usage", params={"key": "usage-tracked"}, headers=gateway.admin_headers())
+        assert report.json()["totals"]["requests"] == 2
+        old = client.get("/admin/usage/requests/old-1", headers=gateway.admin_headers()).json()["records"][0]
+        assert old["attempts"] == 0 and old["cache_status"] is None and old["cost_usd"] == "0.0000015"
+    with sqlite3.connect(database) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] >= 2
+
+
+@pytest.mark.feature("usage-tracking-analytics", step=(3, 8))
+def test_records_the_ledger_cannot_keep_are_counted_as_dropped_on_metrics(gateway, tmp_path: Path) -> None:
+    in_process_only(gateway)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    with ExitStack() as stack:
+        # A JSONL sink whose directory disappears: every write fails, nothing spills, the queue holds 2.
+        client = _serve(
+            stack, tmp_path, {"sink": "jsonl", "jsonl_path": str(logs / "u.jsonl"), "queue_size": 2}
+        )
+        shutil.rmtree(logs)
+        for _ in range(5):
+            reply = client.post(URL, json=chat(max_tokens=20), headers=gateway.headers(TRACKED_KEY))
+            assert reply.status_code == 200  # the request is never slowed or failed by the ledger
+        metrics = client.get("/metrics", headers=gateway.admin_headers()).text
+        (dropped,) = [
+            line for line in metrics.splitlines() if line.startswith("gateway_usage_dropped_total ")
+        ]
+        assert int(dropped.split()[1]) >= 3
+        usage = client.get("/admin/usage", headers=gateway.admin_headers())
+        assert usage.status_code == 501 and usage.json()["error"]["code"] == "usage_not_queryable"
+
+
+@pytest.mark.feature("usage-tracking-analytics", step=5)
+def test_replicas_sharing_a_postgres_ledger_report_each_others_traffic(
+    gateway, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    in_process_only(gateway)
+    server = request.getfixturevalue("postgres_server")
+    url = server.create_database()
+    master = gateway.admin_headers()
+    with ExitStack() as stack:
+        a, b = (_serve(stack, tmp_path, {"sink": "postgres", "postgres_url": url}) for _ in range(2))
+        ids = []
+        for _ in range(3):
+            reply = a.post(URL, json=chat(max_tokens=20), headers=gateway.headers(SHARED_KEY))
+            assert reply.status_code == 200
+            ids.append(reply.headers["x-request-id"])
+        # B never saw these requests; it reads them from the shared ledger once A's writer has sent them.
+        report: dict[str, Any] = {}
+        for _ in range(300):
+            report = b.get("/admin/usage", params={"key": "usage-shared"}, headers=master).json()
+            if report["totals"]["requests"] == 3:
+                break
+            time.sleep(0.1)
+        assert report["totals"]["requests"] == 3, report
+        assert report["ledger"]["sink"] == "postgres" and server.url.split(":")[2].split("@")[0] not in str(
+            report
+        )
+        assert b.get(f"/admin/usage/requests/{ids[0]}", headers=master).json()["records"][0]["key_name"] == (
+            "usage-shared"
+        )
+        spent_on_a = {r["name"]: r for r in a.get("/admin/budgets", headers=master).json()["budgets"]}
+        # A replica started now (its own empty state store) restores the budget from the shared ledger.
+        c = _serve(stack, tmp_path, {"sink": "postgres", "postgres_url": url})
+        spent_on_c = {r["name"]: r for r in c.get("/admin/budgets", headers=master).json()["budgets"]}
+        assert spent_on_c["usage-shared"]["spent_usd"] == spent_on_a["usage-shared"]["spent_usd"] != "0"
+
+
+@pytest.mark.feature("usage-tracking-analytics", step=6)
+def test_logged_bodies_are_redacted_and_kept_apart(gateway, tmp_path: Path) -> None:
+    in_process_only(gateway)
+    prompt = "Write to grace@example.org with key sk-live-0123456789abcdef about the invoice."
+    body = {"model": "usage-tracked", "messages": [{"role": "user", "content": prompt}], "max_tokens": 30}
+    with ExitStack() as stack:
+        logging = _serve(stack, tmp_path, {"database": str(tmp_path / "bodies.sqlite3"), "log_bodies": {}})
+        reply = logging.post(URL, json=body, headers=gateway.headers(TRACKED_KEY))
+        assert reply.status_code == 200
+        answer = reply.json()["choices"][0]["message"]["content"]
+        (row,) = logging.get(
+            f"/admin/usage/requests/{reply.headers['x-request-id']}", headers=gateway.admin_headers()
+        ).json()["records"]
+        logged = row["body"]
+        assert "about the invoice" in logged["request"] and logged["request"].count("[redacted]") == 2
+        assert (
+            "grace@example.org" not in logged["request"]
+            and "sk-live-0123456789abcdef" not in logged["request"]
+        )
+        assert logged["response"] == answer.replace("grace@example.org", "[redacted]").replace(
+            "sk-live-0123456789abcdef", "[redacted]"
+        )
+    # Off by default: the acceptance gateway logs no body.
+    plain = gateway.client.post(URL, json=body, headers=gateway.headers(TRACKED_KEY))
+    assert "body" not in record(gateway, plain.headers["x-request-id"])

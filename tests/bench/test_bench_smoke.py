@@ -105,3 +105,16 @@ def test_gateway_bench_quick_run(tmp_path: Path) -> None:
     assert "| direct (upstream alone) |" in text
     assert "| gateway, bare |" in text
     assert text.count("<svg") == 1 and "<rect" in text
+
+
+def test_ledger_bench_compares_each_sink_with_no_ledger(tmp_path: Path) -> None:
+    out = tmp_path / "ledger.json"
+    proc = run("ledger.py", "--requests", "50", "--rounds", "1", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert {"no ledger", "sqlite"} <= set(result)
+    for name, row in result.items():
+        assert row["written"] is True, name  # every record reached the sink inside the measured time
+        assert row["cpu_us"] > 0 and row["ratio"] == pytest.approx(
+            row["cpu_us"] / result["no ledger"]["cpu_us"]
+        )

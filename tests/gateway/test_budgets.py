@@ -340,7 +340,8 @@ async def test_admin_usage_groups_and_time_range() -> None:
         assert csv_reply.headers["content-type"].startswith("text/csv")
         lines = csv_reply.text.splitlines()
         assert (
-            lines[0] == "model,requests,prompt_tokens,completion_tokens,cost_usd,cache_hits,errors,estimated"
+            lines[0] == "model,requests,prompt_tokens,completion_tokens,cost_usd,cache_hits,errors,estimated,"
+            "cached_tokens,avoided_cost_usd"
         )
         assert sorted(line.split(",")[:2] for line in lines[1:]) == [["gpt-4o-mini", "1"], ["priced", "2"]]
 

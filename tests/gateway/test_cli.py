@@ -128,3 +128,15 @@ def test_mock_upstream_command() -> None:
     with _process("mock-upstream", "--fail-rate", "1", "--fail-status", "429") as (url, _):
         response = httpx.post(f"{url}/v1/chat/completions", json={"model": "m", "messages": []})
         assert response.status_code == 429 and response.headers["retry-after"] == "1"
+
+
+def test_run_with_an_unreachable_usage_database_exits_3_in_one_line(tmp_path: Path) -> None:
+    from redis_server import free_port
+
+    path = tmp_path / "gw.yaml"
+    url = f"postgresql://gw:Not-Shown-Pw-1@127.0.0.1:{free_port()}/usage"
+    path.write_text(f"usage:\n  sink: postgres\n  postgres_url: {url}\n")
+    result = CliRunner().invoke(main, ["run", "--config", str(path)])
+    assert result.exit_code == 3
+    assert "error: cannot open the usage ledger 'postgresql://gw:***@127.0.0.1" in result.output
+    assert "Not-Shown-Pw-1" not in result.output and "Traceback" not in result.output

@@ -26,7 +26,7 @@ from upstream_faults import (
     unique_name,
 )
 
-import gateway.ledger
+import gateway.ledger_sqlite
 from gateway.config import parse_config
 
 pytestmark = pytest.mark.anyio
@@ -36,7 +36,7 @@ COST = Decimal("0.002")  # 2,000 tokens at $1 per 1M
 
 
 class Switch:
-    """Stands in for ``gateway.ledger.connect``: opens the database read-only, or not at all, when told."""
+    """Stands in for ``gateway.ledger_sqlite.connect``: opens the file read-only, or not at all, when told."""
 
     def __init__(self) -> None:
         self.mode = "rw"
@@ -67,7 +67,7 @@ async def test_a_read_only_ledger_spills_then_catches_up(
     async with serve(config, upstream().transport()) as client:
         await _spend(client)
     switch = Switch()
-    monkeypatch.setattr(gateway.ledger, "connect", switch)
+    monkeypatch.setattr(gateway.ledger_sqlite, "connect", switch)
     switch.mode = "ro"  # the file is read-only when the gateway starts again
     async with serve(config, upstream().transport()) as client:
         await _spend(client, 2)
@@ -93,7 +93,7 @@ async def test_spend_survives_a_restart_even_when_it_was_spilled(
     async with serve(config, upstream().transport()) as client:
         await _spend(client)
     switch = Switch()
-    monkeypatch.setattr(gateway.ledger, "connect", switch)
+    monkeypatch.setattr(gateway.ledger_sqlite, "connect", switch)
     switch.mode = "ro"
     async with serve(config, upstream().transport()) as client:
         await _spend(client, 2)
@@ -135,7 +135,7 @@ async def test_an_unreadable_ledger_is_a_503_and_requests_still_work(
 ) -> None:
     name, database = unique_name(), tmp_path / "usage.sqlite3"
     switch = Switch()
-    monkeypatch.setattr(gateway.ledger, "connect", switch)
+    monkeypatch.setattr(gateway.ledger_sqlite, "connect", switch)
     config = parse_config(config_text(name, database=str(database)))
     async with serve(config, upstream().transport()) as client:
         await _spend(client)

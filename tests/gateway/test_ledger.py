@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 from budget_fakes import usage_record
 
+import gateway.ledger_sqlite
 from gateway.ledger import Ledger, LedgerError, LedgerUnavailable, UsageRecord
+from gateway.usage_record import COLUMNS
 
 
 def make_record(i: int, **overrides: Any) -> UsageRecord:
@@ -86,7 +88,7 @@ def test_a_failed_write_is_retried_not_lost(monkeypatch: pytest.MonkeyPatch) -> 
         await ledger.start()
         try:
             failures = iter([sqlite3.OperationalError("disk I/O error")])
-            real_write = Ledger._write
+            real_write = gateway.ledger_sqlite.write
 
             def flaky_write(conn: sqlite3.Connection, batch: Any) -> None:
                 error = next(failures, None)
@@ -94,7 +96,7 @@ def test_a_failed_write_is_retried_not_lost(monkeypatch: pytest.MonkeyPatch) -> 
                     raise error
                 real_write(conn, batch)
 
-            monkeypatch.setattr(Ledger, "_write", staticmethod(flaky_write))
+            monkeypatch.setattr(gateway.ledger_sqlite, "write", flaky_write)
             ledger.record(make_record(1))
             # In memory there is no spill file: the batch stays queued, and the error is counted.
             assert not await ledger.flush()
@@ -123,18 +125,18 @@ def test_summary_groups_and_time_range() -> None:
                 )
             )
             ledger.record(make_record(4, status=429, cost_nanos=0, usage_source="none"))
-            by_key = {row["group"]: row for row in await ledger.summary("key")}
+            by_key = {row["group"]["key"]: row for row in await ledger.summary(["key"])}
             assert by_key["alice"]["requests"] == 2
             assert by_key["alice"]["errors"] == 1
             assert by_key["bob"]["requests"] == 3
             assert by_key["bob"]["cache_hits"] == 1
             assert by_key["bob"]["estimated"] == 1
             assert by_key["bob"]["cost_nanos"] == 1_001 + 1_002
-            by_model = {row["group"]: row["requests"] for row in await ledger.summary("model")}
+            by_model = {row["group"]["model"]: row["requests"] for row in await ledger.summary(["model"])}
             assert by_model == {"gpt-4o": 4, "gpt-4o-mini": 1}
-            by_day = [row["group"] for row in await ledger.summary("day")]
+            by_day = [row["group"]["day"] for row in await ledger.summary(["day"])]
             assert by_day == ["2023-11-14", "2023-11-15"]
-            by_team = {row["group"]: row["requests"] for row in await ledger.summary("team")}
+            by_team = {row["group"]["team"]: row["requests"] for row in await ledger.summary(["team"])}
             assert by_team == {None: 3, "research": 2}
             window = await ledger.summary(since=1_700_000_001.0, until=1_700_000_003.0)
             assert window[0]["requests"] == 2
@@ -161,7 +163,8 @@ def test_close_is_safe_twice_and_reads_after_close_fail_clearly() -> None:
 
 def test_a_ledger_from_an_older_gateway_gains_the_new_columns(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
-    columns = [c for c in UsageRecord.__dataclass_fields__ if c not in ("attempts", "ttft_ms")]
+    # The schema before attempts and ttft_ms, and before user_version.
+    columns = COLUMNS[: COLUMNS.index("attempts")]
     with sqlite3.connect(path) as conn:
         conn.execute(f"CREATE TABLE usage (id INTEGER PRIMARY KEY, {', '.join(columns)})")
         conn.execute(

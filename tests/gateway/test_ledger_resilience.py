@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 from budget_fakes import usage_record
 
+import gateway.ledger_sqlite
 from gateway.ledger import Ledger, LedgerUnavailable, UsageRecord
+from gateway.ledger_sqlite import SQLiteSink
 from gateway.pricing import MAX_NANOS
 
 
@@ -38,6 +40,11 @@ class Switch:
                 f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
             )
         return sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+
+
+def sqlite_sink(ledger: Ledger) -> SQLiteSink:
+    assert isinstance(ledger.sink, SQLiteSink)
+    return ledger.sink
 
 
 async def _wait_for(condition: Any) -> None:
@@ -78,7 +85,9 @@ async def test_reads_answer_while_writes_fail_and_spilled_records_are_replayed(
         ledger.record(make_record(0))
         assert await ledger.flush()
         switch.mode = "ro"
-        await asyncio.to_thread(ledger._drop_connection)  # as if the file had just been made read-only
+        await asyncio.to_thread(
+            sqlite_sink(ledger)._drop_connection
+        )  # as if the file had just been made read-only
         for i in range(1, 4):
             ledger.record(make_record(i))
         with caplog.at_level(logging.ERROR, "gateway.usage"):
@@ -145,7 +154,7 @@ async def test_a_ledger_that_cannot_be_read_says_so(tmp_path: Path) -> None:
     await ledger.start()
     try:
         switch.mode = "gone"
-        await asyncio.to_thread(ledger._drop_connection)
+        await asyncio.to_thread(sqlite_sink(ledger)._drop_connection)
         ledger.record(make_record(0))
         with pytest.raises(LedgerUnavailable, match="cannot be read: unable to open database file"):
             await ledger.summary()
@@ -211,13 +220,13 @@ async def test_the_memory_buffer_is_bounded(monkeypatch: pytest.MonkeyPatch) -> 
         def broken(conn: sqlite3.Connection, batch: Any) -> None:
             raise sqlite3.OperationalError("disk I/O error")
 
-        real = Ledger._write
-        monkeypatch.setattr(Ledger, "_write", staticmethod(broken))
+        real = gateway.ledger_sqlite.write
+        monkeypatch.setattr(gateway.ledger_sqlite, "write", broken)
         for i in range(25):
             ledger.record(make_record(i))
         assert not await ledger.flush()
         assert ledger.pending == 10 and ledger.health.dropped == 15
-        monkeypatch.setattr(Ledger, "_write", staticmethod(real))
+        monkeypatch.setattr(gateway.ledger_sqlite, "write", real)
         assert await ledger.flush()
         assert [r.request_id for r in await ledger.records(limit=3)] == ["req-24", "req-23", "req-22"]
     finally:

@@ -4,7 +4,6 @@ is a non-negative, bounded number of nano-dollars, the tokens are bounded, and n
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import asdict
 from decimal import Decimal
 from typing import Any
 
@@ -15,7 +14,7 @@ from hypothesis import strategies as st
 from gateway.answers import MAX_TOKENS, answer_problem, checked_usage, chunk_problem, usage_counts
 from gateway.config import parse_config
 from gateway.features.usage import Pricing, account, with_cost
-from gateway.ledger import _INSERT, _SCHEMA, storable
+from gateway.ledger_sqlite import migrate, write
 from gateway.pipeline import Call, KeyIdentity, Response
 from gateway.pricing import (
     MAX_NANOS,
@@ -26,6 +25,7 @@ from gateway.pricing import (
     max_cost_nanos,
     usd_to_nanos,
 )
+from gateway.usage_record import storable
 
 # JSON as an upstream may send it, plus the values Python's json parser also accepts (NaN, Infinity, 1e400).
 scalars = st.one_of(
@@ -152,9 +152,9 @@ def test_any_record_is_storable(tokens: int, cost: int, status: int, text: str) 
             prompt_tokens=tokens, completion_tokens=-tokens, cost_nanos=cost, status=status, model=text
         )
     )
-    conn = sqlite3.connect(":memory:")
-    conn.executescript(_SCHEMA)
-    conn.execute(_INSERT, tuple(asdict(record).values()))
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate(conn)
+    write(conn, [record])
     total = conn.execute("SELECT SUM(cost_nanos), SUM(prompt_tokens) FROM usage").fetchone()
     assert 0 <= total[0] <= MAX_NANOS and 0 <= total[1] <= MAX_TOKENS
 
