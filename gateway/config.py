@@ -32,6 +32,7 @@ from gateway.features.ratelimit import RateLimitConfig
 from gateway.features.routing_config import RoutingConfig, fallback_problems
 from gateway.features.tracing_config import TracingConfig
 from gateway.key_digests import stored_form
+from gateway.metrics_config import MetricsConfig
 from gateway.reload_config import ReloadConfig
 from gateway.stores import StateConfig
 from gateway.tls import ServerTLSConfig, UpstreamTLSConfig, origin_conflicts
@@ -167,6 +168,8 @@ class FeaturesConfig(_Strict):
     reload: ReloadConfig = Field(default_factory=ReloadConfig)
     # OpenTelemetry spans per request, stage and upstream attempt (gateway/features/tracing.py); off if unset.
     tracing: TracingConfig | None = None
+    # Prometheus metrics (gateway/metrics.py): on by default; the scrape token and the separate listener.
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
 
 class UsageConfig(_Strict):

@@ -33,7 +33,7 @@ from gateway.features.routing import RoutingStage
 from gateway.features.tracing_config import build_tracing
 from gateway.features.usage import DEFAULT_DATABASE, usage_stage
 from gateway.ledger import Ledger
-from gateway.metrics import UsageMetrics
+from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Handler, KeyIdentity, Stage, build_chain
 from gateway.providers.registry import build_providers
 from gateway.stores import Store, open_store
@@ -49,17 +49,19 @@ RUNTIME_SCOPE_KEY = "gateway.runtime"
 
 @dataclass(frozen=True)
 class SharedState:
-    """What survives a reload: the state store, the usage ledger and the usage metrics of this replica."""
+    """What survives a reload: the state store, the usage ledger and the metrics of this replica."""
 
     store: Store
     ledger: Ledger
-    metrics: UsageMetrics
+    # None with features.metrics.enabled off (read at start: a reload does not add or drop the registry).
+    metrics: GatewayMetrics | None
 
     @classmethod
     def open(cls, config: GatewayConfig) -> SharedState:
-        """The store named by ``config.state`` and the ledger at ``config.usage.database``."""
+        """The store named by ``config.state``, the ledger at ``config.usage.database``, the metrics."""
         ledger = Ledger(config.usage.database or DEFAULT_DATABASE)
-        return cls(open_store(config.state), ledger, UsageMetrics())
+        metrics = GatewayMetrics() if config.features.metrics.enabled else None
+        return cls(open_store(config.state), ledger, metrics)
 
 
 def build_stages(
@@ -81,7 +83,9 @@ def build_stages(
         stages.append(budgets)
     if config.features.cache:
         stages.append(CacheStage(config.features.cache, shared.store))
-    stages.append(RoutingStage(config.features.routing, providers, models, shared.store))
+    stages.append(
+        RoutingStage(config.features.routing, providers, models, shared.store, metrics=shared.metrics)
+    )
     return stages
 
 

@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 from gateway.answers import usage_counts
 from gateway.errors import GatewayError
 from gateway.ledger import Ledger, UsageRecord, UsageSource
-from gateway.metrics import UsageMetrics
+from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Call, ChunkIterator, Handler, Response, Result, Stream
 from gateway.pricing import (
     ModelPrice,
@@ -384,14 +384,15 @@ class UsageStage:
         *,
         default_max_tokens: int = 4096,
         clock: Clock = utc_now,
-        metrics: UsageMetrics | None = None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.ledger = ledger
         self.pricing = pricing
         self.timezone = timezone
         self.default_max_tokens = default_max_tokens
         self.clock = clock
-        self.metrics = metrics if metrics is not None else UsageMetrics()
+        # None with features.metrics.enabled off: nothing is counted.
+        self.metrics = metrics
 
     async def start(self) -> None:
         """Open the ledger."""
@@ -404,10 +405,13 @@ class UsageStage:
     async def handle(self, call: Call, next: Handler) -> Result:
         """Run the rest of the chain, then account for the call (when a stream ends, for a stream)."""
         arrived = self.clock()
+        if self.metrics is not None:
+            self.metrics.in_flight.inc()  # until _finish, which runs once per call (streams: at their end)
         try:
             result = await next(call)
         except GatewayError as exc:
-            self._finish(call, arrived, account(call, None, self.pricing, status=exc.status))
+            accounting = account(call, None, self.pricing, status=exc.status)
+            self._finish(call, arrived, accounting, error_code=exc.code)
             raise
         except BaseException as exc:  # a bug (500) or a cancelled request (499)
             self._finish(call, arrived, account(call, None, self.pricing, status=ending_status(exc)))
@@ -438,7 +442,15 @@ class UsageStage:
 
         return stream.pipe(lambda chunks: FinalizingIterator(chunks, on_end, add_cost))
 
-    def _finish(self, call: Call, arrived: datetime, accounting: Accounting, *, header: bool = True) -> None:
+    def _finish(
+        self,
+        call: Call,
+        arrived: datetime,
+        accounting: Accounting,
+        *,
+        header: bool = True,
+        error_code: str | None = None,
+    ) -> None:
         if header:
             call.response_headers[COST_HEADER] = format_usd(accounting.cost_nanos)
             if accounting.source != "none":
@@ -464,7 +476,9 @@ class UsageStage:
             ttft_ms=call.scratch.get(_TTFT),
         )
         self.ledger.record(record)
-        self.metrics.observe(record)
+        if self.metrics is not None:
+            self.metrics.in_flight.dec()
+            self.metrics.observe(record, call.response_headers.get("x-gateway-cache"), error_code)
 
 
 def usage_stage(
@@ -472,7 +486,7 @@ def usage_stage(
     *,
     clock: Clock = utc_now,
     ledger: Ledger | None = None,
-    metrics: UsageMetrics | None = None,
+    metrics: GatewayMetrics | None = None,
 ) -> UsageStage:
     """The usage stage for ``config``: ledger at ``usage.database``, config prices over the bundled table.
 

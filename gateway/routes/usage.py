@@ -12,7 +12,8 @@
 ``/admin/usage`` also reports the ledger's health (``ledger``: write errors, spilled and dropped records...);
 when the ledger cannot be read at all these endpoints answer 503 ``usage_ledger_unavailable``.
 - ``GET /admin/budgets``: per key and team budget: limit, spent, reserved, remaining, window start and end.
-- ``GET /metrics``: Prometheus metrics of this replica (:mod:`gateway.metrics`), master key as bearer token.
+- ``GET /metrics``: Prometheus metrics of this replica (:mod:`gateway.metrics`, every worker of it), the
+  master key or ``features.metrics.token`` as bearer token.
 
 Costs are decimal strings in USD (``"0.00042"``), summed exactly from nano-dollars.
 """
@@ -26,7 +27,7 @@ from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -34,8 +35,8 @@ from gateway.errors import GatewayError, invalid_request
 from gateway.features.budgets import BudgetStage
 from gateway.features.usage import UsageStage
 from gateway.ledger import GroupBy, Ledger, LedgerUnavailable
+from gateway.metrics_sources import sample
 from gateway.pricing import format_usd
-from gateway.reload import config_metrics
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -182,35 +183,28 @@ def add_routes(admin: APIRouter, gateway: Gateway) -> None:
 
 
 def metrics_router(gateway: Gateway) -> APIRouter:
-    """``GET /metrics`` (master key): the Prometheus text format, for a scraper with a bearer token."""
-    from gateway.routes.admin import master_key_dependency
+    """``GET /metrics``: the Prometheus exposition for a scraper with the master key or
+    ``features.metrics.token`` as bearer token; OpenMetrics when its ``Accept`` asks for it.
 
-    router = APIRouter(dependencies=[Depends(master_key_dependency(gateway))])
+    No route at all with ``features.metrics.enabled`` off.
+    """
+    router = APIRouter()
+    metrics = gateway.shared.metrics
+    if metrics is None:
+        return router
 
-    async def metrics() -> Response:
-        stage = next(s for s in gateway.stages if isinstance(s, UsageStage))
-        text = (
-            stage.metrics.render(pending_records=stage.ledger.pending)
-            + ledger_metrics(stage.ledger)
-            + config_metrics(gateway)
-        )
-        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+    async def scrape(request: Request) -> Response:
+        headers = request.headers
+        if not gateway.keys.is_master(headers) and not gateway.config.features.metrics.token_matches(headers):
+            raise GatewayError(
+                401, "/metrics needs the metrics token or the master key.", "authentication_error",
+                "invalid_api_key",
+            )  # fmt: skip
+        if not gateway.started:
+            await gateway.start()
+        await sample(gateway, metrics)
+        body, content_type = metrics.render(headers.get("accept"))
+        return Response(body, media_type=content_type)
 
-    router.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+    router.add_api_route("/metrics", scrape, methods=["GET"], include_in_schema=False)
     return router
-
-
-def ledger_metrics(ledger: Ledger) -> str:
-    """The ledger's health counters in the Prometheus text format."""
-    health = ledger.health
-    lines = []
-    for name, value, what in (
-        ("write_errors", health.write_errors, "failed ledger writes"),
-        ("records_spilled", health.spilled, "records written to the spill file instead of the database"),
-        ("records_replayed", health.replayed, "spilled records replayed into the database"),
-        ("records_dropped", health.dropped, "records lost: database, spill file and buffer all full"),
-        ("writer_restarts", health.writer_restarts, "times the ledger writer was restarted"),
-    ):
-        metric = f"gateway_ledger_{name}_total"
-        lines += [f"# HELP {metric} {what}", f"# TYPE {metric} counter", f"{metric} {value}"]
-    return "\n".join(lines) + "\n"
