@@ -55,7 +55,10 @@ REFUSALS = {"rate_limit_exceeded": "rate_limit", "budget_exceeded": "budget"}
 # code an attempt fails with (the generic ``upstream_error``, a client error the upstream answered) is
 # labelled by its status class (``status_5xx``), so the label set stays bounded.
 UPSTREAM_KINDS = frozenset(
-    {"timeout", "unreachable", "unavailable", "overloaded", "rate_limited", "auth", "invalid", "stream", "read"}
+    {
+        *("timeout", "unreachable", "unavailable", "overloaded", "rate_limited"),
+        *("auth", "invalid", "stream", "read"),
+    }
 )
 
 Sampler = Callable[["GatewayMetrics"], Awaitable[None]]
