@@ -26,7 +26,9 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Awaitable, Callable, Iterable
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
@@ -321,6 +323,24 @@ def multiprocess_registry(path: str) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     _LiveWorkers(registry, path)
     return registry
+
+
+@contextlib.contextmanager
+def worker_metrics_dir() -> Iterator[str]:
+    """A private, empty ``PROMETHEUS_MULTIPROC_DIR`` for one ``gateway run --workers N`` (set in the
+    environment the workers inherit, so it must exist before they start); removed afterwards. Never a
+    directory shared with an earlier run: its files would add that run's counts to this one's."""
+    path = tempfile.mkdtemp(prefix="gateway-metrics-")
+    previous = os.environ.get(MULTIPROC_ENV)
+    os.environ[MULTIPROC_ENV] = path
+    try:
+        yield path
+    finally:
+        if previous is None:
+            os.environ.pop(MULTIPROC_ENV, None)
+        else:
+            os.environ[MULTIPROC_ENV] = previous
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def start_listener(address: str, registry: Collector) -> Callable[[], None]:
