@@ -233,7 +233,8 @@ def test_in_flight_counts_a_stream_until_it_ends() -> None:
     with run_server(create_app(parse_config(config))) as url, httpx.Client(base_url=url) as client:
         body = chat(model="slow", stream=True)
         with client.stream("POST", "/v1/chat/completions", json=body, headers=auth()) as reply:
-            next(reply.iter_lines())
+            lines = reply.iter_lines()  # kept: a discarded iterator would close the stream when collected
+            assert next(lines).startswith("data: ")
             during = samples(client.get("/metrics", headers=auth(MASTER_KEY)).text)
             assert value(during, "gateway_requests_in_flight") == 1
         # The client left: the stream ends (499) and is no longer in flight.
