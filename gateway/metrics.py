@@ -82,7 +82,7 @@ def error_kind(code: str | None, status: int) -> str:
 class _ModelChildren:
     """The children of one model alias, bound once."""
 
-    __slots__ = ("cache", "completion", "cost", "duration", "prompt", "refusals", "ttft")
+    __slots__ = ("budget_warnings", "cache", "completion", "cost", "duration", "prompt", "refusals", "ttft")
 
     def __init__(self, metrics: GatewayMetrics, model: str) -> None:
         self.duration = metrics.request_duration.labels(model)
@@ -90,6 +90,7 @@ class _ModelChildren:
         self.completion = metrics.tokens.labels(model, "completion")
         self.cost = metrics.cost.labels(model)
         self.ttft = metrics.ttft.labels(model)
+        self.budget_warnings = metrics.budget_warnings.labels(model)
         # Bound when first seen: a config without features.cache shows no cache series at all.
         self.cache: dict[str, Counter] = {}
         # Bound at once: a refusal rate then starts from a zero series, which alerts can rate().
@@ -131,6 +132,11 @@ class GatewayMetrics:
         self.refusals = Counter(
             "gateway_refusals", "Requests the gateway refused itself: rate_limit or budget (429).",
             ("model", "reason"), registry=r,
+        )  # fmt: skip
+        self.budget_warnings = Counter(
+            "gateway_budget_warnings",
+            "Requests served while a budget they spend from is past its soft limit (near its limit).",
+            ("model",), registry=r,
         )  # fmt: skip
         self.upstream_errors = Counter(
             "gateway_upstream_errors", "Failed upstream attempts by route and kind (timeout, status_5xx...).",
@@ -181,8 +187,11 @@ class GatewayMetrics:
 
     # -- recording (hot path) -------------------------------------------------------------------------
 
-    def observe(self, record: UsageRecord, cache: str | None, error_code: str | None) -> None:
-        """Count one finished request: its ledger ``record``, the cache's answer, the error it ended with."""
+    def observe(
+        self, record: UsageRecord, cache: str | None, error_code: str | None, *, budget_warning: bool = False
+    ) -> None:
+        """Count one finished request: its ledger ``record``, the cache's answer (``x-gateway-cache``), the
+        error code it ended with, and whether a budget it spends from is past its soft limit."""
         model = self._models.get(record.model)
         if model is None:
             model = self._models[record.model] = _ModelChildren(self, record.model)
@@ -204,6 +213,8 @@ class GatewayMetrics:
             model.ttft.observe(record.ttft_ms / 1000.0)
         if error_code is not None and (reason := REFUSALS.get(error_code)) is not None:
             model.refusals[reason].inc()
+        if budget_warning:
+            model.budget_warnings.inc()
         if cache is not None:
             child = model.cache.get(cache)
             if child is None:

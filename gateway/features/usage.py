@@ -56,6 +56,9 @@ logger = logging.getLogger("gateway.usage")
 COST_HEADER = "x-gateway-cost-usd"
 COST_FINAL_HEADER = "x-gateway-cost-final"
 USAGE_SOURCE_HEADER = "x-gateway-usage-source"
+# Set by the budgets stage when a budget passed its soft limit; counted here (the budgets stage imports this).
+BUDGET_WARNING_HEADER = "x-gateway-budget-warning"
+CACHE_HEADER = "x-gateway-cache"
 DEFAULT_DATABASE = "gateway-usage.sqlite3"
 
 Clock = Callable[[], datetime]
@@ -227,7 +230,7 @@ _TTFT = "usage.ttft_ms"
 
 def cache_hit(call: Call) -> bool:
     """Whether the cache answered ``call`` (the cache stage's ``x-gateway-cache: HIT``)."""
-    return call.response_headers.get("x-gateway-cache", "").upper() == "HIT"
+    return call.response_headers.get(CACHE_HEADER, "").upper() == "HIT"
 
 
 def stream_meter(call: Call, stream: Stream) -> StreamMeter:
@@ -478,7 +481,10 @@ class UsageStage:
         self.ledger.record(record)
         if self.metrics is not None:
             self.metrics.in_flight.dec()
-            self.metrics.observe(record, call.response_headers.get("x-gateway-cache"), error_code)
+            headers = call.response_headers
+            self.metrics.observe(
+                record, headers.get(CACHE_HEADER), error_code, budget_warning=BUDGET_WARNING_HEADER in headers
+            )
 
 
 def usage_stage(

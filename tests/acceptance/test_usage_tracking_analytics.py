@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.feature("usage-tracking-analytics")
 
@@ -32,12 +33,17 @@ def record(gateway, request_id: str) -> dict[str, Any]:
     return row
 
 
-def requests_counter(gateway, status: str) -> int:
+def requests_counter(gateway, status: str) -> float:
     reply = gateway.client.get("/metrics", headers=gateway.admin_headers())
     assert reply.status_code == 200
-    prefix = f'gateway_requests_total{{model="usage-tracked",route="",status="{status}",cache="false"}} '
-    values = [int(line[len(prefix) :]) for line in reply.text.splitlines() if line.startswith(prefix)]
-    return values[0] if values else 0
+    labels = {"model": "usage-tracked", "route": "", "status": status, "cache": "false"}
+    found = [
+        sample.value
+        for family in text_string_to_metric_families(reply.text)
+        for sample in family.samples
+        if sample.name == "gateway_requests_total" and sample.labels == labels
+    ]
+    return found[0] if found else 0
 
 
 def test_each_request_is_recorded_with_its_tokens(gateway) -> None:
@@ -95,4 +101,4 @@ def test_usage_by_day_and_metrics_need_the_master_key(gateway) -> None:
     assert days == sorted(days) and days
     metrics = gateway.client.get("/metrics", headers=gateway.admin_headers()).text
     assert "# TYPE gateway_request_duration_seconds histogram" in metrics
-    assert 'gateway_tokens_total{model="usage-tracked",direction="prompt"}' in metrics
+    assert 'gateway_tokens_total{direction="prompt",model="usage-tracked"}' in metrics
