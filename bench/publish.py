@@ -247,6 +247,15 @@ def stages_section(result: dict[str, Any]) -> list[str]:
         if not isinstance(row, dict) or "cpu_us" not in row:
             continue
         out.append(f"| {name} | {row['cpu_us']:,.0f} | {row['cpu_us'] - base:+,.0f} |")
+    cost = result.get("metrics_cost")
+    if cost:
+        out += [
+            "",
+            f"Prometheus metrics (`features.metrics`, on by default): production with / without them = "
+            f"{cost['ratio']:.3f} ({cost['us']:+.1f} µs, {100 * cost['share']:.1f} % of the production "
+            f"path's CPU); their recording calls timed alone take {cost['recording_us']:.1f} µs per request "
+            f"({100 * cost['recording_share']:.1f} %). `python bench/stages.py --metrics`.",
+        ]
     return out
 
 
