@@ -105,3 +105,18 @@ def test_gateway_bench_quick_run(tmp_path: Path) -> None:
     assert "| direct (upstream alone) |" in text
     assert "| gateway, bare |" in text
     assert text.count("<svg") == 1 and "<rect" in text
+
+
+def test_stages_bench_measures_the_metrics_cost(tmp_path: Path) -> None:
+    out = tmp_path / "stages.json"
+    proc = run("stages.py", "--metrics", "--requests", "30", "--rounds", "2", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert set(result) == {"production (miss)", "production, no metrics", "metrics_cost"}
+    for name in ("production (miss)", "production, no metrics"):
+        assert result[name]["statuses"] == {"200": 30 + 30}  # warm-up requests included
+    cost = result["metrics_cost"]
+    on, off = result["production (miss)"]["cpu_us"], result["production, no metrics"]["cpu_us"]
+    assert cost["ratio"] == pytest.approx(on / off)
+    assert cost["recording_us"] > 0
+    assert "production with / without metrics" in proc.stdout

@@ -312,3 +312,16 @@ def test_the_merge_keeps_dead_workers_counts_and_drops_their_live_gauges(tmp_pat
     assert value(parsed, "gateway_requests_in_flight") == 2  # the dead worker's requests are not in flight
     assert value(parsed, "gateway_requests_total") == 7  # but what it served stays counted
     assert not (tmp_path / f"gauge_livesum_{gone}.db").exists()
+
+
+def test_each_workers_run_gets_a_private_metrics_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.metrics import MULTIPROC_ENV, worker_metrics_dir
+
+    monkeypatch.setenv(MULTIPROC_ENV, "/somewhere/shared")
+    with worker_metrics_dir() as first:
+        assert os.environ[MULTIPROC_ENV] == first and os.listdir(first) == []
+        Path(first, "counter_1.db").write_bytes(b"")
+    with worker_metrics_dir() as second:
+        assert second != first and os.listdir(second) == []  # nothing of the earlier run is counted
+    assert not Path(first).exists() and not Path(second).exists()
+    assert os.environ[MULTIPROC_ENV] == "/somewhere/shared"
