@@ -315,7 +315,9 @@ class _LiveWorkers(MultiProcessCollector):
         pids = {int(m.group(1)) for name in os.listdir(self._path) if (m := _WORKER_FILE.search(name))}
         for pid in pids:
             if not _alive(pid):
-                mark_process_dead(pid, self._path)
+                # Another scrape (a worker's, the listener's) may be removing the same files right now.
+                with contextlib.suppress(FileNotFoundError):
+                    mark_process_dead(pid, self._path)
         return super().collect()
 
 
