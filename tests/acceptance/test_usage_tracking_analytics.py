@@ -319,7 +319,12 @@ def test_a_scrape_of_two_workers_counts_both(two_workers: str) -> None:
     for _ in range(6):  # scrapes answered by either worker: each sees every worker's count
         with httpx.Client() as fresh:
             reply = fresh.get(f"{url}/metrics", headers={"authorization": f"Bearer {SCRAPE_TOKEN}"})
-        assert value(samples(reply.text), "gateway_requests_total", **labels) == sent
+        parsed = samples(reply.text)
+        assert value(parsed, "gateway_requests_total", **labels) == sent
+        assert value(parsed, "gateway_request_duration_seconds_count", model="echo") == sent
+        assert value(parsed, "gateway_requests_in_flight") == 0  # summed over live workers
+        # One config, reported once however many workers run it (the maximum over workers).
+        assert [v for (name, _), v in parsed.items() if name == "gateway_config_info"] == [1.0]
 
 
 # -- dashboards and alerts ---------------------------------------------------------------------------------

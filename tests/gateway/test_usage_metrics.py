@@ -325,3 +325,20 @@ def test_each_workers_run_gets_a_private_metrics_directory(monkeypatch: pytest.M
         assert second != first and os.listdir(second) == []  # nothing of the earlier run is counted
     assert not Path(first).exists() and not Path(second).exists()
     assert os.environ[MULTIPROC_ENV] == "/somewhere/shared"
+
+
+def test_a_route_in_cooldown_shows_on_the_gauge_until_it_closes() -> None:
+    cooldown = "features:\n  routing:\n    cooldown: {min_requests: 2, window_seconds: 60, seconds: 600}\n"
+    with run_server(create_app(parse_config(TEST_CONFIG + cooldown))) as url:
+        for _ in range(3):
+            assert (
+                httpx.post(
+                    f"{url}/v1/chat/completions", json=chat(model="broken"), headers=auth()
+                ).status_code
+                >= 500
+            )
+        parsed = samples(httpx.get(f"{url}/metrics", headers=auth(MASTER_KEY)).text)
+        assert value(parsed, "gateway_route_cooldown_open", model="broken", route="broken/broken") == 1
+        assert value(parsed, "gateway_route_cooldown_open", model="echo", route="mock/mock-echo-v1") == 0
+        failed = value(parsed, "gateway_upstream_errors_total", route="broken/broken", kind="status_5xx")
+        assert failed >= 2  # the attempts that opened the circuit; later requests fail fast without one
