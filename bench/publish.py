@@ -232,7 +232,9 @@ def planner_section(result: dict[str, Any]) -> list[str]:
 
 def stages_section(result: dict[str, Any]) -> list[str]:
     """What each feature's stage costs, from bench/stages.py (in process, no server, no network)."""
-    base = result["bare"]["cpu_us"]
+    # A `--metrics` run has only production with and without metrics: compare with the latter then.
+    reference = "bare" if "bare" in result else "production, no metrics"
+    base = result[reference]["cpu_us"]
     out = [
         "## What each feature costs",
         "",
@@ -240,13 +242,22 @@ def stages_section(result: dict[str, Any]) -> list[str]:
         "upstream an in-memory mock, so neither the server nor the network is counted), adding one feature "
         "at a time to the bare gateway.",
         "",
-        "| configuration | CPU µs per request | more than bare |",
+        f"| configuration | CPU µs per request | more than {reference} |",
         "|---|--:|--:|",
     ]
     for name, row in result.items():
         if not isinstance(row, dict) or "cpu_us" not in row:
             continue
         out.append(f"| {name} | {row['cpu_us']:,.0f} | {row['cpu_us'] - base:+,.0f} |")
+    cost = result.get("metrics_cost")
+    if cost:
+        out += [
+            "",
+            f"Prometheus metrics (`features.metrics`, on by default): production with / without them = "
+            f"{cost['ratio']:.3f} ({cost['us']:+.1f} µs, {100 * cost['share']:.1f} % of the production "
+            f"path's CPU); their recording calls timed alone take {cost['recording_us']:.1f} µs per request "
+            f"({100 * cost['recording_share']:.1f} %). `python bench/stages.py --metrics`.",
+        ]
     return out
 
 

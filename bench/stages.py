@@ -2,6 +2,7 @@
 
     python bench/stages.py                             # 3 rounds of 5,000 requests per configuration
     python bench/stages.py --requests 500 --rounds 1   # a quick look
+    python bench/stages.py --metrics                   # the metrics' cost: production with them on vs off
 
 Builds the gateway with ``create_app`` and an ``httpx.MockTransport`` answering the fixed completion, then
 calls the ASGI app directly, one request at a time, and divides the process CPU time by the requests. The
@@ -38,6 +39,7 @@ UPSTREAM = Upstream(
     "mock", "http://upstream.invalid", "http://upstream.invalid/v1", "http://upstream.invalid/sse/v1"
 )
 ANSWER = chat_body()
+NO_METRICS = "production, no metrics"
 
 
 def mock_transport() -> httpx.MockTransport:
@@ -78,6 +80,10 @@ def configs(workdir: Path) -> dict[str, dict[str, Any]]:
 
     out["production (miss)"] = production
     out["production (hit)"] = production
+    # The same production path with features.metrics off: the difference is what /metrics costs a request.
+    without_metrics = copy.deepcopy(production)
+    without_metrics.setdefault("features", {})["metrics"] = {"enabled": False}
+    out[NO_METRICS] = without_metrics
     for name, config in out.items():
         config["usage"] = {"database": str(workdir / f"{name.replace(' ', '_')}.sqlite3")}
     return out
@@ -196,11 +202,37 @@ async def measure_passthrough(requests: int) -> dict[str, Any]:
         return await drive(app, body_factory(True, "pass"), requests, "/v1/chat/completions")
 
 
+def recording_us(calls: int = 100_000) -> float:
+    """CPU microseconds the metrics' recording calls take per request, timed alone: what a request of the
+    production path records (in flight up and down, the finished request, one answered upstream attempt).
+    Far less noisy than the difference of two pipeline runs, which other work on the machine blurs."""
+    from gateway.ledger import UsageRecord
+    from gateway.metrics import GatewayMetrics
+
+    metrics = GatewayMetrics()
+    record = UsageRecord(
+        ts=0.0, day="2026-01-01", request_id="r", key_name="bench", team=None, model="bench",
+        route="up/bench", endpoint="chat", stream=False, prompt_tokens=20, completion_tokens=64,
+        usage_source="reported", cost_nanos=75_000, latency_ms=1.5, status=200, cache_hit=False,
+    )  # fmt: skip
+    started = time.process_time()
+    for _ in range(calls):
+        metrics.in_flight.inc()
+        metrics.upstream("bench", "up/bench", 0.0005)
+        metrics.in_flight.dec()
+        metrics.observe(record, "MISS", None)
+    return (time.process_time() - started) * 1e6 / calls
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="CPU cost per request of each gateway feature, in process.")
     parser.add_argument("--requests", type=int, default=5000, help="requests per configuration and round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; each configuration's cheapest is kept")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--metrics", action="store_true",
+        help="only production (miss) with metrics on and off, alternating: the metrics' CPU cost per request",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     import logging
 
@@ -209,26 +241,45 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     # Rounds over every configuration, keeping each one's cheapest round: other work on the machine only
     # ever adds CPU time (cache misses, migrations), so the minimum is the closest to the code's own cost.
-    for _ in range(args.rounds):
-        rows = {"passthrough app": asyncio.run(measure_passthrough(args.requests))}
-        for name, config in configs(workdir).items():
+    chosen = configs(workdir)
+    if args.metrics:
+        chosen = {name: chosen[name] for name in ("production (miss)", NO_METRICS)}
+    for round_ in range(args.rounds):
+        rows = {} if args.metrics else {"passthrough app": asyncio.run(measure_passthrough(args.requests))}
+        # Alternate the order: measured, whichever configuration runs first in a round pays more (the
+        # process's heap is still growing), which would bias a difference of two close configurations.
+        order = list(chosen.items())
+        for name, config in order if round_ % 2 == 0 else reversed(order):
             rows[name] = asyncio.run(
                 measure_gateway(config, vary=name != "production (hit)", requests=args.requests)
             )
         for name, row in rows.items():
             if name not in results or row["cpu_us"] < results[name]["cpu_us"]:
                 results[name] = row
-    base = results["bare"]["cpu_us"]
+    base = results["bare" if "bare" in results else NO_METRICS]["cpu_us"]
     print(
-        f"\n{'configuration':<22}{'CPU us/req':>11}{'vs bare':>9}{'p50 us':>9}{'p99 us':>9}{'max us':>9}"
+        f"\n{'configuration':<24}{'CPU us/req':>11}{'vs bare':>9}{'p50 us':>9}{'p99 us':>9}{'max us':>9}"
         "  statuses"
     )
     for name, row in results.items():
         delta = row["cpu_us"] - base
         print(
-            f"{name:<22}{row['cpu_us']:>11.0f}{delta:>+9.0f}{row['p50_us']:>9.0f}{row['p99_us']:>9.0f}"
+            f"{name:<24}{row['cpu_us']:>11.0f}{delta:>+9.0f}{row['p50_us']:>9.0f}{row['p99_us']:>9.0f}"
             f"{row['max_us']:>9.0f}  {row['statuses']}"
         )
+    on, off = results["production (miss)"]["cpu_us"], results[NO_METRICS]["cpu_us"]
+    recording = min(recording_us() for _ in range(3))
+    # Not a configuration row (no "cpu_us"): bench/publish.py prints it as a sentence under the table.
+    results["metrics_cost"] = {
+        "us": on - off, "ratio": on / off, "share": (on - off) / on,
+        "recording_us": recording, "recording_share": recording / on,
+    }  # fmt: skip
+    print(
+        f"\nmetrics: {on - off:+.1f} CPU us per request; production with / without metrics = {on / off:.3f}"
+        f" ({100 * (on - off) / on:.1f} % of the production path's CPU)"
+        f"\nmetrics recording calls alone: {recording:.1f} CPU us per request"
+        f" ({100 * recording / on:.1f} % of the production path's CPU)"
+    )
     out = args.json or HERE / "results" / f"stages-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

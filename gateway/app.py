@@ -28,6 +28,7 @@ from gateway.cors import CorsMiddleware
 from gateway.errors import GatewayError, state_store_unavailable
 from gateway.features.tracing_http import TracingMiddleware
 from gateway.logging import AccessLog
+from gateway.metrics_sources import sampler
 from gateway.middleware import GatewayMiddleware
 from gateway.openapi import openapi_document
 from gateway.pipeline import Handler, KeyIdentity, Stage, run_hooks
@@ -144,6 +145,8 @@ class Gateway:
                 await run_hooks(self.stages, "start")
                 self.started = True
                 self.reloader.start(sighup=self.sighup)
+                if self.shared.metrics is not None:
+                    self.shared.metrics.start(sampler(self), self.config.features.metrics.listen)
 
     async def drain(self) -> bool:
         """Report draining, let what is in flight finish within ``server.drain_timeout_s``, close every
@@ -156,6 +159,8 @@ class Gateway:
         self.closing = True
         try:
             await self.reloader.close()
+            if self.shared.metrics is not None:
+                await self.shared.metrics.close()
             if self.started:
                 await run_hooks(reversed(self.stages), "close")
         finally:

@@ -134,7 +134,7 @@ def run(config_path: Path | None, host: str | None, port: int | None, workers: i
         if config_path is not None:
             # Absolute, but symlinks kept: a mounted ConfigMap's file is a symlink re-pointed on each update.
             os.environ[CONFIG_ENV] = os.path.abspath(config_path)
-        uvicorn.run("gateway.cli:app_factory", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+        _run_workers(config, workers, options)
     else:
         # SIGHUP reloads the config file (with --workers, uvicorn restarts the workers on SIGHUP instead).
         app = create_app(config, config_path=config_path, sighup=True)
@@ -143,6 +143,25 @@ def run(config_path: Path | None, host: str | None, port: int | None, workers: i
         server.run()
         if not server.started:
             sys.exit(3)  # as uvicorn.run: the server could not start (the port is taken...)
+
+
+def _run_workers(config: GatewayConfig, workers: int, options: dict[str, object]) -> None:
+    """uvicorn's supervisor with ``workers`` processes, their metrics in one private directory (every
+    worker's counts in every scrape); the supervisor serves ``features.metrics.listen`` from it."""
+    import uvicorn
+
+    from gateway.metrics import multiprocess_registry, start_listener, worker_metrics_dir
+
+    with worker_metrics_dir() as path:
+        settings = config.features.metrics
+        stop = None
+        if settings.enabled and settings.listen is not None:
+            stop = start_listener(settings.listen, multiprocess_registry(path))
+        try:
+            uvicorn.run("gateway.cli:app_factory", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+        finally:
+            if stop is not None:
+                stop()
 
 
 @main.command()

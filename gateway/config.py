@@ -33,6 +33,7 @@ from gateway.features.ratelimit import RateLimitConfig
 from gateway.features.routing_config import RoutingConfig, fallback_problems
 from gateway.features.tracing_config import TracingConfig
 from gateway.key_digests import stored_form
+from gateway.metrics_config import MetricsConfig
 from gateway.reload_config import ReloadConfig
 from gateway.responses_store import ResponsesConfig
 from gateway.stores import StateConfig
@@ -182,6 +183,8 @@ class FeaturesConfig(_Strict):
     websocket: WebSocketConfig = Field(default_factory=WebSocketConfig)
     # The Responses API's stored responses (gateway/responses_store.py): always on, this tunes their TTL.
     responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
+    # Prometheus metrics (gateway/metrics.py): on by default; the scrape token and the separate listener.
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
 
 class GatewayConfig(_Strict):

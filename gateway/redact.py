@@ -46,10 +46,12 @@ _PARTS = re.compile(r"[\s:/@?&=,;\"'<>()\[\]{}]+")
 
 
 def config_key_digests(config: GatewayConfig) -> Iterator[bytes]:
-    """The digests of the virtual keys and the master key of ``config``."""
+    """The digests of the virtual keys, the master key and the metrics scrape token of ``config``."""
     stored = [key.key for key in config.auth.keys]
     if config.auth.master_key:
         stored.append(config.auth.master_key)
+    if config.features.metrics.token:
+        stored.append(config.features.metrics.token)
     return (stored_digest(value) for value in stored)
 
 

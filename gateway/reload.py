@@ -480,24 +480,3 @@ def config_endpoint(gateway: Gateway) -> Callable[[Request], Awaitable[dict[str,
         }
 
     return running_config
-
-
-def config_metrics(gateway: Gateway) -> str:
-    """Prometheus lines for ``/metrics``: the running config version, reloads applied, last outcome."""
-    reloader = gateway.reloader
-    return (
-        "\n".join(
-            [
-                "# HELP gateway_config_info The running config; compare version across replicas.",
-                "# TYPE gateway_config_info gauge",
-                f'gateway_config_info{{version="{gateway.runtime.version}"}} 1',
-                "# HELP gateway_config_reloads_total Config reloads applied since the gateway started.",
-                "# TYPE gateway_config_reloads_total counter",
-                f"gateway_config_reloads_total {reloader.reloads}",
-                "# HELP gateway_config_last_reload_successful 1 when the last reload attempt was applied.",
-                "# TYPE gateway_config_last_reload_successful gauge",
-                f"gateway_config_last_reload_successful {int(reloader.last_ok)}",
-            ]
-        )
-        + "\n"
-    )

@@ -33,7 +33,7 @@ from gateway.features.routing import RoutingStage
 from gateway.features.tracing_config import build_tracing
 from gateway.features.usage import usage_stage
 from gateway.ledger import Ledger
-from gateway.metrics import UsageMetrics
+from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Handler, KeyIdentity, Stage, build_chain
 from gateway.providers.registry import build_providers
 from gateway.stores import Store, open_store
@@ -50,17 +50,20 @@ RUNTIME_SCOPE_KEY = "gateway.runtime"
 
 @dataclass(frozen=True)
 class SharedState:
-    """What survives a reload: the state store, the usage ledger and the usage metrics of this replica."""
+    """What survives a reload: the state store, the usage ledger and the metrics of this replica."""
 
     store: Store
     ledger: Ledger
-    metrics: UsageMetrics
+    # None with features.metrics.enabled off (read at start: a reload does not add or drop the registry).
+    metrics: GatewayMetrics | None
 
     @classmethod
     def open(cls, config: GatewayConfig) -> SharedState:
-        """The store named by ``config.state`` and the ledger writing to the sink ``config.usage`` names."""
+        """The store named by ``config.state``, the ledger writing to the sink ``config.usage`` names, the
+        metrics (None when ``features.metrics`` is off)."""
         ledger = open_ledger(config.usage)
-        return cls(open_store(config.state), ledger, UsageMetrics())
+        metrics = GatewayMetrics() if config.features.metrics.enabled else None
+        return cls(open_store(config.state), ledger, metrics)
 
 
 def build_stages(
@@ -81,7 +84,9 @@ def build_stages(
     stages.append(budget_stage(config, shared.store, usage))
     if config.features.cache:
         stages.append(CacheStage(config.features.cache, shared.store))
-    stages.append(RoutingStage(config.features.routing, providers, models, shared.store))
+    stages.append(
+        RoutingStage(config.features.routing, providers, models, shared.store, metrics=shared.metrics)
+    )
     return stages
 
 

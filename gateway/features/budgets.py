@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from gateway.budget_book import BudgetBook, BudgetSlot, Reservation
 from gateway.errors import GatewayError
 from gateway.features.usage import (
+    BUDGET_WARNING_HEADER,
     RESERVATION_SCRATCH,
     Clock,
     FinalizingIterator,
@@ -62,7 +63,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("gateway.budgets")
 
-WARNING_HEADER = "x-gateway-budget-warning"
+WARNING_HEADER = BUDGET_WARNING_HEADER
 REMAINING_HEADER = "x-gateway-budget-remaining-usd"
 
 Fraction = Annotated[float, Field(gt=0, le=1)]

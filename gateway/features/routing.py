@@ -35,7 +35,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.config import ModelConfig, RouteConfig
 from gateway.errors import GatewayError
@@ -47,6 +47,9 @@ from gateway.pipeline import Call, Handler, Result, Stream
 from gateway.providers.base import Provider
 from gateway.router import attempt
 from gateway.stores.base import Store
+
+if TYPE_CHECKING:
+    from gateway.metrics import GatewayMetrics
 
 Chunk = dict[str, Any]
 __all__ = ["CooldownConfig", "RoutingConfig", "RoutingStage", "routes_endpoint"]
@@ -124,8 +127,10 @@ class RoutingStage:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics
         self.providers = providers
         self.models = models
         self.rng = rng if rng is not None else random.Random()
@@ -354,10 +359,14 @@ class RoutingStage:
                 "upstream_error",
                 "upstream_timeout",
             )
+            if self.metrics is not None:
+                self.metrics.upstream_error(target.key, error.code, error.status)
             await self.cooldowns.failure(target.key, probe=probe)
             outcome.last_error = error
             return None
         except GatewayError as error:
+            if self.metrics is not None:
+                self.metrics.upstream_error(target.key, error.code, error.status)
             if not is_retryable(error):
                 # The upstream answered (a client error): for the breaker the route is up.
                 await self.cooldowns.success(target.key, probe=probe)
@@ -372,7 +381,10 @@ class RoutingStage:
         finally:
             self.stats.finished(target.key)
         # Latency to the answer (streams: to the first chunk), the signal the latency strategy compares.
-        self.stats.observe_latency(target.key, self.monotonic() - began)
+        latency = self.monotonic() - began
+        self.stats.observe_latency(target.key, latency)
+        if self.metrics is not None:
+            self.metrics.upstream(call.model, target.key, latency)
         # Every answer is counted (the failure rate needs them); a probe's answer also closes the circuit.
         await self.cooldowns.success(target.key, probe=probe)
         if isinstance(result, Stream):
@@ -402,7 +414,9 @@ class RoutingStage:
         try:
             async for chunk in chunks:
                 yield chunk
-        except GatewayError:
+        except GatewayError as error:
+            if self.metrics is not None:
+                self.metrics.upstream_error(target.key, error.code, error.status)
             await self.cooldowns.failure(target.key, late=True)
             raise
         finally:

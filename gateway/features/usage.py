@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 from gateway.answers import usage_counts
 from gateway.errors import GatewayError
 from gateway.ledger import Ledger, UsageRecord, UsageSource
-from gateway.metrics import UsageMetrics
+from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Call, ChunkIterator, Handler, Response, Result, Stream
 from gateway.pricing import (
     ModelPrice,
@@ -58,6 +58,9 @@ logger = logging.getLogger("gateway.usage")
 COST_HEADER = "x-gateway-cost-usd"
 COST_FINAL_HEADER = "x-gateway-cost-final"
 USAGE_SOURCE_HEADER = "x-gateway-usage-source"
+# Set by the budgets stage when a budget passed its soft limit; counted here (the budgets stage imports this).
+BUDGET_WARNING_HEADER = "x-gateway-budget-warning"
+CACHE_HEADER = "x-gateway-cache"
 
 Clock = Callable[[], datetime]
 
@@ -443,7 +446,7 @@ class UsageStage:
         *,
         default_max_tokens: int = 4096,
         clock: Clock = utc_now,
-        metrics: UsageMetrics | None = None,
+        metrics: GatewayMetrics | None = None,
         log_bodies: LogBodiesConfig | None = None,
     ) -> None:
         self.ledger = ledger
@@ -453,7 +456,8 @@ class UsageStage:
         self.timezone = timezone
         self.default_max_tokens = default_max_tokens
         self.clock = clock
-        self.metrics = metrics if metrics is not None else UsageMetrics()
+        # None with features.metrics.enabled off: nothing is counted.
+        self.metrics = metrics
 
     async def start(self) -> None:
         """Open the ledger."""
@@ -466,6 +470,8 @@ class UsageStage:
     async def handle(self, call: Call, next: Handler) -> Result:
         """Run the rest of the chain, then account for the call (when a stream ends, for a stream)."""
         arrived = self.clock()
+        if self.metrics is not None:
+            self.metrics.in_flight.inc()  # until _finish, which runs once per call (streams: at their end)
         try:
             result = await next(call)
         except GatewayError as exc:
@@ -544,7 +550,12 @@ class UsageStage:
             reservation_id=call.scratch.get(RESERVATION_SCRATCH),
         )
         self.ledger.record(record)
-        self.metrics.observe(record)
+        if self.metrics is not None:
+            self.metrics.in_flight.dec()
+            headers = call.response_headers
+            self.metrics.observe(
+                record, headers.get(CACHE_HEADER), error_code, budget_warning=BUDGET_WARNING_HEADER in headers
+            )
         if self.log_bodies is not None and self.redaction is not None:
             self.ledger.record_body(
                 body_record(
@@ -565,7 +576,7 @@ def usage_stage(
     *,
     clock: Clock = utc_now,
     ledger: Ledger | None = None,
-    metrics: UsageMetrics | None = None,
+    metrics: GatewayMetrics | None = None,
 ) -> UsageStage:
     """The usage stage for ``config``: ledger at ``usage.database``, config prices over the bundled table.
 

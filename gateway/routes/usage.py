@@ -20,7 +20,8 @@ when the ledger cannot be read at all these endpoints answer 503 ``usage_ledger_
 ``usage_not_queryable`` when its sink keeps nothing to query (``usage.sink: jsonl``). With a shared sink
 (``usage.sink: postgres``) every replica answers for the traffic of all of them.
 - ``GET /admin/budgets``: per key and team budget: limit, spent, reserved, remaining, window start and end.
-- ``GET /metrics``: Prometheus metrics of this replica (:mod:`gateway.metrics`), master key as bearer token.
+- ``GET /metrics``: Prometheus metrics of this replica (:mod:`gateway.metrics`, every worker of it), the
+  master key or ``features.metrics.token`` as bearer token.
 
 Costs are decimal strings in USD (``"0.00042"``), summed exactly from nano-dollars.
 """
@@ -35,7 +36,7 @@ from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -43,8 +44,8 @@ from gateway.errors import GatewayError, invalid_request
 from gateway.features.budgets import BudgetStage
 from gateway.features.usage import UsageStage
 from gateway.ledger import GroupBy, Ledger, LedgerNotQueryable, LedgerUnavailable
+from gateway.metrics_sources import sample
 from gateway.pricing import format_usd
-from gateway.reload import config_metrics
 from gateway.usage_record import GROUP_COLUMNS
 from gateway.usage_sql import ROLLUP_DIMENSIONS
 
@@ -263,41 +264,28 @@ def endpoints(gateway: Gateway) -> tuple[Callable[..., Awaitable[Any]], ...]:
 
 
 def metrics_router(gateway: Gateway) -> APIRouter:
-    """``GET /metrics`` (master key): the Prometheus text format, for a scraper with a bearer token."""
-    from gateway.routes.admin import master_key_dependency
+    """``GET /metrics``: the Prometheus exposition for a scraper with the master key or
+    ``features.metrics.token`` as bearer token; OpenMetrics when its ``Accept`` asks for it.
 
-    router = APIRouter(dependencies=[Depends(master_key_dependency(gateway))])
+    No route at all with ``features.metrics.enabled`` off.
+    """
+    router = APIRouter()
+    metrics = gateway.shared.metrics
+    if metrics is None:
+        return router
 
-    async def metrics() -> Response:
-        stage = next(s for s in gateway.stages if isinstance(s, UsageStage))
-        text = (
-            stage.metrics.render(pending_records=stage.ledger.pending)
-            + ledger_metrics(stage.ledger)
-            + config_metrics(gateway)
-        )
-        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+    async def scrape(request: Request) -> Response:
+        headers = request.headers
+        if not gateway.keys.is_master(headers) and not gateway.config.features.metrics.token_matches(headers):
+            raise GatewayError(
+                401, "/metrics needs the metrics token or the master key.", "authentication_error",
+                "invalid_api_key",
+            )  # fmt: skip
+        if not gateway.started:
+            await gateway.start()
+        await sample(gateway, metrics)
+        body, content_type = metrics.render(headers.get("accept"))
+        return Response(body, media_type=content_type)
 
-    router.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+    router.add_api_route("/metrics", scrape, methods=["GET"], include_in_schema=False)
     return router
-
-
-def ledger_metrics(ledger: Ledger) -> str:
-    """The ledger's health counters in the Prometheus text format."""
-    health = ledger.health
-    lines = []
-    for name, value, what in (
-        ("write_errors", health.write_errors, "failed ledger writes"),
-        ("records_spilled", health.spilled, "records written to the spill file instead of the database"),
-        ("records_replayed", health.replayed, "spilled records replayed into the database"),
-        ("records_dropped", health.dropped, "records lost: queue full or arriving after close"),
-        ("writer_restarts", health.writer_restarts, "times the ledger writer was restarted"),
-    ):
-        metric = f"gateway_ledger_{name}_total"
-        lines += [f"# HELP {metric} {what}", f"# TYPE {metric} counter", f"{metric} {value}"]
-    # The plan's name for the same count (gateway_ledger_records_dropped_total is kept for dashboards).
-    lines += [
-        "# HELP gateway_usage_dropped_total Usage records lost: the ledger queue was full or closed.",
-        "# TYPE gateway_usage_dropped_total counter",
-        f"gateway_usage_dropped_total {health.dropped}",
-    ]
-    return "\n".join(lines) + "\n"

@@ -118,3 +118,18 @@ def test_ledger_bench_compares_each_sink_with_no_ledger(tmp_path: Path) -> None:
         assert row["cpu_us"] > 0 and row["ratio"] == pytest.approx(
             row["cpu_us"] / result["no ledger"]["cpu_us"]
         )
+
+
+def test_stages_bench_measures_the_metrics_cost(tmp_path: Path) -> None:
+    out = tmp_path / "stages.json"
+    proc = run("stages.py", "--metrics", "--requests", "30", "--rounds", "2", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert set(result) == {"production (miss)", "production, no metrics", "metrics_cost"}
+    for name in ("production (miss)", "production, no metrics"):
+        assert result[name]["statuses"] == {"200": 30 + 30}  # warm-up requests included
+    cost = result["metrics_cost"]
+    on, off = result["production (miss)"]["cpu_us"], result["production, no metrics"]["cpu_us"]
+    assert cost["ratio"] == pytest.approx(on / off)
+    assert cost["recording_us"] > 0
+    assert "production with / without metrics" in proc.stdout

@@ -498,16 +498,17 @@ async def test_metrics_report_the_config_version_and_reload_outcomes(config_file
     async with running(config_file) as (app, client):
         version = gateway_of(app).runtime.version
         text = (await client.get("/metrics", headers=auth(MASTER))).text
-        assert f'gateway_config_info{{version="{version}"}} 1' in text
-        assert "gateway_config_reloads_total 0" in text
+        assert f'gateway_config_info{{version="{version}"}} 1.0' in text
+        assert "gateway_config_reloads_total 0.0" in text
         rewrite(config_file, reply="new answer")
         await client.post("/admin/reload", headers=auth(MASTER))
         config_file.write_text("models: [")
         await client.post("/admin/reload", headers=auth(MASTER))
         text = (await client.get("/metrics", headers=auth(MASTER))).text
-        assert f'gateway_config_info{{version="{gateway_of(app).runtime.version}"}} 1' in text
-        assert "gateway_config_reloads_total 1" in text
-        assert "gateway_config_last_reload_successful 0" in text
+        assert f'gateway_config_info{{version="{gateway_of(app).runtime.version}"}} 1.0' in text
+        assert f'gateway_config_info{{version="{version}"}} 0.0' in text  # the replaced config
+        assert "gateway_config_reloads_total 1.0" in text
+        assert "gateway_config_last_reload_successful 0.0" in text
 
 
 def test_sighup_outside_the_main_thread_is_reported_not_fatal(
