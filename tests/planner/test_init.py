@@ -1,0 +1,130 @@
+"""`planner init`: the starter files, never overwriting, and the plugin added to an existing mkdocs.yml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from planner.cli import main
+from planner.config import load_config
+from planner.starter import StarterError, add_plugin, init_project
+
+STARTER_FILES = ["planner.toml", "plans/README.md", "plans/_template.md", "docs/index.md", "mkdocs.yml"]
+
+EXISTING_MKDOCS = """\
+# Our docs: do not lose this comment.
+site_name: Team docs
+repo_url: !ENV [REPO_URL, "https://example.com/team"]
+
+plugins:
+  - search:
+      lang: en   # keep me
+  - tags
+  # trailing comment inside the block
+
+markdown_extensions:
+  - pymdownx.superfences:
+      custom_fences:
+        - name: mermaid
+          class: mermaid
+          format: !!python/name:pymdownx.superfences.fence_code_format
+nav:
+  - Home: index.md
+"""
+
+
+def test_init_creates_every_starter_file_in_an_empty_folder(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["init", str(tmp_path / "team")])
+    assert result.exit_code == 0, result.output
+    root = tmp_path / "team"
+    for name in STARTER_FILES:
+        assert (root / name).is_file(), name
+        assert f"created  {name}" in result.output
+    config = load_config(root)  # planner.toml reads back as the defaults
+    assert config.lifecycle == ("Proposed", "Planned", "In Progress", "Completed")
+    assert config.units == {"day": 1.0, "week": 5.0, "month": 20.0} and config.lanes == 2
+    mkdocs = yaml.safe_load((root / "mkdocs.yml").read_text())
+    assert mkdocs["plugins"] == ["search", "planner"] and mkdocs["theme"]["name"] == "material"
+    home = (root / "docs" / "index.md").read_text()
+    assert "(roadmap/board.md)" in home and "(roadmap/timeline.md)" in home
+    readme = (root / "plans" / "README.md").read_text()
+    assert (
+        "`HIGH`, `MEDIUM`, `LOW`" in readme and "Proposed ──► Planned ──► In Progress ──► Completed" in readme
+    )
+    template = (root / "plans" / "_template.md").read_text()
+    assert "{{ title | yaml }}" in template  # the built-in template itself, for the team to edit
+
+
+def test_init_keeps_existing_files_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "plans").mkdir()
+    (tmp_path / "plans" / "README.md").write_text("our own conventions\n")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "index.md").write_text("# Our home\n")
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n\n[tool.planner]\nlanes = 3\n')
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["init"])
+    assert result.exit_code == 0, result.output
+    assert "kept     plans/README.md (already there)" in result.output
+    assert "kept     docs/index.md (already there)" in result.output
+    assert "kept     pyproject.toml (the planner config is already there)" in result.output
+    assert (tmp_path / "plans" / "README.md").read_text() == "our own conventions\n"
+    assert (tmp_path / "docs" / "index.md").read_text() == "# Our home\n"
+    assert not (tmp_path / "planner.toml").exists()
+    again = CliRunner().invoke(main, ["init"])  # a second run changes nothing
+    assert again.exit_code == 0 and "created" not in again.output and "updated" not in again.output
+    assert "kept     mkdocs.yml (the planner plugin is already enabled)" in again.output
+
+
+def test_init_adds_the_plugin_to_an_existing_mkdocs_yml_byte_for_byte(tmp_path: Path) -> None:
+    (tmp_path / "mkdocs.yml").write_text(EXISTING_MKDOCS)
+    written = {w.path.name: w.outcome for w in init_project(tmp_path)}
+    assert written["mkdocs.yml"] == "updated"
+    text = (tmp_path / "mkdocs.yml").read_text()
+    assert text == EXISTING_MKDOCS.replace("  - tags\n", "  - tags\n  - planner\n")
+    assert (tmp_path / "docs" / "index.md").is_file()
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (
+            "site_name: x\nplugins: [search, tags]  # two\n",
+            "site_name: x\nplugins: [search, tags, planner]  # two\n",
+        ),
+        ("site_name: x\nplugins: []\n", "site_name: x\nplugins: [planner]\n"),
+        ("site_name: x\n", "site_name: x\n\nplugins:\n  - search\n  - planner\n"),
+        ("site_name: x", "site_name: x\n\nplugins:\n  - search\n  - planner\n"),
+        (
+            "plugins:\n    search: {}\nsite_name: x\n",
+            "plugins:\n    search: {}\n    planner: {}\nsite_name: x\n",
+        ),
+        ("site_name: x\r\nplugins:\r\n- search\r\n", "site_name: x\r\nplugins:\r\n- search\r\n- planner\r\n"),
+    ],
+)
+def test_the_plugin_is_added_whatever_the_list_style(tmp_path: Path, before: str, after: str) -> None:
+    path = tmp_path / "mkdocs.yml"
+    path.write_bytes(before.encode())
+    add_plugin(path)
+    assert path.read_bytes().decode() == after
+    assert yaml.safe_load(after)["plugins"] in (
+        ["search", "tags", "planner"],
+        ["planner"],
+        ["search", "planner"],
+        {"search": {}, "planner": {}},
+    )
+
+
+def test_a_plugins_list_that_cannot_be_edited_safely_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "mkdocs.yml"
+    text = "site_name: x\nplugins: !ENV [PLUGINS]\n"
+    path.write_text(text)
+    with pytest.raises(StarterError, match="add `- planner` to that list by hand"):
+        add_plugin(path)
+    assert path.read_text() == text
+    path.write_text("site_name: [x\n")
+    result = CliRunner().invoke(main, ["init", str(tmp_path)])
+    assert result.exit_code == 1 and "mkdocs.yml: not valid YAML" in result.output
+    assert "Traceback" not in result.output
