@@ -67,16 +67,23 @@ def test_clean_plan_passes(root: Path, runner: CliRunner) -> None:
             "PL041",
             None,
         ),
-        ("HIGH-response-caching.md", plan_text(sections={**SECTIONS, "Goal": ""}), "PL042", 11),
         (
             "HIGH-response-caching.md",
-            plan_text(sections={**SECTIONS, "Goal": "[What are we trying to achieve?]"}),
+            plan_text(status="Planned", sections={**SECTIONS, "Goal": ""}),
+            "PL042",
+            11,
+        ),
+        (
+            "HIGH-response-caching.md",
+            plan_text(status="Planned", sections={**SECTIONS, "Goal": "[What are we trying to achieve?]"}),
             "PL043",
             12,
         ),
         (
             "HIGH-response-caching.md",
-            plan_text(sections={**SECTIONS, "Open Questions": "- Question 1?\n- Question 2?"}),
+            plan_text(
+                status="Planned", sections={**SECTIONS, "Open Questions": "- Question 1?\n- Question 2?"}
+            ),
             "PL043",
             None,
         ),
@@ -86,6 +93,7 @@ def test_clean_plan_passes(root: Path, runner: CliRunner) -> None:
             "PL044",
             30,
         ),
+        ("HIGH-response-caching.md", plan_text(sections={**SECTIONS, "Goal": "TBD"}), "PL045", 11),
         ("HIGH-response-caching.md", plan_text(estimate="soon"), "PL050", 6),
         ("HIGH-response-caching.md", plan_text(estimate="5"), "PL050", 6),
         ("HIGH-response-caching.md", plan_text(estimate="2 fortnights"), "PL050", 6),
