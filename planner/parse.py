@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import functools
 import re
+import unicodedata
 from pathlib import Path
 
 import yaml
@@ -88,9 +89,18 @@ _LINK = re.compile(r"^\[(?P<text>[^\]]*)\]\((?P<target>[^)]*)\)$")
 _NONE_WORDS = frozenset({"", "none", "-", "n/a", "na", "nothing", "[]"})
 
 
+# Letters that Unicode does not decompose into a base letter and an accent, spelt as ASCII.
+_ASCII_LETTERS = str.maketrans(
+    {"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "đ": "d", "ð": "d", "ł": "l", "þ": "th", "ı": "i"}
+)
+
+
 def slugify(text: str) -> str:
-    """`Rate Limiting (v2)` -> `rate-limiting-v2`."""
-    return "-".join(re.findall(r"[a-z0-9]+", text.lower()))
+    """`Rate Limiting (v2)` -> `rate-limiting-v2`; accented letters keep their base letter (`Ünï` -> `uni`,
+    `Straße` -> `strasse`) rather than being dropped."""
+    decomposed = unicodedata.normalize("NFKD", text.lower().translate(_ASCII_LETTERS))
+    ascii_text = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return "-".join(re.findall(r"[a-z0-9]+", ascii_text))
 
 
 def title_from_slug(slug: str) -> str:

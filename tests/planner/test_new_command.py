@@ -56,6 +56,10 @@ def test_options_fill_the_fields(root: Path, runner: CliRunner) -> None:
         ("HIGH-Response-Caching", "did you mean HIGH-response-caching?"),
         ("HIGH-response caching", "did you mean HIGH-response-caching?"),
         ("HIGH-a_b", "did you mean HIGH-a-b?"),
+        # Accented letters are transliterated (NFKD), not dropped: not `HIGH-n` (issue 13).
+        ("HIGH-ünï", "did you mean HIGH-uni?"),
+        ("HIGH-café-crème", "did you mean HIGH-cafe-creme?"),
+        ("HIGH-Straße-Œuvre", "did you mean HIGH-strasse-oeuvre?"),
         ("plans/HIGH-caching", "is a path"),
         ("HIGH-..-x", "is a path"),
         ("caching", "is not PRIORITY-slug"),
