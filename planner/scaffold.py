@@ -19,7 +19,7 @@ from planner.estimate import parse_estimate
 from planner.fmt import dump_value
 from planner.parse import SLUG, load_designs, priority_prefixes, slug_from_name, slugify, suggest
 from planner.problems import display_path
-from planner.rules import plan_files
+from planner.rules import plan_files, read_plan
 
 # The reference template's placeholder text for each section: `planner validate` reports it as a to-do.
 PLACEHOLDERS = {
@@ -102,23 +102,58 @@ def check_fields(
 
 
 def check_dependencies(config: PlannerConfig, dependencies: Sequence[str], slug: str) -> list[str]:
-    """The slugs named in `dependencies` (comma- or space-separated); ValueError on an unknown one."""
-    known = {slug_from_name(path, config)[0] for path in plan_files(config.plans_path)}
-    known |= {design.slug for design in load_designs(config)}
+    """The slugs named in `dependencies`; ValueError naming an unknown one.
+
+    Items are separated by commas; each is a slug, or a plan's or completed design's title (`Alpha One`,
+    any case), or words whose slug is known (`alpha one` -> `alpha-one`). Space-separated slugs
+    (`alpha beta`) are still read as several when each is a slug.
+    """
+    titles = _titles(config)
+    known = set(titles.values())
     slugs: list[str] = []
     for item in dependencies:
-        for dep in re.split(r"[,\s]+", item.strip()):
-            if not dep:
+        for part in item.split(","):
+            part = part.strip()
+            if not part:
                 continue
-            if dep == slug:
-                raise ValueError("a plan cannot depend on itself")
-            if dep not in known:
-                guess = suggest(dep, sorted(known))
-                hint = f"did you mean {guess!r}?" if guess else "`planner list` shows the slugs"
-                raise ValueError(f"unknown dependency {dep!r}; {hint}")
-            if dep not in slugs:
-                slugs.append(dep)
+            for dep in [slug] if part == slug else _resolve(part, known, titles):
+                if dep == slug:
+                    raise ValueError("a plan cannot depend on itself")
+                if dep not in slugs:
+                    slugs.append(dep)
     return slugs
+
+
+def _resolve(item: str, known: set[str], titles: dict[str, str]) -> list[str]:
+    if item in known:
+        return [item]
+    by_title = titles.get(item.casefold())
+    if by_title is not None:
+        return [by_title]
+    if slugify(item) in known:
+        return [slugify(item)]
+    words = item.split()
+    if len(words) > 1 and all(word in known for word in words):
+        return words
+    guess = suggest(slugify(item) or item, sorted(known))
+    hint = f"did you mean {guess!r}?" if guess else "name a plan by its slug or title (`planner list`)"
+    raise ValueError(f"unknown dependency {item!r}; {hint}")
+
+
+def _titles(config: PlannerConfig) -> dict[str, str]:
+    """casefolded title or slug -> slug, for every plan and completed design."""
+    found: dict[str, str] = {}
+    for path in plan_files(config.plans_path):
+        plan, _ = read_plan(path, config)
+        slug = plan.slug if plan is not None else slug_from_name(path, config)[0]
+        found[slug.casefold()] = slug
+        if plan is not None and plan.title:
+            found.setdefault(plan.title.casefold(), slug)
+    for design in load_designs(config):
+        found[design.slug.casefold()] = design.slug
+        if design.title:
+            found.setdefault(design.title.casefold(), design.slug)
+    return found
 
 
 def render(

@@ -154,3 +154,20 @@ def test_creates_the_plans_folder(root: Path, runner: CliRunner) -> None:
     (root / "plans").rmdir()
     assert runner.invoke(main, ["new", "LOW-thing"]).exit_code == 0
     assert (root / "plans" / "LOW-thing.md").is_file()
+
+
+def test_depends_takes_a_title_with_spaces(root: Path, runner: CliRunner) -> None:
+    # `--depends "Alpha One"` reported an unknown dependency `Alpha` (issue 13).
+    (root / "plans" / "HIGH-alpha-one.md").write_text(plan_text("Alpha One"))
+    (root / "plans" / "LOW-beta.md").write_text(plan_text("Beta Two", priority="Low"))
+    (root / "plans" / "LOW-gamma.md").write_text(plan_text("Gamma", priority="Low"))
+    args = ["new", "HIGH-x", "--depends", "Alpha One", "--depends", "beta two, gamma"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "dependencies: [alpha-one, beta, gamma]\n" in (root / "plans" / "HIGH-x.md").read_text()
+    spaced = runner.invoke(main, ["new", "HIGH-y", "--depends", "alpha one", "--depends", "beta gamma"])
+    assert spaced.exit_code == 0, spaced.output
+    assert "dependencies: [alpha-one, beta, gamma]\n" in (root / "plans" / "HIGH-y.md").read_text()
+    wrong = runner.invoke(main, ["new", "HIGH-z", "--depends", "Alpha Once"])
+    assert wrong.exit_code == 2
+    assert "unknown dependency 'Alpha Once'; did you mean 'alpha-one'?" in wrong.output
