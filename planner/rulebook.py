@@ -96,6 +96,18 @@ RULES: tuple[Rule, ...] = (
     Rule("PL071", "superseded-without-successor", "error", "a Superseded plan names what replaces it"),
     Rule("PL072", "unknown-successor", "error", "superseded_by must name another plan or a completed design"),
     Rule("PL073", "successor-not-superseded", "warning", "superseded_by on a plan that is not Superseded"),
+    Rule(
+        "PL080",
+        "template",
+        "error",
+        "plans/_template.md must render (jinja2, known variables) into a valid plan, or `planner new` fails",
+    ),
+    Rule(
+        "PL081",
+        "template-prefilled",
+        "warning",
+        "a template section that validation accepts as written lets a new plan pass without being filled",
+    ),
 )
 
 RULE_BY_CODE: dict[str, Rule] = {rule.code: rule for rule in RULES}
