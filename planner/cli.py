@@ -172,7 +172,11 @@ def rules(fmt: str) -> None:
 @click.option("--complexity", help="Simple, Moderate or Complex (as configured).")
 @click.option("--estimate", help="e.g. '3 days', '2 weeks', '3-5 days', '~1 month'.")
 @click.option(
-    "--depends", "depends", multiple=True, metavar="SLUG", help="A dependency; repeat or comma-separate."
+    "--depends",
+    "depends",
+    multiple=True,
+    metavar="SLUG",
+    help="A dependency's slug or title; repeat or comma-separate.",
 )
 def new(
     name: str, title: str | None, complexity: str | None, estimate: str | None, depends: tuple[str, ...]
