@@ -61,6 +61,7 @@ def test_init_creates_every_starter_file_in_an_empty_folder(tmp_path: Path) -> N
     assert (
         "`HIGH`, `MEDIUM`, `LOW`" in readme and "Proposed ──► Planned ──► In Progress ──► Completed" in readme
     )
+    assert "# Response Caching\n\n## Goal\n## User Benefit\n## Design Proposal\n" in readme
     template = (root / "plans" / "_template.md").read_text()
     assert "{{ title | yaml }}" in template  # the built-in template itself, for the team to edit
 
