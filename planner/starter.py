@@ -80,7 +80,13 @@ def init_project(root: Path) -> list[Written]:
         )
     )
     if mkdocs_path.is_file():
-        done.append(add_plugin(mkdocs_path))
+        result = add_plugin(mkdocs_path)
+        if _nav_misses(mkdocs.get("nav"), roadmap_dir):
+            hint = (
+                f"its nav lists no {roadmap_dir}/: add `- Roadmap: {roadmap_dir}/` to show the roadmap there"
+            )
+            result = Written(result.path, result.outcome, f"{result.note}; {hint}")
+        done.append(result)
     else:
         design = _inside(config.design_dir, docs_dir)
         text = _starter("mkdocs.yml.j2", site_name=site_name, docs_dir=docs_dir, roadmap_dir=roadmap_dir)
@@ -211,6 +217,24 @@ def _roadmap_dir(mkdocs: dict[str, Any]) -> str:
     if isinstance(options, dict) and isinstance(options.get("roadmap_dir"), str):
         return str(options["roadmap_dir"]).strip("/")
     return "roadmap"
+
+
+def _nav_misses(nav: object, roadmap_dir: str) -> bool:
+    """Whether an explicit navigation leaves the generated roadmap pages out (no nav: mkdocs lists all)."""
+    if not isinstance(nav, list):
+        return False
+
+    def entries(items: object) -> list[str]:
+        found: list[str] = []
+        for item in items if isinstance(items, list) else [items]:
+            if isinstance(item, dict):
+                for value in item.values():
+                    found.extend(entries(value))
+            elif isinstance(item, str):
+                found.append(item)
+        return found
+
+    return not any(entry.strip("/").startswith(roadmap_dir) for entry in entries(nav))
 
 
 def _inside(path: str, folder: str) -> str | None:

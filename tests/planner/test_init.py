@@ -198,3 +198,22 @@ def stand_in_diagrams(root: Path) -> None:
     path = mermaid_path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("/* stand-in */", encoding="utf-8")
+
+
+def test_init_follows_an_existing_mkdocs_yml_docs_dir_and_roadmap_dir(tmp_path: Path) -> None:
+    (tmp_path / "mkdocs.yml").write_text(
+        "site_name: Team\ndocs_dir: handbook\nplugins:\n  - planner:\n      roadmap_dir: plan\n"
+        "nav:\n  - Home: index.md\n  - Roadmap: plan/\n"
+    )
+    written = {w.path.relative_to(tmp_path).as_posix(): w for w in init_project(tmp_path)}
+    assert written["mkdocs.yml"].outcome == "kept"
+    home = (tmp_path / "handbook" / "index.md").read_text()
+    assert home.startswith("# Team\n") and "(plan/board.md)" in home
+    assert not (tmp_path / "docs").exists()
+
+
+def test_init_says_when_an_existing_nav_leaves_the_roadmap_out(tmp_path: Path) -> None:
+    (tmp_path / "mkdocs.yml").write_text("site_name: Team\nnav:\n  - Home: index.md\n  - Guide: guide/\n")
+    result = CliRunner().invoke(main, ["init", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "updated  mkdocs.yml (added the planner plugin; its nav lists no roadmap/: add" in result.output
