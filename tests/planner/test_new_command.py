@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ def test_new_plan_validates_except_for_the_unfilled_sections(root: Path, runner:
     text = (root / "plans" / "HIGH-response-caching.md").read_text()
     assert "title: Response Caching\nstatus: Proposed\npriority: High\n" in text
     assert "# Response Caching\n" in text
+    assert f"dependencies: []\nupdated: {dt.date.today().isoformat()}\n---\n" in text  # a new plan is dated
     problems = validate(load_config(root)).problems
     assert {p.code for p in problems} == {"PL043"}
     assert len(problems) == 6
