@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from planner import edit, listing, problems, scaffold
+from planner import edit, listing, problems, scaffold, starter
 from planner.cli_track import step_lines
 from planner.config import ConfigError, PlannerConfig, load_config
 from planner.estimate import format_days, parse_estimate
@@ -66,6 +66,27 @@ def get_config() -> PlannerConfig:
         return load_config()
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
+
+
+@main.command()
+@click.argument("directory", default=".", type=click.Path(file_okay=False, path_type=Path))
+def init(directory: Path) -> None:
+    """Start a roadmap in DIRECTORY (default: the current folder).
+
+    Creates planner.toml, plans/README.md, plans/_template.md, docs/index.md and mkdocs.yml, never
+    overwriting a file that exists; an existing mkdocs.yml gets the planner plugin added to it.
+    """
+    try:
+        written = starter.init_project(directory)
+    except (starter.StarterError, ConfigError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    base = directory.resolve()
+    for item in written:
+        shown = item.path.relative_to(base).as_posix() if item.path.is_relative_to(base) else item.path
+        note = f" ({item.note})" if item.note else ""
+        click.echo(f"{item.outcome:<8} {shown}{note}")
+    here = "" if base == Path.cwd().resolve() else f"cd {problems.display_path(base)} && "
+    click.echo(f"next: {here}planner new HIGH-my-feature && planner serve")
 
 
 @main.command()
@@ -151,7 +172,11 @@ def rules(fmt: str) -> None:
 @click.option("--complexity", help="Simple, Moderate or Complex (as configured).")
 @click.option("--estimate", help="e.g. '3 days', '2 weeks', '3-5 days', '~1 month'.")
 @click.option(
-    "--depends", "depends", multiple=True, metavar="SLUG", help="A dependency; repeat or comma-separate."
+    "--depends",
+    "depends",
+    multiple=True,
+    metavar="SLUG",
+    help="A dependency's slug or title; repeat or comma-separate.",
 )
 def new(
     name: str, title: str | None, complexity: str | None, estimate: str | None, depends: tuple[str, ...]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 import sys
 from pathlib import Path
 
@@ -100,16 +102,60 @@ def render(out: Path) -> None:
 @click.option(
     "--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to serve on."
 )
-def serve(port: int) -> None:
+@click.option(
+    "--dev-addr",
+    metavar="HOST:PORT",
+    default=None,
+    help="Address to serve on, as mkdocs takes it (overrides --port; default 127.0.0.1:PORT).",
+)
+def serve(port: int, dev_addr: str | None) -> None:
     """Validate the plans, then serve the site on 127.0.0.1, rebuilding when a plan changes."""
+    host, port = _address(dev_addr, port)
     config = _config()
     _mkdocs_file(config)
+    _check_free(host, port)
     errors = _report(load_roadmap(config))
     if errors:
         click.echo(f"{errors} error(s): serving anyway; the overview page lists them", err=True)
     _ensure_diagrams(config)
-    click.echo(f"serving the roadmap on http://127.0.0.1:{port}/ (Ctrl+C to stop)", err=True)
-    _mkdocs(["serve", "--dev-addr", f"127.0.0.1:{port}"], config)
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"serving the roadmap on http://{shown}:{port}/ (Ctrl+C to stop)", err=True)
+    _mkdocs(["serve", "--dev-addr", f"{shown}:{port}"], config)
+
+
+def _address(dev_addr: str | None, port: int) -> tuple[str, int]:
+    if dev_addr is None:
+        return "127.0.0.1", port
+    host, colon, number = dev_addr.rpartition(":")
+    host = host.strip("[]")
+    if not colon or not host or not number.isdigit() or not 1 <= int(number) <= 65535:
+        raise click.BadParameter(
+            f"{dev_addr!r} is not HOST:PORT, e.g. 127.0.0.1:8001", param_hint="--dev-addr"
+        )
+    return host, int(number)
+
+
+def _check_free(host: str, port: int) -> None:
+    """Fail before saying "serving" when the address is taken; mkdocs would only say so afterwards.
+
+    Binds the way mkdocs' server does (SO_REUSEADDR: a port left in TIME_WAIT is free, a listening one is
+    not). Exit status 1, as for every other failure to serve.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise click.BadParameter(f"cannot resolve {host!r}: {exc.strerror}", param_hint="--dev-addr") from exc
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            what = "Address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise click.ClickException(
+                f"{what}: cannot serve on {host}:{port}; stop what is using port {port}, or pick "
+                f"another with --port {port + 1 if port < 65535 else 8000} or --dev-addr {host}:PORT"
+            ) from exc
 
 
 @click.command()

@@ -1,8 +1,15 @@
-"""The planner's settings: `[tool.planner]` in pyproject.toml, defaulting to the reference template."""
+"""The planner's settings, defaulting to the reference template.
+
+They are read from the project root's `planner.toml` (or `.planner.toml`), whose keys are top-level, else from
+`[tool.planner]` in its pyproject.toml: a repository without Python packaging needs no pyproject.toml just to
+configure its roadmap, and a Python project may keep everything in one file (as ruff and mypy allow).
+"""
 
 from __future__ import annotations
 
+import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +48,7 @@ class Readiness:
 
 @dataclass(frozen=True)
 class PlannerConfig:
-    """Everything a project may configure; `root` is the folder holding pyproject.toml (or the cwd)."""
+    """Everything a project may configure; `root` is the project root (see `find_root`)."""
 
     root: Path = field(default_factory=Path.cwd)
     plans_dir: str = "plans"
@@ -102,34 +109,88 @@ class PlannerConfig:
 
 
 class ConfigError(Exception):
-    """`[tool.planner]` holds a value of the wrong type; the message names the key."""
+    """The planner config holds a value of the wrong type; the message names the file and the key."""
+
+
+# The planner's own config files, in order of preference; `planner init` writes the first.
+CONFIG_FILES = ("planner.toml", ".planner.toml")
+_PYPROJECT_TABLE = re.compile(r"^\[tool\.planner(?:\]|\.)", re.M)
+
+
+def config_file(folder: Path) -> Path | None:
+    """The planner config in `folder`: planner.toml, .planner.toml, or pyproject.toml with [tool.planner]."""
+    for name in CONFIG_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    pyproject = folder / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            text = pyproject.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+        # A text test, not a TOML parse: a broken pyproject.toml is reported by load_config, not here.
+        if _PYPROJECT_TABLE.search(text):
+            return pyproject
+    return None
 
 
 def find_root(start: Path | None = None) -> Path:
-    """The nearest folder at or above `start` holding pyproject.toml, else `start` itself."""
+    """The project root for `start` (default: the cwd): the nearest folder at or above it holding the
+    planner config; else the nearest holding mkdocs.yml; else .git; else pyproject.toml; else `start`.
+
+    Each kind of marker is looked for all the way up before the next kind: a `.git` or a sub-package's
+    pyproject.toml below the folder that configures the roadmap must not become the root (`cd plans &&
+    planner new LOW-x` must write plans/LOW-x.md, not plans/plans/LOW-x.md).
+    """
     here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / "pyproject.toml").is_file():
-            return folder
+    folders = (here, *here.parents)
+    markers: tuple[Callable[[Path], bool], ...] = (
+        lambda folder: config_file(folder) is not None,
+        lambda folder: (folder / "mkdocs.yml").is_file(),
+        lambda folder: (folder / ".git").exists(),  # a folder, or a file in a git worktree
+        lambda folder: (folder / "pyproject.toml").is_file(),
+    )
+    for marker in markers:
+        for folder in folders:
+            if marker(folder):
+                return folder
     return here
 
 
+def _read_table(root: Path) -> tuple[dict[str, object], Path | None]:
+    """The config table in `root` and the file it came from (None: no config, the defaults)."""
+    path = next((root / name for name in CONFIG_FILES if (root / name).is_file()), root / "pyproject.toml")
+    if not path.is_file():
+        return {}, None
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    if path.name != "pyproject.toml":
+        return data, path
+    tool = data.get("tool", {})
+    table = tool.get("planner", {}) if isinstance(tool, dict) else {}
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [tool.planner] must be a table, not {type(table).__name__}")
+    return table, path
+
+
 def load_config(root: Path | None = None) -> PlannerConfig:
-    """Read `[tool.planner]` from `root/pyproject.toml` (found upwards from the cwd when not given)."""
+    """Read the planner config of `root` (found upwards from the cwd by `find_root` when not given)."""
     root = find_root(root) if root is None else root.resolve()
-    table: dict[str, object] = {}
-    pyproject = root / "pyproject.toml"
-    if pyproject.is_file():
-        try:
-            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{pyproject}: {exc}") from exc
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{pyproject}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-        tool = data.get("tool", {})
-        table = tool.get("planner", {}) if isinstance(tool, dict) else {}
-        if not isinstance(table, dict):
-            raise ConfigError(f"{pyproject}: [tool.planner] must be a table, not {type(table).__name__}")
+    table, source = _read_table(root)
+    try:
+        return _from_table(root, table)
+    except ConfigError as exc:
+        if source is None or source.name == "pyproject.toml":
+            raise
+        # The messages name keys as `[tool.planner] key`; in planner.toml the keys are top-level.
+        raise ConfigError(f"{source.name}: {str(exc).replace('[tool.planner] ', '')}") from exc
+
+
+def _from_table(root: Path, table: dict[str, object]) -> PlannerConfig:
     kwargs: dict[str, object] = {"root": root}
     for key in ("plans_dir", "design_dir"):
         if key in table:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import re
 import subprocess
@@ -110,23 +111,23 @@ def load_plan(config: PlannerConfig, path: Path) -> tuple[Plan, str]:
 _FRONT_VALUE = r"^(?P<head>{key}[ \t]*:[ \t]*)(?P<value>\"[^\"\n]*\"|'[^'\n]*'|[^#\r\n]*?)(?P<tail>[ \t]+#[^\r\n]*)?(?P<eol>\r?\n|\r)?$"  # noqa: E501
 
 
-def set_field(text: str, key: str, value: str) -> str:
+def set_field(text: str, key: str, value: str, *, literal: bool = False) -> str:
     """`text` with the metadata line for `key` holding `value`; every other byte unchanged.
 
     Works on front matter (`status: Planned  # comment` keeps its comment) and on legacy lines
-    (`**Status:** Planned`). Raises EditError when the file has no such line.
+    (`**Status:** Planned`). Raises EditError when the file has no such line. With `literal`, the value
+    is written as given rather than as a YAML string (a date stays a date: `updated: 2026-12-04`).
     """
     lines = text.splitlines(keepends=True)
     if lines and lines[0].rstrip("\r\n").rstrip() == "---":
         pattern = re.compile(_FRONT_VALUE.format(key=re.escape(key)))
+        scalar = value if literal else _yaml_scalar(value)
         for index in range(1, len(lines)):
             if re.match(r"^(---|\.\.\.)\s*$", lines[index]):
                 break
             match = pattern.match(lines[index])
             if match:
-                lines[index] = (
-                    f"{match['head']}{_yaml_scalar(value)}{match['tail'] or ''}{match['eol'] or ''}"
-                )
+                lines[index] = f"{match['head']}{scalar}{match['tail'] or ''}{match['eol'] or ''}"
                 return "".join(lines)
         raise EditError(f"the front matter has no `{key}:` line; add one (see `planner validate`)")
     labels = [label for label, canonical in LEGACY_LABELS.items() if canonical == key]
@@ -143,6 +144,29 @@ def set_field(text: str, key: str, value: str) -> str:
             lines[index] = f"{match['head']}{value}{match['tail']}{match['eol'] or ''}"
             return "".join(lines)
     raise EditError(f"the file has no {key} line; add one (see `planner validate`)")
+
+
+def touch_updated(text: str, today: dt.date | None = None) -> str:
+    """`text` with `updated:` set to today (every command that edits a plan calls this).
+
+    An `updated:` line is rewritten in place; front matter without one gets it as its last line; a
+    legacy plan gets it only when it has a `**Last Updated:**` line, since it has no front matter to add
+    a field to. Every other byte is unchanged.
+    """
+    stamp = (today or dt.date.today()).isoformat()
+    try:
+        return set_field(text, "updated", stamp, literal=True)
+    except EditError:
+        pass
+    lines = text.splitlines(keepends=True)
+    if not lines or lines[0].rstrip("\r\n").rstrip() != "---":
+        return text
+    end = next((i for i in range(1, len(lines)) if re.match(r"^(---|\.\.\.)\s*$", lines[i])), None)
+    if end is None:
+        return text
+    eol = "\r\n" if lines[0].endswith("\r\n") else "\n"
+    lines.insert(end, f"updated: {stamp}{eol}")
+    return "".join(lines)
 
 
 def _checked(config: PlannerConfig, path: Path, text: str, key: str, value: str) -> str:
@@ -165,13 +189,15 @@ def change_status(
     *,
     force: bool = False,
     superseded_by: str | None = None,
+    today: dt.date | None = None,
 ) -> tuple[Path, str, str]:
     """Move a plan's status: forward one step or back any number; skipping forward needs `force`.
     Closing a plan (Rejected, Withdrawn, Deferred, Superseded) or reopening it is allowed from any state;
     Superseded needs its successor (`superseded_by`, a plan or completed design), written in the same edit.
 
     The completed status is never set here: it is earned through `planner complete`, which checks
-    the feature's acceptance tests. Returns (path, old status, new status).
+    the feature's acceptance tests. `updated:` becomes `today` (default: the date today). Returns (path,
+    old status, new status).
     """
     statuses = list(config.all_statuses)
     if new_status not in statuses:
@@ -207,8 +233,16 @@ def change_status(
     edited = _checked(config, path, set_field(text, "status", new_status), "status", new_status)
     if new_status == SUPERSEDED:
         edited = _with_successor(config, path, plan, edited, superseded_by)
-    write_atomic(path, edited)
+    write_atomic(path, _checked_touch(config, path, edited, today))
     return path, old, new_status
+
+
+def _checked_touch(config: PlannerConfig, path: Path, text: str, today: dt.date | None) -> str:
+    """`text` with `updated:` set to today, once it is certain the date reads back (else left as it was)."""
+    touched = touch_updated(text, today)
+    plan, _ = parse_plan(path, touched, config)
+    stamp = (today or dt.date.today()).isoformat()
+    return touched if plan is not None and plan.updated == stamp else text
 
 
 def _with_successor(config: PlannerConfig, path: Path, plan: Plan, text: str, successor: str | None) -> str:
@@ -232,8 +266,11 @@ def _with_successor(config: PlannerConfig, path: Path, plan: Plan, text: str, su
     return _checked(config, path, "".join(lines), "superseded_by", successor)
 
 
-def change_priority(config: PlannerConfig, name: str, level: str) -> tuple[Path, Path]:
-    """Set a plan's priority and rename its file to match (with `git mv` inside a git work tree).
+def change_priority(
+    config: PlannerConfig, name: str, level: str, *, today: dt.date | None = None
+) -> tuple[Path, Path]:
+    """Set a plan's priority and rename its file to match (with `git mv` inside a git work tree);
+    `updated:` becomes `today` when the priority changes.
 
     Returns (old path, new path).
     """
@@ -250,6 +287,8 @@ def change_priority(config: PlannerConfig, name: str, level: str) -> tuple[Path,
     new_text = text
     if plan.priority != wanted:
         new_text = _checked(config, path, set_field(text, "priority", wanted), "priority", wanted)
+    if new_text != text or target != path:
+        new_text = _checked_touch(config, path, new_text, today)
     if target == path:
         if new_text != text:
             write_atomic(path, new_text)

@@ -7,9 +7,11 @@ reads the metadata, `planner.sections` the body; this module checks the fields a
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import re
+import unicodedata
 from pathlib import Path
 
 import yaml
@@ -29,7 +31,7 @@ from planner.metadata import (
 from planner.model import STEPS_SECTION, Design, Estimate, Plan, Section, parse_steps
 from planner.problems import Problem, suggest
 from planner.rulebook import problem
-from planner.sections import BRACKETED, PLACEHOLDERS, check_sections, scan_body
+from planner.sections import BRACKETED, PLACEHOLDERS, UNFILLED, check_sections, scan_body
 
 # Re-exported: the editing and formatting modules read them from here.
 __all__ = [
@@ -87,9 +89,18 @@ _LINK = re.compile(r"^\[(?P<text>[^\]]*)\]\((?P<target>[^)]*)\)$")
 _NONE_WORDS = frozenset({"", "none", "-", "n/a", "na", "nothing", "[]"})
 
 
+# Letters that Unicode does not decompose into a base letter and an accent, spelt as ASCII.
+_ASCII_LETTERS = str.maketrans(
+    {"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "đ": "d", "ð": "d", "ł": "l", "þ": "th", "ı": "i"}
+)
+
+
 def slugify(text: str) -> str:
-    """`Rate Limiting (v2)` -> `rate-limiting-v2`."""
-    return "-".join(re.findall(r"[a-z0-9]+", text.lower()))
+    """`Rate Limiting (v2)` -> `rate-limiting-v2`; accented letters keep their base letter (`Ünï` -> `uni`,
+    `Straße` -> `strasse`) rather than being dropped."""
+    decomposed = unicodedata.normalize("NFKD", text.lower().translate(_ASCII_LETTERS))
+    ascii_text = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return "-".join(re.findall(r"[a-z0-9]+", ascii_text))
 
 
 def title_from_slug(slug: str) -> str:
@@ -154,7 +165,22 @@ def parse_plan(path: Path, text: str, config: PlannerConfig) -> tuple[Plan | Non
     # converts it to front matter for those who want that, but nothing requires it.
     h1, sections, section_lines = scan_body(meta)
     plan = _build_plan(path, slug, file_priority, meta, h1, sections, config, report)
+    before = len(problems)
     check_sections(path, sections, section_lines, max(line_count, 1), config, report)
+    if plan is not None and config.lifecycle and plan.status == config.lifecycle[0]:
+        # A plan in its first status is a draft (`planner new` writes one): its unwritten sections are the
+        # author's to-do list, reported as warnings so it can be built and shown; from the next status on
+        # they are errors. `validate --strict` still fails on them.
+        problems[before:] = [
+            dataclasses.replace(
+                found,
+                severity="warning",
+                hint=f"{found.hint} (a warning while the plan is {plan.status}, an error after)",
+            )
+            if found.code in UNFILLED and found.severity == "error"
+            else found
+            for found in problems[before:]
+        ]
     return plan, problems
 
 

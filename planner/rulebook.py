@@ -67,9 +67,25 @@ RULES: tuple[Rule, ...] = (
     Rule("PL031", "title-mismatch", "error", "the title field and the H1 must say the same thing"),
     Rule("PL040", "missing-section", "error", "every plan answers the template's questions"),
     Rule("PL041", "section-order", "error", "sections in template order make plans comparable"),
-    Rule("PL042", "empty-section", "error", "an empty section is an unanswered question"),
-    Rule("PL043", "placeholder", "error", "template placeholder text is the author's to-do, not content"),
+    Rule(
+        "PL042",
+        "empty-section",
+        "error",
+        "an empty section is an unanswered question (a warning while the plan is a draft, Proposed)",
+    ),
+    Rule(
+        "PL043",
+        "placeholder",
+        "error",
+        "template placeholder text is the author's to-do, not content (a warning in a Proposed draft)",
+    ),
     Rule("PL044", "duplicate-section", "warning", "a section written twice is usually a merge leftover"),
+    Rule(
+        "PL045",
+        "to-do-section",
+        "warning",
+        "a section holding only TODO, TBD, '...', '-', '?' or an HTML comment is not written yet",
+    ),
     Rule("PL050", "estimate", "error", "estimates must read as working days for the schedule"),
     Rule("PL060", "unknown-dependency", "error", "a dependency must be a plan or a completed design"),
     Rule("PL061", "self-dependency", "error", "a plan cannot wait for itself"),
@@ -80,6 +96,18 @@ RULES: tuple[Rule, ...] = (
     Rule("PL071", "superseded-without-successor", "error", "a Superseded plan names what replaces it"),
     Rule("PL072", "unknown-successor", "error", "superseded_by must name another plan or a completed design"),
     Rule("PL073", "successor-not-superseded", "warning", "superseded_by on a plan that is not Superseded"),
+    Rule(
+        "PL080",
+        "template",
+        "error",
+        "plans/_template.md must render (jinja2, known variables) into a valid plan, or `planner new` fails",
+    ),
+    Rule(
+        "PL081",
+        "template-prefilled",
+        "warning",
+        "a template section that validation accepts as written lets a new plan pass without being filled",
+    ),
 )
 
 RULE_BY_CODE: dict[str, Rule] = {rule.code: rule for rule in RULES}

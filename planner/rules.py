@@ -130,6 +130,11 @@ def validate(config: PlannerConfig, paths: Sequence[Path] | None = None) -> Vali
         else:
             unreadable.add(slug_from_name(path, config)[0])
     problems.extend(check_roadmap(plans, others, designs, config, unreadable=unreadable))
+    if paths is None:
+        # The project's template is checked with the folder: every plan `planner new` makes comes from it.
+        from planner.plan_template import check_template  # it imports the parser, as this module does
+
+        problems.extend(check_template(config))
     problems.sort(key=sort_key)
     return Validation(plans, designs, problems, targets)
 

@@ -1,46 +1,27 @@
 """`planner new`: check a `PRIORITY-slug` name and render a new plan from the template.
 
 The template is `planner/templates/plan.md.j2`, or `plans/_template.md` when a project has one; both are
-jinja2 templates given title, slug, status, priority, complexity, estimate, dependencies and sections
-(each with `title` and `placeholder`).
+jinja2 templates given the variables listed in `planner.plan_template.VARIABLES`.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 
+from planner import plan_template
 from planner.config import PlannerConfig
 from planner.edit import write_atomic
 from planner.estimate import parse_estimate
-from planner.fmt import dump_value
 from planner.parse import SLUG, load_designs, priority_prefixes, slug_from_name, slugify, suggest
 from planner.problems import display_path
-from planner.rules import plan_files
+from planner.rules import plan_files, read_plan
 
-# The reference template's placeholder text for each section: `planner validate` reports it as a to-do.
-PLACEHOLDERS = {
-    "Goal": "[What are we trying to achieve?]",
-    "User Benefit": "[Why is this valuable?]",
-    "Design Proposal": "[How will this work?]",
-    "Implementation Steps": "1. Step 1\n2. Step 2\n3. Step 3",
-    "Open Questions": "- Question 1?\n- Question 2?",
-    "Alternatives Considered": "[What other approaches were considered and why not chosen?]",
-}
-TEMPLATE_NAME = "_template.md"
+TEMPLATE_NAME = plan_template.TEMPLATE_NAME
 
 
 class ScaffoldError(Exception):
     """A plan that cannot be created; the message says why."""
-
-
-@dataclass(frozen=True)
-class Section:
-    title: str
-    placeholder: str
 
 
 def parse_name(name: str, config: PlannerConfig) -> tuple[str, str]:
@@ -102,23 +83,58 @@ def check_fields(
 
 
 def check_dependencies(config: PlannerConfig, dependencies: Sequence[str], slug: str) -> list[str]:
-    """The slugs named in `dependencies` (comma- or space-separated); ValueError on an unknown one."""
-    known = {slug_from_name(path, config)[0] for path in plan_files(config.plans_path)}
-    known |= {design.slug for design in load_designs(config)}
+    """The slugs named in `dependencies`; ValueError naming an unknown one.
+
+    Items are separated by commas; each is a slug, or a plan's or completed design's title (`Alpha One`,
+    any case), or words whose slug is known (`alpha one` -> `alpha-one`). Space-separated slugs
+    (`alpha beta`) are still read as several when each is a slug.
+    """
+    titles = _titles(config)
+    known = set(titles.values())
     slugs: list[str] = []
     for item in dependencies:
-        for dep in re.split(r"[,\s]+", item.strip()):
-            if not dep:
+        for part in item.split(","):
+            part = part.strip()
+            if not part:
                 continue
-            if dep == slug:
-                raise ValueError("a plan cannot depend on itself")
-            if dep not in known:
-                guess = suggest(dep, sorted(known))
-                hint = f"did you mean {guess!r}?" if guess else "`planner list` shows the slugs"
-                raise ValueError(f"unknown dependency {dep!r}; {hint}")
-            if dep not in slugs:
-                slugs.append(dep)
+            for dep in [slug] if part == slug else _resolve(part, known, titles):
+                if dep == slug:
+                    raise ValueError("a plan cannot depend on itself")
+                if dep not in slugs:
+                    slugs.append(dep)
     return slugs
+
+
+def _resolve(item: str, known: set[str], titles: dict[str, str]) -> list[str]:
+    if item in known:
+        return [item]
+    by_title = titles.get(item.casefold())
+    if by_title is not None:
+        return [by_title]
+    if slugify(item) in known:
+        return [slugify(item)]
+    words = item.split()
+    if len(words) > 1 and all(word in known for word in words):
+        return words
+    guess = suggest(slugify(item) or item, sorted(known))
+    hint = f"did you mean {guess!r}?" if guess else "name a plan by its slug or title (`planner list`)"
+    raise ValueError(f"unknown dependency {item!r}; {hint}")
+
+
+def _titles(config: PlannerConfig) -> dict[str, str]:
+    """casefolded title or slug -> slug, for every plan and completed design."""
+    found: dict[str, str] = {}
+    for path in plan_files(config.plans_path):
+        plan, _ = read_plan(path, config)
+        slug = plan.slug if plan is not None else slug_from_name(path, config)[0]
+        found[slug.casefold()] = slug
+        if plan is not None and plan.title:
+            found.setdefault(plan.title.casefold(), slug)
+    for design in load_designs(config):
+        found[design.slug.casefold()] = design.slug
+        if design.title:
+            found.setdefault(design.title.casefold(), design.slug)
+    return found
 
 
 def render(
@@ -131,52 +147,22 @@ def render(
     estimate: str,
     dependencies: Sequence[str],
 ) -> str:
-    """The new plan's text from the project's `_template.md` or the built-in template."""
-    import jinja2  # only `planner new` needs it: keep it out of every other command's start-up
-
-    override = config.plans_path / TEMPLATE_NAME
-    if override.is_file():
-        try:
-            source = override.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise ScaffoldError(
-                f"{display_path(override)}: not UTF-8 text ({exc.reason} at byte {exc.start})"
-            ) from exc
-    else:
-        source = files("planner").joinpath("templates/plan.md.j2").read_text(encoding="utf-8")
-    env = jinja2.Environment(
-        # `{% include %}` in the project's template finds its files next to it, in plans/.
-        loader=jinja2.FileSystemLoader(config.plans_path),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        autoescape=False,
-        trim_blocks=False,
-    )
-    env.filters["yaml"] = dump_value
-    sections = [
-        Section(title, PLACEHOLDERS.get(title, f"[Write the {title.lower()} here.]"))
-        for title in config.sections
-    ]
+    """The new plan's text from the project's `_template.md` or the built-in template (see
+    `planner.plan_template` for the variables it gets); ScaffoldError names the template's file and line."""
+    values = {
+        **plan_template.sample_values(config),
+        "title": title,
+        "slug": slug,
+        "priority": priority,
+        "complexity": complexity,
+        "estimate": estimate,
+        "dependencies": list(dependencies),
+    }
     try:
-        template = env.from_string(source)
-        text = template.render(
-            title=title,
-            slug=slug,
-            status=config.statuses[0],
-            priority=priority,
-            complexity=complexity,
-            estimate=estimate,
-            dependencies=list(dependencies),
-            sections=sections,
-        )
-    except jinja2.TemplateError as exc:
-        where = display_path(override) if override.is_file() else "the built-in template"
-        line = f" line {exc.lineno}" if isinstance(exc, jinja2.TemplateSyntaxError) else ""
-        message = exc.message or str(exc)
-        if isinstance(exc, jinja2.TemplateNotFound):
-            message = f"the included template {exc.name!r} is not in {config.plans_dir}/"
-        raise ScaffoldError(f"{where}{line}: {message}") from exc
-    return re.sub(r"\n{3,}", "\n\n", text).rstrip("\n") + "\n"
+        source, path = plan_template.load_source(config)
+        return plan_template.render(config, values, source, path)
+    except plan_template.TemplateError as exc:
+        raise ScaffoldError(str(exc)) from exc
 
 
 def create(config: PlannerConfig, priority: str, slug: str, text: str) -> Path:

@@ -34,6 +34,27 @@ _PLACEHOLDER_LINE = re.compile(
     re.M,
 )
 BRACKETED = re.compile(r"^\[[^\[\]]+\]$")
+# What an author writes for "not yet": a section holding nothing else is unwritten (PL045). HTML comments are
+# invisible on the site, so a section holding only `<!-- explain here -->` reads as empty there too.
+_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
+_FILLER_LINE = re.compile(
+    r"^(?:(?:[-*+]|\d+[.)])[ \t]+)?(?:(?:TODO|TBD|FIXME|XXX)\b.*|[-?.…—–_]+|\[ \])$", re.IGNORECASE
+)
+# The sections' own to-do codes: while a plan is a draft (the first status) they are warnings.
+UNFILLED = frozenset({"PL042", "PL043", "PL045"})
+
+
+def filler(body: str) -> str | None:
+    """The to-do text a section holds instead of content (`TODO`, `TBD`, `...`, `-`, `?`, only an HTML
+    comment), or None when it holds anything else."""
+    visible = _COMMENT.sub("", body)
+    lines = [line.strip() for line in visible.splitlines() if line.strip()]
+    if not lines:
+        return "only an HTML comment" if body.strip() else None
+    if all(_FILLER_LINE.match(line) for line in lines):
+        shown = " ".join(lines)
+        return repr(shown if len(shown) <= 40 else shown[:37] + "...")
+    return None
 
 
 def scan_body(meta: Meta) -> tuple[tuple[str, int] | None, list[Section], list[tuple[int, str]]]:
@@ -148,6 +169,16 @@ def check_sections(
                 1,
                 f"section {section.title!r} still holds the template placeholder {placeholder['text']!r}",
                 "replace it with the real content",
+            )
+            continue
+        todo = filler(section.body) if len(section.body) < 400 else None  # content is long; to-dos short
+        if todo:
+            report(
+                "PL045",
+                section.line,
+                1,
+                f"section {section.title!r} holds only {todo}: it is not written yet",
+                "write it, or say why it does not apply (`--strict` fails on this, as on an empty section)",
             )
     titles = [s.title for s in sections]
     for title in required:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,6 +13,8 @@ from plan_docs import legacy_text, plan_text
 
 from planner import edit
 from planner.cli import main
+
+TODAY = dt.date.today().isoformat()
 
 
 @pytest.fixture
@@ -26,7 +29,10 @@ def test_status_forward_one_step_changes_only_that_line(plan: Path, runner: CliR
     result = runner.invoke(main, ["status", "response-caching", "Planned"])
     assert result.exit_code == 0, result.output
     assert result.output.strip() == "plans/HIGH-response-caching.md: Proposed -> Planned"
-    assert plan.read_text() == before.replace("status: Proposed\n", "status: Planned\n")
+    # The one line, and `updated:` (added as the front matter's last line when the plan had none).
+    assert plan.read_text() == before.replace("status: Proposed\n", "status: Planned\n").replace(
+        "dependencies: []\n", f"dependencies: []\nupdated: {TODAY}\n"
+    )
 
 
 def test_status_keeps_every_other_byte(root: Path, runner: CliRunner) -> None:
@@ -36,6 +42,7 @@ def test_status_keeps_every_other_byte(root: Path, runner: CliRunner) -> None:
     path.write_bytes(original.encode())
     assert runner.invoke(main, ["status", "HIGH-response-caching", "planned"]).exit_code == 0
     expected = original.replace("status: 'Proposed'   # Proposed", "status: Planned   # Proposed")
+    expected = expected.replace("dependencies: []\r\n", f"dependencies: []\r\nupdated: {TODAY}\r\n")
     assert path.read_bytes() == expected.encode()
 
 
@@ -90,7 +97,7 @@ def test_superseded_names_its_successor_in_the_same_edit(plan: Path, runner: Cli
     assert result.exit_code == 0, result.output
     assert plan.read_text() == before.replace(
         "status: Proposed\n", "status: Superseded\nsuperseded_by: semantic-caching\n"
-    )
+    ).replace("dependencies: []\n", f"dependencies: []\nupdated: {TODAY}\n")
     assert runner.invoke(main, ["validate", "--strict"]).exit_code == 0
 
 
@@ -129,7 +136,7 @@ def test_priority_renames_and_updates_the_field(plan: Path, runner: CliRunner) -
     assert "plans/HIGH-response-caching.md -> plans/LOW-response-caching.md" in result.output
     assert not plan.exists()
     moved = plan.with_name("LOW-response-caching.md")
-    assert moved.read_text() == plan_text(priority="Low")
+    assert moved.read_text() == plan_text(priority="Low", extra=f"updated: {TODAY}\n")
     assert runner.invoke(main, ["validate"]).exit_code == 0
 
 
@@ -205,3 +212,31 @@ def test_status_refuses_an_edit_that_would_not_read_back(plan: Path, runner: Cli
     assert result.exit_code == 1
     assert "cannot safely edit the status line" in result.output
     assert plan.read_text() == original
+
+
+def test_status_and_priority_keep_updated_current(plan: Path, runner: CliRunner) -> None:
+    plan.write_text(plan_text(extra="updated: 2020-01-02   # last review\nowner: core\n"))
+    assert runner.invoke(main, ["status", "response-caching", "Planned"]).exit_code == 0
+    assert f"updated: {TODAY}   # last review\nowner: core\n" in plan.read_text()
+    plan.write_text(plan_text(extra="updated: 2020-01-02\n"))
+    assert runner.invoke(main, ["priority", "response-caching", "Medium"]).exit_code == 0
+    moved = plan.with_name("MEDIUM-response-caching.md")
+    assert moved.read_text() == plan_text(priority="Medium", extra=f"updated: {TODAY}\n")
+    unchanged = runner.invoke(main, ["status", "response-caching", "Proposed"])
+    assert unchanged.exit_code == 0 and "already Proposed" in unchanged.output
+    moved.write_text(plan_text(priority="Medium", extra="updated: 2020-01-02\n"))
+    runner.invoke(main, ["priority", "response-caching", "Medium"])  # no change: no new date either
+    assert "updated: 2020-01-02\n" in moved.read_text()
+
+
+def test_touch_updated_in_each_form() -> None:
+    day = dt.date(2026, 12, 4)
+    assert (
+        edit.touch_updated("---\ntitle: X\n---\n# X\n", day)
+        == "---\ntitle: X\nupdated: 2026-12-04\n---\n# X\n"
+    )
+    assert edit.touch_updated("---\nupdated: '2020-01-01'\n---\n", day) == "---\nupdated: 2026-12-04\n---\n"
+    legacy = "# X\n\n**Status:** Proposed\n**Last Updated:** 2020-01-01\n"
+    assert edit.touch_updated(legacy, day) == legacy.replace("2020-01-01", "2026-12-04")
+    bare = "# X\n\n**Status:** Proposed\n"
+    assert edit.touch_updated(bare, day) == bare  # no front matter to add a field to

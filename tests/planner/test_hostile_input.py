@@ -207,7 +207,7 @@ def test_a_plan_named_twice_is_checked_once_not_a_duplicate_of_itself(root: Path
     [
         (
             b'{% include "missing.md" %}',
-            "plans/_template.md: the included template 'missing.md' is not in plans/",
+            "plans/_template.md line 1: the included template 'missing.md' is not in plans/",
         ),
         (b"\xff\xfe{{ title }}", "plans/_template.md: not UTF-8 text"),
     ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ def test_new_plan_validates_except_for_the_unfilled_sections(root: Path, runner:
     text = (root / "plans" / "HIGH-response-caching.md").read_text()
     assert "title: Response Caching\nstatus: Proposed\npriority: High\n" in text
     assert "# Response Caching\n" in text
+    assert f"dependencies: []\nupdated: {dt.date.today().isoformat()}\n---\n" in text  # a new plan is dated
     problems = validate(load_config(root)).problems
     assert {p.code for p in problems} == {"PL043"}
     assert len(problems) == 6
@@ -56,6 +58,10 @@ def test_options_fill_the_fields(root: Path, runner: CliRunner) -> None:
         ("HIGH-Response-Caching", "did you mean HIGH-response-caching?"),
         ("HIGH-response caching", "did you mean HIGH-response-caching?"),
         ("HIGH-a_b", "did you mean HIGH-a-b?"),
+        # Accented letters are transliterated (NFKD), not dropped: not `HIGH-n` (issue 13).
+        ("HIGH-ünï", "did you mean HIGH-uni?"),
+        ("HIGH-café-crème", "did you mean HIGH-cafe-creme?"),
+        ("HIGH-Straße-Œuvre", "did you mean HIGH-strasse-oeuvre?"),
         ("plans/HIGH-caching", "is a path"),
         ("HIGH-..-x", "is a path"),
         ("caching", "is not PRIORITY-slug"),
@@ -150,3 +156,20 @@ def test_creates_the_plans_folder(root: Path, runner: CliRunner) -> None:
     (root / "plans").rmdir()
     assert runner.invoke(main, ["new", "LOW-thing"]).exit_code == 0
     assert (root / "plans" / "LOW-thing.md").is_file()
+
+
+def test_depends_takes_a_title_with_spaces(root: Path, runner: CliRunner) -> None:
+    # `--depends "Alpha One"` reported an unknown dependency `Alpha` (issue 13).
+    (root / "plans" / "HIGH-alpha-one.md").write_text(plan_text("Alpha One"))
+    (root / "plans" / "LOW-beta.md").write_text(plan_text("Beta Two", priority="Low"))
+    (root / "plans" / "LOW-gamma.md").write_text(plan_text("Gamma", priority="Low"))
+    args = ["new", "HIGH-x", "--depends", "Alpha One", "--depends", "beta two, gamma"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "dependencies: [alpha-one, beta, gamma]\n" in (root / "plans" / "HIGH-x.md").read_text()
+    spaced = runner.invoke(main, ["new", "HIGH-y", "--depends", "alpha one", "--depends", "beta gamma"])
+    assert spaced.exit_code == 0, spaced.output
+    assert "dependencies: [alpha-one, beta, gamma]\n" in (root / "plans" / "HIGH-y.md").read_text()
+    wrong = runner.invoke(main, ["new", "HIGH-z", "--depends", "Alpha Once"])
+    assert wrong.exit_code == 2
+    assert "unknown dependency 'Alpha Once'; did you mean 'alpha-one'?" in wrong.output

@@ -67,16 +67,23 @@ def test_clean_plan_passes(root: Path, runner: CliRunner) -> None:
             "PL041",
             None,
         ),
-        ("HIGH-response-caching.md", plan_text(sections={**SECTIONS, "Goal": ""}), "PL042", 11),
         (
             "HIGH-response-caching.md",
-            plan_text(sections={**SECTIONS, "Goal": "[What are we trying to achieve?]"}),
+            plan_text(status="Planned", sections={**SECTIONS, "Goal": ""}),
+            "PL042",
+            11,
+        ),
+        (
+            "HIGH-response-caching.md",
+            plan_text(status="Planned", sections={**SECTIONS, "Goal": "[What are we trying to achieve?]"}),
             "PL043",
             12,
         ),
         (
             "HIGH-response-caching.md",
-            plan_text(sections={**SECTIONS, "Open Questions": "- Question 1?\n- Question 2?"}),
+            plan_text(
+                status="Planned", sections={**SECTIONS, "Open Questions": "- Question 1?\n- Question 2?"}
+            ),
             "PL043",
             None,
         ),
@@ -86,6 +93,7 @@ def test_clean_plan_passes(root: Path, runner: CliRunner) -> None:
             "PL044",
             30,
         ),
+        ("HIGH-response-caching.md", plan_text(sections={**SECTIONS, "Goal": "TBD"}), "PL045", 11),
         ("HIGH-response-caching.md", plan_text(estimate="soon"), "PL050", 6),
         ("HIGH-response-caching.md", plan_text(estimate="5"), "PL050", 6),
         ("HIGH-response-caching.md", plan_text(estimate="2 fortnights"), "PL050", 6),
@@ -398,3 +406,16 @@ def test_depending_on_an_unreadable_plan_is_not_also_unknown(root: Path) -> None
     write(root, "HIGH-a.md", plan_text("A", dependencies="[b]"))
     write(root, "HIGH-b.md", "---\ntitle: [B\n---\n# B\n")
     assert [(name, code) for name, code, _ in codes(root)] == [("HIGH-b.md", "PL003")]
+
+
+def test_the_template_rules_report_on_plans_template(root: Path, runner: CliRunner) -> None:
+    # The cases of "PL080" and "PL081" are in test_template_checks.py; here, that validate runs them.
+    (root / "plans" / "_template.md").write_text("---\ntitle: {title}\n---\n")
+    result = runner.invoke(main, ["validate"])
+    assert result.exit_code == 1 and "plans/_template.md:2:1: error PL080" in result.output
+    (root / "plans" / "_template.md").write_text(
+        "---\ntitle: {{ title }}\nstatus: {{ status }}\npriority: {{ priority }}\n"
+        "complexity: {{ complexity }}\nestimate: {{ estimate }}\ndependencies: []\n---\n# {{ title }}\n"
+        + "".join(f"\n## {s}\nWritten.\n" for s in SECTIONS)
+    )
+    assert "warning PL081" in runner.invoke(main, ["validate"]).output
