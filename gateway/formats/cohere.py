@@ -1,10 +1,10 @@
 """Cohere v2 wire format as a server speaks it: the reverse of :mod:`gateway.providers.cohere`.
 
 The ``cohere`` provider translates canonical requests into Cohere v2 requests and Cohere answers back. The
-mock upstream (``gateway mock-upstream``) plays Cohere, so it needs the other direction: a Cohere v2 chat or embed
-request → the canonical request, and a canonical answer, stream or embeddings list → Cohere v2's. The tables
-here are the provider's read backwards; the round trip canonical → Cohere → canonical is tested to be the
-identity on the fields both formats keep (tests/gateway/test_cohere_format.py).
+mock upstream (``gateway mock-upstream``) plays Cohere, so it needs the other direction: a Cohere v2 chat or
+embed request → the canonical request, and a canonical answer, stream or embeddings list → Cohere v2's. The
+tables here are the provider's read backwards; the round trip canonical → Cohere → canonical is tested to be
+the identity on the fields both formats keep (tests/gateway/test_cohere_format.py).
 """
 
 from __future__ import annotations
