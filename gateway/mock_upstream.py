@@ -84,7 +84,9 @@ class MockUpstream:
             if body is None or not isinstance(body.get("model"), str):
                 await _error(send, 400, "invalid_request_error", "Expected a JSON object with a 'model'.")
                 return
-            error = await self._delay_or_fail()
+            if self.options.latency_ms:
+                await asyncio.sleep(self.options.latency_ms / 1000.0)
+            error = self._drawn_failure()
             if error is not None:
                 headers = [(k.encode(), v.encode()) for k, v in error.headers.items()]
                 await _respond(send, error.status, json.dumps(error.body()).encode(), headers)
@@ -109,10 +111,8 @@ class MockUpstream:
         else:
             await _error(send, 404, "invalid_request_error", f"No route {method} {path}.")
 
-    async def _delay_or_fail(self) -> GatewayError | None:
-        """Wait the configured latency; the injected failure to answer, if this request draws one."""
-        if self.options.latency_ms:
-            await asyncio.sleep(self.options.latency_ms / 1000.0)
+    def _drawn_failure(self) -> GatewayError | None:
+        """The injected failure to answer, if this request draws one (``fail_rate``)."""
         if self.options.fail_rate and self._random.random() < self.options.fail_rate:
             return failure(self.options.fail_status)
         return None
@@ -137,7 +137,9 @@ class MockUpstream:
                 canonical = cohere.request_to_chat(body)
             else:
                 canonical = cohere.embed_to_request(body)
-            error = await self._delay_or_fail()
+            if self.options.latency_ms:
+                await asyncio.sleep(self.options.latency_ms / 1000.0)
+            error = self._drawn_failure()
             if error is not None:
                 raise error
             model, number = canonical["model"], next(self._ids)
