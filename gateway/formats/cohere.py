@@ -16,6 +16,7 @@ from typing import Any
 
 from gateway.errors import invalid_request
 from gateway.providers.cohere import MESSAGE_FIELDS
+from gateway.providers.mock import MAX_EMBEDDING_DIMS as MAX_DIMS
 
 CHAT_PARAMS_OF_COHERE: Mapping[str, str] = MappingProxyType(
     {
@@ -227,8 +228,13 @@ def embed_to_request(body: dict[str, Any]) -> dict[str, Any]:
     if types is not None and types != ["float"]:
         raise invalid_request("Only 'float' embeddings are served here.", param="embedding_types")
     request: dict[str, Any] = {"model": model, "input": texts}
-    if body.get("output_dimension") is not None:
-        request["dimensions"] = body["output_dimension"]
+    dimension = body.get("output_dimension")
+    if dimension is not None:
+        # Checked here so the error names Cohere's field, not the canonical ``dimensions``.
+        if not (isinstance(dimension, int) and not isinstance(dimension, bool) and 0 < dimension <= MAX_DIMS):
+            message = f"'output_dimension' must be an integer from 1 to {MAX_DIMS}."
+            raise invalid_request(message, param="output_dimension")
+        request["dimensions"] = dimension
     return request
 
 

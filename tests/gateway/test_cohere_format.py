@@ -155,6 +155,7 @@ def test_bad_chat_requests_name_the_field(body: dict[str, Any], param: str) -> N
         ({"texts": ["x"]}, "model"),
         ({"model": "e", "texts": [1]}, "texts"),
         ({"model": "e", "texts": ["x"], "embedding_types": ["int8"]}, "embedding_types"),
+        ({"model": "e", "texts": ["x"], "output_dimension": 5000}, "output_dimension"),
     ],
 )
 def test_bad_embed_requests_name_the_field(body: dict[str, Any], param: str) -> None:
