@@ -194,7 +194,7 @@ def mock_upstream(
     chunk_size: int,
     chunk_delay_ms: float,
 ) -> None:
-    """Serve a standalone OpenAI-compatible mock (for demos, tests and benchmarks)."""
+    """Serve a standalone mock speaking OpenAI, Anthropic and Cohere v2 by path (demos, tests, benchmarks)."""
     import uvicorn
 
     from gateway.mock_upstream import MockUpstream

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from fake_anthropic import THINKING, FakeAnthropic
 from fake_anthropic import UPSTREAM_KEY as FAKE_ANTHROPIC_KEY
@@ -30,6 +31,8 @@ from uvicorn_server import run_server
 
 from gateway.app import create_app
 from gateway.config import load_config, parse_config
+from gateway.mock_upstream import MockUpstream
+from gateway.providers.mock import MockOptions
 
 pytestmark = pytest.mark.feature("additional-api-formats")
 
@@ -570,3 +573,131 @@ def test_azure_deployment_paths_with_the_api_key_header(gateway: Any) -> None:
     )
     raw = base64.b64decode(embedded.json()["data"][0]["embedding"])
     assert len(raw) % 4 == 0 and len(raw) > 0
+
+
+# Step 7: the shipped mock upstream (gateway mock-upstream) speaks Anthropic and Cohere by path, so an
+# `anthropic` and a `cohere` provider can point at it: no key, no fake written here. An `openai` provider on
+# the same mock answers the same requests directly, so every translation must give back the same answer.
+
+MOCK_KEYS = {"anthropic": "sk-ant-mock-0123456789", "cohere": "co-mock-0123456789"}
+
+
+@pytest.fixture(scope="module")
+def mocked(gateway: Any) -> Iterator[openai.OpenAI]:
+    """The `openai` SDK on a gateway whose aliases route to one MockUpstream in three wire formats."""
+    if gateway.live:
+        pytest.skip("starts an upstream and a gateway of its own")
+    with ExitStack() as stack:
+        upstream = stack.enter_context(run_server(MockUpstream(MockOptions(chunk_size=5))))
+        config = {
+            "auth": {"keys": [{"name": "k", "key": "sk-mocked", "models": "*"}]},
+            "providers": [
+                {"name": "ant", "type": "anthropic", "base_url": upstream, "api_key": MOCK_KEYS["anthropic"]},
+                {"name": "co", "type": "cohere", "base_url": upstream, "api_key": MOCK_KEYS["cohere"]},
+                {"name": "oai", "type": "openai", "base_url": f"{upstream}/v1", "api_key": "sk-mock"},
+            ],
+            "models": [
+                {"name": "via-anthropic", "routes": [{"provider": "ant", "model": "claude-mock"}]},
+                {"name": "via-cohere", "routes": [{"provider": "co", "model": "command-mock"}]},
+                {"name": "cohere-embed", "routes": [{"provider": "co", "model": "embed-mock"}]},
+                {"name": "direct", "routes": [{"provider": "oai", "model": "mock-echo"}]},
+            ],
+            "usage": {"database": ":memory:"},
+        }
+        url = stack.enter_context(run_server(create_app(parse_config(json.dumps(config)))))
+        yield stack.enter_context(openai.OpenAI(base_url=f"{url}/v1", api_key="sk-mocked", max_retries=0))
+
+
+def _conversation(prompt: str) -> list[Any]:
+    return [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": prompt}]
+
+
+@pytest.mark.parametrize(
+    ("alias", "route"), [("via-anthropic", "ant/claude-mock"), ("via-cohere", "co/command-mock")]
+)
+@pytest.mark.feature("additional-api-formats", step=7)
+def test_the_mock_upstream_answers_anthropic_and_cohere_providers(
+    mocked: openai.OpenAI, alias: str, route: str
+) -> None:
+    prompt = _prompt()
+    direct = mocked.chat.completions.create(model="direct", messages=_conversation(prompt), max_tokens=200)
+    raw = mocked.chat.completions.with_raw_response.create(
+        model=alias, messages=_conversation(prompt), max_tokens=200
+    )
+    assert raw.headers["x-gateway-route"] == route
+    answer = raw.parse()
+    assert answer.choices[0].message.content == prompt
+    assert answer.choices[0].finish_reason == "stop"
+    # Same counts as the mock answering in its own format: nothing lost or added in either translation.
+    assert answer.usage is not None and direct.usage is not None
+    assert answer.usage.prompt_tokens == direct.usage.prompt_tokens > 0
+    assert answer.usage.completion_tokens == direct.usage.completion_tokens > 0
+    cut = mocked.chat.completions.create(model=alias, messages=_conversation(prompt), max_tokens=2)
+    assert cut.choices[0].finish_reason == "length" and cut.choices[0].message.content == prompt[:8]
+
+
+@pytest.mark.parametrize("alias", ["via-anthropic", "via-cohere"])
+@pytest.mark.feature("additional-api-formats", step=7)
+def test_the_mock_upstream_streams_in_anthropic_and_cohere_formats(mocked: openai.OpenAI, alias: str) -> None:
+    prompt = _prompt()
+    chunks = list(
+        mocked.chat.completions.create(
+            model=alias,
+            messages=_conversation(prompt),
+            max_tokens=200,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    content = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert "".join(content) == prompt
+    assert len(content) > 1  # really streamed, in the mock's 5-character chunks
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
+        "stop"
+    ]
+    usage = [c.usage for c in chunks if c.usage is not None]
+    plain = mocked.chat.completions.create(model=alias, messages=_conversation(prompt), max_tokens=200)
+    assert usage and plain.usage is not None
+    assert usage[-1].prompt_tokens == plain.usage.prompt_tokens
+    assert usage[-1].completion_tokens == plain.usage.completion_tokens
+
+
+@pytest.mark.parametrize("alias", ["via-anthropic", "via-cohere"])
+@pytest.mark.feature("additional-api-formats", step=7)
+def test_the_mock_upstream_answers_forced_tool_calls_in_both_formats(
+    mocked: openai.OpenAI, alias: str
+) -> None:
+    tool: Any = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+    answer = mocked.chat.completions.create(
+        model=alias, messages=[{"role": "user", "content": "weather?"}], tools=[tool], tool_choice="required"
+    )
+    assert answer.choices[0].finish_reason == "tool_calls"
+    calls = answer.choices[0].message.tool_calls or []
+    assert len(calls) == 1 and calls[0].function.name == "get_weather"  # type: ignore[union-attr]
+    assert isinstance(json.loads(calls[0].function.arguments)["city"], str)  # type: ignore[union-attr]
+
+
+@pytest.mark.feature("additional-api-formats", step=7)
+def test_the_mock_upstream_embeds_for_a_cohere_provider(mocked: openai.OpenAI) -> None:
+    texts = [_prompt(), _prompt()]
+    # The SDK asks for base64 by default; the gateway encodes Cohere's float vectors.
+    through_cohere = mocked.embeddings.create(model="cohere-embed", input=texts)
+    direct = mocked.embeddings.create(model="direct", input=texts, encoding_format="float")
+    assert through_cohere.model == "embed-mock"
+    vectors = [d.embedding for d in through_cohere.data]
+    assert len(vectors) == 2 and vectors[0] != vectors[1]
+    expected = [d.embedding for d in direct.data]
+    assert vectors == [pytest.approx(v, abs=1e-6) for v in expected]  # float32 on the wire
+    shorter = mocked.embeddings.create(model="cohere-embed", input="x", dimensions=4, encoding_format="float")
+    assert len(shorter.data[0].embedding) == 4
+    assert through_cohere.usage.prompt_tokens == direct.usage.prompt_tokens > 0
