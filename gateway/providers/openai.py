@@ -7,12 +7,12 @@ sent as a Bearer token. Requests pass through unchanged except ``model`` (the ro
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway import jsonio
 from gateway.config import ProviderConfig
 from gateway.errors import GatewayError, upstream_error
 from gateway.providers.base import (
@@ -66,7 +66,7 @@ class OpenAIAdapter:
         if payload == "[DONE]":
             return DONE
         try:
-            chunk = json.loads(payload)
+            chunk = jsonio.loads(payload)
         except ValueError:
             return None
         if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:

@@ -7,7 +7,6 @@ reads the body with a size limit, authenticates, checks the body, resolves the m
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +16,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from gateway import jsonio
 from gateway.embedding_format import client_answer, float_request
 from gateway.errors import GatewayError, body_too_large, invalid_request, state_store_unavailable
 from gateway.logging import log_error
@@ -96,7 +96,8 @@ def _created(runtime: Runtime) -> int:
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")).encode(), status, headers, "application/json")
+    # Encoded once, straight to bytes: no JSONResponse/jsonable_encoder pass over the body first.
+    return Response(jsonio.dumps(body), status, headers, "application/json")
 
 
 def new_call(
