@@ -172,6 +172,7 @@ def mock_upstream(
         chunk_size=chunk_size,
         chunk_delay_ms=chunk_delay_ms,
     )
+    stack = fast_stack()
     click.echo(f"mock upstream on http://{host}:{port}/v1 (latency {latency_ms} ms, fail rate {fail_rate})")
     uvicorn.run(
         MockUpstream(options),
@@ -179,7 +180,8 @@ def mock_upstream(
         port=port,
         log_level="warning",
         access_log=False,
-        **fast_stack().uvicorn_options(),  # type: ignore[arg-type]
+        loop=stack.loop,
+        http=stack.http,
     )
 
 

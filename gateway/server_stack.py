@@ -17,6 +17,7 @@ import importlib
 import logging
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
+from typing import Literal
 
 logger = logging.getLogger("gateway.server")
 
@@ -25,19 +26,21 @@ logger = logging.getLogger("gateway.server")
 class ServerStack:
     """The uvicorn options for the loop and the HTTP parser, and why any fast one is missing."""
 
-    loop: str  # "uvloop" or "asyncio"
-    http: str  # "httptools" or "h11"
+    loop: Literal["uvloop", "asyncio"]
+    http: Literal["httptools", "h11"]
     fallbacks: list[str] = field(default_factory=list)
 
     def uvicorn_options(self) -> dict[str, str]:
         """``loop`` and ``http`` for ``uvicorn.Config``/``uvicorn.run``."""
         return {"loop": self.loop, "http": self.http}
 
-    def describe(self) -> str:
+    def describe(self, json: str | None = "orjson") -> str:
         """One line naming each part with its version, as ``bench/`` reads it from the server's output:
-        ``server=uvicorn 0.30.1; loop=uvloop 0.21.0; http=httptools 0.6.4; json=orjson 3.10.7``."""
-        parts = (("server", "uvicorn"), ("loop", self.loop), ("http", self.http), ("json", "orjson"))
-        return "; ".join(f"{part}={name} {_version(name)}" for part, name in parts)
+        ``server=uvicorn 0.30.1; loop=uvloop 0.21.0; http=httptools 0.6.4; json=orjson 3.10.7``
+        (``json`` is the JSON library's package, None for a server that parses none)."""
+        parts = (("server", "uvicorn"), ("loop", self.loop), ("http", self.http))
+        text = "; ".join(f"{part}={name} {_version(name)}" for part, name in parts)
+        return f"{text}; json={f'{json} {_version(json)}' if json else 'none'}"
 
 
 def _version(package: str) -> str:
@@ -61,12 +64,12 @@ def _importable(module: str) -> str | None:
 def fast_stack() -> ServerStack:
     """uvloop and httptools when they import here; asyncio and h11 otherwise, with the reason logged."""
     fallbacks = []
-    loop = "uvloop"
+    loop: Literal["uvloop", "asyncio"] = "uvloop"
     problem = _importable("uvloop")
     if problem is not None:
         loop = "asyncio"
         fallbacks.append(f"uvloop unavailable ({problem}): serving on asyncio's event loop, slower")
-    http = "httptools"
+    http: Literal["httptools", "h11"] = "httptools"
     problem = _importable("httptools")
     if problem is not None:
         http = "h11"
