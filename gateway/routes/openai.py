@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from fastapi import FastAPI
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from gateway import jsonio
@@ -206,15 +206,13 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
             {"id": name, "object": "model", "created": _created(runtime), "owned_by": "gateway"}
             for name in runtime.visible_models(key)
         ]
-        return JSONResponse({"object": "list", "data": data})
+        return _json({"object": "list", "data": data})
 
     async def get_model(request: Request) -> Response:
         runtime, key = await begin(gateway, request)
         name = request.path_params["model"]
         runtime.resolve(key, name)
-        return JSONResponse(
-            {"id": name, "object": "model", "created": _created(runtime), "owned_by": "gateway"}
-        )
+        return _json({"id": name, "object": "model", "created": _created(runtime), "owned_by": "gateway"})
 
     app.add_route("/v1/chat/completions", chat_completions, methods=["POST"], include_in_schema=False)
     app.add_route("/v1/embeddings", embeddings, methods=["POST"], include_in_schema=False)
