@@ -88,7 +88,8 @@ def check_tree(value: Any, path: Path = (), *, exact_integers: bool = True) -> N
         elif isinstance(item, float):
             if not math.isfinite(item):
                 raise _refuse(where, "is not a finite number")
-            if not exact_integers and item.is_integer() and not INT_MIN <= item <= INT_MAX:
+            # Integers just past either end round to exactly +-2**63 as floats: the bound is inclusive.
+            if not exact_integers and item.is_integer() and abs(item) >= 2**63:
                 raise RoundedInteger
         elif isinstance(item, int) and not isinstance(item, bool) and not INT_MIN <= item <= INT_MAX:
             raise _refuse(where, "is an integer outside the 64-bit range")
