@@ -3,9 +3,10 @@
 Measured with ``bench/gateway.py`` (nginx upstream, 32 connections, server pinned to one core, CPU time per
 request of the server process, same config, one machine; docs/performance.md has the runs): uvicorn on
 uvloop and httptools took 30 % off a bare FastAPI proxy's CPU per request, 17 % off the bare gateway's,
-25 % off a cache hit's and 7 % off the production config's, against asyncio's loop and h11. uvicorn's default (``"auto"``) would pick them only when they happen to be
-installed; the gateway depends on both and asks for them by name, so a default install is the fast stack and
-a missing one is said, once, at start, instead of silently serving slower.
+25 % off a cache hit's and 7 % off the production config's, against asyncio's loop and h11. uvicorn's
+default (``"auto"``) would pick them only when they happen to be installed; the gateway depends on both and
+asks for them by name, so a default install is the fast stack and a missing one is said, once, at start,
+instead of silently serving slower.
 
 Where they cannot be used (uvloop has no Windows build; a platform without wheels and no compiler) the
 server falls back to asyncio and h11 and logs which and why: slower, never broken.
