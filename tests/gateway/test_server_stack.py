@@ -53,6 +53,8 @@ def test_gateway_run_hands_the_stack_to_uvicorn_and_prints_it(monkeypatch: pytes
         self.started = True
 
     monkeypatch.setattr(uvicorn.Server, "run", run)
+    # `gateway run` points the gateway's loggers at stderr: not in this process, where caplog reads them.
+    monkeypatch.setattr("gateway.logging.configure_logging", lambda level: None)
     result = CliRunner().invoke(cli.main, ["run", "--port", "0", "--log-level", "error"])
     assert result.exit_code == 0, result.output
     assert seen == {"loop": "uvloop", "http": "httptools"}
