@@ -10,7 +10,7 @@ Measured on the gateway's own payloads (``python bench/json_codecs.py``; CPU tim
     chat answer, 346 B           decode    4.5 us   1.05 (4.2x)   1.03 (4.3x)
                                  encode    5.7 us   0.31 (18x)    0.48 (12x)
 
-orjson encodes 1.5 to 3 times faster than msgspec and decodes within 10 % of it; a request does more
+orjson encodes 1.5 to 3 times faster than msgspec and decodes within 15 % of it; a request does more
 encodes (upstream body, answer or SSE chunks, cache key and entry) than decodes, so orjson it is.
 
 One difference matters: orjson decodes an integer beyond 64 bits as a float, silently, where the standard
