@@ -8,6 +8,10 @@ default (``"auto"``) would pick them only when they happen to be installed; the 
 asks for them by name, so a default install is the fast stack and a missing one is said, once, at start,
 instead of silently serving slower.
 
+Granian was measured against this stack with the same benchmark (``--server granian``): no clear gain in
+CPU per request, more memory, and no ``ssl.SSLContext`` (gateway/tls.py's floor) or ``uvicorn.Server``
+(gateway/shutdown.py's drain) to build on, so the gateway stays on uvicorn.
+
 Where they cannot be used (uvloop has no Windows build; a platform without wheels and no compiler) the
 server falls back to asyncio and h11 and logs which and why: slower, never broken.
 """
