@@ -37,9 +37,19 @@ sys.path.insert(0, str(HERE.parent))
 
 from bench import clients, wrk  # noqa: E402
 from bench.nginx import Nginx, stop_process, wait_ready  # noqa: E402
-from bench.systems import ALL_SYSTEMS, System, Upstream, build, process_env  # noqa: E402
+from bench.systems import (  # noqa: E402
+    ALL_SYSTEMS,
+    SERVERS,
+    STACK_PARTS,
+    System,
+    Upstream,
+    build,
+    parse_stack,
+    process_env,
+)
 
 RESULTS = HERE / "results"
+PACKAGES = ("fastapi", "starlette", "uvicorn", "uvloop", "httptools", "granian", "orjson", "httpx", "aiohttp")
 SOAK_REQUESTS = 100_000
 SOAK_SEGMENT = 10_000
 
@@ -144,12 +154,14 @@ def machine() -> dict[str, Any]:
             proc = subprocess.run([exe, *args], capture_output=True, text=True)
             text = (proc.stdout + proc.stderr).strip()
             info[tool] = text.splitlines()[0].split(" Copyright")[0].strip() if text else ""
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-        info["packages"] = {p: version(p) for p in ("fastapi", "starlette", "uvicorn", "httpx", "aiohttp")}
-    except Exception:  # pragma: no cover - metadata missing for an uninstalled package
-        pass
+    info["packages"] = {}
+    for package in PACKAGES:
+        try:
+            info["packages"][package] = version(package)
+        except PackageNotFoundError:
+            info["packages"][package] = "not installed"
     return info
 
 
@@ -176,6 +188,8 @@ def start(system: System, log: Path) -> Running:
         stop_process(process)
         tail = log.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"{system.name} did not start: {exc}\n--- log ---\n{tail}") from None
+    # The server says what it runs on (gateway/server_stack.py); what the harness knew beforehand fills gaps.
+    system.stack = {**system.stack, **parse_stack(log.read_text(errors="replace"))}
     return Running(system, process, ready_s, process.pid)
 
 
@@ -183,8 +197,12 @@ def measure(running: Running, args: argparse.Namespace, load_cpu: int | None) ->
     """Every measurement for one running system, in a fixed order."""
     system = running.system
     duration = args.duration
-    result: dict[str, Any] = {"ready_s": running.ready_s, "notes": list(system.notes)}
-    print(f"  ready in {running.ready_s:.2f} s", flush=True)
+    result: dict[str, Any] = {
+        "ready_s": running.ready_s,
+        "notes": list(system.notes),
+        "stack": {part: system.stack.get(part, "unknown") for part in STACK_PARTS},
+    }
+    print(f"  ready in {running.ready_s:.2f} s on {stack_text(result['stack'])}", flush=True)
     # Warm up (JIT-less Python still has caches, pools and lazy imports to fill).
     wrk.run(system.chat, connections=32, duration_s=max(1.0, min(3.0, duration / 3)), cpu=load_cpu)
     cpu_before = tree_cpu_s(running.pid)
@@ -225,6 +243,23 @@ def measure(running: Running, args: argparse.Namespace, load_cpu: int | None) ->
     if bad:
         result["notes"].append(f"{bad} failed or non-2xx responses under wrk: numbers are not comparable")
     return result
+
+
+def stack_text(stack: dict[str, str]) -> str:
+    """``uvicorn 0.30.1 · loop uvloop 0.21.0 · http httptools 0.6.4 · json orjson 3.10.7``."""
+    return " · ".join(
+        f"{stack[part]}" if part == "server" else f"{part} {stack[part]}" for part in STACK_PARTS
+    )
+
+
+def stack_mismatch(systems: dict[str, dict[str, Any]]) -> list[str]:
+    """Warnings for the ratios whose two systems ran on different server stacks (server, loop, parser)."""
+    out = []
+    for a, b in (("gateway-production", "passthrough"), ("gateway-production", "gateway-cache-hit")):
+        sa, sb = systems.get(a, {}).get("stack"), systems.get(b, {}).get("stack")
+        if sa and sb and any(sa[p] != sb[p] for p in ("server", "loop", "http")):
+            out.append(f"{a} and {b} ran on different stacks: their ratio compares the stacks too")
+    return out
 
 
 def _num(value: float | None) -> str:
@@ -387,6 +422,12 @@ def table(result: dict[str, Any]) -> str:
             f"{row['rss_mb']:>8.0f}{row['ready_s']:>9.2f}"
         )
     lines.append("(latencies in ms; ovh = median x-gateway-overhead-ms; TTFB = first streamed chunk)")
+    lines += ["", "stacks (server · event loop · HTTP parser · JSON library):"]
+    for name, row in result["systems"].items():
+        if "stack" in row:
+            lines.append(f"  {name:<20}{stack_text(row['stack'])}")
+    for warning in result.get("stack_warnings", []):
+        lines.append(f"  WARNING: {warning}")
     lines += ["", "targets (issue 9):"]
     for v in result["targets"]:
         if v["value"] is None:
@@ -450,6 +491,7 @@ def run_system(
     """Start, measure and stop one system."""
     load_cpu, system_cpu = cpus
     port = free_port()
+    server = args.server
     if name == "direct":
         # The upstream measured on the system core, like every other system: a second instance.
         if upstream.kind == "nginx":
@@ -464,7 +506,7 @@ def run_system(
         system = build(name, upstream, port, workdir, system_cpu, direct_url=upstream.url)
         assert isinstance(args.upstream_handle, subprocess.Popen)
         return measure(Running(system, None, 0.0, args.upstream_handle.pid), args, load_cpu)
-    system = build(name, upstream, port, workdir, system_cpu)
+    system = build(name, upstream, port, workdir, system_cpu, server=server)
     # Start-up is one short sample, easily disturbed: the median of three (one for LiteLLM, slow to start).
     ready_runs = []
     for _ in range(0 if name == "litellm" or args.quick else 2):
@@ -500,6 +542,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--peer", choices=["litellm"], action="append", default=[], help="add a peer gateway")
     parser.add_argument("--quick", action="store_true", help="1 s runs and few samples: a smoke run")
+    parser.add_argument(
+        "--server",
+        choices=SERVERS,
+        default="uvicorn",
+        help="what serves the passthrough and the gateway (default uvicorn, as `gateway run`)",
+    )
     parser.add_argument(
         "--soak",
         action="store_true",
@@ -537,6 +585,7 @@ def main(argv: list[str] | None = None) -> int:
         "duration_s": args.duration,
         "quick": args.quick,
         "cores": {"load": load_cpu, "system": system_cpu},
+        "server": args.server,
         "systems": {},
         "load_average": {"start": os.getloadavg()[0]},
     }
@@ -559,6 +608,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.soak_result is not None:
         result["soak"] = args.soak_result
     result["ratios"] = ratios({k: v for k, v in result["systems"].items() if "error" not in v})
+    result["stack_warnings"] = stack_mismatch(result["systems"])
     result["targets"] = verdicts(result)
     print(table(result))
     out = args.json or RESULTS / f"gateway-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -2,8 +2,9 @@
 
     python bench/passthrough.py --upstream http://127.0.0.1:9000 --port 8100
 
-FastAPI on uvicorn (the same server options ``gateway run`` uses) forwarding every POST to the same path on
-the upstream with one shared ``httpx.AsyncClient`` over the gateway's own transport
+FastAPI on uvicorn (the same server options and stack ``gateway run`` uses: uvloop and httptools, see
+``gateway/server_stack.py``; it prints the same ``server stack:`` line) forwarding every POST to the same
+path on the upstream with one shared ``httpx.AsyncClient`` over the gateway's own transport
 (``gateway.transport.default_transport``), so when the gateway changes its HTTP stack this baseline follows.
 No auth, no parsing, no features: the gap between this and the gateway is what the gateway's code costs.
 Streaming requests (``"stream": true`` in the body) are relayed as they arrive; everything else is read
@@ -13,6 +14,7 @@ whole and returned.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +28,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gateway.server_stack import fast_stack
 from gateway.transport import default_transport
 
 _HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive", "date", "server"}
@@ -76,6 +79,11 @@ def create_app(upstream: str) -> FastAPI:
     return app
 
 
+def app_from_env() -> FastAPI:
+    """The app for an ASGI server's factory mode (Granian in bench/): the upstream from $BENCH_UPSTREAM."""
+    return create_app(os.environ["BENCH_UPSTREAM"].rstrip("/"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Minimal FastAPI passthrough proxy (benchmark baseline).")
     parser.add_argument("--upstream", required=True, help="upstream base URL, e.g. http://127.0.0.1:9000")
@@ -84,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import uvicorn
 
+    stack = fast_stack()
+    print(f"server stack: {stack.describe(json=None)}", flush=True)  # bytes in, bytes out: no JSON
     uvicorn.run(
         create_app(args.upstream.rstrip("/")),
         host=args.host,
@@ -91,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         log_level="warning",
         access_log=False,
         lifespan="on",
+        loop=stack.loop,
+        http=stack.http,
     )
     return 0
 

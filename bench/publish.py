@@ -146,6 +146,20 @@ def gateway_section(result: dict[str, Any]) -> list[str]:
         "</figure>",
         "",
     ]
+    stacks = {name: row["stack"] for name, row in systems.items() if "stack" in row}
+    if stacks:
+        out += [
+            "### Stacks",
+            "",
+            "What each system ran on (printed by the servers themselves at start; see bench/README.md).",
+            "",
+            "| system | server | event loop | HTTP parser | JSON |",
+            "|---|---|---|---|---|",
+        ]
+        for name, stack in stacks.items():
+            parts = " | ".join(escape(stack.get(p, "unknown")) for p in ("server", "loop", "http", "json"))
+            out.append(f"| {LABELS.get(name, name)} | {parts} |")
+        out += [*(f"- **{escape(w)}**" for w in result.get("stack_warnings", [])), ""]
     out += ["### Targets", "", "| target | measured | goal | |", "|---|--:|--:|---|"]
     for row in result["targets"]:
         unit = {"x": "×", "": ""}.get(row["unit"], f" {row['unit']}")

@@ -10,6 +10,7 @@ import json
 import os
 import secrets
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,10 @@ STORE_MAX_BYTES = 8 * 1024 * 1024
 
 GATEWAY_SYSTEMS = ("gateway-bare", "gateway-production", "gateway-cache-hit")
 ALL_SYSTEMS = ("direct", "passthrough", *GATEWAY_SYSTEMS)
+# What serves the passthrough and the gateway: uvicorn (as `gateway run` does) or Granian, to compare them.
+SERVERS = ("uvicorn", "granian")
+STACK_LINE = "server stack: "
+STACK_PARTS = ("server", "loop", "http", "json")
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,63 @@ class System:
     env: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     reports_overhead: bool = False
+    # server, loop, http (parser), json: known here for nginx, Granian and LiteLLM; the passthrough and
+    # `gateway run` print theirs (STACK_LINE) and the harness reads it from their output once started.
+    stack: dict[str, str] = field(default_factory=dict)
+
+
+def parse_stack(output: str) -> dict[str, str]:
+    """The last ``server stack: server=uvicorn 0.30.1; loop=uvloop 0.21.0; ...`` line of ``output``."""
+    found: dict[str, str] = {}
+    for line in output.splitlines():
+        if line.startswith(STACK_LINE):
+            found = dict(
+                part.split("=", 1) for part in line[len(STACK_LINE) :].strip().split("; ") if "=" in part
+            )
+    return found
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def granian_stack(json: bool = True) -> dict[str, str]:
+    """Granian as the bench starts it: its own Rust HTTP server (hyper), uvloop, the gateway's orjson."""
+    return {
+        "server": f"granian {_version('granian')}",
+        "loop": f"uvloop {_version('uvloop')}",
+        "http": "granian (Rust, hyper)",
+        "json": f"orjson {_version('orjson')}" if json else "none",
+    }
+
+
+def _importable_here() -> dict[str, str]:
+    """PYTHONPATH with this checkout first: Granian imports the app by name, from another directory."""
+    return {"PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+
+
+def _granian(target: str, port: int, cpu: int | None) -> list[str]:
+    exe = shutil.which("granian")
+    if exe is None:
+        raise RuntimeError("Granian is not installed: pip install granian")
+    command = [exe, "--interface", "asgi", "--factory", target, "--host", "127.0.0.1", "--port", str(port)]
+    command += [
+        "--workers",
+        "1",
+        "--loop",
+        "uvloop",
+        "--http",
+        "1",
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    return _pinned(command, cpu)
 
 
 def chat_body(model: str, stream: bool = False) -> str:
@@ -157,9 +219,16 @@ def _adapt_to_schema(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def build(
-    name: str, upstream: Upstream, port: int, workdir: Path, cpu: int | None, direct_url: str | None = None
+    name: str,
+    upstream: Upstream,
+    port: int,
+    workdir: Path,
+    cpu: int | None,
+    direct_url: str | None = None,
+    server: str = "uvicorn",
 ) -> System:
-    """The :class:`System` called ``name`` listening on ``port``."""
+    """The :class:`System` called ``name`` listening on ``port``; the passthrough and the gateway on
+    ``server`` (uvicorn or granian)."""
     url = f"http://127.0.0.1:{port}"
     chat = chat_body(MODEL)
     stream = chat_body(STREAM_MODEL, stream=True)
@@ -173,6 +242,7 @@ def build(
             f"{direct_url}/ready" if upstream.kind == "nginx" else f"{direct_url}/health",
             Load(f"{direct_url}{json_path}/chat/completions", chat, nonce=nonce(name)),
             Load(f"{direct_url}{sse_path}/chat/completions", stream, nonce=nonce(name)),
+            stack=direct_stack(upstream),
         )
     if name == "passthrough":
         command = [
@@ -183,12 +253,19 @@ def build(
             "--port",
             str(port),
         ]
+        env: dict[str, str] = {}
+        stack: dict[str, str] = {}
+        if server == "granian":
+            command = _granian("bench.passthrough:app_from_env", port, cpu)
+            env, stack = {"BENCH_UPSTREAM": upstream.url, **_importable_here()}, granian_stack(json=False)
         return System(
             name,
-            _pinned(command, cpu),
+            _pinned(command, cpu) if server == "uvicorn" else command,
             f"{url}/ready",
             Load(f"{url}{json_path}/chat/completions", chat, key=KEY, nonce=nonce(name)),
             Load(f"{url}{sse_path}/chat/completions", stream, key=KEY, nonce=nonce(name)),
+            env=env,
+            stack=stack,
         )
     if name in GATEWAY_SYSTEMS:
         kind = "gateway-bare" if name == "gateway-bare" else "gateway-production"
@@ -197,20 +274,61 @@ def build(
         gateway = shutil.which("gateway")
         base = [gateway] if gateway else [sys.executable, "-c", "from gateway.cli import main; main()"]
         command = [*base, "run", "--config", str(path), "--port", str(port), "--log-level", "warning"]
+        env, stack = {}, {}
+        if server == "granian":
+            # The same app and config as `gateway run --workers N` builds (gateway.cli.app_factory).
+            command = _granian("gateway.cli:app_factory", port, cpu)
+            env, stack = {"GATEWAY_CONFIG": str(path), **_importable_here()}, granian_stack()
         # Production misses the cache on every request (a new prompt each time); cache-hit repeats one.
         vary = name == "gateway-production"
         return System(
             name,
-            _pinned(command, cpu),
+            _pinned(command, cpu) if server == "uvicorn" else command,
             f"{url}/ready",
             Load(f"{url}/v1/chat/completions", chat, key=KEY, vary=vary, nonce=nonce(name)),
             Load(f"{url}/v1/chat/completions", stream, key=KEY, vary=vary, nonce=nonce(name)),
             notes=feature_notes() if kind == "gateway-production" else [],
             reports_overhead=True,
+            env=env,
+            stack=stack,
         )
     if name == "litellm":
         return litellm(upstream, port, workdir, cpu)
     raise ValueError(f"unknown system {name!r} (known: {', '.join((*ALL_SYSTEMS, 'litellm'))})")
+
+
+def direct_stack(upstream: Upstream) -> dict[str, str]:
+    """The upstream measured alone: nginx serving files (the mock upstream prints its own stack)."""
+    if upstream.kind != "nginx":
+        return {}
+    exe = shutil.which("nginx")
+    text = subprocess.run([exe, "-v"], capture_output=True, text=True).stderr.strip() if exe else ""
+    version = text.rpartition("/")[2] or "?"  # "nginx version: nginx/1.22.1"
+    return {"server": f"nginx {version}", "loop": "epoll", "http": "nginx", "json": "none (static files)"}
+
+
+def litellm_stack() -> dict[str, str]:
+    """What LiteLLM's proxy runs on, read from its environment: uvicorn's ``auto`` picks uvloop and
+    httptools when installed there (LiteLLM passes no loop or parser of its own)."""
+    python = LITELLM_VENV / "bin" / "python"
+    script = (
+        "import importlib.metadata as m\n"
+        "for p in ('uvicorn', 'uvloop', 'httptools', 'orjson'):\n"
+        "    try: print(p, m.version(p))\n"
+        "    except m.PackageNotFoundError: print(p, '-')\n"
+    )
+    try:
+        out = subprocess.run([str(python), "-c", script], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    found = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+    has = {p: v for p, v in found.items() if v != "-"}
+    return {
+        "server": f"uvicorn {has.get('uvicorn', '?')}",
+        "loop": f"uvloop {has['uvloop']}" if "uvloop" in has else "asyncio (stdlib)",
+        "http": f"httptools {has['httptools']}" if "httptools" in has else "h11",
+        "json": f"orjson {has['orjson']} installed" if "orjson" in has else "json (stdlib)",
+    }
 
 
 def litellm_binary() -> Path | None:
@@ -280,6 +398,7 @@ def litellm(upstream: Upstream, port: int, workdir: Path, cpu: int | None) -> Sy
         Load(f"{url}/v1/chat/completions", stream, key=LITELLM_MASTER_KEY, nonce=nonce("litellm")),
         env=env,
         notes=["LiteLLM proxy, one worker, master key, no database (its lightest setup)"],
+        stack=litellm_stack(),
     )
 
 

@@ -102,11 +102,12 @@ def _check_ledger(config: GatewayConfig) -> None:
     "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
 )
 def run(config_path: Path | None, host: str | None, port: int | None, workers: int, log_level: str) -> None:
-    """Serve the gateway on uvicorn."""
+    """Serve the gateway on uvicorn (with uvloop and httptools: gateway/server_stack.py)."""
     import uvicorn
 
     from gateway.app import create_app
     from gateway.logging import configure_logging
+    from gateway.server_stack import fast_stack
     from gateway.shutdown import DrainingServer
     from gateway.tls import uvicorn_ssl_options
 
@@ -119,7 +120,11 @@ def run(config_path: Path | None, host: str | None, port: int | None, workers: i
         click.echo(demo_banner(config, url))
     click.echo(f"gateway {__version__} listening on {url} ({len(config.models)} models, {workers} worker(s))")
     configure_logging(log_level)
+    stack = fast_stack()  # logs a line for each fast part it had to do without
+    # bench/gateway.py reads this line to report which stack every figure was measured on.
+    click.echo(f"server stack: {stack.describe()}")
     options = {"host": host, "port": port, "log_level": "warning", "access_log": False, "lifespan": "on"}
+    options.update(stack.uvicorn_options())
     # With several workers uvicorn's supervisor handles SIGTERM: its graceful timeout is the drain deadline.
     options["timeout_graceful_shutdown"] = config.server.drain_timeout_s if workers > 1 else AFTER_DRAIN_S
     options.update(uvicorn_ssl_options(config.server.tls))  # HTTPS when server.tls is set
@@ -199,6 +204,7 @@ def mock_upstream(
 
     from gateway.mock_upstream import MockUpstream
     from gateway.providers.mock import MockOptions
+    from gateway.server_stack import fast_stack
 
     options = MockOptions(
         reply=reply,
@@ -208,8 +214,17 @@ def mock_upstream(
         chunk_size=chunk_size,
         chunk_delay_ms=chunk_delay_ms,
     )
+    stack = fast_stack()
     click.echo(f"mock upstream on http://{host}:{port}/v1 (latency {latency_ms} ms, fail rate {fail_rate})")
-    uvicorn.run(MockUpstream(options), host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(
+        MockUpstream(options),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        loop=stack.loop,
+        http=stack.http,
+    )
 
 
 main.add_command(keys)

@@ -55,8 +55,17 @@ def _refuse(path: Path, problem: str) -> Exception:
     return invalid_request(f"Invalid value for '{where}': it {problem}.", param=where)
 
 
-def check_tree(value: Any, path: Path = ()) -> None:
-    """Raise a 400 naming the field when ``value`` (parsed JSON) is too deep or holds an unusable value."""
+class RoundedInteger(Exception):
+    """A float that may be an integer beyond 64 bits a parser rounded (orjson does): parse exactly again."""
+
+
+def check_tree(value: Any, path: Path = (), *, exact_integers: bool = True) -> None:
+    """Raise a 400 naming the field when ``value`` (parsed JSON) is too deep or holds an unusable value.
+
+    With ``exact_integers=False`` (the value came from a parser that turns integers beyond 64 bits into
+    floats) an integral float outside the 64-bit range raises :class:`RoundedInteger` instead, so the
+    caller can parse exactly and report the integer, or keep the float the client really sent.
+    """
     stack: list[tuple[Any, Path, int]] = [(value, path, 0)]
     while stack:
         item, where, depth = stack.pop()
@@ -79,6 +88,9 @@ def check_tree(value: Any, path: Path = ()) -> None:
         elif isinstance(item, float):
             if not math.isfinite(item):
                 raise _refuse(where, "is not a finite number")
+            # Integers just past either end round to exactly +-2**63 as floats: the bound is inclusive.
+            if not exact_integers and item.is_integer() and abs(item) >= 2**63:
+                raise RoundedInteger
         elif isinstance(item, int) and not isinstance(item, bool) and not INT_MIN <= item <= INT_MAX:
             raise _refuse(where, "is an integer outside the 64-bit range")
 

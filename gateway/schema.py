@@ -11,8 +11,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from gateway import jsonio
 from gateway.errors import invalid_request
-from gateway.request_schema import CHAT_PARAMS, EMBEDDING_PARAMS, MAX_DEPTH, check_params, check_tree
+from gateway.request_schema import (
+    CHAT_PARAMS,
+    EMBEDDING_PARAMS,
+    MAX_DEPTH,
+    RoundedInteger,
+    check_params,
+    check_tree,
+)
 
 
 def _reject_constant(name: str) -> Any:
@@ -22,9 +30,23 @@ def _reject_constant(name: str) -> Any:
 
 def parse_json(raw: bytes | str) -> Any:
     """Any JSON value from a client, checked by :func:`~gateway.request_schema.check_tree` (depth,
-    surrogates, numbers); 400 otherwise. Every body and WebSocket frame is parsed here, once."""
+    surrogates, numbers); 400 otherwise. Every body and WebSocket frame is parsed here, once.
+
+    Parsed with :mod:`gateway.jsonio` (orjson); a body it refuses, or one with an integral float beyond 64
+    bits (which orjson may have rounded from an integer), is parsed again with the standard library, so what
+    is accepted and how a refusal is worded do not depend on the fast parser.
+    """
     if not raw:
         raise invalid_request("The request body is empty; expected a JSON object.")
+    try:
+        value = jsonio.loads(raw)
+        check_tree(value, exact_integers=False)
+        return value
+    except (jsonio.JSONDecodeError, RoundedInteger):
+        return _parse_exactly(raw)
+
+
+def _parse_exactly(raw: bytes | str) -> Any:
     try:
         value = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -134,7 +156,7 @@ def chat_chunk(
 
 def sse_event(chunk: dict[str, Any]) -> bytes:
     """One server-sent event carrying ``chunk``."""
-    return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + jsonio.dumps(chunk) + b"\n\n"
 
 
 SSE_DONE = b"data: [DONE]\n\n"

@@ -14,10 +14,11 @@ gateway must not depend on, and every provider tokenizes differently anyway. Two
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from gateway import jsonio
 
 # OpenAI's chat format costs about 3 tokens per message (role markers) plus 3 to prime the reply.
 _PER_MESSAGE = 4
@@ -69,9 +70,9 @@ def estimate_completion_tokens(texts: Iterable[str]) -> int:
 
 def max_prompt_tokens(messages: Sequence[Mapping[str, Any]], tools: Any = None) -> int:
     """An upper bound on the prompt tokens any byte-level BPE tokenizer gives ``messages`` and ``tools``."""
-    serialized = json.dumps(list(messages), ensure_ascii=False, separators=(",", ":"))
-    total = len(serialized.encode()) + _REPLY_PRIMING + _PER_MESSAGE * len(messages)
+    # One C call (gateway/jsonio.py) over the parsed messages: the bound needs their UTF-8 length only.
+    total = len(jsonio.dumps(messages)) + _REPLY_PRIMING + _PER_MESSAGE * len(messages)
     if tools:
-        total += len(json.dumps(tools, ensure_ascii=False, separators=(",", ":")).encode())
+        total += len(jsonio.dumps(tools))
     total += sum(_image_parts(message.get("content")) for message in messages) * IMAGE_TOKEN_ALLOWANCE
     return total

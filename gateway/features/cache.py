@@ -27,7 +27,6 @@ nothing). Every cached endpoint response carries `x-gateway-cache: HIT | MISS | 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -36,6 +35,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gateway import jsonio
 from gateway.errors import GatewayError, invalid_request
 from gateway.features.cache_entries import (
     assemble,
@@ -149,8 +149,7 @@ def cache_key(call: Call, tenant: str | None = None) -> str:
         "model": call.model,
         "body": _canonical({k: v for k, v in call.body.items() if k not in IGNORED_FIELDS}),
     }
-    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return store_key("cache", sha256(text.encode()).hexdigest())
+    return store_key("cache", sha256(jsonio.dumps_sorted(document)).hexdigest())
 
 
 def parse_cache_control(headers: Any) -> set[str]:

@@ -8,10 +8,10 @@ A streamed answer is assembled into the body it amounts to once it completed, so
 
 from __future__ import annotations
 
-import json
 import zlib
 from typing import Any
 
+from gateway import jsonio
 from gateway.pipeline import Call
 
 
@@ -182,7 +182,7 @@ _PLAIN = b"\x00"
 
 def encode_entry(call: Call, body: dict[str, Any]) -> bytes:
     """The stored form of an answer: plain JSON behind a flag byte when small, else zlib-compressed JSON."""
-    data = json.dumps({"endpoint": call.endpoint, "body": body}, separators=(",", ":")).encode()
+    data = jsonio.dumps({"endpoint": call.endpoint, "body": body})
     if len(data) < _PLAIN_MAX:
         return _PLAIN + data
     return zlib.compress(data)
@@ -191,7 +191,7 @@ def encode_entry(call: Call, body: dict[str, Any]) -> bytes:
 def decode_entry(raw: bytes) -> dict[str, Any] | None:
     """The answer body stored in `raw`; None for an unreadable entry (then it is a miss)."""
     try:
-        entry = json.loads(raw[1:] if raw[:1] == _PLAIN else zlib.decompress(raw))
+        entry = jsonio.loads(raw[1:] if raw[:1] == _PLAIN else zlib.decompress(raw))
     except (zlib.error, ValueError):
         return None
     body = entry.get("body") if isinstance(entry, dict) else None

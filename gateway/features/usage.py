@@ -18,7 +18,6 @@ keeps it on the call, so the ledger, the header and the budget always agree.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from asyncio import CancelledError
@@ -29,6 +28,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from gateway import jsonio
 from gateway.answers import usage_counts
 from gateway.errors import GatewayError
 from gateway.ledger import Ledger, UsageRecord, UsageSource
@@ -152,7 +152,7 @@ def prompt_bound(call: Call) -> int:
     bound = call.scratch.get(_PROMPT_BOUND)
     if bound is None:
         if call.endpoint == "embeddings":
-            bound = len(json.dumps(call.body.get("input"), ensure_ascii=False).encode()) + 1
+            bound = len(jsonio.dumps(call.body.get("input"))) + 1
         else:
             messages = call.body.get("messages") or []
             bound = max_prompt_tokens(messages, call.body.get("tools") or call.body.get("functions"))

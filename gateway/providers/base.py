@@ -20,7 +20,6 @@ blanked so the usage stage estimates it instead of charging it.
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import ssl
@@ -33,7 +32,7 @@ from typing import Any, Protocol
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from gateway import __version__
+from gateway import __version__, jsonio
 from gateway.answers import answer_problem, checked_usage, chunk_problem, malformed
 from gateway.config import PathPart, ProviderConfig, RouteConfig, did_you_mean
 from gateway.errors import GatewayError, upstream_error
@@ -226,7 +225,7 @@ class HttpProvider:
         return httpx.Request(
             "POST",
             self._url(spec.path),
-            content=json.dumps(spec.json, separators=(",", ":")).encode(),
+            content=jsonio.dumps(spec.json),  # the upstream body, encoded once
             headers=headers,
             extensions={"timeout": self.timeout},
         )
@@ -361,14 +360,15 @@ def unreachable_reason(exc: BaseException) -> str:
 
 def _json_or_text(response: httpx.Response) -> Any:
     try:
-        return response.json()
+        return jsonio.loads(response.content)
     except ValueError:
         return response.text[:500]
 
 
 def _json_or_raise(response: httpx.Response, *, name: str) -> Any:
+    # The body as bytes straight to the parser: httpx's response.json() would decode it to text first.
     try:
-        return response.json()
+        return jsonio.loads(response.content)
     except ValueError:
         raise upstream_error(
             502, f"Upstream '{name}' answered with invalid JSON.", "upstream_invalid"

@@ -9,12 +9,12 @@ sent as a Bearer token. Requests pass through unchanged except ``model`` (the ro
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway import jsonio
 from gateway.config import ProviderConfig, RouteConfig
 from gateway.errors import GatewayError, upstream_error
 from gateway.pipeline import Call, Result
@@ -73,7 +73,7 @@ class OpenAIAdapter:
         if payload == "[DONE]":
             return DONE
         try:
-            chunk = json.loads(payload)
+            chunk = jsonio.loads(payload)
         except ValueError:
             return None
         if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:

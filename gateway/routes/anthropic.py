@@ -29,7 +29,7 @@ from gateway.logging import log_error
 from gateway.params import DROP_SCRATCH, DROPPED_HEADER
 from gateway.pipeline import Call, Stream
 from gateway.redact import Redactor
-from gateway.routes.openai import SSEResponse, begin, read_body, request_call
+from gateway.routes.openai import SSEResponse, begin, json_response, read_body, request_call
 from gateway.schema import check_chat, parse_json_object
 from gateway.stores import StoreUnavailable
 from gateway.token_estimate import estimate_prompt_tokens, estimate_text_tokens
@@ -43,10 +43,6 @@ FrameChunk = Callable[[dict[str, Any]], Iterable[bytes]]
 """The SSE bytes to send for one canonical chunk of a stream."""
 Frames = tuple[FrameChunk, Callable[[], Iterable[bytes]]]
 """Per-chunk frames, and the frames to end the stream with."""
-
-
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")).encode(), status, headers, "application/json")
 
 
 async def _events(
@@ -103,7 +99,7 @@ def error_response(request: Request, error: GatewayError, headers: dict[str, str
     """``error`` in Anthropic's envelope, with the ``request-id`` header Anthropic's SDK reads."""
     request_id = request.scope["state"].get("request_id")
     extra = {"request-id": request_id} if request_id else {}
-    return _json(error_body(error), error.status, {**headers, **extra})
+    return json_response(error_body(error), error.status, {**headers, **extra})
 
 
 def redacted(error: GatewayError, redactor: Redactor) -> GatewayError:
@@ -144,9 +140,9 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
             )
             return SSEResponse(_events(call, result, frames, ending, gateway.redactor), headers)
         if native and exchange.message is not None:
-            return _json(exchange.message, result.status, call.response_headers)
+            return json_response(exchange.message, result.status, call.response_headers)
         message = chat_to_message(result.body, "msg_" + call.request_id, model)
-        return _json(message, result.status, call.response_headers)
+        return json_response(message, result.status, call.response_headers)
 
     async def count(request: Request) -> Response:
         runtime, key = await begin(gateway, request)
@@ -154,7 +150,7 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
         # A count request has no max_tokens; the rest is checked exactly as for /v1/messages.
         body = request_to_chat({**raw, "max_tokens": 1})
         runtime.resolve(key, body["model"])
-        return _json({"input_tokens": estimate_input_tokens(body)})
+        return json_response({"input_tokens": estimate_input_tokens(body)})
 
     def anthropic_errors(
         handler: Callable[[Request], Awaitable[Response]],

@@ -7,7 +7,6 @@ reads the body with a size limit, authenticates, checks the body, resolves the m
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
@@ -15,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from fastapi import FastAPI
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from gateway import jsonio
 from gateway.admin.directory import authenticate
 from gateway.embedding_format import client_answer, float_request
 from gateway.errors import GatewayError, body_too_large, invalid_request, state_store_unavailable
@@ -105,8 +105,9 @@ def _anthropic_model(name: str, runtime: Runtime) -> dict[str, Any]:
     return {"type": "model", "id": name, "display_name": name, "created_at": created}
 
 
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")).encode(), status, headers, "application/json")
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    # Encoded once, straight to bytes: no JSONResponse/jsonable_encoder pass over the body first.
+    return Response(jsonio.dumps(body), status, headers, "application/json")
 
 
 def new_call(
@@ -192,7 +193,7 @@ async def answer_chat(
     if isinstance(result, Stream):
         headers = {**call.response_headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
         return SSEResponse(_events(call, result, gateway.redactor), headers)
-    return _json(result.body, result.status, call.response_headers)
+    return json_response(result.body, result.status, call.response_headers)
 
 
 async def answer_embeddings(
@@ -207,7 +208,7 @@ async def answer_embeddings(
         await result.aclose()
         raise GatewayError(500, "Embeddings cannot be streamed.", "server_error")
     answer = client_answer(result.body, model, wants_base64) if result.status == 200 else result.body
-    return _json(answer, result.status, call.response_headers)
+    return json_response(answer, result.status, call.response_headers)
 
 
 def add_routes(app: FastAPI, gateway: Gateway) -> None:
@@ -229,7 +230,7 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
         if wants_anthropic(request):
             # Anthropic's SDK pages through models with these fields; the gateway's list is one page.
             data = [_anthropic_model(name, runtime) for name in names]
-            return JSONResponse(
+            return json_response(
                 {
                     "data": data,
                     "has_more": False,
@@ -241,15 +242,15 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
             {"id": name, "object": "model", "created": _created(runtime), "owned_by": "gateway"}
             for name in names
         ]
-        return JSONResponse({"object": "list", "data": data})
+        return json_response({"object": "list", "data": data})
 
     async def get_model(request: Request) -> Response:
         runtime, key = await begin(gateway, request)
         name = request.path_params["model"]
         runtime.resolve(key, name)
         if wants_anthropic(request):
-            return JSONResponse(_anthropic_model(name, runtime))
-        return JSONResponse(
+            return json_response(_anthropic_model(name, runtime))
+        return json_response(
             {"id": name, "object": "model", "created": _created(runtime), "owned_by": "gateway"}
         )
 

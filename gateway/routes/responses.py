@@ -11,7 +11,6 @@ Errors use OpenAI's envelope, as on every OpenAI route.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from functools import partial
@@ -21,6 +20,7 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway import jsonio
 from gateway.errors import GatewayError, invalid_request, state_store_unavailable
 from gateway.formats.responses import (
     chat_to_response,
@@ -38,7 +38,7 @@ from gateway.providers.openai_responses import ANSWER_FIELD, EVENT_FIELD, NATIVE
 from gateway.redact import Redactor
 from gateway.request_schema import RESPONSES_PARAMS, check_params
 from gateway.responses_store import ResponseStore
-from gateway.routes.openai import SSEResponse, begin, read_body, request_call
+from gateway.routes.openai import SSEResponse, begin, json_response, read_body, request_call
 from gateway.schema import check_chat, parse_json_object
 from gateway.stores import StoreUnavailable
 
@@ -47,14 +47,9 @@ if TYPE_CHECKING:
     from gateway.runtime import Runtime
 
 
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")).encode(), status, headers, "application/json")
-
-
 def _frame(event: dict[str, Any]) -> bytes:
     # OpenAI names each event twice (the SSE event line and its "type"); some clients read only one.
-    data = json.dumps(event, separators=(",", ":"))
-    return f"event: {event['type']}\ndata: {data}\n\n".encode()
+    return b"event: " + event["type"].encode() + b"\ndata: " + jsonio.dumps(event) + b"\n\n"
 
 
 async def _sse(
@@ -213,7 +208,7 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
             headers = {**call.response_headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
             return SSEResponse(_sse(call, result, events, gateway.redactor), headers)
         if result.status != 200:
-            return _json(result.body, result.status, call.response_headers)
+            return json_response(result.body, result.status, call.response_headers)
         upstream_answer = result.body.get(ANSWER_FIELD)
         if native and isinstance(upstream_answer, dict):
             answer = _as_ours(upstream_answer, shell)
@@ -221,24 +216,24 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
             answer = chat_to_response(result.body, shell)
         if keep:
             await stored.save(key.key_id, answer, items)
-        return _json(answer, 200, call.response_headers)
+        return json_response(answer, 200, call.response_headers)
 
     async def retrieve(request: Request) -> Response:
         runtime, key = await begin(gateway, request)
         entry = await _responses(gateway, runtime).load(key.key_id, request.path_params["response_id"])
-        return _json(entry.response)
+        return json_response(entry.response)
 
     async def delete(request: Request) -> Response:
         runtime, key = await begin(gateway, request)
         response_id = request.path_params["response_id"]
         await _responses(gateway, runtime).delete(key.key_id, response_id)
-        return _json({"id": response_id, "object": "response", "deleted": True})
+        return json_response({"id": response_id, "object": "response", "deleted": True})
 
     async def input_items(request: Request) -> Response:
         runtime, key = await begin(gateway, request)
         response_id = request.path_params["response_id"]
         entry = await _responses(gateway, runtime).load(key.key_id, response_id)
-        return _json(_page(listed_items(entry.input, response_id), request.query_params))
+        return json_response(_page(listed_items(entry.input, response_id), request.query_params))
 
     app.add_route("/v1/responses", create, methods=["POST"], include_in_schema=False)
     app.add_route(

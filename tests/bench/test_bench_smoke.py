@@ -85,6 +85,13 @@ def test_gateway_bench_quick_run(tmp_path: Path) -> None:
     targets = {row["target"]: row for row in result["targets"]}
     assert targets["gateway start to /ready"]["value"] == gateway["ready_s"]
     assert "gateway-bare" in proc.stdout and "targets (issue 9)" in proc.stdout
+    # Every figure says what it ran on: the gateway prints its stack at start and the harness reports it.
+    stack = gateway["stack"]
+    assert stack["server"].startswith("uvicorn ") and stack["loop"].startswith("uvloop ")
+    assert stack["http"].startswith("httptools ") and stack["json"].startswith("orjson ")
+    assert set(result["systems"]["direct"]["stack"]) == {"server", "loop", "http", "json"}
+    assert f"gateway-bare        {stack['server']} · loop {stack['loop']}" in proc.stdout
+    assert result["stack_warnings"] == []
 
     # Publishing rewrites only the generated block of the page and keeps what was written by hand.
     page = tmp_path / "performance.md"
@@ -104,6 +111,8 @@ def test_gateway_bench_quick_run(tmp_path: Path) -> None:
     assert "\nold\n" not in text
     assert "| direct (upstream alone) |" in text
     assert "| gateway, bare |" in text
+    parts = " | ".join(stack[part] for part in ("server", "loop", "http", "json"))
+    assert f"| gateway, bare | {parts} |" in text
     assert text.count("<svg") == 1 and "<rect" in text
 
 
@@ -133,3 +142,18 @@ def test_stages_bench_measures_the_metrics_cost(tmp_path: Path) -> None:
     assert cost["ratio"] == pytest.approx(on / off)
     assert cost["recording_us"] > 0
     assert "production with / without metrics" in proc.stdout
+
+
+def test_json_codecs_bench_compares_the_libraries(tmp_path: Path) -> None:
+    out = tmp_path / "codecs.json"
+    proc = run("json_codecs.py", "--number", "20", "--rounds", "1", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert set(result["versions"]) == {"json", "orjson", "msgspec"}
+    ops = {(row["payload"], row["op"]) for row in result["rows"]}
+    assert ("answer", "dumps") in ops and ("request (small)", "dumps_sorted") in ops
+    for row in result["rows"]:
+        # The standard library is always measured and is its own baseline; orjson is a dependency.
+        assert row["speedup"]["json"] == pytest.approx(1.0)
+        assert row["us"]["orjson"] > 0
+    assert "orjson x" in proc.stdout

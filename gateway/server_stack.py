@@ -1,0 +1,84 @@
+"""The server stack ``gateway run`` serves on: uvicorn with uvloop's event loop and httptools' HTTP parser.
+
+Measured with ``bench/gateway.py`` (nginx upstream, 32 connections, server pinned to one core, CPU time per
+request of the server process, same config, one machine; docs/performance.md has the runs): uvicorn on
+uvloop and httptools took 30 % off a bare FastAPI proxy's CPU per request, 17 % off the bare gateway's,
+25 % off a cache hit's and 7 % off the production config's, against asyncio's loop and h11. uvicorn's
+default (``"auto"``) would pick them only when they happen to be installed; the gateway depends on both and
+asks for them by name, so a default install is the fast stack and a missing one is said, once, at start,
+instead of silently serving slower.
+
+Granian was measured against this stack with the same benchmark (``--server granian``): no clear gain in
+CPU per request, more memory, and no ``ssl.SSLContext`` (gateway/tls.py's floor) or ``uvicorn.Server``
+(gateway/shutdown.py's drain) to build on, so the gateway stays on uvicorn.
+
+Where they cannot be used (uvloop has no Windows build; a platform without wheels and no compiler) the
+server falls back to asyncio and h11 and logs which and why: slower, never broken.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Literal
+
+logger = logging.getLogger("gateway.server")
+
+
+@dataclass(frozen=True)
+class ServerStack:
+    """The uvicorn options for the loop and the HTTP parser, and why any fast one is missing."""
+
+    loop: Literal["uvloop", "asyncio"]
+    http: Literal["httptools", "h11"]
+    fallbacks: list[str] = field(default_factory=list)
+
+    def uvicorn_options(self) -> dict[str, str]:
+        """``loop`` and ``http`` for ``uvicorn.Config``/``uvicorn.run``."""
+        return {"loop": self.loop, "http": self.http}
+
+    def describe(self, json: str | None = "orjson") -> str:
+        """One line naming each part with its version, as ``bench/`` reads it from the server's output:
+        ``server=uvicorn 0.30.1; loop=uvloop 0.21.0; http=httptools 0.6.4; json=orjson 3.10.7``
+        (``json`` is the JSON library's package, None for a server that parses none)."""
+        parts = (("server", "uvicorn"), ("loop", self.loop), ("http", self.http))
+        text = "; ".join(f"{part}={name} {_version(name)}" for part, name in parts)
+        return f"{text}; json={f'{json} {_version(json)}' if json else 'none'}"
+
+
+def _version(package: str) -> str:
+    if package == "asyncio":
+        return "(stdlib)"
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "?"
+
+
+def _importable(module: str) -> str | None:
+    """None when ``module`` imports, else why not (the exception's type and message, one line)."""
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # ImportError, or a broken build raising anything while loading
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+    return None
+
+
+def fast_stack() -> ServerStack:
+    """uvloop and httptools when they import here; asyncio and h11 otherwise, with the reason logged."""
+    fallbacks = []
+    loop: Literal["uvloop", "asyncio"] = "uvloop"
+    problem = _importable("uvloop")
+    if problem is not None:
+        loop = "asyncio"
+        fallbacks.append(f"uvloop unavailable ({problem}): serving on asyncio's event loop, slower")
+    http: Literal["httptools", "h11"] = "httptools"
+    problem = _importable("httptools")
+    if problem is not None:
+        http = "h11"
+        fallbacks.append(f"httptools unavailable ({problem}): parsing HTTP with h11, slower")
+    for line in fallbacks:
+        logger.warning(line)
+    return ServerStack(loop, http, fallbacks)
