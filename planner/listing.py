@@ -58,6 +58,7 @@ def record(entry: Entry, config: PlannerConfig) -> dict[str, Any]:
             "working_days": None,
             "dependencies": [],
             "feature": entry.feature,
+            "owner": entry.owner,
             "path": relative(entry.path, config),
         }
     plan = entry
@@ -80,8 +81,13 @@ def record(entry: Entry, config: PlannerConfig) -> dict[str, Any]:
         "working_days": days,
         "dependencies": list(plan.dependencies),
         "feature": plan.feature,
+        "owner": plan.owner,
         "path": relative(plan.path, config),
     }
+    if plan.tracking.health:
+        data["health"] = plan.tracking.health
+    if plan.tracking.target:
+        data["target"] = plan.tracking.target.isoformat()
     if plan.superseded_by:
         data["superseded_by"] = plan.superseded_by
     return data
@@ -119,14 +125,20 @@ def to_csv(plans: Sequence[Entry], config: PlannerConfig) -> str:
 
 def to_table(entries: Sequence[Entry], config: PlannerConfig) -> list[list[str]]:
     """Header and rows for the text table."""
-    rows = [["SLUG", "PRIORITY", "STATUS", "COMPLEXITY", "ESTIMATE", "DEPENDS ON"]]
+    rows = [["SLUG", "PRIORITY", "STATUS", "OWNER", "COMPLEXITY", "ESTIMATE", "DEPENDS ON"]]
     for entry in entries:
         if isinstance(entry, Design):
-            rows.append([entry.slug, priority_of(entry), config.completed_status, "-", "design page", "-"])
+            owner = entry.owner or "-"
+            rows.append(
+                [entry.slug, priority_of(entry), config.completed_status, owner, "-", "design page", "-"]
+            )
             continue
         deps = ", ".join(entry.dependencies) or "-"
         status = entry.status + (f" by {entry.superseded_by}" if entry.superseded_by else "")
-        rows.append([entry.slug, entry.priority, status, entry.complexity, entry.estimate_text or "-", deps])
+        if entry.tracking.health:
+            status += f" ({entry.tracking.health})"
+        row = [entry.slug, entry.priority, status, entry.owner or "-", entry.complexity]
+        rows.append([*row, entry.estimate_text or "-", deps])
     return rows
 
 

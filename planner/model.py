@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from planner.tracking import Tracking
+
 STEPS_SECTION = "Implementation Steps"
 # A top-level numbered item (`1. text` or `1) text`); deeper-indented lines continue the item.
 _ITEM = re.compile(r"^(?P<number>\d+)[.)][ \t]+(?P<text>.*)$")
@@ -71,6 +73,8 @@ class Plan:
     extra: dict[str, object] = field(default_factory=dict)  # unknown front-matter keys
     # (line, column) where each metadata key's value is written, for diagnostics about it.
     positions: dict[str, tuple[int, int]] = field(default_factory=dict, compare=False, repr=False)
+    # Optional target date, health and review records (planner/tracking.py).
+    tracking: Tracking = field(default_factory=Tracking)
 
     def section(self, title: str) -> Section | None:
         return next((s for s in self.sections if s.title == title), None)

@@ -32,6 +32,7 @@ from planner.model import STEPS_SECTION, Design, Estimate, Plan, Section, parse_
 from planner.problems import Problem, suggest
 from planner.rulebook import problem
 from planner.sections import BRACKETED, PLACEHOLDERS, UNFILLED, check_sections, scan_body
+from planner.tracking import OPTIONAL_KEYS, Tracking, read_tracking
 
 # Re-exported: the editing and formatting modules read them from here.
 __all__ = [
@@ -392,12 +393,12 @@ def _build_plan(
         )
     extra: dict[str, object] = {}
     for key, fld in fields.items():
-        if key in KNOWN_KEYS:
+        if key in KNOWN_KEYS or key in OPTIONAL_KEYS:
             continue
         extra[key] = fld.value
         if meta.legacy:
             continue  # unknown bold lines are kept as extra metadata on purpose
-        guess = KEY_ALIASES.get(key.lower()) or suggest(key, KNOWN_KEYS)
+        guess = KEY_ALIASES.get(key.lower()) or suggest(key, KNOWN_KEYS + OPTIONAL_KEYS)
         report(
             "PL014",
             fld.line,
@@ -431,6 +432,7 @@ def _build_plan(
             f"H1 {h1[0]!r} does not match the title {title!r}",
             "make the `# heading` and the `title:` field the same",
         )
+    tracking = read_tracking(fields, report) if any(key in fields for key in OPTIONAL_KEYS) else Tracking()
     positions = {key: (fld.line, fld.column) for key, fld in fields.items()}
     return Plan(
         path=path,
@@ -453,6 +455,7 @@ def _build_plan(
         superseded_by=_dependency_slug(values["superseded_by"]) if values["superseded_by"] else None,
         extra=extra,
         positions=positions,
+        tracking=tracking,
     )
 
 

@@ -52,6 +52,12 @@ RULES: tuple[Rule, ...] = (
         "dependencies and feature keys are slugs: lowercase words joined by '-'",
     ),
     Rule(
+        "PL016",
+        "optional-metadata",
+        "error",
+        "target, health and review fields are optional but, when written, must be well-formed to be shown",
+    ),
+    Rule(
         "PL020",
         "duplicate-slug",
         "error",

@@ -92,8 +92,9 @@ def gantt(
 ) -> str:
     """A mermaid gantt chart with one section per lane and one for the baselines; completed work is left out.
 
-    In Progress work is `active`, work forecast to end after its baseline is `crit` (red), each baseline is
-    a `done` (grey) bar; the today marker is drawn at the reader's date, so a site built long ago shows it.
+    In Progress work is `active`, work forecast to end after its baseline or its target date is `crit` (red),
+    each baseline a `done` (grey) bar; the today marker is drawn at the reader's date, so a site built long
+    ago shows it.
     """
     lines = [
         "gantt",
@@ -109,7 +110,9 @@ def gantt(
             if slot.status == "In Progress":
                 tags.append("active")
             when = dates.get(slot.slug)
-            if when is not None and (when.slip or 0) > 0:
+            plan = roadmap.plans_by_slug.get(slot.slug)
+            target = plan.tracking.target if plan is not None else None
+            if when is not None and ((when.slip or 0) > 0 or (target is not None and when.end > target)):
                 tags.append("crit")
             start = working_day(roadmap.today, slot.start)
             if slot.days:

@@ -112,7 +112,7 @@ def test_the_timeline_page_shows_baselines_slips_today_and_a_legend(tmp_path: Pa
     assert "Cache :active, crit, t_cache, 2026-11-09, 2026-11-23" in chart
     assert "Cache (baseline) :done, b_cache, 2026-11-02, 2026-11-16" in chart
     assert "**Legend:**" in timeline
-    assert "| 2026-11-09 (started) | 2026-11-20 | 2026-11-13 |" in timeline and "+5 late" in timeline
+    assert "| 2026-11-09 (started) | 2026-11-20 | — | 2026-11-13 |" in timeline and "+5 late" in timeline
 
 
 def test_the_changes_page_and_the_atom_feed_list_status_changes_newest_first(tmp_path: Path) -> None:

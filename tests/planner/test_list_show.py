@@ -30,7 +30,16 @@ def test_list_table_sorted_by_priority(root: Path, runner: CliRunner) -> None:
     result = runner.invoke(main, ["list"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].split() == ["SLUG", "PRIORITY", "STATUS", "COMPLEXITY", "ESTIMATE", "DEPENDS", "ON"]
+    assert lines[0].split() == [
+        "SLUG",
+        "PRIORITY",
+        "STATUS",
+        "OWNER",
+        "COMPLEXITY",
+        "ESTIMATE",
+        "DEPENDS",
+        "ON",
+    ]
     assert [line.split()[0] for line in lines[1:]] == ["response-caching", "usage-tracking", "admin-api"]
 
 
@@ -47,6 +56,7 @@ def test_list_json(root: Path, runner: CliRunner) -> None:
         "working_days": {"low": 3.0, "high": 5.0, "approximate": False},
         "dependencies": ["usage-tracking"],
         "feature": "response-caching",
+        "owner": None,
         "path": "plans/HIGH-response-caching.md",
     }
 
@@ -173,3 +183,15 @@ def test_show_a_completed_feature(root: Path, runner: CliRunner) -> None:
     data = json.loads(runner.invoke(main, ["show", "rate-limiting", "--format", "json"]).output)
     assert (data["status"], data["priority"], data["completed"]) == ("Completed", "High", "2026-11-26")
     assert data["dependents"] == ["admin-api"]
+
+
+def test_list_shows_owner_and_health(root: Path, runner: CliRunner) -> None:
+    roadmap(root)
+    path = root / "plans" / "HIGH-response-caching.md"
+    text = path.read_text()
+    path.write_text(text.replace("---\n#", "owner: ana\nhealth: at risk\ntarget: 2027-01-15\n---\n#", 1))
+    lines = runner.invoke(main, ["list"]).output.splitlines()
+    caching = next(line for line in lines if line.startswith("response-caching"))
+    assert "Planned (at risk)" in caching and " ana " in caching
+    data = json.loads(runner.invoke(main, ["list", "--format", "json"]).output)
+    assert (data[0]["owner"], data[0]["health"], data[0]["target"]) == ("ana", "at risk", "2027-01-15")

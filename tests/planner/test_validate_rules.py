@@ -53,6 +53,10 @@ def test_clean_plan_passes(root: Path, runner: CliRunner) -> None:
         ("LOW-response-caching.md", plan_text(), "PL013", 4),
         ("HIGH-response-caching.md", plan_text(extra="colour: blue\n"), "PL014", 8),
         ("HIGH-response-caching.md", plan_text(dependencies="[Rate Limiting]"), "PL015", 7),
+        ("HIGH-response-caching.md", plan_text(extra="health: fine\n"), "PL016", 8),
+        ("HIGH-response-caching.md", plan_text(extra="target: next spring\n"), "PL016", 8),
+        ("HIGH-response-caching.md", plan_text(extra="discussion: see slack\n"), "PL016", 8),
+        ("HIGH-response-caching.md", plan_text(extra="reviewers: ana\n"), "PL016", 8),
         ("HIGH-response-caching.md", plan_text().replace("# Response Caching\n", ""), "PL030", 9),
         ("HIGH-response-caching.md", plan_text(h1="Caching"), "PL031", 9),
         (
@@ -419,3 +423,14 @@ def test_the_template_rules_report_on_plans_template(root: Path, runner: CliRunn
         + "".join(f"\n## {s}\nWritten.\n" for s in SECTIONS)
     )
     assert "warning PL081" in runner.invoke(main, ["validate"]).output
+
+
+def test_well_formed_tracking_metadata_passes_strict_validation(root: Path) -> None:
+    extra = (
+        "target: 2027-01-15\nhealth: at risk\nhealth_note: vendor quota\nhealth_date: 2026-12-01\n"
+        "discussion: https://example.com/d/1\nreviewers: [ana, bo]\napprovers: [cy]\n"
+        "decision_date: 2026-11-30\n"
+    )
+    write(root, "HIGH-response-caching.md", plan_text(extra=extra))
+    result = validate(load_config(root))
+    assert [p.code for p in result.problems] == []

@@ -124,7 +124,7 @@ def test_timeline_schedules_with_dependencies_and_lists_the_table(pages: dict[st
     assert 'click t_ws href "../plans/ws/"' in chart
     assert "t_limits" not in chart  # completed work takes no time
     table = text.split("```", 2)[2]
-    assert "| [Usage](plans/usage.md) |" in table and "| 2026-11-26 | 2026-12-02 | — | — | 5 |" in table
+    assert "| [Usage](plans/usage.md) |" in table and "| 2026-11-26 | 2026-12-02 | — | — | — | 5 |" in table
     assert (
         "Completed, taking no time: [Limits](plans/limits.md), [Admin-Api](../design/admin-api.md)." in text
     )
@@ -327,3 +327,43 @@ def test_priority_labels_and_the_readiness_page_come_from_the_config(tmp_path: P
     off = replace(roadmap, config=replace(roadmap.config, readiness=Readiness(enabled=False)))
     pages = Renderer(LinkStyle.DIRECTORY).render(off)
     assert "roadmap/readiness.md" not in pages and "readiness.md" not in pages["roadmap/index.md"]
+
+
+def test_health_targets_and_review_records_are_shown(tmp_path: Path) -> None:
+    from dataclasses import replace
+    from datetime import date
+
+    from planner.tracking import Tracking
+
+    roadmap = fixture_roadmap(tmp_path, evidence())
+    cache = roadmap.plans_by_slug["cache"]
+    tracked = replace(
+        cache,
+        owner="ana",
+        tracking=Tracking(
+            target=date(2026, 11, 27),  # before the forecast end: at risk
+            health="off track",
+            health_note="the vendor cut our quota",
+            health_date=date(2026, 11, 25),
+            discussion="https://example.com/discuss/1",
+            reviewers=("bo",),
+            approvers=("cy",),
+            decision_date=date(2026, 11, 20),
+        ),
+    )
+    plans = tuple(tracked if p.slug == "cache" else p for p in roadmap.plans)
+    pages = Renderer(LinkStyle.MARKDOWN).render(replace(roadmap, plans=plans))
+    board_card = next(line for line in pages["roadmap/board.md"].splitlines() if line.startswith("- [Cache]"))
+    assert "planner-health-off-track" in board_card and "the vendor cut our quota (2026-11-25)" in board_card
+    index = pages["roadmap/index.md"]
+    health = index.split("## Health")[1].split("## Next up")[0]
+    assert "| [Cache](plans/cache.md) | ana |" in health and "2026-11-27" in health and "at risk" in health
+    page = pages["roadmap/plans/cache.md"]
+    assert "**Health:** off track (assessed 2026-11-25): the vendor cut our quota" in page
+    assert "**Target:** 2026-11-27 <span" in page and "at risk" in page
+    assert (
+        "[discussion](<https://example.com/discuss/1>) · reviewers bo · approvers cy · decided 2026-11-20"
+        in page
+    )
+    chart = pages["roadmap/timeline.md"].split("```mermaid")[1]
+    assert "Cache :active, crit, t_cache" in chart  # past its target: drawn red
