@@ -30,6 +30,7 @@ from other files than the ones in the working tree now (see `planner.fingerprint
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -59,6 +60,10 @@ MASTER_KEY_ENV = "PLANNER_GATEWAY_MASTER_KEY"
 _NAMED_TESTS = 5
 
 
+# A step whose own note says it is unfinished, as plans write it: "*(Partly built: ...)*", "(Not built.)".
+_UNFINISHED_NOTE = re.compile(r"\((?:partly|not(?: yet)?) built\b", re.IGNORECASE)
+
+
 @dataclass(frozen=True)
 class StepResult:
     """One Implementation Step and the recorded tests that verify it."""
@@ -68,17 +73,30 @@ class StepResult:
     tests: tuple[RecordedTest, ...]
 
     @property
+    def declared_unfinished(self) -> bool:
+        """The plan itself says the step is partly built or not built: passing tests of the part that exists
+        must not make the roadmap claim more than its author does."""
+        return _UNFINISHED_NOTE.search(self.text) is not None
+
+    @property
     def done(self) -> bool:
-        """At least one linked test was recorded and every linked test passed."""
-        return bool(self.tests) and all(t.outcome == "passed" for t in self.tests)
+        """At least one linked test was recorded, every linked test passed, and the plan does not call the
+        step unfinished."""
+        return (
+            bool(self.tests)
+            and all(t.outcome == "passed" for t in self.tests)
+            and not self.declared_unfinished
+        )
 
     @property
     def state(self) -> str:
-        """`done`, `failing`, `unverified` (only skipped tests) or `no test`."""
+        """`done`, `failing`, `unfinished per the plan`, `unverified` (only skipped tests) or `no test`."""
         if self.done:
             return "done"
         if any(t.outcome == "failed" for t in self.tests):
             return "failing"
+        if self.declared_unfinished:
+            return "unfinished per the plan"
         return "unverified" if self.tests else "no test"
 
     def to_json(self) -> dict[str, Any]:

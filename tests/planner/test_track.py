@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -152,6 +153,24 @@ def test_a_step_with_a_failing_or_skipped_test_is_not_done() -> None:
     assert row.progress == pytest.approx(1 / 3) and row.failures == (("t::b", "boom"),)
     empty = only([plan("caching", "In Progress")], [], evidence(), "caching")
     assert empty.verdict == "info" and empty.progress == 0
+
+
+def test_a_step_the_plan_calls_partly_built_is_not_done_whatever_its_tests_say() -> None:
+    """Tests of the part that exists must not make the roadmap claim more than the plan's author does."""
+    body = (
+        "1. Add the store. *(Done.)*\n"
+        "2. Add the endpoints. *(Partly built: cache purge is not built.)*\n"
+        "3. Document it. (Not built.)"
+    )
+    partial = replace(
+        plan("caching", "In Progress", steps=3), sections=(Section("Implementation Steps", body, 20),)
+    )
+    fe = ran("caching", 3, steps=(1, 2, 3))
+    row = only([partial], [], evidence({"caching": fe}), "caching")
+    assert [s.state for s in row.steps] == ["done", "unfinished per the plan", "unfinished per the plan"]
+    assert (row.steps_done, row.steps_total) == (1, 3)
+    done = replace(partial, status="Completed")
+    assert only([done], [], evidence({"caching": fe}), "caching").verdict == "warning"
 
 
 def test_tests_naming_a_step_the_plan_does_not_have_are_a_warning() -> None:
