@@ -94,6 +94,11 @@ def test_planner_alone_in_a_fresh_venv(tmp_path: Path) -> None:
     built = run("build")
     assert built.returncode == 0, built.stderr
     assert "This site is the roadmap" in (project / "site" / "index.html").read_text(encoding="utf-8")
+    roadmap = project / "site" / "roadmap"
+    assert 'href="../plans/x/"' in (roadmap / "board" / "index.html").read_text(encoding="utf-8")
+    assert "todayMarker stroke-width" in (roadmap / "timeline" / "index.html").read_text(encoding="utf-8")
+    feed = (roadmap / "feed.xml").read_text(encoding="utf-8")
+    assert feed.startswith('<?xml version="1.0" encoding="utf-8"?>') and "<feed " in feed
     loaded = subprocess.run(
         [str(python), "-c", IMPORT_EVERY_PLANNER_MODULE, "planner.pytest_plugin"],
         capture_output=True,
