@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from gateway import usage_sql
+from gateway.ledger_sql_reads import SqlReads
 from gateway.usage_bodies import BODY_COLUMNS, BodyRecord
-from gateway.usage_record import COLUMNS, LedgerError, LedgerUnavailable, UsageRecord, as_row, record_from_row
+from gateway.usage_record import COLUMNS, LedgerError, LedgerUnavailable, UsageRecord, as_row
 from gateway.usage_sink import redact_url
 
 if TYPE_CHECKING:
@@ -99,12 +100,14 @@ async def migrate(conn: asyncpg.Connection) -> int:
 _UPSERT = usage_sql.rollup_upsert(usage_sql.dollar)
 
 
-class PostgresSink:
+class PostgresSink(SqlReads):
     """The ledger in the PostgreSQL database at ``url`` (``postgresql://user:password@host:port/db``).
 
     ``spill_path``: where the ledger spills batches while the server is unreachable (None keeps them in
     the ledger's bounded memory queue). Give each replica its own: a spill file is replayed by its owner.
     """
+
+    placeholder = staticmethod(usage_sql.dollar)
 
     def __init__(
         self, url: str, *, spill_path: str | None = None, pool_size: int = 4, timeout: float = 10.0
@@ -169,7 +172,7 @@ class PostgresSink:
             )
             await conn.executemany(_UPSERT, usage_sql.rollup_rows(records), timeout=self.timeout)
 
-    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
+    async def _rows(self, sql: str, params: Sequence[Any]) -> list[Any]:
         import asyncpg
 
         try:
@@ -178,26 +181,6 @@ class PostgresSink:
             raise LedgerUnavailable(
                 f"the usage ledger '{self.location}' cannot be read: {self._error(exc)}"
             ) from None
-
-    async def spend_nanos(self, *, key_name: str | None, team: str | None, since: float) -> int:
-        """Total cost since ``since`` of one key or team, over every replica's records."""
-        column, value = ("key_name", key_name) if key_name is not None else ("team", team)
-        sql, params = usage_sql.spend(usage_sql.dollar, column, value or "", since)
-        total = int((await self._fetch(sql, params))[0][0])
-        pruned = await self._fetch("SELECT before_day FROM usage_pruned WHERE id = 1", ())
-        if pruned and since < usage_sql.pruned_horizon(pruned[0][0]):
-            sql, params = usage_sql.pruned_spend(usage_sql.dollar, column, value or "", pruned[0][0])
-            total += int((await self._fetch(sql, params))[0][0])
-        return total
-
-    async def daily_summary(
-        self, group_by: Sequence[str], *, first_day: str | None, last_day: str | None, key_name: str | None
-    ) -> list[dict[str, Any]]:
-        """Aggregates per group of the whole days ``[first_day, last_day]``, from the rollup."""
-        sql, params = usage_sql.daily_summary(
-            usage_sql.dollar, group_by, first_day=first_day, last_day=last_day, key_name=key_name
-        )
-        return usage_sql.summary_rows(group_by, await self._fetch(sql, params))
 
     async def prune(self, before_day: str, limit: int) -> int:
         """Delete at most ``limit`` raw rows of days before ``before_day``; how many were deleted."""
@@ -208,32 +191,11 @@ class PostgresSink:
             await conn.execute(mark, *mark_params, timeout=self.timeout)
         return int(status.split()[-1])  # "DELETE n"
 
-    async def summary(
-        self, group_by: Sequence[str], *, since: float | None, until: float | None, key_name: str | None
-    ) -> list[dict[str, Any]]:
-        """Aggregates per group in ``[since, until)`` (see :func:`gateway.usage_sql.summary`)."""
-        sql, params = usage_sql.summary(
-            usage_sql.dollar, group_by, since=since, until=until, key_name=key_name
-        )
-        return usage_sql.summary_rows(group_by, await self._fetch(sql, params))
-
-    async def records(self, *, request_id: str | None, key_name: str | None, limit: int) -> list[UsageRecord]:
-        """The newest ``limit`` records of one request and/or key."""
-        sql, params = usage_sql.records(
-            usage_sql.dollar, request_id=request_id, key_name=key_name, limit=limit, newest="id"
-        )
-        return [record_from_row(row) for row in await self._fetch(sql, params)]
-
     async def write_bodies(self, bodies: Sequence[BodyRecord]) -> None:
         """Insert logged bodies in one transaction; raises on any failure."""
         rows = [tuple(getattr(body, name) for name in BODY_COLUMNS) for body in bodies]
         async with self._open_pool().acquire(timeout=self.timeout) as conn, conn.transaction():
             await conn.executemany(usage_sql.insert_body(usage_sql.dollar), rows, timeout=self.timeout)
-
-    async def bodies(self, *, request_id: str, key_name: str | None) -> list[BodyRecord]:
-        """The bodies logged for one request, newest first."""
-        sql, params = usage_sql.bodies(usage_sql.dollar, request_id, key_name)
-        return [BodyRecord(*tuple(row)) for row in await self._fetch(sql, params)]
 
     async def prune_bodies(self, before_day: str, limit: int) -> int:
         """Delete at most ``limit`` bodies of days before ``before_day``; how many were deleted."""

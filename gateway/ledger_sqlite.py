@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from gateway import usage_sql
+from gateway.ledger_sql_reads import SqlReads
 from gateway.usage_bodies import BODY_COLUMNS, BodyRecord
-from gateway.usage_record import COLUMNS, LedgerError, LedgerUnavailable, UsageRecord, as_row, record_from_row
+from gateway.usage_record import COLUMNS, LedgerError, LedgerUnavailable, UsageRecord, as_row
 
 logger = logging.getLogger("gateway.usage")
 
@@ -132,12 +133,14 @@ def write(conn: sqlite3.Connection, batch: Sequence[UsageRecord]) -> None:
     conn.execute("COMMIT")
 
 
-class SQLiteSink:
+class SQLiteSink(SqlReads):
     """The ledger in the SQLite file at ``path`` (``":memory:"`` for a private in-memory database).
 
     ``connect`` opens the database (a seam for tests that make it fail; default :func:`connect`, looked up
     per call); ``spill_path`` defaults to ``<path>-spill.jsonl`` (none in memory).
     """
+
+    placeholder = staticmethod(usage_sql.qmark)
 
     def __init__(self, path: str, *, connect: Connect | None = None, spill_path: str | None = None) -> None:
         self.path = path
@@ -243,7 +246,7 @@ class SQLiteSink:
             raise
         self._failed = False
 
-    async def _query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    async def _rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         async with self._lock:
 
             def read() -> list[tuple[Any, ...]]:
@@ -255,26 +258,6 @@ class SQLiteSink:
                 if not self.in_memory:
                     self._drop_connection()
                 raise LedgerUnavailable(f"the usage ledger '{self.path}' cannot be read: {exc}") from None
-
-    async def spend_nanos(self, *, key_name: str | None, team: str | None, since: float) -> int:
-        """Total cost since ``since`` of one key or team (the rollup adds days retention deleted)."""
-        column, value = ("key_name", key_name) if key_name is not None else ("team", team)
-        sql, params = usage_sql.spend(usage_sql.qmark, column, value or "", since)
-        total = int((await self._query(sql, params))[0][0])
-        pruned = await self._query("SELECT before_day FROM usage_pruned WHERE id = 1", ())
-        if pruned and since < usage_sql.pruned_horizon(pruned[0][0]):
-            sql, params = usage_sql.pruned_spend(usage_sql.qmark, column, value or "", pruned[0][0])
-            total += int((await self._query(sql, params))[0][0])
-        return total
-
-    async def daily_summary(
-        self, group_by: Sequence[str], *, first_day: str | None, last_day: str | None, key_name: str | None
-    ) -> list[dict[str, Any]]:
-        """Aggregates per group of the whole days ``[first_day, last_day]``, from the rollup."""
-        sql, params = usage_sql.daily_summary(
-            usage_sql.qmark, group_by, first_day=first_day, last_day=last_day, key_name=key_name
-        )
-        return usage_sql.summary_rows(group_by, await self._query(sql, params))
 
     async def prune(self, before_day: str, limit: int) -> int:
         """Delete at most ``limit`` raw rows of days before ``before_day``; how many were deleted."""
@@ -296,22 +279,6 @@ class SQLiteSink:
         async with self._lock:
             return await asyncio.to_thread(run)
 
-    async def summary(
-        self, group_by: Sequence[str], *, since: float | None, until: float | None, key_name: str | None
-    ) -> list[dict[str, Any]]:
-        """Aggregates per group in ``[since, until)`` (see :func:`gateway.usage_sql.summary`)."""
-        sql, params = usage_sql.summary(
-            usage_sql.qmark, group_by, since=since, until=until, key_name=key_name
-        )
-        return usage_sql.summary_rows(group_by, await self._query(sql, params))
-
-    async def records(self, *, request_id: str | None, key_name: str | None, limit: int) -> list[UsageRecord]:
-        """The newest ``limit`` records of one request and/or key."""
-        sql, params = usage_sql.records(
-            usage_sql.qmark, request_id=request_id, key_name=key_name, limit=limit, newest="id"
-        )
-        return [record_from_row(row) for row in await self._query(sql, params)]
-
     async def write_bodies(self, bodies: Sequence[BodyRecord]) -> None:
         """Insert logged bodies in one transaction; raises on any failure."""
         sql = usage_sql.insert_body(usage_sql.qmark)
@@ -329,11 +296,6 @@ class SQLiteSink:
 
         async with self._lock:
             await asyncio.to_thread(run)
-
-    async def bodies(self, *, request_id: str, key_name: str | None) -> list[BodyRecord]:
-        """The bodies logged for one request, newest first."""
-        sql, params = usage_sql.bodies(usage_sql.qmark, request_id, key_name)
-        return [BodyRecord(*row) for row in await self._query(sql, params)]
 
     async def prune_bodies(self, before_day: str, limit: int) -> int:
         """Delete at most ``limit`` bodies of days before ``before_day``; how many were deleted."""
