@@ -233,12 +233,12 @@ class CacheStage:
             self.stats.bypasses += 1
         else:
             body, recorded = decode_entry_with_generations(raw) if raw is not None else (None, None)
-            if body is not None and generations.current(recorded):
+            if body is not None and generations is not None and generations.current(recorded):
                 return self._hit(call, body)
             call.response_headers[STATUS_HEADER] = "MISS"
             self.stats.misses += 1
         result = await next(call)
-        if ttl <= 0:
+        if ttl <= 0 or generations is None:
             return result
         if isinstance(result, Response):
             if 200 <= result.status < 300 and complete_body(call, result.body):

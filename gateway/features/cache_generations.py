@@ -72,9 +72,13 @@ class Generations:
         return isinstance(recorded, list) and tuple(recorded) == self.tokens
 
 
-async def ensure(store: Store, keys: Sequence[str], raw: Sequence[bytes | None]) -> Generations:
+async def ensure(store: Store, keys: Sequence[str], raw: Sequence[bytes | None]) -> Generations | None:
     """The generations read as ``raw`` for ``keys``, creating each missing token (a write per missing one,
-    only on the first use of a model or tenant and after an eviction)."""
+    only on the first use of a model or tenant and after an eviction). None when a token is missing because
+    the store is down (fail open): nothing can be cached then, and four writes would only wait for timeouts.
+    """
+    if not store.healthy and None in raw:
+        return None
     tokens = []
     for key, value in zip(keys, raw, strict=True):
         if value is None:

@@ -77,6 +77,9 @@ class Store(Protocol):
     """Shared state for the gateway's features: bytes values with TTL plus named atomic operations."""
 
     backend: str
+    # False while the backend is known to be unreachable (set by the last call; fail open hides outages
+    # from results, so callers that would write derived state first can skip it instead of timing out).
+    healthy: bool
 
     async def get(self, key: str) -> bytes | None:
         """The value under `key`, or None when absent, expired, or (fail open) the store is down."""

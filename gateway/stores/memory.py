@@ -48,6 +48,7 @@ class MemoryStore:
     """A `Store` kept in this process; state is lost on restart and not shared between replicas."""
 
     backend = "memory"
+    healthy = True  # this process: never unreachable
 
     def __init__(
         self,
