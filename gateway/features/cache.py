@@ -20,6 +20,10 @@ reported next to them: `usage = {prompt_tokens: 0, completion_tokens: 0, total_t
 saved_completion_tokens, saved_total_tokens}`. Stages before the cache (rate limit, budget, usage ledger)
 therefore charge nothing for a hit without knowing about the cache; they may read `call.scratch["cache.hit"]`.
 
+**Purge** (`cache_generations.py`). Entries have no index by key or model; each records the generation
+tokens (whole cache, model, tenant, tenant and model) current at its lookup, read with the entry in one
+`get_many`, and is a hit only while they are all still current. `POST /admin/v1/cache/purge` replaces one.
+
 **Client control.** `Cache-Control: no-cache` skips the lookup and stores the fresh answer; `no-store` neither
 reads nor writes; `x-gateway-cache-ttl: N` sets this entry's TTL (clamped to `max_ttl_seconds`; 0 stores
 nothing). Every cached endpoint response carries `x-gateway-cache: HIT | MISS | BYPASS`.

@@ -6,7 +6,7 @@ every entry is written under **generation tokens**, random values kept in the st
 - ``gw:cachegen:all``: the whole cache;
 - ``gw:cachegen:model:<alias>``: one model alias;
 - ``gw:cachegen:tenant:<tenant>``: one tenant (a key's id, or its shared group);
-- ``gw:cachegen:pair:<tenant>:<alias>``: one tenant's entries of one model.
+- ``gw:cachegen:pair:<len(tenant)>:<tenant>:<alias>``: one tenant's entries of one model.
 
 An entry records the four tokens current when its lookup read them, and is served only while all four are
 still current. A purge replaces one token with a fresh random one, so every entry written under the old
@@ -48,7 +48,8 @@ def tenant_token(tenant: str) -> str:
 
 def pair_token(tenant: str, model: str) -> str:
     """The store key of the token of ``tenant``'s entries of model alias ``model``."""
-    return store_key("cachegen", "pair", tenant, model)
+    # Length-prefixed: a tenant may contain ':' (``group:a:b``), and two pairs must never share a token.
+    return store_key("cachegen", "pair", str(len(tenant)), tenant, model)
 
 
 def token_keys(tenant: str, model: str) -> list[str]:

@@ -63,7 +63,9 @@ class RedisStore:
         return None if value is None else bytes(value)
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        """The values under `keys` by one MGET (one round trip; every replica sees the same values)."""
+        """The values under `keys` by one MGET (one round trip; every replica sees the same values). A
+        Redis Cluster client would split it by slot (redis-py's ``mget_nonatomic``): no caller needs the
+        reads to be atomic, only current."""
         values = await self._call(lambda: self._client.mget(list(keys)), [None] * len(keys))
         return [None if value is None else bytes(value) for value in values]
 
