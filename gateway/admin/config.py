@@ -15,6 +15,7 @@ Scope = Literal[
     "budgets:write",
     "usage:read",
     "routes:read",
+    "routes:write",
     "cache:write",
     "config:reload",
     "audit:read",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from gateway.features.budgets import BudgetConfig
 
@@ -46,3 +46,20 @@ class KeyRotate(_Body):
     ``admin.rotation_grace_s``)."""
 
     grace_period_s: int | None = Field(default=None, ge=0, le=MAX_GRACE_S)
+
+
+class CachePurge(_Body):
+    """``POST /admin/v1/cache/purge``: ``model``, ``key_id`` or both (that key's entries of that model),
+    or ``all``."""
+
+    model: str | None = Field(default=None, min_length=1, description="a model alias clients send")
+    key_id: str | None = Field(default=None, min_length=1, description="a key's id (GET /admin/v1/keys)")
+    all: bool = Field(default=False, description="purge the whole cache")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> CachePurge:
+        if self.all and (self.model is not None or self.key_id is not None):
+            raise ValueError("all: give either all or model and/or key_id, not both")
+        if not self.all and self.model is None and self.key_id is None:
+            raise ValueError("give model, key_id (or both), or all: true")
+        return self

@@ -20,6 +20,10 @@ reported next to them: `usage = {prompt_tokens: 0, completion_tokens: 0, total_t
 saved_completion_tokens, saved_total_tokens}`. Stages before the cache (rate limit, budget, usage ledger)
 therefore charge nothing for a hit without knowing about the cache; they may read `call.scratch["cache.hit"]`.
 
+**Purge** (`cache_generations.py`). Entries have no index by key or model; each records the generation
+tokens (whole cache, model, tenant, tenant and model) current at its lookup, read with the entry in one
+`get_many`, and is a hit only while they are all still current. `POST /admin/v1/cache/purge` replaces one.
+
 **Client control.** `Cache-Control: no-cache` skips the lookup and stores the fresh answer; `no-store` neither
 reads nor writes; `x-gateway-cache-ttl: N` sets this entry's TTL (clamped to `max_ttl_seconds`; 0 stores
 nothing). Every cached endpoint response carries `x-gateway-cache: HIT | MISS | BYPASS`.
@@ -37,14 +41,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway import jsonio
 from gateway.errors import GatewayError, invalid_request
+from gateway.features import cache_generations
 from gateway.features.cache_entries import (
     assemble,
     complete_body,
-    decode_entry,
+    decode_entry_with_generations,
     encode_entry,
     hit_usage,
     replay_chunks,
 )
+from gateway.features.cache_generations import Generations
 from gateway.pipeline import Call, Handler, Response, Result, Stream
 from gateway.stores.base import Store, StoreUnavailable, store_key
 
@@ -105,11 +111,15 @@ class CacheConfig(BaseModel):
 
     def tenant(self, call: Call) -> str:
         """Whose entries `call` may read and write: its shared group, else the key's own hashed id."""
-        if not call.key.is_master:
+        return self.tenant_of(call.key.name, call.key.key_id, is_master=call.key.is_master)
+
+    def tenant_of(self, name: str, key_id: str, *, is_master: bool = False) -> str:
+        """The tenant of the key named `name` with id `key_id` (what `tenant` answers for its calls)."""
+        if not is_master:
             for group, names in self.shared.items():
-                if call.key.name in names:
+                if name in names:
                     return f"group:{group}"
-        return call.key.key_id
+        return key_id
 
 
 @dataclass
@@ -213,28 +223,32 @@ class CacheStage:
         ttl = request_ttl(call, self.config)
         if not self._enabled_for(call) or "no-store" in directives:
             return await self._bypass(call, next)
-        key = cache_key(call, self.config.tenant(call))
+        tenant = self.config.tenant(call)
+        key = cache_key(call, tenant)
+        # The entry and the generation tokens that say whether it was purged, in one store round trip.
+        token_keys = cache_generations.token_keys(tenant, call.model)
+        try:
+            raw, *tokens = await self.store.get_many([key, *token_keys])
+            generations = await cache_generations.ensure(self.store, token_keys, tokens)
+        except StoreUnavailable:
+            raise _store_unavailable() from None
         if "no-cache" in directives:
             call.response_headers[STATUS_HEADER] = "BYPASS"
             self.stats.bypasses += 1
         else:
-            try:
-                raw = await self.store.get(key)
-            except StoreUnavailable:
-                raise _store_unavailable() from None
-            body = decode_entry(raw) if raw is not None else None
-            if body is not None:
+            body, recorded = decode_entry_with_generations(raw) if raw is not None else (None, None)
+            if body is not None and generations is not None and generations.current(recorded):
                 return self._hit(call, body)
             call.response_headers[STATUS_HEADER] = "MISS"
             self.stats.misses += 1
         result = await next(call)
-        if ttl <= 0:
+        if ttl <= 0 or generations is None:
             return result
         if isinstance(result, Response):
             if 200 <= result.status < 300 and complete_body(call, result.body):
-                await self._put(call, key, result.body, ttl)
+                await self._put(call, key, generations, result.body, ttl)
             return result
-        return result.pipe(lambda chunks: self._store_when_complete(call, key, ttl, chunks))
+        return result.pipe(lambda chunks: self._store_when_complete(call, key, generations, ttl, chunks))
 
     async def _bypass(self, call: Call, next: Handler) -> Result:
         call.response_headers[STATUS_HEADER] = "BYPASS"
@@ -257,8 +271,10 @@ class CacheStage:
             return Stream.from_chunks(replay_chunks(body, self.config.stream_chunk_chars))
         return Response(body)
 
-    async def _put(self, call: Call, key: str, body: dict[str, Any], ttl: float) -> None:
-        raw = encode_entry(call, body)
+    async def _put(
+        self, call: Call, key: str, generations: Generations, body: dict[str, Any], ttl: float
+    ) -> None:
+        raw = encode_entry(call, body, generations.tokens)
         if len(raw) > self.config.max_entry_bytes:
             self.stats.too_large += 1
             return
@@ -270,7 +286,12 @@ class CacheStage:
         self.stats.stores += 1
 
     async def _store_when_complete(
-        self, call: Call, key: str, ttl: float, chunks: AsyncIterator[dict[str, Any]]
+        self,
+        call: Call,
+        key: str,
+        generations: Generations,
+        ttl: float,
+        chunks: AsyncIterator[dict[str, Any]],
     ) -> AsyncIterator[dict[str, Any]]:
         seen: list[dict[str, Any]] = []
         async for chunk in chunks:
@@ -279,7 +300,7 @@ class CacheStage:
         # Reached only when the upstream finished: an error or a client disconnect leaves by exception.
         body = assemble(seen)
         if body is not None:
-            await self._put(call, key, body, ttl)
+            await self._put(call, key, generations, body, ttl)
 
 
 def cache_endpoint(gateway: Any) -> Callable[[], Awaitable[dict[str, Any]]]:

@@ -180,9 +180,11 @@ _PLAIN_MAX = 2048
 _PLAIN = b"\x00"
 
 
-def encode_entry(call: Call, body: dict[str, Any]) -> bytes:
-    """The stored form of an answer: plain JSON behind a flag byte when small, else zlib-compressed JSON."""
-    data = jsonio.dumps({"endpoint": call.endpoint, "body": body})
+def encode_entry(call: Call, body: dict[str, Any], generations: tuple[str, ...] = ()) -> bytes:
+    """The stored form of an answer and the generation tokens it was looked up under
+    (gateway/features/cache_generations.py): plain JSON behind a flag byte when small, else zlib-compressed.
+    """
+    data = jsonio.dumps({"endpoint": call.endpoint, "gen": list(generations), "body": body})
     if len(data) < _PLAIN_MAX:
         return _PLAIN + data
     return zlib.compress(data)
@@ -190,9 +192,17 @@ def encode_entry(call: Call, body: dict[str, Any]) -> bytes:
 
 def decode_entry(raw: bytes) -> dict[str, Any] | None:
     """The answer body stored in `raw`; None for an unreadable entry (then it is a miss)."""
+    return decode_entry_with_generations(raw)[0]
+
+
+def decode_entry_with_generations(raw: bytes) -> tuple[dict[str, Any] | None, object]:
+    """The answer body stored in `raw` (None when unreadable) and the generation tokens it recorded (None
+    for an entry written before tokens existed: it never matches current tokens, so it is a miss)."""
     try:
         entry = jsonio.loads(raw[1:] if raw[:1] == _PLAIN else zlib.decompress(raw))
     except (zlib.error, ValueError):
-        return None
-    body = entry.get("body") if isinstance(entry, dict) else None
-    return body if isinstance(body, dict) else None
+        return None, None
+    if not isinstance(entry, dict):
+        return None, None
+    body = entry.get("body")
+    return (body if isinstance(body, dict) else None), entry.get("gen")

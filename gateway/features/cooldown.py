@@ -290,6 +290,12 @@ class CooldownTracker:
         requests, failures, _ = await self._count(route, READ)
         return requests, failures
 
+    async def reset(self, route: str) -> None:
+        """Close ``route``'s circuit now, on every replica: drop its open state, its window's counts and
+        its probe slot, as a successful probe does (the admin API's cooldown reset)."""
+        for suffix in ("", ":n", ":probe"):
+            await self.store.delete(self._key(route) + suffix)
+
     async def _save(self, route: str, health: RouteHealth, now: float) -> None:
         if health == RouteHealth():
             await self.store.delete(self._key(route))
@@ -356,6 +362,4 @@ class CooldownTracker:
             if not probe:
                 await self._count(route, SUCCESS)
                 return
-            await self.store.delete(self._key(route))
-            await self.store.delete(f"{self._key(route)}:n")
-            await self.store.delete(f"{self._key(route)}:probe")
+            await self.reset(route)

@@ -178,6 +178,10 @@ class RoutingStage:
             models[alias] = {"fallbacks": list(model.fallbacks), "routes": rows}
         return {"strategy": self.config.strategy, "models": models}
 
+    def route_keys(self) -> set[str]:
+        """Every configured route as ``provider/model`` (what ``snapshot`` lists)."""
+        return {target.key for model in self.models.values() for target, _ in targets(model)}
+
     async def handle(self, call: Call, next: Handler) -> Result:
         """Serve ``call`` from the first route that answers; ``next`` is never called (the router is last)."""
         deadline = self.monotonic() + self.config.deadline_seconds

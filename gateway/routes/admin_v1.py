@@ -19,12 +19,14 @@ from gateway import __version__
 from gateway.admin import access
 from gateway.admin.access import AdminPrincipal
 from gateway.admin.budgets import Budgets
+from gateway.admin.cache import CacheAdmin
 from gateway.admin.config import Scope
 from gateway.admin.directory import identify_key
-from gateway.admin.schemas import KeyCreate, KeyRotate, KeyUpdate
+from gateway.admin.routes import RouteAdmin
+from gateway.admin.schemas import CachePurge, KeyCreate, KeyRotate, KeyUpdate
 from gateway.errors import GatewayError, invalid_request
 from gateway.features.budgets import BudgetStage
-from gateway.features.routing import routes_endpoint
+from gateway.features.routing import RoutingStage, routes_endpoint
 from gateway.reload import reload_endpoint
 from gateway.routes import usage
 from gateway.routes.admin import features_endpoint
@@ -130,6 +132,8 @@ def router(gateway: "Gateway") -> APIRouter:
     AuditRead = Annotated[AdminPrincipal, require_scope(principal, "audit:read")]
     BudgetsRead = Annotated[AdminPrincipal, require_scope(principal, "budgets:read")]
     BudgetsWrite = Annotated[AdminPrincipal, require_scope(principal, "budgets:write")]
+    RoutesWrite = Annotated[AdminPrincipal, require_scope(principal, "routes:write")]
+    CacheWrite = Annotated[AdminPrincipal, require_scope(principal, "cache:write")]
     Anyone = Annotated[AdminPrincipal, Depends(principal)]
 
     @v1.get("/keys", summary="List keys (config-file keys first, then runtime keys)")
@@ -213,6 +217,18 @@ def router(gateway: "Gateway") -> APIRouter:
     routes_read = [require_scope(principal, "routes:read")]
     v1.add_api_route("/routes", routes_endpoint(gateway), methods=["GET"], dependencies=routes_read,
                      summary="Every model's routes with their health and cooldowns")  # fmt: skip
+    route_admin = RouteAdmin(keys, lambda: next(s for s in gateway.stages if isinstance(s, RoutingStage)))
+
+    @v1.post("/routes/{route:path}/reset", summary="Clear a route's cooldown on every replica")
+    async def reset_route(caller: RoutesWrite, route: str, request: Request) -> dict[str, Any]:
+        return await route_admin.reset(route, caller, _request_id(request))
+
+    cache_admin = CacheAdmin(keys, gateway.store)
+
+    @v1.post("/cache/purge", summary="Purge cached answers of a model, a key, both, or all")
+    async def purge_cache(caller: CacheWrite, spec: CachePurge, request: Request) -> dict[str, Any]:
+        return await cache_admin.purge(spec, caller, _request_id(request))
+
     reload_scope = [require_scope(principal, "config:reload")]
     v1.add_api_route("/config/reload", reload_endpoint(gateway), methods=["POST"], dependencies=reload_scope,
                      summary="Re-read the config file and apply it")  # fmt: skip

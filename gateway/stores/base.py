@@ -77,9 +77,17 @@ class Store(Protocol):
     """Shared state for the gateway's features: bytes values with TTL plus named atomic operations."""
 
     backend: str
+    # False while the backend is known to be unreachable (set by the last call; fail open hides outages
+    # from results, so callers that would write derived state first can skip it instead of timing out).
+    healthy: bool
 
     async def get(self, key: str) -> bytes | None:
         """The value under `key`, or None when absent, expired, or (fail open) the store is down."""
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values under `keys`, in order, read in one round trip (the cache reads an entry and its
+        generation tokens together); None for each absent one, or for all when (fail open) the store is
+        down."""
 
     async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
         """Store `value` under `key` for `ttl` seconds (None: no expiry); memory evicts LRU."""

@@ -48,6 +48,7 @@ class MemoryStore:
     """A `Store` kept in this process; state is lost on restart and not shared between replicas."""
 
     backend = "memory"
+    healthy = True  # this process: never unreachable
 
     def __init__(
         self,
@@ -87,6 +88,10 @@ class MemoryStore:
             return None
         self._values.move_to_end(key)
         return value
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values under `keys`, in order (each as `get` would answer)."""
+        return [await self.get(key) for key in keys]
 
     async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
         """Store `value`; a value larger than `max_bytes` is not stored; older values are evicted to fit."""

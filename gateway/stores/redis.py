@@ -62,6 +62,13 @@ class RedisStore:
         value = await self._call(lambda: self._client.get(key), None)
         return None if value is None else bytes(value)
 
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values under `keys` by one MGET (one round trip; every replica sees the same values). A
+        Redis Cluster client would split it by slot (redis-py's ``mget_nonatomic``): no caller needs the
+        reads to be atomic, only current."""
+        values = await self._call(lambda: self._client.mget(list(keys)), [None] * len(keys))
+        return [None if value is None else bytes(value) for value in values]
+
     async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
         """Store `value` (TTL kept to the millisecond); size limits are Redis's own `maxmemory` policy."""
         px = None if ttl is None else max(1, int(ttl * 1000))

@@ -28,6 +28,8 @@ from uvicorn_server import run_server
 
 from gateway.app import create_app
 from gateway.config import load_config
+from gateway.mock_upstream import MockUpstream
+from gateway.providers.mock import MockOptions
 
 CONFIG = Path(__file__).with_name("gateway.yaml")
 MASTER = "sk-acceptance-master"
@@ -322,3 +324,121 @@ def test_the_gateway_keys_cli_manages_the_keys_a_running_gateway_serves(
                 "the gateway still accepted the key 1 s after the CLI revoked it"
             )
             time.sleep(0.05)
+
+
+class Operations:
+    """Two gateways on one redis-server in front of an upstream the test can break and mend."""
+
+    def __init__(self, urls: list[str], upstream: MockUpstream) -> None:
+        self.urls = urls
+        self.upstream = upstream
+
+
+@pytest.fixture(scope="module")
+def operations(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operations]:
+    if request.config.getoption("gateway_url"):
+        pytest.skip("starts two replicas of its own on one Redis, with an upstream it can break")
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (scripts/test installs it)")
+    folder = tmp_path_factory.mktemp("admin-operations")
+    upstream = MockUpstream(MockOptions())
+    with ExitStack() as stack:
+        redis = stack.enter_context(RedisServer())
+        upstream_url = stack.enter_context(run_server(upstream))
+        data = yaml.safe_load(CONFIG.read_text())
+        data["state"] = {"redis_url": redis.url}
+        data["providers"].append(
+            {"name": "mendable", "type": "openai", "base_url": f"{upstream_url}/v1", "api_key": "sk-up"}
+        )
+        data["models"] += [
+            {"name": "mock-cached-other", "routes": [{"provider": "mock", "model": "mock-echo"}]},
+            {"name": "mock-mendable", "routes": [{"provider": "mendable", "model": "mock-echo"}]},
+        ]
+        data["features"]["cache"]["models"]["mock-cached-other"] = {"enabled": True}
+        # A cooldown far longer than the test: only the reset can end it.
+        data["features"]["routing"] = {
+            "max_attempts": 1,
+            "cooldown": {"min_requests": 2, "window_seconds": 600, "seconds": 600, "max_seconds": 600},
+        }
+        configs = []
+        for name in ("a", "b"):
+            data["usage"] = {"database": str(folder / f"usage-{name}.sqlite3")}
+            path = folder / f"gateway-{name}.yaml"
+            path.write_text(yaml.safe_dump(data, sort_keys=False))
+            configs.append(path)
+        urls = [stack.enter_context(run_server(create_app(load_config(c)))) for c in configs]
+        yield Operations(urls, upstream)
+
+
+def cache_status(base_url: str, secret: str, model: str, prompt: str) -> str:
+    """``x-gateway-cache`` of one chat completion made with the openai SDK."""
+    with openai.OpenAI(base_url=f"{base_url}/v1", api_key=secret, max_retries=0, timeout=30) as client:
+        raw = client.chat.completions.with_raw_response.create(
+            model=model, messages=[{"role": "user", "content": prompt}]
+        )
+    assert raw.parse().choices[0].message.content
+    return raw.headers["x-gateway-cache"]
+
+
+@pytest.mark.feature("admin-api", step=5)
+def test_a_cache_purge_on_one_replica_misses_that_model_or_key_on_both_and_keeps_the_rest(
+    operations: Operations,
+) -> None:
+    a, b = operations.urls
+    keys = [
+        httpx.post(f"{a}/admin/v1/keys", json={"name": f"cached-{n}-{uuid.uuid4()}"}, headers=bearer(MASTER))
+        .json() for n in (1, 2)
+    ]  # fmt: skip
+    one, two = (k["secret"] for k in keys)
+    prompt = f"purge me {uuid.uuid4()}"
+    for model in ("mock-cached", "mock-cached-other"):
+        for secret in (one, two):
+            assert cache_status(a, secret, model, prompt) == "MISS"
+            assert cache_status(b, secret, model, prompt) == "HIT"
+
+    purged = httpx.post(f"{b}/admin/v1/cache/purge", json={"model": "mock-cached"}, headers=bearer(MASTER))
+    assert purged.status_code == 200, purged.text
+    assert cache_status(a, one, "mock-cached", prompt) == "MISS"
+    assert cache_status(a, two, "mock-cached", prompt) == "MISS"
+    assert cache_status(a, one, "mock-cached-other", prompt) == "HIT"
+
+    by_key = {"key_id": keys[0]["id"]}
+    assert httpx.post(f"{a}/admin/v1/cache/purge", json=by_key, headers=bearer(MASTER)).status_code == 200
+    assert cache_status(b, one, "mock-cached-other", prompt) == "MISS"
+    assert cache_status(b, two, "mock-cached-other", prompt) == "HIT"
+
+    reader = httpx.post(f"{a}/admin/v1/cache/purge", json={"all": True}, headers=bearer(READER))
+    assert reader.status_code == 403 and reader.json()["error"]["code"] == "insufficient_scope"
+    audit = httpx.get(f"{b}/admin/v1/audit", params={"limit": 100}, headers=bearer(MASTER)).json()["data"]
+    purges = [r["target"] for r in audit if r["action"] == "cache.purge"]
+    assert purges[-2:] == [{"model": "mock-cached"}, by_key]
+
+
+@pytest.mark.feature("admin-api", step=5)
+def test_clearing_a_route_cooldown_on_one_replica_lets_the_route_answer_on_the_other_at_once(
+    operations: Operations,
+) -> None:
+    a, b = operations.urls
+    upstream = operations.upstream
+    body = {"model": "mock-mendable", "messages": [{"role": "user", "content": "mend"}]}
+    post = {"json": body, "headers": bearer(MASTER), "timeout": 30}
+    upstream.options = MockOptions(fail_rate=1.0, fail_status=502)
+    # Fail until the route is taken out: then a request is refused without reaching the upstream.
+    for _ in range(20):
+        before = upstream.stats["requests"]
+        assert httpx.post(f"{a}/v1/chat/completions", **post).status_code >= 500
+        if upstream.stats["requests"] == before:
+            break
+    assert upstream.stats["requests"] == before, "the failing route never cooled down"
+    upstream.options = MockOptions()  # mended, but the route is out for 600 s
+    assert httpx.post(f"{a}/v1/chat/completions", **post).status_code == 503
+    assert upstream.stats["requests"] == before
+
+    reset = httpx.post(f"{b}/admin/v1/routes/mendable/mock-echo/reset", headers=bearer(MASTER), timeout=30)
+    assert reset.status_code == 200, reset.text
+    assert reset.json()["state"] == "closed"
+    answered = httpx.post(f"{a}/v1/chat/completions", **post)
+    assert answered.status_code == 200, answered.text
+    assert upstream.stats["requests"] == before + 1
