@@ -41,7 +41,9 @@ class Session:
 class Sessions:
     """The console's sessions; ``clock`` is replaceable for tests."""
 
-    def __init__(self, ttl: Callable[[], int], limit: Callable[[], int], clock: Callable[[], float] = time.time):
+    def __init__(
+        self, ttl: Callable[[], int], limit: Callable[[], int], clock: Callable[[], float] = time.time
+    ) -> None:
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._ttl = ttl
         self._limit = limit

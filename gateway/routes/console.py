@@ -80,7 +80,7 @@ async def read_form(request: Request) -> dict[str, str]:
         if len(body) > MAX_FORM_BYTES:
             raise FormError(413, "The form is too large.")
     try:
-        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=50, strict_parsing=False)
+        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=50)
     except (UnicodeDecodeError, ValueError):
         raise FormError(400, "The form is not valid URL-encoded UTF-8.") from None
     return {name: values[0] for name, values in fields.items()}
@@ -104,7 +104,8 @@ def key_spec(form: dict[str, str]) -> KeyCreate:
     if form.get("team", "").strip():
         spec["team"] = form["team"].strip()
     if form.get("budget_usd", "").strip():
-        spec["budget"] = {"limit_usd": form["budget_usd"].strip(), "period": form.get("budget_period") or "monthly"}
+        period = form.get("budget_period") or "monthly"
+        spec["budget"] = {"limit_usd": form["budget_usd"].strip(), "period": period}
     return KeyCreate.model_validate(spec)
 
 
@@ -142,9 +143,7 @@ def router(gateway: Gateway) -> APIRouter:
         _cookie(response, request, LOGIN_CSRF_COOKIE, token, 3600)
         return response
 
-    def page(
-        name: str, scope: str, build: Callable[[Request, Session], Awaitable[dict[str, Any]]]
-    ) -> Page:
+    def page(name: str, scope: str, build: Callable[[Request, Session], Awaitable[dict[str, Any]]]) -> Page:
         """A GET page needing a session holding ``scope``; ``build`` returns its template's context."""
 
         async def handler(request: Request) -> Response:
@@ -251,7 +250,8 @@ def router(gateway: Gateway) -> APIRouter:
     async def keys(request: Request, session: Session) -> dict[str, Any]:
         cursor = request.query_params.get("cursor") or None
         listing = await gateway.admin.keys.page(cursor, 100)
-        return {"keys": listing["data"], "next_cursor": listing["next_cursor"], "models": list(gateway.models)}
+        models = list(gateway.models)
+        return {"keys": listing["data"], "next_cursor": listing["next_cursor"], "models": models}
 
     async def spend(request: Request, session: Session) -> dict[str, Any]:
         return await data.spend(gateway)
