@@ -199,10 +199,10 @@ async def test_pages_show_the_ledger_budgets_and_routes() -> None:
             overview
         )
         log = (await client.get("/console/requests")).text
-        assert all(f'data-request-id="r-{i}"' in log for i in range(3))
+        assert all(f'data-request-id="req-{i}"' in log for i in range(3))
         assert "mock/" in log and ">200<" in log.replace(" ", "").replace("\n", "")
         filtered = (await client.get("/console/requests?key=nobody")).text
-        assert "r-0" not in filtered and "No requests recorded for this key" in filtered
+        assert "req-0" not in filtered and "No requests recorded for this key" in filtered
         spend = (await client.get("/console/spend")).text
         budgets = (await client.get("/admin/v1/budgets", headers=auth(MASTER))).json()["budgets"]
         [alice] = [b for b in budgets if b["name"] == "alice"]
