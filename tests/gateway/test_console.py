@@ -162,6 +162,9 @@ async def test_create_shows_the_secret_once_the_key_works_and_revoke_turns_it_of
         # The secret is never shown again.
         again = await client.get("/console/keys")
         assert value not in again.text and "carol" in again.text
+        # A revoke button for the runtime key, none for the config-file key (the API refuses those).
+        assert f'action="/console/keys/{key_id}/revoke"' in again.text
+        assert again.text.count("/revoke") == 1
         assert (
             await client.post("/v1/chat/completions", json=chat(), headers=auth(value))
         ).status_code == 200
