@@ -300,3 +300,21 @@ async def test_the_openai_sdk_uses_a_key_created_in_the_console() -> None:
         assert answer.choices[0].message.content
         log = (await client.get("/console/requests?key=sdk")).text
         assert "sdk" in log and "echo" in log and "No requests recorded" not in log
+
+
+async def test_a_reload_cannot_turn_the_console_on_it_says_a_restart_is_needed(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(CONFIG)
+    app = create_app(load_config(path), config_path=path)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client,
+    ):
+        path.write_text(CONFIG + ON)
+        reloaded = await client.post("/admin/reload", headers=auth(MASTER))
+        assert reloaded.status_code == 422, reloaded.text
+        assert reloaded.json()["error"]["code"] == "restart_required"
+        assert reloaded.json()["error"]["problems"] == [
+            "features.console.enabled: the console is mounted at start, restart the gateway to turn it on"
+        ]
+        assert (await client.get("/console/login")).status_code == 404
