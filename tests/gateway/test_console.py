@@ -318,3 +318,19 @@ async def test_a_reload_cannot_turn_the_console_on_it_says_a_restart_is_needed(t
             "features.console.enabled: the console is mounted at start, restart the gateway to turn it on"
         ]
         assert (await client.get("/console/login")).status_code == 404
+
+
+async def test_names_are_escaped_and_forms_must_be_url_encoded_and_small() -> None:
+    async with console() as client:
+        await log_in(client)
+        csrf = csrf_of((await client.get("/console/keys")).text)
+        evil = '<script>alert("x")</script>'
+        created = await client.post("/console/keys", data={"csrf": csrf, "name": evil})
+        assert created.status_code == 201
+        assert evil not in created.text and "&lt;script&gt;" in created.text
+        as_json = await client.post("/console/keys", json={"csrf": csrf, "name": "json"})
+        assert as_json.status_code == 415
+        huge = await client.post("/console/keys", data={"csrf": csrf, "name": "x" * 70_000})
+        assert huge.status_code == 413
+        names = [k["name"] for k in (await client.get("/admin/v1/keys", headers=auth(MASTER))).json()["data"]]
+        assert "json" not in names and "x" * 70_000 not in names

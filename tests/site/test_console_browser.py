@@ -112,8 +112,12 @@ def test_an_operator_manages_a_key_in_the_console(tmp_path: Path) -> None:
         assert "browser" in row and "echo" in row and "200" in row, row
         shoot(page, shots, "requests")
 
+        page.goto(f"{url}/console")  # the burst and the new key's request, with their cost
+        assert "Last hour\t6\t0\t" in page.evaluate("document.querySelector('main').innerText")
+
         page.goto(f"{url}/console/spend")
-        assert "key alice" in page.evaluate("document.querySelector('main').innerText")  # its budget bar
+        spend = page.evaluate("document.querySelector('main').innerText")
+        assert "key alice" in spend and "browser" in spend  # alice's budget bar, the new key's cost
         shoot(page, shots, "spend")
         page.goto(f"{url}/console/routes")
         assert "mock/" in page.evaluate("document.querySelector('main').innerText")
