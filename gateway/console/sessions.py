@@ -23,9 +23,11 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def same_token(presented: str | None, expected: str) -> bool:
-    """Whether ``presented`` is ``expected``, compared in constant time."""
-    return presented is not None and hmac.compare_digest(presented.encode(), expected.encode())
+def same_token(presented: str | None, expected: str | None) -> bool:
+    """Whether ``presented`` is ``expected``, compared in constant time; an empty or missing one never is."""
+    if not presented or not expected:
+        return False
+    return hmac.compare_digest(presented.encode(), expected.encode())
 
 
 @dataclass(frozen=True)

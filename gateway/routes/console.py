@@ -2,9 +2,10 @@
 
 Mounted by the app factory only with ``features.console.enabled``; a reload that turns it off makes every
 console path a 404 from the next request. Thin over :mod:`gateway.console.data` and the admin library
-(:mod:`gateway.admin`): a login authenticates with :func:`gateway.admin.access.authenticate` (the admin
-API's failed-login limit included), each page checks the scope the matching ``/admin/v1`` route needs, and
-key changes call the same :class:`~gateway.admin.keys.KeyAdmin` methods, so they are audited the same way.
+(:mod:`gateway.admin`): a login authenticates as the admin API does
+(:func:`gateway.routes.admin_v1.authenticate_admin`, its failed-login limit included), each page checks the
+scope the matching ``/admin/v1`` route needs, and key changes call the same
+:class:`~gateway.admin.keys.KeyAdmin` methods, so they are audited the same way.
 
 Security: the session cookie (HttpOnly, SameSite=Strict, Secure over HTTPS, path ``/console``) holds a
 random id, never the key; every form carries a CSRF token (the session's, or before login a double-submit
@@ -26,15 +27,12 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from gateway.admin import access
-from gateway.admin.access import AdminPrincipal
-from gateway.admin.directory import identify_key
 from gateway.admin.schemas import KeyCreate
 from gateway.console import data
 from gateway.console.sessions import Session, Sessions, new_token, same_token
 from gateway.errors import GatewayError
 from gateway.ledger import LedgerUnavailable
-from gateway.routes.admin_v1 import validation_error
+from gateway.routes.admin_v1 import authenticate_admin, validation_error
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -202,27 +200,19 @@ def router(gateway: Gateway) -> APIRouter:
             return RedirectResponse(PREFIX, status_code=303, headers=SECURITY_HEADERS)
         return login_page(request)
 
-    async def is_virtual_key(digest: bytes) -> bool:
-        return await identify_key(gateway.keys, gateway.admin.directory, digest) is not None
-
     async def login(request: Request) -> Response:
         check_enabled()
         try:
             form = await read_form(request)
         except FormError as exc:
             return login_page(request, exc.status, str(exc))
-        if not same_token(form.get("csrf"), request.cookies.get(LOGIN_CSRF_COOKIE) or ""):
+        if not same_token(form.get("csrf"), request.cookies.get(LOGIN_CSRF_COOKIE)):
             return login_page(request, 403, "The login form expired: try again.")
         key = form.get("key", "").strip()
         try:
-            principal: AdminPrincipal = await access.authenticate(
-                {"authorization": f"Bearer {key}"} if key else {},
-                request.client.host if request.client else "unknown",
-                config=gateway.config.admin,
-                keys=gateway.keys,
-                failures=gateway.admin.failed_logins,
-                is_virtual_key=is_virtual_key,
-            )
+            headers = {"authorization": f"Bearer {key}"} if key else {}
+            client = request.client.host if request.client else "unknown"
+            principal = await authenticate_admin(gateway, headers, client)
         except GatewayError as exc:
             message = {401: "That is not an admin key.", 403: "A virtual key cannot log in to the console."}
             return login_page(request, exc.status, message.get(exc.status, exc.message), **exc.headers)

@@ -109,6 +109,9 @@ async def test_a_login_without_the_forms_csrf_token_is_refused() -> None:
         await client.get("/console/login")
         response = await client.post("/console/login", data={"csrf": "forged", "key": MASTER})
         assert response.status_code == 403
+        client.cookies.clear()  # no cookie and an empty token must not match each other
+        response = await client.post("/console/login", data={"csrf": "", "key": MASTER})
+        assert response.status_code == 403
         assert "gateway_console=" not in " ".join(response.headers.get_list("set-cookie"))
         assert (await client.get("/console")).status_code == 303
 
