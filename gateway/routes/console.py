@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from gateway.admin.schemas import KeyCreate
+from gateway.admin.schemas import KeyCreate, KeyRotate
 from gateway.console import data
 from gateway.console.sessions import Session, Sessions, new_token, same_token
 from gateway.errors import GatewayError
@@ -288,6 +288,22 @@ def router(gateway: Gateway) -> APIRouter:
             return await show(request, session, "keys", "keys:read", keys, exc.status, error=error)
         return await show(request, session, "keys", "keys:read", keys, notice=f"Revoked {revoked['name']}.")
 
+    async def rotate_key(request: Request) -> Response:
+        try:
+            session, _ = await form_session(request, "keys:write")
+        except FormError as exc:
+            return form_error(exc)
+        key_id = request.path_params["key_id"]
+        try:
+            rotated = await gateway.admin.keys.rotate(
+                key_id, KeyRotate(), session.principal, request_id=request.scope["state"].get("request_id")
+            )
+        except GatewayError as exc:
+            error = gateway.redactor.text(exc.message)
+            return await show(request, session, "keys", "keys:read", keys, exc.status, error=error)
+        # The new secret, once; the old one works for admin.rotation_grace_s.
+        return await show(request, session, "keys", "keys:read", keys, created=rotated, rotated=True)
+
     # --- assets -----------------------------------------------------------------------------------------
 
     async def asset(request: Request) -> Response:
@@ -304,6 +320,7 @@ def router(gateway: Gateway) -> APIRouter:
     console.add_api_route("", page("overview", "usage:read", overview), methods=["GET"])
     console.add_api_route("/keys", page("keys", "keys:read", keys), methods=["GET"])
     console.add_api_route("/keys", create_key, methods=["POST"])
+    console.add_api_route("/keys/{key_id}/rotate", rotate_key, methods=["POST"])
     console.add_api_route("/keys/{key_id}/revoke", revoke_key, methods=["POST"])
     console.add_api_route("/spend", page("spend", "budgets:read", spend), methods=["GET"])
     console.add_api_route("/routes", page("routes", "routes:read", routes), methods=["GET"])

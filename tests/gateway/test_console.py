@@ -167,7 +167,7 @@ async def test_create_shows_the_secret_once_the_key_works_and_revoke_turns_it_of
         assert value not in again.text and "carol" in again.text
         # A revoke button for the runtime key, none for the config-file key (the API refuses those).
         assert f'action="/console/keys/{key_id}/revoke"' in again.text
-        assert again.text.count("/revoke") == 1
+        assert again.text.count("/revoke") == 1 and again.text.count("/rotate") == 1
         assert (
             await client.post("/v1/chat/completions", json=chat(), headers=auth(value))
         ).status_code == 200
@@ -337,3 +337,27 @@ async def test_names_are_escaped_and_forms_must_be_url_encoded_and_small() -> No
         assert huge.status_code == 413
         names = [k["name"] for k in (await client.get("/admin/v1/keys", headers=auth(MASTER))).json()["data"]]
         assert "json" not in names and "x" * 70_000 not in names
+
+
+async def test_rotate_shows_the_new_secret_once_and_the_old_one_works_for_the_grace_period() -> None:
+    async with console() as client:
+        await log_in(client)
+        csrf = csrf_of((await client.get("/console/keys")).text)
+        created = await client.post("/console/keys", data={"csrf": csrf, "name": "frank"})
+        found = re.search(r'id="secret"[^>]*value="([^"]+)"[^>]*data-key-id="([^"]+)"', created.text)
+        assert found
+        old, key_id = found.groups()
+        rotated = await client.post(f"/console/keys/{key_id}/rotate", data={"csrf": csrf})
+        assert (
+            rotated.status_code == 200 and "rotated" in rotated.text and "keeps working until" in rotated.text
+        )
+        new = re.search(r'id="secret"[^>]*value="([^"]+)"', rotated.text)
+        assert new and new.group(1) != old
+        for secret in (old, new.group(1)):  # admin.rotation_grace_s is an hour by default
+            used = await client.post("/v1/chat/completions", json=chat(), headers=auth(secret))
+            assert used.status_code == 200
+        audit = (await client.get("/admin/v1/audit", headers=auth(MASTER))).json()["data"]
+        assert [a["action"] for a in audit] == ["key.create", "key.rotate"]
+        # A config-file key cannot be rotated here any more than through the API.
+        config_key = await client.post("/console/keys/cfg_nope/rotate", data={"csrf": csrf})
+        assert config_key.status_code == 404

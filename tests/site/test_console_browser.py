@@ -124,7 +124,8 @@ def test_an_operator_manages_a_key_in_the_console(tmp_path: Path) -> None:
         shoot(page, shots, "routes")
 
         page.goto(f"{url}/console/keys")
-        follow(page, f"document.querySelector({row_of('key', key_id, ' form')}).submit()")
+        revoke = row_of("key", key_id, ' form[action$="/revoke"]')
+        follow(page, f"document.querySelector({revoke}).submit()")
         status = page.evaluate(f"document.querySelector({row_of('key', key_id, ' .status')}).innerText")
         assert status == "revoked"
         shoot(page, shots, "keys-revoked")
