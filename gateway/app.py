@@ -198,6 +198,7 @@ def create_app(
         anthropic,
         azure,
         completions,
+        console,
         health,
         litellm,
         openai,
@@ -248,6 +249,8 @@ def create_app(
     app.include_router(admin_v1.router(gateway))
     app.include_router(litellm.router(gateway))  # /key/generate & co. for LiteLLM tooling
     app.include_router(usage.metrics_router(gateway))
+    if config.features.console.enabled:  # read at start: a reload can turn it off (404s), not on
+        app.include_router(console.router(gateway))
 
     async def gateway_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, GatewayError)

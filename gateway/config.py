@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.admin.config import AdminConfig
+from gateway.console.config import ConsoleConfig
 from gateway.cors import CorsConfig
 from gateway.features.budgets import BudgetConfig, BudgetsConfig, TeamConfig, team_problems
 from gateway.features.cache import CacheConfig
@@ -185,6 +186,8 @@ class FeaturesConfig(_Strict):
     responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
     # Prometheus metrics (gateway/metrics.py): on by default; the scrape token and the separate listener.
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    # The admin console at /console (gateway/console/): off by default, mounted at start when on.
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
 
 
 class GatewayConfig(_Strict):

@@ -167,6 +167,11 @@ def restart_problems(old: GatewayConfig, new: GatewayConfig) -> list[str]:
             "admin.database: the runtime key store cannot change while running, "
             "restart the gateway to apply it"
         )
+    # The console's routes are mounted at start (gateway/routes/console.py); turning it off needs no restart.
+    if new.features.console.enabled and not old.features.console.enabled:
+        problems.append(
+            "features.console.enabled: the console is mounted at start, restart the gateway to turn it on"
+        )
     return problems
 
 

@@ -5,7 +5,7 @@ caller (master key or admin key; 401, or 429 after repeated failures) and checks
 are strict pydantic models: a bad field is a 400 in the gateway's error envelope with ``param`` naming it.
 """
 
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query
@@ -76,21 +76,29 @@ class EnvelopeRoute(APIRoute):
         return envelope
 
 
-def principal_dependency(gateway: "Gateway") -> Principal:
-    """A dependency returning the authenticated admin caller (any scope)."""
+async def authenticate_admin(gateway: "Gateway", headers: Mapping[str, str], client: str) -> AdminPrincipal:
+    """The admin caller presenting ``headers`` from address ``client``, by ``gateway``'s running keys (401,
+    403 or 429 as :func:`gateway.admin.access.authenticate` decides); the console's login uses it too."""
 
     async def is_virtual_key(digest: bytes) -> bool:
         return await identify_key(gateway.keys, gateway.admin.directory, digest) is not None
 
+    return await access.authenticate(
+        headers,
+        client,
+        config=gateway.config.admin,
+        keys=gateway.keys,
+        failures=gateway.admin.failed_logins,
+        is_virtual_key=is_virtual_key,
+    )
+
+
+def principal_dependency(gateway: "Gateway") -> Principal:
+    """A dependency returning the authenticated admin caller (any scope)."""
+
     async def principal(request: Request) -> AdminPrincipal:
-        caller = await access.authenticate(
-            request.headers,
-            request.client.host if request.client else "unknown",
-            config=gateway.config.admin,
-            keys=gateway.keys,
-            failures=gateway.admin.failed_logins,
-            is_virtual_key=is_virtual_key,
-        )
+        client = request.client.host if request.client else "unknown"
+        caller = await authenticate_admin(gateway, request.headers, client)
         request.scope["state"]["key"] = caller.name  # the access log names the admin
         return caller
 

@@ -156,12 +156,12 @@ def _scoped(path: str) -> bool:
 
 async def test_every_route_but_the_probes_needs_a_key_and_admin_routes_the_master_key() -> None:
     # Every anonymous call is a failed admin login: the limit is raised so they stay 401s, not 429s.
-    app = create_app(review_config("admin: {failed_auth_limit: 100000}\n"))
+    app = create_app(review_config("admin: {failed_auth_limit: 100000}\n" + CONSOLE_ON))
     paths = _paths(app)
     assert ("GET", "/admin/usage") in paths and ("GET", "/metrics") in paths
     async with app.router.lifespan_context(app), await _client(app) as client:
         for method, path in paths:
-            if path in PUBLIC:
+            if path in PUBLIC or path.startswith("/console"):  # a session, not a key: the test below
                 continue
             anonymous = await client.request(method, path, json={})
             assert anonymous.status_code == 401, (method, path, anonymous.text)
@@ -172,6 +172,32 @@ async def test_every_route_but_the_probes_needs_a_key_and_admin_routes_the_maste
                 master = await client.request(method, path, headers=auth(MASTER))
                 # The master key is let in (a made-up request id may be a 404, a reload a 409; never a 5xx).
                 assert master.status_code not in (401, 403) and master.status_code < 500, (path, master.text)
+
+
+CONSOLE_ON = "features: {console: {enabled: true}}\n"
+CONSOLE_PUBLIC = {("GET", "/console/login"), ("POST", "/console/login"), ("GET", "/console/static/{name}")}
+
+
+async def test_every_console_route_but_login_and_assets_needs_a_session_not_a_key() -> None:
+    app = create_app(review_config("admin: {failed_auth_limit: 100000}\n" + CONSOLE_ON))
+    paths = [(m, p) for m, p in _paths(app) if p.startswith("/console")]
+    assert ("GET", "/console") in paths and ("POST", "/console/keys") in paths
+    assert set(paths) >= CONSOLE_PUBLIC
+    async with app.router.lifespan_context(app), await _client(app) as client:
+        for method, path in paths:
+            if (method, path) in CONSOLE_PUBLIC:
+                continue
+            for headers in ({}, auth(KEY), auth(MASTER)):  # a bearer key is not a console session
+                response = await client.request(method, path, headers=headers, data={"csrf": "x"})
+                if method == "GET":
+                    assert response.status_code == 303, (method, path, response.text)
+                    assert response.headers["location"] == "/console/login"
+                else:
+                    assert response.status_code == 401, (method, path, response.text)
+                assert "gateway_console=" not in response.headers.get("set-cookie", "")
+        # The public login page reveals nothing and lets nobody in without the form's token and a key.
+        login = await client.post("/console/login", data={"key": MASTER})
+        assert login.status_code == 403 and "gateway_console=" not in login.headers.get("set-cookie", "")
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,113 @@
+"""What each console page shows, read through the same library functions the admin API calls.
+
+Usage comes from the usage ledger (:class:`gateway.ledger.Ledger`), budgets from the budgets stage's
+report, routes from the routing stage's snapshot, keys from :class:`gateway.admin.keys.KeyAdmin`: the
+console adds no second implementation of any of them, only shapes their answers for a template.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from gateway.features.budgets import BudgetStage
+from gateway.features.routing import routes_endpoint
+from gateway.features.usage import UsageStage
+from gateway.ledger import Ledger
+from gateway.pricing import format_usd
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+WINDOWS = (("Last hour", 3600), ("Last day", 86400), ("Last 30 days", 30 * 86400))
+
+
+def usage_stage(gateway: Gateway) -> UsageStage:
+    """The running usage stage (always in the chain)."""
+    return next(s for s in gateway.stages if isinstance(s, UsageStage))
+
+
+def _ledger(gateway: Gateway) -> Ledger:
+    return usage_stage(gateway).ledger
+
+
+def _totals(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "requests": row["requests"],
+        "errors": row["errors"],
+        "prompt_tokens": row["prompt_tokens"],
+        "completion_tokens": row["completion_tokens"],
+        "tokens": row["prompt_tokens"] + row["completion_tokens"],
+        "cost_usd": format_usd(row["cost_nanos"]),
+        "cost_nanos": row["cost_nanos"],
+        "cache_hits": row["cache_hits"],
+    }
+
+
+def bars(rows: list[dict[str, Any]], field: str) -> list[dict[str, Any]]:
+    """``rows`` each with ``share``: its ``field`` as a fraction of the largest (for a bar's width)."""
+    largest = max((row[field] for row in rows), default=0)
+    return [{**row, "share": (row[field] / largest) if largest else 0.0} for row in rows]
+
+
+async def overview(gateway: Gateway, now: float | None = None) -> dict[str, Any]:
+    """Requests, errors, tokens and cost over the last hour, day and 30 days; the day's by model."""
+    ledger = _ledger(gateway)
+    now = time.time() if now is None else now
+    windows = []
+    for label, seconds in WINDOWS:
+        [row] = await ledger.summary([], since=now - seconds)
+        windows.append({"label": label, **_totals(row)})
+    by_model = [
+        {"model": row["group"]["model"], **_totals(row)}
+        for row in await ledger.summary(["model"], since=now - 86400)
+    ]
+    return {"windows": windows, "by_model": bars(by_model, "requests"), "ledger": ledger.status()}
+
+
+async def spend(gateway: Gateway, now: float | None = None) -> dict[str, Any]:
+    """Every budget (spent, reserved, remaining of its window) and the last 30 days' cost by key and model."""
+    stage = next((s for s in gateway.stages if isinstance(s, BudgetStage)), None)
+    budgets = []
+    for row in await stage.report() if stage is not None else []:
+        limit = float(row["limit_usd"])
+        spent, reserved = float(row["spent_usd"]), float(row["reserved_usd"])
+        budgets.append(
+            {
+                **row,
+                "spent_share": min(1.0, spent / limit) if limit else 0.0,
+                "reserved_share": min(1.0, reserved / limit) if limit else 0.0,
+            }
+        )
+    now = time.time() if now is None else now
+    ledger = _ledger(gateway)
+    since = now - 30 * 86400
+    by_key = [{"name": r["group"]["key"], **_totals(r)} for r in await ledger.summary(["key"], since=since)]
+    by_model = [
+        {"name": r["group"]["model"], **_totals(r)} for r in await ledger.summary(["model"], since=since)
+    ]
+    return {
+        "budgets": budgets,
+        "by_key": bars(by_key, "cost_nanos"),
+        "by_model": bars(by_model, "cost_nanos"),
+    }
+
+
+async def routes(gateway: Gateway) -> dict[str, Any]:
+    """Every model's routes with health, cooldowns and this replica's load (``GET /admin/v1/routes``)."""
+    return await routes_endpoint(gateway)()
+
+
+async def requests(gateway: Gateway, key: str | None, limit: int = 100) -> list[dict[str, Any]]:
+    """The newest ``limit`` ledger records, newest first, of one key when ``key`` is given."""
+    stage = usage_stage(gateway)
+    rows = []
+    for record in await stage.ledger.records(key_name=key or None, limit=limit):
+        row = asdict(record)
+        row["time"] = datetime.fromtimestamp(record.ts, stage.timezone).strftime("%Y-%m-%d %H:%M:%S")
+        row["cost_usd"] = format_usd(record.cost_nanos)
+        row["tokens"] = record.prompt_tokens + record.completion_tokens
+        rows.append(row)
+    return rows

@@ -1,0 +1,329 @@
+"""``/console``: the admin console's pages, login and forms (see docs/gateway/console.md).
+
+Mounted by the app factory only with ``features.console.enabled``; a reload that turns it off makes every
+console path a 404 from the next request. Thin over :mod:`gateway.console.data` and the admin library
+(:mod:`gateway.admin`): a login authenticates as the admin API does
+(:func:`gateway.routes.admin_v1.authenticate_admin`, its failed-login limit included), each page checks the
+scope the matching ``/admin/v1`` route needs, and key changes call the same
+:class:`~gateway.admin.keys.KeyAdmin` methods, so they are audited the same way.
+
+Security: the session cookie (HttpOnly, SameSite=Strict, Secure over HTTPS, path ``/console``) holds a
+random id, never the key; every form carries a CSRF token (the session's, or before login a double-submit
+cookie); pages are ``no-store`` (a created key's secret is shown once and never cached) under a CSP that
+allows only this origin.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter
+from jinja2 import Environment, PackageLoader, select_autoescape
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from gateway.admin.schemas import KeyCreate, KeyRotate
+from gateway.console import data
+from gateway.console.sessions import Session, Sessions, new_token, same_token
+from gateway.errors import GatewayError
+from gateway.ledger import LedgerUnavailable
+from gateway.routes.admin_v1 import authenticate_admin, validation_error
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+PREFIX = "/console"
+SESSION_COOKIE = "gateway_console"
+LOGIN_CSRF_COOKIE = "gateway_console_login"
+MAX_FORM_BYTES = 64 * 1024
+STATIC = {"console.css": "text/css; charset=utf-8", "favicon.svg": "image/svg+xml"}
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-store",
+}
+NAV = (
+    ("overview", PREFIX, "Overview"),
+    ("keys", f"{PREFIX}/keys", "Keys"),
+    ("spend", f"{PREFIX}/spend", "Spend"),
+    ("routes", f"{PREFIX}/routes", "Routes"),
+    ("requests", f"{PREFIX}/requests", "Requests"),
+)
+Page = Callable[[Request], Awaitable[Response]]
+
+
+class FormError(Exception):
+    """A form the console cannot accept: its status and the message shown."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """The URL-encoded form of ``request`` (first value of each field); 400/413/415 as :class:`FormError`."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
+        raise FormError(415, "Forms must be sent as application/x-www-form-urlencoded.")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise FormError(413, "The form is too large.")
+    try:
+        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=50)
+    except (UnicodeDecodeError, ValueError):
+        raise FormError(400, "The form is not valid URL-encoded UTF-8.") from None
+    return {name: values[0] for name, values in fields.items()}
+
+
+def _cookie(response: Response, request: Request, name: str, value: str, max_age: int) -> None:
+    response.set_cookie(
+        name, value, max_age=max_age, path=PREFIX, httponly=True, samesite="strict",
+        secure=request.url.scheme == "https",
+    )  # fmt: skip
+
+
+def key_spec(form: dict[str, str]) -> KeyCreate:
+    """The create-key form as the admin API's :class:`KeyCreate` (a bad field raises ``ValidationError``)."""
+    spec: dict[str, Any] = {"name": form.get("name", "").strip()}
+    models = [m.strip() for m in form.get("models", "").split(",") if m.strip()]
+    spec["models"] = "*" if models in ([], ["*"]) else models
+    for field in ("rpm", "tpm"):
+        if form.get(field, "").strip():
+            spec[field] = form[field].strip()
+    if form.get("team", "").strip():
+        spec["team"] = form["team"].strip()
+    if form.get("budget_usd", "").strip():
+        period = form.get("budget_period") or "monthly"
+        spec["budget"] = {"limit_usd": form["budget_usd"].strip(), "period": period}
+    return KeyCreate.model_validate(spec)
+
+
+def router(gateway: Gateway) -> APIRouter:
+    """The ``/console`` router over ``gateway`` (its sessions live as long as this router)."""
+    console = APIRouter(prefix=PREFIX, include_in_schema=False)
+    settings = lambda: gateway.config.features.console  # noqa: E731 - read at each use: reloads change it
+    sessions = Sessions(lambda: settings().session_ttl_s, lambda: settings().max_sessions)
+    templates = Environment(
+        loader=PackageLoader("gateway.console", "templates"),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    static = resources.files("gateway.console").joinpath("static")
+
+    def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        html = templates.get_template(name).render(nav=NAV, **context)
+        return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+
+    def check_enabled() -> None:
+        if not settings().enabled:
+            raise GatewayError(404, "Not Found", "invalid_request_error", "not_found")
+
+    def session_of(request: Request) -> Session | None:
+        session = sessions.get(request.cookies.get(SESSION_COOKIE))
+        if session is not None:
+            request.scope["state"]["key"] = session.principal.name  # the access log names the admin
+        return session
+
+    def login_page(request: Request, status: int = 200, error: str | None = None, **headers: str) -> Response:
+        token = new_token()
+        response = render("login.html", status, csrf=token, error=error, title="Log in")
+        response.headers.update(headers)
+        _cookie(response, request, LOGIN_CSRF_COOKIE, token, 3600)
+        return response
+
+    def page(name: str, scope: str, build: Callable[[Request, Session], Awaitable[dict[str, Any]]]) -> Page:
+        """A GET page needing a session holding ``scope``; ``build`` returns its template's context."""
+
+        async def handler(request: Request) -> Response:
+            check_enabled()
+            session = session_of(request)
+            if session is None:
+                return RedirectResponse(f"{PREFIX}/login", status_code=303, headers=SECURITY_HEADERS)
+            return await show(request, session, name, scope, build)
+
+        return handler
+
+    async def show(
+        request: Request,
+        session: Session,
+        name: str,
+        scope: str,
+        build: Callable[[Request, Session], Awaitable[dict[str, Any]]],
+        status: int = 200,
+        **extra: Any,
+    ) -> Response:
+        common = {"session": session, "csrf": session.csrf, "active": name, "title": name.capitalize()}
+        if not session.principal.may(scope):
+            message = f"Your admin key lacks the '{scope}' scope this page needs."
+            return render("error.html", 403, error=message, **common)
+        if not gateway.started:
+            await gateway.start()
+        try:
+            context = await build(request, session)
+        except LedgerUnavailable as exc:
+            return render("error.html", 503, error=f"Usage is unavailable: {exc}.", **common)
+        except GatewayError as exc:
+            return render("error.html", exc.status, error=gateway.redactor.text(exc.message), **common)
+        return render(f"{name}.html", status, **common, **context, **extra)
+
+    async def form_session(request: Request, scope: str | None) -> tuple[Session, dict[str, str]]:
+        """The session and form of a POST: 401 without a session, 403 with a wrong CSRF token or scope."""
+        check_enabled()
+        session = session_of(request)
+        if session is None:
+            raise FormError(401, "Your console session has ended: log in again.")
+        form = await read_form(request)
+        if not same_token(form.get("csrf"), session.csrf):
+            raise FormError(403, "The form's CSRF token is missing or wrong: reload the page and try again.")
+        if scope is not None and not session.principal.may(scope):
+            raise FormError(403, f"Your admin key lacks the '{scope}' scope.")
+        return session, form
+
+    def form_error(exc: FormError) -> Response:
+        return render("error.html", exc.status, error=str(exc), title="Error", session=None, active=None)
+
+    # --- login and logout -------------------------------------------------------------------------------
+
+    async def show_login(request: Request) -> Response:
+        check_enabled()
+        if session_of(request) is not None:
+            return RedirectResponse(PREFIX, status_code=303, headers=SECURITY_HEADERS)
+        return login_page(request)
+
+    async def login(request: Request) -> Response:
+        check_enabled()
+        try:
+            form = await read_form(request)
+        except FormError as exc:
+            return login_page(request, exc.status, str(exc))
+        if not same_token(form.get("csrf"), request.cookies.get(LOGIN_CSRF_COOKIE)):
+            return login_page(request, 403, "The login form expired: try again.")
+        key = form.get("key", "").strip()
+        try:
+            headers = {"authorization": f"Bearer {key}"} if key else {}
+            client = request.client.host if request.client else "unknown"
+            principal = await authenticate_admin(gateway, headers, client)
+        except GatewayError as exc:
+            message = {401: "That is not an admin key.", 403: "A virtual key cannot log in to the console."}
+            return login_page(request, exc.status, message.get(exc.status, exc.message), **exc.headers)
+        session = sessions.open(principal)
+        response = RedirectResponse(PREFIX, status_code=303, headers=SECURITY_HEADERS)
+        _cookie(response, request, SESSION_COOKIE, session.id, settings().session_ttl_s)
+        response.delete_cookie(LOGIN_CSRF_COOKIE, path=PREFIX, httponly=True, samesite="strict")
+        return response
+
+    async def logout(request: Request) -> Response:
+        try:
+            session, _ = await form_session(request, None)
+        except FormError as exc:
+            return form_error(exc)
+        sessions.close(session.id)
+        response = RedirectResponse(f"{PREFIX}/login", status_code=303, headers=SECURITY_HEADERS)
+        response.delete_cookie(SESSION_COOKIE, path=PREFIX, httponly=True, samesite="strict")
+        return response
+
+    # --- pages ------------------------------------------------------------------------------------------
+
+    async def overview(request: Request, session: Session) -> dict[str, Any]:
+        return await data.overview(gateway)
+
+    async def keys(request: Request, session: Session) -> dict[str, Any]:
+        cursor = request.query_params.get("cursor") or None
+        listing = await gateway.admin.keys.page(cursor, 100)
+        models = list(gateway.models)
+        return {"keys": listing["data"], "next_cursor": listing["next_cursor"], "models": models}
+
+    async def spend(request: Request, session: Session) -> dict[str, Any]:
+        return await data.spend(gateway)
+
+    async def routes(request: Request, session: Session) -> dict[str, Any]:
+        return await data.routes(gateway)
+
+    async def requests(request: Request, session: Session) -> dict[str, Any]:
+        key = request.query_params.get("key", "").strip() or None
+        return {"records": await data.requests(gateway, key), "key": key}
+
+    # --- key changes ------------------------------------------------------------------------------------
+
+    async def create_key(request: Request) -> Response:
+        try:
+            session, form = await form_session(request, "keys:write")
+        except FormError as exc:
+            return form_error(exc)
+        try:
+            created = await gateway.admin.keys.create(
+                key_spec(form), session.principal, request_id=request.scope["state"].get("request_id")
+            )
+        except ValidationError as exc:
+            error = validation_error(exc.errors()).message
+            return await show(request, session, "keys", "keys:read", keys, 400, error=error, form=form)
+        except GatewayError as exc:
+            error = gateway.redactor.text(exc.message)
+            return await show(request, session, "keys", "keys:read", keys, exc.status, error=error, form=form)
+        # Rendered, not redirected: the secret is in this answer only (no-store), never in a URL.
+        return await show(request, session, "keys", "keys:read", keys, 201, created=created)
+
+    async def revoke_key(request: Request) -> Response:
+        try:
+            session, _ = await form_session(request, "keys:write")
+        except FormError as exc:
+            return form_error(exc)
+        key_id = request.path_params["key_id"]
+        try:
+            revoked = await gateway.admin.keys.revoke(
+                key_id, session.principal, request_id=request.scope["state"].get("request_id")
+            )
+        except GatewayError as exc:
+            error = gateway.redactor.text(exc.message)
+            return await show(request, session, "keys", "keys:read", keys, exc.status, error=error)
+        return await show(request, session, "keys", "keys:read", keys, notice=f"Revoked {revoked['name']}.")
+
+    async def rotate_key(request: Request) -> Response:
+        try:
+            session, _ = await form_session(request, "keys:write")
+        except FormError as exc:
+            return form_error(exc)
+        key_id = request.path_params["key_id"]
+        try:
+            rotated = await gateway.admin.keys.rotate(
+                key_id, KeyRotate(), session.principal, request_id=request.scope["state"].get("request_id")
+            )
+        except GatewayError as exc:
+            error = gateway.redactor.text(exc.message)
+            return await show(request, session, "keys", "keys:read", keys, exc.status, error=error)
+        # The new secret, once; the old one works for admin.rotation_grace_s.
+        return await show(request, session, "keys", "keys:read", keys, created=rotated, rotated=True)
+
+    # --- assets -----------------------------------------------------------------------------------------
+
+    async def asset(request: Request) -> Response:
+        check_enabled()
+        name = request.path_params["name"]
+        if name not in STATIC or not re.fullmatch(r"[a-z0-9-]+\.[a-z]+", name):
+            raise GatewayError(404, "Not Found", "invalid_request_error", "not_found")
+        body = static.joinpath(name).read_bytes()
+        return Response(body, media_type=STATIC[name], headers={"cache-control": "max-age=3600"})
+
+    console.add_api_route("/login", show_login, methods=["GET"])
+    console.add_api_route("/login", login, methods=["POST"])
+    console.add_api_route("/logout", logout, methods=["POST"])
+    console.add_api_route("", page("overview", "usage:read", overview), methods=["GET"])
+    console.add_api_route("/keys", page("keys", "keys:read", keys), methods=["GET"])
+    console.add_api_route("/keys", create_key, methods=["POST"])
+    console.add_api_route("/keys/{key_id}/rotate", rotate_key, methods=["POST"])
+    console.add_api_route("/keys/{key_id}/revoke", revoke_key, methods=["POST"])
+    console.add_api_route("/spend", page("spend", "budgets:read", spend), methods=["GET"])
+    console.add_api_route("/routes", page("routes", "routes:read", routes), methods=["GET"])
+    console.add_api_route("/requests", page("requests", "usage:read", requests), methods=["GET"])
+    console.add_api_route("/static/{name}", asset, methods=["GET"])
+    return console
