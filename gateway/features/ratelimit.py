@@ -37,7 +37,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.errors import GatewayError
 from gateway.pipeline import Call, Handler, Response, Result
-from gateway.stores.base import Store, StoreUnavailable, store_key
+from gateway.stores.after_writes import defer, flush_writes, open_writes
+from gateway.stores.base import Store, StoreUnavailable, Write, store_key
 from gateway.stores.ops import RL_ADMIT, RL_FINISH
 from gateway.token_estimate import estimate_prompt_tokens, estimate_text_tokens
 
@@ -167,9 +168,18 @@ class RateLimitStage:
     async def handle(self, call: Call, next: Handler) -> Result:
         """Admit the request if every limit allows it (429 otherwise), then reconcile tokens and release.
 
-        One store round trip before the request (`RL_ADMIT`: every GCRA limit and concurrency slot) and at
-        most one after it (`RL_FINISH`: token reconciliation and the slots' release).
+        One store round trip before the request (`RL_ADMIT`: every GCRA limit and concurrency slot) and one
+        after it: `RL_FINISH` (token reconciliation and the slots' release) sent together with the inner
+        stages' writes (budget settlement, the cache's entry; see `gateway.stores.after_writes`).
         """
+        open_writes(call)
+        try:
+            return await self._limited(call, next)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await flush_writes(call, self.store)
+
+    async def _limited(self, call: Call, next: Handler) -> Result:
         buckets, concurrency = self._buckets(call)
         if not buckets and not concurrency:
             return await next(call)
@@ -189,10 +199,10 @@ class RateLimitStage:
             # a slot left held would block the key until its lease expires.
             with anyio.CancelScope(shield=True):
                 # The prompt reached (or may have reached) the upstream; the completion did not happen.
-                await self._finish(token_buckets, -completion, held, lease)
+                await self._finish(call, token_buckets, -completion, held, lease)
             raise
         if isinstance(result, Response):
-            await self._finish(token_buckets, _difference(estimate, result.usage), held, lease)
+            await self._finish(call, token_buckets, _difference(estimate, result.usage), held, lease)
             return result
         stream = result
 
@@ -204,7 +214,7 @@ class RateLimitStage:
                 with anyio.CancelScope(shield=True):
                     # A stream the client abandoned keeps its estimate: the real usage is unknown.
                     cost = _difference(estimate, stream.usage) if stream.completed else 0
-                    await self._finish(token_buckets, cost, held, lease)
+                    await self._finish(call, token_buckets, cost, held, lease)
 
         return stream.pipe(settle)
 
@@ -263,8 +273,11 @@ class RateLimitStage:
             headers={**headers, **_retry_headers(retry_us)},
         )
 
-    async def _finish(self, buckets: list[Bucket], cost: int, held: list[str], lease: int) -> None:
-        """Charge `cost` more tokens (or refund) and release the slots, in one store operation."""
+    async def _finish(
+        self, call: Call, buckets: list[Bucket], cost: int, held: list[str], lease: int
+    ) -> None:
+        """Charge `cost` more tokens (or refund) and release the slots, in one store operation (deferred to
+        the call's after-answer writes while they are open)."""
         if not cost:
             buckets = []
         if not buckets and not held:
@@ -273,10 +286,13 @@ class RateLimitStage:
         for bucket in buckets:
             args += [MINUTE_US, bucket.limit, cost]
         args.append(lease)
+        keys = [*(b.key for b in buckets), *held]
+        if defer(call, Write(keys, RL_FINISH, args)):
+            return
         # Best effort: the request itself was already admitted, and if the store is down the slots expire on
         # their own after lease_seconds.
         with contextlib.suppress(StoreUnavailable):
-            await self.store.run(RL_FINISH, [*(b.key for b in buckets), *held], args)
+            await self.store.run(RL_FINISH, keys, args)
 
 
 def _difference(estimate: int, usage: dict[str, Any] | None) -> int:
