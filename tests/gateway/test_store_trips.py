@@ -1,5 +1,6 @@
 """Redis round trips per request (issue 20): one before the upstream per stateful feature at most, and every
-write after the answer (rate-limit release and reconciliation, budget settlement, cache entry) in one pipeline.
+write after the answer (rate-limit release and reconciliation, budget settlement, cache entry) in one
+pipeline.
 
 Trips are counted where redis-py writes commands to a connection (`send_packed_command`: a pipeline of several
 commands is one call), and attributed to the features whose keys they name (`gw:<feature>:...`).
@@ -118,7 +119,10 @@ async def test_a_production_request_takes_one_trip_per_feature_before_and_one_af
 
 @pytest.fixture(params=["memory", "redis"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
-    s: Store = MemoryStore() if request.param == "memory" else RedisStore(request.getfixturevalue("redis_url"))
+    if request.param == "memory":
+        s: Store = MemoryStore()
+    else:
+        s = RedisStore(request.getfixturevalue("redis_url"))
     yield s
     await s.close()
 

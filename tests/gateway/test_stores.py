@@ -22,7 +22,15 @@ from gateway.stores import (
     open_store,
     store_key,
 )
-from gateway.stores.ops import ADD_WITHIN, GCRA, INCR_WINDOW, LEASE_ACQUIRE, LEASE_RELEASE, RL_ADMIT, RL_FINISH
+from gateway.stores.ops import (
+    ADD_WITHIN,
+    GCRA,
+    INCR_WINDOW,
+    LEASE_ACQUIRE,
+    LEASE_RELEASE,
+    RL_ADMIT,
+    RL_FINISH,
+)
 
 pytestmark = pytest.mark.anyio
 
