@@ -31,11 +31,9 @@ from gateway.stores.base import AtomicOp, MemoryData
 # `keys` the limits, their (period, limit, cost) triples from ARGV[base + 1], `mode` 0 (charge if every limit
 # admits), 1 (force: charge regardless) or 2 (peek: compute the answer, charge nothing).
 _GCRA_FN = """
-local function gcra(keys, base, mode, now)
-  local force = mode == 1
-  local n = #keys
+local function gcra_check(keys, base, now)
   local tats, news, ok = {}, {}, true
-  for i = 1, n do
+  for i = 1, #keys do
     local period = tonumber(ARGV[base + 3 * i - 2])
     local limit = tonumber(ARGV[base + 3 * i - 1])
     local cost = tonumber(ARGV[base + 3 * i])
@@ -45,9 +43,11 @@ local function gcra(keys, base, mode, now)
     news[i] = tat + math.floor(cost * period / limit)
     if cost > limit or news[i] - period > now then ok = false end
   end
-  local charge = (ok and mode ~= 2) or force
+  return ok, tats, news
+end
+local function gcra_apply(keys, base, now, ok, tats, news, charge, force)
   local out = {(ok or force) and 1 or 0}
-  for i = 1, n do
+  for i = 1, #keys do
     local period = tonumber(ARGV[base + 3 * i - 2])
     local limit = tonumber(ARGV[base + 3 * i - 1])
     local cost = tonumber(ARGV[base + 3 * i])
@@ -74,6 +74,10 @@ local function gcra(keys, base, mode, now)
     out[#out + 1] = retry
   end
   return out
+end
+local function gcra(keys, base, mode, now)
+  local ok, tats, news = gcra_check(keys, base, now)
+  return gcra_apply(keys, base, now, ok, tats, news, (ok and mode ~= 2) or mode == 1, mode == 1)
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -184,9 +188,9 @@ LEASE_RELEASE = AtomicOp(
 #
 # RL_ADMIT  KEYS: n GCRA keys, then m lease keys (sorted sets as in LEASE_ACQUIRE).
 #           ARGV: n, m, (period_us, limit, cost) per GCRA key, lease ttl_us, lease id, then the m limits.
-# All or nothing: when a concurrency limit is full nothing is charged (the GCRA answer is a peek), and when a
-# GCRA limit refuses no lease is taken. Returns: GCRA's allowed, the 1-based index of the first full
-# concurrency limit (0: none; only looked at when GCRA admits), then GCRA's triples.
+# All or nothing: when a GCRA limit refuses, no slot is looked at (a refusal costs what GCRA alone costs), and
+# when a concurrency limit is full nothing is charged (the GCRA answer is a peek). Returns: GCRA's allowed,
+# the 1-based index of the first full concurrency limit (0: none, or GCRA refused), then GCRA's triples.
 
 _RL_ADMIT_LUA = (
     _GCRA_FN
@@ -196,15 +200,17 @@ local base = 2 + 3 * n
 local ttl, id = tonumber(ARGV[base + 1]), ARGV[base + 2]
 local gkeys = {}
 for i = 1, n do gkeys[i] = KEYS[i] end
+local ok, tats, news = gcra_check(gkeys, 2, now)
 local full = 0
-for j = 1, m do
-  local k = KEYS[n + j]
-  redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
-  if full == 0 and redis.call('ZCARD', k) >= tonumber(ARGV[base + 2 + j]) then full = j end
+if ok then
+  for j = 1, m do
+    local k = KEYS[n + j]
+    redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
+    if full == 0 and redis.call('ZCARD', k) >= tonumber(ARGV[base + 2 + j]) then full = j end
+  end
 end
-local out = {1}
-if n > 0 then out = gcra(gkeys, 2, full > 0 and 2 or 0, now) end
-if out[1] == 1 and full == 0 then
+local out = gcra_apply(gkeys, 2, now, ok, tats, news, ok and full == 0, false)
+if ok and full == 0 then
   for j = 1, m do
     redis.call('ZADD', KEYS[n + j], string.format('%.0f', now + ttl), id)
     redis.call('PEXPIRE', KEYS[n + j], math.ceil(ttl / 1000))
@@ -221,16 +227,19 @@ def _rl_admit_memory(data: MemoryData, keys: Sequence[str], args: Sequence[int])
     base = 2 + 3 * n
     ttl, lease = args[base], args[base + 1]
     now = data.now_us
+    # GCRA's own layout: its mode, then the triples. A peek first: a refused request touches no slot.
+    out = _gcra_memory(data, keys[:n], [PEEK, *args[2:base]])
+    if out[0] != 1:
+        return [0, 0, *out[1:]]
     held = [{k: exp for k, exp in (data.get(key) or {}).items() if exp > now} for key in keys[n:]]
     full = next((j + 1 for j, leases in enumerate(held) if len(leases) >= args[base + 2 + j]), 0)
-    # GCRA's own layout: its mode, then the triples.
-    gcra_args = [PEEK if full else 0, *args[2:base]]
-    out = _gcra_memory(data, keys[:n], gcra_args) if n else [1]
-    if out[0] == 1 and not full:
-        for key, leases in zip(keys[n:], held, strict=True):
-            leases[lease] = now + ttl
-            data.set(key, leases, math.ceil(ttl / 1000))
-    return [out[0], full, *out[1:]]
+    if full:
+        return [1, full, *out[1:]]
+    out = _gcra_memory(data, keys[:n], [0, *args[2:base]])
+    for key, leases in zip(keys[n:], held, strict=True):
+        leases[lease] = now + ttl
+        data.set(key, leases, math.ceil(ttl / 1000))
+    return [out[0], 0, *out[1:]]
 
 
 RL_ADMIT = AtomicOp(
