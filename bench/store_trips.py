@@ -17,7 +17,7 @@ A *round trip* is one write of commands to a Redis connection followed by readin
 attributed to the features whose keys it names (``gw:<feature>:...``), so a script touching rate-limit and
 budget keys at once counts as ``budget+rl``. Redis's own CPU per request is the difference of ``INFO cpu``
 (``used_cpu_sys + used_cpu_user``) around each path's requests, and ``1 / CPU per request`` the request rate
-one Redis core sustains for that path.
+one Redis core sustains for that path; the gateway's own CPU per request (this process) is printed beside it.
 """
 
 from __future__ import annotations
@@ -155,8 +155,10 @@ async def measure(redis_url: str, requests: int, workdir: Path) -> dict[str, Any
             await drive(app, lambda i, b=bodies: b(-1 - i), key, 20)
             counter = TripCounter()
             cpu = redis_cpu_s(admin)
+            own = time.process_time()
             with counter.installed():
                 statuses = await drive(app, bodies, key, requests)
+            own = time.process_time() - own
             cpu = redis_cpu_s(admin) - cpu
             if statuses != {expected: requests}:
                 raise RuntimeError(f"{name}: expected {requests} answers {expected}, got {dict(statuses)}")
@@ -169,6 +171,8 @@ async def measure(redis_url: str, requests: int, workdir: Path) -> dict[str, Any
                 "round_trips_exact": total / requests,
                 "by_feature": {f: n / requests for f, n in sorted(counter.trips.items())},
                 "redis_cpu_us": cpu_us,
+                # The gateway's own CPU (this process: redis-py included, the counting wrapper too).
+                "gateway_cpu_us": own * 1e6 / requests,
                 "per_redis_core": (1e6 / cpu_us) if cpu_us > 0 else None,
             }
     finally:
@@ -179,13 +183,15 @@ async def measure(redis_url: str, requests: int, workdir: Path) -> dict[str, Any
 
 def report(results: dict[str, Any]) -> str:
     lines = [
-        f"\n{'path':<12}{'trips/req':>10}{'Redis CPU us/req':>18}{'req/s per Redis core':>22}  by feature",
+        f"\n{'path':<12}{'trips/req':>10}{'Redis CPU us/req':>18}{'req/s per Redis core':>22}"
+        f"{'gateway CPU us/req':>20}  by feature",
     ]
     for name, row in results.items():
         per_core = f"{row['per_redis_core']:,.0f}" if row["per_redis_core"] else "-"
         features = ", ".join(f"{f} {n:g}" for f, n in row["by_feature"].items())
         lines.append(
-            f"{name:<12}{row['round_trips_exact']:>10g}{row['redis_cpu_us']:>18.1f}{per_core:>22}  {features}"
+            f"{name:<12}{row['round_trips_exact']:>10g}{row['redis_cpu_us']:>18.1f}{per_core:>22}"
+            f"{row['gateway_cpu_us']:>20.0f}  {features}"
         )
     return "\n".join(lines)
 

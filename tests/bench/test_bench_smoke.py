@@ -173,7 +173,7 @@ def test_store_trips_bench_counts_round_trips_by_feature(tmp_path: Path) -> None
         assert row["round_trips_exact"] == row["round_trips"], name
         assert sum(row["by_feature"].values()) == pytest.approx(row["round_trips"]), name
         assert all(n > 0 for n in row["by_feature"].values()), name
-        assert row["redis_cpu_us"] >= 0
+        assert row["redis_cpu_us"] >= 0 and row["gateway_cpu_us"] > 0
     assert (result["cache miss"]["status"], result["cache hit"]["status"], result["refused"]["status"]) == (
         200, 200, 429,
     )  # fmt: skip
