@@ -156,3 +156,77 @@ async def test_write_many_reloads_scripts_the_server_forgot(redis_url: str) -> N
     finally:
         await raw.aclose()
         await store.close()
+
+
+# --- the after-answer writes at stage level ---------------------------------------------------------------
+
+
+def limited_stage(store: Store) -> Any:
+    from gateway.features.ratelimit import Limits, RateLimitConfig, RateLimitStage
+
+    return RateLimitStage(RateLimitConfig(), {"id-alice": Limits(rpm=100, max_concurrent=1)}, store)
+
+
+def a_call(stream: bool = False) -> Any:
+    from test_ratelimit import chat, make_call
+
+    return make_call(chat(stream=stream))
+
+
+async def test_deferred_writes_are_sent_even_when_the_client_leaves(redis_url: str) -> None:
+    import anyio
+
+    from gateway.pipeline import Response
+    from gateway.stores.after_writes import defer
+
+    # Redis, because the flush then really awaits the network (the memory backend never suspends).
+    store = RedisStore(redis_url)
+    key = store_key("test", uuid.uuid4().hex)
+    stage = limited_stage(store)
+    started = anyio.Event()
+
+    async def answer_then_hang(call: Any) -> Response:
+        # An inner stage queued its write (as the budget's settlement is), then the request is cancelled.
+        assert defer(call, Write([key], value=b"settled", ttl=60))
+        started.set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(stage.handle, a_call(), answer_then_hang)
+        await started.wait()
+        group.cancel_scope.cancel()
+    assert await store.get(key) == b"settled"
+    # ...and the rate limit's own slot was given back in the same cancelled request.
+    assert isinstance(await stage.handle(a_call(), _answer), Response)
+    await store.close()
+
+
+async def _answer(call: Any) -> Any:
+    from gateway.pipeline import Response
+    from gateway.providers.mock import MockOptions, chat_body
+
+    return Response(chat_body(call.body, "m", MockOptions(), "id"))
+
+
+async def test_a_streams_writes_at_its_end_go_to_the_store_directly() -> None:
+    from gateway.pipeline import Response, Stream
+    from gateway.providers.mock import MockOptions, chat_chunks
+    from gateway.stores.after_writes import defer
+
+    store = MemoryStore()
+    stage = limited_stage(store)
+    call = a_call(stream=True)
+
+    async def streaming(call: Any) -> Stream:
+        return Stream.from_chunks(chat_chunks(call.body, "m", MockOptions(chunk_size=1), "id"))
+
+    stream = await stage.handle(call, streaming)
+    assert isinstance(stream, Stream)
+    # The stage has returned: its list is closed, so a write made when the stream ends is not queued (and
+    # lost) but made by its stage right away.
+    assert not defer(call, Write(["k"], value=b"v"))
+    chunks = [c async for c in stream]
+    assert chunks[-1]["usage"]["total_tokens"] > 0
+    # The stream's end released its slot: another request is admitted.
+    assert isinstance(await stage.handle(a_call(), _answer), Response)
