@@ -20,7 +20,7 @@ from datetime import datetime
 
 from gateway.ids import IdSource
 from gateway.periods import Window
-from gateway.stores import AtomicOp, MemoryData, Store, store_key
+from gateway.stores import AtomicOp, MemoryData, Store, Write, store_key
 
 # Keep a window's counters a while after it ends, so a request that reserved just before midnight settles
 # into the window it reserved in.
@@ -323,6 +323,11 @@ class BudgetBook:
         args = [reservation.lease, cost, *(slot.ttl_ms(now) for slot in slots)]
         result = await self.store.run(SETTLE, _keys(slots), args)
         return [(result[2 * i], result[2 * i + 1]) for i in range(len(slots))]
+
+    def settle_write(self, reservation: Reservation, cost: int, now: datetime) -> Write:
+        """:meth:`settle` as a `Write` to send with others (its answer is not read)."""
+        slots = reservation.slots
+        return Write(_keys(slots), SETTLE, [reservation.lease, cost, *(slot.ttl_ms(now) for slot in slots)])
 
     async def restore(self, slot: BudgetSlot, spent: int, now: datetime) -> bool:
         """Set a window's spend (from the ledger) unless the store already has it; True when it was set."""

@@ -57,6 +57,7 @@ from gateway.periods import Period, window_for
 from gateway.pipeline import Call, Handler, Response, Result
 from gateway.pricing import format_usd, usd_to_nanos
 from gateway.stores import Store, StoreUnavailable
+from gateway.stores.after_writes import defer
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -380,8 +381,11 @@ class BudgetStage:
                     "request %s cost %s USD, more than the %s USD reserved (upstream ignored max_tokens?)",
                     call.request_id, format_usd(cost), format_usd(reservation.amount),
                 )  # fmt: skip
+            now = self.clock()
+            if defer(call, self.book.settle_write(reservation, cost, now)):
+                return  # sent with the request's other after-answer writes, in one round trip
             try:
-                await self.book.settle(reservation, cost, self.clock())
+                await self.book.settle(reservation, cost, now)
             except StoreUnavailable:
                 # The ledger still has the cost; the reservation's lease expires on its own.
                 logger.error(

@@ -52,7 +52,8 @@ from gateway.features.cache_entries import (
 )
 from gateway.features.cache_generations import Generations
 from gateway.pipeline import Call, Handler, Response, Result, Stream
-from gateway.stores.base import Store, StoreUnavailable, store_key
+from gateway.stores.after_writes import defer
+from gateway.stores.base import Store, StoreUnavailable, Write, store_key
 
 KEY_VERSION = "v1"
 UNCACHEABLE = "cache.uncacheable"
@@ -277,6 +278,9 @@ class CacheStage:
         raw = encode_entry(call, body, generations.tokens)
         if len(raw) > self.config.max_entry_bytes:
             self.stats.too_large += 1
+            return
+        if defer(call, Write([key], value=raw, ttl=ttl)):
+            self.stats.stores += 1  # sent with the request's other after-answer writes
             return
         try:
             await self.store.set(key, raw, ttl)

@@ -42,7 +42,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from gateway.stores.base import AtomicOp, MemoryData, Store, StoreUnavailable, store_key
+from gateway.pipeline import Call
+from gateway.stores.after_writes import defer
+from gateway.stores.base import AtomicOp, MemoryData, Store, StoreUnavailable, Write, store_key
 
 State = Literal["closed", "open", "half_open"]
 
@@ -265,11 +267,14 @@ class CooldownTracker:
         result = await self.store.run(CLAIM_PROBE, [self._key(route) + ":probe"], [lease_ms])
         return bool(result and result[0] == 1)
 
-    async def _count(self, route: str, outcome: int) -> tuple[int, int, bool]:
+    def _count_args(self, outcome: int) -> list[int]:
         policy = self.policy
         bucket = int(self.clock() / policy.bucket_s)
         ttl_ms = max(1, math.ceil((policy.window_s + policy.bucket_s) * 1000))
-        args = [bucket, outcome, BUCKETS, policy.min_requests, _ppm(policy), ttl_ms]
+        return [bucket, outcome, BUCKETS, policy.min_requests, _ppm(policy), ttl_ms]
+
+    async def _count(self, route: str, outcome: int) -> tuple[int, int, bool]:
+        args = self._count_args(outcome)
         result = await self.store.run(COUNT_OUTCOME, [self._key(route) + ":n"], args)
         if len(result) != 3:
             return 0, 0, False
@@ -353,13 +358,17 @@ class CooldownTracker:
                 if after != before:  # an open circuit stays as it is: its probe decides
                     await self._save(route, after, now)
 
-    async def success(self, route: str, *, probe: bool = False) -> None:
+    async def success(self, route: str, *, probe: bool = False, call: Call | None = None) -> None:
         """Record an answered attempt on ``route``; a probe's answer closes the circuit.
 
+        With ``call``, a plain answer's count (whose result nobody reads) joins the request's other writes
+        after the answer, sent in one round trip (``gateway.stores.after_writes``).
         Never raises for the store: the answer is in hand and must reach the client (see :meth:`failure`).
         """
         with contextlib.suppress(StoreUnavailable):
             if not probe:
-                await self._count(route, SUCCESS)
+                write = Write([self._key(route) + ":n"], COUNT_OUTCOME, self._count_args(SUCCESS))
+                if call is None or not defer(call, write):
+                    await self._count(route, SUCCESS)
                 return
             await self.reset(route)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import math
 import secrets
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -37,8 +37,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.errors import GatewayError
 from gateway.pipeline import Call, Handler, Response, Result
-from gateway.stores.base import Store, StoreUnavailable, store_key
-from gateway.stores.ops import GCRA, LEASE_ACQUIRE, LEASE_RELEASE
+from gateway.stores.after_writes import defer, flush_writes, open_writes
+from gateway.stores.base import Store, StoreUnavailable, Write, store_key
+from gateway.stores.ops import RL_ADMIT, RL_FINISH
 from gateway.token_estimate import estimate_prompt_tokens, estimate_text_tokens
 
 if TYPE_CHECKING:
@@ -165,15 +166,27 @@ class RateLimitStage:
         return buckets, concurrency
 
     async def handle(self, call: Call, next: Handler) -> Result:
-        """Admit the request if every limit allows it (429 otherwise), then reconcile tokens and release."""
+        """Admit the request if every limit allows it (429 otherwise), then reconcile tokens and release.
+
+        One store round trip before the request (`RL_ADMIT`: every GCRA limit and concurrency slot) and one
+        after it: `RL_FINISH` (token reconciliation and the slots' release) sent together with the inner
+        stages' writes (budget settlement, the cache's entry; see `gateway.stores.after_writes`).
+        """
+        open_writes(call)
+        try:
+            return await self._limited(call, next)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await flush_writes(call, self.store)
+
+    async def _limited(self, call: Call, next: Handler) -> Result:
         buckets, concurrency = self._buckets(call)
         if not buckets and not concurrency:
             return await next(call)
         prompt, completion = estimate_tokens(call, self.config.default_max_tokens)
         estimate = prompt + completion
-        if buckets:
-            await self._admit(call, buckets, estimate)
-        leases = await self._acquire(call, buckets, concurrency, estimate)
+        lease = await self._admit(call, buckets, concurrency, estimate)
+        held = [key for key, _, _ in concurrency]
         token_buckets = [b for b in buckets if b.kind == "tokens"]
         try:
             result = await next(call)
@@ -185,13 +198,11 @@ class RateLimitStage:
             # Shielded: after a cancellation (the client went away) every await would be cancelled again, and
             # a slot left held would block the key until its lease expires.
             with anyio.CancelScope(shield=True):
-                await self._release(leases)
                 # The prompt reached (or may have reached) the upstream; the completion did not happen.
-                await self._charge(token_buckets, -completion)
+                await self._finish(call, token_buckets, -completion, held, lease)
             raise
         if isinstance(result, Response):
-            await self._reconcile(token_buckets, estimate, result.usage)
-            await self._release(leases)
+            await self._finish(call, token_buckets, _difference(estimate, result.usage), held, lease)
             return result
         stream = result
 
@@ -202,30 +213,40 @@ class RateLimitStage:
             finally:
                 with anyio.CancelScope(shield=True):
                     # A stream the client abandoned keeps its estimate: the real usage is unknown.
-                    if stream.completed:
-                        await self._reconcile(token_buckets, estimate, stream.usage)
-                    await self._release(leases)
+                    cost = _difference(estimate, stream.usage) if stream.completed else 0
+                    await self._finish(call, token_buckets, cost, held, lease)
 
         return stream.pipe(settle)
 
-    async def _run(self, op: Any, keys: Sequence[str], args: Sequence[int]) -> list[int]:
+    async def _admit(
+        self, call: Call, buckets: list[Bucket], concurrency: list[tuple[str, int, str]], estimate: int
+    ) -> int:
+        """Check and charge every limit of `call` in one store operation; the lease id of its slots."""
+        lease = secrets.randbits(52)
+        args = [len(buckets), len(concurrency)]
+        for bucket in buckets:
+            args += [MINUTE_US, bucket.limit, 1 if bucket.kind == "requests" else estimate]
+        args += [int(self.config.lease_seconds * 1_000_000), lease, *(limit for _, limit, _ in concurrency)]
+        keys = [*(b.key for b in buckets), *(key for key, _, _ in concurrency)]
         try:
-            return await self.store.run(op, keys, args)
+            result = await self.store.run(RL_ADMIT, keys, args)
         except StoreUnavailable:
             raise _store_unavailable() from None
-
-    async def _admit(self, call: Call, buckets: list[Bucket], estimate: int) -> None:
-        costs = [1 if b.kind == "requests" else estimate for b in buckets]
-        args = [0]
-        for bucket, cost in zip(buckets, costs, strict=True):
-            args += [MINUTE_US, bucket.limit, cost]
-        result = await self._run(GCRA, [b.key for b in buckets], args)
-        allowed = result[0] == 1
-        states = [(result[1 + 3 * i], result[2 + 3 * i], result[3 + 3 * i]) for i in range(len(buckets))]
+        allowed, full = result[0] == 1, result[1]
+        states = [(result[2 + 3 * i], result[3 + 3 * i], result[4 + 3 * i]) for i in range(len(buckets))]
         headers = _limit_headers(buckets, states)
         call.response_headers.update(headers)
+        if allowed and not full:
+            return lease
         if allowed:
-            return
+            _, limit, scope = concurrency[full - 1]
+            raise GatewayError(
+                429,
+                f"Too many concurrent requests on {scope}: limit {limit}. Retry when one has finished.",
+                "rate_limit_exceeded",
+                "rate_limit_exceeded",
+                headers={**headers, **_retry_headers(1_000_000)},
+            )
         # Every refusing limit has a positive retry time (or -1: never); fall back to all if none says so.
         refused = [(b, s) for b, s in zip(buckets, states, strict=True) if s[2] != 0] or list(
             zip(buckets, states, strict=True)
@@ -252,52 +273,36 @@ class RateLimitStage:
             headers={**headers, **_retry_headers(retry_us)},
         )
 
-    async def _acquire(
-        self, call: Call, buckets: list[Bucket], concurrency: list[tuple[str, int, str]], estimate: int
-    ) -> list[tuple[str, int]]:
-        leases: list[tuple[str, int]] = []
-        lease_us = int(self.config.lease_seconds * 1_000_000)
-        for key, limit, scope in concurrency:
-            lease = secrets.randbits(52)
-            acquired, _ = await self._run(LEASE_ACQUIRE, [key], [limit, lease_us, lease])
-            if not acquired:
-                await self._release(leases)
-                # Not admitted after all: give back what the GCRA check charged.
-                await self._charge([b for b in buckets if b.kind == "requests"], -1)
-                await self._charge([b for b in buckets if b.kind == "tokens"], -estimate)
-                raise GatewayError(
-                    429,
-                    f"Too many concurrent requests on {scope}: limit {limit}. Retry when one has finished.",
-                    "rate_limit_exceeded",
-                    "rate_limit_exceeded",
-                    headers={**_ratelimit_headers(call), **_retry_headers(1_000_000)},
-                )
-            leases.append((key, lease))
-        return leases
-
-    async def _release(self, leases: Iterable[tuple[str, int]]) -> None:
-        for key, lease in leases:
-            # If the store is down, the lease expires on its own after lease_seconds.
-            with contextlib.suppress(StoreUnavailable):
-                await self.store.run(LEASE_RELEASE, [key], [lease])
-
-    async def _charge(self, buckets: list[Bucket], cost: int) -> None:
-        if not buckets or cost == 0:
+    async def _finish(
+        self, call: Call, buckets: list[Bucket], cost: int, held: list[str], lease: int
+    ) -> None:
+        """Charge `cost` more tokens (or refund) and release the slots, in one store operation (deferred to
+        the call's after-answer writes while they are open)."""
+        if not cost:
+            buckets = []
+        if not buckets and not held:
             return
-        args = [1]
+        args = [len(buckets), len(held)]
         for bucket in buckets:
             args += [MINUTE_US, bucket.limit, cost]
-        # Reconciling is best effort: the request itself was already admitted.
-        with contextlib.suppress(StoreUnavailable):
-            await self.store.run(GCRA, [b.key for b in buckets], args)
-
-    async def _reconcile(self, buckets: list[Bucket], estimate: int, usage: dict[str, Any] | None) -> None:
-        if not buckets or not usage:
+        args.append(lease)
+        keys = [*(b.key for b in buckets), *held]
+        if defer(call, Write(keys, RL_FINISH, args)):
             return
-        actual = usage.get("total_tokens")
-        if not isinstance(actual, int):
-            actual = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
-        await self._charge(buckets, actual - estimate)
+        # Best effort: the request itself was already admitted, and if the store is down the slots expire on
+        # their own after lease_seconds.
+        with contextlib.suppress(StoreUnavailable):
+            await self.store.run(RL_FINISH, keys, args)
+
+
+def _difference(estimate: int, usage: dict[str, Any] | None) -> int:
+    """Tokens to charge (or refund, negative) once the real `usage` is known; 0 when it is not."""
+    if not usage:
+        return 0
+    actual = usage.get("total_tokens")
+    if not isinstance(actual, int):
+        actual = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+    return actual - estimate
 
 
 def _ratelimit_headers(call: Call) -> dict[str, str]:

@@ -390,7 +390,7 @@ class RoutingStage:
         if self.metrics is not None:
             self.metrics.upstream(call.model, target.key, latency)
         # Every answer is counted (the failure rate needs them); a probe's answer also closes the circuit.
-        await self.cooldowns.success(target.key, probe=probe)
+        await self.cooldowns.success(target.key, probe=probe, call=call)
         if isinstance(result, Stream):
             self.stats.started(target.key)  # in flight again until the stream ends
             return result.pipe(lambda chunks: self._watch(chunks, target))

@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from gateway.stores.base import AtomicOp, MemoryData, OnError, Store, StoreUnavailable, hashed_id, store_key
+from gateway.stores.base import (
+    AtomicOp,
+    MemoryData,
+    OnError,
+    Store,
+    StoreUnavailable,
+    Write,
+    hashed_id,
+    store_key,
+)
 from gateway.stores.memory import MemoryStore
 
 if TYPE_CHECKING:
@@ -24,6 +33,7 @@ __all__ = [
     "StateConfig",
     "Store",
     "StoreUnavailable",
+    "Write",
     "hashed_id",
     "open_store",
     "store_key",

@@ -72,6 +72,18 @@ class AtomicOp:
     fail_open: Callable[[Sequence[str], Sequence[int]], list[int]]
 
 
+@dataclass(frozen=True)
+class Write:
+    """One write whose answer nobody reads, for `Store.write_many`: `op` run on `keys` with `args`, or, with
+    `op` None, `value` stored under `keys[0]` for `ttl` seconds (as `Store.set`)."""
+
+    keys: Sequence[str]
+    op: AtomicOp | None = None
+    args: Sequence[int] = ()
+    value: bytes = b""
+    ttl: float | None = None
+
+
 @runtime_checkable
 class Store(Protocol):
     """Shared state for the gateway's features: bytes values with TTL plus named atomic operations."""
@@ -97,6 +109,12 @@ class Store(Protocol):
 
     async def run(self, op: AtomicOp, keys: Sequence[str], args: Sequence[int]) -> list[int]:
         """Run `op` atomically on `keys` with integer `args`; returns the operation's integer results."""
+
+    async def write_many(self, writes: Sequence[Write]) -> None:
+        """Apply `writes` in order, in one round trip to a remote store (each one atomic, not the batch).
+
+        Raises `StoreUnavailable` when the store is down and `state.on_error` is `fail_closed`.
+        """
 
     async def ping(self) -> bool:
         """True when the store answers now (readiness probes); never raises."""

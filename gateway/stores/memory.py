@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from gateway.stores.base import AtomicOp
+from gateway.stores.base import AtomicOp, Write
 
 # Expired entries are also removed lazily on access; a periodic sweep bounds what idle keys cost.
 _SWEEP_EVERY = 1024
@@ -115,6 +115,14 @@ class MemoryStore:
         """Run `op`'s Python implementation; nothing awaits inside, so it is atomic within the event loop."""
         self._tick()
         return op.memory(_OpData(self._ops, self._now_us()), list(keys), [int(a) for a in args])
+
+    async def write_many(self, writes: Sequence[Write]) -> None:
+        """Apply each write in turn (there is no round trip to save in process)."""
+        for write in writes:
+            if write.op is None:
+                await self.set(write.keys[0], write.value, write.ttl)
+            else:
+                await self.run(write.op, write.keys, write.args)
 
     async def ping(self) -> bool:
         """Always True: the memory backend is this process."""

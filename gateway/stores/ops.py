@@ -18,7 +18,8 @@ from gateway.stores.base import AtomicOp, MemoryData
 # and the allowance refills continuously at limit/period, so there is no burst at a window edge.
 #
 # KEYS: one per limit.  ARGV: force, then (period_us, limit, cost) per key.
-# force=1 charges even when over the limit (reconciling real usage) and may refund (negative cost).
+# force=1 charges even when over the limit (reconciling real usage) and may refund (negative cost); force=2
+# (peek) answers as 0 would and charges nothing.
 # Returns: allowed, then (remaining, reset_us, retry_after_us) per key; retry_after_us = -1 when cost > limit.
 #
 # TATs are whole microseconds and a request's increment cost*period/limit is rounded down: floats that drift
@@ -26,57 +27,72 @@ from gateway.stores.base import AtomicOp, MemoryData
 # one microsecond per request, never a unit. Remaining units are computed as (free time * limit) / period,
 # exact in doubles for any realistic limit.
 
-_GCRA_LUA = """
+# The GCRA step as a Lua function, shared by `GCRA` and the rate limit's one-trip `RL_ADMIT` and `RL_FINISH`:
+# `keys` the limits, their (period, limit, cost) triples from ARGV[base + 1], `mode` 0 (charge if every limit
+# admits), 1 (force: charge regardless) or 2 (peek: compute the answer, charge nothing).
+_GCRA_FN = """
+local function gcra_check(keys, base, now)
+  local tats, news, ok = {}, {}, true
+  for i = 1, #keys do
+    local period = tonumber(ARGV[base + 3 * i - 2])
+    local limit = tonumber(ARGV[base + 3 * i - 1])
+    local cost = tonumber(ARGV[base + 3 * i])
+    local tat = tonumber(redis.call('GET', keys[i]) or '0')
+    if tat < now then tat = now end
+    tats[i] = tat
+    news[i] = tat + math.floor(cost * period / limit)
+    if cost > limit or news[i] - period > now then ok = false end
+  end
+  return ok, tats, news
+end
+local function gcra_apply(keys, base, now, ok, tats, news, charge, force)
+  local out = {(ok or force) and 1 or 0}
+  for i = 1, #keys do
+    local period = tonumber(ARGV[base + 3 * i - 2])
+    local limit = tonumber(ARGV[base + 3 * i - 1])
+    local cost = tonumber(ARGV[base + 3 * i])
+    local state = tats[i]
+    if charge then
+      state = news[i]
+      if state <= now then
+        redis.call('DEL', keys[i])
+      else
+        redis.call('SET', keys[i], string.format('%.0f', state), 'PX', math.ceil((state - now) / 1000))
+      end
+    end
+    local busy = math.max(state - now, 0)
+    local remaining = math.floor((period - busy) * limit / period)
+    if remaining < 0 then remaining = 0 end
+    local retry = 0
+    if cost > limit then
+      retry = -1
+    elseif not ok then
+      retry = math.max(0, news[i] - period - now)
+    end
+    out[#out + 1] = remaining
+    out[#out + 1] = busy
+    out[#out + 1] = retry
+  end
+  return out
+end
+local function gcra(keys, base, mode, now)
+  local ok, tats, news = gcra_check(keys, base, now)
+  return gcra_apply(keys, base, now, ok, tats, news, (ok and mode ~= 2) or mode == 1, mode == 1)
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local force = tonumber(ARGV[1]) == 1
-local n = #KEYS
-local tats, news, ok = {}, {}, true
-for i = 1, n do
-  local period = tonumber(ARGV[3 * i - 1])
-  local limit = tonumber(ARGV[3 * i])
-  local cost = tonumber(ARGV[3 * i + 1])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if tat < now then tat = now end
-  tats[i] = tat
-  news[i] = tat + math.floor(cost * period / limit)
-  if cost > limit or news[i] - period > now then ok = false end
-end
-local out = {(ok or force) and 1 or 0}
-for i = 1, n do
-  local period = tonumber(ARGV[3 * i - 1])
-  local limit = tonumber(ARGV[3 * i])
-  local cost = tonumber(ARGV[3 * i + 1])
-  local state = tats[i]
-  if ok or force then
-    state = news[i]
-    if state <= now then
-      redis.call('DEL', KEYS[i])
-    else
-      redis.call('SET', KEYS[i], string.format('%.0f', state), 'PX', math.ceil((state - now) / 1000))
-    end
-  end
-  local busy = math.max(state - now, 0)
-  local remaining = math.floor((period - busy) * limit / period)
-  if remaining < 0 then remaining = 0 end
-  local retry = 0
-  if cost > limit then
-    retry = -1
-  elseif not ok then
-    retry = math.max(0, news[i] - period - now)
-  end
-  out[#out + 1] = remaining
-  out[#out + 1] = busy
-  out[#out + 1] = retry
-end
-return out
 """
 
+_GCRA_LUA = _GCRA_FN + "return gcra(KEYS, 1, tonumber(ARGV[1]), now)\n"
 
-def _gcra_memory(data: MemoryData, keys: Sequence[str], args: Sequence[int]) -> list[int]:
+FORCE, PEEK = 1, 2
+
+
+def _gcra_memory(data: MemoryData, keys: Sequence[str], args: Sequence[int], base: int = 1) -> list[int]:
     now = data.now_us
-    force = args[0] == 1
-    specs = [(args[3 * i + 1], args[3 * i + 2], args[3 * i + 3]) for i in range(len(keys))]
+    mode = args[base - 1]
+    force = mode == FORCE
+    specs = [(args[base + 3 * i], args[base + 3 * i + 1], args[base + 3 * i + 2]) for i in range(len(keys))]
     tats: list[int] = []
     news: list[int] = []
     ok = True
@@ -86,10 +102,11 @@ def _gcra_memory(data: MemoryData, keys: Sequence[str], args: Sequence[int]) -> 
         news.append(tat + (cost * period) // limit)
         if cost > limit or news[-1] - period > now:
             ok = False
+    charge = (ok and mode != PEEK) or force
     out = [1 if ok or force else 0]
     for key, (period, limit, cost), tat, new in zip(keys, specs, tats, news, strict=True):
         state = tat
-        if ok or force:
+        if charge:
             state = new
             if state <= now:
                 data.delete(key)
@@ -163,6 +180,107 @@ LEASE_RELEASE = AtomicOp(
     lua=_LEASE_RELEASE_LUA,
     memory=_lease_release_memory,
     fail_open=lambda keys, args: [0],
+)
+
+# --- A rate-limited request in two trips: admit, then finish -----------------------------------------------
+# The rate limit's GCRA limits and concurrency leases checked and taken in one script before the upstream, and
+# tokens reconciled and leases released in one after it (four trips before: GCRA, lease, GCRA, release).
+#
+# RL_ADMIT  KEYS: n GCRA keys, then m lease keys (sorted sets as in LEASE_ACQUIRE).
+#           ARGV: n, m, (period_us, limit, cost) per GCRA key, lease ttl_us, lease id, then the m limits.
+# All or nothing: when a GCRA limit refuses, no slot is looked at (a refusal costs what GCRA alone costs), and
+# when a concurrency limit is full nothing is charged (the GCRA answer is a peek). Returns: GCRA's allowed,
+# the 1-based index of the first full concurrency limit (0: none, or GCRA refused), then GCRA's triples.
+
+_RL_ADMIT_LUA = (
+    _GCRA_FN
+    + """
+local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
+local base = 2 + 3 * n
+local ttl, id = tonumber(ARGV[base + 1]), ARGV[base + 2]
+local gkeys = {}
+for i = 1, n do gkeys[i] = KEYS[i] end
+local ok, tats, news = gcra_check(gkeys, 2, now)
+local full = 0
+if ok then
+  for j = 1, m do
+    local k = KEYS[n + j]
+    redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
+    if full == 0 and redis.call('ZCARD', k) >= tonumber(ARGV[base + 2 + j]) then full = j end
+  end
+end
+local out = gcra_apply(gkeys, 2, now, ok, tats, news, ok and full == 0, false)
+if ok and full == 0 then
+  for j = 1, m do
+    redis.call('ZADD', KEYS[n + j], string.format('%.0f', now + ttl), id)
+    redis.call('PEXPIRE', KEYS[n + j], math.ceil(ttl / 1000))
+  end
+end
+table.insert(out, 2, full)
+return out
+"""
+)
+
+
+def _rl_admit_memory(data: MemoryData, keys: Sequence[str], args: Sequence[int]) -> list[int]:
+    n = args[0]
+    base = 2 + 3 * n
+    ttl, lease = args[base], args[base + 1]
+    now = data.now_us
+    # GCRA's own layout: its mode, then the triples. A peek first: a refused request touches no slot.
+    out = _gcra_memory(data, keys[:n], [PEEK, *args[2:base]])
+    if out[0] != 1:
+        return [0, 0, *out[1:]]
+    held = [{k: exp for k, exp in (data.get(key) or {}).items() if exp > now} for key in keys[n:]]
+    full = next((j + 1 for j, leases in enumerate(held) if len(leases) >= args[base + 2 + j]), 0)
+    if full:
+        return [1, full, *out[1:]]
+    out = _gcra_memory(data, keys[:n], [0, *args[2:base]])
+    for key, leases in zip(keys[n:], held, strict=True):
+        leases[lease] = now + ttl
+        data.set(key, leases, math.ceil(ttl / 1000))
+    return [out[0], 0, *out[1:]]
+
+
+RL_ADMIT = AtomicOp(
+    name="rl_admit",
+    lua=_RL_ADMIT_LUA,
+    memory=_rl_admit_memory,
+    fail_open=lambda keys, args: [1, 0, *(x for i in range(args[0]) for x in (args[3 + 3 * i], 0, 0))],
+)
+
+# RL_FINISH KEYS: n GCRA keys (the token limits), then m lease keys.
+#           ARGV: n, m, (period_us, limit, cost) per GCRA key, lease id.
+# Charges (force) the cost difference of each token limit, then releases the lease. Returns nothing.
+
+_RL_FINISH_LUA = (
+    _GCRA_FN
+    + """
+local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
+if n > 0 then
+  local gkeys = {}
+  for i = 1, n do gkeys[i] = KEYS[i] end
+  gcra(gkeys, 2, 1, now)
+end
+local id = ARGV[3 + 3 * n]
+for j = 1, m do redis.call('ZREM', KEYS[n + j], id) end
+return {}
+"""
+)
+
+
+def _rl_finish_memory(data: MemoryData, keys: Sequence[str], args: Sequence[int]) -> list[int]:
+    n = args[0]
+    base = 2 + 3 * n
+    if n:
+        _gcra_memory(data, keys[:n], [FORCE, *args[2:base]])
+    for key in keys[n:]:
+        (data.get(key) or {}).pop(args[base], None)
+    return []
+
+
+RL_FINISH = AtomicOp(
+    name="rl_finish", lua=_RL_FINISH_LUA, memory=_rl_finish_memory, fail_open=lambda keys, args: []
 )
 
 # --- Reserve if it fits ------------------------------------------------------------------------------------

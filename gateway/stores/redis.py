@@ -21,9 +21,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.stores.base import AtomicOp, OnError, StoreUnavailable
+from gateway.stores.base import AtomicOp, OnError, StoreUnavailable, Write
 
 log = logging.getLogger("gateway.stores")
 
@@ -78,15 +79,42 @@ class RedisStore:
         """Remove `key`."""
         await self._call(lambda: self._client.delete(key), None)
 
-    async def run(self, op: AtomicOp, keys: Sequence[str], args: Sequence[int]) -> list[int]:
-        """Run `op`'s Lua script atomically on the server."""
+    def _script(self, op: AtomicOp) -> AsyncScript:
         script = self._scripts.get(op.name)
         if script is None:
             script = self._scripts[op.name] = self._client.register_script(op.lua)
+        return script
+
+    async def run(self, op: AtomicOp, keys: Sequence[str], args: Sequence[int]) -> list[int]:
+        """Run `op`'s Lua script atomically on the server."""
+        script = self._script(op)
         result = await self._call(
             lambda: script(keys=list(keys), args=[int(a) for a in args]), op.fail_open(keys, args)
         )
         return [int(x) for x in result]
+
+    async def write_many(self, writes: Sequence[Write]) -> None:
+        """One pipeline (not a transaction: each write is atomic on its own) of EVALSHA and SET commands.
+
+        A script the server does not know (restarted, or never loaded) fails alone with NOSCRIPT without
+        running, so those writes are sent again through `run`, which loads the script first.
+        """
+        if not writes:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for write in writes:
+            if write.op is None:
+                px = None if write.ttl is None else max(1, int(write.ttl * 1000))
+                pipe.set(write.keys[0], write.value, px=px)
+            else:
+                sha = self._script(write.op).sha
+                pipe.evalsha(sha, len(write.keys), *write.keys, *(int(a) for a in write.args))
+        results = await self._call(lambda: pipe.execute(raise_on_error=False), [])
+        for write, result in zip(writes, results, strict=False):
+            if isinstance(result, NoScriptError) and write.op is not None:
+                await self.run(write.op, write.keys, write.args)
+            elif isinstance(result, Exception):
+                log.error("state store write failed: %s", type(result).__name__)
 
     async def ping(self) -> bool:
         """True when Redis answers now (used by health checks)."""

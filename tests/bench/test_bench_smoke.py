@@ -157,3 +157,29 @@ def test_json_codecs_bench_compares_the_libraries(tmp_path: Path) -> None:
         assert row["speedup"]["json"] == pytest.approx(1.0)
         assert row["us"]["orjson"] > 0
     assert "orjson x" in proc.stdout
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_store_trips_bench_counts_round_trips_by_feature(tmp_path: Path) -> None:
+    out = tmp_path / "trips.json"
+    proc = run("store_trips.py", "--requests", "10", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert list(result) == ["cache miss", "cache hit", "refused"]
+    for name, row in result.items():
+        assert row["requests"] == 10, name
+        assert isinstance(row["round_trips"], int) and row["round_trips"] > 0, name
+        # Every request of a path takes the same trips, so the count per request is a whole number.
+        assert row["round_trips_exact"] == row["round_trips"], name
+        assert sum(row["by_feature"].values()) == pytest.approx(row["round_trips"]), name
+        assert all(n > 0 for n in row["by_feature"].values()), name
+        assert row["redis_cpu_us"] >= 0 and row["gateway_cpu_us"] > 0
+    assert (result["cache miss"]["status"], result["cache hit"]["status"], result["refused"]["status"]) == (
+        200, 200, 429,
+    )  # fmt: skip
+    # A miss reads and writes the cache, a hit only reads it; a refusal never reaches the cache.
+    assert any("cache" in f for f in result["cache miss"]["by_feature"])
+    assert any("cache" in f for f in result["cache hit"]["by_feature"])
+    assert not any("cache" in f for f in result["refused"]["by_feature"])
+    assert result["refused"]["round_trips"] < result["cache hit"]["round_trips"]
+    assert "trips/req" in proc.stdout

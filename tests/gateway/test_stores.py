@@ -22,7 +22,15 @@ from gateway.stores import (
     open_store,
     store_key,
 )
-from gateway.stores.ops import ADD_WITHIN, GCRA, INCR_WINDOW, LEASE_ACQUIRE, LEASE_RELEASE
+from gateway.stores.ops import (
+    ADD_WITHIN,
+    GCRA,
+    INCR_WINDOW,
+    LEASE_ACQUIRE,
+    LEASE_RELEASE,
+    RL_ADMIT,
+    RL_FINISH,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -221,6 +229,44 @@ async def test_leases_of_a_dead_replica_expire() -> None:
     assert (await store.run(LEASE_ACQUIRE, ["c"], [1, 5_000_000, 2]))[0] == 0
     clock.now += 6
     assert (await store.run(LEASE_ACQUIRE, ["c"], [1, 5_000_000, 2]))[0] == 1
+
+
+def admit_args(rpm: int, tpm: int, tokens: int, conc: int, lease: int) -> list[int]:
+    """RL_ADMIT's arguments for one rpm and one tpm limit and one concurrency limit."""
+    return [2, 1, MINUTE_US, rpm, 1, MINUTE_US, tpm, tokens, MINUTE_US, lease, conc]
+
+
+async def test_rate_limit_admit_is_all_or_nothing_across_limits_and_slots(store: Store) -> None:
+    req, tok, conc = fresh("req"), fresh("tok"), fresh("conc")
+    keys = [req, tok, conc]
+    # Admitted: one request and 40 tokens charged, a slot taken; then GCRA's (remaining, reset, retry) each.
+    admitted = await store.run(RL_ADMIT, keys, admit_args(5, 100, 40, 1, 1))
+    assert admitted[:2] == [1, 0] and len(admitted) == 8
+    assert [admitted[2], admitted[5]] == [4, 60]
+    # The only slot is held: refused with the concurrency limit's index, and nothing charged.
+    refused = await store.run(RL_ADMIT, keys, admit_args(5, 100, 40, 1, 2))
+    assert refused[:2] == [1, 1]
+    assert [refused[2], refused[5]] == [4, 60]  # remaining requests and tokens, as before the attempt
+    peek = await store.run(GCRA, [req, tok], [2, MINUTE_US, 5, 1, MINUTE_US, 100, 40])
+    assert [peek[1], peek[4]] == [4, 60]
+    # Finishing the first request refunds 30 of its 40 tokens and frees the slot, in one operation.
+    assert await store.run(RL_FINISH, [tok, conc], [1, 1, MINUTE_US, 100, -30, 1]) == []
+    admitted = await store.run(RL_ADMIT, keys, admit_args(5, 100, 40, 1, 3))
+    assert admitted[:2] == [1, 0]
+    assert [admitted[2], admitted[5]] == [3, 50]  # 2 requests and 10 + 40 tokens charged
+    # A token limit that refuses takes no slot: after releasing lease 3, a slot is free again.
+    too_big = await store.run(RL_ADMIT, keys, admit_args(5, 100, 101, 2, 4))
+    assert too_big[0] == 0 and too_big[7] == -1
+    assert await store.run(RL_FINISH, [conc], [0, 1, 3]) == []
+    assert (await store.run(RL_ADMIT, keys, admit_args(5, 100, 1, 1, 5)))[:2] == [1, 0]
+
+
+async def test_rate_limit_admit_with_only_a_concurrency_limit(store: Store) -> None:
+    conc = fresh("conc")
+    assert await store.run(RL_ADMIT, [conc], [0, 1, MINUTE_US, 7, 1]) == [1, 0]
+    assert await store.run(RL_ADMIT, [conc], [0, 1, MINUTE_US, 8, 1]) == [1, 1]
+    assert await store.run(RL_FINISH, [conc], [0, 1, 7]) == []
+    assert await store.run(RL_ADMIT, [conc], [0, 1, MINUTE_US, 8, 1]) == [1, 0]
 
 
 async def test_add_within_reserves_only_what_fits(store: Store) -> None:

@@ -1,0 +1,52 @@
+"""Writes the stages make after a request's answer, sent to the store together in one round trip.
+
+Rate-limit release and token reconciliation, budget settlement and the cache's new entry all happen once the
+answer is known, each in its own stage; one after the other they cost a Redis round trip each. The outermost
+stage that writes to the store (the rate limit's, always in the chain) opens a list on the call with
+`open_writes`, the inner stages `defer` their writes into it instead of awaiting the store, and the outer
+stage sends them with `flush_writes` in one `Store.write_many` (a Redis pipeline) before the answer leaves.
+
+Only writes made while the outer stage still holds the call are batched: `flush_writes` closes the list first,
+so a stream's writes, made when the stream ends (after the stage returned), go to the store directly.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from gateway.pipeline import Call
+from gateway.stores.base import Store, StoreUnavailable, Write
+
+log = logging.getLogger("gateway.stores")
+
+SCRATCH = "store.after_writes"
+
+
+def open_writes(call: Call) -> None:
+    """Start collecting `call`'s after-answer writes (until `flush_writes`)."""
+    call.scratch[SCRATCH] = []
+
+
+def defer(call: Call, write: Write) -> bool:
+    """Queue `write` for `call`'s flush; False when no list is open (the caller writes it now itself)."""
+    pending = call.scratch.get(SCRATCH)
+    if pending is None:
+        return False
+    pending.append(write)
+    return True
+
+
+async def flush_writes(call: Call, store: Store) -> None:
+    """Close `call`'s list and send what it holds in one round trip. Callers shield this from cancellation:
+    the writes give back leases and reservations, which must not be lost to a client that went away."""
+    pending = call.scratch.pop(SCRATCH, None)
+    if not pending:
+        return
+    try:
+        await store.write_many(pending)
+    except StoreUnavailable:
+        # The ledger still has the request's cost; leases and reservations expire on their own.
+        log.error(
+            "request %s: state store unreachable, %d writes after the answer (budget settlement, rate-limit "
+            "release, cache entry) not applied", call.request_id, len(pending),
+        )  # fmt: skip

@@ -1,0 +1,230 @@
+"""Redis round trips per request (issue 20): one before the upstream per stateful feature at most, and every
+write after the answer (rate-limit release and reconciliation, budget settlement, cache entry) in one
+pipeline.
+
+Trips are counted where redis-py writes commands to a connection (`send_packed_command`: a pipeline of several
+commands is one call), and attributed to the features whose keys they name (`gw:<feature>:...`).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.app import create_app
+from gateway.auth import key_id
+from gateway.config import parse_config
+from gateway.stores import MemoryStore, RedisStore, Store, Write, store_key
+from gateway.stores.ops import GCRA, INCR_WINDOW
+
+pytestmark = pytest.mark.anyio
+
+FEATURE = re.compile(rb"gw:([a-z_]+):")
+
+
+class Trips:
+    """Round trips to Redis by the features their keys name, counted while installed."""
+
+    def __init__(self) -> None:
+        self.seen: Counter[str] = Counter()
+
+    def reset(self) -> None:
+        self.seen.clear()
+
+    def counted(self) -> dict[str, int]:
+        return dict(self.seen)
+
+
+@pytest.fixture
+def trips(monkeypatch: pytest.MonkeyPatch) -> Trips:
+    from redis.asyncio.connection import AbstractConnection
+
+    found = Trips()
+    original = AbstractConnection.send_packed_command
+
+    async def counting(conn: Any, command: Any, check_health: bool = True) -> None:
+        chunks = [command] if isinstance(command, (bytes, str)) else list(command)
+        raw = b"".join(c.encode() if isinstance(c, str) else bytes(c) for c in chunks)
+        found.seen["+".join(sorted({m.decode() for m in FEATURE.findall(raw)})) or "other"] += 1
+        await original(conn, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+    return found
+
+
+@asynccontextmanager
+async def sdk(redis_url: str, key: str, name: str) -> AsyncIterator[openai.AsyncOpenAI]:
+    text = f"""
+auth:
+  keys:
+    - {{name: {name}, key: {key}, rpm: 1000, tpm: 1000000, max_concurrent: 10,
+        budget: {{limit_usd: 100, period: monthly}}}}
+providers:
+  - {{name: mock, type: mock}}
+models:
+  - {{name: echo, routes: [{{provider: mock}}], pricing: {{input_per_1m: 2.5, output_per_1m: 10.0}}}}
+usage: {{database: ":memory:"}}
+features:
+  rate_limit: {{}}
+  cache: {{enabled: true, mode: all}}
+state: {{redis_url: '{redis_url}', on_error: fail_closed}}
+"""
+    app = create_app(parse_config(text, "trips.yaml"))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway/v1") as http,
+    ):
+        yield openai.AsyncOpenAI(base_url="http://gateway/v1", api_key=key, http_client=http, max_retries=0)
+
+
+async def test_a_production_request_takes_one_trip_per_feature_before_and_one_after(
+    redis_url: str, trips: Trips
+) -> None:
+    name = f"trips{uuid.uuid4().hex[:8]}"
+    key = f"sk-{name}-0123456789"
+    prompt = [{"role": "user", "content": f"hello {name}"}]
+    async with sdk(redis_url, key, name) as client:
+        await client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "warm"}])
+        trips.reset()
+        miss = await client.chat.completions.with_raw_response.create(model="echo", messages=prompt)  # type: ignore[arg-type]
+        assert miss.headers["x-gateway-cache"] == "MISS"
+        # Before the upstream: the rate limit (rpm, tpm and the concurrency slot in one script), the budget's
+        # reservation, the cache lookup, the route's health (cd). After it: one pipeline with every write.
+        assert trips.counted() == {"rl": 1, "budget": 1, "cache": 1, "cd": 1, "budget+cache+cd+rl": 1}
+        trips.reset()
+        hit = await client.chat.completions.with_raw_response.create(model="echo", messages=prompt)  # type: ignore[arg-type]
+        assert hit.headers["x-gateway-cache"] == "HIT"
+        assert trips.counted() == {"rl": 1, "budget": 1, "cache": 1, "budget+rl": 1}
+    # The pipelined writes did apply: the slot is free again, the budget holds no reservation and has spent.
+    raw = aioredis.Redis.from_url(redis_url)
+    try:
+        assert await raw.zcard(store_key("rl", key_id(key), "*", "conc")) == 0
+        [budget] = [k async for k in raw.scan_iter(f"gw:budget:key:{name}:*") if not k.endswith(b":leases")]
+        spent, reserved = await raw.hmget(budget, "spent", "reserved")
+        assert int(reserved) == 0 and int(spent) > 0
+    finally:
+        await raw.aclose()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    if request.param == "memory":
+        s: Store = MemoryStore()
+    else:
+        s = RedisStore(request.getfixturevalue("redis_url"))
+    yield s
+    await s.close()
+
+
+async def test_write_many_applies_every_write_in_order(store: Store) -> None:
+    base = store_key("test", uuid.uuid4().hex)
+    await store.write_many(
+        [
+            Write([f"{base}:v"], value=b"cached", ttl=60),
+            Write([f"{base}:n"], INCR_WINDOW, [60_000]),
+            Write([f"{base}:n"], INCR_WINDOW, [60_000]),
+            Write([f"{base}:g"], GCRA, [0, 60_000_000, 5, 2]),
+        ]
+    )
+    assert await store.get(f"{base}:v") == b"cached"
+    assert await store.run(INCR_WINDOW, [f"{base}:n"], [60_000]) == [3]
+    # Two units of five charged by the pipelined GCRA: a peek sees three left.
+    assert (await store.run(GCRA, [f"{base}:g"], [2, 60_000_000, 5, 1]))[1] == 3
+    await store.write_many([])
+
+
+async def test_write_many_reloads_scripts_the_server_forgot(redis_url: str) -> None:
+    store = RedisStore(redis_url)
+    key = store_key("test", uuid.uuid4().hex)
+    raw = aioredis.Redis.from_url(redis_url)
+    try:
+        await store.run(INCR_WINDOW, [key], [60_000])
+        await raw.script_flush()  # as after a restart of Redis: the script's sha is unknown now
+        await store.write_many([Write([key], INCR_WINDOW, [60_000])])
+        assert await store.run(INCR_WINDOW, [key], [60_000]) == [3]
+    finally:
+        await raw.aclose()
+        await store.close()
+
+
+# --- the after-answer writes at stage level ---------------------------------------------------------------
+
+
+def limited_stage(store: Store) -> Any:
+    from gateway.features.ratelimit import Limits, RateLimitConfig, RateLimitStage
+
+    return RateLimitStage(RateLimitConfig(), {"id-alice": Limits(rpm=100, max_concurrent=1)}, store)
+
+
+def a_call(stream: bool = False) -> Any:
+    from test_ratelimit import chat, make_call
+
+    return make_call(chat(stream=stream))
+
+
+async def test_deferred_writes_are_sent_even_when_the_client_leaves(redis_url: str) -> None:
+    import anyio
+
+    from gateway.pipeline import Response
+    from gateway.stores.after_writes import defer
+
+    # Redis, because the flush then really awaits the network (the memory backend never suspends).
+    store = RedisStore(redis_url)
+    key = store_key("test", uuid.uuid4().hex)
+    stage = limited_stage(store)
+    started = anyio.Event()
+
+    async def answer_then_hang(call: Any) -> Response:
+        # An inner stage queued its write (as the budget's settlement is), then the request is cancelled.
+        assert defer(call, Write([key], value=b"settled", ttl=60))
+        started.set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(stage.handle, a_call(), answer_then_hang)
+        await started.wait()
+        group.cancel_scope.cancel()
+    assert await store.get(key) == b"settled"
+    # ...and the rate limit's own slot was given back in the same cancelled request.
+    assert isinstance(await stage.handle(a_call(), _answer), Response)
+    await store.close()
+
+
+async def _answer(call: Any) -> Any:
+    from gateway.pipeline import Response
+    from gateway.providers.mock import MockOptions, chat_body
+
+    return Response(chat_body(call.body, "m", MockOptions(), "id"))
+
+
+async def test_a_streams_writes_at_its_end_go_to_the_store_directly() -> None:
+    from gateway.pipeline import Response, Stream
+    from gateway.providers.mock import MockOptions, chat_chunks
+    from gateway.stores.after_writes import defer
+
+    store = MemoryStore()
+    stage = limited_stage(store)
+    call = a_call(stream=True)
+
+    async def streaming(call: Any) -> Stream:
+        return Stream.from_chunks(chat_chunks(call.body, "m", MockOptions(chunk_size=1), "id"))
+
+    stream = await stage.handle(call, streaming)
+    assert isinstance(stream, Stream)
+    # The stage has returned: its list is closed, so a write made when the stream ends is not queued (and
+    # lost) but made by its stage right away.
+    assert not defer(call, Write(["k"], value=b"v"))
+    chunks = [c async for c in stream]
+    assert chunks[-1]["usage"]["total_tokens"] > 0
+    # The stream's end released its slot: another request is admitted.
+    assert isinstance(await stage.handle(a_call(), _answer), Response)
