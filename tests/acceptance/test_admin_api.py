@@ -442,3 +442,41 @@ def test_clearing_a_route_cooldown_on_one_replica_lets_the_route_answer_on_the_o
     answered = httpx.post(f"{a}/v1/chat/completions", **post)
     assert answered.status_code == 200, answered.text
     assert upstream.stats["requests"] == before + 1
+
+
+@pytest.mark.feature("admin-api", step=9)
+def test_a_runtime_teams_budget_and_model_list_hold_for_its_keys_and_its_status_shows_the_spend(
+    gateway: Any,
+) -> None:
+    admin = gateway.admin_headers()
+    team = f"acceptance-team-{uuid.uuid4().hex[:8]}"
+    made = gateway.client.post(
+        "/admin/v1/teams",
+        json={"name": team, "models": ["budget-priced"], "budget": {"limit_usd": "0.01", "period": "total"}},
+        headers=admin,
+    )
+    assert made.status_code == 201, made.text
+    key = gateway.client.post("/admin/v1/keys", json={"name": f"{team}-key", "team": team}, headers=admin)
+    assert key.status_code == 201, key.text
+    secret = key.json()["secret"]
+
+    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=secret, max_retries=0, timeout=30) as client:
+        answered = 0
+        with pytest.raises(openai.RateLimitError) as refused:
+            for _ in range(100):
+                client.chat.completions.create(
+                    model="budget-priced", max_tokens=5, messages=[{"role": "user", "content": "spend"}]
+                )
+                answered += 1
+        assert answered > 0
+        assert refused.value.code == "budget_exceeded" and f"team '{team}'" in refused.value.message
+        # The key names no models of its own; the team's list is what it may call.
+        with pytest.raises(openai.PermissionDeniedError):
+            client.chat.completions.create(model="mock-echo", messages=[{"role": "user", "content": "hi"}])
+
+    status = gateway.client.get(f"/admin/v1/teams/{team}/budget", headers=admin).json()
+    assert status["scope"] == "team" and status["limit_usd"] == "0.01"
+    assert float(status["spent_usd"]) > 0 and float(status["remaining_usd"]) < 0.01
+    info = gateway.client.get("/team/info", params={"team_id": team}, headers=admin).json()
+    assert info["team_info"]["max_budget"] == 0.01 and info["team_info"]["models"] == ["budget-priced"]
+    assert [k["key_alias"] for k in info["keys"]] == [f"{team}-key"]

@@ -194,7 +194,9 @@ async def test_teams_are_listed_in_name_order_from_a_position(store: AdminStore)
 
 
 async def test_a_team_stored_before_teams_had_records_is_read_as_one_without_limits() -> None:
-    old = '{"team_id": "legacy", "team_alias": "legacy", "source": "api", "budget": null, "metadata": {"a": 1}}'
+    old = (
+        '{"team_id": "legacy", "team_alias": "legacy", "source": "api", "budget": null, "metadata": {"a": 1}}'
+    )
     rec = TeamRecord.parse(old)
     assert (rec.name, rec.budget, rec.models, rec.rpm, rec.metadata) == ("legacy", None, None, None, {"a": 1})
 
