@@ -86,6 +86,12 @@ class KeyIdentity:
     rpm: int | None = None
     tpm: int | None = None
     budget: BudgetConfig | None = field(default=None, compare=False)
+    # What a team made through the admin API brings (a config-file team's budget is in the config): one
+    # budget and one rpm/tpm allowance shared by every key of the team. Its model list is already folded
+    # into ``models``.
+    team_budget: BudgetConfig | None = field(default=None, compare=False)
+    team_rpm: int | None = None
+    team_tpm: int | None = None
 
     def may_use(self, model: str) -> bool:
         """Whether this key may call ``model``."""

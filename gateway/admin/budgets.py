@@ -22,7 +22,7 @@ def no_budget(what: str) -> GatewayError:
 
 
 class Budgets:
-    """Budgets of keys (config or runtime) and config-file teams; ``stage()`` is the running budgets stage."""
+    """Budgets of keys and teams (config file or runtime); ``stage()`` is the running budgets stage."""
 
     def __init__(self, keys: KeyAdmin, stage: Callable[[], BudgetStage]) -> None:
         self.keys = keys
@@ -42,8 +42,9 @@ class Budgets:
             raise no_budget(f"The key '{key_id}'")
         return rule
 
-    def _team_rule(self, team: str) -> BudgetRule:
-        rule = self.stage().team_rule(team)
+    async def _team_rule(self, team: str) -> BudgetRule:
+        record = await self.keys.store.team(team)
+        rule = await self.stage().team_rule(team, None if record is None else record.budget)
         if rule is None:
             raise no_budget(f"The team '{team}'")
         return rule
@@ -54,7 +55,7 @@ class Budgets:
 
     async def team_status(self, team: str) -> dict[str, Any]:
         """Spend, reservations and what remains of the team's budget this window."""
-        return (await self.stage().status([self._team_rule(team)]))[0]
+        return (await self.stage().status([await self._team_rule(team)]))[0]
 
     async def reset_key(self, key_id: str, actor: AdminPrincipal, request_id: str | None) -> dict[str, Any]:
         """Zero the key's spend this window (audited)."""
@@ -62,7 +63,7 @@ class Budgets:
 
     async def reset_team(self, team: str, actor: AdminPrincipal, request_id: str | None) -> dict[str, Any]:
         """Zero the team's spend this window (audited)."""
-        return await self._reset(self._team_rule(team), team, actor, request_id)
+        return await self._reset(await self._team_rule(team), team, actor, request_id)
 
     async def _reset(
         self, rule: BudgetRule, target: str, actor: AdminPrincipal, request_id: str | None

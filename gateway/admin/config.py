@@ -11,6 +11,8 @@ from gateway.key_digests import stored_form
 Scope = Literal[
     "keys:read",
     "keys:write",
+    "teams:read",
+    "teams:write",
     "budgets:read",
     "budgets:write",
     "usage:read",

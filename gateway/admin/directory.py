@@ -7,6 +7,9 @@ when it moved. So a revocation on one replica is honoured by every other within 
 subscriber connection to lose messages on, and it costs one GET per replica per interval while requests
 arrive (none when idle). A miss is looked up in the store directly, so a key created on one replica works
 on another at once.
+
+A runtime key's identity carries what its runtime team brings (budget, model list, rpm/tpm), read through
+the same cache, so a team change reaches every replica within the same interval.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 
-from gateway.admin.records import KeyRecord
+from gateway.admin.records import KeyRecord, TeamRecord
 from gateway.admin.store import AdminStore
 from gateway.auth import KeyRing, key_digest, presented_key
 from gateway.errors import bad_key
@@ -41,6 +44,8 @@ class KeyDirectory:
         self._clock = clock
         self._wall = wall
         self._cache: dict[str, KeyRecord | None] = {}
+        # Runtime teams by name, dropped with the key cache when the version moves (team changes bump it).
+        self._teams: dict[str, TeamRecord | None] = {}
         self._version: int | None = None
         self._checked = float("-inf")
         self._sync_lock = asyncio.Lock()
@@ -59,11 +64,19 @@ class KeyDirectory:
             self._cache[hexdigest] = record
         if record is None or not record.accepts(hexdigest, self._wall()):
             return None
-        return record.identity()
+        return record.identity(None if record.team is None else await self._team(record.team))
+
+    async def _team(self, name: str) -> TeamRecord | None:
+        if name not in self._teams:
+            if len(self._teams) >= MAX_CACHED:
+                self._teams.clear()
+            self._teams[name] = await self.store.team(name)
+        return self._teams[name]
 
     def forget(self) -> None:
         """Drop cached lookups now (this replica just changed a key)."""
         self._cache.clear()
+        self._teams.clear()
         self._checked = float("-inf")
 
     async def _sync(self) -> None:
@@ -75,6 +88,7 @@ class KeyDirectory:
             version = await self.store.version()
             if version != self._version:
                 self._cache.clear()
+                self._teams.clear()
                 self._version = version
             self._checked = self._clock()
 

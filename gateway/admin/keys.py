@@ -88,6 +88,16 @@ def page_size(limit: int | None) -> int:
     return limit
 
 
+def check_models(config: GatewayConfig, models: list[str] | str | None) -> None:
+    """400 naming ``models[i]`` when a listed model is not one of ``config``'s aliases."""
+    if not isinstance(models, list):
+        return
+    known = {m.name for m in config.models}
+    for i, model in enumerate(models):
+        if model not in known:
+            raise invalid_request(f"models[{i}]: unknown model '{model}'.", param=f"models[{i}]")
+
+
 def config_key_id(entry: KeyConfig) -> str:
     """The API id of a key from the config file (from its digest's short hash, as in the usage ledger)."""
     return CONFIG_PREFIX + key_id(entry.key)
@@ -145,12 +155,7 @@ class KeyAdmin:
         return next((e for e in self.config().auth.keys if config_key_id(e) == key), None)
 
     def _check_models(self, models: list[str] | str | None) -> None:
-        if not isinstance(models, list):
-            return
-        known = {m.name for m in self.config().models}
-        for i, model in enumerate(models):
-            if model not in known:
-                raise invalid_request(f"models[{i}]: unknown model '{model}'.", param=f"models[{i}]")
+        check_models(self.config(), models)
 
     def _check_name(self, name: str) -> None:
         if any(entry.name == name for entry in self.config().auth.keys):

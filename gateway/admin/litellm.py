@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.admin.records import KeyRecord, iso
-from gateway.admin.schemas import KeyCreate, KeyUpdate
+from gateway.admin.schemas import KeyCreate, KeyUpdate, TeamCreate
 from gateway.errors import invalid_request
 from gateway.features.budgets import BudgetConfig
 from gateway.periods import Period
@@ -70,11 +70,55 @@ class KeyDelete(_Body):
 
 
 class TeamNew(_Body):
-    """``POST /team/new``: budgets, models and limits of teams are set in the config file's ``teams:``."""
+    """``POST /team/new``: a runtime team (:class:`~gateway.admin.schemas.TeamCreate`)."""
 
     team_alias: str | None = Field(default=None, min_length=1, max_length=200)
     team_id: str | None = Field(default=None, min_length=1, max_length=200)
+    models: list[str] | None = None
+    max_budget: Decimal | None = Field(default=None, gt=0, allow_inf_nan=False)
+    budget_duration: str | None = None
+    rpm_limit: int | None = Field(default=None, gt=0)
+    tpm_limit: int | None = Field(default=None, gt=0)
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+def team_create(body: TeamNew) -> TeamCreate:
+    """The admin API's team create for a LiteLLM ``/team/new`` body (400 naming the field when invalid)."""
+    name = body.team_alias or body.team_id
+    if name is None:
+        raise invalid_request("team_alias: required (or team_id).", param="team_alias")
+    try:
+        return TeamCreate(
+            name=name,
+            budget=budget(body.max_budget, body.budget_duration),
+            models=body.models if body.models else "*",
+            rpm=body.rpm_limit,
+            tpm=body.tpm_limit,
+            metadata=body.metadata,
+        )
+    except ValidationError:
+        raise invalid_request(
+            "team_alias: letters, digits, '.', '_' and '-' only (1 to 200).", param="team_alias"
+        ) from None
+
+
+def team_info(view: dict[str, Any]) -> dict[str, Any]:
+    """A team in LiteLLM's shape, from the admin API's view of it."""
+    budget = view.get("budget") or {}
+    period = budget.get("period")
+    durations = {"daily": "1d", "weekly": "7d", "monthly": "30d"}
+    return {
+        "team_id": view["name"],
+        "team_alias": view["name"],
+        "source": view["source"],
+        "models": [] if view.get("models") == "*" else view.get("models"),
+        "max_budget": float(budget["limit_usd"]) if budget else None,
+        "budget_duration": durations.get(period) if period else None,
+        "rpm_limit": view.get("rpm"),
+        "tpm_limit": view.get("tpm"),
+        "metadata": view.get("metadata", {}),
+        "created_at": view.get("created_at"),
+    }
 
 
 def expires_at(duration: str | None) -> datetime | None:

@@ -8,6 +8,7 @@ changes: it is the record's ETag and the compare-and-set token of every update.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from datetime import UTC, datetime
@@ -82,17 +83,24 @@ class KeyRecord(BaseModel):
             digest == self.previous_digest and self.previous_until is not None and now < self.previous_until
         )
 
-    def identity(self) -> KeyIdentity:
+    def identity(self, team: TeamRecord | None = None) -> KeyIdentity:
         """The identity requests made with this key run as (``key_id`` is the record id: stable across
-        rotations, so usage and limits follow the key, not the secret)."""
+        rotations, so usage and limits follow the key, not the secret), with what its runtime ``team``
+        brings: the team's model list narrows the key's, its budget and rpm/tpm apply besides the key's."""
+        models = None if self.models is None else frozenset(self.models)
+        if team is not None and team.models is not None:
+            models = frozenset(team.models) if models is None else models & frozenset(team.models)
         return KeyIdentity(
             name=self.name,
             key_id=self.id,
             team=self.team,
-            models=None if self.models is None else frozenset(self.models),
+            models=models,
             rpm=self.rpm,
             tpm=self.tpm,
             budget=self.budget,
+            team_budget=None if team is None else team.budget,
+            team_rpm=None if team is None else team.rpm,
+            team_tpm=None if team is None else team.tpm,
         )
 
 
@@ -120,5 +128,58 @@ def public_view(record: KeyRecord) -> dict[str, Any]:
         "revoked": record.revoked_at is not None,
         "revoked_at": iso(record.revoked_at),
         "previous_key_valid_until": iso(record.previous_until),
+        "etag": record.etag,
+    }
+
+
+class TeamRecord(BaseModel):
+    """One team made at run time (``/admin/v1/teams``, ``/team/new``); keys join it with ``team``.
+
+    Its budget is the team's (spent by every key of the team together), ``models`` narrows what its keys
+    may call, and ``rpm``/``tpm`` are one allowance shared by all its keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    budget: BudgetConfig | None = None
+    models: list[str] | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    created_at: float
+    updated_at: float
+    revision: int = 1
+
+    @property
+    def etag(self) -> str:
+        """The record's ETag (changes with every change)."""
+        return f'"team.{self.name}.{self.revision}"'
+
+    @classmethod
+    def parse(cls, raw: str | bytes) -> TeamRecord:
+        """A stored team; a team stored by ``/team/new`` before teams had records (a name and metadata
+        in LiteLLM's shape) is read as a team without budget, models or limits."""
+        data = json.loads(raw)
+        if "team_id" in data:
+            now = time.time()
+            return cls(
+                name=data["team_id"], metadata=data.get("metadata") or {}, created_at=now, updated_at=now
+            )
+        return cls.model_validate(data)
+
+
+def team_view(record: TeamRecord) -> dict[str, Any]:
+    """A runtime team as the API and the audit log show it."""
+    return {
+        "name": record.name,
+        "source": "api",
+        "read_only": False,
+        "budget": None if record.budget is None else record.budget.model_dump(mode="json", exclude_none=True),
+        "models": record.models if record.models is not None else "*",
+        "rpm": record.rpm,
+        "tpm": record.tpm,
+        "metadata": record.metadata,
+        "created_at": iso(record.created_at),
+        "updated_at": iso(record.updated_at),
         "etag": record.etag,
     }

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.admin.records import KeyRecord
+from gateway.admin.records import KeyRecord, TeamRecord
 from gateway.admin.store import IdempotencyClaim
 from gateway.stores import StoreUnavailable
 
@@ -41,6 +41,25 @@ redis.call('SET', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], 0, ARGV[2])
 for i = 4, #KEYS do redis.call('SET', KEYS[i], ARGV[2]) end
 redis.call('INCR', KEYS[3])
+return 1
+"""
+
+# KEYS: teams hash, version; ARGV: name, expected revision (0: insert), team json ('' deletes).
+_TEAM_WRITE = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+local expected = tonumber(ARGV[2])
+if expected == 0 then
+  if current then return 0 end
+else
+  if not current then return 0 end
+  if tonumber(cjson.decode(current)['revision'] or 1) ~= expected then return 0 end
+end
+if ARGV[3] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+end
+redis.call('INCR', KEYS[2])
 return 1
 """
 
@@ -69,6 +88,7 @@ class RedisAdminStore:
         self._client = aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._write = self._client.register_script(_WRITE)
         self._append = self._client.register_script(_APPEND)
+        self._team_write = self._client.register_script(_TEAM_WRITE)
 
     async def _do(self, command: Any) -> Any:
         try:
@@ -147,14 +167,36 @@ class RedisAdminStore:
         existing = json.loads(raw)
         return IdempotencyClaim(existing["body_hash"], existing["payload"])
 
-    async def insert_team(self, team: dict[str, Any]) -> bool:
-        """HSETNX in the teams hash."""
-        return bool(await self._do(self._client.hsetnx(TEAMS, team["team_id"], json.dumps(team))))
+    async def insert_team(self, record: TeamRecord) -> bool:
+        """HSETNX in the teams hash, bumping the version in the same script."""
+        return await self._team_change(record.name, 0, record.model_dump_json())
 
-    async def team(self, name: str) -> dict[str, Any] | None:
+    async def replace_team(self, record: TeamRecord, revision: int) -> bool:
+        """Compare-and-set on the stored revision."""
+        return await self._team_change(record.name, revision, record.model_dump_json())
+
+    async def delete_team(self, name: str, revision: int) -> bool:
+        """Delete if the stored revision is ``revision``."""
+        return await self._team_change(name, revision, "")
+
+    async def _team_change(self, name: str, revision: int, team: str) -> bool:
+        done = await self._do(self._team_write(keys=[TEAMS, VERSION], args=[name, revision, team]))
+        return bool(done)
+
+    async def team(self, name: str) -> TeamRecord | None:
         """The team called ``name``."""
         raw = await self._do(self._client.hget(TEAMS, name))
-        return None if raw is None else dict(json.loads(raw))
+        return None if raw is None else TeamRecord.parse(raw)
+
+    async def list_teams(self, after: str | None, limit: int) -> list[TeamRecord]:
+        """Teams after ``after`` in name order (a hash has no order: every name is read and sorted; teams
+        are few, unlike keys)."""
+        names = sorted(n.decode() for n in await self._do(self._client.hkeys(TEAMS)))
+        chosen = [n for n in names if after is None or n > after][:limit]
+        if not chosen:
+            return []
+        raws = await self._do(self._client.hmget(TEAMS, chosen))
+        return [TeamRecord.parse(raw) for raw in raws if raw is not None]
 
     async def close(self) -> None:
         """Close the connection pool."""

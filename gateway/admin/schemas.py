@@ -41,6 +41,29 @@ class KeyUpdate(_Body):
     expires_at: AwareDatetime | None = None
 
 
+class TeamCreate(_Body):
+    """``POST /admin/v1/teams``: a team keys join with ``team``; its budget is shared by all its keys,
+    ``models`` narrows what they may call, ``rpm``/``tpm`` are one allowance for all of them."""
+
+    # Letters, digits, '.', '_' and '-': a team's name is in URLs (/admin/v1/teams/{name}) and store keys.
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
+    budget: BudgetConfig | None = None
+    models: list[str] | Literal["*"] = "*"
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class TeamUpdate(_Body):
+    """``PATCH /admin/v1/teams/{name}``: only the fields sent change; ``null`` clears a field."""
+
+    budget: BudgetConfig | None = None
+    models: list[str] | Literal["*"] | None = None
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    metadata: dict[str, Any] | None = None
+
+
 class KeyRotate(_Body):
     """``POST /admin/v1/keys/{id}/rotate``: how long the old secret keeps working (default
     ``admin.rotation_grace_s``)."""

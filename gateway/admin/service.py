@@ -33,7 +33,7 @@ class AdminService:
         store = open_admin_store(config)
         directory = KeyDirectory(store, config.admin.sync_interval_s)
         keys = KeyAdmin(store, directory, current)
-        return cls(store, directory, keys, TeamAdmin(store, current), FailedLogins(state))
+        return cls(store, directory, keys, TeamAdmin(store, directory, current), FailedLogins(state))
 
     async def close(self) -> None:
         """Close the admin store."""

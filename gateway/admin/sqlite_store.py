@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.admin.records import KeyRecord
+from gateway.admin.records import KeyRecord, TeamRecord
 from gateway.admin.store import IdempotencyClaim
 
 T = TypeVar("T")
@@ -170,23 +170,60 @@ class SQLiteAdminStore:
 
         return await self._run(work)
 
-    async def insert_team(self, team: dict[str, Any]) -> bool:
-        """Insert unless the name is taken."""
+    async def insert_team(self, record: TeamRecord) -> bool:
+        """Insert unless the name is taken; bump the version."""
 
         def work(c: sqlite3.Connection) -> bool:
-            cursor = c.execute(
-                "INSERT OR IGNORE INTO teams (name, team) VALUES (?, ?)", (team["team_id"], json.dumps(team))
-            )
-            return cursor.rowcount == 1
+            with _transaction(c):
+                cursor = c.execute(
+                    "INSERT OR IGNORE INTO teams (name, team) VALUES (?, ?)",
+                    (record.name, record.model_dump_json()),
+                )
+                if cursor.rowcount != 1:
+                    return False
+                c.execute(_BUMP)
+                return True
 
         return await self._run(work)
 
-    async def team(self, name: str) -> dict[str, Any] | None:
+    async def replace_team(self, record: TeamRecord, revision: int) -> bool:
+        """Compare-and-set on the stored revision (read and written in one transaction)."""
+        return await self._team_change(record.name, revision, record.model_dump_json())
+
+    async def delete_team(self, name: str, revision: int) -> bool:
+        """Delete if the stored revision is ``revision``."""
+        return await self._team_change(name, revision, None)
+
+    async def _team_change(self, name: str, revision: int, team: str | None) -> bool:
+        def work(c: sqlite3.Connection) -> bool:
+            with _transaction(c):
+                row = c.execute("SELECT team FROM teams WHERE name = ?", (name,)).fetchone()
+                if row is None or TeamRecord.parse(row[0]).revision != revision:
+                    return False
+                if team is None:
+                    c.execute("DELETE FROM teams WHERE name = ?", (name,))
+                else:
+                    c.execute("UPDATE teams SET team = ? WHERE name = ?", (team, name))
+                c.execute(_BUMP)
+                return True
+
+        return await self._run(work)
+
+    async def team(self, name: str) -> TeamRecord | None:
         """The team called ``name``."""
         row = await self._run(
             lambda c: c.execute("SELECT team FROM teams WHERE name = ?", (name,)).fetchone()
         )
-        return None if row is None else dict(json.loads(row[0]))
+        return None if row is None else TeamRecord.parse(row[0])
+
+    async def list_teams(self, after: str | None, limit: int) -> list[TeamRecord]:
+        """Teams after ``after`` in name order."""
+        rows = await self._run(
+            lambda c: c.execute(
+                "SELECT team FROM teams WHERE name > ? ORDER BY name LIMIT ?", (after or "", limit)
+            ).fetchall()
+        )
+        return [TeamRecord.parse(row[0]) for row in rows]
 
     async def close(self) -> None:
         """Close the database."""

@@ -2,7 +2,7 @@
 
 :class:`AdminStore` is implemented by :class:`~gateway.admin.sqlite_store.SQLiteAdminStore` (the default:
 a file beside the usage ledger's) and :class:`~gateway.admin.redis_store.RedisAdminStore` (when
-``state.redis_url`` is set, so every replica sees the same keys). Every change to a key bumps one
+``state.redis_url`` is set, so every replica sees the same keys). Every change to a key or a team bumps one
 ``version`` counter in the same atomic step; replicas poll it to drop their cached lookups
 (gateway/admin/directory.py), which is how a revocation on one replica reaches the others.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from gateway.admin.records import KeyRecord
+from gateway.admin.records import KeyRecord, TeamRecord
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -60,11 +60,21 @@ class AdminStore(Protocol):
         """Record ``claim`` under ``token`` unless one is there; returns the existing claim, or None if
         this one was recorded."""
 
-    async def insert_team(self, team: dict[str, Any]) -> bool:
-        """Add a runtime team (``team["team_id"]`` is its name); False when one with that name exists."""
+    async def insert_team(self, record: TeamRecord) -> bool:
+        """Add a runtime team and bump the version; False when one with that name exists."""
 
-    async def team(self, name: str) -> dict[str, Any] | None:
+    async def replace_team(self, record: TeamRecord, revision: int) -> bool:
+        """Store ``record`` if the stored team still has ``revision`` (compare and set); bump the version.
+        False when the stored revision differs or the team is gone."""
+
+    async def delete_team(self, name: str, revision: int) -> bool:
+        """Delete the team if it still has ``revision``; bump the version. False otherwise."""
+
+    async def team(self, name: str) -> TeamRecord | None:
         """The runtime team called ``name``, or None."""
+
+    async def list_teams(self, after: str | None, limit: int) -> list[TeamRecord]:
+        """Up to ``limit`` runtime teams with names greater than ``after``, in name order."""
 
     async def close(self) -> None:
         """Release connections."""

@@ -243,6 +243,8 @@ class BudgetStage:
         # Budgets of keys made through the admin API, by (key name, budget): built on first use (their
         # spend restored from the ledger then); a changed budget is another entry, used from the next request.
         self.runtime_keys: dict[tuple[str, str], BudgetRule] = {}
+        # The same for teams made through the admin API (a config-file team of the same name wins).
+        self.runtime_teams: dict[tuple[str, str], BudgetRule] = {}
         # The ledger cannot answer spend queries (usage.sink jsonl): logged once.
         self._said_not_queryable = False
 
@@ -255,8 +257,13 @@ class BudgetStage:
             rule = self.runtime_keys.get((call.key.name, call.key.budget.model_dump_json()))
             if rule is not None:
                 rules.append(rule)
-        if call.key.team is not None and (rule := self.teams.get(call.key.team)) is not None:
-            rules.append(rule)
+        if call.key.team is not None:
+            if (rule := self.teams.get(call.key.team)) is not None:
+                rules.append(rule)
+            elif call.key.team_budget is not None:
+                rule = self.runtime_teams.get((call.key.team, call.key.team_budget.model_dump_json()))
+                if rule is not None:
+                    rules.append(rule)
         return rules
 
     async def start(self) -> None:
@@ -272,16 +279,24 @@ class BudgetStage:
         API carries it), built on first use with its spend this window restored from the ledger."""
         if (rule := self.keys.get(name)) is not None or budget is None:
             return rule
-        cache_key = (name, budget.model_dump_json())
-        if (rule := self.runtime_keys.get(cache_key)) is None:
-            rule = BudgetRule("key", name, budget, self.settings)
-            await self._restore(rule, self.clock())
-            self.runtime_keys[cache_key] = rule
-        return rule
+        return await self._runtime_rule(self.runtime_keys, "key", name, budget)
 
-    def team_rule(self, name: str) -> BudgetRule | None:
-        """The config-file budget of team ``name``."""
-        return self.teams.get(name)
+    async def team_rule(self, name: str, budget: BudgetConfig | None = None) -> BudgetRule | None:
+        """The budget of team ``name``: its config-file one, else ``budget`` (a team made through the admin
+        API), built on first use with the team's spend this window restored from the ledger."""
+        if (rule := self.teams.get(name)) is not None or budget is None:
+            return rule
+        return await self._runtime_rule(self.runtime_teams, "team", name, budget)
+
+    async def _runtime_rule(
+        self, rules: dict[tuple[str, str], BudgetRule], scope: str, name: str, budget: BudgetConfig
+    ) -> BudgetRule:
+        cache_key = (name, budget.model_dump_json())
+        if (rule := rules.get(cache_key)) is None:
+            rule = BudgetRule(scope, name, budget, self.settings)
+            await self._restore(rule, self.clock())
+            rules[cache_key] = rule
+        return rule
 
     async def reset(self, rule: BudgetRule) -> dict[str, Any]:
         """Zero the spend of ``rule``'s current window (reservations in flight stay); its status after."""
@@ -324,6 +339,8 @@ class BudgetStage:
     async def handle(self, call: Call, next: Handler) -> Result:
         """Reserve the most ``call`` can cost, forward it, then settle to what it did cost."""
         await self.key_rule(call.key.name, call.key.budget)
+        if call.key.team is not None:
+            await self.team_rule(call.key.team, call.key.team_budget)
         rules = self.rules_for(call)
         if not rules:
             return await next(call)
@@ -418,7 +435,14 @@ class BudgetStage:
 
     async def report(self) -> list[dict[str, Any]]:
         """Spend, reservations, remaining budget and window end of every budget (``GET /admin/budgets``)."""
-        return await self.status([*self.keys.values(), *self.runtime_keys.values(), *self.teams.values()])
+        return await self.status(
+            [
+                *self.keys.values(),
+                *self.runtime_keys.values(),
+                *self.teams.values(),
+                *self.runtime_teams.values(),
+            ]
+        )
 
     async def status(self, rules: Sequence[BudgetRule]) -> list[dict[str, Any]]:
         """Spend, reservations, remaining budget and window end of each of ``rules``."""

@@ -11,7 +11,8 @@ refills one unit every 60/L seconds: the long-run rate is exactly L per minute, 
 **Limits.** `auth.keys[].rpm | tpm | max_concurrent` for one key over all its models (or
 `features.rate_limit.default` for keys that set none), and `features.rate_limit.models.<alias>` for one model:
 per key (each key gets its own allowance on that model) or, with `shared: true`, one allowance for every key
-together (a provider's quota). A request must fit every limit that applies; when one refuses, none is charged.
+together (a provider's quota). A team made through the admin API may set `rpm`/`tpm`: one allowance shared
+by every key of the team. A request must fit every limit that applies; when one refuses, none is charged.
 
 **Tokens.** Charged up front from an estimate (`gateway.token_estimate`: about four characters per token, plus
 `max_tokens`/`max_completion_tokens` or `default_max_tokens`, times `n`), then reconciled with the real usage
@@ -157,6 +158,10 @@ class RateLimitStage:
                 concurrency.append((store_key("rl", owner, model, "conc"), limits.max_concurrent, scope))
 
         add(key_limits, kid, "*", "this key")
+        if call.key.team is not None and (call.key.team_rpm or call.key.team_tpm):
+            # A team made through the admin API: one allowance every key of the team draws from.
+            team = Limits(rpm=call.key.team_rpm, tpm=call.key.team_tpm)
+            add(team, f"team:{call.key.team}", "*", f"team '{call.key.team}'")
         model = self.config.models.get(call.model)
         if model is not None:
             if model.shared:

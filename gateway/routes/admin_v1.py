@@ -23,7 +23,7 @@ from gateway.admin.cache import CacheAdmin
 from gateway.admin.config import Scope
 from gateway.admin.directory import identify_key
 from gateway.admin.routes import RouteAdmin
-from gateway.admin.schemas import CachePurge, KeyCreate, KeyRotate, KeyUpdate
+from gateway.admin.schemas import CachePurge, KeyCreate, KeyRotate, KeyUpdate, TeamCreate, TeamUpdate
 from gateway.errors import GatewayError, invalid_request
 from gateway.features.budgets import BudgetStage
 from gateway.features.routing import RoutingStage, routes_endpoint
@@ -137,6 +137,8 @@ def router(gateway: "Gateway") -> APIRouter:
     # Annotations are evaluated here (no postponed annotations in this module), so these local aliases work.
     KeysRead = Annotated[AdminPrincipal, require_scope(principal, "keys:read")]
     KeysWrite = Annotated[AdminPrincipal, require_scope(principal, "keys:write")]
+    TeamsRead = Annotated[AdminPrincipal, require_scope(principal, "teams:read")]
+    TeamsWrite = Annotated[AdminPrincipal, require_scope(principal, "teams:write")]
     AuditRead = Annotated[AdminPrincipal, require_scope(principal, "audit:read")]
     BudgetsRead = Annotated[AdminPrincipal, require_scope(principal, "budgets:read")]
     BudgetsWrite = Annotated[AdminPrincipal, require_scope(principal, "budgets:write")]
@@ -191,6 +193,35 @@ def router(gateway: "Gateway") -> APIRouter:
     v1.add_api_route(
         "/keys/{key_id}", revoke_key, methods=["DELETE"], summary="Revoke a key (same as POST .../revoke)"
     )
+
+    teams = gateway.admin.teams
+
+    @v1.get("/teams", summary="List teams (config-file teams first, then runtime teams)")
+    async def list_teams(_: TeamsRead, limit: Limit = None, cursor: Cursor = None) -> dict[str, Any]:
+        return await teams.page(cursor, limit)
+
+    @v1.post("/teams", status_code=201, summary="Create a team: budget, models and rpm/tpm for all its keys")
+    async def create_team(caller: TeamsWrite, spec: TeamCreate, request: Request) -> JSONResponse:
+        return _tagged(await teams.create(spec, caller, _request_id(request)), 201)
+
+    @v1.get("/teams/{team}", summary="Read a team")
+    async def get_team(_: TeamsRead, team: str) -> JSONResponse:
+        return _tagged(await teams.get(team))
+
+    @v1.patch("/teams/{team}", summary="Change a runtime team's budget, models, limits or metadata")
+    async def update_team(
+        caller: TeamsWrite, team: str, change: TeamUpdate, request: Request, if_match: IfMatch = None
+    ) -> JSONResponse:
+        rid = _request_id(request)
+        return _tagged(await teams.update(team, change, caller, if_match=if_match, request_id=rid))
+
+    @v1.delete("/teams/{team}", summary="Delete a runtime team that no live key names")
+    async def delete_team(
+        caller: TeamsWrite, team: str, request: Request, if_match: IfMatch = None
+    ) -> dict[str, Any]:
+        members = sum(1 for view in await keys.of_team(team) if not view.get("revoked", False))
+        rid = _request_id(request)
+        return await teams.delete(team, caller, members, if_match=if_match, request_id=rid)
 
     def budget_stage() -> BudgetStage:
         return next(s for s in gateway.stages if isinstance(s, BudgetStage))

@@ -42,6 +42,8 @@ def router(gateway: "Gateway") -> APIRouter:
     # Annotations are evaluated here (no postponed annotations in this module), so these local aliases work.
     KeysRead = Annotated[AdminPrincipal, require_scope(principal, "keys:read")]
     KeysWrite = Annotated[AdminPrincipal, require_scope(principal, "keys:write")]
+    TeamsRead = Annotated[AdminPrincipal, require_scope(principal, "teams:read")]
+    TeamsWrite = Annotated[AdminPrincipal, require_scope(principal, "teams:write")]
     UsageRead = Annotated[AdminPrincipal, require_scope(principal, "usage:read")]
 
     def rid(request: Request) -> str | None:
@@ -79,15 +81,12 @@ def router(gateway: "Gateway") -> APIRouter:
         return {"deleted_keys": body.keys}
 
     @compat.post("/team/new")
-    async def team_new(caller: KeysWrite, body: litellm.TeamNew, request: Request) -> dict[str, Any]:
-        name = body.team_alias or body.team_id
-        if name is None:
-            raise invalid_request("team_alias: required (or team_id).", param="team_alias")
-        return await teams.create(name, body.metadata, caller, rid(request))
+    async def team_new(caller: TeamsWrite, body: litellm.TeamNew, request: Request) -> dict[str, Any]:
+        return litellm.team_info(await teams.create(litellm.team_create(body), caller, rid(request)))
 
     @compat.get("/team/info")
-    async def team_info(_: KeysRead, team_id: Annotated[str, Query(min_length=1)]) -> dict[str, Any]:
-        team = await teams.get(team_id)
+    async def team_info(_: TeamsRead, team_id: Annotated[str, Query(min_length=1)]) -> dict[str, Any]:
+        team = litellm.team_info(await teams.get(team_id))
         members = [litellm.key_info(view) for view in await keys.of_team(team_id)]
         return {"team_id": team_id, "team_info": team, "keys": members}
 

@@ -442,3 +442,79 @@ def test_clearing_a_route_cooldown_on_one_replica_lets_the_route_answer_on_the_o
     answered = httpx.post(f"{a}/v1/chat/completions", **post)
     assert answered.status_code == 200, answered.text
     assert upstream.stats["requests"] == before + 1
+
+
+@pytest.mark.feature("admin-api", step=9)
+def test_a_runtime_teams_budget_and_model_list_hold_for_its_keys_and_its_status_shows_the_spend(
+    gateway: Any,
+) -> None:
+    admin = gateway.admin_headers()
+    team = f"acceptance-team-{uuid.uuid4().hex[:8]}"
+    made = gateway.client.post(
+        "/admin/v1/teams",
+        json={"name": team, "models": ["budget-priced"], "budget": {"limit_usd": "0.01", "period": "total"}},
+        headers=admin,
+    )
+    assert made.status_code == 201, made.text
+    key = gateway.client.post("/admin/v1/keys", json={"name": f"{team}-key", "team": team}, headers=admin)
+    assert key.status_code == 201, key.text
+    secret = key.json()["secret"]
+
+    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=secret, max_retries=0, timeout=30) as client:
+        answered = 0
+        with pytest.raises(openai.RateLimitError) as refused:
+            for _ in range(100):
+                client.chat.completions.create(
+                    model="budget-priced", max_tokens=5, messages=[{"role": "user", "content": "spend"}]
+                )
+                answered += 1
+        assert answered > 0
+        assert refused.value.code == "budget_exceeded" and f"team '{team}'" in refused.value.message
+        # The key names no models of its own; the team's list is what it may call.
+        with pytest.raises(openai.PermissionDeniedError):
+            client.chat.completions.create(model="mock-echo", messages=[{"role": "user", "content": "hi"}])
+
+    status = gateway.client.get(f"/admin/v1/teams/{team}/budget", headers=admin).json()
+    assert status["scope"] == "team" and status["limit_usd"] == "0.01"
+    assert float(status["spent_usd"]) > 0 and float(status["remaining_usd"]) < 0.01
+    info = gateway.client.get("/team/info", params={"team_id": team}, headers=admin).json()
+    assert info["team_info"]["max_budget"] == 0.01 and info["team_info"]["models"] == ["budget-priced"]
+    assert [k["key_alias"] for k in info["keys"]] == [f"{team}-key"]
+
+
+@pytest.mark.feature("admin-api", step=9)
+def test_a_team_made_with_team_new_shares_one_rpm_allowance_across_keys_and_replicas_and_changes_reach_both(
+    replicas: Replicas,
+) -> None:
+    a, b = replicas.urls
+    team = f"replicated-team-{uuid.uuid4().hex[:8]}"
+    # What a LiteLLM management script sends to make a team with a rate limit.
+    made = httpx.post(
+        f"{a}/team/new", json={"team_alias": team, "rpm_limit": 2}, headers=bearer(MASTER), timeout=30
+    )
+    assert made.status_code == 200 and made.json()["rpm_limit"] == 2, made.text
+    secrets_ = []
+    for url in (a, b):
+        key = httpx.post(
+            f"{url}/admin/v1/keys", json={"name": f"{team}-{len(secrets_)}", "team": team},
+            headers=bearer(MASTER), timeout=30,
+        )  # fmt: skip
+        assert key.status_code == 201, key.text
+        secrets_.append(key.json()["secret"])
+    # One key on A, the other on B: the team's two requests a minute are spent, the third is refused.
+    assert ask(a, secrets_[0]) and ask(b, secrets_[1])
+    with pytest.raises(openai.RateLimitError) as refused:
+        ask(a, secrets_[1])
+    assert refused.value.code == "rate_limit_exceeded" and f"team '{team}'" in refused.value.message
+
+    # The team's limit lifted on B holds on A within the sync interval, like a key change.
+    lifted = httpx.patch(f"{b}/admin/v1/teams/{team}", json={"rpm": None}, headers=bearer(MASTER), timeout=30)
+    assert lifted.status_code == 200 and lifted.json()["rpm"] is None
+    deadline = time.monotonic() + REVOCATION_CONTRACT_S
+    while True:
+        try:
+            assert ask(a, secrets_[0])
+            break
+        except openai.RateLimitError:
+            assert time.monotonic() < deadline, "replica A still applied the team's rpm 1 s after B lifted it"
+            time.sleep(0.05)

@@ -10,10 +10,11 @@ import pytest
 import redis
 
 from gateway.admin.directory import KeyDirectory
-from gateway.admin.records import KeyRecord, digest_hex, hint, new_id, new_secret
+from gateway.admin.records import KeyRecord, TeamRecord, digest_hex, hint, new_id, new_secret
 from gateway.admin.redis_store import RedisAdminStore
 from gateway.admin.sqlite_store import SQLiteAdminStore
 from gateway.admin.store import AdminStore, IdempotencyClaim, admin_database_beside
+from gateway.features.budgets import BudgetConfig
 
 pytestmark = pytest.mark.anyio
 
@@ -155,4 +156,68 @@ async def test_expiry_and_the_rotation_grace_period_are_checked_on_every_lookup(
     assert await directory.identify(bytes.fromhex(digest_hex(new))) is not None
     wall.now = 1020.0
     assert await directory.identify(bytes.fromhex(digest_hex(new))) is None
+    await store.close()
+
+
+def team(name: str, **fields: object) -> TeamRecord:
+    now = time.time()
+    return TeamRecord.model_validate({"name": name, "created_at": now, "updated_at": now, **fields})
+
+
+async def test_a_team_is_inserted_once_changed_by_revision_and_deleted_each_bumping_the_version(
+    store: AdminStore,
+) -> None:
+    rec = team("research", budget={"limit_usd": "5", "period": "daily"}, models=["m"], rpm=3, tpm=900)
+    before = await store.version()
+    assert await store.insert_team(rec)
+    assert not await store.insert_team(team("research"))  # the name is taken
+    assert await store.version() == before + 1
+    assert await store.team("research") == rec
+    assert await store.team("other") is None
+    changed = rec.model_copy(update={"rpm": 10, "revision": 2})
+    assert await store.replace_team(changed, 1)
+    assert not await store.replace_team(rec.model_copy(update={"tpm": 1}), 1)  # a stale writer loses
+    assert await store.team("research") == changed
+    assert await store.version() == before + 2
+    assert not await store.delete_team("research", 1)
+    assert await store.delete_team("research", 2)
+    assert await store.team("research") is None
+    assert await store.version() == before + 3
+
+
+async def test_teams_are_listed_in_name_order_from_a_position(store: AdminStore) -> None:
+    for name in ["c", "a", "d", "b"]:
+        assert await store.insert_team(team(name))
+    first = await store.list_teams(None, 2)
+    assert [t.name for t in first] == ["a", "b"]
+    assert [t.name for t in await store.list_teams("b", 10)] == ["c", "d"]
+
+
+async def test_a_team_stored_before_teams_had_records_is_read_as_one_without_limits() -> None:
+    old = (
+        '{"team_id": "legacy", "team_alias": "legacy", "source": "api", "budget": null, "metadata": {"a": 1}}'
+    )
+    rec = TeamRecord.parse(old)
+    assert (rec.name, rec.budget, rec.models, rec.rpm, rec.metadata) == ("legacy", None, None, None, {"a": 1})
+
+
+async def test_a_runtime_key_carries_its_runtime_teams_budget_models_and_limits() -> None:
+    store = SQLiteAdminStore(":memory:")
+    clock = Clock()
+    directory = KeyDirectory(store, 0.5, clock=clock)
+    secret = new_secret()
+    await store.insert_key(record(secret).model_copy(update={"team": "t", "models": ["a", "b"]}))
+    budget = BudgetConfig(limit_usd="2", period="monthly")
+    await store.insert_team(team("t", budget=budget, models=["b", "c"], rpm=7, tpm=70))
+    identity = await directory.identify(bytes.fromhex(digest_hex(secret)))
+    assert identity is not None
+    assert identity.models == frozenset({"b"})  # the team's list narrows the key's
+    assert (identity.team, identity.team_budget, identity.team_rpm, identity.team_tpm) == ("t", budget, 7, 70)
+    # A change to the team is seen once the sync interval passed, like a change to a key.
+    rec = await store.team("t")
+    assert rec is not None
+    assert await store.replace_team(rec.model_copy(update={"models": None, "revision": 2}), 1)
+    clock.now = 0.6
+    identity = await directory.identify(bytes.fromhex(digest_hex(secret)))
+    assert identity is not None and identity.models == frozenset({"a", "b"})
     await store.close()
