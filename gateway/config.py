@@ -32,6 +32,7 @@ from gateway.features.cache import CacheConfig
 from gateway.features.ratelimit import RateLimitConfig
 from gateway.features.routing_config import RoutingConfig, fallback_problems
 from gateway.features.tracing_config import TracingConfig
+from gateway.graphql_config import GraphQLConfig
 from gateway.key_digests import stored_form
 from gateway.metrics_config import MetricsConfig
 from gateway.reload_config import ReloadConfig
@@ -185,6 +186,8 @@ class FeaturesConfig(_Strict):
     responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
     # Prometheus metrics (gateway/metrics.py): on by default; the scrape token and the separate listener.
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    # The GraphQL API POST /graphql (gateway/routes/graphql.py): off by default, depth and cost limits.
+    graphql: GraphQLConfig = Field(default_factory=GraphQLConfig)
 
 
 class GatewayConfig(_Strict):

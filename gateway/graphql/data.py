@@ -1,0 +1,117 @@
+"""The GraphQL API's data-access functions: each decides what its caller may see, then calls the library
+function the REST API calls (``/v1/models``, ``/admin/v1/usage``, ``/admin/v1/budgets``, ``/admin/v1/routes``,
+``/admin/v1/keys``), so the two APIs can never disagree.
+
+Authorization lives here, not in the resolvers: a virtual key is narrowed to its own data (its key, its
+models, its usage, its budgets); an admin caller needs the scope the matching ``/admin/v1`` route needs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from gateway.admin.schemas import KeyCreate
+from gateway.features.budgets import BudgetStage
+from gateway.features.routing import RoutingStage
+from gateway.features.usage import UsageStage
+from gateway.graphql.access import Caller, forbidden, require_scope
+from gateway.ledger import GroupBy
+from gateway.routes.usage import usage_report
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+
+class GraphQLData:
+    """What one request's caller may read and change, over the running gateway."""
+
+    def __init__(self, gateway: Gateway, caller: Caller, request_id: str | None = None) -> None:
+        self.gateway = gateway
+        self.caller = caller
+        self.request_id = request_id
+
+    async def _started(self) -> None:
+        if not self.gateway.started:
+            await self.gateway.start()
+
+    def _stage(self, kind: type[Any]) -> Any:
+        return next(s for s in self.gateway.stages if isinstance(s, kind))
+
+    def models(self) -> list[str]:
+        """The aliases the caller may use (``GET /v1/models``): a virtual key's allowed models, every
+        model for an admin caller."""
+        if self.caller.key is not None:
+            return self.gateway.visible_models(self.caller.key)
+        return list(self.gateway.models)
+
+    async def me(self) -> dict[str, Any]:
+        """The calling virtual key: name, team, models, limits and budget status (never its secret)."""
+        key = self.caller.key
+        if key is None:
+            raise forbidden("'me' is a virtual key's view of itself; an admin caller has no key to show.")
+        entry = next((k for k in self.gateway.config.auth.keys if k.name == key.name), None)
+        budgets = await self._key_budgets()
+        return {
+            "name": key.name,
+            "team": key.team,
+            "models": self.models(),
+            "rpm": entry.rpm if entry is not None else key.rpm,
+            "tpm": entry.tpm if entry is not None else key.tpm,
+            "max_concurrent": entry.max_concurrent if entry is not None else None,
+            "budget": next((b for b in budgets if b["scope"] == "key"), None),
+        }
+
+    async def _key_budgets(self) -> list[dict[str, Any]]:
+        """The calling virtual key's budget and its team's, as ``GET /admin/v1/budgets`` reports them."""
+        assert self.caller.key is not None
+        await self._started()
+        stage: BudgetStage = self._stage(BudgetStage)
+        key = self.caller.key
+        rules = [await stage.key_rule(key.name, key.budget)]
+        if key.team is not None:
+            rules.append(stage.team_rule(key.team))
+        return await stage.status([rule for rule in rules if rule is not None])
+
+    async def usage(
+        self, group_by: list[GroupBy], key: str | None, start: str | None, end: str | None
+    ) -> dict[str, Any]:
+        """The usage report of ``GET /admin/v1/usage``. A virtual key reads only its own requests (naming
+        another key is 403); an admin caller needs ``usage:read``."""
+        if self.caller.key is not None:
+            own = self.caller.key.name
+            if key is not None and key != own:
+                raise forbidden("A virtual key reads only its own usage.")
+            key = own
+        else:
+            require_scope(self.caller, "usage:read")
+        await self._started()
+        return await usage_report(self._stage(UsageStage), group_by, key, start, end)
+
+    async def budgets(self) -> list[dict[str, Any]]:
+        """Every budget (``budgets:read``), or a virtual key's own budget and its team's."""
+        if self.caller.key is not None:
+            return await self._key_budgets()
+        require_scope(self.caller, "budgets:read")
+        await self._started()
+        stage: BudgetStage = self._stage(BudgetStage)
+        return await stage.report()
+
+    async def routes(self) -> dict[str, Any]:
+        """Each model's routes with health and cooldowns (``GET /admin/v1/routes``): every model with
+        ``routes:read``, a virtual key's allowed models only."""
+        if self.caller.key is None:
+            require_scope(self.caller, "routes:read")
+        await self._started()
+        snapshot: dict[str, Any] = await self._stage(RoutingStage).snapshot()
+        visible = set(self.models())
+        return {name: model for name, model in snapshot["models"].items() if name in visible}
+
+    async def create_key(self, spec: KeyCreate) -> dict[str, Any]:
+        """Create a runtime key (``POST /admin/v1/keys``, ``keys:write``); the answer holds its secret."""
+        actor = require_scope(self.caller, "keys:write")
+        return await self.gateway.admin.keys.create(spec, actor, request_id=self.request_id)
+
+    async def revoke_key(self, key_id: str) -> dict[str, Any]:
+        """Revoke a runtime key (``POST /admin/v1/keys/{id}/revoke``, ``keys:write``)."""
+        actor = require_scope(self.caller, "keys:write")
+        return await self.gateway.admin.keys.revoke(key_id, actor, request_id=self.request_id)

@@ -1,0 +1,251 @@
+"""``/graphql`` through a real GraphQL client (gql over httpx) against a gateway served by uvicorn on
+loopback: authentication, a virtual key's narrowed view, the limits, the mutation as the REST API sees it,
+errors naming the argument, and the exported SDL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from gateway_testing import chat, run_server
+from gql import Client, GraphQLRequest
+from gql.transport.exceptions import TransportQueryError
+from gql.transport.httpx import HTTPXTransport
+
+from gateway.app import create_app
+from gateway.config import ConfigError, parse_config
+from gateway.graphql.schema import SDL_FILE, sdl
+
+MASTER = "sk-graphql-test-master"
+ALICE = "sk-graphql-test-alice"
+BOB = "sk-graphql-test-bob"
+USAGE_READER = "sk-graphql-test-usage-reader"
+KEY_WRITER = "sk-graphql-test-key-writer"
+CONFIG = f"""
+auth:
+  master_key: {MASTER}
+  keys:
+    - {{name: alice, key: {ALICE}, models: [echo], rpm: 100, budget: {{limit_usd: 5, period: total}}}}
+    - {{name: bob, key: {BOB}}}
+admin:
+  failed_auth_limit: 1000
+  keys:
+    - {{name: usage-reader, key: {USAGE_READER}, scopes: ["usage:read"]}}
+    - {{name: key-writer, key: {KEY_WRITER}, scopes: ["keys:read", "keys:write"]}}
+providers: [{{name: mock, type: mock}}]
+models:
+  - {{name: echo, routes: [{{provider: mock}}], pricing: {{input_per_1m: 1, output_per_1m: 1}}}}
+  - {{name: other, routes: [{{provider: mock}}]}}
+features:
+  graphql: {{enabled: true, max_depth: 3, max_cost: 300}}
+usage: {{database: ":memory:"}}
+"""
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    with run_server(create_app(parse_config(CONFIG, "graphql.yaml"))) as base:
+        yield base
+
+
+def client(url: str, key: str) -> Client:
+    transport = HTTPXTransport(url=f"{url}/graphql", headers={"Authorization": f"Bearer {key}"})
+    return Client(transport=transport)
+
+
+def run(url: str, credential: str, query: str, **variables: Any) -> dict[str, Any]:
+    with client(url, credential) as session:
+        result: dict[str, Any] = session.execute(GraphQLRequest(query, variable_values=variables or None))
+    return result
+
+
+def refused(url: str, credential: str, query: str, **variables: Any) -> dict[str, Any]:
+    """The first GraphQL error of a query expected to fail."""
+    with pytest.raises(TransportQueryError) as caught:
+        run(url, credential, query, **variables)
+    assert caught.value.errors
+    error: dict[str, Any] = caught.value.errors[0]
+    return error
+
+
+def spend(url: str, key: str, content: str) -> None:
+    response = httpx.post(
+        f"{url}/v1/chat/completions", json=chat(content), headers={"Authorization": f"Bearer {key}"}
+    )
+    assert response.status_code == 200, response.text
+
+
+USAGE = """query ($key: String) {
+  usage(groupBy: [KEY], key: $key) { key totals { requests } edges { node { key requests } } }
+}"""
+
+
+def test_a_virtual_key_sees_its_own_usage_and_cannot_read_another_keys(url: str) -> None:
+    spend(url, ALICE, "from alice")
+    spend(url, BOB, "from bob")
+    spend(url, BOB, "from bob again")
+    mine = run(url, ALICE, USAGE)["usage"]
+    assert mine["key"] == "alice"
+    assert [edge["node"]["key"] for edge in mine["edges"]] == ["alice"]
+    assert mine["totals"]["requests"] >= 1
+    error = refused(url, ALICE, USAGE, key="bob")
+    assert error["extensions"]["code"] == "FORBIDDEN"
+    assert "own usage" in error["message"]
+    # An admin key with usage:read sees both, and reads them back the same as the REST API.
+    every = run(url, USAGE_READER, USAGE)["usage"]
+    by_key = {e["node"]["key"]: e["node"]["requests"] for e in every["edges"]}
+    rest = httpx.get(
+        f"{url}/admin/v1/usage", params={"group_by": "key"}, headers={"Authorization": f"Bearer {MASTER}"}
+    ).json()
+    assert by_key == {g["key"]: g["requests"] for g in rest["groups"]}
+    assert by_key["bob"] >= 2
+
+
+def test_usage_pages_with_opaque_cursors(url: str) -> None:
+    for word in ("one", "two"):
+        spend(url, ALICE, f"page {word}")
+    spend(url, BOB, "page bob")
+    query = """query ($after: String) {
+      usage(groupBy: [KEY], first: 1, after: $after) {
+        totalCount edges { cursor node { key } } pageInfo { hasNextPage endCursor }
+      }
+    }"""
+    seen: list[str] = []
+    after = None
+    while True:
+        page = run(url, MASTER, query, after=after)["usage"]
+        assert len(page["edges"]) <= 1
+        seen += [e["node"]["key"] for e in page["edges"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert sorted(seen) == ["alice", "bob"] and page["totalCount"] == 2
+    error = refused(url, MASTER, query, after="not-a-cursor")
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["extensions"]["param"] in ("after", "cursor")
+
+
+def test_models_and_me_for_a_limited_key(url: str) -> None:
+    data = run(url, ALICE, "{ models { name } me { name models rpm budget { limitUsd scope } } }")
+    assert data["models"] == [{"name": "echo"}]
+    assert data["me"] == {
+        "name": "alice",
+        "models": ["echo"],
+        "rpm": 100,
+        "budget": {"limitUsd": "5", "scope": "key"},
+    }
+    assert [m["name"] for m in run(url, BOB, "{ models { name } }")["models"]] == ["echo", "other"]
+    # A virtual key sees its own models' routes only, and no admin-only budget list.
+    routes = run(url, ALICE, "{ routes { model routes { route state } } }")["routes"]
+    assert [r["model"] for r in routes] == ["echo"]
+    assert [b["name"] for b in run(url, ALICE, "{ budgets { name } }")["budgets"]] == ["alice"]
+
+
+def test_admin_scopes_apply_as_on_the_rest_api(url: str) -> None:
+    assert refused(url, USAGE_READER, "{ budgets { name } }")["extensions"]["code"] == "FORBIDDEN"
+    assert refused(url, USAGE_READER, "{ me { name } }")["extensions"]["code"] == "FORBIDDEN"
+    mutation = 'mutation { createKey(input: {name: "nope"}) { id } }'
+    error = refused(url, USAGE_READER, mutation)
+    assert error["extensions"]["code"] == "FORBIDDEN" and "keys:write" in error["message"]
+    assert refused(url, ALICE, mutation)["extensions"]["code"] == "FORBIDDEN"
+
+
+def test_no_key_or_an_unknown_key_is_401_before_any_query_runs(url: str) -> None:
+    body = {"query": "{ models { name } }"}
+    for headers in ({}, {"Authorization": "Bearer sk-nobody-at-all"}):
+        response = httpx.post(f"{url}/graphql", json=body, headers=headers)
+        assert response.status_code == 401
+        assert response.json()["error"]["type"] == "authentication_error"
+
+
+def test_a_deep_query_is_refused_before_it_runs() -> None:
+    # The schema's deepest path is usage > edges > node > field (depth 3): a limit of 2 refuses it.
+    config = parse_config(CONFIG.replace("max_depth: 3", "max_depth: 2"), "graphql.yaml")
+    with run_server(create_app(config)) as base:
+        assert run(base, ALICE, "{ me { budget { name } } }")["me"]["budget"]["name"] == "alice"
+        error = refused(base, ALICE, "{ usage { edges { node { key } } } }")
+    assert error["extensions"]["code"] == "QUERY_TOO_DEEP"
+    assert "features.graphql.max_depth" in error["message"]
+
+
+def test_an_expensive_query_is_refused_before_it_runs(url: str) -> None:
+    query = "query ($n: Int!) { usage(first: $n) { totalCount } }"
+    assert run(url, ALICE, query, n=5)["usage"]["totalCount"] >= 0
+    error = refused(url, ALICE, "{ a: usage(first: 200) { totalCount key timezone } b: models { name } }")
+    assert error["extensions"]["code"] == "QUERY_TOO_COSTLY"
+    assert "features.graphql.max_cost" in error["message"]
+    aliases = "{ " + " ".join(f"m{i}: models {{ name }}" for i in range(20)) + " }"
+    assert refused(url, ALICE, aliases)["extensions"]["code"] == "TOO_MANY_ALIASES"
+    long = "{ models { " + "name " * 2000 + "} }"
+    error = refused(url, ALICE, long)
+    assert error["extensions"]["code"] == "QUERY_TOO_LONG" and "max_tokens" in error["message"]
+
+
+def test_introspection_is_off_unless_configured(url: str) -> None:
+    error = refused(url, ALICE, "{ __schema { queryType { name } } }")
+    assert error["extensions"]["code"] == "INTROSPECTION_DISABLED"
+
+
+def test_batches_are_bounded(url: str) -> None:
+    headers = {"Authorization": f"Bearer {ALICE}"}
+    two = [{"query": "{ models { name } }"}] * 2
+    answers = httpx.post(f"{url}/graphql", json=two, headers=headers)
+    assert answers.status_code == 200 and len(answers.json()) == 2
+    many = httpx.post(f"{url}/graphql", json=[{"query": "{ models { name } }"}] * 11, headers=headers)
+    assert many.status_code == 400
+
+
+def test_a_created_key_is_visible_to_the_rest_api_and_works_until_revoked(url: str) -> None:
+    created = run(
+        url,
+        KEY_WRITER,
+        """mutation ($input: KeyCreateInput!) { createKey(input: $input) { id name models secret } }""",
+        input={"name": "made-by-graphql", "models": ["echo"], "budget": {"limitUsd": 2, "period": "daily"}},
+    )["createKey"]
+    assert created["models"] == ["echo"] and created["secret"]
+    master = {"Authorization": f"Bearer {MASTER}"}
+    rest = httpx.get(f"{url}/admin/v1/keys/{created['id']}", headers=master).json()
+    assert rest["name"] == "made-by-graphql" and float(rest["budget"]["limit_usd"]) == 2
+    assert "secret" not in rest
+    audit = httpx.get(f"{url}/admin/v1/audit", headers=master).json()["data"]
+    assert any(e["action"] == "key.create" and e["actor"]["name"] == "key-writer" for e in audit)
+    # The new key is a virtual key at once, on GraphQL as on the client API.
+    assert run(url, created["secret"], "{ me { name models } }")["me"] == {
+        "name": "made-by-graphql",
+        "models": ["echo"],
+    }
+    revoked = run(url, KEY_WRITER, "mutation ($id: ID!) { revokeKey(id: $id) { revoked } }", id=created["id"])
+    assert revoked["revokeKey"]["revoked"] is True
+    assert httpx.get(f"{url}/admin/v1/keys/{created['id']}", headers=master).json()["revoked"] is True
+
+
+def test_bad_mutation_input_is_an_error_naming_the_field(url: str) -> None:
+    mutation = "mutation ($input: KeyCreateInput!) { createKey(input: $input) { id } }"
+    error = refused(url, KEY_WRITER, mutation, input={"name": "x", "rpm": 0})
+    assert error["extensions"]["code"] == "BAD_USER_INPUT" and error["extensions"]["param"] == "rpm"
+    error = refused(url, KEY_WRITER, mutation, input={"name": "x", "models": ["no-such-model"]})
+    assert error["extensions"]["status"] == 400 and "no-such-model" in error["message"]
+    error = refused(url, ALICE, '{ usage(from: "yesterday") { totalCount } }')
+    assert error["extensions"]["param"] == "from"
+
+
+def test_the_route_is_absent_unless_enabled() -> None:
+    config = parse_config(CONFIG.replace("enabled: true, ", ""), "graphql.yaml")
+    with run_server(create_app(config)) as base:
+        response = httpx.post(f"{base}/graphql", json={"query": "{ models { name } }"})
+    assert response.status_code == 404
+
+
+def test_unknown_graphql_settings_are_config_errors_naming_the_key() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(CONFIG.replace("max_depth: 3", "max_depht: 3"), "graphql.yaml")
+    assert "features.graphql.max_depht" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(CONFIG.replace("max_depth: 3", "max_depth: 0"), "graphql.yaml")
+    assert "features.graphql.max_depth" in str(caught.value)
+
+
+def test_the_exported_sdl_matches_the_code() -> None:
+    assert SDL_FILE.read_text() == sdl(), "regenerate: python3 -m gateway.graphql.schema > " + str(SDL_FILE)
