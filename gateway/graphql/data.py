@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from gateway.admin.schemas import KeyCreate
+from gateway.catalog import features_report
 from gateway.features.budgets import BudgetStage
 from gateway.features.routing import RoutingStage
 from gateway.features.usage import UsageStage
@@ -105,6 +106,11 @@ class GraphQLData:
         snapshot: dict[str, Any] = await self._stage(RoutingStage).snapshot()
         visible = set(self.models())
         return {name: model for name, model in snapshot["models"].items() if name in visible}
+
+    def features(self) -> dict[str, dict[str, Any]]:
+        """The roadmap features this build implements and whether the running config enables each
+        (``GET /admin/v1/features``, which any authenticated caller may read)."""
+        return features_report(self.gateway.config)
 
     async def create_key(self, spec: KeyCreate) -> dict[str, Any]:
         """Create a runtime key (``POST /admin/v1/keys``, ``keys:write``); the answer holds its secret."""

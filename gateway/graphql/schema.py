@@ -119,6 +119,53 @@ def _budget(row: dict[str, Any]) -> BudgetStatus:
     return BudgetStatus(**row)
 
 
+def _page_bounds(first: int, after: str | None) -> tuple[int, int]:
+    if not 1 <= first <= MAX_PAGE:
+        raise invalid_request(f"'first' must be 1 to {MAX_PAGE}.", param="first")
+    start = 0
+    if after is not None:
+        offset = decode_cursor(after).get("offset")
+        if not isinstance(offset, int) or offset < 0:
+            raise invalid_request("Invalid cursor: pass an endCursor of a previous page.", param="after")
+        start = offset + 1
+    return start, first
+
+
+async def usage_connection(
+    info: Info,
+    group_by: list[UsageDimension] | None,
+    start_at: str | None,
+    end_at: str | None,
+    key: str | None,
+    first: int,
+    after: str | None,
+) -> UsageConnection:
+    """A page of the usage report (Query.usage and Me.usage): the data-access function narrows it."""
+    dimensions: list[GroupBy] = [d.value for d in group_by or []]
+    if len(set(dimensions)) != len(dimensions):
+        raise invalid_request("'groupBy' names a dimension twice.", param="groupBy")
+    start, size = _page_bounds(first, after)
+    report = await _data(info).usage(dimensions, key, start_at, end_at)
+    groups = report.get("groups", [])
+    page = groups[start : start + size]
+    edges = []
+    for offset, row in enumerate(page, start):
+        dims: dict[str, Any] = {d: None if row.get(d) is None else str(row[d]) for d in dimensions}
+        node = UsageGroup(**_figures(row), **dims)
+        edges.append(UsageEdge(cursor=encode_cursor({"offset": offset}), node=node))
+    return UsageConnection(
+        timezone=report["timezone"],
+        source=report["source"],
+        key=report["key"],
+        totals=UsageFigures(**_figures(report["totals"])),
+        total_count=len(groups),
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=start + size < len(groups), end_cursor=edges[-1].cursor if edges else None
+        ),
+    )
+
+
 @strawberry.type(description="The calling virtual key (never its secret).")
 class Me:
     name: str
@@ -128,6 +175,18 @@ class Me:
     tpm: int | None
     max_concurrent: int | None
     budget: BudgetStatus | None
+
+    @strawberry.field(description="This key's usage: Query.usage narrowed to this key.")
+    async def usage(
+        self,
+        info: Info,
+        group_by: list[UsageDimension] | None = None,
+        from_: Annotated[str | None, strawberry.argument(name="from")] = None,
+        to: str | None = None,
+        first: int = DEFAULT_PAGE,
+        after: str | None = None,
+    ) -> UsageConnection:
+        return await usage_connection(info, group_by, from_, to, None, first, after)
 
 
 @strawberry.type(description="One route of a model: its health (shared by replicas) and this replica's load.")
@@ -149,6 +208,13 @@ class ModelRoutes:
     model: str
     fallbacks: list[str]
     routes: list[Route]
+
+
+@strawberry.type(description="A roadmap feature this gateway build implements.")
+class Feature:
+    slug: str = strawberry.field(description="the plan's feature key, e.g. graphql-api")
+    title: str
+    enabled: bool = strawberry.field(description="whether the running config turns it on")
 
 
 @strawberry.type(description="A model alias the caller may use.")
@@ -200,18 +266,6 @@ class KeyCreateInput:
     budget: BudgetInput | None = None
 
 
-def _page_bounds(first: int, after: str | None) -> tuple[int, int]:
-    if not 1 <= first <= MAX_PAGE:
-        raise invalid_request(f"'first' must be 1 to {MAX_PAGE}.", param="first")
-    start = 0
-    if after is not None:
-        offset = decode_cursor(after).get("offset")
-        if not isinstance(offset, int) or offset < 0:
-            raise invalid_request("Invalid cursor: pass an endCursor of a previous page.", param="after")
-        start = offset + 1
-    return start, first
-
-
 @strawberry.type
 class Query:
     @strawberry.field(description="The model aliases the calling key may use (GET /v1/models).")
@@ -238,29 +292,7 @@ class Query:
         first: int = DEFAULT_PAGE,
         after: str | None = None,
     ) -> UsageConnection:
-        dimensions: list[GroupBy] = [d.value for d in group_by or []]
-        if len(set(dimensions)) != len(dimensions):
-            raise invalid_request("'groupBy' names a dimension twice.", param="groupBy")
-        start, size = _page_bounds(first, after)
-        report = await _data(info).usage(dimensions, key, from_, to)
-        groups = report.get("groups", [])
-        page = groups[start : start + size]
-        edges = []
-        for offset, row in enumerate(page, start):
-            dims: dict[str, Any] = {d: None if row.get(d) is None else str(row[d]) for d in dimensions}
-            node = UsageGroup(**_figures(row), **dims)
-            edges.append(UsageEdge(cursor=encode_cursor({"offset": offset}), node=node))
-        return UsageConnection(
-            timezone=report["timezone"],
-            source=report["source"],
-            key=report["key"],
-            totals=UsageFigures(**_figures(report["totals"])),
-            total_count=len(groups),
-            edges=edges,
-            page_info=PageInfo(
-                has_next_page=start + size < len(groups), end_cursor=edges[-1].cursor if edges else None
-            ),
-        )
+        return await usage_connection(info, group_by, from_, to, key, first, after)
 
     @strawberry.field(description="Budgets: every one (budgets:read), or a virtual key's own and its team's.")
     async def budgets(self, info: Info) -> list[BudgetStatus]:
@@ -274,6 +306,13 @@ class Query:
                 model=name, fallbacks=model["fallbacks"], routes=[Route(**r) for r in model["routes"]]
             )
             for name, model in (await _data(info).routes()).items()
+        ]
+
+    @strawberry.field(description="The roadmap features this build implements (GET /admin/v1/features).")
+    def features(self, info: Info) -> list[Feature]:
+        return [
+            Feature(slug=slug, title=row["title"], enabled=row["enabled"])
+            for slug, row in _data(info).features().items()
         ]
 
 

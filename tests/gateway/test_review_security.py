@@ -38,6 +38,7 @@ models:
   - {{name: leaky, routes: [{{provider: echoer, model: leaky}}]}}
 features:
   routing: {{max_attempts: 1}}
+  graphql: {{enabled: true}}
 usage: {{database: ":memory:"}}
 """
 
@@ -159,6 +160,7 @@ async def test_every_route_but_the_probes_needs_a_key_and_admin_routes_the_maste
     app = create_app(review_config("admin: {failed_auth_limit: 100000}\n"))
     paths = _paths(app)
     assert ("GET", "/admin/usage") in paths and ("GET", "/metrics") in paths
+    assert ("POST", "/graphql") in paths
     async with app.router.lifespan_context(app), await _client(app) as client:
         for method, path in paths:
             if path in PUBLIC:
@@ -166,7 +168,11 @@ async def test_every_route_but_the_probes_needs_a_key_and_admin_routes_the_maste
             anonymous = await client.request(method, path, json={})
             assert anonymous.status_code == 401, (method, path, anonymous.text)
             assert anonymous.json()["error"]["type"] == "authentication_error"
-            if not path.startswith(("/v1/", "/openai/")):  # client routes: any valid key
+            if path == "/graphql":  # any valid key: what each may read is decided field by field
+                for key in (KEY, MASTER):
+                    known = await client.request(method, path, headers=auth(key), json={})
+                    assert known.status_code not in (401, 403) and known.status_code < 500, (path, known.text)
+            elif not path.startswith(("/v1/", "/openai/")):  # client routes: any valid key
                 virtual = await client.request(method, path, headers=auth(KEY))
                 assert virtual.status_code == (403 if _scoped(path) else 401), (method, path, virtual.text)
                 master = await client.request(method, path, headers=auth(MASTER))
