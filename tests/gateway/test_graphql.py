@@ -5,6 +5,7 @@ errors naming the argument, and the exported SDL."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -249,3 +250,8 @@ def test_unknown_graphql_settings_are_config_errors_naming_the_key() -> None:
 
 def test_the_exported_sdl_matches_the_code() -> None:
     assert SDL_FILE.read_text() == sdl(), "regenerate: python3 -m gateway.graphql.schema > " + str(SDL_FILE)
+
+
+def test_the_docs_show_the_exported_sdl() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "gateway" / "graphql.md").read_text()
+    assert "```graphql\n" + SDL_FILE.read_text() + "```" in page
