@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from gateway.admin.budgets import Budgets
 from gateway.admin.schemas import KeyCreate
 from gateway.catalog import features_report
 from gateway.features.budgets import BudgetStage
@@ -17,6 +18,7 @@ from gateway.features.routing import RoutingStage
 from gateway.features.usage import UsageStage
 from gateway.graphql.access import Caller, forbidden, require_scope
 from gateway.ledger import GroupBy
+from gateway.reload import ReloadResult
 from gateway.routes.usage import usage_report
 
 if TYPE_CHECKING:
@@ -116,6 +118,18 @@ class GraphQLData:
         """Create a runtime key (``POST /admin/v1/keys``, ``keys:write``); the answer holds its secret."""
         actor = require_scope(self.caller, "keys:write")
         return await self.gateway.admin.keys.create(spec, actor, request_id=self.request_id)
+
+    async def reset_key_budget(self, key_id: str) -> dict[str, Any]:
+        """Zero a key's spend this window (``POST /admin/v1/keys/{id}/budget/reset``, ``budgets:write``)."""
+        actor = require_scope(self.caller, "budgets:write")
+        await self._started()
+        budgets = Budgets(self.gateway.admin.keys, lambda: self._stage(BudgetStage))
+        return await budgets.reset_key(key_id, actor, self.request_id)
+
+    async def reload_config(self) -> ReloadResult:
+        """Re-read the config file and apply it (``POST /admin/v1/config/reload``, ``config:reload``)."""
+        require_scope(self.caller, "config:reload")
+        return await self.gateway.reloader.reload_and_log("graphql reloadConfig")
 
     async def revoke_key(self, key_id: str) -> dict[str, Any]:
         """Revoke a runtime key (``POST /admin/v1/keys/{id}/revoke``, ``keys:write``)."""

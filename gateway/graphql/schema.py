@@ -250,6 +250,18 @@ def _key(view: dict[str, Any]) -> Key:
     )
 
 
+@strawberry.type(description="The outcome of a config reload; the running config is unchanged unless ok.")
+class ReloadOutcome:
+    ok: bool
+    status: str = strawberry.field(
+        description="reloaded, unchanged, invalid, rejected (needs a restart), refused or no_source"
+    )
+    version: str
+    previous_version: str | None
+    summary: str = strawberry.field(description="what changed, names only")
+    problems: list[str]
+
+
 @strawberry.input(description="A key's budget: a limit in USD per period (daily, weekly, monthly, total).")
 class BudgetInput:
     limit_usd: float
@@ -331,6 +343,24 @@ class Mutation:
         except ValidationError as exc:
             raise validation_error(exc.errors()) from None
         return _key(await _data(info).create_key(body))
+
+    @strawberry.mutation(
+        description="Zero a key's spend this budget window (budgets:write); reservations in flight stay."
+    )
+    async def reset_key_budget(self, info: Info, id: strawberry.ID) -> BudgetStatus:
+        return _budget(await _data(info).reset_key_budget(str(id)))
+
+    @strawberry.mutation(description="Re-read the config file and apply it (config:reload).")
+    async def reload_config(self, info: Info) -> ReloadOutcome:
+        result = await _data(info).reload_config()
+        return ReloadOutcome(
+            ok=result.ok,
+            status=result.status,
+            version=result.version,
+            previous_version=result.previous_version,
+            summary=result.summary(),
+            problems=list(result.problems),
+        )
 
     @strawberry.mutation(description="Revoke a runtime key (keys:write); its usage history stays.")
     async def revoke_key(self, info: Info, id: strawberry.ID) -> Key:

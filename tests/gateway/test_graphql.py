@@ -255,3 +255,42 @@ def test_the_exported_sdl_matches_the_code() -> None:
 def test_the_docs_show_the_exported_sdl() -> None:
     page = (Path(__file__).resolve().parents[2] / "docs" / "gateway" / "graphql.md").read_text()
     assert "```graphql\n" + SDL_FILE.read_text() + "```" in page
+
+
+def test_a_budget_reset_is_visible_to_the_rest_api_and_reload_needs_its_scope(url: str) -> None:
+    master = {"Authorization": f"Bearer {MASTER}"}
+    spend(url, ALICE, "before the reset")
+    keys = httpx.get(f"{url}/admin/v1/keys", headers=master).json()["data"]
+    alice = next(k["id"] for k in keys if k["name"] == "alice")
+    assert float(httpx.get(f"{url}/admin/v1/keys/{alice}/budget", headers=master).json()["spent_usd"]) > 0
+    mutation = "mutation ($id: ID!) { resetKeyBudget(id: $id) { name spentUsd limitUsd } }"
+    error = refused(url, USAGE_READER, mutation, id=alice)
+    assert error["extensions"]["code"] == "FORBIDDEN" and "budgets:write" in error["message"]
+    reset = run(url, MASTER, mutation, id=alice)["resetKeyBudget"]
+    assert reset == {"name": "alice", "spentUsd": "0", "limitUsd": "5"}
+    assert httpx.get(f"{url}/admin/v1/keys/{alice}/budget", headers=master).json()["spent_usd"] == "0"
+    assert refused(url, MASTER, mutation, id="key_nope")["extensions"]["code"] == "NOT_FOUND"
+    # Started from a config object, not a file: nothing to reload, said as the REST API says it.
+    outcome = run(url, MASTER, "mutation { reloadConfig { ok status } }")["reloadConfig"]
+    assert outcome == {"ok": False, "status": "no_source"}
+    assert refused(url, KEY_WRITER, "mutation { reloadConfig { ok } }")["extensions"]["code"] == "FORBIDDEN"
+
+
+def test_an_unexpected_failure_is_masked_and_logged_by_type_only(
+    url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from gateway.graphql.data import GraphQLData
+
+    def broken(self: GraphQLData) -> list[str]:
+        raise RuntimeError(f"leaked {MASTER}")
+
+    monkeypatch.setattr(GraphQLData, "models", broken)
+    error = refused(url, ALICE, "{ models { name } }")
+    assert error["message"] == "Internal error." and error["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+    assert MASTER not in caplog.text and "Traceback" not in caplog.text
+    assert "RuntimeError" in caplog.text
+
+
+def test_features_lists_graphql_enabled(url: str) -> None:
+    features = run(url, ALICE, "{ features { slug enabled } }")["features"]
+    assert {"slug": "graphql-api", "enabled": True} in features
