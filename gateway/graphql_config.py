@@ -31,3 +31,5 @@ class GraphQLConfig(BaseModel):
     max_tokens: int = Field(default=2000, ge=50, le=100_000)
     # Operations in one batched request (a JSON array of queries); more is a 400.
     max_batch: int = Field(default=10, ge=1, le=100)
+    # Subscriptions at once on one WebSocket connection.
+    max_subscriptions: int = Field(default=10, ge=1, le=1000)

@@ -8,6 +8,7 @@ models, its usage, its budgets); an admin caller needs the scope the matching ``
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from gateway.admin.budgets import Budgets
@@ -20,6 +21,7 @@ from gateway.graphql.access import Caller, forbidden, require_scope
 from gateway.ledger import GroupBy
 from gateway.reload import ReloadResult
 from gateway.routes.usage import usage_report
+from gateway.usage_record import UsageRecord
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -108,6 +110,18 @@ class GraphQLData:
         snapshot: dict[str, Any] = await self._stage(RoutingStage).snapshot()
         visible = set(self.models())
         return {name: model for name, model in snapshot["models"].items() if name in visible}
+
+    async def usage_events(self) -> AsyncIterator[UsageRecord]:
+        """Each request this replica finishes from now on, as its usage record: a virtual key's own
+        requests only; every request for an admin caller with ``usage:read``."""
+        own = self.caller.key.name if self.caller.key is not None else None
+        if own is None:
+            require_scope(self.caller, "usage:read")
+        async with self.gateway.shared.feed.subscribe() as queue:
+            while True:
+                record = await queue.get()
+                if own is None or record.key_name == own:
+                    yield record
 
     def features(self) -> dict[str, dict[str, Any]]:
         """The roadmap features this build implements and whether the running config enables each

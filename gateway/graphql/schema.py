@@ -7,6 +7,8 @@ Money is a decimal string in USD (``"0.00042"``), as in the REST API, so no floa
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, AsyncIterator
+from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,11 +23,14 @@ from gateway.admin.keys import decode_cursor, encode_cursor
 from gateway.admin.schemas import KeyCreate
 from gateway.errors import GatewayError, invalid_request
 from gateway.graphql.data import GraphQLData
+from gateway.graphql.errors import graphql_error
 from gateway.graphql.limits import DEFAULT_PAGE, MAX_PAGE, extensions
 from gateway.graphql_config import GraphQLConfig
 from gateway.ledger import GroupBy
 from gateway.logging import log_error
+from gateway.pricing import format_usd
 from gateway.routes.admin_v1 import validation_error
+from gateway.usage_record import UsageRecord
 
 SDL_FILE = Path(__file__).with_name("schema.graphql")
 
@@ -385,11 +390,67 @@ class GatewaySchema(strawberry.Schema):
                 log_error(request_id, original)
 
 
+@strawberry.type(description="The usage of one request this replica just finished.")
+class UsageEvent:
+    time: str = strawberry.field(description="when the request arrived, ISO 8601")
+    request_id: str
+    key: str
+    team: str | None
+    model: str
+    route: str | None
+    endpoint: str
+    status: int
+    stream: bool
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: str
+    cache_hit: bool
+    latency_ms: float
+
+
+async def _prepend(first: UsageRecord, rest: AsyncIterator[UsageRecord]) -> AsyncIterator[UsageRecord]:
+    yield first
+    async for record in rest:
+        yield record
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(
+        description="Each request this replica finishes from now on: a virtual key's own, or every one "
+        "(usage:read). Over WebSocket, subprotocol graphql-transport-ws."
+    )
+    async def usage(self, info: Info) -> AsyncGenerator[UsageEvent, None]:
+        events = _data(info).usage_events()
+        try:
+            first = await anext(events)
+        except GatewayError as exc:  # refused before the first event: strawberry renders this error itself
+            raise graphql_error(exc) from None
+        async for record in _prepend(first, events):
+            yield UsageEvent(
+                time=datetime.fromtimestamp(record.ts, UTC).isoformat(),
+                request_id=record.request_id,
+                key=record.key_name,
+                team=record.team,
+                model=record.model,
+                route=record.route,
+                endpoint=record.endpoint,
+                status=record.status,
+                stream=record.stream,
+                prompt_tokens=record.prompt_tokens,
+                completion_tokens=record.completion_tokens,
+                cost_usd=format_usd(record.cost_nanos),
+                cache_hit=record.cache_hit,
+                latency_ms=record.latency_ms,
+            )
+
+
 def build_schema(config: GraphQLConfig) -> strawberry.Schema:
     """The schema with ``config``'s limits (depth, cost, aliases, tokens, introspection, batch size)."""
     return GatewaySchema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         extensions=extensions(config),
         config=StrawberryConfig(batching_config={"max_operations": config.max_batch}),
     )

@@ -11,34 +11,26 @@ The schema, its limits and whether the route exists are read at start: a hot rel
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from graphql import GraphQLError
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from strawberry.fastapi import GraphQLRouter
 from strawberry.http import GraphQLHTTPResponse
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 
 from gateway.errors import GatewayError
 from gateway.graphql.access import authenticate
 from gateway.graphql.data import GraphQLData
+from gateway.graphql.errors import extensions as error_extensions
 from gateway.graphql.schema import build_schema
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
 PATH = "/graphql"
-CODES = {
-    400: "BAD_USER_INPUT",
-    401: "UNAUTHENTICATED",
-    403: "FORBIDDEN",
-    404: "NOT_FOUND",
-    409: "CONFLICT",
-    412: "PRECONDITION_FAILED",
-    422: "BAD_USER_INPUT",
-    429: "RATE_LIMITED",
-    501: "NOT_IMPLEMENTED",
-}
 
 LIMITS = (
     ("maximum operation depth", "QUERY_TOO_DEEP", "max_depth"),
@@ -60,13 +52,7 @@ class GatewayGraphQLRouter(GraphQLRouter[dict[str, Any], None]):
         original = error.original_error
         if isinstance(original, GatewayError):
             formatted["message"] = self.gateway.redactor.text(original.message)
-            formatted["extensions"] = {
-                "code": CODES.get(original.status, "UNAVAILABLE" if original.status >= 500 else "ERROR"),
-                "status": original.status,
-                "type": original.type,
-                "gatewayCode": original.code,
-                "param": original.param,
-            }
+            formatted["extensions"] = error_extensions(original)
         elif original is not None:
             # Not ours: never show its text (it may quote anything); GatewaySchema logged its type.
             formatted["message"] = "Internal error."
@@ -96,10 +82,11 @@ def router(gateway: Gateway) -> GraphQLRouter[dict[str, Any], None]:
     """The ``/graphql`` router for the running config's ``features.graphql``."""
     config = gateway.config.features.graphql
 
-    async def context(request: Request) -> dict[str, Any]:
+    # HTTPConnection: the same dependency authenticates a POST and a WebSocket handshake (subscriptions).
+    async def context(request: HTTPConnection) -> dict[str, Any]:
         client = request.client.host if request.client else "unknown"
         caller = await authenticate(gateway, request.headers, client)
-        state = request.scope["state"]
+        state = request.scope.setdefault("state", {})
         state["key"] = caller.name  # the access log names the caller
         return {"data": GraphQLData(gateway, caller, state.get("request_id"))}
 
@@ -111,7 +98,10 @@ def router(gateway: Gateway) -> GraphQLRouter[dict[str, Any], None]:
         # Queries over GET would put them (and their arguments) in URLs and logs: POST only.
         allow_queries_via_get=False,
         context_getter=context,
-        # No Subscription type: the WebSocket protocols would only answer errors.
-        subscription_protocols=(),
+        # Subscriptions: graphql-transport-ws only (the legacy graphql-ws protocol is unmaintained). The
+        # handshake carries the key in its headers, which a browser cannot set: no cross-site socket.
+        subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+        connection_init_wait_timeout=timedelta(seconds=10),
+        max_subscriptions_per_connection=config.max_subscriptions,
         include_in_schema=False,
     )

@@ -4,6 +4,7 @@ errors naming the argument, and the exported SDL."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from gateway_testing import chat, run_server
 from gql import Client, GraphQLRequest
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.httpx import HTTPXTransport
+from gql.transport.websockets import WebsocketsTransport
 
 from gateway.app import create_app
 from gateway.config import ConfigError, parse_config
@@ -294,3 +296,58 @@ def test_an_unexpected_failure_is_masked_and_logged_by_type_only(
 def test_features_lists_graphql_enabled(url: str) -> None:
     features = run(url, ALICE, "{ features { slug enabled } }")["features"]
     assert {"slug": "graphql-api", "enabled": True} in features
+
+
+SUBSCRIBE = "subscription { usage { requestId key model costUsd promptTokens } }"
+
+
+async def first_event(base: str, credential: str, senders: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """Subscribe as ``credential``; send a chat as each of ``senders`` (in order) until an event arrives.
+
+    Sending again until something arrives is how the test knows the subscription is live, without timing.
+    """
+    ws_url = base.replace("http://", "ws://") + "/graphql"
+    transport = WebsocketsTransport(
+        url=ws_url,
+        headers={"Authorization": f"Bearer {credential}"},
+        subprotocols=[WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL],
+    )
+    sent: list[str] = []
+    async with Client(transport=transport) as session, httpx.AsyncClient(base_url=base, timeout=30) as http:
+        events = session.subscribe(GraphQLRequest(SUBSCRIBE))
+        waiting = asyncio.ensure_future(anext(events))
+        for _ in range(100):
+            for sender in senders:
+                answer = await http.post(
+                    "/v1/chat/completions", json=chat("live"), headers={"Authorization": f"Bearer {sender}"}
+                )
+                assert answer.status_code == 200, answer.text
+                sent.append(answer.headers["x-request-id"])
+            done, _ = await asyncio.wait({waiting}, timeout=0.5)
+            if done:
+                break
+        result: dict[str, Any] = await asyncio.wait_for(waiting, 30)
+        await events.aclose()
+    return result["usage"], sent
+
+
+@pytest.mark.anyio
+async def test_a_subscription_receives_each_finished_requests_usage_of_its_own_key_only() -> None:
+    with run_server(create_app(parse_config(CONFIG, "graphql.yaml")), ws="auto") as base:
+        # Bob's request goes first each round: were the feed not narrowed, alice would see bob's first.
+        event, sent = await first_event(base, ALICE, [BOB, ALICE])
+        assert event["key"] == "alice" and event["model"] == "echo"
+        assert event["requestId"] in sent and event["promptTokens"] > 0
+        everyone, sent = await first_event(base, USAGE_READER, [BOB])
+        assert everyone["key"] == "bob" and everyone["requestId"] in sent
+        # A key without usage:read gets an error, not a feed.
+        with pytest.raises(TransportQueryError) as caught:
+            await first_event(base, KEY_WRITER, [BOB])
+        assert caught.value.errors and caught.value.errors[0]["extensions"]["code"] == "FORBIDDEN"
+        # No key: the handshake itself is refused.
+        ws_url = base.replace("http://", "ws://") + "/graphql"
+        with pytest.raises(Exception) as refused_handshake:
+            async with Client(transport=WebsocketsTransport(url=ws_url)) as session:
+                await anext(session.subscribe(GraphQLRequest(SUBSCRIBE)))
+        cause = refused_handshake.value.__cause__ or refused_handshake.value
+        assert "HTTP 401" in str(cause), repr(cause)  # the gateway's 401 envelope, before the upgrade
