@@ -148,7 +148,7 @@ CASES = [
             "createKey",
             "keys:write",
             "type Query",
-            "Subscriptions",
+            "graphql-transport-ws",
         ),
     ),
 ]

@@ -6,6 +6,7 @@ live gateway that has served other traffic.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from gql import Client, GraphQLRequest
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.httpx import HTTPXTransport
+from gql.transport.websockets import WebsocketsTransport
 
 TENANT = "sk-acceptance-graphql-tenant"  # models: [mock-echo], rpm 600, a $100 total budget
 OTHER = "sk-acceptance-graphql-other"
@@ -148,3 +150,39 @@ def test_a_created_key_is_visible_to_the_rest_admin_api(gateway: Any) -> None:
     assert refused_call.status_code == 401
     error = refused(gateway, TENANT, 'mutation { createKey(input: {name: "x"}) { id } }')
     assert error["extensions"]["code"] == "FORBIDDEN"
+
+
+@pytest.mark.feature(SLUG, step=7)
+@pytest.mark.anyio
+async def test_a_subscription_receives_a_requests_usage_when_it_finishes(gateway: Any) -> None:
+    ws_url = gateway.url.replace("http://", "ws://").replace("https://", "wss://") + "/graphql"
+    transport = WebsocketsTransport(
+        url=ws_url,
+        headers={"Authorization": f"Bearer {TENANT}"},
+        subprotocols=[WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL],
+    )
+    query = GraphQLRequest("subscription { usage { requestId key model costUsd } }")
+    sent: list[str] = []
+    async with Client(transport=transport) as session, httpx.AsyncClient(base_url=gateway.url) as http:
+        events = session.subscribe(query)
+        waiting = asyncio.ensure_future(anext(events))
+        # Another key's request first each round: the tenant's subscription must skip it.
+        for _ in range(100):
+            for credential in (OTHER, TENANT):
+                body = {
+                    "model": "mock-echo",
+                    "messages": [{"role": "user", "content": f"live {uuid.uuid4()}"}],
+                }
+                answer = await http.post(
+                    "/v1/chat/completions", json=body, headers=gateway.headers(credential)
+                )
+                assert answer.status_code == 200, answer.text
+                if credential == TENANT:
+                    sent.append(answer.headers["x-request-id"])
+            done, _ = await asyncio.wait({waiting}, timeout=0.5)
+            if done:
+                break
+        event = (await asyncio.wait_for(waiting, 30))["usage"]
+        await events.aclose()
+    assert event["key"] == "graphql-tenant" and event["model"] == "mock-echo"
+    assert event["requestId"] in sent
