@@ -8,6 +8,7 @@ models, its usage, its budgets); an admin caller needs the scope the matching ``
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,9 @@ from gateway.usage_record import UsageRecord
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
+
+# How often a route health subscription reads the routes' state (one store read per route each time).
+ROUTE_POLL_S = 1.0
 
 
 class GraphQLData:
@@ -122,6 +126,18 @@ class GraphQLData:
                 record = await queue.get()
                 if own is None or record.key_name == own:
                     yield record
+
+    async def route_changes(self) -> AsyncIterator[dict[str, Any]]:
+        """What :meth:`routes` answers now, then again whenever a route's state changes (polled every
+        ``ROUTE_POLL_S``; the state lives in the shared store, so a change another replica made shows too)."""
+        last: dict[tuple[str, str], str] | None = None
+        while True:
+            current = await self.routes()
+            states = {(name, r["route"]): r["state"] for name, m in current.items() for r in m["routes"]}
+            if states != last:
+                last = states
+                yield current
+            await asyncio.sleep(ROUTE_POLL_S)
 
     def features(self) -> dict[str, dict[str, Any]]:
         """The roadmap features this build implements and whether the running config enables each

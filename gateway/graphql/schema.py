@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import strawberry
 from graphql import GraphQLError
@@ -30,9 +30,9 @@ from gateway.ledger import GroupBy
 from gateway.logging import log_error
 from gateway.pricing import format_usd
 from gateway.routes.admin_v1 import validation_error
-from gateway.usage_record import UsageRecord
 
 SDL_FILE = Path(__file__).with_name("schema.graphql")
+T = TypeVar("T")
 
 
 def _data(info: Info) -> GraphQLData:
@@ -199,7 +199,7 @@ class Route:
     route: str
     weight: int
     region: str | None
-    state: str = strawberry.field(description="healthy, cooling_down or half_open")
+    state: str = strawberry.field(description="closed (healthy), open (cooling down) or half_open (probing)")
     cooling_for_s: float | None
     rate_limited: bool
     recent_requests: int
@@ -318,12 +318,7 @@ class Query:
     @strawberry.field(description="Routes with health and cooldowns: every model (routes:read) or a "
                       "virtual key's models.")  # fmt: skip
     async def routes(self, info: Info) -> list[ModelRoutes]:
-        return [
-            ModelRoutes(
-                model=name, fallbacks=model["fallbacks"], routes=[Route(**r) for r in model["routes"]]
-            )
-            for name, model in (await _data(info).routes()).items()
-        ]
+        return _model_routes(await _data(info).routes())
 
     @strawberry.field(description="The roadmap features this build implements (GET /admin/v1/features).")
     def features(self, info: Info) -> list[Feature]:
@@ -408,10 +403,21 @@ class UsageEvent:
     latency_ms: float
 
 
-async def _prepend(first: UsageRecord, rest: AsyncIterator[UsageRecord]) -> AsyncIterator[UsageRecord]:
-    yield first
-    async for record in rest:
-        yield record
+async def _checked(events: AsyncIterator[T]) -> AsyncIterator[T]:
+    """``events``, with a GatewayError (a refusal, a store down) as a GraphQL error: strawberry renders a
+    subscription's errors itself, without the router's ``process_result``."""
+    try:
+        async for event in events:
+            yield event
+    except GatewayError as exc:
+        raise graphql_error(exc) from None
+
+
+def _model_routes(snapshot: dict[str, Any]) -> list[ModelRoutes]:
+    return [
+        ModelRoutes(model=name, fallbacks=m["fallbacks"], routes=[Route(**r) for r in m["routes"]])
+        for name, m in snapshot.items()
+    ]
 
 
 @strawberry.type
@@ -421,12 +427,7 @@ class Subscription:
         "(usage:read). Over WebSocket, subprotocol graphql-transport-ws."
     )
     async def usage(self, info: Info) -> AsyncGenerator[UsageEvent, None]:
-        events = _data(info).usage_events()
-        try:
-            first = await anext(events)
-        except GatewayError as exc:  # refused before the first event: strawberry renders this error itself
-            raise graphql_error(exc) from None
-        async for record in _prepend(first, events):
+        async for record in _checked(_data(info).usage_events()):
             yield UsageEvent(
                 time=datetime.fromtimestamp(record.ts, UTC).isoformat(),
                 request_id=record.request_id,
@@ -443,6 +444,14 @@ class Subscription:
                 cache_hit=record.cache_hit,
                 latency_ms=record.latency_ms,
             )
+
+    @strawberry.subscription(
+        description="The routes `routes` answers, now and again whenever a route's state changes (checked "
+        "every second): every model with routes:read, a virtual key's models otherwise."
+    )
+    async def routes(self, info: Info) -> AsyncGenerator[list[ModelRoutes], None]:
+        async for snapshot in _checked(_data(info).route_changes()):
+            yield _model_routes(snapshot)
 
 
 def build_schema(config: GraphQLConfig) -> strawberry.Schema:

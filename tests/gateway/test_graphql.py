@@ -351,3 +351,50 @@ async def test_a_subscription_receives_each_finished_requests_usage_of_its_own_k
                 await anext(session.subscribe(GraphQLRequest(SUBSCRIBE)))
         cause = refused_handshake.value.__cause__ or refused_handshake.value
         assert "HTTP 401" in str(cause), repr(cause)  # the gateway's 401 envelope, before the upgrade
+
+
+FLAKY = f"""
+auth:
+  master_key: {MASTER}
+  keys: [{{name: alice, key: {ALICE}, models: [flaky]}}]
+providers:
+  - {{name: mock, type: mock}}
+  - {{name: down, type: mock, options: {{fail_rate: 1.0, fail_status: 502}}}}
+models:
+  - {{name: flaky, routes: [{{provider: down, model: dead}}]}}
+  - {{name: echo, routes: [{{provider: mock}}]}}
+features:
+  routing: {{max_attempts: 1, cooldown: {{min_requests: 2, window_seconds: 30, seconds: 60, max_seconds: 60}}}}
+  graphql: {{enabled: true}}
+usage: {{database: ":memory:"}}
+"""
+
+
+@pytest.mark.anyio
+async def test_a_route_health_subscription_sees_a_route_go_into_cooldown() -> None:
+    with run_server(create_app(parse_config(FLAKY, "flaky.yaml")), ws="auto") as base:
+        transport = WebsocketsTransport(
+            url=base.replace("http://", "ws://") + "/graphql",
+            headers={"Authorization": f"Bearer {ALICE}"},
+            subprotocols=[WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL],
+        )
+        query = GraphQLRequest("subscription { routes { model routes { route state coolingForS } } }")
+        async with Client(transport=transport) as session, httpx.AsyncClient(base_url=base) as http:
+            events = session.subscribe(query)
+            first = (await asyncio.wait_for(anext(events), 30))["routes"]
+            # A virtual key sees its own model only, healthy to begin with.
+            assert first == [{"model": "flaky", "routes": [{"route": "down/dead", "state": "closed",
+                                                            "coolingForS": None}]}]  # fmt: skip
+            for _ in range(3):
+                answer = await http.post(
+                    "/v1/chat/completions", json=chat(model="flaky"), headers=auth_of(ALICE)
+                )
+                assert answer.status_code >= 500
+            changed = (await asyncio.wait_for(anext(events), 30))["routes"]
+            await events.aclose()
+        route = changed[0]["routes"][0]
+        assert route["state"] == "open" and route["coolingForS"] > 0
+
+
+def auth_of(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
