@@ -364,7 +364,9 @@ models:
   - {{name: flaky, routes: [{{provider: down, model: dead}}]}}
   - {{name: echo, routes: [{{provider: mock}}]}}
 features:
-  routing: {{max_attempts: 1, cooldown: {{min_requests: 2, window_seconds: 30, seconds: 60, max_seconds: 60}}}}
+  routing:
+    max_attempts: 1
+    cooldown: {{min_requests: 2, window_seconds: 30, seconds: 60, max_seconds: 60}}
   graphql: {{enabled: true}}
 usage: {{database: ":memory:"}}
 """
