@@ -84,6 +84,10 @@ def router(gateway: Gateway) -> GraphQLRouter[dict[str, Any], None]:
 
     # HTTPConnection: the same dependency authenticates a POST and a WebSocket handshake (subscriptions).
     async def context(request: HTTPConnection) -> dict[str, Any]:
+        if config.graphiql and request.scope["type"] == "http" and request.scope["method"] == "GET":
+            # The GraphiQL page holds no data, and a browser navigating to it cannot send a key; queries are
+            # refused over GET (allow_queries_via_get), and the page's own are POSTs, authenticated below.
+            return {"data": None}
         client = request.client.host if request.client else "unknown"
         caller = await authenticate(gateway, request.headers, client)
         state = request.scope.setdefault("state", {})

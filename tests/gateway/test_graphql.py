@@ -400,3 +400,20 @@ async def test_a_route_health_subscription_sees_a_route_go_into_cooldown() -> No
 
 def auth_of(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+def test_queries_over_get_are_refused_and_graphiql_is_opt_in(url: str) -> None:
+    headers = {"Authorization": f"Bearer {MASTER}", "accept": "text/html"}
+    assert httpx.get(f"{url}/graphql", headers=headers).status_code == 404  # graphiql: false
+    assert httpx.get(f"{url}/graphql").status_code == 401
+    config = parse_config(
+        CONFIG.replace("enabled: true, ", "enabled: true, graphiql: true, "), "graphql.yaml"
+    )
+    with run_server(create_app(config)) as base:
+        # The page itself, to a browser without a key; a query over GET is still refused, with or without one.
+        page = httpx.get(f"{base}/graphql", headers={"accept": "text/html"})
+        assert page.status_code == 200 and "graphiql" in page.text.lower()
+        for who in ({}, {"Authorization": f"Bearer {MASTER}"}):
+            query = httpx.get(f"{base}/graphql", params={"query": "{ models { name } }"}, headers=who)
+            assert query.status_code >= 400 and "echo" not in query.text, query.text
+        assert httpx.post(f"{base}/graphql", json={"query": "{ models { name } }"}).status_code == 401
