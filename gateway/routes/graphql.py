@@ -6,7 +6,8 @@ resolver raises are :class:`~gateway.errors.GatewayError`\\ s, rendered as Graph
 ``extensions`` carry a GraphQL-style ``code`` (``FORBIDDEN``, ``BAD_USER_INPUT``...), the HTTP status the
 REST API would answer, and ``param`` naming the bad argument; any other exception is logged and masked.
 
-The schema, its limits and whether the route exists are read at start: a hot reload does not change them.
+The schema, its limits and whether the route exists are read at start: a reload changing ``features.graphql``
+is rejected as needing a restart (gateway/reload.py).
 """
 
 from __future__ import annotations

@@ -4,13 +4,14 @@ caller kind is checked here against a real gateway object."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from gateway.admin.access import MASTER as MASTER_PRINCIPAL
 from gateway.admin.access import AdminPrincipal
 from gateway.app import Gateway
-from gateway.config import parse_config
+from gateway.config import load_config, parse_config
 from gateway.errors import GatewayError
 from gateway.graphql.access import Caller, authenticate
 from gateway.graphql.data import GraphQLData
@@ -78,3 +79,17 @@ async def test_unknown_or_missing_keys_are_401(gateway: Gateway) -> None:
     assert (
         await authenticate(gateway, {"authorization": f"Bearer {MASTER}"}, "::1")
     ).admin == MASTER_PRINCIPAL
+
+
+async def test_a_reload_changing_features_graphql_is_rejected_as_needing_a_restart(tmp_path: Path) -> None:
+    source = tmp_path / "gateway.yaml"
+    source.write_text(CONFIG + "features: {graphql: {enabled: true}}\n")
+    gw = Gateway(load_config(source), source=source)
+    try:
+        source.write_text(CONFIG + "features: {graphql: {enabled: true, max_depth: 3}}\n")
+        result = await gw.reloader.reload()
+        assert result.status == "rejected"
+        assert any(p.startswith("features.graphql:") for p in result.problems), result.problems
+        assert gw.config.features.graphql.max_depth == 8  # the running config is unchanged
+    finally:
+        await gw.close()
