@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.admin.budgets import Budgets
 from gateway.admin.schemas import KeyCreate
 from gateway.catalog import features_report
-from gateway.features.budgets import BudgetStage
+from gateway.features.budgets import BudgetConfig, BudgetStage
 from gateway.features.routing import RoutingStage
 from gateway.features.usage import UsageStage
 from gateway.graphql.access import Caller, forbidden, require_scope
@@ -143,6 +143,26 @@ class GraphQLData:
         """The roadmap features this build implements and whether the running config enables each
         (``GET /admin/v1/features``, which any authenticated caller may read)."""
         return features_report(self.gateway.config)
+
+    async def keys_page(self, cursor: str | None, limit: int) -> dict[str, Any]:
+        """A page of keys, config-file keys first (``GET /admin/v1/keys``, ``keys:read``)."""
+        require_scope(self.caller, "keys:read")
+        return await self.gateway.admin.keys.page(cursor, limit)
+
+    async def key_budgets(self, keys: list[tuple[str, str | None]]) -> list[dict[str, Any] | None]:
+        """The budget status of each ``(key name, its budget as JSON or None)`` (``budgets:read``), read in
+        one batch: the GraphQL DataLoader hands a whole page's keys here at once, so a list of keys with
+        their budgets costs one state-store round trip, not one per key."""
+        require_scope(self.caller, "budgets:read")
+        await self._started()
+        stage: BudgetStage = self._stage(BudgetStage)
+        rules = [
+            await stage.key_rule(name, None if budget is None else BudgetConfig.model_validate_json(budget))
+            for name, budget in keys
+        ]
+        found = [rule for rule in rules if rule is not None]
+        statuses = iter(await stage.status(found) if found else [])
+        return [None if rule is None else next(statuses) for rule in rules]
 
     async def create_key(self, spec: KeyCreate) -> dict[str, Any]:
         """Create a runtime key (``POST /admin/v1/keys``, ``keys:write``); the answer holds its secret."""

@@ -7,6 +7,7 @@ Money is a decimal string in USD (``"0.00042"``), as in the REST API, so no floa
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime
 from enum import Enum
@@ -19,6 +20,7 @@ from pydantic import ValidationError
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext, Info
 
+from gateway.admin.keys import MAX_PAGE as MAX_KEYS_PAGE
 from gateway.admin.keys import decode_cursor, encode_cursor
 from gateway.admin.schemas import KeyCreate
 from gateway.errors import GatewayError, invalid_request
@@ -238,6 +240,20 @@ class Key:
     tpm: int | None
     revoked: bool
     secret: str | None = None
+    # The key's budget settings as JSON (None: no budget of its own), for the budget field's DataLoader.
+    budget_spec: strawberry.Private[str | None] = None
+
+    @strawberry.field(description="Its budget this window (budgets:read); null without a budget. Batched: "
+                      "one state-store read for every key of a page.")  # fmt: skip
+    async def budget(self, info: Info) -> BudgetStatus | None:
+        row = await info.context["budgets"].load((self.name, self.budget_spec))
+        return None if row is None else _budget(row)
+
+
+@strawberry.type(description="A page of keys, config-file keys first.")
+class KeyConnection:
+    nodes: list[Key]
+    page_info: PageInfo
 
 
 def _key(view: dict[str, Any]) -> Key:
@@ -252,6 +268,7 @@ def _key(view: dict[str, Any]) -> Key:
         tpm=view.get("tpm"),
         revoked=bool(view.get("revoked", False)),
         secret=view.get("secret"),
+        budget_spec=None if view.get("budget") is None else json.dumps(view["budget"], sort_keys=True),
     )
 
 
@@ -319,6 +336,18 @@ class Query:
                       "virtual key's models.")  # fmt: skip
     async def routes(self, info: Info) -> list[ModelRoutes]:
         return _model_routes(await _data(info).routes())
+
+    @strawberry.field(description="Keys, a page at a time (keys:read; GET /admin/v1/keys); pass "
+                      "pageInfo.endCursor as after.")  # fmt: skip
+    async def keys(self, info: Info, first: int = DEFAULT_PAGE, after: str | None = None) -> KeyConnection:
+        if not 1 <= first <= MAX_KEYS_PAGE:
+            raise invalid_request(f"'first' must be 1 to {MAX_KEYS_PAGE}.", param="first")
+        page = await _data(info).keys_page(after, first)
+        cursor = page["next_cursor"]
+        return KeyConnection(
+            nodes=[_key(view) for view in page["data"]],
+            page_info=PageInfo(has_next_page=cursor is not None, end_cursor=cursor),
+        )
 
     @strawberry.field(description="The roadmap features this build implements (GET /admin/v1/features).")
     def features(self, info: Info) -> list[Feature]:

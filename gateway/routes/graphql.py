@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from graphql import GraphQLError
 from starlette.requests import HTTPConnection, Request
+from strawberry.dataloader import DataLoader
 from strawberry.fastapi import GraphQLRouter
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
@@ -93,7 +94,9 @@ def router(gateway: Gateway) -> GraphQLRouter[dict[str, Any], None]:
         caller = await authenticate(gateway, request.headers, client)
         state = request.scope.setdefault("state", {})
         state["key"] = caller.name  # the access log names the caller
-        return {"data": GraphQLData(gateway, caller, state.get("request_id"))}
+        data = GraphQLData(gateway, caller, state.get("request_id"))
+        # Per request: a loader's cache must never serve one caller's answer to another.
+        return {"data": data, "budgets": DataLoader(load_fn=data.key_budgets)}
 
     return GatewayGraphQLRouter(
         gateway,

@@ -107,7 +107,7 @@ def test_a_virtual_key_cannot_read_another_keys_usage(gateway: Any) -> None:
 
 
 @pytest.mark.feature(SLUG, step=5)
-def test_usage_groups_page_with_opaque_cursors(gateway: Any) -> None:
+def test_usage_groups_and_keys_page_with_opaque_cursors(gateway: Any) -> None:
     chat(gateway, TENANT)
     chat(gateway, OTHER)
     query = """query ($after: String) {
@@ -124,6 +124,19 @@ def test_usage_groups_page_with_opaque_cursors(gateway: Any) -> None:
         after = page["pageInfo"]["endCursor"]
     assert len(keys) == page["totalCount"] == len(set(keys))
     assert {"graphql-tenant", "graphql-other"} <= set(keys)
+    # Keys page the same way, each with its budget (read in one batch per page).
+    query = """query ($after: String) {
+      keys(first: 20, after: $after) { nodes { name budget { limitUsd } } pageInfo { hasNextPage endCursor } }
+    }"""
+    budgets: dict[str, Any] = {}
+    after = None
+    for _ in range(1000):
+        listing = run(gateway, master(gateway), query, after=after)["keys"]
+        budgets.update({n["name"]: n["budget"] for n in listing["nodes"]})
+        if not listing["pageInfo"]["hasNextPage"]:
+            break
+        after = listing["pageInfo"]["endCursor"]
+    assert budgets["graphql-tenant"] == {"limitUsd": "100"} and budgets["graphql-other"] is None
 
 
 @pytest.mark.feature(SLUG, step=6)

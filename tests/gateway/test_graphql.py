@@ -417,3 +417,45 @@ def test_queries_over_get_are_refused_and_graphiql_is_opt_in(url: str) -> None:
             query = httpx.get(f"{base}/graphql", params={"query": "{ models { name } }"}, headers=who)
             assert query.status_code >= 400 and "echo" not in query.text, query.text
         assert httpx.post(f"{base}/graphql", json={"query": "{ models { name } }"}).status_code == 401
+
+
+def test_keys_page_with_cursors_and_their_budgets_are_read_in_one_batch(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.features.budgets import BudgetStage
+
+    create = "mutation ($input: KeyCreateInput!) { createKey(input: $input) { id } }"
+    for n in (1, 2):
+        budget = {"limitUsd": n, "period": "daily"}
+        run(url, MASTER, create, input={"name": f"batched-{n}", "models": ["echo"], "budget": budget})
+    calls: list[int] = []
+    status = BudgetStage.status
+
+    async def counted(self: BudgetStage, rules: Any) -> Any:
+        calls.append(len(rules))
+        return await status(self, rules)
+
+    monkeypatch.setattr(BudgetStage, "status", counted)
+    query = """query ($after: String) {
+      keys(first: 20, after: $after) { nodes { name budget { limitUsd } } pageInfo { hasNextPage endCursor } }
+    }"""
+    nodes = run(url, MASTER, query)["keys"]["nodes"]
+    budgets = {n["name"]: n["budget"] and n["budget"]["limitUsd"] for n in nodes}
+    assert budgets["alice"] == "5" and budgets["bob"] is None
+    assert budgets["batched-1"] == "1" and budgets["batched-2"] == "2"
+    assert calls == [sum(1 for b in budgets.values() if b is not None)]  # one read for the whole page
+    # Pages of one: every key once, config-file keys first, as GET /admin/v1/keys lists them.
+    names: list[str] = []
+    after = None
+    small = query.replace("first: 20", "first: 1").replace("budget { limitUsd } ", "")
+    while True:
+        page = run(url, MASTER, small, after=after)["keys"]
+        names += [n["name"] for n in page["nodes"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert names[:2] == ["alice", "bob"] and set(budgets) == set(names)
+    # keys:read without budgets:read: the keys, and an error for the budget field.
+    error = refused(url, KEY_WRITER, "{ keys { nodes { name budget { limitUsd } } } }")
+    assert error["extensions"]["code"] == "FORBIDDEN" and "budgets:read" in error["message"]
+    assert refused(url, ALICE, "{ keys { nodes { name } } }")["extensions"]["code"] == "FORBIDDEN"
