@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from gateway import __version__
 from gateway.admin.service import AdminService
 from gateway.auth import KeyRing
-from gateway.config import GatewayConfig, ModelConfig
+from gateway.config import ConfigError, GatewayConfig, ModelConfig
 from gateway.cors import CorsMiddleware
 from gateway.errors import GatewayError, state_store_unavailable
 from gateway.features.tracing_http import TracingMiddleware
@@ -251,6 +251,8 @@ def create_app(
     app.include_router(usage.metrics_router(gateway))
     if config.features.console.enabled:  # read at start: a reload can turn it off (404s), not on
         app.include_router(console.router(gateway))
+    if config.features.graphql.enabled:
+        app.include_router(_graphql_router(gateway))
 
     async def gateway_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, GatewayError)
@@ -288,6 +290,19 @@ def create_app(
     # Outermost: each request holds the runtime it arrived with until its response is fully sent.
     app.add_middleware(RuntimeMiddleware, current=lambda: gateway.runtime)
     return app
+
+
+def _graphql_router(gateway: Gateway) -> APIRouter:
+    """``/graphql``; imported only when enabled, since strawberry is an optional extra."""
+    try:
+        from gateway.routes import graphql
+    except ImportError as exc:
+        raise ConfigError(
+            "features.graphql",
+            [f"features.graphql.enabled: needs the graphql extra "
+             f"(pip install 'llm-gateway-planner[graphql]'): {exc}"],
+        ) from None  # fmt: skip
+    return graphql.router(gateway)
 
 
 def _http_code(status: int) -> str:

@@ -69,6 +69,8 @@ CATALOG: tuple[Feature, ...] = (
     # Every response is costed and recorded; budgets apply to the keys and teams that have one.
     Feature("cost-tracking-budgets", "Cost tracking and budgets", always),
     Feature("distributed-tracing", "Distributed tracing (OpenTelemetry)", configured("tracing")),
+    # POST /graphql, when features.graphql.enabled (and the graphql extra is installed).
+    Feature("graphql-api", "GraphQL API (models, keys, usage, budgets, routes)", configured("graphql")),
     # POST /admin/reload and SIGHUP work with every config file; features.reload.watch is optional.
     Feature("hot-config-reload", "Hot config reload", always),
     Feature("load-balancing-failover", "Load balancing and failover", always),

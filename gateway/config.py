@@ -33,6 +33,7 @@ from gateway.features.cache import CacheConfig
 from gateway.features.ratelimit import RateLimitConfig
 from gateway.features.routing_config import RoutingConfig, fallback_problems
 from gateway.features.tracing_config import TracingConfig
+from gateway.graphql_config import GraphQLConfig
 from gateway.key_digests import stored_form
 from gateway.metrics_config import MetricsConfig
 from gateway.reload_config import ReloadConfig
@@ -188,6 +189,8 @@ class FeaturesConfig(_Strict):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     # The admin console at /console (gateway/console/): off by default, mounted at start when on.
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
+    # The GraphQL API POST /graphql (gateway/routes/graphql.py): off by default, depth and cost limits.
+    graphql: GraphQLConfig = Field(default_factory=GraphQLConfig)
 
 
 class GatewayConfig(_Strict):
@@ -244,6 +247,26 @@ def embedded_credentials() -> tuple[str, str | None]:
     return auth["keys"][0]["key"], auth.get("master_key")
 
 
+def _duplicate_keys(node: yaml.Node | None, source: str) -> Iterator[str]:
+    """A message for every key written twice in one mapping, anywhere in the document."""
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.value != "<<":
+                line = key.start_mark.line + 1
+                if key.value in first:
+                    yield (
+                        f"{source}:{line}: duplicate key '{key.value}' (first written at line "
+                        f"{first[key.value]}); YAML would silently keep only the last one"
+                    )
+                else:
+                    first[key.value] = line
+            yield from _duplicate_keys(value, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            yield from _duplicate_keys(item, source)
+
+
 def parse_config(text: str, source: str = "<config>") -> GatewayConfig:
     """Validate config YAML ``text``; ``source`` names it in error messages."""
     try:
@@ -268,6 +291,11 @@ def parse_config(text: str, source: str = "<config>") -> GatewayConfig:
         raise ConfigError(
             source, ["the top level must be a mapping of keys (server, auth, providers, models...)"]
         )
+    duplicates = list(_duplicate_keys(root, source))
+    if duplicates:
+        # YAML keeps the last of two equal keys and drops the first without a word: a second `features:`
+        # block would silently turn off everything the first one set.
+        raise ConfigError(source, duplicates)
 
     lines = _LineIndex(root)
     problems: list[tuple[tuple[PathPart, ...], str]] = []

@@ -162,6 +162,11 @@ def restart_problems(old: GatewayConfig, new: GatewayConfig) -> list[str]:
         problems.append(
             "usage: the usage ledger cannot change while running, restart the gateway to apply it"
         )
+    if old.features.graphql != new.features.graphql:
+        problems.append(
+            "features.graphql: the /graphql route and its schema's limits are built at start, "
+            "restart the gateway to apply it"
+        )
     if old.admin.database != new.admin.database:
         problems.append(
             "admin.database: the runtime key store cannot change while running, "

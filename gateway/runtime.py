@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -39,6 +39,7 @@ from gateway.providers.registry import build_providers
 from gateway.stores import Store, open_store
 from gateway.tls import upstream_transport
 from gateway.transport import default_transport
+from gateway.usage_feed import UsageFeed
 from gateway.usage_sink import open_ledger
 
 if TYPE_CHECKING:
@@ -50,12 +51,15 @@ RUNTIME_SCOPE_KEY = "gateway.runtime"
 
 @dataclass(frozen=True)
 class SharedState:
-    """What survives a reload: the state store, the usage ledger and the metrics of this replica."""
+    """What survives a reload: the state store, the usage ledger, the metrics and the live usage feed of
+    this replica."""
 
     store: Store
     ledger: Ledger
     # None with features.metrics.enabled off (read at start: a reload does not add or drop the registry).
     metrics: GatewayMetrics | None
+    # Finished requests' usage as they happen (GraphQL subscriptions), across reloads.
+    feed: UsageFeed = field(default_factory=UsageFeed)
 
     @classmethod
     def open(cls, config: GatewayConfig) -> SharedState:
@@ -78,7 +82,9 @@ def build_stages(
     """
     stages: list[Stage] = []
     # First, so every request the pipeline sees is costed and recorded, cache hits and refusals included.
-    stages.append(usage := usage_stage(config, ledger=shared.ledger, metrics=shared.metrics))
+    stages.append(
+        usage := usage_stage(config, ledger=shared.ledger, metrics=shared.metrics, feed=shared.feed)
+    )
     # Always present: keys made through the admin API bring their own limits and budget at any time.
     stages.append(rate_limit_stage(config, shared.store))
     stages.append(budget_stage(config, shared.store, usage))

@@ -48,6 +48,7 @@ from gateway.token_estimate import (
     max_prompt_tokens,
 )
 from gateway.usage_bodies import LogBodiesConfig, Redaction, body_record, prompt_text
+from gateway.usage_feed import UsageFeed
 from gateway.usage_sink import open_ledger
 
 if TYPE_CHECKING:
@@ -448,8 +449,11 @@ class UsageStage:
         clock: Clock = utc_now,
         metrics: GatewayMetrics | None = None,
         log_bodies: LogBodiesConfig | None = None,
+        feed: UsageFeed | None = None,
     ) -> None:
         self.ledger = ledger
+        # Live subscribers (GraphQL); None: nobody can subscribe.
+        self.feed = feed
         self.log_bodies = log_bodies
         self.redaction = Redaction(log_bodies.redact) if log_bodies is not None else None
         self.pricing = pricing
@@ -550,6 +554,8 @@ class UsageStage:
             reservation_id=call.scratch.get(RESERVATION_SCRATCH),
         )
         self.ledger.record(record)
+        if self.feed is not None:
+            self.feed.publish(record)
         if self.metrics is not None:
             self.metrics.in_flight.dec()
             headers = call.response_headers
@@ -577,6 +583,7 @@ def usage_stage(
     clock: Clock = utc_now,
     ledger: Ledger | None = None,
     metrics: GatewayMetrics | None = None,
+    feed: UsageFeed | None = None,
 ) -> UsageStage:
     """The usage stage for ``config``: ledger at ``usage.database``, config prices over the bundled table.
 
@@ -594,4 +601,5 @@ def usage_stage(
         clock=clock,
         metrics=metrics,
         log_bodies=config.usage.log_bodies,
+        feed=feed,
     )

@@ -153,6 +153,38 @@ async def _summary(
         raise ledger_unavailable(exc) from None
 
 
+async def usage_report(
+    stage: UsageStage, group_by: list[GroupBy], key: str | None, start: str | None, end: str | None
+) -> dict[str, Any]:
+    """The usage report ``/admin/usage`` answers (and GraphQL's ``usage``): totals, and one group per
+    combination of ``group_by``, of ``key``'s requests (every key's with None) between ``start`` and ``end``
+    (ISO dates or date-times, see :func:`parse_bound`)."""
+    since = parse_bound(start, "from", stage.timezone, end=False) if start is not None else None
+    until = parse_bound(end, "to", stage.timezone, end=True) if end is not None else None
+    ledger = stage.ledger
+    # Whole days, by dimensions the daily rollup keeps: read it instead of scanning the raw rows (and it
+    # still has the days retention deleted from them).
+    whole_days = all(len(bound or "") in (0, 10) for bound in (start, end))
+    days = None
+    if whole_days and set(group_by) <= ROLLUP_DIMENSIONS:
+        days = (start or None, end or None)
+    totals = (await _summary(ledger, [], since, until, key, days))[0]
+    body: dict[str, Any] = {
+        "timezone": str(stage.timezone),
+        "from": start,
+        "to": end,
+        "key": key,
+        "group_by": ",".join(group_by) or None,
+        "source": "usage_daily" if days is not None else "usage",
+        "totals": _row(totals),
+        "ledger": ledger.status(),
+    }
+    if group_by:
+        rows = await _summary(ledger, group_by, since, until, key, days)
+        body["groups"] = [{**row["group"], **_row(row)} for row in rows]
+    return body
+
+
 def add_routes(
     admin: APIRouter, gateway: Gateway, dependencies: dict[str, Sequence[Any]] | None = None
 ) -> None:
@@ -195,29 +227,7 @@ def endpoints(gateway: Gateway) -> tuple[Callable[..., Awaitable[Any]], ...]:
         key = params.get("key")
         if key is not None and not key:
             raise invalid_request("'key' must name a key.", param="key")
-        since = parse_bound(params["from"], "from", stage.timezone, end=False) if "from" in params else None
-        until = parse_bound(params["to"], "to", stage.timezone, end=True) if "to" in params else None
-        ledger = stage.ledger
-        # Whole days, by dimensions the daily rollup keeps: read it instead of scanning the raw rows (and it
-        # still has the days retention deleted from them).
-        whole_days = all(len(params.get(name, "")) in (0, 10) for name in ("from", "to"))
-        days = None
-        if whole_days and set(group_by) <= ROLLUP_DIMENSIONS:
-            days = (params.get("from") or None, params.get("to") or None)
-        totals = (await _summary(ledger, [], since, until, key, days))[0]
-        body: dict[str, Any] = {
-            "timezone": str(stage.timezone),
-            "from": params.get("from"),
-            "to": params.get("to"),
-            "key": key,
-            "group_by": ",".join(group_by) or None,
-            "source": "usage_daily" if days is not None else "usage",
-            "totals": _row(totals),
-            "ledger": ledger.status(),
-        }
-        if group_by:
-            rows = await _summary(ledger, group_by, since, until, key, days)
-            body["groups"] = [{**row["group"], **_row(row)} for row in rows]
+        body = await usage_report(stage, group_by, key, params.get("from"), params.get("to"))
         if "text/csv" in request.headers.get("accept", ""):
             return Response(_csv(body), media_type="text/csv; charset=utf-8")
         return body

@@ -132,6 +132,25 @@ CASES = [
             "failed_auth_limit",
         ),
     ),
+    case(
+        "graphql-api",
+        8,
+        ("gateway/graphql.md",),
+        (
+            "features.graphql",
+            "max_depth",
+            "max_cost",
+            "introspection",
+            "graphiql",
+            "max_batch",
+            "FORBIDDEN",
+            "QUERY_TOO_DEEP",
+            "createKey",
+            "keys:write",
+            "type Query",
+            "graphql-transport-ws",
+        ),
+    ),
 ]
 
 

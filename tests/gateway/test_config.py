@@ -156,3 +156,14 @@ def test_provider_option_problems_are_reported_alongside_other_errors() -> None:
     found = "\n".join(problems(text))
     assert "providers[1].options.latency: unknown option 'latency', did you mean 'latency_ms'?" in found
     assert "server.port: Input should be greater than or equal to 0" in found
+
+
+def test_a_key_written_twice_is_an_error_naming_both_lines() -> None:
+    """YAML keeps the last of two equal keys: a second `features:` block would silently drop the first."""
+    text = "features:\n  cache: {enabled: true}\nmodels: []\nfeatures:\n  reload: {watch: false}\n"
+    with pytest.raises(ConfigError) as error:
+        parse_config(text, "dup.yaml")
+    assert "dup.yaml:4: duplicate key 'features' (first written at line 1)" in str(error.value)
+    nested = "server:\n  port: 1\n  port: 2\n"
+    with pytest.raises(ConfigError, match=r"dup.yaml:3: duplicate key 'port'"):
+        parse_config(nested, "dup.yaml")

@@ -38,12 +38,14 @@ models:
   - {{name: leaky, routes: [{{provider: echoer, model: leaky}}]}}
 features:
   routing: {{max_attempts: 1}}
+  graphql: {{enabled: true}}
 usage: {{database: ":memory:"}}
 """
 
 
-def review_config(extra: str = "") -> GatewayConfig:
-    return parse_config(CONFIG + extra, "review.yaml")
+def review_config(extra: str = "", *, console: bool = False) -> GatewayConfig:
+    text = CONFIG.replace("features:\n", "features:\n  console: {enabled: true}\n") if console else CONFIG
+    return parse_config(text + extra, "review.yaml")
 
 
 def echoing_upstream(status: int, *, stream: bool = False) -> httpx.MockTransport:
@@ -156,9 +158,10 @@ def _scoped(path: str) -> bool:
 
 async def test_every_route_but_the_probes_needs_a_key_and_admin_routes_the_master_key() -> None:
     # Every anonymous call is a failed admin login: the limit is raised so they stay 401s, not 429s.
-    app = create_app(review_config("admin: {failed_auth_limit: 100000}\n" + CONSOLE_ON))
+    app = create_app(review_config("admin: {failed_auth_limit: 100000}\n", console=True))
     paths = _paths(app)
     assert ("GET", "/admin/usage") in paths and ("GET", "/metrics") in paths
+    assert ("POST", "/graphql") in paths
     async with app.router.lifespan_context(app), await _client(app) as client:
         for method, path in paths:
             if path in PUBLIC or path.startswith("/console"):  # a session, not a key: the test below
@@ -166,7 +169,11 @@ async def test_every_route_but_the_probes_needs_a_key_and_admin_routes_the_maste
             anonymous = await client.request(method, path, json={})
             assert anonymous.status_code == 401, (method, path, anonymous.text)
             assert anonymous.json()["error"]["type"] == "authentication_error"
-            if not path.startswith(("/v1/", "/openai/")):  # client routes: any valid key
+            if path == "/graphql":  # any valid key: what each may read is decided field by field
+                for key in (KEY, MASTER):
+                    known = await client.request(method, path, headers=auth(key), json={})
+                    assert known.status_code not in (401, 403) and known.status_code < 500, (path, known.text)
+            elif not path.startswith(("/v1/", "/openai/")):  # client routes: any valid key
                 virtual = await client.request(method, path, headers=auth(KEY))
                 assert virtual.status_code == (403 if _scoped(path) else 401), (method, path, virtual.text)
                 master = await client.request(method, path, headers=auth(MASTER))
@@ -174,12 +181,11 @@ async def test_every_route_but_the_probes_needs_a_key_and_admin_routes_the_maste
                 assert master.status_code not in (401, 403) and master.status_code < 500, (path, master.text)
 
 
-CONSOLE_ON = "features: {console: {enabled: true}}\n"
 CONSOLE_PUBLIC = {("GET", "/console/login"), ("POST", "/console/login"), ("GET", "/console/static/{name}")}
 
 
 async def test_every_console_route_but_login_and_assets_needs_a_session_not_a_key() -> None:
-    app = create_app(review_config("admin: {failed_auth_limit: 100000}\n" + CONSOLE_ON))
+    app = create_app(review_config("admin: {failed_auth_limit: 100000}\n", console=True))
     paths = [(m, p) for m, p in _paths(app) if p.startswith("/console")]
     assert ("GET", "/console") in paths and ("POST", "/console/keys") in paths
     assert set(paths) >= CONSOLE_PUBLIC

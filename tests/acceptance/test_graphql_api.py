@@ -1,0 +1,201 @@
+"""Acceptance: the GraphQL API (``POST /graphql``), black box over HTTP with a real GraphQL client (``gql``).
+
+Each test uses its own keys (``graphql-*`` in gateway.yaml) and unique prompts, so it also holds against a
+live gateway that has served other traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from gql import Client, GraphQLRequest
+from gql.transport.exceptions import TransportQueryError
+from gql.transport.httpx import HTTPXTransport
+from gql.transport.websockets import WebsocketsTransport
+
+TENANT = "sk-acceptance-graphql-tenant"  # models: [mock-echo], rpm 600, a $100 total budget
+OTHER = "sk-acceptance-graphql-other"
+SLUG = "graphql-api"
+
+
+def run(gw: Any, credential: str, query: str, **variables: Any) -> dict[str, Any]:
+    transport = HTTPXTransport(url=f"{gw.url}/graphql", headers={"Authorization": f"Bearer {credential}"})
+    with Client(transport=transport) as session:
+        result: dict[str, Any] = session.execute(GraphQLRequest(query, variable_values=variables or None))
+    return result
+
+
+def refused(gw: Any, credential: str, query: str, **variables: Any) -> dict[str, Any]:
+    with pytest.raises(TransportQueryError) as caught:
+        run(gw, credential, query, **variables)
+    assert caught.value.errors
+    error: dict[str, Any] = caught.value.errors[0]
+    return error
+
+
+def master(gw: Any) -> str:
+    return gw.admin_headers()["Authorization"].removeprefix("Bearer ")
+
+
+def chat(gw: Any, credential: str) -> None:
+    body = {"model": "mock-echo", "messages": [{"role": "user", "content": f"graphql {uuid.uuid4()}"}]}
+    response = gw.client.post("/v1/chat/completions", json=body, headers=gw.headers(credential))
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.feature(SLUG, step=1)
+def test_graphql_is_served_when_enabled_and_listed_as_a_feature(gateway: Any) -> None:
+    features = run(gateway, TENANT, "{ features { slug enabled } }")["features"]
+    assert {"slug": SLUG, "enabled": True} in features
+    anonymous = gateway.client.post("/graphql", json={"query": "{ models { name } }"})
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"]["type"] == "authentication_error"
+
+
+@pytest.mark.feature(SLUG, step=2)
+def test_models_me_and_usage_answer_what_the_rest_api_answers(gateway: Any) -> None:
+    assert run(gateway, TENANT, "{ models { name } }")["models"] == [{"name": "mock-echo"}]
+    query = "{ me { name models rpm budget { limitUsd spentUsd } } usage { totals { requests costUsd } } }"
+    before = run(gateway, TENANT, query)
+    chat(gateway, TENANT)
+    after = run(gateway, TENANT, query)
+    assert after["me"]["name"] == "graphql-tenant" and after["me"]["models"] == ["mock-echo"]
+    assert after["me"]["rpm"] == 600 and after["me"]["budget"]["limitUsd"] == "100"
+    assert after["usage"]["totals"]["requests"] == before["usage"]["totals"]["requests"] + 1
+    rest = gateway.client.get(
+        "/admin/v1/usage", params={"key": "graphql-tenant"}, headers=gateway.admin_headers()
+    ).json()
+    assert after["usage"]["totals"]["requests"] == rest["totals"]["requests"]
+    assert after["usage"]["totals"]["costUsd"] == rest["totals"]["cost_usd"]
+    routes = run(gateway, TENANT, "{ routes { model routes { route state } } }")["routes"]
+    assert [r["model"] for r in routes] == ["mock-echo"]
+
+
+@pytest.mark.feature(SLUG, step=3)
+def test_a_deep_or_expensive_query_is_refused_with_a_graphql_error(gateway: Any) -> None:
+    # max_depth 3 in gateway.yaml: usage > edges > node > key is depth 3; through `me` it is 4, refused.
+    assert "usage" in run(gateway, TENANT, "{ usage { edges { node { key } } } }")
+    error = refused(gateway, TENANT, "{ me { usage { edges { node { key } } } } }")
+    assert error["extensions"]["code"] == "QUERY_TOO_DEEP"
+    assert "features.graphql.max_depth" in error["message"]
+    assert run(gateway, TENANT, "{ me { usage { totals { requests } } } }")["me"]["usage"]["totals"]
+    error = refused(gateway, TENANT, "{ usage(first: 200) { edges { node { key model day } } } }")
+    assert error["extensions"]["code"] == "QUERY_TOO_COSTLY"
+    assert "features.graphql.max_cost" in error["message"]
+
+
+@pytest.mark.feature(SLUG, step=4)
+def test_a_virtual_key_cannot_read_another_keys_usage(gateway: Any) -> None:
+    chat(gateway, OTHER)
+    query = "query ($key: String) { usage(key: $key, groupBy: [KEY]) { key edges { node { key } } } }"
+    own = run(gateway, TENANT, query)["usage"]
+    assert own["key"] == "graphql-tenant"
+    assert {e["node"]["key"] for e in own["edges"]} <= {"graphql-tenant"}
+    error = refused(gateway, TENANT, query, key="graphql-other")
+    assert error["extensions"]["code"] == "FORBIDDEN"
+    # Its budgets are its own too; the admin-only views need an admin credential.
+    assert [b["name"] for b in run(gateway, TENANT, "{ budgets { name } }")["budgets"]] == ["graphql-tenant"]
+    assert refused(gateway, TENANT, 'mutation { revokeKey(id: "key_x") { id } }')["extensions"]["code"] == (
+        "FORBIDDEN"
+    )
+    everyone = run(gateway, master(gateway), query)["usage"]
+    assert "graphql-other" in {e["node"]["key"] for e in everyone["edges"]}
+
+
+@pytest.mark.feature(SLUG, step=5)
+def test_usage_groups_and_keys_page_with_opaque_cursors(gateway: Any) -> None:
+    chat(gateway, TENANT)
+    chat(gateway, OTHER)
+    query = """query ($after: String) {
+      usage(groupBy: [KEY], first: 1, after: $after) { totalCount edges { node { key } }
+        pageInfo { hasNextPage endCursor } }
+    }"""
+    keys: list[str] = []
+    after = None
+    for _ in range(1000):
+        page = run(gateway, master(gateway), query, after=after)["usage"]
+        keys += [e["node"]["key"] for e in page["edges"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert len(keys) == page["totalCount"] == len(set(keys))
+    assert {"graphql-tenant", "graphql-other"} <= set(keys)
+    # Keys page the same way, each with its budget (read in one batch per page).
+    query = """query ($after: String) {
+      keys(first: 20, after: $after) { nodes { name budget { limitUsd } } pageInfo { hasNextPage endCursor } }
+    }"""
+    budgets: dict[str, Any] = {}
+    after = None
+    for _ in range(1000):
+        listing = run(gateway, master(gateway), query, after=after)["keys"]
+        budgets.update({n["name"]: n["budget"] for n in listing["nodes"]})
+        if not listing["pageInfo"]["hasNextPage"]:
+            break
+        after = listing["pageInfo"]["endCursor"]
+    assert budgets["graphql-tenant"] == {"limitUsd": "100"} and budgets["graphql-other"] is None
+
+
+@pytest.mark.feature(SLUG, step=6)
+def test_a_created_key_is_visible_to_the_rest_admin_api(gateway: Any) -> None:
+    name = f"graphql-made-{uuid.uuid4().hex[:8]}"
+    created = run(
+        gateway,
+        master(gateway),
+        "mutation ($input: KeyCreateInput!) { createKey(input: $input) { id name secret models } }",
+        input={"name": name, "models": ["mock-echo"]},
+    )["createKey"]
+    rest = gateway.client.get(f"/admin/v1/keys/{created['id']}", headers=gateway.admin_headers())
+    assert rest.status_code == 200 and rest.json()["name"] == name and rest.json()["models"] == ["mock-echo"]
+    chat(gateway, created["secret"])  # the new key works on the client API at once
+    run(gateway, master(gateway), "mutation ($id: ID!) { revokeKey(id: $id) { revoked } }", id=created["id"])
+    assert gateway.client.get(f"/admin/v1/keys/{created['id']}", headers=gateway.admin_headers()).json()[
+        "revoked"
+    ]
+    refused_call = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        json={"model": "mock-echo", "messages": [{"role": "user", "content": "revoked"}]},
+        headers=gateway.headers(created["secret"]),
+    )
+    assert refused_call.status_code == 401
+    error = refused(gateway, TENANT, 'mutation { createKey(input: {name: "x"}) { id } }')
+    assert error["extensions"]["code"] == "FORBIDDEN"
+
+
+@pytest.mark.feature(SLUG, step=7)
+@pytest.mark.anyio
+async def test_a_subscription_receives_a_requests_usage_when_it_finishes(gateway: Any) -> None:
+    ws_url = gateway.url.replace("http://", "ws://").replace("https://", "wss://") + "/graphql"
+    transport = WebsocketsTransport(
+        url=ws_url,
+        headers={"Authorization": f"Bearer {TENANT}"},
+        subprotocols=[WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL],
+    )
+    query = GraphQLRequest("subscription { usage { requestId key model costUsd } }")
+    sent: list[str] = []
+    async with Client(transport=transport) as session, httpx.AsyncClient(base_url=gateway.url) as http:
+        events = session.subscribe(query)
+        waiting = asyncio.ensure_future(anext(events))
+        # Another key's request first each round: the tenant's subscription must skip it.
+        for _ in range(100):
+            for credential in (OTHER, TENANT):
+                body = {
+                    "model": "mock-echo",
+                    "messages": [{"role": "user", "content": f"live {uuid.uuid4()}"}],
+                }
+                answer = await http.post(
+                    "/v1/chat/completions", json=body, headers=gateway.headers(credential)
+                )
+                assert answer.status_code == 200, answer.text
+                if credential == TENANT:
+                    sent.append(answer.headers["x-request-id"])
+            done, _ = await asyncio.wait({waiting}, timeout=0.5)
+            if done:
+                break
+        event = (await asyncio.wait_for(waiting, 30))["usage"]
+        await events.aclose()
+    assert event["key"] == "graphql-tenant" and event["model"] == "mock-echo"
+    assert event["requestId"] in sent
