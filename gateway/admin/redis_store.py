@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.admin.records import KeyRecord
 from gateway.admin.store import IdempotencyClaim
 from gateway.stores import StoreUnavailable
+from gateway.stores.redis_url import connect
 
 _P = "gw:admin:{admin}:"
 VERSION = _P + "version"
@@ -66,7 +66,7 @@ class RedisAdminStore:
     backend = "redis"
 
     def __init__(self, url: str, *, timeout: float = 1.0) -> None:
-        self._client = aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self._client = connect(url, timeout=timeout)
         self._write = self._client.register_script(_WRITE)
         self._append = self._client.register_script(_APPEND)
 

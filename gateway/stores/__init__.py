@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.stores.base import AtomicOp, MemoryData, OnError, Store, StoreUnavailable, hashed_id, store_key
 from gateway.stores.memory import MemoryStore
+from gateway.stores.redis_url import parse_redis_url
 
 if TYPE_CHECKING:
     from gateway.stores.redis import RedisStore
@@ -36,7 +37,10 @@ class StateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     redis_url: str | None = Field(
-        default=None, description="redis://[:password@]host:port/db; unset keeps state in this process"
+        default=None,
+        description="redis://[:password@]host:port/db, rediss:// (TLS), "
+        "redis+sentinel://[:password@]host:port[,host:port]/service[/db] or "
+        "redis+cluster://[:password@]host:port[,host:port]; unset keeps state in this process",
     )
     on_error: Literal["fail_open", "fail_closed"] = Field(
         default="fail_open",
@@ -53,8 +57,8 @@ class StateConfig(BaseModel):
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
         # Checked here so a typo is a config error naming the key, not a traceback when the app starts.
-        if value and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix:// (e.g. redis://127.0.0.1:6379/0)")
+        if value:
+            parse_redis_url(value)  # its ValueError names the problem, never the password
         return value or None
 
 

@@ -1,0 +1,220 @@
+"""Real Redis topologies for tests, on loopback: a 3-master Redis Cluster, and a primary + replica + 3 sentinels.
+
+Each is a context manager that starts `redis-server` processes (free ports, no persistence, a temporary
+directory each), waits until the topology is usable and stops everything on exit. Every wait is bounded.
+`scripts/test` installs redis-server (which also serves as the sentinel with `--sentinel`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from types import TracebackType
+
+from redis_server import free_port
+
+SERVICE = "gwprimary"
+
+
+def _exe(name: str) -> str:
+    exe = shutil.which(name)
+    if exe is None:
+        raise RuntimeError(f"{name} is not installed; scripts/test installs redis-server with apt-get")
+    return exe
+
+
+def cli(port: int, *args: str, timeout: float = 10.0) -> str:
+    """`redis-cli -p port args...` on loopback; its stdout."""
+    done = subprocess.run(
+        [_exe("redis-cli"), "-h", "127.0.0.1", "-p", str(port), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return done.stdout
+
+
+def wait_for(what: str, check: object, timeout: float) -> None:
+    """Call `check()` until it returns true; RuntimeError naming `what` after `timeout` seconds."""
+    assert callable(check)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Process:
+    """One redis-server (or sentinel) process on 127.0.0.1 in a directory of its own."""
+
+    def __init__(self, args: list[str], port: int, workdir: Path) -> None:
+        self.port = port
+        self._log = open(workdir / "server.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [_exe("redis-server"), *args],
+            cwd=workdir,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(f"redis on port {port}", lambda: self.proc.poll() is None and cli(port, "PING").strip() == "PONG", 15)
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies as a crashed host would, without a clean shutdown."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        """Terminate (kill after 10 s) and close the log."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+
+
+class _Topology:
+    def __init__(self) -> None:
+        self._stack = ExitStack()
+        self._dir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="redis-topology-")))
+        self.processes: list[Process] = []
+
+    def _start(self, name: str, args: list[str], port: int) -> Process:
+        workdir = self._dir / name
+        workdir.mkdir()
+        process = Process(args, port, workdir)
+        self.processes.append(process)
+        self._stack.callback(process.stop)
+        return process
+
+    def __enter__(self) -> _Topology:
+        try:
+            self.start()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stack.close()
+
+
+def _server_args(port: int) -> list[str]:
+    return ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "notice"]
+
+
+class RedisClusterTopology(_Topology):
+    """Three masters, no replicas, the 16384 slots split between them; `url` is `redis+cluster://...`."""
+
+    def start(self) -> None:
+        self.ports = [free_port() for _ in range(3)]
+        for number, port in enumerate(self.ports):
+            args = [*_server_args(port), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            self._start(f"node{number}", [*args, "--cluster-node-timeout", "2000"], port)
+        nodes = [f"127.0.0.1:{port}" for port in self.ports]
+        subprocess.run(
+            [_exe("redis-cli"), "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+        wait_for(
+            "cluster_state:ok on every node",
+            lambda: all("cluster_state:ok" in cli(port, "CLUSTER", "INFO") for port in self.ports),
+            30,
+        )
+
+    @property
+    def url(self) -> str:
+        """The cluster URL naming every node as a seed."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports)
+
+
+class SentinelTopology(_Topology):
+    """A primary, one replica and three sentinels watching them as `gwprimary` (quorum 2).
+
+    Sentinels judge the primary down after 1 s without an answer; `kill_primary()` SIGKILLs it and
+    `wait_for_promotion()` waits until the sentinels name the replica as the new primary.
+    """
+
+    def start(self) -> None:
+        self.primary_port, self.replica_port = free_port(), free_port()
+        self.primary = self._start("primary", _server_args(self.primary_port), self.primary_port)
+        replica_args = [*_server_args(self.replica_port), "--replicaof", "127.0.0.1", str(self.primary_port)]
+        self.replica = self._start("replica", replica_args, self.replica_port)
+        wait_for(
+            "the replica to sync",
+            lambda: "master_link_status:up" in cli(self.replica_port, "INFO", "replication"),
+            30,
+        )
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        for number, port in enumerate(self.sentinel_ports):
+            workdir = self._dir / f"sentinel{number}"
+            workdir.mkdir()
+            # Sentinel rewrites its config file as it learns the topology, so each needs a writable one.
+            (workdir / "sentinel.conf").write_text(
+                f"port {port}\nbind 127.0.0.1\n"
+                f"sentinel monitor {SERVICE} 127.0.0.1 {self.primary_port} 2\n"
+                f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+                f"sentinel failover-timeout {SERVICE} 10000\n"
+                f"sentinel parallel-syncs {SERVICE} 1\n"
+            )
+            process = Process([str(workdir / "sentinel.conf"), "--sentinel"], port, workdir)
+            self.processes.append(process)
+            self._stack.callback(process.stop)
+        wait_for(
+            "every sentinel to see the replica and the other sentinels",
+            lambda: all(self._sees_everyone(port) for port in self.sentinel_ports),
+            30,
+        )
+
+    def _sees_everyone(self, port: int) -> bool:
+        info = cli(port, "SENTINEL", "MASTER", SERVICE).split("\n")
+        fields = dict(zip(info[::2], info[1::2], strict=False))
+        return fields.get("num-slaves") == "1" and fields.get("num-other-sentinels") == "2"
+
+    @property
+    def url(self) -> str:
+        """The Sentinel URL naming all three sentinels and the service, database 0."""
+        return "redis+sentinel://" + ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports) + f"/{SERVICE}/0"
+
+    def primary_port_now(self) -> int:
+        """The port the sentinels currently name as the primary."""
+        host_port = cli(self.sentinel_ports[0], "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE).split()
+        return int(host_port[1])
+
+    def wait_for_replication(self) -> None:
+        """Block until the replica has every write the primary acknowledged (WAIT 1)."""
+        acked = cli(self.primary_port, "WAIT", "1", "5000").strip()
+        if acked != "1":
+            raise RuntimeError(f"the replica did not acknowledge the primary's writes (WAIT said {acked!r})")
+
+    def kill_primary(self) -> None:
+        """SIGKILL the original primary."""
+        self.primary.kill()
+
+    def wait_for_promotion(self, timeout: float = 60) -> None:
+        """Wait until the sentinels name the replica as primary and it accepts writes."""
+        wait_for(
+            "the sentinels to promote the replica",
+            lambda: self.primary_port_now() == self.replica_port
+            and "role:master" in cli(self.replica_port, "INFO", "replication"),
+            timeout,
+        )
