@@ -1,4 +1,4 @@
-"""Real Redis topologies for tests, on loopback: a 3-master Redis Cluster, and a primary + replica + 3 sentinels.
+"""Real Redis topologies for tests on loopback: a 3-master Cluster; a primary, a replica and 3 sentinels.
 
 Each is a context manager that starts `redis-server` processes (free ports, no persistence, a temporary
 directory each), waits until the topology is usable and stops everything on exit. Every wait is bounded.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -66,7 +67,15 @@ class Process:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        wait_for(f"redis on port {port}", lambda: self.proc.poll() is None and cli(port, "PING").strip() == "PONG", 15)
+        try:
+            wait_for(
+                f"redis on port {port}",
+                lambda: self.proc.poll() is None and cli(port, "PING").strip() == "PONG",
+                15,
+            )
+        except RuntimeError:
+            self.stop()
+            raise
 
     def kill(self) -> None:
         """SIGKILL: the process dies as a crashed host would, without a clean shutdown."""
@@ -117,14 +126,39 @@ class _Topology:
 
 
 def _server_args(port: int) -> list[str]:
-    return ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "notice"]
+    return [
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--loglevel",
+        "notice",
+    ]
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (the port + 10000) is a valid port and free too."""
+    for _ in range(100):
+        port = free_port()
+        if port + 10000 < 65536:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 class RedisClusterTopology(_Topology):
     """Three masters, no replicas, the 16384 slots split between them; `url` is `redis+cluster://...`."""
 
     def start(self) -> None:
-        self.ports = [free_port() for _ in range(3)]
+        self.ports = [cluster_port() for _ in range(3)]
         for number, port in enumerate(self.ports):
             args = [*_server_args(port), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
             self._start(f"node{number}", [*args, "--cluster-node-timeout", "2000"], port)
@@ -193,7 +227,11 @@ class SentinelTopology(_Topology):
     @property
     def url(self) -> str:
         """The Sentinel URL naming all three sentinels and the service, database 0."""
-        return "redis+sentinel://" + ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports) + f"/{SERVICE}/0"
+        return (
+            "redis+sentinel://"
+            + ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+            + f"/{SERVICE}/0"
+        )
 
     def primary_port_now(self) -> int:
         """The port the sentinels currently name as the primary."""
@@ -214,7 +252,9 @@ class SentinelTopology(_Topology):
         """Wait until the sentinels name the replica as primary and it accepts writes."""
         wait_for(
             "the sentinels to promote the replica",
-            lambda: self.primary_port_now() == self.replica_port
-            and "role:master" in cli(self.replica_port, "INFO", "replication"),
+            lambda: (
+                self.primary_port_now() == self.replica_port
+                and "role:master" in cli(self.replica_port, "INFO", "replication")
+            ),
             timeout,
         )

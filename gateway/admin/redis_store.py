@@ -18,7 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from gateway.admin.records import KeyRecord
 from gateway.admin.store import IdempotencyClaim
 from gateway.stores import StoreUnavailable
-from gateway.stores.redis_url import connect
+from gateway.stores.redis_url import close, connect
 
 _P = "gw:admin:{admin}:"
 VERSION = _P + "version"
@@ -158,4 +158,4 @@ class RedisAdminStore:
 
     async def close(self) -> None:
         """Close the connection pool."""
-        await self._client.aclose()
+        await close(self._client)

@@ -21,7 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.stores.base import AtomicOp, OnError, StoreUnavailable
-from gateway.stores.redis_url import connect, redacted
+from gateway.stores.redis_url import close, connect, redacted
 
 __all__ = ["RedisStore", "redacted"]
 
@@ -93,7 +93,7 @@ class RedisStore:
 
     async def close(self) -> None:
         """Close the connection pool."""
-        await self._client.aclose()
+        await close(self._client)
 
     async def _call(self, command: Callable[[], Awaitable[Any]], fallback: Any) -> Any:
         try:

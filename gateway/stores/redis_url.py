@@ -70,17 +70,21 @@ def parse_redis_url(url: str) -> RedisTarget:
     if not netloc:
         raise ValueError(f"{scheme}:// needs at least one host:port")
     hosts = _hosts(netloc)
-    common = {"password": unquote(password) or None, "username": unquote(username) or None}
+    secret, user = unquote(password) or None, unquote(username) or None
     if scheme == "redis+cluster":
         if path not in ("", "0"):
             raise ValueError("a Redis Cluster has only database 0; drop the path from redis+cluster://")
-        return RedisTarget("cluster", url, hosts, **common)
+        return RedisTarget("cluster", url, hosts, password=secret, username=user)
     service, _, db = path.partition("/")
     if not service:
-        raise ValueError("redis+sentinel:// needs the monitored service name: redis+sentinel://host:port/mymaster")
+        raise ValueError(
+            "redis+sentinel:// needs the monitored service name: redis+sentinel://host:port/mymaster"
+        )
     if db and not db.isdigit():
         raise ValueError(f"the database after the service name must be a number, got {db!r}")
-    return RedisTarget("sentinel", url, hosts, service=service, db=int(db or 0), **common)
+    return RedisTarget(
+        "sentinel", url, hosts, password=secret, username=user, service=service, db=int(db or 0)
+    )
 
 
 def redacted(url: str) -> str:
@@ -108,7 +112,7 @@ def connect(url: str, *, timeout: float) -> Any:
     }
     if target.topology == "single":
         return aioredis.Redis.from_url(url, **options)
-    auth = {"password": target.password, "username": target.username}
+    auth: dict[str, Any] = {"password": target.password, "username": target.username}
     if target.topology == "sentinel":
         sentinels = Sentinel(
             list(target.hosts),
@@ -121,3 +125,11 @@ def connect(url: str, *, timeout: float) -> Any:
         **auth,
         **options,
     )
+
+
+async def close(client: Any) -> None:
+    """Close `client` from `connect` and, for Sentinel, the connections to the sentinels it asked."""
+    await client.aclose()
+    sentinels = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    if sentinels is not None:
+        await sentinels.aclose()
