@@ -86,6 +86,8 @@ class KeyIdentity:
     rpm: int | None = None
     tpm: int | None = None
     budget: BudgetConfig | None = field(default=None, compare=False)
+    # Data residency (auth.keys[].allowed_regions): the router never calls a route outside these regions.
+    allowed_regions: frozenset[str] | None = None
 
     def may_use(self, model: str) -> bool:
         """Whether this key may call ``model``."""

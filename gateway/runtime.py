@@ -85,7 +85,14 @@ def build_stages(
     if config.features.cache:
         stages.append(CacheStage(config.features.cache, shared.store))
     stages.append(
-        RoutingStage(config.features.routing, providers, models, shared.store, metrics=shared.metrics)
+        RoutingStage(
+            config.features.routing,
+            providers,
+            models,
+            shared.store,
+            metrics=shared.metrics,
+            region=config.server.region,
+        )
     )
     return stages
 

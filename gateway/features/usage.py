@@ -448,8 +448,11 @@ class UsageStage:
         clock: Clock = utc_now,
         metrics: GatewayMetrics | None = None,
         log_bodies: LogBodiesConfig | None = None,
+        region: str | None = None,
     ) -> None:
         self.ledger = ledger
+        # This replica's server.region: the region of a request no upstream answered (cache hit, refusal).
+        self.region = region
         self.log_bodies = log_bodies
         self.redaction = Redaction(log_bodies.redact) if log_bodies is not None else None
         self.pricing = pricing
@@ -546,7 +549,9 @@ class UsageStage:
             cache_status=call.response_headers.get(CACHE_HEADER),
             error_code=error_code,
             overhead_ms=round(call.overhead_ms(), 3),
-            region=call.route.region if call.route is not None else None,
+            # Where the prompt was processed: the answering route's region (None when the route names none),
+            # or this replica's when no upstream answered (a cache hit, a refusal).
+            region=call.route.region if call.route is not None else self.region,
             reservation_id=call.scratch.get(RESERVATION_SCRATCH),
         )
         self.ledger.record(record)
@@ -594,4 +599,5 @@ def usage_stage(
         clock=clock,
         metrics=metrics,
         log_bodies=config.usage.log_bodies,
+        region=config.server.region,
     )
