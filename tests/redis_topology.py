@@ -155,24 +155,84 @@ def cluster_port() -> int:
 
 
 class RedisClusterTopology(_Topology):
-    """Three masters, no replicas, the 16384 slots split between them; `url` is `redis+cluster://...`."""
+    """Three masters (each with `replicas` replicas), the 16384 slots split between them.
+
+    `url` is the `redis+cluster://` URL. With replicas, `kill_master_of(key)` SIGKILLs the master owning the
+    key's slot and `wait_for_failover(key)` waits until its replica has taken the slot over.
+    """
+
+    def __init__(self, replicas: int = 0) -> None:
+        super().__init__()
+        self.replicas = replicas
 
     def start(self) -> None:
-        self.ports = [cluster_port() for _ in range(3)]
+        self.ports = [cluster_port() for _ in range(3 * (1 + self.replicas))]
+        self.by_port: dict[int, Process] = {}
         for number, port in enumerate(self.ports):
             args = [*_server_args(port), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
-            self._start(f"node{number}", [*args, "--cluster-node-timeout", "2000"], port)
+            self.by_port[port] = self._start(f"node{number}", [*args, "--cluster-node-timeout", "2000"], port)
         nodes = [f"127.0.0.1:{port}" for port in self.ports]
+        replicas = ["--cluster-replicas", str(self.replicas)]
         subprocess.run(
-            [_exe("redis-cli"), "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
+            [_exe("redis-cli"), "--cluster", "create", *nodes, *replicas, "--cluster-yes"],
             capture_output=True,
             timeout=60,
             check=True,
         )
+        wait_for("the cluster to settle", lambda: all(self._ok(port) for port in self.ports), 30)
+
+    def _ok(self, port: int) -> bool:
+        if "cluster_state:ok" not in cli(port, "CLUSTER", "INFO"):
+            return False
+        # Every node agrees on the masters, and every master's replicas are linked.
+        roles = [line.split()[2] for line in cli(port, "CLUSTER", "NODES").splitlines() if line.strip()]
+        return sum("master" in role for role in roles) == 3 and sum("slave" in role for role in roles) == (
+            3 * self.replicas
+        )
+
+    def owner_of(self, key: str, asking: int | None = None) -> int:
+        """The port of the master owning `key`'s slot, as node `asking` (default: the first alive) sees it."""
+        port = self._owner(key, asking)
+        if port is None:
+            raise RuntimeError(f"no live master owns the slot of {key!r}")
+        return port
+
+    def _owner(self, key: str, asking: int | None) -> int | None:
+        alive = [port for port in self.ports if self.by_port[port].proc.poll() is None]
+        port = asking if asking is not None else alive[0]
+        slot = int(cli(port, "CLUSTER", "KEYSLOT", key).strip())
+        for line in cli(port, "CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if len(fields) < 9 or "master" not in fields[2] or "fail" in fields[2]:
+                continue
+            for span in fields[8:]:
+                first, _, last = span.partition("-")
+                if first.isdigit() and int(first) <= slot <= int(last or first):
+                    return int(fields[1].split("@")[0].rsplit(":", 1)[1])
+        return None
+
+    def wait_for_replication(self, key: str) -> None:
+        """Block until the replica of `key`'s master has every write the master acknowledged (WAIT 1)."""
+        acked = cli(self.owner_of(key), "WAIT", "1", "5000").strip()
+        if acked != "1":
+            raise RuntimeError(f"the replica did not acknowledge the master's writes (WAIT said {acked!r})")
+
+    def kill_master_of(self, key: str) -> int:
+        """SIGKILL the master owning `key`'s slot; returns its port."""
+        port = self.owner_of(key)
+        self.by_port[port].kill()
+        return port
+
+    def wait_for_failover(self, key: str, dead: int, timeout: float = 60) -> None:
+        """Wait until a live node other than `dead` owns `key`'s slot and the cluster is ok again."""
+        alive = [port for port in self.ports if port != dead]
         wait_for(
-            "cluster_state:ok on every node",
-            lambda: all("cluster_state:ok" in cli(port, "CLUSTER", "INFO") for port in self.ports),
-            30,
+            "a replica to take over the dead master's slots",
+            lambda: (
+                self._owner(key, alive[0]) not in (None, dead)
+                and "cluster_state:ok" in cli(alive[0], "CLUSTER", "INFO")
+            ),
+            timeout,
         )
 
     @property

@@ -9,6 +9,7 @@ sentinels promote the replica, then working again with the reservation intact.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -42,6 +43,7 @@ URL = "/v1/chat/completions"
 KEY = "sk-acceptance"
 BUDGET_KEY = "sk-topology-budget"
 NOW = datetime(2026, 12, 4, 12, tzinfo=UTC)
+UTC_ZONE = ZoneInfo("UTC")
 
 
 # --- URL forms ---------------------------------------------------------------------------------------------
@@ -257,3 +259,44 @@ async def test_sentinel_failover_keeps_the_reservation_and_refuses_only_while_it
         finally:
             await closed.close()
             await opened.close()
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+@needs_redis
+async def test_a_cluster_master_failing_over_keeps_the_reservation() -> None:
+    with RedisClusterTopology(replicas=1) as topology:
+        closed = RedisStore(topology.url, on_error="fail_closed", timeout=0.5)
+        book = BudgetBook(closed)
+        slot = BudgetSlot(
+            "key", f"cluster-{uuid.uuid4().hex[:8]}", 1_000, window_for(Period.TOTAL, NOW, UTC_ZONE)
+        )
+        try:
+            reservation = await book.reserve([slot], 400, NOW)
+            assert reservation.ok
+            topology.wait_for_replication(slot.store_key)
+            dead = topology.kill_master_of(slot.store_key)
+
+            # Until the replica takes the slot over, the store is unreachable for it: fail_closed refuses.
+            with pytest.raises(StoreUnavailable):
+                await book.read([slot])
+
+            topology.wait_for_failover(slot.store_key, dead)
+            # The client finds the new owner of the slot (a refreshed slot map after the lost connection);
+            # the reservation is there and settles once.
+            read = await _eventually(lambda: book.read([slot]))
+            assert read == [(0, 400)]
+            assert await book.settle(reservation, 250, NOW) == [(250, 0)]
+            assert not (await book.reserve([slot], 800, NOW)).ok
+        finally:
+            await closed.close()
+
+
+async def _eventually(step: Any, attempts: int = 20) -> Any:
+    """`await step()` until it does not raise StoreUnavailable (the client refreshing its slots); bounded."""
+    for _ in range(attempts - 1):
+        try:
+            return await step()
+        except StoreUnavailable:
+            await asyncio.sleep(0.25)
+    return await step()
