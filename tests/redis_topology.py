@@ -293,9 +293,10 @@ class SentinelTopology(_Topology):
             + f"/{SERVICE}/0"
         )
 
-    def primary_port_now(self) -> int:
-        """The port the sentinels currently name as the primary."""
-        host_port = cli(self.sentinel_ports[0], "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE).split()
+    def primary_port_now(self, sentinel: int | None = None) -> int:
+        """The port the sentinel on port `sentinel` (default: the first) names as the primary."""
+        port = sentinel if sentinel is not None else self.sentinel_ports[0]
+        host_port = cli(port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE).split()
         return int(host_port[1])
 
     def wait_for_replication(self) -> None:
@@ -309,11 +310,11 @@ class SentinelTopology(_Topology):
         self.primary.kill()
 
     def wait_for_promotion(self, timeout: float = 60) -> None:
-        """Wait until the sentinels name the replica as primary and it accepts writes."""
+        """Wait until every sentinel names the replica as primary and it accepts writes."""
         wait_for(
             "the sentinels to promote the replica",
             lambda: (
-                self.primary_port_now() == self.replica_port
+                all(self.primary_port_now(port) == self.replica_port for port in self.sentinel_ports)
                 and "role:master" in cli(self.replica_port, "INFO", "replication")
             ),
             timeout,
