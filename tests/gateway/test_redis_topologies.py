@@ -75,6 +75,14 @@ def test_redacted_urls_never_show_the_password() -> None:
     assert redacted("rediss://:s3cret@h:6380/1") == "rediss://h:6380/1"
 
 
+def test_admin_config_dump_hides_the_password_of_a_multi_host_url() -> None:
+    from gateway.reload import redact
+
+    dump = redact({"state": {"redis_url": "redis+sentinel://:s3cret@h1:1,h2:2/mymaster/0"}})
+    assert dump == {"state": {"redis_url": "redis+sentinel://***@h1:1,h2:2/mymaster/0"}}
+    assert redact({"u": "redis+cluster://user:pw@h1:1,h2:2"}) == {"u": "redis+cluster://***@h1:1,h2:2"}
+
+
 @pytest.mark.parametrize(
     ("url", "problem"),
     [
