@@ -130,6 +130,8 @@ def connect(url: str, *, timeout: float) -> Any:
 async def close(client: Any) -> None:
     """Close `client` from `connect` and, for Sentinel, the connections to the sentinels it asked."""
     await client.aclose()
-    sentinels = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
-    if sentinels is not None:
-        await sentinels.aclose()
+    manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    if manager is not None:
+        # One by one (Sentinel.aclose is not in every redis-py this project accepts).
+        for sentinel in manager.sentinels:
+            await sentinel.aclose()
