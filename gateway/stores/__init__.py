@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AtomicOp",
+    "GlobalFeature",
     "MemoryData",
     "MemoryStore",
     "OnError",
@@ -31,6 +32,11 @@ __all__ = [
 ]
 
 
+# Features whose state may live in the global store (multi-region); cooldowns stay regional by design.
+GlobalFeature = Literal["budgets", "rate_limit", "cache"]
+_BUDGETS_ONLY: list[GlobalFeature] = ["budgets"]
+
+
 class StateConfig(BaseModel):
     """`state:` in the gateway config: where shared state lives and what happens when it is unreachable."""
 
@@ -41,6 +47,16 @@ class StateConfig(BaseModel):
         description="redis://[:password@]host:port/db, rediss:// (TLS), "
         "redis+sentinel://[:password@]host:port[,host:port]/service[/db] or "
         "redis+cluster://[:password@]host:port[,host:port]; unset keeps state in this process",
+    )
+    global_redis_url: str | None = Field(
+        default=None,
+        description="multi-region: the store every region shares (same URL forms as redis_url), for the "
+        "features in global_features; redis_url is then the region's own",
+    )
+    global_features: list[GlobalFeature] = Field(
+        default_factory=lambda: _BUDGETS_ONLY.copy(),
+        description="with global_redis_url: the features whose state lives there (budgets exact across "
+        "regions by default); the others, and cooldowns, stay in redis_url",
     )
     on_error: Literal["fail_open", "fail_closed"] = Field(
         default="fail_open",
@@ -53,7 +69,7 @@ class StateConfig(BaseModel):
     )
     memory_max_entries: int = Field(default=100_000, gt=0, description="Memory backend: bound on entries")
 
-    @field_validator("redis_url")
+    @field_validator("redis_url", "global_redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
         # Checked here so a typo is a config error naming the key, not a traceback when the app starts.
@@ -71,10 +87,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def open_store(config: StateConfig) -> Store:
-    """The store `config` describes; Redis connects lazily, on first use."""
-    if config.redis_url:
+def open_store(config: StateConfig, *, url: str | None = None) -> Store:
+    """The store `config` describes (at `url` instead of `redis_url` when given); Redis connects lazily."""
+    url = url or config.redis_url
+    if url:
         from gateway.stores.redis import RedisStore
 
-        return RedisStore(config.redis_url, on_error=config.on_error, timeout=config.timeout_seconds)
+        return RedisStore(url, on_error=config.on_error, timeout=config.timeout_seconds)
     return MemoryStore(max_bytes=config.memory_max_bytes, max_entries=config.memory_max_entries)

@@ -9,6 +9,7 @@ answer 503). Key `sk-mr-eu-only` may only use eu-west and eu-central. Against a 
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -18,6 +19,8 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
+from redis_server import RedisServer
 from uvicorn_server import run_server
 
 from gateway.app import create_app
@@ -160,3 +163,70 @@ def _by_region(client: httpx.Client) -> dict[str, int]:
     reply = client.get("/admin/usage", params={"group_by": "region"}, headers=auth(MASTER))
     assert reply.status_code == 200, reply.text
     return {group["region"]: group["requests"] for group in reply.json()["groups"]}
+
+
+GLOBAL_BUDGET_KEY = "sk-mr-global-budget"
+
+
+@pytest.fixture(scope="module")
+def split_state(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Regions]:
+    """Replicas in eu-west and us-east, each with a Redis of its own region, sharing one global Redis."""
+    if request.config.getoption("gateway_url"):
+        pytest.skip("starts replicas and Redis servers of its own")
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (scripts/test installs it)")
+    folder = tmp_path_factory.mktemp("multi-region-state")
+    with ExitStack() as stack:
+        shared = stack.enter_context(RedisServer())
+        clients = []
+        for region in ("eu-west", "us-east"):
+            regional = stack.enter_context(RedisServer())
+            data = yaml.safe_load(CONFIG.replace("REGION", region))
+            data["auth"]["keys"].append(
+                {
+                    "name": "mr-global-budget",
+                    "key": GLOBAL_BUDGET_KEY,
+                    "budget": {"limit_usd": 0.03, "period": "total"},
+                }
+            )
+            data["models"].append(
+                {
+                    "name": "mr-priced",
+                    "routes": [{"provider": "eu-west-up", "model": "priced", "region": "eu-west"}],
+                    "pricing": {"input_per_1m": 100, "output_per_1m": 100},
+                }
+            )
+            data["features"]["cache"] = {"ttl_seconds": 60}
+            data["state"] = {"redis_url": regional.url, "global_redis_url": shared.url}
+            path = Path(folder / f"{region}.yaml")
+            path.write_text(yaml.safe_dump(data, sort_keys=False))
+            url = stack.enter_context(run_server(create_app(load_config(path))))
+            clients.append(stack.enter_context(httpx.Client(base_url=url, timeout=30)))
+        yield Regions(*clients)
+
+
+@pytest.mark.feature("multi-region-deployment", step=3)
+def test_a_budget_in_the_global_store_holds_across_regions_while_the_cache_stays_regional(
+    split_state: Regions,
+) -> None:
+    body = {**chat("mr-priced"), "max_tokens": 20}
+    first = split_state.eu.post(URL, json=body, headers=auth(GLOBAL_BUDGET_KEY))
+    again = split_state.eu.post(URL, json=body, headers=auth(GLOBAL_BUDGET_KEY))
+    other = split_state.us.post(URL, json=body, headers=auth(GLOBAL_BUDGET_KEY))
+    assert (first.status_code, again.status_code, other.status_code) == (200, 200, 200), other.text
+    # The cache is each region's own: a hit in eu-west, a miss in us-east for the same request.
+    assert [r.headers["x-gateway-cache"] for r in (first, again, other)] == ["MISS", "HIT", "MISS"]
+    # The budget is global: spending it up in eu-west leaves nothing in us-east.
+    for _ in range(40):
+        reply = split_state.eu.post(
+            URL, json={**chat("mr-priced"), "max_tokens": 20}, headers=auth(GLOBAL_BUDGET_KEY)
+        )
+        if reply.status_code != 200:
+            break
+    assert reply.status_code == 429 and reply.json()["error"]["code"] == "budget_exceeded", reply.text
+    refused = split_state.us.post(
+        URL, json={**chat("mr-priced"), "max_tokens": 20}, headers=auth(GLOBAL_BUDGET_KEY)
+    )
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"

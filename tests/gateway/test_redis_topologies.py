@@ -23,6 +23,7 @@ import httpx
 import pytest
 import yaml
 from redis.crc import key_slot
+from redis_server import RedisServer
 from redis_topology import RedisClusterTopology, SentinelTopology
 from uvicorn_server import run_server
 
@@ -309,3 +310,44 @@ async def _eventually(step: Any, attempts: int = 20) -> Any:
         except StoreUnavailable:
             await asyncio.sleep(0.25)
     return await step()
+
+
+# --- a regional store and a global one ---
+
+
+@pytest.mark.anyio
+@needs_redis
+async def test_budgets_live_in_the_global_store_and_the_rest_in_the_regions() -> None:
+    import redis.asyncio as aioredis
+
+    from gateway.runtime import SharedState
+
+    with RedisServer() as regional, RedisServer() as shared:
+        config = parse_config(
+            f"state: {{redis_url: '{regional.url}', global_redis_url: '{shared.url}'}}\n"
+            "usage: {database: ':memory:'}\n"
+        )
+        state = SharedState.open(config)
+        try:
+            assert state.store_for("budgets") is state.global_store
+            assert state.store_for("rate_limit") is state.store is state.store_for("cache")
+            await state.store_for("budgets").set("gw:probe:budgets", b"1")
+            await state.store_for("cache").set("gw:probe:cache", b"1")
+            clients = [aioredis.Redis.from_url(url) for url in (regional.url, shared.url)]
+            try:
+                assert [await c.exists("gw:probe:budgets") for c in clients] == [0, 1]
+                assert [await c.exists("gw:probe:cache") for c in clients] == [1, 0]
+            finally:
+                for client in clients:
+                    await client.aclose()
+        finally:
+            await state.close_stores()
+            await state.ledger.close()
+        # Each feature may be moved to the global store by name; an unknown one is a config error.
+        moved = parse_config(
+            f"state: {{global_redis_url: '{shared.url}', global_features: [budgets, rate_limit]}}\n"
+        )
+        assert moved.state.global_features == ["budgets", "rate_limit"]
+        with pytest.raises(ConfigError) as caught:
+            parse_config(f"state: {{global_redis_url: '{shared.url}', global_features: [cooldowns]}}\n")
+        assert "state.global_features[0]" in str(caught.value)
