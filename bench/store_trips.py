@@ -44,7 +44,7 @@ from bench.stages import UPSTREAM, body_factory, mock_transport  # noqa: E402
 from bench.systems import KEY, gateway_config  # noqa: E402
 
 REFUSED_KEY = "sk-bench-refused-0123456789abcdef"
-FEATURE = re.compile(rb"gw:([a-z_]+):")
+FEATURE = re.compile(rb"gw:\{?([a-z_]+)\}?:")  # `gw:{rl}:` when hash-tagged for Redis Cluster
 PATHS = ("cache miss", "cache hit", "refused")
 
 

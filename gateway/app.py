@@ -168,7 +168,7 @@ class Gateway:
             await self.runtime.aclose()
             if self.injected_transport is not None:
                 await self.injected_transport.aclose()
-            await self.store.close()
+            await self.shared.close_stores()
             await self.admin.close()
 
     def resolve(self, key: KeyIdentity, model: str) -> ModelConfig:

@@ -54,7 +54,14 @@ class KeyRing:
         self._master: bytes | None = None
         for entry in config.keys:
             models = None if entry.models == "*" else frozenset(entry.models)
-            identity = KeyIdentity(name=entry.name, key_id=key_id(entry.key), team=entry.team, models=models)
+            regions = None if entry.allowed_regions is None else frozenset(entry.allowed_regions)
+            identity = KeyIdentity(
+                name=entry.name,
+                key_id=key_id(entry.key),
+                team=entry.team,
+                models=models,
+                allowed_regions=regions,
+            )
             self._add(stored_digest(entry.key), identity)
         if config.master_key:
             self._master = stored_digest(config.master_key)

@@ -253,8 +253,12 @@ class BudgetSlot:
 
     @property
     def store_key(self) -> str:
-        """The store entry of this window, e.g. ``gw:budget:key:alice:daily:2026-03-08``."""
-        return store_key("budget", self.scope, self.name, self.window.key)
+        """The store entry of this window, e.g. ``gw:{budget}:key:alice:daily:2026-03-08``.
+
+        Hash-tagged: one reservation spans the key's, its team's and other budgets atomically, so in a Redis
+        Cluster all budget windows share one slot.
+        """
+        return store_key("budget", self.scope, self.name, self.window.key, together=True)
 
     @property
     def store_keys(self) -> list[str]:

@@ -31,6 +31,7 @@ from gateway.cors import CorsConfig
 from gateway.features.budgets import BudgetConfig, BudgetsConfig, TeamConfig, team_problems
 from gateway.features.cache import CacheConfig
 from gateway.features.ratelimit import RateLimitConfig
+from gateway.features.regions import REGION_PATTERN, apply_region_env, region_problems
 from gateway.features.routing_config import RoutingConfig, fallback_problems
 from gateway.features.tracing_config import TracingConfig
 from gateway.graphql_config import GraphQLConfig
@@ -73,6 +74,9 @@ class ServerConfig(_Strict):
     tls: ServerTLSConfig | None = None
     # Browser clients from other origins (gateway/cors.py); None: no CORS headers, OPTIONS is a 405.
     cors: CorsConfig | None = None
+    # The region this replica runs in (gateway/features/regions.py); GATEWAY_REGION sets it when unset here.
+    # The router prefers routes in it; responses name it in x-gateway-region.
+    region: str | None = Field(default=None, pattern=REGION_PATTERN)
 
 
 class KeyConfig(_Strict):
@@ -89,6 +93,8 @@ class KeyConfig(_Strict):
     rpm: int | None = Field(default=None, gt=0)
     tpm: int | None = Field(default=None, gt=0)
     max_concurrent: int | None = Field(default=None, gt=0)
+    # Data residency: the only route regions this key's requests may reach, failover included (None: any).
+    allowed_regions: list[str] | None = Field(default=None, min_length=1)
 
     @field_validator("key")
     @classmethod
@@ -139,7 +145,8 @@ class RouteConfig(_Strict):
     provider: str
     model: str | None = None  # None: the alias itself
     weight: float = Field(default=1.0, ge=0)
-    region: str | None = None
+    # Where this deployment runs (e.g. eu-west): region-aware routing and auth.keys[].allowed_regions.
+    region: str | None = Field(default=None, pattern=REGION_PATTERN)
     # USD per 1M tokens for this route; wins over the model's pricing and the bundled gateway/prices.yaml.
     pricing: PricingConfig | None = None
     # Parameters this route's provider cannot honour: dropped and reported (true) or refused (false);
@@ -299,7 +306,7 @@ def parse_config(text: str, source: str = "<config>") -> GatewayConfig:
 
     lines = _LineIndex(root)
     problems: list[tuple[tuple[PathPart, ...], str]] = []
-    data = _substitute_env(data, (), problems)
+    data = apply_region_env(_substitute_env(data, (), problems))
     problems.extend(_cross_reference_problems(data))
     config: GatewayConfig | None = None
     try:
@@ -310,6 +317,13 @@ def parse_config(text: str, source: str = "<config>") -> GatewayConfig:
     if config is not None:
         problems.extend(fallback_problems(config.models))
         problems.extend(team_problems(config.teams))
+        problems.extend(
+            region_problems(
+                [route.region for model in config.models for route in model.routes],
+                [(i, key.allowed_regions) for i, key in enumerate(config.auth.keys)],
+                config.features.routing.region_preference,
+            )
+        )
         problems.extend((("providers", i, "base_url"), m) for i, m in origin_conflicts(config.providers))
     if problems:
         raise ConfigError(source, _render(source, problems, lines))

@@ -45,6 +45,7 @@ GATEWAY_HEADERS = (
     "x-gateway-cost-usd",
     "x-gateway-dropped-params",
     "x-gateway-overhead-ms",
+    "x-gateway-region",
     "x-gateway-route",
     "x-gateway-usage-source",
 )

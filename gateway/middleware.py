@@ -19,15 +19,18 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import GatewayError
+from gateway.features.regions import REGION_HEADER
 from gateway.ids import IdSource
 from gateway.logging import AccessLog, log_error
+from gateway.runtime import RUNTIME_SCOPE_KEY
 from gateway.shutdown import Activity
 
 _REQUEST_ID_OK = re.compile(rb"^[A-Za-z0-9._:/+=-]{1,128}$")
 
 
 class GatewayMiddleware:
-    """Adds ``x-request-id`` and ``x-gateway-overhead-ms`` to every response and logs every request."""
+    """Adds ``x-request-id``, ``x-gateway-overhead-ms`` and (with ``server.region``) ``x-gateway-region`` to
+    every response, and logs every request."""
 
     def __init__(self, app: ASGIApp, access_log: AccessLog, activity: Activity | None = None) -> None:
         self.app = app
@@ -59,6 +62,12 @@ class GatewayMiddleware:
                 headers = list(message.get("headers", ()))
                 headers.append((b"x-request-id", rid))
                 headers.append((b"x-gateway-overhead-ms", f"{overhead_ms:.3f}".encode()))
+                # The replica that answered, refusals and cache hits included (the runtime of this request:
+                # a reload cannot split one response between two configs).
+                runtime = scope.get(RUNTIME_SCOPE_KEY)
+                region = runtime.config.server.region if runtime is not None else None
+                if region:
+                    headers.append((REGION_HEADER.encode(), region.encode()))
                 message["headers"] = headers
             await send(message)
 

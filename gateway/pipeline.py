@@ -92,6 +92,8 @@ class KeyIdentity:
     team_budget: BudgetConfig | None = field(default=None, compare=False)
     team_rpm: int | None = None
     team_tpm: int | None = None
+    # Data residency (auth.keys[].allowed_regions): the router never calls a route outside these regions.
+    allowed_regions: frozenset[str] | None = None
 
     def may_use(self, model: str) -> bool:
         """Whether this key may call ``model``."""

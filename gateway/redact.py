@@ -68,8 +68,9 @@ def config_secrets(config: GatewayConfig) -> Iterator[str]:
         yield config.server.tls.key_password or ""
     if config.features.tracing is not None:
         yield from config.features.tracing.headers.values()  # e.g. a tracing backend's API key
-    if config.state.redis_url:
-        yield urlsplit(config.state.redis_url).password or ""
+    for url in (config.state.redis_url, config.state.global_redis_url):
+        if url:
+            yield urlsplit(url).password or ""
     if config.usage.postgres_url:
         yield urlsplit(config.usage.postgres_url).password or ""
 

@@ -226,10 +226,10 @@ def _redact_url(url: str) -> str:
         return REDACTED
     if parts.password is None and parts.username is None:
         return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{REDACTED}@{host}", parts.path, parts.query, parts.fragment))
+    # Everything after the credentials as written: a Sentinel or Cluster URL lists several host:port pairs,
+    # which urlsplit's `port` cannot parse.
+    hosts = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, f"{REDACTED}@{hosts}", parts.path, parts.query, parts.fragment))
 
 
 def file_hash(path: Path) -> str | None:

@@ -36,7 +36,7 @@ from gateway.ledger import Ledger
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Handler, KeyIdentity, Stage, build_chain
 from gateway.providers.registry import build_providers
-from gateway.stores import Store, open_store
+from gateway.stores import GlobalFeature, Store, open_store
 from gateway.tls import upstream_transport
 from gateway.transport import default_transport
 from gateway.usage_feed import UsageFeed
@@ -60,14 +60,40 @@ class SharedState:
     metrics: GatewayMetrics | None
     # Finished requests' usage as they happen (GraphQL subscriptions), across reloads.
     feed: UsageFeed = field(default_factory=UsageFeed)
+    # Multi-region: the store every region shares (state.global_redis_url), for the features named in
+    # state.global_features; the same object as ``store`` when there is no global store.
+    global_store: Store | None = None
+    global_features: frozenset[str] = frozenset()
 
     @classmethod
     def open(cls, config: GatewayConfig) -> SharedState:
-        """The store named by ``config.state``, the ledger writing to the sink ``config.usage`` names, the
-        metrics (None when ``features.metrics`` is off)."""
+        """The store named by ``config.state`` (and the global one), the ledger writing to the sink
+        ``config.usage`` names, the metrics (None when ``features.metrics`` is off)."""
         ledger = open_ledger(config.usage)
         metrics = GatewayMetrics() if config.features.metrics.enabled else None
-        return cls(open_store(config.state), ledger, metrics)
+        store = open_store(config.state)
+        if not config.state.global_redis_url:
+            return cls(store, ledger, metrics)
+        shared = open_store(config.state, url=config.state.global_redis_url)
+        return cls(
+            store,
+            ledger,
+            metrics,
+            global_store=shared,
+            global_features=frozenset(config.state.global_features),
+        )
+
+    def store_for(self, feature: GlobalFeature) -> Store:
+        """Where ``feature`` keeps its state: the global store when configured for it, else the region's."""
+        if self.global_store is not None and feature in self.global_features:
+            return self.global_store
+        return self.store
+
+    async def close_stores(self) -> None:
+        """Close the region's store and the global one."""
+        await self.store.close()
+        if self.global_store is not None:
+            await self.global_store.close()
 
 
 def build_stages(
@@ -86,12 +112,19 @@ def build_stages(
         usage := usage_stage(config, ledger=shared.ledger, metrics=shared.metrics, feed=shared.feed)
     )
     # Always present: keys made through the admin API bring their own limits and budget at any time.
-    stages.append(rate_limit_stage(config, shared.store))
-    stages.append(budget_stage(config, shared.store, usage))
+    stages.append(rate_limit_stage(config, shared.store_for("rate_limit")))
+    stages.append(budget_stage(config, shared.store_for("budgets"), usage))
     if config.features.cache:
-        stages.append(CacheStage(config.features.cache, shared.store))
+        stages.append(CacheStage(config.features.cache, shared.store_for("cache")))
     stages.append(
-        RoutingStage(config.features.routing, providers, models, shared.store, metrics=shared.metrics)
+        RoutingStage(
+            config.features.routing,
+            providers,
+            models,
+            shared.store,
+            metrics=shared.metrics,
+            region=config.server.region,
+        )
     )
     return stages
 

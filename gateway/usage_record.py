@@ -47,7 +47,8 @@ class UsageRecord:
     ``usage.prompt_tokens_details.cached_tokens``); ``avoided_cost_nanos`` (what a response-cache hit would
     have cost upstream); ``cache_status`` (the ``x-gateway-cache`` answer, None without a cache stage);
     ``error_code`` (the error envelope's ``code`` of a refused or failed request); ``overhead_ms`` (time
-    spent in the gateway, upstream excluded); ``region`` (the answering route's region). Schema version 3
+    spent in the gateway, upstream excluded); ``region`` (the answering route's region, or
+    the replica's ``server.region`` when no upstream answered). Schema version 3
     (SQLite 5): ``reservation_id``, the budget reservation the request held (None without a budget).
     """
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.admin.records import KeyRecord, TeamRecord
 from gateway.admin.store import IdempotencyClaim
 from gateway.stores import StoreUnavailable
+from gateway.stores.redis_url import close, connect
 
 _P = "gw:admin:{admin}:"
 VERSION = _P + "version"
@@ -85,7 +85,7 @@ class RedisAdminStore:
     backend = "redis"
 
     def __init__(self, url: str, *, timeout: float = 1.0) -> None:
-        self._client = aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self._client = connect(url, timeout=timeout)
         self._write = self._client.register_script(_WRITE)
         self._append = self._client.register_script(_APPEND)
         self._team_write = self._client.register_script(_TEAM_WRITE)
@@ -200,4 +200,4 @@ class RedisAdminStore:
 
     async def close(self) -> None:
         """Close the connection pool."""
-        await self._client.aclose()
+        await close(self._client)

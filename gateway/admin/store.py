@@ -81,11 +81,15 @@ class AdminStore(Protocol):
 
 
 def open_admin_store(config: GatewayConfig) -> AdminStore:
-    """Redis when ``state.redis_url`` is set (replicas share keys), else SQLite beside the usage ledger."""
-    if config.state.redis_url:
+    """Redis when ``state.redis_url`` is set (replicas share keys), else SQLite beside the usage ledger.
+
+    With ``state.global_redis_url`` (multi-region) the keys live there: a key made in one region works in all.
+    """
+    url = config.state.global_redis_url or config.state.redis_url
+    if url:
         from gateway.admin.redis_store import RedisAdminStore
 
-        return RedisAdminStore(config.state.redis_url, timeout=config.state.timeout_seconds)
+        return RedisAdminStore(url, timeout=config.state.timeout_seconds)
     from gateway.admin.sqlite_store import SQLiteAdminStore
     from gateway.usage_sink import DEFAULT_DATABASE
 

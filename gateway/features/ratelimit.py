@@ -151,11 +151,17 @@ class RateLimitStage:
 
         def add(limits: Limits, owner: str, model: str, scope: str) -> None:
             if limits.rpm:
-                buckets.append(Bucket(store_key("rl", owner, model, "req"), "requests", limits.rpm, scope))
+                buckets.append(
+                    Bucket(store_key("rl", owner, model, "req", together=True), "requests", limits.rpm, scope)
+                )
             if limits.tpm:
-                buckets.append(Bucket(store_key("rl", owner, model, "tok"), "tokens", limits.tpm, scope))
+                buckets.append(
+                    Bucket(store_key("rl", owner, model, "tok", together=True), "tokens", limits.tpm, scope)
+                )
             if limits.max_concurrent:
-                concurrency.append((store_key("rl", owner, model, "conc"), limits.max_concurrent, scope))
+                concurrency.append(
+                    (store_key("rl", owner, model, "conc", together=True), limits.max_concurrent, scope)
+                )
 
         add(key_limits, kid, "*", "this key")
         if call.key.team is not None and (call.key.team_rpm or call.key.team_tpm):

@@ -34,12 +34,13 @@ import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gateway.config import ModelConfig, RouteConfig
 from gateway.errors import GatewayError
 from gateway.features.cooldown import Admission, CooldownTracker, state_of
+from gateway.features.regions import allowed, restriction_message, tiered_order
 from gateway.features.routing_config import CooldownConfig, RoutingConfig
 from gateway.features.routing_strategies import RouteStats, RouteTarget, make_strategy
 from gateway.params import drop_allowed, refusal, support_of
@@ -107,6 +108,8 @@ class _Outcome:
     open_skipped: bool = False
     # The 400 of the first route skipped because its provider cannot honour a parameter (gateway/params.py).
     refused: GatewayError | None = None
+    # Routes left out because they are outside the key's allowed_regions (gateway/features/regions.py).
+    outside: list[RouteTarget] = field(default_factory=list)
 
 
 class RoutingStage:
@@ -128,8 +131,11 @@ class RoutingStage:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         metrics: GatewayMetrics | None = None,
+        region: str | None = None,
     ) -> None:
+        """``region`` is this replica's (``server.region``): its routes are tried first."""
         self.config = config
+        self.region = region
         self.metrics = metrics
         self.providers = providers
         self.models = models
@@ -205,6 +211,18 @@ class RoutingStage:
 
     def _final_error(self, call: Call, outcome: _Outcome) -> GatewayError:
         attempts = {"x-gateway-attempts": str(call.attempts)}
+        regions = call.key.allowed_regions
+        if regions is not None and outcome.outside and (outcome.refused is None or outcome.last_error):
+            # Failing over further would cross the key's residency boundary: say so rather than leave the
+            # client guessing why a model with healthy routes elsewhere answers 503.
+            message = restriction_message(call.model, call.key.name, regions, outcome.outside)
+            if outcome.last_error is not None:
+                message += f" Last upstream error: {outcome.last_error.message}"
+            headers = dict(attempts)
+            if outcome.retry_at is not None:
+                headers["retry-after"] = str(max(1, math.ceil(outcome.retry_at - self.clock())))
+            code = "no_route_in_allowed_regions"
+            return GatewayError(503, message, "upstream_error", code, headers=headers)
         if outcome.last_error is not None:
             outcome.last_error.headers.update(attempts)
             return outcome.last_error
@@ -240,12 +258,21 @@ class RoutingStage:
     async def _try_alias(
         self, call: Call, model: ModelConfig, deadline: float, outcome: _Outcome, last_option: bool = False
     ) -> Result | None:
+        # Residency first: a route outside the key's allowed regions is never a candidate, not even a
+        # failover or fallback one.
+        candidates, outside = allowed(targets(model), call.key.allowed_regions)
+        outcome.outside.extend(outside)
         routes = {
             target.key: (target, config)
-            for target, config in targets(model)
+            for target, config in candidates
             if self._can_serve(call, config, outcome)
         }
-        order = self.strategy.order([target for target, _ in routes.values()])
+        order = tiered_order(
+            [target for target, _ in routes.values()],
+            self.region,
+            self.config.region_preference,
+            self.strategy.order,
+        )
         tried: list[str] = []  # route keys, the one tried longest ago first
         held_until: dict[str, float] = {}
         made = 0

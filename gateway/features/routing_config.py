@@ -83,6 +83,12 @@ class RoutingConfig(BaseModel):
         description="share of requests that ignore latency, to re-measure slow routes",
     )
     cooldown: CooldownConfig = Field(default_factory=CooldownConfig)
+    # Per replica region, the regions to try next, in order, after its own (gateway/features/regions.py).
+    region_preference: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="e.g. {eu-west: [eu-central, us-east]}: a replica in eu-west tries its own region's "
+        "routes, then eu-central's, then us-east's, then any other",
+    )
 
 
 class _Alias(Protocol):

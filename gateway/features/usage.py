@@ -450,10 +450,13 @@ class UsageStage:
         metrics: GatewayMetrics | None = None,
         log_bodies: LogBodiesConfig | None = None,
         feed: UsageFeed | None = None,
+        region: str | None = None,
     ) -> None:
         self.ledger = ledger
         # Live subscribers (GraphQL); None: nobody can subscribe.
         self.feed = feed
+        # This replica's server.region: the region of a request no upstream answered (cache hit, refusal).
+        self.region = region
         self.log_bodies = log_bodies
         self.redaction = Redaction(log_bodies.redact) if log_bodies is not None else None
         self.pricing = pricing
@@ -550,7 +553,9 @@ class UsageStage:
             cache_status=call.response_headers.get(CACHE_HEADER),
             error_code=error_code,
             overhead_ms=round(call.overhead_ms(), 3),
-            region=call.route.region if call.route is not None else None,
+            # Where the prompt was processed: the answering route's region (None when the route names none),
+            # or this replica's when no upstream answered (a cache hit, a refusal).
+            region=call.route.region if call.route is not None else self.region,
             reservation_id=call.scratch.get(RESERVATION_SCRATCH),
         )
         self.ledger.record(record)
@@ -602,4 +607,5 @@ def usage_stage(
         metrics=metrics,
         log_bodies=config.usage.log_bodies,
         feed=feed,
+        region=config.server.region,
     )

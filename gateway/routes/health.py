@@ -31,7 +31,12 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
             return JSONResponse(body, status_code=503)
         if not gateway.started:
             await gateway.start()
-        state = {"backend": gateway.store.backend, "reachable": await gateway.store.ping()}
+        state: dict[str, object] = {"backend": gateway.store.backend, "reachable": await gateway.store.ping()}
+        shared = gateway.shared.global_store
+        if shared is not None:
+            # Multi-region: the store every region shares is reported, and judged, beside the region's.
+            state["global"] = {"backend": shared.backend, "reachable": await shared.ping()}
+            state["reachable"] = state["reachable"] and state["global"]["reachable"]  # type: ignore[index]
         if not state["reachable"] and gateway.config.state.on_error == "fail_closed":
             # Requests that need the shared state would get 503 anyway: take this replica out of rotation.
             return JSONResponse({"status": "state store unreachable", "state": state}, status_code=503)

@@ -20,12 +20,14 @@ from gateway.stores.base import (
     store_key,
 )
 from gateway.stores.memory import MemoryStore
+from gateway.stores.redis_url import parse_redis_url
 
 if TYPE_CHECKING:
     from gateway.stores.redis import RedisStore
 
 __all__ = [
     "AtomicOp",
+    "GlobalFeature",
     "MemoryData",
     "MemoryStore",
     "OnError",
@@ -40,13 +42,31 @@ __all__ = [
 ]
 
 
+# Features whose state may live in the global store (multi-region); cooldowns stay regional by design.
+GlobalFeature = Literal["budgets", "rate_limit", "cache"]
+_BUDGETS_ONLY: list[GlobalFeature] = ["budgets"]
+
+
 class StateConfig(BaseModel):
     """`state:` in the gateway config: where shared state lives and what happens when it is unreachable."""
 
     model_config = ConfigDict(extra="forbid")
 
     redis_url: str | None = Field(
-        default=None, description="redis://[:password@]host:port/db; unset keeps state in this process"
+        default=None,
+        description="redis://[:password@]host:port/db, rediss:// (TLS), "
+        "redis+sentinel://[:password@]host:port[,host:port]/service[/db] or "
+        "redis+cluster://[:password@]host:port[,host:port]; unset keeps state in this process",
+    )
+    global_redis_url: str | None = Field(
+        default=None,
+        description="multi-region: the store every region shares (same URL forms as redis_url), for the "
+        "features in global_features; redis_url is then the region's own",
+    )
+    global_features: list[GlobalFeature] = Field(
+        default_factory=lambda: _BUDGETS_ONLY.copy(),
+        description="with global_redis_url: the features whose state lives there (budgets exact across "
+        "regions by default); the others, and cooldowns, stay in redis_url",
     )
     on_error: Literal["fail_open", "fail_closed"] = Field(
         default="fail_open",
@@ -59,12 +79,12 @@ class StateConfig(BaseModel):
     )
     memory_max_entries: int = Field(default=100_000, gt=0, description="Memory backend: bound on entries")
 
-    @field_validator("redis_url")
+    @field_validator("redis_url", "global_redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
         # Checked here so a typo is a config error naming the key, not a traceback when the app starts.
-        if value and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix:// (e.g. redis://127.0.0.1:6379/0)")
+        if value:
+            parse_redis_url(value)  # its ValueError names the problem, never the password
         return value or None
 
 
@@ -77,10 +97,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def open_store(config: StateConfig) -> Store:
-    """The store `config` describes; Redis connects lazily, on first use."""
-    if config.redis_url:
+def open_store(config: StateConfig, *, url: str | None = None) -> Store:
+    """The store `config` describes (at `url` instead of `redis_url` when given); Redis connects lazily."""
+    url = url or config.redis_url
+    if url:
         from gateway.stores.redis import RedisStore
 
-        return RedisStore(config.redis_url, on_error=config.on_error, timeout=config.timeout_seconds)
+        return RedisStore(url, on_error=config.on_error, timeout=config.timeout_seconds)
     return MemoryStore(max_bytes=config.memory_max_bytes, max_entries=config.memory_max_entries)

@@ -123,11 +123,18 @@ class Store(Protocol):
         """Release connections; the store must not be used afterwards."""
 
 
-def store_key(feature: str, *parts: str) -> str:
+def store_key(feature: str, *parts: str, together: bool = False) -> str:
     """The key for `parts` in `feature`'s namespace, e.g. `gw:rl:<key id>:rpm`.
 
     One prefix per feature keeps features from colliding and lets an operator inspect or flush one feature.
+    `together=True` wraps the feature in a Redis Cluster hash tag (`gw:{rl}:...`): every such key of the
+    feature hashes to one slot, which a feature needs when one atomic operation touches keys of different
+    owners (a key's and a shared model's rate limits, a key's and its team's budgets). A single server or
+    Sentinel ignores the braces; a cluster then keeps that feature's counters on one node, while untagged
+    keys (cache entries, cooldowns) spread across the cluster.
     """
+    if together:
+        return ":".join(("gw", "{" + feature + "}", *parts))
     return ":".join(("gw", feature, *parts))
 
 

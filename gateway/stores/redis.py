@@ -14,47 +14,54 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import (
+    ClusterDownError,
+    NoScriptError,
+    ReadOnlyError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.stores.base import AtomicOp, OnError, StoreUnavailable, Write
+from gateway.stores.redis_url import close, connect, redacted
+
+__all__ = ["RedisStore", "redacted"]
 
 log = logging.getLogger("gateway.stores")
 
 
-_OUTAGE_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
-
-
-def redacted(url: str) -> str:
-    """`url` without credentials, safe for logs: `redis://host:port/db`."""
-    parts = urlsplit(url)
-    host = parts.hostname or "localhost"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
+# Besides lost connections: a cluster without a primary for a slot (a node failing over), and a write that
+# reached a primary Sentinel has just demoted (READONLY) are outages too, until the topology settles.
+_OUTAGE_ERRORS = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    asyncio.TimeoutError,
+    ClusterDownError,
+    TryAgainError,
+    SlotNotCoveredError,
+    ReadOnlyError,
+)
 
 
 class RedisStore:
-    """A `Store` in Redis, shared by every replica that points at the same server."""
+    """A `Store` in Redis, shared by every replica that points at the same server, Sentinel set or cluster.
+
+    `url` is any form `gateway.stores.redis_url` accepts. In a cluster, every atomic operation's keys must
+    share a hash tag (`store_key(..., together=True)`), so the script runs on the one node owning their slot.
+    """
 
     backend = "redis"
 
     def __init__(self, url: str, *, on_error: OnError = "fail_open", timeout: float = 1.0) -> None:
         self.on_error = on_error
         self._where = redacted(url)
-        # No automatic retries: a retried script (a rate-limit update, a reservation) could apply twice.
-        self._client = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
+        # No automatic retries (see redis_url.connect): a retried script could apply twice.
+        self._client = connect(url, timeout=timeout)
         self._scripts: dict[str, AsyncScript] = {}
         self.healthy = True
 
@@ -64,10 +71,11 @@ class RedisStore:
         return None if value is None else bytes(value)
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        """The values under `keys` by one MGET (one round trip; every replica sees the same values). A
-        Redis Cluster client would split it by slot (redis-py's ``mget_nonatomic``): no caller needs the
-        reads to be atomic, only current."""
-        values = await self._call(lambda: self._client.mget(list(keys)), [None] * len(keys))
+        """The values under `keys` by one MGET (one round trip; every replica sees the same values). On Redis
+        Cluster the keys may sit in several slots: redis-py's ``mget_nonatomic`` splits the read by slot
+        (one trip per node); no caller needs the reads to be atomic, only current."""
+        mget = getattr(self._client, "mget_nonatomic", None) or self._client.mget
+        values = await self._call(lambda: mget(list(keys)), [None] * len(keys))
         return [None if value is None else bytes(value) for value in values]
 
     async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
@@ -126,7 +134,7 @@ class RedisStore:
 
     async def close(self) -> None:
         """Close the connection pool."""
-        await self._client.aclose()
+        await close(self._client)
 
     async def _call(self, command: Callable[[], Awaitable[Any]], fallback: Any) -> Any:
         try:

@@ -28,7 +28,7 @@ from gateway.stores.ops import GCRA, INCR_WINDOW
 
 pytestmark = pytest.mark.anyio
 
-FEATURE = re.compile(rb"gw:([a-z_]+):")
+FEATURE = re.compile(rb"gw:\{?([a-z_]+)\}?:")  # `gw:{rl}:` when hash-tagged for Redis Cluster
 
 
 class Trips:
@@ -114,8 +114,12 @@ async def test_a_production_request_takes_one_trip_per_feature_before_and_one_af
     # The pipelined writes did apply: the slot is free again, the budget holds no reservation and has spent.
     raw = aioredis.Redis.from_url(redis_url)
     try:
-        assert await raw.zcard(store_key("rl", key_id(key), "*", "conc")) == 0
-        [budget] = [k async for k in raw.scan_iter(f"gw:budget:key:{name}:*") if not k.endswith(b":leases")]
+        # The key names are right (the rpm bucket is there), and the concurrency slot is empty again.
+        assert await raw.exists(store_key("rl", key_id(key), "*", "req", together=True))
+        assert await raw.zcard(store_key("rl", key_id(key), "*", "conc", together=True)) == 0
+        [budget] = [
+            k async for k in raw.scan_iter(f"gw:{{budget}}:key:{name}:*") if not k.endswith(b":leases")
+        ]
         spent, reserved = await raw.hmget(budget, "spent", "reserved")
         assert int(reserved) == 0 and int(spent) > 0
     finally:

@@ -1,0 +1,232 @@
+"""Acceptance: multi-region deployment (plan MEDIUM-multi-region-deployment), black box over HTTP.
+
+The module starts two replicas of its own, one with `server.region: eu-west` and one in `us-east`, serving
+the same config: model `mr-chat` has a route in each of eu-west, eu-central and us-east (the upstream model
+names say which answered, in `x-gateway-route`), `mr-eu-down` has its two EU routes dead (they always
+answer 503). Key `sk-mr-eu-only` may only use eu-west and eu-central. Against a live gateway
+(`--gateway-url`) the module is skipped: it needs replicas in two regions that it starts itself.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from redis_server import RedisServer
+from uvicorn_server import run_server
+
+from gateway.app import create_app
+from gateway.config import load_config
+
+URL = "/v1/chat/completions"
+ANY_KEY = "sk-mr-any-region"
+EU_KEY = "sk-mr-eu-only"
+MASTER = "sk-mr-master-key"
+
+CONFIG = f"""
+server: {{region: REGION}}
+auth:
+  master_key: {MASTER}
+  keys:
+    - {{name: mr-any, key: {ANY_KEY}}}
+    - {{name: mr-eu-only, key: {EU_KEY}, allowed_regions: [eu-west, eu-central]}}
+providers:
+  - {{name: eu-west-up, type: mock}}
+  - {{name: eu-central-up, type: mock}}
+  - {{name: us-east-up, type: mock}}
+  - {{name: eu-west-dead, type: mock, options: {{fail_rate: 1.0, fail_status: 503}}}}
+  - {{name: eu-central-dead, type: mock, options: {{fail_rate: 1.0, fail_status: 503}}}}
+models:
+  - name: mr-chat
+    routes:
+      - {{provider: eu-west-up, model: eu-west-model, region: eu-west}}
+      - {{provider: eu-central-up, model: eu-central-model, region: eu-central}}
+      - {{provider: us-east-up, model: us-east-model, region: us-east}}
+  - name: mr-eu-down
+    routes:
+      - {{provider: eu-west-dead, model: eu-west-model, region: eu-west}}
+      - {{provider: eu-central-dead, model: eu-central-model, region: eu-central}}
+      - {{provider: us-east-up, model: us-east-model, region: us-east}}
+features:
+  routing:
+    strategy: weighted
+    max_attempts: 3
+    backoff_base_seconds: 0
+    region_preference:
+      eu-west: [eu-central, us-east]
+      us-east: [eu-central, eu-west]
+usage: {{database: ":memory:"}}
+"""
+
+
+@dataclass(frozen=True)
+class Regions:
+    """One replica in eu-west, one in us-east."""
+
+    eu: httpx.Client
+    us: httpx.Client
+
+
+@pytest.fixture(scope="module")
+def regions(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regions]:
+    if request.config.getoption("gateway_url"):
+        pytest.skip("starts replicas in two regions of its own; a live gateway is one replica in one region")
+    folder = tmp_path_factory.mktemp("multi-region")
+    with ExitStack() as stack:
+        clients = []
+        for region in ("eu-west", "us-east"):
+            path = Path(folder / f"{region}.yaml")
+            path.write_text(CONFIG.replace("REGION", region))
+            url = stack.enter_context(run_server(create_app(load_config(path))))
+            clients.append(stack.enter_context(httpx.Client(base_url=url, timeout=30)))
+        yield Regions(*clients)
+
+
+def chat(model: str) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": f"region {uuid.uuid4().hex}"}]}
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.mark.feature("multi-region-deployment", step=(1, 6))
+def test_each_replica_names_its_region_on_every_response(regions: Regions) -> None:
+    answered = regions.eu.post(URL, json=chat("mr-chat"), headers=auth(ANY_KEY))
+    refused = regions.us.post(URL, json=chat("mr-chat"), headers=auth("sk-mr-unknown"))
+    assert answered.status_code == 200 and answered.headers["x-gateway-region"] == "eu-west"
+    assert refused.status_code == 401 and refused.headers["x-gateway-region"] == "us-east"
+
+
+@pytest.mark.feature("multi-region-deployment", step=(2, 7))
+def test_a_replica_prefers_the_route_in_its_own_region(regions: Regions) -> None:
+    for client, expected in (
+        (regions.eu, "eu-west-up/eu-west-model"),
+        (regions.us, "us-east-up/us-east-model"),
+    ):
+        routes = {client.post(URL, json=chat("mr-chat"), headers=auth(ANY_KEY)).headers["x-gateway-route"]}
+        for _ in range(9):
+            reply = client.post(URL, json=chat("mr-chat"), headers=auth(ANY_KEY))
+            assert reply.status_code == 200
+            routes.add(reply.headers["x-gateway-route"])
+        assert routes == {expected}
+
+
+@pytest.mark.feature("multi-region-deployment", step=(2, 7))
+def test_when_its_regions_upstreams_are_down_a_replica_fails_over_without_client_errors(
+    regions: Regions,
+) -> None:
+    statuses, routes = [], set()
+    for _ in range(10):
+        reply = regions.eu.post(URL, json=chat("mr-eu-down"), headers=auth(ANY_KEY))
+        statuses.append(reply.status_code)
+        routes.add(reply.headers.get("x-gateway-route"))
+    assert statuses == [200] * 10
+    assert routes == {"us-east-up/us-east-model"}
+
+
+@pytest.mark.feature("multi-region-deployment", step=(2, 7))
+def test_a_key_restricted_to_eu_is_never_failed_over_to_another_region(regions: Regions) -> None:
+    served = regions.us.post(URL, json=chat("mr-chat"), headers=auth(EU_KEY))
+    # From the us-east replica too: the nearest allowed route, never the replica's own us-east one.
+    assert served.status_code == 200
+    assert served.headers["x-gateway-route"] in ("eu-west-up/eu-west-model", "eu-central-up/eu-central-model")
+    for client in (regions.eu, regions.us):
+        reply = client.post(URL, json=chat("mr-eu-down"), headers=auth(EU_KEY))
+        assert reply.status_code == 503, reply.text
+        error = reply.json()["error"]
+        assert error["code"] == "no_route_in_allowed_regions"
+        assert "allowed_regions: eu-central, eu-west" in error["message"]
+        assert not reply.headers.get("x-gateway-route", "").startswith("us-east")
+
+
+@pytest.mark.feature("multi-region-deployment", step=6)
+def test_usage_records_carry_the_region_the_prompt_was_processed_in(regions: Regions) -> None:
+    client = regions.eu
+    before = _by_region(client)
+    assert client.post(URL, json=chat("mr-eu-down"), headers=auth(ANY_KEY)).status_code == 200
+    assert client.post(URL, json=chat("mr-eu-down"), headers=auth(EU_KEY)).status_code == 503
+    after = _by_region(client)
+    assert after.get("us-east", 0) - before.get("us-east", 0) == 1  # answered by the us-east route
+    assert after.get("eu-west", 0) - before.get("eu-west", 0) == 1  # never left the eu-west replica
+
+
+def _by_region(client: httpx.Client) -> dict[str, int]:
+    reply = client.get("/admin/usage", params={"group_by": "region"}, headers=auth(MASTER))
+    assert reply.status_code == 200, reply.text
+    return {group["region"]: group["requests"] for group in reply.json()["groups"]}
+
+
+GLOBAL_BUDGET_KEY = "sk-mr-global-budget"
+
+
+@pytest.fixture(scope="module")
+def split_state(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Regions]:
+    """Replicas in eu-west and us-east, each with a Redis of its own region, sharing one global Redis."""
+    if request.config.getoption("gateway_url"):
+        pytest.skip("starts replicas and Redis servers of its own")
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (scripts/test installs it)")
+    folder = tmp_path_factory.mktemp("multi-region-state")
+    with ExitStack() as stack:
+        shared = stack.enter_context(RedisServer())
+        clients = []
+        for region in ("eu-west", "us-east"):
+            regional = stack.enter_context(RedisServer())
+            data = yaml.safe_load(CONFIG.replace("REGION", region))
+            data["auth"]["keys"].append(
+                {
+                    "name": "mr-global-budget",
+                    "key": GLOBAL_BUDGET_KEY,
+                    "budget": {"limit_usd": 0.03, "period": "total"},
+                }
+            )
+            data["models"].append(
+                {
+                    "name": "mr-priced",
+                    "routes": [{"provider": "eu-west-up", "model": "priced", "region": "eu-west"}],
+                    "pricing": {"input_per_1m": 100, "output_per_1m": 100},
+                }
+            )
+            data["features"]["cache"] = {"ttl_seconds": 60}
+            data["state"] = {"redis_url": regional.url, "global_redis_url": shared.url}
+            path = Path(folder / f"{region}.yaml")
+            path.write_text(yaml.safe_dump(data, sort_keys=False))
+            url = stack.enter_context(run_server(create_app(load_config(path))))
+            clients.append(stack.enter_context(httpx.Client(base_url=url, timeout=30)))
+        yield Regions(*clients)
+
+
+@pytest.mark.feature("multi-region-deployment", step=3)
+def test_a_budget_in_the_global_store_holds_across_regions_while_the_cache_stays_regional(
+    split_state: Regions,
+) -> None:
+    body = {**chat("mr-priced"), "max_tokens": 20}
+    first = split_state.eu.post(URL, json=body, headers=auth(GLOBAL_BUDGET_KEY))
+    again = split_state.eu.post(URL, json=body, headers=auth(GLOBAL_BUDGET_KEY))
+    other = split_state.us.post(URL, json=body, headers=auth(GLOBAL_BUDGET_KEY))
+    assert (first.status_code, again.status_code, other.status_code) == (200, 200, 200), other.text
+    # The cache is each region's own: a hit in eu-west, a miss in us-east for the same request.
+    assert [r.headers["x-gateway-cache"] for r in (first, again, other)] == ["MISS", "HIT", "MISS"]
+    # The budget is global: spending it up in eu-west leaves nothing in us-east.
+    for _ in range(40):
+        reply = split_state.eu.post(
+            URL, json={**chat("mr-priced"), "max_tokens": 20}, headers=auth(GLOBAL_BUDGET_KEY)
+        )
+        if reply.status_code != 200:
+            break
+    assert reply.status_code == 429 and reply.json()["error"]["code"] == "budget_exceeded", reply.text
+    refused = split_state.us.post(
+        URL, json={**chat("mr-priced"), "max_tokens": 20}, headers=auth(GLOBAL_BUDGET_KEY)
+    )
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
