@@ -74,6 +74,8 @@ CATALOG: tuple[Feature, ...] = (
     # POST /admin/reload and SIGHUP work with every config file; features.reload.watch is optional.
     Feature("hot-config-reload", "Hot config reload", always),
     Feature("load-balancing-failover", "Load balancing and failover", always),
+    # Region identity, x-gateway-region and Sentinel/Cluster state URLs are served by every build.
+    Feature("multi-region-deployment", "Multi-region deployment (regions, residency, Redis Cluster)", always),
     Feature("rate-limiting", "Rate limiting", rate_limited),
     Feature("response-caching", "Response caching", cached),
     Feature("tls-https-support", "TLS/HTTPS support", tls_configured),
