@@ -12,8 +12,8 @@ import binascii
 import hashlib
 import json
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway.admin.access import AdminPrincipal
 from gateway.admin.directory import KeyDirectory
@@ -22,6 +22,8 @@ from gateway.admin.schemas import KeyCreate, KeyRotate, KeyUpdate
 from gateway.admin.store import AdminStore, IdempotencyClaim
 from gateway.auth import key_id
 from gateway.errors import GatewayError, invalid_request
+
+R = TypeVar("R")  # a runtime record (key or team) in a mixed page
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig, KeyConfig
@@ -86,6 +88,45 @@ def page_size(limit: int | None) -> int:
     if not 1 <= limit <= MAX_PAGE:
         raise invalid_request(f"limit must be between 1 and {MAX_PAGE}.", param="limit")
     return limit
+
+
+async def mixed_page(
+    cursor: str | None,
+    limit: int | None,
+    fixed: Sequence[dict[str, Any]],
+    runtime: Callable[[str | None, int], Awaitable[Sequence[R]]],
+    view: Callable[[R], dict[str, Any]],
+    position: Callable[[R], str],
+) -> dict[str, Any]:
+    """A page of ``fixed`` entries (the config file's, by index) then the store's runtime records
+    (``runtime(after, n)``, in ``position`` order), with an opaque ``next_cursor`` (None on the last page)."""
+    size = page_size(limit)
+    where = decode_cursor(cursor) if cursor else {"config": 0}
+    items: list[dict[str, Any]] = []
+    after: str | None = None
+    if "config" in where:
+        start = where["config"]
+        if not isinstance(start, int) or start < 0:
+            raise bad_cursor()
+        items = list(fixed[start : start + size])
+        if start + len(items) < len(fixed):
+            return {"data": items, "next_cursor": encode_cursor({"config": start + len(items)})}
+    else:
+        last = where.get("after")
+        if not isinstance(last, str):
+            raise bad_cursor()
+        after = last
+    room = size - len(items)
+    # One more than fits tells whether another page follows.
+    records = await runtime(after, room + 1)
+    page = records[:room]
+    items.extend(view(r) for r in page)
+    if len(records) <= room:
+        return {"data": items, "next_cursor": None}
+    return {
+        "data": items,
+        "next_cursor": encode_cursor({"after": position(page[-1]) if page else after or ""}),
+    }
 
 
 def check_models(config: GatewayConfig, models: list[str] | str | None) -> None:
@@ -273,33 +314,8 @@ class KeyAdmin:
 
     async def page(self, cursor: str | None, limit: int | None) -> dict[str, Any]:
         """A page of keys: config-file keys first, then runtime keys in creation order."""
-        size = page_size(limit)
-        position = decode_cursor(cursor) if cursor else {"config": 0}
-        items: list[dict[str, Any]] = []
-        after: str | None = None
-        if "config" in position:
-            start = position["config"]
-            if not isinstance(start, int) or start < 0:
-                raise bad_cursor()
-            entries = self.config().auth.keys[start : start + size]
-            items = [config_key_view(e) for e in entries]
-            if start + len(entries) < len(self.config().auth.keys):
-                return {"data": items, "next_cursor": encode_cursor({"config": start + len(entries)})}
-        else:
-            last = position.get("after")
-            if not isinstance(last, str):
-                raise bad_cursor()
-            after = last
-        room = size - len(items)
-        if room == 0:
-            more = bool(await self.store.list_keys(after, 1))
-            return {"data": items, "next_cursor": encode_cursor({"after": after or ""}) if more else None}
-        # One more than fits tells whether another page follows.
-        records = await self.store.list_keys(after, room + 1)
-        page = records[:room]
-        items.extend(public_view(r) for r in page)
-        more = len(records) > room
-        return {"data": items, "next_cursor": encode_cursor({"after": page[-1].id}) if more else None}
+        fixed = [config_key_view(e) for e in self.config().auth.keys]
+        return await mixed_page(cursor, limit, fixed, self.store.list_keys, public_view, lambda r: r.id)
 
     async def _runtime(self, key: str, if_match: str | None) -> KeyRecord:
         if self.config_key(key) is not None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.admin.access import AdminPrincipal
 from gateway.admin.directory import KeyDirectory
-from gateway.admin.keys import bad_cursor, check_models, decode_cursor, encode_cursor, page_size
+from gateway.admin.keys import check_models, mixed_page
 from gateway.admin.records import TeamRecord, iso, team_view
 from gateway.admin.schemas import TeamCreate, TeamUpdate
 from gateway.admin.store import AdminStore
@@ -139,34 +139,8 @@ class TeamAdmin:
 
     async def page(self, cursor: str | None, limit: int | None) -> dict[str, Any]:
         """A page of teams: config-file teams first, then runtime teams in name order."""
-        size = page_size(limit)
-        position = decode_cursor(cursor) if cursor else {"config": 0}
-        items: list[dict[str, Any]] = []
-        after: str | None = None
-        if "config" in position:
-            start = position["config"]
-            if not isinstance(start, int) or start < 0:
-                raise bad_cursor()
-            teams = self.config().teams
-            items = [config_team_view(t) for t in teams[start : start + size]]
-            if start + len(items) < len(teams):
-                return {"data": items, "next_cursor": encode_cursor({"config": start + len(items)})}
-        else:
-            last = position.get("after")
-            if not isinstance(last, str):
-                raise bad_cursor()
-            after = last
-        room = size - len(items)
-        # One more than fits tells whether another page follows.
-        records = await self.store.list_teams(after, room + 1)
-        page = records[:room]
-        items.extend(team_view(r) for r in page)
-        if len(records) <= room:
-            return {"data": items, "next_cursor": None}
-        return {
-            "data": items,
-            "next_cursor": encode_cursor({"after": page[-1].name if page else after or ""}),
-        }
+        fixed = [config_team_view(t) for t in self.config().teams]
+        return await mixed_page(cursor, limit, fixed, self.store.list_teams, team_view, lambda r: r.name)
 
     async def _runtime(self, name: str, if_match: str | None) -> TeamRecord:
         if self.config_team(name) is not None:
