@@ -118,7 +118,8 @@ class GraphQLData:
         return {name: model for name, model in snapshot["models"].items() if name in visible}
 
     async def usage_events(self) -> AsyncIterator[UsageRecord]:
-        """Each request this replica finishes from now on, as its usage record: a virtual key's own
+        """Each request finished from now on, as its usage record (this replica's, and the other replicas'
+        through the feed's Redis relay when there is one): a virtual key's own
         requests only; every request for an admin caller with ``usage:read``."""
         own = self.caller.key.name if self.caller.key is not None else None
         if own is None:

@@ -504,7 +504,7 @@ class GatewaySchema(strawberry.Schema):
                 log_error(request_id, original)
 
 
-@strawberry.type(description="The usage of one request this replica just finished.")
+@strawberry.type(description="The usage of one request a replica just finished.")
 class UsageEvent:
     time: str = strawberry.field(description="when the request arrived, ISO 8601")
     request_id: str
@@ -542,8 +542,9 @@ def _model_routes(snapshot: dict[str, Any]) -> list[ModelRoutes]:
 @strawberry.type
 class Subscription:
     @strawberry.subscription(
-        description="Each request this replica finishes from now on: a virtual key's own, or every one "
-        "(usage:read). Over WebSocket, subprotocol graphql-transport-ws."
+        description="Each request finished from now on, by this replica or by any replica sharing its "
+        "state.redis_url: a virtual key's own, or every one (usage:read). Over WebSocket, subprotocol "
+        "graphql-transport-ws."
     )
     async def usage(self, info: Info) -> AsyncGenerator[UsageEvent, None]:
         async for record in _checked(_data(info).usage_events()):
