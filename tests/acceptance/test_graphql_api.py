@@ -7,15 +7,24 @@ live gateway that has served other traffic.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from gql import Client, GraphQLRequest
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.httpx import HTTPXTransport
 from gql.transport.websockets import WebsocketsTransport
+from redis_server import RedisServer
+from uvicorn_server import run_server
+
+from gateway.app import create_app
+from gateway.config import load_config
 
 TENANT = "sk-acceptance-graphql-tenant"  # models: [mock-echo], rpm 600, a $100 total budget
 OTHER = "sk-acceptance-graphql-other"
@@ -283,3 +292,54 @@ def test_key_update_rotation_team_budget_reset_and_cache_purge_as_the_rest_api_s
         ("key.rotate", created["id"]),
         ("team.budget.reset", team),
     } <= actions
+
+
+@pytest.fixture(scope="module")
+def replicas(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """Two gateways (the acceptance config) sharing one Redis: their base URLs."""
+    if request.config.getoption("gateway_url"):
+        pytest.skip("starts two replicas of its own on one Redis; a live gateway's store is its own")
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (scripts/test installs it)")
+    data = yaml.safe_load(Path(__file__).with_name("gateway.yaml").read_text())
+    with RedisServer() as redis:
+        data["state"] = {"redis_url": redis.url}
+        path = tmp_path_factory.mktemp("graphql-replicas") / "gateway.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        with (
+            run_server(create_app(load_config(path)), ws="auto") as a,
+            run_server(create_app(load_config(path)), ws="auto") as b,
+        ):
+            yield [a, b]
+
+
+@pytest.mark.feature(SLUG, step=7)
+@pytest.mark.anyio
+async def test_a_usage_subscription_on_one_replica_receives_a_request_made_on_another(
+    replicas: list[str],
+) -> None:
+    listener, sender = replicas
+    transport = WebsocketsTransport(
+        url=listener.replace("http://", "ws://") + "/graphql",
+        headers={"Authorization": f"Bearer {TENANT}"},
+        subprotocols=[WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL],
+    )
+    query = GraphQLRequest("subscription { usage { requestId key model } }")
+    sent: list[str] = []
+    async with Client(transport=transport) as session, httpx.AsyncClient(base_url=sender) as http:
+        events = session.subscribe(query)
+        waiting = asyncio.ensure_future(anext(events))
+        # Sending again until an event arrives is how the test knows the subscription is live.
+        for _ in range(100):
+            body = {"model": "mock-echo", "messages": [{"role": "user", "content": f"across {uuid.uuid4()}"}]}
+            answer = await http.post(
+                "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {TENANT}"}
+            )
+            assert answer.status_code == 200, answer.text
+            sent.append(answer.headers["x-request-id"])
+            done, _ = await asyncio.wait({waiting}, timeout=0.5)
+            if done:
+                break
+        event = (await asyncio.wait_for(waiting, 30))["usage"]
+        await events.aclose()
+    assert event["key"] == "graphql-tenant" and event["requestId"] in sent
