@@ -37,9 +37,10 @@ from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Handler, KeyIdentity, Stage, build_chain
 from gateway.providers.registry import build_providers
 from gateway.stores import GlobalFeature, Store, open_store
+from gateway.stores.redis_url import parse_redis_url
 from gateway.tls import upstream_transport
 from gateway.transport import default_transport
-from gateway.usage_feed import UsageFeed
+from gateway.usage_feed import CHANNEL, RedisRelay, UsageFeed
 from gateway.usage_sink import open_ledger
 
 if TYPE_CHECKING:
@@ -72,13 +73,15 @@ class SharedState:
         ledger = open_ledger(config.usage)
         metrics = GatewayMetrics() if config.features.metrics.enabled else None
         store = open_store(config.state)
+        feed = UsageFeed(relay=usage_relay(config))
         if not config.state.global_redis_url:
-            return cls(store, ledger, metrics)
+            return cls(store, ledger, metrics, feed)
         shared = open_store(config.state, url=config.state.global_redis_url)
         return cls(
             store,
             ledger,
             metrics,
+            feed,
             global_store=shared,
             global_features=frozenset(config.state.global_features),
         )
@@ -90,10 +93,25 @@ class SharedState:
         return self.store
 
     async def close_stores(self) -> None:
-        """Close the region's store and the global one."""
+        """Close the region's store and the global one (and the usage feed's Redis relay)."""
+        await self.feed.close()
         await self.store.close()
         if self.global_store is not None:
             await self.global_store.close()
+
+
+def usage_relay(config: GatewayConfig) -> RedisRelay | None:
+    """The relay sharing live usage between replicas: only its consumer, GraphQL's ``usage`` subscription,
+    needs it, so only with GraphQL on and a Redis state store. Not over Redis Cluster, whose redis-py
+    asyncio client has no pub/sub (each replica's subscribers then see that replica's traffic)."""
+    url = config.state.redis_url
+    if not config.features.graphql.enabled or not url:
+        return None
+    target = parse_redis_url(url)
+    if target.topology == "cluster":
+        return None
+    # Pub/sub channels ignore the database number: naming it keeps gateways on other databases apart.
+    return RedisRelay(url, channel=f"{CHANNEL}:{target.db}", timeout=config.state.timeout_seconds)
 
 
 def build_stages(

@@ -1,6 +1,7 @@
 """The GraphQL API's data-access functions: each decides what its caller may see, then calls the library
 function the REST API calls (``/v1/models``, ``/admin/v1/usage``, ``/admin/v1/budgets``, ``/admin/v1/routes``,
-``/admin/v1/keys``), so the two APIs can never disagree.
+``/admin/v1/keys``) and whose mutations call the admin library functions ``/admin/v1``'s routes call
+(audited there), so the two APIs can never disagree.
 
 Authorization lives here, not in the resolvers: a virtual key is narrowed to its own data (its key, its
 models, its usage, its budgets); an admin caller needs the scope the matching ``/admin/v1`` route needs.
@@ -13,7 +14,8 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from gateway.admin.budgets import Budgets
-from gateway.admin.schemas import KeyCreate
+from gateway.admin.cache import CacheAdmin
+from gateway.admin.schemas import CachePurge, KeyCreate, KeyRotate, KeyUpdate
 from gateway.catalog import features_report
 from gateway.features.budgets import BudgetConfig, BudgetStage
 from gateway.features.routing import RoutingStage
@@ -116,7 +118,8 @@ class GraphQLData:
         return {name: model for name, model in snapshot["models"].items() if name in visible}
 
     async def usage_events(self) -> AsyncIterator[UsageRecord]:
-        """Each request this replica finishes from now on, as its usage record: a virtual key's own
+        """Each request finished from now on, as its usage record (this replica's, and the other replicas'
+        through the feed's Redis relay when there is one): a virtual key's own
         requests only; every request for an admin caller with ``usage:read``."""
         own = self.caller.key.name if self.caller.key is not None else None
         if own is None:
@@ -185,3 +188,31 @@ class GraphQLData:
         """Revoke a runtime key (``POST /admin/v1/keys/{id}/revoke``, ``keys:write``)."""
         actor = require_scope(self.caller, "keys:write")
         return await self.gateway.admin.keys.revoke(key_id, actor, request_id=self.request_id)
+
+    async def update_key(self, key_id: str, change: KeyUpdate) -> dict[str, Any]:
+        """Change the fields of a runtime key sent in ``change`` (``PATCH /admin/v1/keys/{id}``,
+        ``keys:write``)."""
+        actor = require_scope(self.caller, "keys:write")
+        return await self.gateway.admin.keys.update(key_id, change, actor, request_id=self.request_id)
+
+    async def rotate_key(self, key_id: str, spec: KeyRotate) -> dict[str, Any]:
+        """A new secret for a runtime key, the old one working for the grace period
+        (``POST /admin/v1/keys/{id}/rotate``, ``keys:write``); the answer holds the new secret."""
+        actor = require_scope(self.caller, "keys:write")
+        return await self.gateway.admin.keys.rotate(key_id, spec, actor, request_id=self.request_id)
+
+    async def reset_team_budget(self, team: str) -> dict[str, Any]:
+        """Zero a team's spend this window (``POST /admin/v1/teams/{team}/budget/reset``,
+        ``budgets:write``)."""
+        actor = require_scope(self.caller, "budgets:write")
+        await self._started()
+        budgets = Budgets(self.gateway.admin.keys, lambda: self._stage(BudgetStage))
+        return await budgets.reset_team(team, actor, self.request_id)
+
+    async def purge_cache(self, spec: CachePurge) -> dict[str, Any]:
+        """Purge cached answers of a model, a key, both, or all (``POST /admin/v1/cache/purge``,
+        ``cache:write``)."""
+        actor = require_scope(self.caller, "cache:write")
+        await self._started()
+        cache = CacheAdmin(self.gateway.admin.keys, self.gateway.store)
+        return await cache.purge(spec, actor, self.request_id)

@@ -16,13 +16,14 @@ from typing import Annotated, Any, TypeVar
 
 import strawberry
 from graphql import GraphQLError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from strawberry.scalars import JSON
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext, Info
 
 from gateway.admin.keys import MAX_PAGE as MAX_KEYS_PAGE
 from gateway.admin.keys import decode_cursor, encode_cursor
-from gateway.admin.schemas import KeyCreate
+from gateway.admin.schemas import CachePurge, KeyCreate, KeyRotate, KeyUpdate
 from gateway.errors import GatewayError, invalid_request
 from gateway.graphql.data import GraphQLData
 from gateway.graphql.errors import graphql_error
@@ -35,6 +36,7 @@ from gateway.routes.admin_v1 import validation_error
 
 SDL_FILE = Path(__file__).with_name("schema.graphql")
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 def _data(info: Info) -> GraphQLData:
@@ -300,6 +302,49 @@ class KeyCreateInput:
     budget: BudgetInput | None = None
 
 
+@strawberry.input(
+    description="updateKey's changes, as PATCH /admin/v1/keys/{id} takes them: only the fields given change; "
+    "an explicit null clears one (models: null is every model)."
+)
+class KeyUpdateInput:
+    name: str | None = strawberry.UNSET
+    models: list[str] | None = strawberry.UNSET
+    rpm: int | None = strawberry.UNSET
+    tpm: int | None = strawberry.UNSET
+    team: str | None = strawberry.UNSET
+    budget: BudgetInput | None = strawberry.UNSET
+    metadata: JSON | None = strawberry.UNSET
+    expires_at: str | None = strawberry.field(
+        default=strawberry.UNSET, description="ISO 8601 with a time zone"
+    )
+
+
+@strawberry.input(description="purgeCache's target, as POST /admin/v1/cache/purge takes it: a model, a key "
+                  "(its id), both (that key's entries of that model), or all.")  # fmt: skip
+class CachePurgeInput:
+    model: str | None = None
+    key_id: strawberry.ID | None = None
+    all: bool = False
+
+
+@strawberry.type(description="What purgeCache purged.")
+class CachePurgeOutcome:
+    model: str | None
+    key_id: str | None
+    all: bool
+    shared_group: str | None = strawberry.field(
+        description="the cache group whose entries were purged when the key shares its cache with one"
+    )
+
+
+def _validated(model: type[M], spec: dict[str, Any]) -> M:
+    """``spec`` as the REST body ``model``; a bad field is the REST API's 400 naming it."""
+    try:
+        return model.model_validate(spec)
+    except ValidationError as exc:
+        raise validation_error(exc.errors()) from None
+
+
 @strawberry.type
 class Query:
     @strawberry.field(description="The model aliases the calling key may use (GET /v1/models).")
@@ -395,6 +440,51 @@ class Mutation:
     async def revoke_key(self, info: Info, id: strawberry.ID) -> Key:
         return _key(await _data(info).revoke_key(str(id)))
 
+    @strawberry.mutation(description="Change a runtime key's models, limits, budget, team, metadata or "
+                         "expiry (keys:write), as PATCH /admin/v1/keys/{id}.")  # fmt: skip
+    async def update_key(self, info: Info, id: strawberry.ID, input: KeyUpdateInput) -> Key:
+        spec: dict[str, Any] = {}
+        for name in ("name", "models", "rpm", "tpm", "team", "metadata", "expires_at"):
+            value = getattr(input, name)
+            if value is not strawberry.UNSET:
+                spec[name] = value
+        if input.budget is not strawberry.UNSET:
+            budget = input.budget
+            spec["budget"] = (
+                None if budget is None else {"limit_usd": budget.limit_usd, "period": budget.period}
+            )
+        return _key(await _data(info).update_key(str(id), _validated(KeyUpdate, spec)))
+
+    @strawberry.mutation(
+        description="A new secret for a runtime key (keys:write), in this answer only; the old one keeps "
+        "working for gracePeriodS (default admin.rotation_grace_s)."
+    )
+    async def rotate_key(self, info: Info, id: strawberry.ID, grace_period_s: int | None = None) -> Key:
+        spec = {} if grace_period_s is None else {"grace_period_s": grace_period_s}
+        return _key(await _data(info).rotate_key(str(id), _validated(KeyRotate, spec)))
+
+    @strawberry.mutation(
+        description="Zero a team's spend this budget window (budgets:write); reservations in flight stay."
+    )
+    async def reset_team_budget(self, info: Info, team: str) -> BudgetStatus:
+        return _budget(await _data(info).reset_team_budget(team))
+
+    @strawberry.mutation(description="Purge cached answers of a model, a key, both, or all (cache:write).")
+    async def purge_cache(self, info: Info, input: CachePurgeInput) -> CachePurgeOutcome:
+        spec: dict[str, Any] = {"all": input.all}
+        if input.model is not None:
+            spec["model"] = input.model
+        if input.key_id is not None:
+            spec["key_id"] = str(input.key_id)
+        result = await _data(info).purge_cache(_validated(CachePurge, spec))
+        purged = result["purged"]
+        return CachePurgeOutcome(
+            model=purged.get("model"),
+            key_id=purged.get("key_id"),
+            all=bool(purged.get("all", False)),
+            shared_group=result["shared_group"],
+        )
+
 
 class GatewaySchema(strawberry.Schema):
     """strawberry's schema, logging errors the gateway's way: a GatewayError or a refused query is the
@@ -414,7 +504,7 @@ class GatewaySchema(strawberry.Schema):
                 log_error(request_id, original)
 
 
-@strawberry.type(description="The usage of one request this replica just finished.")
+@strawberry.type(description="The usage of one request a replica just finished.")
 class UsageEvent:
     time: str = strawberry.field(description="when the request arrived, ISO 8601")
     request_id: str
@@ -452,8 +542,9 @@ def _model_routes(snapshot: dict[str, Any]) -> list[ModelRoutes]:
 @strawberry.type
 class Subscription:
     @strawberry.subscription(
-        description="Each request this replica finishes from now on: a virtual key's own, or every one "
-        "(usage:read). Over WebSocket, subprotocol graphql-transport-ws."
+        description="Each request finished from now on, by this replica or by any replica sharing its "
+        "state.redis_url: a virtual key's own, or every one (usage:read). Over WebSocket, subprotocol "
+        "graphql-transport-ws."
     )
     async def usage(self, info: Info) -> AsyncGenerator[UsageEvent, None]:
         async for record in _checked(_data(info).usage_events()):

@@ -7,15 +7,24 @@ live gateway that has served other traffic.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from gql import Client, GraphQLRequest
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.httpx import HTTPXTransport
 from gql.transport.websockets import WebsocketsTransport
+from redis_server import RedisServer
+from uvicorn_server import run_server
+
+from gateway.app import create_app
+from gateway.config import load_config
 
 TENANT = "sk-acceptance-graphql-tenant"  # models: [mock-echo], rpm 600, a $100 total budget
 OTHER = "sk-acceptance-graphql-other"
@@ -199,3 +208,138 @@ async def test_a_subscription_receives_a_requests_usage_when_it_finishes(gateway
         await events.aclose()
     assert event["key"] == "graphql-tenant" and event["model"] == "mock-echo"
     assert event["requestId"] in sent
+
+
+READER = "sk-acceptance-admin-reader"  # keys:read and audit:read only
+
+
+def ask(gw: Any, credential: str, model: str, content: str) -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": content}]}
+    return gw.client.post("/v1/chat/completions", json=body, headers=gw.headers(credential))
+
+
+@pytest.mark.feature(SLUG, step=6)
+def test_key_update_rotation_team_budget_reset_and_cache_purge_as_the_rest_api_sees_them(
+    gateway: Any,
+) -> None:
+    admin, suffix = master(gateway), uuid.uuid4().hex[:8]
+    team = f"graphql-team-{suffix}"
+    made = gateway.client.post(
+        "/admin/v1/teams", json={"name": team, "budget": {"limit_usd": 50}}, headers=gateway.admin_headers()
+    )
+    assert made.status_code == 201, made.text
+    created = run(
+        gateway,
+        admin,
+        "mutation ($input: KeyCreateInput!) { createKey(input: $input) { id secret } }",
+        input={"name": f"graphql-ops-{suffix}", "models": ["budget-priced"], "team": team},
+    )["createKey"]
+    key_url = f"/admin/v1/keys/{created['id']}"
+    # updateKey: the REST API sees the change, and the client API applies it.
+    update = (
+        "mutation ($id: ID!, $input: KeyUpdateInput!) { updateKey(id: $id, input: $input) { rpm models } }"
+    )
+    assert (
+        refused(gateway, READER, update, id=created["id"], input={"rpm": 5})["extensions"]["code"]
+        == "FORBIDDEN"
+    )
+    changed = run(
+        gateway,
+        admin,
+        update,
+        id=created["id"],
+        input={"rpm": 500, "models": ["budget-priced", "mock-cached"]},
+    )
+    assert changed["updateKey"] == {"rpm": 500, "models": ["budget-priced", "mock-cached"]}
+    assert gateway.client.get(key_url, headers=gateway.admin_headers()).json()["rpm"] == 500
+    # purgeCache by this key: its cached answer misses afterwards.
+    prompt = f"graphql purge {uuid.uuid4()}"
+    assert ask(gateway, created["secret"], "mock-cached", prompt).headers["x-gateway-cache"] == "MISS"
+    assert ask(gateway, created["secret"], "mock-cached", prompt).headers["x-gateway-cache"] == "HIT"
+    purge = "mutation ($input: CachePurgeInput!) { purgeCache(input: $input) { keyId } }"
+    assert (
+        refused(gateway, READER, purge, input={"keyId": created["id"]})["extensions"]["code"] == "FORBIDDEN"
+    )
+    assert run(gateway, admin, purge, input={"keyId": created["id"]})["purgeCache"] == {
+        "keyId": created["id"]
+    }
+    assert ask(gateway, created["secret"], "mock-cached", prompt).headers["x-gateway-cache"] == "MISS"
+    # resetTeamBudget: the team's spend the REST API reports is zero afterwards.
+    assert ask(gateway, created["secret"], "budget-priced", prompt).status_code == 200
+    team_budget = f"/admin/v1/teams/{team}/budget"
+    assert float(gateway.client.get(team_budget, headers=gateway.admin_headers()).json()["spent_usd"]) > 0
+    reset = "mutation ($team: String!) { resetTeamBudget(team: $team) { spentUsd } }"
+    assert refused(gateway, READER, reset, team=team)["extensions"]["code"] == "FORBIDDEN"
+    assert run(gateway, admin, reset, team=team)["resetTeamBudget"] == {"spentUsd": "0"}
+    assert gateway.client.get(team_budget, headers=gateway.admin_headers()).json()["spent_usd"] == "0"
+    # rotateKey without a grace period: the old secret stops, the new one works.
+    rotate = "mutation ($id: ID!) { rotateKey(id: $id, gracePeriodS: 0) { secret } }"
+    assert refused(gateway, READER, rotate, id=created["id"])["extensions"]["code"] == "FORBIDDEN"
+    secret = run(gateway, admin, rotate, id=created["id"])["rotateKey"]["secret"]
+    assert ask(gateway, created["secret"], "budget-priced", "old").status_code == 401
+    assert ask(gateway, secret, "budget-priced", "new").status_code == 200
+    actions: set[tuple[str, str]] = set()
+    cursor = None  # the audit log is oldest first: read it all
+    while True:
+        params: dict[str, Any] = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+        page = gateway.client.get("/admin/v1/audit", params=params, headers=gateway.admin_headers()).json()
+        actions |= {(e["action"], str(e["target"])) for e in page["data"]}
+        cursor = page.get("next_cursor")
+        if not cursor:
+            break
+    assert {
+        ("key.update", created["id"]),
+        ("key.rotate", created["id"]),
+        ("team.budget.reset", team),
+    } <= actions
+
+
+@pytest.fixture(scope="module")
+def replicas(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """Two gateways (the acceptance config) sharing one Redis: their base URLs."""
+    if request.config.getoption("gateway_url"):
+        pytest.skip("starts two replicas of its own on one Redis; a live gateway's store is its own")
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (scripts/test installs it)")
+    data = yaml.safe_load(Path(__file__).with_name("gateway.yaml").read_text())
+    with RedisServer() as redis:
+        data["state"] = {"redis_url": redis.url}
+        path = tmp_path_factory.mktemp("graphql-replicas") / "gateway.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        with (
+            run_server(create_app(load_config(path)), ws="auto") as a,
+            run_server(create_app(load_config(path)), ws="auto") as b,
+        ):
+            yield [a, b]
+
+
+@pytest.mark.feature(SLUG, step=7)
+@pytest.mark.anyio
+async def test_a_usage_subscription_on_one_replica_receives_a_request_made_on_another(
+    replicas: list[str],
+) -> None:
+    listener, sender = replicas
+    transport = WebsocketsTransport(
+        url=listener.replace("http://", "ws://") + "/graphql",
+        headers={"Authorization": f"Bearer {TENANT}"},
+        subprotocols=[WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL],
+    )
+    query = GraphQLRequest("subscription { usage { requestId key model } }")
+    sent: list[str] = []
+    async with Client(transport=transport) as session, httpx.AsyncClient(base_url=sender) as http:
+        events = session.subscribe(query)
+        waiting = asyncio.ensure_future(anext(events))
+        # Sending again until an event arrives is how the test knows the subscription is live.
+        for _ in range(100):
+            body = {"model": "mock-echo", "messages": [{"role": "user", "content": f"across {uuid.uuid4()}"}]}
+            answer = await http.post(
+                "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {TENANT}"}
+            )
+            assert answer.status_code == 200, answer.text
+            sent.append(answer.headers["x-request-id"])
+            done, _ = await asyncio.wait({waiting}, timeout=0.5)
+            if done:
+                break
+        event = (await asyncio.wait_for(waiting, 30))["usage"]
+        await events.aclose()
+    assert event["key"] == "graphql-tenant" and event["requestId"] in sent
