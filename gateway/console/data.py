@@ -7,6 +7,7 @@ console adds no second implementation of any of them, only shapes their answers 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict
 from datetime import datetime
@@ -17,11 +18,16 @@ from gateway.features.routing import routes_endpoint
 from gateway.features.usage import UsageStage
 from gateway.ledger import Ledger
 from gateway.pricing import format_usd
+from gateway.usage_record import UsageRecord
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
 WINDOWS = (("Last hour", 3600), ("Last day", 86400), ("Last 30 days", 30 * 86400))
+# The ledger has no percentile query (its sinks aggregate sums only), so latency percentiles are computed
+# from the newest records, the ones the request log reads: a bounded read whatever the traffic, exact while
+# a window holds fewer requests than this, a sample of its newest requests beyond.
+LATENCY_SAMPLE = 1000
 
 
 def usage_stage(gateway: Gateway) -> UsageStage:
@@ -52,19 +58,46 @@ def bars(rows: list[dict[str, Any]], field: str) -> list[dict[str, Any]]:
     return [{**row, "share": (row[field] / largest) if largest else 0.0} for row in rows]
 
 
+def percentile(values: list[float], fraction: float) -> float | None:
+    """The nearest-rank percentile of ``values`` (``fraction`` 0.5 for p50, 0.99 for p99); None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def latency(records: list[UsageRecord], since: float, sample: int = LATENCY_SAMPLE) -> dict[str, Any]:
+    """p50 and p99 of the latency of ``records`` since ``since``; ``sampled`` when the read may have cut it."""
+    values = [r.latency_ms for r in records if r.ts >= since]
+    return {
+        "p50_ms": percentile(values, 0.5),
+        "p99_ms": percentile(values, 0.99),
+        "latency_n": len(values),
+        # Every record read is in the window: older ones in it may have been left out of the read.
+        "latency_sampled": len(records) >= sample and len(values) == len(records),
+    }
+
+
 async def overview(gateway: Gateway, now: float | None = None) -> dict[str, Any]:
-    """Requests, errors, tokens and cost over the last hour, day and 30 days; the day's by model."""
+    """Requests, errors, latency, tokens and cost over the last hour, day and 30 days; the day's by model."""
     ledger = _ledger(gateway)
     now = time.time() if now is None else now
+    recent = await ledger.records(limit=LATENCY_SAMPLE)
     windows = []
     for label, seconds in WINDOWS:
         [row] = await ledger.summary([], since=now - seconds)
-        windows.append({"label": label, **_totals(row)})
+        windows.append({"label": label, **_totals(row), **latency(recent, now - seconds)})
     by_model = [
         {"model": row["group"]["model"], **_totals(row)}
         for row in await ledger.summary(["model"], since=now - 86400)
     ]
-    return {"windows": windows, "by_model": bars(by_model, "requests"), "ledger": ledger.status()}
+    return {
+        "windows": windows,
+        "by_model": bars(by_model, "requests"),
+        "ledger": ledger.status(),
+        "latency_sample": LATENCY_SAMPLE,
+    }
 
 
 async def spend(gateway: Gateway, now: float | None = None) -> dict[str, Any]:
