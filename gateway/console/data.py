@@ -68,7 +68,7 @@ def percentile(values: list[float], fraction: float) -> float | None:
 
 
 def latency(records: list[UsageRecord], since: float, sample: int = LATENCY_SAMPLE) -> dict[str, Any]:
-    """p50 and p99 of the latency of ``records`` since ``since``; ``sampled`` when the read may have cut it."""
+    """p50 and p99 latency of ``records`` since ``since``; ``sampled`` when the read may have cut it."""
     values = [r.latency_ms for r in records if r.ts >= since]
     return {
         "p50_ms": percentile(values, 0.5),
