@@ -15,6 +15,7 @@ allows only this origin.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -32,6 +33,7 @@ from gateway.console import data
 from gateway.console.sessions import Session, Sessions, new_token, same_token
 from gateway.errors import GatewayError
 from gateway.ledger import LedgerUnavailable
+from gateway.reload import describe, running_config
 from gateway.routes.admin_v1 import authenticate_admin, validation_error
 
 if TYPE_CHECKING:
@@ -56,6 +58,7 @@ NAV = (
     ("spend", f"{PREFIX}/spend", "Spend"),
     ("routes", f"{PREFIX}/routes", "Routes"),
     ("requests", f"{PREFIX}/requests", "Requests"),
+    ("config", f"{PREFIX}/config", "Config"),
 )
 Page = Callable[[Request], Awaitable[Response]]
 
@@ -253,6 +256,32 @@ def router(gateway: Gateway) -> APIRouter:
         key = request.query_params.get("key", "").strip() or None
         return {"records": await data.requests(gateway, key), "key": key}
 
+    async def config(request: Request, session: Session) -> dict[str, Any]:
+        running = running_config(gateway)
+        # The redacted config as the JSON `GET /admin/config` answers, indented for reading.
+        return {**running, "config_text": json.dumps(running["config"], indent=2)}
+
+    async def reload_config(request: Request) -> Response:
+        try:
+            session, _ = await form_session(request, "config:reload")
+        except FormError as exc:
+            return form_error(exc)
+        # The same reload as `POST /admin/reload` and `/admin/v1/config/reload` (and logged the same way).
+        result = await gateway.reloader.reload_and_log("console reload")
+        if result.ok:
+            notice = (
+                f"Reloaded: version {result.previous_version} → {result.version}; {describe(result.changes)}."
+                if result.status == "reloaded"
+                else f"The file is unchanged: version {result.version} keeps running."
+            )
+            return await show(request, session, "config", "config:reload", config, notice=notice)
+        # Problems name settings and files, never their values; redacted anyway, as every console error is.
+        problems = [gateway.redactor.text(p) for p in result.problems]
+        error = f"Not reloaded ({result.status}): version {result.version} keeps running."
+        return await show(
+            request, session, "config", "config:reload", config, 422, error=error, problems=problems
+        )
+
     # --- key changes ------------------------------------------------------------------------------------
 
     async def create_key(request: Request) -> Response:
@@ -325,5 +354,7 @@ def router(gateway: Gateway) -> APIRouter:
     console.add_api_route("/spend", page("spend", "budgets:read", spend), methods=["GET"])
     console.add_api_route("/routes", page("routes", "routes:read", routes), methods=["GET"])
     console.add_api_route("/requests", page("requests", "usage:read", requests), methods=["GET"])
+    console.add_api_route("/config", page("config", "config:reload", config), methods=["GET"])
+    console.add_api_route("/config/reload", reload_config, methods=["POST"])
     console.add_api_route("/static/{name}", asset, methods=["GET"])
     return console

@@ -5,6 +5,7 @@ The browser test (tests/site/test_console_browser.py) drives the same pages in C
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -403,3 +404,59 @@ async def test_the_overview_shows_latency_percentiles_of_the_ledgers_records() -
             rf"<td class=\"num\">{latencies[1]:.1f}</td><td class=\"num\">{latencies[2]:.1f}</td>"
         )
         assert re.search(expected, overview), overview
+
+
+async def test_the_config_page_redacts_every_secret_and_reload_shows_changes_or_problems(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "gateway.yaml"
+    # A provider's API key: a secret of another kind than the gateway's own keys.
+    upstream_secret = "sk-upstream-provider-secret-0009"
+    extra = f"  - {{name: paid, type: openai, base_url: 'http://127.0.0.1:9', api_key: {upstream_secret}}}\n"
+    providers = "providers:\n  - {name: mock, type: mock}\n" + extra
+    text = CONFIG.replace("providers: [{name: mock, type: mock}]\n", providers)
+    path.write_text(text + ON)
+    app = create_app(load_config(path), config_path=path)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client,
+    ):
+        await log_in(client)
+        page = await client.get("/console/config")
+        assert page.status_code == 200
+        version = app.state.gateway.runtime.version
+        shown = html.unescape(page.text)
+        assert version in shown and '"echo"' in shown and '"paid"' in shown
+        for secret in (MASTER, ALICE, VIEWER, upstream_secret):
+            assert secret not in page.text
+
+        # A broken file: the problem is shown and the running config stays.
+        path.write_text(text + ON + "models: not-a-list\n")
+        broken = await client.post("/console/config/reload", data={"csrf": csrf_of(page.text)})
+        assert broken.status_code == 422
+        assert "Not reloaded (invalid)" in broken.text
+        problems = re.search(r'<ul class="problems"[^>]*>(.*?)</ul>', broken.text, re.S)
+        assert problems and "models" in problems.group(1), broken.text
+        assert app.state.gateway.runtime.version == version
+        assert all(s not in broken.text for s in (MASTER, ALICE, upstream_secret))
+
+        # A good change: the summary names what changed.
+        path.write_text(text.replace("name: echo", "name: echo2") + ON)
+        reloaded = await client.post("/console/config/reload", data={"csrf": csrf_of(page.text)})
+        assert reloaded.status_code == 200, reloaded.text
+        assert "Reloaded: version" in reloaded.text and "models +[echo2] -[echo]" in reloaded.text
+        assert app.state.gateway.runtime.version != version
+
+        # Without the CSRF token nothing is reloaded.
+        refused = await client.post("/console/config/reload", data={"csrf": "wrong"})
+        assert refused.status_code == 403
+
+
+async def test_the_config_page_needs_the_config_reload_scope() -> None:
+    async with console() as client:
+        await log_in(client, VIEWER)
+        page = await client.get("/console/config")
+        assert page.status_code == 403 and "config:reload" in page.text
+        csrf = csrf_of(page.text)
+        refused = await client.post("/console/config/reload", data={"csrf": csrf})
+        assert refused.status_code == 403
