@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -133,11 +135,66 @@ async def routes(gateway: Gateway) -> dict[str, Any]:
     return await routes_endpoint(gateway)()
 
 
-async def requests(gateway: Gateway, key: str | None, limit: int = 100) -> list[dict[str, Any]]:
-    """The newest ``limit`` ledger records, newest first, of one key when ``key`` is given."""
+# The request log's filters beyond the key are applied to the newest records read, not by the sink (whose
+# query filters by key only): at most this many are read, so a filter matching nothing costs one bounded read.
+FILTER_SCAN = 1000
+CACHE_STATUSES = ("HIT", "MISS", "BYPASS", "none")
+
+
+@dataclass(frozen=True)
+class RequestFilter:
+    """The request log's filters; None is "any". ``status`` is a code (``429``) or a class (``5xx``)."""
+
+    key: str | None = None
+    model: str | None = None
+    status: str | None = None
+    cache: str | None = None
+
+    @classmethod
+    def parse(cls, query: Mapping[str, str]) -> RequestFilter:
+        """The filters of a query string; a bad value raises ``ValueError`` naming the field."""
+        value = {name: (query.get(name) or "").strip() or None for name in ("key", "model", "status", "cache")}
+        status = value["status"]
+        if status is not None:
+            status = status.lower()
+            if not re.fullmatch(r"[1-5](xx|\d\d)", status):
+                raise ValueError("status: give a status code such as 429, or a class such as 5xx")
+        cache = value["cache"]
+        if cache is not None and cache not in CACHE_STATUSES:
+            raise ValueError(f"cache: one of {', '.join(CACHE_STATUSES)}")
+        return cls(value["key"], value["model"], status, cache)
+
+    @property
+    def narrows(self) -> bool:
+        """Whether a filter beyond the key is set (then the read is scanned, see ``FILTER_SCAN``)."""
+        return any((self.model, self.status, self.cache))
+
+    def matches(self, record: UsageRecord) -> bool:
+        """Whether ``record`` passes the model, status and cache filters (the key is the sink's)."""
+        if self.model is not None and record.model != self.model:
+            return False
+        if self.status is not None:
+            code = str(record.status)
+            if self.status.endswith("xx") and code[0] != self.status[0]:
+                return False
+            if not self.status.endswith("xx") and code != self.status:
+                return False
+        if self.cache is not None and (record.cache_status or "none") != self.cache:
+            return False
+        return True
+
+
+async def requests(gateway: Gateway, filters: RequestFilter, limit: int = 100) -> list[dict[str, Any]]:
+    """The newest ``limit`` ledger records matching ``filters``, newest first.
+
+    With a model, status or cache filter, the newest ``FILTER_SCAN`` records (of the key, when given) are
+    read and filtered here: matches older than those are not shown.
+    """
     stage = usage_stage(gateway)
+    scan = FILTER_SCAN if filters.narrows else limit
+    found = await stage.ledger.records(key_name=filters.key, limit=scan)
     rows = []
-    for record in await stage.ledger.records(key_name=key or None, limit=limit):
+    for record in [r for r in found if filters.matches(r)][:limit]:
         row = asdict(record)
         row["time"] = datetime.fromtimestamp(record.ts, stage.timezone).strftime("%Y-%m-%d %H:%M:%S")
         row["cost_usd"] = format_usd(record.cost_nanos)

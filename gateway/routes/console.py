@@ -253,8 +253,14 @@ def router(gateway: Gateway) -> APIRouter:
         return await data.routes(gateway)
 
     async def requests(request: Request, session: Session) -> dict[str, Any]:
-        key = request.query_params.get("key", "").strip() or None
-        return {"records": await data.requests(gateway, key), "key": key}
+        try:
+            filters = data.RequestFilter.parse(request.query_params)
+        except ValueError as exc:
+            raise GatewayError(400, str(exc), "invalid_request_error", "invalid_filter") from None
+        records = await data.requests(gateway, filters)
+        models = list(gateway.models)
+        return {"records": records, "filters": filters, "key": filters.key, "models": models,
+                "cache_statuses": data.CACHE_STATUSES, "scan": data.FILTER_SCAN}  # fmt: skip
 
     async def config(request: Request, session: Session) -> dict[str, Any]:
         running = running_config(gateway)

@@ -460,3 +460,36 @@ async def test_the_config_page_needs_the_config_reload_scope() -> None:
         csrf = csrf_of(page.text)
         refused = await client.post("/console/config/reload", data={"csrf": csrf})
         assert refused.status_code == 403
+
+
+async def test_the_request_log_filters_by_model_status_and_cache_status() -> None:
+    providers = "providers: [{name: mock, type: mock}, {name: broken, type: mock, options: {fail_rate: 1.0}}]\n"
+    broken = "  - {name: down, routes: [{provider: broken}]}\n"
+    text = CONFIG.replace("providers: [{name: mock, type: mock}]\n", providers)
+    text = text.replace("models: [", "models:\n" + broken + "  - ").replace("}}]\nusage", "}}\nusage")
+    text += "features: {console: {enabled: true}, cache: {}}\n"
+    async with console(parse_config(text, "console.yaml")) as client:
+        for model, rid in (("echo", "ok-1"), ("echo", "ok-2"), ("down", "bad-1")):
+            headers = {**auth(ALICE), "x-request-id": rid}
+            body = {**chat("same question"), "model": model}
+            await client.post("/v1/chat/completions", json=body, headers=headers)
+        await log_in(client)
+
+        async def shown(query: str) -> set[str]:
+            page = await client.get(f"/console/requests?{query}")
+            assert page.status_code == 200, page.text
+            return set(re.findall(r'data-request-id="([^"]+)"', page.text))
+
+        assert await shown("") == {"ok-1", "ok-2", "bad-1"}
+        assert await shown("model=down") == {"bad-1"}
+        assert await shown("status=5xx") == {"bad-1"}
+        assert await shown("status=503") == {"bad-1"}
+        assert await shown("status=200") == {"ok-1", "ok-2"}
+        # The second identical question is answered from the cache.
+        assert await shown("cache=HIT") == {"ok-2"}
+        assert await shown("model=echo&cache=MISS") == {"ok-1"}
+        assert await shown("model=echo&status=4xx") == set()
+        bad = await client.get("/console/requests?status=oops")
+        assert bad.status_code == 400 and "status:" in bad.text
+        bad = await client.get("/console/requests?cache=maybe")
+        assert bad.status_code == 400 and "cache:" in bad.text
