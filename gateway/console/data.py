@@ -8,8 +8,8 @@ console adds no second implementation of any of them, only shapes their answers 
 from __future__ import annotations
 
 import math
-import time
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -153,7 +153,8 @@ class RequestFilter:
     @classmethod
     def parse(cls, query: Mapping[str, str]) -> RequestFilter:
         """The filters of a query string; a bad value raises ``ValueError`` naming the field."""
-        value = {name: (query.get(name) or "").strip() or None for name in ("key", "model", "status", "cache")}
+        fields = ("key", "model", "status", "cache")
+        value = {name: (query.get(name) or "").strip() or None for name in fields}
         status = value["status"]
         if status is not None:
             status = status.lower()
@@ -179,9 +180,7 @@ class RequestFilter:
                 return False
             if not self.status.endswith("xx") and code != self.status:
                 return False
-        if self.cache is not None and (record.cache_status or "none") != self.cache:
-            return False
-        return True
+        return self.cache is None or (record.cache_status or "none") == self.cache
 
 
 async def requests(gateway: Gateway, filters: RequestFilter, limit: int = 100) -> list[dict[str, Any]]:

@@ -463,7 +463,9 @@ async def test_the_config_page_needs_the_config_reload_scope() -> None:
 
 
 async def test_the_request_log_filters_by_model_status_and_cache_status() -> None:
-    providers = "providers: [{name: mock, type: mock}, {name: broken, type: mock, options: {fail_rate: 1.0}}]\n"
+    providers = (
+        "providers: [{name: mock, type: mock}, {name: broken, type: mock, options: {fail_rate: 1.0}}]\n"
+    )
     broken = "  - {name: down, routes: [{provider: broken}]}\n"
     text = CONFIG.replace("providers: [{name: mock, type: mock}]\n", providers)
     text = text.replace("models: [", "models:\n" + broken + "  - ").replace("}}]\nusage", "}}\nusage")
