@@ -6,8 +6,9 @@ The browser test (tests/site/test_console_browser.py) drives the same pages in C
 from __future__ import annotations
 
 import html
+import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -495,3 +496,52 @@ async def test_the_request_log_filters_by_model_status_and_cache_status() -> Non
         assert bad.status_code == 400 and "status:" in bad.text
         bad = await client.get("/console/requests?cache=maybe")
         assert bad.status_code == 400 and "cache:" in bad.text
+
+
+def _next_rows(lines: Iterator[str]) -> str:
+    """The html of the next ``rows`` event of an SSE stream (skipping comments and ``retry``)."""
+    event = None
+    for line in lines:
+        if line.startswith("event: "):
+            event = line.removeprefix("event: ")
+        elif line.startswith("data: ") and event == "rows":
+            html_text: str = json.loads(line.removeprefix("data: "))["html"]
+            return html_text
+    raise AssertionError("the stream ended")
+
+
+def test_live_updates_stream_new_requests_and_counters_to_a_logged_in_console() -> None:
+    from uvicorn_server import run_server
+
+    app = create_app(console_config())
+    # The timeout only stops a broken stream from hanging the test; nothing is asserted about time.
+    with run_server(app) as base, httpx.Client(base_url=base, timeout=60) as client:
+        assert httpx.get(f"{base}/console/events?page=requests").status_code == 401
+        form = client.get("/console/login")
+        client.post("/console/login", data={"csrf": csrf_of(form.text), "key": MASTER})
+        assert client.get("/console/events?page=keys").status_code == 400
+        assert client.get("/console/events?page=requests&status=oops").status_code == 400
+        page = client.get("/console")
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert '<script src="/console/static/console.js" defer></script>' in page.text
+        assert 'data-live="/console/events?page=overview"' in page.text
+        assert "EventSource" in client.get("/console/static/console.js").text
+
+        with client.stream("GET", "/console/events?page=requests&model=echo") as log:
+            assert log.headers["content-type"].startswith("text/event-stream")
+            lines = log.iter_lines()
+            assert "No requests recorded" in _next_rows(lines)
+            headers = {**auth(ALICE), "x-request-id": "live-1"}
+            assert httpx.post(f"{base}/v1/chat/completions", json=chat("hi"), headers=headers).is_success
+            assert 'data-request-id="live-1"' in _next_rows(lines)
+
+        with client.stream("GET", "/console/events?page=overview") as overview:
+            lines = overview.iter_lines()
+            assert re.search(r'Last hour</th><td class="num">1</td>', _next_rows(lines))
+            assert httpx.post(f"{base}/v1/chat/completions", json=chat("hi"), headers=auth(ALICE)).is_success
+            assert re.search(r'Last hour</th><td class="num">2</td>', _next_rows(lines))
+
+        # A session that ended (logout) cannot open a stream.
+        csrf = csrf_of(client.get("/console").text)
+        client.post("/console/logout", data={"csrf": csrf})
+        assert client.get("/console/events?page=overview").status_code == 401
