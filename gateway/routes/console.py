@@ -288,11 +288,13 @@ def router(gateway: Gateway) -> APIRouter:
         return templates.get_template(LIVE_PAGES[which]).render(**context)
 
     async def live(session: Session, which: str, filters: data.RequestFilter) -> AsyncIterator[bytes]:
-        # The browser reconnects after `retry` ms when the stream ends (a restart, a reload turning the
+        # The browser reconnects after `retry` ms when the stream ends (a shutdown, a reload turning the
         # console off); a stream of an ended session ends, and its reconnect gets 401, which stops it.
         yield b"retry: 5000\n\n"
         last, quiet = None, 0.0
-        while sessions.get(session.id) is not None and settings().enabled and not gateway.closing:
+        # A shutdown's drain waits for responses in flight: the stream ends within an interval of it starting
+        # instead of holding the drain until its deadline.
+        while sessions.get(session.id) is not None and settings().enabled and not gateway.activity.draining:
             try:
                 html: str | None = await rows(which, filters)
             except LedgerUnavailable:

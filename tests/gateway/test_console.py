@@ -540,6 +540,11 @@ def test_live_updates_stream_new_requests_and_counters_to_a_logged_in_console() 
             assert re.search(r'Last hour</th><td class="num">1</td>', _next_rows(lines))
             assert httpx.post(f"{base}/v1/chat/completions", json=chat("hi"), headers=auth(ALICE)).is_success
             assert re.search(r'Last hour</th><td class="num">2</td>', _next_rows(lines))
+            # A shutdown's drain ends the stream (it would otherwise hold the drain to its deadline).
+            app.state.gateway.activity.draining = True
+            rest = list(lines)  # returns: the stream ended
+            assert not any(line.startswith(("event:", "data:")) for line in rest), rest
+            app.state.gateway.activity.draining = False
 
         # A session that ended (logout) cannot open a stream.
         csrf = csrf_of(client.get("/console").text)
