@@ -53,6 +53,8 @@ STATIC = {
 # How often a live stream re-reads the ledger: once per interval per open page, whatever the traffic, and
 # never on a request's path. A comment line every KEEPALIVE_S keeps idle proxies from closing the stream.
 LIVE_INTERVAL_S = 1.0
+# Open streams per session (a few tabs): past it 429, so one login cannot multiply the ledger reads.
+MAX_STREAMS_PER_SESSION = 8
 KEEPALIVE_S = 15.0
 # Live pages: their template of rows and the scope they need.
 LIVE_PAGES = {"overview": "overview_rows.html", "requests": "requests_rows.html"}
@@ -135,6 +137,7 @@ def router(gateway: Gateway) -> APIRouter:
         lstrip_blocks=True,
     )
     static = resources.files("gateway.console").joinpath("static")
+    streams: dict[str, int] = {}  # session id -> open live streams (counted while their generator runs)
 
     def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
         html = templates.get_template(name).render(nav=NAV, **context)
@@ -288,6 +291,17 @@ def router(gateway: Gateway) -> APIRouter:
         return templates.get_template(LIVE_PAGES[which]).render(**context)
 
     async def live(session: Session, which: str, filters: data.RequestFilter) -> AsyncIterator[bytes]:
+        """The rows stream, counted against the session's cap while it runs (cancelled or ended)."""
+        streams[session.id] = streams.get(session.id, 0) + 1
+        try:
+            async for chunk in live_rows(session, which, filters):
+                yield chunk
+        finally:
+            streams[session.id] -= 1
+            if not streams[session.id]:
+                del streams[session.id]
+
+    async def live_rows(session: Session, which: str, filters: data.RequestFilter) -> AsyncIterator[bytes]:
         # The browser reconnects after `retry` ms when the stream ends (a shutdown, a reload turning the
         # console off); a stream of an ended session ends, and its reconnect gets 401, which stops it.
         yield b"retry: 5000\n\n"
@@ -325,6 +339,9 @@ def router(gateway: Gateway) -> APIRouter:
             filters = data.RequestFilter.parse(request.query_params)
         except ValueError as exc:
             raise GatewayError(400, str(exc), "invalid_request_error", "invalid_filter") from None
+        if streams.get(session.id, 0) >= MAX_STREAMS_PER_SESSION:
+            message = f"This session has {MAX_STREAMS_PER_SESSION} live streams open already: close a page."
+            raise GatewayError(429, message, "rate_limit_error", "too_many_streams")
         if not gateway.started:
             await gateway.start()
         headers = {**SECURITY_HEADERS, "x-accel-buffering": "no"}  # nginx must not buffer the stream

@@ -8,8 +8,9 @@ from __future__ import annotations
 import html
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -545,6 +546,25 @@ def test_live_updates_stream_new_requests_and_counters_to_a_logged_in_console() 
             rest = list(lines)  # returns: the stream ended
             assert not any(line.startswith(("event:", "data:")) for line in rest), rest
             app.state.gateway.activity.draining = False
+
+        # One session holds at most MAX_STREAMS_PER_SESSION streams; closing one frees its place.
+        from gateway.routes.console import MAX_STREAMS_PER_SESSION
+
+        with ExitStack() as open_streams:
+            readers = []  # held: a line iterator's garbage collection closes its response
+            for _ in range(MAX_STREAMS_PER_SESSION):
+                stream = open_streams.enter_context(client.stream("GET", "/console/events?page=overview"))
+                readers.append(stream.iter_lines())
+                _next_rows(readers[-1])  # its generator runs: it is counted
+            assert client.get("/console/events?page=overview").status_code == 429
+        # The server notices the closed streams on its own schedule: poll (bounded) until a place is free.
+        for _ in range(300):
+            with client.stream("GET", "/console/events?page=overview") as again:
+                if again.status_code == 200:
+                    break
+                assert again.status_code == 429
+            time.sleep(0.1)
+        assert again.status_code == 200
 
         # A session that ended (logout) cannot open a stream.
         csrf = csrf_of(client.get("/console").text)
