@@ -477,16 +477,22 @@ def reload_endpoint(gateway: Gateway) -> Callable[[], Awaitable[JSONResponse]]:
 def config_endpoint(gateway: Gateway) -> Callable[[Request], Awaitable[dict[str, Any]]]:
     """``GET /admin/config``: the running config's version, load time and source, secrets redacted."""
 
-    async def running_config(request: Request) -> dict[str, Any]:
-        runtime = gateway.runtime
-        return {
-            "version": runtime.version,
-            "loaded_at": runtime.loaded_at.isoformat(),
-            "source": runtime.source,
-            "reloadable": gateway.reloader.source is not None,
-            "reloads": gateway.reloader.reloads,
-            "watch": runtime.config.features.reload.watch,
-            "config": redact(runtime.config.model_dump(mode="json"), secrets=gateway.redactor),
-        }
+    async def config(request: Request) -> dict[str, Any]:
+        return running_config(gateway)
 
-    return running_config
+    return config
+
+
+def running_config(gateway: Gateway) -> dict[str, Any]:
+    """The running config's version, load time and source, secrets redacted (``GET /admin/config``, the
+    console's config page)."""
+    runtime = gateway.runtime
+    return {
+        "version": runtime.version,
+        "loaded_at": runtime.loaded_at.isoformat(),
+        "source": runtime.source,
+        "reloadable": gateway.reloader.source is not None,
+        "reloads": gateway.reloader.reloads,
+        "watch": runtime.config.features.reload.watch,
+        "config": redact(runtime.config.model_dump(mode="json"), secrets=gateway.redactor),
+    }

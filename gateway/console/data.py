@@ -7,8 +7,11 @@ console adds no second implementation of any of them, only shapes their answers 
 
 from __future__ import annotations
 
+import math
+import re
 import time
-from dataclasses import asdict
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -17,11 +20,16 @@ from gateway.features.routing import routes_endpoint
 from gateway.features.usage import UsageStage
 from gateway.ledger import Ledger
 from gateway.pricing import format_usd
+from gateway.usage_record import UsageRecord
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
 WINDOWS = (("Last hour", 3600), ("Last day", 86400), ("Last 30 days", 30 * 86400))
+# The ledger has no percentile query (its sinks aggregate sums only), so latency percentiles are computed
+# from the newest records, the ones the request log reads: a bounded read whatever the traffic, exact while
+# a window holds fewer requests than this, a sample of its newest requests beyond.
+LATENCY_SAMPLE = 1000
 
 
 def usage_stage(gateway: Gateway) -> UsageStage:
@@ -52,19 +60,46 @@ def bars(rows: list[dict[str, Any]], field: str) -> list[dict[str, Any]]:
     return [{**row, "share": (row[field] / largest) if largest else 0.0} for row in rows]
 
 
+def percentile(values: list[float], fraction: float) -> float | None:
+    """The nearest-rank percentile of ``values`` (``fraction`` 0.5 for p50, 0.99 for p99); None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def latency(records: list[UsageRecord], since: float, sample: int = LATENCY_SAMPLE) -> dict[str, Any]:
+    """p50 and p99 latency of ``records`` since ``since``; ``sampled`` when the read may have cut it."""
+    values = [r.latency_ms for r in records if r.ts >= since]
+    return {
+        "p50_ms": percentile(values, 0.5),
+        "p99_ms": percentile(values, 0.99),
+        "latency_n": len(values),
+        # Every record read is in the window: older ones in it may have been left out of the read.
+        "latency_sampled": len(records) >= sample and len(values) == len(records),
+    }
+
+
 async def overview(gateway: Gateway, now: float | None = None) -> dict[str, Any]:
-    """Requests, errors, tokens and cost over the last hour, day and 30 days; the day's by model."""
+    """Requests, errors, latency, tokens and cost over the last hour, day and 30 days; the day's by model."""
     ledger = _ledger(gateway)
     now = time.time() if now is None else now
+    recent = await ledger.records(limit=LATENCY_SAMPLE)
     windows = []
     for label, seconds in WINDOWS:
         [row] = await ledger.summary([], since=now - seconds)
-        windows.append({"label": label, **_totals(row)})
+        windows.append({"label": label, **_totals(row), **latency(recent, now - seconds)})
     by_model = [
         {"model": row["group"]["model"], **_totals(row)}
         for row in await ledger.summary(["model"], since=now - 86400)
     ]
-    return {"windows": windows, "by_model": bars(by_model, "requests"), "ledger": ledger.status()}
+    return {
+        "windows": windows,
+        "by_model": bars(by_model, "requests"),
+        "ledger": ledger.status(),
+        "latency_sample": LATENCY_SAMPLE,
+    }
 
 
 async def spend(gateway: Gateway, now: float | None = None) -> dict[str, Any]:
@@ -100,11 +135,65 @@ async def routes(gateway: Gateway) -> dict[str, Any]:
     return await routes_endpoint(gateway)()
 
 
-async def requests(gateway: Gateway, key: str | None, limit: int = 100) -> list[dict[str, Any]]:
-    """The newest ``limit`` ledger records, newest first, of one key when ``key`` is given."""
+# The request log's filters beyond the key are applied to the newest records read, not by the sink (whose
+# query filters by key only): at most this many are read, so a filter matching nothing costs one bounded read.
+FILTER_SCAN = 1000
+CACHE_STATUSES = ("HIT", "MISS", "BYPASS", "none")
+
+
+@dataclass(frozen=True)
+class RequestFilter:
+    """The request log's filters; None is "any". ``status`` is a code (``429``) or a class (``5xx``)."""
+
+    key: str | None = None
+    model: str | None = None
+    status: str | None = None
+    cache: str | None = None
+
+    @classmethod
+    def parse(cls, query: Mapping[str, str]) -> RequestFilter:
+        """The filters of a query string; a bad value raises ``ValueError`` naming the field."""
+        fields = ("key", "model", "status", "cache")
+        value = {name: (query.get(name) or "").strip() or None for name in fields}
+        status = value["status"]
+        if status is not None:
+            status = status.lower()
+            if not re.fullmatch(r"[1-5](xx|\d\d)", status):
+                raise ValueError("status: give a status code such as 429, or a class such as 5xx")
+        cache = value["cache"]
+        if cache is not None and cache not in CACHE_STATUSES:
+            raise ValueError(f"cache: one of {', '.join(CACHE_STATUSES)}")
+        return cls(value["key"], value["model"], status, cache)
+
+    @property
+    def narrows(self) -> bool:
+        """Whether a filter beyond the key is set (then the read is scanned, see ``FILTER_SCAN``)."""
+        return any((self.model, self.status, self.cache))
+
+    def matches(self, record: UsageRecord) -> bool:
+        """Whether ``record`` passes the model, status and cache filters (the key is the sink's)."""
+        if self.model is not None and record.model != self.model:
+            return False
+        if self.status is not None:
+            code = str(record.status)
+            if self.status.endswith("xx") and code[0] != self.status[0]:
+                return False
+            if not self.status.endswith("xx") and code != self.status:
+                return False
+        return self.cache is None or (record.cache_status or "none") == self.cache
+
+
+async def requests(gateway: Gateway, filters: RequestFilter, limit: int = 100) -> list[dict[str, Any]]:
+    """The newest ``limit`` ledger records matching ``filters``, newest first.
+
+    With a model, status or cache filter, the newest ``FILTER_SCAN`` records (of the key, when given) are
+    read and filtered here: matches older than those are not shown.
+    """
     stage = usage_stage(gateway)
+    scan = FILTER_SCAN if filters.narrows else limit
+    found = await stage.ledger.records(key_name=filters.key, limit=scan)
     rows = []
-    for record in await stage.ledger.records(key_name=key or None, limit=limit):
+    for record in [r for r in found if filters.matches(r)][:limit]:
         row = asdict(record)
         row["time"] = datetime.fromtimestamp(record.ts, stage.timezone).strftime("%Y-%m-%d %H:%M:%S")
         row["cost_usd"] = format_usd(record.cost_nanos)

@@ -15,23 +15,27 @@ allows only this origin.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict
 from importlib import resources
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter
 from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from gateway.admin.schemas import KeyCreate, KeyRotate
 from gateway.console import data
 from gateway.console.sessions import Session, Sessions, new_token, same_token
 from gateway.errors import GatewayError
 from gateway.ledger import LedgerUnavailable
+from gateway.reload import describe, running_config
 from gateway.routes.admin_v1 import authenticate_admin, validation_error
 
 if TYPE_CHECKING:
@@ -41,9 +45,22 @@ PREFIX = "/console"
 SESSION_COOKIE = "gateway_console"
 LOGIN_CSRF_COOKIE = "gateway_console_login"
 MAX_FORM_BYTES = 64 * 1024
-STATIC = {"console.css": "text/css; charset=utf-8", "favicon.svg": "image/svg+xml"}
+STATIC = {
+    "console.css": "text/css; charset=utf-8",
+    "console.js": "text/javascript; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
+# How often a live stream re-reads the ledger: once per interval per open page, whatever the traffic, and
+# never on a request's path. A comment line every KEEPALIVE_S keeps idle proxies from closing the stream.
+LIVE_INTERVAL_S = 1.0
+# Open streams per session (a few tabs): past it 429, so one login cannot multiply the ledger reads.
+MAX_STREAMS_PER_SESSION = 8
+KEEPALIVE_S = 15.0
+# Live pages: their template of rows and the scope they need.
+LIVE_PAGES = {"overview": "overview_rows.html", "requests": "requests_rows.html"}
 SECURITY_HEADERS = {
-    "content-security-policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
+    "content-security-policy": "default-src 'none'; script-src 'self'; connect-src 'self'; "
+    "style-src 'self'; img-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "x-frame-options": "DENY",
     "x-content-type-options": "nosniff",
@@ -56,6 +73,7 @@ NAV = (
     ("spend", f"{PREFIX}/spend", "Spend"),
     ("routes", f"{PREFIX}/routes", "Routes"),
     ("requests", f"{PREFIX}/requests", "Requests"),
+    ("config", f"{PREFIX}/config", "Config"),
 )
 Page = Callable[[Request], Awaitable[Response]]
 
@@ -119,6 +137,7 @@ def router(gateway: Gateway) -> APIRouter:
         lstrip_blocks=True,
     )
     static = resources.files("gateway.console").joinpath("static")
+    streams: dict[str, int] = {}  # session id -> open live streams (counted while their generator runs)
 
     def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
         html = templates.get_template(name).render(nav=NAV, **context)
@@ -250,8 +269,110 @@ def router(gateway: Gateway) -> APIRouter:
         return await data.routes(gateway)
 
     async def requests(request: Request, session: Session) -> dict[str, Any]:
-        key = request.query_params.get("key", "").strip() or None
-        return {"records": await data.requests(gateway, key), "key": key}
+        try:
+            filters = data.RequestFilter.parse(request.query_params)
+        except ValueError as exc:
+            raise GatewayError(400, str(exc), "invalid_request_error", "invalid_filter") from None
+        records = await data.requests(gateway, filters)
+        models = list(gateway.models)
+        query = urlencode({name: value for name, value in asdict(filters).items() if value})
+        return {"records": records, "filters": filters, "key": filters.key, "models": models,
+                "cache_statuses": data.CACHE_STATUSES, "scan": data.FILTER_SCAN, "query": query}  # fmt: skip
+
+    # --- live updates -----------------------------------------------------------------------------------
+
+    async def rows(which: str, filters: data.RequestFilter) -> str:
+        """The live page's rows, rendered by the template the page itself includes."""
+        if which == "overview":
+            context = await data.overview(gateway)
+        else:
+            records = await data.requests(gateway, filters)
+            context = {"records": records, "key": filters.key, "filters": filters}
+        return templates.get_template(LIVE_PAGES[which]).render(**context)
+
+    async def live(session: Session, which: str, filters: data.RequestFilter) -> AsyncIterator[bytes]:
+        """The rows stream, counted against the session's cap while it runs (cancelled or ended)."""
+        streams[session.id] = streams.get(session.id, 0) + 1
+        try:
+            async for chunk in live_rows(session, which, filters):
+                yield chunk
+        finally:
+            streams[session.id] -= 1
+            if not streams[session.id]:
+                del streams[session.id]
+
+    async def live_rows(session: Session, which: str, filters: data.RequestFilter) -> AsyncIterator[bytes]:
+        # The browser reconnects after `retry` ms when the stream ends (a shutdown, a reload turning the
+        # console off); a stream of an ended session ends, and its reconnect gets 401, which stops it.
+        yield b"retry: 5000\n\n"
+        last, quiet = None, 0.0
+        # A shutdown's drain waits for responses in flight: the stream ends within an interval of it starting
+        # instead of holding the drain until its deadline.
+        while sessions.get(session.id) is not None and settings().enabled and not gateway.activity.draining:
+            try:
+                html: str | None = await rows(which, filters)
+            except LedgerUnavailable:
+                html = None  # the page shows the outage on its next load; the stream waits for the ledger
+            if html is not None and html != last:
+                last, quiet = html, 0.0
+                yield b"event: rows\ndata: " + json.dumps({"html": html}).encode() + b"\n\n"
+            elif quiet >= KEEPALIVE_S:
+                quiet = 0.0
+                yield b": keep-alive\n\n"
+            await asyncio.sleep(LIVE_INTERVAL_S)
+            quiet += LIVE_INTERVAL_S
+
+    async def events(request: Request) -> Response:
+        """``GET /console/events?page=overview|requests[&filters]``: the page's rows as Server-Sent Events."""
+        check_enabled()
+        session = session_of(request)
+        if session is None:
+            raise GatewayError(401, "Log in to the console first.", "authentication_error", "unauthorized")
+        if not session.principal.may("usage:read"):
+            message = "Your admin key lacks the 'usage:read' scope."
+            raise GatewayError(403, message, "permission_error", "insufficient_scope")
+        which = request.query_params.get("page", "")
+        if which not in LIVE_PAGES:
+            message = "page: one of overview, requests"
+            raise GatewayError(400, message, "invalid_request_error", "invalid_page")
+        try:
+            filters = data.RequestFilter.parse(request.query_params)
+        except ValueError as exc:
+            raise GatewayError(400, str(exc), "invalid_request_error", "invalid_filter") from None
+        if streams.get(session.id, 0) >= MAX_STREAMS_PER_SESSION:
+            message = f"This session has {MAX_STREAMS_PER_SESSION} live streams open already: close a page."
+            raise GatewayError(429, message, "rate_limit_error", "too_many_streams")
+        if not gateway.started:
+            await gateway.start()
+        headers = {**SECURITY_HEADERS, "x-accel-buffering": "no"}  # nginx must not buffer the stream
+        stream = live(session, which, filters)
+        return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+
+    async def config(request: Request, session: Session) -> dict[str, Any]:
+        running = running_config(gateway)
+        # The redacted config as the JSON `GET /admin/config` answers, indented for reading.
+        return {**running, "config_text": json.dumps(running["config"], indent=2)}
+
+    async def reload_config(request: Request) -> Response:
+        try:
+            session, _ = await form_session(request, "config:reload")
+        except FormError as exc:
+            return form_error(exc)
+        # The same reload as `POST /admin/reload` and `/admin/v1/config/reload` (and logged the same way).
+        result = await gateway.reloader.reload_and_log("console reload")
+        if result.ok:
+            notice = (
+                f"Reloaded: version {result.previous_version} → {result.version}; {describe(result.changes)}."
+                if result.status == "reloaded"
+                else f"The file is unchanged: version {result.version} keeps running."
+            )
+            return await show(request, session, "config", "config:reload", config, notice=notice)
+        # Problems name settings and files, never their values; redacted anyway, as every console error is.
+        problems = [gateway.redactor.text(p) for p in result.problems]
+        error = f"Not reloaded ({result.status}): version {result.version} keeps running."
+        return await show(
+            request, session, "config", "config:reload", config, 422, error=error, problems=problems
+        )
 
     # --- key changes ------------------------------------------------------------------------------------
 
@@ -325,5 +446,8 @@ def router(gateway: Gateway) -> APIRouter:
     console.add_api_route("/spend", page("spend", "budgets:read", spend), methods=["GET"])
     console.add_api_route("/routes", page("routes", "routes:read", routes), methods=["GET"])
     console.add_api_route("/requests", page("requests", "usage:read", requests), methods=["GET"])
+    console.add_api_route("/config", page("config", "config:reload", config), methods=["GET"])
+    console.add_api_route("/config/reload", reload_config, methods=["POST"])
+    console.add_api_route("/events", events, methods=["GET"])
     console.add_api_route("/static/{name}", asset, methods=["GET"])
     return console

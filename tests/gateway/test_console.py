@@ -5,9 +5,12 @@ The browser test (tests/site/test_console_browser.py) drives the same pages in C
 
 from __future__ import annotations
 
+import html
+import json
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -361,3 +364,209 @@ async def test_rotate_shows_the_new_secret_once_and_the_old_one_works_for_the_gr
         # A config-file key cannot be rotated here any more than through the API.
         config_key = await client.post("/console/keys/cfg_nope/rotate", data={"csrf": csrf})
         assert config_key.status_code == 404
+
+
+def test_latency_percentiles_are_nearest_rank_over_the_records_in_the_window() -> None:
+    from budget_fakes import usage_record
+
+    from gateway.console.data import latency, percentile
+
+    assert percentile([], 0.5) is None
+    assert percentile([5.0, 1.0, 3.0], 0.5) == 3.0
+    values = [float(v) for v in range(1, 101)]  # 1..100 ms
+    assert percentile(values, 0.5) == 50.0 and percentile(values, 0.99) == 99.0
+    records = [usage_record(ts=1000.0 + i, latency_ms=float(i + 1)) for i in range(100)]
+    recent = latency(records, since=1090.0)  # the last 10: 91..100 ms
+    assert (recent["p50_ms"], recent["p99_ms"], recent["latency_n"]) == (95.0, 100.0, 10)
+    assert latency(records, since=2000.0)["p50_ms"] is None
+    # A read of `sample` records all inside the window may have left older ones out: flagged as sampled.
+    assert latency(records, since=0.0, sample=100)["latency_sampled"] is True
+    assert latency(records, since=0.0, sample=1000)["latency_sampled"] is False
+
+
+async def test_the_overview_shows_latency_percentiles_of_the_ledgers_records() -> None:
+    from gateway.console.data import usage_stage
+
+    app = create_app(console_config())
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client,
+    ):
+        for i in range(3):
+            response = await client.post("/v1/chat/completions", json=chat(f"hi {i}"), headers=auth(ALICE))
+            assert response.status_code == 200
+        await log_in(client)
+        overview = (await client.get("/console")).text
+        ledger = usage_stage(app.state.gateway).ledger
+        latencies = sorted(r.latency_ms for r in await ledger.records())
+        assert len(latencies) == 3
+        # Last hour: 3 requests, 0 errors, then p50 (the 2nd of 3) and p99 (the largest).
+        expected = (
+            rf"Last hour</th><td class=\"num\">3</td><td class=\"num\">0</td>"
+            rf"<td class=\"num\">{latencies[1]:.1f}</td><td class=\"num\">{latencies[2]:.1f}</td>"
+        )
+        assert re.search(expected, overview), overview
+
+
+async def test_the_config_page_redacts_every_secret_and_reload_shows_changes_or_problems(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "gateway.yaml"
+    # A provider's API key: a secret of another kind than the gateway's own keys.
+    upstream_secret = "sk-upstream-provider-secret-0009"
+    extra = f"  - {{name: paid, type: openai, base_url: 'http://127.0.0.1:9', api_key: {upstream_secret}}}\n"
+    providers = "providers:\n  - {name: mock, type: mock}\n" + extra
+    text = CONFIG.replace("providers: [{name: mock, type: mock}]\n", providers)
+    path.write_text(text + ON)
+    app = create_app(load_config(path), config_path=path)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client,
+    ):
+        await log_in(client)
+        page = await client.get("/console/config")
+        assert page.status_code == 200
+        version = app.state.gateway.runtime.version
+        shown = html.unescape(page.text)
+        assert version in shown and '"echo"' in shown and '"paid"' in shown
+        for secret in (MASTER, ALICE, VIEWER, upstream_secret):
+            assert secret not in page.text
+
+        # A broken file: the problem is shown and the running config stays.
+        path.write_text(text + ON + "models: not-a-list\n")
+        broken = await client.post("/console/config/reload", data={"csrf": csrf_of(page.text)})
+        assert broken.status_code == 422
+        assert "Not reloaded (invalid)" in broken.text
+        problems = re.search(r'<ul class="problems"[^>]*>(.*?)</ul>', broken.text, re.S)
+        assert problems and "models" in problems.group(1), broken.text
+        assert app.state.gateway.runtime.version == version
+        assert all(s not in broken.text for s in (MASTER, ALICE, upstream_secret))
+
+        # A good change: the summary names what changed.
+        path.write_text(text.replace("name: echo", "name: echo2") + ON)
+        reloaded = await client.post("/console/config/reload", data={"csrf": csrf_of(page.text)})
+        assert reloaded.status_code == 200, reloaded.text
+        assert "Reloaded: version" in reloaded.text and "models +[echo2] -[echo]" in reloaded.text
+        assert app.state.gateway.runtime.version != version
+
+        # Without the CSRF token nothing is reloaded.
+        refused = await client.post("/console/config/reload", data={"csrf": "wrong"})
+        assert refused.status_code == 403
+
+
+async def test_the_config_page_needs_the_config_reload_scope() -> None:
+    async with console() as client:
+        await log_in(client, VIEWER)
+        page = await client.get("/console/config")
+        assert page.status_code == 403 and "config:reload" in page.text
+        csrf = csrf_of(page.text)
+        refused = await client.post("/console/config/reload", data={"csrf": csrf})
+        assert refused.status_code == 403
+
+
+async def test_the_request_log_filters_by_model_status_and_cache_status() -> None:
+    providers = (
+        "providers: [{name: mock, type: mock}, {name: broken, type: mock, options: {fail_rate: 1.0}}]\n"
+    )
+    broken = "  - {name: down, routes: [{provider: broken}]}\n"
+    text = CONFIG.replace("providers: [{name: mock, type: mock}]\n", providers)
+    text = text.replace("models: [", "models:\n" + broken + "  - ").replace("}}]\nusage", "}}\nusage")
+    text += "features: {console: {enabled: true}, cache: {}}\n"
+    async with console(parse_config(text, "console.yaml")) as client:
+        for model, rid in (("echo", "ok-1"), ("echo", "ok-2"), ("down", "bad-1")):
+            headers = {**auth(ALICE), "x-request-id": rid}
+            body = {**chat("same question"), "model": model}
+            await client.post("/v1/chat/completions", json=body, headers=headers)
+        await log_in(client)
+
+        async def shown(query: str) -> set[str]:
+            page = await client.get(f"/console/requests?{query}")
+            assert page.status_code == 200, page.text
+            return set(re.findall(r'data-request-id="([^"]+)"', page.text))
+
+        assert await shown("") == {"ok-1", "ok-2", "bad-1"}
+        assert await shown("model=down") == {"bad-1"}
+        assert await shown("status=5xx") == {"bad-1"}
+        assert await shown("status=503") == {"bad-1"}
+        assert await shown("status=200") == {"ok-1", "ok-2"}
+        # The second identical question is answered from the cache.
+        assert await shown("cache=HIT") == {"ok-2"}
+        assert await shown("model=echo&cache=MISS") == {"ok-1"}
+        assert await shown("model=echo&status=4xx") == set()
+        bad = await client.get("/console/requests?status=oops")
+        assert bad.status_code == 400 and "status:" in bad.text
+        bad = await client.get("/console/requests?cache=maybe")
+        assert bad.status_code == 400 and "cache:" in bad.text
+
+
+def _next_rows(lines: Iterator[str]) -> str:
+    """The html of the next ``rows`` event of an SSE stream (skipping comments and ``retry``)."""
+    event = None
+    for line in lines:
+        if line.startswith("event: "):
+            event = line.removeprefix("event: ")
+        elif line.startswith("data: ") and event == "rows":
+            html_text: str = json.loads(line.removeprefix("data: "))["html"]
+            return html_text
+    raise AssertionError("the stream ended")
+
+
+def test_live_updates_stream_new_requests_and_counters_to_a_logged_in_console() -> None:
+    from uvicorn_server import run_server
+
+    app = create_app(console_config())
+    # The timeout only stops a broken stream from hanging the test; nothing is asserted about time.
+    with run_server(app) as base, httpx.Client(base_url=base, timeout=60) as client:
+        assert httpx.get(f"{base}/console/events?page=requests").status_code == 401
+        form = client.get("/console/login")
+        client.post("/console/login", data={"csrf": csrf_of(form.text), "key": MASTER})
+        assert client.get("/console/events?page=keys").status_code == 400
+        assert client.get("/console/events?page=requests&status=oops").status_code == 400
+        page = client.get("/console")
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert '<script src="/console/static/console.js" defer></script>' in page.text
+        assert 'data-live="/console/events?page=overview"' in page.text
+        assert "EventSource" in client.get("/console/static/console.js").text
+
+        with client.stream("GET", "/console/events?page=requests&model=echo") as log:
+            assert log.headers["content-type"].startswith("text/event-stream")
+            lines = log.iter_lines()
+            assert "No requests recorded" in _next_rows(lines)
+            headers = {**auth(ALICE), "x-request-id": "live-1"}
+            assert httpx.post(f"{base}/v1/chat/completions", json=chat("hi"), headers=headers).is_success
+            assert 'data-request-id="live-1"' in _next_rows(lines)
+
+        with client.stream("GET", "/console/events?page=overview") as overview:
+            lines = overview.iter_lines()
+            assert re.search(r'Last hour</th><td class="num">1</td>', _next_rows(lines))
+            assert httpx.post(f"{base}/v1/chat/completions", json=chat("hi"), headers=auth(ALICE)).is_success
+            assert re.search(r'Last hour</th><td class="num">2</td>', _next_rows(lines))
+            # A shutdown's drain ends the stream (it would otherwise hold the drain to its deadline).
+            app.state.gateway.activity.draining = True
+            rest = list(lines)  # returns: the stream ended
+            assert not any(line.startswith(("event:", "data:")) for line in rest), rest
+            app.state.gateway.activity.draining = False
+
+        # One session holds at most MAX_STREAMS_PER_SESSION streams; closing one frees its place.
+        from gateway.routes.console import MAX_STREAMS_PER_SESSION
+
+        with ExitStack() as open_streams:
+            readers = []  # held: a line iterator's garbage collection closes its response
+            for _ in range(MAX_STREAMS_PER_SESSION):
+                stream = open_streams.enter_context(client.stream("GET", "/console/events?page=overview"))
+                readers.append(stream.iter_lines())
+                _next_rows(readers[-1])  # its generator runs: it is counted
+            assert client.get("/console/events?page=overview").status_code == 429
+        # The server notices the closed streams on its own schedule: poll (bounded) until a place is free.
+        for _ in range(300):
+            with client.stream("GET", "/console/events?page=overview") as again:
+                if again.status_code == 200:
+                    break
+                assert again.status_code == 429
+            time.sleep(0.1)
+        assert again.status_code == 200
+
+        # A session that ended (logout) cannot open a stream.
+        csrf = csrf_of(client.get("/console").text)
+        client.post("/console/logout", data={"csrf": csrf})
+        assert client.get("/console/events?page=overview").status_code == 401

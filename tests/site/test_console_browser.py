@@ -110,10 +110,19 @@ def test_an_operator_manages_a_key_in_the_console(tmp_path: Path) -> None:
         page.goto(f"{url}/console/requests")
         row = page.evaluate(f"document.querySelector({row_of('request', request_id)}).innerText")
         assert "browser" in row and "echo" in row and "200" in row, row
+        # Live: with the log open, a new request's row appears without a reload (the page's script and
+        # the gateway's event stream).
+        page.evaluate("window.notReloaded = true")
+        live = client.chat.completions.with_raw_response.create(
+            model="echo", messages=[{"role": "user", "content": "seen live"}]
+        )
+        live_id = live.headers["x-request-id"]
+        page.wait_until(f"document.querySelector({row_of('request', live_id)}) !== null")
+        assert page.evaluate("window.notReloaded === true")
         shoot(page, shots, "requests")
 
-        page.goto(f"{url}/console")  # the burst and the new key's request, with their cost
-        assert "Last hour\t6\t0\t" in page.evaluate("document.querySelector('main').innerText")
+        page.goto(f"{url}/console")  # the burst and the new key's requests, with their cost
+        assert "Last hour\t7\t0\t" in page.evaluate("document.querySelector('main').innerText")
 
         page.goto(f"{url}/console/spend")
         spend = page.evaluate("document.querySelector('main').innerText")
