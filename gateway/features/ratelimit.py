@@ -37,10 +37,10 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.errors import GatewayError
-from gateway.pipeline import Call, Handler, Response, Result
+from gateway.pipeline import Call, Handler, KeyIdentity, Response, Result
 from gateway.stores.after_writes import defer, flush_writes, open_writes
 from gateway.stores.base import Store, StoreUnavailable, Write, store_key
-from gateway.stores.ops import RL_ADMIT, RL_FINISH
+from gateway.stores.ops import RL_ADMIT, RL_FINISH, RL_STATUS
 from gateway.token_estimate import estimate_prompt_tokens, estimate_text_tokens
 
 if TYPE_CHECKING:
@@ -130,6 +130,52 @@ def _store_unavailable() -> GatewayError:
     )  # fmt: skip
 
 
+def _add(
+    buckets: list[Bucket],
+    concurrency: list[tuple[str, int, str]],
+    limits: Limits,
+    owner: str,
+    model: str,
+    scope: str,
+) -> None:
+    """Append the buckets and concurrency limit of `limits` held by `owner` on `model` ("*": all)."""
+    if limits.rpm:
+        buckets.append(
+            Bucket(store_key("rl", owner, model, "req", together=True), "requests", limits.rpm, scope)
+        )
+    if limits.tpm:
+        buckets.append(
+            Bucket(store_key("rl", owner, model, "tok", together=True), "tokens", limits.tpm, scope)
+        )
+    if limits.max_concurrent:
+        concurrency.append(
+            (store_key("rl", owner, model, "conc", together=True), limits.max_concurrent, scope)
+        )
+
+
+class _Owner:
+    """Who holds a set of limits on every model together (a key or a team), and its buckets."""
+
+    def __init__(self, scope: str, name: str, owner: str, limits: Limits, label: str) -> None:
+        self.scope = scope
+        self.name = name
+        self.buckets: list[Bucket] = []
+        self.concurrency: list[tuple[str, int, str]] = []
+        _add(self.buckets, self.concurrency, limits, owner, "*", label)
+
+    def row(self, kind: str, limit: int, remaining: int, reset_ms: int | None) -> dict[str, Any]:
+        """One limit's status, as :meth:`RateLimitStage.status` reports it."""
+        return {
+            "scope": self.scope,
+            "name": self.name,
+            "kind": kind,
+            "limit": limit,
+            "used": limit - remaining,
+            "remaining": remaining,
+            "reset_ms": reset_ms,
+        }
+
+
 class RateLimitStage:
     """The rate-limit pipeline stage (right after auth); see the module docstring."""
 
@@ -141,40 +187,76 @@ class RateLimitStage:
 
     def _buckets(self, call: Call) -> tuple[list[Bucket], list[tuple[str, int, str]]]:
         """The GCRA buckets and the concurrency limits (key, limit, scope) that apply to `call`."""
-        own = self.key_limits.get(call.key.key_id)
-        if own is None and (call.key.rpm or call.key.tpm):
-            own = Limits(rpm=call.key.rpm, tpm=call.key.tpm)  # a key made through the admin API
-        key_limits = own if own is not None else self.config.default
-        kid = call.key.key_id
-        buckets: list[Bucket] = []
-        concurrency: list[tuple[str, int, str]] = []
-
-        def add(limits: Limits, owner: str, model: str, scope: str) -> None:
-            if limits.rpm:
-                buckets.append(
-                    Bucket(store_key("rl", owner, model, "req", together=True), "requests", limits.rpm, scope)
-                )
-            if limits.tpm:
-                buckets.append(
-                    Bucket(store_key("rl", owner, model, "tok", together=True), "tokens", limits.tpm, scope)
-                )
-            if limits.max_concurrent:
-                concurrency.append(
-                    (store_key("rl", owner, model, "conc", together=True), limits.max_concurrent, scope)
-                )
-
-        add(key_limits, kid, "*", "this key")
-        if call.key.team is not None and (call.key.team_rpm or call.key.team_tpm):
-            # A team made through the admin API: one allowance every key of the team draws from.
-            team = Limits(rpm=call.key.team_rpm, tpm=call.key.team_tpm)
-            add(team, f"team:{call.key.team}", "*", f"team '{call.key.team}'")
+        buckets, concurrency = self._owner_limits(call.key)
         model = self.config.models.get(call.model)
         if model is not None:
+            kid = call.key.key_id
             if model.shared:
-                add(model, "*", call.model, f"model '{call.model}'")
+                _add(buckets, concurrency, model, "*", call.model, f"model '{call.model}'")
             else:
-                add(model, kid, call.model, f"model '{call.model}' for this key")
+                _add(buckets, concurrency, model, kid, call.model, f"model '{call.model}' for this key")
         return buckets, concurrency
+
+    def _own_limits(self, key: KeyIdentity) -> Limits:
+        own = self.key_limits.get(key.key_id)
+        if own is None and (key.rpm or key.tpm):
+            own = Limits(rpm=key.rpm, tpm=key.tpm)  # a key made through the admin API
+        return own if own is not None else self.config.default
+
+    def _owner_limits(self, key: KeyIdentity) -> tuple[list[Bucket], list[tuple[str, int, str]]]:
+        """The limits of `key` on every model together: its own, then its team's allowance."""
+        buckets: list[Bucket] = []
+        concurrency: list[tuple[str, int, str]] = []
+        for owner in self._owners(key):
+            buckets += owner.buckets
+            concurrency += owner.concurrency
+        return buckets, concurrency
+
+    def _owners(self, key: KeyIdentity) -> list[_Owner]:
+        owners = [_Owner("key", key.name, key.key_id, self._own_limits(key), "this key")]
+        if key.team is not None and (key.team_rpm or key.team_tpm):
+            # A team made through the admin API: one allowance every key of the team draws from.
+            team = Limits(rpm=key.team_rpm, tpm=key.team_tpm)
+            owners.append(_Owner("team", key.team, f"team:{key.team}", team, f"team '{key.team}'"))
+        return owners
+
+    async def status(self, keys: list[KeyIdentity]) -> list[list[dict[str, Any]]]:
+        """The state of each key's own and team limits (on every model together), without spending any.
+
+        For each of `keys`, one entry per limit: ``scope`` (``key`` or ``team``) and ``name``, ``kind``
+        (``requests``, ``tokens`` or ``concurrent``), ``limit``, ``used`` and ``remaining`` now, and
+        ``reset_ms``: how long until the allowance is whole again (GCRA refills continuously, so there is
+        no window edge; this is what ``x-ratelimit-reset-*`` says), null for concurrency. One store read
+        for every key (the admin API asks for one key, the GraphQL DataLoader for a page of them). Per-model
+        limits (``features.rate_limit.models``) are not included: they depend on the model called.
+        """
+        owners = [self._owners(key) for key in keys]
+        flat = [owner for of_key in owners for owner in of_key]
+        gcra_keys = [b.key for owner in flat for b in owner.buckets]
+        lease_keys = [k for owner in flat for k, _, _ in owner.concurrency]
+        if not gcra_keys and not lease_keys:
+            return [[] for _ in keys]
+        args = [len(gcra_keys), len(lease_keys)]
+        for owner in flat:
+            for bucket in owner.buckets:
+                args += [MINUTE_US, bucket.limit]
+        try:
+            result = await self.store.run(RL_STATUS, [*gcra_keys, *lease_keys], args)
+        except StoreUnavailable:
+            raise _store_unavailable() from None
+        gcra = iter(zip(result[0 : 2 * len(gcra_keys) : 2], result[1 : 2 * len(gcra_keys) : 2], strict=True))
+        held = iter(result[2 * len(gcra_keys) :])
+        report: list[list[dict[str, Any]]] = []
+        for of_key in owners:
+            rows: list[dict[str, Any]] = []
+            for owner in of_key:
+                for bucket in owner.buckets:
+                    remaining, busy_us = next(gcra)
+                    rows.append(owner.row(bucket.kind, bucket.limit, remaining, math.ceil(busy_us / 1000)))
+                for _, limit, _ in owner.concurrency:
+                    rows.append(owner.row("concurrent", limit, limit - min(next(held), limit), None))
+            report.append(rows)
+        return report
 
     async def handle(self, call: Call, next: Handler) -> Result:
         """Admit the request if every limit allows it (429 otherwise), then reconcile tokens and release.

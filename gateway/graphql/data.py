@@ -15,9 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.admin.budgets import Budgets
 from gateway.admin.cache import CacheAdmin
+from gateway.admin.keys import CONFIG_PREFIX
+from gateway.admin.ratelimits import RateLimits
 from gateway.admin.schemas import CachePurge, KeyCreate, KeyRotate, KeyUpdate
 from gateway.catalog import features_report
+from gateway.errors import invalid_request
 from gateway.features.budgets import BudgetConfig, BudgetStage
+from gateway.features.ratelimit import RateLimitStage
 from gateway.features.routing import RoutingStage
 from gateway.features.usage import UsageStage
 from gateway.graphql.access import Caller, forbidden, require_scope
@@ -166,6 +170,34 @@ class GraphQLData:
         found = [rule for rule in rules if rule is not None]
         statuses = iter(await stage.status(found) if found else [])
         return [None if rule is None else next(statuses) for rule in rules]
+
+    def _rate_limits(self) -> RateLimits:
+        return RateLimits(self.gateway.admin.keys, lambda: self._stage(RateLimitStage))
+
+    async def rate_limits(self, key_id: str | None) -> list[dict[str, Any]]:
+        """The rate limits of a key, used and remaining now (``GET /admin/v1/keys/{id}/rate-limit``): a
+        virtual key reads only its own (``key_id`` null or its own id); an admin caller names the key and
+        needs ``keys:read``."""
+        key = self.caller.key
+        if key is not None:
+            if key_id is not None and key_id not in (key.key_id, CONFIG_PREFIX + key.key_id):
+                raise forbidden("A virtual key reads only its own rate limits.")
+            await self._started()
+            stage: RateLimitStage = self._stage(RateLimitStage)
+            return (await stage.status([key]))[0]
+        require_scope(self.caller, "keys:read")
+        if key_id is None:
+            raise invalid_request("'key' is required for an admin caller: the key's id.", param="key")
+        await self._started()
+        status: dict[str, Any] = await self._rate_limits().key_status(key_id)
+        return list(status["limits"])
+
+    async def key_rate_limits(self, views: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        """The rate limits of each key of a page (``keys:read``), given as the admin API lists them, read
+        in one batch: the GraphQL DataLoader hands a whole page here, one state-store read for it all."""
+        require_scope(self.caller, "keys:read")
+        await self._started()
+        return [status["limits"] for status in await self._rate_limits().of_views(views)]
 
     async def create_key(self, spec: KeyCreate) -> dict[str, Any]:
         """Create a runtime key (``POST /admin/v1/keys``, ``keys:write``); the answer holds its secret."""

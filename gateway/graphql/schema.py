@@ -124,6 +124,24 @@ class BudgetStatus:
     period_end: str | None
 
 
+@strawberry.type(
+    description="One rate limit of a key or its team, now. Limits refill continuously (GCRA), so there "
+    "is no window edge: resetMs is how long until the allowance is whole again."
+)
+class RateLimitStatus:
+    scope: str = strawberry.field(description="key, or team (one allowance every key of the team shares)")
+    name: str = strawberry.field(description="the key's or the team's name")
+    kind: str = strawberry.field(description="requests or tokens (per minute), or concurrent (in flight)")
+    limit: int
+    used: int
+    remaining: int
+    reset_ms: int | None = strawberry.field(description="null for concurrent")
+
+
+def _rate_limits(rows: list[dict[str, Any]]) -> list[RateLimitStatus]:
+    return [RateLimitStatus(**row) for row in rows]
+
+
 def _budget(row: dict[str, Any]) -> BudgetStatus:
     return BudgetStatus(**row)
 
@@ -185,6 +203,10 @@ class Me:
     max_concurrent: int | None
     budget: BudgetStatus | None
 
+    @strawberry.field(description="This key's rate limits and its team's, used and remaining now.")
+    async def rate_limits(self, info: Info) -> list[RateLimitStatus]:
+        return _rate_limits(await _data(info).rate_limits(None))
+
     @strawberry.field(description="This key's usage: Query.usage narrowed to this key.")
     async def usage(
         self,
@@ -244,12 +266,19 @@ class Key:
     secret: str | None = None
     # The key's budget settings as JSON (None: no budget of its own), for the budget field's DataLoader.
     budget_spec: strawberry.Private[str | None] = None
+    # The key as the admin API shows it, for the rateLimits field's DataLoader.
+    view: strawberry.Private[dict[str, Any] | None] = None
 
     @strawberry.field(description="Its budget this window (budgets:read); null without a budget. Batched: "
                       "one state-store read for every key of a page.")  # fmt: skip
     async def budget(self, info: Info) -> BudgetStatus | None:
         row = await info.context["budgets"].load((self.name, self.budget_spec))
         return None if row is None else _budget(row)
+
+    @strawberry.field(description="Its rate limits and its team's, used and remaining now (keys:read). "
+                      "Batched: one state-store read for every key of a page.")  # fmt: skip
+    async def rate_limits(self, info: Info) -> list[RateLimitStatus]:
+        return _rate_limits(await info.context["rate_limits"].load(self.view))
 
 
 @strawberry.type(description="A page of keys, config-file keys first.")
@@ -271,6 +300,7 @@ def _key(view: dict[str, Any]) -> Key:
         revoked=bool(view.get("revoked", False)),
         secret=view.get("secret"),
         budget_spec=None if view.get("budget") is None else json.dumps(view["budget"], sort_keys=True),
+        view=view,
     )
 
 
@@ -376,6 +406,12 @@ class Query:
     @strawberry.field(description="Budgets: every one (budgets:read), or a virtual key's own and its team's.")
     async def budgets(self, info: Info) -> list[BudgetStatus]:
         return [_budget(row) for row in await _data(info).budgets()]
+
+    @strawberry.field(description="A key's rate limits and its team's, used and remaining now (GET "
+                      "/admin/v1/keys/{id}/rate-limit): a virtual key's own (key: null), or the key named "
+                      "(keys:read).")  # fmt: skip
+    async def rate_limits(self, info: Info, key: strawberry.ID | None = None) -> list[RateLimitStatus]:
+        return _rate_limits(await _data(info).rate_limits(None if key is None else str(key)))
 
     @strawberry.field(description="Routes with health and cooldowns: every model (routes:read) or a "
                       "virtual key's models.")  # fmt: skip

@@ -22,10 +22,12 @@ from gateway.admin.budgets import Budgets
 from gateway.admin.cache import CacheAdmin
 from gateway.admin.config import Scope
 from gateway.admin.directory import identify_key
+from gateway.admin.ratelimits import RateLimits
 from gateway.admin.routes import RouteAdmin
 from gateway.admin.schemas import CachePurge, KeyCreate, KeyRotate, KeyUpdate, TeamCreate, TeamUpdate
 from gateway.errors import GatewayError, invalid_request
 from gateway.features.budgets import BudgetStage
+from gateway.features.ratelimit import RateLimitStage
 from gateway.features.routing import RoutingStage, routes_endpoint
 from gateway.reload import reload_endpoint
 from gateway.routes import usage
@@ -231,6 +233,12 @@ def router(gateway: "Gateway") -> APIRouter:
     @v1.get("/keys/{key_id}/budget", summary="A key's budget: spent, reserved and remaining this window")
     async def key_budget(_: BudgetsRead, key_id: str) -> dict[str, Any]:
         return await budgets.key_status(key_id)
+
+    rate_limits = RateLimits(keys, lambda: next(s for s in gateway.stages if isinstance(s, RateLimitStage)))
+
+    @v1.get("/keys/{key_id}/rate-limit", summary="A key's rate limits: used and remaining now, when whole")
+    async def key_rate_limit(_: KeysRead, key_id: str) -> dict[str, Any]:
+        return await rate_limits.key_status(key_id)
 
     @v1.post("/keys/{key_id}/budget/reset", summary="Zero a key's spend this window (reservations stay)")
     async def reset_key_budget(caller: BudgetsWrite, key_id: str, request: Request) -> dict[str, Any]:

@@ -96,7 +96,12 @@ def router(gateway: Gateway) -> GraphQLRouter[dict[str, Any], None]:
         state["key"] = caller.name  # the access log names the caller
         data = GraphQLData(gateway, caller, state.get("request_id"))
         # Per request: a loader's cache must never serve one caller's answer to another.
-        return {"data": data, "budgets": DataLoader(load_fn=data.key_budgets)}
+        return {
+            "data": data,
+            "budgets": DataLoader(load_fn=data.key_budgets),
+            # Keyed by the key's id: the views are dicts, and the same key listed twice is read once.
+            "rate_limits": DataLoader(load_fn=data.key_rate_limits, cache_key_fn=lambda view: view["id"]),
+        }
 
     return GatewayGraphQLRouter(
         gateway,

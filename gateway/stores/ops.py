@@ -283,6 +283,53 @@ RL_FINISH = AtomicOp(
     name="rl_finish", lua=_RL_FINISH_LUA, memory=_rl_finish_memory, fail_open=lambda keys, args: []
 )
 
+# RL_STATUS KEYS: n GCRA keys, then m lease keys.  ARGV: n, m, (period_us, limit) per GCRA key.
+# A read of the rate limit's state for its status report: writes nothing, so reading it never spends
+# allowance or frees a slot. Returns per GCRA key (remaining, reset_us: time until the allowance is whole
+# again), then per lease key the slots held (leases not yet expired).
+
+_RL_STATUS_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = {}
+for i = 1, n do
+  local period, limit = tonumber(ARGV[1 + 2 * i]), tonumber(ARGV[2 + 2 * i])
+  local busy = math.max(tonumber(redis.call('GET', KEYS[i]) or '0') - now, 0)
+  out[#out + 1] = math.max(math.floor((period - busy) * limit / period), 0)
+  out[#out + 1] = busy
+end
+for j = 1, m do
+  out[#out + 1] = redis.call('ZCOUNT', KEYS[n + j], '(' .. string.format('%.0f', now), '+inf')
+end
+return out
+"""
+
+
+def _rl_status_memory(data: MemoryData, keys: Sequence[str], args: Sequence[int]) -> list[int]:
+    n, m = args[0], args[1]
+    now = data.now_us
+    out: list[int] = []
+    for i in range(n):
+        period, limit = args[2 + 2 * i], args[3 + 2 * i]
+        busy = max(int(data.get(keys[i]) or 0) - now, 0)
+        out += [max(0, (period - busy) * limit // period), busy]
+    for key in keys[n : n + m]:
+        out.append(sum(1 for expiry in (data.get(key) or {}).values() if expiry > now))
+    return out
+
+
+RL_STATUS = AtomicOp(
+    name="rl_status",
+    lua=_RL_STATUS_LUA,
+    memory=_rl_status_memory,
+    # Nothing known: every allowance reported whole and no slot held (the limiter itself fails open too).
+    fail_open=lambda keys, args: [
+        *(x for i in range(args[0]) for x in (args[3 + 2 * i], 0)),
+        *(0 for _ in range(args[1])),
+    ],
+)
+
 # --- Reserve if it fits ------------------------------------------------------------------------------------
 # An integer counter that only grows while it stays within a limit; negative deltas (settle, release) always
 # apply. KEYS: the counter. ARGV: delta, limit, ttl_ms (0: no expiry; set when the counter is created).
