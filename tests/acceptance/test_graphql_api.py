@@ -148,6 +148,59 @@ def test_usage_groups_and_keys_page_with_opaque_cursors(gateway: Any) -> None:
     assert budgets["graphql-tenant"] == {"limitUsd": "100"} and budgets["graphql-other"] is None
 
 
+@pytest.mark.feature(SLUG, step=5)
+def test_rate_limit_status_is_read_without_spending_and_matches_the_rest_api(gateway: Any) -> None:
+    # A key of its own with 2 requests per minute: one refills every 30 s, so what it spent stays spent
+    # while the test reads it.
+    made = gateway.client.post(
+        "/admin/v1/keys",
+        json={"name": f"graphql-limited-{uuid.uuid4().hex[:8]}", "models": ["mock-echo"], "rpm": 2},
+        headers=gateway.admin_headers(),
+    )
+    assert made.status_code == 201, made.text
+    key_id, secret = made.json()["id"], made.json()["secret"]
+    limits = "rateLimits { scope kind limit used remaining resetMs }"
+    chat(gateway, secret)
+    for _ in range(3):  # reading is free: none of these takes the second request of the minute
+        mine = run(gateway, secret, f"{{ me {{ {limits} }} {limits} }}")
+    [requests] = [r for r in mine["rateLimits"] if r["kind"] == "requests"]
+    assert requests["scope"] == "key" and requests["limit"] == 2
+    assert requests["used"] == 1 and requests["remaining"] == 1 and requests["resetMs"] > 0
+    assert [r["kind"] for r in mine["me"]["rateLimits"]] == ["requests"]
+    chat(gateway, secret)
+    over = gateway.client.post(
+        "/v1/chat/completions",
+        json={"model": "mock-echo", "messages": [{"role": "user", "content": "third"}]},
+        headers=gateway.headers(secret),
+    )
+    assert over.status_code == 429
+    rest = gateway.client.get(f"/admin/v1/keys/{key_id}/rate-limit", headers=gateway.admin_headers())
+    assert rest.status_code == 200
+    [row] = rest.json()["limits"]
+    assert (row["kind"], row["limit"], row["used"], row["remaining"]) == ("requests", 2, 2, 0)
+    # An admin reads it by id, or over a page of keys; the tenant may not read another key's.
+    by_admin = run(gateway, master(gateway), "query ($k: ID) { rateLimits(key: $k) { used } }", k=key_id)
+    assert by_admin["rateLimits"] == [{"used": 2}]
+    error = refused(gateway, TENANT, "query ($k: ID) { rateLimits(key: $k) { used } }", k=key_id)
+    assert error["extensions"]["code"] == "FORBIDDEN"
+    query = """query ($after: String) {
+      keys(first: 20, after: $after) {
+        nodes { id rateLimits { kind used } } pageInfo { hasNextPage endCursor }
+      }
+    }"""
+    found: list[Any] = []
+    after = None
+    for _ in range(1000):
+        listing = run(gateway, master(gateway), query, after=after)["keys"]
+        found += [n["rateLimits"] for n in listing["nodes"] if n["id"] == key_id]
+        if not listing["pageInfo"]["hasNextPage"]:
+            break
+        after = listing["pageInfo"]["endCursor"]
+    assert found == [[{"kind": "requests", "used": 2}]]
+    revoked = gateway.client.post(f"/admin/v1/keys/{key_id}/revoke", headers=gateway.admin_headers())
+    assert revoked.status_code == 200
+
+
 @pytest.mark.feature(SLUG, step=6)
 def test_a_created_key_is_visible_to_the_rest_admin_api(gateway: Any) -> None:
     name = f"graphql-made-{uuid.uuid4().hex[:8]}"
