@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from graphql import GraphQLError
 from starlette.requests import HTTPConnection, Request
+from starlette.responses import HTMLResponse
 from strawberry.dataloader import DataLoader
 from strawberry.fastapi import GraphQLRouter
 from strawberry.http import GraphQLHTTPResponse
@@ -27,6 +28,7 @@ from gateway.errors import GatewayError
 from gateway.graphql.access import authenticate
 from gateway.graphql.data import GraphQLData
 from gateway.graphql.errors import extensions as error_extensions
+from gateway.graphql.ide import GraphiQLAssets
 from gateway.graphql.schema import build_schema
 
 if TYPE_CHECKING:
@@ -48,6 +50,18 @@ class GatewayGraphQLRouter(GraphQLRouter[dict[str, Any], None]):
     def __init__(self, gateway: Gateway, **options: Any) -> None:
         super().__init__(**options)
         self.gateway = gateway
+        self.ide: GraphiQLAssets | None = None
+        if options.get("graphql_ide") is not None:
+            # GraphiQL's page and assets from the package (gateway/graphql/ide.py), never from a CDN.
+            self.ide = GraphiQLAssets(PATH)
+            self.add_api_route(
+                f"{PATH}/static/{{name}}", self.ide.endpoint(), methods=["GET"], include_in_schema=False
+            )
+
+    async def render_graphql_ide(self, request: Request) -> HTMLResponse:
+        """The gateway's GraphiQL page (its assets served by the gateway, under a strict CSP)."""
+        assert self.ide is not None  # strawberry renders the page only when graphql_ide is set
+        return self.ide.page_response()
 
     def _error(self, error: GraphQLError) -> dict[str, Any]:
         formatted: dict[str, Any] = dict(error.formatted)
