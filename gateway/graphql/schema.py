@@ -8,7 +8,7 @@ Money is a decimal string in USD (``"0.00042"``), as in the REST API, so no floa
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
@@ -19,7 +19,10 @@ from graphql import GraphQLError
 from pydantic import BaseModel, ValidationError
 from strawberry.scalars import JSON
 from strawberry.schema.config import StrawberryConfig
-from strawberry.types import ExecutionContext, Info
+from strawberry.schema.schema import StreamResult
+from strawberry.types import ExecutionContext, ExecutionResult, Info
+from strawberry.types.execution import PreExecutionError
+from strawberry.types.graphql import OperationType
 
 from gateway.admin.keys import MAX_PAGE as MAX_KEYS_PAGE
 from gateway.admin.keys import decode_cursor, encode_cursor
@@ -28,6 +31,7 @@ from gateway.errors import GatewayError, invalid_request
 from gateway.graphql.data import GraphQLData
 from gateway.graphql.errors import graphql_error
 from gateway.graphql.limits import DEFAULT_PAGE, MAX_PAGE, extensions
+from gateway.graphql.persisted import PersistedQueries, PersistedQueryError, Resolved
 from gateway.graphql_config import GraphQLConfig
 from gateway.ledger import GroupBy
 from gateway.logging import log_error
@@ -525,7 +529,69 @@ class Mutation:
 class GatewaySchema(strawberry.Schema):
     """strawberry's schema, logging errors the gateway's way: a GatewayError or a refused query is the
     client's answer, not a server problem (nothing logged); anything else is logged by type only, since
-    messages may carry secrets and tracebacks must not be logged (gateway/logging.py)."""
+    messages may carry secrets and tracebacks must not be logged (gateway/logging.py).
+
+    With ``persisted`` it also resolves persisted queries (gateway/graphql/persisted.py) before running
+    any operation, over HTTP (``execute``, ``stream``) and WebSocket (``stream``) alike, so an allowlist
+    holds for every transport."""
+
+    def __init__(self, *args: Any, persisted: PersistedQueries | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.persisted = persisted
+
+    async def _resolve(
+        self, query: str | None, extensions: dict[str, Any] | None
+    ) -> Resolved | PreExecutionError:
+        if self.persisted is None:
+            return Resolved(query)
+        try:
+            return await self.persisted.resolve(query, extensions)
+        except PersistedQueryError as exc:
+            error = GraphQLError(exc.message, extensions={"code": exc.code, "status": exc.status})
+            return PreExecutionError(data=None, errors=[error])
+
+    async def execute(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> ExecutionResult:
+        """strawberry's ``execute``, for the persisted query the operation names (see the class)."""
+        resolved = await self._resolve(query, operation_extensions)
+        if isinstance(resolved, PreExecutionError):
+            return resolved
+        result = await super().execute(
+            resolved.query, variable_values, context_value, root_value, operation_name,
+            allowed_operation_types, operation_extensions,
+        )  # fmt: skip
+        # Kept only once it parsed and passed the limits: a refused query is not worth a store entry.
+        if self.persisted is not None and resolved.register and not isinstance(result, PreExecutionError):
+            await self.persisted.register(resolved.register, resolved.query or "")
+        return result
+
+    async def stream(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+    ) -> StreamResult:
+        """strawberry's ``stream`` (subscriptions, over WebSocket too), for the persisted query the operation
+        names or, with an allowlist, only for an allowed one."""
+        resolved = await self._resolve(query, operation_extensions)
+        if isinstance(resolved, PreExecutionError):
+            return _refused(resolved)
+        return await super().stream(
+            resolved.query, variable_values, context_value, root_value, operation_name,
+            operation_extensions, allowed_operation_types,
+        )  # fmt: skip
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -538,6 +604,11 @@ class GatewaySchema(strawberry.Schema):
             original = error.original_error
             if original is not None and not isinstance(original, GatewayError):
                 log_error(request_id, original)
+
+
+async def _refused(error: PreExecutionError) -> StreamResult:
+    """A stream of the one refusal: a transport closes the operation on a first PreExecutionError."""
+    yield error
 
 
 @strawberry.type(description="The usage of one request a replica just finished.")
@@ -610,9 +681,11 @@ class Subscription:
             yield _model_routes(snapshot)
 
 
-def build_schema(config: GraphQLConfig) -> strawberry.Schema:
-    """The schema with ``config``'s limits (depth, cost, aliases, tokens, introspection, batch size)."""
+def build_schema(config: GraphQLConfig, persisted: PersistedQueries | None = None) -> strawberry.Schema:
+    """The schema with ``config``'s limits (depth, cost, aliases, tokens, introspection, batch size), and
+    ``persisted`` queries when they are on."""
     return GatewaySchema(
+        persisted=persisted,
         query=Query,
         mutation=Mutation,
         subscription=Subscription,

@@ -29,6 +29,7 @@ from gateway.graphql.access import authenticate
 from gateway.graphql.data import GraphQLData
 from gateway.graphql.errors import extensions as error_extensions
 from gateway.graphql.ide import GraphiQLAssets
+from gateway.graphql.persisted import PersistedQueries, load_allowlist
 from gateway.graphql.schema import build_schema
 
 if TYPE_CHECKING:
@@ -119,7 +120,7 @@ def router(gateway: Gateway) -> GraphQLRouter[dict[str, Any], None]:
 
     return GatewayGraphQLRouter(
         gateway,
-        schema=build_schema(config),
+        schema=build_schema(config, _persisted(gateway)),
         path=PATH,
         graphql_ide="graphiql" if config.graphiql else None,
         # Queries over GET would put them (and their arguments) in URLs and logs: POST only.
@@ -132,3 +133,14 @@ def router(gateway: Gateway) -> GraphQLRouter[dict[str, Any], None]:
         max_subscriptions_per_connection=config.max_subscriptions,
         include_in_schema=False,
     )
+
+
+def _persisted(gateway: Gateway) -> PersistedQueries:
+    """The gateway's persisted queries (``features.graphql.persisted_queries``). Off is answered too
+    (``PERSISTED_QUERY_NOT_SUPPORTED``), so an APQ client falls back to full queries. The allowlist file
+    was checked when the config loaded; it is read once more here."""
+    config = gateway.config.features.graphql
+    path = config.persisted_queries_file
+    allowlist = None if path is None else load_allowlist(path)
+    ttl = config.persisted_queries_ttl_s
+    return PersistedQueries(config.persisted_queries, gateway.store, ttl, allowlist)
