@@ -7,6 +7,8 @@ live gateway that has served other traffic.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -95,6 +97,32 @@ def test_a_deep_or_expensive_query_is_refused_with_a_graphql_error(gateway: Any)
     error = refused(gateway, TENANT, "{ usage(first: 200) { edges { node { key model day } } } }")
     assert error["extensions"]["code"] == "QUERY_TOO_COSTLY"
     assert "features.graphql.max_cost" in error["message"]
+
+
+@pytest.mark.feature(SLUG, step=3)
+def test_graphiql_loads_every_asset_from_the_gateway_under_a_strict_csp(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    if request.config.getoption("gateway_url"):
+        pytest.skip("starts a gateway of its own with graphiql on; the acceptance gateway keeps it off")
+    data = yaml.safe_load(Path(__file__).with_name("gateway.yaml").read_text())
+    data["features"]["graphql"]["graphiql"] = True
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with run_server(create_app(load_config(path))) as base:
+        page = httpx.get(f"{base}/graphql", headers={"accept": "text/html"})
+        assert page.status_code == 200
+        csp = dict(d.strip().split(" ", 1) for d in page.headers["content-security-policy"].split(";"))
+        assert (
+            csp["default-src"] == "'none'" and csp["script-src"] == "'self'" and csp["style-src"] == "'self'"
+        )
+        sources = re.findall(r'(?:src|href)="(/[^"]+)"', page.text)
+        assert len(sources) >= 4
+        for source in sources:
+            asset = httpx.get(f"{base}{source}")
+            assert asset.status_code == 200, source
+            assert "max-age=" in asset.headers["cache-control"]
+        assert "graphiql" in " ".join(sources) and "react-dom" in " ".join(sources)
 
 
 @pytest.mark.feature(SLUG, step=4)
@@ -261,6 +289,31 @@ async def test_a_subscription_receives_a_requests_usage_when_it_finishes(gateway
         await events.aclose()
     assert event["key"] == "graphql-tenant" and event["model"] == "mock-echo"
     assert event["requestId"] in sent
+
+
+@pytest.mark.feature(SLUG, step=6)
+def test_a_persisted_query_is_sent_once_then_run_by_its_hash(gateway: Any) -> None:
+    # Apollo's automatic persisted queries, as an APQ client speaks them (features.graphql.persisted_queries).
+    query = f"{{ me {{ name models }} }} # {uuid.uuid4()}"
+    digest = hashlib.sha256(query.encode()).hexdigest()
+    extensions = {"persistedQuery": {"version": 1, "sha256Hash": digest}}
+
+    def post(body: dict[str, Any], credential: str = TENANT) -> dict[str, Any]:
+        response = gateway.client.post("/graphql", json=body, headers=gateway.headers(credential))
+        assert response.status_code == 200, response.text
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    unknown = post({"extensions": extensions})
+    assert unknown["errors"][0]["message"] == "PersistedQueryNotFound"
+    assert unknown["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_NOT_FOUND"
+    me = {"me": {"name": "graphql-tenant", "models": ["mock-echo"]}}
+    assert post({"query": query, "extensions": extensions})["data"] == me
+    assert post({"extensions": extensions})["data"] == me
+    # The stored text runs with the caller's own rights; a hash that is not the query's is refused.
+    assert post({"extensions": extensions}, OTHER)["data"]["me"]["name"] == "graphql-other"
+    wrong = post({"query": "{ models { name } }", "extensions": extensions})
+    assert wrong["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
 
 
 READER = "sk-acceptance-admin-reader"  # keys:read and audit:read only
