@@ -102,16 +102,26 @@ class SharedState:
 
 def usage_relay(config: GatewayConfig) -> RedisRelay | None:
     """The relay sharing live usage between replicas: only its consumer, GraphQL's ``usage`` subscription,
-    needs it, so only with GraphQL on and a Redis state store. Not over Redis Cluster, whose redis-py
-    asyncio client has no pub/sub (each replica's subscribers then see that replica's traffic)."""
+    needs it, so only with GraphQL on and a Redis state store. Over Redis Cluster it uses a sharded channel,
+    when the installed redis-py's asyncio cluster client has pub/sub (older ones, which ``redis>=5.0``
+    allows, have none: each replica's subscribers then see that replica's traffic)."""
     url = config.state.redis_url
     if not config.features.graphql.enabled or not url:
         return None
     target = parse_redis_url(url)
     if target.topology == "cluster":
-        return None
+        if not cluster_pubsub_supported():
+            return None
+        return RedisRelay(url, channel=f"{CHANNEL}:0", timeout=config.state.timeout_seconds, sharded=True)
     # Pub/sub channels ignore the database number: naming it keeps gateways on other databases apart.
     return RedisRelay(url, channel=f"{CHANNEL}:{target.db}", timeout=config.state.timeout_seconds)
+
+
+def cluster_pubsub_supported() -> bool:
+    """Whether redis-py's asyncio cluster client can subscribe to sharded channels (newer releases)."""
+    from redis.asyncio.cluster import RedisCluster
+
+    return hasattr(RedisCluster, "pubsub") and hasattr(RedisCluster, "spublish")
 
 
 def build_stages(

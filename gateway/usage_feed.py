@@ -9,7 +9,9 @@ Replicas share the feed through Redis pub/sub when they share a state store (``s
 GraphQL: each replica publishes its records on one channel (:class:`RedisRelay`, from a bounded outbox, so a
 slow or unreachable Redis never slows a request), and listens on it while it has subscribers of its own,
 handing other replicas' records to them. A replica's own records reach its subscribers directly, so they
-keep flowing when Redis is down. Pub/sub delivers at most once: a record published while a replica was not
+keep flowing when Redis is down. Over Redis Cluster the channel is a sharded one (``SPUBLISH`` and
+``SSUBSCRIBE``, Redis 7): it lives on the one node owning its slot, so a message is not broadcast to every
+node of the cluster. Pub/sub delivers at most once: a record published while a replica was not
 listening, or while Redis was unreachable, is not replayed (the ledger, not the feed, is the record of
 everything).
 """
@@ -92,12 +94,16 @@ class RedisRelay:
 
     Each message carries the publishing replica's ``origin`` (random per process), so a replica skips its
     own records, which it has already delivered. Tasks start on first use, in the running event loop.
+    ``sharded`` (Redis Cluster): the channel is a sharded channel (see the module docstring).
     """
 
-    def __init__(self, url: str, channel: str = CHANNEL, timeout: float = 5.0) -> None:
+    def __init__(
+        self, url: str, channel: str = CHANNEL, timeout: float = 5.0, *, sharded: bool = False
+    ) -> None:
         self.url = url
         self.channel = channel
         self.timeout = timeout
+        self.sharded = sharded
         self.origin = uuid.uuid4().hex
         self.dropped = 0  # records not published: outbox full or Redis unreachable
         self._client: Any = None
@@ -129,7 +135,11 @@ class RedisRelay:
             while self._outbox:
                 payload = self._outbox.popleft()
                 try:
-                    await self._redis().publish(self.channel, payload)
+                    client = self._redis()
+                    if self.sharded:
+                        await client.spublish(self.channel, payload)
+                    else:
+                        await client.publish(self.channel, payload)
                 except (OSError, ConnectionError, TimeoutError, RedisError):
                     self.dropped += 1  # Redis unreachable: other replicas miss it; the ledger has it
 
@@ -142,9 +152,18 @@ class RedisRelay:
         while True:
             pubsub = self._redis().pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.channel)
+                poll = min(LISTEN_POLL_S, self.timeout / 2)
+                if self.sharded:
+                    await pubsub.ssubscribe(self.channel)
+                else:
+                    await pubsub.subscribe(self.channel)
                 while True:
-                    message = await pubsub.get_message(timeout=min(LISTEN_POLL_S, self.timeout / 2))
+                    if self.sharded:
+                        message = await pubsub.get_sharded_message(
+                            ignore_subscribe_messages=True, timeout=poll
+                        )
+                    else:
+                        message = await pubsub.get_message(timeout=poll)
                     if message is not None:
                         self._received(message.get("data"), deliver)
             except (OSError, ConnectionError, TimeoutError, RedisError):

@@ -138,3 +138,33 @@ def test_no_relay_without_graphql_or_without_redis(redis_url: str) -> None:
         config_text(redis_url).replace(f"state: {{redis_url: '{redis_url}'}}\n", ""), "r.yaml"
     )
     assert create_app(local).state.gateway.shared.feed.relay is None
+
+
+def test_over_redis_cluster_the_relay_uses_a_sharded_channel() -> None:
+    from gateway.runtime import cluster_pubsub_supported, usage_relay
+
+    relay = usage_relay(parse_config(config_text("redis+cluster://127.0.0.1:7000"), "replica.yaml"))
+    if not cluster_pubsub_supported():
+        assert relay is None  # an older redis-py: each replica's feed stays its own
+        return
+    assert relay is not None and relay.sharded and relay.channel == "gateway:usage-feed:0"
+    single = usage_relay(parse_config(config_text("redis://127.0.0.1:6379/2"), "replica.yaml"))
+    assert single is not None and not single.sharded
+    assert usage_relay(parse_config(config_text("redis://127.0.0.1:6379/2", graphql=False), "r.yaml")) is None
+
+
+@pytest.mark.anyio
+async def test_replicas_on_a_redis_cluster_share_the_feed() -> None:
+    from redis_topology import RedisClusterTopology
+
+    from gateway.runtime import cluster_pubsub_supported
+
+    if not cluster_pubsub_supported():
+        pytest.skip("this redis-py's asyncio cluster client has no pub/sub")
+    with RedisClusterTopology() as cluster:
+        config = parse_config(config_text(cluster.url), "replica.yaml")
+        with run_server(create_app(config), ws="auto") as a, run_server(create_app(config), ws="auto") as b:
+            event, sent = await first_event(b, a, READER, BOB)
+            assert event["key"] == "bob" and event["requestId"] in sent
+            event, sent = await first_event(a, b, ALICE, ALICE)
+            assert event["key"] == "alice" and event["requestId"] in sent
