@@ -111,7 +111,7 @@ def test_every_rate_limit_a_request_checks_shares_one_cluster_slot() -> None:
     stage = RateLimitStage(config, {"kid": Limits(rpm=3, tpm=50)}, store=None)  # type: ignore[arg-type]
 
     class Key:
-        key_id, rpm, tpm = "kid", None, None
+        name, key_id, rpm, tpm = "k", "kid", None, None
         team, team_rpm, team_tpm = "research", 7, None  # a runtime team's shared allowance too
 
     class Call:
