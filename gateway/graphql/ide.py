@@ -3,8 +3,8 @@
 GraphiQL, React and ReactDOM are vendored in ``static/`` (versions, licenses and sha256 sums in
 ``static/VERSIONS.md`` and ``static/SHA256SUMS``), stored gzip-compressed because GraphiQL's UMD build is
 3.5 MB unminified. They are sent compressed to every browser that accepts gzip (all do) and decompressed
-for a client that does not. Their names carry their versions, so they are cached for a year; the page and
-its own small script and stylesheet are revalidated after an hour.
+for a client that does not. Their names carry their versions, so they are cached for a year; the page's
+own small script and stylesheet are cached for an hour, and the page itself is revalidated every time.
 
 The page has no inline script or style, so its Content-Security-Policy allows scripts and stylesheets from
 this origin only (GraphiQL's fonts and icons are data: URIs in its stylesheet); the browser test
