@@ -194,6 +194,8 @@ class CohereAdapter:
         if endpoint == "chat":
             return cohere_to_chat(data, now())
         vectors = _obj(data.get("embeddings")).get("float") or []
+        if not isinstance(vectors, list):
+            raise upstream_error(502, "Upstream embeddings.float is not a list.", "upstream_invalid")
         tokens = _number(_obj(_obj(data.get("meta")).get("billed_units")).get("input_tokens"))
         return {
             "object": "list",

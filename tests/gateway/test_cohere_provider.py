@@ -12,7 +12,8 @@ import pytest
 from gateway_testing import KEY, auth, chat, serve, sse_chunks, tokens
 
 from gateway.config import ConfigError, GatewayConfig, parse_config
-from gateway.providers.cohere import chat_to_cohere, cohere_to_chat
+from gateway.errors import GatewayError
+from gateway.providers.cohere import CohereAdapter, chat_to_cohere, cohere_to_chat
 
 pytestmark = pytest.mark.anyio
 
@@ -150,6 +151,14 @@ def test_request_mapping_table() -> None:
     }
     assert "tool_choice" not in chat_to_cohere({**body, "tool_choice": "auto"}, "m", False)
     assert chat_to_cohere({**body, "tool_choice": "none"}, "m", False)["tool_choice"] == "NONE"
+
+
+@pytest.mark.parametrize("vectors", [True, 3, "x", {"a": 1}])
+def test_embeddings_that_are_not_a_list_are_a_502(vectors: Any) -> None:
+    # Found by the adapter fuzz test: `{"embeddings": {"float": true}}` crashed with a TypeError (a 500).
+    with pytest.raises(GatewayError) as caught:
+        CohereAdapter().parse_response("embeddings", {"embeddings": {"float": vectors}})
+    assert caught.value.status == 502
 
 
 def test_answer_mapping_prefers_model_tokens_over_billed_units() -> None:
