@@ -8,9 +8,10 @@ Every `state.rebalance_interval_s` each replica (:class:`Rebalancer`), off the r
 2. **claims the rebalance** for this interval: `SET gw:{rlp}:lock NX PX` with a TTL just under the
    interval, so one replica of all regions computes each round;
 3. the claimant **takes the demand** (one script: read the hash and delete it, so no publication is lost
-   or counted twice), splits every limit that saw demand over `state.regions` in proportion to it
-   (`gateway.features.partitions.apportion`, summing to the limit exactly) and replaces `gw:{rlp}:shares`
-   (one JSON value per bucket). A limit nobody asked for in the round drops out and is split equally again;
+   or counted twice), smooths it with the earlier rounds' (:func:`next_entries`), splits every limit in
+   use over `state.regions` in proportion to it (`gateway.features.partitions.apportion`, summing to the
+   limit exactly) and replaces `gw:{rlp}:shares` (one JSON value per bucket). A limit nobody asked for in
+   :data:`IDLE_ROUNDS` rounds drops out and is split equally again;
 4. **reads the shares** back into this replica's in-process table, which the rate limiter consults.
 
 **When the global store is unreachable** a round fails quietly (logged once per outage): the replica keeps
@@ -28,6 +29,7 @@ import json
 import logging
 import math
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -53,27 +55,77 @@ return #ARGV / 2
 """
 
 
-def shares_from_demand(
-    fields: dict[str, int], regions: tuple[str, ...], min_share: float
-) -> dict[str, tuple[int, dict[str, int]]]:
-    """Every limit's new shares from one round's demand hash (`<region> <limit> <bucket>` -> units).
+# Rounds a limit keeps its shares without any demand before it goes back to the equal split (and its entry is
+# dropped, so the table holds only limits in use).
+IDLE_ROUNDS = 12
 
-    Demand from a region outside `regions` is ignored (a replica with another config); when replicas
-    reported different limits for one bucket (a reload in progress), the largest is split.
+
+@dataclass(frozen=True)
+class Entry:
+    """One limit's state in the global shares hash: its shares and the smoothed demand they come from."""
+
+    limit: int
+    shares: dict[str, int]
+    demand: dict[str, float]
+    idle: int = 0
+
+    def to_json(self) -> str:
+        """The hash value (sorted keys: equal entries, equal bytes)."""
+        data = {"limit": self.limit, "shares": self.shares, "demand": self.demand, "idle": self.idle}
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Entry | None:
+        """The entry, or None when unreadable (that limit is then split equally)."""
+        try:
+            data = json.loads(text)
+            return cls(
+                int(data["limit"]),
+                {str(k): int(v) for k, v in data["shares"].items()},
+                {str(k): float(v) for k, v in data.get("demand", {}).items()},
+                int(data.get("idle", 0)),
+            )
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None
+
+
+def next_entries(
+    fields: dict[str, int], previous: dict[str, Entry], regions: tuple[str, ...], min_share: float
+) -> dict[str, Entry]:
+    """Every limit's new entry from one round's demand hash (`<region> <limit> <bucket>` -> units) and the
+    last round's entries.
+
+    Demand is smoothed over rounds (half the last average plus half this round's), so a round that missed
+    a replica's publication (they are not synchronised) does not swing the shares; a limit without demand
+    keeps its shares for :data:`IDLE_ROUNDS` rounds, then drops out (split equally again). Demand from a
+    region outside `regions` is ignored (a replica with another config); when replicas reported different
+    limits for one bucket (a reload in progress), the largest is split.
     """
-    by_bucket: dict[str, tuple[int, dict[str, int]]] = {}
+    rounds: dict[str, tuple[int, dict[str, int]]] = {}
     for name, units in fields.items():
         region, limit_text, bucket = [*name.split(" ", 2), "", ""][:3]
         if not bucket or not limit_text.isdigit() or region not in regions:
             continue
-        limit, demand = by_bucket.get(bucket, (0, {}))
+        limit, demand = rounds.get(bucket, (0, {}))
         demand[region] = demand.get(region, 0) + max(0, units)
-        by_bucket[bucket] = (max(limit, int(limit_text)), demand)
-    return {
-        bucket: (limit, apportion(limit, regions, demand, min_share))
-        for bucket, (limit, demand) in by_bucket.items()
-        if limit > 0
-    }
+        rounds[bucket] = (max(limit, int(limit_text)), demand)
+    out: dict[str, Entry] = {}
+    for bucket in set(rounds) | set(previous):
+        before = previous.get(bucket)
+        limit, demand = rounds.get(bucket, (before.limit if before else 0, {}))
+        if limit <= 0:
+            continue
+        old = before.demand if before is not None and before.limit == limit else {}
+        average = {r: round((old.get(r, 0.0) + demand.get(r, 0)) / 2, 3) for r in regions}
+        idle = 0 if demand else (before.idle + 1 if before is not None else IDLE_ROUNDS)
+        if idle >= IDLE_ROUNDS:
+            continue
+        if not demand and before is not None:
+            out[bucket] = Entry(limit, before.shares, average, idle)  # nothing new to weigh
+            continue
+        weights = {r: round(value * 1000) for r, value in average.items()}
+        out[bucket] = Entry(limit, apportion(limit, regions, weights, min_share), average, idle)
+    return out
 
 
 class Rebalancer:
@@ -146,24 +198,24 @@ class Rebalancer:
         """Take the round's demand and write the new shares of every limit asked of (replacing the last)."""
         raw = await self._redis().eval(_TAKE, 1, DEMAND)
         fields = {_text(raw[i]): int(raw[i + 1]) for i in range(0, len(raw), 2)}
-        table = shares_from_demand(fields, self.shares.regions, self.shares.min_share)
+        previous = await self._entries()
+        entries = next_entries(fields, previous, self.shares.regions, self.shares.min_share)
         args: list[str] = []
-        for bucket, (limit, by_region) in table.items():
-            args += [bucket, json.dumps({"limit": limit, "shares": by_region}, sort_keys=True)]
+        for bucket, entry in entries.items():
+            args += [bucket, entry.to_json()]
         await self._redis().eval(_REPLACE, 1, SHARES, *args)
         self.rounds += 1
 
+    async def _entries(self) -> dict[str, Entry]:
+        raw = await self._redis().hgetall(SHARES)
+        entries = {_text(name): Entry.from_json(value) for name, value in raw.items()}
+        # A malformed entry counts as absent: that limit is split equally.
+        return {name: entry for name, entry in entries.items() if entry is not None}
+
     async def refresh(self) -> None:
         """Replace this replica's shares table with the global one (a limit absent there is split equally)."""
-        raw = await self._redis().hgetall(SHARES)
-        table: dict[str, tuple[int, dict[str, int]]] = {}
-        for name, value in raw.items():
-            try:
-                data = json.loads(value)
-                table[_text(name)] = (int(data["limit"]), {str(k): int(v) for k, v in data["shares"].items()})
-            except (ValueError, TypeError, KeyError, AttributeError):
-                continue  # a malformed entry counts as absent: that limit is split equally
-        self.shares.table = table
+        entries = await self._entries()
+        self.shares.table = {name: (entry.limit, entry.shares) for name, entry in entries.items()}
 
     async def _guarded(self, step: Any) -> None:
         try:

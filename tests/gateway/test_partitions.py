@@ -13,7 +13,7 @@ from redis_server import RedisServer
 from gateway.config import ConfigError, parse_config
 from gateway.features.partitions import RegionShares, apportion, floor_units
 from gateway.features.ratelimit import Bucket, RateLimitConfig, RateLimitStage
-from gateway.features.rebalance import DEMAND, SHARES, Rebalancer, shares_from_demand
+from gateway.features.rebalance import DEMAND, IDLE_ROUNDS, SHARES, Entry, Rebalancer, next_entries
 from gateway.stores import MemoryStore
 
 pytestmark = pytest.mark.anyio
@@ -74,7 +74,7 @@ def test_region_shares_count_demand_and_fall_back_to_the_seed_split() -> None:
     assert shares.take_demand() == {}
 
 
-def test_shares_from_one_rounds_demand() -> None:
+def test_one_rounds_demand_smoothed_with_the_last() -> None:
     fields = {
         "eu-west 100 gw:{rl}:a:*:req": 90,
         "us-east 100 gw:{rl}:a:*:req": 10,
@@ -82,11 +82,22 @@ def test_shares_from_one_rounds_demand() -> None:
         "us-east 60 gw:{rl}:b:m 1:tok": 7,  # a model alias with a space
         "garbage": 3,
     }
-    table = shares_from_demand(fields, REGIONS, 0.0)
-    assert table == {
+    first = next_entries(fields, {}, REGIONS, 0.0)
+    assert {k: (e.limit, e.shares) for k, e in first.items()} == {
         "gw:{rl}:a:*:req": (100, {"eu-west": 90, "us-east": 10}),
         "gw:{rl}:b:m 1:tok": (60, {"eu-west": 0, "us-east": 60}),
     }
+    # A round in which us-east alone asked: the average (eu 45 + 0, us 5 + 90, halved) moves, not jumps.
+    second = next_entries({"us-east 100 gw:{rl}:a:*:req": 90}, first, REGIONS, 0.0)
+    assert second["gw:{rl}:a:*:req"].shares == {"eu-west": 32, "us-east": 68}
+    # A limit nobody asks for keeps its shares for a while, then drops out (equal split again).
+    entries = second
+    for _ in range(IDLE_ROUNDS - 1):
+        entries = next_entries({}, entries, REGIONS, 0.0)
+        assert entries["gw:{rl}:a:*:req"].shares == {"eu-west": 32, "us-east": 68}
+    assert next_entries({}, entries, REGIONS, 0.0) == {}
+    assert Entry.from_json(first["gw:{rl}:a:*:req"].to_json()) == first["gw:{rl}:a:*:req"]
+    assert Entry.from_json("not json") is None
 
 
 PARTITIONED = """
@@ -201,8 +212,9 @@ async def test_a_limit_nobody_asked_for_goes_back_to_the_equal_split(global_stor
         eu.limit("a", 10, 1)
         await eu.round()
         assert eu.shares.table == {"a": (10, {"eu-west": 10, "us-east": 0})}
-        await eu._redis().delete("gw:{rlp}:lock")  # the next interval
-        await eu.round()
+        for _ in range(IDLE_ROUNDS):
+            await eu._redis().delete("gw:{rlp}:lock")  # the next interval
+            await eu.round()
         assert eu.shares.table == {}
         assert eu.limit("a", 10, 1) == 5
     finally:
