@@ -28,6 +28,7 @@ from gateway.config import GatewayConfig, ModelConfig
 from gateway.errors import model_not_allowed, unknown_model
 from gateway.features.budgets import budget_stage
 from gateway.features.cache import CacheStage
+from gateway.features.cooldown_events import CooldownEvents, cooldown_events
 from gateway.features.partitions import RegionShares
 from gateway.features.ratelimit import rate_limit_stage
 from gateway.features.rebalance import Rebalancer
@@ -69,6 +70,8 @@ class SharedState:
     global_features: frozenset[str] = frozenset()
     # Multi-region with state.partitioned_features: this region's shares of each rate limit.
     rebalancer: Rebalancer | None = None
+    # Multi-region: routes opened here published to other regions, theirs adopted here (global store).
+    cooldown_events: CooldownEvents | None = None
 
     @classmethod
     def open(cls, config: GatewayConfig) -> SharedState:
@@ -89,6 +92,9 @@ class SharedState:
             global_store=shared,
             global_features=frozenset(config.state.global_features),
             rebalancer=partitions(config),
+            cooldown_events=cooldown_events(
+                config.state.global_redis_url, config.server.region, config.state.timeout_seconds
+            ),
         )
 
     def store_for(self, feature: GlobalFeature) -> Store:
@@ -102,6 +108,8 @@ class SharedState:
         await self.feed.close()
         if self.rebalancer is not None:
             await self.rebalancer.close()
+        if self.cooldown_events is not None:
+            await self.cooldown_events.close()
         await self.store.close()
         if self.global_store is not None:
             await self.global_store.close()
@@ -161,6 +169,7 @@ def build_stages(
             shared.store,
             metrics=shared.metrics,
             region=config.server.region,
+            events=shared.cooldown_events,
         )
     )
     return stages

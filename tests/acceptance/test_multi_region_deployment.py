@@ -72,10 +72,11 @@ usage: {{database: ":memory:"}}
 
 @dataclass(frozen=True)
 class Regions:
-    """One replica in eu-west, one in us-east."""
+    """One replica in eu-west, one in us-east (and the global Redis they share, if any)."""
 
     eu: httpx.Client
     us: httpx.Client
+    global_url: str | None = None
 
 
 @pytest.fixture(scope="module")
@@ -202,12 +203,14 @@ def split_state(
                 }
             )
             data["features"]["cache"] = {"ttl_seconds": 60}
+            # Two failures open a route for a minute (cooldown events across regions, step 5).
+            data["features"]["routing"]["cooldown"] = {"min_requests": 2, "seconds": 60, "max_seconds": 60}
             data["state"] = {"redis_url": regional.url, "global_redis_url": shared.url}
             path = Path(folder / f"{region}.yaml")
             path.write_text(yaml.safe_dump(data, sort_keys=False))
             url = stack.enter_context(run_server(create_app(load_config(path))))
             clients.append(stack.enter_context(httpx.Client(base_url=url, timeout=30)))
-        yield Regions(*clients)
+        yield Regions(clients[0], clients[1], shared.url)
 
 
 @pytest.mark.feature("multi-region-deployment", step=3)
@@ -233,6 +236,38 @@ def test_a_budget_in_the_global_store_holds_across_regions_while_the_cache_stays
         URL, json={**chat("mr-priced"), "max_tokens": 20}, headers=auth(GLOBAL_BUDGET_KEY)
     )
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
+
+
+def _route_state(client: httpx.Client, model: str, route: str) -> str:
+    reply = client.get("/admin/routes", headers=auth(MASTER))
+    assert reply.status_code == 200, reply.text
+    rows = reply.json()["models"][model]["routes"]
+    return str(next(row["state"] for row in rows if row["route"] == route))
+
+
+@pytest.mark.feature("multi-region-deployment", step=5)
+def test_a_route_taken_out_in_one_region_is_taken_out_in_the_others(split_state: Regions) -> None:
+    dead = "eu-west-dead/eu-west-model"
+    assert split_state.global_url is not None
+    # Both replicas listen on the global store's cooldown channel before eu-west publishes.
+    with redis.Redis.from_url(split_state.global_url) as shared:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            channels = [c.decode() for c in shared.pubsub_channels("gateway:cooldown-events:*")]
+            if channels and shared.pubsub_numsub(*channels)[0][1] >= 2:
+                break
+            time.sleep(0.05)
+    assert _route_state(split_state.us, "mr-eu-down", dead) == "closed"
+    # eu-west's own dead route fails twice (failover answers the client) and opens there...
+    for _ in range(2):
+        reply = split_state.eu.post(URL, json=chat("mr-eu-down"), headers=auth(ANY_KEY))
+        assert reply.status_code == 200
+    assert _route_state(split_state.eu, "mr-eu-down", dead) == "open"
+    # ...and in us-east, which never called it: the event reached its regional store.
+    deadline = time.monotonic() + 30
+    while _route_state(split_state.us, "mr-eu-down", dead) != "open" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _route_state(split_state.us, "mr-eu-down", dead) == "open"
 
 
 SHARED_RPM_KEY = "sk-mr-partitioned-busy"
