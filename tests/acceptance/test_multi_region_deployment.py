@@ -163,6 +163,17 @@ def test_usage_records_carry_the_region_the_prompt_was_processed_in(regions: Reg
     assert after.get("eu-west", 0) - before.get("eu-west", 0) == 1  # never left the eu-west replica
 
 
+@pytest.mark.feature("multi-region-deployment", step=6)
+def test_metrics_name_the_replicas_region_and_each_routes_region(regions: Regions) -> None:
+    for client, region in ((regions.eu, "eu-west"), (regions.us, "us-east")):
+        reply = client.get("/metrics", headers=auth(MASTER))
+        assert reply.status_code == 200
+        info = [line for line in reply.text.splitlines() if line.startswith("gateway_info{")]
+        assert len(info) == 1 and f'region="{region}"' in info[0] and info[0].endswith(" 1.0")
+        route = 'model="mr-chat",region="eu-central",route="eu-central-up/eu-central-model"'
+        assert f"gateway_route_info{{{route}}} 1.0" in reply.text
+
+
 def _by_region(client: httpx.Client) -> dict[str, int]:
     reply = client.get("/admin/usage", params={"group_by": "region"}, headers=auth(MASTER))
     assert reply.status_code == 200, reply.text
