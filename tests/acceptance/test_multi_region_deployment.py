@@ -152,6 +152,26 @@ def test_a_key_restricted_to_eu_is_never_failed_over_to_another_region(regions: 
         assert not reply.headers.get("x-gateway-route", "").startswith("us-east")
 
 
+@pytest.mark.feature("multi-region-deployment", step=1)
+def test_a_key_made_through_the_admin_api_keeps_its_allowed_regions(regions: Regions) -> None:
+    made = regions.us.post(
+        "/admin/v1/keys",
+        json={"name": f"eu-runtime-{uuid.uuid4().hex[:8]}", "allowed_regions": ["eu-west", "eu-central"]},
+        headers=auth(MASTER),
+    )
+    assert made.status_code == 201, made.text
+    secret = made.json()["secret"]
+    served = regions.us.post(URL, json=chat("mr-chat"), headers=auth(secret))
+    assert served.status_code == 200
+    assert served.headers["x-gateway-route"] in ("eu-west-up/eu-west-model", "eu-central-up/eu-central-model")
+    refused = regions.us.post(URL, json=chat("mr-eu-down"), headers=auth(secret))
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "no_route_in_allowed_regions"
+    typo = regions.us.post(
+        "/admin/v1/keys", json={"name": "typo", "allowed_regions": ["eu-nort"]}, headers=auth(MASTER)
+    )
+    assert typo.status_code == 400 and typo.json()["error"]["param"] == "allowed_regions[0]"
+
+
 @pytest.mark.feature("multi-region-deployment", step=6)
 def test_usage_records_carry_the_region_the_prompt_was_processed_in(regions: Regions) -> None:
     client = regions.eu
