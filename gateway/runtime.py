@@ -29,7 +29,7 @@ from gateway.errors import model_not_allowed, unknown_model
 from gateway.features.budgets import budget_stage
 from gateway.features.cache import CacheStage
 from gateway.features.cooldown_events import CooldownEvents, cooldown_events
-from gateway.features.partitions import RegionShares
+from gateway.features.partitions import RegionShares, partition_regions
 from gateway.features.ratelimit import rate_limit_stage
 from gateway.features.rebalance import Rebalancer
 from gateway.features.routing import RoutingStage
@@ -121,7 +121,7 @@ def partitions(config: GatewayConfig) -> Rebalancer | None:
     if "rate_limit" not in state.partitioned_features or not state.global_redis_url:
         return None
     assert config.server.region is not None
-    shares = RegionShares(config.server.region, tuple(state.regions), state.partition_min_share)
+    shares = RegionShares(config.server.region, partition_regions(config), state.partition_min_share)
     return Rebalancer(
         shares, state.global_redis_url, interval=state.rebalance_interval_s, timeout=state.timeout_seconds
     )

@@ -122,6 +122,14 @@ def empty_share(scope: str, region: str, retry_s: float) -> GatewayError:
     )
 
 
+def partition_regions(config: GatewayConfig) -> tuple[str, ...]:
+    """The regions sharing every partitioned limit: `state.regions`, or else every region a route is in
+    (the same for every replica of one config file, wherever it runs)."""
+    if config.state.regions:
+        return tuple(sorted(set(config.state.regions)))
+    return tuple(sorted({route.region for model in config.models for route in model.routes if route.region}))
+
+
 def partition_problems(config: GatewayConfig) -> Iterator[tuple[tuple[str | int, ...], str]]:
     """Config problems of `state.partitioned_features`, each with the key path it is about."""
     state = config.state
@@ -139,21 +147,19 @@ def partition_problems(config: GatewayConfig) -> Iterator[tuple[tuple[str | int,
             "required with state.partitioned_features: regions publish their demand and read their shares "
             "there",
         )
-    if not state.regions:
-        yield (
-            ("state", "regions"),
-            "required with state.partitioned_features: the regions sharing each limit",
-        )
+    regions = partition_regions(config)
     if config.server.region is None:
         yield (
             ("server", "region"),
             "required with state.partitioned_features (or GATEWAY_REGION): the region whose share this "
             "replica enforces",
         )
-    elif state.regions and config.server.region not in state.regions:
+    elif config.server.region not in regions:
+        where = "does not list" if state.regions else "is unset and no route is in"
         yield (
             ("state", "regions"),
-            f"does not list this replica's region '{config.server.region}' (server.region)",
+            f"{where} this replica's region '{config.server.region}' (server.region): list every region "
+            "sharing the limits",
         )
     if len(set(state.regions)) != len(state.regions):
         yield (("state", "regions"), "lists a region twice")

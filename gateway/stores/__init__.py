@@ -80,7 +80,8 @@ class StateConfig(BaseModel):
     )
     regions: list[str] = Field(
         default_factory=list,
-        description="with partitioned_features: every region sharing the limits (equal shares to start)",
+        description="with partitioned_features: every region sharing the limits (equal shares to start); "
+        "unset: every region a route is in",
     )
     rebalance_interval_s: float = Field(
         default=5.0,

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from redis_server import RedisServer
 
 from gateway.config import ConfigError, parse_config
-from gateway.features.partitions import RegionShares, apportion, floor_units
+from gateway.features.partitions import RegionShares, apportion, floor_units, partition_regions
 from gateway.features.ratelimit import Bucket, RateLimitConfig, RateLimitStage
 from gateway.features.rebalance import DEMAND, IDLE_ROUNDS, SHARES, Entry, Rebalancer, next_entries
 from gateway.stores import MemoryStore
@@ -116,6 +116,15 @@ def test_a_partitioned_config_loads() -> None:
     config = parse_config(PARTITIONED)
     assert config.state.partitioned_features == ["rate_limit"]
     assert config.state.rebalance_interval_s == 5.0
+    assert partition_regions(config) == ("eu-west", "us-east")
+    # Without state.regions: the regions of the routes, the same on every replica of the file.
+    routes = "routes: [{provider: mock, region: eu-west}, {provider: mock, model: x, region: us-east}]"
+    config = parse_config(
+        PARTITIONED.replace("  regions: [eu-west, us-east]\n", "").replace(
+            "routes: [{provider: mock, region: eu-west}]", routes
+        )
+    )
+    assert partition_regions(config) == ("eu-west", "us-east")
 
 
 @pytest.mark.parametrize(
@@ -128,7 +137,6 @@ def test_a_partitioned_config_loads() -> None:
             "state.partitioned_features[0]: 'rate_limit' is also in state.global_features",
         ),
         (("regions: [eu-west, us-east]", "regions: [us-east]"), "state.regions: does not list this replica"),
-        (("regions: [eu-west, us-east]", ""), "state.regions: required with"),
         (("server: {region: eu-west}", ""), "server.region: required with state.partitioned_features"),
         (("[rate_limit]", "[budgets]"), "state.partitioned_features[0]: Input should be 'rate_limit'"),
         (("regions: [eu-west, us-east]", "regions: [eu west]"), "state.regions: 'eu west' is not a region"),
@@ -138,6 +146,17 @@ def test_partitioned_config_errors_name_the_key(change: tuple[str, str], expecte
     with pytest.raises(ConfigError) as info:
         parse_config(PARTITIONED.replace(*change), "gw.yaml")
     assert any(expected in problem for problem in info.value.problems), info.value.problems
+
+
+def test_without_state_regions_the_replicas_region_needs_a_route() -> None:
+    text = PARTITIONED.replace("  regions: [eu-west, us-east]\n", "")
+    text = text.replace("server: {region: eu-west}", "server: {region: ap-1}")
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "gw.yaml")
+    assert any(
+        "state.regions: is unset and no route is in this replica's region 'ap-1'" in problem
+        for problem in info.value.problems
+    ), info.value.problems
 
 
 class FixedShares:
