@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,7 +170,10 @@ class Rebalancer:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            await self._guarded(self.round)
+            try:
+                await self._guarded(self.round)
+            except Exception as exc:  # a bad entry must not end rebalancing: the next round starts afresh
+                log.error("partitioned rate limits: a rebalance round failed: %s", type(exc).__name__)
 
     async def round(self) -> None:
         """One round: publish this replica's demand, rebalance if it holds this interval's lock, read the
@@ -217,7 +221,7 @@ class Rebalancer:
         entries = await self._entries()
         self.shares.table = {name: (entry.limit, entry.shares) for name, entry in entries.items()}
 
-    async def _guarded(self, step: Any) -> None:
+    async def _guarded(self, step: Callable[[], Awaitable[None]]) -> None:
         try:
             await step()
         except _OUTAGE as exc:

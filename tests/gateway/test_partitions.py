@@ -3,6 +3,7 @@ Redis (tests/redis_server.py) standing in for the global store."""
 
 from __future__ import annotations
 
+import asyncio
 from fractions import Fraction
 
 import pytest
@@ -255,5 +256,29 @@ async def test_with_the_global_store_down_a_region_keeps_its_last_shares(global_
         await eu._redis().delete("gw:{rlp}:lock")
         await eu._guarded(eu.round)
         assert eu.healthy
+    finally:
+        await eu.close()
+
+
+async def test_an_unexpected_error_in_a_round_does_not_end_rebalancing(
+    global_store: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    eu = Rebalancer(RegionShares("eu-west", REGIONS, 0.0), global_store.url, interval=0.01)
+    calls = []
+
+    async def flaky() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("a malformed entry")
+
+    eu.round = flaky  # type: ignore[method-assign]
+    try:
+        await eu.start()
+        for _ in range(500):
+            if len(calls) >= 3:
+                break
+            await asyncio.sleep(0.01)
+        assert len(calls) >= 3
+        assert "a rebalance round failed: ValueError" in caplog.text
     finally:
         await eu.close()
