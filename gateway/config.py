@@ -30,6 +30,7 @@ from gateway.console.config import ConsoleConfig
 from gateway.cors import CorsConfig
 from gateway.features.budgets import BudgetConfig, BudgetsConfig, TeamConfig, team_problems
 from gateway.features.cache import CacheConfig
+from gateway.features.partitions import partition_problems
 from gateway.features.ratelimit import RateLimitConfig
 from gateway.features.regions import REGION_PATTERN, apply_region_env, region_problems
 from gateway.features.routing_config import RoutingConfig, fallback_problems
@@ -325,6 +326,7 @@ def parse_config(text: str, source: str = "<config>") -> GatewayConfig:
             )
         )
         problems.extend((("providers", i, "base_url"), m) for i, m in origin_conflicts(config.providers))
+        problems.extend(partition_problems(config))
     if problems:
         raise ConfigError(source, _render(source, problems, lines))
     assert config is not None

@@ -168,6 +168,17 @@ class GatewayMetrics:
             "gateway_config_info", "The running config (1); compare version across replicas.", ("version",),
             registry=r, multiprocess_mode="livemax",
         )  # fmt: skip
+        # The replica's region as an info metric rather than a label on every family: a region never varies
+        # within one replica, so Prometheus users join it where they need it
+        # (`... * on(instance) group_left(region) gateway_info`), and no existing series changes shape.
+        self.info = Gauge(
+            "gateway_info", "1 for this replica: the gateway's version and its region (server.region).",
+            ("version", "region"), registry=r, multiprocess_mode="livemax",
+        )  # fmt: skip
+        self.route_info = Gauge(
+            "gateway_route_info", "1 per configured route: the region its deployment runs in (route.region).",
+            ("model", "route", "region"), registry=r, multiprocess_mode="livemax",
+        )  # fmt: skip
         self.config_reloads = Counter(
             "gateway_config_reloads", "Config reloads applied since the gateway started.", registry=r
         )
@@ -182,6 +193,8 @@ class GatewayMetrics:
         # What the sampled counters held at the last sample: counters only move by the difference.
         self._seen: dict[str, float] = {}
         self._version: str | None = None
+        self._identity: tuple[str, str] | None = None
+        self._routes: set[tuple[str, str, str]] = set()
         self._task: asyncio.Task[None] | None = None
         self._stop_listener: Callable[[], None] | None = None
 
@@ -260,6 +273,24 @@ class GatewayMetrics:
             self.config_reloads.inc(delta)
             self._seen["config_reloads"] = reloads
         self.config_ok.set(1 if last_ok else 0)
+
+    def sample_regions(
+        self, version: str, region: str | None, routes: Iterable[tuple[str, str, str | None]]
+    ) -> None:
+        """This replica's version and region, and each configured (model, route, region); a series that a
+        reload replaced drops to 0, as ``gateway_config_info`` does."""
+        identity = (version, region or "")
+        if identity != self._identity:
+            if self._identity is not None:
+                self.info.labels(*self._identity).set(0)
+            self.info.labels(*identity).set(1)
+            self._identity = identity
+        current = {(model, route, where or "") for model, route, where in routes}
+        for gone in self._routes - current:
+            self.route_info.labels(*gone).set(0)
+        for labels in current - self._routes:
+            self.route_info.labels(*labels).set(1)
+        self._routes = current
 
     def start(self, sampler: Sampler, listen: str | None = None) -> None:
         """Serve the unauthenticated listener at ``listen`` (one process; with several workers the

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gateway import __version__
 from gateway.features.cooldown import state_of
 from gateway.features.routing import RoutingStage, targets
 from gateway.stores import StoreUnavailable
@@ -40,6 +41,11 @@ async def sample(gateway: Gateway, metrics: GatewayMetrics) -> None:
     metrics.sample_counter("ledger_writer_restarts", health.writer_restarts)
     reloader = gateway.reloader
     metrics.sample_config(gateway.runtime.version, reloader.reloads, reloader.last_ok)
+    metrics.sample_regions(
+        __version__,
+        gateway.config.server.region,
+        [(m.name, t.key, t.region) for m in gateway.config.models for t, _ in targets(m)],
+    )
     routing = next((s for s in gateway.stages if isinstance(s, RoutingStage)), None)
     if routing is None:
         return

@@ -28,7 +28,10 @@ from gateway.config import GatewayConfig, ModelConfig
 from gateway.errors import model_not_allowed, unknown_model
 from gateway.features.budgets import budget_stage
 from gateway.features.cache import CacheStage
+from gateway.features.cooldown_events import CooldownEvents, cooldown_events
+from gateway.features.partitions import RegionShares, partition_regions
 from gateway.features.ratelimit import rate_limit_stage
+from gateway.features.rebalance import Rebalancer
 from gateway.features.routing import RoutingStage
 from gateway.features.tracing_config import build_tracing
 from gateway.features.usage import usage_stage
@@ -65,6 +68,10 @@ class SharedState:
     # state.global_features; the same object as ``store`` when there is no global store.
     global_store: Store | None = None
     global_features: frozenset[str] = frozenset()
+    # Multi-region with state.partitioned_features: this region's shares of each rate limit.
+    rebalancer: Rebalancer | None = None
+    # Multi-region: routes opened here published to other regions, theirs adopted here (global store).
+    cooldown_events: CooldownEvents | None = None
 
     @classmethod
     def open(cls, config: GatewayConfig) -> SharedState:
@@ -84,6 +91,10 @@ class SharedState:
             feed,
             global_store=shared,
             global_features=frozenset(config.state.global_features),
+            rebalancer=partitions(config),
+            cooldown_events=cooldown_events(
+                config.state.global_redis_url, config.server.region, config.state.timeout_seconds
+            ),
         )
 
     def store_for(self, feature: GlobalFeature) -> Store:
@@ -95,9 +106,25 @@ class SharedState:
     async def close_stores(self) -> None:
         """Close the region's store and the global one (and the usage feed's Redis relay)."""
         await self.feed.close()
+        if self.rebalancer is not None:
+            await self.rebalancer.close()
+        if self.cooldown_events is not None:
+            await self.cooldown_events.close()
         await self.store.close()
         if self.global_store is not None:
             await self.global_store.close()
+
+
+def partitions(config: GatewayConfig) -> Rebalancer | None:
+    """This replica's shares of partitioned rate limits (validated: a region, the regions, a global store)."""
+    state = config.state
+    if "rate_limit" not in state.partitioned_features or not state.global_redis_url:
+        return None
+    assert config.server.region is not None
+    shares = RegionShares(config.server.region, partition_regions(config), state.partition_min_share)
+    return Rebalancer(
+        shares, state.global_redis_url, interval=state.rebalance_interval_s, timeout=state.timeout_seconds
+    )
 
 
 def usage_relay(config: GatewayConfig) -> RedisRelay | None:
@@ -140,7 +167,7 @@ def build_stages(
         usage := usage_stage(config, ledger=shared.ledger, metrics=shared.metrics, feed=shared.feed)
     )
     # Always present: keys made through the admin API bring their own limits and budget at any time.
-    stages.append(rate_limit_stage(config, shared.store_for("rate_limit")))
+    stages.append(rate_limit_stage(config, shared.store_for("rate_limit"), shares=shared.rebalancer))
     stages.append(budget_stage(config, shared.store_for("budgets"), usage))
     if config.features.cache:
         stages.append(CacheStage(config.features.cache, shared.store_for("cache")))
@@ -152,6 +179,7 @@ def build_stages(
             shared.store,
             metrics=shared.metrics,
             region=config.server.region,
+            events=shared.cooldown_events,
         )
     )
     return stages

@@ -139,6 +139,19 @@ def check_models(config: GatewayConfig, models: list[str] | str | None) -> None:
             raise invalid_request(f"models[{i}]: unknown model '{model}'.", param=f"models[{i}]")
 
 
+def check_regions(config: GatewayConfig, regions: list[str] | None) -> None:
+    """400 naming ``allowed_regions[i]`` when no route of ``config`` is in that region (as the config file's
+    keys are checked: a typo would otherwise leave the key no route at all)."""
+    known = sorted({route.region for model in config.models for route in model.routes if route.region})
+    for i, region in enumerate(regions or ()):
+        if region not in known:
+            where = f"regions on routes: {', '.join(known)}" if known else "no route has a region"
+            raise invalid_request(
+                f"allowed_regions[{i}]: no route is in region '{region}' ({where}).",
+                param=f"allowed_regions[{i}]",
+            )
+
+
 def config_key_id(entry: KeyConfig) -> str:
     """The API id of a key from the config file (from its digest's short hash, as in the usage ledger)."""
     return CONFIG_PREFIX + key_id(entry.key)
@@ -157,6 +170,7 @@ def config_key_view(entry: KeyConfig) -> dict[str, Any]:
         "tpm": entry.tpm,
         "budget": None if entry.budget is None else entry.budget.model_dump(mode="json", exclude_none=True),
         "team": entry.team,
+        "allowed_regions": entry.allowed_regions,
     }
 
 
@@ -244,6 +258,7 @@ class KeyAdmin:
         again (secret included) instead of creating a second key; another body is 422.
         """
         self._check_models(spec.models)
+        check_regions(self.config(), spec.allowed_regions)
         self._check_name(spec.name)
         record_id, secret = new_id(), new_secret()
         if idempotency_key is not None:
@@ -263,6 +278,7 @@ class KeyAdmin:
             team=spec.team,
             metadata=spec.metadata,
             expires_at=None if spec.expires_at is None else spec.expires_at.timestamp(),
+            allowed_regions=spec.allowed_regions,
             created_at=now,
             updated_at=now,
         )
@@ -369,6 +385,8 @@ class KeyAdmin:
                 value = value or {}
             elif field == "expires_at":
                 value = None if value is None else value.timestamp()
+            elif field == "allowed_regions":
+                check_regions(self.config(), value)
             values[field] = value
         updated = record.model_copy(
             update={**values, "revision": record.revision + 1, "updated_at": self.clock()}

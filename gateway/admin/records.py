@@ -59,6 +59,8 @@ class KeyRecord(BaseModel):
     team: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     expires_at: float | None = None
+    # Data residency, enforced like auth.keys[].allowed_regions (None: any region).
+    allowed_regions: list[str] | None = None
     created_at: float
     updated_at: float
     revoked_at: float | None = None
@@ -101,6 +103,7 @@ class KeyRecord(BaseModel):
             team_budget=None if team is None else team.budget,
             team_rpm=None if team is None else team.rpm,
             team_tpm=None if team is None else team.tpm,
+            allowed_regions=None if self.allowed_regions is None else frozenset(self.allowed_regions),
         )
 
 
@@ -123,6 +126,7 @@ def public_view(record: KeyRecord) -> dict[str, Any]:
         "team": record.team,
         "metadata": record.metadata,
         "expires_at": iso(record.expires_at),
+        "allowed_regions": record.allowed_regions,
         "created_at": iso(record.created_at),
         "updated_at": iso(record.updated_at),
         "revoked": record.revoked_at is not None,

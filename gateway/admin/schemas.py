@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from gateway.features.budgets import BudgetConfig
+from gateway.features.regions import REGION_PATTERN
+
+# Data residency of a runtime key, as auth.keys[].allowed_regions (at least one region; None: any).
+Regions = list[Annotated[str, Field(pattern=REGION_PATTERN)]]
 
 MAX_GRACE_S = 30 * 86400
 
@@ -26,6 +30,7 @@ class KeyCreate(_Body):
     team: str | None = Field(default=None, min_length=1, max_length=200)
     metadata: dict[str, Any] = Field(default_factory=dict)
     expires_at: AwareDatetime | None = Field(default=None, description="ISO 8601 with a time zone")
+    allowed_regions: Regions | None = Field(default=None, min_length=1)
 
 
 class KeyUpdate(_Body):
@@ -39,6 +44,7 @@ class KeyUpdate(_Body):
     team: str | None = Field(default=None, min_length=1, max_length=200)
     metadata: dict[str, Any] | None = None
     expires_at: AwareDatetime | None = None
+    allowed_regions: Regions | None = Field(default=None, min_length=1)
 
 
 class TeamCreate(_Body):

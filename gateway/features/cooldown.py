@@ -258,6 +258,9 @@ class CooldownTracker:
     store: Store
     policy: CooldownPolicy
     clock: Callable[[], float]
+    # Multi-region: told of every route this replica opens, to publish it to other regions
+    # (gateway/features/cooldown_events.py).
+    on_open: Callable[[str, RouteHealth], None] | None = None
 
     def _key(self, route: str) -> str:
         return store_key("cd", route)
@@ -301,11 +304,27 @@ class CooldownTracker:
         for suffix in ("", ":n", ":probe"):
             await self.store.delete(self._key(route) + suffix)
 
-    async def _save(self, route: str, health: RouteHealth, now: float) -> None:
+    async def _save(self, route: str, health: RouteHealth, now: float, *, publish: bool = True) -> None:
         if health == RouteHealth():
             await self.store.delete(self._key(route))
-        else:
-            await self.store.set(self._key(route), health.to_json().encode(), self._ttl(health, now))
+            return
+        await self.store.set(self._key(route), health.to_json().encode(), self._ttl(health, now))
+        if publish and self.on_open is not None and health.open_until is not None:
+            self.on_open(route, health)
+
+    async def adopt(self, route: str, health: RouteHealth) -> bool:
+        """Apply another region's open state of ``route`` unless the local one already lasts as long; never
+        published again. True when written."""
+        now = self.clock()
+        if health.open_until is None or health.open_until <= now:
+            return False
+        with contextlib.suppress(StoreUnavailable):
+            local = await self.health(route)
+            if state_of(local, now) != "closed" and (local.open_until or 0.0) >= health.open_until:
+                return False
+            await self._save(route, health, now, publish=False)
+            return True
+        return False
 
     async def admit(self, route: str, *, last_option: bool = False) -> Admission:
         """Decide whether a request may use ``route`` now; claims the probe of a half-open route.

@@ -30,8 +30,8 @@ import contextlib
 import math
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
@@ -89,6 +89,19 @@ class Bucket:
     kind: Kind
     limit: int
     scope: str  # for messages: "this key", "model 'x' for this key", "model 'x'"
+
+
+class LimitShares(Protocol):
+    """Multi-region partitioned limits (gateway/features/rebalance.py): a limit's share in this region."""
+
+    def limit(self, key: str, limit: int, cost: int) -> int:
+        """The share of bucket `key` (configured `limit`) this region enforces; counts `cost` as demand."""
+
+    def empty(self, scope: str) -> GatewayError:
+        """The refusal when this region's share of a limit on `scope` is zero."""
+
+    async def start(self) -> None:
+        """Read the current shares and keep them current in the background."""
 
 
 def format_duration(us: int) -> str:
@@ -179,11 +192,24 @@ class _Owner:
 class RateLimitStage:
     """The rate-limit pipeline stage (right after auth); see the module docstring."""
 
-    def __init__(self, config: RateLimitConfig, key_limits: dict[str, Limits], store: Store) -> None:
-        """`key_limits` maps key ids (`KeyIdentity.key_id`) to their own limits (from `auth.keys`)."""
+    def __init__(
+        self,
+        config: RateLimitConfig,
+        key_limits: dict[str, Limits],
+        store: Store,
+        shares: LimitShares | None = None,
+    ) -> None:
+        """`key_limits` maps key ids (`KeyIdentity.key_id`) to their own limits (from `auth.keys`); with
+        `shares` (`state.partitioned_features`) each limit is this region's share of it."""
         self.config = config
         self.key_limits = key_limits
         self.store = store
+        self.shares = shares
+
+    async def start(self) -> None:
+        """Read the partitioned limits' shares before the first request (a no-op otherwise)."""
+        if self.shares is not None:
+            await self.shares.start()
 
     def _buckets(self, call: Call) -> tuple[list[Bucket], list[tuple[str, int, str]]]:
         """The GCRA buckets and the concurrency limits (key, limit, scope) that apply to `call`."""
@@ -278,6 +304,8 @@ class RateLimitStage:
             return await next(call)
         prompt, completion = estimate_tokens(call, self.config.default_max_tokens)
         estimate = prompt + completion
+        if self.shares is not None:
+            buckets = self._shared(buckets, estimate)
         lease = await self._admit(call, buckets, concurrency, estimate)
         held = [key for key, _, _ in concurrency]
         token_buckets = [b for b in buckets if b.kind == "tokens"]
@@ -310,6 +338,17 @@ class RateLimitStage:
                     await self._finish(call, token_buckets, cost, held, lease)
 
         return stream.pipe(settle)
+
+    def _shared(self, buckets: list[Bucket], estimate: int) -> list[Bucket]:
+        """Each limit as this region's share of it (partitioned across regions), demand counted."""
+        assert self.shares is not None
+        out = []
+        for bucket in buckets:
+            share = self.shares.limit(bucket.key, bucket.limit, 1 if bucket.kind == "requests" else estimate)
+            if share <= 0:
+                raise self.shares.empty(bucket.scope)
+            out.append(replace(bucket, limit=share))
+        return out
 
     async def _admit(
         self, call: Call, buckets: list[Bucket], concurrency: list[tuple[str, int, str]], estimate: int
@@ -423,7 +462,9 @@ def _limit_headers(buckets: list[Bucket], states: list[tuple[int, int, int]]) ->
     return headers
 
 
-def rate_limit_stage(config: GatewayConfig, store: Store) -> RateLimitStage:
+def rate_limit_stage(
+    config: GatewayConfig, store: Store, shares: LimitShares | None = None
+) -> RateLimitStage:
     """The stage for `config`; with no limit anywhere it lets every request through at the cost of one
     lookup (built anyway: a key made through the admin API may bring its own limits at any time).
 
@@ -437,4 +478,4 @@ def rate_limit_stage(config: GatewayConfig, store: Store) -> RateLimitStage:
         for k in config.auth.keys
         if k.rpm or k.tpm or k.max_concurrent
     }
-    return RateLimitStage(feature, key_limits, store)
+    return RateLimitStage(feature, key_limits, store, shares)

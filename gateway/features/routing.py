@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.config import ModelConfig, RouteConfig
 from gateway.errors import GatewayError
-from gateway.features.cooldown import Admission, CooldownTracker, state_of
+from gateway.features.cooldown import Admission, CooldownTracker, RouteHealth, state_of
 from gateway.features.regions import allowed, restriction_message, tiered_order
 from gateway.features.routing_config import CooldownConfig, RoutingConfig
 from gateway.features.routing_strategies import RouteStats, RouteTarget, make_strategy
@@ -50,6 +50,7 @@ from gateway.router import attempt
 from gateway.stores.base import Store
 
 if TYPE_CHECKING:
+    from gateway.features.cooldown_events import CooldownEvents
     from gateway.metrics import GatewayMetrics
 
 Chunk = dict[str, Any]
@@ -132,8 +133,10 @@ class RoutingStage:
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         metrics: GatewayMetrics | None = None,
         region: str | None = None,
+        events: CooldownEvents | None = None,
     ) -> None:
-        """``region`` is this replica's (``server.region``): its routes are tried first."""
+        """``region`` is this replica's (``server.region``): its routes are tried first. ``events``: the
+        cooldowns other regions publish, and where this one publishes its own (multi-region)."""
         self.config = config
         self.region = region
         self.metrics = metrics
@@ -148,7 +151,10 @@ class RoutingStage:
             latency_buffer=config.latency_buffer,
             latency_explore=config.latency_explore,
         )
-        self.cooldowns = CooldownTracker(store, config.cooldown.policy(), clock)
+        self.events = events
+        self.cooldowns = CooldownTracker(
+            store, config.cooldown.policy(), clock, on_open=events.publish if events is not None else None
+        )
         self.clock = clock
         self.monotonic = monotonic
         self.sleep = sleep
@@ -183,6 +189,16 @@ class RoutingStage:
                 )
             models[alias] = {"fallbacks": list(model.fallbacks), "routes": rows}
         return {"strategy": self.config.strategy, "models": models}
+
+    async def start(self) -> None:
+        """Adopt other regions' cooldowns of this config's routes from now on (with cooldown events)."""
+        if self.events is not None:
+            self.events.attach(self.adopt)
+
+    async def adopt(self, route: str, health: RouteHealth) -> None:
+        """Another region opened ``route``: take it out here too, if this config has it."""
+        if route in self.route_keys():
+            await self.cooldowns.adopt(route, health)
 
     def route_keys(self) -> set[str]:
         """Every configured route as ``provider/model`` (what ``snapshot`` lists)."""

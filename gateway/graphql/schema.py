@@ -268,6 +268,9 @@ class Key:
     tpm: int | None
     revoked: bool
     secret: str | None = None
+    allowed_regions: list[str] | None = strawberry.field(
+        default=None, description="the only route regions its requests may reach; null: any region"
+    )
     # The key's budget settings as JSON (None: no budget of its own), for the budget field's DataLoader.
     budget_spec: strawberry.Private[str | None] = None
     # The key as the admin API shows it, for the rateLimits field's DataLoader.
@@ -303,6 +306,7 @@ def _key(view: dict[str, Any]) -> Key:
         tpm=view.get("tpm"),
         revoked=bool(view.get("revoked", False)),
         secret=view.get("secret"),
+        allowed_regions=view.get("allowed_regions"),
         budget_spec=None if view.get("budget") is None else json.dumps(view["budget"], sort_keys=True),
         view=view,
     )

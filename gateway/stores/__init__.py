@@ -5,10 +5,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from gateway.features.regions import REGION_PATTERN
 from gateway.stores.base import (
     AtomicOp,
     MemoryData,
@@ -31,6 +33,7 @@ __all__ = [
     "MemoryData",
     "MemoryStore",
     "OnError",
+    "PartitionedFeature",
     "RedisStore",
     "StateConfig",
     "Store",
@@ -45,6 +48,8 @@ __all__ = [
 # Features whose state may live in the global store (multi-region); cooldowns stay regional by design.
 GlobalFeature = Literal["budgets", "rate_limit", "cache"]
 _BUDGETS_ONLY: list[GlobalFeature] = ["budgets"]
+# Features whose limits may be split into per-region shares (gateway/features/partitions.py).
+PartitionedFeature = Literal["rate_limit"]
 
 
 class StateConfig(BaseModel):
@@ -68,6 +73,27 @@ class StateConfig(BaseModel):
         description="with global_redis_url: the features whose state lives there (budgets exact across "
         "regions by default); the others, and cooldowns, stay in redis_url",
     )
+    partitioned_features: list[PartitionedFeature] = Field(
+        default_factory=list,
+        description="multi-region: features whose limits are split into per-region shares enforced in "
+        "redis_url, rebalanced by demand through global_redis_url (gateway/features/partitions.py)",
+    )
+    regions: list[str] = Field(
+        default_factory=list,
+        description="with partitioned_features: every region sharing the limits (equal shares to start); "
+        "unset: every region a route is in",
+    )
+    rebalance_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="partitioned limits: how often demand is published and shares recomputed",
+    )
+    partition_min_share: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="partitioned limits: the part of an equal split every region keeps whatever its demand",
+    )
     on_error: Literal["fail_open", "fail_closed"] = Field(
         default="fail_open",
         description="When Redis is down: fail_open lets requests through uncached and unlimited, "
@@ -78,6 +104,14 @@ class StateConfig(BaseModel):
         default=64 * 1024 * 1024, gt=0, description="Memory backend: bound on stored values (LRU eviction)"
     )
     memory_max_entries: int = Field(default=100_000, gt=0, description="Memory backend: bound on entries")
+
+    @field_validator("regions")
+    @classmethod
+    def _region_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.match(REGION_PATTERN, name):
+                raise ValueError(f"'{name}' is not a region name (letters, digits, '.', '_', '-')")
+        return value
 
     @field_validator("redis_url", "global_redis_url")
     @classmethod
