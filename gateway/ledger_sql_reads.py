@@ -59,7 +59,7 @@ class SqlReads:
     async def buckets(
         self, *, since: float, until: float, width: float, key_name: str | None
     ) -> list[dict[str, Any]]:
-        """Aggregates per ``width``-second bucket of ``[since, until)`` (see :func:`usage_sql.bucket_rows`)."""
+        """Aggregates per ``width``-second bucket of ``[since, until)`` (:func:`usage_sql.bucket_rows`)."""
         sql, params = usage_sql.buckets(
             self.placeholder, self.floor, since=since, until=until, width=width, key_name=key_name
         )

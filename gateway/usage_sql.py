@@ -158,7 +158,9 @@ def buckets(
     return sql, where.params
 
 
-def bucket_rows(rows: Sequence[Sequence[Any]], since: float, width: float, count: int) -> list[dict[str, Any]]:
+def bucket_rows(
+    rows: Sequence[Sequence[Any]], since: float, width: float, count: int
+) -> list[dict[str, Any]]:
     """Rows of :func:`buckets` as ``count`` dicts, one per bucket (empty buckets zero): ``start`` (Unix
     seconds), every field of :data:`BUCKET_FIELDS` and ``latency_le`` (cumulative counts per edge)."""
     empty = len(BUCKET_FIELDS) + len(LATENCY_EDGES_MS)

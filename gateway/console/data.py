@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from gateway.console import charts
 from gateway.features.budgets import BudgetStage
 from gateway.features.routing import routes_endpoint
 from gateway.features.usage import UsageStage
@@ -81,10 +82,16 @@ def latency(records: list[UsageRecord], since: float, sample: int = LATENCY_SAMP
     }
 
 
-async def overview(gateway: Gateway, now: float | None = None) -> dict[str, Any]:
-    """Requests, errors, latency, tokens and cost over the last hour, day and 30 days; the day's by model."""
+async def overview(
+    gateway: Gateway, window: charts.Window | None = None, now: float | None = None
+) -> dict[str, Any]:
+    """Requests, errors, latency, tokens and cost over the last hour, day and 30 days; the day's by model;
+    the charts of ``window`` (default the last hour), from the ledger's time buckets."""
     ledger = _ledger(gateway)
     now = time.time() if now is None else now
+    window = window or charts.window_of(None)
+    since, until = window.span(now)
+    buckets = await ledger.buckets(since=since, until=until, width=window.width)
     recent = await ledger.records(limit=LATENCY_SAMPLE)
     windows = []
     for label, seconds in WINDOWS:
@@ -99,6 +106,9 @@ async def overview(gateway: Gateway, now: float | None = None) -> dict[str, Any]
         "by_model": bars(by_model, "requests"),
         "ledger": ledger.status(),
         "latency_sample": LATENCY_SAMPLE,
+        "window": window,
+        "windows_charted": list(charts.WINDOWS.values()),
+        "charts": charts.charts(buckets, window, usage_stage(gateway).timezone),
     }
 
 

@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from gateway.admin.schemas import KeyCreate, KeyRotate
-from gateway.console import data
+from gateway.console import charts, data
 from gateway.console.sessions import Session, Sessions, new_token, same_token
 from gateway.errors import GatewayError
 from gateway.ledger import LedgerUnavailable
@@ -123,6 +123,14 @@ def key_spec(form: dict[str, str]) -> KeyCreate:
         period = form.get("budget_period") or "monthly"
         spec["budget"] = {"limit_usd": form["budget_usd"].strip(), "period": period}
     return KeyCreate.model_validate(spec)
+
+
+def chart_window(request: Request) -> charts.Window:
+    """The overview's chart window of the query (``?window=hour|day|month``); a bad one is a 400 naming it."""
+    try:
+        return charts.window_of(request.query_params.get("window"))
+    except ValueError as exc:
+        raise GatewayError(400, str(exc), "invalid_request_error", "invalid_window") from None
 
 
 def router(gateway: Gateway) -> APIRouter:
@@ -254,7 +262,7 @@ def router(gateway: Gateway) -> APIRouter:
     # --- pages ------------------------------------------------------------------------------------------
 
     async def overview(request: Request, session: Session) -> dict[str, Any]:
-        return await data.overview(gateway)
+        return await data.overview(gateway, chart_window(request))
 
     async def keys(request: Request, session: Session) -> dict[str, Any]:
         cursor = request.query_params.get("cursor") or None
@@ -281,27 +289,31 @@ def router(gateway: Gateway) -> APIRouter:
 
     # --- live updates -----------------------------------------------------------------------------------
 
-    async def rows(which: str, filters: data.RequestFilter) -> str:
+    async def rows(which: str, filters: data.RequestFilter, window: charts.Window) -> str:
         """The live page's rows, rendered by the template the page itself includes."""
         if which == "overview":
-            context = await data.overview(gateway)
+            context = await data.overview(gateway, window)
         else:
             records = await data.requests(gateway, filters)
             context = {"records": records, "key": filters.key, "filters": filters}
         return templates.get_template(LIVE_PAGES[which]).render(**context)
 
-    async def live(session: Session, which: str, filters: data.RequestFilter) -> AsyncIterator[bytes]:
+    async def live(
+        session: Session, which: str, filters: data.RequestFilter, window: charts.Window
+    ) -> AsyncIterator[bytes]:
         """The rows stream, counted against the session's cap while it runs (cancelled or ended)."""
         streams[session.id] = streams.get(session.id, 0) + 1
         try:
-            async for chunk in live_rows(session, which, filters):
+            async for chunk in live_rows(session, which, filters, window):
                 yield chunk
         finally:
             streams[session.id] -= 1
             if not streams[session.id]:
                 del streams[session.id]
 
-    async def live_rows(session: Session, which: str, filters: data.RequestFilter) -> AsyncIterator[bytes]:
+    async def live_rows(
+        session: Session, which: str, filters: data.RequestFilter, window: charts.Window
+    ) -> AsyncIterator[bytes]:
         # The browser reconnects after `retry` ms when the stream ends (a shutdown, a reload turning the
         # console off); a stream of an ended session ends, and its reconnect gets 401, which stops it.
         yield b"retry: 5000\n\n"
@@ -310,7 +322,7 @@ def router(gateway: Gateway) -> APIRouter:
         # instead of holding the drain until its deadline.
         while sessions.get(session.id) is not None and settings().enabled and not gateway.activity.draining:
             try:
-                html: str | None = await rows(which, filters)
+                html: str | None = await rows(which, filters, window)
             except LedgerUnavailable:
                 html = None  # the page shows the outage on its next load; the stream waits for the ledger
             if html is not None and html != last:
@@ -339,13 +351,14 @@ def router(gateway: Gateway) -> APIRouter:
             filters = data.RequestFilter.parse(request.query_params)
         except ValueError as exc:
             raise GatewayError(400, str(exc), "invalid_request_error", "invalid_filter") from None
+        window = chart_window(request)
         if streams.get(session.id, 0) >= MAX_STREAMS_PER_SESSION:
             message = f"This session has {MAX_STREAMS_PER_SESSION} live streams open already: close a page."
             raise GatewayError(429, message, "rate_limit_error", "too_many_streams")
         if not gateway.started:
             await gateway.start()
         headers = {**SECURITY_HEADERS, "x-accel-buffering": "no"}  # nginx must not buffer the stream
-        stream = live(session, which, filters)
+        stream = live(session, which, filters, window)
         return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
     async def config(request: Request, session: Session) -> dict[str, Any]:
