@@ -112,8 +112,36 @@ async def overview(
     }
 
 
-async def spend(gateway: Gateway, now: float | None = None) -> dict[str, Any]:
-    """Every budget (spent, reserved, remaining of its window) and the last 30 days' cost by key and model."""
+# Teams shown on the spend page: the first page of the admin API's list (config-file teams, then runtime).
+TEAM_PAGE = 100
+
+
+async def teams(
+    gateway: Gateway, budgets: list[dict[str, Any]], by_team: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The teams of ``GET /admin/v1/teams`` (first page) with their budget this window (a row of
+    ``budgets``, the budgets stage's report) and their last 30 days of usage (``by_team``, the ledger's
+    summary by team); teams seen in the ledger but no longer defined are listed after them."""
+    listing = await gateway.admin.teams.page(None, TEAM_PAGE)
+    budget_of = {b["name"]: b for b in budgets if b["scope"] == "team"}
+    usage_of = {row["group"]["team"]: row for row in by_team if row["group"]["team"] is not None}
+    rows = []
+    for team in listing["data"]:
+        usage = usage_of.pop(team["name"], None)
+        rows.append({**team, "budget_status": budget_of.get(team["name"]), "usage": usage})
+    if listing["next_cursor"] is None:  # beyond the first page, the ledger's leftovers may be listed teams
+        rows.extend({"name": name, "source": "ledger only", "budget_status": None, "usage": usage}
+                    for name, usage in sorted(usage_of.items()))  # fmt: skip
+    largest = max((row["usage"]["cost_nanos"] for row in rows if row["usage"]), default=0)
+    for row in rows:
+        cost = row["usage"]["cost_nanos"] if row["usage"] else 0
+        row["cost_share"] = cost / largest if largest else 0.0
+    return {"teams": rows, "more_teams": listing["next_cursor"] is not None}
+
+
+async def spend(gateway: Gateway, now: float | None = None, with_teams: bool = True) -> dict[str, Any]:
+    """Every budget (spent, reserved, remaining of its window), the teams with their budget and usage (when
+    ``with_teams``: the admin may read teams), and the last 30 days' cost by key and model."""
     stage = next((s for s in gateway.stages if isinstance(s, BudgetStage)), None)
     budgets = []
     for row in await stage.report() if stage is not None else []:
@@ -133,8 +161,12 @@ async def spend(gateway: Gateway, now: float | None = None) -> dict[str, Any]:
     by_model = [
         {"name": r["group"]["model"], **_totals(r)} for r in await ledger.summary(["model"], since=since)
     ]
+    by_team = [_totals(r) | {"group": r["group"]} for r in await ledger.summary(["team"], since=since)]
+    team_view = await teams(gateway, budgets, by_team) if with_teams else {"teams": None, "more_teams": False}
     return {
         "budgets": budgets,
+        **team_view,
+        "team_page": TEAM_PAGE,
         "by_key": bars(by_key, "cost_nanos"),
         "by_model": bars(by_model, "cost_nanos"),
     }

@@ -271,7 +271,7 @@ def router(gateway: Gateway) -> APIRouter:
         return {"keys": listing["data"], "next_cursor": listing["next_cursor"], "models": models}
 
     async def spend(request: Request, session: Session) -> dict[str, Any]:
-        return await data.spend(gateway)
+        return await data.spend(gateway, with_teams=session.principal.may("teams:read"))
 
     async def routes(request: Request, session: Session) -> dict[str, Any]:
         return await data.routes(gateway)
