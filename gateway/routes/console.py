@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
-from gateway.admin.schemas import KeyCreate, KeyRotate
+from gateway.admin.schemas import KeyCreate, KeyRotate, KeyUpdate
 from gateway.console import charts, data
 from gateway.console.sessions import Session, Sessions, new_token, same_token
 from gateway.errors import GatewayError
@@ -125,6 +125,52 @@ def key_spec(form: dict[str, str]) -> KeyCreate:
     return KeyCreate.model_validate(spec)
 
 
+EDITABLE = ("name", "models", "team", "rpm", "tpm", "budget_usd", "budget_period", "budget_soft_limit")
+
+
+def key_form(key: dict[str, Any]) -> dict[str, str]:
+    """The edit form's fields filled from a key as the admin API shows it."""
+    budget = key.get("budget") or {}
+    models = key.get("models")
+    return {
+        "name": key["name"],
+        "models": "*" if models in (None, "*") else ", ".join(models),
+        "team": key.get("team") or "",
+        "rpm": str(key.get("rpm") or ""),
+        "tpm": str(key.get("tpm") or ""),
+        "budget_usd": str(budget.get("limit_usd") or ""),
+        "budget_period": budget.get("period") or "monthly",
+        "budget_soft_limit": str(budget.get("soft_limit") or ""),
+        "etag": key.get("etag") or "",
+    }
+
+
+def key_change(form: dict[str, str], timezone: str | None) -> KeyUpdate:
+    """The edit form as the admin API's :class:`KeyUpdate` (``PATCH /admin/v1/keys/{id}``): every field of
+    the form is sent, an empty one clears it; ``timezone`` keeps the budget's own zone, which the form does
+    not show. A bad field raises ``ValidationError``."""
+    value = {name: form.get(name, "").strip() for name in EDITABLE}
+    models = [m.strip() for m in value["models"].split(",") if m.strip()]
+    change: dict[str, Any] = {
+        "name": value["name"] or None,
+        "models": "*" if models in ([], ["*"]) else models,
+        "team": value["team"] or None,
+        "rpm": value["rpm"] or None,
+        "tpm": value["tpm"] or None,
+        "budget": None,
+    }
+    if value["budget_usd"]:
+        budget = {"limit_usd": value["budget_usd"], "period": value["budget_period"] or "monthly"}
+        if value["budget_soft_limit"]:
+            budget["soft_limit"] = value["budget_soft_limit"]
+        if timezone:
+            budget["timezone"] = timezone
+        change["budget"] = budget
+    elif value["budget_soft_limit"]:
+        change["budget"] = {"soft_limit": value["budget_soft_limit"]}  # refused: names budget.limit_usd
+    return KeyUpdate.model_validate(change)
+
+
 def chart_window(request: Request) -> charts.Window:
     """The overview's chart window of the query (``?window=hour|day|month``); a bad one is a 400 naming it."""
     try:
@@ -201,7 +247,7 @@ def router(gateway: Gateway) -> APIRouter:
             return render("error.html", 503, error=f"Usage is unavailable: {exc}.", **common)
         except GatewayError as exc:
             return render("error.html", exc.status, error=gateway.redactor.text(exc.message), **common)
-        return render(f"{name}.html", status, **common, **context, **extra)
+        return render(f"{name}.html", status, **{**common, **context, **extra})
 
     async def form_session(request: Request, scope: str | None) -> tuple[Session, dict[str, str]]:
         """The session and form of a POST: 401 without a session, 403 with a wrong CSRF token or scope."""
@@ -438,6 +484,51 @@ def router(gateway: Gateway) -> APIRouter:
         # The new secret, once; the old one works for admin.rotation_grace_s.
         return await show(request, session, "keys", "keys:read", keys, created=rotated, rotated=True)
 
+    async def edit_page(request: Request, session: Session) -> dict[str, Any]:
+        key = await gateway.admin.keys.get(request.path_params["key_id"])
+        return {"key": key, "form": key_form(key), "models": list(gateway.models), "title": f"Edit {key['name']}",
+                "active": "keys"}  # fmt: skip
+
+    async def show_edit(request: Request) -> Response:
+        check_enabled()
+        session = session_of(request)
+        if session is None:
+            return RedirectResponse(f"{PREFIX}/login", status_code=303, headers=SECURITY_HEADERS)
+        return await show(request, session, "key_edit", "keys:write", edit_page)
+
+    async def edit_key(request: Request) -> Response:
+        try:
+            session, form = await form_session(request, "keys:write")
+        except FormError as exc:
+            return form_error(exc)
+        key_id = request.path_params["key_id"]
+
+        async def again(_: Request, __: Session) -> dict[str, Any]:
+            # The edit page again with what was typed, so a mistake is fixed rather than retyped.
+            key = await gateway.admin.keys.get(key_id)
+            return {"key": key, "form": form, "models": list(gateway.models), "title": f"Edit {key['name']}",
+                    "active": "keys"}  # fmt: skip
+
+        try:
+            current = await gateway.admin.keys.get(key_id)
+            change = key_change(form, (current.get("budget") or {}).get("timezone"))
+            # The same update as PATCH /admin/v1/keys/{id} (audited the same way); the form's ETag makes a
+            # change someone else saved since the page was loaded a 412 instead of silently overwritten.
+            updated = await gateway.admin.keys.update(
+                key_id, change, session.principal, if_match=form.get("etag") or None,
+                request_id=request.scope["state"].get("request_id"),
+            )  # fmt: skip
+        except ValidationError as exc:
+            error = validation_error(exc.errors()).message
+            return await show(request, session, "key_edit", "keys:write", again, 400, error=error)
+        except GatewayError as exc:
+            error = gateway.redactor.text(exc.message)
+            if exc.status == 404:
+                return await show(request, session, "keys", "keys:read", keys, 404, error=error)
+            return await show(request, session, "key_edit", "keys:write", again, exc.status, error=error)
+        notice = f"Updated {updated['name']}."
+        return await show(request, session, "keys", "keys:read", keys, notice=notice)
+
     # --- assets -----------------------------------------------------------------------------------------
 
     async def asset(request: Request) -> Response:
@@ -454,6 +545,8 @@ def router(gateway: Gateway) -> APIRouter:
     console.add_api_route("", page("overview", "usage:read", overview), methods=["GET"])
     console.add_api_route("/keys", page("keys", "keys:read", keys), methods=["GET"])
     console.add_api_route("/keys", create_key, methods=["POST"])
+    console.add_api_route("/keys/{key_id}/edit", show_edit, methods=["GET"])
+    console.add_api_route("/keys/{key_id}/edit", edit_key, methods=["POST"])
     console.add_api_route("/keys/{key_id}/rotate", rotate_key, methods=["POST"])
     console.add_api_route("/keys/{key_id}/revoke", revoke_key, methods=["POST"])
     console.add_api_route("/spend", page("spend", "budgets:read", spend), methods=["GET"])
