@@ -484,10 +484,13 @@ def router(gateway: Gateway) -> APIRouter:
         # The new secret, once; the old one works for admin.rotation_grace_s.
         return await show(request, session, "keys", "keys:read", keys, created=rotated, rotated=True)
 
+    def edit_context(key: dict[str, Any], form: dict[str, str]) -> dict[str, Any]:
+        models = list(gateway.models)
+        return {"key": key, "form": form, "models": models, "title": f"Edit {key['name']}", "active": "keys"}
+
     async def edit_page(request: Request, session: Session) -> dict[str, Any]:
         key = await gateway.admin.keys.get(request.path_params["key_id"])
-        return {"key": key, "form": key_form(key), "models": list(gateway.models), "title": f"Edit {key['name']}",
-                "active": "keys"}  # fmt: skip
+        return edit_context(key, key_form(key))
 
     async def show_edit(request: Request) -> Response:
         check_enabled()
@@ -505,9 +508,7 @@ def router(gateway: Gateway) -> APIRouter:
 
         async def again(_: Request, __: Session) -> dict[str, Any]:
             # The edit page again with what was typed, so a mistake is fixed rather than retyped.
-            key = await gateway.admin.keys.get(key_id)
-            return {"key": key, "form": form, "models": list(gateway.models), "title": f"Edit {key['name']}",
-                    "active": "keys"}  # fmt: skip
+            return edit_context(await gateway.admin.keys.get(key_id), form)
 
         try:
             current = await gateway.admin.keys.get(key_id)

@@ -130,7 +130,8 @@ async def test_a_keys_limits_are_edited_through_the_admin_update_and_apply_to_it
         assert form["budget_usd"] == "3.5" and form["budget_period"] == "weekly"
         form.update(budget_usd="", budget_soft_limit="")
         assert (await client.post(f"/console/keys/{key['id']}/edit", data=form)).status_code == 200
-        assert (await client.get(f"/admin/v1/keys/{key['id']}", headers=auth(MASTER))).json()["budget"] is None
+        cleared = await client.get(f"/admin/v1/keys/{key['id']}", headers=auth(MASTER))
+        assert cleared.json()["budget"] is None
 
 
 @pytest.mark.parametrize(
@@ -171,7 +172,8 @@ async def test_an_edit_needs_the_csrf_token_the_write_scope_and_the_current_vers
         key = await _runtime_key(client)
         await log_in(client)
         form = _form((await client.get(f"/console/keys/{key['id']}/edit")).text)
-        forged = await client.post(f"/console/keys/{key['id']}/edit", data={**form, "csrf": "forged", "rpm": "1"})
+        edit = f"/console/keys/{key['id']}/edit"
+        forged = await client.post(edit, data={**form, "csrf": "forged", "rpm": "1"})
         assert forged.status_code == 403
         # Someone else saved a change since the form was loaded: 412, not a silent overwrite.
         patched = await client.patch(f"/admin/v1/keys/{key['id']}", json={"tpm": 50}, headers=auth(MASTER))
