@@ -181,21 +181,24 @@ async def routes(gateway: Gateway) -> dict[str, Any]:
 # query filters by key only): at most this many are read, so a filter matching nothing costs one bounded read.
 FILTER_SCAN = 1000
 CACHE_STATUSES = ("HIT", "MISS", "BYPASS", "none")
+MAX_TRACE_ID = 200  # a trace id is 32 hex digits; a request id (standing in without tracing) is short too
 
 
 @dataclass(frozen=True)
 class RequestFilter:
-    """The request log's filters; None is "any". ``status`` is a code (``429``) or a class (``5xx``)."""
+    """The request log's filters; None is "any". ``status`` is a code (``429``) or a class (``5xx``);
+    ``trace`` a trace id (the request id of a request made without tracing)."""
 
     key: str | None = None
     model: str | None = None
     status: str | None = None
     cache: str | None = None
+    trace: str | None = None
 
     @classmethod
     def parse(cls, query: Mapping[str, str]) -> RequestFilter:
         """The filters of a query string; a bad value raises ``ValueError`` naming the field."""
-        fields = ("key", "model", "status", "cache")
+        fields = ("key", "model", "status", "cache", "trace")
         value = {name: (query.get(name) or "").strip() or None for name in fields}
         status = value["status"]
         if status is not None:
@@ -205,15 +208,18 @@ class RequestFilter:
         cache = value["cache"]
         if cache is not None and cache not in CACHE_STATUSES:
             raise ValueError(f"cache: one of {', '.join(CACHE_STATUSES)}")
-        return cls(value["key"], value["model"], status, cache)
+        trace = value["trace"]
+        if trace is not None and len(trace) > MAX_TRACE_ID:
+            raise ValueError(f"trace: at most {MAX_TRACE_ID} characters")
+        return cls(value["key"], value["model"], status, cache, trace)
 
     @property
     def narrows(self) -> bool:
-        """Whether a filter beyond the key is set (then the read is scanned, see ``FILTER_SCAN``)."""
+        """Whether a filter beyond the key and trace is set (then the read is scanned: ``FILTER_SCAN``)."""
         return any((self.model, self.status, self.cache))
 
     def matches(self, record: UsageRecord) -> bool:
-        """Whether ``record`` passes the model, status and cache filters (the key is the sink's)."""
+        """Whether ``record`` passes the model, status and cache filters (key and trace: the sink's)."""
         if self.model is not None and record.model != self.model:
             return False
         if self.status is not None:
@@ -228,12 +234,13 @@ class RequestFilter:
 async def requests(gateway: Gateway, filters: RequestFilter, limit: int = 100) -> list[dict[str, Any]]:
     """The newest ``limit`` ledger records matching ``filters``, newest first.
 
-    With a model, status or cache filter, the newest ``FILTER_SCAN`` records (of the key, when given) are
-    read and filtered here: matches older than those are not shown.
+    The key and trace id are filtered by the ledger (indexed); with a model, status or cache filter, the
+    newest ``FILTER_SCAN`` records (of the key and trace, when given) are read and filtered here: matches
+    older than those are not shown.
     """
     stage = usage_stage(gateway)
     scan = FILTER_SCAN if filters.narrows else limit
-    found = await stage.ledger.records(key_name=filters.key, limit=scan)
+    found = await stage.ledger.records(key_name=filters.key, trace_id=filters.trace, limit=scan)
     rows = []
     for record in [r for r in found if filters.matches(r)][:limit]:
         row = asdict(record)

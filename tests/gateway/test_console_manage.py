@@ -195,3 +195,49 @@ async def test_an_edit_needs_the_csrf_token_the_write_scope_and_the_current_vers
         refused = await client.post(f"/console/keys/{key['id']}/edit", data={**form, "csrf": reader_csrf})
         assert refused.status_code == 403
         assert f'href="/console/keys/{key["id"]}/edit"' not in (await client.get("/console/keys")).text
+
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE}-00f067aa0ba902b7-01"
+
+
+@pytest.mark.parametrize("tracing", [True, False])
+async def test_the_request_log_shows_each_requests_trace_id_and_filters_by_it(tracing: bool) -> None:
+    features = "features: {console: {enabled: true}" + (", tracing: {exporter: none}}" if tracing else "}")
+    text = CONFIG.replace("features: {console: {enabled: true}}", features)
+    app = create_app(parse_config(text, "console.yaml"))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client,
+    ):
+        sdk = openai.AsyncOpenAI(
+            api_key=LAB,
+            base_url="http://gateway/v1",
+            http_client=httpx.AsyncClient(transport=httpx.ASGITransport(app=app)),
+            max_retries=0,
+        )
+        for request_id in ("traced-1", "other-2"):
+            await sdk.chat.completions.create(
+                model="echo",
+                messages=[{"role": "user", "content": "hi"}],
+                extra_headers={"x-request-id": request_id, "traceparent": TRACEPARENT}
+                if request_id == "traced-1"
+                else {"x-request-id": request_id},
+            )
+        await sdk.close()
+        await log_in(client)
+        # With tracing on, the trace the client's traceparent continued; without, the request id.
+        wanted = TRACE if tracing else "traced-1"
+        log = (await client.get(f"/console/requests?trace={wanted}")).text
+        rows = re.findall(r'<tr data-request-id="([^"]+)"', log)
+        assert rows == ["traced-1"], log
+        assert f'<a href="/console/requests?trace={wanted}">{wanted}</a>' in log
+        assert f'value="{wanted}"' in log  # the filter keeps its value
+        everything = (await client.get("/console/requests")).text
+        assert re.findall(r'<tr data-request-id="([^"]+)"', everything) == ["other-2", "traced-1"]
+        if tracing:  # the other request got a trace of its own, not the request id
+            assert "other-2</a>" not in everything
+        nothing = (await client.get("/console/requests?trace=0000")).text
+        assert "No requests recorded matching these filters" in nothing
+        too_long = await client.get("/console/requests?trace=" + "a" * 201)
+        assert too_long.status_code == 400 and "trace: at most 200 characters" in too_long.text
