@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
 from importlib import resources
@@ -53,6 +54,10 @@ STATIC = {
 # How often a live stream re-reads the ledger: once per interval per open page, whatever the traffic, and
 # never on a request's path. A comment line every KEEPALIVE_S keeps idle proxies from closing the stream.
 LIVE_INTERVAL_S = 1.0
+# The reads' cost grows with the ledger (the overview sums 30 days of it), so a stream never spends more
+# than this share of its time on them: after a read that took t seconds it waits at least t / LIVE_SHARE.
+# Measured by bench/console.py (the console open may cost production requests at most 5 % CPU).
+LIVE_SHARE = 0.02
 # Open streams per session (a few tabs): past it 429, so one login cannot multiply the ledger reads.
 MAX_STREAMS_PER_SESSION = 8
 KEEPALIVE_S = 15.0
@@ -367,6 +372,7 @@ def router(gateway: Gateway) -> APIRouter:
         # A shutdown's drain waits for responses in flight: the stream ends within an interval of it starting
         # instead of holding the drain until its deadline.
         while sessions.get(session.id) is not None and settings().enabled and not gateway.activity.draining:
+            started = time.perf_counter()
             try:
                 html: str | None = await rows(which, filters, window)
             except LedgerUnavailable:
@@ -377,8 +383,9 @@ def router(gateway: Gateway) -> APIRouter:
             elif quiet >= KEEPALIVE_S:
                 quiet = 0.0
                 yield b": keep-alive\n\n"
-            await asyncio.sleep(LIVE_INTERVAL_S)
-            quiet += LIVE_INTERVAL_S
+            interval = max(LIVE_INTERVAL_S, (time.perf_counter() - started) / LIVE_SHARE)
+            await asyncio.sleep(interval)
+            quiet += interval
 
     async def events(request: Request) -> Response:
         """``GET /console/events?page=overview|requests[&filters]``: the page's rows as Server-Sent Events."""
