@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="CPU per production request, the console open vs closed.")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each phase")
     parser.add_argument("--rounds", type=int, default=3, help="closed/open pairs (medians are compared)")
-    parser.add_argument("--poll", type=float, default=10.0, help="seconds between overview page fetches")
+    parser.add_argument("--poll", type=float, default=30.0, help="seconds between overview page fetches")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     import logging
