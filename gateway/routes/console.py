@@ -176,6 +176,12 @@ def key_change(form: dict[str, str], timezone: str | None) -> KeyUpdate:
     return KeyUpdate.model_validate(change)
 
 
+def live_interval(read_s: float) -> float:
+    """Seconds a live stream waits after a read that took ``read_s``: a second, or longer when reads are slow,
+    so that it spends at most ``LIVE_SHARE`` of its time reading."""
+    return max(LIVE_INTERVAL_S, read_s / LIVE_SHARE)
+
+
 def chart_window(request: Request) -> charts.Window:
     """The overview's chart window of the query (``?window=hour|day|month``); a bad one is a 400 naming it."""
     try:
@@ -383,7 +389,7 @@ def router(gateway: Gateway) -> APIRouter:
             elif quiet >= KEEPALIVE_S:
                 quiet = 0.0
                 yield b": keep-alive\n\n"
-            interval = max(LIVE_INTERVAL_S, (time.perf_counter() - started) / LIVE_SHARE)
+            interval = live_interval(time.perf_counter() - started)
             await asyncio.sleep(interval)
             quiet += interval
 

@@ -120,3 +120,12 @@ async def test_the_overview_is_unavailable_not_broken_with_a_jsonl_ledger(tmp_pa
         await log_in(client)
         response = await client.get("/console")
         assert response.status_code == 503 and "Usage is unavailable" in response.text
+
+
+def test_a_live_stream_refreshes_less_often_when_its_reads_are_slow() -> None:
+    from gateway.routes.console import LIVE_INTERVAL_S, LIVE_SHARE, live_interval
+
+    assert live_interval(0.001) == LIVE_INTERVAL_S == 1.0
+    # A 200 ms read (a large ledger) is followed by 10 s of quiet: 2 % of the stream's time spent reading.
+    assert live_interval(0.2) == pytest.approx(10.0)
+    assert live_interval(0.2) * LIVE_SHARE == pytest.approx(0.2)

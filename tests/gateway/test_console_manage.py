@@ -241,3 +241,15 @@ async def test_the_request_log_shows_each_requests_trace_id_and_filters_by_it(tr
         assert "No requests recorded matching these filters" in nothing
         too_long = await client.get("/console/requests?trace=" + "a" * 201)
         assert too_long.status_code == 400 and "trace: at most 200 characters" in too_long.text
+
+
+async def test_a_team_seen_only_in_the_ledger_is_listed_after_the_defined_ones() -> None:
+    ghost = "sk-console-ghost-0007"
+    text = CONFIG.replace("team: lab}]", f"team: lab}}, {{name: ghostkey, key: {ghost}, team: ghost}}]")
+    async with console(parse_config(text, "console.yaml")) as client:
+        assert (await client.post("/v1/chat/completions", json=chat("hi"), headers=auth(ghost))).is_success
+        await log_in(client)
+        page = (await client.get("/console/spend")).text
+        assert page.index('data-team="lab"') < page.index('data-team="ghost"')
+        ghost_item = team_item(page, "ghost")
+        assert "ledger only" in ghost_item and "no budget" in ghost_item and "1 req" in ghost_item
