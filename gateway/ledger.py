@@ -380,6 +380,21 @@ class Ledger:
             list(group_by), first_day=first_day, last_day=last_day, key_name=key_name
         )
 
+    async def buckets(
+        self, *, since: float, until: float, width: float, key_name: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Requests, errors, tokens, cost and a latency histogram per ``width``-second bucket of
+        ``[since, until)``, oldest first, empty buckets included (the console's charts).
+
+        Each has ``start`` (Unix seconds), ``requests``, ``errors``, ``prompt_tokens``,
+        ``completion_tokens``, ``cost_nanos`` and ``latency_le``: how many requests took at most each of
+        :data:`gateway.usage_sql.LATENCY_EDGES_MS` milliseconds.
+        """
+        if width <= 0 or until < since:
+            raise ValueError("width must be positive and until at or after since")
+        await self._ready()
+        return await self.sink.buckets(since=since, until=until, width=width, key_name=key_name)
+
     async def prune(self, today: date | None = None) -> int:
         """Delete the raw records of days older than ``retention_days`` before ``today`` (UTC), in small
         transactions; the daily rollup keeps their totals. Returns how many were deleted."""
@@ -407,15 +422,22 @@ class Ledger:
         return await self.sink.bodies(request_id=request_id, key_name=key_name)
 
     async def records(
-        self, *, request_id: str | None = None, key_name: str | None = None, limit: int = 100
+        self,
+        *,
+        request_id: str | None = None,
+        key_name: str | None = None,
+        limit: int = 100,
+        trace_id: str | None = None,
     ) -> list[UsageRecord]:
-        """The newest ``limit`` records, newest first; of one request and/or one key when given.
+        """The newest ``limit`` records, newest first; of one request, one key and/or one trace when given.
 
         Request ids are chosen by clients (``x-request-id``), so two keys can send the same one: a record is
         identified by the pair (key, request id), and ``key_name`` narrows a lookup to one tenant's.
         """
         await self._ready()
-        return await self.sink.records(request_id=request_id, key_name=key_name, limit=limit)
+        return await self.sink.records(
+            request_id=request_id, key_name=key_name, limit=limit, trace_id=trace_id
+        )
 
 
 def _task_error(task: asyncio.Task[None]) -> str:

@@ -70,7 +70,15 @@ class JsonlSink:
         """Not available: raises :class:`LedgerNotQueryable`."""
         raise self._not_queryable()
 
-    async def records(self, *, request_id: str | None, key_name: str | None, limit: int) -> list[UsageRecord]:
+    async def buckets(
+        self, *, since: float, until: float, width: float, key_name: str | None
+    ) -> list[dict[str, Any]]:
+        """Not available: raises :class:`LedgerNotQueryable`."""
+        raise self._not_queryable()
+
+    async def records(
+        self, *, request_id: str | None, key_name: str | None, limit: int, trace_id: str | None = None
+    ) -> list[UsageRecord]:
         """Not available: raises :class:`LedgerNotQueryable`."""
         raise self._not_queryable()
 

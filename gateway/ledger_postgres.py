@@ -69,7 +69,12 @@ _V2 = [usage_sql.rollup_table("BIGINT"), usage_sql.ROLLUP_BACKFILL, usage_sql.PR
 # usage.log_bodies: prompts and answers, apart from the records.
 _V3 = usage_sql.bodies_table("BIGSERIAL PRIMARY KEY", "DOUBLE PRECISION")
 _V4 = ["ALTER TABLE usage ADD COLUMN IF NOT EXISTS reservation_id TEXT"]
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4]
+# The request's trace id (the console's request log filters by it).
+_V5 = [
+    "ALTER TABLE usage ADD COLUMN IF NOT EXISTS trace_id TEXT",
+    "CREATE INDEX IF NOT EXISTS usage_trace ON usage (trace_id)",
+]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5]
 """Migration ``n`` (1-based) brings the database from version n-1 to n. Append, never edit."""
 SCHEMA_VERSION = len(MIGRATIONS)
 # Any constant: the advisory lock's key, shared by every gateway migrating the same database.
@@ -108,6 +113,7 @@ class PostgresSink(SqlReads):
     """
 
     placeholder = staticmethod(usage_sql.dollar)
+    floor = "FLOOR({})::BIGINT"  # a CAST to an integer would round
 
     def __init__(
         self, url: str, *, spill_path: str | None = None, pool_size: int = 4, timeout: float = 10.0

@@ -7,6 +7,7 @@ this base class holds the one implementation of each read, over two things a sin
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,8 @@ class SqlReads:
     """Spend, summaries, records and bodies read from the usage tables of an SQL database."""
 
     placeholder: usage_sql.Placeholder
+    # The floor of a non-negative number in the database's dialect (``{}`` where the number goes).
+    floor: str
 
     async def _rows(self, sql: str, params: Sequence[Any]) -> Sequence[Sequence[Any]]:
         """The rows ``sql`` answers; raises LedgerUnavailable when the database cannot be read."""
@@ -53,11 +56,24 @@ class SqlReads:
         )
         return usage_sql.summary_rows(group_by, await self._rows(sql, params))
 
-    async def records(self, *, request_id: str | None, key_name: str | None, limit: int) -> list[UsageRecord]:
-        """The newest ``limit`` records of one request and/or key."""
-        sql, params = usage_sql.records(
-            self.placeholder, request_id=request_id, key_name=key_name, limit=limit, newest="id"
+    async def buckets(
+        self, *, since: float, until: float, width: float, key_name: str | None
+    ) -> list[dict[str, Any]]:
+        """Aggregates per ``width``-second bucket of ``[since, until)`` (:func:`usage_sql.bucket_rows`)."""
+        sql, params = usage_sql.buckets(
+            self.placeholder, self.floor, since=since, until=until, width=width, key_name=key_name
         )
+        count = max(0, math.ceil((until - since) / width))
+        return usage_sql.bucket_rows(await self._rows(sql, params), since, width, count)
+
+    async def records(
+        self, *, request_id: str | None, key_name: str | None, limit: int, trace_id: str | None = None
+    ) -> list[UsageRecord]:
+        """The newest ``limit`` records of one request, key and/or trace id."""
+        sql, params = usage_sql.records(
+            self.placeholder, request_id=request_id, key_name=key_name, limit=limit, newest="id",
+            trace_id=trace_id,
+        )  # fmt: skip
         return [record_from_row(row) for row in await self._rows(sql, params)]
 
     async def bodies(self, *, request_id: str, key_name: str | None) -> list[BodyRecord]:

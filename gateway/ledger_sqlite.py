@@ -76,7 +76,12 @@ _V3 = [usage_sql.rollup_table("INTEGER"), usage_sql.ROLLUP_BACKFILL, usage_sql.P
 # usage.log_bodies: prompts and answers, apart from the records.
 _V4 = usage_sql.bodies_table("INTEGER PRIMARY KEY", "REAL")
 _V5 = ["ALTER TABLE usage ADD COLUMN reservation_id TEXT"]
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5]
+# The request's trace id (the console's request log filters by it).
+_V6 = [
+    "ALTER TABLE usage ADD COLUMN trace_id TEXT",
+    "CREATE INDEX IF NOT EXISTS usage_trace ON usage (trace_id)",
+]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6]
 """Migration ``n`` (1-based) brings a file from ``user_version`` n-1 to n. Append, never edit."""
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -141,6 +146,7 @@ class SQLiteSink(SqlReads):
     """
 
     placeholder = staticmethod(usage_sql.qmark)
+    floor = "CAST({} AS INTEGER)"  # truncates, which is the floor of the non-negative offsets it is given
 
     def __init__(self, path: str, *, connect: Connect | None = None, spill_path: str | None = None) -> None:
         self.path = path

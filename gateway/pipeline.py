@@ -126,6 +126,8 @@ class Call:
     # Set by the router for the attempt that answered.
     route: RouteConfig | None = None
     attempts: int = 0
+    # The request's trace id when features.tracing is on (its spans'), for the usage record.
+    trace_id: str | None = None
 
     def overhead_ms(self) -> float:
         """Milliseconds spent in the gateway so far, upstream time excluded."""

@@ -50,6 +50,8 @@ class UsageRecord:
     spent in the gateway, upstream excluded); ``region`` (the answering route's region, or
     the replica's ``server.region`` when no upstream answered). Schema version 3
     (SQLite 5): ``reservation_id``, the budget reservation the request held (None without a budget).
+    Schema version 4 (SQLite 6): ``trace_id``, the request's trace id when ``features.tracing`` is on (the
+    one its spans carry), else its request id, so the console's log links a row to its trace.
     """
 
     ts: float
@@ -77,6 +79,7 @@ class UsageRecord:
     overhead_ms: float | None = None
     region: str | None = None
     reservation_id: str | None = None
+    trace_id: str | None = None
 
 
 COLUMNS = tuple(f.name for f in fields(UsageRecord))
@@ -138,7 +141,7 @@ _BOUNDS = (
     ("avoided_cost_nanos", MAX_NANOS),
 )
 _TEXT = ("request_id", "key_name", "team", "model", "route", "endpoint", "day", "cache_status", "error_code",
-         "region", "reservation_id")  # fmt: skip
+         "region", "reservation_id", "trace_id")  # fmt: skip
 
 
 def storable(record: UsageRecord) -> UsageRecord:

@@ -66,8 +66,16 @@ class UsageSink(Protocol):
         rollup (``usage_daily``), which outlives the raw rows; ``group_by`` within ``day, key, team, model,
         route``."""
 
-    async def records(self, *, request_id: str | None, key_name: str | None, limit: int) -> list[UsageRecord]:
-        """The newest ``limit`` records, newest first, of one request and/or one key when given."""
+    async def buckets(
+        self, *, since: float, until: float, width: float, key_name: str | None
+    ) -> list[dict[str, Any]]:
+        """Requests, errors, tokens, cost and a latency histogram per ``width``-second bucket of
+        ``[since, until)``, every bucket present (see :func:`gateway.usage_sql.bucket_rows`)."""
+
+    async def records(
+        self, *, request_id: str | None, key_name: str | None, limit: int, trace_id: str | None = None
+    ) -> list[UsageRecord]:
+        """The newest ``limit`` records, newest first, of one request, key and/or trace id when given."""
 
     async def prune(self, before_day: str, limit: int) -> int:
         """Delete at most ``limit`` raw records of days before ``before_day`` (rollup kept); how many."""

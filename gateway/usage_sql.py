@@ -93,18 +93,86 @@ def summary_rows(group_by: Sequence[str], rows: Sequence[Sequence[Any]]) -> list
 
 
 def records(
-    placeholder: Placeholder, *, request_id: str | None, key_name: str | None, limit: int, newest: str
+    placeholder: Placeholder,
+    *,
+    request_id: str | None,
+    key_name: str | None,
+    limit: int,
+    newest: str,
+    trace_id: str | None = None,
 ) -> tuple[str, list[Any]]:
-    """The newest ``limit`` records (``newest``: the column that orders them), of a request and/or key."""
+    """The newest ``limit`` records (``newest``: the column that orders them), of a request, key and/or
+    trace id."""
     where = _Where(placeholder)
     if request_id is not None:
         where.add("request_id = {}", request_id)
     if key_name is not None:
         where.add("key_name = {}", key_name)
+    if trace_id is not None:
+        where.add("trace_id = {}", trace_id)
     params = [*where.params, limit]
     sql = f"SELECT {', '.join(COLUMNS)} FROM usage{where.sql()} ORDER BY {newest} DESC"
     sql += f" LIMIT {placeholder(len(params))}"
     return sql, params
+
+
+# --- Time buckets (the console's charts) --------------------------------------------------------------------
+
+LATENCY_EDGES_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000)
+"""Upper bounds (ms) of the latency histogram each time bucket carries. SQLite has no percentile function, so
+p50/p99 per bucket are estimated from these cumulative counts, as Prometheus' ``histogram_quantile`` does."""
+BUCKET_FIELDS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_nanos")
+
+
+def buckets(
+    placeholder: Placeholder,
+    floor: str,
+    *,
+    since: float,
+    until: float,
+    width: float,
+    key_name: str | None,
+) -> tuple[str, list[Any]]:
+    """One row per non-empty ``width``-second bucket of ``[since, until)``: its index from ``since``, then
+    :data:`BUCKET_FIELDS`, then the count of requests at most each of :data:`LATENCY_EDGES_MS`.
+
+    ``floor`` is the database's floor of a non-negative number (``{}`` where the number goes).
+    """
+    # The bucket expression comes first in the text, so its parameters come first (SQLite's ``?`` are
+    # numbered in the order they appear).
+    index = floor.format(f"(ts - {placeholder(1)}) / {placeholder(2)}")
+    where = _Where(placeholder, params=[since, width])
+    where.add("ts >= {}", since)
+    where.add("ts < {}", until)
+    if key_name is not None:
+        where.add("key_name = {}", key_name)
+    # The edges are this module's integer constants, never input.
+    histogram = ", ".join(
+        f"COALESCE(SUM(CASE WHEN latency_ms <= {edge} THEN 1 ELSE 0 END), 0)" for edge in LATENCY_EDGES_MS
+    )
+    sql = (
+        f"SELECT {index}, COUNT(*), COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0), "
+        "COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(cost_nanos), 0), "
+        f"{histogram} FROM usage{where.sql()} GROUP BY 1 ORDER BY 1"
+    )
+    return sql, where.params
+
+
+def bucket_rows(
+    rows: Sequence[Sequence[Any]], since: float, width: float, count: int
+) -> list[dict[str, Any]]:
+    """Rows of :func:`buckets` as ``count`` dicts, one per bucket (empty buckets zero): ``start`` (Unix
+    seconds), every field of :data:`BUCKET_FIELDS` and ``latency_le`` (cumulative counts per edge)."""
+    empty = len(BUCKET_FIELDS) + len(LATENCY_EDGES_MS)
+    found = {int(row[0]): [int(v) for v in tuple(row)[1:]] for row in rows}
+    out = []
+    for index in range(count):
+        values = found.get(index, [0] * empty)
+        entry: dict[str, Any] = {"start": since + index * width}
+        entry.update(zip(BUCKET_FIELDS, values, strict=False))
+        entry["latency_le"] = values[len(BUCKET_FIELDS) :]
+        out.append(entry)
+    return out
 
 
 # --- The daily rollup: usage_daily, one row per (day, key, team, model, route) -----------------------------

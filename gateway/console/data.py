@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from gateway.console import charts
 from gateway.features.budgets import BudgetStage
 from gateway.features.routing import routes_endpoint
 from gateway.features.usage import UsageStage
@@ -81,10 +82,16 @@ def latency(records: list[UsageRecord], since: float, sample: int = LATENCY_SAMP
     }
 
 
-async def overview(gateway: Gateway, now: float | None = None) -> dict[str, Any]:
-    """Requests, errors, latency, tokens and cost over the last hour, day and 30 days; the day's by model."""
+async def overview(
+    gateway: Gateway, window: charts.Window | None = None, now: float | None = None
+) -> dict[str, Any]:
+    """Requests, errors, latency, tokens and cost over the last hour, day and 30 days; the day's by model;
+    the charts of ``window`` (default the last hour), from the ledger's time buckets."""
     ledger = _ledger(gateway)
     now = time.time() if now is None else now
+    window = window or charts.window_of(None)
+    since, until = window.span(now)
+    buckets = await ledger.buckets(since=since, until=until, width=window.width)
     recent = await ledger.records(limit=LATENCY_SAMPLE)
     windows = []
     for label, seconds in WINDOWS:
@@ -99,11 +106,42 @@ async def overview(gateway: Gateway, now: float | None = None) -> dict[str, Any]
         "by_model": bars(by_model, "requests"),
         "ledger": ledger.status(),
         "latency_sample": LATENCY_SAMPLE,
+        "window": window,
+        "windows_charted": list(charts.WINDOWS.values()),
+        "charts": charts.charts(buckets, window, usage_stage(gateway).timezone),
     }
 
 
-async def spend(gateway: Gateway, now: float | None = None) -> dict[str, Any]:
-    """Every budget (spent, reserved, remaining of its window) and the last 30 days' cost by key and model."""
+# Teams shown on the spend page: the first page of the admin API's list (config-file teams, then runtime).
+TEAM_PAGE = 100
+
+
+async def teams(
+    gateway: Gateway, budgets: list[dict[str, Any]], by_team: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The teams of ``GET /admin/v1/teams`` (first page) with their budget this window (a row of
+    ``budgets``, the budgets stage's report) and their last 30 days of usage (``by_team``, the ledger's
+    summary by team); teams seen in the ledger but no longer defined are listed after them."""
+    listing = await gateway.admin.teams.page(None, TEAM_PAGE)
+    budget_of = {b["name"]: b for b in budgets if b["scope"] == "team"}
+    usage_of = {row["group"]["team"]: row for row in by_team if row["group"]["team"] is not None}
+    rows = []
+    for team in listing["data"]:
+        usage = usage_of.pop(team["name"], None)
+        rows.append({**team, "budget_status": budget_of.get(team["name"]), "usage": usage})
+    if listing["next_cursor"] is None:  # beyond the first page, the ledger's leftovers may be listed teams
+        rows.extend({"name": name, "source": "ledger only", "budget_status": None, "usage": usage}
+                    for name, usage in sorted(usage_of.items()))  # fmt: skip
+    largest = max((row["usage"]["cost_nanos"] for row in rows if row["usage"]), default=0)
+    for row in rows:
+        cost = row["usage"]["cost_nanos"] if row["usage"] else 0
+        row["cost_share"] = cost / largest if largest else 0.0
+    return {"teams": rows, "more_teams": listing["next_cursor"] is not None}
+
+
+async def spend(gateway: Gateway, now: float | None = None, with_teams: bool = True) -> dict[str, Any]:
+    """Every budget (spent, reserved, remaining of its window), the teams with their budget and usage (when
+    ``with_teams``: the admin may read teams), and the last 30 days' cost by key and model."""
     stage = next((s for s in gateway.stages if isinstance(s, BudgetStage)), None)
     budgets = []
     for row in await stage.report() if stage is not None else []:
@@ -123,8 +161,12 @@ async def spend(gateway: Gateway, now: float | None = None) -> dict[str, Any]:
     by_model = [
         {"name": r["group"]["model"], **_totals(r)} for r in await ledger.summary(["model"], since=since)
     ]
+    by_team = [_totals(r) | {"group": r["group"]} for r in await ledger.summary(["team"], since=since)]
+    team_view = await teams(gateway, budgets, by_team) if with_teams else {"teams": None, "more_teams": False}
     return {
         "budgets": budgets,
+        **team_view,
+        "team_page": TEAM_PAGE,
         "by_key": bars(by_key, "cost_nanos"),
         "by_model": bars(by_model, "cost_nanos"),
     }
@@ -139,21 +181,24 @@ async def routes(gateway: Gateway) -> dict[str, Any]:
 # query filters by key only): at most this many are read, so a filter matching nothing costs one bounded read.
 FILTER_SCAN = 1000
 CACHE_STATUSES = ("HIT", "MISS", "BYPASS", "none")
+MAX_TRACE_ID = 200  # a trace id is 32 hex digits; a request id (standing in without tracing) is short too
 
 
 @dataclass(frozen=True)
 class RequestFilter:
-    """The request log's filters; None is "any". ``status`` is a code (``429``) or a class (``5xx``)."""
+    """The request log's filters; None is "any". ``status`` is a code (``429``) or a class (``5xx``);
+    ``trace`` a trace id (the request id of a request made without tracing)."""
 
     key: str | None = None
     model: str | None = None
     status: str | None = None
     cache: str | None = None
+    trace: str | None = None
 
     @classmethod
     def parse(cls, query: Mapping[str, str]) -> RequestFilter:
         """The filters of a query string; a bad value raises ``ValueError`` naming the field."""
-        fields = ("key", "model", "status", "cache")
+        fields = ("key", "model", "status", "cache", "trace")
         value = {name: (query.get(name) or "").strip() or None for name in fields}
         status = value["status"]
         if status is not None:
@@ -163,15 +208,18 @@ class RequestFilter:
         cache = value["cache"]
         if cache is not None and cache not in CACHE_STATUSES:
             raise ValueError(f"cache: one of {', '.join(CACHE_STATUSES)}")
-        return cls(value["key"], value["model"], status, cache)
+        trace = value["trace"]
+        if trace is not None and len(trace) > MAX_TRACE_ID:
+            raise ValueError(f"trace: at most {MAX_TRACE_ID} characters")
+        return cls(value["key"], value["model"], status, cache, trace)
 
     @property
     def narrows(self) -> bool:
-        """Whether a filter beyond the key is set (then the read is scanned, see ``FILTER_SCAN``)."""
+        """Whether a filter beyond the key and trace is set (then the read is scanned: ``FILTER_SCAN``)."""
         return any((self.model, self.status, self.cache))
 
     def matches(self, record: UsageRecord) -> bool:
-        """Whether ``record`` passes the model, status and cache filters (the key is the sink's)."""
+        """Whether ``record`` passes the model, status and cache filters (key and trace: the sink's)."""
         if self.model is not None and record.model != self.model:
             return False
         if self.status is not None:
@@ -186,12 +234,13 @@ class RequestFilter:
 async def requests(gateway: Gateway, filters: RequestFilter, limit: int = 100) -> list[dict[str, Any]]:
     """The newest ``limit`` ledger records matching ``filters``, newest first.
 
-    With a model, status or cache filter, the newest ``FILTER_SCAN`` records (of the key, when given) are
-    read and filtered here: matches older than those are not shown.
+    The key and trace id are filtered by the ledger (indexed); with a model, status or cache filter, the
+    newest ``FILTER_SCAN`` records (of the key and trace, when given) are read and filtered here: matches
+    older than those are not shown.
     """
     stage = usage_stage(gateway)
     scan = FILTER_SCAN if filters.narrows else limit
-    found = await stage.ledger.records(key_name=filters.key, limit=scan)
+    found = await stage.ledger.records(key_name=filters.key, trace_id=filters.trace, limit=scan)
     rows = []
     for record in [r for r in found if filters.matches(r)][:limit]:
         row = asdict(record)

@@ -557,6 +557,8 @@ class UsageStage:
             # or this replica's when no upstream answered (a cache hit, a refusal).
             region=call.route.region if call.route is not None else self.region,
             reservation_id=call.scratch.get(RESERVATION_SCRATCH),
+            # The request id stands in without tracing: the log's trace column then still finds the request.
+            trace_id=call.trace_id or call.request_id,
         )
         self.ledger.record(record)
         if self.feed is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
 from importlib import resources
@@ -30,8 +31,8 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
-from gateway.admin.schemas import KeyCreate, KeyRotate
-from gateway.console import data
+from gateway.admin.schemas import KeyCreate, KeyRotate, KeyUpdate
+from gateway.console import charts, data
 from gateway.console.sessions import Session, Sessions, new_token, same_token
 from gateway.errors import GatewayError
 from gateway.ledger import LedgerUnavailable
@@ -53,6 +54,10 @@ STATIC = {
 # How often a live stream re-reads the ledger: once per interval per open page, whatever the traffic, and
 # never on a request's path. A comment line every KEEPALIVE_S keeps idle proxies from closing the stream.
 LIVE_INTERVAL_S = 1.0
+# The reads' cost grows with the ledger (the overview sums 30 days of it), so a stream never spends more
+# than this share of its time on them: after a read that took t seconds it waits at least t / LIVE_SHARE.
+# Measured by bench/console.py (the console open may cost production requests at most 5 % CPU).
+LIVE_SHARE = 0.02
 # Open streams per session (a few tabs): past it 429, so one login cannot multiply the ledger reads.
 MAX_STREAMS_PER_SESSION = 8
 KEEPALIVE_S = 15.0
@@ -125,6 +130,66 @@ def key_spec(form: dict[str, str]) -> KeyCreate:
     return KeyCreate.model_validate(spec)
 
 
+EDITABLE = ("name", "models", "team", "rpm", "tpm", "budget_usd", "budget_period", "budget_soft_limit")
+
+
+def key_form(key: dict[str, Any]) -> dict[str, str]:
+    """The edit form's fields filled from a key as the admin API shows it."""
+    budget = key.get("budget") or {}
+    models = key.get("models")
+    return {
+        "name": key["name"],
+        "models": "*" if models in (None, "*") else ", ".join(models),
+        "team": key.get("team") or "",
+        "rpm": str(key.get("rpm") or ""),
+        "tpm": str(key.get("tpm") or ""),
+        "budget_usd": str(budget.get("limit_usd") or ""),
+        "budget_period": budget.get("period") or "monthly",
+        "budget_soft_limit": str(budget.get("soft_limit") or ""),
+        "etag": key.get("etag") or "",
+    }
+
+
+def key_change(form: dict[str, str], timezone: str | None) -> KeyUpdate:
+    """The edit form as the admin API's :class:`KeyUpdate` (``PATCH /admin/v1/keys/{id}``): every field of
+    the form is sent, an empty one clears it; ``timezone`` keeps the budget's own zone, which the form does
+    not show. A bad field raises ``ValidationError``."""
+    value = {name: form.get(name, "").strip() for name in EDITABLE}
+    models = [m.strip() for m in value["models"].split(",") if m.strip()]
+    change: dict[str, Any] = {
+        "name": value["name"] or None,
+        "models": "*" if models in ([], ["*"]) else models,
+        "team": value["team"] or None,
+        "rpm": value["rpm"] or None,
+        "tpm": value["tpm"] or None,
+        "budget": None,
+    }
+    if value["budget_usd"]:
+        budget = {"limit_usd": value["budget_usd"], "period": value["budget_period"] or "monthly"}
+        if value["budget_soft_limit"]:
+            budget["soft_limit"] = value["budget_soft_limit"]
+        if timezone:
+            budget["timezone"] = timezone
+        change["budget"] = budget
+    elif value["budget_soft_limit"]:
+        change["budget"] = {"soft_limit": value["budget_soft_limit"]}  # refused: names budget.limit_usd
+    return KeyUpdate.model_validate(change)
+
+
+def live_interval(read_s: float) -> float:
+    """Seconds a live stream waits after a read that took ``read_s``: a second, or longer when reads are slow,
+    so that it spends at most ``LIVE_SHARE`` of its time reading."""
+    return max(LIVE_INTERVAL_S, read_s / LIVE_SHARE)
+
+
+def chart_window(request: Request) -> charts.Window:
+    """The overview's chart window of the query (``?window=hour|day|month``); a bad one is a 400 naming it."""
+    try:
+        return charts.window_of(request.query_params.get("window"))
+    except ValueError as exc:
+        raise GatewayError(400, str(exc), "invalid_request_error", "invalid_window") from None
+
+
 def router(gateway: Gateway) -> APIRouter:
     """The ``/console`` router over ``gateway`` (its sessions live as long as this router)."""
     console = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -193,7 +258,7 @@ def router(gateway: Gateway) -> APIRouter:
             return render("error.html", 503, error=f"Usage is unavailable: {exc}.", **common)
         except GatewayError as exc:
             return render("error.html", exc.status, error=gateway.redactor.text(exc.message), **common)
-        return render(f"{name}.html", status, **common, **context, **extra)
+        return render(f"{name}.html", status, **{**common, **context, **extra})
 
     async def form_session(request: Request, scope: str | None) -> tuple[Session, dict[str, str]]:
         """The session and form of a POST: 401 without a session, 403 with a wrong CSRF token or scope."""
@@ -254,7 +319,7 @@ def router(gateway: Gateway) -> APIRouter:
     # --- pages ------------------------------------------------------------------------------------------
 
     async def overview(request: Request, session: Session) -> dict[str, Any]:
-        return await data.overview(gateway)
+        return await data.overview(gateway, chart_window(request))
 
     async def keys(request: Request, session: Session) -> dict[str, Any]:
         cursor = request.query_params.get("cursor") or None
@@ -263,7 +328,7 @@ def router(gateway: Gateway) -> APIRouter:
         return {"keys": listing["data"], "next_cursor": listing["next_cursor"], "models": models}
 
     async def spend(request: Request, session: Session) -> dict[str, Any]:
-        return await data.spend(gateway)
+        return await data.spend(gateway, with_teams=session.principal.may("teams:read"))
 
     async def routes(request: Request, session: Session) -> dict[str, Any]:
         return await data.routes(gateway)
@@ -281,27 +346,31 @@ def router(gateway: Gateway) -> APIRouter:
 
     # --- live updates -----------------------------------------------------------------------------------
 
-    async def rows(which: str, filters: data.RequestFilter) -> str:
+    async def rows(which: str, filters: data.RequestFilter, window: charts.Window) -> str:
         """The live page's rows, rendered by the template the page itself includes."""
         if which == "overview":
-            context = await data.overview(gateway)
+            context = await data.overview(gateway, window)
         else:
             records = await data.requests(gateway, filters)
             context = {"records": records, "key": filters.key, "filters": filters}
         return templates.get_template(LIVE_PAGES[which]).render(**context)
 
-    async def live(session: Session, which: str, filters: data.RequestFilter) -> AsyncIterator[bytes]:
+    async def live(
+        session: Session, which: str, filters: data.RequestFilter, window: charts.Window
+    ) -> AsyncIterator[bytes]:
         """The rows stream, counted against the session's cap while it runs (cancelled or ended)."""
         streams[session.id] = streams.get(session.id, 0) + 1
         try:
-            async for chunk in live_rows(session, which, filters):
+            async for chunk in live_rows(session, which, filters, window):
                 yield chunk
         finally:
             streams[session.id] -= 1
             if not streams[session.id]:
                 del streams[session.id]
 
-    async def live_rows(session: Session, which: str, filters: data.RequestFilter) -> AsyncIterator[bytes]:
+    async def live_rows(
+        session: Session, which: str, filters: data.RequestFilter, window: charts.Window
+    ) -> AsyncIterator[bytes]:
         # The browser reconnects after `retry` ms when the stream ends (a shutdown, a reload turning the
         # console off); a stream of an ended session ends, and its reconnect gets 401, which stops it.
         yield b"retry: 5000\n\n"
@@ -309,8 +378,9 @@ def router(gateway: Gateway) -> APIRouter:
         # A shutdown's drain waits for responses in flight: the stream ends within an interval of it starting
         # instead of holding the drain until its deadline.
         while sessions.get(session.id) is not None and settings().enabled and not gateway.activity.draining:
+            started = time.perf_counter()
             try:
-                html: str | None = await rows(which, filters)
+                html: str | None = await rows(which, filters, window)
             except LedgerUnavailable:
                 html = None  # the page shows the outage on its next load; the stream waits for the ledger
             if html is not None and html != last:
@@ -319,8 +389,9 @@ def router(gateway: Gateway) -> APIRouter:
             elif quiet >= KEEPALIVE_S:
                 quiet = 0.0
                 yield b": keep-alive\n\n"
-            await asyncio.sleep(LIVE_INTERVAL_S)
-            quiet += LIVE_INTERVAL_S
+            interval = live_interval(time.perf_counter() - started)
+            await asyncio.sleep(interval)
+            quiet += interval
 
     async def events(request: Request) -> Response:
         """``GET /console/events?page=overview|requests[&filters]``: the page's rows as Server-Sent Events."""
@@ -339,13 +410,14 @@ def router(gateway: Gateway) -> APIRouter:
             filters = data.RequestFilter.parse(request.query_params)
         except ValueError as exc:
             raise GatewayError(400, str(exc), "invalid_request_error", "invalid_filter") from None
+        window = chart_window(request)
         if streams.get(session.id, 0) >= MAX_STREAMS_PER_SESSION:
             message = f"This session has {MAX_STREAMS_PER_SESSION} live streams open already: close a page."
             raise GatewayError(429, message, "rate_limit_error", "too_many_streams")
         if not gateway.started:
             await gateway.start()
         headers = {**SECURITY_HEADERS, "x-accel-buffering": "no"}  # nginx must not buffer the stream
-        stream = live(session, which, filters)
+        stream = live(session, which, filters, window)
         return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
     async def config(request: Request, session: Session) -> dict[str, Any]:
@@ -425,6 +497,52 @@ def router(gateway: Gateway) -> APIRouter:
         # The new secret, once; the old one works for admin.rotation_grace_s.
         return await show(request, session, "keys", "keys:read", keys, created=rotated, rotated=True)
 
+    def edit_context(key: dict[str, Any], form: dict[str, str]) -> dict[str, Any]:
+        models = list(gateway.models)
+        return {"key": key, "form": form, "models": models, "title": f"Edit {key['name']}", "active": "keys"}
+
+    async def edit_page(request: Request, session: Session) -> dict[str, Any]:
+        key = await gateway.admin.keys.get(request.path_params["key_id"])
+        return edit_context(key, key_form(key))
+
+    async def show_edit(request: Request) -> Response:
+        check_enabled()
+        session = session_of(request)
+        if session is None:
+            return RedirectResponse(f"{PREFIX}/login", status_code=303, headers=SECURITY_HEADERS)
+        return await show(request, session, "key_edit", "keys:write", edit_page)
+
+    async def edit_key(request: Request) -> Response:
+        try:
+            session, form = await form_session(request, "keys:write")
+        except FormError as exc:
+            return form_error(exc)
+        key_id = request.path_params["key_id"]
+
+        async def again(_: Request, __: Session) -> dict[str, Any]:
+            # The edit page again with what was typed, so a mistake is fixed rather than retyped.
+            return edit_context(await gateway.admin.keys.get(key_id), form)
+
+        try:
+            current = await gateway.admin.keys.get(key_id)
+            change = key_change(form, (current.get("budget") or {}).get("timezone"))
+            # The same update as PATCH /admin/v1/keys/{id} (audited the same way); the form's ETag makes a
+            # change someone else saved since the page was loaded a 412 instead of silently overwritten.
+            updated = await gateway.admin.keys.update(
+                key_id, change, session.principal, if_match=form.get("etag") or None,
+                request_id=request.scope["state"].get("request_id"),
+            )  # fmt: skip
+        except ValidationError as exc:
+            error = validation_error(exc.errors()).message
+            return await show(request, session, "key_edit", "keys:write", again, 400, error=error)
+        except GatewayError as exc:
+            error = gateway.redactor.text(exc.message)
+            if exc.status == 404:
+                return await show(request, session, "keys", "keys:read", keys, 404, error=error)
+            return await show(request, session, "key_edit", "keys:write", again, exc.status, error=error)
+        notice = f"Updated {updated['name']}."
+        return await show(request, session, "keys", "keys:read", keys, notice=notice)
+
     # --- assets -----------------------------------------------------------------------------------------
 
     async def asset(request: Request) -> Response:
@@ -441,6 +559,8 @@ def router(gateway: Gateway) -> APIRouter:
     console.add_api_route("", page("overview", "usage:read", overview), methods=["GET"])
     console.add_api_route("/keys", page("keys", "keys:read", keys), methods=["GET"])
     console.add_api_route("/keys", create_key, methods=["POST"])
+    console.add_api_route("/keys/{key_id}/edit", show_edit, methods=["GET"])
+    console.add_api_route("/keys/{key_id}/edit", edit_key, methods=["POST"])
     console.add_api_route("/keys/{key_id}/rotate", rotate_key, methods=["POST"])
     console.add_api_route("/keys/{key_id}/revoke", revoke_key, methods=["POST"])
     console.add_api_route("/spend", page("spend", "budgets:read", spend), methods=["GET"])

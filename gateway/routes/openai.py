@@ -122,6 +122,7 @@ def new_call(
     started: float,
     stream: bool = False,
     include_usage: bool = False,
+    trace_id: str | None = None,
 ) -> Call:
     """A pipeline call for ``model``, resolved in ``runtime``'s config for ``key`` (HTTP or WebSocket)."""
     return Call(
@@ -135,6 +136,7 @@ def new_call(
         stream=stream,
         include_usage=include_usage,
         started=started,
+        trace_id=trace_id,
     )
 
 
@@ -162,6 +164,7 @@ def request_call(
         started=state["started"],
         stream=stream,
         include_usage=include_usage,
+        trace_id=state.get("trace_id"),  # set by the tracing middleware when features.tracing is on
     )
     state["call"] = call
     return call

@@ -183,3 +183,17 @@ def test_store_trips_bench_counts_round_trips_by_feature(tmp_path: Path) -> None
     assert not any("cache" in f for f in result["refused"]["by_feature"])
     assert result["refused"]["round_trips"] < result["cache hit"]["round_trips"]
     assert "trips/req" in proc.stdout
+
+
+def test_console_bench_compares_cpu_per_request_with_the_console_open_and_closed(tmp_path: Path) -> None:
+    out = tmp_path / "console.json"
+    proc = run("console.py", "--seconds", "1", "--rounds", "1", "--poll", "0.05", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    closed, opened = result["phases"]["closed"], result["phases"]["open"]
+    assert closed["runs"][0]["requests"] > 0 and opened["runs"][0]["requests"] > 0
+    assert closed["runs"][0]["live_events"] == 0 and closed["runs"][0]["overview_polls"] == 0
+    # The console was really open: its live stream delivered rows and the overview was fetched.
+    assert opened["runs"][0]["live_events"] >= 1 and opened["runs"][0]["overview_polls"] >= 1
+    assert result["ratio"] == pytest.approx(opened["cpu_us_per_request"] / closed["cpu_us_per_request"])
+    assert result["target"] == 1.05 and "ratio open/closed" in proc.stdout

@@ -525,7 +525,7 @@ def test_live_updates_stream_new_requests_and_counters_to_a_logged_in_console() 
         page = client.get("/console")
         assert "script-src 'self'" in page.headers["content-security-policy"]
         assert '<script src="/console/static/console.js" defer></script>' in page.text
-        assert 'data-live="/console/events?page=overview"' in page.text
+        assert 'data-live="/console/events?page=overview&amp;window=hour"' in page.text
         assert "EventSource" in client.get("/console/static/console.js").text
 
         with client.stream("GET", "/console/events?page=requests&model=echo") as log:

@@ -99,7 +99,7 @@ def test_a_version_1_file_keeps_its_rows_and_gains_the_new_columns(tmp_path: Pat
 
 def _columns_added_after_1() -> set[str]:
     return {"cached_tokens", "avoided_cost_nanos", "cache_status", "error_code", "overhead_ms", "region",
-            "reservation_id"}  # fmt: skip
+            "reservation_id", "trace_id"}  # fmt: skip
 
 
 def test_a_file_from_a_newer_gateway_is_refused(tmp_path: Path) -> None:

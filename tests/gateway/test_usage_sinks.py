@@ -402,3 +402,71 @@ async def test_bodies_a_failing_sink_refuses_are_dropped_and_counted(monkeypatch
         assert ledger.health.bodies_dropped == 1 and ledger.status()["bodies_dropped"] == 1
     finally:
         await ledger.close()
+
+
+async def test_time_buckets_count_requests_errors_tokens_cost_and_latency(queryable: UsageSink) -> None:
+    base = 1_700_000_000.0
+    await queryable.write_batch(
+        [
+            make(0, ts=base + 1, latency_ms=3.0),
+            make(1, ts=base + 59.5, latency_ms=40.0, status=500, key_name="bob"),
+            # bucket 1 is empty; bucket 2 holds one slow request
+            make(2, ts=base + 120.0, latency_ms=700.0, prompt_tokens=7, completion_tokens=1),
+            make(3, ts=base + 180.0, latency_ms=1.0),  # at `until`: outside
+            make(4, ts=base - 0.5, latency_ms=1.0),  # before `since`: outside
+        ]
+    )
+    rows = await queryable.buckets(since=base, until=base + 180.0, width=60.0, key_name=None)
+    assert [r["start"] for r in rows] == [base, base + 60.0, base + 120.0]
+    assert [r["requests"] for r in rows] == [2, 0, 1]
+    assert [r["errors"] for r in rows] == [1, 0, 0]
+    assert rows[0]["cost_nanos"] == 1_000 + 1_001 and rows[2]["cost_nanos"] == 1_002
+    assert (rows[2]["prompt_tokens"], rows[2]["completion_tokens"]) == (7, 1)
+    # Cumulative counts per edge (5, 10, 25, 50, 100, 250, 500, 1000, ... ms).
+    assert rows[0]["latency_le"][:5] == [1, 1, 1, 2, 2] and rows[1]["latency_le"] == [0] * 13
+    assert rows[2]["latency_le"][:8] == [0, 0, 0, 0, 0, 0, 0, 1]
+    (bob,) = [r for r in await queryable.buckets(since=base, until=base + 60.0, width=60.0, key_name="bob")]
+    assert bob["requests"] == 1 and bob["errors"] == 1
+
+
+async def test_the_jsonl_sink_has_no_time_buckets(tmp_path: Path) -> None:
+    sink = JsonlSink(str(tmp_path / "usage.jsonl"))
+    with pytest.raises(LedgerNotQueryable):
+        await sink.buckets(since=0.0, until=60.0, width=60.0, key_name=None)
+
+
+async def test_records_are_found_by_trace_id(queryable: UsageSink) -> None:
+    await queryable.write_batch([make(0, trace_id="a" * 32), make(1, trace_id="b" * 32), make(2)])
+    (found,) = await queryable.records(request_id=None, key_name=None, limit=10, trace_id="b" * 32)
+    assert found.request_id == "req-1" and found.trace_id == "b" * 32
+
+
+async def test_a_postgres_ledger_from_before_trace_ids_gains_the_column(postgres_url: str) -> None:
+    from gateway.ledger_postgres import MIGRATIONS
+
+    conn = await asyncpg.connect(postgres_url)
+    try:  # the database as the previous gateway left it: version 4, a row without trace_id
+        await conn.execute(
+            "CREATE TABLE usage_schema_versions (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ "
+            "NOT NULL DEFAULT now())"
+        )
+        for number, statements in enumerate(MIGRATIONS[:4], start=1):
+            for statement in statements:
+                await conn.execute(statement)
+            await conn.execute("INSERT INTO usage_schema_versions (version) VALUES ($1)", number)
+        await conn.execute(
+            "INSERT INTO usage (ts, day, request_id, key_name, model, endpoint, stream, prompt_tokens, "
+            "completion_tokens, usage_source, cost_nanos, latency_ms, status, cache_hit) VALUES "
+            "(1, '2026-01-01', 'old', 'alice', 'm', 'chat', false, 1, 1, 'reported', 5, 1.0, 200, false)"
+        )
+    finally:
+        await conn.close()
+    sink = PostgresSink(postgres_url)
+    await sink.start()
+    try:
+        await sink.write_batch([make(1, trace_id="c" * 32)])
+        new, old = await sink.records(request_id=None, key_name=None, limit=10)
+        assert (new.trace_id, old.request_id, old.trace_id) == ("c" * 32, "old", None)
+    finally:
+        await sink.close()
+    assert PG_VERSION == 5

@@ -88,6 +88,20 @@ def test_an_operator_manages_a_key_in_the_console(tmp_path: Path) -> None:
         assert page.evaluate("location.pathname") == "/console"
         assert page.evaluate("document.cookie") == ""  # HttpOnly: the session is not readable by scripts
         assert "Last hour\t5\t0\t" in page.evaluate("document.querySelector('main').innerText")  # the burst
+        # The burst is charted (in the current minute's bar, or two if it straddled a minute), in every chart,
+        # and the chart's table of numbers adds up to it.
+        for chart, series in (("requests", "s-requests"), ("latency", "s-p99"), ("tokens", "s-tokens"),
+                              ("cost", "s-cost")):  # fmt: skip
+            heights = page.evaluate(
+                f"Array.from(document.querySelectorAll('#chart-{chart} svg rect.{series}'))"
+                ".map(r => r.getBoundingClientRect().height)"
+            )
+            assert len(heights) == 60 and 1 <= sum(h > 0 for h in heights) <= 2, (chart, heights)
+        counts = page.evaluate(
+            "Array.from(document.querySelectorAll('#chart-requests tbody tr td:first-of-type'))"
+            ".map(td => Number(td.textContent))"
+        )
+        assert sum(counts) == 5, counts
         shoot(page, shots, "overview")
 
         page.goto(f"{url}/console/keys")
