@@ -198,7 +198,7 @@ def refused_by_config(config: dict[str, Any]) -> str | None:
     try:
         parse_config(yaml.safe_dump(config), "<mode>")
     except ConfigError as exc:
-        return str(exc).splitlines()[0]
+        return " ".join(line.strip() for line in str(exc).splitlines()[1:]) or str(exc)
     return None
 
 

@@ -183,3 +183,29 @@ def test_store_trips_bench_counts_round_trips_by_feature(tmp_path: Path) -> None
     assert not any("cache" in f for f in result["refused"]["by_feature"])
     assert result["refused"]["round_trips"] < result["cache hit"]["round_trips"]
     assert "trips/req" in proc.stdout
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_multi_region_bench_counts_global_trips_per_mode(tmp_path: Path) -> None:
+    out = tmp_path / "multi-region.json"
+    proc = run("multi_region.py", "--quick", "--delay-ms", "5", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert result["delay_ms"] == 5
+    modes = result["modes"]
+    assert list(modes)[:3] == ["all regional", "budgets global", "everything global"]
+    measured = {name: row for name, row in modes.items() if "skipped" not in row}
+    for name, row in measured.items():
+        assert row["requests"] == 10, name
+        assert 0 < row["p50_ms"] <= row["p99_ms"], name
+    # The baseline never leaves the region; a global budget reserves and settles there (2 trips), and
+    # putting everything there adds the rate limit's and the cache's trips.
+    assert measured["all regional"]["global_trips"] == 0
+    assert measured["budgets global"]["global_trips"] == 2
+    assert measured["everything global"]["global_trips"] > 2
+    # A lower bound, not a speed: each global trip waits out the simulated link both ways.
+    assert measured["budgets global"]["p50_ms"] >= 2 * 2 * 5
+    # Partitioned rate limits take no global trip on the hot path, or are skipped with the gateway's reason.
+    for name, budgets in (("rate limits partitioned", 0), ("rl partitioned + budgets global", 2)):
+        assert modes[name].get("skipped") or modes[name]["global_trips"] == budgets, name
+    assert "global trips/req" in proc.stdout
