@@ -399,7 +399,7 @@ class BudgetStage:
                     call.request_id, format_usd(cost), format_usd(reservation.amount),
                 )  # fmt: skip
             now = self.clock()
-            if defer(call, self.book.settle_write(reservation, cost, now)):
+            if defer(call, self.book.settle_write(reservation, cost, now), self.book.store):
                 return  # sent with the request's other after-answer writes, in one round trip
             try:
                 await self.book.settle(reservation, cost, now)

@@ -279,7 +279,7 @@ class CacheStage:
         if len(raw) > self.config.max_entry_bytes:
             self.stats.too_large += 1
             return
-        if defer(call, Write([key], value=raw, ttl=ttl)):
+        if defer(call, Write([key], value=raw, ttl=ttl), self.store):
             self.stats.stores += 1  # sent with the request's other after-answer writes
             return
         try:

@@ -387,7 +387,7 @@ class CooldownTracker:
         with contextlib.suppress(StoreUnavailable):
             if not probe:
                 write = Write([self._key(route) + ":n"], COUNT_OUTCOME, self._count_args(SUCCESS))
-                if call is None or not defer(call, write):
+                if call is None or not defer(call, write, self.store):
                     await self._count(route, SUCCESS)
                 return
             await self.reset(route)

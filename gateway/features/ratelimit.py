@@ -291,7 +291,7 @@ class RateLimitStage:
         after it: `RL_FINISH` (token reconciliation and the slots' release) sent together with the inner
         stages' writes (budget settlement, the cache's entry; see `gateway.stores.after_writes`).
         """
-        open_writes(call)
+        open_writes(call, self.store)
         try:
             return await self._limited(call, next)
         finally:
@@ -419,7 +419,7 @@ class RateLimitStage:
             args += [MINUTE_US, bucket.limit, cost]
         args.append(lease)
         keys = [*(b.key for b in buckets), *held]
-        if defer(call, Write(keys, RL_FINISH, args)):
+        if defer(call, Write(keys, RL_FINISH, args), self.store):
             return
         # Best effort: the request itself was already admitted, and if the store is down the slots expire on
         # their own after lease_seconds.

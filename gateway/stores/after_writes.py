@@ -7,7 +7,10 @@ stage that writes to the store (the rate limit's, always in the chain) opens a l
 stage sends them with `flush_writes` in one `Store.write_many` (a Redis pipeline) before the answer leaves.
 
 Only writes made while the outer stage still holds the call are batched: `flush_writes` closes the list first,
-so a stream's writes, made when the stream ends (after the stage returned), go to the store directly.
+so a stream's writes, made when the stream ends (after the stage returned), go to the store directly. Only
+writes for the list's own store are batched: with a global store beside the regional one (multi-region), a
+budget settlement bound for the global store must not be flushed into the rate limit's regional one, so
+`defer` refuses a write for another store and its stage sends it there itself.
 """
 
 from __future__ import annotations
@@ -22,24 +25,25 @@ log = logging.getLogger("gateway.stores")
 SCRATCH = "store.after_writes"
 
 
-def open_writes(call: Call) -> None:
-    """Start collecting `call`'s after-answer writes (until `flush_writes`)."""
-    call.scratch[SCRATCH] = []
+def open_writes(call: Call, store: Store) -> None:
+    """Start collecting `call`'s after-answer writes to `store` (until `flush_writes`)."""
+    call.scratch[SCRATCH] = (store, [])
 
 
-def defer(call: Call, write: Write) -> bool:
-    """Queue `write` for `call`'s flush; False when no list is open (the caller writes it now itself)."""
+def defer(call: Call, write: Write, store: Store) -> bool:
+    """Queue `write` (to `store`) for `call`'s flush; False when no list is open or the open list is for
+    another store (the caller writes it now itself)."""
     pending = call.scratch.get(SCRATCH)
-    if pending is None:
+    if pending is None or pending[0] is not store:
         return False
-    pending.append(write)
+    pending[1].append(write)
     return True
 
 
 async def flush_writes(call: Call, store: Store) -> None:
     """Close `call`'s list and send what it holds in one round trip. Callers shield this from cancellation:
     the writes give back leases and reservations, which must not be lost to a client that went away."""
-    pending = call.scratch.pop(SCRATCH, None)
+    _, pending = call.scratch.pop(SCRATCH, (store, []))
     if not pending:
         return
     try:

@@ -197,3 +197,29 @@ def test_console_bench_compares_cpu_per_request_with_the_console_open_and_closed
     assert opened["runs"][0]["live_events"] >= 1 and opened["runs"][0]["overview_polls"] >= 1
     assert result["ratio"] == pytest.approx(opened["cpu_us_per_request"] / closed["cpu_us_per_request"])
     assert result["target"] == 1.05 and "ratio open/closed" in proc.stdout
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_multi_region_bench_counts_global_trips_per_mode(tmp_path: Path) -> None:
+    out = tmp_path / "multi-region.json"
+    proc = run("multi_region.py", "--quick", "--delay-ms", "5", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert result["delay_ms"] == 5
+    modes = result["modes"]
+    assert list(modes)[:3] == ["all regional", "budgets global", "everything global"]
+    measured = {name: row for name, row in modes.items() if "skipped" not in row}
+    for name, row in measured.items():
+        assert row["requests"] == 10, name
+        assert 0 < row["p50_ms"] <= row["p99_ms"], name
+    # The baseline never leaves the region; a global budget reserves and settles there (2 trips), and
+    # putting everything there adds the rate limit's and the cache's trips.
+    assert measured["all regional"]["global_trips"] == 0
+    assert measured["budgets global"]["global_trips"] == 2
+    assert measured["everything global"]["global_trips"] > 2
+    # A lower bound, not a speed: each global trip waits out the simulated link both ways.
+    assert measured["budgets global"]["p50_ms"] >= 2 * 2 * 5
+    # Partitioned rate limits take no global trip on the hot path, or are skipped with the gateway's reason.
+    for name, budgets in (("rate limits partitioned", 0), ("rl partitioned + budgets global", 2)):
+        assert modes[name].get("skipped") or modes[name]["global_trips"] == budgets, name
+    assert "global trips/req" in proc.stdout

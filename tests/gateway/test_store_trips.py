@@ -62,7 +62,10 @@ def trips(monkeypatch: pytest.MonkeyPatch) -> Trips:
 
 
 @asynccontextmanager
-async def sdk(redis_url: str, key: str, name: str) -> AsyncIterator[openai.AsyncOpenAI]:
+async def sdk(
+    redis_url: str, key: str, name: str, global_url: str | None = None
+) -> AsyncIterator[openai.AsyncOpenAI]:
+    state = f"global_redis_url: '{global_url}', " if global_url else ""
     text = f"""
 auth:
   keys:
@@ -76,7 +79,7 @@ usage: {{database: ":memory:"}}
 features:
   rate_limit: {{}}
   cache: {{enabled: true, mode: all}}
-state: {{redis_url: '{redis_url}', on_error: fail_closed}}
+state: {{{state}redis_url: '{redis_url}', on_error: fail_closed}}
 """
     app = create_app(parse_config(text, "trips.yaml"))
     async with (
@@ -124,6 +127,32 @@ async def test_a_production_request_takes_one_trip_per_feature_before_and_one_af
         assert int(reserved) == 0 and int(spent) > 0
     finally:
         await raw.aclose()
+
+
+async def test_a_settlement_for_the_global_store_is_not_flushed_into_the_regional_one(
+    redis_url: str, trips: Trips
+) -> None:
+    # Multi-region: budgets in the global store (database 1 here), the rate limit in the region's (0). The
+    # budget's settlement must reach the store that holds its reservation, in a trip of its own.
+    global_url = redis_url.rsplit("/", 1)[0] + "/1"
+    name = f"split{uuid.uuid4().hex[:8]}"
+    key = f"sk-{name}-0123456789"
+    async with sdk(redis_url, key, name, global_url) as client:
+        await client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "warm"}])
+        trips.reset()
+        await client.chat.completions.create(model="echo", messages=[{"role": "user", "content": name}])
+        assert trips.counted() == {"rl": 1, "budget": 2, "cache+cachegen": 1, "cd": 1, "cache+cd+rl": 1}
+    regional, shared = aioredis.Redis.from_url(redis_url), aioredis.Redis.from_url(global_url)
+    try:
+        assert [k async for k in regional.scan_iter(f"gw:{{budget}}:key:{name}:*")] == []
+        [budget] = [
+            k async for k in shared.scan_iter(f"gw:{{budget}}:key:{name}:*") if not k.endswith(b":leases")
+        ]
+        spent, reserved = await shared.hmget(budget, "spent", "reserved")
+        assert int(reserved) == 0 and int(spent) > 0
+    finally:
+        await regional.aclose()
+        await shared.aclose()
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -196,7 +225,7 @@ async def test_deferred_writes_are_sent_even_when_the_client_leaves(redis_url: s
 
     async def answer_then_hang(call: Any) -> Response:
         # An inner stage queued its write (as the budget's settlement is), then the request is cancelled.
-        assert defer(call, Write([key], value=b"settled", ttl=60))
+        assert defer(call, Write([key], value=b"settled", ttl=60), store)
         started.set()
         await anyio.sleep_forever()
         raise AssertionError("unreachable")
@@ -234,7 +263,7 @@ async def test_a_streams_writes_at_its_end_go_to_the_store_directly() -> None:
     assert isinstance(stream, Stream)
     # The stage has returned: its list is closed, so a write made when the stream ends is not queued (and
     # lost) but made by its stage right away.
-    assert not defer(call, Write(["k"], value=b"v"))
+    assert not defer(call, Write(["k"], value=b"v"), store)
     chunks = [c async for c in stream]
     assert chunks[-1]["usage"]["total_tokens"] > 0
     # The stream's end released its slot: another request is admitted.
