@@ -52,10 +52,16 @@ MODES: dict[str, dict[str, Any]] = {
     BASELINE: {},
     "budgets global": {"global_features": ["budgets"]},
     "everything global": {"global_features": ["budgets", "rate_limit", "cache"]},
-    "rate limits partitioned": {"global_features": [], "partitioned_features": ["rate_limit"]},
+    # Partitioned limits are shared by the regions `state.regions` lists (this replica's and another's).
+    "rate limits partitioned": {
+        "global_features": [],
+        "partitioned_features": ["rate_limit"],
+        "regions": ["eu-west", "us-east"],
+    },
     "rl partitioned + budgets global": {
         "global_features": ["budgets"],
         "partitioned_features": ["rate_limit"],
+        "regions": ["eu-west", "us-east"],
     },
 }
 WARMUP = 5  # connections opened (through the delay too) and scripts loaded before anything is measured
