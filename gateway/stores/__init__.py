@@ -10,9 +10,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.stores.base import (
+    AdmissionOp,
+    Admitted,
     AtomicOp,
     MemoryData,
     OnError,
+    Step,
     Store,
     StoreUnavailable,
     Write,
@@ -26,6 +29,8 @@ if TYPE_CHECKING:
     from gateway.stores.redis import RedisStore
 
 __all__ = [
+    "AdmissionOp",
+    "Admitted",
     "AtomicOp",
     "GlobalFeature",
     "MemoryData",
@@ -33,6 +38,7 @@ __all__ = [
     "OnError",
     "RedisStore",
     "StateConfig",
+    "Step",
     "Store",
     "StoreUnavailable",
     "Write",

@@ -13,7 +13,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from gateway.stores.base import AtomicOp, Write
+from gateway.stores.admission import admit_in_memory
+from gateway.stores.base import Admitted, AtomicOp, Step, Write
 
 # Expired entries are also removed lazily on access; a periodic sweep bounds what idle keys cost.
 _SWEEP_EVERY = 1024
@@ -115,6 +116,12 @@ class MemoryStore:
         """Run `op`'s Python implementation; nothing awaits inside, so it is atomic within the event loop."""
         self._tick()
         return op.memory(_OpData(self._ops, self._now_us()), list(keys), [int(a) for a in args])
+
+    async def admit(self, steps: Sequence[Step], reads: Sequence[str] = ()) -> Admitted:
+        """Run `steps` all or nothing, then read `reads`; nothing awaits between, so it is atomic."""
+        self._tick()
+        ok, results = admit_in_memory(_OpData(self._ops, self._now_us()), steps)
+        return Admitted(ok, results, [await self.get(key) for key in reads], [ok] * len(steps))
 
     async def write_many(self, writes: Sequence[Write]) -> None:
         """Apply each write in turn (there is no round trip to save in process)."""
