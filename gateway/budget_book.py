@@ -20,7 +20,7 @@ from datetime import datetime
 
 from gateway.ids import IdSource
 from gateway.periods import Window
-from gateway.stores import AdmissionOp, AtomicOp, MemoryData, Store, Write, store_key
+from gateway.stores import AdmissionOp, AtomicOp, MemoryData, Step, Store, Write, store_key
 
 # Keep a window's counters a while after it ends, so a request that reserved just before midnight settles
 # into the window it reserved in.
@@ -328,18 +328,29 @@ class BudgetBook:
         self.lease_us = int(lease_seconds * 1_000_000)
         self.ids = IdSource()
 
-    async def reserve(self, slots: Sequence[BudgetSlot], amount: int, now: datetime) -> Reservation:
-        """Reserve ``amount`` nano-dollars in every slot, or in none if it does not fit in one of them."""
+    def reservation_step(self, slots: Sequence[BudgetSlot], amount: int, now: datetime) -> Step:
+        """The admission step reserving ``amount`` nano-dollars in every slot, or in none (see
+        :meth:`reserve`); run with the rate limit's in one script (``gateway.admission``)."""
         lease = self.ids.int52()  # an integer (store arguments are), exact in Lua's doubles
         args = [amount, lease, self.lease_us]
         for slot in slots:
             args += [slot.limit_nanos, slot.ttl_ms(now)]
-        result = await self.store.run(RESERVE, _keys(slots), args)
+        return Step(RESERVATION, _keys(slots), args)
+
+    @staticmethod
+    def reservation(step: Step, slots: Sequence[BudgetSlot], result: Sequence[int]) -> Reservation:
+        """The :class:`Reservation` that ``step``'s answer ``result`` describes."""
+        amount, lease = int(step.args[0]), int(step.args[1])
         if result[0] == 1:
             pairs = tuple((result[2 + 2 * i], result[3 + 2 * i]) for i in range(len(slots)))
             return Reservation(True, amount, tuple(slots), pairs, lease)
         refused = slots[result[1] - 1]
         return Reservation(False, amount, tuple(slots), ((result[2], result[3]),), refused=refused)
+
+    async def reserve(self, slots: Sequence[BudgetSlot], amount: int, now: datetime) -> Reservation:
+        """Reserve ``amount`` nano-dollars in every slot, or in none if it does not fit in one of them."""
+        step = self.reservation_step(slots, amount, now)
+        return self.reservation(step, slots, await self.store.run(RESERVE, step.keys, step.args))
 
     async def settle(self, reservation: Reservation, cost: int, now: datetime) -> list[tuple[int, int]]:
         """Give ``reservation`` back and charge the real ``cost``; returns ``(spent, reserved)`` per slot.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
 from redis.commands.core import AsyncScript
@@ -27,7 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.stores import admission
-from gateway.stores.base import Admitted, AtomicOp, OnError, Step, StoreUnavailable, Write
+from gateway.stores.base import AdmissionOp, Admitted, AtomicOp, OnError, Step, StoreUnavailable, Write
 from gateway.stores.redis_url import close, connect, parse_redis_url, redacted
 
 __all__ = ["RedisStore", "redacted"]
@@ -105,7 +106,7 @@ class RedisStore:
         )
         return [int(x) for x in result]
 
-    def _composite(self, ops: Sequence[AtomicOp | Any]) -> AsyncScript:
+    def _composite(self, ops: Sequence[AdmissionOp]) -> AsyncScript:
         name = admission.composite_name(ops)
         script = self._scripts.get(name)
         if script is None:
@@ -158,7 +159,7 @@ class RedisStore:
             script = self._composite([step.op for step in part])
             keys, args = admission.composite_args(part)
             fallback = [1, *(x for s in part for r in [s.op.fail_open(s.keys, s.args)] for x in (len(r), *r))]
-            raw = await self._call(lambda s=script, k=keys, a=args: s(keys=k, args=a), fallback)
+            raw = await self._call(partial(script, keys=keys, args=args), fallback)
             ok, answers = admission.split_answer(raw, len(part))
             for i, answer in zip(members, answers, strict=True):
                 results[i] = answer
