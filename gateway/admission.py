@@ -39,15 +39,24 @@ class Claim:
     one refused); ``charged``: this claim's step took what it asked for; ``result``: the step's answer;
     ``values``: the bytes under ``reads``; ``unavailable``: the store is down and ``state.on_error`` is
     ``fail_closed`` (the stage answers its own 503).
+
+    A cache hit: the cache's claim names its entry as ``guard``; when that key exists the store runs each
+    claim's ``hit_step`` instead of its ``step`` (None: nothing), and ``hit`` tells the stage so. A hit is
+    only counted as a request (no tokens, no concurrency slot, no budget reservation), so nothing is left
+    to give back after it and it pays one round trip in all. If the entry turns out unusable (purged), the
+    cache stage raises :class:`Readmit` and the request is admitted again in full.
     """
 
     store: Store
     step: Step | None = None
     reads: Sequence[str] = ()
+    hit_step: Step | None = None
+    guard: str | None = None
     done: bool = False
     admitted: bool = False
     charged: bool = False
     unavailable: bool = False
+    hit: bool = False
     result: list[int] = field(default_factory=list)
     values: list[bytes | None] = field(default_factory=list)
 
@@ -72,23 +81,40 @@ async def admit(claims: Sequence[Claim]) -> None:
             for claim in group:
                 claim.done = True
             continue
-        stepped = [claim for claim in group if claim.step is not None]
+        steps = [(claim, claim.step) for claim in group if claim.step is not None]
+        on_hit = [(claim, claim.hit_step) for claim in group if claim.hit_step is not None]
         reads = [key for claim in group for key in claim.reads]
+        guard = next((claim.guard for claim in group if claim.guard is not None), None)
+        if guard is None or not on_hit:
+            guard, on_hit = None, []  # nothing a hit would spare: the plain admission
         try:
-            answer = await group[0].store.admit([c.step for c in stepped if c.step is not None], reads)
+            answer = await group[0].store.admit(
+                [step for _, step in steps], reads, guard=guard, on_hit=[step for _, step in on_hit]
+            )
         except StoreUnavailable:
             for claim in group:
                 claim.done = claim.unavailable = True
             refused = True
             continue
-        for claim, result, charged in zip(stepped, answer.results, answer.charged, strict=True):
+        ran = on_hit if answer.hit else steps
+        for (claim, _), result, charged in zip(ran, answer.results, answer.charged, strict=True):
             claim.result, claim.charged = result, charged
         at = 0
         for claim in group:
             claim.values = answer.values[at : at + len(claim.reads)]
             at += len(claim.reads)
-            claim.done, claim.admitted = True, answer.ok
+            claim.done, claim.admitted, claim.hit = True, answer.ok, answer.hit
         refused = not answer.ok
+
+
+class Readmit(Exception):
+    """Raised by the cache stage when the admission ran as a hit (its entry existed) but the entry cannot
+    be served (purged, or unreadable): :class:`AdmissionStage` admits the request again as a miss."""
+
+
+FULL = "admission.full"
+"""``call.scratch`` flag of a second admission: no guard (the cache serves no hit), and the request the hit
+admission already counted is not counted again (the rate limit charges its requests buckets nothing)."""
 
 
 class AdmissionStage:
@@ -101,7 +127,16 @@ class AdmissionStage:
         self.admitting = [stage for stage in stages if isinstance(stage, Admitting)]
 
     async def handle(self, call: Call, next: Handler) -> Result:
-        """Gather the claims of ``call``, run them, then pass it on."""
+        """Gather the claims of ``call``, run them, then pass it on (twice when a hit was not one)."""
+        await self._admit(call)
+        try:
+            return await next(call)
+        except Readmit:
+            call.scratch[FULL] = True
+            await self._admit(call)
+            return await next(call)
+
+    async def _admit(self, call: Call) -> None:
         claims = []
         for stage in self.admitting:
             claim = await stage.admission(call)
@@ -109,7 +144,6 @@ class AdmissionStage:
                 claims.append(claim)
         if claims:
             await admit(claims)
-        return await next(call)
 
 
 async def answered(stage: Admitting, call: Call, name: str) -> Claim | None:

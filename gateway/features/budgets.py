@@ -370,6 +370,9 @@ class BudgetStage:
         rules, slots, amount, now = call.scratch[PLAN]
         if claim.unavailable:
             raise store_unavailable()
+        if claim.hit:
+            # Admitted as a cache hit: it costs nothing, so nothing is reserved (or settled).
+            return await next(call)
         reservation = self.book.reservation(claim.step, slots, claim.result)
         if not reservation.ok:
             assert reservation.refused is not None

@@ -40,7 +40,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway import jsonio
-from gateway.admission import Claim, answered
+from gateway.admission import FULL, Claim, Readmit, answered
 from gateway.errors import GatewayError, invalid_request
 from gateway.features import cache_generations
 from gateway.features.cache_entries import (
@@ -232,7 +232,10 @@ class CacheStage:
             key = cache_key(call, tenant)
             # The entry and the generation tokens that say whether it was purged, read together.
             token_keys = cache_generations.token_keys(tenant, call.model)
-            claim = Claim(self.store, reads=[key, *token_keys])
+            # A lookup that may serve a hit names its entry as the admission's guard: when the entry exists,
+            # the rate limit and the budget admit the request as a hit (nothing to give back after it).
+            hit = "no-cache" not in directives and not call.scratch.get(FULL)
+            claim = Claim(self.store, reads=[key, *token_keys], guard=key if hit else None)
             call.scratch[PLAN] = (directives, ttl, key, token_keys)
         call.scratch[CLAIM] = claim
         return claim
@@ -257,6 +260,9 @@ class CacheStage:
             body, recorded = decode_entry_with_generations(raw) if raw is not None else (None, None)
             if body is not None and generations is not None and generations.current(recorded):
                 return self._hit(call, body)
+            if claim.hit:
+                # Admitted as a hit, but the entry was purged (or unreadable): admitted again, in full.
+                raise Readmit
             call.response_headers[STATUS_HEADER] = "MISS"
             self.stats.misses += 1
         result = await next(call)

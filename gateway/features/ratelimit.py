@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.admission import Claim, answered
+from gateway.admission import FULL, Claim, answered
 from gateway.errors import GatewayError
 from gateway.pipeline import Call, Handler, Response, Result
 from gateway.stores.after_writes import defer, flush_writes, open_writes
@@ -188,12 +188,28 @@ class RateLimitStage:
             prompt, completion = estimate_tokens(call, self.config.default_max_tokens)
             estimate = prompt + completion
             lease = secrets.randbits(52)
+            lease_us = int(self.config.lease_seconds * 1_000_000)
+            # A second admission (a "hit" that was not one) does not count the request again.
+            again = bool(call.scratch.get(FULL))
             args = [len(buckets), len(concurrency)]
             for bucket in buckets:
-                args += [MINUTE_US, bucket.limit, 1 if bucket.kind == "requests" else estimate]
-            args += [int(self.config.lease_seconds * 1_000_000), lease, *(lim for _, lim, _ in concurrency)]
+                args += [
+                    MINUTE_US,
+                    bucket.limit,
+                    (0 if again else 1) if bucket.kind == "requests" else estimate,
+                ]
+            args += [lease_us, lease, *(lim for _, lim, _ in concurrency)]
             keys = [*(b.key for b in buckets), *(key for key, _, _ in concurrency)]
-            claim = Claim(self.store, Step(RL_ADMISSION, keys, args))
+            # On a cache hit: one request counted, no tokens, no slot (the answer is immediate).
+            hit_args = [len(buckets), 0]
+            for bucket in buckets:
+                hit_args += [MINUTE_US, bucket.limit, 1 if bucket.kind == "requests" else 0]
+            hit_args += [lease_us, lease]
+            claim = Claim(
+                self.store,
+                Step(RL_ADMISSION, keys, args),
+                hit_step=None if again else Step(RL_ADMISSION, keys[: len(buckets)], hit_args),
+            )
             call.scratch[PLAN] = (buckets, concurrency, completion, estimate, lease)
         call.scratch[CLAIM] = claim
         return claim
@@ -224,6 +240,8 @@ class RateLimitStage:
         self._verdict(call, claim, buckets, concurrency, estimate)
         held = [key for key, _, _ in concurrency]
         token_buckets = [b for b in buckets if b.kind == "tokens"]
+        if claim.hit:
+            held, token_buckets = [], []  # admitted as a cache hit: no tokens charged, no slot taken
         try:
             result = await next(call)
         except BaseException as exc:

@@ -127,12 +127,14 @@ class Admitted:
     step's answer in order (empty for a step not looked at because an earlier one refused); `values` the
     bytes under the keys read alongside (None for absent ones); `charged` whether each step charged (all
     of them when `ok`; on Redis Cluster, whose steps in other slots run apart, a step may have charged
-    although a later one refused, and its stage must then give back what it took)."""
+    although a later one refused, and its stage must then give back what it took); `hit` when the guard
+    key existed, so the `on_hit` steps ran instead (and `results` and `charged` are theirs)."""
 
     ok: bool
     results: list[list[int]]
     values: list[bytes | None]
     charged: list[bool]
+    hit: bool = False
 
 
 @dataclass(frozen=True)
@@ -173,10 +175,21 @@ class Store(Protocol):
     async def run(self, op: AtomicOp, keys: Sequence[str], args: Sequence[int]) -> list[int]:
         """Run `op` atomically on `keys` with integer `args`; returns the operation's integer results."""
 
-    async def admit(self, steps: Sequence[Step], reads: Sequence[str] = ()) -> Admitted:
+    async def admit(
+        self,
+        steps: Sequence[Step],
+        reads: Sequence[str] = (),
+        *,
+        guard: str | None = None,
+        on_hit: Sequence[Step] = (),
+    ) -> Admitted:
         """Run `steps` as one atomic all-or-nothing operation (each checks in order, the first refusal stops
         the checks, and every step charges only when all admitted) and read `reads` alongside, in one round
         trip to a remote store. The reads are not part of the atomic step: they see the store as it is.
+
+        With `guard`, the atomic operation runs `on_hit` instead of `steps` when the guard key exists (a
+        cached answer: the rate limit then only counts a request, and nothing is reserved). A store that
+        cannot check the guard in the same step (Redis Cluster) always runs `steps`.
 
         Raises `StoreUnavailable` when the store is down and `state.on_error` is `fail_closed`.
         """

@@ -117,11 +117,21 @@ class MemoryStore:
         self._tick()
         return op.memory(_OpData(self._ops, self._now_us()), list(keys), [int(a) for a in args])
 
-    async def admit(self, steps: Sequence[Step], reads: Sequence[str] = ()) -> Admitted:
-        """Run `steps` all or nothing, then read `reads`; nothing awaits between, so it is atomic."""
+    async def admit(
+        self,
+        steps: Sequence[Step],
+        reads: Sequence[str] = (),
+        *,
+        guard: str | None = None,
+        on_hit: Sequence[Step] = (),
+    ) -> Admitted:
+        """Run `steps` (or `on_hit` when `guard` is held) all or nothing, then read `reads`; nothing
+        suspends in between, so it is atomic."""
         self._tick()
-        ok, results = admit_in_memory(_OpData(self._ops, self._now_us()), steps)
-        return Admitted(ok, results, [await self.get(key) for key in reads], [ok] * len(steps))
+        hit = guard is not None and await self.get(guard) is not None
+        ran = on_hit if hit else steps
+        ok, results = admit_in_memory(_OpData(self._ops, self._now_us()), ran)
+        return Admitted(ok, results, [await self.get(key) for key in reads], [ok] * len(ran), hit)
 
     async def write_many(self, writes: Sequence[Write]) -> None:
         """Apply each write in turn (there is no round trip to save in process)."""

@@ -106,27 +106,38 @@ class RedisStore:
         )
         return [int(x) for x in result]
 
-    def _composite(self, ops: Sequence[AdmissionOp]) -> AsyncScript:
-        name = admission.composite_name(ops)
+    def _composite(self, ops: Sequence[AdmissionOp], on_hit: Sequence[AdmissionOp] = ()) -> AsyncScript:
+        name = admission.composite_name(ops, on_hit)
         script = self._scripts.get(name)
         if script is None:
-            script = self._scripts[name] = self._client.register_script(admission.composite_lua(ops))
+            lua = admission.composite_lua(ops, on_hit)
+            script = self._scripts[name] = self._client.register_script(lua)
         return script
 
-    async def admit(self, steps: Sequence[Step], reads: Sequence[str] = ()) -> Admitted:
+    async def admit(
+        self,
+        steps: Sequence[Step],
+        reads: Sequence[str] = (),
+        *,
+        guard: str | None = None,
+        on_hit: Sequence[Step] = (),
+    ) -> Admitted:
         """One pipeline (one round trip): the steps' composed script (`gateway/stores/admission.py`), then an
         MGET of `reads`. A script the server does not know yet is loaded and run again (one more trip).
 
         On Redis Cluster one script cannot span slots, so the steps run as one script per hash tag, in
-        order, stopping at the first refusal (a trip each), and the reads go by `get_many`: there, a step
-        that refuses after an earlier slot admitted does not undo that slot's charge.
+        order, stopping at the first refusal (a trip each), the guard is not checked, and the reads go by
+        `get_many`: there, a step that refuses after an earlier slot admitted does not undo that slot's
+        charge (its `charged` says so).
         """
         if self._cluster:
             return await self._admit_by_slot(steps, reads)
-        script = self._composite([step.op for step in steps]) if steps else None
-        keys, args = admission.composite_args(steps)
+        scripted = bool(steps or on_hit)
+        if scripted:
+            script = self._composite([s.op for s in steps], [s.op for s in on_hit])
+            keys, args = admission.composite_args(steps, guard, on_hit)
         pipe = self._client.pipeline(transaction=False)
-        if script is not None:
+        if scripted:
             pipe.evalsha(script.sha, len(keys), *keys, *args)
         if reads:
             pipe.mget(list(reads))
@@ -134,18 +145,21 @@ class RedisStore:
         replies = await self._call(lambda: pipe.execute(raise_on_error=False), None)
         if replies is None:
             return fallback
-        raw = replies[0] if script is not None else [1]
-        if isinstance(raw, NoScriptError) and script is not None:
+        values = replies[-1] if reads else []
+        if not scripted:
+            return Admitted(True, [], [None if v is None else bytes(v) for v in values], [])
+        raw = replies[0]
+        if isinstance(raw, NoScriptError):
             raw = await self._call(lambda: script(keys=keys, args=args), None)
             if raw is None:
                 return fallback
-        if isinstance(raw, Exception):
-            raise raw
-        ok, results = admission.split_answer(raw, len(steps)) if steps else (True, [])
-        values = replies[-1] if reads else []
-        if isinstance(values, Exception):
-            raise values
-        return Admitted(ok, results, [None if v is None else bytes(v) for v in values], [ok] * len(steps))
+        for reply in (raw, values):
+            if isinstance(reply, Exception):
+                raise reply
+        hit, ok, results = admission.split_answer(raw, len(steps), len(on_hit))
+        return Admitted(
+            ok, results, [None if v is None else bytes(v) for v in values], [ok] * len(results), hit
+        )
 
     async def _admit_by_slot(self, steps: Sequence[Step], reads: Sequence[str]) -> Admitted:
         groups: dict[str, list[int]] = {}
@@ -158,9 +172,10 @@ class RedisStore:
             part = [steps[i] for i in members]
             script = self._composite([step.op for step in part])
             keys, args = admission.composite_args(part)
-            fallback = [1, *(x for s in part for r in [s.op.fail_open(s.keys, s.args)] for x in (len(r), *r))]
+            answers = [s.op.fail_open(s.keys, s.args) for s in part]
+            fallback = [0, 1, *(x for answer in answers for x in (len(answer), *answer))]
             raw = await self._call(partial(script, keys=keys, args=args), fallback)
-            ok, answers = admission.split_answer(raw, len(part))
+            _, ok, answers = admission.split_answer(raw, len(part))
             for i, answer in zip(members, answers, strict=True):
                 results[i] = answer
                 charged[i] = ok
