@@ -110,3 +110,59 @@ async def test_claims_on_two_stores_run_one_after_the_other_and_stop_at_a_refusa
     retry = [Claim(first, Step(RL_ADMISSION, keys, args)), Claim(second, reads=["gw:cache:x"])]
     await admit(retry)
     assert retry[0].result[0] == 0 and retry[1].done and not retry[1].admitted  # rpm spent: not run
+
+
+async def test_through_the_gateway_a_hit_costs_no_budget_and_a_refused_budget_no_rpm() -> None:
+    import httpx
+    import openai
+
+    from gateway.app import create_app
+    from gateway.config import parse_config
+
+    # Prices such that a handful of answers spend the budget: then misses are refused, hits are not.
+    text = """
+auth:
+  keys:
+    - {name: ann, key: sk-ann-0123456789, rpm: 50, budget: {limit_usd: 1, period: monthly}}
+providers:
+  - {name: mock, type: mock}
+models:
+  - {name: echo, routes: [{provider: mock}], pricing: {input_per_1m: 10000, output_per_1m: 10000}}
+usage: {database: ":memory:"}
+features:
+  rate_limit: {}
+  budgets: {default_max_tokens: 16}
+  cache: {enabled: true, mode: all}
+"""
+    app = create_app(parse_config(text, "admission.yaml"))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway/v1") as http,
+    ):
+        client = openai.AsyncOpenAI(
+            base_url="http://gateway/v1", api_key="sk-ann-0123456789", http_client=http, max_retries=0
+        )
+        asked = [{"role": "user", "content": "hi"}]
+        first = await client.chat.completions.with_raw_response.create(model="echo", messages=asked)  # type: ignore[arg-type]
+        assert first.headers["x-gateway-cache"] == "MISS"
+        left = int(first.headers["x-ratelimit-remaining-requests"])
+        refusals = 0
+        for n in range(20):
+            try:
+                answer = await client.chat.completions.with_raw_response.create(
+                    model="echo",
+                    messages=[{"role": "user", "content": f"new {n}"}],  # type: ignore[list-item]
+                )
+            except openai.RateLimitError as refused:
+                assert refused.code == "budget_exceeded"
+                refusals += 1
+                if refusals == 3:
+                    break
+            else:
+                left = int(answer.headers["x-ratelimit-remaining-requests"])
+        assert refusals == 3  # the budget ran out, and the last three were refused by it
+        # The cached answer costs nothing: served, the budget not consulted, one request counted; the three
+        # refusals counted none (their rate-limit step ran in the same script, uncharged).
+        hit = await client.chat.completions.with_raw_response.create(model="echo", messages=asked)  # type: ignore[arg-type]
+        assert hit.headers["x-gateway-cache"] == "HIT"
+        assert int(hit.headers["x-ratelimit-remaining-requests"]) == left - 1
