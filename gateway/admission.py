@@ -72,11 +72,18 @@ class Admitting(Protocol):
 
 async def admit(claims: Sequence[Claim]) -> None:
     """Run ``claims`` (in order) with one ``Store.admit`` per store and fill in their answers."""
-    groups: dict[int, list[Claim]] = {}
-    for claim in claims:
-        groups.setdefault(id(claim.store), []).append(claim)
+    if not claims:
+        return
+    store = claims[0].store
+    if all(claim.store is store for claim in claims):
+        groups: list[list[Claim]] = [list(claims)]  # the usual case: every feature on one store
+    else:
+        by_store: dict[int, list[Claim]] = {}
+        for claim in claims:
+            by_store.setdefault(id(claim.store), []).append(claim)
+        groups = list(by_store.values())
     refused = False
-    for group in groups.values():
+    for group in groups:
         if refused:
             for claim in group:
                 claim.done = True

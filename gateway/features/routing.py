@@ -203,7 +203,9 @@ class RoutingStage:
         """The health of the model's routes, read in the request's admission round trip (``_choose`` uses
         each once, for the route's first look; a later look reads it again)."""
         routes = self._health_keys.get(call.model)
-        claim = Claim(self.cooldowns.store, reads=[key for _, key in routes]) if routes else None
+        # In process a read is no round trip: the memory store is read when a route is looked at.
+        remote = self.cooldowns.store.backend != "memory"
+        claim = Claim(self.cooldowns.store, reads=[key for _, key in routes]) if routes and remote else None
         call.scratch[CLAIM] = claim
         return claim
 
