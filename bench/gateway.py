@@ -341,6 +341,7 @@ def ratios(systems: dict[str, dict[str, Any]]) -> dict[str, Any]:
         ("production_vs_passthrough_cpu", "passthrough", "gateway-production"),
         ("production_vs_peer_cpu", "litellm", "gateway-production"),
         ("cache_hit_vs_production_cpu", "gateway-production", "gateway-cache-hit"),
+        ("production_redis_vs_passthrough_cpu", "passthrough", "gateway-production-redis"),
     ):
         num, den = cpu(a), cpu(b)
         if num and den:
@@ -382,6 +383,14 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
             0.5,
             " ms",
         ),
+        # Issue 20: production on Redis at most 1.3x the passthrough's CPU per request (so >= 1/1.3 here).
+        (
+            "production on Redis / passthrough, CPU",
+            r.get("production_redis_vs_passthrough_cpu"),
+            ">=",
+            0.77,
+            "x",
+        ),
         ("cache hit / production req/s", r.get("cache_hit_vs_production"), ">=", 2.0, "x"),
         ("  same, by CPU time per request", r.get("cache_hit_vs_production_cpu"), ">=", 2.0, "x"),
         ("RSS growth 10k -> 100k requests", growth * 100 if growth is not None else None, "<=", 10.0, " %"),
@@ -404,17 +413,17 @@ def table(result: dict[str, Any]) -> str:
         f"cores: load {result['cores']['load']}, system {result['cores']['system']}, load average "
         f"{result['load_average']['start']:.2f} at start, {result['load_average']['end']:.2f} at end",
         "",
-        f"{'system':<20}{'req/s@32':>10}{'p50@1':>9}{'p99@1':>9}{'p50@32':>9}{'p99@32':>9}"
+        f"{'system':<26}{'req/s@32':>10}{'p50@1':>9}{'p99@1':>9}{'p50@32':>9}{'p99@32':>9}"
         f"{'CPU us/req':>11}{'ovh p50':>9}{'TTFB':>9}{'chunks/s':>10}{'RSS MB':>8}{'ready s':>9}",
     ]
     for name, row in result["systems"].items():
         if "error" in row:
-            lines.append(f"{name:<20}failed: {row['error'].splitlines()[0][:80]}")
+            lines.append(f"{name:<26}failed: {row['error'].splitlines()[0][:80]}")
             continue
         ovh = row["overhead"]["overhead_ms_p50"]
         ttfb = row["stream"]["ttfb_ms_p50"]
         lines.append(
-            f"{name:<20}{row['c32']['rps']:>10,.0f}{row['c1']['p50_us'] / 1000:>9.2f}"
+            f"{name:<26}{row['c32']['rps']:>10,.0f}{row['c1']['p50_us'] / 1000:>9.2f}"
             f"{row['c1']['p99_us'] / 1000:>9.2f}{row['c32']['p50_us'] / 1000:>9.2f}"
             f"{row['c32']['p99_us'] / 1000:>9.2f}{_num(row.get('cpu_us_per_request')):>11}"
             f"{(f'{ovh:.3f}' if ovh is not None else '-'):>9}"
@@ -425,7 +434,7 @@ def table(result: dict[str, Any]) -> str:
     lines += ["", "stacks (server · event loop · HTTP parser · JSON library):"]
     for name, row in result["systems"].items():
         if "stack" in row:
-            lines.append(f"  {name:<20}{stack_text(row['stack'])}")
+            lines.append(f"  {name:<26}{stack_text(row['stack'])}")
     for warning in result.get("stack_warnings", []):
         lines.append(f"  WARNING: {warning}")
     lines += ["", "targets (issue 9):"]
@@ -506,7 +515,36 @@ def run_system(
         system = build(name, upstream, port, workdir, system_cpu, direct_url=upstream.url)
         assert isinstance(args.upstream_handle, subprocess.Popen)
         return measure(Running(system, None, 0.0, args.upstream_handle.pid), args, load_cpu)
+    if name == "gateway-production-redis":
+        return _with_redis(name, upstream, args, workdir, cpus)
     system = build(name, upstream, port, workdir, system_cpu, server=server)
+    return _run_built(name, system, args, workdir, load_cpu)
+
+
+def _with_redis(
+    name: str,
+    upstream: Upstream,
+    args: argparse.Namespace,
+    workdir: Path,
+    cpus: tuple[int | None, int | None],
+) -> dict[str, Any]:
+    """``gateway-production-redis``: a private redis-server (tests/redis_server.py) on the load core, like
+    the upstream, so the figure is the gateway's own CPU; Redis's per request is bench/store_trips.py's."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from redis_server import RedisServer  # a private server on a free loopback port
+
+    load_cpu, system_cpu = cpus
+    with RedisServer() as redis:
+        if load_cpu is not None and redis._proc is not None:
+            os.sched_setaffinity(redis._proc.pid, {load_cpu})
+        port = free_port()
+        system = build(name, upstream, port, workdir, system_cpu, server=args.server, redis_url=redis.url)
+        return _run_built(name, system, args, workdir, load_cpu)
+
+
+def _run_built(
+    name: str, system: Any, args: argparse.Namespace, workdir: Path, load_cpu: int | None
+) -> dict[str, Any]:
     # Start-up is one short sample, easily disturbed: the median of three (one for LiteLLM, slow to start).
     ready_runs = []
     for _ in range(0 if name == "litellm" or args.quick else 2):

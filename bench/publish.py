@@ -28,6 +28,7 @@ LABELS = {
     "passthrough": "passthrough",
     "gateway-bare": "gateway, bare",
     "gateway-production": "gateway, production",
+    "gateway-production-redis": "gateway, production on Redis",
     "gateway-cache-hit": "gateway, cache hit",
     "litellm": "LiteLLM proxy (peer)",
 }

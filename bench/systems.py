@@ -35,7 +35,7 @@ HUGE_BUDGET_USD = 1_000_000_000
 # prompts reaches it early and the growth it reports is a leak, not the cache filling up.
 STORE_MAX_BYTES = 8 * 1024 * 1024
 
-GATEWAY_SYSTEMS = ("gateway-bare", "gateway-production", "gateway-cache-hit")
+GATEWAY_SYSTEMS = ("gateway-bare", "gateway-production", "gateway-production-redis", "gateway-cache-hit")
 ALL_SYSTEMS = ("direct", "passthrough", *GATEWAY_SYSTEMS)
 # What serves the passthrough and the gateway: uvicorn (as `gateway run` does) or Granian, to compare them.
 SERVERS = ("uvicorn", "granian")
@@ -226,9 +226,10 @@ def build(
     cpu: int | None,
     direct_url: str | None = None,
     server: str = "uvicorn",
+    redis_url: str | None = None,
 ) -> System:
     """The :class:`System` called ``name`` listening on ``port``; the passthrough and the gateway on
-    ``server`` (uvicorn or granian)."""
+    ``server`` (uvicorn or granian); ``gateway-production-redis`` keeps its state at ``redis_url``."""
     url = f"http://127.0.0.1:{port}"
     chat = chat_body(MODEL)
     stream = chat_body(STREAM_MODEL, stream=True)
@@ -269,8 +270,14 @@ def build(
         )
     if name in GATEWAY_SYSTEMS:
         kind = "gateway-bare" if name == "gateway-bare" else "gateway-production"
-        path = workdir / f"{kind}.yaml"
-        path.write_text(yaml.safe_dump(_adapt_to_schema(gateway_config(kind, upstream, port, workdir))))
+        path = workdir / f"{name}.yaml"
+        config = gateway_config(kind, upstream, port, workdir)
+        if name == "gateway-production-redis":
+            # The production config with its shared state (rate limits, budget, cache, route health) in
+            # Redis, as several replicas run it: the round trips to Redis are in the figure.
+            assert redis_url is not None
+            config["state"] = {"redis_url": redis_url, "on_error": "fail_closed"}
+        path.write_text(yaml.safe_dump(_adapt_to_schema(config)))
         gateway = shutil.which("gateway")
         base = [gateway] if gateway else [sys.executable, "-c", "from gateway.cli import main; main()"]
         command = [*base, "run", "--config", str(path), "--port", str(port), "--log-level", "warning"]
@@ -280,7 +287,7 @@ def build(
             command = _granian("gateway.cli:app_factory", port, cpu)
             env, stack = {"GATEWAY_CONFIG": str(path), **_importable_here()}, granian_stack()
         # Production misses the cache on every request (a new prompt each time); cache-hit repeats one.
-        vary = name == "gateway-production"
+        vary = name in ("gateway-production", "gateway-production-redis")
         return System(
             name,
             _pinned(command, cpu) if server == "uvicorn" else command,

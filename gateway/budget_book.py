@@ -14,13 +14,13 @@ lease that expires (15 minutes by default): budget held by a replica that died m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from gateway.ids import IdSource
 from gateway.periods import Window
-from gateway.stores import AtomicOp, MemoryData, Store, Write, store_key
+from gateway.stores import AdmissionOp, AtomicOp, MemoryData, Step, Store, Write, store_key
 
 # Keep a window's counters a while after it ends, so a request that reserved just before midnight settles
 # into the window it reserved in.
@@ -30,9 +30,7 @@ GRACE_SECONDS = 3600
 # reservation in flight, holding its amount) and a sorted set of the leases by expiry (microseconds, the
 # store's clock). A reservation whose replica died before settling expires and is given back ("reaped") by the
 # next operation on that budget, so a crash cannot hold budget forever.
-_PURGE_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+_PURGE_FUNCTIONS = """
 local function purge(h, z)
   local expired = redis.call('ZRANGEBYSCORE', z, '-inf', now)
   for _, id in ipairs(expired) do
@@ -49,35 +47,52 @@ local function counters(h)
   return tonumber(v[1] or '0'), tonumber(v[2] or '0')
 end
 """
+_PURGE_LUA = (
+    """local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+"""
+    + _PURGE_FUNCTIONS
+)
 
 # --- reserve: KEYS (hash, leases) per budget; ARGV amount, lease id, lease ttl (us), (limit, ttl_ms) each
-# Returns {1, 0, then (spent, reserved) per budget} when reserved, {0, i, spent, reserved} of the first
-# budget i (1-based) it does not fit in.
+# An `AdmissionOp`: the rate limit's admission runs in the same script (`gateway/stores/admission.py`), and
+# nothing is reserved unless it admits too. Answers {1, 0, then (spent, reserved) per budget}: after the
+# reservation when charged, as they stand when not; {0, i, spent, reserved} of the first budget i (1-based)
+# it does not fit in.
 _RESERVE_LUA = (
-    _PURGE_LUA
+    _PURGE_FUNCTIONS
     + """
 local amount, id, lease_ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local n = #KEYS / 2
+local now_counters = {}
 for i = 1, n do
   local h = KEYS[2 * i - 1]
   purge(h, KEYS[2 * i])
   local spent, reserved = counters(h)
-  if spent + reserved + amount > tonumber(ARGV[2 + 2 * i]) then return {0, i, spent, reserved} end
-end
-local out = {1, 0}
-for i = 1, n do
-  local h, z, ttl = KEYS[2 * i - 1], KEYS[2 * i], tonumber(ARGV[3 + 2 * i])
-  local reserved = redis.call('HINCRBY', h, 'reserved', amount)
-  redis.call('HSET', h, 'r:' .. id, amount)
-  redis.call('ZADD', z, string.format('%.0f', now + lease_ttl), id)
-  if ttl > 0 then
-    redis.call('PEXPIRE', h, ttl)
-    redis.call('PEXPIRE', z, ttl)
+  if spent + reserved + amount > tonumber(ARGV[2 + 2 * i]) then
+    return false, function(charge) return {0, i, spent, reserved} end
   end
-  out[#out + 1] = tonumber(redis.call('HGET', h, 'spent') or '0')
-  out[#out + 1] = reserved
+  now_counters[i] = {spent, reserved}
 end
-return out
+return true, function(charge)
+  local out = {1, 0}
+  for i = 1, n do
+    local h, z, ttl = KEYS[2 * i - 1], KEYS[2 * i], tonumber(ARGV[3 + 2 * i])
+    local spent, reserved = now_counters[i][1], now_counters[i][2]
+    if charge then
+      reserved = redis.call('HINCRBY', h, 'reserved', amount)
+      redis.call('HSET', h, 'r:' .. id, amount)
+      redis.call('ZADD', z, string.format('%.0f', now + lease_ttl), id)
+      if ttl > 0 then
+        redis.call('PEXPIRE', h, ttl)
+        redis.call('PEXPIRE', z, ttl)
+      end
+    end
+    out[#out + 1] = spent
+    out[#out + 1] = reserved
+  end
+  return out
+end
 """
 )
 
@@ -96,29 +111,38 @@ def _entry(data: MemoryData, key: str) -> _Entry:
     return spent, reserved, live
 
 
-def _reserve_memory(data: MemoryData, keys: Sequence[str], args: Sequence[int]) -> list[int]:
+def _reserve_check(
+    data: MemoryData, keys: Sequence[str], args: Sequence[int]
+) -> tuple[bool, Callable[[bool], list[int]]]:
     amount, lease, lease_ttl = args[0], args[1], args[2]
     hashes = keys[::2]
     entries = [_entry(data, key) for key in hashes]
     for i, (spent, reserved, _) in enumerate(entries):
         if spent + reserved + amount > args[3 + 2 * i]:
-            return [0, i + 1, spent, reserved]
-    out = [1, 0]
-    for i, (key, (spent, reserved, leases)) in enumerate(zip(hashes, entries, strict=True)):
-        ttl = args[4 + 2 * i]
-        leases[lease] = (amount, data.now_us + lease_ttl)
-        data.set(key, (spent, reserved + amount, leases), ttl if ttl > 0 else None)
-        out += [spent, reserved + amount]
-    return out
+            return False, lambda charge, i=i, spent=spent, reserved=reserved: [0, i + 1, spent, reserved]
+
+    def finish(charge: bool) -> list[int]:
+        out = [1, 0]
+        for i, (key, (spent, reserved, leases)) in enumerate(zip(hashes, entries, strict=True)):
+            if charge:
+                ttl = args[4 + 2 * i]
+                leases[lease] = (amount, data.now_us + lease_ttl)
+                reserved += amount
+                data.set(key, (spent, reserved, leases), ttl if ttl > 0 else None)
+            out += [spent, reserved]
+        return out
+
+    return True, finish
 
 
-RESERVE = AtomicOp(
+RESERVATION = AdmissionOp(
     name="budget_reserve",
     lua=_RESERVE_LUA,
-    memory=_reserve_memory,
+    check=_reserve_check,
     # Redis down and state.on_error = fail_open: let the request through unbudgeted.
     fail_open=lambda keys, args: [1, 0, *([0, 0] * (len(keys) // 2))],
 )
+RESERVE = RESERVATION.alone()
 
 # --- settle: KEYS (hash, leases) per budget; ARGV lease id, real cost, then ttl_ms per budget -----------
 # Gives the lease's amount back (unless it expired and was reaped already) and adds the cost.
@@ -304,18 +328,29 @@ class BudgetBook:
         self.lease_us = int(lease_seconds * 1_000_000)
         self.ids = IdSource()
 
-    async def reserve(self, slots: Sequence[BudgetSlot], amount: int, now: datetime) -> Reservation:
-        """Reserve ``amount`` nano-dollars in every slot, or in none if it does not fit in one of them."""
+    def reservation_step(self, slots: Sequence[BudgetSlot], amount: int, now: datetime) -> Step:
+        """The admission step reserving ``amount`` nano-dollars in every slot, or in none (see
+        :meth:`reserve`); run with the rate limit's in one script (``gateway.admission``)."""
         lease = self.ids.int52()  # an integer (store arguments are), exact in Lua's doubles
         args = [amount, lease, self.lease_us]
         for slot in slots:
             args += [slot.limit_nanos, slot.ttl_ms(now)]
-        result = await self.store.run(RESERVE, _keys(slots), args)
+        return Step(RESERVATION, _keys(slots), args)
+
+    @staticmethod
+    def reservation(step: Step, slots: Sequence[BudgetSlot], result: Sequence[int]) -> Reservation:
+        """The :class:`Reservation` that ``step``'s answer ``result`` describes."""
+        amount, lease = int(step.args[0]), int(step.args[1])
         if result[0] == 1:
             pairs = tuple((result[2 + 2 * i], result[3 + 2 * i]) for i in range(len(slots)))
             return Reservation(True, amount, tuple(slots), pairs, lease)
         refused = slots[result[1] - 1]
         return Reservation(False, amount, tuple(slots), ((result[2], result[3]),), refused=refused)
+
+    async def reserve(self, slots: Sequence[BudgetSlot], amount: int, now: datetime) -> Reservation:
+        """Reserve ``amount`` nano-dollars in every slot, or in none if it does not fit in one of them."""
+        step = self.reservation_step(slots, amount, now)
+        return self.reservation(step, slots, await self.store.run(RESERVE, step.keys, step.args))
 
     async def settle(self, reservation: Reservation, cost: int, now: datetime) -> list[tuple[int, int]]:
         """Give ``reservation`` back and charge the real ``cost``; returns ``(spent, reserved)`` per slot.

@@ -3,7 +3,7 @@
 A request to ``/v1/chat/completions`` or ``/v1/embeddings`` becomes one :class:`Call` and flows through
 an ordered chain of :class:`Stage` objects built once at startup (``gateway/app.py``, ``build_stages``)::
 
-    auth → usage → rate limit → budget → cache → router → provider adapter → upstream
+    auth → usage → admission → rate limit → budget → cache → router → provider adapter → upstream
 
 Authentication and model resolution happen when the route builds the :class:`Call` (so every stage sees
 an authenticated ``call.key`` and a resolved ``call.model_config``); the remaining stages are features,
@@ -37,6 +37,13 @@ A stage is any object with::
 - Response headers for a stream are sent when the stream *starts*, so add them before returning it.
 - Stages must be safe for concurrent calls: keep per-request data on ``call``, never on ``self``; state
   shared by replicas goes through ``gateway.stores``.
+
+Admission
+---------
+
+A stage that needs the shared store before the upstream may also define
+``async def admission(self, call) -> Claim | None``: what it needs (an atomic step, keys to read), which the
+admission stage runs for every such stage at once, in one round trip per store. See ``gateway/admission.py``.
 
 Lifecycle hooks
 ---------------

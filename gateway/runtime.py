@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import httpx
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.admission import AdmissionStage
 from gateway.auth import KeyRing
 from gateway.config import GatewayConfig, ModelConfig
 from gateway.errors import model_not_allowed, unknown_model
@@ -157,7 +158,7 @@ def build_stages(
     providers: dict[str, Provider],
     models: dict[str, ModelConfig],
 ) -> list[Stage]:
-    """The pipeline after authentication, in order: usage → rate limit → budget → cache → router.
+    """The pipeline after authentication, in order: usage → admission → rate limit → budget → cache → router.
 
     Each feature adds one line here (``if config.features.<name>: stages.append(...)``), in that order.
     """
@@ -182,6 +183,8 @@ def build_stages(
             events=shared.cooldown_events,
         )
     )
+    # Right before the rate limit: every stage's store work before the upstream in one round trip.
+    stages.insert(1, AdmissionStage(stages[1:]))
     return stages
 
 

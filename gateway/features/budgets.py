@@ -36,6 +36,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from gateway.admission import Claim, answered
 from gateway.budget_book import BudgetBook, BudgetSlot, Reservation
 from gateway.errors import GatewayError
 from gateway.features.usage import (
@@ -68,6 +69,8 @@ WARNING_HEADER = BUDGET_WARNING_HEADER
 REMAINING_HEADER = "x-gateway-budget-remaining-usd"
 
 Fraction = Annotated[float, Field(gt=0, le=1)]
+CLAIM = "budgets.claim"
+PLAN = "budgets.plan"
 
 
 def known_zone(name: str) -> str:
@@ -336,27 +339,41 @@ class BudgetStage:
                         format_usd(spent))  # fmt: skip
         return True
 
-    async def handle(self, call: Call, next: Handler) -> Result:
-        """Reserve the most ``call`` can cost, forward it, then settle to what it did cost."""
+    async def admission(self, call: Call) -> Claim | None:
+        """The reservation of the most ``call`` can cost in every budget it spends from, as one step of its
+        admission (in the rate limit's script), or None when no budget applies."""
         await self.key_rule(call.key.name, call.key.budget)
         if call.key.team is not None:
             await self.team_rule(call.key.team, call.key.team_budget)
         rules = self.rules_for(call)
-        if not rules:
+        claim = None
+        if rules:
+            now = self.clock()
+            if (
+                call.endpoint == "chat"
+                and requested_max_tokens(call.body) is None
+                and self.settings.enforce_max_tokens
+            ):
+                call.body = {**call.body, "max_tokens": self.settings.default_max_tokens}
+            amount = max_cost(call, self.pricing, self.settings.default_max_tokens)
+            slots = [rule.slot(now) for rule in rules]
+            claim = Claim(self.book.store, self.book.reservation_step(slots, amount, now))
+            call.scratch[PLAN] = (rules, slots, amount, now)
+        call.scratch[CLAIM] = claim
+        return claim
+
+    async def handle(self, call: Call, next: Handler) -> Result:
+        """Reserve the most ``call`` can cost, forward it, then settle to what it did cost."""
+        claim = await answered(self, call, CLAIM)
+        if claim is None or claim.step is None:
             return await next(call)
-        now = self.clock()
-        if (
-            call.endpoint == "chat"
-            and requested_max_tokens(call.body) is None
-            and self.settings.enforce_max_tokens
-        ):
-            call.body = {**call.body, "max_tokens": self.settings.default_max_tokens}
-        amount = max_cost(call, self.pricing, self.settings.default_max_tokens)
-        slots = [rule.slot(now) for rule in rules]
-        try:
-            reservation = await self.book.reserve(slots, amount, now)
-        except StoreUnavailable:
-            raise store_unavailable() from None
+        rules, slots, amount, now = call.scratch[PLAN]
+        if claim.unavailable:
+            raise store_unavailable()
+        if claim.hit:
+            # Admitted as a cache hit: it costs nothing, so nothing is reserved (or settled).
+            return await next(call)
+        reservation = self.book.reservation(claim.step, slots, claim.result)
         if not reservation.ok:
             assert reservation.refused is not None
             spent, reserved = reservation.usage[0]

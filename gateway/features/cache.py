@@ -40,6 +40,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway import jsonio
+from gateway.admission import FULL, Claim, Readmit, answered
 from gateway.errors import GatewayError, invalid_request
 from gateway.features import cache_generations
 from gateway.features.cache_entries import (
@@ -64,6 +65,8 @@ answer (an Anthropic request's ``thinking`` or ``cache_control``): such a call b
 IGNORED_FIELDS = frozenset({"stream", "stream_options"})
 TTL_HEADER = "x-gateway-cache-ttl"
 STATUS_HEADER = "x-gateway-cache"
+CLAIM = "cache.claim"
+PLAN = "cache.plan"
 
 
 class CacheModelConfig(BaseModel):
@@ -218,18 +221,35 @@ class CacheStage:
             return False
         return self.config.mode == "all" or _deterministic(call)
 
-    async def handle(self, call: Call, next: Handler) -> Result:
-        """Answer from the cache when possible; otherwise pass on and store the complete answer."""
+    async def admission(self, call: Call) -> Claim | None:
+        """The lookup of ``call``'s entry and its generation tokens, read in the request's admission round
+        trip; None when this call bypasses the cache (no lookup, nothing stored)."""
         directives = parse_cache_control(call.headers)
         ttl = request_ttl(call, self.config)
-        if not self._enabled_for(call) or "no-store" in directives:
+        claim = None
+        if self._enabled_for(call) and "no-store" not in directives:
+            tenant = self.config.tenant(call)
+            key = cache_key(call, tenant)
+            # The entry and the generation tokens that say whether it was purged, read together.
+            token_keys = cache_generations.token_keys(tenant, call.model)
+            # A lookup that may serve a hit names its entry as the admission's guard: when the entry exists,
+            # the rate limit and the budget admit the request as a hit (nothing to give back after it).
+            hit = "no-cache" not in directives and not call.scratch.get(FULL)
+            claim = Claim(self.store, reads=[key, *token_keys], guard=key if hit else None)
+            call.scratch[PLAN] = (directives, ttl, key, token_keys)
+        call.scratch[CLAIM] = claim
+        return claim
+
+    async def handle(self, call: Call, next: Handler) -> Result:
+        """Answer from the cache when possible; otherwise pass on and store the complete answer."""
+        claim = await answered(self, call, CLAIM)
+        if claim is None:
             return await self._bypass(call, next)
-        tenant = self.config.tenant(call)
-        key = cache_key(call, tenant)
-        # The entry and the generation tokens that say whether it was purged, in one store round trip.
-        token_keys = cache_generations.token_keys(tenant, call.model)
+        directives, ttl, key, token_keys = call.scratch[PLAN]
+        if claim.unavailable:
+            raise _store_unavailable()
+        raw, *tokens = claim.values
         try:
-            raw, *tokens = await self.store.get_many([key, *token_keys])
             generations = await cache_generations.ensure(self.store, token_keys, tokens)
         except StoreUnavailable:
             raise _store_unavailable() from None
@@ -240,6 +260,9 @@ class CacheStage:
             body, recorded = decode_entry_with_generations(raw) if raw is not None else (None, None)
             if body is not None and generations is not None and generations.current(recorded):
                 return self._hit(call, body)
+            if claim.hit:
+                # Admitted as a hit, but the entry was purged (or unreadable): admitted again, in full.
+                raise Readmit
             call.response_headers[STATUS_HEADER] = "MISS"
             self.stats.misses += 1
         result = await next(call)

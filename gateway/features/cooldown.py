@@ -265,6 +265,10 @@ class CooldownTracker:
     def _key(self, route: str) -> str:
         return store_key("cd", route)
 
+    def key_of(self, route: str) -> str:
+        """The store key of ``route``'s circuit state (what :meth:`health` reads)."""
+        return self._key(route)
+
     async def _claim_probe(self, route: str) -> bool:
         lease_ms = max(1, int(self.policy.probe_timeout_s * 1000))
         result = await self.store.run(CLAIM_PROBE, [self._key(route) + ":probe"], [lease_ms])
@@ -326,14 +330,18 @@ class CooldownTracker:
             return True
         return False
 
-    async def admit(self, route: str, *, last_option: bool = False) -> Admission:
+    async def admit(
+        self, route: str, *, last_option: bool = False, health: RouteHealth | None = None
+    ) -> Admission:
         """Decide whether a request may use ``route`` now; claims the probe of a half-open route.
 
         ``last_option``: every route the request could use is open, so an open (not rate limited) route
-        may be probed before its cooldown ends, one request at a time.
+        may be probed before its cooldown ends, one request at a time. ``health``: the route's state as
+        just read (with the request's admission), instead of reading it now.
         """
         now = self.clock()
-        health = await self.health(route)
+        if health is None:
+            health = await self.health(route)
         state = state_of(health, now)
         if state == "closed":
             return Admission(allowed=True)

@@ -36,11 +36,12 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.admission import FULL, Claim, answered
 from gateway.errors import GatewayError
 from gateway.pipeline import Call, Handler, KeyIdentity, Response, Result
 from gateway.stores.after_writes import defer, flush_writes, open_writes
-from gateway.stores.base import Store, StoreUnavailable, Write, store_key
-from gateway.stores.ops import RL_ADMIT, RL_FINISH, RL_STATUS
+from gateway.stores.base import Step, Store, StoreUnavailable, Write, store_key
+from gateway.stores.ops import RL_ADMISSION, RL_FINISH, RL_STATUS
 from gateway.token_estimate import estimate_prompt_tokens, estimate_text_tokens
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
 
 MINUTE_US = 60_000_000
 Kind = Literal["requests", "tokens"]
+CLAIM = "rl.claim"
+PLAN = "rl.plan"
 
 
 class Limits(BaseModel):
@@ -284,12 +287,51 @@ class RateLimitStage:
             report.append(rows)
         return report
 
+    async def admission(self, call: Call) -> Claim | None:
+        """Every GCRA limit and concurrency slot of ``call`` as one step of its admission (``RL_ADMISSION``),
+        or None when no limit applies. Each limit's value is an argument of the step, read per request."""
+        buckets, concurrency = self._buckets(call)
+        claim = None
+        if buckets or concurrency:
+            prompt, completion = estimate_tokens(call, self.config.default_max_tokens)
+            estimate = prompt + completion
+            lease = secrets.randbits(52)
+            lease_us = int(self.config.lease_seconds * 1_000_000)
+            # A second admission (a "hit" that was not one) does not count the request again.
+            again = bool(call.scratch.get(FULL))
+            if self.shares is not None:
+                buckets = self._shared(buckets, estimate)  # partitioned: this region's share of each limit
+            args = [len(buckets), len(concurrency)]
+            for bucket in buckets:
+                args += [
+                    MINUTE_US,
+                    bucket.limit,
+                    (0 if again else 1) if bucket.kind == "requests" else estimate,
+                ]
+            args += [lease_us, lease, *(lim for _, lim, _ in concurrency)]
+            keys = [*(b.key for b in buckets), *(key for key, _, _ in concurrency)]
+            # On a cache hit: one request counted, no tokens, no slot (the answer is immediate).
+            hit_args = [len(buckets), 0]
+            for bucket in buckets:
+                hit_args += [MINUTE_US, bucket.limit, 1 if bucket.kind == "requests" else 0]
+            hit_args += [lease_us, lease]
+            claim = Claim(
+                self.store,
+                Step(RL_ADMISSION, keys, args),
+                hit_step=None if again else Step(RL_ADMISSION, keys[: len(buckets)], hit_args),
+            )
+            call.scratch[PLAN] = (buckets, concurrency, completion, estimate, lease)
+        call.scratch[CLAIM] = claim
+        return claim
+
     async def handle(self, call: Call, next: Handler) -> Result:
         """Admit the request if every limit allows it (429 otherwise), then reconcile tokens and release.
 
-        One store round trip before the request (`RL_ADMIT`: every GCRA limit and concurrency slot) and one
-        after it: `RL_FINISH` (token reconciliation and the slots' release) sent together with the inner
-        stages' writes (budget settlement, the cache's entry; see `gateway.stores.after_writes`).
+        One store round trip before the request, shared with the other stages' admission (``admission``:
+        every GCRA limit and concurrency slot, in the same script as the budget's reservation, see
+        ``gateway.admission``), and one after it: ``RL_FINISH`` (token reconciliation and the slots' release)
+        sent together with the inner stages' writes (budget settlement, the cache's entry; see
+        ``gateway.stores.after_writes``).
         """
         open_writes(call, self.store)
         try:
@@ -299,16 +341,17 @@ class RateLimitStage:
                 await flush_writes(call, self.store)
 
     async def _limited(self, call: Call, next: Handler) -> Result:
-        buckets, concurrency = self._buckets(call)
-        if not buckets and not concurrency:
+        claim = await answered(self, call, CLAIM)
+        if claim is None:
             return await next(call)
-        prompt, completion = estimate_tokens(call, self.config.default_max_tokens)
-        estimate = prompt + completion
-        if self.shares is not None:
-            buckets = self._shared(buckets, estimate)
-        lease = await self._admit(call, buckets, concurrency, estimate)
+        buckets, concurrency, completion, estimate, lease = call.scratch[PLAN]
+        if claim.unavailable:
+            raise _store_unavailable()
+        self._verdict(call, claim, buckets, concurrency, estimate)
         held = [key for key, _, _ in concurrency]
         token_buckets = [b for b in buckets if b.kind == "tokens"]
+        if claim.hit:
+            held, token_buckets = [], []  # admitted as a cache hit: no tokens charged, no slot taken
         try:
             result = await next(call)
         except BaseException as exc:
@@ -316,12 +359,17 @@ class RateLimitStage:
                 # An upstream failure is a response too: it still tells the client its headroom.
                 for name, value in _ratelimit_headers(call).items():
                     exc.headers.setdefault(name, value)
-            # Shielded: after a cancellation (the client went away) every await would be cancelled again, and
-            # a slot left held would block the key until its lease expires.
-            with anyio.CancelScope(shield=True):
-                # The prompt reached (or may have reached) the upstream; the completion did not happen.
-                await self._finish(call, token_buckets, -completion, held, lease)
+            if claim.charged:
+                # Shielded: after a cancellation (the client went away) every await would be cancelled
+                # again, and a slot left held would block the key until its lease expires.
+                with anyio.CancelScope(shield=True):
+                    # The prompt reached (or may have reached) the upstream; the completion did not happen.
+                    await self._finish(call, token_buckets, -completion, held, lease)
             raise
+        if not claim.charged:
+            # Another step of the admission refused (the budget's, which answers the request): nothing was
+            # taken here, so nothing is given back.
+            return result
         if isinstance(result, Response):
             await self._finish(call, token_buckets, _difference(estimate, result.usage), held, lease)
             return result
@@ -350,26 +398,23 @@ class RateLimitStage:
             out.append(replace(bucket, limit=share))
         return out
 
-    async def _admit(
-        self, call: Call, buckets: list[Bucket], concurrency: list[tuple[str, int, str]], estimate: int
-    ) -> int:
-        """Check and charge every limit of `call` in one store operation; the lease id of its slots."""
-        lease = secrets.randbits(52)
-        args = [len(buckets), len(concurrency)]
-        for bucket in buckets:
-            args += [MINUTE_US, bucket.limit, 1 if bucket.kind == "requests" else estimate]
-        args += [int(self.config.lease_seconds * 1_000_000), lease, *(limit for _, limit, _ in concurrency)]
-        keys = [*(b.key for b in buckets), *(key for key, _, _ in concurrency)]
-        try:
-            result = await self.store.run(RL_ADMIT, keys, args)
-        except StoreUnavailable:
-            raise _store_unavailable() from None
+    def _verdict(
+        self,
+        call: Call,
+        claim: Claim,
+        buckets: list[Bucket],
+        concurrency: list[tuple[str, int, str]],
+        estimate: int,
+    ) -> None:
+        """Headers from the admission's answer, and the 429 when a limit of this stage refused. When another
+        step of the admission refused instead (the budget), nothing was charged and that stage answers."""
+        result = claim.result
         allowed, full = result[0] == 1, result[1]
         states = [(result[2 + 3 * i], result[3 + 3 * i], result[4 + 3 * i]) for i in range(len(buckets))]
         headers = _limit_headers(buckets, states)
         call.response_headers.update(headers)
         if allowed and not full:
-            return lease
+            return
         if allowed:
             _, limit, scope = concurrency[full - 1]
             raise GatewayError(

@@ -37,6 +37,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gateway.admission import Claim
 from gateway.config import ModelConfig, RouteConfig
 from gateway.errors import GatewayError
 from gateway.features.cooldown import Admission, CooldownTracker, RouteHealth, state_of
@@ -97,6 +98,11 @@ def targets(model: ModelConfig) -> list[tuple[RouteTarget, RouteConfig]]:
     return out
 
 
+CLAIM = "routing.claim"
+HEALTH = "routing.health"
+_UNREAD = b"\x00unread"  # no health read with the admission for this route (never a stored value: JSON)
+
+
 @dataclass
 class _Outcome:
     """What one alias's attempts ended with, for the final answer when nothing succeeded."""
@@ -155,6 +161,11 @@ class RoutingStage:
         self.cooldowns = CooldownTracker(
             store, config.cooldown.policy(), clock, on_open=events.publish if events is not None else None
         )
+        # Per alias, its routes' keys and the store keys of their health, read with the admission.
+        self._health_keys = {
+            alias: [(target.key, self.cooldowns.key_of(target.key)) for target, _ in targets(model)]
+            for alias, model in models.items()
+        }
         self.clock = clock
         self.monotonic = monotonic
         self.sleep = sleep
@@ -204,8 +215,22 @@ class RoutingStage:
         """Every configured route as ``provider/model`` (what ``snapshot`` lists)."""
         return {target.key for model in self.models.values() for target, _ in targets(model)}
 
+    async def admission(self, call: Call) -> Claim | None:
+        """The health of the model's routes, read in the request's admission round trip (``_choose`` uses
+        each once, for the route's first look; a later look reads it again)."""
+        routes = self._health_keys.get(call.model)
+        # In process a read is no round trip: the memory store is read when a route is looked at.
+        remote = self.cooldowns.store.backend != "memory"
+        claim = Claim(self.cooldowns.store, reads=[key for _, key in routes]) if routes and remote else None
+        call.scratch[CLAIM] = claim
+        return claim
+
     async def handle(self, call: Call, next: Handler) -> Result:
         """Serve ``call`` from the first route that answers; ``next`` is never called (the router is last)."""
+        claim = call.scratch.get(CLAIM)
+        if claim is not None and claim.done and not claim.unavailable:
+            routes = self._health_keys[call.model]
+            call.scratch[HEALTH] = {route: raw for (route, _), raw in zip(routes, claim.values, strict=True)}
         deadline = self.monotonic() + self.config.deadline_seconds
         outcome = _Outcome()
         call.response_headers["x-gateway-attempts"] = str(call.attempts)
@@ -294,7 +319,7 @@ class RoutingStage:
         made = 0
         waited = False  # a retry-after wait already spaced this retry out
         while made < self.config.max_attempts and order:
-            chosen, probe = await self._choose(order, tried, outcome, last_option)
+            chosen, probe = await self._choose(order, tried, outcome, last_option, call.scratch.get(HEALTH))
             if chosen is None:
                 if not await self._wait_for_held(held_until, deadline):
                     return None
@@ -328,20 +353,28 @@ class RoutingStage:
         return False
 
     async def _choose(
-        self, order: list[RouteTarget], tried: list[str], outcome: _Outcome, last_option: bool
+        self,
+        order: list[RouteTarget],
+        tried: list[str],
+        outcome: _Outcome,
+        last_option: bool,
+        read: dict[str, bytes | None] | None = None,
     ) -> tuple[RouteTarget | None, bool]:
         """The route for the next attempt and whether it is a probe, or None when no route may be used now.
 
         Routes this request has not tried come first, in the strategy's order, then the ones it tried, the
         one tried longest ago first. ``last_option`` (nothing in the fallback chain could be tried): a route
         whose circuit is open (not rate limited) may be probed, one request at a time (see
-        :meth:`CooldownTracker.admit`).
+        :meth:`CooldownTracker.admit`). ``read``: route health read with the admission, each used once.
         """
         fresh = [target for target in order if target.key not in tried]
         again = sorted((target for target in order if target.key in tried), key=lambda t: tried.index(t.key))
         last_options: list[tuple[float, RouteTarget]] = []
         for target in [*fresh, *again]:
-            admission = await self.cooldowns.admit(target.key)
+            known = read.pop(target.key, _UNREAD) if read else _UNREAD
+            admission = await self.cooldowns.admit(
+                target.key, health=None if known is _UNREAD else RouteHealth.from_json(known)
+            )
             if admission.allowed:
                 return target, admission.probe
             self._blocked(admission, outcome)

@@ -12,9 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.features.regions import REGION_PATTERN
 from gateway.stores.base import (
+    AdmissionOp,
+    Admitted,
     AtomicOp,
     MemoryData,
     OnError,
+    Step,
     Store,
     StoreUnavailable,
     Write,
@@ -28,6 +31,8 @@ if TYPE_CHECKING:
     from gateway.stores.redis import RedisStore
 
 __all__ = [
+    "AdmissionOp",
+    "Admitted",
     "AtomicOp",
     "GlobalFeature",
     "MemoryData",
@@ -36,6 +41,7 @@ __all__ = [
     "PartitionedFeature",
     "RedisStore",
     "StateConfig",
+    "Step",
     "Store",
     "StoreUnavailable",
     "Write",

@@ -72,6 +72,71 @@ class AtomicOp:
     fail_open: Callable[[Sequence[str], Sequence[int]], list[int]]
 
 
+CheckImpl = Callable[[MemoryData, Sequence[str], Sequence[int]], tuple[bool, Callable[[bool], list[int]]]]
+
+
+@dataclass(frozen=True)
+class AdmissionOp:
+    """A check-then-apply operation that several stages' admissions run together, all or nothing.
+
+    Admitting a request asks several features at once (rate limits and concurrency slots, budget
+    reservations): each checks first, and only when every one of them admits does any of them charge, so a
+    refused budget consumes no rate-limit allowance and a refused rate limit reserves no budget. `Store.admit`
+    runs the operations of one request in one atomic step (one Lua script in Redis, see
+    `gateway/stores/admission.py`).
+
+    `lua` is the body of a Lua function `(KEYS, ARGV, now)` (its own keys and arguments, the store's clock in
+    microseconds) that returns `ok, finish`: whether it admits, and a function `finish(charge)` that charges
+    when `charge` is true and returns the operation's flat integer answer either way. `check(data, keys,
+    args)` is the same for the memory backend. `fail_open` is the answer when the store is down and
+    `state.on_error` is `fail_open`. `alone()` makes the operation an `AtomicOp` of its own.
+    """
+
+    name: str
+    lua: str
+    check: CheckImpl
+    fail_open: Callable[[Sequence[str], Sequence[int]], list[int]]
+
+    def alone(self) -> AtomicOp:
+        """This operation run by itself: charged when its own check admits."""
+
+        def memory(data: MemoryData, keys: Sequence[str], args: Sequence[int]) -> list[int]:
+            ok, finish = self.check(data, keys, args)
+            return finish(ok)
+
+        lua = (
+            "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+            f"local function step(KEYS, ARGV, now)\n{self.lua}\nend\n"
+            "local ok, finish = step(KEYS, ARGV, now)\nreturn finish(ok)\n"
+        )
+        return AtomicOp(self.name, lua, memory, self.fail_open)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One `AdmissionOp` on its keys and arguments, as one stage contributes it to a request's admission."""
+
+    op: AdmissionOp
+    keys: Sequence[str]
+    args: Sequence[int]
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """What `Store.admit` answers: `ok` when every step admitted (and so every one charged); `results` each
+    step's answer in order (empty for a step not looked at because an earlier one refused); `values` the
+    bytes under the keys read alongside (None for absent ones); `charged` whether each step charged (all
+    of them when `ok`; on Redis Cluster, whose steps in other slots run apart, a step may have charged
+    although a later one refused, and its stage must then give back what it took); `hit` when the guard
+    key existed, so the `on_hit` steps ran instead (and `results` and `charged` are theirs)."""
+
+    ok: bool
+    results: list[list[int]]
+    values: list[bytes | None]
+    charged: list[bool]
+    hit: bool = False
+
+
 @dataclass(frozen=True)
 class Write:
     """One write whose answer nobody reads, for `Store.write_many`: `op` run on `keys` with `args`, or, with
@@ -109,6 +174,25 @@ class Store(Protocol):
 
     async def run(self, op: AtomicOp, keys: Sequence[str], args: Sequence[int]) -> list[int]:
         """Run `op` atomically on `keys` with integer `args`; returns the operation's integer results."""
+
+    async def admit(
+        self,
+        steps: Sequence[Step],
+        reads: Sequence[str] = (),
+        *,
+        guard: str | None = None,
+        on_hit: Sequence[Step] = (),
+    ) -> Admitted:
+        """Run `steps` as one atomic all-or-nothing operation (each checks in order, the first refusal stops
+        the checks, and every step charges only when all admitted) and read `reads` alongside, in one round
+        trip to a remote store. The reads are not part of the atomic step: they see the store as it is.
+
+        With `guard`, the atomic operation runs `on_hit` instead of `steps` when the guard key exists (a
+        cached answer: the rate limit then only counts a request, and nothing is reserved). A store that
+        cannot check the guard in the same step (Redis Cluster) always runs `steps`.
+
+        Raises `StoreUnavailable` when the store is down and `state.on_error` is `fail_closed`.
+        """
 
     async def write_many(self, writes: Sequence[Write]) -> None:
         """Apply `writes` in order, in one round trip to a remote store (each one atomic, not the batch).

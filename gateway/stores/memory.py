@@ -13,7 +13,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from gateway.stores.base import AtomicOp, Write
+from gateway.stores.admission import admit_in_memory
+from gateway.stores.base import Admitted, AtomicOp, Step, Write
 
 # Expired entries are also removed lazily on access; a periodic sweep bounds what idle keys cost.
 _SWEEP_EVERY = 1024
@@ -115,6 +116,22 @@ class MemoryStore:
         """Run `op`'s Python implementation; nothing awaits inside, so it is atomic within the event loop."""
         self._tick()
         return op.memory(_OpData(self._ops, self._now_us()), list(keys), [int(a) for a in args])
+
+    async def admit(
+        self,
+        steps: Sequence[Step],
+        reads: Sequence[str] = (),
+        *,
+        guard: str | None = None,
+        on_hit: Sequence[Step] = (),
+    ) -> Admitted:
+        """Run `steps` (or `on_hit` when `guard` is held) all or nothing, then read `reads`; nothing
+        suspends in between, so it is atomic."""
+        self._tick()
+        hit = guard is not None and await self.get(guard) is not None
+        ran = on_hit if hit else steps
+        ok, results = admit_in_memory(_OpData(self._ops, self._now_us()), ran)
+        return Admitted(ok, results, [await self.get(key) for key in reads], [ok] * len(ran), hit)
 
     async def write_many(self, writes: Sequence[Write]) -> None:
         """Apply each write in turn (there is no round trip to save in process)."""

@@ -7,9 +7,9 @@ semantics; `tests/gateway/test_stores.py` runs every operation against both back
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from gateway.stores.base import AtomicOp, MemoryData
+from gateway.stores.base import AdmissionOp, AtomicOp, MemoryData
 
 # --- GCRA --------------------------------------------------------------------------------------------------
 # Generic cell rate algorithm over several limits at once, all or nothing: a request is admitted only when
@@ -27,10 +27,10 @@ from gateway.stores.base import AtomicOp, MemoryData
 # one microsecond per request, never a unit. Remaining units are computed as (free time * limit) / period,
 # exact in doubles for any realistic limit.
 
-# The GCRA step as a Lua function, shared by `GCRA` and the rate limit's one-trip `RL_ADMIT` and `RL_FINISH`:
+# The GCRA step as Lua functions, shared by `GCRA` and the rate limit's `RL_ADMISSION` and `RL_FINISH`:
 # `keys` the limits, their (period, limit, cost) triples from ARGV[base + 1], `mode` 0 (charge if every limit
 # admits), 1 (force: charge regardless) or 2 (peek: compute the answer, charge nothing).
-_GCRA_FN = """
+_GCRA_FUNCTIONS = """
 local function gcra_check(keys, base, now)
   local tats, news, ok = {}, {}, true
   for i = 1, #keys do
@@ -79,9 +79,13 @@ local function gcra(keys, base, mode, now)
   local ok, tats, news = gcra_check(keys, base, now)
   return gcra_apply(keys, base, now, ok, tats, news, (ok and mode ~= 2) or mode == 1, mode == 1)
 end
-local t = redis.call('TIME')
+"""
+_GCRA_FN = (
+    _GCRA_FUNCTIONS
+    + """local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 """
+)
 
 _GCRA_LUA = _GCRA_FN + "return gcra(KEYS, 1, tonumber(ARGV[1]), now)\n"
 
@@ -183,17 +187,19 @@ LEASE_RELEASE = AtomicOp(
 )
 
 # --- A rate-limited request in two trips: admit, then finish -----------------------------------------------
-# The rate limit's GCRA limits and concurrency leases checked and taken in one script before the upstream, and
+# The rate limit's GCRA limits and concurrency leases checked and taken in one step before the upstream (an
+# `AdmissionOp`, so the budget's reservation runs in the same script: `gateway/stores/admission.py`), and
 # tokens reconciled and leases released in one after it (four trips before: GCRA, lease, GCRA, release).
 #
-# RL_ADMIT  KEYS: n GCRA keys, then m lease keys (sorted sets as in LEASE_ACQUIRE).
+# RL_ADMISSION KEYS: n GCRA keys, then m lease keys (sorted sets as in LEASE_ACQUIRE).
 #           ARGV: n, m, (period_us, limit, cost) per GCRA key, lease ttl_us, lease id, then the m limits.
-# All or nothing: when a GCRA limit refuses, no slot is looked at (a refusal costs what GCRA alone costs), and
-# when a concurrency limit is full nothing is charged (the GCRA answer is a peek). Returns: GCRA's allowed,
-# the 1-based index of the first full concurrency limit (0: none, or GCRA refused), then GCRA's triples.
+# It admits when every GCRA limit does and no concurrency limit is full. When a GCRA limit refuses, no slot
+# is looked at (a refusal costs what GCRA alone costs); when it is not charged (a slot is full, or another
+# step of the admission refused) the GCRA answer is a peek. Answers: GCRA's allowed, the 1-based index of
+# the first full concurrency limit (0: none, or GCRA refused), then GCRA's triples.
 
 _RL_ADMIT_LUA = (
-    _GCRA_FN
+    _GCRA_FUNCTIONS
     + """
 local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
 local base = 2 + 3 * n
@@ -209,45 +215,54 @@ if ok then
     if full == 0 and redis.call('ZCARD', k) >= tonumber(ARGV[base + 2 + j]) then full = j end
   end
 end
-local out = gcra_apply(gkeys, 2, now, ok, tats, news, ok and full == 0, false)
-if ok and full == 0 then
-  for j = 1, m do
-    redis.call('ZADD', KEYS[n + j], string.format('%.0f', now + ttl), id)
-    redis.call('PEXPIRE', KEYS[n + j], math.ceil(ttl / 1000))
+return ok and full == 0, function(charge)
+  local out = gcra_apply(gkeys, 2, now, ok, tats, news, charge, false)
+  if charge then
+    for j = 1, m do
+      redis.call('ZADD', KEYS[n + j], string.format('%.0f', now + ttl), id)
+      redis.call('PEXPIRE', KEYS[n + j], math.ceil(ttl / 1000))
+    end
   end
+  table.insert(out, 2, full)
+  return out
 end
-table.insert(out, 2, full)
-return out
 """
 )
 
 
-def _rl_admit_memory(data: MemoryData, keys: Sequence[str], args: Sequence[int]) -> list[int]:
+def _rl_admit_check(
+    data: MemoryData, keys: Sequence[str], args: Sequence[int]
+) -> tuple[bool, Callable[[bool], list[int]]]:
     n = args[0]
     base = 2 + 3 * n
     ttl, lease = args[base], args[base + 1]
     now = data.now_us
     # GCRA's own layout: its mode, then the triples. A peek first: a refused request touches no slot.
-    out = _gcra_memory(data, keys[:n], [PEEK, *args[2:base]])
-    if out[0] != 1:
-        return [0, 0, *out[1:]]
+    peek = _gcra_memory(data, keys[:n], [PEEK, *args[2:base]])
+    if peek[0] != 1:
+        return False, lambda charge: [0, 0, *peek[1:]]
     held = [{k: exp for k, exp in (data.get(key) or {}).items() if exp > now} for key in keys[n:]]
     full = next((j + 1 for j, leases in enumerate(held) if len(leases) >= args[base + 2 + j]), 0)
-    if full:
-        return [1, full, *out[1:]]
-    out = _gcra_memory(data, keys[:n], [0, *args[2:base]])
-    for key, leases in zip(keys[n:], held, strict=True):
-        leases[lease] = now + ttl
-        data.set(key, leases, math.ceil(ttl / 1000))
-    return [out[0], 0, *out[1:]]
+
+    def finish(charge: bool) -> list[int]:
+        if not charge:
+            return [1, full, *peek[1:]]
+        out = _gcra_memory(data, keys[:n], [0, *args[2:base]])
+        for key, leases in zip(keys[n:], held, strict=True):
+            leases[lease] = now + ttl
+            data.set(key, leases, math.ceil(ttl / 1000))
+        return [out[0], 0, *out[1:]]
+
+    return not full, finish
 
 
-RL_ADMIT = AtomicOp(
+RL_ADMISSION = AdmissionOp(
     name="rl_admit",
     lua=_RL_ADMIT_LUA,
-    memory=_rl_admit_memory,
+    check=_rl_admit_check,
     fail_open=lambda keys, args: [1, 0, *(x for i in range(args[0]) for x in (args[3 + 3 * i], 0, 0))],
 )
+RL_ADMIT = RL_ADMISSION.alone()
 
 # RL_FINISH KEYS: n GCRA keys (the token limits), then m lease keys.
 #           ARGV: n, m, (period_us, limit, cost) per GCRA key, lease id.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
 from redis.commands.core import AsyncScript
@@ -26,8 +27,9 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.stores.base import AtomicOp, OnError, StoreUnavailable, Write
-from gateway.stores.redis_url import close, connect, redacted
+from gateway.stores import admission
+from gateway.stores.base import AdmissionOp, Admitted, AtomicOp, OnError, Step, StoreUnavailable, Write
+from gateway.stores.redis_url import close, connect, parse_redis_url, redacted
 
 __all__ = ["RedisStore", "redacted"]
 
@@ -63,6 +65,9 @@ class RedisStore:
         # No automatic retries (see redis_url.connect): a retried script could apply twice.
         self._client = connect(url, timeout=timeout)
         self._scripts: dict[str, AsyncScript] = {}
+        # A cluster runs one script on one slot only: an admission whose steps' keys sit in several slots
+        # (the rate limit's `{rl}` and the budget's `{budget}`) runs slot by slot there (see `admit`).
+        self._cluster = parse_redis_url(url).topology == "cluster"
         self.healthy = True
 
     async def get(self, key: str) -> bytes | None:
@@ -100,6 +105,83 @@ class RedisStore:
             lambda: script(keys=list(keys), args=[int(a) for a in args]), op.fail_open(keys, args)
         )
         return [int(x) for x in result]
+
+    def _composite(self, ops: Sequence[AdmissionOp], on_hit: Sequence[AdmissionOp] = ()) -> AsyncScript:
+        name = admission.composite_name(ops, on_hit)
+        script = self._scripts.get(name)
+        if script is None:
+            lua = admission.composite_lua(ops, on_hit)
+            script = self._scripts[name] = self._client.register_script(lua)
+        return script
+
+    async def admit(
+        self,
+        steps: Sequence[Step],
+        reads: Sequence[str] = (),
+        *,
+        guard: str | None = None,
+        on_hit: Sequence[Step] = (),
+    ) -> Admitted:
+        """One pipeline (one round trip): the steps' composed script (`gateway/stores/admission.py`), then an
+        MGET of `reads`. A script the server does not know yet is loaded and run again (one more trip).
+
+        On Redis Cluster one script cannot span slots, so the steps run as one script per hash tag, in
+        order, stopping at the first refusal (a trip each), the guard is not checked, and the reads go by
+        `get_many`: there, a step that refuses after an earlier slot admitted does not undo that slot's
+        charge (its `charged` says so).
+        """
+        if self._cluster:
+            return await self._admit_by_slot(steps, reads)
+        scripted = bool(steps or on_hit)
+        if scripted:
+            script = self._composite([s.op for s in steps], [s.op for s in on_hit])
+            keys, args = admission.composite_args(steps, guard, on_hit)
+        pipe = self._client.pipeline(transaction=False)
+        if scripted:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        if reads:
+            pipe.mget(list(reads))
+        fallback = admission.fail_open(steps, reads)
+        replies = await self._call(lambda: pipe.execute(raise_on_error=False), None)
+        if replies is None:
+            return fallback
+        values = replies[-1] if reads else []
+        if not scripted:
+            return Admitted(True, [], [None if v is None else bytes(v) for v in values], [])
+        raw = replies[0]
+        if isinstance(raw, NoScriptError):
+            raw = await self._call(lambda: script(keys=keys, args=args), None)
+            if raw is None:
+                return fallback
+        for reply in (raw, values):
+            if isinstance(reply, Exception):
+                raise reply
+        hit, ok, results = admission.split_answer(raw, len(steps), len(on_hit))
+        return Admitted(
+            ok, results, [None if v is None else bytes(v) for v in values], [ok] * len(results), hit
+        )
+
+    async def _admit_by_slot(self, steps: Sequence[Step], reads: Sequence[str]) -> Admitted:
+        groups: dict[str, list[int]] = {}
+        for i, step in enumerate(steps):
+            groups.setdefault(_hash_tag(step.keys[0]) if step.keys else "", []).append(i)
+        results: list[list[int]] = [[] for _ in steps]
+        charged = [False] * len(steps)
+        ok = True
+        for members in groups.values():
+            part = [steps[i] for i in members]
+            script = self._composite([step.op for step in part])
+            keys, args = admission.composite_args(part)
+            answers = [s.op.fail_open(s.keys, s.args) for s in part]
+            fallback = [0, 1, *(x for answer in answers for x in (len(answer), *answer))]
+            raw = await self._call(partial(script, keys=keys, args=args), fallback)
+            _, ok, answers = admission.split_answer(raw, len(part))
+            for i, answer in zip(members, answers, strict=True):
+                results[i] = answer
+                charged[i] = ok
+            if not ok:
+                break
+        return Admitted(ok, results, await self.get_many(reads) if reads else [], charged)
 
     async def write_many(self, writes: Sequence[Write]) -> None:
         """One pipeline (not a transaction: each write is atomic on its own) of EVALSHA and SET commands.
@@ -161,3 +243,13 @@ class RedisStore:
                 type(exc).__name__,
                 action,
             )
+
+
+def _hash_tag(key: str) -> str:
+    """The part of `key` Redis Cluster hashes: between the first `{` and the next `}` when non-empty."""
+    start = key.find("{")
+    if start >= 0:
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            return key[start + 1 : end]
+    return key

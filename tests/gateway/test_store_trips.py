@@ -1,6 +1,6 @@
-"""Redis round trips per request (issue 20): one before the upstream per stateful feature at most, and every
-write after the answer (rate-limit release and reconciliation, budget settlement, cache entry) in one
-pipeline.
+"""Redis round trips per request (issue 20): one before the upstream (the admission: rate limit and budget
+in one script, the cache lookup and route health read with it), and every write after the answer (rate-limit
+release and reconciliation, budget settlement, cache entry) in one pipeline; a cache hit pays one in all.
 
 Trips are counted where redis-py writes commands to a connection (`send_packed_command`: a pipeline of several
 commands is one call), and attributed to the features whose keys they name (`gw:<feature>:...`).
@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from gateway.app import create_app
 from gateway.auth import key_id
 from gateway.config import parse_config
+from gateway.features import cache_generations
 from gateway.stores import MemoryStore, RedisStore, Store, Write, store_key
 from gateway.stores.ops import GCRA, INCR_WINDOW
 
@@ -89,31 +90,38 @@ state: {{{state}redis_url: '{redis_url}', on_error: fail_closed}}
         yield openai.AsyncOpenAI(base_url="http://gateway/v1", api_key=key, http_client=http, max_retries=0)
 
 
-async def test_a_production_request_takes_one_trip_per_feature_before_and_one_after(
+async def test_a_production_request_takes_one_trip_before_and_one_after_and_a_hit_one(
     redis_url: str, trips: Trips
 ) -> None:
     name = f"trips{uuid.uuid4().hex[:8]}"
     key = f"sk-{name}-0123456789"
     prompt = [{"role": "user", "content": f"hello {name}"}]
     async with sdk(redis_url, key, name) as client:
+        # Warm-up: each script the paths below use is loaded into Redis (a first use costs a trip to load it).
+        for _ in range(2):
+            await client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "warm"}])
+        await purge(redis_url)
         await client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "warm"}])
         trips.reset()
         miss = await client.chat.completions.with_raw_response.create(model="echo", messages=prompt)  # type: ignore[arg-type]
         assert miss.headers["x-gateway-cache"] == "MISS"
-        # Before the upstream: the rate limit (rpm, tpm and the concurrency slot in one script), the budget's
-        # reservation, the cache lookup (the entry and its purge-generation tokens in one MGET), the route's
-        # health (cd). After it: one pipeline with every write.
-        assert trips.counted() == {
-            "rl": 1,
-            "budget": 1,
-            "cache+cachegen": 1,
-            "cd": 1,
-            "budget+cache+cd+rl": 1,
-        }
+        # Before the upstream, one pipeline: the rate limit (rpm, tpm and the concurrency slot) and the
+        # budget's reservation in one script, the cache lookup (the entry and its purge-generation tokens)
+        # and the route's health (cd) in one MGET. After it: one pipeline with every write.
+        assert trips.counted() == {"budget+cache+cachegen+cd+rl": 1, "budget+cache+cd+rl": 1}
         trips.reset()
         hit = await client.chat.completions.with_raw_response.create(model="echo", messages=prompt)  # type: ignore[arg-type]
         assert hit.headers["x-gateway-cache"] == "HIT"
-        assert trips.counted() == {"rl": 1, "budget": 1, "cache+cachegen": 1, "budget+rl": 1}
+        # A hit pays one trip: the same admission, which found the entry (its guard) and so only counted a
+        # request (no tokens, no slot, no reservation), leaving nothing to give back after the answer.
+        assert trips.counted() == {"budget+cache+cachegen+cd+rl": 1}
+        # Purged: the entry is still there but may not be served. The admission that ran as a hit is made
+        # again in full (tokens, slot, reservation; the request is not counted twice), then the writes.
+        await purge(redis_url)
+        trips.reset()
+        again = await client.chat.completions.with_raw_response.create(model="echo", messages=prompt)  # type: ignore[arg-type]
+        assert again.headers["x-gateway-cache"] == "MISS"
+        assert trips.counted() == {"budget+cache+cachegen+cd+rl": 2, "budget+cache+cd+rl": 1}
     # The pipelined writes did apply: the slot is free again, the budget holds no reservation and has spent.
     raw = aioredis.Redis.from_url(redis_url)
     try:
@@ -141,7 +149,9 @@ async def test_a_settlement_for_the_global_store_is_not_flushed_into_the_regiona
         await client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "warm"}])
         trips.reset()
         await client.chat.completions.create(model="echo", messages=[{"role": "user", "content": name}])
-        assert trips.counted() == {"rl": 1, "budget": 2, "cache+cachegen": 1, "cd": 1, "cache+cd+rl": 1}
+        # The region's admission (rate limit, cache, route health) and its after-answer pipeline, and the
+        # budget's reservation and settlement in the global store: one trip each.
+        assert trips.counted() == {"cache+cachegen+cd+rl": 1, "budget": 2, "cache+cd+rl": 1}
     regional, shared = aioredis.Redis.from_url(redis_url), aioredis.Redis.from_url(global_url)
     try:
         assert [k async for k in regional.scan_iter(f"gw:{{budget}}:key:{name}:*")] == []
@@ -153,6 +163,13 @@ async def test_a_settlement_for_the_global_store_is_not_flushed_into_the_regiona
     finally:
         await regional.aclose()
         await shared.aclose()
+
+
+async def purge(redis_url: str) -> None:
+    """Purge model echo's cached answers, as the admin API does."""
+    store = RedisStore(redis_url)
+    assert await cache_generations.purge(store, model="echo")
+    await store.close()
 
 
 @pytest.fixture(params=["memory", "redis"])

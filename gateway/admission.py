@@ -1,0 +1,162 @@
+"""Admission: what every stage asks of the state store before the upstream, sent in one round trip.
+
+Before a request reaches a provider the stages each need the store: the rate limit checks and charges its
+limits and takes concurrency slots, the budget reserves the most the request can cost, the cache reads the
+entry and its purge-generation tokens, the router reads its routes' health. One after the other that is four
+round trips to Redis. Instead each such stage exposes one optional method::
+
+    async def admission(self, call: Call) -> Claim | None
+
+returning what it needs (an atomic :class:`~gateway.stores.Step` and/or keys to read, on its store) or None,
+and keeps the claim on ``call.scratch`` under its own name. :class:`AdmissionStage`, placed before the first
+of them, gathers every claim in chain order and runs them with :func:`admit`: one ``Store.admit`` per store
+(one script and one MGET in one pipeline on Redis), all steps of a store together all or nothing (a refused
+budget consumes no rate-limit allowance, a refused rate limit reserves no budget). Each stage then reads its
+answer from its claim in ``handle``; a stage used without the admission stage (alone in a test) runs its own
+claim the same way.
+
+Steps on different stores (``state.global_features`` puts budgets in a global store) run one store after the
+other, stopping at the first refusal; so do steps in different Redis Cluster slots (see
+``RedisStore.admit``). A claim's ``charged`` then says whether its step took anything, which its stage must
+give back when a later step refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from gateway.pipeline import Call, Handler, Result
+from gateway.stores.base import Step, Store, StoreUnavailable
+
+
+@dataclass(eq=False, slots=True)
+class Claim:
+    """One stage's share of a request's admission, and (once :func:`admit` ran it) the store's answer.
+
+    ``admitted``: every step of the admission admitted (False also for a claim not run because an earlier
+    one refused); ``charged``: this claim's step took what it asked for; ``result``: the step's answer;
+    ``values``: the bytes under ``reads``; ``unavailable``: the store is down and ``state.on_error`` is
+    ``fail_closed`` (the stage answers its own 503).
+
+    A cache hit: the cache's claim names its entry as ``guard``; when that key exists the store runs each
+    claim's ``hit_step`` instead of its ``step`` (None: nothing), and ``hit`` tells the stage so. A hit is
+    only counted as a request (no tokens, no concurrency slot, no budget reservation), so nothing is left
+    to give back after it and it pays one round trip in all. If the entry turns out unusable (purged), the
+    cache stage raises :class:`Readmit` and the request is admitted again in full.
+    """
+
+    store: Store
+    step: Step | None = None
+    reads: Sequence[str] = ()
+    hit_step: Step | None = None
+    guard: str | None = None
+    done: bool = False
+    admitted: bool = False
+    charged: bool = False
+    unavailable: bool = False
+    hit: bool = False
+    result: list[int] = field(default_factory=list)
+    values: list[bytes | None] = field(default_factory=list)
+
+
+@runtime_checkable
+class Admitting(Protocol):
+    """A stage that asks the store for something before the upstream (see the module docstring)."""
+
+    async def admission(self, call: Call) -> Claim | None:
+        """What ``call`` needs from the store before the upstream, or None; kept on ``call.scratch``."""
+        ...
+
+
+async def admit(claims: Sequence[Claim]) -> None:
+    """Run ``claims`` (in order) with one ``Store.admit`` per store and fill in their answers."""
+    if not claims:
+        return
+    store = claims[0].store
+    if all(claim.store is store for claim in claims):
+        groups: list[list[Claim]] = [list(claims)]  # the usual case: every feature on one store
+    else:
+        by_store: dict[int, list[Claim]] = {}
+        for claim in claims:
+            by_store.setdefault(id(claim.store), []).append(claim)
+        groups = list(by_store.values())
+    refused = False
+    for group in groups:
+        if refused:
+            for claim in group:
+                claim.done = True
+            continue
+        steps = [(claim, claim.step) for claim in group if claim.step is not None]
+        on_hit = [(claim, claim.hit_step) for claim in group if claim.hit_step is not None]
+        reads = [key for claim in group for key in claim.reads]
+        guard = next((claim.guard for claim in group if claim.guard is not None), None)
+        if guard is None or not on_hit:
+            guard, on_hit = None, []  # nothing a hit would spare: the plain admission
+        try:
+            answer = await group[0].store.admit(
+                [step for _, step in steps], reads, guard=guard, on_hit=[step for _, step in on_hit]
+            )
+        except StoreUnavailable:
+            for claim in group:
+                claim.done = claim.unavailable = True
+            refused = True
+            continue
+        ran = on_hit if answer.hit else steps
+        for (claim, _), result, charged in zip(ran, answer.results, answer.charged, strict=True):
+            claim.result, claim.charged = result, charged
+        at = 0
+        for claim in group:
+            claim.values = answer.values[at : at + len(claim.reads)]
+            at += len(claim.reads)
+            claim.done, claim.admitted, claim.hit = True, answer.ok, answer.hit
+        refused = not answer.ok
+
+
+class Readmit(Exception):
+    """Raised by the cache stage when the admission ran as a hit (its entry existed) but the entry cannot
+    be served (purged, or unreadable): :class:`AdmissionStage` admits the request again as a miss."""
+
+
+FULL = "admission.full"
+"""``call.scratch`` flag of a second admission: no guard (the cache serves no hit), and the request the hit
+admission already counted is not counted again (the rate limit charges its requests buckets nothing)."""
+
+
+class AdmissionStage:
+    """Runs every admitting stage's claim of a request in one round trip per store, before those stages.
+
+    ``stages`` are the stages after this one; those with an ``admission`` method take part, in chain order.
+    """
+
+    def __init__(self, stages: Sequence[object]) -> None:
+        self.admitting = [stage for stage in stages if isinstance(stage, Admitting)]
+
+    async def handle(self, call: Call, next: Handler) -> Result:
+        """Gather the claims of ``call``, run them, then pass it on (twice when a hit was not one)."""
+        await self._admit(call)
+        try:
+            return await next(call)
+        except Readmit:
+            call.scratch[FULL] = True
+            await self._admit(call)
+            return await next(call)
+
+    async def _admit(self, call: Call) -> None:
+        claims = []
+        for stage in self.admitting:
+            claim = await stage.admission(call)
+            if claim is not None:
+                claims.append(claim)
+        if claims:
+            await admit(claims)
+
+
+async def answered(stage: Admitting, call: Call, name: str) -> Claim | None:
+    """``stage``'s claim for ``call`` (kept under ``call.scratch[name]``) with the store's answer: the one
+    the admission stage ran, else one made and run now (a stage used without the admission stage)."""
+    claim = call.scratch[name] if name in call.scratch else await stage.admission(call)
+    if claim is not None and not claim.done:
+        await admit([claim])
+    return claim

@@ -1,0 +1,168 @@
+"""One admission step for the rate limit and the budget (issue 20): all or nothing on both backends, a cache
+hit admitted as one counted request, and a "hit" whose entry was purged admitted again in full."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from gateway.admission import Claim, admit
+from gateway.budget_book import BudgetBook, BudgetSlot
+from gateway.periods import Period, window_for
+from gateway.stores import MemoryStore, RedisStore, Step, Store, store_key
+from gateway.stores.ops import GCRA, PEEK, RL_ADMISSION
+
+pytestmark = pytest.mark.anyio
+
+MINUTE_US = 60_000_000
+NOW = datetime(2026, 12, 4, 12, tzinfo=UTC)
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    if request.param == "memory":
+        s: Store = MemoryStore()
+    else:
+        s = RedisStore(request.getfixturevalue("redis_url"))
+    yield s
+    await s.close()
+
+
+def limits(rpm: int, tpm: int, tokens: int, conc: int = 5) -> tuple[list[str], list[int]]:
+    """Keys and arguments of an RL_ADMISSION step: one rpm, one tpm and one concurrency limit."""
+    base = uuid.uuid4().hex
+    keys = [store_key("rl", base, "req", together=True), store_key("rl", base, "tok", together=True)]
+    keys.append(store_key("rl", base, "conc", together=True))
+    return keys, [2, 1, MINUTE_US, rpm, 1, MINUTE_US, tpm, tokens, MINUTE_US, 7, conc]
+
+
+async def remaining(store: Store, keys: list[str], rpm: int, tpm: int) -> list[int]:
+    """Requests and tokens left (a GCRA peek)."""
+    peek = await store.run(GCRA, keys[:2], [PEEK, MINUTE_US, rpm, 1, MINUTE_US, tpm, 1])
+    return [peek[1], peek[4]]
+
+
+def budget(store: Store, limit_nanos: int) -> tuple[BudgetBook, BudgetSlot]:
+    window = window_for(Period.TOTAL, NOW, ZoneInfo("UTC"))
+    return BudgetBook(store), BudgetSlot("key", f"k{uuid.uuid4().hex[:8]}", limit_nanos, window)
+
+
+async def test_a_refused_budget_consumes_no_rate_limit_allowance_and_takes_no_slot(store: Store) -> None:
+    keys, args = limits(rpm=5, tpm=100, tokens=40, conc=1)
+    book, slot = budget(store, limit_nanos=1_000)
+    refused = await store.admit([Step(RL_ADMISSION, keys, args), book.reservation_step([slot], 2_000, NOW)])
+    assert not refused.ok and refused.charged == [False, False]
+    # The rate limit admitted on its own (allowed, no full slot) but charged nothing, as its answer shows.
+    assert refused.results[0][:2] == [1, 0]
+    assert refused.results[1][:2] == [0, 1]  # the budget refused: its first (only) slot
+    assert await remaining(store, keys, 5, 100) == [5, 100]
+    # The only concurrency slot is still free, and the budget holds no reservation.
+    admitted = await store.admit([Step(RL_ADMISSION, keys, args), book.reservation_step([slot], 500, NOW)])
+    assert admitted.ok and admitted.charged == [True, True]
+    assert await remaining(store, keys, 5, 100) == [4, 60]
+    assert await book.read([slot]) == [(0, 500)]
+
+
+async def test_a_refused_rate_limit_reserves_no_budget(store: Store) -> None:
+    keys, args = limits(rpm=5, tpm=100, tokens=101)  # more tokens than the limit: never admitted
+    book, slot = budget(store, limit_nanos=1_000)
+    answer = await store.admit([Step(RL_ADMISSION, keys, args), book.reservation_step([slot], 500, NOW)])
+    assert not answer.ok
+    assert answer.results[1] == []  # the budget was not even looked at
+    assert await book.read([slot]) == [(0, 0)]
+
+
+async def test_reads_ride_along_and_a_guard_runs_the_hit_steps_instead(store: Store) -> None:
+    keys, args = limits(rpm=5, tpm=100, tokens=40)
+    entry = store_key("cache", uuid.uuid4().hex)
+    book, slot = budget(store, limit_nanos=1_000)
+    steps = [Step(RL_ADMISSION, keys, args), book.reservation_step([slot], 500, NOW)]
+    hit_steps = [Step(RL_ADMISSION, keys[:2], [2, 0, MINUTE_US, 5, 1, MINUTE_US, 100, 0, MINUTE_US, 8])]
+    miss = await store.admit(steps, [entry], guard=entry, on_hit=hit_steps)
+    assert (miss.ok, miss.hit, miss.values) == (True, False, [None])
+    assert len(miss.results) == 2 and await remaining(store, keys, 5, 100) == [4, 60]
+    await store.set(entry, b"answer", 60)
+    hit = await store.admit(steps, [entry], guard=entry, on_hit=hit_steps)
+    assert (hit.ok, hit.hit, hit.values) == (True, True, [b"answer"])
+    assert len(hit.results) == 1  # only the hit's step ran: one request, no tokens, no reservation
+    assert await remaining(store, keys, 5, 100) == [3, 60]
+    assert await book.read([slot]) == [(0, 500)]
+
+
+async def test_claims_on_two_stores_run_one_after_the_other_and_stop_at_a_refusal() -> None:
+    first, second = MemoryStore(), MemoryStore()
+    keys, args = limits(rpm=1, tpm=100, tokens=1)
+    book, slot = budget(second, limit_nanos=1_000)
+    claims = [
+        Claim(first, Step(RL_ADMISSION, keys, args)),
+        Claim(second, book.reservation_step([slot], 5_000, NOW)),
+        Claim(second, reads=["gw:cache:x"]),
+    ]
+    await admit(claims)
+    # The budget on the other store refused after the rate limit's store had charged: its claim says so,
+    # and its stage gives back what it took (the rate limit's own except path).
+    assert [c.charged for c in claims[:2]] == [True, False]
+    assert [c.admitted for c in claims] == [True, False, False]
+    retry = [Claim(first, Step(RL_ADMISSION, keys, args)), Claim(second, reads=["gw:cache:x"])]
+    await admit(retry)
+    assert retry[0].result[0] == 0 and retry[1].done and not retry[1].admitted  # rpm spent: not run
+
+
+async def test_through_the_gateway_a_hit_costs_no_budget_and_a_refused_budget_no_rpm() -> None:
+    import httpx
+    import openai
+
+    from gateway.app import create_app
+    from gateway.config import parse_config
+
+    # Prices such that a handful of answers spend the budget: then misses are refused, hits are not.
+    text = """
+auth:
+  keys:
+    - {name: ann, key: sk-ann-0123456789, rpm: 50, budget: {limit_usd: 1, period: monthly}}
+providers:
+  - {name: mock, type: mock}
+models:
+  - {name: echo, routes: [{provider: mock}], pricing: {input_per_1m: 10000, output_per_1m: 10000}}
+usage: {database: ":memory:"}
+features:
+  rate_limit: {}
+  budgets: {default_max_tokens: 16}
+  cache: {enabled: true, mode: all}
+"""
+    app = create_app(parse_config(text, "admission.yaml"))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway/v1") as http,
+    ):
+        client = openai.AsyncOpenAI(
+            base_url="http://gateway/v1", api_key="sk-ann-0123456789", http_client=http, max_retries=0
+        )
+        asked = [{"role": "user", "content": "hi"}]
+        first = await client.chat.completions.with_raw_response.create(model="echo", messages=asked)  # type: ignore[arg-type]
+        assert first.headers["x-gateway-cache"] == "MISS"
+        left = int(first.headers["x-ratelimit-remaining-requests"])
+        refusals = 0
+        for n in range(20):
+            try:
+                answer = await client.chat.completions.with_raw_response.create(
+                    model="echo",
+                    messages=[{"role": "user", "content": f"new {n}"}],  # type: ignore[list-item]
+                )
+            except openai.RateLimitError as refused:
+                assert refused.code == "budget_exceeded"
+                refusals += 1
+                if refusals == 3:
+                    break
+            else:
+                left = int(answer.headers["x-ratelimit-remaining-requests"])
+        assert refusals == 3  # the budget ran out, and the last three were refused by it
+        # The cached answer costs nothing: served, the budget not consulted, one request counted; the three
+        # refusals counted none (their rate-limit step ran in the same script, uncharged).
+        hit = await client.chat.completions.with_raw_response.create(model="echo", messages=asked)  # type: ignore[arg-type]
+        assert hit.headers["x-gateway-cache"] == "HIT"
+        assert int(hit.headers["x-ratelimit-remaining-requests"]) == left - 1
