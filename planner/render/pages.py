@@ -290,13 +290,26 @@ class Renderer:
             to = target(slug)
             return href(src, to, self.style) if to is not None else "#"
 
+        def a(slug: str) -> str:
+            """`link` for raw HTML, where mkdocs rewrites nothing: the address the built page will have."""
+            to = target(slug)
+            if to is None:
+                return f"{html_escape(slug)} (unknown)"
+            title = diagrams.plan_or_design_title(slug, plans, designs)
+            return f'<a href="{html_escape(href(src, to, self.style))}">{html_escape(title)}</a>'
+
         def page(name: str) -> str:
             return md_link(src, f"{self.roadmap_dir}/{name}")
 
+        def page_href(name: str) -> str:
+            return href(src, f"{self.roadmap_dir}/{name}", self.style)
+
         return {
             "link": link,
+            "a": a,
             "url": url,
             "page": page,
+            "page_href": page_href,
             "dependency_graph": lambda: diagrams.dependency_graph(roadmap, url),
             "gantt": lambda slots, dates: diagrams.gantt(roadmap, slots, dates, url),
         }

@@ -144,9 +144,16 @@ def test_plan_page_has_metadata_evidence_links_and_document(pages: dict[str, str
     assert text.startswith("# Cache\n")
     assert text.count("\n# ") == 0  # the document's own H1 is not repeated
     assert 'planner-status-in-progress">In Progress</span>' in text
-    assert "| High | Moderate | 1 week | gateway-team | 2026-11-20 | `cache` |" in text
-    assert "**Depends on:** [Usage](usage.md)" in text
-    assert '**Needed by:** [Sockets: "live" \\| fast](ws.md)' in text
+    # The metadata is one HTML block (no blank line inside), its links the addresses the pages will have.
+    meta = text.split('<div class="planner-meta">\n', 1)[1].split("\n</div>\n", 1)[0]
+    assert "\n\n" not in meta and " markdown" not in meta
+    assert (
+        "<td>High</td><td>Moderate</td><td>1 week</td><td>gateway-team</td><td>2026-11-20</td>"
+        "<td><code>cache</code></td>" in meta
+    )
+    assert '<strong>Depends on:</strong> <a href="../usage/">Usage</a>' in meta
+    assert '<strong>Needed by:</strong> <a href="../ws/">Sockets: &quot;live&quot; | fast</a>' in meta
+    assert '(<a href="../../timeline/">timeline</a>)' in meta
     assert "4 of 5 acceptance tests passing (evidence recorded 2026-11-26 at commit abc1234)" in text
     assert "- **failed**: `test_miss` in `t.py`" in text and "- passed: `test_hit` in `t.py`" in text
     assert "## Goal\n\nMake cache work." in text
@@ -296,7 +303,7 @@ def test_plans_waiting_on_unfinished_work_are_marked_blocked_with_their_owner(pa
     ws_card = next(card for title, card in cards.items() if title.startswith("Sockets"))
     assert ws_card.endswith("blocked</span> by [Cache](plans/cache.md)")
     assert "planner-flag-blocked" not in cards["Usage"]
-    assert "blocked</span> by [Usage](usage.md)" in pages["roadmap/plans/cache.md"]
+    assert 'blocked</span> by <a href="../usage/">Usage</a>' in pages["roadmap/plans/cache.md"]
     priorities = pages["roadmap/priorities.md"]
     assert "| Feature | Status | Owner |" in priorities
     assert "blocked</span> by [Usage](plans/usage.md)" in priorities
@@ -359,11 +366,12 @@ def test_health_targets_and_review_records_are_shown(tmp_path: Path) -> None:
     health = index.split("## Health")[1].split("## Next up")[0]
     assert "| [Cache](plans/cache.md) | ana |" in health and "2026-11-27" in health and "at risk" in health
     page = pages["roadmap/plans/cache.md"]
-    assert "**Health:** off track (assessed 2026-11-25): the vendor cut our quota" in page
-    assert "**Target:** 2026-11-27 <span" in page and "at risk" in page
+    assert "<strong>Health:</strong> off track (assessed 2026-11-25): the vendor cut our quota" in page
+    assert "<strong>Target:</strong> 2026-11-27 <span" in page and "at risk" in page
     assert (
-        "[discussion](<https://example.com/discuss/1>) · reviewers bo · approvers cy · decided 2026-11-20"
-        in page
+        '<a href="https://example.com/discuss/1">discussion</a> · reviewers bo · approvers cy'
+        " · decided 2026-11-20" in page
     )
+    assert '<a href="usage.md">Usage</a>' in page  # plain Markdown files link to the .md file
     chart = pages["roadmap/timeline.md"].split("```mermaid")[1]
     assert "Cache :active, crit, t_cache" in chart  # past its target: drawn red
