@@ -276,6 +276,20 @@ def test_hrefs_between_pages() -> None:
     assert href("roadmap/timeline.md", "roadmap/index.md", d) == "../"
 
 
+def test_hrefs_match_posix_relative_paths() -> None:
+    import itertools
+    import posixpath
+
+    from planner.render.links import _relpath
+
+    addresses = ["", "a", "a/", "a/b/", "a/b/c.html", "roadmap/plans/x/", "design/y/", "../out/z/", "/abs/p/"]
+    for path, start in itertools.product(addresses, addresses):
+        if not start.endswith("/") and start:
+            continue  # hrefs start from a folder
+        expected = posixpath.relpath(path or ".", start or ".")
+        assert _relpath(path, start) == expected, (path, start)
+
+
 def test_markdown_links_match_posix_relative_paths() -> None:
     import itertools
     import posixpath
