@@ -137,9 +137,9 @@ def test_plan_page_metadata_links_reach_the_built_pages(
 ) -> None:
     # The metadata block is raw HTML, which mkdocs neither checks nor rewrites: its links must already be
     # the addresses the built pages have, with and without directory URLs.
-    if not directory_urls:
-        with (project / "mkdocs.yml").open("a", encoding="utf-8") as config:
-            config.write("use_directory_urls: false\n")
+    config = project / "mkdocs.yml"
+    text = config.read_text(encoding="utf-8").replace("plugins:\n", "plugins:\n  - search\n", 1)
+    config.write_text(text + ("" if directory_urls else "use_directory_urls: false\n"), encoding="utf-8")
     write_plan(project, "gamma", deps="alpha")
     site = tmp_path / "site"
     assert mkdocs_build(project, site, "--strict").returncode == 0
@@ -153,6 +153,13 @@ def test_plan_page_metadata_links_reach_the_built_pages(
         target = (page.parent / link).resolve()
         assert (target / "index.html" if link.endswith("/") else target).is_file(), link
     assert {Path(h.rstrip("/")).stem for h in hrefs} == {"beta", "gamma", "timeline"}
+    # The plugin sets the block aside while mkdocs converts the page: it is back, once, where it was (under
+    # the title, above the verification box), no placeholder is left, and search indexes it.
+    assert html.count('<div class="planner-meta">') == 1 and "plannermeta" not in html
+    assert html.index('id="alpha"') < html.index("planner-meta") < html.index("Verified progress")
+    index = json.loads((site / "search" / "search_index.json").read_text(encoding="utf-8"))
+    entry = next(d for d in index["docs"] if d["location"].startswith("roadmap/plans/alpha"))
+    assert "Depends on:" in entry["text"] and "Beta" in entry["text"]
 
 
 def test_without_the_diagram_library_pages_say_so(project: Path, tmp_path: Path) -> None:
