@@ -99,7 +99,8 @@ def test_board_has_one_column_per_status(pages: dict[str, str]) -> None:
     for status, count in (("Proposed", 1), ("Planned", 1), ("In Progress", 1), ("Completed", 2)):
         assert f"### {status} ({count})" in board
     completed = board.split("### Completed")[1]
-    assert "[Limits](plans/limits.md)" in completed and "[Admin-Api](../design/admin-api.md)" in completed
+    assert '<li><a href="../plans/limits/">Limits</a><br>' in completed
+    assert '<li><a href="../../design/admin-api/">Admin-Api</a><br>' in completed
 
 
 def test_dependency_diagram_links_nodes_and_colours_by_status(pages: dict[str, str]) -> None:
@@ -312,10 +313,12 @@ def test_plans_waiting_on_unfinished_work_are_marked_blocked_with_their_owner(pa
     # cache depends on usage, which is not finished; ws on cache (not finished) and admin-api (a completed
     # design, which blocks nothing); usage depends on nothing.
     board = pages["roadmap/board.md"]
-    cards = {line.split("]")[0][3:]: line for line in board.splitlines() if line.startswith("- [")}
-    assert "planner-flag-blocked" in cards["Cache"] and "by [Usage](plans/usage.md)" in cards["Cache"]
+    lines = board.splitlines()
+    cards = {line.split(">")[2].split("<")[0]: line for line in lines if line.startswith("<li><a")}
+    assert "planner-flag-blocked" in cards["Cache"]
+    assert 'by <a href="../plans/usage/">Usage</a>' in cards["Cache"]
     ws_card = next(card for title, card in cards.items() if title.startswith("Sockets"))
-    assert ws_card.endswith("blocked</span> by [Cache](plans/cache.md)")
+    assert ws_card.endswith('blocked</span> by <a href="../plans/cache/">Cache</a></li>')
     assert "planner-flag-blocked" not in cards["Usage"]
     assert 'blocked</span> by <a href="../usage/">Usage</a>' in pages["roadmap/plans/cache.md"]
     priorities = pages["roadmap/priorities.md"]
@@ -374,7 +377,8 @@ def test_health_targets_and_review_records_are_shown(tmp_path: Path) -> None:
     )
     plans = tuple(tracked if p.slug == "cache" else p for p in roadmap.plans)
     pages = Renderer(LinkStyle.MARKDOWN).render(replace(roadmap, plans=plans))
-    board_card = next(line for line in pages["roadmap/board.md"].splitlines() if line.startswith("- [Cache]"))
+    board = pages["roadmap/board.md"].splitlines()
+    board_card = next(line for line in board if line.startswith('<li><a href="plans/cache.md">Cache</a>'))
     assert "planner-health-off-track" in board_card and "the vendor cut our quota (2026-11-25)" in board_card
     index = pages["roadmap/index.md"]
     health = index.split("## Health")[1].split("## Next up")[0]
