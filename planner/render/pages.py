@@ -126,7 +126,7 @@ class Renderer:
             keep_trailing_newline=True,
         )
         self.env.filters["md"] = md_escape
-        self.env.filters["html"] = html_escape
+        self.env.filters["html"] = html_text
         self.env.filters["css"] = diagrams.css_name
         self.templates = {name: self.env.get_template(f"{name[:-3]}.md.j2") for name, _ in OVERVIEW_PAGES}
         self.plan_template = self.env.get_template("plan.md.j2")
@@ -364,6 +364,11 @@ def md_escape(text: object) -> str:
 
 def html_escape(text: object) -> str:
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def html_text(text: object) -> str:
+    """Text for the pages' HTML blocks, on one line: a blank line would end the block in Markdown."""
+    return html_escape(text).replace("\n", " ")
 
 
 def state_json(state: FeatureState) -> dict[str, Any]:

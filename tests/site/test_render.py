@@ -367,7 +367,7 @@ def test_health_targets_and_review_records_are_shown(tmp_path: Path) -> None:
         tracking=Tracking(
             target=date(2026, 11, 27),  # before the forecast end: at risk
             health="off track",
-            health_note="the vendor cut our quota",
+            health_note="the vendor cut\n\nour quota",  # a blank line must not end the HTML block
             health_date=date(2026, 11, 25),
             discussion="https://example.com/discuss/1",
             reviewers=("bo",),
@@ -379,12 +379,14 @@ def test_health_targets_and_review_records_are_shown(tmp_path: Path) -> None:
     pages = Renderer(LinkStyle.MARKDOWN).render(replace(roadmap, plans=plans))
     board = pages["roadmap/board.md"].splitlines()
     board_card = next(line for line in board if line.startswith('<li><a href="plans/cache.md">Cache</a>'))
-    assert "planner-health-off-track" in board_card and "the vendor cut our quota (2026-11-25)" in board_card
+    assert "planner-health-off-track" in board_card and "the vendor cut  our quota (2026-11-25)" in board_card
     index = pages["roadmap/index.md"]
     health = index.split("## Health")[1].split("## Next up")[0]
     assert "| [Cache](plans/cache.md) | ana |" in health and "2026-11-27" in health and "at risk" in health
     page = pages["roadmap/plans/cache.md"]
-    assert "<strong>Health:</strong> off track (assessed 2026-11-25): the vendor cut our quota" in page
+    assert "<strong>Health:</strong> off track (assessed 2026-11-25): the vendor cut  our quota" in page
+    meta = page.split('<div class="planner-meta">\n', 1)[1].split("\n</div>\n", 1)[0]
+    assert "\n\n" not in meta
     assert "<strong>Target:</strong> 2026-11-27 <span" in page and "at risk" in page
     assert (
         '<a href="https://example.com/discuss/1">discussion</a> · reviewers bo · approvers cy'
