@@ -13,8 +13,10 @@ times:
   its default YAML loader), in process and as a process of its own (to compare with the CLI) -- and, for
   reference, with libyaml's loader, which planner itself uses.
 
-For the site it builds the same roadmap twice with mkdocs: once through planner's mkdocs plugin and once as
-plain Markdown pages written beforehand by ``planner render --out``, and reports the ratio.
+For the site it builds the same roadmap with mkdocs through planner's mkdocs plugin and as plain Markdown
+pages written beforehand by ``planner render --out``, and reports the ratio (the target); for reference it
+also builds the plain pages with the Markdown extensions the plugin turns on, which the first plain build
+lacks. The builds alternate, so a change in the shared machine's load touches each alike.
 
 Targets (issue 9): validate <= 2 x the front-matter baseline, site build <= 1.3 x the plain build.
 Results go to stdout and to ``bench/results/planner-<time>.json`` (or ``--json PATH``).
