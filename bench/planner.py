@@ -13,8 +13,10 @@ times:
   its default YAML loader), in process and as a process of its own (to compare with the CLI) -- and, for
   reference, with libyaml's loader, which planner itself uses.
 
-For the site it builds the same roadmap twice with mkdocs: once through planner's mkdocs plugin and once as
-plain Markdown pages written beforehand by ``planner render --out``, and reports the ratio.
+For the site it builds the same roadmap with mkdocs through planner's mkdocs plugin and as plain Markdown
+pages written beforehand by ``planner render --out``, and reports the ratio (the target); for reference it
+also builds the plain pages with the Markdown extensions the plugin turns on, which the first plain build
+lacks. The builds alternate, so a change in the shared machine's load touches each alike.
 
 Targets (issue 9): validate <= 2 x the front-matter baseline, site build <= 1.3 x the plain build.
 Results go to stdout and to ``bench/results/planner-<time>.json`` (or ``--json PATH``).
@@ -23,6 +25,7 @@ Results go to stdout and to ``bench/results/planner-<time>.json`` (or ``--json P
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -324,6 +327,23 @@ plugins:
 """
 
 
+def markdown_extensions_yaml() -> str:
+    """The Markdown extensions planner's plugin turns on, as mkdocs.yml text (the mermaid fence's format is
+    a Python name, which yaml.safe_dump cannot write)."""
+    from planner.mkdocs_plugin import MERMAID_FENCE, REQUIRED_EXTENSIONS
+
+    lines = ["markdown_extensions:", *(f"  - {name}" for name in REQUIRED_EXTENSIONS)]
+    fence = MERMAID_FENCE["format"]
+    lines += [
+        "  - pymdownx.superfences:",
+        "      custom_fences:",
+        f"        - name: {MERMAID_FENCE['name']}",
+        f"          class: {MERMAID_FENCE['class']}",
+        f"          format: !!python/name:{fence.__module__}.{fence.__name__}",  # type: ignore[attr-defined]
+    ]
+    return "\n".join(lines) + "\n"
+
+
 # Like planner's plugin: past this many plans, plan pages are left out of the navigation, which would
 # otherwise list every plan on every page (output quadratic in the number of plans).
 NAV_PLANS_LIMIT = 50
@@ -378,6 +398,10 @@ def bench_site(root: Path, repeat: int) -> dict[str, Any]:
         {"nav": plain_nav(static)}, sort_keys=False
     )
     (root / "mkdocs-plain.yml").write_text(plain, encoding="utf-8")
+    # For reference, not the target: the same plain build with the Markdown extensions the pages need, which
+    # the plugin turns on (without them admonitions and Markdown inside HTML show as text). The difference
+    # between this build and the plugin's is what the plugin itself costs.
+    (root / "mkdocs-plain-ext.yml").write_text(plain + markdown_extensions_yaml(), encoding="utf-8")
     pages = sum(1 for _ in static.rglob("*.md"))
 
     def build(config: str, out: str) -> None:
@@ -390,18 +414,30 @@ def bench_site(root: Path, repeat: int) -> dict[str, Any]:
         if proc.returncode != 0:
             raise RuntimeError(f"mkdocs build -f {config} failed:\n{proc.stderr[-2000:]}")
 
+    builds = {
+        "plugin": ("mkdocs.yml", "site-plugin"),
+        "plain": ("mkdocs-plain.yml", "site-plain"),
+        "plain_extensions": ("mkdocs-plain-ext.yml", "site-plain-ext"),
+    }
+    times = {name: Times() for name in builds}
     try:
-        plugin_times, _ = _timed(lambda: build("mkdocs.yml", "site-plugin"), repeat, in_process=False)
-        plain_times, _ = _timed(lambda: build("mkdocs-plain.yml", "site-plain"), repeat, in_process=False)
+        for config, out in builds.values():  # untimed: imports, the OS file cache
+            build(config, out)
+        # Alternated, so a change in the shared machine's load touches every build alike.
+        for _ in range(repeat):
+            for name, (config, out) in builds.items():
+                run, _ = _timed(functools.partial(build, config, out), 1, warmup=False, in_process=False)
+                times[name].append(run[0])
+                times[name].cpu.append(run.cpu[0])
     except RuntimeError as exc:
         return {"skipped": str(exc)[-800:]}
-    result: dict[str, Any] = {
-        "pages": pages,
-        "plugin": _summary(plugin_times),
-        "plain": _summary(plain_times),
-    }
+    result: dict[str, Any] = {"pages": pages, **{name: _summary(runs) for name, runs in times.items()}}
     result["ratio"] = result["plugin"]["median_s"] / result["plain"]["median_s"]
     result["ratio_cpu"] = result["plugin"]["cpu_median_s"] / result["plain"]["cpu_median_s"]
+    result["ratio_extensions"] = result["plugin"]["median_s"] / result["plain_extensions"]["median_s"]
+    result["ratio_extensions_cpu"] = (
+        result["plugin"]["cpu_median_s"] / result["plain_extensions"]["cpu_median_s"]
+    )
     result["target"] = SITE_TARGET
     result["meets_target"] = result["ratio"] <= SITE_TARGET
     return result
@@ -456,6 +492,11 @@ def report(results: dict[str, Any]) -> str:
                 f" ({site['pages']:,} pages): {site['ratio']:.2f}x, target <= {SITE_TARGET:g}x  {verdict}"
                 f"  (CPU time {site['ratio_cpu']:.2f}x)"
             )
+            lines.append(
+                f"  for reference, plain mkdocs with the plugin's Markdown extensions"
+                f" {site['plain_extensions']['median_s']:.2f} s: plugin {site['ratio_extensions']:.2f}x"
+                f" (CPU time {site['ratio_extensions_cpu']:.2f}x)"
+            )
     return "\n".join(lines)
 
 
@@ -496,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
             root = workdir / f"site-{args.site_plans}"
             write_project(root, args.site_plans)
             results["site_plans"] = args.site_plans
-            results["site"] = bench_site(root, max(1, min(args.repeat, 2)))
+            results["site"] = bench_site(root, max(1, min(args.repeat, 3)))
     finally:
         if args.keep:
             print(f"projects kept in {workdir}")

@@ -241,6 +241,16 @@ def planner_section(result: dict[str, Any]) -> list[str]:
                     if "ratio_cpu" in site
                     else []
                 ),
+                *(
+                    [
+                        "| for reference: plain `mkdocs build` with the Markdown extensions the plugin "
+                        f"turns on | {site['plain_extensions']['median_s']:.2f} s |",
+                        f"| ratio to it, wall / CPU time | {site['ratio_extensions']:.2f}× / "
+                        f"{site['ratio_extensions_cpu']:.2f}× |",
+                    ]
+                    if "plain_extensions" in site
+                    else []
+                ),
             ]
     return out
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,8 @@ REQUIRED_EXTENSIONS = (
 )
 _INDEX_LINK = re.compile(r"\]\(([\w.-]+\.md)(?:#[^)]*)?\)")
 MERMAID_FENCE = {"name": "mermaid", "class": "planner-mermaid", "format": fence_div_format}
+# A plan page's metadata block, as the renderer writes it: HTML from its first line to its last.
+_META_BLOCK = re.compile(r'^<div class="planner-meta">\n.*?^</div>\n', re.S | re.M)
 
 
 class RoadmapPluginConfig(base.Config):
@@ -75,6 +78,10 @@ class RoadmapPlugin(BasePlugin[RoadmapPluginConfig]):
         self.fetch_tried = False
         self.roadmap: Roadmap | None = None  # read once per build in on_files
         self.design_pages: dict[str, Design] = {}  # docs-relative source → completed design
+        self.plan_pages: set[str] = set()  # docs-relative sources of the generated plan pages
+        # Each plan page's metadata block, set aside while mkdocs converts the page: see on_page_markdown.
+        self.meta_blocks: dict[str, str] = {}
+        self.meta_token = ""
 
     def on_startup(self, *, command: str, dirty: bool) -> None:
         # Defining on_startup keeps this instance across `mkdocs serve` rebuilds, so an offline machine
@@ -125,6 +132,10 @@ class RoadmapPlugin(BasePlugin[RoadmapPluginConfig]):
         if self.mermaid is not None:
             _replace(files, File.generated(config, MERMAID_SITE_PATH, abs_src_path=str(self.mermaid)))
         plan_pages = [uri for uri in pages if uri.startswith(f"{self.config.roadmap_dir}/plans/")]
+        self.plan_pages = set(plan_pages)
+        self.meta_blocks = {}
+        # Unguessable per build, so no text written in a plan can be taken for the placeholder.
+        self.meta_token = f"plannermeta{secrets.token_hex(8)}"
         show_plans = len(plan_pages) <= self.config.nav_plans_limit
         nav = config.nav
         if nav is None and not show_plans:
@@ -145,12 +156,32 @@ class RoadmapPlugin(BasePlugin[RoadmapPluginConfig]):
         value moves to `planner_status`. mkdocs reads every page before rendering any, so the navigation
         built afterwards no longer sees it.
         """
+        if page.file.src_uri in self.plan_pages:
+            return self._set_meta_aside(markdown, page.file.src_uri)
         design = self.design_pages.get(page.file.src_uri)
         if design is None or self.roadmap is None or self.renderer is None:
             return markdown
         if "status" in page.meta:
             page.meta["planner_status"] = page.meta.pop("status")
         return self.renderer.design_page(self.roadmap, design, markdown, page.file.src_uri)
+
+    def on_page_content(self, html: str, /, *, page: Page, config: MkDocsConfig, files: Files) -> str:
+        """The metadata block set aside in on_page_markdown goes back where its placeholder is, before
+        the search plugin (which runs later, on_page_context) indexes the page."""
+        block = self.meta_blocks.pop(page.file.src_uri, None)
+        if block is None:
+            return html
+        return html.replace(f"<p>{self.meta_token}</p>", block.rstrip("\n"), 1)
+
+    def _set_meta_aside(self, markdown: str, src_uri: str) -> str:
+        """A plan page's metadata block is HTML the renderer wrote; Python-Markdown would parse every tag of
+        it only to pass it through unchanged, about a quarter of the page's conversion. It waits aside
+        behind a one-word paragraph and is put back into the page's HTML by on_page_content."""
+        match = _META_BLOCK.search(markdown)
+        if match is None:
+            return markdown
+        self.meta_blocks[src_uri] = match.group(0)
+        return f"{markdown[: match.start()]}{self.meta_token}\n{markdown[match.end() :]}"
 
     def on_serve(
         self, server: LiveReloadServer, /, *, config: MkDocsConfig, builder: Any

@@ -39,8 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import httpx
-
 from planner.config import DEFAULT_CLOSED_STATUSES
 from planner.evidence import Evidence, FeatureEvidence, RecordedTest, evidence_path, load_evidence
 from planner.fingerprint import staleness
@@ -413,6 +411,8 @@ def format_table(report: TrackReport) -> str:
 
 def check_reachable(url: str) -> None:
     """Fail early, before every test fails alike, when nothing answers at the live gateway's URL."""
+    import httpx  # here, not at the top: the site build imports this module for `judge` alone
+
     try:
         httpx.get(f"{url.rstrip('/')}/health", timeout=10)
     except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL (`http://[::1`) is not an HTTPError

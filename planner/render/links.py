@@ -34,10 +34,24 @@ def href(from_src: str, to_src: str, style: LinkStyle) -> str:
     """A relative link from the page built from `from_src` to the one built from `to_src`."""
     here, there = page_url(from_src, style), page_url(to_src, style)
     base = here if here.endswith("/") or not here else posixpath.dirname(here)
-    rel = posixpath.relpath(there or ".", base or ".")
+    rel = _relpath(there, base)
     if there.endswith("/") or not there:
         rel = "./" if rel == "." else rel + "/"
     return rel
+
+
+def _relpath(path: str, start: str) -> str:
+    """posixpath.relpath for site-relative addresses, by string work: it is called for every link of every
+    plan page, and posixpath.relpath consults the working directory each time. Anything absolute or
+    climbing (`..`) goes to posixpath.relpath, which knows those cases."""
+    parts = [p for p in path.split("/") if p and p != "."]
+    base = [p for p in start.split("/") if p and p != "."]
+    if path.startswith("/") or start.startswith("/") or ".." in parts or ".." in base:
+        return posixpath.relpath(path or ".", start or ".")
+    common = 0
+    while common < len(base) and common < len(parts) and base[common] == parts[common]:
+        common += 1
+    return "/".join([".."] * (len(base) - common) + parts[common:]) or "."
 
 
 def md_link(from_src: str, to_src: str) -> str:

@@ -126,7 +126,7 @@ class Renderer:
             keep_trailing_newline=True,
         )
         self.env.filters["md"] = md_escape
-        self.env.filters["html"] = html_escape
+        self.env.filters["html"] = html_text
         self.env.filters["css"] = diagrams.css_name
         self.templates = {name: self.env.get_template(f"{name[:-3]}.md.j2") for name, _ in OVERVIEW_PAGES}
         self.plan_template = self.env.get_template("plan.md.j2")
@@ -290,13 +290,26 @@ class Renderer:
             to = target(slug)
             return href(src, to, self.style) if to is not None else "#"
 
+        def a(slug: str) -> str:
+            """`link` for raw HTML, where mkdocs rewrites nothing: the address the built page will have."""
+            to = target(slug)
+            if to is None:
+                return f"{html_escape(slug)} (unknown)"
+            title = diagrams.plan_or_design_title(slug, plans, designs)
+            return f'<a href="{html_escape(href(src, to, self.style))}">{html_escape(title)}</a>'
+
         def page(name: str) -> str:
             return md_link(src, f"{self.roadmap_dir}/{name}")
 
+        def page_href(name: str) -> str:
+            return href(src, f"{self.roadmap_dir}/{name}", self.style)
+
         return {
             "link": link,
+            "a": a,
             "url": url,
             "page": page,
+            "page_href": page_href,
             "dependency_graph": lambda: diagrams.dependency_graph(roadmap, url),
             "gantt": lambda slots, dates: diagrams.gantt(roadmap, slots, dates, url),
         }
@@ -351,6 +364,11 @@ def md_escape(text: object) -> str:
 
 def html_escape(text: object) -> str:
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def html_text(text: object) -> str:
+    """Text for the pages' HTML blocks, on one line: a blank line would end the block in Markdown."""
+    return html_escape(text).replace("\n", " ")
 
 
 def state_json(state: FeatureState) -> dict[str, Any]:

@@ -119,7 +119,7 @@ def test_progress_is_steps_done_over_steps_declared(tmp_path: Path) -> None:
     index = pages["roadmap/index.md"]
     assert "**Steps verified:** 3 of 7 declared implementation steps (43%)" in index
     assert "3 of 7 steps verified, tests 5 of 5 passing" in index.split("## In progress")[1]
-    assert "[Cache](plans/cache.md)<br>" in pages["roadmap/board.md"]
+    assert '<a href="plans/cache.md">Cache</a><br>' in pages["roadmap/board.md"]
     assert "1 week · 3/7 steps" in pages["roadmap/board.md"]
     assert "- [ ] [Cache](plans/cache.md)" in pages["roadmap/readiness.md"]  # all tests pass, 4 steps to go
     cache = next(p for p in json.loads(pages["roadmap/roadmap.json"])["plans"] if p["slug"] == "cache")

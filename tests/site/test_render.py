@@ -99,7 +99,8 @@ def test_board_has_one_column_per_status(pages: dict[str, str]) -> None:
     for status, count in (("Proposed", 1), ("Planned", 1), ("In Progress", 1), ("Completed", 2)):
         assert f"### {status} ({count})" in board
     completed = board.split("### Completed")[1]
-    assert "[Limits](plans/limits.md)" in completed and "[Admin-Api](../design/admin-api.md)" in completed
+    assert '<li><a href="../plans/limits/">Limits</a><br>' in completed
+    assert '<li><a href="../../design/admin-api/">Admin-Api</a><br>' in completed
 
 
 def test_dependency_diagram_links_nodes_and_colours_by_status(pages: dict[str, str]) -> None:
@@ -144,9 +145,16 @@ def test_plan_page_has_metadata_evidence_links_and_document(pages: dict[str, str
     assert text.startswith("# Cache\n")
     assert text.count("\n# ") == 0  # the document's own H1 is not repeated
     assert 'planner-status-in-progress">In Progress</span>' in text
-    assert "| High | Moderate | 1 week | gateway-team | 2026-11-20 | `cache` |" in text
-    assert "**Depends on:** [Usage](usage.md)" in text
-    assert '**Needed by:** [Sockets: "live" \\| fast](ws.md)' in text
+    # The metadata is one HTML block (no blank line inside), its links the addresses the pages will have.
+    meta = text.split('<div class="planner-meta">\n', 1)[1].split("\n</div>\n", 1)[0]
+    assert "\n\n" not in meta and " markdown" not in meta
+    assert (
+        "<td>High</td><td>Moderate</td><td>1 week</td><td>gateway-team</td><td>2026-11-20</td>"
+        "<td><code>cache</code></td>" in meta
+    )
+    assert '<strong>Depends on:</strong> <a href="../usage/">Usage</a>' in meta
+    assert '<strong>Needed by:</strong> <a href="../ws/">Sockets: &quot;live&quot; | fast</a>' in meta
+    assert '(<a href="../../timeline/">timeline</a>)' in meta
     assert "4 of 5 acceptance tests passing (evidence recorded 2026-11-26 at commit abc1234)" in text
     assert "- **failed**: `test_miss` in `t.py`" in text and "- passed: `test_hit` in `t.py`" in text
     assert "## Goal\n\nMake cache work." in text
@@ -269,6 +277,20 @@ def test_hrefs_between_pages() -> None:
     assert href("roadmap/timeline.md", "roadmap/index.md", d) == "../"
 
 
+def test_hrefs_match_posix_relative_paths() -> None:
+    import itertools
+    import posixpath
+
+    from planner.render.links import _relpath
+
+    addresses = ["", "a", "a/", "a/b/", "a/b/c.html", "roadmap/plans/x/", "design/y/", "../out/z/", "/abs/p/"]
+    for path, start in itertools.product(addresses, addresses):
+        if not start.endswith("/") and start:
+            continue  # hrefs start from a folder
+        expected = posixpath.relpath(path or ".", start or ".")
+        assert _relpath(path, start) == expected, (path, start)
+
+
 def test_markdown_links_match_posix_relative_paths() -> None:
     import itertools
     import posixpath
@@ -291,12 +313,14 @@ def test_plans_waiting_on_unfinished_work_are_marked_blocked_with_their_owner(pa
     # cache depends on usage, which is not finished; ws on cache (not finished) and admin-api (a completed
     # design, which blocks nothing); usage depends on nothing.
     board = pages["roadmap/board.md"]
-    cards = {line.split("]")[0][3:]: line for line in board.splitlines() if line.startswith("- [")}
-    assert "planner-flag-blocked" in cards["Cache"] and "by [Usage](plans/usage.md)" in cards["Cache"]
+    lines = board.splitlines()
+    cards = {line.split(">")[2].split("<")[0]: line for line in lines if line.startswith("<li><a")}
+    assert "planner-flag-blocked" in cards["Cache"]
+    assert 'by <a href="../plans/usage/">Usage</a>' in cards["Cache"]
     ws_card = next(card for title, card in cards.items() if title.startswith("Sockets"))
-    assert ws_card.endswith("blocked</span> by [Cache](plans/cache.md)")
+    assert ws_card.endswith('blocked</span> by <a href="../plans/cache/">Cache</a></li>')
     assert "planner-flag-blocked" not in cards["Usage"]
-    assert "blocked</span> by [Usage](usage.md)" in pages["roadmap/plans/cache.md"]
+    assert 'blocked</span> by <a href="../usage/">Usage</a>' in pages["roadmap/plans/cache.md"]
     priorities = pages["roadmap/priorities.md"]
     assert "| Feature | Status | Owner |" in priorities
     assert "blocked</span> by [Usage](plans/usage.md)" in priorities
@@ -343,7 +367,7 @@ def test_health_targets_and_review_records_are_shown(tmp_path: Path) -> None:
         tracking=Tracking(
             target=date(2026, 11, 27),  # before the forecast end: at risk
             health="off track",
-            health_note="the vendor cut our quota",
+            health_note="the vendor cut\n\nour quota",  # a blank line must not end the HTML block
             health_date=date(2026, 11, 25),
             discussion="https://example.com/discuss/1",
             reviewers=("bo",),
@@ -353,17 +377,21 @@ def test_health_targets_and_review_records_are_shown(tmp_path: Path) -> None:
     )
     plans = tuple(tracked if p.slug == "cache" else p for p in roadmap.plans)
     pages = Renderer(LinkStyle.MARKDOWN).render(replace(roadmap, plans=plans))
-    board_card = next(line for line in pages["roadmap/board.md"].splitlines() if line.startswith("- [Cache]"))
-    assert "planner-health-off-track" in board_card and "the vendor cut our quota (2026-11-25)" in board_card
+    board = pages["roadmap/board.md"].splitlines()
+    board_card = next(line for line in board if line.startswith('<li><a href="plans/cache.md">Cache</a>'))
+    assert "planner-health-off-track" in board_card and "the vendor cut  our quota (2026-11-25)" in board_card
     index = pages["roadmap/index.md"]
     health = index.split("## Health")[1].split("## Next up")[0]
     assert "| [Cache](plans/cache.md) | ana |" in health and "2026-11-27" in health and "at risk" in health
     page = pages["roadmap/plans/cache.md"]
-    assert "**Health:** off track (assessed 2026-11-25): the vendor cut our quota" in page
-    assert "**Target:** 2026-11-27 <span" in page and "at risk" in page
+    assert "<strong>Health:</strong> off track (assessed 2026-11-25): the vendor cut  our quota" in page
+    meta = page.split('<div class="planner-meta">\n', 1)[1].split("\n</div>\n", 1)[0]
+    assert "\n\n" not in meta
+    assert "<strong>Target:</strong> 2026-11-27 <span" in page and "at risk" in page
     assert (
-        "[discussion](<https://example.com/discuss/1>) · reviewers bo · approvers cy · decided 2026-11-20"
-        in page
+        '<a href="https://example.com/discuss/1">discussion</a> · reviewers bo · approvers cy'
+        " · decided 2026-11-20" in page
     )
+    assert '<a href="usage.md">Usage</a>' in page  # plain Markdown files link to the .md file
     chart = pages["roadmap/timeline.md"].split("```mermaid")[1]
     assert "Cache :active, crit, t_cache" in chart  # past its target: drawn red

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -128,6 +129,37 @@ def test_fixture_site_generates_pages_in_memory(project: Path, tmp_path: Path) -
     data = json.loads((site / "roadmap" / "roadmap.json").read_text(encoding="utf-8"))
     assert [p["slug"] for p in data["plans"]] == ["alpha", "beta"]
     assert data["plans"][0]["evidence"]["summary"] == "not verified yet"
+
+
+@pytest.mark.parametrize("directory_urls", [True, False])
+def test_plan_page_metadata_links_reach_the_built_pages(
+    project: Path, tmp_path: Path, directory_urls: bool
+) -> None:
+    # The metadata block is raw HTML, which mkdocs neither checks nor rewrites: its links must already be
+    # the addresses the built pages have, with and without directory URLs.
+    config = project / "mkdocs.yml"
+    text = config.read_text(encoding="utf-8").replace("plugins:\n", "plugins:\n  - search\n", 1)
+    config.write_text(text + ("" if directory_urls else "use_directory_urls: false\n"), encoding="utf-8")
+    write_plan(project, "gamma", deps="alpha")
+    site = tmp_path / "site"
+    assert mkdocs_build(project, site, "--strict").returncode == 0
+    page = site / "roadmap" / "plans" / ("alpha/index.html" if directory_urls else "alpha.html")
+    html = page.read_text(encoding="utf-8")
+    meta = html.split('<div class="planner-meta">', 1)[1].split("</div>", 1)[0]
+    assert "<table>" in meta and "<td><code>alpha</code></td>" in meta
+    hrefs = re.findall(r'href="([^"]+)"', meta)
+    assert len(hrefs) == 4  # blocked by beta, depends on beta, needed by gamma, the timeline
+    for link in hrefs:
+        target = (page.parent / link).resolve()
+        assert (target / "index.html" if link.endswith("/") else target).is_file(), link
+    assert {Path(h.rstrip("/")).stem for h in hrefs} == {"beta", "gamma", "timeline"}
+    # The plugin sets the block aside while mkdocs converts the page: it is back, once, where it was (under
+    # the title, above the verification box), no placeholder is left, and search indexes it.
+    assert html.count('<div class="planner-meta">') == 1 and "plannermeta" not in html
+    assert html.index('id="alpha"') < html.index("planner-meta") < html.index("Verified progress")
+    index = json.loads((site / "search" / "search_index.json").read_text(encoding="utf-8"))
+    entry = next(d for d in index["docs"] if d["location"].startswith("roadmap/plans/alpha"))
+    assert "Depends on:" in entry["text"] and "Beta" in entry["text"]
 
 
 def test_without_the_diagram_library_pages_say_so(project: Path, tmp_path: Path) -> None:
