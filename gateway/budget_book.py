@@ -144,6 +144,44 @@ RESERVATION = AdmissionOp(
 )
 RESERVE = RESERVATION.alone()
 
+# --- check (a cache hit): KEYS (hash, leases) per budget; ARGV limit per budget ---------------------------
+# A hit costs nothing, so it reserves nothing; but a key whose budget is used up is refused even a cached
+# answer, as it is every other request (the design's order: budget before cache). Admits while something
+# remains (spent + reserved < limit); answers {1, 0}, or {0, i, spent, reserved} of the first budget i that
+# has nothing left. Never charges: expired leases are reaped, as every budget operation does.
+_CHECK_LUA = (
+    _PURGE_FUNCTIONS
+    + """
+for i = 1, #KEYS / 2 do
+  local h = KEYS[2 * i - 1]
+  purge(h, KEYS[2 * i])
+  local spent, reserved = counters(h)
+  if spent + reserved >= tonumber(ARGV[i]) then
+    return false, function(charge) return {0, i, spent, reserved} end
+  end
+end
+return true, function(charge) return {1, 0} end
+"""
+)
+
+
+def _check_memory(
+    data: MemoryData, keys: Sequence[str], args: Sequence[int]
+) -> tuple[bool, Callable[[bool], list[int]]]:
+    for i, key in enumerate(keys[::2]):
+        spent, reserved, _ = _entry(data, key)
+        if spent + reserved >= args[i]:
+            return False, lambda charge, i=i, spent=spent, reserved=reserved: [0, i + 1, spent, reserved]
+    return True, lambda charge: [1, 0]
+
+
+REMAINS = AdmissionOp(
+    name="budget_remains",
+    lua=_CHECK_LUA,
+    check=_check_memory,
+    fail_open=lambda keys, args: [1, 0],
+)
+
 # --- settle: KEYS (hash, leases) per budget; ARGV lease id, real cost, then ttl_ms per budget -----------
 # Gives the lease's amount back (unless it expired and was reaped already) and adds the cost.
 # Returns (spent, reserved) per budget after settling.
@@ -336,6 +374,11 @@ class BudgetBook:
         for slot in slots:
             args += [slot.limit_nanos, slot.ttl_ms(now)]
         return Step(RESERVATION, _keys(slots), args)
+
+    @staticmethod
+    def remains_step(slots: Sequence[BudgetSlot]) -> Step:
+        """The admission step of a cache hit: admits while every slot has something left, reserves nothing."""
+        return Step(REMAINS, _keys(slots), [slot.limit_nanos for slot in slots])
 
     @staticmethod
     def reservation(step: Step, slots: Sequence[BudgetSlot], result: Sequence[int]) -> Reservation:

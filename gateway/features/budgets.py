@@ -357,7 +357,11 @@ class BudgetStage:
                 call.body = {**call.body, "max_tokens": self.settings.default_max_tokens}
             amount = max_cost(call, self.pricing, self.settings.default_max_tokens)
             slots = [rule.slot(now) for rule in rules]
-            claim = Claim(self.book.store, self.book.reservation_step(slots, amount, now))
+            claim = Claim(
+                self.book.store,
+                self.book.reservation_step(slots, amount, now),
+                hit_step=self.book.remains_step(slots),
+            )
             call.scratch[PLAN] = (rules, slots, amount, now)
         call.scratch[CLAIM] = claim
         return claim
@@ -371,7 +375,11 @@ class BudgetStage:
         if claim.unavailable:
             raise store_unavailable()
         if claim.hit:
-            # Admitted as a cache hit: it costs nothing, so nothing is reserved (or settled).
+            # Admitted as a cache hit: it costs nothing, so nothing is reserved (or settled); but a budget
+            # with nothing left refuses even a cached answer (its check ran in the same round trip).
+            if claim.result and claim.result[0] == 0:
+                refused, spent, reserved = slots[claim.result[1] - 1], claim.result[2], claim.result[3]
+                raise budget_exceeded(refused, spent, reserved, 0, now)
             return await next(call)
         reservation = self.book.reservation(claim.step, slots, claim.result)
         if not reservation.ok:

@@ -93,6 +93,30 @@ async def test_reads_ride_along_and_a_guard_runs_the_hit_steps_instead(store: St
     assert await book.read([slot]) == [(0, 500)]
 
 
+async def test_a_hit_is_refused_when_nothing_of_a_budget_remains_and_charges_nothing(store: Store) -> None:
+    keys, args = limits(rpm=5, tpm=100, tokens=40)
+    book, slot = budget(store, limit_nanos=1_000)
+    entry = f"gw:cache:{uuid.uuid4().hex}"
+    await store.set(entry, b"answer", 60)
+    steps = [Step(RL_ADMISSION, keys, args), book.reservation_step([slot], 2_000, NOW)]
+    hit_args = [1, 0, MINUTE_US, 5, 1, MINUTE_US, 7]  # the rpm bucket only, one request; lease ttl, id
+    hit_steps = [Step(RL_ADMISSION, keys[:1], hit_args), book.remains_step([slot])]
+    # Something remains (less than a miss would reserve): the cached answer is served, nothing reserved.
+    await book.restore(slot, 999, NOW)
+    served = await store.admit(steps, [entry], guard=entry, on_hit=hit_steps)
+    assert (served.ok, served.hit) == (True, True) and served.results[1] == [1, 0]
+    assert await book.read([slot]) == [(999, 0)]
+    assert await remaining(store, keys, 5, 100) == [4, 100]
+    # Nothing remains: the hit is refused too, naming the budget, and its request is not counted.
+    last = await book.reserve([slot], 1, NOW)
+    await book.settle(last, 1, NOW)
+    refused = await store.admit(steps, [entry], guard=entry, on_hit=hit_steps)
+    assert (refused.ok, refused.hit) == (False, True) and refused.results[1] == [0, 1, 1_000, 0]
+    assert refused.charged == [False, False]
+    assert await remaining(store, keys, 5, 100) == [4, 100]
+    assert await book.read([slot]) == [(1_000, 0)]
+
+
 async def test_claims_on_two_stores_run_one_after_the_other_and_stop_at_a_refusal() -> None:
     first, second = MemoryStore(), MemoryStore()
     keys, args = limits(rpm=1, tpm=100, tokens=1)
@@ -166,3 +190,49 @@ features:
         hit = await client.chat.completions.with_raw_response.create(model="echo", messages=asked)  # type: ignore[arg-type]
         assert hit.headers["x-gateway-cache"] == "HIT"
         assert int(hit.headers["x-ratelimit-remaining-requests"]) == left - 1
+
+
+async def test_through_the_gateway_a_hit_is_refused_once_nothing_of_the_budget_remains() -> None:
+    import httpx
+    import openai
+
+    from gateway.app import create_app
+    from gateway.config import parse_config
+    from gateway.features.budgets import BudgetStage
+
+    text = """
+auth:
+  keys:
+    - {name: bob, key: sk-bob-0123456789, rpm: 50, budget: {limit_usd: 1, period: monthly}}
+providers:
+  - {name: mock, type: mock}
+models:
+  - {name: echo, routes: [{provider: mock}], pricing: {input_per_1m: 1, output_per_1m: 1}}
+usage: {database: ":memory:"}
+features:
+  cache: {enabled: true, mode: all}
+"""
+    app = create_app(parse_config(text, "admission.yaml"))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway/v1") as http,
+    ):
+        client = openai.AsyncOpenAI(
+            base_url="http://gateway/v1", api_key="sk-bob-0123456789", http_client=http, max_retries=0
+        )
+        asked = [{"role": "user", "content": "hi"}]
+        first = await client.chat.completions.with_raw_response.create(model="echo", messages=asked)  # type: ignore[arg-type]
+        assert first.headers["x-gateway-cache"] == "MISS"
+        # Spend what is left of bob's budget (as other requests would have), to the last nano-dollar.
+        stage = next(s for s in app.state.gateway.runtime.stages if isinstance(s, BudgetStage))
+        rule = await stage.key_rule("bob", None)
+        assert rule is not None
+        slot = rule.slot(datetime.now(UTC))
+        [(spent, reserved)] = await stage.book.read([slot])
+        assert reserved == 0
+        rest = await stage.book.reserve([slot], slot.limit_nanos - spent, datetime.now(UTC))
+        await stage.book.settle(rest, slot.limit_nanos - spent, datetime.now(UTC))
+        with pytest.raises(openai.RateLimitError) as refused:
+            await client.chat.completions.create(model="echo", messages=asked)  # type: ignore[arg-type]
+        assert refused.value.code == "budget_exceeded" and "key 'bob'" in refused.value.message
+
