@@ -424,3 +424,48 @@ def test_partitioned_hot_path_sends_no_command_to_the_global_store(partitioned_s
         assert _commands(shared) - global_before == 1
         # The limits were checked all the same, in eu-west's own store.
         assert _commands(regional) - regional_before >= 20
+
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE = ROOT / "docs" / "gateway" / "multi-region.md"
+
+
+def published_trips() -> dict[str, float]:
+    """The global round trips per request of each mode, as the docs page's 80 ms table publishes them."""
+    section = PAGE.read_text(encoding="utf-8").split("## What each mode costs", 1)[1].split("\n## ", 1)[0]
+    trips = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 7 and cells[1].strip("*").isdigit():
+            trips[cells[0].split(" (", 1)[0]] = float(cells[1].strip("*"))
+    return trips
+
+
+@pytest.mark.feature("multi-region-deployment", step=8)
+def test_the_published_figures_say_how_many_cross_region_trips_each_mode_really_takes(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    # The page's claim that matters most (partitioned limits add no cross-region trip to the hot path) is
+    # checked against bench/multi_region.py on this checkout: trip counts are exact, unlike latencies.
+    if request.config.getoption("gateway_url"):
+        pytest.skip("runs the bench against gateways of its own")
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (scripts/test installs it)")
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "multi-region.json"
+    proc = subprocess.run(
+        [sys.executable, "bench/multi_region.py", "--quick", "--delay-ms", "2", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    measured = {name: row["global_trips"] for name, row in json.loads(out.read_text())["modes"].items()}
+    published = published_trips()
+    assert set(published) == set(measured), (published, measured)
+    assert published == measured
+    assert published["rate limits partitioned"] == 0 and published["all regional"] == 0
