@@ -235,4 +235,3 @@ features:
         with pytest.raises(openai.RateLimitError) as refused:
             await client.chat.completions.create(model="echo", messages=asked)  # type: ignore[arg-type]
         assert refused.value.code == "budget_exceeded" and "key 'bob'" in refused.value.message
-

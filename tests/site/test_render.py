@@ -395,3 +395,18 @@ def test_health_targets_and_review_records_are_shown(tmp_path: Path) -> None:
     assert '<a href="usage.md">Usage</a>' in page  # plain Markdown files link to the .md file
     chart = pages["roadmap/timeline.md"].split("```mermaid")[1]
     assert "Cache :active, crit, t_cache" in chart  # past its target: drawn red
+
+
+def test_a_roadmap_with_everything_completed_says_so_instead_of_an_empty_timeline(tmp_path: Path) -> None:
+    roadmap = Roadmap(
+        PlannerConfig(root=tmp_path),
+        (make_plan("limits", status="Completed", root=tmp_path),),
+        (make_design("admin-api", tmp_path),),
+        None,
+        (),
+        TODAY,
+    )
+    timeline = Renderer(LinkStyle.DIRECTORY).render(roadmap)["roadmap/timeline.md"]
+    assert "```mermaid" not in timeline and "| Feature |" not in timeline
+    assert "Nothing is left to schedule" in timeline
+    assert "Completed, taking no time:" in timeline and "admin-api" in timeline
