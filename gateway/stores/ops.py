@@ -95,7 +95,8 @@ FORCE, PEEK = 1, 2
 def _gcra_memory(data: MemoryData, keys: Sequence[str], args: Sequence[int], base: int = 1) -> list[int]:
     mode = args[base - 1]
     ok, specs, tats, news = _gcra_plan(data, keys, args, base)
-    return _gcra_apply(data, keys, ok, specs, tats, news, (ok and mode != PEEK) or mode == FORCE, mode == FORCE)
+    charge = (ok and mode != PEEK) or mode == FORCE
+    return _gcra_apply(data, keys, ok, specs, tats, news, charge, mode == FORCE)
 
 
 def _gcra_plan(
