@@ -10,7 +10,7 @@ Starts a fast upstream on loopback (nginx serving a fixed completion and a 200-c
 (the load generator and the upstream share the other one), and measures: requests/s at 32 connections,
 latency p50/p99 at 1 and 32 connections (wrk), streaming time to first chunk and chunks/s, the median
 ``x-gateway-overhead-ms`` at one connection, resident memory after the run and time from start to ready.
-Prints a table and the ratios against issue 9's targets, and writes JSON to ``bench/results/``.
+Prints a table and the ratios against issue 20's targets, and writes JSON to ``bench/results/``.
 See bench/README.md.
 """
 
@@ -475,7 +475,7 @@ def table(result: dict[str, Any]) -> str:
             lines.append(f"  {name:<26}{stack_text(row['stack'])}")
     for warning in result.get("stack_warnings", []):
         lines.append(f"  WARNING: {warning}")
-    lines += ["", "targets (issue 9):"]
+    lines += ["", "targets (issue 20):"]
     for v in result["targets"]:
         if v["value"] is None:
             lines.append(f"  {v['target']:<46} not measured")
