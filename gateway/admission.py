@@ -29,6 +29,7 @@ from typing import Protocol, runtime_checkable
 
 from gateway.pipeline import Call, Handler, Result
 from gateway.stores.base import Step, Store, StoreUnavailable
+from gateway.stores.memory import MemoryStore
 
 
 @dataclass(eq=False, slots=True)
@@ -144,13 +145,34 @@ class AdmissionStage:
             return await next(call)
 
     async def _admit(self, call: Call) -> None:
-        claims = []
+        claims: list[Claim] = []
         for stage in self.admitting:
             claim = await stage.admission(call)
-            if claim is not None:
-                claims.append(claim)
+            if claim is None:
+                continue
+            if not claims and _refused_in_process(claim):
+                # Refused whatever the later claims hold (the budget's maximum cost, the cache key, the
+                # routes' health): they are not built. Only the stage of this claim runs; it answers the
+                # refusal itself (the rate limit's 429) before the later stages would look for theirs.
+                return
+            claims.append(claim)
         if claims:
             await admit(claims)
+
+
+def _refused_in_process(claim: Claim) -> bool:
+    """Fill in ``claim`` as refused when the memory store says its step refuses both on a miss and as a
+    cache hit, charging nothing. Only in process: on Redis finding out would be a round trip of its own, and
+    the admission's one trip carries every claim anyway. A claim without a hit step is not looked at (a hit
+    would run nothing for it, so only the guard could tell)."""
+    store = claim.store
+    if claim.step is None or claim.hit_step is None or not isinstance(store, MemoryStore):
+        return False
+    answer = store.refusal(claim.step, claim.hit_step)
+    if answer is None:
+        return False
+    claim.result, claim.done = answer, True
+    return True
 
 
 async def answered(stage: Admitting, call: Call, name: str) -> Claim | None:

@@ -260,7 +260,8 @@ def create_app(
         headers = {**call.response_headers, **exc.headers} if call is not None else exc.headers
         if openai.wants_anthropic(request):
             return anthropic.error_response(request, anthropic.redacted(exc, gateway.redactor), headers)
-        return JSONResponse(gateway.redactor.body(exc), status_code=exc.status, headers=headers)
+        # Every refusal (429, 402, 400) goes out this way: encoded once with orjson like the answers.
+        return openai.json_response(gateway.redactor.body(exc), exc.status, headers)
 
     async def store_error(request: Request, exc: Exception) -> Response:
         # fail_closed and the shared state store is down: a stage without its own handling let it through.

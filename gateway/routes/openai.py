@@ -97,7 +97,9 @@ def _created(runtime: Runtime) -> int:
 def wants_anthropic(request: Request) -> bool:
     """Whether ``request`` speaks Anthropic's API: under ``/v1/messages``, or sent with the
     ``anthropic-version`` header every Anthropic SDK sends (``/v1/models`` serves both kinds of client)."""
-    return request.url.path.startswith("/v1/messages") or "anthropic-version" in request.headers
+    # The scope's path, not ``request.url``: building the URL object costs more than the rest of a refusal's
+    # answer, and the prefix reads the same in both.
+    return request.scope["path"].startswith("/v1/messages") or "anthropic-version" in request.headers
 
 
 def _anthropic_model(name: str, runtime: Runtime) -> dict[str, Any]:

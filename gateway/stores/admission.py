@@ -127,6 +127,20 @@ def admit_in_memory(data: MemoryData, steps: Sequence[Step]) -> tuple[bool, list
     return ok, results + [[] for _ in range(len(steps) - len(results))]
 
 
+def refusal_in_memory(data: MemoryData, step: Step, hit_step: Step) -> list[int] | None:
+    """`step`'s answer when both it and `hit_step` refuse, charging nothing; None when either admits.
+
+    The admission then refuses whatever else it would hold (its first step refuses on a miss, and on a
+    cache hit too), so the caller can answer without building the other stages' steps and reads.
+    """
+    for candidate in (hit_step, step):  # the hit's step first: it is the smaller check
+        admits, finish = candidate.op.check(data, list(candidate.keys), [int(a) for a in candidate.args])
+        answer = finish(False)
+        if admits:
+            return None
+    return answer
+
+
 def fail_open(steps: Sequence[Step], reads: Sequence[str]) -> Admitted:
     """What `admit` answers when the store is down and `state.on_error` is `fail_open` (never a hit)."""
     results = [step.op.fail_open(step.keys, step.args) for step in steps]

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from gateway.stores.admission import admit_in_memory
+from gateway.stores.admission import admit_in_memory, refusal_in_memory
 from gateway.stores.base import Admitted, AtomicOp, Step, Write
 
 # Expired entries are also removed lazily on access; a periodic sweep bounds what idle keys cost.
@@ -132,6 +132,12 @@ class MemoryStore:
         ran = on_hit if hit else steps
         ok, results = admit_in_memory(_OpData(self._ops, self._now_us()), ran)
         return Admitted(ok, results, [await self.get(key) for key in reads], [ok] * len(ran), hit)
+
+    def refusal(self, step: Step, hit_step: Step) -> list[int] | None:
+        """`step`'s answer if `admit` would refuse it both on a miss and as a hit, charging nothing (see
+        `refusal_in_memory`); None otherwise. In process this costs no round trip, so a refused request
+        need not build the rest of its admission."""
+        return refusal_in_memory(_OpData(self._ops, self._now_us()), step, hit_step)
 
     async def write_many(self, writes: Sequence[Write]) -> None:
         """Apply each write in turn (there is no round trip to save in process)."""

@@ -93,9 +93,18 @@ FORCE, PEEK = 1, 2
 
 
 def _gcra_memory(data: MemoryData, keys: Sequence[str], args: Sequence[int], base: int = 1) -> list[int]:
-    now = data.now_us
     mode = args[base - 1]
-    force = mode == FORCE
+    ok, specs, tats, news = _gcra_plan(data, keys, args, base)
+    charge = (ok and mode != PEEK) or mode == FORCE
+    return _gcra_apply(data, keys, ok, specs, tats, news, charge, mode == FORCE)
+
+
+def _gcra_plan(
+    data: MemoryData, keys: Sequence[str], args: Sequence[int], base: int
+) -> tuple[bool, list[tuple[int, int, int]], list[int], list[int]]:
+    """Whether every limit admits its cost now, each limit's (period, limit, cost), its TAT and its TAT once
+    charged: GCRA's check, which `_gcra_apply` turns into the answer (charging or not) without redoing it."""
+    now = data.now_us
     specs = [(args[base + 3 * i], args[base + 3 * i + 1], args[base + 3 * i + 2]) for i in range(len(keys))]
     tats: list[int] = []
     news: list[int] = []
@@ -106,7 +115,20 @@ def _gcra_memory(data: MemoryData, keys: Sequence[str], args: Sequence[int], bas
         news.append(tat + (cost * period) // limit)
         if cost > limit or news[-1] - period > now:
             ok = False
-    charge = (ok and mode != PEEK) or force
+    return ok, specs, tats, news
+
+
+def _gcra_apply(
+    data: MemoryData,
+    keys: Sequence[str],
+    ok: bool,
+    specs: list[tuple[int, int, int]],
+    tats: list[int],
+    news: list[int],
+    charge: bool,
+    force: bool,
+) -> list[int]:
+    now = data.now_us
     out = [1 if ok or force else 0]
     for key, (period, limit, cost), tat, new in zip(keys, specs, tats, news, strict=True):
         state = tat
@@ -237,8 +259,11 @@ def _rl_admit_check(
     base = 2 + 3 * n
     ttl, lease = args[base], args[base + 1]
     now = data.now_us
-    # GCRA's own layout: its mode, then the triples. A peek first: a refused request touches no slot.
-    peek = _gcra_memory(data, keys[:n], [PEEK, *args[2:base]])
+    # GCRA's own layout: the triples from args[2]. A peek first: a refused request touches no slot. The
+    # charge below applies this same check (nothing runs in between: the admission does not await).
+    gkeys = keys[:n]
+    plan = _gcra_plan(data, gkeys, args, 2)
+    peek = _gcra_apply(data, gkeys, *plan, False, False)
     if peek[0] != 1:
         return False, lambda charge: [0, 0, *peek[1:]]
     held = [{k: exp for k, exp in (data.get(key) or {}).items() if exp > now} for key in keys[n:]]
@@ -247,7 +272,7 @@ def _rl_admit_check(
     def finish(charge: bool) -> list[int]:
         if not charge:
             return [1, full, *peek[1:]]
-        out = _gcra_memory(data, keys[:n], [0, *args[2:base]])
+        out = _gcra_apply(data, gkeys, *plan, True, False)
         for key, leases in zip(keys[n:], held, strict=True):
             leases[lease] = now + ttl
             data.set(key, leases, math.ceil(ttl / 1000))

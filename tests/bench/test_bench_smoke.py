@@ -84,7 +84,7 @@ def test_gateway_bench_quick_run(tmp_path: Path) -> None:
     assert gateway["overhead"]["statuses"] == {"200": gateway["overhead"]["requests"]}
     targets = {row["target"]: row for row in result["targets"]}
     assert targets["gateway start to /ready"]["value"] == gateway["ready_s"]
-    assert "gateway-bare" in proc.stdout and "targets (issue 9)" in proc.stdout
+    assert "gateway-bare" in proc.stdout and "targets (issue 20)" in proc.stdout
     # Every figure says what it ran on: the gateway prints its stack at start and the harness reports it.
     stack = gateway["stack"]
     assert stack["server"].startswith("uvicorn ") and stack["loop"].startswith("uvloop ")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -235,3 +236,80 @@ features:
         with pytest.raises(openai.RateLimitError) as refused:
             await client.chat.completions.create(model="echo", messages=asked)  # type: ignore[arg-type]
         assert refused.value.code == "budget_exceeded" and "key 'bob'" in refused.value.message
+
+
+async def test_in_process_a_refusal_is_found_without_charging_and_only_when_a_hit_would_refuse_too() -> None:
+    store = MemoryStore(clock=lambda: 1_000.0)  # a still clock: the answers compared below hold times
+    keys, args = limits(rpm=5, tpm=100, tokens=101)  # the miss's step refuses: more tokens than the tpm
+    hit_args = [2, 0, MINUTE_US, 5, 1, MINUTE_US, 100, 0, MINUTE_US, 8]
+    step, hit_step = Step(RL_ADMISSION, keys, args), Step(RL_ADMISSION, keys[:2], hit_args)
+    # A hit would still be admitted (one request, no tokens): not a sure refusal.
+    assert store.refusal(step, hit_step) is None
+    spent = Step(RL_ADMISSION, keys[:2], [2, 0, MINUTE_US, 5, 5, MINUTE_US, 100, 0, MINUTE_US, 8])
+    assert (await store.admit([spent])).ok  # all five requests of the minute used
+    answer = store.refusal(step, hit_step)
+    # The answer `admit` gives a refused miss (refused, no full slot, each limit's state), charging nothing.
+    assert answer is not None and answer[:2] == [0, 0]
+    assert answer == (await store.admit([step])).results[0]
+    assert await remaining(store, keys, 5, 100) == [0, 100]
+
+
+async def test_through_the_gateway_a_refused_request_builds_no_other_claim(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import httpx
+    import openai
+
+    from gateway.app import create_app
+    from gateway.config import parse_config
+    from gateway.features import cache
+
+    text = """
+auth:
+  keys:
+    - {name: ann, key: sk-ann-0123456789, rpm: 2, budget: {limit_usd: 100, period: monthly}}
+providers:
+  - {name: mock, type: mock}
+models:
+  - {name: echo, routes: [{provider: mock}], pricing: {input_per_1m: 1, output_per_1m: 1}}
+usage: {database: ":memory:"}
+features:
+  rate_limit: {}
+  budgets: {default_max_tokens: 16}
+  cache: {enabled: true, mode: all}
+"""
+    keyed: list[str] = []
+    real_key = cache.cache_key
+
+    def counted_key(call: Any, tenant: str | None = None) -> str:
+        keyed.append(call.model)
+        return real_key(call, tenant)
+
+    monkeypatch.setattr(cache, "cache_key", counted_key)
+    app = create_app(parse_config(text, "admission.yaml"))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway/v1") as http,
+    ):
+        client = openai.AsyncOpenAI(
+            base_url="http://gateway/v1", api_key="sk-ann-0123456789", http_client=http, max_retries=0
+        )
+        asked = [{"role": "user", "content": "hi"}]
+        assert (await client.chat.completions.with_raw_response.create(model="echo", messages=asked)).headers[  # type: ignore[arg-type]
+            "x-gateway-cache"
+        ] == "MISS"
+        hit = await client.chat.completions.with_raw_response.create(model="echo", messages=asked)  # type: ignore[arg-type]
+        assert hit.headers["x-gateway-cache"] == "HIT"
+        assert len(keyed) == 2
+        # rpm spent: a new prompt and the cached one are both refused by the rate limit, with its headers,
+        # and neither built a cache key (nor the budget's reservation, nor the routes' reads).
+        for content in ("new", "hi"):
+            with pytest.raises(openai.RateLimitError) as refused:
+                await client.chat.completions.create(
+                    model="echo",
+                    messages=[{"role": "user", "content": content}],  # type: ignore[list-item]
+                )
+            assert refused.value.code == "rate_limit_exceeded"
+            assert refused.value.response.headers["x-ratelimit-remaining-requests"] == "0"
+            assert int(refused.value.response.headers["retry-after"]) >= 1
+        assert len(keyed) == 2
