@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from gateway.console import charts
+from gateway.console.bucket_cache import BucketCache, add_buckets, add_by_model
 from gateway.features.budgets import BudgetStage
 from gateway.features.routing import routes_endpoint
 from gateway.features.usage import UsageStage
@@ -26,7 +27,6 @@ from gateway.usage_record import UsageRecord
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
-WINDOWS = (("Last hour", 3600), ("Last day", 86400), ("Last 30 days", 30 * 86400))
 # The ledger has no percentile query (its sinks aggregate sums only), so latency percentiles are computed
 # from the newest records, the ones the request log reads: a bounded read whatever the traffic, exact while
 # a window holds fewer requests than this, a sample of its newest requests beyond.
@@ -83,24 +83,38 @@ def latency(records: list[UsageRecord], since: float, sample: int = LATENCY_SAMP
 
 
 async def overview(
-    gateway: Gateway, window: charts.Window | None = None, now: float | None = None
+    gateway: Gateway,
+    window: charts.Window | None = None,
+    now: float | None = None,
+    cache: BucketCache | None = None,
 ) -> dict[str, Any]:
     """Requests, errors, latency, tokens and cost over the last hour, day and 30 days; the day's by model;
-    the charts of ``window`` (default the last hour), from the ledger's time buckets."""
+    the charts of ``window`` (default the last hour), from the ledger's time buckets.
+
+    Each window's totals are the sums of its chart's buckets (the hour's 60 one-minute buckets, the day's
+    48 half-hours, the 30 days'), so the table and the charts agree and ``cache`` (the console's
+    :class:`BucketCache`; None reads everything) re-reads only the buckets still open.
+    """
     ledger = _ledger(gateway)
     now = time.time() if now is None else now
     window = window or charts.window_of(None)
-    since, until = window.span(now)
-    buckets = await ledger.buckets(since=since, until=until, width=window.width)
+    cache = cache or BucketCache()
     recent = await ledger.records(limit=LATENCY_SAMPLE)
-    windows = []
-    for label, seconds in WINDOWS:
-        [row] = await ledger.summary([], since=now - seconds)
-        windows.append({"label": label, **_totals(row), **latency(recent, now - seconds)})
-    by_model = [
-        {"model": row["group"]["model"], **_totals(row)}
-        for row in await ledger.summary(["model"], since=now - 86400)
-    ]
+    windows: list[dict[str, Any]] = []
+    charted: list[dict[str, Any]] = []
+    for shown in charts.WINDOWS.values():
+        since, until = shown.span(now)
+        buckets = await cache.buckets(ledger, since, until, shown.width, now)
+        if shown == window:
+            charted = buckets
+        windows.append({"label": shown.label, **_totals(add_buckets(buckets)), **latency(recent, since)})
+    if not charted:  # a window of its own, not one of the table's
+        since, until = window.span(now)
+        charted = await cache.buckets(ledger, since, until, window.width, now)
+    day = charts.WINDOWS["day"]
+    since, until = day.span(now)
+    models = add_by_model(await cache.by_model(ledger, since, until, day.width, now))
+    by_model = [{"model": model, **_totals(models[model])} for model in sorted(models)]
     return {
         "windows": windows,
         "by_model": bars(by_model, "requests"),
@@ -108,7 +122,7 @@ async def overview(
         "latency_sample": LATENCY_SAMPLE,
         "window": window,
         "windows_charted": list(charts.WINDOWS.values()),
-        "charts": charts.charts(buckets, window, usage_stage(gateway).timezone),
+        "charts": charts.charts(charted, window, usage_stage(gateway).timezone),
     }
 
 

@@ -33,6 +33,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 
 from gateway.admin.schemas import KeyCreate, KeyRotate, KeyUpdate
 from gateway.console import charts, data
+from gateway.console.bucket_cache import BucketCache
 from gateway.console.sessions import Session, Sessions, new_token, same_token
 from gateway.errors import GatewayError
 from gateway.ledger import LedgerUnavailable
@@ -195,6 +196,8 @@ def router(gateway: Gateway) -> APIRouter:
     console = APIRouter(prefix=PREFIX, include_in_schema=False)
     settings = lambda: gateway.config.features.console  # noqa: E731 - read at each use: reloads change it
     sessions = Sessions(lambda: settings().session_ttl_s, lambda: settings().max_sessions)
+    # Closed time buckets read once, shared by every viewer's page loads and live streams.
+    usage_reads = BucketCache()
     templates = Environment(
         loader=PackageLoader("gateway.console", "templates"),
         autoescape=select_autoescape(["html"]),
@@ -319,7 +322,7 @@ def router(gateway: Gateway) -> APIRouter:
     # --- pages ------------------------------------------------------------------------------------------
 
     async def overview(request: Request, session: Session) -> dict[str, Any]:
-        return await data.overview(gateway, chart_window(request))
+        return await data.overview(gateway, chart_window(request), cache=usage_reads)
 
     async def keys(request: Request, session: Session) -> dict[str, Any]:
         cursor = request.query_params.get("cursor") or None
@@ -349,7 +352,7 @@ def router(gateway: Gateway) -> APIRouter:
     async def rows(which: str, filters: data.RequestFilter, window: charts.Window) -> str:
         """The live page's rows, rendered by the template the page itself includes."""
         if which == "overview":
-            context = await data.overview(gateway, window)
+            context = await data.overview(gateway, window, cache=usage_reads)
         else:
             records = await data.requests(gateway, filters)
             context = {"records": records, "key": filters.key, "filters": filters}
