@@ -150,12 +150,14 @@ class BucketCache:
         for start in starts:
             if start in kept:
                 values.append(kept[start])
-            elif tier == 0:
+                continue
+            # The open buckets (the rest: the closed ones are all kept now), read fresh in one read, or
+            # for a coarse tier made of the finer tier's buckets, mostly closed and kept.
+            if tier == 0:
                 self.reads += 1
-                values.extend(await read(ledger, start, until, width))  # the open buckets, read fresh
-                break
-            else:  # an open coarse bucket: the finer tier's buckets inside it, mostly closed and kept
-                finer = TIERS[tier - 1]
-                parts = await self._series(measure, read, add, ledger, start, start + width, finer, settled)
-                values.append(add(parts))
+                return values + await read(ledger, start, until, width)
+            finer = TIERS[tier - 1]
+            parts = await self._series(measure, read, add, ledger, start, until, finer, settled)
+            per = round(width / finer)
+            return values + [add(parts[at : at + per]) for at in range(0, len(parts), per)]
         return values
