@@ -244,19 +244,6 @@ async def test_logout_ends_the_session_on_the_server() -> None:
         assert (await client.get("/console")).status_code == 303
 
 
-async def test_sessions_expire_and_are_bounded() -> None:
-    from gateway.admin.access import MASTER as PRINCIPAL
-    from gateway.console.sessions import Sessions
-
-    now = [1000.0]
-    sessions = Sessions(lambda: 60, lambda: 2, clock=lambda: now[0])
-    first, second, third = (sessions.open(PRINCIPAL) for _ in range(3))
-    assert sessions.get(first.id) is None  # the oldest was dropped past the limit
-    assert sessions.get(third.id) == third and first.csrf != third.csrf
-    now[0] += 60
-    assert sessions.get(second.id) is None and sessions.get(third.id) is None
-
-
 async def test_static_assets_are_served_by_the_gateway_and_nothing_else_is() -> None:
     async with console() as client:
         css = await client.get("/console/static/console.css")
