@@ -32,12 +32,14 @@ SETTLE_S = 60.0
 KEEP_BUCKETS = 64
 
 Value = Any
-Reader = Callable[[Ledger, float, float, float], Awaitable[list[Value]]]
+Reader = Callable[[Ledger, float, float, float, float], Awaitable[list[Value]]]
 Adder = Callable[[list[Value]], Value]
 
 
-async def read_buckets(ledger: Ledger, since: float, until: float, width: float) -> list[dict[str, Any]]:
-    """The ledger's time buckets of ``[since, until)`` (:meth:`Ledger.buckets`)."""
+async def read_buckets(
+    ledger: Ledger, since: float, until: float, width: float, now: float
+) -> list[dict[str, Any]]:
+    """The ledger's time buckets of ``[since, until)`` in one query (:meth:`Ledger.buckets`)."""
     return await ledger.buckets(since=since, until=until, width=width)
 
 
@@ -50,12 +52,15 @@ def add_buckets(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return total
 
 
-async def read_by_model(ledger: Ledger, since: float, until: float, width: float) -> list[dict[str, Any]]:
-    """Per bucket of ``[since, until)``: the ledger's summary by model, as model -> summary row."""
-    out = []
+async def read_by_model(
+    ledger: Ledger, since: float, until: float, width: float, now: float
+) -> list[dict[str, Any]]:
+    """Per bucket of ``[since, until)``: the ledger's summary by model, as model -> summary row (one query
+    per bucket; none for a bucket starting after ``now``, which holds no request yet)."""
+    out: list[dict[str, Any]] = []
     start = since
     while start < until:
-        rows = await ledger.summary(["model"], since=start, until=start + width)
+        rows = await ledger.summary(["model"], since=start, until=start + width) if start <= now else []
         out.append({row["group"]["model"]: row for row in rows})
         start += width
     return out
@@ -117,8 +122,8 @@ class BucketCache:
                 self._closed.clear()
             if width not in TIERS or since % width or until % width:
                 self.reads += 1
-                return await read(ledger, since, until, width)
-            values = await self._series(measure, read, add, ledger, since, until, width, now - SETTLE_S)
+                return await read(ledger, since, until, width, now)
+            values = await self._series(measure, read, add, ledger, since, until, width, now)
             for (_, tier), kept in self._closed.items():
                 horizon = now - KEEP_BUCKETS * tier
                 for start in [s for s in kept if s < horizon]:
@@ -134,8 +139,9 @@ class BucketCache:
         since: float,
         until: float,
         width: float,
-        settled: float,
+        now: float,
     ) -> list[Value]:
+        settled = now - SETTLE_S
         count = round((until - since) / width)
         starts = [since + index * width for index in range(count)]
         kept = self._closed.setdefault((measure, width), {})
@@ -143,7 +149,7 @@ class BucketCache:
         if missing:  # one read from the first missing to the last (a gap is at most re-read)
             self.reads += 1
             first, last = missing[0], missing[-1] + width
-            for index, value in enumerate(await read(ledger, first, last, width)):
+            for index, value in enumerate(await read(ledger, first, last, width, now)):
                 kept[first + index * width] = value
         tier = TIERS.index(width)
         values = []
@@ -155,9 +161,9 @@ class BucketCache:
             # for a coarse tier made of the finer tier's buckets, mostly closed and kept.
             if tier == 0:
                 self.reads += 1
-                return values + await read(ledger, start, until, width)
+                return values + await read(ledger, start, until, width, now)
             finer = TIERS[tier - 1]
-            parts = await self._series(measure, read, add, ledger, start, until, finer, settled)
+            parts = await self._series(measure, read, add, ledger, start, until, finer, now)
             per = round(width / finer)
             return values + [add(parts[at : at + per]) for at in range(0, len(parts), per)]
         return values

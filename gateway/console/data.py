@@ -7,7 +7,6 @@ console adds no second implementation of any of them, only shapes their answers 
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Mapping
@@ -26,11 +25,6 @@ from gateway.usage_record import UsageRecord
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
-
-# The ledger has no percentile query (its sinks aggregate sums only), so latency percentiles are computed
-# from the newest records, the ones the request log reads: a bounded read whatever the traffic, exact while
-# a window holds fewer requests than this, a sample of its newest requests beyond.
-LATENCY_SAMPLE = 1000
 
 
 def usage_stage(gateway: Gateway) -> UsageStage:
@@ -61,27 +55,6 @@ def bars(rows: list[dict[str, Any]], field: str) -> list[dict[str, Any]]:
     return [{**row, "share": (row[field] / largest) if largest else 0.0} for row in rows]
 
 
-def percentile(values: list[float], fraction: float) -> float | None:
-    """The nearest-rank percentile of ``values`` (``fraction`` 0.5 for p50, 0.99 for p99); None when empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(fraction * len(ordered)))
-    return ordered[rank - 1]
-
-
-def latency(records: list[UsageRecord], since: float, sample: int = LATENCY_SAMPLE) -> dict[str, Any]:
-    """p50 and p99 latency of ``records`` since ``since``; ``sampled`` when the read may have cut it."""
-    values = [r.latency_ms for r in records if r.ts >= since]
-    return {
-        "p50_ms": percentile(values, 0.5),
-        "p99_ms": percentile(values, 0.99),
-        "latency_n": len(values),
-        # Every record read is in the window: older ones in it may have been left out of the read.
-        "latency_sampled": len(records) >= sample and len(values) == len(records),
-    }
-
-
 async def overview(
     gateway: Gateway,
     window: charts.Window | None = None,
@@ -92,14 +65,14 @@ async def overview(
     the charts of ``window`` (default the last hour), from the ledger's time buckets.
 
     Each window's totals are the sums of its chart's buckets (the hour's 60 one-minute buckets, the day's
-    48 half-hours, the 30 days'), so the table and the charts agree and ``cache`` (the console's
-    :class:`BucketCache`; None reads everything) re-reads only the buckets still open.
+    48 half-hours, the 30 days'), its p50 and p99 latency estimated from their summed latency histogram
+    (every request of the window, not a sample), so the table and the charts agree and ``cache`` (the
+    console's :class:`BucketCache`; None reads everything) re-reads only the buckets still open.
     """
     ledger = _ledger(gateway)
     now = time.time() if now is None else now
     window = window or charts.window_of(None)
     cache = cache or BucketCache()
-    recent = await ledger.records(limit=LATENCY_SAMPLE)
     windows: list[dict[str, Any]] = []
     charted: list[dict[str, Any]] = []
     for shown in charts.WINDOWS.values():
@@ -107,7 +80,11 @@ async def overview(
         buckets = await cache.buckets(ledger, since, until, shown.width, now)
         if shown == window:
             charted = buckets
-        windows.append({"label": shown.label, **_totals(add_buckets(buckets)), **latency(recent, since)})
+        total = add_buckets(buckets)
+        p50, p99 = (
+            charts.histogram_percentile(total["latency_le"], total["requests"], f) for f in (0.5, 0.99)
+        )
+        windows.append({"label": shown.label, **_totals(total), "p50_ms": p50, "p99_ms": p99})
     if not charted:  # a window of its own, not one of the table's
         since, until = window.span(now)
         charted = await cache.buckets(ledger, since, until, window.width, now)
@@ -119,7 +96,6 @@ async def overview(
         "windows": windows,
         "by_model": bars(by_model, "requests"),
         "ledger": ledger.status(),
-        "latency_sample": LATENCY_SAMPLE,
         "window": window,
         "windows_charted": list(charts.WINDOWS.values()),
         "charts": charts.charts(charted, window, usage_stage(gateway).timezone),
