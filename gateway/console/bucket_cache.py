@@ -20,6 +20,7 @@ stream share a fill instead of each reading the same rows.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,6 +29,8 @@ from gateway.usage_sql import BUCKET_FIELDS
 
 TIERS = (60.0, 1800.0, 86400.0)
 SETTLE_S = 60.0
+# The open buckets read by one viewer serve every other (and the next window of the same page) this long.
+FRESH_S = 1.0
 # Closed buckets kept per width: the widest window charts 60 buckets; a few more cover the clock moving on.
 KEEP_BUCKETS = 64
 
@@ -84,12 +87,16 @@ def add_by_model(parts: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, 
 class BucketCache:
     """Closed buckets of the ledger's reads, per measure and width; see the module's docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, fresh_s: float = FRESH_S, clock: Callable[[], float] = time.monotonic) -> None:
         self._ledger: Ledger | None = None
         self._replayed = 0
         self._closed: dict[tuple[str, float], dict[float, Value]] = {}
         self._lock = asyncio.Lock()
         self.reads = 0  # ledger reads made, for tests and the benchmark
+        self._fresh_s = fresh_s
+        self._clock = clock
+        # The latest read of the open buckets per measure: (its start, its end, when read, its values).
+        self._open: dict[str, tuple[float, float, float, list[Value]]] = {}
 
     async def buckets(
         self, ledger: Ledger, since: float, until: float, width: float, now: float
@@ -160,10 +167,28 @@ class BucketCache:
             # The open buckets (the rest: the closed ones are all kept now), read fresh in one read, or
             # for a coarse tier made of the finer tier's buckets, mostly closed and kept.
             if tier == 0:
-                self.reads += 1
-                return values + await read(ledger, start, until, width, now)
+                return values + await self._read_open(measure, read, ledger, start, until, width, now)
             finer = TIERS[tier - 1]
             parts = await self._series(measure, read, add, ledger, start, until, finer, now)
             per = round(width / finer)
             return values + [add(parts[at : at + per]) for at in range(0, len(parts), per)]
+        return values
+
+    async def _read_open(
+        self, measure: str, read: Reader, ledger: Ledger, start: float, until: float, width: float, now: float
+    ) -> list[Value]:
+        """The open finest buckets of ``[start, until)``: a read of the same start and at least this end
+        made within ``fresh_s`` serves (the windows of one page, concurrent viewers); else read now."""
+        latest = self._open.get(measure)
+        clock = self._clock()
+        if (
+            latest is not None
+            and latest[0] == start
+            and latest[1] >= until
+            and clock - latest[2] < self._fresh_s
+        ):
+            return latest[3][: round((until - start) / width)]
+        self.reads += 1
+        values = await read(ledger, start, until, width, now)
+        self._open[measure] = (start, until, clock, values)
         return values

@@ -75,7 +75,8 @@ async def overview(
     cache = cache or BucketCache()
     windows: list[dict[str, Any]] = []
     charted: list[dict[str, Any]] = []
-    for shown in charts.WINDOWS.values():
+    # The longest window first: its read of the open minutes then serves the shorter ones (see BucketCache).
+    for shown in reversed(charts.WINDOWS.values()):
         since, until = shown.span(now)
         buckets = await cache.buckets(ledger, since, until, shown.width, now)
         if shown == window:
@@ -84,7 +85,7 @@ async def overview(
         p50, p99 = (
             charts.histogram_percentile(total["latency_le"], total["requests"], f) for f in (0.5, 0.99)
         )
-        windows.append({"label": shown.label, **_totals(total), "p50_ms": p50, "p99_ms": p99})
+        windows.insert(0, {"label": shown.label, **_totals(total), "p50_ms": p50, "p99_ms": p99})
     if not charted:  # a window of its own, not one of the table's
         since, until = window.span(now)
         charted = await cache.buckets(ledger, since, until, window.width, now)

@@ -44,17 +44,31 @@ async def filled_ledger(now: float) -> Ledger:
 
 async def test_every_window_reads_what_the_ledger_holds_and_closed_buckets_only_once() -> None:
     ledger = await filled_ledger(NOW)
-    cache = BucketCache()
+    clock = [0.0]
+    cache = BucketCache(clock=lambda: clock[0])
     try:
         for window in WINDOWS.values():
+            clock[0] += 10  # past FRESH_S: each window reads its own open buckets
             since, until = window.span(NOW)
             direct = await ledger.buckets(since=since, until=until, width=window.width)
             assert await cache.buckets(ledger, since, until, window.width, NOW) == direct, window.name
             assert add_buckets(direct)["requests"] > 0
             # Read again: the same figures, and only the open buckets are read (one query, the minutes').
             reads = cache.reads
+            clock[0] += 10
             assert await cache.buckets(ledger, since, until, window.width, NOW) == direct, window.name
             assert cache.reads == reads + 1
+            # Within FRESH_S of that read (another viewer, the live stream) nothing is read.
+            assert await cache.buckets(ledger, since, until, window.width, NOW) == direct, window.name
+            assert cache.reads == reads + 1
+        # A page's windows, the longest first, share one read of the open minutes.
+        clock[0] += 10
+        reads = cache.reads
+        for window in reversed(WINDOWS.values()):
+            since, until = window.span(NOW)
+            direct = await ledger.buckets(since=since, until=until, width=window.width)
+            assert await cache.buckets(ledger, since, until, window.width, NOW) == direct, window.name
+        assert cache.reads == reads + 1
         # The totals of the day's half-hours, by model, as the ledger's summary of the same span says.
         day = WINDOWS["day"]
         since, until = day.span(NOW)
@@ -69,7 +83,7 @@ async def test_every_window_reads_what_the_ledger_holds_and_closed_buckets_only_
 
 async def test_new_requests_show_in_the_open_buckets_and_a_replay_clears_the_closed_ones() -> None:
     ledger = await filled_ledger(NOW)
-    cache = BucketCache()
+    cache = BucketCache(fresh_s=0.0)
     hour = WINDOWS["hour"]
     since, until = hour.span(NOW)
     try:
