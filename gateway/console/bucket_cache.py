@@ -153,12 +153,23 @@ class BucketCache:
         starts = [since + index * width for index in range(count)]
         kept = self._closed.setdefault((measure, width), {})
         missing = [start for start in starts if start + width <= settled and start not in kept]
+        tier = TIERS.index(width)
+        if missing and tier > 0:
+            # A bucket that just closed is the sum of the finer buckets inside it, kept while it was open
+            # (the last few read now), rather than a read of all its rows. Without any of them kept (the
+            # first read after a start), one read of the coarse buckets is cheaper.
+            finer = TIERS[tier - 1]
+            finer_kept = self._closed.get((measure, finer), {})
+            for start in list(missing):
+                if any(start <= kept_start < start + width for kept_start in finer_kept):
+                    parts = await self._series(measure, read, add, ledger, start, start + width, finer, now)
+                    kept[start] = add(parts)
+                    missing.remove(start)
         if missing:  # one read from the first missing to the last (a gap is at most re-read)
             self.reads += 1
             first, last = missing[0], missing[-1] + width
             for index, value in enumerate(await read(ledger, first, last, width, now)):
                 kept[first + index * width] = value
-        tier = TIERS.index(width)
         values = []
         for start in starts:
             if start in kept:

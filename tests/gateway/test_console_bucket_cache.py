@@ -116,3 +116,29 @@ async def test_a_window_off_the_tiers_is_read_from_the_ledger_each_time() -> Non
         assert cache.reads == 2
     finally:
         await ledger.close()
+
+
+async def test_a_bucket_that_closes_is_made_of_the_finer_buckets_kept_not_read_again() -> None:
+    ledger = await filled_ledger(NOW)
+    cache = BucketCache(fresh_s=0.0)
+    widths: list[float] = []
+    read = ledger.buckets
+
+    async def spy(**query: float) -> list:
+        widths.append(query["width"])
+        return await read(**query)
+
+    ledger.buckets = spy  # type: ignore[method-assign]
+    day = WINDOWS["day"]
+    try:
+        now = NOW
+        for _ in range(40):  # a page refreshed every minute for 40 minutes: a half-hour closes on the way
+            now += 60.0
+            since, until = day.span(now)
+            assert await cache.buckets(ledger, since, until, day.width, now) == await read(
+                since=since, until=until, width=day.width
+            )
+        # The first refresh read the closed half-hours; after it, only minutes are read.
+        assert widths[0] == day.width and set(widths[1:]) == {60.0}
+    finally:
+        await ledger.close()
