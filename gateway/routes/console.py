@@ -46,6 +46,7 @@ from gateway.errors import GatewayError
 from gateway.ledger import LedgerUnavailable
 from gateway.reload import describe, running_config
 from gateway.routes.admin_v1 import authenticate_admin, validation_error
+from gateway.stores.memory import MemoryStore
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -202,9 +203,12 @@ def router(gateway: Gateway) -> APIRouter:
     """The ``/console`` router over ``gateway`` (its sessions live as long as this router)."""
     console = APIRouter(prefix=PREFIX, include_in_schema=False)
     settings = lambda: gateway.config.features.console  # noqa: E731 - read at each use: reloads change it
-    # Sessions in the state store (shared by replicas on Redis), each checked against the running config.
+    # Sessions in the state store when it is shared (Redis: replicas share logins), each checked against the
+    # running config. The memory store is not shared, and its LRU bound is shared with the response cache,
+    # whose churn would evict sessions: there, sessions get a memory store of their own, max_sessions big.
+    own_store = MemoryStore(max_entries=settings().max_sessions)
     sessions = Sessions(
-        lambda: gateway.store,
+        lambda: own_store if isinstance(gateway.store, MemoryStore) else gateway.store,
         lambda: settings().session_ttl_s,
         lambda principal, credential: current_principal(gateway.config, principal, credential),
     )

@@ -114,3 +114,33 @@ async def test_a_gateway_restarted_on_redis_keeps_its_sessions() -> None:
         async with app_client(config) as after:
             after.cookies.set("gateway_console", cookie, path="/console")
             assert (await after.get("/console")).status_code == 200
+
+
+async def test_without_redis_sessions_have_their_own_memory_bounded_by_max_sessions() -> None:
+    config = parse_config(
+        CONFIG + "features: {console: {enabled: true, max_sessions: 2}}\nstate: {memory_max_entries: 10}\n",
+        "console.yaml",
+    )
+    app = create_app(config)
+    gateway = app.state.gateway
+    async with app.router.lifespan_context(app):
+        clients = [
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway")
+            for _ in range(3)
+        ]
+        try:
+            first, second, third = clients
+            assert (await log_in(first)).status_code == 303
+            # The shared memory store churns (the response cache's entries): the session is not evicted.
+            for index in range(50):
+                await gateway.store.set(f"gw:cache:churn:{index}", b"x" * 100, ttl=60)
+            assert (await first.get("/console")).status_code == 200
+            assert (await log_in(second)).status_code == 303
+            assert (await second.get("/console")).status_code == 200
+            assert (await log_in(third)).status_code == 303  # a third session: the least recently used goes
+            assert (await first.get("/console")).status_code == 303
+            assert (await second.get("/console")).status_code == 200
+            assert (await third.get("/console")).status_code == 200
+        finally:
+            for client in clients:
+                await client.aclose()
