@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from gateway.console import charts
@@ -21,7 +21,7 @@ from gateway.features.routing import routes_endpoint
 from gateway.features.usage import UsageStage
 from gateway.ledger import Ledger
 from gateway.pricing import format_usd
-from gateway.usage_record import UsageRecord
+from gateway.usage_record import GroupBy, UsageRecord
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -147,12 +147,16 @@ async def spend(gateway: Gateway, now: float | None = None, with_teams: bool = T
         )
     now = time.time() if now is None else now
     ledger = _ledger(gateway)
-    since = now - 30 * 86400
-    by_key = [{"name": r["group"]["key"], **_totals(r)} for r in await ledger.summary(["key"], since=since)]
-    by_model = [
-        {"name": r["group"]["model"], **_totals(r)} for r in await ledger.summary(["model"], since=since)
-    ]
-    by_team = [_totals(r) | {"group": r["group"]} for r in await ledger.summary(["team"], since=since)]
+    # The 30 UTC days up to today from the daily rollup (maintained at write time): a read of one row per
+    # day, key, team, model and route, however many requests the month held.
+    first = (datetime.fromtimestamp(now, UTC).date() - timedelta(days=29)).isoformat()
+
+    async def month(dimension: GroupBy) -> list[dict[str, Any]]:
+        return await ledger.daily_summary([dimension], first_day=first)
+
+    by_key = [{"name": r["group"]["key"], **_totals(r)} for r in await month("key")]
+    by_model = [{"name": r["group"]["model"], **_totals(r)} for r in await month("model")]
+    by_team = [_totals(r) | {"group": r["group"]} for r in await month("team")]
     team_view = await teams(gateway, budgets, by_team) if with_teams else {"teams": None, "more_teams": False}
     return {
         "budgets": budgets,

@@ -142,3 +142,32 @@ async def test_a_bucket_that_closes_is_made_of_the_finer_buckets_kept_not_read_a
         assert widths[0] == day.width and set(widths[1:]) == {60.0}
     finally:
         await ledger.close()
+
+
+async def test_the_spend_pages_30_days_come_from_the_daily_rollup_not_the_raw_rows() -> None:
+    from datetime import UTC, datetime
+
+    from test_console import console_config
+
+    from gateway.app import create_app
+    from gateway.console import data
+
+    app = create_app(console_config())
+    gateway = app.state.gateway
+    async with app.router.lifespan_context(app):
+        ledger = data.usage_stage(gateway).ledger
+        for index, days in enumerate((0, 10, 29, 30, 40)):  # 30 UTC days up to today: the first three
+            ts = NOW - days * 86400
+            day = datetime.fromtimestamp(ts, UTC).date().isoformat()
+            ledger.record(
+                usage_record(ts=ts, day=day, request_id=f"r{index}", key_name=f"k{days}", model="m")
+            )
+        await ledger.flush()
+
+        async def no_scan(*args: object, **kwargs: object) -> None:
+            raise AssertionError("the spend page scanned the raw rows")
+
+        ledger.summary = no_scan  # type: ignore[method-assign]
+        spend = await data.spend(gateway, now=NOW)
+        assert [row["name"] for row in spend["by_key"]] == ["k0", "k10", "k29"]
+        assert [(row["name"], row["requests"]) for row in spend["by_model"]] == [("m", 3)]
