@@ -14,7 +14,8 @@ already closed here: the spill file replayed after a ledger outage (this replica
 or another replica's late batch to a shared PostgreSQL ledger; they show after a restart of this process.
 
 One instance per console (the router owns it, not the module); a lock makes concurrent viewers and the live
-stream share a fill instead of each reading the same rows.
+streams share a fill instead of each reading the same rows, and a read of the open minutes serves every
+caller for :data:`FRESH_S` (the page's three windows, the other viewers), so viewers do not multiply reads.
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ class BucketCache:
                 # Another ledger (a reload) or late records replayed into past buckets: start over.
                 self._ledger, self._replayed = ledger, ledger.health.replayed
                 self._closed.clear()
+                self._open.clear()
             if width not in TIERS or since % width or until % width:
                 self.reads += 1
                 return await read(ledger, since, until, width, now)
