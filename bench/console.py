@@ -2,6 +2,7 @@
 
     python bench/console.py                         # 3 rounds of 30 s per phase
     python bench/console.py --seconds 3 --rounds 1  # a quick look
+    python bench/console.py --history 60000         # a ledger already holding 60,000 requests an hour
 
 Builds the gateway with ``create_app`` (the production configuration of ``bench/gateway.py`` with
 ``features.console`` on) and an in-memory upstream, then calls the ASGI app directly, one request at a time
@@ -18,6 +19,11 @@ client side of them, counted against the console). The phases alternate (closed,
 drift on a shared machine affects both; the medians over rounds are compared. The ratio open/closed is the
 console's cost to production requests (target at most 1.05, issue 16); it depends on the request rate,
 since the console's reads are per second, not per request: the rate of each phase is printed beside it.
+``--history N`` first writes N usage records spread over the last hour and N more over the 30 days before
+(straight to the ledger, as a busy gateway's would be), so the console's reads meet a production-sized
+ledger from the first phase. At the end, the CPU time of one overview read is measured twice on that
+ledger: with an empty bucket cache (every bucket read, as before the console kept closed buckets) and again
+with the cache the first filled (only the open buckets read), which is what each refresh costs.
 Phases last a fixed time rather than a number of requests, so each open phase spans several of the live
 stream's refreshes (whose interval grows with the cost of a read, see ``LIVE_SHARE`` in
 gateway/routes/console.py) and of the page fetches.
@@ -131,6 +137,45 @@ class OpenConsole:
                 await task
 
 
+async def fill_history(gateway: Any, count: int) -> None:
+    """``count`` records over the last hour and ``count`` over the 30 days before, written to the ledger."""
+    import dataclasses
+    from datetime import UTC, datetime
+
+    from gateway.console.data import usage_stage
+
+    ledger = usage_stage(gateway).ledger
+    [sample] = await ledger.records(limit=1)
+    now = time.time()
+    for index in range(2 * count):
+        span = 3600.0 if index < count else 30 * 86400.0
+        ts = now - span * ((index * 7919) % count + 0.5) / count
+        day = datetime.fromtimestamp(ts, UTC).date().isoformat()
+        ledger.record(dataclasses.replace(sample, ts=ts, day=day, request_id=f"history-{index}"))
+        if index % 5000 == 4999:
+            await ledger.flush()
+    await ledger.flush()
+
+
+async def overview_cpu(gateway: Any) -> dict[str, float] | None:
+    """CPU ms of one overview read with an empty bucket cache, then with the one it filled (median of 5)."""
+    try:
+        from gateway.console.bucket_cache import FRESH_S, BucketCache
+    except ImportError:  # a checkout from before the cache: nothing to compare
+        return None
+    from gateway.console import data
+
+    cold, warm = [], []
+    for _ in range(5):
+        cache = BucketCache()
+        for into in (cold, warm):
+            await asyncio.sleep(FRESH_S)  # the warm read is not served by the cold one's open minutes
+            cpu = time.process_time()
+            await data.overview(gateway, cache=cache)
+            into.append((time.process_time() - cpu) * 1000)
+    return {"cold_ms": statistics.median(cold), "warm_ms": statistics.median(warm)}
+
+
 async def drive_for(app: Any, tag: str, seconds: float) -> tuple[int, Counter[int]]:
     """Production requests, one at a time, each with a new prompt, for ``seconds``: how many and statuses."""
     bodies = body_factory(True, tag)
@@ -142,7 +187,9 @@ async def drive_for(app: Any, tag: str, seconds: float) -> tuple[int, Counter[in
     return sent, statuses
 
 
-async def measure(seconds: float, rounds: int, poll_s: float, workdir: Path) -> dict[str, Any]:
+async def measure(
+    seconds: float, rounds: int, poll_s: float, workdir: Path, history: int = 0
+) -> dict[str, Any]:
     import httpx
     import yaml
 
@@ -160,6 +207,8 @@ async def measure(seconds: float, rounds: int, poll_s: float, workdir: Path) -> 
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
             session = await log_in(client)
             await drive(app, body_factory(True, tag + "-warm"), KEY, 200)  # connections, ledger, caches warm
+            if history:
+                await fill_history(gateway, history)
             for round_ in range(rounds):
                 for phase in PHASES:
                     console = OpenConsole(app, client, session, poll_s) if phase == "open" else None
@@ -178,6 +227,7 @@ async def measure(seconds: float, rounds: int, poll_s: float, workdir: Path) -> 
                             "overview_polls": console.events["polls"] if console else 0,
                         }
                     )
+        overview = await overview_cpu(gateway)
     finally:
         await gateway.close()
     summary = {
@@ -193,6 +243,8 @@ async def measure(seconds: float, rounds: int, poll_s: float, workdir: Path) -> 
         "seconds_per_phase": seconds,
         "rounds": rounds,
         "poll_s": poll_s,
+        "history": history,
+        "overview_cpu": overview,
         "phases": summary,
         "ratio": ratio,
         "target": TARGET,
@@ -210,6 +262,11 @@ def report(results: dict[str, Any]) -> str:
     verdict = "ok" if results["ratio"] <= results["target"] else "OVER TARGET"
     ratio = results["ratio"]
     lines.append(f"\nratio open/closed (CPU per request): {ratio:.3f}  target <= {TARGET}  {verdict}")
+    if results["overview_cpu"]:
+        cold, warm = results["overview_cpu"]["cold_ms"], results["overview_cpu"]["warm_ms"]
+        lines.append(
+            f"one overview read: {cold:.1f} ms CPU with an empty bucket cache, {warm:.1f} ms with it"
+        )
     return "\n".join(lines)
 
 
@@ -218,13 +275,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each phase")
     parser.add_argument("--rounds", type=int, default=3, help="closed/open pairs (medians are compared)")
     parser.add_argument("--poll", type=float, default=30.0, help="seconds between overview page fetches")
+    parser.add_argument(
+        "--history", type=int, default=0, help="records written first: N in the hour, N before"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     import logging
 
     logging.disable(logging.WARNING)  # "no price for route" and the like: not what is measured
     workdir = Path(tempfile.mkdtemp(prefix="console-bench-"))
-    results = asyncio.run(measure(args.seconds, args.rounds, args.poll, workdir))
+    results = asyncio.run(measure(args.seconds, args.rounds, args.poll, workdir, args.history))
     print(report(results))
     out = args.json or HERE / "results" / f"console-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -387,8 +387,8 @@ class Ledger:
         ``[since, until)``, oldest first, empty buckets included (the console's charts).
 
         Each has ``start`` (Unix seconds), ``requests``, ``errors``, ``prompt_tokens``,
-        ``completion_tokens``, ``cost_nanos`` and ``latency_le``: how many requests took at most each of
-        :data:`gateway.usage_sql.LATENCY_EDGES_MS` milliseconds.
+        ``completion_tokens``, ``cost_nanos``, ``cache_hits`` and ``latency_le``: how many requests took at
+        most each of :data:`gateway.usage_sql.LATENCY_EDGES_MS` milliseconds.
         """
         if width <= 0 or until < since:
             raise ValueError("width must be positive and until at or after since")

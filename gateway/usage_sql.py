@@ -121,7 +121,7 @@ def records(
 LATENCY_EDGES_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000)
 """Upper bounds (ms) of the latency histogram each time bucket carries. SQLite has no percentile function, so
 p50/p99 per bucket are estimated from these cumulative counts, as Prometheus' ``histogram_quantile`` does."""
-BUCKET_FIELDS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_nanos")
+BUCKET_FIELDS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_nanos", "cache_hits")
 
 
 def buckets(
@@ -153,6 +153,7 @@ def buckets(
     sql = (
         f"SELECT {index}, COUNT(*), COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0), "
         "COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(cost_nanos), 0), "
+        "COALESCE(SUM(CASE WHEN cache_hit THEN 1 ELSE 0 END), 0), "
         f"{histogram} FROM usage{where.sql()} GROUP BY 1 ORDER BY 1"
     )
     return sql, where.params

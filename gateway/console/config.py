@@ -16,6 +16,6 @@ class ConsoleConfig(BaseModel):
     enabled: bool = False
     # A console session ends this long after login, whatever its use: a stolen cookie does not last.
     session_ttl_s: int = Field(default=8 * 3600, gt=0, le=7 * 86400)
-    # Sessions live in this process's memory; the oldest is dropped past this many, so logins cannot
-    # exhaust memory.
+    # Without a shared (Redis) state store, sessions live in this process's memory: past this many the
+    # least recently used is dropped, so logins cannot exhaust memory. Read at start.
     max_sessions: int = Field(default=1000, gt=0)

@@ -7,30 +7,24 @@ console adds no second implementation of any of them, only shapes their answers 
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from gateway.console import charts
+from gateway.console.bucket_cache import BucketCache, add_buckets, add_by_model
 from gateway.features.budgets import BudgetStage
 from gateway.features.routing import routes_endpoint
 from gateway.features.usage import UsageStage
 from gateway.ledger import Ledger
 from gateway.pricing import format_usd
-from gateway.usage_record import UsageRecord
+from gateway.usage_record import GroupBy, UsageRecord
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
-
-WINDOWS = (("Last hour", 3600), ("Last day", 86400), ("Last 30 days", 30 * 86400))
-# The ledger has no percentile query (its sinks aggregate sums only), so latency percentiles are computed
-# from the newest records, the ones the request log reads: a bounded read whatever the traffic, exact while
-# a window holds fewer requests than this, a sample of its newest requests beyond.
-LATENCY_SAMPLE = 1000
 
 
 def usage_stage(gateway: Gateway) -> UsageStage:
@@ -61,54 +55,51 @@ def bars(rows: list[dict[str, Any]], field: str) -> list[dict[str, Any]]:
     return [{**row, "share": (row[field] / largest) if largest else 0.0} for row in rows]
 
 
-def percentile(values: list[float], fraction: float) -> float | None:
-    """The nearest-rank percentile of ``values`` (``fraction`` 0.5 for p50, 0.99 for p99); None when empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(fraction * len(ordered)))
-    return ordered[rank - 1]
-
-
-def latency(records: list[UsageRecord], since: float, sample: int = LATENCY_SAMPLE) -> dict[str, Any]:
-    """p50 and p99 latency of ``records`` since ``since``; ``sampled`` when the read may have cut it."""
-    values = [r.latency_ms for r in records if r.ts >= since]
-    return {
-        "p50_ms": percentile(values, 0.5),
-        "p99_ms": percentile(values, 0.99),
-        "latency_n": len(values),
-        # Every record read is in the window: older ones in it may have been left out of the read.
-        "latency_sampled": len(records) >= sample and len(values) == len(records),
-    }
-
-
 async def overview(
-    gateway: Gateway, window: charts.Window | None = None, now: float | None = None
+    gateway: Gateway,
+    window: charts.Window | None = None,
+    now: float | None = None,
+    cache: BucketCache | None = None,
 ) -> dict[str, Any]:
     """Requests, errors, latency, tokens and cost over the last hour, day and 30 days; the day's by model;
-    the charts of ``window`` (default the last hour), from the ledger's time buckets."""
+    the charts of ``window`` (default the last hour), from the ledger's time buckets.
+
+    Each window's totals are the sums of its chart's buckets (the hour's 60 one-minute buckets, the day's
+    48 half-hours, the 30 days'), its p50 and p99 latency estimated from their summed latency histogram
+    (every request of the window, not a sample), so the table and the charts agree and ``cache`` (the
+    console's :class:`BucketCache`; None reads everything) re-reads only the buckets still open.
+    """
     ledger = _ledger(gateway)
     now = time.time() if now is None else now
     window = window or charts.window_of(None)
-    since, until = window.span(now)
-    buckets = await ledger.buckets(since=since, until=until, width=window.width)
-    recent = await ledger.records(limit=LATENCY_SAMPLE)
-    windows = []
-    for label, seconds in WINDOWS:
-        [row] = await ledger.summary([], since=now - seconds)
-        windows.append({"label": label, **_totals(row), **latency(recent, now - seconds)})
-    by_model = [
-        {"model": row["group"]["model"], **_totals(row)}
-        for row in await ledger.summary(["model"], since=now - 86400)
-    ]
+    cache = cache or BucketCache()
+    windows: list[dict[str, Any]] = []
+    charted: list[dict[str, Any]] = []
+    # The longest window first: its read of the open minutes then serves the shorter ones (see BucketCache).
+    for shown in reversed(charts.WINDOWS.values()):
+        since, until = shown.span(now)
+        buckets = await cache.buckets(ledger, since, until, shown.width, now)
+        if shown == window:
+            charted = buckets
+        total = add_buckets(buckets)
+        p50, p99 = (
+            charts.histogram_percentile(total["latency_le"], total["requests"], f) for f in (0.5, 0.99)
+        )
+        windows.insert(0, {"label": shown.label, **_totals(total), "p50_ms": p50, "p99_ms": p99})
+    if not charted:  # a window of its own, not one of the table's
+        since, until = window.span(now)
+        charted = await cache.buckets(ledger, since, until, window.width, now)
+    day = charts.WINDOWS["day"]
+    since, until = day.span(now)
+    models = add_by_model(await cache.by_model(ledger, since, until, day.width, now))
+    by_model = [{"model": model, **_totals(models[model])} for model in sorted(models)]
     return {
         "windows": windows,
         "by_model": bars(by_model, "requests"),
         "ledger": ledger.status(),
-        "latency_sample": LATENCY_SAMPLE,
         "window": window,
         "windows_charted": list(charts.WINDOWS.values()),
-        "charts": charts.charts(buckets, window, usage_stage(gateway).timezone),
+        "charts": charts.charts(charted, window, usage_stage(gateway).timezone),
     }
 
 
@@ -156,12 +147,16 @@ async def spend(gateway: Gateway, now: float | None = None, with_teams: bool = T
         )
     now = time.time() if now is None else now
     ledger = _ledger(gateway)
-    since = now - 30 * 86400
-    by_key = [{"name": r["group"]["key"], **_totals(r)} for r in await ledger.summary(["key"], since=since)]
-    by_model = [
-        {"name": r["group"]["model"], **_totals(r)} for r in await ledger.summary(["model"], since=since)
-    ]
-    by_team = [_totals(r) | {"group": r["group"]} for r in await ledger.summary(["team"], since=since)]
+    # The 30 UTC days up to today from the daily rollup (maintained at write time): a read of one row per
+    # day, key, team, model and route, however many requests the month held.
+    first = (datetime.fromtimestamp(now, UTC).date() - timedelta(days=29)).isoformat()
+
+    async def month(dimension: GroupBy) -> list[dict[str, Any]]:
+        return await ledger.daily_summary([dimension], first_day=first)
+
+    by_key = [{"name": r["group"]["key"], **_totals(r)} for r in await month("key")]
+    by_model = [{"name": r["group"]["model"], **_totals(r)} for r in await month("model")]
+    by_team = [_totals(r) | {"group": r["group"]} for r in await month("team")]
     team_view = await teams(gateway, budgets, by_team) if with_teams else {"teams": None, "more_teams": False}
     return {
         "budgets": budgets,

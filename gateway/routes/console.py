@@ -33,11 +33,20 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 
 from gateway.admin.schemas import KeyCreate, KeyRotate, KeyUpdate
 from gateway.console import charts, data
-from gateway.console.sessions import Session, Sessions, new_token, same_token
+from gateway.console.bucket_cache import BucketCache
+from gateway.console.sessions import (
+    Session,
+    Sessions,
+    credential_of,
+    current_principal,
+    new_token,
+    same_token,
+)
 from gateway.errors import GatewayError
 from gateway.ledger import LedgerUnavailable
 from gateway.reload import describe, running_config
 from gateway.routes.admin_v1 import authenticate_admin, validation_error
+from gateway.stores.memory import MemoryStore
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -194,7 +203,17 @@ def router(gateway: Gateway) -> APIRouter:
     """The ``/console`` router over ``gateway`` (its sessions live as long as this router)."""
     console = APIRouter(prefix=PREFIX, include_in_schema=False)
     settings = lambda: gateway.config.features.console  # noqa: E731 - read at each use: reloads change it
-    sessions = Sessions(lambda: settings().session_ttl_s, lambda: settings().max_sessions)
+    # Sessions in the state store when it is shared (Redis: replicas share logins), each checked against the
+    # running config. The memory store is not shared, and its LRU bound is shared with the response cache,
+    # whose churn would evict sessions: there, sessions get a memory store of their own, max_sessions big.
+    own_store = MemoryStore(max_entries=settings().max_sessions)
+    sessions = Sessions(
+        lambda: own_store if isinstance(gateway.store, MemoryStore) else gateway.store,
+        lambda: settings().session_ttl_s,
+        lambda principal, credential: current_principal(gateway.config, principal, credential),
+    )
+    # Closed time buckets read once, shared by every viewer's page loads and live streams.
+    usage_reads = BucketCache()
     templates = Environment(
         loader=PackageLoader("gateway.console", "templates"),
         autoescape=select_autoescape(["html"]),
@@ -212,8 +231,8 @@ def router(gateway: Gateway) -> APIRouter:
         if not settings().enabled:
             raise GatewayError(404, "Not Found", "invalid_request_error", "not_found")
 
-    def session_of(request: Request) -> Session | None:
-        session = sessions.get(request.cookies.get(SESSION_COOKIE))
+    async def session_of(request: Request) -> Session | None:
+        session = await sessions.get(request.cookies.get(SESSION_COOKIE))
         if session is not None:
             request.scope["state"]["key"] = session.principal.name  # the access log names the admin
         return session
@@ -230,7 +249,7 @@ def router(gateway: Gateway) -> APIRouter:
 
         async def handler(request: Request) -> Response:
             check_enabled()
-            session = session_of(request)
+            session = await session_of(request)
             if session is None:
                 return RedirectResponse(f"{PREFIX}/login", status_code=303, headers=SECURITY_HEADERS)
             return await show(request, session, name, scope, build)
@@ -263,7 +282,7 @@ def router(gateway: Gateway) -> APIRouter:
     async def form_session(request: Request, scope: str | None) -> tuple[Session, dict[str, str]]:
         """The session and form of a POST: 401 without a session, 403 with a wrong CSRF token or scope."""
         check_enabled()
-        session = session_of(request)
+        session = await session_of(request)
         if session is None:
             raise FormError(401, "Your console session has ended: log in again.")
         form = await read_form(request)
@@ -280,7 +299,7 @@ def router(gateway: Gateway) -> APIRouter:
 
     async def show_login(request: Request) -> Response:
         check_enabled()
-        if session_of(request) is not None:
+        if await session_of(request) is not None:
             return RedirectResponse(PREFIX, status_code=303, headers=SECURITY_HEADERS)
         return login_page(request)
 
@@ -300,7 +319,10 @@ def router(gateway: Gateway) -> APIRouter:
         except GatewayError as exc:
             message = {401: "That is not an admin key.", 403: "A virtual key cannot log in to the console."}
             return login_page(request, exc.status, message.get(exc.status, exc.message), **exc.headers)
-        session = sessions.open(principal)
+        credential = credential_of(gateway.config, principal)
+        if credential is None:  # the configuration changed between authenticating and here
+            return login_page(request, 401, "That is not an admin key.")
+        session = await sessions.open(principal, credential)
         response = RedirectResponse(PREFIX, status_code=303, headers=SECURITY_HEADERS)
         _cookie(response, request, SESSION_COOKIE, session.id, settings().session_ttl_s)
         response.delete_cookie(LOGIN_CSRF_COOKIE, path=PREFIX, httponly=True, samesite="strict")
@@ -311,7 +333,7 @@ def router(gateway: Gateway) -> APIRouter:
             session, _ = await form_session(request, None)
         except FormError as exc:
             return form_error(exc)
-        sessions.close(session.id)
+        await sessions.close(session.id)
         response = RedirectResponse(f"{PREFIX}/login", status_code=303, headers=SECURITY_HEADERS)
         response.delete_cookie(SESSION_COOKIE, path=PREFIX, httponly=True, samesite="strict")
         return response
@@ -319,7 +341,7 @@ def router(gateway: Gateway) -> APIRouter:
     # --- pages ------------------------------------------------------------------------------------------
 
     async def overview(request: Request, session: Session) -> dict[str, Any]:
-        return await data.overview(gateway, chart_window(request))
+        return await data.overview(gateway, chart_window(request), cache=usage_reads)
 
     async def keys(request: Request, session: Session) -> dict[str, Any]:
         cursor = request.query_params.get("cursor") or None
@@ -349,7 +371,7 @@ def router(gateway: Gateway) -> APIRouter:
     async def rows(which: str, filters: data.RequestFilter, window: charts.Window) -> str:
         """The live page's rows, rendered by the template the page itself includes."""
         if which == "overview":
-            context = await data.overview(gateway, window)
+            context = await data.overview(gateway, window, cache=usage_reads)
         else:
             records = await data.requests(gateway, filters)
             context = {"records": records, "key": filters.key, "filters": filters}
@@ -377,7 +399,11 @@ def router(gateway: Gateway) -> APIRouter:
         last, quiet = None, 0.0
         # A shutdown's drain waits for responses in flight: the stream ends within an interval of it starting
         # instead of holding the drain until its deadline.
-        while sessions.get(session.id) is not None and settings().enabled and not gateway.activity.draining:
+        while (
+            await sessions.get(session.id) is not None
+            and settings().enabled
+            and not gateway.activity.draining
+        ):
             started = time.perf_counter()
             try:
                 html: str | None = await rows(which, filters, window)
@@ -396,7 +422,7 @@ def router(gateway: Gateway) -> APIRouter:
     async def events(request: Request) -> Response:
         """``GET /console/events?page=overview|requests[&filters]``: the page's rows as Server-Sent Events."""
         check_enabled()
-        session = session_of(request)
+        session = await session_of(request)
         if session is None:
             raise GatewayError(401, "Log in to the console first.", "authentication_error", "unauthorized")
         if not session.principal.may("usage:read"):
@@ -507,7 +533,7 @@ def router(gateway: Gateway) -> APIRouter:
 
     async def show_edit(request: Request) -> Response:
         check_enabled()
-        session = session_of(request)
+        session = await session_of(request)
         if session is None:
             return RedirectResponse(f"{PREFIX}/login", status_code=303, headers=SECURITY_HEADERS)
         return await show(request, session, "key_edit", "keys:write", edit_page)
