@@ -28,7 +28,7 @@ from typing import Any
 
 from gateway.features.cooldown import RouteHealth
 from gateway.stores import redis_url
-from gateway.stores.pubsub import Channel
+from gateway.stores.pubsub import Channel, cluster_pubsub_supported
 
 log = logging.getLogger("gateway.cooldown_events")
 
@@ -44,13 +44,16 @@ class CooldownEvents:
     Tasks start on first use in the running event loop (:meth:`publish`, :meth:`attach`).
     """
 
-    def __init__(self, url: str, region: str, *, timeout: float = 5.0, channel: str = CHANNEL) -> None:
+    def __init__(
+        self, url: str, region: str, *, timeout: float = 5.0, channel: str = CHANNEL, sharded: bool = False
+    ) -> None:
         self.region = region
         self.channel = channel
+        self.sharded = sharded
         self.origin = uuid.uuid4().hex
         self.adopted = 0  # other regions' events applied here
         self._adopt: Adopt | None = None
-        self._channel = Channel(url, channel, timeout=timeout, outbox_size=OUTBOX_SIZE)
+        self._channel = Channel(url, channel, timeout=timeout, sharded=sharded, outbox_size=OUTBOX_SIZE)
         # Set once the listener has subscribed (tests wait for it; events before that are not received).
         self.listening = self._channel.listening
 
@@ -96,14 +99,18 @@ class CooldownEvents:
 
 
 def cooldown_events(global_url: str | None, region: str | None, timeout: float) -> CooldownEvents | None:
-    """The cooldown channel for a replica of `region` sharing `global_url`; None without either, or on
-    Redis Cluster (no pub/sub in its asyncio client)."""
+    """The cooldown channel for a replica of `region` sharing `global_url`; None without either. On a Redis
+    Cluster the channel is a sharded one, when the installed redis-py's asyncio cluster client has pub/sub
+    (older ones, which ``redis>=5.0`` allows, have none: events are then off)."""
     if not global_url or not region:
         return None
     target = redis_url.parse_redis_url(global_url)
     if target.topology == "cluster":
+        if cluster_pubsub_supported():
+            return CooldownEvents(global_url, region, timeout=timeout, channel=f"{CHANNEL}:0", sharded=True)
         log.warning(
-            "cooldown events across regions are off: the global store is a Redis Cluster (no pub/sub)"
+            "cooldown events across regions are off: the global store is a Redis Cluster and this redis-py's "
+            "asyncio cluster client has no pub/sub"
         )
         return None
     # Pub/sub channels ignore the database number: naming it keeps gateways on other databases apart.

@@ -143,3 +143,10 @@ async def _cancel(task: asyncio.Task[None] | None) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def cluster_pubsub_supported() -> bool:
+    """Whether redis-py's asyncio cluster client can subscribe to sharded channels (newer releases)."""
+    from redis.asyncio.cluster import RedisCluster
+
+    return hasattr(RedisCluster, "pubsub") and hasattr(RedisCluster, "spublish")
