@@ -14,8 +14,9 @@ each region probes the route itself once the cooldown ends.
 
 Delivery is at most once, from a bounded outbox (a slow or unreachable global store never slows a
 request): an event published while the store was unreachable, or while a replica was not listening, is
-lost, and that region discovers the route's failure itself, as without events. Not on Redis Cluster, whose
-redis-py asyncio client has no pub/sub: events are then off (logged once at start).
+lost, and that region discovers the route's failure itself, as without events. On a Redis Cluster the
+channel is a sharded one (gateway/stores/pubsub.py), when redis-py's asyncio cluster client has pub/sub;
+with an older redis-py events are off (logged once at start).
 """
 
 from __future__ import annotations
