@@ -41,6 +41,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Handler, KeyIdentity, Stage, build_chain
 from gateway.providers.registry import build_providers
 from gateway.stores import GlobalFeature, Store, open_store
+from gateway.stores.pubsub import cluster_pubsub_supported
 from gateway.stores.redis_url import parse_redis_url
 from gateway.tls import upstream_transport
 from gateway.transport import default_transport
@@ -143,13 +144,6 @@ def usage_relay(config: GatewayConfig) -> RedisRelay | None:
         return RedisRelay(url, channel=f"{CHANNEL}:0", timeout=config.state.timeout_seconds, sharded=True)
     # Pub/sub channels ignore the database number: naming it keeps gateways on other databases apart.
     return RedisRelay(url, channel=f"{CHANNEL}:{target.db}", timeout=config.state.timeout_seconds)
-
-
-def cluster_pubsub_supported() -> bool:
-    """Whether redis-py's asyncio cluster client can subscribe to sharded channels (newer releases)."""
-    from redis.asyncio.cluster import RedisCluster
-
-    return hasattr(RedisCluster, "pubsub") and hasattr(RedisCluster, "spublish")
 
 
 def build_stages(

@@ -19,18 +19,14 @@ everything).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from typing import Any
 
-from redis.exceptions import RedisError
-
-from gateway.stores import redis_url
+from gateway.stores.pubsub import Channel
 from gateway.usage_record import UsageRecord
 
 QUEUE_SIZE = 256
@@ -38,11 +34,6 @@ QUEUE_SIZE = 256
 CHANNEL = "gateway:usage-feed"
 # Records waiting to be published; beyond this the oldest are dropped (Redis slower than the traffic).
 OUTBOX_SIZE = 1024
-# How long a listener waits for a message at most (less than the connection's read timeout, which would
-# otherwise count an idle channel as a lost connection), and how long it waits before reconnecting after
-# losing Redis.
-LISTEN_POLL_S = 1.0
-RECONNECT_S = 1.0
 
 
 class UsageFeed:
@@ -90,87 +81,38 @@ class UsageFeed:
 
 
 class RedisRelay:
-    """The usage records of every replica on one Redis pub/sub channel.
+    """The usage records of every replica on one Redis pub/sub channel (`gateway.stores.pubsub.Channel`).
 
     Each message carries the publishing replica's ``origin`` (random per process), so a replica skips its
-    own records, which it has already delivered. Tasks start on first use, in the running event loop.
-    ``sharded`` (Redis Cluster): the channel is a sharded channel (see the module docstring).
+    own records, which it has already delivered. ``sharded`` (Redis Cluster): the channel is a sharded
+    channel (see the module docstring).
     """
 
     def __init__(
         self, url: str, channel: str = CHANNEL, timeout: float = 5.0, *, sharded: bool = False
     ) -> None:
-        self.url = url
         self.channel = channel
-        self.timeout = timeout
         self.sharded = sharded
         self.origin = uuid.uuid4().hex
-        self.dropped = 0  # records not published: outbox full or Redis unreachable
-        self._client: Any = None
-        self._outbox: deque[str] = deque(maxlen=OUTBOX_SIZE)
-        self._ready: asyncio.Event | None = None
-        self._sender: asyncio.Task[None] | None = None
-        self._listener: asyncio.Task[None] | None = None
+        self._channel = Channel(url, channel, timeout=timeout, sharded=sharded, outbox_size=OUTBOX_SIZE)
 
-    def _redis(self) -> Any:
-        if self._client is None:
-            self._client = redis_url.connect(self.url, timeout=self.timeout)
-        return self._client
+    @property
+    def dropped(self) -> int:
+        """Records not published: outbox full or Redis unreachable (other replicas miss them; the ledger
+        has them)."""
+        return self._channel.dropped
 
     def send(self, record: UsageRecord) -> None:
         """Queue ``record`` for publishing; never blocks (a full outbox drops its oldest record)."""
-        if len(self._outbox) == self._outbox.maxlen:
-            self.dropped += 1
-        self._outbox.append(json.dumps({"origin": self.origin, "record": asdict(record)}))
-        if self._ready is None:
-            self._ready = asyncio.Event()
-        self._ready.set()
-        if self._sender is None or self._sender.done():
-            self._sender = asyncio.get_running_loop().create_task(self._send_loop(self._ready))
-
-    async def _send_loop(self, ready: asyncio.Event) -> None:
-        while True:
-            await ready.wait()
-            ready.clear()
-            while self._outbox:
-                payload = self._outbox.popleft()
-                try:
-                    client = self._redis()
-                    if self.sharded:
-                        await client.spublish(self.channel, payload)
-                    else:
-                        await client.publish(self.channel, payload)
-                except (OSError, ConnectionError, TimeoutError, RedisError):
-                    self.dropped += 1  # Redis unreachable: other replicas miss it; the ledger has it
+        self._channel.publish(json.dumps({"origin": self.origin, "record": asdict(record)}))
 
     def listen(self, deliver: Callable[[UsageRecord], None]) -> None:
         """Hand other replicas' records to ``deliver`` until :meth:`stop_listening` (idempotent)."""
-        if self._listener is None or self._listener.done():
-            self._listener = asyncio.get_running_loop().create_task(self._listen_loop(deliver))
 
-    async def _listen_loop(self, deliver: Callable[[UsageRecord], None]) -> None:
-        while True:
-            pubsub = self._redis().pubsub(ignore_subscribe_messages=True)
-            try:
-                poll = min(LISTEN_POLL_S, self.timeout / 2)
-                if self.sharded:
-                    await pubsub.ssubscribe(self.channel)
-                else:
-                    await pubsub.subscribe(self.channel)
-                while True:
-                    if self.sharded:
-                        message = await pubsub.get_sharded_message(
-                            ignore_subscribe_messages=True, timeout=poll
-                        )
-                    else:
-                        message = await pubsub.get_message(timeout=poll)
-                    if message is not None:
-                        self._received(message.get("data"), deliver)
-            except (OSError, ConnectionError, TimeoutError, RedisError):
-                await asyncio.sleep(RECONNECT_S)  # Redis lost: listen again once it is back
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+        async def handle(data: Any) -> None:
+            self._received(data, deliver)
+
+        self._channel.listen(handle)
 
     def _received(self, data: Any, deliver: Callable[[UsageRecord], None]) -> None:
         """Deliver one message's record unless this replica published it; a malformed one is skipped."""
@@ -185,20 +127,8 @@ class RedisRelay:
 
     async def stop_listening(self) -> None:
         """Stop listening (no subscriber left on this replica)."""
-        task, self._listener = self._listener, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._channel.stop_listening()
 
     async def close(self) -> None:
         """Stop both tasks and close the connection."""
-        await self.stop_listening()
-        task, self._sender = self._sender, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        client, self._client = self._client, None
-        if client is not None:
-            await redis_url.close(client)
+        await self._channel.close()

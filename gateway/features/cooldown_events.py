@@ -14,33 +14,27 @@ each region probes the route itself once the cooldown ends.
 
 Delivery is at most once, from a bounded outbox (a slow or unreachable global store never slows a
 request): an event published while the store was unreachable, or while a replica was not listening, is
-lost, and that region discovers the route's failure itself, as without events. Not on Redis Cluster, whose
-redis-py asyncio client has no pub/sub: events are then off (logged once at start).
+lost, and that region discovers the route's failure itself, as without events. On a Redis Cluster the
+channel is a sharded one (gateway/stores/pubsub.py), when redis-py's asyncio cluster client has pub/sub;
+with an older redis-py events are off (logged once at start).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from gateway.features.cooldown import RouteHealth
 from gateway.stores import redis_url
+from gateway.stores.pubsub import Channel, cluster_pubsub_supported
 
 log = logging.getLogger("gateway.cooldown_events")
 
 CHANNEL = "gateway:cooldown-events"
 OUTBOX_SIZE = 256
-LISTEN_POLL_S = 1.0
-RECONNECT_S = 1.0
-_OUTAGE = (RedisError, OSError, TimeoutError, ConnectionError)
 
 Adopt = Callable[[str, RouteHealth], Awaitable[None]]
 
@@ -51,74 +45,38 @@ class CooldownEvents:
     Tasks start on first use in the running event loop (:meth:`publish`, :meth:`attach`).
     """
 
-    def __init__(self, url: str, region: str, *, timeout: float = 5.0, channel: str = CHANNEL) -> None:
-        self.url = url
+    def __init__(
+        self, url: str, region: str, *, timeout: float = 5.0, channel: str = CHANNEL, sharded: bool = False
+    ) -> None:
         self.region = region
-        self.timeout = timeout
         self.channel = channel
+        self.sharded = sharded
         self.origin = uuid.uuid4().hex
-        self.dropped = 0  # events not published: outbox full or the store unreachable
         self.adopted = 0  # other regions' events applied here
         self._adopt: Adopt | None = None
-        self._client: Any = None
-        self._outbox: deque[str] = deque(maxlen=OUTBOX_SIZE)
-        self._ready: asyncio.Event | None = None
-        self._sender: asyncio.Task[None] | None = None
-        self._listener: asyncio.Task[None] | None = None
+        self._channel = Channel(url, channel, timeout=timeout, sharded=sharded, outbox_size=OUTBOX_SIZE)
         # Set once the listener has subscribed (tests wait for it; events before that are not received).
-        self.listening = asyncio.Event()
+        self.listening = self._channel.listening
 
-    def _redis(self) -> Any:
-        if self._client is None:
-            self._client = redis_url.connect(self.url, timeout=self.timeout)
-        return self._client
+    @property
+    def dropped(self) -> int:
+        """Events not published: outbox full or the store unreachable (the other regions then discover the
+        route's failure themselves)."""
+        return self._channel.dropped
 
     def publish(self, route: str, health: RouteHealth) -> None:
         """Queue `route`'s new open state for every other region; never blocks."""
-        if len(self._outbox) == self._outbox.maxlen:
-            self.dropped += 1
         message = {"origin": self.origin, "region": self.region, "route": route, "health": health.to_json()}
-        self._outbox.append(json.dumps(message))
-        if self._ready is None:
-            self._ready = asyncio.Event()
-        self._ready.set()
-        if self._sender is None or self._sender.done():
-            self._sender = asyncio.get_running_loop().create_task(self._send_loop(self._ready))
-
-    async def _send_loop(self, ready: asyncio.Event) -> None:
-        while True:
-            await ready.wait()
-            ready.clear()
-            while self._outbox:
-                payload = self._outbox.popleft()
-                try:
-                    await self._redis().publish(self.channel, payload)
-                except _OUTAGE:
-                    self.dropped += 1  # the other regions discover the route's failure themselves
+        self._channel.publish(json.dumps(message))
 
     def attach(self, adopt: Adopt) -> None:
         """Hand other regions' events to `adopt` from now on (the running router's; a reload replaces it)
         and start listening if not yet."""
         self._adopt = adopt
-        if self._listener is None or self._listener.done():
-            self._listener = asyncio.get_running_loop().create_task(self._listen_loop())
+        self._channel.listen(self._received)
 
-    async def _listen_loop(self) -> None:
-        while True:
-            pubsub = self._redis().pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(self.channel)
-                self.listening.set()
-                while True:
-                    message = await pubsub.get_message(timeout=min(LISTEN_POLL_S, self.timeout / 2))
-                    if message is not None:
-                        await self.received(message.get("data"))
-            except _OUTAGE:
-                self.listening.clear()
-                await asyncio.sleep(RECONNECT_S)  # the global store is gone: listen again once it is back
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+    async def _received(self, data: Any) -> None:
+        await self.received(data)
 
     async def received(self, data: Any) -> bool:
         """Apply one message from another region; False when skipped (own region, malformed, no router)."""
@@ -138,27 +96,22 @@ class CooldownEvents:
 
     async def close(self) -> None:
         """Stop both tasks and close the connection."""
-        for name in ("_listener", "_sender"):
-            task = getattr(self, name)
-            setattr(self, name, None)
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        client, self._client = self._client, None
-        if client is not None:
-            await redis_url.close(client)
+        await self._channel.close()
 
 
 def cooldown_events(global_url: str | None, region: str | None, timeout: float) -> CooldownEvents | None:
-    """The cooldown channel for a replica of `region` sharing `global_url`; None without either, or on
-    Redis Cluster (no pub/sub in its asyncio client)."""
+    """The cooldown channel for a replica of `region` sharing `global_url`; None without either. On a Redis
+    Cluster the channel is a sharded one, when the installed redis-py's asyncio cluster client has pub/sub
+    (older ones, which ``redis>=5.0`` allows, have none: events are then off)."""
     if not global_url or not region:
         return None
     target = redis_url.parse_redis_url(global_url)
     if target.topology == "cluster":
+        if cluster_pubsub_supported():
+            return CooldownEvents(global_url, region, timeout=timeout, channel=f"{CHANNEL}:0", sharded=True)
         log.warning(
-            "cooldown events across regions are off: the global store is a Redis Cluster (no pub/sub)"
+            "cooldown events across regions are off: the global store is a Redis Cluster and this redis-py's "
+            "asyncio cluster client has no pub/sub"
         )
         return None
     # Pub/sub channels ignore the database number: naming it keeps gateways on other databases apart.

@@ -23,6 +23,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+from redis.connection import parse_url
 
 SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://")
 Topology = Literal["single", "sentinel", "cluster"]
@@ -59,7 +60,8 @@ def parse_redis_url(url: str) -> RedisTarget:
             "(e.g. redis://127.0.0.1:6379/0)"
         )
     if not url.startswith(("redis+sentinel://", "redis+cluster://")):
-        return RedisTarget("single", url)
+        # redis-py's own parser, so `db` is the database the connection selects (the path, or unix's ?db=).
+        return RedisTarget("single", url, db=int(parse_url(url).get("db") or 0))
     scheme, _, rest = url.partition("://")
     credentials, at, where = rest.rpartition("@")
     if not at:

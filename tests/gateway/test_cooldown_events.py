@@ -14,6 +14,7 @@ from gateway.features.cooldown import CooldownPolicy, CooldownTracker, RouteHeal
 from gateway.features.cooldown_events import CooldownEvents, cooldown_events
 from gateway.features.routing import RoutingConfig, RoutingStage
 from gateway.stores import MemoryStore
+from gateway.stores.pubsub import cluster_pubsub_supported
 
 pytestmark = pytest.mark.anyio
 POLICY = CooldownPolicy(min_requests=2, failure_rate=0.5, cooldown_s=10, max_cooldown_s=60)
@@ -92,35 +93,57 @@ async def test_a_replica_adopts_only_other_regions_events_for_routes_it_has() ->
     assert not await events.received(json.dumps({"origin": "x"}))
 
 
-def test_events_need_a_global_store_and_a_region_and_are_off_on_a_cluster() -> None:
+def test_events_need_a_global_store_and_a_region_and_use_a_sharded_channel_on_a_cluster() -> None:
     assert cooldown_events(None, "eu-west", 1.0) is None
     assert cooldown_events("redis://127.0.0.1:1/3", None, 1.0) is None
-    assert cooldown_events("redis+cluster://127.0.0.1:1", "eu-west", 1.0) is None
     events = cooldown_events("redis://127.0.0.1:1/3", "eu-west", 1.0)
-    assert events is not None and events.channel.startswith("gateway:cooldown-events:")
+    assert events is not None and events.channel == "gateway:cooldown-events:3" and not events.sharded
+    on_cluster = cooldown_events("redis+cluster://127.0.0.1:1", "eu-west", 1.0)
+    if cluster_pubsub_supported():
+        assert on_cluster is not None and on_cluster.sharded
+    else:
+        assert on_cluster is None  # an older redis-py: no pub/sub on its asyncio cluster client
 
 
 async def test_an_event_published_in_one_region_is_adopted_in_another_over_redis() -> None:
     with RedisServer() as server:
-        eu = CooldownEvents(server.url, "eu-west", timeout=2.0)
-        us = CooldownEvents(server.url, "us-east", timeout=2.0)
-        adopted: list[tuple[str, float | None]] = []
+        await published_and_adopted(
+            CooldownEvents(server.url, "eu-west", timeout=2.0),
+            CooldownEvents(server.url, "us-east", timeout=2.0),
+        )
 
-        async def adopt(route: str, health: RouteHealth) -> None:
-            adopted.append((route, health.open_until))
 
-        try:
-            us.attach(adopt)
-            eu.attach(adopt)  # eu-west listens too, and skips its own event
-            await asyncio.wait_for(us.listening.wait(), 10)
-            await asyncio.wait_for(eu.listening.wait(), 10)
-            eu.publish("up/m", RouteHealth(open_until=2e9, period_s=5.0))
-            for _ in range(200):
-                if adopted:
-                    break
-                await asyncio.sleep(0.05)
-            assert adopted == [("up/m", 2e9)]
-            assert us.adopted == 1 and eu.adopted == 0
-        finally:
-            await eu.close()
-            await us.close()
+@pytest.mark.slow
+async def test_over_a_redis_cluster_global_store_events_travel_on_a_sharded_channel() -> None:
+    from redis_topology import RedisClusterTopology
+
+    if not cluster_pubsub_supported():
+        pytest.skip("this redis-py's asyncio cluster client has no pub/sub")
+    with RedisClusterTopology() as cluster:
+        eu, us = (cooldown_events(cluster.url, region, 2.0) for region in ("eu-west", "us-east"))
+        assert eu is not None and us is not None and eu.sharded
+        await published_and_adopted(eu, us)
+
+
+async def published_and_adopted(eu: CooldownEvents, us: CooldownEvents) -> None:
+    """eu-west publishes a route it opened; us-east adopts it, eu-west skips its own event."""
+    adopted: list[tuple[str, float | None]] = []
+
+    async def adopt(route: str, health: RouteHealth) -> None:
+        adopted.append((route, health.open_until))
+
+    try:
+        us.attach(adopt)
+        eu.attach(adopt)  # eu-west listens too, and skips its own event
+        await asyncio.wait_for(us.listening.wait(), 10)
+        await asyncio.wait_for(eu.listening.wait(), 10)
+        eu.publish("up/m", RouteHealth(open_until=2e9, period_s=5.0))
+        for _ in range(200):
+            if adopted:
+                break
+            await asyncio.sleep(0.05)
+        assert adopted == [("up/m", 2e9)]
+        assert us.adopted == 1 and eu.adopted == 0
+    finally:
+        await eu.close()
+        await us.close()

@@ -70,6 +70,13 @@ def test_cluster_url_names_seed_nodes() -> None:
     assert parse_redis_url("rediss://:pw@cache.example:6380/0").topology == "single"
 
 
+def test_a_single_server_url_names_its_database() -> None:
+    # Pub/sub channels ignore the database, so the gateway names it in theirs: it must be the right one.
+    assert parse_redis_url("redis://:pw@127.0.0.1:6379/3").db == 3
+    assert parse_redis_url("rediss://cache.example:6380").db == 0
+    assert parse_redis_url("unix:///run/redis.sock?db=2").db == 2
+
+
 def test_redacted_urls_never_show_the_password() -> None:
     assert (
         redacted("redis+sentinel://:s3cret@h1:1,h2:2/mymaster/0") == "redis+sentinel://h1:1,h2:2/mymaster/0"

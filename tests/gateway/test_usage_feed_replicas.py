@@ -141,7 +141,8 @@ def test_no_relay_without_graphql_or_without_redis(redis_url: str) -> None:
 
 
 def test_over_redis_cluster_the_relay_uses_a_sharded_channel() -> None:
-    from gateway.runtime import cluster_pubsub_supported, usage_relay
+    from gateway.runtime import usage_relay
+    from gateway.stores.pubsub import cluster_pubsub_supported
 
     relay = usage_relay(parse_config(config_text("redis+cluster://127.0.0.1:7000"), "replica.yaml"))
     if not cluster_pubsub_supported():
@@ -157,7 +158,7 @@ def test_over_redis_cluster_the_relay_uses_a_sharded_channel() -> None:
 async def test_replicas_on_a_redis_cluster_share_the_feed() -> None:
     from redis_topology import RedisClusterTopology
 
-    from gateway.runtime import cluster_pubsub_supported
+    from gateway.stores.pubsub import cluster_pubsub_supported
 
     if not cluster_pubsub_supported():
         pytest.skip("this redis-py's asyncio cluster client has no pub/sub")
