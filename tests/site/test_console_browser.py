@@ -1,8 +1,9 @@
 """The admin console in headless Chromium: log in, create a key, use it, see it in the log, revoke it.
 
-The gateway runs under uvicorn as ``gateway run`` serves it, with the console on; the browser is Debian's
-chromium driven over the DevTools protocol (tests/site/cdp.py). A screenshot of every page is kept in the
-test's tmp dir (light, dark and 400 px wide). Locally the test skips without chromium; in CI it fails.
+The gateway is a real ``gateway run`` process with the console on (tests/gateway_process.py); the browser
+is Debian's chromium driven over the DevTools protocol (tests/site/cdp.py). A screenshot of every page is
+kept in the test's tmp dir (light, dark and 400 px wide). Locally the test skips without chromium; in CI it
+fails.
 """
 
 from __future__ import annotations
@@ -14,11 +15,8 @@ from pathlib import Path
 import openai
 import pytest
 from cdp import Page, chromium_page, find_chromium
+from gateway_process import gateway_process
 from test_browser import unavailable
-from uvicorn_server import run_server
-
-from gateway.app import create_app
-from gateway.config import parse_config
 
 CHROMIUM = find_chromium()
 MASTER = "sk-browser-master-0001"
@@ -71,10 +69,14 @@ def shoot(page: Page, directory: Path, name: str) -> None:
 def test_an_operator_manages_a_key_in_the_console(tmp_path: Path) -> None:
     if CHROMIUM is None:
         unavailable("needs Debian's chromium (scripts/test installs it)")
-    app = create_app(parse_config(CONFIG, "console.yaml"))
     shots = tmp_path / "screenshots"
     shots.mkdir()
-    with ExitStack() as stack, run_server(app) as url, chromium_page(CHROMIUM) as page:
+    output: list[str] = []
+    with (
+        ExitStack() as stack,
+        gateway_process(tmp_path, CONFIG, output) as (url, _),
+        chromium_page(CHROMIUM) as page,
+    ):
         # Traffic before the login, so the overview and spend pages have something to draw.
         with openai.OpenAI(api_key=ALICE, base_url=f"{url}/v1", max_retries=0) as seed:
             for i in range(5):
