@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
+import openai
 import pytest
 
 from gateway.admission import Claim, admit
+from gateway.app import create_app
 from gateway.budget_book import BudgetBook, BudgetSlot
+from gateway.config import parse_config
 from gateway.periods import Period, window_for
 from gateway.stores import MemoryStore, RedisStore, Step, Store, store_key
 from gateway.stores.ops import GCRA, PEEK, RL_ADMISSION
@@ -137,12 +142,21 @@ async def test_claims_on_two_stores_run_one_after_the_other_and_stop_at_a_refusa
     assert retry[0].result[0] == 0 and retry[1].done and not retry[1].admitted  # rpm spent: not run
 
 
-async def test_through_the_gateway_a_hit_costs_no_budget_and_a_refused_budget_no_rpm() -> None:
-    import httpx
-    import openai
+@asynccontextmanager
+async def through_the_gateway(text: str, key: str) -> AsyncIterator[tuple[Any, openai.AsyncOpenAI]]:
+    """The gateway of config ``text`` in process, and an openai client using ``key`` against it."""
+    app = create_app(parse_config(text, "admission.yaml"))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway/v1") as http,
+    ):
+        yield (
+            app,
+            openai.AsyncOpenAI(base_url="http://gateway/v1", api_key=key, http_client=http, max_retries=0),
+        )
 
-    from gateway.app import create_app
-    from gateway.config import parse_config
+
+async def test_through_the_gateway_a_hit_costs_no_budget_and_a_refused_budget_no_rpm() -> None:
 
     # Prices such that a handful of answers spend the budget: then misses are refused, hits are not.
     text = """
@@ -159,14 +173,7 @@ features:
   budgets: {default_max_tokens: 16}
   cache: {enabled: true, mode: all}
 """
-    app = create_app(parse_config(text, "admission.yaml"))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway/v1") as http,
-    ):
-        client = openai.AsyncOpenAI(
-            base_url="http://gateway/v1", api_key="sk-ann-0123456789", http_client=http, max_retries=0
-        )
+    async with through_the_gateway(text, "sk-ann-0123456789") as (_, client):
         asked = [{"role": "user", "content": "hi"}]
         first = await client.chat.completions.with_raw_response.create(model="echo", messages=asked)  # type: ignore[arg-type]
         assert first.headers["x-gateway-cache"] == "MISS"
@@ -194,11 +201,6 @@ features:
 
 
 async def test_through_the_gateway_a_hit_is_refused_once_nothing_of_the_budget_remains() -> None:
-    import httpx
-    import openai
-
-    from gateway.app import create_app
-    from gateway.config import parse_config
     from gateway.features.budgets import BudgetStage
 
     text = """
@@ -213,14 +215,7 @@ usage: {database: ":memory:"}
 features:
   cache: {enabled: true, mode: all}
 """
-    app = create_app(parse_config(text, "admission.yaml"))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway/v1") as http,
-    ):
-        client = openai.AsyncOpenAI(
-            base_url="http://gateway/v1", api_key="sk-bob-0123456789", http_client=http, max_retries=0
-        )
+    async with through_the_gateway(text, "sk-bob-0123456789") as (app, client):
         asked = [{"role": "user", "content": "hi"}]
         first = await client.chat.completions.with_raw_response.create(model="echo", messages=asked)  # type: ignore[arg-type]
         assert first.headers["x-gateway-cache"] == "MISS"
@@ -257,11 +252,6 @@ async def test_in_process_a_refusal_is_found_without_charging_and_only_when_a_hi
 async def test_through_the_gateway_a_refused_request_builds_no_other_claim(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import httpx
-    import openai
-
-    from gateway.app import create_app
-    from gateway.config import parse_config
     from gateway.features import cache
 
     text = """
@@ -286,14 +276,7 @@ features:
         return real_key(call, tenant)
 
     monkeypatch.setattr(cache, "cache_key", counted_key)
-    app = create_app(parse_config(text, "admission.yaml"))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway/v1") as http,
-    ):
-        client = openai.AsyncOpenAI(
-            base_url="http://gateway/v1", api_key="sk-ann-0123456789", http_client=http, max_retries=0
-        )
+    async with through_the_gateway(text, "sk-ann-0123456789") as (_, client):
         asked = [{"role": "user", "content": "hi"}]
         assert (await client.chat.completions.with_raw_response.create(model="echo", messages=asked)).headers[  # type: ignore[arg-type]
             "x-gateway-cache"
