@@ -157,7 +157,6 @@ async def through_the_gateway(text: str, key: str) -> AsyncIterator[tuple[Any, o
 
 
 async def test_through_the_gateway_a_hit_costs_no_budget_and_a_refused_budget_no_rpm() -> None:
-
     # Prices such that a handful of answers spend the budget: then misses are refused, hits are not.
     text = """
 auth:
