@@ -18,7 +18,8 @@ DELTA = b'"delta"'
 
 
 def _body(load: Load, counter: int) -> bytes:
-    prompt = f"{load.nonce}-{counter}" if load.vary else load.nonce
+    # "c" keeps these prompts apart from wrk's (``nonce-<run>-<n>``), which would be cache hits here.
+    prompt = f"{load.nonce}-c{counter}" if load.vary else load.nonce
     return load.body.replace(PROMPT, prompt).encode()
 
 

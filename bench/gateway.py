@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +175,7 @@ class Running:
         self.process = process
         self.ready_s = ready_s
         self.pid = pid
+        self.ready_runs: list[float] = []
 
 
 def start(system: System, log: Path) -> Running:
@@ -194,8 +196,55 @@ def start(system: System, log: Path) -> Running:
     return Running(system, process, ready_s, process.pid)
 
 
-def measure(running: Running, args: argparse.Namespace, load_cpu: int | None) -> dict[str, Any]:
-    """Every measurement for one running system, in a fixed order."""
+def load_rounds(
+    runnings: dict[str, Running], args: argparse.Namespace, load_cpu: int | None
+) -> dict[str, list[dict[str, Any]]]:
+    """``args.rounds`` runs at 32 connections of every started system, interleaved.
+
+    Every system is started before the first round and the order turns each round, so a burst of other work
+    on this shared machine lands on every system alike instead of on whichever ran at that moment; each
+    system's figure is the median of its rounds. Each round records requests/s and the server's CPU time
+    per request (which depends much less on what else the machine runs).
+    """
+    for running in runnings.values():
+        # Warm up (JIT-less Python still has caches, pools and lazy imports to fill).
+        wrk.run(
+            running.system.chat,
+            connections=32,
+            duration_s=max(1.0, min(3.0, args.duration / 3)),
+            cpu=load_cpu,
+        )
+    names = list(runnings)
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for index in range(args.rounds):
+        order = names[index % len(names) :] + names[: index % len(names)]
+        for name in order:
+            running = runnings[name]
+            cpu_before = tree_cpu_s(running.pid)
+            run = wrk.run(running.system.chat, connections=32, duration_s=args.duration, cpu=load_cpu)
+            cpu_used = tree_cpu_s(running.pid) - cpu_before
+            run["cpu_us_per_request"] = cpu_used * 1e6 / run["requests"] if run["requests"] else None
+            rounds[name].append(run)
+            print(
+                f"  round {index + 1}, {name}: {run['rps']:,.0f} req/s, p50 {run['p50_us'] / 1000:.2f} ms,"
+                f" p99 {run['p99_us'] / 1000:.2f} ms, errors {run['errors']},"
+                f" {_num(run['cpu_us_per_request'])} CPU us/request",
+                flush=True,
+            )
+    return rounds
+
+
+def median_round(runs: list[dict[str, Any]]) -> tuple[dict[str, Any], float | None]:
+    """The round with the median requests/s (its latencies go in the table) and the median CPU per request."""
+    by_rps = sorted(runs, key=lambda run: run["rps"])
+    cpus = [run["cpu_us_per_request"] for run in runs if run["cpu_us_per_request"] is not None]
+    return by_rps[(len(by_rps) - 1) // 2], statistics.median(cpus) if cpus else None
+
+
+def measure(
+    running: Running, runs: list[dict[str, Any]], args: argparse.Namespace, load_cpu: int | None
+) -> dict[str, Any]:
+    """Every measurement for one running system, its 32-connection ``runs`` already made."""
     system = running.system
     duration = args.duration
     result: dict[str, Any] = {
@@ -204,18 +253,15 @@ def measure(running: Running, args: argparse.Namespace, load_cpu: int | None) ->
         "stack": {part: system.stack.get(part, "unknown") for part in STACK_PARTS},
     }
     print(f"  ready in {running.ready_s:.2f} s on {stack_text(result['stack'])}", flush=True)
-    # Warm up (JIT-less Python still has caches, pools and lazy imports to fill).
-    wrk.run(system.chat, connections=32, duration_s=max(1.0, min(3.0, duration / 3)), cpu=load_cpu)
-    cpu_before = tree_cpu_s(running.pid)
-    result["c32"] = wrk.run(system.chat, connections=32, duration_s=duration, cpu=load_cpu)
     # CPU time per request does not depend on what else the machine runs, unlike requests/s: on a shared
     # machine it is the steadier measure of what a request costs (1e6 / it = req/s on a core of its own).
-    cpu_used = tree_cpu_s(running.pid) - cpu_before
-    requests = result["c32"]["requests"]
-    result["cpu_us_per_request"] = cpu_used * 1e6 / requests if requests else None
+    result["c32"], result["cpu_us_per_request"] = median_round(runs)
+    result["rounds"] = [
+        {"rps": run["rps"], "cpu_us_per_request": run["cpu_us_per_request"], "errors": run["errors"]}
+        for run in runs
+    ]
     print(
-        f"  32 connections: {result['c32']['rps']:,.0f} req/s, p50 {result['c32']['p50_us'] / 1000:.2f} ms,"
-        f" p99 {result['c32']['p99_us'] / 1000:.2f} ms, errors {result['c32']['errors']},"
+        f"  32 connections, median of {len(runs)} rounds: {result['c32']['rps']:,.0f} req/s,"
         f" {_num(result['cpu_us_per_request'])} CPU us/request",
         flush=True,
     )
@@ -240,7 +286,7 @@ def measure(running: Running, args: argparse.Namespace, load_cpu: int | None) ->
         )
     result["rss_mb"] = tree_rss_kb(running.pid) / 1024
     print(f"  resident memory {result['rss_mb']:.0f} MB", flush=True)
-    bad = result["c32"]["errors"] + result["c1"]["errors"]
+    bad = sum(run["errors"] for run in runs) + result["c1"]["errors"]
     if bad:
         result["notes"].append(f"{bad} failed or non-2xx responses under wrk: numbers are not comparable")
     return result
@@ -528,61 +574,41 @@ def stop_upstream(handle: Any) -> None:
         stop_process(handle)
 
 
-def run_system(
+def start_system(
     name: str,
     upstream: Upstream,
     args: argparse.Namespace,
     workdir: Path,
     cpus: tuple[int | None, int | None],
-) -> dict[str, Any]:
-    """Start, measure and stop one system."""
+    stack: ExitStack,
+) -> Running:
+    """Start one system (stopped when ``stack`` closes) and return it ready."""
     load_cpu, system_cpu = cpus
     port = free_port()
-    server = args.server
     if name == "direct":
         # The upstream measured on the system core, like every other system: a second instance.
         if upstream.kind == "nginx":
             direct = Nginx(port, cpu=system_cpu)
             ready_s = direct.start()
+            stack.callback(direct.stop)
             assert direct.process is not None
             system = build(name, upstream, port, workdir, system_cpu, direct_url=direct.url)
-            try:
-                return measure(Running(system, direct.process, ready_s, direct.process.pid), args, load_cpu)
-            finally:
-                direct.stop()
+            return Running(system, direct.process, ready_s, direct.process.pid)
         system = build(name, upstream, port, workdir, system_cpu, direct_url=upstream.url)
         assert isinstance(args.upstream_handle, subprocess.Popen)
-        return measure(Running(system, None, 0.0, args.upstream_handle.pid), args, load_cpu)
+        return Running(system, None, 0.0, args.upstream_handle.pid)
+    redis_url = None
     if name == "gateway-production-redis":
-        return _with_redis(name, upstream, args, workdir, cpus)
-    system = build(name, upstream, port, workdir, system_cpu, server=server)
-    return _run_built(name, system, args, workdir, load_cpu)
+        # A private redis-server (tests/redis_server.py) on the load core, like the upstream, so the figure
+        # is the gateway's own CPU; Redis's per request is bench/store_trips.py's.
+        sys.path.insert(0, str(HERE.parent / "tests"))
+        from redis_server import RedisServer  # a private server on a free loopback port
 
-
-def _with_redis(
-    name: str,
-    upstream: Upstream,
-    args: argparse.Namespace,
-    workdir: Path,
-    cpus: tuple[int | None, int | None],
-) -> dict[str, Any]:
-    """``gateway-production-redis``: a private redis-server (tests/redis_server.py) on the load core, like
-    the upstream, so the figure is the gateway's own CPU; Redis's per request is bench/store_trips.py's."""
-    sys.path.insert(0, str(HERE.parent / "tests"))
-    from redis_server import RedisServer  # a private server on a free loopback port
-
-    load_cpu, system_cpu = cpus
-    with RedisServer() as redis:
+        redis = stack.enter_context(RedisServer())
         if load_cpu is not None and redis._proc is not None:
             os.sched_setaffinity(redis._proc.pid, {load_cpu})
-        port = free_port()
-        system = build(name, upstream, port, workdir, system_cpu, server=args.server, redis_url=redis.url)
-        return _run_built(name, system, args, workdir, load_cpu)
-
-
-def _run_built(
-    name: str, system: Any, args: argparse.Namespace, workdir: Path, load_cpu: int | None
-) -> dict[str, Any]:
+        redis_url = redis.url
+    system = build(name, upstream, port, workdir, system_cpu, server=args.server, redis_url=redis_url)
     # Start-up is one short sample, easily disturbed: the median of three (one for LiteLLM, slow to start).
     ready_runs = []
     for _ in range(0 if name == "litellm" or args.quick else 2):
@@ -591,18 +617,44 @@ def _run_built(
         assert trial.process is not None
         stop_process(trial.process)
     running = start(system, workdir / f"{name}.log")
+    assert running.process is not None
+    stack.callback(stop_process, running.process)
     ready_runs.append(running.ready_s)
     running.ready_s = statistics.median(ready_runs)
-    try:
-        result = measure(running, args, load_cpu)
-        result["ready_runs_s"] = ready_runs
-        if args.soak and name == "gateway-production":
-            print(f"  soak: {args.soak_requests:,} requests", flush=True)
-            args.soak_result = soak(running, load_cpu, args.soak_requests, result["c32"]["rps"])
-        return result
-    finally:
-        assert running.process is not None
-        stop_process(running.process)
+    running.ready_runs = ready_runs
+    return running
+
+
+def run_all(
+    names: list[str],
+    upstream: Upstream,
+    args: argparse.Namespace,
+    workdir: Path,
+    cpus: tuple[int | None, int | None],
+) -> dict[str, dict[str, Any]]:
+    """Start every system, run the interleaved load rounds, then each system's other measurements."""
+    load_cpu = cpus[0]
+    out: dict[str, dict[str, Any]] = {}
+    with ExitStack() as stack:
+        runnings: dict[str, Running] = {}
+        for name in names:
+            print(f"{name}: starting", flush=True)
+            try:
+                runnings[name] = start_system(name, upstream, args, workdir, cpus, stack)
+            except RuntimeError as exc:
+                print(f"  failed: {exc}", flush=True)
+                out[name] = {"error": str(exc)}
+        rounds = load_rounds(runnings, args, load_cpu)
+        for name, running in runnings.items():
+            print(f"{name}:", flush=True)
+            result = measure(running, rounds[name], args, load_cpu)
+            if running.ready_runs:
+                result["ready_runs_s"] = running.ready_runs
+            if args.soak and name == "gateway-production":
+                print(f"  soak: {args.soak_requests:,} requests", flush=True)
+                args.soak_result = soak(running, load_cpu, args.soak_requests, result["c32"]["rps"])
+            out[name] = result
+    return {name: out[name] for name in names}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -617,6 +669,12 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated subset of {','.join(ALL_SYSTEMS)} (default: all)",
     )
     parser.add_argument("--peer", choices=["litellm"], action="append", default=[], help="add a peer gateway")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="interleaved 32-connection runs per system; the median is reported (default 3, 1 with --quick)",
+    )
     parser.add_argument("--quick", action="store_true", help="1 s runs and few samples: a smoke run")
     parser.add_argument(
         "--server",
@@ -636,6 +694,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.duration = min(args.duration, 1.0)
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     names = [n.strip() for n in args.systems.split(",") if n.strip()]
     unknown = [n for n in names if n not in ALL_SYSTEMS]
     if unknown:
@@ -659,6 +721,7 @@ def main(argv: list[str] | None = None) -> int:
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),
         "duration_s": args.duration,
+        "rounds": args.rounds,
         "quick": args.quick,
         "cores": {"load": load_cpu, "system": system_cpu},
         "server": args.server,
@@ -670,13 +733,7 @@ def main(argv: list[str] | None = None) -> int:
     args.soak_result = None
     result["upstream"] = upstream.kind
     try:
-        for name in names:
-            print(f"{name}:", flush=True)
-            try:
-                result["systems"][name] = run_system(name, upstream, args, workdir, (load_cpu, system_cpu))
-            except RuntimeError as exc:
-                print(f"  failed: {exc}", flush=True)
-                result["systems"][name] = {"error": str(exc)}
+        result["systems"] = run_all(names, upstream, args, workdir, (load_cpu, system_cpu))
     finally:
         stop_upstream(handle)
         shutil.rmtree(workdir, ignore_errors=True)

@@ -118,7 +118,13 @@ def gateway_section(result: dict[str, Any]) -> list[str]:
         "",
         f"One run on {result['time'][:16].replace('T', ' ')} UTC, upstream **{result['upstream']}** on "
         f"loopback, each system pinned to its own core (load generator and upstream on the other), "
-        f"{result['duration_s']:g} s per load run.",
+        f"{result['duration_s']:g} s per load run; "
+        + (
+            f"the 32-connection figures are the median of {result['rounds']} runs per system, interleaved "
+            "with the other systems' (all started first, the order turned each round)."
+            if result.get("rounds", 1) > 1
+            else "one 32-connection run per system."
+        ),
         "",
         "| system | req/s, 32 conn. | CPU µs per request | p50 / p99, 1 conn. (ms) "
         "| p50 / p99, 32 conn. (ms) "

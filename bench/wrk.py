@@ -7,6 +7,7 @@ cache misses every time and no two runs share prompts).
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -71,10 +72,13 @@ def script(load: Load) -> str:
     if not sep:
         raise ValueError(f"body has no {PROMPT} marker: {load.body}")
     auth = f'wrk.headers["Authorization"] = "Bearer {load.key}"' if load.key else ""
+    # wrk's counter starts again at 1 in every run: a varying load gets a nonce of its own per run too, or a
+    # second run against the same gateway would repeat the first run's prompts and hit its cache.
+    nonce = f"{load.nonce}-{secrets.token_hex(4)}" if load.vary else load.nonce
     return LUA.format(
         head=head,
         tail=tail,
-        nonce=load.nonce,
+        nonce=nonce,
         vary="true" if load.vary else "false",
         auth=auth,
         mark=MARK,

@@ -62,11 +62,13 @@ def test_planner_bench_projects_have_dependencies(tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (scripts/test installs it)")
 def test_gateway_bench_quick_run(tmp_path: Path) -> None:
     out = tmp_path / "gateway.json"
-    proc = run("gateway.py", "--quick", "--systems", "direct,gateway-bare", "--json", str(out))
+    proc = run(
+        "gateway.py", "--quick", "--rounds", "2", "--systems", "direct,gateway-production", "--json", str(out)
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(out.read_text())
     assert result["upstream"] in ("nginx", "mock-upstream")
-    assert list(result["systems"]) == ["direct", "gateway-bare"]
+    assert list(result["systems"]) == ["direct", "gateway-production"]
     for name, row in result["systems"].items():
         assert "error" not in row, name
         for load in ("c32", "c1"):
@@ -77,20 +79,27 @@ def test_gateway_bench_quick_run(tmp_path: Path) -> None:
         assert row["stream"]["chunks_per_stream"] == 200
         assert row["rss_mb"] > 0
         assert row["cpu_us_per_request"] >= 0
-    gateway = result["systems"]["gateway-bare"]
+        # Interleaved rounds: the figure is the median of each system's two 32-connection runs.
+        assert len(row["rounds"]) == 2 and all(r["errors"] == 0 for r in row["rounds"])
+        cpus = sorted(r["cpu_us_per_request"] for r in row["rounds"])
+        assert row["cpu_us_per_request"] == pytest.approx(sum(cpus) / 2)
+    gateway = result["systems"]["gateway-production"]
     assert gateway["ready_s"] > 0
     assert gateway["cpu_us_per_request"] > 0
     assert gateway["overhead"]["overhead_ms_p50"] >= 0
     assert gateway["overhead"]["statuses"] == {"200": gateway["overhead"]["requests"]}
+    # Production misses the cache on every request, the overhead samples too (they once repeated wrk's
+    # prompts and measured cache hits).
+    assert gateway["overhead"]["cache"] == {"MISS": gateway["overhead"]["requests"]}
     targets = {row["target"]: row for row in result["targets"]}
     assert targets["gateway start to /ready"]["value"] == gateway["ready_s"]
-    assert "gateway-bare" in proc.stdout and "targets (issue 20)" in proc.stdout
+    assert "gateway-production" in proc.stdout and "targets (issue 20)" in proc.stdout
     # Every figure says what it ran on: the gateway prints its stack at start and the harness reports it.
     stack = gateway["stack"]
     assert stack["server"].startswith("uvicorn ") and stack["loop"].startswith("uvloop ")
     assert stack["http"].startswith("httptools ") and stack["json"].startswith("orjson ")
     assert set(result["systems"]["direct"]["stack"]) == {"server", "loop", "http", "json"}
-    assert f"{'gateway-bare':<26}{stack['server']} · loop {stack['loop']}" in proc.stdout
+    assert f"{'gateway-production':<26}{stack['server']} · loop {stack['loop']}" in proc.stdout
     assert result["stack_warnings"] == []
 
     # Publishing rewrites only the generated block of the page and keeps what was written by hand.
@@ -110,10 +119,28 @@ def test_gateway_bench_quick_run(tmp_path: Path) -> None:
     )
     assert "\nold\n" not in text
     assert "| direct (upstream alone) |" in text
-    assert "| gateway, bare |" in text
+    assert "| gateway, production |" in text
     parts = " | ".join(stack[part] for part in ("server", "loop", "http", "json"))
-    assert f"| gateway, bare | {parts} |" in text
+    assert f"| gateway, production | {parts} |" in text
     assert text.count("<svg") == 1 and "<rect" in text
+
+
+def test_varying_loads_never_repeat_a_prompt_across_runs() -> None:
+    sys.path.insert(0, str(ROOT))
+    try:
+        from bench import clients, wrk
+    finally:
+        sys.path.remove(str(ROOT))
+    varying = wrk.Load("http://127.0.0.1:1/v1/chat/completions", '{"p":"@PROMPT@"}', vary=True, nonce="n")
+    fixed = wrk.Load("http://127.0.0.1:1/v1/chat/completions", '{"p":"@PROMPT@"}', nonce="n")
+    # wrk's counter restarts with every run, so each run of a varying load needs its own nonce.
+    nonces = [line for line in wrk.script(varying).splitlines() if line.startswith("local nonce")]
+    assert len(nonces) == 1 and nonces[0] != next(
+        line for line in wrk.script(varying).splitlines() if line.startswith("local nonce")
+    )
+    assert wrk.script(fixed) == wrk.script(fixed)  # the cache-hit load repeats one prompt on purpose
+    # The sequential clients' prompts never take the shape of wrk's (nonce-<run>-<n>).
+    assert clients._body(varying, 1) == b'{"p":"n-c1"}'
 
 
 def test_ledger_bench_compares_each_sink_with_no_ledger(tmp_path: Path) -> None:
