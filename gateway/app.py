@@ -27,6 +27,7 @@ from gateway.config import ConfigError, GatewayConfig, ModelConfig
 from gateway.cors import CorsMiddleware
 from gateway.errors import GatewayError, state_store_unavailable
 from gateway.features.tracing_http import TracingMiddleware
+from gateway.front import GatewayApp
 from gateway.logging import AccessLog
 from gateway.metrics_sources import sampler
 from gateway.middleware import GatewayMiddleware
@@ -220,7 +221,7 @@ def create_app(
 
     # FastAPI's /docs, /redoc and /openapi.json would list the admin API to anyone, without a key: off.
     # /openapi.json is served instead from gateway/openapi.py, describing the client API only.
-    app = FastAPI(
+    app = GatewayApp(
         title="LLM gateway",
         version=__version__,
         lifespan=lifespan,

@@ -13,7 +13,6 @@ import json
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -25,6 +24,7 @@ from gateway.schema import check_chat, parse_json_object
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
+    from gateway.front import GatewayApp
     from gateway.pipeline import KeyIdentity
     from gateway.runtime import Runtime
 
@@ -38,7 +38,7 @@ async def _completion_chunks(
             yield translated
 
 
-def add_routes(app: FastAPI, gateway: Gateway) -> None:
+def add_routes(app: GatewayApp, gateway: Gateway) -> None:
     """Register ``POST /v1/completions`` serving ``gateway``."""
 
     async def completions(request: Request) -> Response:
@@ -46,7 +46,7 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
         raw = parse_json_object(await read_body(request, runtime.max_body_bytes))
         return await answer_completion(gateway, request, runtime, key, raw)
 
-    app.add_route("/v1/completions", completions, methods=["POST"], include_in_schema=False)
+    app.add_hot_route("/v1/completions", completions)
 
 
 async def answer_completion(

@@ -12,7 +12,6 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from fastapi import FastAPI
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -29,6 +28,7 @@ from gateway.stores import StoreUnavailable
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
+    from gateway.front import GatewayApp
     from gateway.pipeline import KeyIdentity
     from gateway.runtime import Runtime
 
@@ -216,7 +216,7 @@ async def answer_embeddings(
     return json_response(answer, result.status, call.response_headers)
 
 
-def add_routes(app: FastAPI, gateway: Gateway) -> None:
+def add_routes(app: GatewayApp, gateway: Gateway) -> None:
     """Register the OpenAI-compatible endpoints serving ``gateway``."""
 
     async def chat_completions(request: Request) -> Response:
@@ -259,7 +259,7 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
             {"id": name, "object": "model", "created": _created(runtime), "owned_by": "gateway"}
         )
 
-    app.add_route("/v1/chat/completions", chat_completions, methods=["POST"], include_in_schema=False)
-    app.add_route("/v1/embeddings", embeddings, methods=["POST"], include_in_schema=False)
-    app.add_route("/v1/models", list_models, methods=["GET"], include_in_schema=False)
+    app.add_hot_route("/v1/chat/completions", chat_completions)
+    app.add_hot_route("/v1/embeddings", embeddings)
+    app.add_hot_route("/v1/models", list_models, "GET")
     app.add_route("/v1/models/{model:path}", get_model, methods=["GET"], include_in_schema=False)
