@@ -34,10 +34,13 @@ def _load(path: Path | None) -> GatewayConfig:
 def app_factory() -> FastAPI:
     """The app for uvicorn's factory mode (used with ``--workers``): config path from $GATEWAY_CONFIG."""
     from gateway.app import create_app
+    from gateway.server_stack import freeze_startup_heap
 
     path = os.environ.get(CONFIG_ENV)
     config_path = Path(path) if path else None
-    return create_app(load_config(config_path), config_path=config_path)
+    app = create_app(load_config(config_path), config_path=config_path)
+    freeze_startup_heap()
+    return app
 
 
 def demo_banner(config: GatewayConfig, url: str) -> str:
@@ -107,7 +110,7 @@ def run(config_path: Path | None, host: str | None, port: int | None, workers: i
 
     from gateway.app import create_app
     from gateway.logging import configure_logging
-    from gateway.server_stack import fast_stack
+    from gateway.server_stack import fast_stack, freeze_startup_heap
     from gateway.shutdown import DrainingServer
     from gateway.tls import uvicorn_ssl_options
 
@@ -145,6 +148,7 @@ def run(config_path: Path | None, host: str | None, port: int | None, workers: i
         app = create_app(config, config_path=config_path, sighup=True)
         # SIGTERM drains first: /ready reports it, streams finish within server.drain_timeout_s.
         server = DrainingServer(uvicorn.Config(app, **options), app.state.gateway.drain)  # type: ignore[arg-type]
+        freeze_startup_heap()
         server.run()
         if not server.started:
             sys.exit(3)  # as uvicorn.run: the server could not start (the port is taken...)
