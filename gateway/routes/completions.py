@@ -9,7 +9,6 @@ every OpenAI route.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +18,7 @@ from starlette.responses import Response
 from gateway.formats.completions import chat_to_completion, chunk_to_completion, request_to_chat
 from gateway.pipeline import Stream
 from gateway.request_schema import COMPLETION_PARAMS, check_params
-from gateway.routes.openai import SSEResponse, _events, begin, read_body, request_call
+from gateway.routes.openai import SSEResponse, _events, begin, json_response, read_body, request_call
 from gateway.schema import check_chat, parse_json_object
 
 if TYPE_CHECKING:
@@ -67,5 +66,4 @@ async def answer_completion(
         # and in-band errors exactly as for chat.
         result.pipe(lambda chunks: _completion_chunks(chunks, model))
         return SSEResponse(_events(call, result, gateway.redactor), headers)
-    body_out = json.dumps(chat_to_completion(result.body, model), separators=(",", ":")).encode()
-    return Response(body_out, result.status, call.response_headers, "application/json")
+    return json_response(chat_to_completion(result.body, model), result.status, call.response_headers)

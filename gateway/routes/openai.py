@@ -107,9 +107,37 @@ def _anthropic_model(name: str, runtime: Runtime) -> dict[str, Any]:
     return {"type": "model", "id": name, "display_name": name, "created_at": created}
 
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+class JSONAnswer(Response):
+    """A JSON body already encoded, answered as two ASGI messages with headers encoded once.
+
+    What Starlette's ``Response`` would send for it, without its per-answer checks that never apply here
+    (rendering the content, looking for a caller's own content-length or content-type, the status codes
+    without a body, a WebSocket denial): every gateway answer in JSON goes out this way.
+    """
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status: int = 200, headers: Mapping[str, str] | None = None) -> None:
+        self.status_code = status
+        self.body = body
+        self.background = None
+        raw = (
+            [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+            if headers
+            else []
+        )
+        raw.append((b"content-length", str(len(body)).encode("latin-1")))
+        raw.append((b"content-type", b"application/json"))
+        self.raw_headers = raw
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     # Encoded once, straight to bytes: no JSONResponse/jsonable_encoder pass over the body first.
-    return Response(jsonio.dumps(body), status, headers, "application/json")
+    return JSONAnswer(jsonio.dumps(body), status, headers)
 
 
 def new_call(
