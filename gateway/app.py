@@ -30,7 +30,7 @@ from gateway.features.tracing_http import TracingMiddleware
 from gateway.front import GatewayApp
 from gateway.logging import AccessLog
 from gateway.metrics_sources import sampler
-from gateway.middleware import GatewayMiddleware
+from gateway.middleware import Envelope, GatewayMiddleware
 from gateway.openapi import openapi_document
 from gateway.pipeline import Handler, KeyIdentity, Stage, run_hooks
 from gateway.redact import Redactor, config_key_digests, config_secrets
@@ -221,7 +221,11 @@ def create_app(
 
     # FastAPI's /docs, /redoc and /openapi.json would list the admin API to anyone, without a key: off.
     # /openapi.json is served instead from gateway/openapi.py, describing the client API only.
+    # One envelope (request ids, access log, in-flight count) for both paths a request can take.
+    envelope = Envelope(AccessLog(), gateway.activity)
     app = GatewayApp(
+        current=lambda: gateway.runtime,
+        envelope=envelope,
         title="LLM gateway",
         version=__version__,
         lifespan=lifespan,
@@ -281,7 +285,7 @@ def create_app(
     app.add_exception_handler(GatewayError, gateway_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(StoreUnavailable, store_error)
-    app.add_middleware(GatewayMiddleware, access_log=AccessLog(), activity=gateway.activity)
+    app.add_middleware(GatewayMiddleware, envelope=envelope)
     # Around the access log (so it carries the trace id), inside the runtime pin (which holds the tracer).
     app.add_middleware(TracingMiddleware)
     # Outside the access log and auth, so a preflight needs no key and errors carry CORS headers too;

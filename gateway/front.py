@@ -8,11 +8,13 @@ anything for an inference route: the gateway's own middlewares (runtime pin, COR
 overhead, access log, last-resort 500) and its exception handlers are the ones that shape its answer.
 
 :class:`GatewayApp` is the FastAPI app with that short path: a request whose (method, path) is a hot route
-(one dict lookup) runs through the app's own user middlewares, the same classes and options as on the
-FastAPI path, around :class:`HotRoutes`, which calls the endpoint and maps its exceptions with the app's
-exception handlers. Every other request (admin, console, GraphQL, WebSocket, probes, a preflight, a wrong
-method on a hot path) and the lifespan go through FastAPI unchanged. The hot routes stay registered with the
-router too, so they are listed, matched and served the same way if a request reaches it.
+(one dict lookup) goes to :class:`HotPath`, one layer doing what the gateway's middlewares do (the same
+code: the runtime pin and the request envelope of gateway/middleware.py; CORS and tracing through their
+own middlewares when the runtime has them on), around :class:`HotRoutes`, which calls the endpoint and
+maps its exceptions with the app's exception handlers. Every other request (admin, console, GraphQL,
+WebSocket, probes, a preflight, a wrong method on a hot path) and the lifespan go through FastAPI
+unchanged. The hot routes stay registered with the router too, so they are listed, matched and served
+the same way if a request reaches it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.middleware import Envelope
+from gateway.runtime import RUNTIME_SCOPE_KEY, Runtime
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 # The gateway's exception handlers are all coroutines taking the HTTP request (create_app).
@@ -65,11 +70,46 @@ class HotRoutes:
         return None
 
 
+class HotPath:
+    """The hot routes' gateway middlewares in one layer: the runtime pin (as ``RuntimeMiddleware``) and the
+    :class:`~gateway.middleware.Envelope` (as ``GatewayMiddleware``) around the endpoints, with one ``send``
+    wrapper, the envelope's.
+
+    CORS and tracing do nothing for a request whose runtime has them off, which is the default; a runtime
+    with either on takes ``full``, every user middleware built as FastAPI builds them, so their protocol
+    stays in one place (gateway/cors.py, gateway/features/tracing_http.py).
+    """
+
+    def __init__(
+        self, current: Callable[[], Runtime], envelope: Envelope, endpoints: ASGIApp, full: ASGIApp
+    ) -> None:
+        self.current = current
+        self.envelope = envelope
+        self.endpoints = endpoints
+        self.full = full
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        runtime = self.current()
+        cors = runtime.config.server.cors
+        if runtime.tracing is not None or (cors is not None and cors.enabled):
+            await self.full(scope, receive, send)
+            return
+        scope[RUNTIME_SCOPE_KEY] = runtime
+        runtime.acquire()
+        try:
+            await self.envelope.serve(self.endpoints, scope, receive, send)
+        finally:
+            runtime.release()
+
+
 class GatewayApp(FastAPI):
     """FastAPI with a front door for the hot routes (:meth:`add_hot_route`); see the module docstring."""
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, *, current: Callable[[], Runtime], envelope: Envelope, **options: Any) -> None:
         super().__init__(**options)
+        # What the hot path needs of the gateway: its running runtime and the request envelope.
+        self.current = current
+        self.envelope = envelope
         self.hot_routes: dict[tuple[str, str], Endpoint] = {}
         self._hot_stack: ASGIApp | None = None
 
@@ -80,8 +120,9 @@ class GatewayApp(FastAPI):
         self.hot_routes[(method, path)] = endpoint
 
     def build_hot_stack(self) -> ASGIApp:
-        """The app's user middlewares, built as FastAPI builds them, around :class:`HotRoutes` with the
-        app's exception handlers (the ones its exception middleware uses: all but 500 and Exception)."""
+        """:class:`HotPath` around :class:`HotRoutes` with the app's exception handlers (the ones its
+        exception middleware uses: all but 500 and Exception); its ``full`` stack is the app's user
+        middlewares around the same endpoints."""
         handlers: dict[Any, Handler] = {}
         status_handlers: dict[int, Handler] = {}
         for key, handler in self.exception_handlers.items():
@@ -90,10 +131,11 @@ class GatewayApp(FastAPI):
                     status_handlers[key] = cast(Handler, handler)
             elif key is not Exception:
                 handlers[key] = cast(Handler, handler)
-        app: ASGIApp = HotRoutes(handlers, status_handlers)
+        endpoints = HotRoutes(handlers, status_handlers)
+        full: ASGIApp = endpoints
         for cls, args, kwargs in reversed(self.user_middleware):
-            app = cls(app, *args, **kwargs)
-        return app
+            full = cls(full, *args, **kwargs)
+        return HotPath(self.current, self.envelope, endpoints, full)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

@@ -18,7 +18,7 @@ import anthropic
 import httpx
 import openai
 import pytest
-from gateway_testing import KEY, TEST_CONFIG, auth, chat, run_server, sse_chunks
+from gateway_testing import KEY, TEST_CONFIG, auth, chat, http_scope, run_server, sse_chunks
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from starlette.routing import Router
@@ -27,6 +27,7 @@ from gateway.app import create_app
 from gateway.config import GatewayConfig, parse_config
 from gateway.front import GatewayApp
 from gateway.logging import ERROR_LOGGER
+from gateway.mock_upstream import MockUpstream
 from gateway.pipeline import Call
 
 pytestmark = pytest.mark.anyio
@@ -34,14 +35,6 @@ pytestmark = pytest.mark.anyio
 ALLOWED = "https://app.example"
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{CLIENT_TRACE}-00f067aa0ba902b7-01"
-COMPLETION = {
-    "id": "chatcmpl-1",
-    "object": "chat.completion",
-    "created": 1,
-    "model": "up-model",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-}
 
 
 def config(extra: str = "") -> GatewayConfig:
@@ -264,11 +257,12 @@ class GatedStream(httpx.AsyncByteStream):
 
 
 class GatedUpstream(httpx.AsyncBaseTransport):
-    """Streams through :class:`GatedStream`; a plain request waits for ``gate`` before answering."""
+    """Streams through :class:`GatedStream`; a plain request waits for ``gate``, then the mock answers."""
 
     def __init__(self) -> None:
         self.gate = asyncio.Event()
         self.reached = asyncio.Event()
+        self.mock = httpx.ASGITransport(app=MockUpstream())
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.reached.set()
@@ -276,30 +270,18 @@ class GatedUpstream(httpx.AsyncBaseTransport):
             headers = {"content-type": "text/event-stream"}
             return httpx.Response(200, headers=headers, stream=GatedStream(self.gate))
         await self.gate.wait()
-        return httpx.Response(200, json=COMPLETION)
+        return await self.mock.handle_async_request(request)
 
 
 def asgi_request(body: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     raw = json.dumps(body).encode()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"gateway"),
-            (b"content-type", b"application/json"),
-            (b"authorization", f"Bearer {KEY}".encode()),
-            (b"content-length", str(len(raw)).encode()),
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8080),
-    }
+    headers = [
+        (b"host", b"gateway"),
+        (b"content-type", b"application/json"),
+        (b"authorization", f"Bearer {KEY}".encode()),
+        (b"content-length", str(len(raw)).encode()),
+    ]
+    scope = http_scope("/v1/chat/completions", headers)
     messages = [{"type": "http.request", "body": raw, "more_body": False}]
 
     async def receive() -> dict[str, Any]:
