@@ -187,11 +187,15 @@ def create_app(
     transport: httpx.AsyncBaseTransport | None = None,
     config_path: Path | None = None,
     sighup: bool = False,
+    forwarded_allow_ips: str | None = None,
 ) -> FastAPI:
     """A FastAPI app serving ``config``; ``transport`` replaces the upstream HTTP transport (tests).
 
     ``config_path`` is the file ``config`` was loaded from: ``POST /admin/reload``, SIGHUP (with
     ``sighup``, for ``gateway run``) and ``features.reload.watch`` re-read it (see gateway/reload.py).
+    ``forwarded_allow_ips`` (``gateway run``, which turns uvicorn's own handling off): the addresses
+    whose ``X-Forwarded-For``/``-Proto`` set the client address and scheme, as uvicorn's
+    ``forwarded_allow_ips`` (gateway/front.py).
     """
     from gateway.routes import (
         admin,
@@ -226,6 +230,7 @@ def create_app(
     app = GatewayApp(
         current=lambda: gateway.runtime,
         envelope=envelope,
+        forwarded_allow_ips=forwarded_allow_ips,
         title="LLM gateway",
         version=__version__,
         lifespan=lifespan,

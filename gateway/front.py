@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway.middleware import Envelope
 from gateway.runtime import RUNTIME_SCOPE_KEY, Runtime
@@ -105,13 +106,28 @@ class HotPath:
 class GatewayApp(FastAPI):
     """FastAPI with a front door for the hot routes (:meth:`add_hot_route`); see the module docstring."""
 
-    def __init__(self, *, current: Callable[[], Runtime], envelope: Envelope, **options: Any) -> None:
+    def __init__(
+        self,
+        *,
+        current: Callable[[], Runtime],
+        envelope: Envelope,
+        forwarded_allow_ips: str | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(**options)
         # What the hot path needs of the gateway: its running runtime and the request envelope.
         self.current = current
         self.envelope = envelope
         self.hot_routes: dict[tuple[str, str], Endpoint] = {}
         self._hot_stack: ASGIApp | None = None
+        # `gateway run` turns uvicorn's proxy-headers middleware off and hands its trusted addresses here:
+        # only FastAPI's routes read the client address (admin sign-in throttling, the audit log) or the
+        # scheme (the console's Secure cookie); the hot routes read neither, and skip that layer.
+        self._fallback: ASGIApp = super().__call__
+        if forwarded_allow_ips is not None:
+            # uvicorn types its middleware with its own ASGI types, Starlette's are the plain mappings.
+            proxied = ProxyHeadersMiddleware(super().__call__, trusted_hosts=forwarded_allow_ips)  # type: ignore[arg-type]
+            self._fallback = cast(ASGIApp, proxied)
 
     def add_hot_route(self, path: str, endpoint: Endpoint, method: str = "POST") -> None:
         """Serve ``method path`` (an exact path, no parameters) by the short path, and register it with
@@ -147,4 +163,4 @@ class GatewayApp(FastAPI):
                 scope["endpoint"] = endpoint
                 await self._hot_stack(scope, receive, send)
                 return
-        await super().__call__(scope, receive, send)
+        await self._fallback(scope, receive, send)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import gc
 import importlib
 import logging
+import os
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Literal
@@ -97,3 +98,10 @@ def freeze_startup_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+def forwarded_allow_ips() -> str:
+    """The peers trusted to set the client address and scheme (``X-Forwarded-For``/``-Proto``): uvicorn's
+    own default, ``$FORWARDED_ALLOW_IPS`` or loopback. ``gateway run`` turns uvicorn's proxy-headers
+    middleware off and applies it with these to the routes that read either (gateway/front.py)."""
+    return os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")

@@ -369,3 +369,20 @@ def test_openai_and_anthropic_sdks_through_a_served_front() -> None:
             model="fixed", max_tokens=16, messages=[{"role": "user", "content": "hi"}]
         )
         assert message.content[0].type == "text" and message.content[0].text == "fixed answer"
+
+
+@pytest.mark.parametrize("trusted", ["127.0.0.1", None])
+def test_forwarded_addresses_reach_fastapis_routes_when_trusted(trusted: str | None) -> None:
+    # As `gateway run` serves: uvicorn's proxy-headers middleware off, the app's own on FastAPI's path.
+    app = create_app(config("admin: {failed_auth_limit: 1}\n"), forwarded_allow_ips=trusted)
+    guess = {"authorization": "Bearer sk-guess-000000"}
+    with run_server(app, proxy_headers=False) as url, httpx.Client(base_url=url) as client:
+        first = {**guess, "x-forwarded-for": "203.0.113.1"}
+        other = {**guess, "x-forwarded-for": "203.0.113.2"}
+        assert [client.get("/admin/v1/keys", headers=first).status_code for _ in range(2)] == [401, 429]
+        # Another forwarded client is its own address when the proxy is trusted, the same peer otherwise.
+        assert client.get("/admin/v1/keys", headers=other).status_code == (401 if trusted else 429)
+        answer = client.post(
+            "/v1/chat/completions", json=chat(), headers={**auth(), "x-forwarded-for": "203.0.113.1"}
+        )
+        assert answer.status_code == 200 and answer.headers["x-request-id"]

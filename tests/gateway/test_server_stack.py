@@ -12,7 +12,7 @@ import uvicorn
 from click.testing import CliRunner
 
 from gateway import cli, server_stack
-from gateway.server_stack import fast_stack, freeze_startup_heap
+from gateway.server_stack import fast_stack, forwarded_allow_ips, freeze_startup_heap
 
 
 def test_the_fast_stack_is_installed_and_chosen() -> None:
@@ -52,6 +52,7 @@ def test_gateway_run_hands_the_stack_to_uvicorn_and_prints_it(monkeypatch: pytes
 
     def run(self: Any) -> None:  # the server's run, replaced: the config it got is what matters here
         seen["loop"], seen["http"] = self.config.loop, self.config.http
+        seen["proxy_headers"] = self.config.proxy_headers  # applied by the app instead (gateway/front.py)
         self.started = True
 
     monkeypatch.setattr(uvicorn.Server, "run", run)
@@ -63,7 +64,7 @@ def test_gateway_run_hands_the_stack_to_uvicorn_and_prints_it(monkeypatch: pytes
     monkeypatch.setattr("gateway.logging.configure_logging", lambda level: None)
     result = CliRunner().invoke(cli.main, ["run", "--port", "0", "--log-level", "error"])
     assert result.exit_code == 0, result.output
-    assert seen == {"frozen_before_run": True, "loop": "uvloop", "http": "httptools"}
+    assert seen == {"frozen_before_run": True, "loop": "uvloop", "http": "httptools", "proxy_headers": False}
     assert "server stack: server=uvicorn " in result.output and "; loop=uvloop " in result.output
 
 
@@ -79,3 +80,10 @@ def test_the_start_up_heap_is_frozen_out_of_the_collectors_reach() -> None:
         assert garbage() is None
     finally:
         gc.unfreeze()  # this test process's heap is pytest's, not a server's
+
+
+def test_the_trusted_forwarding_peers_are_uvicorns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+    assert forwarded_allow_ips() == uvicorn.Config(app=None).forwarded_allow_ips
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.7")
+    assert forwarded_allow_ips() == uvicorn.Config(app=None).forwarded_allow_ips == "10.0.0.7"
