@@ -386,3 +386,26 @@ def test_forwarded_addresses_reach_fastapis_routes_when_trusted(trusted: str | N
             "/v1/chat/completions", json=chat(), headers={**auth(), "x-forwarded-for": "203.0.113.1"}
         )
         assert answer.status_code == 200 and answer.headers["x-request-id"]
+
+
+async def test_a_hot_route_maps_exceptions_with_the_apps_handlers_as_fastapi_does(path: str) -> None:
+    from starlette.exceptions import HTTPException
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, Response
+
+    app = build(config(), path)
+
+    async def teapot(request: Request) -> Response:
+        raise HTTPException(418, "short and stout")
+
+    async def by_status(request: Request, exc: Exception) -> Response:
+        return PlainTextResponse("by status", status_code=418)
+
+    app.add_hot_route("/test/teapot", teapot)
+    if path == "fastapi":
+        app.hot_routes.clear()
+    app.add_exception_handler(418, by_status)
+    async with client_of(app) as client:
+        answer = await client.post("/test/teapot")
+    # A status handler wins over the HTTPException handler, as in Starlette's exception middleware.
+    assert answer.status_code == 418 and answer.text == "by status" and answer.headers["x-request-id"]
