@@ -117,7 +117,8 @@ class JSONAnswer(Response):
 
     What Starlette's ``Response`` would send for it, without its per-answer checks that never apply here
     (rendering the content, looking for a caller's own content-length or content-type, the status codes
-    without a body, a WebSocket denial): every gateway answer in JSON goes out this way.
+    without a body): every gateway answer in JSON goes out this way. A refusal of a WebSocket handshake
+    (GraphQL over WebSocket without a key) is Starlette's ``websocket.http.response`` denial, as before.
     """
 
     media_type = "application/json"
@@ -136,6 +137,9 @@ class JSONAnswer(Response):
         self.raw_headers = raw
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         await send({"type": "http.response.body", "body": self.body})
 
