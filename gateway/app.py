@@ -27,9 +27,10 @@ from gateway.config import ConfigError, GatewayConfig, ModelConfig
 from gateway.cors import CorsMiddleware
 from gateway.errors import GatewayError, state_store_unavailable
 from gateway.features.tracing_http import TracingMiddleware
+from gateway.front import GatewayApp
 from gateway.logging import AccessLog
 from gateway.metrics_sources import sampler
-from gateway.middleware import GatewayMiddleware
+from gateway.middleware import Envelope, GatewayMiddleware
 from gateway.openapi import openapi_document
 from gateway.pipeline import Handler, KeyIdentity, Stage, run_hooks
 from gateway.redact import Redactor, config_key_digests, config_secrets
@@ -186,11 +187,15 @@ def create_app(
     transport: httpx.AsyncBaseTransport | None = None,
     config_path: Path | None = None,
     sighup: bool = False,
+    forwarded_allow_ips: str | None = None,
 ) -> FastAPI:
     """A FastAPI app serving ``config``; ``transport`` replaces the upstream HTTP transport (tests).
 
     ``config_path`` is the file ``config`` was loaded from: ``POST /admin/reload``, SIGHUP (with
     ``sighup``, for ``gateway run``) and ``features.reload.watch`` re-read it (see gateway/reload.py).
+    ``forwarded_allow_ips`` (``gateway run``, which turns uvicorn's own handling off): the addresses
+    whose ``X-Forwarded-For``/``-Proto`` set the client address and scheme, as uvicorn's
+    ``forwarded_allow_ips`` (gateway/front.py).
     """
     from gateway.routes import (
         admin,
@@ -220,7 +225,12 @@ def create_app(
 
     # FastAPI's /docs, /redoc and /openapi.json would list the admin API to anyone, without a key: off.
     # /openapi.json is served instead from gateway/openapi.py, describing the client API only.
-    app = FastAPI(
+    # One envelope (request ids, access log, in-flight count) for both paths a request can take.
+    envelope = Envelope(AccessLog(), gateway.activity)
+    app = GatewayApp(
+        current=lambda: gateway.runtime,
+        envelope=envelope,
+        forwarded_allow_ips=forwarded_allow_ips,
         title="LLM gateway",
         version=__version__,
         lifespan=lifespan,
@@ -280,7 +290,7 @@ def create_app(
     app.add_exception_handler(GatewayError, gateway_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(StoreUnavailable, store_error)
-    app.add_middleware(GatewayMiddleware, access_log=AccessLog(), activity=gateway.activity)
+    app.add_middleware(GatewayMiddleware, envelope=envelope)
     # Around the access log (so it carries the trace id), inside the runtime pin (which holds the tracer).
     app.add_middleware(TracingMiddleware)
     # Outside the access log and auth, so a preflight needs no key and errors carry CORS headers too;

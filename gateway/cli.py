@@ -34,10 +34,15 @@ def _load(path: Path | None) -> GatewayConfig:
 def app_factory() -> FastAPI:
     """The app for uvicorn's factory mode (used with ``--workers``): config path from $GATEWAY_CONFIG."""
     from gateway.app import create_app
+    from gateway.server_stack import forwarded_allow_ips, freeze_startup_heap
 
     path = os.environ.get(CONFIG_ENV)
     config_path = Path(path) if path else None
-    return create_app(load_config(config_path), config_path=config_path)
+    app = create_app(
+        load_config(config_path), config_path=config_path, forwarded_allow_ips=forwarded_allow_ips()
+    )
+    freeze_startup_heap()
+    return app
 
 
 def demo_banner(config: GatewayConfig, url: str) -> str:
@@ -107,7 +112,7 @@ def run(config_path: Path | None, host: str | None, port: int | None, workers: i
 
     from gateway.app import create_app
     from gateway.logging import configure_logging
-    from gateway.server_stack import fast_stack
+    from gateway.server_stack import fast_stack, forwarded_allow_ips, freeze_startup_heap
     from gateway.shutdown import DrainingServer
     from gateway.tls import uvicorn_ssl_options
 
@@ -124,6 +129,8 @@ def run(config_path: Path | None, host: str | None, port: int | None, workers: i
     # bench/gateway.py reads this line to report which stack every figure was measured on.
     click.echo(f"server stack: {stack.describe()}")
     options = {"host": host, "port": port, "log_level": "warning", "access_log": False, "lifespan": "on"}
+    # X-Forwarded-For/-Proto are applied by the app, to the routes that read them (create_app).
+    options["proxy_headers"] = False
     options.update(stack.uvicorn_options())
     # With several workers uvicorn's supervisor handles SIGTERM: its graceful timeout is the drain deadline.
     options["timeout_graceful_shutdown"] = config.server.drain_timeout_s if workers > 1 else AFTER_DRAIN_S
@@ -142,9 +149,12 @@ def run(config_path: Path | None, host: str | None, port: int | None, workers: i
         _run_workers(config, workers, options)
     else:
         # SIGHUP reloads the config file (with --workers, uvicorn restarts the workers on SIGHUP instead).
-        app = create_app(config, config_path=config_path, sighup=True)
+        app = create_app(
+            config, config_path=config_path, sighup=True, forwarded_allow_ips=forwarded_allow_ips()
+        )
         # SIGTERM drains first: /ready reports it, streams finish within server.drain_timeout_s.
         server = DrainingServer(uvicorn.Config(app, **options), app.state.gateway.drain)  # type: ignore[arg-type]
+        freeze_startup_heap()
         server.run()
         if not server.started:
             sys.exit(3)  # as uvicorn.run: the server could not start (the port is taken...)

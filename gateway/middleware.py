@@ -28,21 +28,22 @@ from gateway.shutdown import Activity
 _REQUEST_ID_OK = re.compile(rb"^[A-Za-z0-9._:/+=-]{1,128}$")
 
 
-class GatewayMiddleware:
+class Envelope:
     """Adds ``x-request-id``, ``x-gateway-overhead-ms`` and (with ``server.region``) ``x-gateway-region`` to
-    every response, and logs every request."""
+    every response, logs every request, counts it in flight and answers its last-resort 500.
 
-    def __init__(self, app: ASGIApp, access_log: AccessLog, activity: Activity | None = None) -> None:
-        self.app = app
+    One per app, shared by :class:`GatewayMiddleware` (FastAPI's path) and the front's hot path
+    (gateway/front.py), so both run this same code with the same id source, log and in-flight count.
+    """
+
+    def __init__(self, access_log: AccessLog, activity: Activity | None = None) -> None:
         self.access_log = access_log
         self.ids = IdSource()
         # Counts requests in flight (whole responses, streams included) for the shutdown drain.
         self.activity = activity if activity is not None else Activity()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def serve(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run ``app`` for one HTTP request inside the envelope."""
         started = time.perf_counter()
         request_id = _request_id(scope, self.ids)
         state: dict[str, Any] = scope.setdefault("state", {})
@@ -74,7 +75,7 @@ class GatewayMiddleware:
         task = asyncio.current_task()
         self.activity.enter(task)
         try:
-            await self.app(scope, receive, send_with_headers)
+            await app(scope, receive, send_with_headers)
         except asyncio.CancelledError:
             if not self.activity.stopping or task is None:
                 raise
@@ -93,6 +94,20 @@ class GatewayMiddleware:
             self.activity.exit(task)
             if self.access_log.enabled():
                 self.access_log.write(_record(scope, state, status, started, overhead_ms))
+
+
+class GatewayMiddleware:
+    """The :class:`Envelope` around every HTTP request that takes FastAPI's path."""
+
+    def __init__(self, app: ASGIApp, envelope: Envelope) -> None:
+        self.app = app
+        self.envelope = envelope
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await self.envelope.serve(self.app, scope, receive, send)
 
 
 def _shutting_down() -> GatewayError:

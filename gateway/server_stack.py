@@ -18,8 +18,10 @@ server falls back to asyncio and h11 and logs which and why: slower, never broke
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
+import os
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Literal
@@ -82,3 +84,24 @@ def fast_stack() -> ServerStack:
     for line in fallbacks:
         logger.warning(line)
     return ServerStack(loop, http, fallbacks)
+
+
+def freeze_startup_heap() -> None:
+    """Move every object alive after start-up (modules, the config, FastAPI's routes, pydantic's schemas,
+    the runtime) out of the garbage collector's reach, so its full collections stop re-scanning them.
+
+    Measured in process (bench/stages.py's production config, ``gc.callbacks`` timing each collection): the
+    rare full collections of that start-up heap cost 17-31 us per request on average, about 3 % of a
+    request's CPU, and 0.0-0.3 us once frozen. Collected first, so no garbage is frozen with it. Young
+    collections cost under 1 us per request (reference counting frees almost everything a request makes),
+    so their threshold is left at Python's default: raising it measured no gain.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+def forwarded_allow_ips() -> str:
+    """The peers trusted to set the client address and scheme (``X-Forwarded-For``/``-Proto``): uvicorn's
+    own default, ``$FORWARDED_ALLOW_IPS`` or loopback. ``gateway run`` turns uvicorn's proxy-headers
+    middleware off and applies it with these to the routes that read either (gateway/front.py)."""
+    return os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")

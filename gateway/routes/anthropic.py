@@ -16,7 +16,6 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -36,6 +35,7 @@ from gateway.token_estimate import estimate_prompt_tokens, estimate_text_tokens
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
+    from gateway.front import GatewayApp
 
 INTERNAL_ERROR = GatewayError(500, "Internal gateway error.", "server_error")
 
@@ -110,7 +110,7 @@ def redacted(error: GatewayError, redactor: Redactor) -> GatewayError:
     return GatewayError(error.status, message, error.type, error.code, headers=error.headers)
 
 
-def add_routes(app: FastAPI, gateway: Gateway) -> None:
+def add_routes(app: GatewayApp, gateway: Gateway) -> None:
     """Register ``POST /v1/messages`` and ``POST /v1/messages/count_tokens`` serving ``gateway``."""
 
     async def run(request: Request) -> Response:
@@ -173,10 +173,8 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
 
         return endpoint
 
-    app.add_route("/v1/messages", anthropic_errors(run), methods=["POST"], include_in_schema=False)
-    app.add_route(
-        "/v1/messages/count_tokens", anthropic_errors(count), methods=["POST"], include_in_schema=False
-    )
+    app.add_hot_route("/v1/messages", anthropic_errors(run))
+    app.add_hot_route("/v1/messages/count_tokens", anthropic_errors(count))
 
 
 def estimate_input_tokens(body: dict[str, Any]) -> int:

@@ -9,22 +9,21 @@ every OpenAI route.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.formats.completions import chat_to_completion, chunk_to_completion, request_to_chat
 from gateway.pipeline import Stream
 from gateway.request_schema import COMPLETION_PARAMS, check_params
-from gateway.routes.openai import SSEResponse, _events, begin, read_body, request_call
+from gateway.routes.openai import SSEResponse, _events, begin, json_response, read_body, request_call
 from gateway.schema import check_chat, parse_json_object
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
+    from gateway.front import GatewayApp
     from gateway.pipeline import KeyIdentity
     from gateway.runtime import Runtime
 
@@ -38,7 +37,7 @@ async def _completion_chunks(
             yield translated
 
 
-def add_routes(app: FastAPI, gateway: Gateway) -> None:
+def add_routes(app: GatewayApp, gateway: Gateway) -> None:
     """Register ``POST /v1/completions`` serving ``gateway``."""
 
     async def completions(request: Request) -> Response:
@@ -46,7 +45,7 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
         raw = parse_json_object(await read_body(request, runtime.max_body_bytes))
         return await answer_completion(gateway, request, runtime, key, raw)
 
-    app.add_route("/v1/completions", completions, methods=["POST"], include_in_schema=False)
+    app.add_hot_route("/v1/completions", completions)
 
 
 async def answer_completion(
@@ -67,5 +66,4 @@ async def answer_completion(
         # and in-band errors exactly as for chat.
         result.pipe(lambda chunks: _completion_chunks(chunks, model))
         return SSEResponse(_events(call, result, gateway.redactor), headers)
-    body_out = json.dumps(chat_to_completion(result.body, model), separators=(",", ":")).encode()
-    return Response(body_out, result.status, call.response_headers, "application/json")
+    return json_response(chat_to_completion(result.body, model), result.status, call.response_headers)

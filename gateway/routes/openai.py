@@ -12,8 +12,7 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from fastapi import FastAPI
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -29,6 +28,7 @@ from gateway.stores import StoreUnavailable
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
+    from gateway.front import GatewayApp
     from gateway.pipeline import KeyIdentity
     from gateway.runtime import Runtime
 
@@ -38,18 +38,23 @@ async def read_body(request: Request, limit: int) -> bytes:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise body_too_large(limit)
+    # Straight from ``receive``, not through ``request.stream()``: its async generator cost more than the
+    # read itself on a body that arrives in one message, as nearly all do.
+    receive = request.receive
     chunks: list[bytes] = []
     size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise body_too_large(limit)
-            chunks.append(chunk)
-    except ClientDisconnect:
-        # Nobody is listening; answer quietly instead of logging a server error.
-        raise invalid_request("The client disconnected before sending the whole body.") from None
-    return b"".join(chunks)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            # Nobody is listening; answer quietly instead of logging a server error.
+            raise invalid_request("The client disconnected before sending the whole body.")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise body_too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class SSEResponse(StreamingResponse):
@@ -107,9 +112,41 @@ def _anthropic_model(name: str, runtime: Runtime) -> dict[str, Any]:
     return {"type": "model", "id": name, "display_name": name, "created_at": created}
 
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+class JSONAnswer(Response):
+    """A JSON body already encoded, answered as two ASGI messages with headers encoded once.
+
+    What Starlette's ``Response`` would send for it, without its per-answer checks that never apply here
+    (rendering the content, looking for a caller's own content-length or content-type, the status codes
+    without a body): every gateway answer in JSON goes out this way. A refusal of a WebSocket handshake
+    (GraphQL over WebSocket without a key) is Starlette's ``websocket.http.response`` denial, as before.
+    """
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status: int = 200, headers: Mapping[str, str] | None = None) -> None:
+        self.status_code = status
+        self.body = body
+        self.background = None
+        raw = (
+            [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+            if headers
+            else []
+        )
+        raw.append((b"content-length", str(len(body)).encode("latin-1")))
+        raw.append((b"content-type", b"application/json"))
+        self.raw_headers = raw
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     # Encoded once, straight to bytes: no JSONResponse/jsonable_encoder pass over the body first.
-    return Response(jsonio.dumps(body), status, headers, "application/json")
+    return JSONAnswer(jsonio.dumps(body), status, headers)
 
 
 def new_call(
@@ -216,7 +253,7 @@ async def answer_embeddings(
     return json_response(answer, result.status, call.response_headers)
 
 
-def add_routes(app: FastAPI, gateway: Gateway) -> None:
+def add_routes(app: GatewayApp, gateway: Gateway) -> None:
     """Register the OpenAI-compatible endpoints serving ``gateway``."""
 
     async def chat_completions(request: Request) -> Response:
@@ -259,7 +296,7 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
             {"id": name, "object": "model", "created": _created(runtime), "owned_by": "gateway"}
         )
 
-    app.add_route("/v1/chat/completions", chat_completions, methods=["POST"], include_in_schema=False)
-    app.add_route("/v1/embeddings", embeddings, methods=["POST"], include_in_schema=False)
-    app.add_route("/v1/models", list_models, methods=["GET"], include_in_schema=False)
+    app.add_hot_route("/v1/chat/completions", chat_completions)
+    app.add_hot_route("/v1/embeddings", embeddings)
+    app.add_hot_route("/v1/models", list_models, "GET")
     app.add_route("/v1/models/{model:path}", get_model, methods=["GET"], include_in_schema=False)

@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -44,6 +43,7 @@ from gateway.stores import StoreUnavailable
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
+    from gateway.front import GatewayApp
     from gateway.runtime import Runtime
 
 
@@ -172,7 +172,7 @@ def _responses(gateway: Gateway, runtime: Runtime) -> ResponseStore:
     return ResponseStore(gateway.store, runtime.config.features.responses.store_ttl_s)
 
 
-def add_routes(app: FastAPI, gateway: Gateway) -> None:
+def add_routes(app: GatewayApp, gateway: Gateway) -> None:
     """Register the Responses API endpoints serving ``gateway``."""
     # Response ids are the gateway's own, never the request id: a client may choose that one (x-request-id),
     # and a stored response must not be replaced by a later request reusing it.
@@ -235,7 +235,7 @@ def add_routes(app: FastAPI, gateway: Gateway) -> None:
         entry = await _responses(gateway, runtime).load(key.key_id, response_id)
         return json_response(_page(listed_items(entry.input, response_id), request.query_params))
 
-    app.add_route("/v1/responses", create, methods=["POST"], include_in_schema=False)
+    app.add_hot_route("/v1/responses", create)
     app.add_route(
         "/v1/responses/{response_id}/input_items", input_items, methods=["GET"], include_in_schema=False
     )

@@ -93,6 +93,24 @@ async def serve(
         yield client
 
 
+def http_scope(path: str, headers: list[tuple[bytes, bytes]], method: str = "POST") -> dict[str, Any]:
+    """The ASGI scope of an HTTP request from a loopback client, for tests that call the app directly."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+
+
 def sse_chunks(text: str) -> list[Any]:
     """The decoded data payloads of an SSE body (``[DONE]`` kept as a string)."""
     events = [line[len("data: ") :] for line in text.split("\n\n") if line.startswith("data: ")]

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_testing import KEY, LIMITED_KEY, MASTER_KEY, auth, chat, serve, sse_chunks, tokens
+from gateway_testing import KEY, LIMITED_KEY, MASTER_KEY, auth, chat, http_scope, serve, sse_chunks, tokens
 
 from gateway.config import GatewayConfig
 
@@ -295,20 +295,7 @@ async def test_a_client_that_disconnects_during_the_body_gets_a_quiet_400(
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"authorization", f"Bearer {KEY}".encode())],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
+    scope = http_scope("/v1/chat/completions", [(b"authorization", f"Bearer {KEY}".encode())])
     await app(scope, receive, send)
     await app.state.gateway.close()
     assert sent[0]["status"] == 400

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
+import weakref
 from typing import Any
 
 import pytest
 import uvicorn
 from click.testing import CliRunner
 
-from gateway import cli
-from gateway.server_stack import fast_stack
+from gateway import cli, server_stack
+from gateway.server_stack import fast_stack, forwarded_allow_ips, freeze_startup_heap
 
 
 def test_the_fast_stack_is_installed_and_chosen() -> None:
@@ -50,12 +52,38 @@ def test_gateway_run_hands_the_stack_to_uvicorn_and_prints_it(monkeypatch: pytes
 
     def run(self: Any) -> None:  # the server's run, replaced: the config it got is what matters here
         seen["loop"], seen["http"] = self.config.loop, self.config.http
+        seen["proxy_headers"] = self.config.proxy_headers  # applied by the app instead (gateway/front.py)
         self.started = True
 
     monkeypatch.setattr(uvicorn.Server, "run", run)
+    # Frozen once the app is built, before serving; not this test process's heap.
+    monkeypatch.setattr(
+        server_stack, "freeze_startup_heap", lambda: seen.setdefault("frozen_before_run", not seen)
+    )
     # `gateway run` points the gateway's loggers at stderr: not in this process, where caplog reads them.
     monkeypatch.setattr("gateway.logging.configure_logging", lambda level: None)
     result = CliRunner().invoke(cli.main, ["run", "--port", "0", "--log-level", "error"])
     assert result.exit_code == 0, result.output
-    assert seen == {"loop": "uvloop", "http": "httptools"}
+    assert seen == {"frozen_before_run": True, "loop": "uvloop", "http": "httptools", "proxy_headers": False}
     assert "server stack: server=uvicorn " in result.output and "; loop=uvloop " in result.output
+
+
+def test_the_start_up_heap_is_frozen_out_of_the_collectors_reach() -> None:
+    class Cycle:
+        def __init__(self) -> None:
+            self.me = self
+
+    garbage = weakref.ref(Cycle())  # before the freeze: collected, not frozen with the heap
+    try:
+        freeze_startup_heap()
+        assert gc.get_freeze_count() > 0
+        assert garbage() is None
+    finally:
+        gc.unfreeze()  # this test process's heap is pytest's, not a server's
+
+
+def test_the_trusted_forwarding_peers_are_uvicorns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+    assert forwarded_allow_ips() == uvicorn.Config(app=None).forwarded_allow_ips
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.7")
+    assert forwarded_allow_ips() == uvicorn.Config(app=None).forwarded_allow_ips == "10.0.0.7"
