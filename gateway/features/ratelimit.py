@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -38,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.admission import FULL, Claim, answered
 from gateway.errors import GatewayError
+from gateway.ids import IdSource
 from gateway.pipeline import Call, Handler, KeyIdentity, Response, Result
 from gateway.stores.after_writes import defer, flush_writes, open_writes
 from gateway.stores.base import Step, Store, StoreUnavailable, Write, store_key
@@ -208,6 +208,9 @@ class RateLimitStage:
         self.key_limits = key_limits
         self.store = store
         self.shares = shares
+        # Lease ids only need to be unique among a limit's holders, not secret: a counter behind a random
+        # per-process prefix, not a kernel random read (a system call) per request.
+        self.ids = IdSource()
 
     async def start(self) -> None:
         """Read the partitioned limits' shares before the first request (a no-op otherwise)."""
@@ -295,7 +298,7 @@ class RateLimitStage:
         if buckets or concurrency:
             prompt, completion = estimate_tokens(call, self.config.default_max_tokens)
             estimate = prompt + completion
-            lease = secrets.randbits(52)
+            lease = self.ids.int52()
             lease_us = int(self.config.lease_seconds * 1_000_000)
             # A second admission (a "hit" that was not one) does not count the request again.
             again = bool(call.scratch.get(FULL))
