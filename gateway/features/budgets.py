@@ -59,6 +59,7 @@ from gateway.pipeline import Call, Handler, Response, Result
 from gateway.pricing import format_usd, usd_to_nanos
 from gateway.stores import Store, StoreUnavailable
 from gateway.stores.after_writes import defer
+from gateway.stores.base import Step
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -341,7 +342,10 @@ class BudgetStage:
 
     async def admission(self, call: Call) -> Claim | None:
         """The reservation of the most ``call`` can cost in every budget it spends from, as one step of its
-        admission (in the rate limit's script), or None when no budget applies."""
+        admission (in the rate limit's script), or None when no budget applies.
+
+        The reservation (its maximum cost, through the prices and the prompt's bound) is left to the
+        claim's ``build``: a cache hit in process only checks that something remains, and never needs it."""
         await self.key_rule(call.key.name, call.key.budget)
         if call.key.team is not None:
             await self.team_rule(call.key.team, call.key.team_budget)
@@ -355,21 +359,22 @@ class BudgetStage:
                 and self.settings.enforce_max_tokens
             ):
                 call.body = {**call.body, "max_tokens": self.settings.default_max_tokens}
-            amount = max_cost(call, self.pricing, self.settings.default_max_tokens)
             slots = [rule.slot(now) for rule in rules]
-            claim = Claim(
-                self.book.store,
-                self.book.reservation_step(slots, amount, now),
-                hit_step=self.book.remains_step(slots),
-            )
-            call.scratch[PLAN] = (rules, slots, amount, now)
+
+            def build() -> Step:
+                amount = max_cost(call, self.pricing, self.settings.default_max_tokens)
+                call.scratch[PLAN] = (rules, slots, amount, now)
+                return self.book.reservation_step(slots, amount, now)
+
+            claim = Claim(self.book.store, build=build, hit_step=self.book.remains_step(slots))
+            call.scratch[PLAN] = (rules, slots, 0, now)  # the amount once built (a hit reserves nothing)
         call.scratch[CLAIM] = claim
         return claim
 
     async def handle(self, call: Call, next: Handler) -> Result:
         """Reserve the most ``call`` can cost, forward it, then settle to what it did cost."""
         claim = await answered(self, call, CLAIM)
-        if claim is None or claim.step is None:
+        if claim is None:
             return await next(call)
         rules, slots, amount, now = call.scratch[PLAN]
         if claim.unavailable:
@@ -381,6 +386,7 @@ class BudgetStage:
                 refused, spent, reserved = slots[claim.result[1] - 1], claim.result[2], claim.result[3]
                 raise budget_exceeded(refused, spent, reserved, 0, now)
             return await next(call)
+        assert claim.step is not None  # admitted as a miss: its step was built and run
         reservation = self.book.reservation(claim.step, slots, claim.result)
         if not reservation.ok:
             assert reservation.refused is not None

@@ -51,6 +51,8 @@ MINUTE_US = 60_000_000
 Kind = Literal["requests", "tokens"]
 CLAIM = "rl.claim"
 PLAN = "rl.plan"
+# Bound of the stage's memo of buckets per (key, model): cleared when full.
+_KNOWN_MAX = 4096
 
 
 class Limits(BaseModel):
@@ -94,6 +96,19 @@ class Bucket:
     scope: str  # for messages: "this key", "model 'x' for this key", "model 'x'"
 
 
+@dataclass(slots=True)
+class _Plan:
+    """What the stage keeps of a request's admission for after it (on ``call.scratch``): the limits, and
+    once the step was built (never for an in-process cache hit) the token estimate and the lease id."""
+
+    buckets: list[Bucket]
+    concurrency: list[tuple[str, int, str]]
+    completion: int = 0
+    estimate: int = 0
+    lease: int = 0
+    estimated: bool = False
+
+
 class LimitShares(Protocol):
     """Multi-region partitioned limits (gateway/features/rebalance.py): a limit's share in this region."""
 
@@ -120,8 +135,11 @@ def format_duration(us: int) -> str:
 
 def estimate_tokens(call: Call, default_max_tokens: int) -> tuple[int, int]:
     """(prompt, completion) token estimates for `call`, cheap and before any upstream call."""
-    body = call.body
-    if call.endpoint == "embeddings":
+    return _estimate(call.endpoint, call.body, default_max_tokens)
+
+
+def _estimate(endpoint: str, body: dict[str, Any], default_max_tokens: int) -> tuple[int, int]:
+    if endpoint == "embeddings":
         raw = body.get("input")
         items = raw if isinstance(raw, list) else [raw]
         # Strings are estimated; token arrays (ints, or lists of ints) are counted exactly.
@@ -211,6 +229,8 @@ class RateLimitStage:
         # Lease ids only need to be unique among a limit's holders, not secret: a counter behind a random
         # per-process prefix, not a kernel random read (a system call) per request.
         self.ids = IdSource()
+        self.lease_us = int(config.lease_seconds * 1_000_000)
+        self._known: dict[tuple[Any, ...], tuple[list[Bucket], list[tuple[str, int, str]]]] = {}
 
     async def start(self) -> None:
         """Read the partitioned limits' shares before the first request (a no-op otherwise)."""
@@ -218,7 +238,21 @@ class RateLimitStage:
             await self.shares.start()
 
     def _buckets(self, call: Call) -> tuple[list[Bucket], list[tuple[str, int, str]]]:
-        """The GCRA buckets and the concurrency limits (key, limit, scope) that apply to `call`."""
+        """The GCRA buckets and the concurrency limits (key, limit, scope) that apply to `call` (shared:
+        callers do not change them)."""
+        key = call.key
+        # Everything the answer depends on besides this stage's own config: the key's id (its config-file
+        # limits), the limits a key or team made through the admin API carries, and the model. Building
+        # the buckets (store key strings, one object per limit) was about 3 % of a request's CPU.
+        which = (key.key_id, key.rpm, key.tpm, key.team, key.team_rpm, key.team_tpm, call.model)
+        known = self._known.get(which)
+        if known is None:
+            if len(self._known) >= _KNOWN_MAX:
+                self._known.clear()  # bounded: keys come and go through the admin API
+            known = self._known[which] = self._build_buckets(call)
+        return known
+
+    def _build_buckets(self, call: Call) -> tuple[list[Bucket], list[tuple[str, int, str]]]:
         buckets, concurrency = self._owner_limits(call.key)
         model = self.config.models.get(call.model)
         if model is not None:
@@ -292,40 +326,53 @@ class RateLimitStage:
 
     async def admission(self, call: Call) -> Claim | None:
         """Every GCRA limit and concurrency slot of ``call`` as one step of its admission (``RL_ADMISSION``),
-        or None when no limit applies. Each limit's value is an argument of the step, read per request."""
+        or None when no limit applies. Each limit's value is an argument of the step, read per request.
+
+        The step itself (its token estimate and lease id) is left to the claim's ``build``: a cache hit in
+        process only runs the hit's step (one request counted) and never needs it."""
         buckets, concurrency = self._buckets(call)
         claim = None
         if buckets or concurrency:
-            prompt, completion = estimate_tokens(call, self.config.default_max_tokens)
-            estimate = prompt + completion
-            lease = self.ids.int52()
-            lease_us = int(self.config.lease_seconds * 1_000_000)
+            plan = _Plan(buckets, concurrency)
             # A second admission (a "hit" that was not one) does not count the request again.
             again = bool(call.scratch.get(FULL))
+            # The body as the client sent it: the budget stage, next, may add max_tokens to call.body.
+            endpoint, body = call.endpoint, call.body
+
+            def build() -> Step:
+                if not plan.estimated:
+                    self._estimate_into(plan, endpoint, body)
+                plan.lease = self.ids.int52()
+                args = [len(plan.buckets), len(concurrency)]
+                for bucket in plan.buckets:
+                    cost = (0 if again else 1) if bucket.kind == "requests" else plan.estimate
+                    args += [MINUTE_US, bucket.limit, cost]
+                args += [self.lease_us, plan.lease, *(lim for _, lim, _ in concurrency)]
+                keys = [*(b.key for b in plan.buckets), *(key for key, _, _ in concurrency)]
+                return Step(RL_ADMISSION, keys, args)
+
             if self.shares is not None:
-                buckets = self._shared(buckets, estimate)  # partitioned: this region's share of each limit
-            args = [len(buckets), len(concurrency)]
-            for bucket in buckets:
-                args += [
-                    MINUTE_US,
-                    bucket.limit,
-                    (0 if again else 1) if bucket.kind == "requests" else estimate,
-                ]
-            args += [lease_us, lease, *(lim for _, lim, _ in concurrency)]
-            keys = [*(b.key for b in buckets), *(key for key, _, _ in concurrency)]
-            # On a cache hit: one request counted, no tokens, no slot (the answer is immediate).
-            hit_args = [len(buckets), 0]
-            for bucket in buckets:
+                # Partitioned: this region's share of each limit, counting the request's demand now.
+                self._estimate_into(plan, endpoint, body)
+                plan.buckets = self._shared(buckets, plan.estimate)
+            # On a cache hit: one request counted, no tokens, no slot (the answer is immediate); the lease
+            # id is not looked at without a slot.
+            hit_args = [len(plan.buckets), 0]
+            for bucket in plan.buckets:
                 hit_args += [MINUTE_US, bucket.limit, 1 if bucket.kind == "requests" else 0]
-            hit_args += [lease_us, lease]
+            hit_args += [self.lease_us, 0]
             claim = Claim(
                 self.store,
-                Step(RL_ADMISSION, keys, args),
-                hit_step=None if again else Step(RL_ADMISSION, keys[: len(buckets)], hit_args),
+                build=build,
+                hit_step=None if again else Step(RL_ADMISSION, [b.key for b in plan.buckets], hit_args),
             )
-            call.scratch[PLAN] = (buckets, concurrency, completion, estimate, lease)
+            call.scratch[PLAN] = plan
         call.scratch[CLAIM] = claim
         return claim
+
+    def _estimate_into(self, plan: _Plan, endpoint: str, body: dict[str, Any]) -> None:
+        prompt, plan.completion = _estimate(endpoint, body, self.config.default_max_tokens)
+        plan.estimate, plan.estimated = prompt + plan.completion, True
 
     async def handle(self, call: Call, next: Handler) -> Result:
         """Admit the request if every limit allows it (429 otherwise), then reconcile tokens and release.
@@ -347,7 +394,14 @@ class RateLimitStage:
         claim = await answered(self, call, CLAIM)
         if claim is None:
             return await next(call)
-        buckets, concurrency, completion, estimate, lease = call.scratch[PLAN]
+        plan: _Plan = call.scratch[PLAN]
+        buckets, concurrency, completion, estimate, lease = (
+            plan.buckets,
+            plan.concurrency,
+            plan.completion,
+            plan.estimate,
+            plan.lease,
+        )
         if claim.unavailable:
             raise _store_unavailable()
         self._verdict(call, claim, buckets, concurrency, estimate)

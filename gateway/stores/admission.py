@@ -127,18 +127,21 @@ def admit_in_memory(data: MemoryData, steps: Sequence[Step]) -> tuple[bool, list
     return ok, results + [[] for _ in range(len(steps) - len(results))]
 
 
-def refusal_in_memory(data: MemoryData, step: Step, hit_step: Step) -> list[int] | None:
+def refusal_in_memory(data: MemoryData, step: Step | Callable[[], Step], hit_step: Step) -> list[int] | None:
     """`step`'s answer when both it and `hit_step` refuse, charging nothing; None when either admits.
 
     The admission then refuses whatever else it would hold (its first step refuses on a miss, and on a
-    cache hit too), so the caller can answer without building the other stages' steps and reads.
+    cache hit too), so the caller can answer without building the other stages' steps and reads. The
+    hit's step is checked first: it is the smaller check, and when it admits (every admitted request)
+    `step`, which may be a function making it, is not needed at all.
     """
-    for candidate in (hit_step, step):  # the hit's step first: it is the smaller check
-        admits, finish = candidate.op.check(data, list(candidate.keys), [int(a) for a in candidate.args])
-        answer = finish(False)
-        if admits:
-            return None
-    return answer
+    admits, _ = hit_step.op.check(data, list(hit_step.keys), [int(a) for a in hit_step.args])
+    if admits:
+        return None
+    if not isinstance(step, Step):
+        step = step()
+    admits, finish = step.op.check(data, list(step.keys), [int(a) for a in step.args])
+    return None if admits else finish(False)
 
 
 def fail_open(steps: Sequence[Step], reads: Sequence[str]) -> Admitted:

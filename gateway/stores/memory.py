@@ -80,6 +80,9 @@ class MemoryStore:
     async def get(self, key: str) -> bytes | None:
         """The value under `key` (and mark it recently used), or None."""
         self._tick()
+        return self._get(key)
+
+    def _get(self, key: str) -> bytes | None:
         entry = self._values.get(key)
         if entry is None:
             return None
@@ -92,7 +95,8 @@ class MemoryStore:
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """The values under `keys`, in order (each as `get` would answer)."""
-        return [await self.get(key) for key in keys]
+        self._tick()
+        return [self._get(key) for key in keys]
 
     async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
         """Store `value`; a value larger than `max_bytes` is not stored; older values are evicted to fit."""
@@ -127,16 +131,30 @@ class MemoryStore:
     ) -> Admitted:
         """Run `steps` (or `on_hit` when `guard` is held) all or nothing, then read `reads`; nothing
         suspends in between, so it is atomic."""
-        self._tick()
-        hit = guard is not None and await self.get(guard) is not None
-        ran = on_hit if hit else steps
-        ok, results = admit_in_memory(_OpData(self._ops, self._now_us()), ran)
-        return Admitted(ok, results, [await self.get(key) for key in reads], [ok] * len(ran), hit)
+        return self.admit_now(lambda: steps, reads, guard=guard, on_hit=on_hit)
 
-    def refusal(self, step: Step, hit_step: Step) -> list[int] | None:
+    def admit_now(
+        self,
+        steps: Callable[[], Sequence[Step]],
+        reads: Sequence[str] = (),
+        *,
+        guard: str | None = None,
+        on_hit: Sequence[Step] = (),
+    ) -> Admitted:
+        """`admit`, run now without awaiting (for callers in this process), with the miss's steps made by
+        `steps` only on a miss: when `guard` is held the `on_hit` steps run and `steps` is never called,
+        so a cache hit builds nothing it would not use (the budget's maximum cost, the token estimate)."""
+        self._tick()
+        hit = guard is not None and self._get(guard) is not None
+        ran = on_hit if hit else steps()
+        ok, results = admit_in_memory(_OpData(self._ops, self._now_us()), ran)
+        return Admitted(ok, results, [self._get(key) for key in reads], [ok] * len(ran), hit)
+
+    def refusal(self, step: Step | Callable[[], Step], hit_step: Step) -> list[int] | None:
         """`step`'s answer if `admit` would refuse it both on a miss and as a hit, charging nothing (see
         `refusal_in_memory`); None otherwise. In process this costs no round trip, so a refused request
-        need not build the rest of its admission."""
+        need not build the rest of its admission. `step` may be a function making it: it is called only
+        when `hit_step` refuses (an admitted request never builds it here)."""
         return refusal_in_memory(_OpData(self._ops, self._now_us()), step, hit_step)
 
     async def write_many(self, writes: Sequence[Write]) -> None:

@@ -123,6 +123,37 @@ async def test_a_hit_is_refused_when_nothing_of_a_budget_remains_and_charges_not
     assert await book.read([slot]) == [(1_000, 0)]
 
 
+async def test_a_claims_step_is_built_once_and_in_process_never_for_a_hit(store: Store) -> None:
+    keys, args = limits(rpm=5, tpm=100, tokens=40)
+    entry = store_key("cache", uuid.uuid4().hex)
+    hit_args = [2, 0, MINUTE_US, 5, 1, MINUTE_US, 100, 0, MINUTE_US, 0]
+    built: list[int] = []
+
+    def claims() -> list[Claim]:
+        def build() -> Step:
+            built.append(1)
+            return Step(RL_ADMISSION, keys, args)
+
+        return [
+            Claim(store, build=build, hit_step=Step(RL_ADMISSION, keys[:2], hit_args)),
+            Claim(store, reads=[entry], guard=entry),
+        ]
+
+    miss = claims()
+    await admit(miss)
+    assert built == [1] and miss[0].step is not None and miss[0].build is None
+    assert (miss[0].admitted, miss[0].charged, miss[0].hit) == (True, True, False)
+    assert await remaining(store, keys, 5, 100) == [4, 60]
+    await store.set(entry, b"answer", 60)
+    hit = claims()
+    await admit(hit)
+    assert (hit[0].admitted, hit[0].hit, hit[1].values) == (True, True, [b"answer"])
+    assert await remaining(store, keys, 5, 100) == [3, 60]  # one request counted, no tokens
+    # On Redis every step goes in the one round trip, before the store says "hit"; in process the guard is
+    # looked at first and the miss's step (a token estimate, a maximum cost) is never built.
+    assert built == ([1] if isinstance(store, MemoryStore) else [1, 1])
+
+
 async def test_claims_on_two_stores_run_one_after_the_other_and_stop_at_a_refusal() -> None:
     first, second = MemoryStore(), MemoryStore()
     keys, args = limits(rpm=1, tpm=100, tokens=1)
