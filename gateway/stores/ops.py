@@ -105,15 +105,19 @@ def _gcra_plan(
     """Whether every limit admits its cost now, each limit's (period, limit, cost), its TAT and its TAT once
     charged: GCRA's check, which `_gcra_apply` turns into the answer (charging or not) without redoing it."""
     now = data.now_us
-    specs = [(args[base + 3 * i], args[base + 3 * i + 1], args[base + 3 * i + 2]) for i in range(len(keys))]
+    flat = args[base : base + 3 * len(keys)]
+    specs = list(zip(flat[0::3], flat[1::3], flat[2::3], strict=True))
     tats: list[int] = []
     news: list[int] = []
     ok = True
     for key, (period, limit, cost) in zip(keys, specs, strict=True):
-        tat = max(int(data.get(key) or 0), now)
+        tat = int(data.get(key) or 0)
+        if tat < now:
+            tat = now
+        new = tat + (cost * period) // limit
         tats.append(tat)
-        news.append(tat + (cost * period) // limit)
-        if cost > limit or news[-1] - period > now:
+        news.append(new)
+        if cost > limit or new - period > now:
             ok = False
     return ok, specs, tats, news
 
@@ -259,19 +263,24 @@ def _rl_admit_check(
     base = 2 + 3 * n
     ttl, lease = args[base], args[base + 1]
     now = data.now_us
-    # GCRA's own layout: the triples from args[2]. A peek first: a refused request touches no slot. The
-    # charge below applies this same check (nothing runs in between: the admission does not await).
+    # GCRA's own layout: the triples from args[2]. Checked first: a refused request touches no slot. The
+    # charge below applies this same check (nothing runs in between: the admission does not await). The
+    # answer (each limit's remaining units and times) is only worked out in `finish`: a check whose answer
+    # is not read (the in-process refusal pre-check of an admitted request) does not pay for it.
     gkeys = keys[:n]
     plan = _gcra_plan(data, gkeys, args, 2)
-    peek = _gcra_apply(data, gkeys, *plan, False, False)
-    if peek[0] != 1:
-        return False, lambda charge: [0, 0, *peek[1:]]
-    held = [{k: exp for k, exp in (data.get(key) or {}).items() if exp > now} for key in keys[n:]]
-    full = next((j + 1 for j, leases in enumerate(held) if len(leases) >= args[base + 2 + j]), 0)
+    if not plan[0]:
+        return False, lambda charge: [0, 0, *_gcra_apply(data, gkeys, *plan, False, False)[1:]]
+    if n == len(keys):
+        full = 0
+        held: list[dict[int, int]] = []
+    else:
+        held = [{k: exp for k, exp in (data.get(key) or {}).items() if exp > now} for key in keys[n:]]
+        full = next((j + 1 for j, leases in enumerate(held) if len(leases) >= args[base + 2 + j]), 0)
 
     def finish(charge: bool) -> list[int]:
         if not charge:
-            return [1, full, *peek[1:]]
+            return [1, full, *_gcra_apply(data, gkeys, *plan, False, False)[1:]]
         out = _gcra_apply(data, gkeys, *plan, True, False)
         for key, leases in zip(keys[n:], held, strict=True):
             leases[lease] = now + ttl
