@@ -64,7 +64,12 @@ class MemoryStore:
         self._values: OrderedDict[str, tuple[bytes, int | None]] = OrderedDict()
         self._bytes = 0
         self._ops: dict[str, tuple[Any, int | None]] = {}
-        self._calls = 0
+        self._calls = 0  # every call that may change the state counts (see `_checked`)
+        # The last admitting check `refusal` made of a hit step, as (`_calls` then, the step, its finish):
+        # the `admit_now` that follows it (the same request's admission, when its cache entry exists) runs
+        # that step first and reuses the check while nothing touched the store in between, so the refusal
+        # pre-check costs an admitted cache hit nothing.
+        self._checked: tuple[int, Step, Callable[[bool], list[int]]] | None = None
 
     def _now_us(self) -> int:
         return int(self._clock() * 1_000_000)
@@ -113,6 +118,7 @@ class MemoryStore:
 
     async def delete(self, key: str) -> None:
         """Remove `key` from values and operation state."""
+        self._tick()
         self._drop(key)
         self._ops.pop(key, None)
 
@@ -144,10 +150,13 @@ class MemoryStore:
         """`admit`, run now without awaiting (for callers in this process), with the miss's steps made by
         `steps` only on a miss: when `guard` is held the `on_hit` steps run and `steps` is never called,
         so a cache hit builds nothing it would not use (the budget's maximum cost, the token estimate)."""
+        checked, self._checked = self._checked, None
+        fresh = checked is not None and checked[0] == self._calls
         self._tick()
         hit = guard is not None and self._get(guard) is not None
         ran = on_hit if hit else steps()
-        ok, results = admit_in_memory(_OpData(self._ops, self._now_us()), ran)
+        first = checked[2] if fresh and checked is not None and ran and ran[0] is checked[1] else None
+        ok, results = admit_in_memory(_OpData(self._ops, self._now_us()), ran, first)
         return Admitted(ok, results, [self._get(key) for key in reads], [ok] * len(ran), hit)
 
     def refusal(self, step: Step | Callable[[], Step], hit_step: Step) -> list[int] | None:
@@ -155,7 +164,9 @@ class MemoryStore:
         `refusal_in_memory`); None otherwise. In process this costs no round trip, so a refused request
         need not build the rest of its admission. `step` may be a function making it: it is called only
         when `hit_step` refuses (an admitted request never builds it here)."""
-        return refusal_in_memory(_OpData(self._ops, self._now_us()), step, hit_step)
+        answer, finish = refusal_in_memory(_OpData(self._ops, self._now_us()), step, hit_step)
+        self._checked = None if finish is None else (self._calls, hit_step, finish)
+        return answer
 
     async def write_many(self, writes: Sequence[Write]) -> None:
         """Apply each write in turn (there is no round trip to save in process)."""
@@ -171,6 +182,7 @@ class MemoryStore:
 
     async def close(self) -> None:
         """Drop all state."""
+        self._tick()
         self._values.clear()
         self._ops.clear()
         self._bytes = 0

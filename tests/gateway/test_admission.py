@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -277,6 +278,41 @@ async def test_in_process_a_refusal_is_found_without_charging_and_only_when_a_hi
     assert answer is not None and answer[:2] == [0, 0]
     assert answer == (await store.admit([step])).results[0]
     assert await remaining(store, keys, 5, 100) == [0, 100]
+
+
+async def test_in_process_a_hit_reuses_the_pre_check_only_while_nothing_else_touched_the_store() -> None:
+    store = MemoryStore(clock=lambda: 1_000.0)
+    keys, args = limits(rpm=2, tpm=100, tokens=10)
+    hit_args = [2, 0, MINUTE_US, 2, 1, MINUTE_US, 100, 0, MINUTE_US, 0]
+    entry = store_key("cache", uuid.uuid4().hex)
+    await store.set(entry, b"answer", 60)
+    checks: list[int] = []
+
+    def counting(step: Step) -> Step:
+        """``step`` with its check counted."""
+
+        def check(data: Any, keys: Any, args: Any) -> Any:
+            checks.append(1)
+            return RL_ADMISSION.check(data, keys, args)
+
+        return Step(replace(RL_ADMISSION, check=check), step.keys, step.args)
+
+    def never() -> list[Step]:
+        raise AssertionError("a hit builds no miss step")
+
+    hit_step = counting(Step(RL_ADMISSION, keys[:2], hit_args))
+    assert store.refusal(Step(RL_ADMISSION, keys, args), hit_step) is None and checks == [1]
+    served = store.admit_now(never, [entry], guard=entry, on_hit=[hit_step])
+    assert served.ok and served.hit and checks == [1]  # the pre-check's answer, charged: not checked again
+    assert served.results[0][:2] == [1, 0] and await remaining(store, keys, 2, 100) == [1, 100]
+    # The pre-check admits with one request left, then another admission takes it before this one runs:
+    # the stale answer is not reused, the request is checked again and refused.
+    hit_step = counting(Step(RL_ADMISSION, keys[:2], hit_args))
+    assert store.refusal(Step(RL_ADMISSION, keys, args), hit_step) is None and checks == [1, 1]
+    assert (await store.admit([Step(RL_ADMISSION, keys[:2], hit_args)])).ok
+    late = store.admit_now(never, [entry], guard=entry, on_hit=[hit_step])
+    assert not late.ok and late.charged == [False] and checks == [1, 1, 1]
+    assert await remaining(store, keys, 2, 100) == [0, 100]
 
 
 async def test_through_the_gateway_a_refused_request_builds_no_other_claim(
