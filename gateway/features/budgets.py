@@ -419,19 +419,19 @@ class BudgetStage:
         return stream.pipe(lambda chunks: FinalizingIterator(chunks, on_end))
 
     async def _settle(self, call: Call, reservation: Reservation, cost: int) -> None:
+        if call.scratch.get("budgets.settled"):
+            return
+        call.scratch["budgets.settled"] = True
+        if cost > reservation.amount:
+            logger.warning(
+                "request %s cost %s USD, more than the %s USD reserved (upstream ignored max_tokens?)",
+                call.request_id, format_usd(cost), format_usd(reservation.amount),
+            )  # fmt: skip
+        now = self.clock()
+        if defer(call, self.book.settle_write(reservation, cost, now), self.book.store):
+            return  # sent with the request's other after-answer writes, in one round trip (nothing awaited)
         # Shielded: settlement runs while the request is being cancelled (client gone), and must finish.
         with anyio.CancelScope(shield=True):
-            if call.scratch.get("budgets.settled"):
-                return
-            call.scratch["budgets.settled"] = True
-            if cost > reservation.amount:
-                logger.warning(
-                    "request %s cost %s USD, more than the %s USD reserved (upstream ignored max_tokens?)",
-                    call.request_id, format_usd(cost), format_usd(reservation.amount),
-                )  # fmt: skip
-            now = self.clock()
-            if defer(call, self.book.settle_write(reservation, cost, now), self.book.store):
-                return  # sent with the request's other after-answer writes, in one round trip
             try:
                 await self.book.settle(reservation, cost, now)
             except StoreUnavailable:

@@ -39,7 +39,7 @@ from gateway.admission import FULL, Claim, answered
 from gateway.errors import GatewayError
 from gateway.ids import IdSource
 from gateway.pipeline import Call, Handler, KeyIdentity, Response, Result
-from gateway.stores.after_writes import defer, flush_writes, open_writes
+from gateway.stores.after_writes import defer, flush_now, flush_writes, open_writes
 from gateway.stores.base import Step, Store, StoreUnavailable, Write, store_key
 from gateway.stores.ops import RL_ADMISSION, RL_FINISH, RL_STATUS
 from gateway.token_estimate import estimate_prompt_tokens, estimate_text_tokens
@@ -387,8 +387,12 @@ class RateLimitStage:
         try:
             return await self._limited(call, next)
         finally:
-            with anyio.CancelScope(shield=True):
-                await flush_writes(call, self.store)
+            if not flush_now(call, self.store):
+                # Shielded: the writes give back slots and reservations, also for a client that went away.
+                # (In process they are applied without awaiting: no cancel scope to pay for, 2-4 % of a
+                # request's CPU in the profile.)
+                with anyio.CancelScope(shield=True):
+                    await flush_writes(call, self.store)
 
     async def _limited(self, call: Call, next: Handler) -> Result:
         claim = await answered(self, call, CLAIM)

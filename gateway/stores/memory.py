@@ -106,6 +106,9 @@ class MemoryStore:
     async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
         """Store `value`; a value larger than `max_bytes` is not stored; older values are evicted to fit."""
         self._tick()
+        self._set(key, value, ttl)
+
+    def _set(self, key: str, value: bytes, ttl: float | None) -> None:
         self._drop(key)
         if len(value) > self.max_bytes:
             return
@@ -170,11 +173,18 @@ class MemoryStore:
 
     async def write_many(self, writes: Sequence[Write]) -> None:
         """Apply each write in turn (there is no round trip to save in process)."""
+        self.write_now(writes)
+
+    def write_now(self, writes: Sequence[Write]) -> None:
+        """`write_many`, applied now without awaiting (for callers in this process: nothing to shield
+        from cancellation, no coroutine per write)."""
+        self._tick()
+        data = _OpData(self._ops, self._now_us())
         for write in writes:
             if write.op is None:
-                await self.set(write.keys[0], write.value, write.ttl)
+                self._set(write.keys[0], write.value, write.ttl)
             else:
-                await self.run(write.op, write.keys, write.args)
+                write.op.memory(data, write.keys, write.args)
 
     async def ping(self) -> bool:
         """Always True: the memory backend is this process."""
