@@ -346,8 +346,11 @@ class BudgetStage:
 
         The reservation (its maximum cost, through the prices and the prompt's bound) is left to the
         claim's ``build``: a cache hit in process only checks that something remains, and never needs it."""
-        await self.key_rule(call.key.name, call.key.budget)
-        if call.key.team is not None:
+        # Budgets brought by keys and teams made through the admin API, built on first use (a config-file
+        # budget needs nothing here, and most keys carry none: no coroutine for them).
+        if call.key.budget is not None:
+            await self.key_rule(call.key.name, call.key.budget)
+        if call.key.team is not None and call.key.team_budget is not None:
             await self.team_rule(call.key.team, call.key.team_budget)
         rules = self.rules_for(call)
         claim = None

@@ -67,6 +67,7 @@ TTL_HEADER = "x-gateway-cache-ttl"
 STATUS_HEADER = "x-gateway-cache"
 CLAIM = "cache.claim"
 PLAN = "cache.plan"
+_TOKEN_KEYS_MAX = 4096
 
 
 class CacheModelConfig(BaseModel):
@@ -230,6 +231,9 @@ class CacheStage:
         self.config = config
         self.store = store
         self.stats = CacheStats()
+        # The generation token keys of each (tenant, model): four store key strings every lookup would
+        # build again. Bounded: cleared when full.
+        self._token_keys: dict[tuple[str, str], list[str]] = {}
 
     def _enabled_for(self, call: Call) -> bool:
         if call.endpoint not in ("chat", "embeddings") or call.scratch.get(UNCACHEABLE):
@@ -249,7 +253,12 @@ class CacheStage:
             tenant = self.config.tenant(call)
             key = cache_key(call, tenant)
             # The entry and the generation tokens that say whether it was purged, read together.
-            token_keys = cache_generations.token_keys(tenant, call.model)
+            token_keys = self._token_keys.get((tenant, call.model))
+            if token_keys is None:
+                if len(self._token_keys) >= _TOKEN_KEYS_MAX:
+                    self._token_keys.clear()
+                token_keys = cache_generations.token_keys(tenant, call.model)
+                self._token_keys[tenant, call.model] = token_keys
             # A lookup that may serve a hit names its entry as the admission's guard: when the entry exists,
             # the rate limit and the budget admit the request as a hit (nothing to give back after it).
             hit = "no-cache" not in directives and not call.scratch.get(FULL)

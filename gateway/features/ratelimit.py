@@ -230,7 +230,7 @@ class RateLimitStage:
         # per-process prefix, not a kernel random read (a system call) per request.
         self.ids = IdSource()
         self.lease_us = int(config.lease_seconds * 1_000_000)
-        self._known: dict[tuple[Any, ...], tuple[list[Bucket], list[tuple[str, int, str]]]] = {}
+        self._known: dict[tuple[Any, ...], tuple[list[Bucket], list[tuple[str, int, str]], list[int]]] = {}
 
     async def start(self) -> None:
         """Read the partitioned limits' shares before the first request (a no-op otherwise)."""
@@ -240,6 +240,11 @@ class RateLimitStage:
     def _buckets(self, call: Call) -> tuple[list[Bucket], list[tuple[str, int, str]]]:
         """The GCRA buckets and the concurrency limits (key, limit, scope) that apply to `call` (shared:
         callers do not change them)."""
+        buckets, concurrency, _ = self._limits(call)
+        return buckets, concurrency
+
+    def _limits(self, call: Call) -> tuple[list[Bucket], list[tuple[str, int, str]], list[int]]:
+        """`_buckets`, and the arguments of a cache hit's step on those buckets (one request, no tokens)."""
         key = call.key
         # Everything the answer depends on besides this stage's own config: the key's id (its config-file
         # limits), the limits a key or team made through the admin API carries, and the model. Building
@@ -249,8 +254,16 @@ class RateLimitStage:
         if known is None:
             if len(self._known) >= _KNOWN_MAX:
                 self._known.clear()  # bounded: keys come and go through the admin API
-            known = self._known[which] = self._build_buckets(call)
+            buckets, concurrency = self._build_buckets(call)
+            known = self._known[which] = (buckets, concurrency, self._hit_args(buckets))
         return known
+
+    def _hit_args(self, buckets: list[Bucket]) -> list[int]:
+        # The lease id is not looked at without a slot: 0.
+        args = [len(buckets), 0]
+        for bucket in buckets:
+            args += [MINUTE_US, bucket.limit, 1 if bucket.kind == "requests" else 0]
+        return [*args, self.lease_us, 0]
 
     def _build_buckets(self, call: Call) -> tuple[list[Bucket], list[tuple[str, int, str]]]:
         buckets, concurrency = self._owner_limits(call.key)
@@ -330,7 +343,7 @@ class RateLimitStage:
 
         The step itself (its token estimate and lease id) is left to the claim's ``build``: a cache hit in
         process only runs the hit's step (one request counted) and never needs it."""
-        buckets, concurrency = self._buckets(call)
+        buckets, concurrency, hit_args = self._limits(call)
         claim = None
         if buckets or concurrency:
             plan = _Plan(buckets, concurrency)
@@ -355,12 +368,8 @@ class RateLimitStage:
                 # Partitioned: this region's share of each limit, counting the request's demand now.
                 self._estimate_into(plan, endpoint, body)
                 plan.buckets = self._shared(buckets, plan.estimate)
-            # On a cache hit: one request counted, no tokens, no slot (the answer is immediate); the lease
-            # id is not looked at without a slot.
-            hit_args = [len(plan.buckets), 0]
-            for bucket in plan.buckets:
-                hit_args += [MINUTE_US, bucket.limit, 1 if bucket.kind == "requests" else 0]
-            hit_args += [self.lease_us, 0]
+                hit_args = self._hit_args(plan.buckets)
+            # On a cache hit: one request counted, no tokens, no slot (the answer is immediate).
             claim = Claim(
                 self.store,
                 build=build,
@@ -556,12 +565,16 @@ def _retry_headers(retry_us: int) -> dict[str, str]:
 
 def _limit_headers(buckets: list[Bucket], states: list[tuple[int, int, int]]) -> dict[str, str]:
     """OpenAI's x-ratelimit-* headers for the tightest bucket of each kind (fewest units remaining)."""
+    tightest: dict[str, tuple[Bucket, tuple[int, int, int]]] = {}
+    for bucket, state in zip(buckets, states, strict=True):
+        known = tightest.get(bucket.kind)
+        if known is None or state[0] < known[1][0]:  # the first of equals, as min() would pick
+            tightest[bucket.kind] = (bucket, state)
     headers: dict[str, str] = {}
     for kind in ("requests", "tokens"):
-        of_kind = [(b, s) for b, s in zip(buckets, states, strict=True) if b.kind == kind]
-        if not of_kind:
+        if kind not in tightest:
             continue
-        bucket, (remaining, reset_us, _) = min(of_kind, key=lambda item: item[1][0])
+        bucket, (remaining, reset_us, _) = tightest[kind]
         headers[f"x-ratelimit-limit-{kind}"] = str(bucket.limit)
         headers[f"x-ratelimit-remaining-{kind}"] = str(remaining)
         headers[f"x-ratelimit-reset-{kind}"] = format_duration(reset_us)
