@@ -97,19 +97,29 @@ end
 """
 )
 
-_Entry = tuple[int, int, dict[int, tuple[int, int]]]
+# (spent, reserved, leases, earliest): ``earliest`` is no later than the first lease's expiry (a settled lease
+# may leave it earlier, which only costs one look at the leases later).
+_Entry = tuple[int, int, dict[int, tuple[int, int]], int]
+_NEVER = 2**63
 
 
 def _entry(data: MemoryData, key: str) -> _Entry:
-    """(spent, reserved, leases) of a budget, expired leases given back."""
+    """(spent, reserved, leases, earliest) of a budget, expired leases given back.
+
+    Before ``earliest`` no lease can have expired, and the entry is returned as stored: every reservation
+    and settlement asks, and copying the leases of every request in flight each time made a budget's cost
+    grow with the concurrency."""
     value = data.get(key)
     if value is None:
-        return 0, 0, {}
-    spent, reserved, leases = value
-    live = {lease: (amount, expires) for lease, (amount, expires) in leases.items() if expires > data.now_us}
+        return 0, 0, {}, _NEVER
+    spent, reserved, leases, earliest = value
+    now = data.now_us
+    if now < earliest:
+        return value
+    live = {lease: (amount, expires) for lease, (amount, expires) in leases.items() if expires > now}
     for lease in leases.keys() - live.keys():
         reserved = max(0, reserved - leases[lease][0])
-    return spent, reserved, live
+    return spent, reserved, live, min((expires for _, expires in live.values()), default=_NEVER)
 
 
 def _reserve_check(
@@ -118,18 +128,19 @@ def _reserve_check(
     amount, lease, lease_ttl = args[0], args[1], args[2]
     hashes = keys[::2]
     entries = [_entry(data, key) for key in hashes]
-    for i, (spent, reserved, _) in enumerate(entries):
+    for i, (spent, reserved, _, _) in enumerate(entries):
         if spent + reserved + amount > args[3 + 2 * i]:
             return False, lambda charge, i=i, spent=spent, reserved=reserved: [0, i + 1, spent, reserved]
 
     def finish(charge: bool) -> list[int]:
         out = [1, 0]
-        for i, (key, (spent, reserved, leases)) in enumerate(zip(hashes, entries, strict=True)):
+        for i, (key, (spent, reserved, leases, earliest)) in enumerate(zip(hashes, entries, strict=True)):
             if charge:
                 ttl = args[4 + 2 * i]
-                leases[lease] = (amount, data.now_us + lease_ttl)
+                expires = data.now_us + lease_ttl
+                leases[lease] = (amount, expires)
                 reserved += amount
-                data.set(key, (spent, reserved, leases), ttl if ttl > 0 else None)
+                data.set(key, (spent, reserved, leases, min(earliest, expires)), ttl if ttl > 0 else None)
             out += [spent, reserved]
         return out
 
@@ -170,7 +181,7 @@ def _check_memory(
     data: MemoryData, keys: Sequence[str], args: Sequence[int]
 ) -> tuple[bool, Callable[[bool], list[int]]]:
     for i, key in enumerate(keys[::2]):
-        spent, reserved, _ = _entry(data, key)
+        spent, reserved, _, _ = _entry(data, key)
         if spent + reserved >= args[i]:
             return False, lambda charge, i=i, spent=spent, reserved=reserved: [0, i + 1, spent, reserved]
     return True, lambda charge: [1, 0]
@@ -214,11 +225,11 @@ def _settle_memory(data: MemoryData, keys: Sequence[str], args: Sequence[int]) -
     lease, cost = args[0], args[1]
     out: list[int] = []
     for i, key in enumerate(keys[::2]):
-        spent, reserved, leases = _entry(data, key)
+        spent, reserved, leases, earliest = _entry(data, key)
         amount = leases.pop(lease, (0, 0))[0]
         spent, reserved = spent + cost, max(0, reserved - amount)
         ttl = args[2 + i]
-        data.set(key, (spent, reserved, leases), ttl if ttl > 0 else None)
+        data.set(key, (spent, reserved, leases, earliest), ttl if ttl > 0 else None)
         out += [spent, reserved]
     return out
 
@@ -244,7 +255,7 @@ return {1}
 def _restore_memory(data: MemoryData, keys: Sequence[str], args: Sequence[int]) -> list[int]:
     if data.get(keys[0]) is not None:
         return [0]
-    data.set(keys[0], (args[0], 0, {}), args[1] if args[1] > 0 else None)
+    data.set(keys[0], (args[0], 0, {}, _NEVER), args[1] if args[1] > 0 else None)
     return [1]
 
 
@@ -270,8 +281,8 @@ return {reserved}
 
 
 def _reset_memory(data: MemoryData, keys: Sequence[str], args: Sequence[int]) -> list[int]:
-    _, reserved, leases = _entry(data, keys[0])
-    data.set(keys[0], (0, reserved, leases), args[0] if args[0] > 0 else None)
+    _, reserved, leases, earliest = _entry(data, keys[0])
+    data.set(keys[0], (0, reserved, leases, earliest), args[0] if args[0] > 0 else None)
     return [reserved]
 
 
