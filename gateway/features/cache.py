@@ -185,15 +185,23 @@ def cache_key(call: Call, tenant: str | None = None) -> str:
     return store_key("cache", sha256(jsonio.dumps_sorted(document)).hexdigest())
 
 
+def _header(headers: Any, name: str) -> str | None:
+    # `in` first: Starlette's Headers has no `get` of its own, and Mapping.get raises and catches a KeyError
+    # for a missing header, which the cache's two headers are on almost every request.
+    return headers[name] if name in headers else None  # noqa: SIM401 (the point: no get)
+
+
 def parse_cache_control(headers: Any) -> set[str]:
     """The lower-cased directives of the request's `Cache-Control` header."""
-    raw = headers.get("cache-control") or ""
+    raw = _header(headers, "cache-control")
+    if not raw:
+        return set()
     return {part.strip().split("=", 1)[0].lower() for part in raw.split(",") if part.strip()}
 
 
 def request_ttl(call: Call, config: CacheConfig) -> float:
     """This request's TTL in seconds: the header, else the model's, else the default; clamped."""
-    raw = call.headers.get(TTL_HEADER)
+    raw = _header(call.headers, TTL_HEADER)
     if raw is not None:
         try:
             ttl = float(raw)
