@@ -72,6 +72,7 @@ REMAINING_HEADER = "x-gateway-budget-remaining-usd"
 Fraction = Annotated[float, Field(gt=0, le=1)]
 CLAIM = "budgets.claim"
 PLAN = "budgets.plan"
+_REMAINS_MAX = 1024  # bound of the stage's memo of hit steps (see `BudgetStage._remains_step`)
 
 
 def known_zone(name: str) -> str:
@@ -251,6 +252,7 @@ class BudgetStage:
         self.runtime_teams: dict[tuple[str, str], BudgetRule] = {}
         # The ledger cannot answer spend queries (usage.sink jsonl): logged once.
         self._said_not_queryable = False
+        self._remains: dict[tuple[int, ...], tuple[list[BudgetSlot], Step]] = {}
 
     def rules_for(self, call: Call) -> list[BudgetRule]:
         """The budgets ``call`` spends from: its key's and its team's."""
@@ -369,10 +371,22 @@ class BudgetStage:
                 call.scratch[PLAN] = (rules, slots, amount, now)
                 return self.book.reservation_step(slots, amount, now)
 
-            claim = Claim(self.book.store, build=build, hit_step=self.book.remains_step(slots))
+            claim = Claim(self.book.store, build=build, hit_step=self._remains_step(slots))
             call.scratch[PLAN] = (rules, slots, 0, now)  # the amount once built (a hit reserves nothing)
         call.scratch[CLAIM] = claim
         return claim
+
+    def _remains_step(self, slots: list[BudgetSlot]) -> Step:
+        """The hit's step on ``slots``, kept per list of slots: a rule hands out the same slot object all
+        window long, so the step (immutable) serves every request until a window ends. Keyed by the slots'
+        ids; the memo holds the slots themselves, so no id in it can be another object's."""
+        which = tuple(map(id, slots))
+        known = self._remains.get(which)
+        if known is None:
+            if len(self._remains) >= _REMAINS_MAX:
+                self._remains.clear()
+            known = self._remains[which] = (slots, self.book.remains_step(slots))
+        return known[1]
 
     async def handle(self, call: Call, next: Handler) -> Result:
         """Reserve the most ``call`` can cost, forward it, then settle to what it did cost."""

@@ -230,7 +230,7 @@ class RateLimitStage:
         # per-process prefix, not a kernel random read (a system call) per request.
         self.ids = IdSource()
         self.lease_us = int(config.lease_seconds * 1_000_000)
-        self._known: dict[tuple[Any, ...], tuple[list[Bucket], list[tuple[str, int, str]], list[int]]] = {}
+        self._known: dict[tuple[Any, ...], tuple[list[Bucket], list[tuple[str, int, str]], Step]] = {}
 
     async def start(self) -> None:
         """Read the partitioned limits' shares before the first request (a no-op otherwise)."""
@@ -243,8 +243,9 @@ class RateLimitStage:
         buckets, concurrency, _ = self._limits(call)
         return buckets, concurrency
 
-    def _limits(self, call: Call) -> tuple[list[Bucket], list[tuple[str, int, str]], list[int]]:
-        """`_buckets`, and the arguments of a cache hit's step on those buckets (one request, no tokens)."""
+    def _limits(self, call: Call) -> tuple[list[Bucket], list[tuple[str, int, str]], Step]:
+        """`_buckets`, and a cache hit's step on those buckets (one request, no tokens; steps are immutable,
+        so one serves every request)."""
         key = call.key
         # Everything the answer depends on besides this stage's own config: the key's id (its config-file
         # limits), the limits a key or team made through the admin API carries, and the model. Building
@@ -255,15 +256,15 @@ class RateLimitStage:
             if len(self._known) >= _KNOWN_MAX:
                 self._known.clear()  # bounded: keys come and go through the admin API
             buckets, concurrency = self._build_buckets(call)
-            known = self._known[which] = (buckets, concurrency, self._hit_args(buckets))
+            known = self._known[which] = (buckets, concurrency, self._hit_step(buckets))
         return known
 
-    def _hit_args(self, buckets: list[Bucket]) -> list[int]:
+    def _hit_step(self, buckets: list[Bucket]) -> Step:
         # The lease id is not looked at without a slot: 0.
         args = [len(buckets), 0]
         for bucket in buckets:
             args += [MINUTE_US, bucket.limit, 1 if bucket.kind == "requests" else 0]
-        return [*args, self.lease_us, 0]
+        return Step(RL_ADMISSION, [b.key for b in buckets], [*args, self.lease_us, 0])
 
     def _build_buckets(self, call: Call) -> tuple[list[Bucket], list[tuple[str, int, str]]]:
         buckets, concurrency = self._owner_limits(call.key)
@@ -343,7 +344,7 @@ class RateLimitStage:
 
         The step itself (its token estimate and lease id) is left to the claim's ``build``: a cache hit in
         process only runs the hit's step (one request counted) and never needs it."""
-        buckets, concurrency, hit_args = self._limits(call)
+        buckets, concurrency, hit_step = self._limits(call)
         claim = None
         if buckets or concurrency:
             plan = _Plan(buckets, concurrency)
@@ -368,12 +369,12 @@ class RateLimitStage:
                 # Partitioned: this region's share of each limit, counting the request's demand now.
                 self._estimate_into(plan, endpoint, body)
                 plan.buckets = self._shared(buckets, plan.estimate)
-                hit_args = self._hit_args(plan.buckets)
+                hit_step = self._hit_step(plan.buckets)
             # On a cache hit: one request counted, no tokens, no slot (the answer is immediate).
             claim = Claim(
                 self.store,
                 build=build,
-                hit_step=None if again else Step(RL_ADMISSION, [b.key for b in plan.buckets], hit_args),
+                hit_step=None if again else hit_step,
             )
             call.scratch[PLAN] = plan
         call.scratch[CLAIM] = claim
