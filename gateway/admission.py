@@ -83,26 +83,38 @@ async def admit(claims: Sequence[Claim]) -> None:
     if not claims:
         return
     store = claims[0].store
-    if all(claim.store is store for claim in claims):
-        groups: list[list[Claim]] = [list(claims)]  # the usual case: every feature on one store
-    else:
-        by_store: dict[int, list[Claim]] = {}
-        for claim in claims:
-            by_store.setdefault(id(claim.store), []).append(claim)
-        groups = list(by_store.values())
+    groups: list[Sequence[Claim]] = [claims]  # the usual case: every feature on one store
+    for claim in claims:
+        if claim.store is not store:
+            by_store: dict[int, list[Claim]] = {}
+            for each in claims:
+                by_store.setdefault(id(each.store), []).append(each)
+            groups = list(by_store.values())
+            break
     refused = False
     for group in groups:
         if refused:
             for claim in group:
                 claim.done = True
             continue
-        stepped = [claim for claim in group if claim.step is not None or claim.build is not None]
-        on_hit = [claim for claim in group if claim.hit_step is not None]
-        reads = [key for claim in group for key in claim.reads]
-        guard = next((claim.guard for claim in group if claim.guard is not None), None)
+        # One pass over the group (every request runs this): what a miss runs, what a hit runs, the reads.
+        stepped: list[Claim] = []
+        on_hit: list[Claim] = []
+        hit_steps: list[Step] = []
+        reads: list[str] = []
+        guard = None
+        for claim in group:
+            if claim.step is not None or claim.build is not None:
+                stepped.append(claim)
+            if claim.hit_step is not None:
+                on_hit.append(claim)
+                hit_steps.append(claim.hit_step)
+            if claim.reads:
+                reads += claim.reads
+            if guard is None:
+                guard = claim.guard
         if guard is None or not on_hit:
-            guard, on_hit = None, []  # nothing a hit would spare: the plain admission
-        hit_steps = [claim.hit_step for claim in on_hit if claim.hit_step is not None]
+            guard, on_hit, hit_steps = None, [], []  # nothing a hit would spare: the plain admission
         store = group[0].store
         try:
             if isinstance(store, MemoryStore):
@@ -119,11 +131,13 @@ async def admit(claims: Sequence[Claim]) -> None:
         for claim, result, charged in zip(ran, answer.results, answer.charged, strict=True):
             claim.result, claim.charged = result, charged
         at = 0
+        ok, hit, values = answer.ok, answer.hit, answer.values
         for claim in group:
-            claim.values = answer.values[at : at + len(claim.reads)]
-            at += len(claim.reads)
-            claim.done, claim.admitted, claim.hit = True, answer.ok, answer.hit
-        refused = not answer.ok
+            if claim.reads:
+                claim.values = values[at : at + len(claim.reads)]
+                at += len(claim.reads)
+            claim.done, claim.admitted, claim.hit = True, ok, hit
+        refused = not ok
 
 
 def _step(claim: Claim) -> Step:

@@ -131,6 +131,8 @@ def _gcra_apply(
     news: list[int],
     charge: bool,
     force: bool,
+    *,
+    answer: bool = True,
 ) -> list[int]:
     now = data.now_us
     out = [1 if ok or force else 0]
@@ -142,6 +144,8 @@ def _gcra_apply(
                 data.delete(key)
             else:
                 data.set(key, state, math.ceil((state - now) / 1000))
+        if not answer:
+            continue
         busy = max(state - now, 0)
         remaining = max(0, (period - busy) * limit // period)
         retry = -1 if cost > limit else (0 if ok else max(0, new - period - now))
@@ -322,7 +326,9 @@ def _rl_finish_memory(data: MemoryData, keys: Sequence[str], args: Sequence[int]
     n = args[0]
     base = 2 + 3 * n
     if n:
-        _gcra_memory(data, keys[:n], [FORCE, *args[2:base]])
+        # GCRA forced (charged whatever the limit says), its answer not worked out: nobody reads it.
+        gkeys = keys[:n]
+        _gcra_apply(data, gkeys, *_gcra_plan(data, gkeys, args, 2), True, True, answer=False)
     for key in keys[n:]:
         (data.get(key) or {}).pop(args[base], None)
     return []
