@@ -419,10 +419,11 @@ class RateLimitStage:
         if claim.unavailable:
             raise _store_unavailable()
         self._verdict(call, claim, buckets, concurrency, estimate)
-        held = [key for key, _, _ in concurrency]
-        token_buckets = [b for b in buckets if b.kind == "tokens"]
-        if claim.hit:
-            held, token_buckets = [], []  # admitted as a cache hit: no tokens charged, no slot taken
+        held: list[str] = []
+        token_buckets: list[Bucket] = []
+        if not claim.hit:  # a cache hit charged no tokens and took no slot: nothing to give back
+            held = [key for key, _, _ in concurrency]
+            token_buckets = [b for b in buckets if b.kind == "tokens"]
         try:
             result = await next(call)
         except BaseException as exc:
