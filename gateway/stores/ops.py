@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 
 from gateway.stores.base import AdmissionOp, AtomicOp, MemoryData
 
@@ -263,35 +264,50 @@ end
 def _rl_admit_check(
     data: MemoryData, keys: Sequence[str], args: Sequence[int]
 ) -> tuple[bool, Callable[[bool], list[int]]]:
-    n = args[0]
-    base = 2 + 3 * n
-    ttl, lease = args[base], args[base + 1]
-    now = data.now_us
     # GCRA's own layout: the triples from args[2]. Checked first: a refused request touches no slot. The
-    # charge below applies this same check (nothing runs in between: the admission does not await). The
-    # answer (each limit's remaining units and times) is only worked out in `finish`: a check whose answer
-    # is not read (the in-process refusal pre-check of an admitted request) does not pay for it.
+    # charge in `_rl_admit_finish` applies this same check (nothing runs in between: the admission does not
+    # await). The answer (each limit's remaining units and times) is only worked out there: a check whose
+    # answer is not read (the in-process refusal pre-check of an admitted request) does not pay for it.
+    # `finish` is a partial of a module function, not a closure: every check of every request made one,
+    # with a cell for each variable it kept (allocations the profile of a loaded gateway showed).
+    n = args[0]
     gkeys = keys[:n]
     plan = _gcra_plan(data, gkeys, args, 2)
     if not plan[0]:
-        return False, lambda charge: [0, 0, *_gcra_apply(data, gkeys, *plan, False, False)[1:]]
+        return False, partial(_rl_admit_finish, data, keys, args, gkeys, plan, 0, None)
     if n == len(keys):
-        full = 0
-        held: list[dict[int, int]] = []
-    else:
-        held = [{k: exp for k, exp in (data.get(key) or {}).items() if exp > now} for key in keys[n:]]
-        full = next((j + 1 for j, leases in enumerate(held) if len(leases) >= args[base + 2 + j]), 0)
+        return True, partial(_rl_admit_finish, data, keys, args, gkeys, plan, 0, ())
+    now = data.now_us
+    base = 2 + 3 * n
+    held = [{k: exp for k, exp in (data.get(key) or {}).items() if exp > now} for key in keys[n:]]
+    full = next((j + 1 for j, leases in enumerate(held) if len(leases) >= args[base + 2 + j]), 0)
+    return not full, partial(_rl_admit_finish, data, keys, args, gkeys, plan, full, held)
 
-    def finish(charge: bool) -> list[int]:
-        if not charge:
-            return [1, full, *_gcra_apply(data, gkeys, *plan, False, False)[1:]]
-        out = _gcra_apply(data, gkeys, *plan, True, False)
-        for key, leases in zip(keys[n:], held, strict=True):
-            leases[lease] = now + ttl
-            data.set(key, leases, math.ceil(ttl / 1000))
-        return [out[0], 0, *out[1:]]
 
-    return not full, finish
+def _rl_admit_finish(
+    data: MemoryData,
+    keys: Sequence[str],
+    args: Sequence[int],
+    gkeys: Sequence[str],
+    plan: tuple[bool, list[tuple[int, int, int]], list[int], list[int]],
+    full: int,
+    held: Sequence[dict[int, int]] | None,
+    charge: bool,
+) -> list[int]:
+    """RL_ADMISSION's answer in memory, charging when `charge`: `held` is None when GCRA refused, else each
+    concurrency limit's live leases as `_rl_admit_check` found them (`full`: the first full one)."""
+    if held is None:
+        return [0, 0, *_gcra_apply(data, gkeys, *plan, False, False)[1:]]
+    if not charge:
+        return [1, full, *_gcra_apply(data, gkeys, *plan, False, False)[1:]]
+    out = _gcra_apply(data, gkeys, *plan, True, False)
+    n = args[0]
+    base = 2 + 3 * n
+    ttl, lease = args[base], args[base + 1]
+    for key, leases in zip(keys[n:], held, strict=True):
+        leases[lease] = data.now_us + ttl
+        data.set(key, leases, math.ceil(ttl / 1000))
+    return [out[0], 0, *out[1:]]
 
 
 RL_ADMISSION = AdmissionOp(
