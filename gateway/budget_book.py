@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cached_property
+from functools import cached_property, partial
 
 from gateway.ids import IdSource
 from gateway.periods import Window
@@ -125,26 +125,30 @@ def _entry(data: MemoryData, key: str) -> _Entry:
 def _reserve_check(
     data: MemoryData, keys: Sequence[str], args: Sequence[int]
 ) -> tuple[bool, Callable[[bool], list[int]]]:
-    amount, lease, lease_ttl = args[0], args[1], args[2]
+    amount = args[0]
     hashes = keys[::2]
     entries = [_entry(data, key) for key in hashes]
     for i, (spent, reserved, _, _) in enumerate(entries):
         if spent + reserved + amount > args[3 + 2 * i]:
             return False, lambda charge, i=i, spent=spent, reserved=reserved: [0, i + 1, spent, reserved]
+    # A partial, not a closure: no cell per kept variable on every request's reservation.
+    return True, partial(_reserve_finish, data, hashes, entries, args)
 
-    def finish(charge: bool) -> list[int]:
-        out = [1, 0]
-        for i, (key, (spent, reserved, leases, earliest)) in enumerate(zip(hashes, entries, strict=True)):
-            if charge:
-                ttl = args[4 + 2 * i]
-                expires = data.now_us + lease_ttl
-                leases[lease] = (amount, expires)
-                reserved += amount
-                data.set(key, (spent, reserved, leases, min(earliest, expires)), ttl if ttl > 0 else None)
-            out += [spent, reserved]
-        return out
 
-    return True, finish
+def _reserve_finish(
+    data: MemoryData, hashes: Sequence[str], entries: list[_Entry], args: Sequence[int], charge: bool
+) -> list[int]:
+    amount, lease, lease_ttl = args[0], args[1], args[2]
+    out = [1, 0]
+    for i, (key, (spent, reserved, leases, earliest)) in enumerate(zip(hashes, entries, strict=True)):
+        if charge:
+            ttl = args[4 + 2 * i]
+            expires = data.now_us + lease_ttl
+            leases[lease] = (amount, expires)
+            reserved += amount
+            data.set(key, (spent, reserved, leases, min(earliest, expires)), ttl if ttl > 0 else None)
+        out += [spent, reserved]
+    return out
 
 
 RESERVATION = AdmissionOp(
