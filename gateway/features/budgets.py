@@ -30,6 +30,7 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -365,16 +366,19 @@ class BudgetStage:
             ):
                 call.body = {**call.body, "max_tokens": self.settings.default_max_tokens}
             slots = [rule.slot(now) for rule in rules]
-
-            def build() -> Step:
-                amount = max_cost(call, self.pricing, self.settings.default_max_tokens)
-                call.scratch[PLAN] = (rules, slots, amount, now)
-                return self.book.reservation_step(slots, amount, now)
-
+            build = partial(self._reservation_step, call, rules, slots, now)
             claim = Claim(self.book.store, build=build, hit_step=self._remains_step(slots))
             call.scratch[PLAN] = (rules, slots, 0, now)  # the amount once built (a hit reserves nothing)
         call.scratch[CLAIM] = claim
         return claim
+
+    def _reservation_step(
+        self, call: Call, rules: list[BudgetRule], slots: list[BudgetSlot], now: datetime
+    ) -> Step:
+        """The admission's step for a request that is not a cache hit: its maximum cost, reserved."""
+        amount = max_cost(call, self.pricing, self.settings.default_max_tokens)
+        call.scratch[PLAN] = (rules, slots, amount, now)
+        return self.book.reservation_step(slots, amount, now)
 
     def _remains_step(self, slots: list[BudgetSlot]) -> Step:
         """The hit's step on ``slots``, kept per list of slots: a rule hands out the same slot object all

@@ -30,6 +30,7 @@ import contextlib
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import anyio
@@ -350,35 +351,35 @@ class RateLimitStage:
             plan = _Plan(buckets, concurrency)
             # A second admission (a "hit" that was not one) does not count the request again.
             again = bool(call.scratch.get(FULL))
-            # The body as the client sent it: the budget stage, next, may add max_tokens to call.body.
-            endpoint, body = call.endpoint, call.body
-
-            def build() -> Step:
-                if not plan.estimated:
-                    self._estimate_into(plan, endpoint, body)
-                plan.lease = self.ids.int52()
-                args = [len(plan.buckets), len(concurrency)]
-                for bucket in plan.buckets:
-                    cost = (0 if again else 1) if bucket.kind == "requests" else plan.estimate
-                    args += [MINUTE_US, bucket.limit, cost]
-                args += [self.lease_us, plan.lease, *(lim for _, lim, _ in concurrency)]
-                keys = [*(b.key for b in plan.buckets), *(key for key, _, _ in concurrency)]
-                return Step(RL_ADMISSION, keys, args)
-
             if self.shares is not None:
                 # Partitioned: this region's share of each limit, counting the request's demand now.
-                self._estimate_into(plan, endpoint, body)
+                self._estimate_into(plan, call.endpoint, call.body)
                 plan.buckets = self._shared(buckets, plan.estimate)
                 hit_step = self._hit_step(plan.buckets)
-            # On a cache hit: one request counted, no tokens, no slot (the answer is immediate).
+            # The body as the client sent it: the budget stage, next, may add max_tokens to call.body. On a
+            # cache hit: one request counted, no tokens, no slot (the answer is immediate).
             claim = Claim(
                 self.store,
-                build=build,
+                build=partial(self._full_step, plan, again, call.endpoint, call.body),
                 hit_step=None if again else hit_step,
             )
             call.scratch[PLAN] = plan
         call.scratch[CLAIM] = claim
         return claim
+
+    def _full_step(self, plan: _Plan, again: bool, endpoint: str, body: dict[str, Any]) -> Step:
+        """The admission's step for a request that is not a cache hit: its token estimate, a lease id."""
+        if not plan.estimated:
+            self._estimate_into(plan, endpoint, body)
+        plan.lease = self.ids.int52()
+        concurrency = plan.concurrency
+        args = [len(plan.buckets), len(concurrency)]
+        for bucket in plan.buckets:
+            cost = (0 if again else 1) if bucket.kind == "requests" else plan.estimate
+            args += [MINUTE_US, bucket.limit, cost]
+        args += [self.lease_us, plan.lease, *(lim for _, lim, _ in concurrency)]
+        keys = [*(b.key for b in plan.buckets), *(key for key, _, _ in concurrency)]
+        return Step(RL_ADMISSION, keys, args)
 
     def _estimate_into(self, plan: _Plan, endpoint: str, body: dict[str, Any]) -> None:
         prompt, plan.completion = _estimate(endpoint, body, self.config.default_max_tokens)
