@@ -23,8 +23,9 @@ give back when a later step refused.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol, runtime_checkable
 
 from gateway.pipeline import Call, Handler, Result
@@ -46,6 +47,11 @@ class Claim:
     only counted as a request (no tokens, no concurrency slot, no budget reservation), so nothing is left
     to give back after it and it pays one round trip in all. If the entry turns out unusable (purged), the
     cache stage raises :class:`Readmit` and the request is admitted again in full.
+
+    ``build`` makes ``step`` when it is needed (at most once, then ``step`` holds it), for a step that
+    costs something to build (the budget's maximum cost, the rate limit's token estimate): in process the
+    guard is looked at first, so a cache hit, which runs only the ``hit_step``, never builds it. On Redis
+    every step is built before the one round trip.
     """
 
     store: Store
@@ -53,6 +59,7 @@ class Claim:
     reads: Sequence[str] = ()
     hit_step: Step | None = None
     guard: str | None = None
+    build: Callable[[], Step] | None = None
     done: bool = False
     admitted: bool = False
     charged: bool = False
@@ -76,43 +83,73 @@ async def admit(claims: Sequence[Claim]) -> None:
     if not claims:
         return
     store = claims[0].store
-    if all(claim.store is store for claim in claims):
-        groups: list[list[Claim]] = [list(claims)]  # the usual case: every feature on one store
-    else:
-        by_store: dict[int, list[Claim]] = {}
-        for claim in claims:
-            by_store.setdefault(id(claim.store), []).append(claim)
-        groups = list(by_store.values())
+    groups: list[Sequence[Claim]] = [claims]  # the usual case: every feature on one store
+    for claim in claims:
+        if claim.store is not store:
+            by_store: dict[int, list[Claim]] = {}
+            for each in claims:
+                by_store.setdefault(id(each.store), []).append(each)
+            groups = list(by_store.values())
+            break
     refused = False
     for group in groups:
         if refused:
             for claim in group:
                 claim.done = True
             continue
-        steps = [(claim, claim.step) for claim in group if claim.step is not None]
-        on_hit = [(claim, claim.hit_step) for claim in group if claim.hit_step is not None]
-        reads = [key for claim in group for key in claim.reads]
-        guard = next((claim.guard for claim in group if claim.guard is not None), None)
+        # One pass over the group (every request runs this): what a miss runs, what a hit runs, the reads.
+        stepped: list[Claim] = []
+        on_hit: list[Claim] = []
+        hit_steps: list[Step] = []
+        reads: list[str] = []
+        guard = None
+        for claim in group:
+            if claim.step is not None or claim.build is not None:
+                stepped.append(claim)
+            if claim.hit_step is not None:
+                on_hit.append(claim)
+                hit_steps.append(claim.hit_step)
+            if claim.reads:
+                reads += claim.reads
+            if guard is None:
+                guard = claim.guard
         if guard is None or not on_hit:
-            guard, on_hit = None, []  # nothing a hit would spare: the plain admission
+            guard, on_hit, hit_steps = None, [], []  # nothing a hit would spare: the plain admission
+        store = group[0].store
         try:
-            answer = await group[0].store.admit(
-                [step for _, step in steps], reads, guard=guard, on_hit=[step for _, step in on_hit]
-            )
+            if isinstance(store, MemoryStore):
+                # In process the guard is free to look at first: a hit builds no step it would not run.
+                answer = store.admit_now(partial(_steps, stepped), reads, guard=guard, on_hit=hit_steps)
+            else:
+                answer = await store.admit(_steps(stepped), reads, guard=guard, on_hit=hit_steps)
         except StoreUnavailable:
             for claim in group:
                 claim.done = claim.unavailable = True
             refused = True
             continue
-        ran = on_hit if answer.hit else steps
-        for (claim, _), result, charged in zip(ran, answer.results, answer.charged, strict=True):
+        ran = on_hit if answer.hit else stepped
+        for claim, result, charged in zip(ran, answer.results, answer.charged, strict=True):
             claim.result, claim.charged = result, charged
         at = 0
+        ok, hit, values = answer.ok, answer.hit, answer.values
         for claim in group:
-            claim.values = answer.values[at : at + len(claim.reads)]
-            at += len(claim.reads)
-            claim.done, claim.admitted, claim.hit = True, answer.ok, answer.hit
-        refused = not answer.ok
+            if claim.reads:
+                claim.values = values[at : at + len(claim.reads)]
+                at += len(claim.reads)
+            claim.done, claim.admitted, claim.hit = True, ok, hit
+        refused = not ok
+
+
+def _step(claim: Claim) -> Step:
+    """``claim``'s step, built now if it was left to ``build``."""
+    if claim.build is not None:
+        claim.step, claim.build = claim.build(), None
+    assert claim.step is not None  # only claims with a step or a way to build one are asked
+    return claim.step
+
+
+def _steps(claims: Sequence[Claim]) -> list[Step]:
+    return [_step(claim) for claim in claims]
 
 
 class Readmit(Exception):
@@ -166,9 +203,11 @@ def _refused_in_process(claim: Claim) -> bool:
     the admission's one trip carries every claim anyway. A claim without a hit step is not looked at (a hit
     would run nothing for it, so only the guard could tell)."""
     store = claim.store
-    if claim.step is None or claim.hit_step is None or not isinstance(store, MemoryStore):
+    if not isinstance(store, MemoryStore) or claim.hit_step is None:
         return False
-    answer = store.refusal(claim.step, claim.hit_step)
+    if claim.step is None and claim.build is None:
+        return False
+    answer = store.refusal(lambda: _step(claim), claim.hit_step)
     if answer is None:
         return False
     claim.result, claim.done = answer, True

@@ -106,10 +106,20 @@ def cost_nanos(
 
 
 def max_cost_nanos(price: ModelPrice | None, prompt_tokens: int, completion_tokens: int) -> int:
-    """The most a request can cost in nano-dollars, rounded up: what a budget reserves before forwarding."""
+    """The most a request can cost in nano-dollars, rounded up: what a budget reserves before forwarding.
+
+    The same number as ``usd_to_nanos(cost_usd(...), round_up=True)``, computed in integers: every budgeted
+    request asks before it is forwarded, and the Decimal arithmetic was about half of a budget's admission.
+    A price of ``a/b`` USD per million tokens is ``1000 * a / b`` nano-dollars per token, exactly.
+    """
     if price is None:
         return 0
-    return usd_to_nanos(cost_usd(price, prompt_tokens, completion_tokens), round_up=True)
+    a_in, b_in = price.input.as_integer_ratio()
+    a_out, b_out = price.output.as_integer_ratio()
+    nanos = 1000 * (a_in * b_out * prompt_tokens + a_out * b_in * completion_tokens)
+    if nanos <= 0:
+        return 0
+    return min(MAX_NANOS, -(-nanos // (b_in * b_out)))  # rounded up: a reservation never undershoots
 
 
 class PriceTable:

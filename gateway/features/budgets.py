@@ -30,6 +30,7 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -59,6 +60,7 @@ from gateway.pipeline import Call, Handler, Response, Result
 from gateway.pricing import format_usd, usd_to_nanos
 from gateway.stores import Store, StoreUnavailable
 from gateway.stores.after_writes import defer
+from gateway.stores.base import Step
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -71,6 +73,7 @@ REMAINING_HEADER = "x-gateway-budget-remaining-usd"
 Fraction = Annotated[float, Field(gt=0, le=1)]
 CLAIM = "budgets.claim"
 PLAN = "budgets.plan"
+_REMAINS_MAX = 1024  # bound of the stage's memo of hit steps (see `BudgetStage._remains_step`)
 
 
 def known_zone(name: str) -> str:
@@ -250,6 +253,7 @@ class BudgetStage:
         self.runtime_teams: dict[tuple[str, str], BudgetRule] = {}
         # The ledger cannot answer spend queries (usage.sink jsonl): logged once.
         self._said_not_queryable = False
+        self._remains: dict[tuple[int, ...], tuple[list[BudgetSlot], Step]] = {}
 
     def rules_for(self, call: Call) -> list[BudgetRule]:
         """The budgets ``call`` spends from: its key's and its team's."""
@@ -341,9 +345,15 @@ class BudgetStage:
 
     async def admission(self, call: Call) -> Claim | None:
         """The reservation of the most ``call`` can cost in every budget it spends from, as one step of its
-        admission (in the rate limit's script), or None when no budget applies."""
-        await self.key_rule(call.key.name, call.key.budget)
-        if call.key.team is not None:
+        admission (in the rate limit's script), or None when no budget applies.
+
+        The reservation (its maximum cost, through the prices and the prompt's bound) is left to the
+        claim's ``build``: a cache hit in process only checks that something remains, and never needs it."""
+        # Budgets brought by keys and teams made through the admin API, built on first use (a config-file
+        # budget needs nothing here, and most keys carry none: no coroutine for them).
+        if call.key.budget is not None:
+            await self.key_rule(call.key.name, call.key.budget)
+        if call.key.team is not None and call.key.team_budget is not None:
             await self.team_rule(call.key.team, call.key.team_budget)
         rules = self.rules_for(call)
         claim = None
@@ -355,21 +365,37 @@ class BudgetStage:
                 and self.settings.enforce_max_tokens
             ):
                 call.body = {**call.body, "max_tokens": self.settings.default_max_tokens}
-            amount = max_cost(call, self.pricing, self.settings.default_max_tokens)
             slots = [rule.slot(now) for rule in rules]
-            claim = Claim(
-                self.book.store,
-                self.book.reservation_step(slots, amount, now),
-                hit_step=self.book.remains_step(slots),
-            )
-            call.scratch[PLAN] = (rules, slots, amount, now)
+            build = partial(self._reservation_step, call, rules, slots, now)
+            claim = Claim(self.book.store, build=build, hit_step=self._remains_step(slots))
+            call.scratch[PLAN] = (rules, slots, 0, now)  # the amount once built (a hit reserves nothing)
         call.scratch[CLAIM] = claim
         return claim
+
+    def _reservation_step(
+        self, call: Call, rules: list[BudgetRule], slots: list[BudgetSlot], now: datetime
+    ) -> Step:
+        """The admission's step for a request that is not a cache hit: its maximum cost, reserved."""
+        amount = max_cost(call, self.pricing, self.settings.default_max_tokens)
+        call.scratch[PLAN] = (rules, slots, amount, now)
+        return self.book.reservation_step(slots, amount, now)
+
+    def _remains_step(self, slots: list[BudgetSlot]) -> Step:
+        """The hit's step on ``slots``, kept per list of slots: a rule hands out the same slot object all
+        window long, so the step (immutable) serves every request until a window ends. Keyed by the slots'
+        ids; the memo holds the slots themselves, so no id in it can be another object's."""
+        which = tuple(map(id, slots))
+        known = self._remains.get(which)
+        if known is None:
+            if len(self._remains) >= _REMAINS_MAX:
+                self._remains.clear()
+            known = self._remains[which] = (slots, self.book.remains_step(slots))
+        return known[1]
 
     async def handle(self, call: Call, next: Handler) -> Result:
         """Reserve the most ``call`` can cost, forward it, then settle to what it did cost."""
         claim = await answered(self, call, CLAIM)
-        if claim is None or claim.step is None:
+        if claim is None:
             return await next(call)
         rules, slots, amount, now = call.scratch[PLAN]
         if claim.unavailable:
@@ -381,6 +407,7 @@ class BudgetStage:
                 refused, spent, reserved = slots[claim.result[1] - 1], claim.result[2], claim.result[3]
                 raise budget_exceeded(refused, spent, reserved, 0, now)
             return await next(call)
+        assert claim.step is not None  # admitted as a miss: its step was built and run
         reservation = self.book.reservation(claim.step, slots, claim.result)
         if not reservation.ok:
             assert reservation.refused is not None
@@ -413,19 +440,19 @@ class BudgetStage:
         return stream.pipe(lambda chunks: FinalizingIterator(chunks, on_end))
 
     async def _settle(self, call: Call, reservation: Reservation, cost: int) -> None:
+        if call.scratch.get("budgets.settled"):
+            return
+        call.scratch["budgets.settled"] = True
+        if cost > reservation.amount:
+            logger.warning(
+                "request %s cost %s USD, more than the %s USD reserved (upstream ignored max_tokens?)",
+                call.request_id, format_usd(cost), format_usd(reservation.amount),
+            )  # fmt: skip
+        now = self.clock()
+        if defer(call, self.book.settle_write(reservation, cost, now), self.book.store):
+            return  # sent with the request's other after-answer writes, in one round trip (nothing awaited)
         # Shielded: settlement runs while the request is being cancelled (client gone), and must finish.
         with anyio.CancelScope(shield=True):
-            if call.scratch.get("budgets.settled"):
-                return
-            call.scratch["budgets.settled"] = True
-            if cost > reservation.amount:
-                logger.warning(
-                    "request %s cost %s USD, more than the %s USD reserved (upstream ignored max_tokens?)",
-                    call.request_id, format_usd(cost), format_usd(reservation.amount),
-                )  # fmt: skip
-            now = self.clock()
-            if defer(call, self.book.settle_write(reservation, cost, now), self.book.store):
-                return  # sent with the request's other after-answer writes, in one round trip
             try:
                 await self.book.settle(reservation, cost, now)
             except StoreUnavailable:

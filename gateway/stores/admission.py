@@ -113,12 +113,19 @@ def split_answer(raw: Sequence[int], steps: int, on_hit: int = 0) -> tuple[bool,
     return hit, int(raw[1]) == 1, results
 
 
-def admit_in_memory(data: MemoryData, steps: Sequence[Step]) -> tuple[bool, list[list[int]]]:
-    """The same all-or-nothing step against the memory backend's data (called without awaiting)."""
+def admit_in_memory(
+    data: MemoryData, steps: Sequence[Step], first: Callable[[bool], list[int]] | None = None
+) -> tuple[bool, list[list[int]]]:
+    """The same all-or-nothing step against the memory backend's data (called without awaiting). `first`:
+    the `finish` of an admitting check of `steps[0]` made already (nothing changed since), not redone."""
     finishes: list[Callable[[bool], list[int]]] = []
     ok = True
     for step in steps:
-        admits, finish = step.op.check(data, list(step.keys), [int(a) for a in step.args])
+        if first is not None:
+            finish, first = first, None
+            finishes.append(finish)
+            continue
+        admits, finish = step.op.check(data, step.keys, step.args)
         finishes.append(finish)
         if not admits:
             ok = False
@@ -127,18 +134,24 @@ def admit_in_memory(data: MemoryData, steps: Sequence[Step]) -> tuple[bool, list
     return ok, results + [[] for _ in range(len(steps) - len(results))]
 
 
-def refusal_in_memory(data: MemoryData, step: Step, hit_step: Step) -> list[int] | None:
-    """`step`'s answer when both it and `hit_step` refuse, charging nothing; None when either admits.
+def refusal_in_memory(
+    data: MemoryData, step: Step | Callable[[], Step], hit_step: Step
+) -> tuple[list[int] | None, Callable[[bool], list[int]] | None]:
+    """(`step`'s answer when both it and `hit_step` refuse, charging nothing, else None; the `finish` of
+    `hit_step`'s check when it admits, else None).
 
-    The admission then refuses whatever else it would hold (its first step refuses on a miss, and on a
-    cache hit too), so the caller can answer without building the other stages' steps and reads.
+    With a refusal the admission refuses whatever else it would hold (its first step refuses on a miss,
+    and on a cache hit too), so the caller can answer without building the other stages' steps and reads.
+    The hit's step is checked first: it is the smaller check, and when it admits (every admitted request)
+    `step`, which may be a function making it, is not needed at all.
     """
-    for candidate in (hit_step, step):  # the hit's step first: it is the smaller check
-        admits, finish = candidate.op.check(data, list(candidate.keys), [int(a) for a in candidate.args])
-        answer = finish(False)
-        if admits:
-            return None
-    return answer
+    admits, finish = hit_step.op.check(data, hit_step.keys, hit_step.args)
+    if admits:
+        return None, finish
+    if not isinstance(step, Step):
+        step = step()
+    admits, finish = step.op.check(data, step.keys, step.args)
+    return (None if admits else finish(False)), None
 
 
 def fail_open(steps: Sequence[Step], reads: Sequence[str]) -> Admitted:

@@ -19,6 +19,7 @@ import logging
 
 from gateway.pipeline import Call
 from gateway.stores.base import Store, StoreUnavailable, Write
+from gateway.stores.memory import MemoryStore
 
 log = logging.getLogger("gateway.stores")
 
@@ -37,6 +38,19 @@ def defer(call: Call, write: Write, store: Store) -> bool:
     if pending is None or pending[0] is not store:
         return False
     pending[1].append(write)
+    return True
+
+
+def flush_now(call: Call, store: Store) -> bool:
+    """Close `call`'s list and apply what it holds now, when that needs no await: nothing to send, or the
+    memory store (in process there is no round trip, and a write applied without awaiting cannot be
+    cancelled halfway). True when done; otherwise the caller awaits `flush_writes`, shielded."""
+    pending = call.scratch.get(SCRATCH)
+    if pending is not None and pending[1]:
+        if not isinstance(store, MemoryStore):
+            return False
+        store.write_now(pending[1])
+    call.scratch.pop(SCRATCH, None)
     return True
 
 

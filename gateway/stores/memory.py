@@ -64,7 +64,12 @@ class MemoryStore:
         self._values: OrderedDict[str, tuple[bytes, int | None]] = OrderedDict()
         self._bytes = 0
         self._ops: dict[str, tuple[Any, int | None]] = {}
-        self._calls = 0
+        self._calls = 0  # every call that may change the state counts (see `_checked`)
+        # The last admitting check `refusal` made of a hit step, as (`_calls` then, the step, its finish):
+        # the `admit_now` that follows it (the same request's admission, when its cache entry exists) runs
+        # that step first and reuses the check while nothing touched the store in between, so the refusal
+        # pre-check costs an admitted cache hit nothing.
+        self._checked: tuple[int, Step, Callable[[bool], list[int]]] | None = None
 
     def _now_us(self) -> int:
         return int(self._clock() * 1_000_000)
@@ -80,6 +85,9 @@ class MemoryStore:
     async def get(self, key: str) -> bytes | None:
         """The value under `key` (and mark it recently used), or None."""
         self._tick()
+        return self._get(key)
+
+    def _get(self, key: str) -> bytes | None:
         entry = self._values.get(key)
         if entry is None:
             return None
@@ -92,11 +100,15 @@ class MemoryStore:
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """The values under `keys`, in order (each as `get` would answer)."""
-        return [await self.get(key) for key in keys]
+        self._tick()
+        return [self._get(key) for key in keys]
 
     async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
         """Store `value`; a value larger than `max_bytes` is not stored; older values are evicted to fit."""
         self._tick()
+        self._set(key, value, ttl)
+
+    def _set(self, key: str, value: bytes, ttl: float | None) -> None:
         self._drop(key)
         if len(value) > self.max_bytes:
             return
@@ -109,6 +121,7 @@ class MemoryStore:
 
     async def delete(self, key: str) -> None:
         """Remove `key` from values and operation state."""
+        self._tick()
         self._drop(key)
         self._ops.pop(key, None)
 
@@ -127,25 +140,51 @@ class MemoryStore:
     ) -> Admitted:
         """Run `steps` (or `on_hit` when `guard` is held) all or nothing, then read `reads`; nothing
         suspends in between, so it is atomic."""
-        self._tick()
-        hit = guard is not None and await self.get(guard) is not None
-        ran = on_hit if hit else steps
-        ok, results = admit_in_memory(_OpData(self._ops, self._now_us()), ran)
-        return Admitted(ok, results, [await self.get(key) for key in reads], [ok] * len(ran), hit)
+        return self.admit_now(lambda: steps, reads, guard=guard, on_hit=on_hit)
 
-    def refusal(self, step: Step, hit_step: Step) -> list[int] | None:
+    def admit_now(
+        self,
+        steps: Callable[[], Sequence[Step]],
+        reads: Sequence[str] = (),
+        *,
+        guard: str | None = None,
+        on_hit: Sequence[Step] = (),
+    ) -> Admitted:
+        """`admit`, run now without awaiting (for callers in this process), with the miss's steps made by
+        `steps` only on a miss: when `guard` is held the `on_hit` steps run and `steps` is never called,
+        so a cache hit builds nothing it would not use (the budget's maximum cost, the token estimate)."""
+        checked, self._checked = self._checked, None
+        fresh = checked is not None and checked[0] == self._calls
+        self._tick()
+        hit = guard is not None and self._get(guard) is not None
+        ran = on_hit if hit else steps()
+        first = checked[2] if fresh and checked is not None and ran and ran[0] is checked[1] else None
+        ok, results = admit_in_memory(_OpData(self._ops, self._now_us()), ran, first)
+        return Admitted(ok, results, [self._get(key) for key in reads], [ok] * len(ran), hit)
+
+    def refusal(self, step: Step | Callable[[], Step], hit_step: Step) -> list[int] | None:
         """`step`'s answer if `admit` would refuse it both on a miss and as a hit, charging nothing (see
         `refusal_in_memory`); None otherwise. In process this costs no round trip, so a refused request
-        need not build the rest of its admission."""
-        return refusal_in_memory(_OpData(self._ops, self._now_us()), step, hit_step)
+        need not build the rest of its admission. `step` may be a function making it: it is called only
+        when `hit_step` refuses (an admitted request never builds it here)."""
+        answer, finish = refusal_in_memory(_OpData(self._ops, self._now_us()), step, hit_step)
+        self._checked = None if finish is None else (self._calls, hit_step, finish)
+        return answer
 
     async def write_many(self, writes: Sequence[Write]) -> None:
         """Apply each write in turn (there is no round trip to save in process)."""
+        self.write_now(writes)
+
+    def write_now(self, writes: Sequence[Write]) -> None:
+        """`write_many`, applied now without awaiting (for callers in this process: nothing to shield
+        from cancellation, no coroutine per write)."""
+        self._tick()
+        data = _OpData(self._ops, self._now_us())
         for write in writes:
             if write.op is None:
-                await self.set(write.keys[0], write.value, write.ttl)
+                self._set(write.keys[0], write.value, write.ttl)
             else:
-                await self.run(write.op, write.keys, write.args)
+                write.op.memory(data, write.keys, write.args)
 
     async def ping(self) -> bool:
         """Always True: the memory backend is this process."""
@@ -153,6 +192,7 @@ class MemoryStore:
 
     async def close(self) -> None:
         """Drop all state."""
+        self._tick()
         self._values.clear()
         self._ops.clear()
         self._bytes = 0

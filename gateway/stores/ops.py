@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 
 from gateway.stores.base import AdmissionOp, AtomicOp, MemoryData
 
@@ -105,15 +106,19 @@ def _gcra_plan(
     """Whether every limit admits its cost now, each limit's (period, limit, cost), its TAT and its TAT once
     charged: GCRA's check, which `_gcra_apply` turns into the answer (charging or not) without redoing it."""
     now = data.now_us
-    specs = [(args[base + 3 * i], args[base + 3 * i + 1], args[base + 3 * i + 2]) for i in range(len(keys))]
+    flat = args[base : base + 3 * len(keys)]
+    specs = list(zip(flat[0::3], flat[1::3], flat[2::3], strict=True))
     tats: list[int] = []
     news: list[int] = []
     ok = True
     for key, (period, limit, cost) in zip(keys, specs, strict=True):
-        tat = max(int(data.get(key) or 0), now)
+        tat = int(data.get(key) or 0)
+        if tat < now:
+            tat = now
+        new = tat + (cost * period) // limit
         tats.append(tat)
-        news.append(tat + (cost * period) // limit)
-        if cost > limit or news[-1] - period > now:
+        news.append(new)
+        if cost > limit or new - period > now:
             ok = False
     return ok, specs, tats, news
 
@@ -127,6 +132,8 @@ def _gcra_apply(
     news: list[int],
     charge: bool,
     force: bool,
+    *,
+    answer: bool = True,
 ) -> list[int]:
     now = data.now_us
     out = [1 if ok or force else 0]
@@ -138,6 +145,8 @@ def _gcra_apply(
                 data.delete(key)
             else:
                 data.set(key, state, math.ceil((state - now) / 1000))
+        if not answer:
+            continue
         busy = max(state - now, 0)
         remaining = max(0, (period - busy) * limit // period)
         retry = -1 if cost > limit else (0 if ok else max(0, new - period - now))
@@ -255,30 +264,50 @@ end
 def _rl_admit_check(
     data: MemoryData, keys: Sequence[str], args: Sequence[int]
 ) -> tuple[bool, Callable[[bool], list[int]]]:
+    # GCRA's own layout: the triples from args[2]. Checked first: a refused request touches no slot. The
+    # charge in `_rl_admit_finish` applies this same check (nothing runs in between: the admission does not
+    # await). The answer (each limit's remaining units and times) is only worked out there: a check whose
+    # answer is not read (the in-process refusal pre-check of an admitted request) does not pay for it.
+    # `finish` is a partial of a module function, not a closure: every check of every request made one,
+    # with a cell for each variable it kept (allocations the profile of a loaded gateway showed).
+    n = args[0]
+    gkeys = keys[:n]
+    plan = _gcra_plan(data, gkeys, args, 2)
+    if not plan[0]:
+        return False, partial(_rl_admit_finish, data, keys, args, gkeys, plan, 0, None)
+    if n == len(keys):
+        return True, partial(_rl_admit_finish, data, keys, args, gkeys, plan, 0, ())
+    now = data.now_us
+    base = 2 + 3 * n
+    held = [{k: exp for k, exp in (data.get(key) or {}).items() if exp > now} for key in keys[n:]]
+    full = next((j + 1 for j, leases in enumerate(held) if len(leases) >= args[base + 2 + j]), 0)
+    return not full, partial(_rl_admit_finish, data, keys, args, gkeys, plan, full, held)
+
+
+def _rl_admit_finish(
+    data: MemoryData,
+    keys: Sequence[str],
+    args: Sequence[int],
+    gkeys: Sequence[str],
+    plan: tuple[bool, list[tuple[int, int, int]], list[int], list[int]],
+    full: int,
+    held: Sequence[dict[int, int]] | None,
+    charge: bool,
+) -> list[int]:
+    """RL_ADMISSION's answer in memory, charging when `charge`: `held` is None when GCRA refused, else each
+    concurrency limit's live leases as `_rl_admit_check` found them (`full`: the first full one)."""
+    if held is None:
+        return [0, 0, *_gcra_apply(data, gkeys, *plan, False, False)[1:]]
+    if not charge:
+        return [1, full, *_gcra_apply(data, gkeys, *plan, False, False)[1:]]
+    out = _gcra_apply(data, gkeys, *plan, True, False)
     n = args[0]
     base = 2 + 3 * n
     ttl, lease = args[base], args[base + 1]
-    now = data.now_us
-    # GCRA's own layout: the triples from args[2]. A peek first: a refused request touches no slot. The
-    # charge below applies this same check (nothing runs in between: the admission does not await).
-    gkeys = keys[:n]
-    plan = _gcra_plan(data, gkeys, args, 2)
-    peek = _gcra_apply(data, gkeys, *plan, False, False)
-    if peek[0] != 1:
-        return False, lambda charge: [0, 0, *peek[1:]]
-    held = [{k: exp for k, exp in (data.get(key) or {}).items() if exp > now} for key in keys[n:]]
-    full = next((j + 1 for j, leases in enumerate(held) if len(leases) >= args[base + 2 + j]), 0)
-
-    def finish(charge: bool) -> list[int]:
-        if not charge:
-            return [1, full, *peek[1:]]
-        out = _gcra_apply(data, gkeys, *plan, True, False)
-        for key, leases in zip(keys[n:], held, strict=True):
-            leases[lease] = now + ttl
-            data.set(key, leases, math.ceil(ttl / 1000))
-        return [out[0], 0, *out[1:]]
-
-    return not full, finish
+    for key, leases in zip(keys[n:], held, strict=True):
+        leases[lease] = data.now_us + ttl
+        data.set(key, leases, math.ceil(ttl / 1000))
+    return [out[0], 0, *out[1:]]
 
 
 RL_ADMISSION = AdmissionOp(
@@ -313,7 +342,9 @@ def _rl_finish_memory(data: MemoryData, keys: Sequence[str], args: Sequence[int]
     n = args[0]
     base = 2 + 3 * n
     if n:
-        _gcra_memory(data, keys[:n], [FORCE, *args[2:base]])
+        # GCRA forced (charged whatever the limit says), its answer not worked out: nobody reads it.
+        gkeys = keys[:n]
+        _gcra_apply(data, gkeys, *_gcra_plan(data, gkeys, args, 2), True, True, answer=False)
     for key in keys[n:]:
         (data.get(key) or {}).pop(args[base], None)
     return []

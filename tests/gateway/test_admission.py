@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -121,6 +122,37 @@ async def test_a_hit_is_refused_when_nothing_of_a_budget_remains_and_charges_not
     assert refused.charged == [False, False]
     assert await remaining(store, keys, 5, 100) == [4, 100]
     assert await book.read([slot]) == [(1_000, 0)]
+
+
+async def test_a_claims_step_is_built_once_and_in_process_never_for_a_hit(store: Store) -> None:
+    keys, args = limits(rpm=5, tpm=100, tokens=40)
+    entry = store_key("cache", uuid.uuid4().hex)
+    hit_args = [2, 0, MINUTE_US, 5, 1, MINUTE_US, 100, 0, MINUTE_US, 0]
+    built: list[int] = []
+
+    def claims() -> list[Claim]:
+        def build() -> Step:
+            built.append(1)
+            return Step(RL_ADMISSION, keys, args)
+
+        return [
+            Claim(store, build=build, hit_step=Step(RL_ADMISSION, keys[:2], hit_args)),
+            Claim(store, reads=[entry], guard=entry),
+        ]
+
+    miss = claims()
+    await admit(miss)
+    assert built == [1] and miss[0].step is not None and miss[0].build is None
+    assert (miss[0].admitted, miss[0].charged, miss[0].hit) == (True, True, False)
+    assert await remaining(store, keys, 5, 100) == [4, 60]
+    await store.set(entry, b"answer", 60)
+    hit = claims()
+    await admit(hit)
+    assert (hit[0].admitted, hit[0].hit, hit[1].values) == (True, True, [b"answer"])
+    assert await remaining(store, keys, 5, 100) == [3, 60]  # one request counted, no tokens
+    # On Redis every step goes in the one round trip, before the store says "hit"; in process the guard is
+    # looked at first and the miss's step (a token estimate, a maximum cost) is never built.
+    assert built == ([1] if isinstance(store, MemoryStore) else [1, 1])
 
 
 async def test_claims_on_two_stores_run_one_after_the_other_and_stop_at_a_refusal() -> None:
@@ -246,6 +278,41 @@ async def test_in_process_a_refusal_is_found_without_charging_and_only_when_a_hi
     assert answer is not None and answer[:2] == [0, 0]
     assert answer == (await store.admit([step])).results[0]
     assert await remaining(store, keys, 5, 100) == [0, 100]
+
+
+async def test_in_process_a_hit_reuses_the_pre_check_only_while_nothing_else_touched_the_store() -> None:
+    store = MemoryStore(clock=lambda: 1_000.0)
+    keys, args = limits(rpm=2, tpm=100, tokens=10)
+    hit_args = [2, 0, MINUTE_US, 2, 1, MINUTE_US, 100, 0, MINUTE_US, 0]
+    entry = store_key("cache", uuid.uuid4().hex)
+    await store.set(entry, b"answer", 60)
+    checks: list[int] = []
+
+    def counting(step: Step) -> Step:
+        """``step`` with its check counted."""
+
+        def check(data: Any, keys: Any, args: Any) -> Any:
+            checks.append(1)
+            return RL_ADMISSION.check(data, keys, args)
+
+        return Step(replace(RL_ADMISSION, check=check), step.keys, step.args)
+
+    def never() -> list[Step]:
+        raise AssertionError("a hit builds no miss step")
+
+    hit_step = counting(Step(RL_ADMISSION, keys[:2], hit_args))
+    assert store.refusal(Step(RL_ADMISSION, keys, args), hit_step) is None and checks == [1]
+    served = store.admit_now(never, [entry], guard=entry, on_hit=[hit_step])
+    assert served.ok and served.hit and checks == [1]  # the pre-check's answer, charged: not checked again
+    assert served.results[0][:2] == [1, 0] and await remaining(store, keys, 2, 100) == [1, 100]
+    # The pre-check admits with one request left, then another admission takes it before this one runs:
+    # the stale answer is not reused, the request is checked again and refused.
+    hit_step = counting(Step(RL_ADMISSION, keys[:2], hit_args))
+    assert store.refusal(Step(RL_ADMISSION, keys, args), hit_step) is None and checks == [1, 1]
+    assert (await store.admit([Step(RL_ADMISSION, keys[:2], hit_args)])).ok
+    late = store.admit_now(never, [entry], guard=entry, on_hit=[hit_step])
+    assert not late.ok and late.charged == [False] and checks == [1, 1, 1]
+    assert await remaining(store, keys, 2, 100) == [0, 100]
 
 
 async def test_through_the_gateway_a_refused_request_builds_no_other_claim(

@@ -145,6 +145,29 @@ async def test_a_reservation_never_settled_expires_and_is_given_back(
     assert await book.settle(crashed, 10, NOW) == [(10, 80)]
 
 
+async def test_in_memory_leases_expire_one_by_one_whatever_was_settled_before() -> None:
+    # The memory backend only looks through a budget's leases once the earliest may have expired; a lease
+    # settled early must neither hide a later one's expiry nor make a live one look expired.
+    now = [1_700_000_000.0]
+    book = BudgetBook(MemoryStore(clock=lambda: now[0]), lease_seconds=60.0)
+    budget = slot(100)
+    first = await book.reserve([budget], 30, NOW)
+    now[0] += 20
+    second = await book.reserve([budget], 20, NOW)  # expires 20 s after the first
+    now[0] += 10
+    third = await book.reserve([budget], 10, NOW)  # expires 30 s after the first
+    await book.settle(first, 5, NOW)  # the earliest lease is gone: the others still hold theirs
+    now[0] += 35  # past the first lease's end, before the second's
+    assert await book.read([budget]) == [(5, 30)]
+    now[0] += 20  # past the second's, before the third's
+    assert await book.read([budget]) == [(5, 10)]
+    assert (await book.reserve([budget], 85, NOW)).ok  # 5 spent + 10 held + 85 = the limit
+    now[0] += 20  # past the third's; the new one holds
+    assert await book.read([budget]) == [(5, 85)]
+    assert await book.settle(second, 7, NOW) == [(12, 85)]  # expired already: gives nothing back twice
+    assert await book.settle(third, 1, NOW) == [(13, 85)]
+
+
 async def expire_redis_lease(redis_url: str, budget: BudgetSlot, lease: int, seconds: float) -> None:
     """Check that `lease` expires `seconds` after it was taken (Redis's clock), then make that time now."""
     client = aioredis.Redis.from_url(redis_url)

@@ -118,6 +118,12 @@ def test_key_ignores_delivery_fields_and_float_spelling() -> None:
     assert cache_key(make_call({**base, "stream": True, "stream_options": {"include_usage": True}})) == key
     assert cache_key(make_call({**base, "temperature": 1.0})) == key
     assert key.startswith("gw:cache:") and "alice" not in key
+    # Integral floats are integers at any depth (in objects and in arrays), other floats stay themselves.
+    nested = {**base, "logit_bias": {"50256": -100}, "x_extra": [1, {"scale": 2}, [3]]}
+    spelled = {**base, "logit_bias": {"50256": -100.0}, "x_extra": [1.0, {"scale": 2.0}, [3.0]]}
+    assert cache_key(make_call(spelled)) == cache_key(make_call(nested)) != key
+    other = {**nested, "x_extra": [1, {"scale": 2.5}, [3]]}
+    assert cache_key(make_call(other)) != cache_key(make_call(nested))
 
 
 def test_ttl_from_header_model_and_default() -> None:

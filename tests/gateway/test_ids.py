@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
 
-import pytest
-
-from gateway import ids as ids_module
 from gateway.ids import IdSource
 
 
@@ -31,10 +29,32 @@ def test_integer_ids_fit_in_a_double_and_stay_unique_past_the_counter() -> None:
     assert source.int52() not in made
 
 
-def test_a_forked_child_gets_a_new_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_forked_child_gets_a_new_prefix() -> None:
     source = IdSource()
-    before = source.hex32()
-    monkeypatch.setattr(ids_module.os, "getpid", lambda: -42)
-    after = source.hex32()
-    assert after[:20] != before[:20]
-    assert after.endswith("0" * 12)
+    before_hex, before_int = source.hex32(), source.int52()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next ids and leave without running the parent's pytest
+        try:
+            os.write(write, f"{source.hex32()} {source.int52()}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        child_hex, child_int = os.read(read, 200).decode().split()
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    assert child_hex[:20] != before_hex[:20] and child_hex.endswith("0" * 12)
+    assert int(child_int) >> 24 != before_int >> 24
+    # The parent goes on where it was.
+    assert source.hex32()[:20] == before_hex[:20]
+
+
+def test_a_discarded_source_is_not_kept_alive_by_its_fork_hook() -> None:
+    import gc
+    import weakref
+
+    ref = weakref.ref(IdSource())
+    gc.collect()
+    assert ref() is None

@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 
 from gateway.pricing import (
+    MAX_NANOS,
     ModelPrice,
     PriceTable,
     PriceTableError,
@@ -50,6 +51,20 @@ def test_rounding_half_up_for_cost_and_up_for_reservations() -> None:
     assert cost_nanos(price, 1, 0) == 37
     assert max_cost_nanos(price, 1, 0) == 38
     assert max_cost_nanos(price, 1, 0) >= cost_nanos(price, 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("price_in", "price_out"),
+    [("2.5", "10"), ("0.075", "0.3"), ("3", "15"), ("0.0000001", "1234.56789"), ("0", "0.5"), ("7", "0")],
+)
+def test_the_integer_maximum_cost_is_the_decimal_one_rounded_up(price_in: str, price_out: str) -> None:
+    price = ModelPrice(input=Decimal(price_in), output=Decimal(price_out))
+    counts = [0, 1, 3, 7, 999, 4096, 123_457, 10**7, 10**12, 10**15]
+    for prompt in counts:
+        for completion in counts:
+            exact = usd_to_nanos(cost_usd(price, prompt, completion), round_up=True)
+            assert max_cost_nanos(price, prompt, completion) == exact, (prompt, completion)
+    assert max_cost_nanos(price, 10**30, 10**30) == (MAX_NANOS if price_in != "0" or price_out != "0" else 0)
 
 
 def test_unpriced_model_costs_nothing() -> None:

@@ -257,6 +257,33 @@ async def test_deferred_writes_are_sent_even_when_the_client_leaves(redis_url: s
     await store.close()
 
 
+async def test_in_process_the_writes_are_applied_without_awaiting_also_when_the_client_leaves() -> None:
+    import anyio
+
+    from gateway.pipeline import Response
+    from gateway.stores.after_writes import defer
+
+    # The memory store applies a request's after-answer writes without awaiting (no cancel scope): a
+    # cancelled request must still get its budget-like write applied and its one concurrency slot back.
+    store = MemoryStore()
+    key = store_key("test", uuid.uuid4().hex)
+    stage = limited_stage(store)
+    started = anyio.Event()
+
+    async def answer_then_hang(call: Any) -> Response:
+        assert defer(call, Write([key], value=b"settled", ttl=60), store)
+        started.set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(stage.handle, a_call(), answer_then_hang)
+        await started.wait()
+        group.cancel_scope.cancel()
+    assert await store.get(key) == b"settled"
+    assert isinstance(await stage.handle(a_call(), _answer), Response)  # max_concurrent 1: the slot is free
+
+
 async def _answer(call: Any) -> Any:
     from gateway.pipeline import Response
     from gateway.providers.mock import MockOptions, chat_body
