@@ -430,8 +430,10 @@ class RoutingStage:
         began = self.monotonic()
         self.stats.started(target.key)
         try:
-            remaining = max(0.001, deadline - began)
-            result = await asyncio.wait_for(self._first(call, route, provider), remaining)
+            # In the request's own task: asyncio.wait_for (Python 3.11) would start a task per attempt, a
+            # measured 1.3% of a production request's CPU, for a deadline a timeout scope keeps as well.
+            async with asyncio.timeout(max(0.001, deadline - began)):
+                result = await self._first(call, route, provider)
         except TimeoutError:
             error = GatewayError(
                 504,
