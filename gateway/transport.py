@@ -202,22 +202,22 @@ class AiohttpReply:
             self._response.release()
 
     async def lines(self) -> AsyncIterator[str]:
-        """Split on LF (a CR before it dropped), then on lone CRs; bytes are decoded a whole line at a time,
-        so a UTF-8 character split across network reads is never broken."""
+        """What arrived up to its last LF is decoded and split at once (a stream's events mostly come many to
+        a network read); the rest waits for more. Splitting at an LF never cuts a UTF-8 character."""
         pending = b""
         try:
             async for data in self._response.content.iter_any():
-                pending += data
                 if b"\n" not in data:
+                    pending += data
                     continue
-                *complete, pending = pending.split(b"\n")
-                for raw in complete:
-                    for line in _cr_split(raw.removesuffix(b"\r")):
-                        yield line
+                complete, _, pending = (pending + data if pending else data).rpartition(b"\n")
+                # A CR right before the last LF is that line's CRLF ending.
+                for line in _split_lines(complete.removesuffix(b"\r").decode("utf-8", "replace")):
+                    yield line
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise transport_error(exc) from exc
         if pending:
-            for line in _cr_split(pending.removesuffix(b"\r")):
+            for line in _split_lines(pending.removesuffix(b"\r").decode("utf-8", "replace")):
                 yield line
 
     async def aclose(self) -> None:
@@ -225,10 +225,12 @@ class AiohttpReply:
         self._response.release()
 
 
-def _cr_split(raw: bytes) -> list[str]:
-    # A lone CR also ends a line (SSE allows it); no API streams that way, so this is the rare path.
-    text = raw.decode("utf-8", "replace")
-    return text.split("\r") if "\r" in text else [text]
+def _split_lines(text: str) -> list[str]:
+    # Lines end with CRLF, LF or a lone CR (SSE allows all three; str.splitlines would also split at
+    # characters such as U+2028 that JSON may hold raw).
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.split("\n")
 
 
 def transport_error(exc: BaseException) -> httpx.TransportError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -120,12 +121,12 @@ def chunked(*parts: bytes) -> bytes:
     return b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in parts)
 
 
-async def write(writer: asyncio.StreamWriter, *pieces: bytes) -> None:
+async def write(writer: asyncio.StreamWriter, *pieces: bytes, pause: float = 0.01) -> None:
     """Each piece in its own write and drain, with a pause, so the gateway reads them separately."""
     for piece in pieces:
         writer.write(piece)
         await writer.drain()
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(pause)
 
 
 # --- error mapping: exactly what the httpx path made of the same aiohttp error ---------------------------
@@ -324,6 +325,49 @@ async def test_a_stream_is_forwarded_chunk_by_chunk() -> None:
             await transport.aclose()
     assert [c["choices"][0]["delta"] for c in rest] == [{"content": "naïve ✓"}]
     assert rest[0]["choices"][0]["finish_reason"] == "stop"
+
+
+def _reference_lines(body: bytes) -> list[str]:
+    """The lines of ``body`` as SSE defines them: ended by CRLF, LF or a lone CR; nothing else splits."""
+    parts = re.split(r"\r\n|\r|\n", body.decode("utf-8", "replace"))
+    return parts[:-1] if parts and parts[-1] == "" else parts
+
+
+BODIES = [
+    b"data: one\n\ndata: two\n\n",
+    b"data: crlf\r\n\r\ndata: also\r\n\r\n",
+    b"data: lone cr\r\rdata: next\r\r",
+    b"data: mixed\r\n\ndata: b\r\rdata: c\n\r\n",
+    'data: {"content": "na\u00efve \u2713 \u2028 kept \u2029 whole"}\n\n'.encode(),
+    b"data: \xff\xfe not utf-8\n\n",
+    b"data: no ending at the end",
+    b"data: ends with a cr\r",
+]
+
+
+@pytest.mark.parametrize("body", BODIES, ids=range(len(BODIES)))
+async def test_stream_lines_split_as_sse_defines_however_the_bytes_arrive(body: bytes) -> None:
+    # Every way of cutting the body into two reads (a CRLF or a UTF-8 character split between them
+    # included), plus one read per byte.
+    cuts = [[body[:i], body[i:]] for i in range(1, len(body))] + [[body[i : i + 1] for i in range(len(body))]]
+
+    async def reply(exchange: Exchange) -> bool:
+        pieces = cuts[len(upstream.requests) - 1]
+        parts = [chunked(piece) for piece in pieces if piece]
+        await write(exchange.writer, SSE_HEAD, *parts, b"0\r\n\r\n", pause=0.001)
+        return True
+
+    upstream = RawUpstream(reply)
+    transport = default_transport()
+    try:
+        async with upstream.running():
+            sender = AiohttpSender(transport, f"http://127.0.0.1:{upstream.port}", {"read": 5.0})
+            for _ in cuts:
+                got = await sender.post("/sse", {}, b"{}")
+                assert [line async for line in got.lines()] == _reference_lines(body)
+                await got.aclose()
+    finally:
+        await transport.aclose()
 
 
 async def test_a_stream_cut_mid_way_ends_with_an_in_band_error() -> None:
