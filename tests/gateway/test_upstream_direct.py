@@ -26,7 +26,14 @@ from gateway.config import GatewayConfig
 from gateway.pipeline import Call, KeyIdentity, Stream
 from gateway.providers.base import HttpProvider
 from gateway.providers.registry import build_providers
-from gateway.transport import AiohttpSender, HttpxSender, connection_error, default_transport, transport_error
+from gateway.transport import (
+    UPSTREAM_LIMITS,
+    AiohttpSender,
+    HttpxSender,
+    connection_error,
+    default_transport,
+    transport_error,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -174,6 +181,10 @@ async def test_the_default_transport_sends_directly_and_an_injected_one_through_
         for transport, kind in ((default, AiohttpSender), (mock, HttpxSender)):
             provider = build_providers(cfg, transport)["up"]
             assert isinstance(provider, HttpProvider) and isinstance(provider.sender(), kind)
+        # The direct path sends through the transport's own session: its pool, with the configured limits.
+        session = default.session()
+        assert session is default.session() and session.connector is not None
+        assert session.connector.limit == UPSTREAM_LIMITS.max_connections
     finally:
         await default.aclose()
 
