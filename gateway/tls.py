@@ -30,6 +30,8 @@ import certifi
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gateway.transport import UPSTREAM_LIMITS, GatewayTransport
+
 log = logging.getLogger("gateway.tls")
 
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
@@ -302,6 +304,10 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         transport = self.by_origin.get(_origin(request.url), self.default)
         return await transport.handle_async_request(request)
 
+    def transport_for(self, url: str) -> httpx.AsyncBaseTransport:
+        """The pool requests to ``url`` go through (a provider resolves its own once)."""
+        return self.by_origin.get(_origin(httpx.URL(url)), self.default)
+
     async def aclose(self) -> None:
         """Close every pool."""
         for transport in (self.default, *self.by_origin.values()):
@@ -329,8 +335,10 @@ def upstream_transport(
             )
         origin = _origin(httpx.URL(provider.base_url))
         if origin not in by_origin:
-            by_origin[origin] = httpx.AsyncHTTPTransport(
-                verify=upstream_context(provider.tls), limits=limits or httpx.Limits(max_connections=512)
+            # The gateway's own transport with this origin's context, so TLS upstreams take the providers'
+            # direct aiohttp path too (gateway/transport.py) with the default pool's limits.
+            by_origin[origin] = GatewayTransport(
+                verify=upstream_context(provider.tls), limits=limits or UPSTREAM_LIMITS
             )
     return UpstreamTransport(default, by_origin) if by_origin else default
 

@@ -17,7 +17,7 @@ route to answer unchanged, and still translated to canonical for the pipeline (u
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -112,7 +112,7 @@ class AnthropicAdapter:
             return None
         return self._stream.feed(event) if isinstance(event, dict) else None
 
-    def map_error(self, status: int, data: Any, headers: httpx.Headers) -> GatewayError:
+    def map_error(self, status: int, data: Any, headers: Mapping[str, str]) -> GatewayError:
         """Anthropic's error envelope mapped to the gateway's statuses (529 overloaded → 503)."""
         error = data.get("error") if isinstance(data, dict) else None
         kind = error.get("type") if isinstance(error, dict) else None

@@ -15,6 +15,7 @@ URL shape and credentials:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
 from typing import Any
 from urllib.parse import quote
@@ -67,7 +68,7 @@ class AzureAdapter(OpenAIAdapter):
             return None
         return chunk
 
-    def map_error(self, status: int, data: Any, headers: httpx.Headers) -> GatewayError:
+    def map_error(self, status: int, data: Any, headers: Mapping[str, str]) -> GatewayError:
         """OpenAI's mapping; a content-filter refusal keeps its 400 and ``content_filter`` code."""
         error = data.get("error") if isinstance(data, dict) else None
         if status == 400 and isinstance(error, dict) and error.get("code") == "content_filter":

@@ -7,7 +7,9 @@ returns a canonical :class:`~gateway.pipeline.Result`. Two levels:
   The ``mock`` provider implements it directly (no HTTP).
 - :class:`HttpAdapter` is the small, mostly-pure interface an HTTP upstream implements (build request,
   parse response, parse stream chunk, map error); :class:`HttpProvider` does the HTTP with the shared
-  httpx transport (connection pooling, timeouts, streaming, cancellation) for every adapter.
+  transport (connection pooling, timeouts, streaming, cancellation) for every adapter, through a
+  :class:`~gateway.transport.Sender` (direct aiohttp over the gateway's own transport, httpx's transport
+  interface over an injected one).
 
 Adding a provider is one module with a class following :class:`ProviderType` plus one line in
 ``registry.py``. Providers raise :class:`~gateway.errors.GatewayError` with the status the client should
@@ -24,9 +26,8 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Protocol
 
 import httpx
@@ -39,6 +40,8 @@ from gateway.errors import GatewayError, upstream_error
 from gateway.features.tracing_config import SCRATCH_KEY
 from gateway.params import PASS_THROUGH, ParamSupport
 from gateway.pipeline import Call, Response, Result, Stream
+from gateway.tls import UpstreamTransport
+from gateway.transport import Reply, Sender, sender
 
 logger = logging.getLogger("gateway.upstream")
 
@@ -90,7 +93,7 @@ def options_problems(model: type[BaseModel], options: dict[str, Any]) -> ConfigP
                 yield loc, error["msg"]
 
 
-def upstream_rate_limited(detail: str, headers: httpx.Headers) -> GatewayError:
+def upstream_rate_limited(detail: str, headers: Mapping[str, str]) -> GatewayError:
     """An upstream 429 passed on as a 429, keeping the upstream's ``retry-after``."""
     retry = {"retry-after": headers["retry-after"]} if "retry-after" in headers else {}
     return GatewayError(
@@ -151,17 +154,17 @@ class HttpAdapter(Protocol):
         """One line of the upstream stream: a canonical chunk dict, ``DONE``, or None to skip it."""
         ...
 
-    def map_error(self, status: int, data: Any, headers: httpx.Headers) -> GatewayError:
-        """The error the client sees for an upstream error response."""
+    def map_error(self, status: int, data: Any, headers: Mapping[str, str]) -> GatewayError:
+        """The error the client sees for an upstream error response (``headers``: case-insensitive)."""
         ...
 
 
 class HttpProvider:
-    """Runs an :class:`HttpAdapter` over the gateway's shared, pooled httpx transport.
+    """Runs an :class:`HttpAdapter` over the gateway's shared, pooled transport.
 
-    Requests go straight to ``transport.handle_async_request``: httpx's ``AsyncClient`` layer (redirects,
-    cookies, auth flows, URL merging) costs about 0.14 ms per request and the gateway needs none of it
-    (measured: ``gateway/transport.py``). The transport stays the one seam tests replace.
+    Requests go through a :class:`~gateway.transport.Sender`, never httpx's ``AsyncClient`` layer
+    (redirects, cookies, auth flows, URL merging cost about 0.14 ms per request and the gateway needs none
+    of it: ``gateway/transport.py``). The transport stays the one seam tests replace.
     """
 
     # A class attribute for stateless adapters; one that needs the provider's options is set per instance.
@@ -185,7 +188,7 @@ class HttpProvider:
             "user-agent": USER_AGENT,
             **self.default_headers(config),
         }
-        self._urls: dict[str, httpx.URL] = {}
+        self._sender: Sender | None = None  # made on first use: subclasses set base_url after __init__
         self._usage_warned: set[str] = set()  # usage fields this provider already got wrong (logged)
         self.propagate_trace = config.propagate_trace
 
@@ -194,12 +197,15 @@ class HttpProvider:
         """Headers sent on every request (credentials); override per adapter."""
         return {}
 
-    def _url(self, path: str) -> httpx.URL:
-        # Parsed once per path: URL parsing is a measurable share of a request's cost.
-        url = self._urls.get(path)
-        if url is None:
-            url = self._urls[path] = httpx.URL(self.base_url + path)
-        return url
+    def sender(self) -> Sender:
+        """How this provider's requests are sent: the pool of its origin (per-origin TLS settings), directly
+        over aiohttp when it is the gateway's own transport."""
+        if self._sender is None:
+            transport = self.transport
+            if isinstance(transport, UpstreamTransport):
+                transport = transport.transport_for(self.base_url)
+            self._sender = sender(transport, self.base_url, self.timeout)
+        return self._sender
 
     def upstream_request(
         self, endpoint: str, call: Call, route: RouteConfig, stream: bool
@@ -215,25 +221,17 @@ class HttpProvider:
         """The canonical body for the upstream's decoded answer ``data`` (the adapter's translation)."""
         return self.adapter.parse_response(endpoint, data)
 
-    def _request(self, endpoint: str, call: Call, route: RouteConfig, stream: bool) -> httpx.Request:
+    async def _send(self, endpoint: str, call: Call, route: RouteConfig, stream: bool) -> Reply:
+        """Send ``call`` upstream; the reply with its headers read (body not yet), errors as GatewayError."""
         spec = self.upstream_request(endpoint, call, route, stream)
         # The request id travels upstream so one request can be followed across gateways.
         headers = {**self.auth_headers, **spec.headers, "x-request-id": call.request_id}
         tracing = call.scratch.get(SCRATCH_KEY) if self.propagate_trace else None
         if tracing is not None:
             tracing.inject(headers)  # traceparent of this attempt's span (features.tracing)
-        return httpx.Request(
-            "POST",
-            self._url(spec.path),
-            content=jsonio.dumps(spec.json),  # the upstream body, encoded once
-            headers=headers,
-            extensions={"timeout": self.timeout},
-        )
-
-    async def _send(self, request: httpx.Request) -> httpx.Response:
-        """The upstream's response with its headers read (body not yet); errors raised as GatewayError."""
         try:
-            response = await self.transport.handle_async_request(request)
+            # The upstream body, encoded once.
+            reply = await self.sender().post(spec.path, headers, jsonio.dumps(spec.json))
         except httpx.TimeoutException:
             raise upstream_error(504, f"Upstream '{self.name}' timed out.", "upstream_timeout") from None
         except (httpx.HTTPError, OSError) as exc:
@@ -242,44 +240,46 @@ class HttpProvider:
                 f"Upstream '{self.name}' is unreachable ({unreachable_reason(exc)}).",
                 "upstream_unreachable",
             ) from None
-        response.request = request
-        if response.status_code >= 400:
-            data = await self._read(response, _json_or_text)
-            raise self.adapter.map_error(response.status_code, data, response.headers)
-        return response
+        if reply.status >= 400:
+            data = _json_or_text(await self._read(reply))
+            raise self.adapter.map_error(reply.status, data, reply.headers)
+        return reply
 
-    async def _read(self, response: httpx.Response, decode: Callable[[httpx.Response], Any]) -> Any:
+    async def _read(self, reply: Reply) -> bytes:
         try:
-            await response.aread()
+            return await reply.body()
         except httpx.HTTPError as exc:
             raise upstream_error(
                 502, f"Upstream '{self.name}' broke off the response ({type(exc).__name__}).", "upstream_read"
             ) from None
-        finally:
-            await response.aclose()
-        return decode(response)
 
-    async def _json(self, response: httpx.Response) -> Any:
-        return await self._read(response, partial(_json_or_raise, name=self.name))
+    async def _json(self, reply: Reply) -> Any:
+        # The body as bytes straight to the parser: no decoding to text first.
+        try:
+            return jsonio.loads(await self._read(reply))
+        except ValueError:
+            raise upstream_error(
+                502, f"Upstream '{self.name}' answered with invalid JSON.", "upstream_invalid"
+            ) from None
 
     async def chat(self, call: Call, route: RouteConfig) -> Result:
         """Send the chat request; a stream returns as soon as the upstream sent its headers."""
-        response = await self._send(self._request("chat", call, route, call.stream))
+        reply = await self._send("chat", call, route, call.stream)
         if not call.stream:
-            body = self.parse_answer(call, "chat", await self._json(response))
+            body = self.parse_answer(call, "chat", await self._json(reply))
             return Response(self._checked(call, "chat", body))
-        kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        kind = reply.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind and kind not in _STREAM_TYPES:
             # An HTML error page or a JSON body with status 200: nothing to stream, and the client's
             # headers are not sent yet, so this is still a plain 502.
-            await self._read(response, _json_or_text)
+            await self._read(reply)
             raise malformed(self.name, f"a stream request was answered with {kind}, not text/event-stream")
-        return Stream(self._chunks(call, response))
+        return Stream(self._chunks(call, reply))
 
     async def embeddings(self, call: Call, route: RouteConfig) -> Response:
         """Send the embeddings request."""
-        response = await self._send(self._request("embeddings", call, route, False))
-        body = self.parse_answer(call, "embeddings", await self._json(response))
+        reply = await self._send("embeddings", call, route, False)
+        body = self.parse_answer(call, "embeddings", await self._json(reply))
         return Response(self._checked(call, "embeddings", body))
 
     def _checked(self, call: Call, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -309,12 +309,12 @@ class HttpProvider:
         one."""
         return self.adapter.parse_stream_line
 
-    async def _chunks(self, call: Call, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    async def _chunks(self, call: Call, reply: Reply) -> AsyncIterator[dict[str, Any]]:
         # Closing this generator (client disconnect) closes the upstream response: the request is cancelled.
         parse = self.stream_parser(call)
         sent = 0
         try:
-            async for line in response.aiter_lines():
+            async for line in reply.lines():
                 if not line:
                     continue
                 chunk = parse(line)
@@ -333,7 +333,7 @@ class HttpProvider:
                 502, f"Upstream '{self.name}' broke off the stream ({type(exc).__name__}).", "upstream_stream"
             ) from None
         finally:
-            await response.aclose()
+            await reply.aclose()
         if not sent:
             # An upstream that ends a stream without one chunk answered nothing: not an empty success.
             raise malformed(self.name, "the stream ended with no chunk")
@@ -358,21 +358,12 @@ def unreachable_reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _json_or_text(response: httpx.Response) -> Any:
+def _json_or_text(body: bytes) -> Any:
+    """An error body: its JSON, else the start of its text (what the error message may quote)."""
     try:
-        return jsonio.loads(response.content)
+        return jsonio.loads(body)
     except ValueError:
-        return response.text[:500]
-
-
-def _json_or_raise(response: httpx.Response, *, name: str) -> Any:
-    # The body as bytes straight to the parser: httpx's response.json() would decode it to text first.
-    try:
-        return jsonio.loads(response.content)
-    except ValueError:
-        raise upstream_error(
-            502, f"Upstream '{name}' answered with invalid JSON.", "upstream_invalid"
-        ) from None
+        return body.decode("utf-8", "replace")[:500]
 
 
 def now() -> int:

@@ -253,7 +253,7 @@ class CohereAdapter:
             return finish
         return None  # content-start/-end, tool-plan-delta, tool-call-end, citations
 
-    def map_error(self, status: int, data: Any, headers: httpx.Headers) -> GatewayError:
+    def map_error(self, status: int, data: Any, headers: Mapping[str, str]) -> GatewayError:
         """Cohere's ``{"message": ...}`` errors, mapped like OpenAI's (429 passes, 5xx become 502/503/504)."""
         message = data.get("message") if isinstance(data, dict) else None
         shaped = {"error": {"message": message}} if isinstance(message, str) else data

@@ -9,6 +9,7 @@ sent as a Bearer token. Requests pass through unchanged except ``model`` (the ro
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import httpx
@@ -83,7 +84,7 @@ class OpenAIAdapter:
             )
         return chunk
 
-    def map_error(self, status: int, data: Any, headers: httpx.Headers) -> GatewayError:
+    def map_error(self, status: int, data: Any, headers: Mapping[str, str]) -> GatewayError:
         """Client-side errors pass through; upstream auth problems and faults become 502/503/504."""
         error = data.get("error") if isinstance(data, dict) else None
         message = error.get("message") if isinstance(error, dict) else None

@@ -220,7 +220,7 @@ class ResponsesAdapter:
         """Unused: every stream gets its own :class:`EventParser` (it keeps the tool-call indexes)."""
         return EventParser()(line)
 
-    def map_error(self, status: int, data: Any, headers: httpx.Headers) -> GatewayError:
+    def map_error(self, status: int, data: Any, headers: Mapping[str, str]) -> GatewayError:
         """Upstream errors map as on the chat endpoint (400s pass through naming their ``param``)."""
         return self._chat.map_error(status, data, headers)
 

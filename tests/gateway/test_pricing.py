@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from decimal import Decimal
 
 import pytest
@@ -173,3 +174,53 @@ def test_cache_reads_and_writes_are_priced_at_their_own_rates_within_the_prompt(
     plain = ModelPrice(input=Decimal("3"), output=Decimal("15"))
     assert cost_usd(plain, 3010, 20, 1000, 2000) == cost_usd(plain, 3010, 20)
     assert cost_usd(price, 10, 0, cache_read=10**9, cache_write=5) == Decimal("0.000003")
+
+
+def _random_price(rng: random.Random) -> Decimal:
+    kind = rng.randrange(4)
+    if kind == 0:
+        return Decimal(str(round(rng.uniform(0, 100), rng.randint(0, 6))))  # as configs write them
+    if kind == 1:
+        return Decimal(str(rng.uniform(0, 100)))  # a float's full repr
+    if kind == 2:
+        return Decimal(rng.randint(0, 10**6)).scaleb(-rng.randint(0, 12))
+    return Decimal(0)
+
+
+def test_integer_cost_equals_the_exact_decimal_cost_everywhere() -> None:
+    # cost_nanos works in integers; the Decimal formula (cost_usd, then usd_to_nanos) is the reference.
+    rng = random.Random(20)
+    for _ in range(20_000):
+        price = ModelPrice(
+            input=_random_price(rng),
+            output=_random_price(rng),
+            cache_read=rng.choice([None, _random_price(rng)]),
+            cache_write=rng.choice([None, _random_price(rng)]),
+        )
+        most = rng.choice([10, 10**5, 10**9])  # up to MAX_TOKENS
+        counts = [rng.randint(-5, most) for _ in range(4)]
+        counts[2:] = [rng.choice([0, count]) for count in counts[2:]]  # often no prompt-cache tokens
+        assert cost_nanos(price, *counts) == usd_to_nanos(cost_usd(price, *counts)), (price, counts)
+
+
+def test_integer_cost_clamps_like_the_decimal_cost() -> None:
+    dear = ModelPrice(input=Decimal(10**6), output=Decimal(10**6))
+    assert cost_nanos(dear, 10**9, 10**9) == MAX_NANOS == usd_to_nanos(cost_usd(dear, 10**9, 10**9))
+    cheap = ModelPrice(input=Decimal("0.15"), output=Decimal("0.6"))
+    assert cost_nanos(cheap, -100, -100) == 0
+    assert cost_nanos(cheap, 100, 0, cache_read=500, cache_write=-3) == usd_to_nanos(
+        cost_usd(cheap, 100, 0, 500, -3)
+    )
+
+
+def test_format_usd_matches_the_decimal_rendering() -> None:
+    def reference(nanos: int) -> str:
+        text = format(nanos_to_usd(nanos), "f")
+        return (text.rstrip("0").rstrip(".") if "." in text else text) or "0"
+
+    rng = random.Random(9)
+    samples = [0, 1, 10, 999_999_999, 10**9, 10**9 + 1, -1, -(10**9), MAX_NANOS, -MAX_NANOS]
+    samples += [rng.randint(-(10**13), 10**13) for _ in range(5000)]
+    samples += [rng.randint(0, 50) * 10 ** rng.randint(0, 12) for _ in range(2000)]
+    for nanos in samples:
+        assert format_usd(nanos) == reference(nanos), nanos

@@ -244,6 +244,37 @@ def test_a_slow_upstream_is_cut_off_at_the_deadline() -> None:
     assert slow.calls == 1
 
 
+def test_an_attempt_runs_in_the_requests_own_task_and_is_cancelled_with_it() -> None:
+    # The attempt is awaited in the request's task (no task per attempt): the provider sees the caller's
+    # task, and cancelling the request cancels the attempt without counting a route failure or a timeout.
+    seen: list[asyncio.Task[Any] | None] = []
+    started = asyncio.Event()
+
+    class Hang(FakeProvider):
+        async def chat(self, call: Call, route: RouteConfig) -> Response:
+            self.calls += 1
+            seen.append(asyncio.current_task())
+            started.set()
+            await asyncio.sleep(30)
+            raise AssertionError("unreachable")
+
+    slow = Hang("slow")
+    models = {"chat": model("chat", ("slow", 1))}
+    router = RoutingStage(RoutingConfig(deadline_seconds=60), {"slow": slow}, models, MemoryStore())
+
+    async def scenario() -> None:
+        request = asyncio.create_task(router.handle(make_call("chat"), no_next))
+        await started.wait()
+        assert seen == [request]
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        assert router.stats.in_flight.get("slow/slow-m", 0) == 0
+        assert await router.cooldowns.counts("slow/slow-m") == (0, 0)
+
+    asyncio.run(scenario())
+
+
 def test_same_route_is_retried_after_a_backoff() -> None:
     clock = Clock()
     only = FakeProvider("a", unreachable(), "ok")

@@ -26,13 +26,17 @@ from gateway.app import create_app
 from gateway.config import ConfigError, GatewayConfig, parse_config
 from gateway.mock_upstream import MockUpstream
 from gateway.providers.mock import MockOptions
+from gateway.providers.registry import build_providers
 from gateway.tls import (
     ServerTLSConfig,
     TLSFileError,
+    UpstreamTransport,
     certificate_not_after,
     server_context,
+    upstream_transport,
     uvicorn_ssl_options,
 )
+from gateway.transport import AiohttpSender, GatewayTransport, default_transport
 
 KEY = "sk-tls-test-key-0001"
 
@@ -315,6 +319,21 @@ def test_upstream_behind_a_private_ca_needs_its_ca_bundle(pki: dict[str, Path]) 
         error = untrusted.json()["error"]
         assert error["type"] == "upstream_error" and error["code"] == "upstream_unreachable"
         assert error["message"] == "Upstream 'up' is unreachable (TLS certificate not trusted)."
+
+
+def test_a_tls_upstream_gets_its_own_pool_and_the_direct_path(pki: dict[str, Path]) -> None:
+    # Its origin's pool is the gateway's own transport with the origin's context, so the provider sends
+    # over aiohttp directly (gateway/transport.py); the private-CA test above goes through it for real.
+    config = upstream_config(8443, f"    tls: {{ca_file: {pki['ca']}}}")
+    default = default_transport()
+    built = upstream_transport(config.providers, default)
+    assert isinstance(built, UpstreamTransport)
+    sender = build_providers(config, built)["up"].sender()  # type: ignore[attr-defined]
+    assert isinstance(sender, AiohttpSender)
+    assert sender.transport is built.by_origin[("https", "127.0.0.1", 8443)]
+    assert sender.transport is not default
+    assert isinstance(sender.transport, GatewayTransport)
+    assert sender.transport.ssl_context.verify_mode == ssl.CERT_REQUIRED
 
 
 def test_upstream_client_certificate(pki: dict[str, Path]) -> None:
