@@ -29,6 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.stores import admission
 from gateway.stores.base import AdmissionOp, Admitted, AtomicOp, OnError, Step, StoreUnavailable, Write
+from gateway.stores.redis_trip import Command, evalsha, round_trip, set_value
 from gateway.stores.redis_url import close, connect, parse_redis_url, redacted
 
 __all__ = ["RedisStore", "redacted"]
@@ -68,6 +69,9 @@ class RedisStore:
         # A cluster runs one script on one slot only: an admission whose steps' keys sit in several slots
         # (the rate limit's `{rl}` and the budget's `{budget}`) runs slot by slot there (see `admit`).
         self._cluster = parse_redis_url(url).topology == "cluster"
+        # One server (or the primary a Sentinel names): the hot path's trips go by `round_trip` on the
+        # client's own pool, not through a redis-py Pipeline (see gateway/stores/redis_trip.py).
+        self._pool = None if self._cluster else self._client.connection_pool
         self.healthy = True
 
     async def get(self, key: str) -> bytes | None:
@@ -122,7 +126,7 @@ class RedisStore:
         guard: str | None = None,
         on_hit: Sequence[Step] = (),
     ) -> Admitted:
-        """One pipeline (one round trip): the steps' composed script (`gateway/stores/admission.py`), then an
+        """One round trip (`round_trip`): the steps' composed script (`gateway/stores/admission.py`), then an
         MGET of `reads`. A script the server does not know yet is loaded and run again (one more trip).
 
         On Redis Cluster one script cannot span slots, so the steps run as one script per hash tag, in
@@ -133,18 +137,18 @@ class RedisStore:
         if self._cluster:
             return await self._admit_by_slot(steps, reads)
         scripted = bool(steps or on_hit)
+        commands: list[Command] = []
         if scripted:
             script = self._composite([s.op for s in steps], [s.op for s in on_hit])
             keys, args = admission.composite_args(steps, guard, on_hit)
-        pipe = self._client.pipeline(transaction=False)
-        if scripted:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            commands.append(evalsha(script.sha, keys, args))
         if reads:
-            pipe.mget(list(reads))
-        fallback = admission.fail_open(steps, reads)
-        replies = await self._call(lambda: pipe.execute(raise_on_error=False), None)
+            commands.append(("MGET", *reads))
+        if not commands:
+            return Admitted(True, [], [], [])
+        replies = await self._call(partial(round_trip, self._pool, commands), None)
         if replies is None:
-            return fallback
+            return admission.fail_open(steps, reads)
         values = replies[-1] if reads else []
         if not scripted:
             return Admitted(True, [], [None if v is None else bytes(v) for v in values], [])
@@ -152,7 +156,7 @@ class RedisStore:
         if isinstance(raw, NoScriptError):
             raw = await self._call(lambda: script(keys=keys, args=args), None)
             if raw is None:
-                return fallback
+                return admission.fail_open(steps, reads)
         for reply in (raw, values):
             if isinstance(reply, Exception):
                 raise reply
@@ -184,13 +188,32 @@ class RedisStore:
         return Admitted(ok, results, await self.get_many(reads) if reads else [], charged)
 
     async def write_many(self, writes: Sequence[Write]) -> None:
-        """One pipeline (not a transaction: each write is atomic on its own) of EVALSHA and SET commands.
+        """One round trip (`round_trip`; not a transaction: each write is atomic on its own) of EVALSHA and
+        SET commands.
 
         A script the server does not know (restarted, or never loaded) fails alone with NOSCRIPT without
         running, so those writes are sent again through `run`, which loads the script first.
         """
         if not writes:
             return
+        if self._cluster:
+            results = await self._call(partial(self._pipeline_writes, writes), [])
+        else:
+            commands = [
+                set_value(w.keys[0], w.value, w.ttl)
+                if w.op is None
+                else evalsha(self._script(w.op).sha, w.keys, [int(a) for a in w.args])
+                for w in writes
+            ]
+            results = await self._call(partial(round_trip, self._pool, commands), [])
+        for write, result in zip(writes, results, strict=False):
+            if isinstance(result, NoScriptError) and write.op is not None:
+                await self.run(write.op, write.keys, write.args)
+            elif isinstance(result, Exception):
+                log.error("state store write failed: %s", type(result).__name__)
+
+    async def _pipeline_writes(self, writes: Sequence[Write]) -> list[Any]:
+        # Redis Cluster: redis-py's cluster pipeline sends each node the writes whose slots it owns.
         pipe = self._client.pipeline(transaction=False)
         for write in writes:
             if write.op is None:
@@ -199,12 +222,7 @@ class RedisStore:
             else:
                 sha = self._script(write.op).sha
                 pipe.evalsha(sha, len(write.keys), *write.keys, *(int(a) for a in write.args))
-        results = await self._call(lambda: pipe.execute(raise_on_error=False), [])
-        for write, result in zip(writes, results, strict=False):
-            if isinstance(result, NoScriptError) and write.op is not None:
-                await self.run(write.op, write.keys, write.args)
-            elif isinstance(result, Exception):
-                log.error("state store write failed: %s", type(result).__name__)
+        return list(await pipe.execute(raise_on_error=False))
 
     async def ping(self) -> bool:
         """True when Redis answers now (used by health checks)."""

@@ -1,0 +1,63 @@
+"""One round trip to one Redis server: several commands packed into one write, their replies read in order.
+
+The admission and the after-answer writes of every request are one trip each. Made through redis-py's
+asyncio `Pipeline`, a trip cost more of the gateway's CPU than the rest of the state store (issue 20's
+profile of production on Redis: the pipeline was 30% of the event loop's samples): a Pipeline object and its
+command stack per request, every argument through the encoder in Python, response callbacks, retry and
+observability wrappers. Here the commands are packed by hiredis in C (one call per command; keys are `str`,
+arguments `int`, values `bytes`, all of which it takes as they are) and sent on a connection borrowed from
+the client's own pool, so what the pool does stays as it was: connecting lazily (TLS, unix socket, the
+primary a Sentinel names, AUTH and SELECT), checking a connection before lending it, reconnecting one that
+was dropped.
+
+A connection is never handed back with replies still unread: redis-py's `send_packed_command` and
+`read_response` disconnect it on any failure or cancellation, and an error reply (such as NOSCRIPT) is read
+like any other and returned in its command's place. Redis Cluster does not come here: its commands go to the
+node owning their slot, which redis-py's cluster client works out (see `RedisStore`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import hiredis
+from redis.exceptions import ResponseError
+
+# One Redis command: its name, then keys and arguments as hiredis packs them.
+Command = tuple[str | bytes | int, ...]
+
+
+def evalsha(sha: str, keys: Sequence[str], args: Sequence[int]) -> Command:
+    """EVALSHA of the script `sha` on `keys` with `args`."""
+    return ("EVALSHA", sha, len(keys), *keys, *args)
+
+
+def set_value(key: str, value: bytes, ttl: float | None) -> Command:
+    """SET `key` to `value`, expiring after `ttl` seconds kept to the millisecond (None: never)."""
+    if ttl is None:
+        return ("SET", key, value)
+    return ("SET", key, value, "PX", max(1, int(ttl * 1000)))
+
+
+async def round_trip(pool: Any, commands: Sequence[Command]) -> list[Any]:
+    """Send `commands` to the server of `pool` (a redis-py asyncio `ConnectionPool`) in one write and
+    return their replies in order, an error reply as its `ResponseError` (e.g. `NoScriptError`).
+
+    A lost connection or a timeout raises redis-py's `ConnectionError` / `TimeoutError`, as a command of
+    the client would: the caller decides what an outage means.
+    """
+    # hiredis's stub types the argument as a 1-tuple; it packs a command of any length.
+    packed = b"".join([hiredis.pack_command(command) for command in commands])  # type: ignore[arg-type]
+    connection = await pool.get_connection()
+    try:
+        await connection.send_packed_command(packed)
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(await connection.read_response())
+            except ResponseError as error:
+                replies.append(error)
+        return replies
+    finally:
+        await pool.release(connection)
