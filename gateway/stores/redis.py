@@ -29,7 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.stores import admission
 from gateway.stores.base import AdmissionOp, Admitted, AtomicOp, OnError, Step, StoreUnavailable, Write
-from gateway.stores.redis_trip import Command, evalsha, round_trip, set_value
+from gateway.stores.redis_trip import Command, Trips, evalsha, set_value
 from gateway.stores.redis_url import close, connect, parse_redis_url, redacted
 
 __all__ = ["RedisStore", "redacted"]
@@ -66,12 +66,13 @@ class RedisStore:
         # No automatic retries (see redis_url.connect): a retried script could apply twice.
         self._client = connect(url, timeout=timeout)
         self._scripts: dict[str, AsyncScript] = {}
-        # A cluster runs one script on one slot only: an admission whose steps' keys sit in several slots
-        # (the rate limit's `{rl}` and the budget's `{budget}`) runs slot by slot there (see `admit`).
-        self._cluster = parse_redis_url(url).topology == "cluster"
-        # One server (or the primary a Sentinel names): the hot path's trips go by `round_trip` on the
-        # client's own pool, not through a redis-py Pipeline (see gateway/stores/redis_trip.py).
-        self._pool = None if self._cluster else self._client.connection_pool
+        # One server (or the primary a Sentinel names): the hot path's trips go by `Trips` on the client's
+        # own pool, not through a redis-py Pipeline (see gateway/stores/redis_trip.py). None for a cluster,
+        # which runs one script on one slot only: an admission whose steps' keys sit in several slots (the
+        # rate limit's `{rl}` and the budget's `{budget}`) runs slot by slot there (see `admit`), and the
+        # writes go by redis-py's cluster pipeline, which sends each node its slots' commands.
+        cluster = parse_redis_url(url).topology == "cluster"
+        self._trips = None if cluster else Trips(self._client.connection_pool)
         self.healthy = True
 
     async def get(self, key: str) -> bytes | None:
@@ -126,7 +127,7 @@ class RedisStore:
         guard: str | None = None,
         on_hit: Sequence[Step] = (),
     ) -> Admitted:
-        """One round trip (`round_trip`): the steps' composed script (`gateway/stores/admission.py`), then an
+        """One round trip (`Trips.run`): the steps' composed script (`gateway/stores/admission.py`), then an
         MGET of `reads`. A script the server does not know yet is loaded and run again (one more trip).
 
         On Redis Cluster one script cannot span slots, so the steps run as one script per hash tag, in
@@ -134,7 +135,7 @@ class RedisStore:
         `get_many`: there, a step that refuses after an earlier slot admitted does not undo that slot's
         charge (its `charged` says so).
         """
-        if self._cluster:
+        if self._trips is None:
             return await self._admit_by_slot(steps, reads)
         scripted = bool(steps or on_hit)
         commands: list[Command] = []
@@ -146,7 +147,7 @@ class RedisStore:
             commands.append(("MGET", *reads))
         if not commands:
             return Admitted(True, [], [], [])
-        replies = await self._call(partial(round_trip, self._pool, commands), None)
+        replies = await self._call(partial(self._trips.run, commands), None)
         if replies is None:
             return admission.fail_open(steps, reads)
         values = replies[-1] if reads else []
@@ -188,7 +189,7 @@ class RedisStore:
         return Admitted(ok, results, await self.get_many(reads) if reads else [], charged)
 
     async def write_many(self, writes: Sequence[Write]) -> None:
-        """One round trip (`round_trip`; not a transaction: each write is atomic on its own) of EVALSHA and
+        """One round trip (`Trips.run`; not a transaction: each write is atomic on its own) of EVALSHA and
         SET commands.
 
         A script the server does not know (restarted, or never loaded) fails alone with NOSCRIPT without
@@ -196,7 +197,7 @@ class RedisStore:
         """
         if not writes:
             return
-        if self._cluster:
+        if self._trips is None:
             results = await self._call(partial(self._pipeline_writes, writes), [])
         else:
             commands = [
@@ -205,7 +206,7 @@ class RedisStore:
                 else evalsha(self._script(w.op).sha, w.keys, [int(a) for a in w.args])
                 for w in writes
             ]
-            results = await self._call(partial(round_trip, self._pool, commands), [])
+            results = await self._call(partial(self._trips.run, commands), [])
         for write, result in zip(writes, results, strict=False):
             if isinstance(result, NoScriptError) and write.op is not None:
                 await self.run(write.op, write.keys, write.args)
@@ -213,7 +214,6 @@ class RedisStore:
                 log.error("state store write failed: %s", type(result).__name__)
 
     async def _pipeline_writes(self, writes: Sequence[Write]) -> list[Any]:
-        # Redis Cluster: redis-py's cluster pipeline sends each node the writes whose slots it owns.
         pipe = self._client.pipeline(transaction=False)
         for write in writes:
             if write.op is None:
@@ -234,6 +234,8 @@ class RedisStore:
 
     async def close(self) -> None:
         """Close the connection pool."""
+        if self._trips is not None:
+            await self._trips.close()
         await close(self._client)
 
     async def _call(self, command: Callable[[], Awaitable[Any]], fallback: Any) -> Any:
