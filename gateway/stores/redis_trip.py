@@ -85,11 +85,14 @@ class Trips:
             return await self._pool.get_connection()
         connection = self._idle.pop()
         if connection.is_connected:
+            # As the pool checks a connection it lends: data nobody asked for (out of step with its
+            # replies) or closed by the server. Disconnected, it is connected again by the send.
             try:
-                if await connection.can_read():  # data nobody asked for: the connection is out of step
-                    await connection.disconnect()
-            except ConnectionError:
-                pass  # closed by the server: `can_read` disconnected it, the send connects again
+                stale = await connection.can_read()
+            except (ConnectionError, OSError):
+                stale = True
+            if stale:
+                await connection.disconnect()
         return connection
 
     async def close(self) -> None:

@@ -1,0 +1,153 @@
+"""The Redis store's round trips (gateway/stores/redis_trip.py, issue 20): commands packed into one write on a
+connection kept between trips, replies read in order with an error reply in its command's place, a kept
+connection never used out of step with its replies (a cancelled trip, a server restarted), and the store's
+admission and writes over every way to reach one server (TCP, TLS, a unix socket)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+import trustme
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis_server import RedisServer, free_port
+
+from gateway.stores import RedisStore, Step, Write, store_key
+from gateway.stores.ops import INCR_WINDOW, RL_ADMISSION
+from gateway.stores.redis_trip import Trips, evalsha, set_value
+
+pytestmark = pytest.mark.anyio
+
+MINUTE_US = 60_000_000
+
+
+def fresh(name: str) -> str:
+    return store_key("test", name, uuid.uuid4().hex)
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def trips(client: aioredis.Redis) -> AsyncIterator[Trips]:
+    trips = Trips(client.connection_pool)
+    yield trips
+    await trips.close()
+
+
+async def test_replies_come_in_order_with_an_error_reply_in_its_place(trips: Trips) -> None:
+    key = fresh("order")
+    value = b"\x00\xff binary \r\n value"
+    replies = await trips.run(
+        [
+            set_value(f"{key}:v", value, 60),
+            ("INCR", f"{key}:v"),  # not a number: an error reply
+            ("MGET", f"{key}:v", f"{key}:absent"),
+            evalsha("0" * 40, [key], [1, -2]),  # a script the server does not know
+            ("PTTL", f"{key}:v"),
+        ]
+    )
+    assert isinstance(replies[1], ResponseError) and "not an integer" in str(replies[1])
+    assert replies[2] == [value, None]
+    assert isinstance(replies[3], NoScriptError)
+    assert 0 < replies[4] <= 60_000
+    # The connection is kept for the next trip, and is in step with it (its own replies, nothing left over).
+    [first] = await trips.run([("CLIENT", "ID")])
+    assert await trips.run([("CLIENT", "ID"), ("ECHO", "next")]) == [first, b"next"]
+
+
+async def test_a_cancelled_trip_never_leaves_its_reply_for_the_next_one(
+    trips: Trips, client: aioredis.Redis
+) -> None:
+    key = fresh("cancelled")
+    waiting = asyncio.create_task(trips.run([("BLPOP", key, 10)]))
+    while int((await client.info("clients"))["blocked_clients"]) == 0:
+        await asyncio.sleep(0.01)  # until the server holds the trip's BLPOP
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    # Were the cancelled trip's connection used again, the BLPOP would take this and the next trip would
+    # read its reply instead of its own.
+    await client.rpush(key, b"late")
+    assert await trips.run([("ECHO", "mine")]) == [b"mine"]
+    assert await client.lrange(key, 0, -1) == [b"late"]
+
+
+async def test_a_kept_connection_the_server_closed_is_connected_again() -> None:
+    with RedisServer() as server:
+        client = aioredis.Redis.from_url(server.url, socket_timeout=2)
+        trips = Trips(client.connection_pool)
+        try:
+            assert await trips.run([("ECHO", "up")]) == [b"up"]
+            server.stop()
+            with pytest.raises(RedisConnectionError):
+                await trips.run([("ECHO", "down")])
+            server.start()
+            assert await trips.run([("ECHO", "back")]) == [b"back"]
+            # Restarted while idle: the kept connection sees the server's close (the event loop reads it)
+            # and the next trip goes on a new one instead of failing on the closed one.
+            server.stop()
+            server.start()
+            await asyncio.sleep(0.05)
+            assert await trips.run([("ECHO", "again")]) == [b"again"]
+        finally:
+            await trips.close()
+            await client.aclose()
+
+
+@pytest.fixture(scope="module")
+def tls_and_unix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisServer, dict[str, str]]]:
+    """One redis-server listening on TCP, TLS (certificates by trustme) and a unix socket at once."""
+    where = tmp_path_factory.mktemp("redis-tls")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    files = {name: str(where / f"{name}.pem") for name in ("ca", "cert", "key")}
+    ca.cert_pem.write_to_path(files["ca"])
+    cert.cert_chain_pems[0].write_to_path(files["cert"])
+    cert.private_key_pem.write_to_path(files["key"])
+    socket, tls_port = str(where / "redis.sock"), free_port()
+    args = ["--unixsocket", socket, "--unixsocketperm", "700", "--tls-port", str(tls_port)]
+    args += ["--tls-cert-file", files["cert"], "--tls-key-file", files["key"]]
+    args += ["--tls-ca-cert-file", files["ca"], "--tls-auth-clients", "no"]
+    with RedisServer(args=args) as server:
+        yield (
+            server,
+            {
+                "tcp": server.url,
+                "tls": f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={files['ca']}",
+                "unix": f"unix://{socket}?db=0",
+            },
+        )
+
+
+@pytest.mark.parametrize("how", ["tcp", "tls", "unix"])
+async def test_the_store_admits_and_writes_over_tcp_tls_and_a_unix_socket(
+    tls_and_unix: tuple[RedisServer, dict[str, str]], how: str
+) -> None:
+    _, urls = tls_and_unix
+    assert Path(urls["unix"].removeprefix("unix://").split("?")[0]).exists()
+    store = RedisStore(urls[how], on_error="fail_closed")
+    base = fresh(how)
+    keys = [store_key("rl", base, "req", together=True), store_key("rl", base, "conc", together=True)]
+    # One request against an rpm of 1 and one concurrency slot, with a read of a value written before.
+    args = [1, 1, MINUTE_US, 1, 1, MINUTE_US, 7, 1]
+    try:
+        await store.write_many(
+            [Write([f"{base}:v"], value=b"cached", ttl=60), Write([f"{base}:n"], INCR_WINDOW, [60_000])]
+        )
+        first = await store.admit([Step(RL_ADMISSION, keys, args)], [f"{base}:v", f"{base}:absent"])
+        assert first.ok and first.values == [b"cached", None]
+        second = await store.admit([Step(RL_ADMISSION, keys, args)])
+        assert not second.ok  # the minute's one request is spent: the same server answered both
+        assert await store.run(INCR_WINDOW, [f"{base}:n"], [60_000]) == [2]
+    finally:
+        await store.close()
