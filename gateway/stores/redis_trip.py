@@ -1,28 +1,37 @@
-"""One round trip to one Redis server: several commands packed into one write, their replies read in order.
+"""Round trips to one Redis server: a request's commands packed into one write, their replies read in order.
 
 The admission and the after-answer writes of every request are one trip each. Made through redis-py's
 asyncio `Pipeline`, a trip cost more of the gateway's CPU than the rest of the state store (issue 20's
 profile of production on Redis: the pipeline was 30% of the event loop's samples): a Pipeline object and its
 command stack per request, every argument through the encoder in Python, response callbacks, retry and
-observability wrappers. Here the commands are packed by hiredis in C (one call per command; keys are `str`,
-arguments `int`, values `bytes`, all of which it takes as they are) and sent on a connection borrowed from
-the client's own pool, so what the pool does stays as it was: connecting lazily (TLS, unix socket, the
-primary a Sentinel names, AUTH and SELECT), checking a connection before lending it, reconnecting one that
-was dropped.
+observability wrappers, a pool checkout. Here the commands are packed by hiredis in C (one call per command;
+keys are `str`, arguments `int`, values `bytes`, all of which it takes as they are) and sent on a connection
+of the client's own pool, so what the pool does stays as it was: connecting lazily (TLS, unix socket, the
+primary a Sentinel names, AUTH and SELECT), reconnecting one that was dropped.
 
-A connection is never handed back with replies still unread: redis-py's `send_packed_command` and
-`read_response` disconnect it on any failure or cancellation, and an error reply (such as NOSCRIPT) is read
-like any other and returned in its command's place. Redis Cluster does not come here: its commands go to the
-node owning their slot, which redis-py's cluster client works out (see `RedisStore`).
+Trips asked for together (several requests reaching their admission in the same turn of the event loop, as
+they do under load) share one write and one read of the replies: under 32 concurrent clients that turned
+two socket writes and two reads per request into a small fraction of one (strace), and each write's and
+read's event-loop work with them. Each trip still gets exactly its own replies, in order; the server runs
+each trip's commands as it would have (a script is atomic by itself; a trip's commands were never a
+transaction).
+
+A connection is never used with replies still unread: redis-py's `send_packed_command` and `read_response`
+disconnect it on any failure or cancellation, and an error reply (such as NOSCRIPT) is read like any other
+and returned in its command's place. A caller cancelled while it waits does not stop its trip (the write may
+be out already, as with any command): the replies are read and dropped. Redis Cluster does not come here:
+its commands go to the node owning their slot, which redis-py's cluster client works out (see `RedisStore`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import hiredis
-from redis.exceptions import ConnectionError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 # One Redis command: its name, then keys and arguments as hiredis packs them.
 Command = tuple[str | bytes | int, ...]
@@ -54,6 +63,9 @@ class Trips:
     def __init__(self, pool: Any) -> None:
         self._pool = pool
         self._idle: list[Any] = []
+        # The trips waiting for the next write, and the tasks writing and reading the batches in flight.
+        self._batch: list[_Trip] | None = None
+        self._sending: set[asyncio.Task[None]] = set()
 
     async def run(self, commands: Sequence[Command]) -> list[Any]:
         """Send `commands` in one write and return their replies in order, an error reply as its
@@ -64,21 +76,48 @@ class Trips:
         """
         # hiredis's stub types the argument as a 1-tuple; it packs a command of any length.
         packed = b"".join([hiredis.pack_command(command) for command in commands])  # type: ignore[arg-type]
-        connection = await self._checkout()
+        loop = asyncio.get_running_loop()
+        trip = _Trip(packed, len(commands), loop.create_future())
+        if self._batch is None:
+            # The first trip of a batch starts its sender, which runs on the event loop's next turn: the
+            # trips asked for until then join the same write.
+            self._batch = []
+            sender = loop.create_task(self._send())
+            self._sending.add(sender)
+            sender.add_done_callback(self._sending.discard)
+        self._batch.append(trip)
+        return await trip.replies
+
+    async def _send(self) -> None:
+        batch, self._batch = self._batch or [], None
         try:
-            await connection.send_packed_command(packed)
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(await connection.read_response())
-                except ResponseError as error:
-                    replies.append(error)
-        except BaseException:
+            connection = await self._checkout()
+        except BaseException as error:
+            _fail(batch, error)
+            if isinstance(error, asyncio.CancelledError):
+                raise
+            return
+        done = 0
+        try:
+            await connection.send_packed_command(b"".join([trip.packed for trip in batch]))
+            for trip in batch:
+                replies: list[Any] = []
+                for _ in range(trip.length):
+                    try:
+                        replies.append(await connection.read_response())
+                    except ResponseError as error:
+                        replies.append(error)
+                if not trip.replies.done():  # its caller may have been cancelled
+                    trip.replies.set_result(replies)
+                done += 1
+        except BaseException as error:
             # redis-py has disconnected it (a failure or a cancellation leaves replies unread).
             await self._pool.release(connection)
-            raise
+            _fail(batch[done:], error)
+            if isinstance(error, asyncio.CancelledError):
+                raise
+            return
         self._idle.append(connection)
-        return replies
 
     async def _checkout(self) -> Any:
         if not self._idle:
@@ -89,14 +128,36 @@ class Trips:
             # replies) or closed by the server. Disconnected, it is connected again by the send.
             try:
                 stale = await connection.can_read()
-            except (ConnectionError, OSError):
+            except (RedisConnectionError, OSError):
                 stale = True
             if stale:
                 await connection.disconnect()
         return connection
 
     async def close(self) -> None:
-        """Give every kept connection back to the pool."""
+        """Stop the trips in flight (their callers get a `ConnectionError`) and give every kept connection
+        back to the pool."""
+        sending = list(self._sending)
+        for sender in sending:
+            sender.cancel()
+        await asyncio.gather(*sending, return_exceptions=True)
         idle, self._idle = self._idle, []
         for connection in idle:
             await self._pool.release(connection)
+
+
+class _Trip(NamedTuple):
+    """One caller's packed commands, how many they are, and where its replies go."""
+
+    packed: bytes
+    length: int
+    replies: asyncio.Future[list[Any]]
+
+
+def _fail(trips: Sequence[_Trip], error: BaseException) -> None:
+    """Give `error` to every trip still waiting; a sender stopped by `close` is an outage to its callers."""
+    if isinstance(error, asyncio.CancelledError):
+        error = RedisConnectionError("the state store was closed")
+    for trip in trips:
+        if not trip.replies.done():
+            trip.replies.set_exception(error)

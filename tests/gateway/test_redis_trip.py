@@ -9,6 +9,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -65,21 +66,75 @@ async def test_replies_come_in_order_with_an_error_reply_in_its_place(trips: Tri
     assert await trips.run([("CLIENT", "ID"), ("ECHO", "next")]) == [first, b"next"]
 
 
-async def test_a_cancelled_trip_never_leaves_its_reply_for_the_next_one(
+async def test_trips_asked_for_together_share_one_write_and_each_gets_its_own_replies(
+    trips: Trips, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from redis.asyncio.connection import AbstractConnection
+
+    await trips.run([("PING",)])  # connected (its handshake's commands are writes too)
+    writes: list[int] = []
+    original = AbstractConnection.send_packed_command
+
+    async def counting(conn: Any, command: Any, check_health: bool = True) -> None:
+        writes.append(1)
+        await original(conn, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+    key = fresh("together")
+    answers = await asyncio.gather(
+        *(trips.run([("ECHO", f"trip {i}"), ("INCR", key), ("ECHO", f"end {i}")]) for i in range(20)),
+        trips.run([("INCR", f"{key}:s"), ("HGET", key, "field")]),  # a wrong type: an error reply
+    )
+    assert len(writes) == 1
+    counts = []
+    for i, (echo, count, end) in enumerate(answers[:20]):
+        assert (echo, end) == (f"trip {i}".encode(), f"end {i}".encode())
+        counts.append(count)
+    assert sorted(counts) == list(range(1, 21))  # every INCR ran once
+    assert answers[20][0] == 1 and isinstance(answers[20][1], ResponseError)
+    # Later trips (one after the other) take one write each, on the connection kept from the batch.
+    [first] = await trips.run([("CLIENT", "ID")])
+    assert await trips.run([("CLIENT", "ID"), ("ECHO", "next")]) == [first, b"next"]
+    assert len(writes) == 3
+
+
+async def test_a_cancelled_caller_s_trip_still_runs_and_its_replies_go_to_nobody_else(
     trips: Trips, client: aioredis.Redis
 ) -> None:
     key = fresh("cancelled")
-    waiting = asyncio.create_task(trips.run([("BLPOP", key, 10)]))
+    [kept] = await trips.run([("CLIENT", "ID")])
+    waiting = asyncio.create_task(trips.run([("CLIENT", "ID"), ("BLPOP", key, 10)]))
     while int((await client.info("clients"))["blocked_clients"]) == 0:
         await asyncio.sleep(0.01)  # until the server holds the trip's BLPOP
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
-    # Were the cancelled trip's connection used again, the BLPOP would take this and the next trip would
-    # read its reply instead of its own.
+    # The BLPOP was sent: it takes this, and its reply is read and dropped, not handed to a later trip.
     await client.rpush(key, b"late")
-    assert await trips.run([("ECHO", "mine")]) == [b"mine"]
-    assert await client.lrange(key, 0, -1) == [b"late"]
+    for _ in range(500):
+        [other, mine] = await trips.run([("CLIENT", "ID"), ("ECHO", "mine")])
+        assert mine == b"mine"
+        if other == kept:  # the connection of the cancelled trip is in use again, and in step
+            break
+        await asyncio.sleep(0.01)
+    assert other == kept
+    assert await client.llen(key) == 0
+
+
+async def test_every_trip_of_a_batch_hears_of_an_outage() -> None:
+    with RedisServer() as server:
+        client = aioredis.Redis.from_url(server.url, socket_timeout=2)
+        trips = Trips(client.connection_pool)
+        try:
+            await trips.run([("ECHO", "up")])
+            server.stop()
+            answers = await asyncio.gather(
+                *(trips.run([("ECHO", str(i))]) for i in range(3)), return_exceptions=True
+            )
+            assert all(isinstance(answer, RedisConnectionError) for answer in answers), answers
+        finally:
+            await trips.close()
+            await client.aclose()
 
 
 async def test_a_kept_connection_the_server_closed_is_connected_again() -> None:
