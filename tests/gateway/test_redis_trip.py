@@ -159,6 +159,28 @@ async def test_a_kept_connection_the_server_closed_is_connected_again() -> None:
             await client.aclose()
 
 
+async def test_a_trip_without_an_answer_in_the_socket_timeout_times_out_and_its_connection_is_dropped(
+    redis_url: str,
+) -> None:
+    client = aioredis.Redis.from_url(redis_url, socket_timeout=0.2)
+    trips = Trips(client.connection_pool)
+    key = fresh("slow")
+    try:
+        [kept] = await trips.run([("CLIENT", "ID")])
+        # The server answers the BLPOP in 5 s at the earliest, far past the 0.2 s socket timeout; the ECHO of
+        # another trip in the same write waits behind it and times out with it.
+        answers = await asyncio.gather(
+            trips.run([("BLPOP", key, 5)]), trips.run([("ECHO", "behind")]), return_exceptions=True
+        )
+        assert all(isinstance(answer, TimeoutError) for answer in answers), answers
+        # The connection was dropped with its reply unread: the next trip is on a new one, in step.
+        [other, echo] = await trips.run([("CLIENT", "ID"), ("ECHO", "next")])
+        assert other != kept and echo == b"next"
+    finally:
+        await trips.close()
+        await client.aclose()
+
+
 @pytest.fixture(scope="module")
 def tls_and_unix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisServer, dict[str, str]]]:
     """One redis-server listening on TCP, TLS (certificates by trustme) and a unix socket at once."""
