@@ -146,6 +146,9 @@ class Trips:
         for sender in sending:
             sender.cancel()
         await asyncio.gather(*sending, return_exceptions=True)
+        # A sender cancelled before it ran never took its batch: its trips hear of the close here.
+        batch, self._batch = self._batch or [], None
+        _fail(batch, asyncio.CancelledError())
         idle, self._idle = self._idle, []
         for connection in idle:
             await self._pool.release(connection)

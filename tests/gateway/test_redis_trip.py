@@ -137,6 +137,22 @@ async def test_every_trip_of_a_batch_hears_of_an_outage() -> None:
             await client.aclose()
 
 
+async def test_closing_ends_the_trips_in_flight_and_those_not_sent_yet_as_an_outage(
+    client: aioredis.Redis,
+) -> None:
+    trips = Trips(client.connection_pool)
+    key = fresh("closing")
+    sent = asyncio.create_task(trips.run([("BLPOP", key, 10)]))
+    while int((await client.info("clients"))["blocked_clients"]) == 0:
+        await asyncio.sleep(0.01)  # until the server holds the trip's BLPOP
+    waiting = asyncio.create_task(trips.run([("ECHO", "never sent")]))
+    await asyncio.sleep(0)  # it has joined a batch whose write has not started
+    await trips.close()
+    for task in (sent, waiting):
+        with pytest.raises(RedisConnectionError):
+            await task
+
+
 async def test_a_kept_connection_the_server_closed_is_connected_again() -> None:
     with RedisServer() as server:
         client = aioredis.Redis.from_url(server.url, socket_timeout=2)
