@@ -28,7 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.stores import admission
-from gateway.stores.base import AdmissionOp, Admitted, AtomicOp, OnError, Step, StoreUnavailable, Write
+from gateway.stores.base import Admitted, AtomicOp, OnError, Step, StoreUnavailable, Write
 from gateway.stores.redis_trip import Command, Trips, evalsha, set_value
 from gateway.stores.redis_url import close, connect, parse_redis_url, redacted
 
@@ -66,6 +66,7 @@ class RedisStore:
         # No automatic retries (see redis_url.connect): a retried script could apply twice.
         self._client = connect(url, timeout=timeout)
         self._scripts: dict[str, AsyncScript] = {}
+        self._composites: dict[tuple[str, ...], AsyncScript] = {}
         # One server (or the primary a Sentinel names): the hot path's trips go by `Trips` on the client's
         # own pool, not through a redis-py Pipeline (see gateway/stores/redis_trip.py). None for a cluster,
         # which runs one script on one slot only: an admission whose steps' keys sit in several slots (the
@@ -111,12 +112,14 @@ class RedisStore:
         )
         return [int(x) for x in result]
 
-    def _composite(self, ops: Sequence[AdmissionOp], on_hit: Sequence[AdmissionOp] = ()) -> AsyncScript:
-        name = admission.composite_name(ops, on_hit)
-        script = self._scripts.get(name)
+    def _composite(self, steps: Sequence[Step], on_hit: Sequence[Step] = ()) -> AsyncScript:
+        # One script per combination of operations (a request with a budget and one without are two), looked
+        # up by their names.
+        key = (*[step.op.name for step in steps], "|", *[step.op.name for step in on_hit])
+        script = self._composites.get(key)
         if script is None:
-            lua = admission.composite_lua(ops, on_hit)
-            script = self._scripts[name] = self._client.register_script(lua)
+            lua = admission.composite_lua([step.op for step in steps], [step.op for step in on_hit])
+            script = self._composites[key] = self._client.register_script(lua)
         return script
 
     async def admit(
@@ -140,7 +143,7 @@ class RedisStore:
         scripted = bool(steps or on_hit)
         commands: list[Command] = []
         if scripted:
-            script = self._composite([s.op for s in steps], [s.op for s in on_hit])
+            script = self._composite(steps, on_hit)
             keys, args = admission.composite_args(steps, guard, on_hit)
             commands.append(evalsha(script.sha, keys, args))
         if reads:
@@ -175,7 +178,7 @@ class RedisStore:
         ok = True
         for members in groups.values():
             part = [steps[i] for i in members]
-            script = self._composite([step.op for step in part])
+            script = self._composite(part)
             keys, args = admission.composite_args(part)
             answers = [s.op.fail_open(s.keys, s.args) for s in part]
             fallback = [0, 1, *(x for answer in answers for x in (len(answer), *answer))]
