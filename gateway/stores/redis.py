@@ -217,6 +217,7 @@ class RedisStore:
                 log.error("state store write failed: %s", type(result).__name__)
 
     async def _pipeline_writes(self, writes: Sequence[Write]) -> list[Any]:
+        # Redis Cluster: redis-py's cluster pipeline sends each node the writes whose slots it owns.
         pipe = self._client.pipeline(transaction=False)
         for write in writes:
             if write.op is None:
