@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, NamedTuple
 
 import hiredis
@@ -36,6 +37,10 @@ from redis.exceptions import ResponseError
 
 # One Redis command: its name, then keys and arguments as hiredis packs them.
 Command = tuple[str | bytes | int, ...]
+
+# Trips in one write at most, so a burst of requests does not make one write (and one wait for all its
+# replies) of them all; 32 clients at once make batches of 10 to 20 (bench/store_trips.py --concurrency 32).
+MOST_TRIPS_PER_WRITE = 64
 
 
 def evalsha(sha: str, keys: Sequence[str], args: Sequence[int]) -> Command:
@@ -79,24 +84,29 @@ class Trips:
         packed = b"".join([hiredis.pack_command(command) for command in commands])  # type: ignore[arg-type]
         loop = asyncio.get_running_loop()
         trip = _Trip(packed, len(commands), loop.create_future())
-        if self._batch is None:
+        batch = self._batch
+        if batch is None or len(batch) >= MOST_TRIPS_PER_WRITE:
             # The first trip of a batch starts its sender, which runs on the event loop's next turn: the
             # trips asked for until then join the same write.
-            self._batch = []
-            sender = loop.create_task(self._send())
+            batch = self._batch = []
+            sender = loop.create_task(self._send(batch))
             self._sending.add(sender)
-            sender.add_done_callback(self._sending.discard)
-        self._batch.append(trip)
+            sender.add_done_callback(partial(self._sent, batch))
+        batch.append(trip)
         return await trip.replies
 
-    async def _send(self) -> None:
-        batch, self._batch = self._batch or [], None
+    def _sent(self, batch: list[_Trip], sender: asyncio.Task[None]) -> None:
+        self._sending.discard(sender)
+        # Only a sender cancelled (by `close`), perhaps before it even ran, leaves trips waiting.
+        _fail(batch, asyncio.CancelledError())
+
+    async def _send(self, batch: list[_Trip]) -> None:
+        if self._batch is batch:
+            self._batch = None  # the trips asked for from now on go in the next write
         try:
             connection = await self._checkout()
-        except BaseException as error:
+        except Exception as error:
             _fail(batch, error)
-            if isinstance(error, asyncio.CancelledError):
-                raise
             return
         done = 0
         try:
@@ -118,9 +128,9 @@ class Trips:
         except BaseException as error:
             # redis-py has disconnected it (a failure or a cancellation leaves replies unread).
             await self._pool.release(connection)
-            _fail(batch[done:], error)
             if isinstance(error, asyncio.CancelledError):
                 raise
+            _fail(batch[done:], error)
             return
         self._idle.append(connection)
 
@@ -146,9 +156,7 @@ class Trips:
         for sender in sending:
             sender.cancel()
         await asyncio.gather(*sending, return_exceptions=True)
-        # A sender cancelled before it ran never took its batch: its trips hear of the close here.
-        batch, self._batch = self._batch or [], None
-        _fail(batch, asyncio.CancelledError())
+        self._batch = None
         idle, self._idle = self._idle, []
         for connection in idle:
             await self._pool.release(connection)

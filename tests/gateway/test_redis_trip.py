@@ -20,7 +20,7 @@ from redis_server import RedisServer, free_port
 
 from gateway.stores import RedisStore, Step, Write, store_key
 from gateway.stores.ops import INCR_WINDOW, RL_ADMISSION
-from gateway.stores.redis_trip import Trips, evalsha, set_value
+from gateway.stores.redis_trip import MOST_TRIPS_PER_WRITE, Trips, evalsha, set_value
 
 pytestmark = pytest.mark.anyio
 
@@ -96,6 +96,28 @@ async def test_trips_asked_for_together_share_one_write_and_each_gets_its_own_re
     [first] = await trips.run([("CLIENT", "ID")])
     assert await trips.run([("CLIENT", "ID"), ("ECHO", "next")]) == [first, b"next"]
     assert len(writes) == 3
+
+
+async def test_a_burst_of_trips_is_split_into_writes_of_at_most_so_many(
+    trips: Trips, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from redis.asyncio.connection import AbstractConnection
+
+    echoes: list[int] = []  # ECHO commands per write (a new connection's handshake writes none)
+    original = AbstractConnection.send_packed_command
+
+    async def counting(conn: Any, command: Any, check_health: bool = True) -> None:
+        chunks = [command] if isinstance(command, (bytes, str)) else list(command)
+        raw = b"".join(c.encode() if isinstance(c, str) else bytes(c) for c in chunks)
+        if b"ECHO" in raw:
+            echoes.append(raw.count(b"ECHO"))
+        await original(conn, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+    count = 2 * MOST_TRIPS_PER_WRITE + 1
+    answers = await asyncio.gather(*(trips.run([("ECHO", str(i))]) for i in range(count)))
+    assert answers == [[str(i).encode()] for i in range(count)]
+    assert sorted(echoes) == [1, MOST_TRIPS_PER_WRITE, MOST_TRIPS_PER_WRITE]  # sent as each connects
 
 
 async def test_a_cancelled_caller_s_trip_still_runs_and_its_replies_go_to_nobody_else(
