@@ -2,11 +2,13 @@
 
     python bench/store_trips.py                        # 2,000 requests per path
     python bench/store_trips.py --requests 50          # a quick look
+    python bench/store_trips.py --concurrency 32       # 32 clients at once: trips asked for together share
+                                                       # a write (gateway/stores/redis_trip.py)
 
 Starts a private ``redis-server`` on loopback, builds the gateway with ``create_app`` (the production
 configuration of ``bench/gateway.py`` with ``state.redis_url`` set and a concurrency limit added, so every
 stateful feature runs: rate limit rpm + tpm + concurrency, budget, cache) and an in-memory upstream, then
-calls the ASGI app directly, one request at a time, for three paths:
+calls the ASGI app directly, one request at a time (or ``--concurrency`` at a time), for three paths:
 
 - **cache miss**: a new prompt per request, the upstream answers and the answer is cached;
 - **cache hit**: the same prompt every time;
@@ -15,9 +17,11 @@ calls the ASGI app directly, one request at a time, for three paths:
 A *round trip* is one write of commands to a Redis connection followed by reading their replies: redis-py's
 ``send_packed_command`` is counted (a pipeline of several commands is one call, one trip). Each trip is
 attributed to the features whose keys it names (``gw:<feature>:...``), so a script touching rate-limit and
-budget keys at once counts as ``budget+rl``. Redis's own CPU per request is the difference of ``INFO cpu``
-(``used_cpu_sys + used_cpu_user``) around each path's requests, and ``1 / CPU per request`` the request rate
-one Redis core sustains for that path; the gateway's own CPU per request (this process) is printed beside it.
+budget keys at once counts as ``budget+rl``. With several requests at once, trips asked for together go in
+one write, so a request costs less than a whole trip. Redis's own CPU per request is the difference of
+``INFO cpu`` (``used_cpu_sys + used_cpu_user``) around each path's requests, and ``1 / CPU per request`` the
+request rate one Redis core sustains for that path; the gateway's own CPU per request (this process) is
+printed beside it.
 """
 
 from __future__ import annotations
@@ -95,8 +99,11 @@ def redis_cpu_s(client: Any) -> float:
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
-async def drive(app: Any, bodies: Callable[[int], bytes], key: str, requests: int) -> Counter[int]:
-    """Call ``app`` sequentially; the statuses it answered."""
+async def drive(
+    app: Any, bodies: Callable[[int], bytes], key: str, requests: int, concurrency: int = 1
+) -> Counter[int]:
+    """Call ``app`` with ``concurrency`` clients, each sending its requests one after the other; the statuses
+    it answered."""
     statuses: Counter[int] = Counter()
 
     async def one(body: bytes) -> None:
@@ -125,12 +132,15 @@ async def drive(app: Any, bodies: Callable[[int], bytes], key: str, requests: in
         }  # fmt: skip
         await app(scope, receive, send)
 
-    for i in range(requests):
-        await one(bodies(i))
+    async def client(first: int) -> None:
+        for i in range(first, requests, concurrency):
+            await one(bodies(i))
+
+    await asyncio.gather(*(client(first) for first in range(concurrency)))
     return statuses
 
 
-async def measure(redis_url: str, requests: int, workdir: Path) -> dict[str, Any]:
+async def measure(redis_url: str, requests: int, workdir: Path, concurrency: int = 1) -> dict[str, Any]:
     import redis
     import yaml
 
@@ -157,7 +167,7 @@ async def measure(redis_url: str, requests: int, workdir: Path) -> dict[str, Any
             cpu = redis_cpu_s(admin)
             own = time.process_time()
             with counter.installed():
-                statuses = await drive(app, bodies, key, requests)
+                statuses = await drive(app, bodies, key, requests, concurrency)
             own = time.process_time() - own
             cpu = redis_cpu_s(admin) - cpu
             if statuses != {expected: requests}:
@@ -166,6 +176,7 @@ async def measure(redis_url: str, requests: int, workdir: Path) -> dict[str, Any
             cpu_us = cpu * 1e6 / requests
             out[name] = {
                 "requests": requests,
+                "concurrency": concurrency,
                 "status": expected,
                 "round_trips": total // requests,
                 "round_trips_exact": total / requests,
@@ -199,6 +210,7 @@ def report(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Redis round trips and Redis CPU per request, by feature.")
     parser.add_argument("--requests", type=int, default=2000, help="requests per path")
+    parser.add_argument("--concurrency", type=int, default=1, help="clients sending at once")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     import logging
@@ -209,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="store-trips-"))
     with RedisServer() as server:
-        results = asyncio.run(measure(server.url, args.requests, workdir))
+        results = asyncio.run(measure(server.url, args.requests, workdir, args.concurrency))
     print(report(results))
     out = args.json or HERE / "results" / f"store-trips-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from types import TracebackType
 
 
@@ -22,10 +23,15 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """One `redis-server` process on 127.0.0.1; `start()` waits until it answers PING, `stop()` ends it."""
+    """One `redis-server` process on 127.0.0.1; `start()` waits until it answers PING, `stop()` ends it.
 
-    def __init__(self, port: int | None = None) -> None:
+    `args` are more options for the server (e.g. a unix socket or a TLS port beside the plain port, which
+    `start()` pings).
+    """
+
+    def __init__(self, port: int | None = None, args: Sequence[str] = ()) -> None:
         self.port = port or free_port()
+        self.args = list(args)
         self._proc: subprocess.Popen[bytes] | None = None
         self._dir = tempfile.TemporaryDirectory(prefix="redis-test-")
 
@@ -48,6 +54,7 @@ class RedisServer:
                 "--appendonly", "no",
                 "--dir", self._dir.name,
                 "--loglevel", "warning",
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -18,11 +18,6 @@ from collections.abc import Callable, Sequence
 from gateway.stores.base import AdmissionOp, Admitted, MemoryData, Step
 
 
-def composite_name(ops: Sequence[AdmissionOp], on_hit: Sequence[AdmissionOp] = ()) -> str:
-    """The name of the script that runs `ops` together, in this order (or `on_hit` instead, see `admit`)."""
-    return "admit:" + "+".join(op.name for op in ops) + "|" + "+".join(op.name for op in on_hit)
-
-
 def _table(name: str, ops: Sequence[AdmissionOp]) -> str:
     return f"local {name} = {{}}\n" + "".join(
         f"{name}[{i}] = function(KEYS, ARGV, now)\n{op.lua}\nend\n" for i, op in enumerate(ops, start=1)
@@ -82,24 +77,29 @@ return out
     )
 
 
-def _section(steps: Sequence[Step]) -> tuple[list[str], list[int]]:
-    keys = [key for step in steps for key in step.keys]
-    args = [len(steps)]
+def _section(steps: Sequence[Step], keys: list[str]) -> list[int]:
+    """Add `steps`' keys to `keys`; return their part of `ARGV`: the number of steps, each one's key and
+    argument counts, then their arguments (one pass over the steps: this runs for every request)."""
+    counts = [len(steps)]
+    values: list[int] = []
     for step in steps:
-        args += [len(step.keys), len(step.args)]
-    for step in steps:
-        args += [int(a) for a in step.args]
-    return keys, args
+        keys += step.keys
+        counts += (len(step.keys), len(step.args))
+        values += map(int, step.args)
+    counts += values
+    return counts
 
 
 def composite_args(
     steps: Sequence[Step], guard: str | None = None, on_hit: Sequence[Step] = ()
 ) -> tuple[list[str], list[int]]:
     """The script's `KEYS` and `ARGV` for `steps` (and `on_hit` when `guard` exists)."""
-    keys, args = _section(steps)
-    hit_keys, hit_args = _section(on_hit)
-    head = [] if guard is None else [guard]
-    return [*head, *keys, *hit_keys], [len(head), len(keys), len(args), *args, *hit_args]
+    head = 0 if guard is None else 1
+    keys = [] if guard is None else [guard]
+    args = _section(steps, keys)
+    argv = [head, len(keys) - head, len(args), *args]
+    argv += _section(on_hit, keys)
+    return keys, argv
 
 
 def split_answer(raw: Sequence[int], steps: int, on_hit: int = 0) -> tuple[bool, bool, list[list[int]]]:
@@ -108,7 +108,7 @@ def split_answer(raw: Sequence[int], steps: int, on_hit: int = 0) -> tuple[bool,
     at, results = 2, []
     for _ in range(on_hit if hit else steps):
         length = int(raw[at])
-        results.append([int(x) for x in raw[at + 1 : at + 1 + length]])
+        results.append(list(map(int, raw[at + 1 : at + 1 + length])))
         at += 1 + length
     return hit, int(raw[1]) == 1, results
 

@@ -28,7 +28,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.stores import admission
-from gateway.stores.base import AdmissionOp, Admitted, AtomicOp, OnError, Step, StoreUnavailable, Write
+from gateway.stores.base import Admitted, AtomicOp, OnError, Step, StoreUnavailable, Write
+from gateway.stores.redis_trip import Command, Trips, evalsha, set_value
 from gateway.stores.redis_url import close, connect, parse_redis_url, redacted
 
 __all__ = ["RedisStore", "redacted"]
@@ -65,9 +66,14 @@ class RedisStore:
         # No automatic retries (see redis_url.connect): a retried script could apply twice.
         self._client = connect(url, timeout=timeout)
         self._scripts: dict[str, AsyncScript] = {}
-        # A cluster runs one script on one slot only: an admission whose steps' keys sit in several slots
-        # (the rate limit's `{rl}` and the budget's `{budget}`) runs slot by slot there (see `admit`).
-        self._cluster = parse_redis_url(url).topology == "cluster"
+        self._composites: dict[tuple[str, ...], AsyncScript] = {}
+        # One server (or the primary a Sentinel names): the hot path's trips go by `Trips` on the client's
+        # own pool, not through a redis-py Pipeline (see gateway/stores/redis_trip.py). None for a cluster,
+        # which runs one script on one slot only: an admission whose steps' keys sit in several slots (the
+        # rate limit's `{rl}` and the budget's `{budget}`) runs slot by slot there (see `admit`), and the
+        # writes go by redis-py's cluster pipeline, which sends each node its slots' commands.
+        cluster = parse_redis_url(url).topology == "cluster"
+        self._trips = None if cluster else Trips(self._client.connection_pool)
         self.healthy = True
 
     async def get(self, key: str) -> bytes | None:
@@ -106,12 +112,14 @@ class RedisStore:
         )
         return [int(x) for x in result]
 
-    def _composite(self, ops: Sequence[AdmissionOp], on_hit: Sequence[AdmissionOp] = ()) -> AsyncScript:
-        name = admission.composite_name(ops, on_hit)
-        script = self._scripts.get(name)
+    def _composite(self, steps: Sequence[Step], on_hit: Sequence[Step] = ()) -> AsyncScript:
+        # One script per combination of operations (a request with a budget and one without are two), looked
+        # up by their names.
+        key = (*[step.op.name for step in steps], "|", *[step.op.name for step in on_hit])
+        script = self._composites.get(key)
         if script is None:
-            lua = admission.composite_lua(ops, on_hit)
-            script = self._scripts[name] = self._client.register_script(lua)
+            lua = admission.composite_lua([step.op for step in steps], [step.op for step in on_hit])
+            script = self._composites[key] = self._client.register_script(lua)
         return script
 
     async def admit(
@@ -122,7 +130,7 @@ class RedisStore:
         guard: str | None = None,
         on_hit: Sequence[Step] = (),
     ) -> Admitted:
-        """One pipeline (one round trip): the steps' composed script (`gateway/stores/admission.py`), then an
+        """One round trip (`Trips.run`): the steps' composed script (`gateway/stores/admission.py`), then an
         MGET of `reads`. A script the server does not know yet is loaded and run again (one more trip).
 
         On Redis Cluster one script cannot span slots, so the steps run as one script per hash tag, in
@@ -130,21 +138,21 @@ class RedisStore:
         `get_many`: there, a step that refuses after an earlier slot admitted does not undo that slot's
         charge (its `charged` says so).
         """
-        if self._cluster:
+        if self._trips is None:
             return await self._admit_by_slot(steps, reads)
         scripted = bool(steps or on_hit)
+        commands: list[Command] = []
         if scripted:
-            script = self._composite([s.op for s in steps], [s.op for s in on_hit])
+            script = self._composite(steps, on_hit)
             keys, args = admission.composite_args(steps, guard, on_hit)
-        pipe = self._client.pipeline(transaction=False)
-        if scripted:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            commands.append(evalsha(script.sha, keys, args))
         if reads:
-            pipe.mget(list(reads))
-        fallback = admission.fail_open(steps, reads)
-        replies = await self._call(lambda: pipe.execute(raise_on_error=False), None)
+            commands.append(("MGET", *reads))
+        if not commands:
+            return Admitted(True, [], [], [])
+        replies = await self._call(partial(self._trips.run, commands), None)
         if replies is None:
-            return fallback
+            return admission.fail_open(steps, reads)
         values = replies[-1] if reads else []
         if not scripted:
             return Admitted(True, [], [None if v is None else bytes(v) for v in values], [])
@@ -152,7 +160,7 @@ class RedisStore:
         if isinstance(raw, NoScriptError):
             raw = await self._call(lambda: script(keys=keys, args=args), None)
             if raw is None:
-                return fallback
+                return admission.fail_open(steps, reads)
         for reply in (raw, values):
             if isinstance(reply, Exception):
                 raise reply
@@ -170,7 +178,7 @@ class RedisStore:
         ok = True
         for members in groups.values():
             part = [steps[i] for i in members]
-            script = self._composite([step.op for step in part])
+            script = self._composite(part)
             keys, args = admission.composite_args(part)
             answers = [s.op.fail_open(s.keys, s.args) for s in part]
             fallback = [0, 1, *(x for answer in answers for x in (len(answer), *answer))]
@@ -184,13 +192,32 @@ class RedisStore:
         return Admitted(ok, results, await self.get_many(reads) if reads else [], charged)
 
     async def write_many(self, writes: Sequence[Write]) -> None:
-        """One pipeline (not a transaction: each write is atomic on its own) of EVALSHA and SET commands.
+        """One round trip (`Trips.run`; not a transaction: each write is atomic on its own) of EVALSHA and
+        SET commands.
 
         A script the server does not know (restarted, or never loaded) fails alone with NOSCRIPT without
         running, so those writes are sent again through `run`, which loads the script first.
         """
         if not writes:
             return
+        if self._trips is None:
+            results = await self._call(partial(self._pipeline_writes, writes), [])
+        else:
+            commands = [
+                set_value(w.keys[0], w.value, w.ttl)
+                if w.op is None
+                else evalsha(self._script(w.op).sha, w.keys, [int(a) for a in w.args])
+                for w in writes
+            ]
+            results = await self._call(partial(self._trips.run, commands), [])
+        for write, result in zip(writes, results, strict=False):
+            if isinstance(result, NoScriptError) and write.op is not None:
+                await self.run(write.op, write.keys, write.args)
+            elif isinstance(result, Exception):
+                log.error("state store write failed: %s", type(result).__name__)
+
+    async def _pipeline_writes(self, writes: Sequence[Write]) -> list[Any]:
+        # Redis Cluster: redis-py's cluster pipeline sends each node the writes whose slots it owns.
         pipe = self._client.pipeline(transaction=False)
         for write in writes:
             if write.op is None:
@@ -199,12 +226,7 @@ class RedisStore:
             else:
                 sha = self._script(write.op).sha
                 pipe.evalsha(sha, len(write.keys), *write.keys, *(int(a) for a in write.args))
-        results = await self._call(lambda: pipe.execute(raise_on_error=False), [])
-        for write, result in zip(writes, results, strict=False):
-            if isinstance(result, NoScriptError) and write.op is not None:
-                await self.run(write.op, write.keys, write.args)
-            elif isinstance(result, Exception):
-                log.error("state store write failed: %s", type(result).__name__)
+        return list(await pipe.execute(raise_on_error=False))
 
     async def ping(self) -> bool:
         """True when Redis answers now (used by health checks)."""
@@ -216,6 +238,8 @@ class RedisStore:
 
     async def close(self) -> None:
         """Close the connection pool."""
+        if self._trips is not None:
+            await self._trips.close()
         await close(self._client)
 
     async def _call(self, command: Callable[[], Awaitable[Any]], fallback: Any) -> Any:

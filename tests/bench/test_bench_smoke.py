@@ -210,6 +210,19 @@ def test_store_trips_bench_counts_round_trips_by_feature(tmp_path: Path) -> None
     trips = [result[path]["round_trips"] for path in ("cache miss", "cache hit", "refused")]
     assert trips == [2, 1, 1]
     assert all("cache" in f and "rl" in f for row in result.values() for f in row["by_feature"])
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_store_trips_bench_with_clients_at_once_shares_writes(tmp_path: Path) -> None:
+    out = tmp_path / "trips.json"
+    proc = run("store_trips.py", "--requests", "20", "--concurrency", "10", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert all(row["requests"] == 20 and row["concurrency"] == 10 for row in result.values())
+    # Trips asked for together share a write: fewer writes than the 2, 1 and 1 a request takes alone.
+    alone = {"cache miss": 2, "cache hit": 1, "refused": 1}
+    for name, row in result.items():
+        assert 0 < row["round_trips_exact"] < alone[name], name
     assert "trips/req" in proc.stdout
 
 
