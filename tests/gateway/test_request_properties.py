@@ -13,7 +13,15 @@ from hypothesis import strategies as st
 
 from gateway.errors import GatewayError
 from gateway.formats.anthropic import request_to_chat
-from gateway.request_schema import CHAT_PARAMS, EMBEDDING_PARAMS, MAX_DEPTH
+from gateway.request_schema import (
+    CHAT_PARAMS,
+    EMBEDDING_PARAMS,
+    MAX_DEPTH,
+    RoundedInteger,
+    _check_tree_paths,
+    _clean,
+    check_tree,
+)
 from gateway.schema import check_chat, check_embeddings, parse_json
 
 PROPERTY = settings(
@@ -175,3 +183,42 @@ def test_the_depth_limit_is_exact(depth_: int) -> None:
     else:
         with pytest.raises(GatewayError, match="nested too deeply"):
             parse_json(raw)
+
+
+def _nested(depth: int) -> Any:
+    """Lists and objects ``depth`` levels deep, alternating, around a lone surrogate."""
+    value: Any = "\ud800"
+    for level in range(depth):
+        value = [value] if level % 2 else {"k": value}
+    return value
+
+
+def _outcome(check: Any, value: Any, exact_integers: bool) -> tuple[str, str | None]:
+    try:
+        check(value, exact_integers=exact_integers)
+    except GatewayError as exc:
+        return "refused", str(exc.body())
+    except RoundedInteger:
+        return "rounded", None
+    return "accepted", None
+
+
+def _reference(value: Any, exact_integers: bool = True) -> None:
+    _check_tree_paths(value, (), exact_integers)
+
+
+@PROPERTY
+@given(
+    st.one_of(
+        JSON_VALUES,
+        st.integers(min_value=1, max_value=2 * MAX_DEPTH).map(_nested),
+        st.recursive(JSON_VALUES, lambda v: st.lists(v, max_size=2)),
+    ),
+    st.booleans(),
+)
+def test_check_tree_answers_as_its_walk_with_paths(value: Any, exact_integers: bool) -> None:
+    """check_tree walks without paths first (the speed of every body) and walks again with paths only when
+    that walk finds anything: accepted, refused (with the same message naming the field) or rounded, it
+    answers exactly as the walk with paths alone."""
+    assert _outcome(check_tree, value, exact_integers) == _outcome(_reference, value, exact_integers)
+    assert _clean(value, exact_integers) == (_outcome(_reference, value, exact_integers)[0] == "accepted")
