@@ -266,6 +266,24 @@ RESPONSES_PARAMS: Mapping[str, Schema] = {
 
 def check_params(body: Mapping[str, Any], params: Mapping[str, Schema]) -> None:
     """Raise a 400 naming the field for the first parameter of ``body`` outside its schema."""
+    # A body sets a few of the parameters a schema knows (the benchmark's chat body: 1 of 18), so its own
+    # fields are looked up first: a third of the cost of asking the body for every known name. Only when
+    # one is outside its schema does the walk below run, so the error names the same field as ever (the
+    # first in the schema's order).
+    try:
+        for name, value in body.items():
+            if value is not None:
+                schema = params.get(name)
+                if schema is not None:
+                    _check(value, schema, (name,))
+        return
+    except Exception:
+        pass
+    check_params_in_order(body, params)
+
+
+def check_params_in_order(body: Mapping[str, Any], params: Mapping[str, Schema]) -> None:
+    """:func:`check_params` by the schema's order: the first parameter outside its schema raises."""
     for name, schema in params.items():
         value = body.get(name)
         if value is not None:

@@ -20,6 +20,8 @@ from gateway.request_schema import (
     RoundedInteger,
     _check_tree_paths,
     _clean,
+    check_params,
+    check_params_in_order,
     check_tree,
 )
 from gateway.schema import check_chat, check_embeddings, parse_json
@@ -222,3 +224,20 @@ def test_check_tree_answers_as_its_walk_with_paths(value: Any, exact_integers: b
     answers exactly as the walk with paths alone."""
     assert _outcome(check_tree, value, exact_integers) == _outcome(_reference, value, exact_integers)
     assert _clean(value, exact_integers) == (_outcome(_reference, value, exact_integers)[0] == "accepted")
+
+
+@PROPERTY
+@given(chat_bodies().flatmap(lambda body: st.permutations(list(body.items())).map(dict)))
+def test_check_params_names_the_field_its_schema_order_names(body: dict[str, Any]) -> None:
+    """check_params looks the body's own fields up first (in the body's order, shuffled here); whatever it
+    finds, it accepts or refuses as the walk over the schema in its order does, naming the same field when
+    several are wrong."""
+
+    def outcome(check: Any) -> tuple[str, str | None]:
+        try:
+            check(body, CHAT_PARAMS)
+        except GatewayError as exc:
+            return "refused", str(exc.body())
+        return "accepted", None
+
+    assert outcome(check_params) == outcome(check_params_in_order)
