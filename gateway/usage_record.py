@@ -147,10 +147,50 @@ _TEXT = ("request_id", "key_name", "team", "model", "route", "endpoint", "day", 
          "region", "reservation_id", "trace_id")  # fmt: skip
 
 
+_BOUND_VALUES = attrgetter(*(name for name, _ in _BOUNDS))
+_TEXT_VALUES = attrgetter(*_TEXT)
+
+
+def _clean(record: UsageRecord) -> bool:
+    """Whether :func:`storable` has nothing to change in ``record``, checked in one expression per kind.
+
+    Every request's record is clean; asking each field in a loop (getattr, a bound, a text test) cost
+    2.2 us of every request. False only means "look field by field": :func:`storable` then decides.
+    """
+    prompt, completion, cached, attempts, status, cost, avoided = _BOUND_VALUES(record)
+    if not (
+        type(prompt) is int
+        and type(completion) is int
+        and type(cached) is int
+        and type(attempts) is int
+        and type(status) is int
+        and type(cost) is int
+        and type(avoided) is int
+        and 0 <= prompt <= MAX_TOKENS
+        and 0 <= completion <= MAX_TOKENS
+        and 0 <= cached <= MAX_TOKENS
+        and 0 <= attempts <= MAX_INT
+        and 0 <= status <= 999
+        and 0 <= cost <= MAX_NANOS
+        and 0 <= avoided <= MAX_NANOS
+    ):
+        return False
+    try:
+        text = "".join(filter(None, _TEXT_VALUES(record)))  # None (and "") is clean
+    except TypeError:  # a value of another type: the field-by-field walk decides
+        return False
+    return text.isascii() and "\x00" not in text
+
+
 def storable(record: UsageRecord) -> UsageRecord:
     """``record`` with every value a database can store and sum: counts and costs within their bounds
     (``MAX_TOKENS``, ``MAX_NANOS``), text UTF-8 can encode and without NUL. Clean records (normally all)
     are returned as is."""
+    return record if _clean(record) else storable_fields(record)
+
+
+def storable_fields(record: UsageRecord) -> UsageRecord:
+    """:func:`storable`, field by field: the record with each value out of bounds or unstorable replaced."""
     changes: dict[str, Any] = {}
     for name, most in _BOUNDS:
         value = getattr(record, name)
