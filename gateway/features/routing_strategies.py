@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal, Protocol
 
 StrategyName = Literal["weighted", "round_robin", "least_inflight", "latency"]
@@ -29,9 +30,12 @@ class RouteTarget:
     weight: float = 1.0
     region: str | None = None
 
-    @property
+    @cached_property
     def key(self) -> str:
-        """The route's identity in headers, stats and cooldown keys: ``provider/model``."""
+        """The route's identity in headers, stats and cooldown keys: ``provider/model``.
+
+        Kept once made (a route is asked its key five times per request); a frozen dataclass still takes
+        it, as a cached property writes to the instance's ``__dict__``, not through ``__setattr__``."""
         return f"{self.provider}/{self.model}"
 
 
