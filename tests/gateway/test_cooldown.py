@@ -112,6 +112,20 @@ async def test_below_the_minimum_volume_nothing_opens(store: Store) -> None:
     assert await tracker.counts(key) == (19, 19)
 
 
+async def test_a_policy_swapped_in_applies_to_the_next_outcome(store: Store) -> None:
+    """The tracker keeps the count's arguments it derives from its policy; another policy is not served
+    the old one's minimum volume."""
+    clock, key = Clock(), route()
+    tracker = CooldownTracker(store, POLICY, clock)
+    await outcomes(tracker, key, 0, 5)
+    assert (await tracker.admit(key)).allowed  # 5 failures: below POLICY's minimum of 20
+    tracker.policy = CooldownPolicy(
+        min_requests=5, failure_rate=0.5, window_s=10, cooldown_s=1, max_cooldown_s=30, probe_timeout_s=5
+    )
+    await outcomes(tracker, key, 0, 1)
+    assert not (await tracker.admit(key)).allowed
+
+
 async def test_a_low_failure_rate_never_opens(store: Store) -> None:
     clock, key = Clock(), route()
     tracker = CooldownTracker(store, POLICY, clock)
