@@ -79,6 +79,8 @@ def tiered_order(
     order: Callable[[Sequence[RouteTarget]], list[RouteTarget]],
 ) -> list[RouteTarget]:
     """The order the router tries `routes` in: each tier in the strategy's `order`, tier after tier."""
+    if region is None:  # one tier (most gateways): no grouping, no copy
+        return order(routes)
     return [route for tier in tiers(routes, region, preference) for route in order(tier)]
 
 

@@ -377,10 +377,16 @@ class RoutingStage:
         whose circuit is open (not rate limited) may be probed, one request at a time (see
         :meth:`CooldownTracker.admit`). ``read``: route health read with the admission, each used once.
         """
-        fresh = [target for target in order if target.key not in tried]
-        again = sorted((target for target in order if target.key in tried), key=lambda t: tried.index(t.key))
+        if tried:
+            fresh = [target for target in order if target.key not in tried]
+            again = sorted(
+                (target for target in order if target.key in tried), key=lambda t: tried.index(t.key)
+            )
+            candidates = [*fresh, *again]
+        else:  # a request's first attempt (nearly every one): the strategy's order as it is
+            candidates = order
         last_options: list[tuple[float, RouteTarget]] = []
-        for target in [*fresh, *again]:
+        for target in candidates:
             known = read.pop(target.key, _UNREAD) if read else _UNREAD
             admission = await self.cooldowns.admit(
                 target.key, health=None if known is _UNREAD else RouteHealth.from_json(known)

@@ -85,9 +85,14 @@ def weighted_shuffle(routes: Sequence[RouteTarget], rng: random.Random) -> list[
     The first element is chosen with probability ``weight / total``; the rest follow the same rule among
     the remaining routes, which makes the retry order weighted too.
     """
-    keyed = [
-        (rng.random() ** (1.0 / route.weight), index, route) for index, route in enumerate(_active(routes))
-    ]
+    active = _active(routes)
+    if len(active) < 2:
+        # One route (most aliases): nothing to sort. Its draw is still taken, so a seeded generator gives
+        # the same orders as ever to the requests after it.
+        if active:
+            rng.random()
+        return active
+    keyed = [(rng.random() ** (1.0 / route.weight), index, route) for index, route in enumerate(active)]
     keyed.sort(key=lambda item: (-item[0], item[1]))
     return [route for _, _, route in keyed]
 

@@ -163,3 +163,15 @@ def test_lowest_latency_explores_slow_routes_now_and_then() -> None:
     slow_first = first_choices(strategy, [A, B], n)[B.key]
     # Expected n * explore * weight share of B = 10000 * 0.1 * 1/4 = 250; binomial sd ~15.6, so +-5 sd.
     assert 170 < slow_first < 330
+
+
+def test_one_route_is_ordered_without_a_sort_but_takes_its_draw() -> None:
+    """A single route skips the sort, yet the generator moves on by the one draw it always took: a seeded
+    gateway gives the requests after it the same orders as before."""
+    only = RouteTarget("p", "m", weight=2.0)
+    shuffled, reference = random.Random(7), random.Random(7)
+    assert weighted_shuffle([only], shuffled) == [only]
+    reference.random()
+    assert shuffled.random() == reference.random()
+    assert weighted_shuffle([RouteTarget("p", "off", weight=0.0)], shuffled) == []
+    assert shuffled.random() == reference.random()  # no active route: no draw
