@@ -87,12 +87,14 @@ class MemoryStore:
         self._tick()
         return self._get(key)
 
-    def _get(self, key: str) -> bytes | None:
+    def _get(self, key: str, now_us: int | None = None) -> bytes | None:
+        """`get` without the tick; `now_us`: the time the caller read already (one clock read for all the
+        keys of an admission, which reads the cache entry and its generation tokens on every request)."""
         entry = self._values.get(key)
         if entry is None:
             return None
         value, expires = entry
-        if expires is not None and expires <= self._now_us():
+        if expires is not None and expires <= (self._now_us() if now_us is None else now_us):
             self._drop(key)
             return None
         self._values.move_to_end(key)
@@ -156,11 +158,20 @@ class MemoryStore:
         checked, self._checked = self._checked, None
         fresh = checked is not None and checked[0] == self._calls
         self._tick()
-        hit = guard is not None and self._get(guard) is not None
+        now = self._now_us()
+        # The reads first: the steps touch only operation state, never these values, so this is what
+        # reading after them gives; and the guard (the cache entry, also read) is then looked up once.
+        values = [self._get(key, now) for key in reads]
+        if guard is None:
+            hit = False
+        elif guard in reads:
+            hit = values[reads.index(guard)] is not None
+        else:
+            hit = self._get(guard, now) is not None
         ran = on_hit if hit else steps()
         first = checked[2] if fresh and checked is not None and ran and ran[0] is checked[1] else None
-        ok, results = admit_in_memory(_OpData(self._ops, self._now_us()), ran, first)
-        return Admitted(ok, results, [self._get(key) for key in reads], [ok] * len(ran), hit)
+        ok, results = admit_in_memory(_OpData(self._ops, now), ran, first)
+        return Admitted(ok, results, values, [ok] * len(ran), hit)
 
     def refusal(self, step: Step | Callable[[], Step], hit_step: Step) -> list[int] | None:
         """`step`'s answer if `admit` would refuse it both on a miss and as a hit, charging nothing (see
