@@ -145,7 +145,9 @@ def _gcra_apply(
     out = [1 if ok or force else 0]
     for key, (period, limit, cost), tat, new in zip(keys, specs, tats, news, strict=True):
         state = tat
-        if charge:
+        # A charge that moves nothing (a cost of 0: a cache hit's token limits) writes nothing: the TAT
+        # stays as it is (or, at or before now, counts as now either way).
+        if charge and new != tat:
             state = new
             if state <= now:
                 data.delete(key)
@@ -303,18 +305,20 @@ def _rl_admit_finish(
 ) -> list[int]:
     """RL_ADMISSION's answer in memory, charging when `charge`: `held` is None when GCRA refused, else each
     concurrency limit's live leases as `_rl_admit_check` found them (`full`: the first full one)."""
-    if held is None:
-        return [0, 0, *_gcra_apply(data, gkeys, *plan, False, False)[1:]]
-    if not charge:
-        return [1, full, *_gcra_apply(data, gkeys, *plan, False, False)[1:]]
+    # GCRA's answer with `full` put in as the second value, in place (no copy of the answer).
+    if held is None or not charge:
+        out = _gcra_apply(data, gkeys, *plan, False, False)
+        out.insert(1, full)
+        return out
     out = _gcra_apply(data, gkeys, *plan, True, False)
+    out.insert(1, 0)
     n = args[0]
     base = 2 + 3 * n
     ttl, lease = args[base], args[base + 1]
     for key, leases in zip(keys[n:], held, strict=True):
         leases[lease] = data.now_us + ttl
         data.set(key, leases, math.ceil(ttl / 1000))
-    return [out[0], 0, *out[1:]]
+    return out
 
 
 RL_ADMISSION = AdmissionOp(
