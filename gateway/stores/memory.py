@@ -16,7 +16,10 @@ from typing import Any
 from gateway.stores.admission import admit_in_memory, refusal_in_memory
 from gateway.stores.base import Admitted, AtomicOp, Step, Write
 
-# Expired entries are also removed lazily on access; a periodic sweep bounds what idle keys cost.
+# Expired entries are also removed lazily on access; a periodic sweep bounds what idle keys cost. It looks
+# at every entry, so it runs at most once per as many calls as there are entries (at least every
+# `_SWEEP_EVERY` calls): its cost per call stays constant however many entries the cache holds (every 1024
+# calls it was 0.7 % of a production request's CPU with a cache filling up, and growing with it).
 _SWEEP_EVERY = 1024
 
 
@@ -65,6 +68,7 @@ class MemoryStore:
         self._bytes = 0
         self._ops: dict[str, tuple[Any, int | None]] = {}
         self._calls = 0  # every call that may change the state counts (see `_checked`)
+        self._next_sweep = _SWEEP_EVERY
         # The last admitting check `refusal` made of a hit step, as (`_calls` then, the step, its finish):
         # the `admit_now` that follows it (the same request's admission, when its cache entry exists) runs
         # that step first and reuses the check while nothing touched the store in between, so the refusal
@@ -215,8 +219,9 @@ class MemoryStore:
 
     def _tick(self) -> None:
         self._calls += 1
-        if self._calls % _SWEEP_EVERY:
+        if self._calls < self._next_sweep:
             return
+        self._next_sweep = self._calls + max(_SWEEP_EVERY, len(self._values) + len(self._ops))
         now = self._now_us()
         for key in [k for k, (_, exp) in self._values.items() if exp is not None and exp <= now]:
             self._drop(key)
