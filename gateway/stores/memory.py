@@ -69,11 +69,12 @@ class MemoryStore:
         self._ops: dict[str, tuple[Any, int | None]] = {}
         self._calls = 0  # every call that may change the state counts (see `_checked`)
         self._next_sweep = _SWEEP_EVERY
-        # The last admitting check `refusal` made of a hit step, as (`_calls` then, the step, its finish):
-        # the `admit_now` that follows it (the same request's admission, when its cache entry exists) runs
-        # that step first and reuses the check while nothing touched the store in between, so the refusal
-        # pre-check costs an admitted cache hit nothing.
-        self._checked: tuple[int, Step, Callable[[bool], list[int]]] | None = None
+        # The last admitting check `refusal` made of a hit step, as (`_calls` then, the step, its finish,
+        # the data view it ran on): the `admit_now` that follows it (the same request's admission, when its
+        # cache entry exists) runs that step first and reuses the check while nothing touched the store in
+        # between, so the refusal pre-check costs an admitted cache hit nothing. A miss, too, runs on the
+        # same view, at the same time: one clock read per admission.
+        self._checked: tuple[int, Step, Callable[[bool], list[int]], _OpData] | None = None
 
     def _now_us(self) -> int:
         return int(self._clock() * 1_000_000)
@@ -162,7 +163,8 @@ class MemoryStore:
         checked, self._checked = self._checked, None
         fresh = checked is not None and checked[0] == self._calls
         self._tick()
-        now = self._now_us()
+        data = checked[3] if fresh and checked is not None else _OpData(self._ops, self._now_us())
+        now = data.now_us
         # The reads first: the steps touch only operation state, never these values, so this is what
         # reading after them gives; and the guard (the cache entry, also read) is then looked up once.
         values = [self._get(key, now) for key in reads]
@@ -174,7 +176,7 @@ class MemoryStore:
             hit = self._get(guard, now) is not None
         ran = on_hit if hit else steps()
         first = checked[2] if fresh and checked is not None and ran and ran[0] is checked[1] else None
-        ok, results = admit_in_memory(_OpData(self._ops, now), ran, first)
+        ok, results = admit_in_memory(data, ran, first)
         return Admitted(ok, results, values, [ok] * len(ran), hit)
 
     def refusal(self, step: Step | Callable[[], Step], hit_step: Step) -> list[int] | None:
@@ -182,8 +184,9 @@ class MemoryStore:
         `refusal_in_memory`); None otherwise. In process this costs no round trip, so a refused request
         need not build the rest of its admission. `step` may be a function making it: it is called only
         when `hit_step` refuses (an admitted request never builds it here)."""
-        answer, finish = refusal_in_memory(_OpData(self._ops, self._now_us()), step, hit_step)
-        self._checked = None if finish is None else (self._calls, hit_step, finish)
+        data = _OpData(self._ops, self._now_us())
+        answer, finish = refusal_in_memory(data, step, hit_step)
+        self._checked = None if finish is None else (self._calls, hit_step, finish, data)
         return answer
 
     async def write_many(self, writes: Sequence[Write]) -> None:
