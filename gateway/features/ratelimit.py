@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -567,7 +567,7 @@ def _retry_headers(retry_us: int) -> dict[str, str]:
     }
 
 
-def _limit_headers(buckets: list[Bucket], result: list[int]) -> dict[str, str]:
+def _limit_headers(buckets: list[Bucket], result: Sequence[int]) -> dict[str, str]:
     """OpenAI's x-ratelimit-* headers for the tightest bucket of each kind (fewest units remaining), from
     ``RL_ADMISSION``'s answer (allowed, full, then remaining, reset_us, retry_us per bucket). Read straight
     from the answer by index: every admitted request and cache hit sets these headers."""
