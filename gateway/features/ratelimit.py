@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -126,7 +126,8 @@ class LimitShares(Protocol):
 def format_duration(us: int) -> str:
     """OpenAI's reset format: `120ms`, `6s`, `1.5s`, `1m0s`."""
     if us < 1_000_000:
-        return f"{max(0, math.ceil(us / 1000))}ms"
+        # Integer ceiling (no float division, no max() call): every answer's reset headers come here.
+        return f"{-(-us // 1000) if us > 0 else 0}ms"
     seconds = us / 1_000_000
     if seconds < 60:
         return f"{round(seconds, 2):g}s"
@@ -483,11 +484,11 @@ class RateLimitStage:
         step of the admission refused instead (the budget), nothing was charged and that stage answers."""
         result = claim.result
         allowed, full = result[0] == 1, result[1]
-        states = [(result[2 + 3 * i], result[3 + 3 * i], result[4 + 3 * i]) for i in range(len(buckets))]
-        headers = _limit_headers(buckets, states)
+        headers = _limit_headers(buckets, result)
         call.response_headers.update(headers)
         if allowed and not full:
             return
+        states = [(result[2 + 3 * i], result[3 + 3 * i], result[4 + 3 * i]) for i in range(len(buckets))]
         if allowed:
             _, limit, scope = concurrency[full - 1]
             raise GatewayError(
@@ -566,21 +567,26 @@ def _retry_headers(retry_us: int) -> dict[str, str]:
     }
 
 
-def _limit_headers(buckets: list[Bucket], states: list[tuple[int, int, int]]) -> dict[str, str]:
-    """OpenAI's x-ratelimit-* headers for the tightest bucket of each kind (fewest units remaining)."""
-    tightest: dict[str, tuple[Bucket, tuple[int, int, int]]] = {}
-    for bucket, state in zip(buckets, states, strict=True):
-        known = tightest.get(bucket.kind)
-        if known is None or state[0] < known[1][0]:  # the first of equals, as min() would pick
-            tightest[bucket.kind] = (bucket, state)
+def _limit_headers(buckets: list[Bucket], result: Sequence[int]) -> dict[str, str]:
+    """OpenAI's x-ratelimit-* headers for the tightest bucket of each kind (fewest units remaining), from
+    ``RL_ADMISSION``'s answer (allowed, full, then remaining, reset_us, retry_us per bucket). Read straight
+    from the answer by index: every admitted request and cache hit sets these headers."""
+    tightest = [-1, -1]  # the index of the requests bucket, of the tokens bucket, with the fewest remaining
+    for i, bucket in enumerate(buckets):
+        kind = 0 if bucket.kind == "requests" else 1
+        known = tightest[kind]
+        if known < 0 or result[2 + 3 * i] < result[2 + 3 * known]:  # the first of equals, as min() would
+            tightest[kind] = i
     headers: dict[str, str] = {}
-    for kind in ("requests", "tokens"):
-        if kind not in tightest:
-            continue
-        bucket, (remaining, reset_us, _) = tightest[kind]
-        headers[f"x-ratelimit-limit-{kind}"] = str(bucket.limit)
-        headers[f"x-ratelimit-remaining-{kind}"] = str(remaining)
-        headers[f"x-ratelimit-reset-{kind}"] = format_duration(reset_us)
+    requests, tokens = tightest
+    if requests >= 0:
+        headers["x-ratelimit-limit-requests"] = str(buckets[requests].limit)
+        headers["x-ratelimit-remaining-requests"] = str(result[2 + 3 * requests])
+        headers["x-ratelimit-reset-requests"] = format_duration(result[3 + 3 * requests])
+    if tokens >= 0:
+        headers["x-ratelimit-limit-tokens"] = str(buckets[tokens].limit)
+        headers["x-ratelimit-remaining-tokens"] = str(result[2 + 3 * tokens])
+        headers["x-ratelimit-reset-tokens"] = format_duration(result[3 + 3 * tokens])
     return headers
 
 

@@ -100,6 +100,25 @@ async def test_reads_ride_along_and_a_guard_runs_the_hit_steps_instead(store: St
     assert await book.read([slot]) == [(0, 500)]
 
 
+async def test_a_guard_apart_from_the_reads_still_decides_the_hit(store: Store) -> None:
+    # In memory the reads are looked up first and the guard taken from them when it is one of them; a guard
+    # that is not read must still be looked up on its own, and reads answer the same either way.
+    keys, args = limits(rpm=5, tpm=100, tokens=40)
+    entry, other = store_key("cache", uuid.uuid4().hex), store_key("cache", uuid.uuid4().hex)
+    await store.set(other, b"other", 60)
+    hit_steps = [Step(RL_ADMISSION, keys[:2], [2, 0, MINUTE_US, 5, 1, MINUTE_US, 100, 0, MINUTE_US, 8])]
+    miss = await store.admit([Step(RL_ADMISSION, keys, args)], [other], guard=entry, on_hit=hit_steps)
+    assert (miss.ok, miss.hit, miss.values) == (True, False, [b"other"])
+    await store.set(entry, b"answer", 60)
+    hit = await store.admit([Step(RL_ADMISSION, keys, args)], [other], guard=entry, on_hit=hit_steps)
+    assert (hit.ok, hit.hit, hit.values) == (True, True, [b"other"])
+    read_too = await store.admit(
+        [Step(RL_ADMISSION, keys, args)], [other, entry], guard=entry, on_hit=hit_steps
+    )
+    assert (read_too.hit, read_too.values) == (True, [b"other", b"answer"])
+    assert await remaining(store, keys, 5, 100) == [2, 60]
+
+
 async def test_a_hit_is_refused_when_nothing_of_a_budget_remains_and_charges_nothing(store: Store) -> None:
     keys, args = limits(rpm=5, tpm=100, tokens=40)
     book, slot = budget(store, limit_nanos=1_000)

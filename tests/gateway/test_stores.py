@@ -97,6 +97,21 @@ async def test_memory_values_expire() -> None:
     assert await store.get("k") is None
 
 
+async def test_memory_sweep_drops_expired_entries_nobody_reads_again() -> None:
+    # The sweep looks at every entry at most once per as many calls as there are entries: expired entries
+    # never read again still go, within that many calls (and at least every 1024).
+    clock = FakeClock()
+    store = MemoryStore(clock=clock)
+    for i in range(3000):
+        await store.set(f"k{i}", b"v", ttl=1)
+    await store.set("kept", b"v")
+    clock.now += 2
+    assert len(store) == 3001  # nothing read them: still held
+    for _ in range(3001 + 1024):
+        await store.get("kept")
+    assert len(store) == 1 and store.size_bytes == 1
+
+
 async def test_memory_evicts_least_recently_used_and_skips_oversized_values() -> None:
     store = MemoryStore(max_bytes=10)
     await store.set("a", b"aaaa")
