@@ -228,44 +228,14 @@ def a_call(stream: bool = False) -> Any:
     return make_call(chat(stream=stream))
 
 
-async def test_deferred_writes_are_sent_even_when_the_client_leaves(redis_url: str) -> None:
+async def cancelled_after_a_queued_write(store: Any) -> None:
+    """A request whose inner stage queued a write (as the budget's settlement is) is cancelled: the write is
+    applied all the same and the rate limit's one concurrency slot is given back."""
     import anyio
 
     from gateway.pipeline import Response
     from gateway.stores.after_writes import defer
 
-    # Redis, because the flush then really awaits the network (the memory backend never suspends).
-    store = RedisStore(redis_url)
-    key = store_key("test", uuid.uuid4().hex)
-    stage = limited_stage(store)
-    started = anyio.Event()
-
-    async def answer_then_hang(call: Any) -> Response:
-        # An inner stage queued its write (as the budget's settlement is), then the request is cancelled.
-        assert defer(call, Write([key], value=b"settled", ttl=60), store)
-        started.set()
-        await anyio.sleep_forever()
-        raise AssertionError("unreachable")
-
-    async with anyio.create_task_group() as group:
-        group.start_soon(stage.handle, a_call(), answer_then_hang)
-        await started.wait()
-        group.cancel_scope.cancel()
-    assert await store.get(key) == b"settled"
-    # ...and the rate limit's own slot was given back in the same cancelled request.
-    assert isinstance(await stage.handle(a_call(), _answer), Response)
-    await store.close()
-
-
-async def test_in_process_the_writes_are_applied_without_awaiting_also_when_the_client_leaves() -> None:
-    import anyio
-
-    from gateway.pipeline import Response
-    from gateway.stores.after_writes import defer
-
-    # The memory store applies a request's after-answer writes without awaiting (no cancel scope): a
-    # cancelled request must still get its budget-like write applied and its one concurrency slot back.
-    store = MemoryStore()
     key = store_key("test", uuid.uuid4().hex)
     stage = limited_stage(store)
     started = anyio.Event()
@@ -282,6 +252,18 @@ async def test_in_process_the_writes_are_applied_without_awaiting_also_when_the_
         group.cancel_scope.cancel()
     assert await store.get(key) == b"settled"
     assert isinstance(await stage.handle(a_call(), _answer), Response)  # max_concurrent 1: the slot is free
+
+
+async def test_deferred_writes_are_sent_even_when_the_client_leaves(redis_url: str) -> None:
+    # Redis, because the flush then really awaits the network (under a shield).
+    store = RedisStore(redis_url)
+    await cancelled_after_a_queued_write(store)
+    await store.close()
+
+
+async def test_in_process_the_writes_are_applied_without_awaiting_also_when_the_client_leaves() -> None:
+    # The memory store applies a request's after-answer writes without awaiting (no cancel scope).
+    await cancelled_after_a_queued_write(MemoryStore())
 
 
 async def _answer(call: Any) -> Any:
