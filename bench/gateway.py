@@ -6,10 +6,12 @@
     python bench/gateway.py --soak               # 100,000 requests against gateway-production, RSS growth
 
 Starts a fast upstream on loopback (nginx serving a fixed completion and a 200-chunk SSE stream, else
-``gateway mock-upstream``), then each system under test in turn, pinned to its own core with ``taskset``
-(the load generator and the upstream share the other one), and measures: requests/s at 32 connections,
-latency p50/p99 at 1 and 32 connections (wrk), streaming time to first chunk and chunks/s, the median
-``x-gateway-overhead-ms`` at one connection, resident memory after the run and time from start to ready.
+``gateway mock-upstream``), then every system under test, each pinned to the system core with ``taskset``
+(the load generator and the upstream share the other one). The 32-connection load runs ``--rounds`` times
+through all of them, interleaved (requests/s, latency p50/p99 and server CPU per request: the median is
+reported); then, one system at a time: latency p50/p99 at 1 connection (wrk), streaming time to first
+chunk and chunks/s, the median ``x-gateway-overhead-ms`` at one connection, resident memory after the run
+and time from start to ready.
 Prints a table and the ratios against issue 20's targets, and writes JSON to ``bench/results/``.
 See bench/README.md.
 """
