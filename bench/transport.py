@@ -1,10 +1,15 @@
-"""Compare upstream HTTP transports: httpx's default vs httpx over aiohttp (``httpx-aiohttp``).
+"""CPU per upstream call of the gateway's own client against aiohttp and httpx over aiohttp.
 
-Starts ``gateway mock-upstream`` in a subprocess, then drives it from one event loop with 32 concurrent
-requests per transport through ``httpx.AsyncClient``, and one request at a time calling the transport
-directly (as the gateway's providers do). Prints requests/second, latency percentiles and that median.
+Starts ``gateway mock-upstream`` in a subprocess, then from one event loop in this process sends the same POST
+(the body a provider sends, with its headers) through each client in alternating rounds, one request at a
+time and 32 at once, and prints this process's CPU microseconds per call (``time.process_time``: the mock's
+work is in the other process, so only the client side is counted) and each client's ratio to the gateway's.
 
-    python bench/transport.py [--seconds 5] [--concurrency 32]
+    gateway client      the providers' path: gateway/upstream_client.py (``sender(default_transport(), ...)``)
+    aiohttp direct      ``session.request(...)`` + ``read()``: the providers' path before it
+    httpx + aiohttp     the transport's httpx interface (``handle_async_request``): the passthrough baseline's
+
+    python bench/transport.py [--requests 2000] [--rounds 3] [--concurrency 32]
 """
 
 from __future__ import annotations
@@ -17,11 +22,26 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
-import httpx
-from httpx_aiohttp import AiohttpTransport
+# bench/gateway.py would shadow the gateway package when this runs as a script.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(HERE.parent))
 
-BODY = {"model": "mock-echo", "messages": [{"role": "user", "content": "benchmark me"}]}
+import aiohttp  # noqa: E402
+import httpx  # noqa: E402
+
+from gateway.providers.base import USER_AGENT  # noqa: E402
+from gateway.transport import GatewayTransport, default_transport, sender  # noqa: E402
+
+BODY = json.dumps({"model": "mock-echo", "messages": [{"role": "user", "content": "benchmark me"}]}).encode()
+HEADERS = {"content-type": "application/json", "user-agent": USER_AGENT, "authorization": "Bearer sk-bench"}
+TIMEOUT = {"connect": 5.0, "read": 60.0, "write": 60.0, "pool": 5.0}
+PATH = "/v1/chat/completions"
+
+Call = Callable[[], Awaitable[bytes]]
 
 
 def free_port() -> int:
@@ -30,46 +50,87 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def sequential(transport: httpx.AsyncBaseTransport, url: str, count: int = 1500) -> float:
-    """Median milliseconds of one request at a time, calling the transport directly (as providers do)."""
-    target = httpx.URL(f"{url}/v1/chat/completions")
-    content = json.dumps(BODY).encode()
-    timings: list[float] = []
-    for _ in range(count):
-        began = time.perf_counter()
-        request = httpx.Request("POST", target, content=content, headers={"content-type": "application/json"})
-        response = await transport.handle_async_request(request)
-        await response.aread()
-        await response.aclose()
-        json.loads(response.content)
-        timings.append(time.perf_counter() - began)
-    await transport.aclose()
-    return statistics.median(timings[count // 5 :]) * 1000
+async def clients(url: str) -> tuple[dict[str, Call], Callable[[], Awaitable[None]]]:
+    """One call per client, each returning the answer's body, and a function closing them all."""
+    transport = default_transport()
+    assert isinstance(transport, GatewayTransport)
+    own = sender(transport, url, TIMEOUT)
+
+    async def gateway_client() -> bytes:
+        return await (await own.post(PATH, HEADERS, BODY)).body()
+
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=512))
+    target = f"{url}{PATH}"
+    timeout = aiohttp.ClientTimeout(sock_connect=5.0, sock_read=60.0, connect=5.0)
+
+    async def aiohttp_direct() -> bytes:
+        response = await session.request("POST", target, headers=HEADERS, data=BODY, timeout=timeout)
+        try:
+            return await response.read()
+        finally:
+            response.release()
+
+    via_httpx = default_transport()
+    httpx_url = httpx.URL(target)
+
+    async def httpx_aiohttp() -> bytes:
+        extensions = {"timeout": TIMEOUT}
+        request = httpx.Request("POST", httpx_url, content=BODY, headers=HEADERS, extensions=extensions)
+        response = await via_httpx.handle_async_request(request)
+        try:
+            return await response.aread()
+        finally:
+            await response.aclose()
+
+    async def close() -> None:
+        await transport.aclose()
+        await session.close()
+        await via_httpx.aclose()
+
+    calls: dict[str, Call] = {
+        "gateway client": gateway_client,
+        "aiohttp direct": aiohttp_direct,
+        "httpx + aiohttp": httpx_aiohttp,
+    }
+    return calls, close
 
 
-async def drive(
-    transport: httpx.AsyncBaseTransport, url: str, seconds: float, concurrency: int
-) -> list[float]:
-    latencies: list[float] = []
-    async with httpx.AsyncClient(transport=transport, base_url=url) as client:
-        for _ in range(50):  # warm up the pool
-            await client.post("/v1/chat/completions", json=BODY)
-        deadline = time.perf_counter() + seconds
+async def cpu_per_call(call: Call, requests: int, concurrency: int) -> float:
+    """This process's CPU microseconds per call, ``concurrency`` calls in flight."""
+    per_worker = requests // concurrency
 
-        async def worker() -> None:
-            while time.perf_counter() < deadline:
-                began = time.perf_counter()
-                response = await client.post("/v1/chat/completions", json=BODY)
-                response.raise_for_status()
-                latencies.append(time.perf_counter() - began)
+    async def worker() -> None:
+        for _ in range(per_worker):
+            json.loads(await call())
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies
+    began = time.process_time()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return (time.process_time() - began) / (per_worker * concurrency) * 1e6
+
+
+async def measure(url: str, requests: int, rounds: int, concurrency: int) -> None:
+    calls, close = await clients(url)
+    try:
+        for call in calls.values():  # warm up: connections open, code paths taken
+            await asyncio.gather(*(call() for _ in range(concurrency)))
+        for label, width in (("one at a time", 1), (f"{concurrency} at once", concurrency)):
+            results: dict[str, list[float]] = {name: [] for name in calls}
+            for _ in range(rounds):
+                for name, call in calls.items():  # alternating, so load on the machine hits all alike
+                    results[name].append(await cpu_per_call(call, requests, width))
+            own = statistics.median(results["gateway client"])
+            print(f"{label}: CPU us per call (median of {rounds} rounds of {requests})")
+            for name, values in results.items():
+                median = statistics.median(values)
+                print(f"  {name:16} {median:7.1f} us   {median / own:5.2f}x the gateway client")
+    finally:
+        await close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
     port = free_port()
@@ -85,19 +146,7 @@ def main() -> None:
                 break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
-        for name, factory in [
-            ("httpx default", lambda: httpx.AsyncHTTPTransport(limits=limits)),
-            ("httpx + aiohttp", lambda: AiohttpTransport(limits=limits)),
-        ]:
-            latencies = asyncio.run(drive(factory(), url, args.seconds, args.concurrency))
-            quantiles = statistics.quantiles(latencies, n=100)
-            direct = asyncio.run(sequential(factory(), url))
-            print(
-                f"{name:16} {len(latencies) / args.seconds:8.0f} req/s   "
-                f"p50 {quantiles[49] * 1000:6.2f} ms   p99 {quantiles[98] * 1000:6.2f} ms   "
-                f"one at a time, transport called directly: {direct:.3f} ms"
-            )
+        asyncio.run(measure(url, args.requests, args.rounds, args.concurrency))
     finally:
         upstream.terminate()
         upstream.wait()

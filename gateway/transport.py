@@ -17,24 +17,28 @@ a failed DNS lookup, a rejected certificate, a server closing the connection) to
 so a dead upstream would answer 504 "timed out". :class:`GatewayTransport` maps them again from the
 aiohttp exception it keeps as the cause: only a real timeout stays a timeout.
 
-Providers send through a :class:`Sender` (:func:`sender`): over the gateway's own transport they talk to
-aiohttp directly (:class:`AiohttpSender`: no ``httpx.Request``/``Response`` objects, no httpx-aiohttp
-stream adaptation, the body read with one ``await response.read()``), since under load the upstream attempt
-was 18% of a production request's event-loop samples and httpx's objects and the adaptation about a third
-of it. Any other transport (``MockTransport``/``ASGITransport`` in tests, one a test wraps) is called
-through httpx's interface (:class:`HttpxSender`), so it stays the seam. Both raise httpx's exceptions,
-the direct one mapped from aiohttp's exactly as the httpx path maps them (:func:`transport_error`).
+Providers send through a :class:`Sender` (:func:`sender`): over the gateway's own transport they use the
+gateway's own HTTP/1.1 client (``gateway/upstream_client.py``: a pool per origin, ``httptools`` parsing, no
+``httpx.Request``/``Response`` objects), since under load the upstream attempt was the largest single piece
+of a production request and aiohttp's request/response machinery most of it. Any other transport
+(``MockTransport``/``ASGITransport`` in tests, one a test wraps) is called through httpx's interface
+(:class:`HttpxSender`), so it stays the seam. Both raise httpx's exceptions, the direct one as the aiohttp
+path mapped them (a dead upstream 502 with its reason, only a real timeout 504).
+
+The transport's own httpx interface (httpx-aiohttp) still serves whoever calls it as an httpx transport:
+``bench/passthrough.py``'s FastAPI + httpx baseline.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
-from yarl import URL
+
+from gateway.upstream_client import UpstreamClient
 
 # Enough connections for a busy replica; aiohttp keeps idle ones for keepalive_expiry seconds.
 UPSTREAM_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=128, keepalive_expiry=30)
@@ -69,15 +73,18 @@ def connection_error(exc: httpx.TransportError, request: httpx.Request | None) -
 class GatewayTransport(AiohttpTransport):
     """httpx-aiohttp's transport with connection failures reported as such (see the module docstring).
 
-    Its aiohttp session (one connection pool) also serves :class:`AiohttpSender`, the providers' direct path.
+    Providers do not use its httpx interface: they send through :attr:`upstream`, the gateway's own client
+    with the same TLS context and limits (:func:`sender`). Closing the transport closes both.
     """
 
-    def session(self) -> aiohttp.ClientSession:
-        """The aiohttp session, made on first use (it needs the running event loop), as httpx-aiohttp does."""
-        client = self.client
-        if not isinstance(client, aiohttp.ClientSession):
-            client = self.client = self.get_client()
-        return client
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.upstream = UpstreamClient(self.ssl_context, self.limits)
+
+    async def aclose(self) -> None:
+        """Close the providers' pools and httpx-aiohttp's session."""
+        self.upstream.close()
+        await super().aclose()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``; a connection failure raises ``httpx.ConnectError`` (or another non-timeout)."""
@@ -138,7 +145,8 @@ class Reply(Protocol):
 
 
 class Sender(Protocol):
-    """Sends a provider's POSTs to its upstream: :class:`AiohttpSender` or :class:`HttpxSender`."""
+    """Sends a provider's POSTs to its upstream: the gateway's own client
+    (:class:`~gateway.upstream_client.UpstreamSender`) or :class:`HttpxSender`."""
 
     async def post(self, path: str, headers: dict[str, str], content: bytes) -> Reply:
         """POST ``content`` to the base URL plus ``path``; raises httpx's transport exceptions."""
@@ -149,116 +157,11 @@ Timeouts = Mapping[str, float]  # httpx's timeout extension: connect, read, writ
 
 
 def sender(transport: httpx.AsyncBaseTransport, base_url: str, timeout: Timeouts) -> Sender:
-    """The sender for ``base_url`` over ``transport``: direct aiohttp over a :class:`GatewayTransport`,
-    httpx's transport interface over any other."""
+    """The sender for ``base_url`` over ``transport``: the gateway's own client (its pools) over a
+    :class:`GatewayTransport`, httpx's transport interface over any other."""
     if isinstance(transport, GatewayTransport):
-        return AiohttpSender(transport, base_url, timeout)
+        return transport.upstream.sender(base_url, timeout)
     return HttpxSender(transport, base_url, timeout)
-
-
-class AiohttpSender:
-    """POSTs through the :class:`GatewayTransport`'s aiohttp session (its pool, limits and TLS context)."""
-
-    def __init__(self, transport: GatewayTransport, base_url: str, timeout: Timeouts) -> None:
-        self.transport = transport
-        self.base_url = base_url
-        # httpx-aiohttp's mapping of httpx's timeouts, so both paths time out alike.
-        self.timeout = aiohttp.ClientTimeout(
-            sock_connect=timeout.get("connect"), sock_read=timeout.get("read"), connect=timeout.get("pool")
-        )
-        self._urls: dict[str, URL] = {}
-
-    async def post(self, path: str, headers: dict[str, str], content: bytes) -> Reply:
-        """Send; a connection failure or timeout raises the httpx exception the httpx path would."""
-        url = self._urls.get(path)
-        if url is None:
-            url = self._urls[path] = URL(self.base_url + path)  # parsed once per path
-        try:
-            response = await self.transport.session().request(
-                "POST", url, headers=headers, data=content, allow_redirects=False, timeout=self.timeout
-            )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise transport_error(exc) from exc
-        return AiohttpReply(response)
-
-
-class AiohttpReply:
-    """A :class:`Reply` over an ``aiohttp.ClientResponse``."""
-
-    __slots__ = ("_response", "headers", "status")
-
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self._response = response
-        self.status = response.status
-        self.headers: Mapping[str, str] = response.headers
-
-    async def body(self) -> bytes:
-        """The whole body in one read (aiohttp releases the connection to the pool when it is complete)."""
-        try:
-            return await self._response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise transport_error(exc) from exc
-        finally:
-            self._response.release()
-
-    async def lines(self) -> AsyncIterator[str]:
-        """What arrived up to its last LF is decoded and split at once (a stream's events mostly come many to
-        a network read); the rest waits for more. Splitting at an LF never cuts a UTF-8 character."""
-        pending = b""
-        try:
-            async for data in self._response.content.iter_any():
-                if b"\n" not in data:
-                    pending += data
-                    continue
-                complete, _, pending = (pending + data if pending else data).rpartition(b"\n")
-                # A CR right before the last LF is that line's CRLF ending.
-                for line in _split_lines(complete.removesuffix(b"\r").decode("utf-8", "replace")):
-                    yield line
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise transport_error(exc) from exc
-        if pending:
-            for line in _split_lines(pending.removesuffix(b"\r").decode("utf-8", "replace")):
-                yield line
-
-    async def aclose(self) -> None:
-        """Release the response; one not read to its end closes its connection rather than reuse it."""
-        self._response.release()
-
-
-def _split_lines(text: str) -> list[str]:
-    # Lines end with CRLF, LF or a lone CR (SSE allows all three; str.splitlines would also split at
-    # characters such as U+2028 that JSON may hold raw).
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return text.split("\n")
-
-
-def transport_error(exc: BaseException) -> httpx.TransportError:
-    """The httpx exception the httpx path (httpx-aiohttp, then :func:`connection_error`) makes of aiohttp's
-    ``exc``: a timeout stays a timeout (connect or read), a refused connection is ``httpx.ConnectError``,
-    a server closing the connection ``httpx.RemoteProtocolError``, a body cut short ``httpx.ReadError``."""
-    kind: type[httpx.TransportError]
-    if isinstance(exc, aiohttp.SocketTimeoutError):
-        kind = httpx.ReadTimeout
-    elif isinstance(exc, aiohttp.ServerTimeoutError):
-        kind = httpx.ConnectTimeout
-    elif isinstance(exc, TimeoutError):
-        kind = httpx.TimeoutException
-    elif isinstance(exc, aiohttp.ClientConnectorError):
-        kind = httpx.ConnectError
-    elif isinstance(exc, aiohttp.ServerDisconnectedError):
-        kind = httpx.RemoteProtocolError
-    elif isinstance(exc, aiohttp.ClientConnectionError):
-        kind = httpx.NetworkError
-    elif isinstance(exc, aiohttp.ClientPayloadError):
-        kind = httpx.ReadError
-    elif isinstance(exc, aiohttp.NonHttpUrlClientError | aiohttp.InvalidUrlClientError):
-        kind = httpx.UnsupportedProtocol
-    else:
-        # A response that is not HTTP (aiohttp.ClientResponseError from its parser), or any other client
-        # error: httpx-aiohttp let these through unmapped, which made a 500 rather than the 502 it is.
-        kind = httpx.RemoteProtocolError
-    return kind(str(exc))
 
 
 class HttpxSender:

@@ -36,7 +36,8 @@ from gateway.tls import (
     upstream_transport,
     uvicorn_ssl_options,
 )
-from gateway.transport import AiohttpSender, GatewayTransport, default_transport
+from gateway.transport import GatewayTransport, default_transport
+from gateway.upstream_client import UpstreamSender
 
 KEY = "sk-tls-test-key-0001"
 
@@ -323,17 +324,17 @@ def test_upstream_behind_a_private_ca_needs_its_ca_bundle(pki: dict[str, Path]) 
 
 def test_a_tls_upstream_gets_its_own_pool_and_the_direct_path(pki: dict[str, Path]) -> None:
     # Its origin's pool is the gateway's own transport with the origin's context, so the provider sends
-    # over aiohttp directly (gateway/transport.py); the private-CA test above goes through it for real.
+    # through the gateway's own client (gateway/upstream_client.py); the private-CA test above uses it.
     config = upstream_config(8443, f"    tls: {{ca_file: {pki['ca']}}}")
     default = default_transport()
     built = upstream_transport(config.providers, default)
     assert isinstance(built, UpstreamTransport)
     sender = build_providers(config, built)["up"].sender()  # type: ignore[attr-defined]
-    assert isinstance(sender, AiohttpSender)
-    assert sender.transport is built.by_origin[("https", "127.0.0.1", 8443)]
-    assert sender.transport is not default
-    assert isinstance(sender.transport, GatewayTransport)
-    assert sender.transport.ssl_context.verify_mode == ssl.CERT_REQUIRED
+    assert isinstance(sender, UpstreamSender)
+    origin = built.by_origin[("https", "127.0.0.1", 8443)]
+    assert isinstance(origin, GatewayTransport) and origin is not default
+    assert sender.client is origin.upstream
+    assert sender.client.context.verify_mode == ssl.CERT_REQUIRED
 
 
 def test_upstream_client_certificate(pki: dict[str, Path]) -> None:

@@ -1,4 +1,4 @@
-"""The providers' direct aiohttp path (``gateway/transport.py``: ``AiohttpSender``) against loopback upstreams
+"""The providers' direct path (``gateway/upstream_client.py``: ``UpstreamSender``) against loopback upstreams
 scripted byte by byte: answers split across reads, errors mapped as the httpx path maps them, bodies and
 streams cut short, streams forwarded chunk by chunk, the headers the gateway sends and reads, keepalive.
 
@@ -16,24 +16,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import httpx
 import pytest
 from gateway_testing import auth, chat, openai_config, serve
-from httpx_aiohttp.transport import map_aiohttp_exceptions
 
 from gateway.config import GatewayConfig
 from gateway.pipeline import Call, KeyIdentity, Stream
 from gateway.providers.base import HttpProvider
 from gateway.providers.registry import build_providers
-from gateway.transport import (
-    UPSTREAM_LIMITS,
-    AiohttpSender,
-    HttpxSender,
-    connection_error,
-    default_transport,
-    transport_error,
-)
+from gateway.transport import UPSTREAM_LIMITS, GatewayTransport, HttpxSender, default_transport
+from gateway.upstream_client import UpstreamSender
 
 pytestmark = pytest.mark.anyio
 
@@ -136,40 +128,6 @@ async def write(writer: asyncio.StreamWriter, *pieces: bytes, pause: float = 0.0
         await asyncio.sleep(pause)
 
 
-# --- error mapping: exactly what the httpx path made of the same aiohttp error ---------------------------
-
-
-def _httpx_path(exc: BaseException) -> type[httpx.TransportError]:
-    """What httpx-aiohttp plus ``connection_error`` raised for ``exc`` (the path before the direct one)."""
-    try:
-        with map_aiohttp_exceptions():
-            raise exc
-    except httpx.TransportError as mapped:
-        return type(connection_error(mapped, None))
-    raise AssertionError("unreachable")
-
-
-KEY = aiohttp.client_reqrep.ConnectionKey("h", 1, False, True, None, None, None)
-ERRORS = [
-    aiohttp.ConnectionTimeoutError(),
-    aiohttp.SocketTimeoutError(),
-    aiohttp.ServerTimeoutError(),
-    aiohttp.ClientConnectorError(KEY, ConnectionRefusedError(111, "refused")),
-    aiohttp.ClientConnectorDNSError(KEY, OSError(-2, "no such host")),
-    aiohttp.ClientConnectorCertificateError(KEY, ValueError("untrusted")),
-    aiohttp.ServerDisconnectedError(),
-    aiohttp.ClientOSError(104, "reset"),
-    aiohttp.ClientPayloadError("cut short"),
-    aiohttp.InvalidUrlClientError("http://"),
-    aiohttp.NonHttpUrlClientError("ftp://x"),
-]
-
-
-@pytest.mark.parametrize("error", ERRORS, ids=lambda e: type(e).__name__)
-def test_aiohttp_errors_map_to_what_the_httpx_path_raised(error: BaseException) -> None:
-    assert type(transport_error(error)) is _httpx_path(error)
-
-
 # --- which path a provider takes ------------------------------------------------------------------------
 
 
@@ -178,13 +136,13 @@ async def test_the_default_transport_sends_directly_and_an_injected_one_through_
     default = default_transport()
     mock = httpx.MockTransport(lambda request: httpx.Response(500))
     try:
-        for transport, kind in ((default, AiohttpSender), (mock, HttpxSender)):
+        for transport, kind in ((default, UpstreamSender), (mock, HttpxSender)):
             provider = build_providers(cfg, transport)["up"]
             assert isinstance(provider, HttpProvider) and isinstance(provider.sender(), kind)
-        # The direct path sends through the transport's own session: its pool, with the configured limits.
-        session = default.session()
-        assert session is default.session() and session.connector is not None
-        assert session.connector.limit == UPSTREAM_LIMITS.max_connections
+        # The direct path sends through the transport's own client: its pools, with the configured limits.
+        assert isinstance(default, GatewayTransport)
+        sender = build_providers(cfg, default)["up"].sender()  # type: ignore[attr-defined]
+        assert sender.client is default.upstream and default.upstream.limits == UPSTREAM_LIMITS
     finally:
         await default.aclose()
 
@@ -266,7 +224,7 @@ async def test_a_server_closing_without_an_answer_is_502_unreachable() -> None:
 
 
 async def test_an_answer_that_is_not_http_is_a_502() -> None:
-    # aiohttp's parser error: httpx-aiohttp let it escape unmapped (a 500); the direct path makes it a 502.
+    # A parser error: httpx-aiohttp let aiohttp's escape unmapped (a 500); the direct path makes it a 502.
     async def reply(exchange: Exchange) -> bool:
         await write(exchange.writer, b"this is not HTTP at all\r\n\r\n")
         return False
@@ -372,7 +330,8 @@ async def test_stream_lines_split_as_sse_defines_however_the_bytes_arrive(body: 
     transport = default_transport()
     try:
         async with upstream.running():
-            sender = AiohttpSender(transport, f"http://127.0.0.1:{upstream.port}", {"read": 5.0})
+            assert isinstance(transport, GatewayTransport)
+            sender = transport.upstream.sender(f"http://127.0.0.1:{upstream.port}", {"read": 5.0})
             for _ in cuts:
                 got = await sender.post("/sse", {}, b"{}")
                 assert [line async for line in got.lines()] == _reference_lines(body)
