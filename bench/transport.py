@@ -2,8 +2,9 @@
 
 Starts ``gateway mock-upstream`` in a subprocess, then from one event loop in this process sends the same POST
 (the body a provider sends, with its headers) through each client in alternating rounds, one request at a
-time and 32 at once, and prints this process's CPU microseconds per call (``time.process_time``: the mock's
-work is in the other process, so only the client side is counted) and each client's ratio to the gateway's.
+time and 32 at once, on uvloop as ``gateway run`` (asyncio's loop without it), and prints this process's CPU
+microseconds per call (``time.process_time``: the mock's work is in the other process, so only the client
+side is counted) and each client's ratio to the gateway's.
 
     gateway client      the providers' path: gateway/upstream_client.py (``sender(default_transport(), ...)``)
     aiohttp direct      ``session.request(...)`` + ``read()``: the providers' path before it
@@ -146,7 +147,12 @@ def main() -> None:
                 break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        asyncio.run(measure(url, args.requests, args.rounds, args.concurrency))
+        try:
+            import uvloop  # what ``gateway run`` serves on (gateway/server_stack.py)
+
+            uvloop.run(measure(url, args.requests, args.rounds, args.concurrency))
+        except ImportError:
+            asyncio.run(measure(url, args.requests, args.rounds, args.concurrency))
     finally:
         upstream.terminate()
         upstream.wait()

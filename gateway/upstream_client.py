@@ -32,6 +32,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
+from typing import cast
 
 import httptools
 import httpx
@@ -65,8 +66,8 @@ class Connection(asyncio.Protocol):
     # --- asyncio.Protocol ---------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, though they have its methods.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         if not self.active:
@@ -194,8 +195,10 @@ class Pool:
         self.host = host
         self.port = port
         self.context = context
+        # httpx's None is "no limit".
         self.max_connections = limits.max_connections or 1 << 30
-        self.max_idle = limits.max_keepalive_connections or 0
+        idle = limits.max_keepalive_connections
+        self.max_idle = self.max_connections if idle is None else idle
         self.expiry = limits.keepalive_expiry
         self.idle: list[Connection] = []  # most recently used last
         self.open = 0  # connections open or being opened

@@ -1,0 +1,307 @@
+"""The gateway's own upstream client (``gateway/upstream_client.py``) against loopback servers scripted
+byte by byte: which connections are reused and which are closed, the pool's limits, timeouts and errors,
+cancellation, closing the transport, and the request it writes.
+
+The end-to-end behaviour through the gateway (answers split across reads, streams, errors as 502/504) is in
+``test_upstream_direct.py`` and ``test_transport.py``; TLS and mTLS upstreams in ``test_tls.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from test_upstream_direct import SSE_HEAD, Exchange, RawUpstream, Script, chunked, write
+
+from gateway.transport import GatewayTransport
+from gateway.upstream_client import Pool, UpstreamSender
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=[{}, {"use_uvloop": True}], ids=["asyncio", "uvloop"])
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, bool]]:
+    """Every test on asyncio's loop and on uvloop's, which ``gateway run`` serves on (its transports are not
+    ``asyncio.Transport`` subclasses, for one)."""
+    return ("asyncio", request.param)
+
+
+OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+TIMEOUT = {"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 5.0}
+
+
+def answer(raw: bytes, *, keep: bool = True) -> Script:
+    """A script answering every request with ``raw``; ``keep=False`` closes the connection after."""
+
+    async def reply(exchange: Exchange) -> bool:
+        exchange.writer.write(raw)
+        await exchange.writer.drain()
+        return keep
+
+    return reply
+
+
+@dataclass
+class Client:
+    transport: GatewayTransport
+    sender: UpstreamSender
+
+    @property
+    def pool(self) -> Pool:
+        return next(iter(self.transport.upstream.pools.values()))
+
+    async def call(self) -> bytes:
+        return await (await self.sender.post("/v1/x", {}, b"{}")).body()
+
+
+@asynccontextmanager
+async def client(
+    upstream: RawUpstream, limits: httpx.Limits | None = None, **timeout: float
+) -> AsyncIterator[Client]:
+    transport = GatewayTransport(limits=limits or httpx.Limits())
+    try:
+        sender = transport.upstream.sender(f"http://127.0.0.1:{upstream.port}", {**TIMEOUT, **timeout})
+        yield Client(transport, sender)
+    finally:
+        await transport.aclose()
+
+
+async def until(condition: object, what: str) -> None:
+    """Wait (at most 5 s) for ``condition()`` to hold: the other side's close takes a loop turn or two."""
+    for _ in range(500):
+        if condition():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never happened: {what}")
+
+
+# --- reuse ----------------------------------------------------------------------------------------------
+
+
+async def test_a_kept_alive_connection_is_reused_most_recent_first() -> None:
+    upstream = RawUpstream(answer(OK))
+    async with upstream.running(), client(upstream) as up:
+        # Two connections at once, then one at a time: always the one released last.
+        assert await asyncio.gather(up.call(), up.call()) == [b"{}", b"{}"]
+        assert upstream.connections == 2 and len(up.pool.idle) == 2
+        newest = up.pool.idle[-1]
+        await up.call()
+        assert up.pool.idle[-1] is newest and upstream.connections == 2
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\n{}",
+        b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\n{}",
+    ],
+    ids=["connection-close", "http-1.0"],
+)
+async def test_an_answer_that_does_not_keep_the_connection_alive_closes_it(raw: bytes) -> None:
+    upstream = RawUpstream(answer(raw))
+    async with upstream.running(), client(upstream) as up:
+        assert await up.call() == b"{}"
+        assert await up.call() == b"{}"
+        assert up.pool.idle == []
+    assert upstream.connections == 2
+
+
+async def test_a_connection_the_server_closed_while_idle_is_never_reused() -> None:
+    upstream = RawUpstream(answer(OK, keep=False))  # answers with keep-alive, then closes anyway
+    async with upstream.running(), client(upstream) as up:
+        assert await up.call() == b"{}"
+        await until(lambda: not up.pool.idle and up.pool.open == 0, "the closed connection left the pool")
+        assert await up.call() == b"{}"
+    assert upstream.connections == 2
+
+
+async def test_a_body_read_until_the_server_closes() -> None:
+    no_length = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the end"
+    upstream = RawUpstream(answer(no_length, keep=False))
+    async with upstream.running(), client(upstream) as up:
+        assert await up.call() == b"until the end"
+        assert up.pool.idle == []
+
+
+async def test_a_stream_closed_before_its_end_closes_its_connection() -> None:
+    async def reply(exchange: Exchange) -> bool:
+        if len(upstream.requests) == 1:
+            await write(exchange.writer, SSE_HEAD, chunked(b"data: one\n\n"))
+            await asyncio.sleep(0.2)  # the rest never comes in time: the client leaves first
+            return False
+        await write(exchange.writer, OK)
+        return True
+
+    upstream = RawUpstream(reply)
+    async with upstream.running(), client(upstream) as up:
+        reply_ = await up.sender.post("/v1/x", {}, b"{}")
+        lines = reply_.lines()
+        assert await anext(lines) == "data: one"
+        await lines.aclose()  # type: ignore[attr-defined]
+        await reply_.aclose()
+        assert up.pool.idle == []
+        assert await up.call() == b"{}"
+    assert upstream.connections == 2
+
+
+async def test_a_stream_read_to_its_end_returns_its_connection() -> None:
+    async def reply(exchange: Exchange) -> bool:
+        events = chunked(b"data: one\r\n\r\n"), chunked(b"data: two\r")
+        await write(exchange.writer, SSE_HEAD, *events, b"0\r\n\r\n")
+        return True
+
+    upstream = RawUpstream(reply)
+    async with upstream.running(), client(upstream) as up:
+        for _ in range(2):
+            got = await up.sender.post("/v1/x", {}, b"{}")
+            assert [line async for line in got.lines()] == ["data: one", "", "data: two"]
+            await got.aclose()
+    assert upstream.connections == 1
+
+
+# --- limits ---------------------------------------------------------------------------------------------
+
+
+async def test_requests_beyond_max_connections_wait_for_a_free_one_or_time_out() -> None:
+    release = asyncio.Event()
+
+    async def reply(exchange: Exchange) -> bool:
+        await release.wait()
+        exchange.writer.write(OK)
+        return True
+
+    upstream = RawUpstream(reply)
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    async with upstream.running(), client(upstream, limits, pool=0.1) as up:
+        first = asyncio.ensure_future(up.call())
+        await until(lambda: len(upstream.requests) == 1, "the first request arrived")
+        with pytest.raises(httpx.PoolTimeout):  # the only connection is busy past the pool timeout
+            await up.call()
+        up.sender.pool_timeout = 5.0
+        second = asyncio.ensure_future(up.call())
+        await asyncio.sleep(0.05)
+        release.set()
+        assert await asyncio.gather(first, second) == [b"{}", b"{}"]
+    assert upstream.connections == 1  # the waiter got the released connection
+
+
+async def test_idle_connections_beyond_max_keepalive_or_expiry_are_closed() -> None:
+    upstream = RawUpstream(answer(OK))
+    async with upstream.running(), client(upstream, httpx.Limits(max_keepalive_connections=1)) as up:
+        await asyncio.gather(up.call(), up.call(), up.call())
+        assert len(up.pool.idle) == 1
+        await until(lambda: up.pool.open == 1, "the two extra connections closed")
+    upstream = RawUpstream(answer(OK))
+    async with upstream.running(), client(upstream, httpx.Limits(keepalive_expiry=0)) as up:
+        await up.call()
+        await up.call()  # the idle one expired at once: a new connection
+    assert upstream.connections == 2
+
+
+# --- errors and timeouts --------------------------------------------------------------------------------
+
+
+async def test_a_refused_connection_is_a_connect_error_with_its_cause() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound, not listening: refused
+        transport = GatewayTransport()
+        sender = transport.upstream.sender(f"http://127.0.0.1:{sock.getsockname()[1]}", TIMEOUT)
+        try:
+            with pytest.raises(httpx.ConnectError) as refused:
+                await sender.post("/v1/x", {}, b"{}")
+        finally:
+            await transport.aclose()
+    assert isinstance(refused.value.__cause__, ConnectionRefusedError)
+    assert transport.upstream.pools and next(iter(transport.upstream.pools.values())).open == 0
+
+
+async def test_a_silent_upstream_is_a_read_timeout_and_its_connection_is_closed() -> None:
+    async def reply(exchange: Exchange) -> bool:
+        await asyncio.sleep(5)
+        return False
+
+    upstream = RawUpstream(reply)
+    async with upstream.running(), client(upstream, read=0.1) as up:
+        with pytest.raises(httpx.ReadTimeout):
+            await up.call()
+        await until(lambda: up.pool.open == 0, "the timed-out connection closed")
+
+
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        (b"", httpx.RemoteProtocolError),  # closed without an answer
+        (b"not HTTP at all\r\n\r\n", httpx.RemoteProtocolError),
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n{", httpx.ReadError),  # body cut short
+        (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\n{", httpx.ReadError),
+    ],
+    ids=["no-answer", "not-http", "cut-length", "cut-chunked"],
+)
+async def test_a_broken_answer_raises_what_the_aiohttp_path_raised(
+    raw: bytes, error: type[httpx.TransportError]
+) -> None:
+    upstream = RawUpstream(answer(raw, keep=False))
+    async with upstream.running(), client(upstream) as up:
+        with pytest.raises(error):
+            await up.call()
+        assert up.pool.idle == []
+
+
+async def test_a_cancelled_request_closes_its_connection() -> None:
+    async def reply(exchange: Exchange) -> bool:
+        await asyncio.sleep(5)
+        return False
+
+    upstream = RawUpstream(reply)
+    async with upstream.running(), client(upstream) as up:
+        task = asyncio.ensure_future(up.call())
+        await until(lambda: len(upstream.requests) == 1, "the request arrived")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await until(lambda: up.pool.open == 0, "the cancelled request's connection closed")
+        assert up.pool.idle == []
+
+
+async def test_closing_the_transport_closes_its_connections() -> None:
+    upstream = RawUpstream(answer(OK))
+    async with upstream.running(), client(upstream) as up:
+        await up.call()
+        assert len(up.pool.idle) == 1
+        await up.transport.aclose()
+        await until(lambda: up.pool.open == 0, "the idle connection closed")
+        with pytest.raises(httpx.ConnectError):
+            await up.call()
+
+
+# --- the request and the answer's headers ---------------------------------------------------------------
+
+
+async def test_the_request_carries_host_length_identity_encoding_and_the_given_headers() -> None:
+    raw = b"HTTP/1.1 200 OK\r\nRetry-After: 7\r\nX-Thing: a\r\nx-thing: b\r\ncontent-length: 0\r\n\r\n"
+    upstream = RawUpstream(answer(raw))
+    async with upstream.running(), client(upstream) as up:
+        headers = {"user-agent": "llm-gateway/test", "authorization": "Bearer sk-x", "x-request-id": "r1"}
+        got = await up.sender.post("/v1/chat/completions?api-version=1", headers, '{"a": "é"}'.encode())
+        assert await got.body() == b""
+        assert got.status == 200 and got.headers["retry-after"] == "7"
+        assert got.headers.get("RETRY-AFTER") == "7" and got.headers["x-thing"] in ("a", "b")
+    sent = upstream.requests[0]
+    assert sent.head["host"] == f"127.0.0.1:{upstream.port}"
+    assert sent.head["content-length"] == "11" and sent.body == '{"a": "é"}'.encode()
+    assert sent.head["accept-encoding"] == "identity"  # answers arrive uncompressed
+    assert sent.head["user-agent"] == "llm-gateway/test" and sent.head["x-request-id"] == "r1"
+    assert sent.head["authorization"] == "Bearer sk-x"
+
+
+async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent() -> None:
+    upstream = RawUpstream(answer(OK))
+    async with upstream.running(), client(upstream) as up:
+        with pytest.raises(httpx.LocalProtocolError):
+            await up.sender.post("/v1/x", {"x-request-id": "a\r\nx-injected: 1"}, b"{}")
+    assert upstream.connections == 0
