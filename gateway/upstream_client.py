@@ -19,7 +19,7 @@ What it does (the :class:`~gateway.transport.Sender` seam, with httpx's exceptio
   so the 502 can say why), closed before an answer -> ``httpx.RemoteProtocolError``, reset before an answer ->
   ``httpx.NetworkError``, not HTTP -> ``httpx.RemoteProtocolError``, a body cut short -> ``httpx.ReadError``,
   silence -> ``httpx.ReadTimeout`` / ``httpx.ConnectTimeout`` / ``httpx.PoolTimeout``.
-- it asks for no compression (``accept-encoding: identity``), so bodies need no decoding.
+- it asks for no compression (``accept-encoding: identity``); a gzip or deflate body sent anyway is decoded.
 
 Not done (the gateway does not need them): redirects, proxies, cookies, ``Expect: 100-continue``, HTTP/2,
 request bodies streamed in pieces, flow control on reading (an answer is buffered as it arrives).
@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from typing import cast
@@ -40,6 +41,8 @@ from multidict import CIMultiDict
 from yarl import URL
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_COMPRESSED = ("gzip", "x-gzip", "deflate")
+_AUTO_HEADER = 32 + zlib.MAX_WBITS  # zlib reads a gzip or a zlib header, whichever the body has
 
 
 class Connection(asyncio.Protocol):
@@ -280,8 +283,13 @@ class Pool:
         if self.closed or len(self.idle) >= self.max_idle:
             connection.close()
             return
-        connection.idle_since = time.monotonic()
-        self.idle.append(connection)
+        now = connection.idle_since = time.monotonic()
+        idle = self.idle
+        # Most-recent-first reuse leaves the oldest at the front unused after a burst: close the expired
+        # ones there, so idle connections do not outlive keepalive_expiry while the origin is busy.
+        while idle and self.expiry is not None and now - idle[0].idle_since > self.expiry:
+            idle.pop(0).close()
+        idle.append(connection)
         self._wake_one()
 
     def lost(self, connection: Connection) -> None:
@@ -387,12 +395,18 @@ class UpstreamSender:
 class UpstreamReply:
     """A :class:`~gateway.transport.Reply` over one :class:`Connection`'s answer."""
 
-    __slots__ = ("_connection", "headers", "status")
+    __slots__ = ("_connection", "_decoder", "headers", "status")
 
     def __init__(self, connection: Connection) -> None:
         self._connection: Connection | None = connection
         self.status = connection.status
         self.headers: Mapping[str, str] = CIMultiDict(connection.raw_headers)
+        # Asked for identity, an upstream (or a proxy before it) may compress anyway: decode gzip and deflate
+        # as aiohttp did, so providers always see the body as sent.
+        encoding = self.headers.get("content-encoding")
+        self._decoder = None
+        if encoding is not None and encoding.strip().lower() in _COMPRESSED:
+            self._decoder = zlib.decompressobj(_AUTO_HEADER)
 
     async def body(self) -> bytes:
         """The whole body; the connection goes back to the pool after (or is closed)."""
@@ -404,7 +418,8 @@ class UpstreamReply:
                 await connection.read_more()
             chunks = connection.chunks
             connection.chunks = []
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            return data if self._decoder is None else self._decoded(data, end=True)
         finally:
             self._release()
 
@@ -420,6 +435,8 @@ class UpstreamReply:
                 chunks = connection.chunks
                 connection.chunks = []
                 data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                if self._decoder is not None:
+                    data = self._decoded(data, end=False)
                 if b"\n" not in data:
                     pending += data
                     continue
@@ -428,6 +445,8 @@ class UpstreamReply:
                 for line in split_lines(complete.removesuffix(b"\r").decode("utf-8", "replace")):
                     yield line
             elif connection.complete:
+                if self._decoder is not None:
+                    pending += self._decoder.flush()
                 break
             else:
                 await connection.read_more()
@@ -435,6 +454,15 @@ class UpstreamReply:
         if pending:
             for line in split_lines(pending.removesuffix(b"\r").decode("utf-8", "replace")):
                 yield line
+
+    def _decoded(self, data: bytes, *, end: bool) -> bytes:
+        assert self._decoder is not None
+        try:
+            data = self._decoder.decompress(data)
+            return data + self._decoder.flush() if end else data
+        except zlib.error as exc:
+            # What aiohttp's ClientPayloadError was mapped to: a body that cannot be read.
+            raise httpx.ReadError(f"The upstream's compressed body is broken: {exc}") from exc
 
     async def aclose(self) -> None:
         """Release the answer: its connection is reused only if it was read to the end."""

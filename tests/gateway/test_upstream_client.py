@@ -9,7 +9,9 @@ The end-to-end behaviour through the gateway (answers split across reads, stream
 from __future__ import annotations
 
 import asyncio
+import gzip
 import socket
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -164,6 +166,39 @@ async def test_a_stream_read_to_its_end_returns_its_connection() -> None:
     assert upstream.connections == 1
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_body_compressed_though_identity_was_asked_is_decoded(encoding: str) -> None:
+    text = b'{"said": "' + b"compressible " * 200 + b'"}'
+    packed = gzip.compress(text) if encoding == "gzip" else zlib.compress(text)
+    events = b"data: one\n\n" * 50 + b"data: last\n\n"
+    packed_events = gzip.compress(events) if encoding == "gzip" else zlib.compress(events)
+
+    async def reply(exchange: Exchange) -> bool:
+        head = f"HTTP/1.1 200 OK\r\ncontent-encoding: {encoding}\r\n".encode()
+        if exchange.body == b"stream":  # in two chunks, cut inside the compressed data
+            cut = len(packed_events) // 2
+            parts = chunked(packed_events[:cut]), chunked(packed_events[cut:])
+            await write(exchange.writer, head + b"transfer-encoding: chunked\r\n\r\n", *parts, b"0\r\n\r\n")
+        else:
+            exchange.writer.write(head + b"content-length: %d\r\n\r\n%s" % (len(packed), packed))
+        return True
+
+    upstream = RawUpstream(reply)
+    async with upstream.running(), client(upstream) as up:
+        assert await up.call() == text
+        got = await up.sender.post("/v1/x", {}, b"stream")
+        assert [line async for line in got.lines()] == ["data: one", ""] * 50 + ["data: last", ""]
+    assert upstream.connections == 1
+
+
+async def test_a_broken_compressed_body_is_a_read_error() -> None:
+    raw = b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: 5\r\n\r\nnope!"
+    upstream = RawUpstream(answer(raw))
+    async with upstream.running(), client(upstream) as up:
+        with pytest.raises(httpx.ReadError):
+            await up.call()
+
+
 # --- limits ---------------------------------------------------------------------------------------------
 
 
@@ -200,7 +235,11 @@ async def test_idle_connections_beyond_max_keepalive_or_expiry_are_closed() -> N
     async with upstream.running(), client(upstream, httpx.Limits(keepalive_expiry=0)) as up:
         await up.call()
         await up.call()  # the idle one expired at once: a new connection
-    assert upstream.connections == 2
+        assert upstream.connections == 2
+        # Returning a connection also closes the expired ones left unused at the bottom of the stack.
+        await asyncio.gather(up.call(), up.call(), up.call())
+        assert len(up.pool.idle) == 1
+        await until(lambda: up.pool.open == 1, "the expired idle connections closed")
 
 
 # --- errors and timeouts --------------------------------------------------------------------------------
