@@ -205,6 +205,7 @@ class Pool:
         self.expiry = limits.keepalive_expiry
         self.idle: list[Connection] = []  # most recently used last
         self.open = 0  # connections open or being opened
+        self.connections: set[Connection] = set()  # every open one, idle or in use (for close)
         self.waiters: deque[asyncio.Future[None]] = deque()
         self.closed = False
 
@@ -253,6 +254,7 @@ class Pool:
                 # Refused, no such host, certificate not trusted: the cause says which.
                 raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
             raise
+        self.connections.add(connection)
         return connection
 
     async def _wait(self, timeout: float | None) -> None:
@@ -295,14 +297,16 @@ class Pool:
     def lost(self, connection: Connection) -> None:
         """``connection`` is closed (by either side): forget it and let a waiter open another."""
         self.open -= 1
+        self.connections.discard(connection)
         if not connection.active and connection in self.idle:
             self.idle.remove(connection)
         self._wake_one()
 
     def close(self) -> None:
-        """Close every idle connection; ones in use close when released. No new connections after."""
+        """Close every connection, idle or in use (a request still reading gets a ReadError, as with
+        aiohttp's session closed under it); no new connections after."""
         self.closed = True
-        for connection in self.idle:
+        for connection in (*self.connections, *self.idle):
             connection.close()
         self.idle.clear()
         while self.waiters:
@@ -339,7 +343,7 @@ class UpstreamClient:
         return UpstreamSender(self, base_url, timeout)
 
     def close(self) -> None:
-        """Close every pool's idle connections; the pools refuse new requests after."""
+        """Close every pool's connections; the pools refuse new requests after."""
         for pool in self.pools.values():
             pool.close()
 

@@ -308,12 +308,26 @@ async def test_a_cancelled_request_closes_its_connection() -> None:
 
 
 async def test_closing_the_transport_closes_its_connections() -> None:
-    upstream = RawUpstream(answer(OK))
+    async def reply(exchange: Exchange) -> bool:
+        if exchange.body == b"stream":
+            await write(exchange.writer, SSE_HEAD, chunked(b"data: one\n\n"))
+            await asyncio.sleep(5)  # the rest would come much later
+            return False
+        exchange.writer.write(OK)
+        return True
+
+    upstream = RawUpstream(reply)
     async with upstream.running(), client(upstream) as up:
         await up.call()
         assert len(up.pool.idle) == 1
+        streaming = await up.sender.post("/v1/x", {}, b"stream")  # a second connection, in use
+        lines = streaming.lines()
+        assert [await anext(lines), await anext(lines)] == ["data: one", ""]
         await up.transport.aclose()
-        await until(lambda: up.pool.open == 0, "the idle connection closed")
+        with pytest.raises(httpx.ReadError):  # the stream in flight is cut, as aiohttp's session did
+            await anext(lines)
+        await streaming.aclose()
+        await until(lambda: up.pool.open == 0, "both connections closed")
         with pytest.raises(httpx.ConnectError):
             await up.call()
 
