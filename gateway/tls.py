@@ -335,8 +335,8 @@ def upstream_transport(
             )
         origin = _origin(httpx.URL(provider.base_url))
         if origin not in by_origin:
-            # The gateway's own transport with this origin's context, so TLS upstreams take the providers'
-            # direct aiohttp path too (gateway/transport.py) with the default pool's limits.
+            # The gateway's own transport with this origin's context, so TLS upstreams are sent through the
+            # gateway's own client too (gateway/upstream_client.py) with the default pool's limits.
             by_origin[origin] = GatewayTransport(
                 verify=upstream_context(provider.tls), limits=limits or UPSTREAM_LIMITS
             )

@@ -8,8 +8,8 @@ returns a canonical :class:`~gateway.pipeline.Result`. Two levels:
 - :class:`HttpAdapter` is the small, mostly-pure interface an HTTP upstream implements (build request,
   parse response, parse stream chunk, map error); :class:`HttpProvider` does the HTTP with the shared
   transport (connection pooling, timeouts, streaming, cancellation) for every adapter, through a
-  :class:`~gateway.transport.Sender` (direct aiohttp over the gateway's own transport, httpx's transport
-  interface over an injected one).
+  :class:`~gateway.transport.Sender` (the gateway's own HTTP client, ``gateway/upstream_client.py``, over
+  the gateway's own transport; httpx's transport interface over an injected one).
 
 Adding a provider is one module with a class following :class:`ProviderType` plus one line in
 ``registry.py``. Providers raise :class:`~gateway.errors.GatewayError` with the status the client should
@@ -199,7 +199,7 @@ class HttpProvider:
 
     def sender(self) -> Sender:
         """How this provider's requests are sent: the pool of its origin (per-origin TLS settings), directly
-        over aiohttp when it is the gateway's own transport."""
+        through the gateway's own client when it is the gateway's own transport."""
         if self._sender is None:
             transport = self.transport
             if isinstance(transport, UpstreamTransport):
