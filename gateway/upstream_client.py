@@ -22,7 +22,11 @@ What it does (the :class:`~gateway.transport.Sender` seam, with httpx's exceptio
 - it asks for no compression (``accept-encoding: identity``); a gzip or deflate body sent anyway is decoded.
 
 Not done (the gateway does not need them): redirects, proxies, cookies, ``Expect: 100-continue``, HTTP/2,
-request bodies streamed in pieces, flow control on reading (an answer is buffered as it arrives).
+request bodies streamed in pieces.
+
+Flow control: a connection stops reading (``pause_reading``) once more than :data:`READ_HIGH_WATER` bytes of
+its answer wait unread while nobody is waiting for them (a stream whose client reads slowly), and resumes when
+its reader asks for more, so a fast upstream cannot fill the gateway's memory through a slow client.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ from yarl import URL
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _COMPRESSED = ("gzip", "x-gzip", "deflate")
 _AUTO_HEADER = 32 + zlib.MAX_WBITS  # zlib reads a gzip or a zlib header, whichever the body has
+READ_HIGH_WATER = 256 * 1024
+"""Unread answer bytes past which a connection stops reading from the upstream until its reader catches up."""
 
 
 class Connection(asyncio.Protocol):
@@ -62,6 +68,8 @@ class Connection(asyncio.Protocol):
         self.complete = False
         self.reusable = False
         self.chunks: list[bytes] = []
+        self.unread = 0  # bytes in chunks
+        self.paused = False  # reading paused until the reader takes what is buffered
         self.failure: BaseException | None = None  # what broke the connection (None for a plain EOF)
         self.waiter: asyncio.Future[None] | None = None
         self.read_timeout: float | None = None
@@ -82,6 +90,11 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self.failure = exc
             self.close()
+        if self.unread > READ_HIGH_WATER and self.waiter is None and not self.paused and not self.lost:
+            # The reader is busy elsewhere (a slow client of a stream): stop taking more until it asks.
+            self.paused = True
+            assert self.transport is not None
+            self.transport.pause_reading()
         self._wake()
 
     def eof_received(self) -> bool:
@@ -115,6 +128,14 @@ class Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
+        self.unread += len(body)
+
+    def take(self) -> bytes:
+        """The answer's bytes arrived so far and not yet taken."""
+        chunks = self.chunks
+        self.chunks = []
+        self.unread = 0
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def on_message_complete(self) -> None:
         self.complete = True
@@ -129,6 +150,7 @@ class Connection(asyncio.Protocol):
         self.raw_headers = []
         self.headers_done = self.complete = self.reusable = False
         self.chunks = []
+        self.unread = 0
         self.read_timeout = read_timeout
         assert self.transport is not None
         self.transport.write(request)
@@ -137,6 +159,10 @@ class Connection(asyncio.Protocol):
         """Wait for the next bytes (or the end); raises the httpx exception of a broken or silent upstream."""
         if self.failure is not None or self.lost:
             raise self.error()
+        if self.paused:
+            self.paused = False
+            assert self.transport is not None
+            self.transport.resume_reading()
         loop = asyncio.get_running_loop()
         waiter = self.waiter = loop.create_future()
         timeout = self.read_timeout
@@ -420,9 +446,7 @@ class UpstreamReply:
         try:
             while not connection.complete:
                 await connection.read_more()
-            chunks = connection.chunks
-            connection.chunks = []
-            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            data = connection.take()
             return data if self._decoder is None else self._decoded(data, end=True)
         finally:
             self._release()
@@ -436,9 +460,7 @@ class UpstreamReply:
         pending = b""
         while True:
             if connection.chunks:
-                chunks = connection.chunks
-                connection.chunks = []
-                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                data = connection.take()
                 if self._decoder is not None:
                     data = self._decoded(data, end=False)
                 if b"\n" not in data:

@@ -21,7 +21,7 @@ import pytest
 from test_upstream_direct import SSE_HEAD, Exchange, RawUpstream, Script, chunked, write
 
 from gateway.transport import GatewayTransport
-from gateway.upstream_client import Pool, UpstreamSender
+from gateway.upstream_client import READ_HIGH_WATER, Pool, UpstreamSender
 
 pytestmark = pytest.mark.anyio
 
@@ -164,6 +164,40 @@ async def test_a_stream_read_to_its_end_returns_its_connection() -> None:
             assert [line async for line in got.lines()] == ["data: one", "", "data: two"]
             await got.aclose()
     assert upstream.connections == 1
+
+
+async def test_a_stream_its_reader_does_not_take_stops_being_read_until_it_does() -> None:
+    # A fast upstream and a slow client: the gateway holds about READ_HIGH_WATER of the stream, not all of it.
+    event = b"data: " + b"x" * 1000 + b"\n\n"
+    events = 30_000  # about 30 MB: more than the kernel's socket buffers hold on both sides
+    written = 0
+
+    async def reply(exchange: Exchange) -> bool:
+        nonlocal written
+        exchange.writer.write(SSE_HEAD)
+        for _ in range(events):
+            exchange.writer.write(chunked(event))
+            await exchange.writer.drain()
+            written += 1
+        exchange.writer.write(b"0\r\n\r\n")
+        await exchange.writer.drain()
+        return True
+
+    upstream = RawUpstream(reply)
+    async with upstream.running(), client(upstream) as up:
+        got = await up.sender.post("/v1/x", {}, b"{}")
+        lines = got.lines()
+        assert (await anext(lines)).startswith("data: x")
+        connection = next(iter(up.pool.connections))
+        await until(lambda: connection.paused, "reading paused")
+        await asyncio.sleep(0.2)  # the upstream stays blocked while nobody reads
+        assert connection.unread < 2 * READ_HIGH_WATER
+        assert written < events
+        rest = [line async for line in lines]
+        assert len([line for line in rest if line]) == events - 1
+        assert not connection.paused
+        await got.aclose()
+        assert up.pool.idle == [connection]  # read to its end: kept for the next request
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])
