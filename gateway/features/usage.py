@@ -392,6 +392,10 @@ def ending_status(error: BaseException | None) -> int:
     return 500
 
 
+async def _ended(status: int) -> None:
+    """A finished :class:`FinalizingIterator`'s ``on_end``: it already ran."""
+
+
 class FinalizingIterator:
     """An async iterator over ``source`` that calls ``on_end(status)`` exactly once: at the end (200), on an
     error (its status), or on :meth:`aclose` (499), even when iteration never started (a client that left
@@ -429,7 +433,11 @@ class FinalizingIterator:
     async def _end(self, status: int) -> None:
         if not self._ended:
             self._ended = True
-            await self._on_end(status)
+            on_end, self._on_end = self._on_end, _ended
+            # Nothing is called after the end: letting go of the callbacks, which hold the stream that holds
+            # this iterator, frees a finished stream by reference counting instead of the cyclic collector.
+            self._on_chunk = None
+            await on_end(status)
 
     async def aclose(self) -> None:
         """Finish (once) without consuming the rest; :meth:`Stream.aclose` closes the inner layers."""
