@@ -94,6 +94,13 @@ class Envelope:
             self.activity.exit(task)
             if self.access_log.enabled():
                 self.access_log.write(_record(scope, state, status, started, overhead_ms))
+            call = state.get("call")
+            if call is not None:
+                # The response is out, streams included, and nothing reads the stages' notes any more. They
+                # hold the call in a cycle (call -> scratch -> an admission claim -> its step, bound to the
+                # call) that only the cyclic collector frees: ~27 objects per request, its young-generation
+                # collections every ~30 cache hits. Emptied, the request's objects go by reference counting.
+                call.scratch.clear()
 
 
 class GatewayMiddleware:

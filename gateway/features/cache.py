@@ -284,10 +284,12 @@ class CacheStage:
         if claim.unavailable:
             raise _store_unavailable()
         raw, *tokens = claim.values
-        try:
-            generations = await cache_generations.ensure(self.store, token_keys, tokens)
-        except StoreUnavailable:
-            raise _store_unavailable() from None
+        generations = cache_generations.known(tokens)
+        if generations is None:
+            try:
+                generations = await cache_generations.ensure(self.store, token_keys, tokens)
+            except StoreUnavailable:
+                raise _store_unavailable() from None
         if "no-cache" in directives:
             call.response_headers[STATUS_HEADER] = "BYPASS"
             self.stats.bypasses += 1

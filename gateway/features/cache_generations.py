@@ -73,6 +73,17 @@ class Generations:
         return isinstance(recorded, list) and tuple(recorded) == self.tokens
 
 
+def known(raw: Sequence[bytes | None]) -> Generations | None:
+    """The generations read as ``raw`` when every token was there (nearly every lookup), else None: then
+    :func:`ensure` creates the missing ones. No coroutine for the common case, which every lookup pays."""
+    tokens = []
+    for value in raw:
+        if value is None:
+            return None
+        tokens.append(value.decode("ascii", "replace"))
+    return Generations(tuple(tokens))
+
+
 async def ensure(store: Store, keys: Sequence[str], raw: Sequence[bytes | None]) -> Generations | None:
     """The generations read as ``raw`` for ``keys``, creating each missing token (a write per missing one,
     only on the first use of a model or tenant and after an eviction). None when a token is missing because

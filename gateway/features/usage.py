@@ -215,7 +215,9 @@ class StreamMeter:
         return estimate_text_tokens("".join(self.characters))
 
 
-@dataclass(frozen=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__ (1.6 us for these nine, against
+# 0.6 us), on every request. Treat it as immutable: the ledger, the header and the budget read the same one.
+@dataclass(slots=True)
 class Accounting:
     """A request's tokens and cost, computed once (:func:`account`), shared by ledger, header and budget."""
 
@@ -359,8 +361,9 @@ def _answer_text(call: Call, answer: Result | None) -> str:
     return "".join(meter.characters) if isinstance(answer, Stream) and meter is not None else ""
 
 
-def with_cost(body: dict[str, Any], accounting: Accounting) -> dict[str, Any]:
+def with_cost(body: dict[str, Any], accounting: Accounting, cost_usd: str | None = None) -> dict[str, Any]:
     """``body`` with ``usage.cost_usd`` added, as a copy: the cache stage may hold on to the original.
+    ``cost_usd`` is ``format_usd(accounting.cost_nanos)`` when the caller has it already (the cost header).
 
     When the tokens were estimated (the upstream reported none, or one that could not be trusted), the usage
     the client sees is the estimate, labelled ``usage_source: estimated``, since that is what was charged.
@@ -375,7 +378,9 @@ def with_cost(body: dict[str, Any], accounting: Accounting) -> dict[str, Any]:
         }
     if not isinstance(usage, dict):
         return body
-    return {**body, "usage": {**usage, "cost_usd": format_usd(accounting.cost_nanos)}}
+    if cost_usd is None:
+        cost_usd = format_usd(accounting.cost_nanos)
+    return {**body, "usage": {**usage, "cost_usd": cost_usd}}
 
 
 CLIENT_CLOSED = 499  # nginx's status for "the client closed the connection before the answer ended"
@@ -390,6 +395,10 @@ def ending_status(error: BaseException | None) -> int:
     if isinstance(error, GeneratorExit | CancelledError):
         return CLIENT_CLOSED
     return 500
+
+
+async def _ended(status: int) -> None:
+    """A finished :class:`FinalizingIterator`'s ``on_end``: it already ran."""
 
 
 class FinalizingIterator:
@@ -429,7 +438,11 @@ class FinalizingIterator:
     async def _end(self, status: int) -> None:
         if not self._ended:
             self._ended = True
-            await self._on_end(status)
+            on_end, self._on_end = self._on_end, _ended
+            # Nothing is called after the end: letting go of the callbacks, which hold the stream that holds
+            # this iterator, frees a finished stream by reference counting instead of the cyclic collector.
+            self._on_chunk = None
+            await on_end(status)
 
     async def aclose(self) -> None:
         """Finish (once) without consuming the rest; :meth:`Stream.aclose` closes the inner layers."""
@@ -493,7 +506,8 @@ class UsageStage:
         if isinstance(result, Response):
             accounting = account(call, result, self.pricing)
             self._finish(call, arrived, accounting, answer=result)
-            result.body = with_cost(result.body, accounting)
+            # The cost _finish just put in the header, formatted once.
+            result.body = with_cost(result.body, accounting, call.response_headers[COST_HEADER])
             return result
         return self._wrap_stream(call, result, arrived)
 
@@ -549,6 +563,8 @@ class UsageStage:
             if accounting.source != "none":
                 call.response_headers[USAGE_SOURCE_HEADER] = accounting.source
         ts = arrived.timestamp()
+        headers = call.response_headers
+        cache_status = headers.get(CACHE_HEADER)
         record = UsageRecord(
             ts=ts,
             day=self.local_day(ts),
@@ -570,7 +586,7 @@ class UsageStage:
             ttft_ms=call.scratch.get(_TTFT),
             cached_tokens=accounting.cached_tokens,
             avoided_cost_nanos=accounting.avoided_cost_nanos,
-            cache_status=call.response_headers.get(CACHE_HEADER),
+            cache_status=cache_status,
             error_code=error_code,
             overhead_ms=round(call.overhead_ms(), 3),
             # Where the prompt was processed: the answering route's region (None when the route names none),
@@ -585,9 +601,8 @@ class UsageStage:
             self.feed.publish(record)
         if self.metrics is not None:
             self.metrics.in_flight.dec()
-            headers = call.response_headers
             self.metrics.observe(
-                record, headers.get(CACHE_HEADER), error_code, budget_warning=BUDGET_WARNING_HEADER in headers
+                record, cache_status, error_code, budget_warning=BUDGET_WARNING_HEADER in headers
             )
         if self.log_bodies is not None and self.redaction is not None:
             self.ledger.record_body(
