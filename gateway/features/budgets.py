@@ -464,13 +464,12 @@ class BudgetStage:
 
     def _soft_limit_check(self, call: Call, rules: list[BudgetRule], reservation: Reservation) -> None:
         warnings = []
-        remaining = min(
-            slot.limit_nanos - spent - reserved
-            for slot, (spent, reserved) in zip(reservation.slots, reservation.usage, strict=True)
-        )
-        call.response_headers[REMAINING_HEADER] = format_usd(max(0, remaining))
+        remaining: int | None = None  # the least left in any of the budgets (one pass over them)
         for rule, slot, (spent, reserved) in zip(rules, reservation.slots, reservation.usage, strict=True):
             used = spent + reserved
+            left = slot.limit_nanos - used
+            if remaining is None or left < remaining:
+                remaining = left
             if used < rule.soft_limit * slot.limit_nanos:
                 continue
             share = min(100, round(100 * used / slot.limit_nanos))
@@ -482,6 +481,8 @@ class BudgetStage:
             if mark not in self._warned:
                 self._warned.add(mark)
                 logger.warning("budget soft limit reached: %s", warnings[-1])
+        assert remaining is not None  # a reservation holds at least one budget
+        call.response_headers[REMAINING_HEADER] = format_usd(max(0, remaining))
         if warnings:
             call.response_headers[WARNING_HEADER] = "; ".join(warnings)
 

@@ -102,12 +102,15 @@ class _Shape:
     keys, and its arguments with the token estimate and the lease id left to fill in. Kept with the limits
     (per key and model): building the argument list limit by limit was most of the step's cost."""
 
-    __slots__ = ("args", "keys", "lease", "requests", "tokens")
+    __slots__ = ("args", "held", "keys", "lease", "requests", "token_buckets", "tokens")
 
     def __init__(
         self, buckets: Sequence[Bucket], concurrency: Sequence[tuple[str, int, str]], lease_us: int
     ) -> None:
         self.keys = (*(b.key for b in buckets), *(key for key, _, _ in concurrency))
+        # What a request admitted as a miss gives back after its answer: its slots, its token estimate.
+        self.held = [key for key, _, _ in concurrency]
+        self.token_buckets = [b for b in buckets if b.kind == "tokens"]
         args = [len(buckets), len(concurrency)]
         self.tokens: list[int] = []  # where each tokens limit's cost goes
         self.requests: list[int] = []  # where each requests limit's cost (1) goes
@@ -453,8 +456,7 @@ class RateLimitStage:
         held: list[str] = []
         token_buckets: list[Bucket] = []
         if not claim.hit:  # a cache hit charged no tokens and took no slot: nothing to give back
-            held = [key for key, _, _ in concurrency]
-            token_buckets = [b for b in buckets if b.kind == "tokens"]
+            held, token_buckets = plan.shape.held, plan.shape.token_buckets
         try:
             result = await next(call)
         except BaseException as exc:
