@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property, partial
+from typing import NamedTuple
 
 from gateway.ids import IdSource
 from gateway.periods import Window
@@ -368,8 +369,8 @@ class BudgetSlot:
         return ttl
 
 
-@dataclass(frozen=True)
-class Reservation:
+# A named tuple, like `Step` and `Write` (see gateway.stores.base): one per budgeted request.
+class Reservation(NamedTuple):
     """The outcome of :meth:`BudgetBook.reserve`.
 
     ``ok`` tells whether it fits. When it does, ``usage`` holds ``(spent, reserved)`` of each slot after the
