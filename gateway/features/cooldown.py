@@ -96,7 +96,7 @@ class RouteHealth:
     def from_json(cls, text: str | bytes | None) -> RouteHealth:
         """Read what :meth:`to_json` wrote; anything unreadable counts as a healthy route (fail open)."""
         if not text:
-            return cls()
+            return _CLOSED if cls is RouteHealth else cls()
         try:
             data = json.loads(text)
             open_until, probe_after = data.get("open_until"), data.get("probe_after")
@@ -249,6 +249,12 @@ class Admission:
     rate_limited: bool = False
 
 
+# A healthy route's record and the answer for it, made once: every request reads its route's record (absent
+# while the route is healthy) and is admitted; both are frozen, so one instance serves them all.
+_CLOSED = RouteHealth()
+_ADMITTED = Admission(allowed=True)
+
+
 @dataclass
 class CooldownTracker:
     """Route health shared through the state store, with time from ``clock`` (wall-clock seconds).
@@ -337,7 +343,7 @@ class CooldownTracker:
             await self.store.delete(self._key(route) + suffix)
 
     async def _save(self, route: str, health: RouteHealth, now: float, *, publish: bool = True) -> None:
-        if health == RouteHealth():
+        if health == _CLOSED:
             await self.store.delete(self._key(route))
             return
         await self.store.set(self._key(route), health.to_json().encode(), self._ttl(health, now))
@@ -372,7 +378,7 @@ class CooldownTracker:
             health = await self.health(route)
         state = state_of(health, now)
         if state == "closed":
-            return Admission(allowed=True)
+            return _ADMITTED
         limited = health.rate_limited
         if state == "open" and (limited or not last_option):
             return Admission(allowed=False, retry_at=health.open_until, rate_limited=limited)
