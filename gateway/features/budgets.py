@@ -27,7 +27,7 @@ Config::
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from functools import partial
@@ -343,18 +343,28 @@ class BudgetStage:
                         format_usd(spent))  # fmt: skip
         return True
 
-    async def admission(self, call: Call) -> Claim | None:
+    def admission(self, call: Call) -> Claim | Awaitable[Claim | None] | None:
         """The reservation of the most ``call`` can cost in every budget it spends from, as one step of its
         admission (in the rate limit's script), or None when no budget applies.
 
         The reservation (its maximum cost, through the prices and the prompt's bound) is left to the
-        claim's ``build``: a cache hit in process only checks that something remains, and never needs it."""
-        # Budgets brought by keys and teams made through the admin API, built on first use (a config-file
-        # budget needs nothing here, and most keys carry none: no coroutine for them).
+        claim's ``build``: a cache hit in process only checks that something remains, and never needs it.
+        Answered directly unless the key or its team was made through the admin API and brings a budget
+        (built on first use, which may await the ledger): a config-file budget needs nothing awaited."""
+        key = call.key
+        if key.budget is not None or (key.team is not None and key.team_budget is not None):
+            return self._runtime_admission(call)
+        return self._admission(call)
+
+    async def _runtime_admission(self, call: Call) -> Claim | None:
+        """``admission`` once the budgets of the call's admin-API key and team are built."""
         if call.key.budget is not None:
             await self.key_rule(call.key.name, call.key.budget)
         if call.key.team is not None and call.key.team_budget is not None:
             await self.team_rule(call.key.team, call.key.team_budget)
+        return self._admission(call)
+
+    def _admission(self, call: Call) -> Claim | None:
         rules = self.rules_for(call)
         claim = None
         if rules:

@@ -378,7 +378,7 @@ class RateLimitStage:
             report.append(rows)
         return report
 
-    async def admission(self, call: Call) -> Claim | None:
+    def admission(self, call: Call) -> Claim | None:
         """Every GCRA limit and concurrency slot of ``call`` as one step of its admission (``RL_ADMISSION``),
         or None when no limit applies. Each limit's value is an argument of the step, read per request.
 

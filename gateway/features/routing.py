@@ -251,7 +251,7 @@ class RoutingStage:
         """Every configured route as ``provider/model`` (what ``snapshot`` lists)."""
         return {target.key for model in self.models.values() for target, _ in targets(model)}
 
-    async def admission(self, call: Call) -> Claim | None:
+    def admission(self, call: Call) -> Claim | None:
         """The health of the model's routes, read in the request's admission round trip (``_choose`` uses
         each once, for the route's first look; a later look reads it again)."""
         routes = self._health_keys.get(call.model)
