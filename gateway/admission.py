@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from gateway.pipeline import Call, Handler, Result
 from gateway.stores.base import Step, Store, StoreUnavailable
@@ -228,6 +228,14 @@ def _refused_in_process(claim: Claim) -> bool:
         return False
     claim.result, claim.done = answer, True
     return True
+
+
+def ran(call: Call, name: str) -> Claim | Literal[False] | None:
+    """The claim kept under ``call.scratch[name]`` once the admission stage ran it (None: the stage claimed
+    nothing), else False: the stage awaits :func:`answered` then. Every admitted request of a stage that
+    runs in the admission finds its claim here, without a coroutine."""
+    claim = call.scratch.get(name, False)
+    return claim if claim is None or (claim is not False and claim.done) else False
 
 
 async def answered(stage: Admitting, call: Call, name: str) -> Claim | None:

@@ -37,7 +37,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from gateway.admission import Claim, answered
+from gateway.admission import Claim, answered, ran
 from gateway.budget_book import BudgetBook, BudgetSlot, Reservation
 from gateway.errors import GatewayError
 from gateway.features.usage import (
@@ -404,7 +404,9 @@ class BudgetStage:
 
     async def handle(self, call: Call, next: Handler) -> Result:
         """Reserve the most ``call`` can cost, forward it, then settle to what it did cost."""
-        claim = await answered(self, call, CLAIM)
+        claim = ran(call, CLAIM)
+        if claim is False:  # not run by the admission stage (this stage used alone)
+            claim = await answered(self, call, CLAIM)
         if claim is None:
             return await next(call)
         rules, slots, amount, now = call.scratch[PLAN]

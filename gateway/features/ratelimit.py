@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.admission import FULL, Claim, answered
+from gateway.admission import FULL, Claim, answered, ran
 from gateway.errors import GatewayError
 from gateway.ids import IdSource
 from gateway.pipeline import Call, Handler, KeyIdentity, Response, Result
@@ -439,7 +439,9 @@ class RateLimitStage:
                     await flush_writes(call, self.store)
 
     async def _limited(self, call: Call, next: Handler) -> Result:
-        claim = await answered(self, call, CLAIM)
+        claim = ran(call, CLAIM)
+        if claim is False:  # not run by the admission stage (this stage used alone)
+            claim = await answered(self, call, CLAIM)
         if claim is None:
             return await next(call)
         plan: _Plan = call.scratch[PLAN]
