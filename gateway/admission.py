@@ -5,11 +5,12 @@ limits and takes concurrency slots, the budget reserves the most the request can
 entry and its purge-generation tokens, the router reads its routes' health. One after the other that is four
 round trips to Redis. Instead each such stage exposes one optional method::
 
-    async def admission(self, call: Call) -> Claim | None
+    def admission(self, call: Call) -> Claim | Awaitable[Claim | None] | None
 
-returning what it needs (an atomic :class:`~gateway.stores.Step` and/or keys to read, on its store) or None,
-and keeps the claim on ``call.scratch`` under its own name. :class:`AdmissionStage`, placed before the first
-of them, gathers every claim in chain order and runs them with :func:`admit`: one ``Store.admit`` per store
+returning (directly, or as an awaitable when it must await something first) what it needs (an atomic
+:class:`~gateway.stores.Step` and/or keys to read, on its store) or None, and keeps the claim on
+``call.scratch`` under its own name. :class:`AdmissionStage`, placed before the first of them, gathers every
+claim in chain order and runs them with :func:`admit`: one ``Store.admit`` per store
 (one script and one MGET in one pipeline on Redis), all steps of a store together all or nothing (a refused
 budget consumes no rate-limit allowance, a refused rate limit reserves no budget). Each stage then reads its
 answer from its claim in ``handle``; a stage used without the admission stage (alone in a test) runs its own
@@ -23,10 +24,10 @@ give back when a later step refused.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from gateway.pipeline import Call, Handler, Result
 from gateway.stores.base import Step, Store, StoreUnavailable
@@ -75,9 +76,21 @@ class Claim:
 class Admitting(Protocol):
     """A stage that asks the store for something before the upstream (see the module docstring)."""
 
-    async def admission(self, call: Call) -> Claim | None:
-        """What ``call`` needs from the store before the upstream, or None; kept on ``call.scratch``."""
+    def admission(self, call: Call) -> Claim | Awaitable[Claim | None] | None:
+        """What ``call`` needs from the store before the upstream, or None; kept on ``call.scratch``.
+
+        Answered directly when making the claim awaits nothing (the rate limit's, a config-file budget's,
+        the routes' health): no coroutine per stage and request, where in process nothing is awaited at
+        all. An ``async def admission`` (the cache's) is as good: its coroutine is awaited."""
         ...
+
+
+async def _claim(stage: Admitting, call: Call) -> Claim | None:
+    """``stage``'s claim for ``call``, awaited if it came as an awaitable."""
+    claim = stage.admission(call)
+    if claim is None or isinstance(claim, Claim):
+        return claim
+    return await claim
 
 
 async def admit(claims: Sequence[Claim]) -> None:
@@ -186,7 +199,8 @@ class AdmissionStage:
     async def _admit(self, call: Call) -> None:
         claims: list[Claim] = []
         for stage in self.admitting:
-            claim = await stage.admission(call)
+            made = stage.admission(call)
+            claim = made if made is None or isinstance(made, Claim) else await made
             if claim is None:
                 continue
             if not claims and _refused_in_process(claim):
@@ -216,10 +230,18 @@ def _refused_in_process(claim: Claim) -> bool:
     return True
 
 
+def ran(call: Call, name: str) -> Claim | Literal[False] | None:
+    """The claim kept under ``call.scratch[name]`` once the admission stage ran it (None: the stage claimed
+    nothing), else False: the stage awaits :func:`answered` then. Every admitted request of a stage that
+    runs in the admission finds its claim here, without a coroutine."""
+    claim = call.scratch.get(name, False)
+    return claim if claim is None or (claim is not False and claim.done) else False
+
+
 async def answered(stage: Admitting, call: Call, name: str) -> Claim | None:
     """``stage``'s claim for ``call`` (kept under ``call.scratch[name]``) with the store's answer: the one
     the admission stage ran, else one made and run now (a stage used without the admission stage)."""
-    claim = call.scratch[name] if name in call.scratch else await stage.admission(call)
+    claim = call.scratch[name] if name in call.scratch else await _claim(stage, call)
     if claim is not None and not claim.done:
         await admit([claim])
     return claim

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property, partial
+from typing import NamedTuple
 
 from gateway.ids import IdSource
 from gateway.periods import Window
@@ -352,12 +353,24 @@ class BudgetSlot:
 
     def ttl_ms(self, now: datetime) -> int:
         """How long the entry must live: until the window ends plus a grace hour; 0 for never."""
+        # Kept for the second it holds for, as [from, until): every request's reservation and settlement
+        # ask, and the date arithmetic was 1-2 % of a budgeted request's CPU.
+        known = self.__dict__.get("_ttl")
+        if known is not None and now.tzinfo is not None and known[0] <= now < known[1]:
+            return known[2]
         left = self.window.seconds_left(now)
-        return 0 if left is None else (left + GRACE_SECONDS) * 1000
+        if left is None:
+            return 0
+        ttl = (left + GRACE_SECONDS) * 1000
+        end = self.window.end
+        if left > 0 and end is not None and now.tzinfo is not None:
+            # `left` is the ceiling of the seconds to `end`: the same for every instant in this second.
+            self.__dict__["_ttl"] = (end - timedelta(seconds=left), end - timedelta(seconds=left - 1), ttl)
+        return ttl
 
 
-@dataclass(frozen=True)
-class Reservation:
+# A named tuple, like `Step` and `Write` (see gateway.stores.base): one per budgeted request.
+class Reservation(NamedTuple):
     """The outcome of :meth:`BudgetBook.reserve`.
 
     ``ok`` tells whether it fits. When it does, ``usage`` holds ``(spent, reserved)`` of each slot after the

@@ -151,12 +151,13 @@ def max_cost_nanos(price: ModelPrice | None, prompt_tokens: int, completion_toke
     """
     if price is None:
         return 0
-    a_in, b_in = price.input.as_integer_ratio()
-    a_out, b_out = price.output.as_integer_ratio()
-    nanos = 1000 * (a_in * b_out * prompt_tokens + a_out * b_in * completion_tokens)
+    # The price's exact rates, worked out once per price (`nano_rates`): two Decimal.as_integer_ratio
+    # calls per request were a quarter of the budget's reservation step.
+    rate_in, rate_out, _, _, denominator = price.nano_rates
+    nanos = rate_in * prompt_tokens + rate_out * completion_tokens
     if nanos <= 0:
         return 0
-    return min(MAX_NANOS, -(-nanos // (b_in * b_out)))  # rounded up: a reservation never undershoots
+    return min(MAX_NANOS, -(-nanos // denominator))  # rounded up: a reservation never undershoots
 
 
 class PriceTable:

@@ -27,7 +27,7 @@ Config::
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from functools import partial
@@ -37,7 +37,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from gateway.admission import Claim, answered
+from gateway.admission import Claim, answered, ran
 from gateway.budget_book import BudgetBook, BudgetSlot, Reservation
 from gateway.errors import GatewayError
 from gateway.features.usage import (
@@ -343,18 +343,28 @@ class BudgetStage:
                         format_usd(spent))  # fmt: skip
         return True
 
-    async def admission(self, call: Call) -> Claim | None:
+    def admission(self, call: Call) -> Claim | Awaitable[Claim | None] | None:
         """The reservation of the most ``call`` can cost in every budget it spends from, as one step of its
         admission (in the rate limit's script), or None when no budget applies.
 
         The reservation (its maximum cost, through the prices and the prompt's bound) is left to the
-        claim's ``build``: a cache hit in process only checks that something remains, and never needs it."""
-        # Budgets brought by keys and teams made through the admin API, built on first use (a config-file
-        # budget needs nothing here, and most keys carry none: no coroutine for them).
+        claim's ``build``: a cache hit in process only checks that something remains, and never needs it.
+        Answered directly unless the key or its team was made through the admin API and brings a budget
+        (built on first use, which may await the ledger): a config-file budget needs nothing awaited."""
+        key = call.key
+        if key.budget is not None or (key.team is not None and key.team_budget is not None):
+            return self._runtime_admission(call)
+        return self._admission(call)
+
+    async def _runtime_admission(self, call: Call) -> Claim | None:
+        """``admission`` once the budgets of the call's admin-API key and team are built."""
         if call.key.budget is not None:
             await self.key_rule(call.key.name, call.key.budget)
         if call.key.team is not None and call.key.team_budget is not None:
             await self.team_rule(call.key.team, call.key.team_budget)
+        return self._admission(call)
+
+    def _admission(self, call: Call) -> Claim | None:
         rules = self.rules_for(call)
         claim = None
         if rules:
@@ -394,7 +404,9 @@ class BudgetStage:
 
     async def handle(self, call: Call, next: Handler) -> Result:
         """Reserve the most ``call`` can cost, forward it, then settle to what it did cost."""
-        claim = await answered(self, call, CLAIM)
+        claim = ran(call, CLAIM)
+        if claim is False:  # not run by the admission stage (this stage used alone)
+            claim = await answered(self, call, CLAIM)
         if claim is None:
             return await next(call)
         rules, slots, amount, now = call.scratch[PLAN]
@@ -464,13 +476,12 @@ class BudgetStage:
 
     def _soft_limit_check(self, call: Call, rules: list[BudgetRule], reservation: Reservation) -> None:
         warnings = []
-        remaining = min(
-            slot.limit_nanos - spent - reserved
-            for slot, (spent, reserved) in zip(reservation.slots, reservation.usage, strict=True)
-        )
-        call.response_headers[REMAINING_HEADER] = format_usd(max(0, remaining))
+        remaining: int | None = None  # the least left in any of the budgets (one pass over them)
         for rule, slot, (spent, reserved) in zip(rules, reservation.slots, reservation.usage, strict=True):
             used = spent + reserved
+            left = slot.limit_nanos - used
+            if remaining is None or left < remaining:
+                remaining = left
             if used < rule.soft_limit * slot.limit_nanos:
                 continue
             share = min(100, round(100 * used / slot.limit_nanos))
@@ -482,6 +493,8 @@ class BudgetStage:
             if mark not in self._warned:
                 self._warned.add(mark)
                 logger.warning("budget soft limit reached: %s", warnings[-1])
+        assert remaining is not None  # a reservation holds at least one budget
+        call.response_headers[REMAINING_HEADER] = format_usd(max(0, remaining))
         if warnings:
             call.response_headers[WARNING_HEADER] = "; ".join(warnings)
 

@@ -96,7 +96,7 @@ class RouteHealth:
     def from_json(cls, text: str | bytes | None) -> RouteHealth:
         """Read what :meth:`to_json` wrote; anything unreadable counts as a healthy route (fail open)."""
         if not text:
-            return cls()
+            return _CLOSED if cls is RouteHealth else cls()
         try:
             data = json.loads(text)
             open_until, probe_after = data.get("open_until"), data.get("probe_after")
@@ -249,6 +249,12 @@ class Admission:
     rate_limited: bool = False
 
 
+# A healthy route's record and the answer for it, made once: every request reads its route's record (absent
+# while the route is healthy) and is admitted; both are frozen, so one instance serves them all.
+_CLOSED = RouteHealth()
+_ADMITTED = Admission(allowed=True)
+
+
 @dataclass
 class CooldownTracker:
     """Route health shared through the state store, with time from ``clock`` (wall-clock seconds).
@@ -269,6 +275,7 @@ class CooldownTracker:
     # arithmetic per request, measured). Keys of at most _KEYS_KEPT routes are kept (the config's routes;
     # the admin API may name others).
     _keys: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _count_keys: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
     _count_tail: tuple[CooldownPolicy, list[int]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
@@ -279,6 +286,15 @@ class CooldownTracker:
             key = store_key("cd", route)
             if len(self._keys) < _KEYS_KEPT:
                 self._keys[route] = key
+        return key
+
+    def _count_key(self, route: str) -> str:
+        """The store key of ``route``'s outcome counts in the current window."""
+        key = self._count_keys.get(route)
+        if key is None:
+            key = self._key(route) + ":n"
+            if len(self._count_keys) < _KEYS_KEPT:
+                self._count_keys[route] = key
         return key
 
     def key_of(self, route: str) -> str:
@@ -300,7 +316,7 @@ class CooldownTracker:
 
     async def _count(self, route: str, outcome: int) -> tuple[int, int, bool]:
         args = self._count_args(outcome)
-        result = await self.store.run(COUNT_OUTCOME, [self._key(route) + ":n"], args)
+        result = await self.store.run(COUNT_OUTCOME, [self._count_key(route)], args)
         if len(result) != 3:
             return 0, 0, False
         return int(result[0]), int(result[1]), result[2] == 1
@@ -327,7 +343,7 @@ class CooldownTracker:
             await self.store.delete(self._key(route) + suffix)
 
     async def _save(self, route: str, health: RouteHealth, now: float, *, publish: bool = True) -> None:
-        if health == RouteHealth():
+        if health == _CLOSED:
             await self.store.delete(self._key(route))
             return
         await self.store.set(self._key(route), health.to_json().encode(), self._ttl(health, now))
@@ -362,7 +378,7 @@ class CooldownTracker:
             health = await self.health(route)
         state = state_of(health, now)
         if state == "closed":
-            return Admission(allowed=True)
+            return _ADMITTED
         limited = health.rate_limited
         if state == "open" and (limited or not last_option):
             return Admission(allowed=False, retry_at=health.open_until, rate_limited=limited)
@@ -410,10 +426,14 @@ class CooldownTracker:
         after the answer, sent in one round trip (``gateway.stores.after_writes``).
         Never raises for the store: the answer is in hand and must reach the client (see :meth:`failure`).
         """
+        if not probe:
+            # Every answered request comes here: its count's key is kept per route, and the write is
+            # deferred without a context manager around it (nothing here can raise before the store).
+            write = Write([self._count_key(route)], COUNT_OUTCOME, self._count_args(SUCCESS))
+            if call is not None and defer(call, write, self.store):
+                return
         with contextlib.suppress(StoreUnavailable):
             if not probe:
-                write = Write([self._key(route) + ":n"], COUNT_OUTCOME, self._count_args(SUCCESS))
-                if call is None or not defer(call, write, self.store):
-                    await self._count(route, SUCCESS)
+                await self._count(route, SUCCESS)
                 return
             await self.reset(route)

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.admission import FULL, Claim, answered
+from gateway.admission import FULL, Claim, answered, ran
 from gateway.errors import GatewayError
 from gateway.ids import IdSource
 from gateway.pipeline import Call, Handler, KeyIdentity, Response, Result
@@ -97,6 +97,42 @@ class Bucket:
     scope: str  # for messages: "this key", "model 'x' for this key", "model 'x'"
 
 
+class _Shape:
+    """What a miss's ``RL_ADMISSION`` step on a set of limits holds besides the request's own numbers: its
+    keys, and its arguments with the token estimate and the lease id left to fill in. Kept with the limits
+    (per key and model): building the argument list limit by limit was most of the step's cost."""
+
+    __slots__ = ("args", "held", "keys", "lease", "requests", "token_buckets", "tokens")
+
+    def __init__(
+        self, buckets: Sequence[Bucket], concurrency: Sequence[tuple[str, int, str]], lease_us: int
+    ) -> None:
+        self.keys = (*(b.key for b in buckets), *(key for key, _, _ in concurrency))
+        # What a request admitted as a miss gives back after its answer: its slots, its token estimate.
+        self.held = [key for key, _, _ in concurrency]
+        self.token_buckets = [b for b in buckets if b.kind == "tokens"]
+        args = [len(buckets), len(concurrency)]
+        self.tokens: list[int] = []  # where each tokens limit's cost goes
+        self.requests: list[int] = []  # where each requests limit's cost (1) goes
+        for bucket in buckets:
+            (self.requests if bucket.kind == "requests" else self.tokens).append(len(args) + 2)
+            args += [MINUTE_US, bucket.limit, 1 if bucket.kind == "requests" else 0]
+        self.lease = len(args) + 1
+        args += [lease_us, 0, *(limit for _, limit, _ in concurrency)]
+        self.args = args
+
+    def step(self, estimate: int, lease: int, again: bool) -> Step:
+        """The step charging ``estimate`` tokens and one request (none ``again``), holding ``lease``."""
+        args = self.args.copy()
+        for at in self.tokens:
+            args[at] = estimate
+        if again:  # a second admission does not count the request again
+            for at in self.requests:
+                args[at] = 0
+        args[self.lease] = lease
+        return Step(RL_ADMISSION, self.keys, args)
+
+
 @dataclass(slots=True)
 class _Plan:
     """What the stage keeps of a request's admission for after it (on ``call.scratch``): the limits, and
@@ -104,6 +140,7 @@ class _Plan:
 
     buckets: list[Bucket]
     concurrency: list[tuple[str, int, str]]
+    shape: _Shape
     completion: int = 0
     estimate: int = 0
     lease: int = 0
@@ -232,7 +269,7 @@ class RateLimitStage:
         # per-process prefix, not a kernel random read (a system call) per request.
         self.ids = IdSource()
         self.lease_us = int(config.lease_seconds * 1_000_000)
-        self._known: dict[tuple[Any, ...], tuple[list[Bucket], list[tuple[str, int, str]], Step]] = {}
+        self._known: dict[tuple[Any, ...], tuple[list[Bucket], list[tuple[str, int, str]], Step, _Shape]] = {}
 
     async def start(self) -> None:
         """Read the partitioned limits' shares before the first request (a no-op otherwise)."""
@@ -242,12 +279,12 @@ class RateLimitStage:
     def _buckets(self, call: Call) -> tuple[list[Bucket], list[tuple[str, int, str]]]:
         """The GCRA buckets and the concurrency limits (key, limit, scope) that apply to `call` (shared:
         callers do not change them)."""
-        buckets, concurrency, _ = self._limits(call)
+        buckets, concurrency, _, _ = self._limits(call)
         return buckets, concurrency
 
-    def _limits(self, call: Call) -> tuple[list[Bucket], list[tuple[str, int, str]], Step]:
-        """`_buckets`, and a cache hit's step on those buckets (one request, no tokens; steps are immutable,
-        so one serves every request)."""
+    def _limits(self, call: Call) -> tuple[list[Bucket], list[tuple[str, int, str]], Step, _Shape]:
+        """`_buckets`, a cache hit's step on those buckets (one request, no tokens; steps are immutable, so
+        one serves every request) and the shape of a miss's step (see `_Shape`)."""
         key = call.key
         # Everything the answer depends on besides this stage's own config: the key's id (its config-file
         # limits), the limits a key or team made through the admin API carries, and the model. Building
@@ -258,7 +295,8 @@ class RateLimitStage:
             if len(self._known) >= _KNOWN_MAX:
                 self._known.clear()  # bounded: keys come and go through the admin API
             buckets, concurrency = self._build_buckets(call)
-            known = self._known[which] = (buckets, concurrency, self._hit_step(buckets))
+            shape = _Shape(buckets, concurrency, self.lease_us)
+            known = self._known[which] = (buckets, concurrency, self._hit_step(buckets), shape)
         return known
 
     def _hit_step(self, buckets: list[Bucket]) -> Step:
@@ -340,22 +378,23 @@ class RateLimitStage:
             report.append(rows)
         return report
 
-    async def admission(self, call: Call) -> Claim | None:
+    def admission(self, call: Call) -> Claim | None:
         """Every GCRA limit and concurrency slot of ``call`` as one step of its admission (``RL_ADMISSION``),
         or None when no limit applies. Each limit's value is an argument of the step, read per request.
 
         The step itself (its token estimate and lease id) is left to the claim's ``build``: a cache hit in
         process only runs the hit's step (one request counted) and never needs it."""
-        buckets, concurrency, hit_step = self._limits(call)
+        buckets, concurrency, hit_step, shape = self._limits(call)
         claim = None
         if buckets or concurrency:
-            plan = _Plan(buckets, concurrency)
+            plan = _Plan(buckets, concurrency, shape)
             # A second admission (a "hit" that was not one) does not count the request again.
             again = bool(call.scratch.get(FULL))
             if self.shares is not None:
                 # Partitioned: this region's share of each limit, counting the request's demand now.
                 self._estimate_into(plan, call.endpoint, call.body)
                 plan.buckets = self._shared(buckets, plan.estimate)
+                plan.shape = _Shape(plan.buckets, concurrency, self.lease_us)
                 hit_step = self._hit_step(plan.buckets)
             # The body as the client sent it: the budget stage, next, may add max_tokens to call.body. On a
             # cache hit: one request counted, no tokens, no slot (the answer is immediate).
@@ -373,14 +412,7 @@ class RateLimitStage:
         if not plan.estimated:
             self._estimate_into(plan, endpoint, body)
         plan.lease = self.ids.int52()
-        concurrency = plan.concurrency
-        args = [len(plan.buckets), len(concurrency)]
-        for bucket in plan.buckets:
-            cost = (0 if again else 1) if bucket.kind == "requests" else plan.estimate
-            args += [MINUTE_US, bucket.limit, cost]
-        args += [self.lease_us, plan.lease, *(lim for _, lim, _ in concurrency)]
-        keys = [*(b.key for b in plan.buckets), *(key for key, _, _ in concurrency)]
-        return Step(RL_ADMISSION, keys, args)
+        return plan.shape.step(plan.estimate, plan.lease, again)
 
     def _estimate_into(self, plan: _Plan, endpoint: str, body: dict[str, Any]) -> None:
         prompt, plan.completion = _estimate(endpoint, body, self.config.default_max_tokens)
@@ -407,7 +439,9 @@ class RateLimitStage:
                     await flush_writes(call, self.store)
 
     async def _limited(self, call: Call, next: Handler) -> Result:
-        claim = await answered(self, call, CLAIM)
+        claim = ran(call, CLAIM)
+        if claim is False:  # not run by the admission stage (this stage used alone)
+            claim = await answered(self, call, CLAIM)
         if claim is None:
             return await next(call)
         plan: _Plan = call.scratch[PLAN]
@@ -424,8 +458,7 @@ class RateLimitStage:
         held: list[str] = []
         token_buckets: list[Bucket] = []
         if not claim.hit:  # a cache hit charged no tokens and took no slot: nothing to give back
-            held = [key for key, _, _ in concurrency]
-            token_buckets = [b for b in buckets if b.kind == "tokens"]
+            held, token_buckets = plan.shape.held, plan.shape.token_buckets
         try:
             result = await next(call)
         except BaseException as exc:

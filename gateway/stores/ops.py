@@ -353,9 +353,23 @@ def _rl_finish_memory(data: MemoryData, keys: Sequence[str], args: Sequence[int]
     n = args[0]
     base = 2 + 3 * n
     if n:
-        # GCRA forced (charged whatever the limit says), its answer not worked out: nobody reads it.
-        gkeys = keys[:n]
-        _gcra_apply(data, gkeys, *_gcra_plan(data, gkeys, args, 2), True, True, answer=False)
+        # GCRA forced (charged whatever the limit says), its answer not worked out: nobody reads it. In one
+        # pass, without the plan's lists: every answered request reconciles its token estimate here.
+        now = data.now_us
+        get = data.get
+        at = 2
+        for key in keys[:n]:
+            period, limit, cost = args[at], args[at + 1], args[at + 2]
+            at += 3
+            tat = get(key) or 0
+            if tat < now:
+                tat = now
+            new = tat + (cost * period) // limit
+            if new != tat:  # as `_gcra_apply` charging: a cost that moves nothing writes nothing
+                if new <= now:
+                    data.delete(key)
+                else:
+                    data.set(key, new, math.ceil((new - now) / 1000))
     for key in keys[n:]:
         (data.get(key) or {}).pop(args[base], None)
     return []

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ def config_text(
     reply: str = "old answer",
     extra: str = "",
     alice: str = "",
+    price: int = 1000,
 ) -> str:
     """A config with alice and bob (plus ``keys``), one mock model answering ``reply``."""
     return f"""
@@ -56,7 +58,7 @@ providers:
 models:
   - name: echo
     routes: [{{provider: fixed}}]
-    pricing: {{input_per_1m: 1000, output_per_1m: 1000}}
+    pricing: {{input_per_1m: {price}, output_per_1m: {price}}}
 usage:
   database: {db}
 {extra}"""
@@ -383,6 +385,26 @@ async def test_rate_limit_and_budget_state_survive_a_reload(config_file: Path) -
         await client.post("/v1/chat/completions", json=chat(), headers=auth(ALICE))
         limited = await client.post("/v1/chat/completions", json=chat(), headers=auth(ALICE))
         assert limited.status_code == 429
+
+
+async def test_changed_limits_budgets_and_prices_apply_from_the_next_request(config_file: Path) -> None:
+    # The stages keep what does not change between requests of a key and model (the limits' buckets and
+    # step shapes, the budgets' windows, the prices) on the runtime's objects: a reload must not leave a
+    # request on the old ones.
+    rewrite(config_file, alice=", rpm: 3, budget: {limit_usd: 1000, period: total}")
+    async with running(config_file) as (_, client):
+        before = await client.post("/v1/chat/completions", json=chat(), headers=auth(ALICE))
+        assert before.headers["x-ratelimit-limit-requests"] == "3"
+        left = Decimal(before.headers["x-gateway-budget-remaining-usd"])
+        assert 990 < left < 1000  # less what this request reserved (its most possible cost)
+        rewrite(config_file, alice=", rpm: 5, budget: {limit_usd: 500, period: total}", price=2000)
+        assert (await client.post("/admin/reload", headers=auth(MASTER))).json()["status"] == "reloaded"
+        after = await client.post("/v1/chat/completions", json=chat(), headers=auth(ALICE))
+        assert after.headers["x-ratelimit-limit-requests"] == "5"
+        assert 480 < Decimal(after.headers["x-gateway-budget-remaining-usd"]) < 500
+        # The same answer at twice the price costs twice as much (within the nano-dollar rounding).
+        cost, doubled = (Decimal(r.headers["x-gateway-cost-usd"]) for r in (before, after))
+        assert cost > 0 and abs(doubled - 2 * cost) <= Decimal("0.000000001")
 
 
 async def test_sighup_reloads_the_file(config_file: Path) -> None:

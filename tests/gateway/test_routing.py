@@ -673,3 +673,55 @@ def test_a_probe_answered_with_a_client_error_closes_the_circuit() -> None:
         run(router, make_call("chat"))  # the probe gets a 400: the upstream is reachable
     assert probe.value.status == 400
     assert run(router, make_call("chat")).body["answered_by"] == "a"  # closed again, no 30 s probe lease
+
+
+def test_a_deadline_that_fires_leaves_the_task_as_it_found_it() -> None:
+    # The attempt's deadline cancels the request's task and turns that cancellation into a 504: afterwards
+    # the task has no cancellation pending, so the request's own later awaits (settling, the next alias)
+    # run normally, as with asyncio.timeout.
+    class Hang(FakeProvider):
+        async def chat(self, call: Call, route: RouteConfig) -> Response:
+            self.calls += 1
+            await asyncio.sleep(30)
+            raise AssertionError("unreachable")
+
+    router = RoutingStage(
+        RoutingConfig(deadline_seconds=0.05),
+        {"slow": Hang("slow")},
+        {"chat": model("chat", ("slow", 1))},
+        MemoryStore(),
+    )
+
+    async def scenario() -> int:
+        with pytest.raises(GatewayError) as caught:
+            await router.handle(make_call("chat"), no_next)
+        assert caught.value.code == "upstream_timeout"
+        task = asyncio.current_task()
+        assert task is not None and task.cancelling() == 0
+        await asyncio.sleep(0)  # not cancelled
+        return caught.value.status
+
+    assert asyncio.run(scenario()) == 504
+
+
+def test_a_deadline_keeps_an_outer_cancellation_that_came_with_it() -> None:
+    # The request is cancelled (client gone) in the same loop turn as its deadline fires: the attempt ends
+    # in CancelledError, not a 504, because a cancellation other than the deadline's is pending.
+    from gateway.features.routing import Deadline
+
+    async def scenario() -> None:
+        async def body() -> None:
+            timer = Deadline(0)
+            task = asyncio.current_task()
+            assert task is not None
+            asyncio.get_running_loop().call_soon(task.cancel)
+            try:
+                await asyncio.sleep(30)
+            except BaseException as exc:
+                assert not timer.stop(exc)
+                raise
+
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.create_task(body())
+
+    asyncio.run(scenario())
