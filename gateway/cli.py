@@ -132,6 +132,11 @@ def run(config_path: Path | None, host: str | None, port: int | None, workers: i
     # X-Forwarded-For/-Proto are applied by the app, to the routes that read them (create_app).
     options["proxy_headers"] = False
     options.update(stack.uvicorn_options())
+    if options["http"] == "httptools":
+        # The same parser, each response written to the socket once (gateway/server_protocol.py).
+        from gateway.server_protocol import OneWriteHttpToolsProtocol
+
+        options["http"] = OneWriteHttpToolsProtocol
     # With several workers uvicorn's supervisor handles SIGTERM: its graceful timeout is the drain deadline.
     options["timeout_graceful_shutdown"] = config.server.drain_timeout_s if workers > 1 else AFTER_DRAIN_S
     options.update(uvicorn_ssl_options(config.server.tls))  # HTTPS when server.tls is set

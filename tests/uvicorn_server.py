@@ -16,6 +16,8 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
+from gateway.server_protocol import OneWriteHttpToolsProtocol
+
 STARTUP_SECONDS = 30  # a busy machine running the whole suite can be slow to start a server
 
 
@@ -30,7 +32,9 @@ def run_server(app: ASGIApp, **options: Any) -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    options = {"ws": "none", **options}  # WebSocket tests pass ws="auto"
+    # WebSocket tests pass ws="auto"; servers run on the protocol `gateway run` serves with, so every test
+    # over a socket goes through it.
+    options = {"ws": "none", "http": OneWriteHttpToolsProtocol, **options}
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

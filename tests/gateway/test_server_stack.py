@@ -12,6 +12,7 @@ import uvicorn
 from click.testing import CliRunner
 
 from gateway import cli, server_stack
+from gateway.server_protocol import OneWriteHttpToolsProtocol
 from gateway.server_stack import fast_stack, forwarded_allow_ips, freeze_startup_heap
 
 
@@ -64,7 +65,12 @@ def test_gateway_run_hands_the_stack_to_uvicorn_and_prints_it(monkeypatch: pytes
     monkeypatch.setattr("gateway.logging.configure_logging", lambda level: None)
     result = CliRunner().invoke(cli.main, ["run", "--port", "0", "--log-level", "error"])
     assert result.exit_code == 0, result.output
-    assert seen == {"frozen_before_run": True, "loop": "uvloop", "http": "httptools", "proxy_headers": False}
+    assert seen == {
+        "frozen_before_run": True,
+        "loop": "uvloop",
+        "http": OneWriteHttpToolsProtocol,  # httptools, a response written once (gateway/server_protocol.py)
+        "proxy_headers": False,
+    }
     assert "server stack: server=uvicorn " in result.output and "; loop=uvloop " in result.output
 
 

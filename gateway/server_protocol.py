@@ -1,0 +1,83 @@
+"""uvicorn's httptools protocol with each response written to the socket once, not once per ASGI message.
+
+uvicorn writes a response's status line and headers when the app sends ``http.response.start`` and its body
+when the app sends ``http.response.body``: two ``transport.write`` calls, and on uvloop two ``send`` system
+calls for a JSON answer that fits in one. On loopback a send also runs the receiving side's TCP path, so the
+second one is a measurable share of a small request (a cache hit above all). :class:`OneWriteTransport`
+gathers what is written during one turn of the event loop and writes it at the end of that turn: the head
+and body of a JSON answer go out together; a stream's head goes out with its first chunk or, if that is not
+ready yet, at the end of the turn (the client never waits for data the gateway has).
+
+Only the gateway's server uses it (``gateway run``, through uvicorn's ``http`` option, which takes a protocol
+class); the benchmark's passthrough stays on plain uvicorn, as a user would run it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+class OneWriteTransport:
+    """A transport that holds the bytes written in one event-loop turn and writes them together after it.
+
+    Everything that writes goes through the hold in order (``write``, ``writelines``); ``write_eof``,
+    ``close`` and the buffer size see the held bytes first; anything else is the transport's own.
+    """
+
+    __slots__ = ("_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: list[bytes] | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        held = self._held
+        if held is None:
+            self._held = [bytes(data)]
+            self._loop.call_soon(self.flush)
+        else:
+            held.append(bytes(data))
+
+    def writelines(self, lines: Any) -> None:
+        for data in lines:
+            self.write(data)
+
+    def flush(self) -> None:
+        """Write what is held now (the end of the turn, or before closing)."""
+        held = self._held
+        if held is None:
+            return
+        self._held = None
+        self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._held = None  # an abort drops what was not sent, as the transport's own buffer
+        self._transport.abort()
+
+    def get_write_buffer_size(self) -> int:
+        held = self._held
+        return self._transport.get_write_buffer_size() + (sum(map(len, held)) if held else 0)
+
+    def __getattr__(self, name: str) -> Any:
+        # Reading, flow control, extra info, set_protocol: the transport's own.
+        return getattr(self._transport, name)
+
+
+class OneWriteHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol over a :class:`OneWriteTransport` (everything else is uvicorn's)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        one_write = OneWriteTransport(transport, self.loop)  # type: ignore[arg-type]
+        super().connection_made(one_write)  # type: ignore[arg-type]
