@@ -158,7 +158,12 @@ async def _send_error(send: Send, error: GatewayError) -> None:
         {
             "type": "http.response.start",
             "status": error.status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                # The error's own (the drain deadline's retry-after).
+                *((name.encode(), value.encode()) for name, value in error.headers.items()),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})

@@ -345,6 +345,7 @@ async def test_the_drain_deadline_ends_a_hot_request_with_503(path: str) -> None
         response = await request
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "shutting_down" and response.headers["x-request-id"]
+    assert response.headers["retry-after"] == "1"  # send it again, to another replica or after the restart
     assert gateway.activity.in_flight == 0
 
 
