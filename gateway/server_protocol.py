@@ -1,12 +1,13 @@
-"""uvicorn's httptools protocol with each response written to the socket once, not once per ASGI message.
+"""uvicorn's httptools protocol with a response's head written together with its body's first piece.
 
 uvicorn writes a response's status line and headers when the app sends ``http.response.start`` and its body
 when the app sends ``http.response.body``: two ``transport.write`` calls, and on uvloop two ``send`` system
 calls for a JSON answer that fits in one. On loopback a send also runs the receiving side's TCP path, so the
 second one is a measurable share of a small request (a cache hit above all). :class:`OneWriteTransport`
-gathers what is written during one turn of the event loop and writes it at the end of that turn: the head
-and body of a JSON answer go out together; a stream's head goes out with its first chunk or, if that is not
-ready yet, at the end of the turn (the client never waits for data the gateway has).
+holds the head until the body's first piece is written and writes both at once; if no piece comes in the
+same turn of the event loop (a stream waiting for its upstream), the head goes out at the end of that turn.
+Every other write goes straight to the socket, as uvicorn's does: a stream's chunks are never held, so a
+burst of chunks that arrived together reaches the client chunk by chunk, the first one first.
 
 Only the gateway's server uses it (``gateway run``, through uvicorn's ``http`` option, which takes a protocol
 class); the benchmark's passthrough stays on plain uvicorn, as a user would run it.
@@ -19,12 +20,16 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+_HEAD = b"HTTP/"  # how uvicorn's status line, so every head it writes, begins
+
 
 class OneWriteTransport:
-    """A transport that holds the bytes written in one event-loop turn and writes them together after it.
+    """A transport that holds a response's head until the next write (the body's first piece) or the end of
+    the event loop's turn, whichever comes first, and writes everything else at once.
 
-    Everything that writes goes through the hold in order (``write``, ``writelines``); ``write_eof``,
-    ``close`` and the buffer size see the held bytes first; anything else is the transport's own.
+    What is held goes out first, in order, before any later write, ``write_eof`` or ``close``, and counts in
+    the buffer size; anything else is the transport's own. (A body piece that happens to begin like a head is
+    held the same way: at most until the next write or the end of the turn, never reordered.)
     """
 
     __slots__ = ("_held", "_loop", "_transport")
@@ -32,27 +37,29 @@ class OneWriteTransport:
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
-        self._held: list[bytes] | None = None
+        self._held: bytes | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         held = self._held
-        if held is None:
-            self._held = [bytes(data)]
+        if held is not None:
+            self._held = None
+            self._transport.write(held + data)
+        elif data[:5] == _HEAD:
+            self._held = bytes(data)
             self._loop.call_soon(self.flush)
         else:
-            held.append(bytes(data))
+            self._transport.write(data)
 
     def writelines(self, lines: Any) -> None:
         for data in lines:
             self.write(data)
 
     def flush(self) -> None:
-        """Write what is held now (the end of the turn, or before closing)."""
+        """Write the head held, if any (the end of the turn, or before closing)."""
         held = self._held
-        if held is None:
-            return
-        self._held = None
-        self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+        if held is not None:
+            self._held = None
+            self._transport.write(held)
 
     def write_eof(self) -> None:
         self.flush()
@@ -68,7 +75,7 @@ class OneWriteTransport:
 
     def get_write_buffer_size(self) -> int:
         held = self._held
-        return self._transport.get_write_buffer_size() + (sum(map(len, held)) if held else 0)
+        return self._transport.get_write_buffer_size() + (len(held) if held is not None else 0)
 
     def __getattr__(self, name: str) -> Any:
         # Reading, flow control, extra info, set_protocol: the transport's own.
