@@ -1,5 +1,5 @@
-"""gateway/server_protocol.py: a response's head written with its body's first piece, everything else at once,
-in order, and nothing held past the event loop's turn (a stream reaches the client while the app waits)."""
+"""gateway/server_protocol.py: a response written to the socket once per event-loop turn, in order, and
+nothing held past the turn (a stream's head and chunks reach the client while the app still waits)."""
 
 from __future__ import annotations
 
@@ -45,50 +45,50 @@ async def one_turn() -> None:
     await asyncio.sleep(0)
 
 
-HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\n"
-
-
 @pytest.mark.anyio
-async def test_a_head_goes_out_with_the_bodys_first_piece_and_later_pieces_at_once() -> None:
+async def test_what_one_turn_writes_reaches_the_transport_as_one_write_in_order() -> None:
     recorder = Recorder()
     transport = OneWriteTransport(recorder, asyncio.get_running_loop())  # type: ignore[arg-type]
-    transport.write(HEAD)
+    transport.writelines([b"HTTP/1.1 200 OK\r\n\r\n", memoryview(b'{"a": 1}')])
     assert recorder.calls == []
-    assert transport.get_write_buffer_size() == 7 + len(HEAD)  # the transport's own and the head held
-    transport.writelines([b"{", memoryview(b'"a": 1')])
-    transport.write(bytearray(b"}"))
-    # Not held to the end of the turn: a burst of stream chunks reaches the client chunk by chunk.
-    assert recorder.calls == [("write", HEAD + b"{"), ("write", memoryview(b'"a": 1')), ("write", b"}")]
+    assert transport.get_write_buffer_size() == 7 + 19 + 8  # the transport's own and what is held
     await one_turn()
-    assert len(recorder.calls) == 3  # nothing was left to flush
+    assert recorder.calls == [("write", b'HTTP/1.1 200 OK\r\n\r\n{"a": 1}')]
+    transport.write(bytearray(b"next turn"))
+    await one_turn()
+    assert recorder.calls[1:] == [("write", b"next turn")]
 
 
 @pytest.mark.anyio
-async def test_a_head_without_a_body_in_its_turn_goes_out_at_the_end_of_the_turn() -> None:
+async def test_a_burst_of_stream_chunks_goes_out_at_the_third_piece_not_at_the_end_of_the_turn() -> None:
     recorder = Recorder()
     transport = OneWriteTransport(recorder, asyncio.get_running_loop())  # type: ignore[arg-type]
-    transport.write(HEAD)
+    transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    transport.write(b"data: 1\n\n")
+    assert recorder.calls == []  # a JSON answer's head and body: held to the end of the turn
+    transport.write(b"data: 2\n\n")
+    assert recorder.calls == [("write", b"HTTP/1.1 200 OK\r\n\r\ndata: 1\n\ndata: 2\n\n")]
+    transport.write(b"data: 3\n\n")
     await one_turn()
-    assert recorder.calls == [("write", HEAD)]
-    transport.write(b"data: later\n\n")
-    assert recorder.calls[1:] == [("write", b"data: later\n\n")]
+    assert recorder.calls[1:] == [("write", b"data: 3\n\n")]
 
 
 @pytest.mark.anyio
-async def test_closing_or_ending_writes_the_held_head_first_and_an_abort_drops_it() -> None:
+async def test_closing_or_ending_writes_what_is_held_first_and_an_abort_drops_it() -> None:
     loop = asyncio.get_running_loop()
     recorder = Recorder()
     transport = OneWriteTransport(recorder, loop)  # type: ignore[arg-type]
-    transport.write(HEAD)
+    transport.write(b"last words")
     transport.write_eof()
-    transport.write(HEAD)
+    transport.write(b"bye")
     transport.close()
-    await one_turn()  # the scheduled flushes find nothing left
-    assert recorder.calls == [("write", HEAD), ("write_eof", None), ("write", HEAD), ("close", None)]
+    await one_turn()  # the scheduled flush finds nothing left
+    expected = [("write", b"last words"), ("write_eof", None), ("write", b"bye"), ("close", None)]
+    assert recorder.calls == expected
 
     aborted = Recorder()
     transport = OneWriteTransport(aborted, loop)  # type: ignore[arg-type]
-    transport.write(HEAD)
+    transport.write(b"never sent")
     transport.abort()
     await one_turn()
     assert aborted.calls == [("abort", None)]
