@@ -61,6 +61,10 @@ class OneWriteTransport:
         if held is None:
             return
         self._held = None
+        if self._transport.is_closing():
+            # The connection closed since the bytes were written (the client left, or a reset): they cannot
+            # be sent, and uvloop's transport raises on a write after its close.
+            return
         self._transport.write(held[0] if len(held) == 1 else b"".join(held))
 
     def write_eof(self) -> None:

@@ -37,6 +37,11 @@ class Recorder:
     def get_write_buffer_size(self) -> int:
         return 7
 
+    def is_closing(self) -> bool:
+        return self.closed_under_us
+
+    closed_under_us = False
+
     def pause_reading(self) -> None:
         self.paused = True
 
@@ -92,6 +97,16 @@ async def test_closing_or_ending_writes_what_is_held_first_and_an_abort_drops_it
     transport.abort()
     await one_turn()
     assert aborted.calls == [("abort", None)]
+
+
+@pytest.mark.anyio
+async def test_what_is_held_when_the_connection_closes_under_it_is_dropped_not_written() -> None:
+    recorder = Recorder()
+    transport = OneWriteTransport(recorder, asyncio.get_running_loop())  # type: ignore[arg-type]
+    transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    recorder.closed_under_us = True  # the client reset the connection before the end of the turn
+    await one_turn()
+    assert recorder.calls == []
 
 
 @pytest.mark.anyio
