@@ -149,10 +149,7 @@ def _gcra_apply(
         # stays as it is (or, at or before now, counts as now either way).
         if charge and new != tat:
             state = new
-            if state <= now:
-                data.delete(key)
-            else:
-                data.set(key, state, math.ceil((state - now) / 1000))
+            _store_tat(data, key, state, now)
         if not answer:
             continue
         # Comparisons, not max() calls: this answer is worked out for every admitted request.
@@ -161,6 +158,14 @@ def _gcra_apply(
         retry = -1 if cost > limit else (0 if ok else (new - period - now if new - period > now else 0))
         out.extend((remaining if remaining > 0 else 0, busy, retry))
     return out
+
+
+def _store_tat(data: MemoryData, key: str, tat: int, now: int) -> None:
+    """Keep ``tat`` as ``key``'s theoretical arrival time until it passes (one at or before now is none)."""
+    if tat <= now:
+        data.delete(key)
+    else:
+        data.set(key, tat, math.ceil((tat - now) / 1000))
 
 
 GCRA = AtomicOp(
@@ -366,10 +371,7 @@ def _rl_finish_memory(data: MemoryData, keys: Sequence[str], args: Sequence[int]
                 tat = now
             new = tat + (cost * period) // limit
             if new != tat:  # as `_gcra_apply` charging: a cost that moves nothing writes nothing
-                if new <= now:
-                    data.delete(key)
-                else:
-                    data.set(key, new, math.ceil((new - now) / 1000))
+                _store_tat(data, key, new, now)
     for key in keys[n:]:
         (data.get(key) or {}).pop(args[base], None)
     return []
