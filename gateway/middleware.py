@@ -22,6 +22,7 @@ from gateway.errors import GatewayError
 from gateway.features.regions import REGION_HEADER
 from gateway.ids import IdSource
 from gateway.logging import AccessLog, log_error
+from gateway.pipeline import After
 from gateway.runtime import RUNTIME_SCOPE_KEY
 from gateway.shutdown import Activity
 
@@ -49,9 +50,13 @@ class Envelope:
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
         state["started"] = started
+        # The pipeline's work for after the answer (gateway.pipeline.later): run below, once it is written.
+        after: list[After] = []
+        state["after"] = after
         rid = request_id.encode()
         status = 0
         overhead_ms = 0.0
+        answered = False
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status, overhead_ms
@@ -76,6 +81,7 @@ class Envelope:
         self.activity.enter(task)
         try:
             await app(scope, receive, send_with_headers)
+            answered = True
         except asyncio.CancelledError:
             if not self.activity.stopping or task is None:
                 raise
@@ -91,6 +97,9 @@ class Envelope:
                     send_with_headers, GatewayError(500, "Internal gateway error.", "server_error")
                 )
         finally:
+            if after:
+                # Before the request leaves the in-flight count, so a graceful shutdown waits for its books.
+                await _keep_books(after, request_id, answered)
             self.activity.exit(task)
             if self.access_log.enabled():
                 self.access_log.write(_record(scope, state, status, started, overhead_ms))
@@ -101,6 +110,24 @@ class Envelope:
                 # call) that only the cyclic collector frees: ~27 objects per request, its young-generation
                 # collections every ~30 cache hits. Emptied, the request's objects go by reference counting.
                 call.scratch.clear()
+
+
+async def _keep_books(after: list[After], request_id: str, answered: bool) -> None:
+    """Run the request's after-answer work in order, after the answer is out; one failing does not stop the
+    rest, and a cancel (the drain deadline) does not stop any."""
+    try:
+        if answered:
+            # The server writes a response at the end of the loop's turn (gateway/server_protocol.py): one
+            # turn, and the client has its answer before the books are kept.
+            await asyncio.sleep(0)
+    finally:
+        for work in after:
+            try:
+                pending = work()
+                if pending is not None:
+                    await pending
+            except Exception as exc:  # a bug: the answer is out, the log gets the type only
+                log_error(request_id, exc)
 
 
 class GatewayMiddleware:

@@ -52,6 +52,18 @@ A stage may also define ``async def start(self) -> None`` and ``async def close(
 calls every ``start`` (in chain order) before serving and every ``close`` (in reverse order) on shutdown,
 e.g. to open a database or flush the usage ledger. Both are optional; :func:`run_hooks` finds them.
 
+After the answer
+----------------
+
+Work a stage does once an answer is known but that the answer does not need (settling a budget, giving back
+rate-limit slots, storing a cache entry, writing the usage record) goes through :func:`later`: on a request
+served over HTTP, ``call.after`` is a list the request's envelope (gateway/middleware.py) runs once the
+response is written, so the client does not wait for the books; elsewhere (``call.after`` is None: a
+WebSocket message, a stage in a unit test) the work runs at once. A piece of work is a callable returning
+None when done or an awaitable to await (a store round trip); it must never raise for an expected failure
+(it logs and carries on, as the stages already do for a store that is down). Work registered by inner stages
+runs first, in the order the chain returns.
+
 Timing
 ------
 
@@ -70,6 +82,9 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from gateway.errors import GatewayError
+
+After = Callable[[], "Awaitable[None] | None"]
+"""Work for after the answer (see "After the answer"): None when done, else an awaitable to await."""
 
 if TYPE_CHECKING:
     from gateway.config import ModelConfig, RouteConfig
@@ -135,6 +150,8 @@ class Call:
     attempts: int = 0
     # The request's trace id when features.tracing is on (its spans'), for the usage record.
     trace_id: str | None = None
+    # Work for after the response is written (see "After the answer"); None: :func:`later` runs it at once.
+    after: list[After] | None = None
 
     def overhead_ms(self) -> float:
         """Milliseconds spent in the gateway so far, upstream time excluded."""
@@ -224,6 +241,15 @@ async def client_chunks(call: Call, stream: Stream) -> ChunkIterator:
 
 Result = Response | Stream
 Handler = Callable[[Call], Awaitable[Result]]
+
+
+def later(call: Call, work: After) -> Awaitable[None] | None:
+    """Run ``work`` once ``call``'s response is written (queued on ``call.after``) or, where nothing runs
+    that list, now: returns what the caller must then await (None when done or queued)."""
+    if call.after is not None:
+        call.after.append(work)
+        return None
+    return work()
 
 
 @runtime_checkable

@@ -56,7 +56,7 @@ from gateway.features.usage import (
 )
 from gateway.ledger import Ledger, LedgerNotQueryable, LedgerUnavailable
 from gateway.periods import Period, window_for
-from gateway.pipeline import Call, Handler, Response, Result
+from gateway.pipeline import Call, Handler, Response, Result, later
 from gateway.pricing import format_usd, usd_to_nanos
 from gateway.stores import Store, StoreUnavailable
 from gateway.stores.after_writes import defer
@@ -439,7 +439,11 @@ class BudgetStage:
             await self._settle(call, reservation, failed.cost_nanos)
             raise
         if isinstance(result, Response):
-            await self._settle(call, reservation, account(call, result, self.pricing).cost_nanos)
+            # The answer as it is now: the usage stage replaces its body with one carrying the cost.
+            answer = Response(result.body, result.status)
+            pending = later(call, partial(self._settle_answer, call, reservation, answer))
+            if pending is not None:
+                await pending
             return result
         stream = result
         stream_meter(call, stream)
@@ -451,9 +455,22 @@ class BudgetStage:
 
         return stream.pipe(lambda chunks: FinalizingIterator(chunks, on_end))
 
+    def _settle_answer(
+        self, call: Call, reservation: Reservation, result: Response
+    ) -> Awaitable[None] | None:
+        """Settle to what the complete answer ``result`` cost (see :meth:`_settle_now`)."""
+        return self._settle_now(call, reservation, account(call, result, self.pricing).cost_nanos)
+
     async def _settle(self, call: Call, reservation: Reservation, cost: int) -> None:
+        pending = self._settle_now(call, reservation, cost)
+        if pending is not None:
+            await pending
+
+    def _settle_now(self, call: Call, reservation: Reservation, cost: int) -> Awaitable[None] | None:
+        """Settle ``reservation`` to ``cost`` once: None when done (the write deferred with the request's
+        other after-answer writes, sent in one round trip), else the settlement to await."""
         if call.scratch.get("budgets.settled"):
-            return
+            return None
         call.scratch["budgets.settled"] = True
         if cost > reservation.amount:
             logger.warning(
@@ -462,7 +479,10 @@ class BudgetStage:
             )  # fmt: skip
         now = self.clock()
         if defer(call, self.book.settle_write(reservation, cost, now), self.book.store):
-            return  # sent with the request's other after-answer writes, in one round trip (nothing awaited)
+            return None
+        return self._settle_on_store(call, reservation, cost, now)
+
+    async def _settle_on_store(self, call: Call, reservation: Reservation, cost: int, now: datetime) -> None:
         # Shielded: settlement runs while the request is being cancelled (client gone), and must finish.
         with anyio.CancelScope(shield=True):
             try:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from hashlib import sha256
 from typing import Any, Literal
 
@@ -52,7 +53,7 @@ from gateway.features.cache_entries import (
     replay_chunks,
 )
 from gateway.features.cache_generations import Generations
-from gateway.pipeline import Call, Handler, Response, Result, Stream
+from gateway.pipeline import Call, Handler, Response, Result, Stream, later
 from gateway.stores.after_writes import defer
 from gateway.stores.base import Store, StoreUnavailable, Write, store_key
 
@@ -307,7 +308,9 @@ class CacheStage:
             return result
         if isinstance(result, Response):
             if 200 <= result.status < 300 and complete_body(call, result.body):
-                await self._put(call, key, generations, result.body, ttl)
+                pending = later(call, partial(self._put_now, call, key, generations, result.body, ttl))
+                if pending is not None:
+                    await pending
             return result
         return result.pipe(lambda chunks: self._store_when_complete(call, key, generations, ttl, chunks))
 
@@ -335,13 +338,25 @@ class CacheStage:
     async def _put(
         self, call: Call, key: str, generations: Generations, body: dict[str, Any], ttl: float
     ) -> None:
+        pending = self._put_now(call, key, generations, body, ttl)
+        if pending is not None:
+            await pending
+
+    def _put_now(
+        self, call: Call, key: str, generations: Generations, body: dict[str, Any], ttl: float
+    ) -> Awaitable[None] | None:
+        """Store ``body`` under ``key``: None when done (deferred with the request's other after-answer
+        writes, or too large to keep), else the write to await."""
         raw = encode_entry(call, body, generations.tokens)
         if len(raw) > self.config.max_entry_bytes:
             self.stats.too_large += 1
-            return
+            return None
         if defer(call, Write([key], value=raw, ttl=ttl), self.store):
             self.stats.stores += 1  # sent with the request's other after-answer writes
-            return
+            return None
+        return self._set(key, raw, ttl)
+
+    async def _set(self, key: str, raw: bytes, ttl: float) -> None:
         try:
             await self.store.set(key, raw, ttl)
         except StoreUnavailable:

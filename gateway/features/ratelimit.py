@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -39,8 +39,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.admission import FULL, Claim, answered, ran
 from gateway.errors import GatewayError
 from gateway.ids import IdSource
-from gateway.pipeline import Call, Handler, KeyIdentity, Response, Result
-from gateway.stores.after_writes import defer, flush_now, flush_writes, open_writes
+from gateway.pipeline import Call, Handler, KeyIdentity, Response, Result, later
+from gateway.stores.after_writes import defer, flush, open_writes
 from gateway.stores.base import Step, Store, StoreUnavailable, Write, store_key
 from gateway.stores.ops import RL_ADMISSION, RL_FINISH, RL_STATUS
 from gateway.token_estimate import estimate_prompt_tokens, estimate_text_tokens
@@ -428,15 +428,21 @@ class RateLimitStage:
         ``gateway.stores.after_writes``).
         """
         open_writes(call, self.store)
+        queued = False
         try:
-            return await self._limited(call, next)
+            result = await self._limited(call, next)
+            if isinstance(result, Response) and call.after is not None:
+                # Sent once the answer is out, after the inner stages' after-answer work that adds to them.
+                call.after.append(partial(flush, call, self.store))
+                queued = True
+            return result
         finally:
-            if not flush_now(call, self.store):
-                # Shielded: the writes give back slots and reservations, also for a client that went away.
-                # (In process they are applied without awaiting: no cancel scope to pay for, 2-4 % of a
-                # request's CPU in the profile.)
-                with anyio.CancelScope(shield=True):
-                    await flush_writes(call, self.store)
+            if not queued:
+                # In process the writes are applied without awaiting: no cancel scope to pay for (2-4 % of a
+                # request's CPU in the profile); a round trip is shielded (it gives back slots).
+                pending = flush(call, self.store)
+                if pending is not None:
+                    await pending
 
     async def _limited(self, call: Call, next: Handler) -> Result:
         claim = ran(call, CLAIM)
@@ -478,7 +484,10 @@ class RateLimitStage:
             # taken here, so nothing is given back.
             return result
         if isinstance(result, Response):
-            await self._finish(call, token_buckets, _difference(estimate, result.usage), held, lease)
+            cost = _difference(estimate, result.usage)
+            pending = later(call, partial(self._finish_now, call, token_buckets, cost, held, lease))
+            if pending is not None:
+                await pending
             return result
         stream = result
 
@@ -560,19 +569,29 @@ class RateLimitStage:
     async def _finish(
         self, call: Call, buckets: list[Bucket], cost: int, held: list[str], lease: int
     ) -> None:
-        """Charge `cost` more tokens (or refund) and release the slots, in one store operation (deferred to
-        the call's after-answer writes while they are open)."""
+        pending = self._finish_now(call, buckets, cost, held, lease)
+        if pending is not None:
+            await pending
+
+    def _finish_now(
+        self, call: Call, buckets: list[Bucket], cost: int, held: list[str], lease: int
+    ) -> Awaitable[None] | None:
+        """Charge `cost` more tokens (or refund) and release the slots, in one store operation: None when
+        done (deferred to the call's after-answer writes while they are open), else the operation to await."""
         if not cost:
             buckets = []
         if not buckets and not held:
-            return
+            return None
         args = [len(buckets), len(held)]
         for bucket in buckets:
             args += [MINUTE_US, bucket.limit, cost]
         args.append(lease)
         keys = [*(b.key for b in buckets), *held]
         if defer(call, Write(keys, RL_FINISH, args), self.store):
-            return
+            return None
+        return self._finish_on_store(keys, args)
+
+    async def _finish_on_store(self, keys: list[str], args: list[int]) -> None:
         # Best effort: the request itself was already admitted, and if the store is down the slots expire on
         # their own after lease_seconds.
         with contextlib.suppress(StoreUnavailable):

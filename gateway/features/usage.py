@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -33,7 +34,7 @@ from gateway.answers import usage_counts
 from gateway.errors import GatewayError
 from gateway.ledger import Ledger, UsageRecord, UsageSource
 from gateway.metrics import GatewayMetrics
-from gateway.pipeline import Call, ChunkIterator, Handler, Response, Result, Stream
+from gateway.pipeline import Call, ChunkIterator, Handler, Response, Result, Stream, later
 from gateway.pricing import (
     ModelPrice,
     PriceTable,
@@ -505,8 +506,14 @@ class UsageStage:
             raise
         if isinstance(result, Response):
             accounting = account(call, result, self.pricing)
-            self._finish(call, arrived, accounting, answer=result)
-            # The cost _finish just put in the header, formatted once.
+            self._cost_headers(call, accounting)
+            # The record is written once the answer is out; it keeps the times of now, when it was ready.
+            latency_ms, overhead_ms = self._times(call)
+            later(
+                call,
+                partial(self._record, call, arrived, accounting, None, result, latency_ms, overhead_ms),
+            )
+            # The cost just put in the header, formatted once.
             result.body = with_cost(result.body, accounting, call.response_headers[COST_HEADER])
             return result
         return self._wrap_stream(call, result, arrived)
@@ -559,9 +566,31 @@ class UsageStage:
         answer: Result | None = None,
     ) -> None:
         if header:
-            call.response_headers[COST_HEADER] = format_usd(accounting.cost_nanos)
-            if accounting.source != "none":
-                call.response_headers[USAGE_SOURCE_HEADER] = accounting.source
+            self._cost_headers(call, accounting)
+        self._record(call, arrived, accounting, error_code, answer, *self._times(call))
+
+    @staticmethod
+    def _cost_headers(call: Call, accounting: Accounting) -> None:
+        call.response_headers[COST_HEADER] = format_usd(accounting.cost_nanos)
+        if accounting.source != "none":
+            call.response_headers[USAGE_SOURCE_HEADER] = accounting.source
+
+    @staticmethod
+    def _times(call: Call) -> tuple[float, float]:
+        """The call's latency and overhead so far, in milliseconds, as the record keeps them."""
+        return round((time.perf_counter() - call.started) * 1000.0, 3), round(call.overhead_ms(), 3)
+
+    def _record(
+        self,
+        call: Call,
+        arrived: datetime,
+        accounting: Accounting,
+        error_code: str | None,
+        answer: Result | None,
+        latency_ms: float,
+        overhead_ms: float,
+    ) -> None:
+        """Write the call's usage record (ledger, live feed, metrics, logged bodies)."""
         ts = arrived.timestamp()
         headers = call.response_headers
         cache_status = headers.get(CACHE_HEADER)
@@ -579,7 +608,7 @@ class UsageStage:
             completion_tokens=accounting.completion_tokens,
             usage_source=accounting.source,
             cost_nanos=accounting.cost_nanos,
-            latency_ms=round((time.perf_counter() - call.started) * 1000.0, 3),
+            latency_ms=latency_ms,
             status=accounting.status,
             cache_hit=accounting.cache_hit,
             attempts=call.attempts,
@@ -588,7 +617,7 @@ class UsageStage:
             avoided_cost_nanos=accounting.avoided_cost_nanos,
             cache_status=cache_status,
             error_code=error_code,
-            overhead_ms=round(call.overhead_ms(), 3),
+            overhead_ms=overhead_ms,
             # Where the prompt was processed: the answering route's region (None when the route names none),
             # or this replica's when no upstream answered (a cache hit, a refusal).
             region=call.route.region if call.route is not None else self.region,

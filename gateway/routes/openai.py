@@ -205,6 +205,8 @@ def request_call(
         include_usage=include_usage,
         trace_id=state.get("trace_id"),  # set by the tracing middleware when features.tracing is on
     )
+    # The envelope's list (gateway/middleware.py): the stages' after-answer work runs once this is answered.
+    call.after = state.get("after")
     state["call"] = call
     return call
 

@@ -11,11 +11,18 @@ so a stream's writes, made when the stream ends (after the stage returned), go t
 writes for the list's own store are batched: with a global store beside the regional one (multi-region), a
 budget settlement bound for the global store must not be flushed into the rate limit's regional one, so
 `defer` refuses a write for another store and its stage sends it there itself.
+
+For a complete answer the outer stage does not flush when it returns: it queues `flush` as after-answer work
+(`gateway.pipeline.later`), behind the inner stages' own (the budget's settlement, the cache's entry), so the
+whole round trip happens once the client has its answer.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
+
+import anyio
 
 from gateway.pipeline import Call
 from gateway.stores.base import Store, StoreUnavailable, Write
@@ -52,6 +59,20 @@ def flush_now(call: Call, store: Store) -> bool:
         store.write_now(pending[1])
     call.scratch.pop(SCRATCH, None)
     return True
+
+
+def flush(call: Call, store: Store) -> Awaitable[None] | None:
+    """Close `call`'s list and apply it: None when done in process (`flush_now`), else the round trip to
+    await, shielded from cancellation."""
+    if flush_now(call, store):
+        return None
+    return _flush_shielded(call, store)
+
+
+async def _flush_shielded(call: Call, store: Store) -> None:
+    # The writes give back slots and reservations, also for a client that went away (its request cancelled).
+    with anyio.CancelScope(shield=True):
+        await flush_writes(call, store)
 
 
 async def flush_writes(call: Call, store: Store) -> None:
