@@ -128,6 +128,8 @@ async def _keep_books(after: list[After], request_id: str, answered: bool) -> No
                     await pending
             except Exception as exc:  # a bug: the answer is out, the log gets the type only
                 log_error(request_id, exc)
+        # The work holds the call (which holds this list): emptied, reference counting frees them.
+        after.clear()
 
 
 class GatewayMiddleware:

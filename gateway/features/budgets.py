@@ -56,10 +56,10 @@ from gateway.features.usage import (
 )
 from gateway.ledger import Ledger, LedgerNotQueryable, LedgerUnavailable
 from gateway.periods import Period, window_for
-from gateway.pipeline import Call, Handler, Response, Result, later
+from gateway.pipeline import Call, Handler, Response, Result
 from gateway.pricing import format_usd, usd_to_nanos
 from gateway.stores import Store, StoreUnavailable
-from gateway.stores.after_writes import defer
+from gateway.stores.after_writes import after_answer, defer
 from gateway.stores.base import Step
 
 if TYPE_CHECKING:
@@ -441,7 +441,8 @@ class BudgetStage:
         if isinstance(result, Response):
             # The answer as it is now: the usage stage replaces its body with one carrying the cost.
             answer = Response(result.body, result.status)
-            pending = later(call, partial(self._settle_answer, call, reservation, answer))
+            work = partial(self._settle_answer, call, reservation, answer)
+            pending = after_answer(call, self.book.store, work)
             if pending is not None:
                 await pending
             return result

@@ -53,8 +53,8 @@ from gateway.features.cache_entries import (
     replay_chunks,
 )
 from gateway.features.cache_generations import Generations
-from gateway.pipeline import Call, Handler, Response, Result, Stream, later
-from gateway.stores.after_writes import defer
+from gateway.pipeline import Call, Handler, Response, Result, Stream
+from gateway.stores.after_writes import after_answer, defer
 from gateway.stores.base import Store, StoreUnavailable, Write, store_key
 
 KEY_VERSION = "v1"
@@ -308,7 +308,8 @@ class CacheStage:
             return result
         if isinstance(result, Response):
             if 200 <= result.status < 300 and complete_body(call, result.body):
-                pending = later(call, partial(self._put_now, call, key, generations, result.body, ttl))
+                work = partial(self._put_now, call, key, generations, result.body, ttl)
+                pending = after_answer(call, self.store, work)
                 if pending is not None:
                     await pending
             return result

@@ -39,8 +39,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.admission import FULL, Claim, answered, ran
 from gateway.errors import GatewayError
 from gateway.ids import IdSource
-from gateway.pipeline import Call, Handler, KeyIdentity, Response, Result, later
-from gateway.stores.after_writes import defer, flush, open_writes
+from gateway.pipeline import Call, Handler, KeyIdentity, Response, Result
+from gateway.stores.after_writes import after_answer, defer, flush, flush_after_answer, open_writes
 from gateway.stores.base import Step, Store, StoreUnavailable, Write, store_key
 from gateway.stores.ops import RL_ADMISSION, RL_FINISH, RL_STATUS
 from gateway.token_estimate import estimate_prompt_tokens, estimate_text_tokens
@@ -431,10 +431,8 @@ class RateLimitStage:
         queued = False
         try:
             result = await self._limited(call, next)
-            if isinstance(result, Response) and call.after is not None:
-                # Sent once the answer is out, after the inner stages' after-answer work that adds to them.
-                call.after.append(partial(flush, call, self.store))
-                queued = True
+            # A complete answer's writes may wait until it is out, after the inner stages' work adding to it.
+            queued = isinstance(result, Response) and flush_after_answer(call, self.store)
             return result
         finally:
             if not queued:
@@ -485,7 +483,8 @@ class RateLimitStage:
             return result
         if isinstance(result, Response):
             cost = _difference(estimate, result.usage)
-            pending = later(call, partial(self._finish_now, call, token_buckets, cost, held, lease))
+            work = partial(self._finish_now, call, token_buckets, cost, held, lease)
+            pending = after_answer(call, self.store, work)
             if pending is not None:
                 await pending
             return result

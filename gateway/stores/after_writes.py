@@ -12,19 +12,20 @@ writes for the list's own store are batched: with a global store beside the regi
 budget settlement bound for the global store must not be flushed into the rate limit's regional one, so
 `defer` refuses a write for another store and its stage sends it there itself.
 
-For a complete answer the outer stage does not flush when it returns: it queues `flush` as after-answer work
-(`gateway.pipeline.later`), behind the inner stages' own (the budget's settlement, the cache's entry), so the
-whole round trip happens once the client has its answer.
+For a complete answer on the memory store the outer stage does not flush when it returns: it queues `flush`
+as after-answer work (`after_answer`), behind the inner stages' own (the budget's settlement, the cache's
+entry), so the client has its answer before the books are kept. On a shared store they stay before it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable
+from functools import partial
 
 import anyio
 
-from gateway.pipeline import Call
+from gateway.pipeline import After, Call, later
 from gateway.stores.base import Store, StoreUnavailable, Write
 from gateway.stores.memory import MemoryStore
 
@@ -58,6 +59,29 @@ def flush_now(call: Call, store: Store) -> bool:
             return False
         store.write_now(pending[1])
     call.scratch.pop(SCRATCH, None)
+    return True
+
+
+def after_answer(call: Call, store: Store, work: After) -> Awaitable[None] | None:
+    """Run `work`, which writes to `store`, once the answer is out when the store is in process, else now
+    (returns what to await, as `gateway.pipeline.later`).
+
+    In process the work still runs before the server reads the client's next request (in the loop turn
+    that writes the answer), so a client never sees its own last request unsettled: no slot still held, no
+    reservation still counted. On a shared store it would be a round trip later, and a sequential client
+    could be refused by its own previous request: there it stays before the answer.
+    """
+    if isinstance(store, MemoryStore):
+        return later(call, work)
+    return work()
+
+
+def flush_after_answer(call: Call, store: Store) -> bool:
+    """Queue `flush` as `call`'s after-answer work when its writes may wait for the answer (in process, see
+    `after_answer`): True when queued, False when the caller flushes now."""
+    if call.after is None or not isinstance(store, MemoryStore):
+        return False
+    call.after.append(partial(flush, call, store))
     return True
 
 
