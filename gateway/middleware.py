@@ -14,6 +14,7 @@ import contextlib
 import json
 import re
 import time
+from functools import partial
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,6 +25,7 @@ from gateway.ids import IdSource
 from gateway.logging import AccessLog, log_error
 from gateway.pipeline import After
 from gateway.runtime import RUNTIME_SCOPE_KEY
+from gateway.server_protocol import HELD_WRITES
 from gateway.shutdown import Activity
 
 _REQUEST_ID_OK = re.compile(rb"^[A-Za-z0-9._:/+=-]{1,128}$")
@@ -50,7 +52,7 @@ class Envelope:
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
         state["started"] = started
-        # The pipeline's work for after the answer (gateway.pipeline.later): run below, once it is written.
+        # The pipeline's work for after the answer (gateway.pipeline.later): run once it is written.
         after: list[After] = []
         state["after"] = after
         rid = request_id.encode()
@@ -97,39 +99,53 @@ class Envelope:
                     send_with_headers, GatewayError(500, "Internal gateway error.", "server_error")
                 )
         finally:
-            if after:
-                # Before the request leaves the in-flight count, so a graceful shutdown waits for its books.
-                await _keep_books(after, request_id, answered)
-            self.activity.exit(task)
             if self.access_log.enabled():
                 self.access_log.write(_record(scope, state, status, started, overhead_ms))
             call = state.get("call")
-            if call is not None:
-                # The response is out, streams included, and nothing reads the stages' notes any more. They
-                # hold the call in a cycle (call -> scratch -> an admission claim -> its step, bound to the
-                # call) that only the cyclic collector frees: ~27 objects per request, its young-generation
-                # collections every ~30 cache hits. Emptied, the request's objects go by reference counting.
-                call.scratch.clear()
+            if after and answered and scope.get(HELD_WRITES):
+                # This server writes the answer at the end of the loop's turn (gateway/server_protocol.py,
+                # scheduled when the status went out): the books right after it, in the same turn, so the
+                # client has its answer first and the server has not yet read its next request.
+                asyncio.get_running_loop().call_soon(self._end, after, request_id, task, call)
+            else:
+                # Any other server has written the answer already (or there is none).
+                self._end(after, request_id, task, call)
 
+    def _end(self, after: list[After], request_id: str, task: asyncio.Task[Any] | None, call: Any) -> None:
+        """Keep the request's books and let it go: out of the in-flight count only now, so a graceful
+        shutdown waits for them."""
+        if after:
+            self._keep_books(after, request_id)
+        self.activity.exit(task)
+        if call is not None:
+            # The response is out, streams included, and nothing reads the stages' notes any more. They
+            # hold the call in a cycle (call -> scratch -> an admission claim -> its step, bound to the
+            # call) that only the cyclic collector frees: ~27 objects per request, its young-generation
+            # collections every ~30 cache hits. Emptied, the request's objects go by reference counting.
+            call.scratch.clear()
 
-async def _keep_books(after: list[After], request_id: str, answered: bool) -> None:
-    """Run the request's after-answer work in order, after the answer is out; one failing does not stop the
-    rest, and a cancel (the drain deadline) does not stop any."""
-    try:
-        if answered:
-            # The server writes a response at the end of the loop's turn (gateway/server_protocol.py): one
-            # turn, and the client has its answer before the books are kept.
-            await asyncio.sleep(0)
-    finally:
+    def _keep_books(self, after: list[After], request_id: str) -> None:
+        """Run the request's after-answer work in order; one failing does not stop the rest. The work is in
+        process (gateway.stores.after_writes.after_answer); should a piece still need to await, it runs as a
+        task of its own, counted in flight."""
         for work in after:
             try:
                 pending = work()
-                if pending is not None:
-                    await pending
             except Exception as exc:  # a bug: the answer is out, the log gets the type only
                 log_error(request_id, exc)
+                continue
+            if pending is not None:
+                self.activity.enter()
+                asyncio.ensure_future(pending).add_done_callback(
+                    partial(self._awaited, request_id=request_id)
+                )
         # The work holds the call (which holds this list): emptied, reference counting frees them.
         after.clear()
+
+    def _awaited(self, done: asyncio.Future[Any], request_id: str) -> None:
+        self.activity.exit()
+        if not done.cancelled() and done.exception() is not None:
+            log_error(request_id, done.exception())  # type: ignore[arg-type]
 
 
 class GatewayMiddleware:

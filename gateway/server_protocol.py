@@ -21,6 +21,11 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+HELD_WRITES = "gateway.held_writes"
+"""Scope key set on every request this protocol serves: what the app writes goes out at the end of the loop's
+turn, so work the app schedules with ``call_soon`` after its answer runs once the answer is written (the
+envelope keeps a request's books so, gateway/middleware.py)."""
+
 _MOST_HELD = 3
 """Pieces held in one turn before they are sent: a JSON answer's two (head, body) wait for the end of the
 turn; a stream's third sends them."""
@@ -94,3 +99,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         one_write = OneWriteTransport(transport, self.loop)  # type: ignore[arg-type]
         super().connection_made(one_write)  # type: ignore[arg-type]
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope[HELD_WRITES] = True  # type: ignore[literal-required]
