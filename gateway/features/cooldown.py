@@ -38,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -426,12 +426,24 @@ class CooldownTracker:
         after the answer, sent in one round trip (``gateway.stores.after_writes``).
         Never raises for the store: the answer is in hand and must reach the client (see :meth:`failure`).
         """
+        pending = self.success_now(route, probe=probe, call=call)
+        if pending is not None:
+            await pending
+
+    def success_now(
+        self, route: str, *, probe: bool = False, call: Call | None = None
+    ) -> Awaitable[None] | None:
+        """:meth:`success`, done now when that needs no await (the count deferred with ``call``'s other
+        writes after the answer), else what to await."""
         if not probe:
             # Every answered request comes here: its count's key is kept per route, and the write is
             # deferred without a context manager around it (nothing here can raise before the store).
             write = Write([self._count_key(route)], COUNT_OUTCOME, self._count_args(SUCCESS))
             if call is not None and defer(call, write, self.store):
-                return
+                return None
+        return self._success_on_store(route, probe)
+
+    async def _success_on_store(self, route: str, probe: bool) -> None:
         with contextlib.suppress(StoreUnavailable):
             if not probe:
                 await self._count(route, SUCCESS)

@@ -35,6 +35,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from gateway.admission import Claim
@@ -45,9 +46,10 @@ from gateway.features.regions import allowed, restriction_message, tiered_order
 from gateway.features.routing_config import CooldownConfig, RoutingConfig
 from gateway.features.routing_strategies import RouteStats, RouteTarget, make_strategy
 from gateway.params import drop_allowed, refusal, support_of
-from gateway.pipeline import Call, Handler, Result, Stream
+from gateway.pipeline import Call, Handler, Response, Result, Stream
 from gateway.providers.base import Provider
 from gateway.router import attempt
+from gateway.stores.after_writes import after_answer
 from gateway.stores.base import Store
 
 if TYPE_CHECKING:
@@ -520,15 +522,30 @@ class RoutingStage:
             self.stats.finished(target.key)
         # Latency to the answer (streams: to the first chunk), the signal the latency strategy compares.
         latency = self.monotonic() - began
-        self.stats.observe_latency(target.key, latency)
-        if self.metrics is not None:
-            self.metrics.upstream(call.model, target.key, latency)
-        # Every answer is counted (the failure rate needs them); a probe's answer also closes the circuit.
-        await self.cooldowns.success(target.key, probe=probe, call=call)
+        if isinstance(result, Response):
+            # A complete answer's count and figures wait for it to be out (in process; see after_answer).
+            work = partial(self._answered, call, target, latency, probe)
+            pending = after_answer(call, self.cooldowns.store, work)
+            if pending is not None:
+                await pending
+            return result
+        pending = self._answered(call, target, latency, probe)
+        if pending is not None:
+            await pending
         if isinstance(result, Stream):
             self.stats.started(target.key)  # in flight again until the stream ends
             return result.pipe(lambda chunks: self._watch(chunks, target))
         return result
+
+    def _answered(
+        self, call: Call, target: RouteTarget, latency: float, probe: bool
+    ) -> Awaitable[None] | None:
+        """Count an answer of ``target`` after ``latency`` seconds: its latency for the latency strategy and
+        the metrics, its success for the circuit breaker (a probe's answer also closes the circuit)."""
+        self.stats.observe_latency(target.key, latency)
+        if self.metrics is not None:
+            self.metrics.upstream(call.model, target.key, latency)
+        return self.cooldowns.success_now(target.key, probe=probe, call=call)
 
     async def _first(self, call: Call, route: RouteConfig, provider: Provider) -> Result:
         """Call the provider; for a stream, also wait for its first chunk so a failure there fails over."""
