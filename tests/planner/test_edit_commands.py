@@ -17,6 +17,20 @@ from planner.cli import main
 TODAY = dt.date.today().isoformat()
 
 
+class _Today(dt.date):
+    """The date the module was imported on, whatever the clock says later: a run that crosses midnight
+    must not see the commands stamp another day than the expected texts."""
+
+    @classmethod
+    def today(cls) -> _Today:
+        return cls.fromisoformat(TODAY)
+
+
+@pytest.fixture(autouse=True)
+def _fixed_today(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(edit, "dt", type("dt", (), {"date": _Today}))
+
+
 @pytest.fixture
 def plan(root: Path) -> Path:
     path = root / "plans" / "HIGH-response-caching.md"
