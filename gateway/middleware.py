@@ -23,7 +23,7 @@ from gateway.errors import GatewayError
 from gateway.features.regions import REGION_HEADER
 from gateway.ids import IdSource
 from gateway.logging import AccessLog, log_error
-from gateway.pipeline import After
+from gateway.pipeline import CLIENT_WAIT, After
 from gateway.runtime import RUNTIME_SCOPE_KEY
 from gateway.server_protocol import HELD_WRITES
 from gateway.shutdown import Activity
@@ -65,8 +65,9 @@ class Envelope:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 call = state.get("call")
-                upstream = call.upstream_s if call is not None else 0.0
-                overhead_ms = (time.perf_counter() - started - upstream) * 1000.0
+                # The waits on the upstream and on the client's body are not the gateway's time.
+                waits = call.upstream_s + call.client_s if call is not None else state.get(CLIENT_WAIT, 0.0)
+                overhead_ms = (time.perf_counter() - started - waits) * 1000.0
                 headers = list(message.get("headers", ()))
                 headers.append((b"x-request-id", rid))
                 headers.append((b"x-gateway-overhead-ms", f"{overhead_ms:.3f}".encode()))

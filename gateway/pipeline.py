@@ -68,8 +68,10 @@ Timing
 ------
 
 ``call.started`` is the ``time.perf_counter()`` when the request arrived; whoever waits on an upstream adds
-the wait to ``call.upstream_s`` (the router does this around every provider attempt). The gateway's own
-overhead, sent as ``x-gateway-overhead-ms``, is the total minus ``upstream_s``.
+the wait to ``call.upstream_s`` (the router does this around every provider attempt), and ``call.client_s``
+is the time spent waiting for the rest of the client's request body (a client that writes its headers and
+its body separately, or a large upload). The gateway's own overhead, sent as ``x-gateway-overhead-ms``, is
+the total minus both.
 """
 
 from __future__ import annotations
@@ -82,6 +84,10 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from gateway.errors import GatewayError
+
+CLIENT_WAIT = "client_s"
+"""``scope["state"]`` key: seconds the request waited for the client's body (set by its reader, before the
+call exists; the call takes it as ``client_s``)."""
 
 After = Callable[[], "Awaitable[None] | None"]
 """Work for after the answer (see "After the answer"): None when done, else an awaitable to await."""
@@ -145,6 +151,8 @@ class Call:
     scratch: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
     upstream_s: float = 0.0
+    # Waiting for the client's request body (gateway/routes/openai.py, read_body): not the gateway's time.
+    client_s: float = 0.0
     # Set by the router for the attempt that answered.
     route: RouteConfig | None = None
     attempts: int = 0
@@ -154,8 +162,8 @@ class Call:
     after: list[After] | None = None
 
     def overhead_ms(self) -> float:
-        """Milliseconds spent in the gateway so far, upstream time excluded."""
-        return (time.perf_counter() - self.started - self.upstream_s) * 1000.0
+        """Milliseconds spent in the gateway so far, the waits on the upstream and the client excluded."""
+        return (time.perf_counter() - self.started - self.upstream_s - self.client_s) * 1000.0
 
 
 @dataclass(slots=True)

@@ -7,6 +7,7 @@ reads the body with a size limit, authenticates, checks the body, resolves the m
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ from gateway.admin.directory import authenticate
 from gateway.embedding_format import client_answer, float_request
 from gateway.errors import GatewayError, body_too_large, invalid_request, state_store_unavailable
 from gateway.logging import log_error
-from gateway.pipeline import Call, Stream, client_chunks
+from gateway.pipeline import CLIENT_WAIT, Call, Stream, client_chunks
 from gateway.redact import Redactor
 from gateway.schema import SSE_DONE, check_chat, check_embeddings, parse_json_object, sse_event
 from gateway.stores import StoreUnavailable
@@ -43,8 +44,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     receive = request.receive
     chunks: list[bytes] = []
     size = 0
+    waited = 0.0
     while True:
+        # Timed: a body still on its way (a client that writes it after its headers, a large upload) is
+        # the client's time, which the overhead header leaves out as it leaves out the upstream's.
+        began = time.perf_counter()
         message = await receive()
+        waited += time.perf_counter() - began
+        request.scope["state"][CLIENT_WAIT] = waited
         if message["type"] == "http.disconnect":
             # Nobody is listening; answer quietly instead of logging a server error.
             raise invalid_request("The client disconnected before sending the whole body.")
@@ -205,6 +212,7 @@ def request_call(
         include_usage=include_usage,
         trace_id=state.get("trace_id"),  # set by the tracing middleware when features.tracing is on
     )
+    call.client_s = state.get(CLIENT_WAIT, 0.0)
     # The envelope's list (gateway/middleware.py): the stages' after-answer work runs once this is answered.
     call.after = state.get("after")
     state["call"] = call

@@ -6,7 +6,10 @@ request; anywhere else before the request ends. On a shared store they stay befo
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import socket
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -194,3 +197,26 @@ def test_a_sequential_client_never_meets_its_own_last_request_unsettled() -> Non
         (row,) = [r for r in report if r["name"] == "alice"]
         assert Decimal(row["spent_usd"]) == sum(costs) > 0
         assert Decimal(row["reserved_usd"]) == 0
+
+
+def test_a_body_sent_late_is_the_clients_time_not_the_gateways() -> None:
+    """Headers first, the body 0.3 s later (a slow upload): the overhead header and the usage record leave
+    the wait out, as they leave out the upstream's."""
+    with run_server(create_app(parse_config(PRICED))) as url:
+        host, port = url.removeprefix("http://").split(":")
+        body = json.dumps(chat("slow upload")).encode()
+        head = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
+            f"authorization: Bearer {KEY}\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        )
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(head.encode())
+            time.sleep(0.3)
+            sock.sendall(body)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        status, _, rest = answer.partition(b"\r\n")
+        assert b" 200 " in status
+        headers = dict(line.decode().split(": ", 1) for line in rest.split(b"\r\n\r\n")[0].split(b"\r\n"))
+        assert float(headers["x-gateway-overhead-ms"]) < 150.0  # the 300 ms are not counted

@@ -177,6 +177,13 @@ def test_overhead_excludes_upstream_time(monkeypatch: pytest.MonkeyPatch) -> Non
     assert call.overhead_ms() == pytest.approx(50.0)
 
 
+def test_overhead_excludes_the_wait_for_the_clients_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    call = make_call()
+    call.started, call.upstream_s, call.client_s = 100.0, 1.2, 0.5
+    monkeypatch.setattr(pipeline.time, "perf_counter", lambda: 101.75)
+    assert call.overhead_ms() == pytest.approx(50.0)
+
+
 def test_key_identity_model_access() -> None:
     assert KeyIdentity(name="a", key_id="1").may_use("anything")
     limited = KeyIdentity(name="b", key_id="2", models=frozenset({"x"}))
