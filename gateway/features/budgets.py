@@ -439,9 +439,8 @@ class BudgetStage:
             await self._settle(call, reservation, failed.cost_nanos)
             raise
         if isinstance(result, Response):
-            # The answer as it is now: the usage stage replaces its body with one carrying the cost.
-            answer = Response(result.body, result.status)
-            work = partial(self._settle_answer, call, reservation, answer)
+            # Its cost is the call's one accounting (`account` runs once per call), whenever this runs.
+            work = partial(self._settle_answer, call, reservation, result)
             pending = after_answer(call, self.book.store, work)
             if pending is not None:
                 await pending
