@@ -21,6 +21,9 @@ What it does (the :class:`~gateway.transport.Sender` seam, with httpx's exceptio
   silence -> ``httpx.ReadTimeout`` / ``httpx.ConnectTimeout`` / ``httpx.PoolTimeout``.
 - it asks for no compression (``accept-encoding: identity``); a gzip or deflate body sent anyway is decoded.
 
+Interim answers (``100 Continue``, ``103 Early Hints``) before the final one are read past, as RFC 9110
+asks of every client; ``101 Switching Protocols`` (never asked for) is not.
+
 Not done (the gateway does not need them): redirects, proxies, cookies, ``Expect: 100-continue``, HTTP/2,
 request bodies streamed in pieces.
 
@@ -65,6 +68,7 @@ class Connection(asyncio.Protocol):
         self.status = 0
         self.raw_headers: list[tuple[str, str]] = []
         self.headers_done = False
+        self.interim = False  # between an interim (1xx) answer's headers and its end
         self.complete = False
         self.reusable = False
         self.chunks: list[bytes] = []
@@ -114,12 +118,20 @@ class Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         if self.complete:
             self.reusable = False  # a second answer to one request: this connection is out of step
+        # An interim (1xx) answer's headers are not the final answer's: each message starts afresh.
+        self.raw_headers = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.raw_headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            # An interim answer (100 Continue, 103 Early Hints), bodiless, which a client must read past
+            # even unasked (RFC 9110 15.2): the final answer follows on the same connection.
+            self.interim = True
+            return
+        self.status = status
         self.headers_done = True
 
     def _until_eof(self) -> bool:
@@ -138,6 +150,9 @@ class Connection(asyncio.Protocol):
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
         self.complete = True
         self.reusable = self.parser.should_keep_alive()
 
@@ -148,7 +163,7 @@ class Connection(asyncio.Protocol):
         self.active = True
         self.status = 0
         self.raw_headers = []
-        self.headers_done = self.complete = self.reusable = False
+        self.headers_done = self.interim = self.complete = self.reusable = False
         self.chunks = []
         self.unread = 0
         self.read_timeout = read_timeout

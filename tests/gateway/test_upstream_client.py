@@ -392,3 +392,40 @@ async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent() -
         with pytest.raises(httpx.LocalProtocolError):
             await up.sender.post("/v1/x", {"x-request-id": "a\r\nx-injected: 1"}, b"{}")
     assert upstream.connections == 0
+
+
+# --- interim (1xx) answers --------------------------------------------------------------------------------
+
+EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n"
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "interim", [EARLY_HINTS, CONTINUE, CONTINUE + EARLY_HINTS], ids=["103", "100", "100-then-103"]
+)
+@pytest.mark.parametrize("split", [False, True], ids=["one-read", "interim-read-first"])
+async def test_interim_answers_before_the_final_one_are_skipped(interim: bytes, split: bool) -> None:
+    # RFC 9110 15.2: a client must parse 1xx answers sent before the final one, even unasked. The reply is the
+    # final answer (its status, its headers only), and the connection stays usable.
+    final = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-final: yes\r\ncontent-length: 2\r\n\r\n"
+    final += b"{}"
+
+    async def reply(exchange: Exchange) -> bool:
+        if split:
+            exchange.writer.write(interim)
+            await exchange.writer.drain()
+            await asyncio.sleep(0.05)
+            exchange.writer.write(final)
+        else:
+            exchange.writer.write(interim + final)
+        await exchange.writer.drain()
+        return True
+
+    upstream = RawUpstream(reply)
+    async with upstream.running(), client(upstream) as up:
+        for _ in range(2):  # the second request reuses the connection: it is still in step
+            answered = await up.sender.post("/v1/x", {}, b"{}")
+            assert answered.status == 200
+            assert answered.headers.get("x-final") == "yes" and "link" not in answered.headers
+            assert await answered.body() == b"{}"
+        assert upstream.connections == 1

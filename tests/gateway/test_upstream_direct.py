@@ -176,6 +176,26 @@ async def test_an_answer_split_across_reads_is_read_whole_over_one_kept_alive_co
     assert json.loads(sent.body)["messages"] == [{"role": "user", "content": "hello"}]
 
 
+async def test_an_early_hints_answer_before_the_final_one_is_read_past() -> None:
+    # An upstream (or a CDN before it) may send 103 Early Hints first: the client gets the final answer.
+    async def reply(exchange: Exchange) -> bool:
+        body = answer_json("after the hints")
+        await write(
+            exchange.writer,
+            b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body),
+            body,
+        )
+        return True
+
+    upstream = RawUpstream(reply)
+    async with upstream.running(), serve(config(upstream)) as client:
+        response = await client.post("/v1/chat/completions", json=chat(), headers=auth())
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == "after the hints"
+    assert "link" not in response.headers
+
+
 async def test_an_upstream_429_passes_on_with_its_retry_after() -> None:
     async def reply(exchange: Exchange) -> bool:
         body = b'{"error": {"message": "slow down", "type": "rate_limit_error"}}'
