@@ -125,6 +125,25 @@ def test_gateway_bench_quick_run(tmp_path: Path) -> None:
     assert text.count("<svg") == 1 and "<rect" in text
 
 
+def test_idle_bench_measures_the_overhead_header_as_is_and_with_cpus_awake(tmp_path: Path) -> None:
+    out = tmp_path / "idle.json"
+    proc = run("idle.py", "--rounds", "2", "--requests", "30", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert result["system"] == "gateway-production" and result["rounds"] == 2
+    figures, median = result["overhead_ms"], result["median_ms"]
+    assert len(figures["as_is"]) == 2 and all(value > 0 for value in figures["as_is"])
+    if result["awake_unavailable"] is None:
+        # Both ways measured, interleaved, and the share is what the medians say.
+        assert len(figures["awake"]) == 2 and all(value > 0 for value in figures["awake"])
+        assert result["host_share"] == pytest.approx((median["as_is"] - median["awake"]) / median["as_is"])
+        assert "CPUs held awake (PM QoS 0)" in proc.stdout
+    else:
+        # Not root, or no PM QoS device: said, and the as-is figure still measured.
+        assert figures["awake"] == [] and median["awake"] is None and result["host_share"] is None
+        assert "not measured" in proc.stdout
+
+
 def test_varying_loads_never_repeat_a_prompt_across_runs() -> None:
     sys.path.insert(0, str(ROOT))
     try:
