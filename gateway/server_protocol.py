@@ -24,7 +24,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 HELD_WRITES = "gateway.held_writes"
 """Scope key set on every request this protocol serves: what the app writes goes out at the end of the loop's
 turn, so work the app schedules with ``call_soon`` after its answer runs once the answer is written (the
-envelope keeps a request's books so, gateway/middleware.py)."""
+envelope keeps a request's books so, gateway/middleware.py), and before the connection's next request
+starts, pipelined or not."""
 
 _MOST_HELD = 3
 """Pieces held in one turn before they are sent: a JSON answer's two (head, body) wait for the end of the
@@ -103,3 +104,14 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.scope[HELD_WRITES] = True  # type: ignore[literal-required]
+
+    def on_response_complete(self) -> None:
+        # uvicorn starts a pipelined request (one the client sent before reading this answer) from here, as
+        # the app sends its last bytes: its task's first step would run before this request's books, which
+        # the envelope schedules after the app returns, in this same turn (a slot or a reservation still
+        # held, a spurious 429). One more hop of the loop starts it after them. Without one waiting, a next
+        # request arrives with a later read, after this turn's callbacks: nothing to defer.
+        if self.pipeline:
+            self.loop.call_soon(super().on_response_complete)
+        else:
+            super().on_response_complete()

@@ -220,3 +220,45 @@ def test_a_body_sent_late_is_the_clients_time_not_the_gateways() -> None:
         assert b" 200 " in status
         headers = dict(line.decode().split(": ", 1) for line in rest.split(b"\r\n\r\n")[0].split(b"\r\n"))
         assert float(headers["x-gateway-overhead-ms"]) < 150.0  # the 300 ms are not counted
+
+
+def read_answers(sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
+    """``count`` HTTP/1.1 answers (each with a content-length) read off ``sock``: (status, body) each."""
+    buffer, answers = b"", []
+    while len(answers) < count:
+        while b"\r\n\r\n" not in buffer:
+            chunk = sock.recv(65536)
+            assert chunk, f"closed after {len(answers)} answers"
+            buffer += chunk
+        head, _, buffer = buffer.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        fields = dict(line.decode().lower().split(": ", 1) for line in lines[1:])
+        length = int(fields["content-length"])
+        while len(buffer) < length:
+            chunk = sock.recv(65536)
+            assert chunk, "closed mid-body"
+            buffer += chunk
+        answers.append((int(lines[0].split()[1]), buffer[:length]))
+        buffer = buffer[length:]
+    return answers
+
+
+def test_a_pipelining_client_never_meets_its_own_last_request_unsettled() -> None:
+    """Requests sent back to back on one connection before any answer is read (HTTP pipelining): each is
+    served after the previous one's books, so one concurrency slot is enough for all of them."""
+    with run_server(create_app(parse_config(PRICED))) as url:
+        host, port = url.removeprefix("http://").split(":")
+        requests = b""
+        for i in range(5):
+            body = json.dumps(chat(f"pipelined {i}")).encode()
+            requests += (
+                f"POST /v1/chat/completions HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
+                f"authorization: Bearer {KEY}\r\ncontent-length: {len(body)}\r\n\r\n"
+            ).encode() + body
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(requests)  # all five at once, in one write
+            answers = read_answers(sock, 5)
+    assert [status for status, _ in answers] == [200] * 5, answers
+    # In order, each its own (the mock echoes the prompt).
+    for i, (_, body) in enumerate(answers):
+        assert f"pipelined {i}" in json.loads(body)["choices"][0]["message"]["content"]
