@@ -172,6 +172,10 @@ def gateway_section(result: dict[str, Any]) -> list[str]:
         unit = {"x": "×", "": ""}.get(row["unit"], f" {row['unit']}")
         value = "not measured" if row["value"] is None else f"{row['value']:.3f}{unit}"
         verdict = "" if row["met"] is None else ("met" if row["met"] else "**missed**")
+        rounds = row.get("rounds")
+        if verdict and rounds is not None and not rounds["every_round"]:
+            # The median's verdict, but the rounds alone straddle the goal: at the line, said as such.
+            verdict += f", not in every round ({rounds['low']:.1f} to {rounds['high']:.1f}{unit})"
         name = row["target"].strip().replace("->", "→").replace(" - ", " − ")
         if row["target"].startswith(" "):
             name = f"↳ {name}"
