@@ -144,6 +144,19 @@ def test_idle_bench_measures_the_overhead_header_as_is_and_with_cpus_awake(tmp_p
         assert "not measured" in proc.stdout
 
 
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (scripts/test installs it)")
+def test_hit_floor_bench_compares_a_purpose_built_hit_with_the_gateways(tmp_path: Path) -> None:
+    out = tmp_path / "floor.json"
+    proc = run("hit_floor.py", "--rounds", "1", "--duration", "1", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    figures, medians = result["cpu_us_per_request"], result["median_cpu_us"]
+    assert set(figures) == {"floor", "gateway-cache-hit"}
+    assert all(len(values) == 1 and values[0] > 0 for values in figures.values())
+    assert result["gateway_vs_floor"] == pytest.approx(medians["gateway-cache-hit"] / medians["floor"])
+    assert "a hit written for that one purpose" in proc.stdout
+
+
 def test_varying_loads_never_repeat_a_prompt_across_runs() -> None:
     sys.path.insert(0, str(ROOT))
     try:
