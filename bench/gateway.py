@@ -67,6 +67,14 @@ TARGETS = {
 }
 
 
+def save(result: dict[str, Any], prefix: str, out: Path | None = None) -> Path:
+    """Write ``result`` as JSON to ``out`` (default ``bench/results/<prefix>-<time>.json``); its path."""
+    out = out or RESULTS / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return out
+
+
 def free_port() -> int:
     """A free loopback port (bound, read, released)."""
     with socket.socket() as sock:

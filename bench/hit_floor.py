@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import math
 import os
 import shutil
@@ -271,10 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  a hit written for that one purpose:  {medians['floor']:7.1f}")
     print(f"  gateway-cache-hit:                   {medians['gateway-cache-hit']:7.1f}")
     print(f"  ratio gateway / floor {result['gateway_vs_floor']:.2f}x")
-    out = args.json or bench.RESULTS / f"hit-floor-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nresults: {out}")
+    print(f"\nresults: {bench.save(result, 'hit-floor', args.json)}")
     return 0
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import os
 import shutil
 import signal
@@ -155,10 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     result = run(args.rounds, args.requests)
     print(report(result))
-    out = args.json or bench.RESULTS / f"idle-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nresults: {out}")
+    print(f"\nresults: {bench.save(result, 'idle', args.json)}")
     return 0
 
 
