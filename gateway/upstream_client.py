@@ -118,8 +118,6 @@ class Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         if self.complete:
             self.reusable = False  # a second answer to one request: this connection is out of step
-        # An interim (1xx) answer's headers are not the final answer's: each message starts afresh.
-        self.raw_headers = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.raw_headers.append((name.decode("latin-1"), value.decode("latin-1")))
@@ -128,8 +126,10 @@ class Connection(asyncio.Protocol):
         status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             # An interim answer (100 Continue, 103 Early Hints), bodiless, which a client must read past
-            # even unasked (RFC 9110 15.2): the final answer follows on the same connection.
+            # even unasked (RFC 9110 15.2): the final answer follows on the same connection, with its own
+            # headers (the interim one's are dropped).
             self.interim = True
+            self.raw_headers = []
             return
         self.status = status
         self.headers_done = True
