@@ -68,10 +68,13 @@ TARGETS = {
 
 
 def save(result: dict[str, Any], prefix: str, out: Path | None = None) -> Path:
-    """Write ``result`` as JSON to ``out`` (default ``bench/results/<prefix>-<time>.json``); its path."""
+    """Write ``result`` as JSON to ``out`` (default ``bench/results/<prefix>-<time>.json``), whole or not at
+    all (a temporary file renamed into place); returns its path."""
     out = out or RESULTS / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(out)
     return out
 
 
@@ -736,12 +739,7 @@ def main(argv: list[str] | None = None) -> int:
     result["stack_warnings"] = stack_mismatch(result["systems"])
     result["targets"] = verdicts(result)
     print(table(result))
-    out = args.json or RESULTS / f"gateway-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
-    print(f"\nresults: {out}")
+    print(f"\nresults: {save(result, 'gateway', args.json)}")
     return 1 if any("error" in row for row in result["systems"].values()) else 0
 
 
