@@ -39,9 +39,18 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+import orjson  # noqa: E402
+import uvicorn  # noqa: E402
+from prometheus_client import CollectorRegistry, Counter, Histogram  # noqa: E402
+
 from bench import gateway as bench  # noqa: E402
 from bench import wrk  # noqa: E402
 from bench.systems import KEY, MODEL, build  # noqa: E402
+from gateway.ids import IdSource  # noqa: E402
+from gateway.ledger import Ledger  # noqa: E402
+from gateway.ledger_sqlite import SQLiteSink  # noqa: E402
+from gateway.server_protocol import OneWriteHttpToolsProtocol  # noqa: E402
+from gateway.usage_record import UsageRecord  # noqa: E402
 
 ANSWER = {
     "id": "chatcmpl-floor",
@@ -60,12 +69,6 @@ class FloorHit:
     """The ASGI app: every request a cache hit (the first one stores the entry it then serves)."""
 
     def __init__(self, database: str) -> None:
-        import orjson
-        from prometheus_client import CollectorRegistry, Counter, Histogram
-
-        from gateway.ids import IdSource
-
-        self.orjson = orjson
         self.database = database
         self.keys = {hashlib.sha256(KEY.encode()).digest(): ("bench", "bench")}
         self.ids = IdSource()
@@ -89,8 +92,6 @@ class FloorHit:
         if scope["type"] == "lifespan":
             await self.lifespan(receive, send)
             return
-        from gateway.usage_record import UsageRecord
-
         started = time.perf_counter()
         token = next((value for name, value in scope["headers"] if name == b"authorization"), b"")
         who = self.keys.get(hashlib.sha256(token[7:]).digest()) if token.startswith(b"Bearer ") else None
@@ -100,7 +101,7 @@ class FloorHit:
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
                 break
-        body = self.orjson.loads(b"".join(chunks))
+        body = orjson.loads(b"".join(chunks))
         if (
             who is None
             or not isinstance(body.get("model"), str)
@@ -109,7 +110,7 @@ class FloorHit:
             await send({"type": "http.response.start", "status": 400, "headers": []})
             await send({"type": "http.response.body", "body": b"{}"})
             return
-        key = hashlib.sha256(self.orjson.dumps([who[0], body], option=self.orjson.OPT_SORT_KEYS)).hexdigest()
+        key = hashlib.sha256(orjson.dumps([who[0], body], option=orjson.OPT_SORT_KEYS)).hexdigest()
         entry = self.entries.setdefault(key, ANSWER)
         now = time.time()
         admitted, remaining, reset = self.count(f"rpm:{who[0]}", RPM, now)
@@ -117,7 +118,7 @@ class FloorHit:
             await send({"type": "http.response.start", "status": 429, "headers": []})
             await send({"type": "http.response.body", "body": b"{}"})
             return
-        payload = self.orjson.dumps({**entry, "usage": {**entry["usage"], "cost_usd": "0"}})
+        payload = orjson.dumps({**entry, "usage": {**entry["usage"], "cost_usd": "0"}})
         request_id = self.ids.hex32()
         headers = [
             (b"content-type", b"application/json"),
@@ -152,9 +153,6 @@ class FloorHit:
         self.duration.labels(body["model"]).observe(latency / 1000)
 
     async def lifespan(self, receive: Any, send: Any) -> None:
-        from gateway.ledger import Ledger
-        from gateway.ledger_sqlite import SQLiteSink
-
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -182,10 +180,6 @@ def listening(port: int, process: subprocess.Popen[bytes]) -> None:
 
 def serve(port: int, database: str) -> None:
     """Run the floor app on the gateway's server stack (this script's child process)."""
-    import uvicorn
-
-    from gateway.server_protocol import OneWriteHttpToolsProtocol
-
     uvicorn.run(
         FloorHit(database), host="127.0.0.1", port=port, loop="uvloop", http=OneWriteHttpToolsProtocol,
         log_level="warning", access_log=False, lifespan="on",
