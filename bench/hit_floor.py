@@ -15,6 +15,11 @@ safe mid-request, the drain's in-flight count, tracing, the access log, error en
 floor, not a design: the gap between it and ``gateway-cache-hit`` is what the gateway's general request path
 costs a hit, and it says whether the 3× target of issue 20 is within reach of a purpose-built hit path.
 
+A third figure is the gateway's hit on a config without the key's rate limits and budget and with metrics
+off (the cache and the always-on usage ledger remain): what the gateway's general request path costs a hit
+before any of the features a hit must also pay for, so the least any hit path sharing that request path
+(envelope, authentication, body checks, usage record) could cost.
+
     python bench/hit_floor.py                    # 6 interleaved rounds of 4 s at 32 connections
     python bench/hit_floor.py --rounds 1 --duration 1
 """
@@ -41,6 +46,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import orjson  # noqa: E402
 import uvicorn  # noqa: E402
+import yaml  # noqa: E402
 from prometheus_client import CollectorRegistry, Counter, Histogram  # noqa: E402
 
 from bench import gateway as bench  # noqa: E402
@@ -63,6 +69,8 @@ ANSWER = {
     "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30},
 }
 RPM = 1_000_000_000
+BARE = "gateway-cache-hit, cache only"
+SYSTEMS = ["floor", "gateway-cache-hit", BARE]
 
 
 class FloorHit:
@@ -186,17 +194,36 @@ def serve(port: int, database: str) -> None:
     )  # fmt: skip
 
 
+def strip_features(config_path: Path) -> None:
+    """Rewrite the gateway config at ``config_path`` without the key's rate limits and budget and with
+    metrics off: the cache and the always-on usage ledger remain (what the gateway's hit costs before any
+    of the features a hit also pays for)."""
+    config = yaml.safe_load(config_path.read_text())
+    for key in config["auth"]["keys"]:
+        for field in ("rpm", "tpm", "budget"):
+            key.pop(field, None)
+    config.setdefault("features", {})["metrics"] = {"enabled": False}
+    config_path.write_text(yaml.safe_dump(config))
+
+
 def run(rounds: int, duration: float) -> dict[str, Any]:
     load_cpu, system_cpu = bench.cores()
     if load_cpu is not None:
         os.sched_setaffinity(0, {load_cpu})
     workdir = Path(tempfile.mkdtemp(prefix="hit-floor-"))
     upstream, handle = bench.start_upstream(load_cpu, workdir)
-    figures: dict[str, list[float]] = {"floor": [], "gateway-cache-hit": []}
+    figures: dict[str, list[float]] = {name: [] for name in SYSTEMS}
     floor = None
+    gateways: list[Any] = []
     try:
         system = build("gateway-cache-hit", upstream, bench.free_port(), workdir, system_cpu)
-        gateway = bench.start(system, workdir / "log")
+        gateways.append(bench.start(system, workdir / "log"))
+        # The same hit on a second gateway whose config drops the features a hit pays for besides the cache.
+        bare_dir = workdir / "bare"
+        bare_dir.mkdir()
+        bare = build("gateway-cache-hit", upstream, bench.free_port(), bare_dir, system_cpu)
+        strip_features(Path(bare.command[bare.command.index("--config") + 1]))
+        gateways.append(bench.start(bare, bare_dir / "log"))
         port = bench.free_port()
         command = [sys.executable, str(Path(__file__).resolve()), "--serve", str(port), "--database",
                    str(workdir / "floor.sqlite3")]  # fmt: skip
@@ -207,24 +234,22 @@ def run(rounds: int, duration: float) -> dict[str, Any]:
             f"http://127.0.0.1:{port}/v1/chat/completions", system.chat.body, key=KEY, nonce="floor"
         )
         listening(port, floor)
-        try:
-            pids = {"floor": floor.pid, "gateway-cache-hit": gateway.pid}
-            loads = {"floor": floor_load, "gateway-cache-hit": system.chat}
-            for k in range(rounds):
-                order = ["floor", "gateway-cache-hit"] if k % 2 == 0 else ["gateway-cache-hit", "floor"]
-                for name in order:
-                    wrk.run(
-                        loads[name], connections=32, duration_s=1, cpu=load_cpu
-                    )  # warm, and the first hit
-                    before = bench.tree_cpu_s(pids[name])
-                    result = wrk.run(loads[name], connections=32, duration_s=duration, cpu=load_cpu)
-                    spent = bench.tree_cpu_s(pids[name]) - before
-                    if result["errors"] or not result["requests"]:
-                        raise RuntimeError(f"{name}: {result}")
-                    figures[name].append(spent / result["requests"] * 1e6)
-        finally:
-            bench.stop_process(gateway.process)
+        pids = {"floor": floor.pid, "gateway-cache-hit": gateways[0].pid, BARE: gateways[1].pid}
+        loads = {"floor": floor_load, "gateway-cache-hit": system.chat, BARE: bare.chat}
+        for k in range(rounds):
+            # Each system first, last and in between in turn: a stretch of the machine's time lands on all.
+            order = SYSTEMS[k % 3 :] + SYSTEMS[: k % 3]
+            for name in order:
+                wrk.run(loads[name], connections=32, duration_s=1, cpu=load_cpu)  # warm, and the first hit
+                before = bench.tree_cpu_s(pids[name])
+                result = wrk.run(loads[name], connections=32, duration_s=duration, cpu=load_cpu)
+                spent = bench.tree_cpu_s(pids[name]) - before
+                if result["errors"] or not result["requests"]:
+                    raise RuntimeError(f"{name}: {result}")
+                figures[name].append(spent / result["requests"] * 1e6)
     finally:
+        for running in gateways:
+            bench.stop_process(running.process)
         if floor is not None:
             floor.terminate()
             floor.wait(30)
@@ -261,8 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args.rounds, args.duration)
     medians = result["median_cpu_us"]
     print(f"CPU µs per cache hit at 32 connections, median of {result['rounds']} interleaved rounds:")
-    print(f"  a hit written for that one purpose:  {medians['floor']:7.1f}")
-    print(f"  gateway-cache-hit:                   {medians['gateway-cache-hit']:7.1f}")
+    print(f"  a hit written for that one purpose:        {medians['floor']:7.1f}")
+    print(f"  gateway-cache-hit:                         {medians['gateway-cache-hit']:7.1f}")
+    print(f"  the same, no rate limit, budget, metrics:  {medians[BARE]:7.1f}")
     print(f"  ratio gateway / floor {result['gateway_vs_floor']:.2f}x")
     print(f"\nresults: {bench.save(result, 'hit-floor', args.json)}")
     return 0
