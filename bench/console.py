@@ -48,6 +48,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE.parent))
 
+from bench import exclusive  # noqa: E402
 from bench.stages import UPSTREAM, body_factory, mock_transport  # noqa: E402
 from bench.store_trips import drive  # noqa: E402
 from bench.systems import KEY, MASTER_KEY, gateway_config  # noqa: E402
@@ -280,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    exclusive.hold("bench/console.py")
     import logging
 
     logging.disable(logging.WARNING)  # "no price for route" and the like: not what is measured

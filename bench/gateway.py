@@ -38,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE.parent))
 
-from bench import clients, wrk  # noqa: E402
+from bench import clients, exclusive, wrk  # noqa: E402
 from bench.nginx import Nginx, stop_process, wait_ready  # noqa: E402
 from bench.systems import (  # noqa: E402
     ALL_SYSTEMS,
@@ -703,6 +703,7 @@ def main(argv: list[str] | None = None) -> int:
     if not wrk.available():
         print("error: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
+    exclusive.hold("bench/gateway.py")
 
     # A TERM (from timeout, or a CI runner) unwinds like an error, so every child server is stopped.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))

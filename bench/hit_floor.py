@@ -49,8 +49,8 @@ import uvicorn  # noqa: E402
 import yaml  # noqa: E402
 from prometheus_client import CollectorRegistry, Counter, Histogram  # noqa: E402
 
+from bench import exclusive, wrk  # noqa: E402
 from bench import gateway as bench  # noqa: E402
-from bench import wrk  # noqa: E402
 from bench.systems import KEY, MODEL, build  # noqa: E402
 from gateway.ids import IdSource  # noqa: E402
 from gateway.ledger import Ledger  # noqa: E402
@@ -282,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     if not wrk.available():
         print("error: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
+    exclusive.hold("bench/hit_floor.py")
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     result = run(args.rounds, args.duration)
     medians = result["median_cpu_us"]

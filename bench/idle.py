@@ -37,7 +37,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from bench import clients  # noqa: E402
+from bench import clients, exclusive  # noqa: E402
 from bench import gateway as bench  # noqa: E402
 from bench.systems import build  # noqa: E402
 
@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.requests < 1:
         parser.error("--rounds and --requests must be at least 1")
+    exclusive.hold("bench/idle.py")
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     result = run(args.rounds, args.requests)
     print(report(result))

@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE.parent))
 
+from bench import exclusive  # noqa: E402
 from bench.nginx import chat_body  # noqa: E402
 
 RESULTS = HERE / "results"
@@ -204,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "--json", type=Path, default=None, help="where to write the JSON (default bench/results/)"
     )
     args = parser.parse_args(argv)
+    exclusive.hold("bench/json_codecs.py")
     result = run(args.number, args.rounds)
     print(table(result))
     out = args.json or RESULTS / f"json-codecs-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -31,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE.parent))
 
+from bench import exclusive  # noqa: E402
 from bench.stages import UPSTREAM, body_factory, drive, mock_transport  # noqa: E402
 from bench.systems import gateway_config  # noqa: E402
 
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgres-url", default=None, help="an existing database (default: start one)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    exclusive.hold("bench/ledger.py")
     import logging
 
     logging.disable(logging.WARNING)

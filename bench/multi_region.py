@@ -44,6 +44,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE.parent))
 
+from bench import exclusive  # noqa: E402
 from bench.stages import UPSTREAM, body_factory, mock_transport  # noqa: E402
 from bench.systems import KEY, gateway_config  # noqa: E402
 
@@ -239,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="10 requests per mode")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    exclusive.hold("bench/multi_region.py")
     requests = 10 if args.quick else args.requests
     import logging
 

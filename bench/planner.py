@@ -47,6 +47,9 @@ HERE = Path(__file__).resolve().parent
 # This file is bench/planner.py: without this, `import planner` would find it instead of the package.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE.parent))
+
+from bench import exclusive  # noqa: E402
+
 RESULTS = HERE / "results"
 VALIDATE_TARGET = 2.0
 SITE_TARGET = 1.3
@@ -512,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="where to write the JSON results")
     parser.add_argument("--keep", action="store_true", help="keep the generated projects (prints where)")
     args = parser.parse_args(argv)
+    exclusive.hold("bench/planner.py")
     counts = [int(c) for c in args.counts.split(",") if c.strip()]
 
     results: dict[str, Any] = {

@@ -32,6 +32,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import httpx  # noqa: E402
 
+from bench import exclusive  # noqa: E402
 from bench.nginx import chat_body  # noqa: E402
 from bench.systems import KEY, Upstream, gateway_config  # noqa: E402
 
@@ -234,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         help="only production (miss) with metrics on and off, alternating: the metrics' CPU cost per request",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    exclusive.hold("bench/stages.py")
     import logging
 
     logging.disable(logging.WARNING)  # "no price for route" and the like: not what is measured

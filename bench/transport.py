@@ -34,6 +34,7 @@ sys.path.insert(0, str(HERE.parent))
 import aiohttp  # noqa: E402
 import httpx  # noqa: E402
 
+from bench import exclusive  # noqa: E402
 from gateway.providers.base import USER_AGENT  # noqa: E402
 from gateway.transport import GatewayTransport, default_transport, sender  # noqa: E402
 
@@ -134,6 +135,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
+    exclusive.hold("bench/transport.py")
     port = free_port()
     upstream = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "mock-upstream", "--port", str(port)],
