@@ -76,7 +76,7 @@ class GatewayTransport(AiohttpTransport):
 
     async def aclose(self) -> None:
         """Close the providers' pools and httpx-aiohttp's session."""
-        self.upstream.close()
+        await self.upstream.aclose()
         await super().aclose()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

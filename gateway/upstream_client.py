@@ -35,6 +35,7 @@ its reader asks for more, so a fast upstream cannot fill the gateway's memory th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 import zlib
@@ -52,6 +53,8 @@ _COMPRESSED = ("gzip", "x-gzip", "deflate")
 _AUTO_HEADER = 32 + zlib.MAX_WBITS  # zlib reads a gzip or a zlib header, whichever the body has
 READ_HIGH_WATER = 256 * 1024
 """Unread answer bytes past which a connection stops reading from the upstream until its reader catches up."""
+CLOSE_WAIT_SECONDS = 1.0
+"""How long closing the client waits for its aborted connections' sockets to close (a loop turn or two)."""
 
 
 class Connection(asyncio.Protocol):
@@ -222,6 +225,12 @@ class Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def abort(self) -> None:
+        """Close the connection at once: no TLS closing handshake (see :meth:`Pool.aclose`)."""
+        self.reusable = False
+        if self.transport is not None:
+            self.transport.abort()
+
     def release(self) -> None:
         """The request is done with this connection: back to the pool when the answer was read whole and
         the server keeps the connection alive, closed otherwise."""
@@ -249,6 +258,7 @@ class Pool:
         self.connections: set[Connection] = set()  # every open one, idle or in use (for close)
         self.waiters: deque[asyncio.Future[None]] = deque()
         self.closed = False
+        self.all_lost: asyncio.Event | None = None  # set once closed and every connection is gone
 
     async def acquire(self, connect_timeout: float | None, pool_timeout: float | None) -> Connection:
         """An idle connection (the most recent), a new one within the limit, or the next one freed."""
@@ -341,19 +351,33 @@ class Pool:
         self.connections.discard(connection)
         if not connection.active and connection in self.idle:
             self.idle.remove(connection)
+        if self.all_lost is not None and not self.connections:
+            self.all_lost.set()
         self._wake_one()
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         """Close every connection, idle or in use (a request still reading gets a ReadError, as with
-        aiohttp's session closed under it); no new connections after."""
+        aiohttp's session closed under it), and return once each socket is closed; no new connections after.
+
+        Connections are aborted, not closed: asyncio's TLS close sends ``close_notify`` and then keeps the
+        socket open until the server answers it, up to 30 s. Whoever closes the client (the gateway stopping,
+        a test) may end the event loop right after, which would leave that socket open and unowned. HTTP
+        framing already tells a whole answer from a cut one, so the closing handshake protects nothing here.
+        """
         self.closed = True
         for connection in (*self.connections, *self.idle):
-            connection.close()
+            connection.abort()
         self.idle.clear()
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)  # it will find the pool closed
+        if self.connections:
+            # An abort closes the socket a loop turn or two later, then connection_lost runs (Pool.lost).
+            self.all_lost = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_WAIT_SECONDS):
+                    await self.all_lost.wait()
 
 
 class UpstreamClient:
@@ -383,10 +407,10 @@ class UpstreamClient:
         """A sender for POSTs to ``base_url`` plus a path."""
         return UpstreamSender(self, base_url, timeout)
 
-    def close(self) -> None:
-        """Close every pool's connections; the pools refuse new requests after."""
+    async def aclose(self) -> None:
+        """Close every pool's connections (:meth:`Pool.aclose`); the pools refuse new requests after."""
         for pool in self.pools.values():
-            pool.close()
+            await pool.aclose()
 
 
 class UpstreamSender:

@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import gzip
 import socket
+import ssl
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import cast
 
 import httpx
 import pytest
+import trustme
 from test_upstream_direct import SSE_HEAD, Exchange, RawUpstream, Script, chunked, write
 
 from gateway.transport import GatewayTransport
@@ -364,6 +367,39 @@ async def test_closing_the_transport_closes_its_connections() -> None:
         await until(lambda: up.pool.open == 0, "both connections closed")
         with pytest.raises(httpx.ConnectError):
             await up.call()
+
+
+async def test_closing_the_transport_closes_tls_sockets_before_it_returns() -> None:
+    # asyncio's TLS close waits (up to 30 s) for the server's close_notify; this server never reads it. The
+    # transport must not leave the socket to that wait: whoever closes it may end the event loop next.
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    deaf: list[asyncio.Transport] = []
+
+    async def reply(exchange: Exchange) -> bool:
+        exchange.writer.write(OK)
+        await exchange.writer.drain()
+        server_side = cast(asyncio.Transport, exchange.writer.transport)
+        server_side.pause_reading()
+        deaf.append(server_side)
+        return True
+
+    upstream = RawUpstream(reply)
+    async with upstream.running(tls=server_context):
+        transport = GatewayTransport(verify=client_context, limits=httpx.Limits())
+        sender = transport.upstream.sender(f"https://127.0.0.1:{upstream.port}", TIMEOUT)
+        assert await (await sender.post("/v1/x", {}, b"{}")).body() == b"{}"
+        pool = next(iter(transport.upstream.pools.values()))
+        (connection,) = pool.idle
+        raw = connection.transport.get_extra_info("socket")  # type: ignore[union-attr]
+        await transport.aclose()
+        assert pool.open == 0 and not pool.connections and connection.lost
+        assert raw.fileno() == -1
+        for server_side in deaf:
+            server_side.resume_reading()  # let the server see the close and end
 
 
 # --- the request and the answer's headers ---------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -72,8 +73,9 @@ class RawUpstream:
             writer.close()
 
     @asynccontextmanager
-    async def running(self) -> AsyncIterator[RawUpstream]:
-        server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+    async def running(self, tls: ssl.SSLContext | None = None) -> AsyncIterator[RawUpstream]:
+        """Serve until the block ends (HTTPS with ``tls``, a server-side context)."""
+        server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=tls)
         self.port = server.sockets[0].getsockname()[1]
         async with server:
             yield self
