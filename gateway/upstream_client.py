@@ -10,7 +10,8 @@ small JSON answer arriving in one read is complete before :meth:`UpstreamSender.
 What it does (the :class:`~gateway.transport.Sender` seam, with httpx's exceptions):
 
 - one :class:`Pool` per origin: idle connections reused last-in first-out, at most ``max_connections`` open
-  (others wait up to the ``pool`` timeout), at most ``max_keepalive_connections`` idle, each idle at most
+  (others wait up to the ``pool`` timeout; one being closed no longer counts, see :meth:`Connection.close`),
+  at most ``max_keepalive_connections`` idle, each idle at most
   ``keepalive_expiry`` seconds. A connection goes back only when its answer was read to the end and the
   server keeps it alive (no ``Connection: close``, not HTTP/1.0); one the server closed while idle is dropped
   at once.
@@ -65,6 +66,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.lost = False  # connection_lost seen: never reuse
+        self.freed = False  # its place in the pool given back (closing or closed)
         self.active = False  # a request is using it
         self.idle_since = 0.0
         # The answer being read.
@@ -113,6 +115,7 @@ class Connection(asyncio.Protocol):
             self.complete = True  # a body with neither length nor chunks ends when the server closes
         elif self.failure is None:
             self.failure = exc
+        self._free()
         self.pool.lost(self)
         self._wake()
 
@@ -220,16 +223,28 @@ class Connection(asyncio.Protocol):
         return error
 
     def close(self) -> None:
-        """Close the connection (it is never reused); connection_lost then takes it out of the pool."""
+        """Close the connection (it is never reused) and give its place in the pool back at once.
+
+        The socket may take a while to close: a TLS close waits for the server to answer its ``close_notify``,
+        which TLS 1.3 servers need not do (asyncio gives up after 30 s). Counting it until then would let an
+        upstream that times out or drops streams fill ``max_connections`` with connections nobody can use.
+        """
         self.reusable = False
         if self.transport is not None:
+            self._free()
             self.transport.close()
 
     def abort(self) -> None:
         """Close the connection at once: no TLS closing handshake (see :meth:`Pool.aclose`)."""
         self.reusable = False
         if self.transport is not None:
+            self._free()
             self.transport.abort()
+
+    def _free(self) -> None:
+        if not self.freed:
+            self.freed = True
+            self.pool.free(self)
 
     def release(self) -> None:
         """The request is done with this connection: back to the pool when the answer was read whole and
@@ -254,8 +269,8 @@ class Pool:
         self.max_idle = self.max_connections if idle is None else idle
         self.expiry = limits.keepalive_expiry
         self.idle: list[Connection] = []  # most recently used last
-        self.open = 0  # connections open or being opened
-        self.connections: set[Connection] = set()  # every open one, idle or in use (for close)
+        self.open = 0  # connections open or being opened, not those closing (the places taken)
+        self.connections: set[Connection] = set()  # every socket not yet closed, closing too (aclose)
         self.waiters: deque[asyncio.Future[None]] = deque()
         self.closed = False
         self.all_lost: asyncio.Event | None = None  # set once closed and every connection is gone
@@ -295,7 +310,7 @@ class Pool:
                 )
         except BaseException as exc:
             if connection.transport is None:
-                self.open -= 1  # never made: connection_lost will not count it down
+                self.open -= 1  # never made: nothing else will give its place back
                 self._wake_one()
             else:
                 connection.close()
@@ -345,15 +360,19 @@ class Pool:
         idle.append(connection)
         self._wake_one()
 
-    def lost(self, connection: Connection) -> None:
-        """``connection`` is closed (by either side): forget it and let a waiter open another."""
+    def free(self, connection: Connection) -> None:
+        """``connection`` is closing or closed (by either side): it is never used again; let a waiter open
+        another in its place."""
         self.open -= 1
-        self.connections.discard(connection)
         if not connection.active and connection in self.idle:
             self.idle.remove(connection)
+        self._wake_one()
+
+    def lost(self, connection: Connection) -> None:
+        """``connection``'s socket is closed (after :meth:`free`)."""
+        self.connections.discard(connection)
         if self.all_lost is not None and not self.connections:
             self.all_lost.set()
-        self._wake_one()
 
     async def aclose(self) -> None:
         """Close every connection, idle or in use (a request still reading gets a ReadError, as with

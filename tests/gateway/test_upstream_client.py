@@ -369,9 +369,10 @@ async def test_closing_the_transport_closes_its_connections() -> None:
             await up.call()
 
 
-async def test_closing_the_transport_closes_tls_sockets_before_it_returns() -> None:
-    # asyncio's TLS close waits (up to 30 s) for the server's close_notify; this server never reads it. The
-    # transport must not leave the socket to that wait: whoever closes it may end the event loop next.
+@asynccontextmanager
+async def deaf_tls_upstream(limits: httpx.Limits) -> AsyncIterator[Client]:
+    """A client of an HTTPS upstream that answers every request and then stops reading, so it never answers
+    a TLS ``close_notify`` (TLS 1.3 servers need not: asyncio's TLS close then waits up to 30 s)."""
     ca = trustme.CA()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_context)
@@ -389,17 +390,35 @@ async def test_closing_the_transport_closes_tls_sockets_before_it_returns() -> N
 
     upstream = RawUpstream(reply)
     async with upstream.running(tls=server_context):
-        transport = GatewayTransport(verify=client_context, limits=httpx.Limits())
-        sender = transport.upstream.sender(f"https://127.0.0.1:{upstream.port}", TIMEOUT)
-        assert await (await sender.post("/v1/x", {}, b"{}")).body() == b"{}"
-        pool = next(iter(transport.upstream.pools.values()))
-        (connection,) = pool.idle
+        transport = GatewayTransport(verify=client_context, limits=limits)
+        try:
+            yield Client(transport, transport.upstream.sender(f"https://127.0.0.1:{upstream.port}", TIMEOUT))
+        finally:
+            await transport.aclose()
+            for server_side in deaf:
+                server_side.resume_reading()  # let the server see the close and end
+
+
+async def test_closing_the_transport_closes_tls_sockets_before_it_returns() -> None:
+    # Whoever closes the transport (the gateway stopping, a test) may end the event loop next: no socket may
+    # be left to the closing handshake's wait.
+    async with deaf_tls_upstream(httpx.Limits()) as up:
+        await up.call()
+        (connection,) = up.pool.idle
         raw = connection.transport.get_extra_info("socket")  # type: ignore[union-attr]
-        await transport.aclose()
-        assert pool.open == 0 and not pool.connections and connection.lost
+        await up.transport.aclose()
+        assert up.pool.open == 0 and not up.pool.connections and connection.lost
         assert raw.fileno() == -1
-        for server_side in deaf:
-            server_side.resume_reading()  # let the server see the close and end
+
+
+async def test_a_closing_tls_connection_does_not_hold_a_place_in_the_pool() -> None:
+    # One connection allowed, none kept idle: each answer's connection is closed, and its socket waits for a
+    # close_notify that never comes. The next request must not wait for it.
+    async with deaf_tls_upstream(httpx.Limits(max_connections=1, max_keepalive_connections=0)) as up:
+        up.sender.pool_timeout = 1.0
+        for _ in range(3):
+            assert await up.call() == b"{}"
+        assert up.pool.open == 0 and len(up.pool.connections) == 3  # three sockets still closing
 
 
 # --- the request and the answer's headers ---------------------------------------------------------------
