@@ -320,6 +320,9 @@ class Pool:
                 # Refused, no such host, certificate not trusted: the cause says which.
                 raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
             raise
+        if self.closed:  # closed while this one was connecting: it would outlive aclose
+            connection.abort()
+            raise httpx.ConnectError("The upstream client is closed")
         self.connections.add(connection)
         return connection
 

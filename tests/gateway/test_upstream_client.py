@@ -411,6 +411,17 @@ async def test_closing_the_transport_closes_tls_sockets_before_it_returns() -> N
         assert raw.fileno() == -1
 
 
+async def test_a_connection_made_while_the_transport_closes_is_not_used() -> None:
+    upstream = RawUpstream(answer(OK))
+    async with upstream.running(), client(upstream) as up:
+        call = asyncio.create_task(up.call())
+        await asyncio.sleep(0)  # connecting
+        await up.transport.aclose()
+        with pytest.raises(httpx.ConnectError, match="closed"):
+            await call
+        assert up.pool.open == 0 and not up.pool.connections and upstream.requests == []
+
+
 async def test_a_closing_tls_connection_does_not_hold_a_place_in_the_pool() -> None:
     # One connection allowed, none kept idle: each answer's connection is closed, and its socket waits for a
     # close_notify that never comes. The next request must not wait for it.
