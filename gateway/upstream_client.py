@@ -54,6 +54,10 @@ _COMPRESSED = ("gzip", "x-gzip", "deflate")
 _AUTO_HEADER = 32 + zlib.MAX_WBITS  # zlib reads a gzip or a zlib header, whichever the body has
 READ_HIGH_WATER = 256 * 1024
 """Unread answer bytes past which a connection stops reading from the upstream until its reader catches up."""
+TLS_SHUTDOWN_SECONDS = 2.0
+"""How long a TLS connection the gateway closes waits for the server to answer its ``close_notify`` before the
+socket is closed anyway. asyncio's default is 30 s, but TLS 1.3 servers need not answer at all, and an answer
+takes one round trip when it comes; meanwhile the socket stays open in the background."""
 CLOSE_WAIT_SECONDS = 1.0
 """How long closing the client waits for its aborted connections' sockets to close (a loop turn or two)."""
 
@@ -226,8 +230,8 @@ class Connection(asyncio.Protocol):
         """Close the connection (it is never reused) and give its place in the pool back at once.
 
         The socket may take a while to close: a TLS close waits for the server to answer its ``close_notify``,
-        which TLS 1.3 servers need not do (asyncio gives up after 30 s). Counting it until then would let an
-        upstream that times out or drops streams fill ``max_connections`` with connections nobody can use.
+        which TLS 1.3 servers need not do (it waits up to :data:`TLS_SHUTDOWN_SECONDS`). Counting it till then
+        would let an upstream that times out or drops streams fill ``max_connections`` with dead connections.
         """
         self.reusable = False
         if self.transport is not None:
@@ -307,6 +311,7 @@ class Pool:
                     self.port,
                     ssl=self.context,
                     server_hostname=self.host if self.context is not None else None,
+                    ssl_shutdown_timeout=TLS_SHUTDOWN_SECONDS if self.context is not None else None,
                 )
         except BaseException as exc:
             if connection.transport is None:

@@ -23,6 +23,7 @@ import pytest
 import trustme
 from test_upstream_direct import SSE_HEAD, Exchange, RawUpstream, Script, chunked, write
 
+from gateway import upstream_client
 from gateway.transport import GatewayTransport
 from gateway.upstream_client import READ_HIGH_WATER, Pool, UpstreamSender
 
@@ -422,14 +423,19 @@ async def test_a_connection_made_while_the_transport_closes_is_not_used() -> Non
         assert up.pool.open == 0 and not up.pool.connections and upstream.requests == []
 
 
-async def test_a_closing_tls_connection_does_not_hold_a_place_in_the_pool() -> None:
+async def test_a_closing_tls_connection_does_not_hold_a_place_in_the_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # One connection allowed, none kept idle: each answer's connection is closed, and its socket waits for a
-    # close_notify that never comes. The next request must not wait for it.
+    # close_notify that never comes. The next request must not wait for it, and the sockets close once the
+    # wait for the answer gives up.
+    monkeypatch.setattr(upstream_client, "TLS_SHUTDOWN_SECONDS", 0.2)
     async with deaf_tls_upstream(httpx.Limits(max_connections=1, max_keepalive_connections=0)) as up:
         up.sender.pool_timeout = 1.0
         for _ in range(3):
             assert await up.call() == b"{}"
         assert up.pool.open == 0 and len(up.pool.connections) == 3  # three sockets still closing
+        await until(lambda: not up.pool.connections, "the sockets closed after the TLS shutdown timeout")
 
 
 # --- the request and the answer's headers ---------------------------------------------------------------
