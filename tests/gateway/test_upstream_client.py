@@ -396,8 +396,11 @@ async def deaf_tls_upstream(limits: httpx.Limits) -> AsyncIterator[Client]:
             yield Client(transport, transport.upstream.sender(f"https://127.0.0.1:{upstream.port}", TIMEOUT))
         finally:
             await transport.aclose()
+            # Cut the server's side too and wait for its handlers: a TLS close there would wait for the
+            # client's answer, and a socket still open when the test's event loop ends is an error.
             for server_side in deaf:
-                server_side.resume_reading()  # let the server see the close and end
+                server_side.abort()
+            await until(lambda: upstream.ended == upstream.connections, "the upstream's handlers ended")
 
 
 async def test_closing_the_transport_closes_tls_sockets_before_it_returns() -> None:

@@ -52,6 +52,7 @@ class RawUpstream:
     script: Script
     requests: list[Exchange] = field(default_factory=list)
     connections: int = 0
+    ended: int = 0  # connections whose handler returned
     port: int = 0
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -71,6 +72,7 @@ class RawUpstream:
                     return
         finally:
             writer.close()
+            self.ended += 1
 
     @asynccontextmanager
     async def running(self, tls: ssl.SSLContext | None = None) -> AsyncIterator[RawUpstream]:
