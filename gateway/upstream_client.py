@@ -387,9 +387,10 @@ class Pool:
         aiohttp's session closed under it), and return once each socket is closed; no new connections after.
 
         Connections are aborted, not closed: asyncio's TLS close sends ``close_notify`` and then keeps the
-        socket open until the server answers it, up to 30 s. Whoever closes the client (the gateway stopping,
-        a test) may end the event loop right after, which would leave that socket open and unowned. HTTP
-        framing already tells a whole answer from a cut one, so the closing handshake protects nothing here.
+        socket open until the server answers it (up to :data:`TLS_SHUTDOWN_SECONDS`). Whoever closes the
+        client (the gateway stopping, a test) may end the event loop right after, which would leave that
+        socket open and unowned. HTTP framing already tells a whole answer from a cut one, so the closing
+        handshake protects nothing here.
         """
         self.closed = True
         for connection in (*self.connections, *self.idle):
